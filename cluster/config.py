@@ -1,0 +1,284 @@
+"""Topology and venue configuration: one TOML file describes nodes, endpoints, symbols and accounts.
+
+Endpoints may contain `{run}`, replaced by the absolute run directory, so the default file runs on
+one host over ipc, and the same format with tcp host addresses runs nodes on several hosts.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from cluster.units import UnitError, parse_decimal, rate_to_ppm, to_units
+
+DEFAULT_CONFIG = Path(__file__).with_name("topology.toml")
+NODE_NAMES = ("feeds", "oracle", "matching", "risk", "liquidator", "gateway")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+class Conf(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class ClusterConf(Conf, kw_only=True):
+    name: str = "perpx"
+    run_dir: str = "var"
+    collateral: str = "USDC"
+    atom: str = "0.000001"
+    seed: int = 1
+
+
+class SupervisorConf(Conf, kw_only=True):
+    control: str
+    heartbeat_ms: int = 200
+    heartbeat_timeout_ms: int = 1000
+    ready_timeout_ms: int = 15000
+    max_restarts: int = 3
+    restart_window_s: int = 60
+
+
+class NodeConf(Conf, kw_only=True):
+    inbox: str = ""
+    client: str = ""  # gateway: client ROUTER
+    pub: str = ""  # market data / index publisher
+    on_failure: Literal["restart", "stop_all"] = "restart"
+    # feeds
+    venues: list[str] = msgspec.field(default_factory=list)
+    interval_ms: int = 100
+    # liquidator
+    check_interval_ms: int = 250
+
+
+class SymbolConf(Conf, kw_only=True):
+    tick_size: str
+    lot_size: str
+    min_qty: str
+    max_qty: str
+    max_notional: str
+    price_band: str = "0.05"
+    market_protection: str = "0.05"
+    maker_fee: str = "0.0002"
+    taker_fee: str = "0.0005"
+    forced_fee: str = "0.005"
+    default_leverage: int = 20
+    max_leverage: int = 100
+    maintenance_rate: str = "0.005"
+    initial_price: str = "0"
+    volatility: str = "0.0005"  # feeds: per-step relative standard deviation
+
+
+class AccountConf(Conf, kw_only=True):
+    name: str
+    api_key: str
+    deposit: str = "0"
+
+
+class TopologyConf(Conf, kw_only=True):
+    cluster: ClusterConf = msgspec.field(default_factory=ClusterConf)
+    supervisor: SupervisorConf
+    nodes: dict[str, NodeConf]
+    symbols: dict[str, SymbolConf]
+    accounts: list[AccountConf] = msgspec.field(default_factory=list)
+
+
+class SymbolSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """A symbol in integer units, as cores use it."""
+
+    name: str
+    tick_size: Decimal
+    lot_size: Decimal
+    atoms_per_tick_lot: int  # notional in atoms = price_ticks * qty_lots * atoms_per_tick_lot
+    min_qty: int  # lots
+    max_qty: int  # lots
+    max_notional: int  # atoms
+    band_ppm: int
+    protection_ppm: int
+    maker_fee_ppm: int
+    taker_fee_ppm: int
+    forced_fee_ppm: int
+    default_leverage: int
+    max_leverage: int
+    maintenance_ppm: int
+    initial_price: int  # ticks
+    volatility_ppm: int
+
+    def public(self) -> dict[str, int | str]:
+        return {
+            "tick_size": str(self.tick_size), "lot_size": str(self.lot_size),
+            "min_qty": self.min_qty, "max_qty": self.max_qty,
+            "max_notional": self.max_notional, "maker_fee_ppm": self.maker_fee_ppm,
+            "taker_fee_ppm": self.taker_fee_ppm,
+        }
+
+
+class Account(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    api_key: str
+    deposit: int  # atoms
+
+
+class Topology(msgspec.Struct, frozen=True, kw_only=True):
+    path: str
+    run_dir: str
+    name: str
+    seed: int
+    collateral: str
+    atom: Decimal
+    supervisor: SupervisorConf
+    nodes: dict[str, NodeConf]
+    symbols: dict[str, SymbolSpec]
+    accounts: dict[str, Account]
+
+    def node(self, name: str) -> NodeConf:
+        return self.nodes[name]
+
+    @property
+    def log_dir(self) -> str:
+        return os.path.join(self.run_dir, "log")
+
+    @property
+    def sock_dir(self) -> str:
+        return os.path.join(self.run_dir, "run")
+
+    def atoms(self, text: str, what: str) -> int:
+        return to_units(text, self.atom, what, "amount_not_whole_atoms")
+
+
+def _symbol_spec(name: str, conf: SymbolConf, atom: Decimal) -> SymbolSpec:
+    tick = parse_decimal(conf.tick_size, f"{name}.tick_size")
+    lot = parse_decimal(conf.lot_size, f"{name}.lot_size")
+    if tick <= 0 or lot <= 0:
+        raise ConfigError(f"{name}: tick_size and lot_size must be positive")
+    per_tick_lot = tick * lot / atom
+    if per_tick_lot != per_tick_lot.to_integral_value() or per_tick_lot < 1:
+        raise ConfigError(
+            f"{name}: tick_size x lot_size ({tick * lot}) must be a whole number of atoms ({atom})"
+        )
+    if not 1 <= conf.default_leverage <= conf.max_leverage:
+        raise ConfigError(f"{name}: need 1 <= default_leverage <= max_leverage")
+    spec = SymbolSpec(
+        name=name,
+        tick_size=tick,
+        lot_size=lot,
+        atoms_per_tick_lot=int(per_tick_lot),
+        min_qty=to_units(conf.min_qty, lot, f"{name}.min_qty", "qty_off_lot"),
+        max_qty=to_units(conf.max_qty, lot, f"{name}.max_qty", "qty_off_lot"),
+        max_notional=to_units(conf.max_notional, atom, f"{name}.max_notional", "amount_not_whole_atoms"),
+        band_ppm=rate_to_ppm(conf.price_band, f"{name}.price_band"),
+        protection_ppm=rate_to_ppm(conf.market_protection, f"{name}.market_protection"),
+        maker_fee_ppm=rate_to_ppm(conf.maker_fee, f"{name}.maker_fee"),
+        taker_fee_ppm=rate_to_ppm(conf.taker_fee, f"{name}.taker_fee"),
+        forced_fee_ppm=rate_to_ppm(conf.forced_fee, f"{name}.forced_fee"),
+        default_leverage=conf.default_leverage,
+        max_leverage=conf.max_leverage,
+        maintenance_ppm=rate_to_ppm(conf.maintenance_rate, f"{name}.maintenance_rate"),
+        initial_price=to_units(conf.initial_price, tick, f"{name}.initial_price", "price_off_tick"),
+        volatility_ppm=rate_to_ppm(conf.volatility, f"{name}.volatility"),
+    )
+    if not 1 <= spec.min_qty <= spec.max_qty:
+        raise ConfigError(f"{name}: need 1 lot <= min_qty <= max_qty")
+    if spec.maker_fee_ppm + spec.taker_fee_ppm < 0:
+        raise ConfigError(f"{name}: maker rebate larger than taker fee would drain the fee pool")
+    return spec
+
+
+def load(path: str | os.PathLike | None = None, run_dir: str | None = None) -> Topology:
+    """Read and check a topology file; `run_dir` overrides the file's run directory."""
+    path = Path(path or os.environ.get("PERPX_CONFIG") or DEFAULT_CONFIG).resolve()
+    try:
+        raw = tomllib.loads(path.read_text())
+        conf = msgspec.convert(raw, TopologyConf)
+    except (OSError, tomllib.TOMLDecodeError, msgspec.ValidationError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    missing = [n for n in NODE_NAMES if n not in conf.nodes]
+    if missing:
+        raise ConfigError(f"{path}: nodes missing: {', '.join(missing)}")
+    run = Path(run_dir or conf.cluster.run_dir)
+    if not run.is_absolute():
+        run = Path.cwd() / run
+    run_s = str(run)
+    try:
+        atom = parse_decimal(conf.cluster.atom, "cluster.atom")
+        symbols = {name: _symbol_spec(name, s, atom) for name, s in conf.symbols.items()}
+        accounts = {
+            a.name: Account(
+                name=a.name, api_key=a.api_key,
+                deposit=to_units(a.deposit, atom, f"{a.name}.deposit", "amount_not_whole_atoms"),
+            )
+            for a in conf.accounts
+        }
+    except UnitError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    if len({a.api_key for a in accounts.values()}) != len(accounts):
+        raise ConfigError(f"{path}: api keys must be unique")
+
+    def expand(endpoint: str) -> str:
+        return endpoint.replace("{run}", run_s)
+
+    nodes = {
+        name: msgspec.structs.replace(
+            n, inbox=expand(n.inbox), client=expand(n.client), pub=expand(n.pub)
+        )
+        for name, n in conf.nodes.items()
+    }
+    sup = msgspec.structs.replace(conf.supervisor, control=expand(conf.supervisor.control))
+    return Topology(
+        path=str(path), run_dir=run_s, name=conf.cluster.name, seed=conf.cluster.seed,
+        collateral=conf.cluster.collateral, atom=atom, supervisor=sup, nodes=nodes,
+        symbols=symbols, accounts=accounts,
+    )
+
+
+def write_tcp_topology(base: Path | str, dest: Path, ports: list[int], run_dir: Path) -> Path:
+    """A copy of `base` with every endpoint on loopback tcp at the given ports (tests, several hosts)."""
+    raw = tomllib.loads(Path(base).read_text())
+    ports = list(ports)
+    raw["cluster"]["run_dir"] = str(run_dir)
+    raw["supervisor"]["control"] = f"tcp://127.0.0.1:{ports.pop()}"
+    for node in raw["nodes"].values():
+        for key in ("inbox", "client", "pub"):
+            if node.get(key):
+                node[key] = f"tcp://127.0.0.1:{ports.pop()}"
+    dest.write_text(_dump_toml(raw))
+    return dest
+
+
+def _dump_toml(data: dict, prefix: str = "") -> str:
+    """A small TOML writer for our own config shape (tables of scalars, lists, arrays of tables)."""
+
+    def scalar(v: object) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return str(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(scalar(x) for x in v) + "]"
+        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines: list[str] = []
+    tables: list[tuple[str, dict]] = []
+    arrays: list[tuple[str, list]] = []
+    for key, value in data.items():
+        qkey = key if key.replace("_", "").replace("-", "").isalnum() else f'"{key}"'
+        if isinstance(value, dict):
+            tables.append((qkey, value))
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            arrays.append((qkey, value))
+        else:
+            lines.append(f"{qkey} = {scalar(value)}")
+    out = "\n".join(lines) + ("\n" if lines else "")
+    for key, table in tables:
+        name = f"{prefix}{key}"
+        out += f"\n[{name}]\n" + _dump_toml(table, name + ".")
+    for key, items in arrays:
+        for item in items:
+            out += f"\n[[{prefix}{key}]]\n" + _dump_toml(item, f"{prefix}{key}.")
+    return out

@@ -1,0 +1,503 @@
+"""Every message perpx sends, as msgspec Structs in tagged unions, msgpack on the wire.
+
+Units (DESIGN.md): prices are ints in ticks, quantities ints in lots, money ints in collateral atoms,
+rates ints in parts-per-million. A frame on the wire is a msgpack *array of messages* (a batch), so a
+node that drained ten messages can answer with one frame.
+
+Evolution rules: new fields get defaults and go last; a field's type never changes; bump
+PROTOCOL_VERSION when a change is not backward compatible.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+import msgspec
+from msgspec import Meta, Struct, field
+
+PROTOCOL_VERSION = 1
+
+BUY = 1
+SELL = -1
+
+Side = Literal[1, -1]
+Lots = Annotated[int, Meta(ge=1, le=2**62)]
+Ticks = Annotated[int, Meta(ge=0, le=2**62)]
+PositiveTicks = Annotated[int, Meta(ge=1, le=2**62)]
+Id = Annotated[int, Meta(ge=0, le=2**63 - 1)]
+Name = Annotated[str, Meta(max_length=64)]
+OrderType = Literal[
+    "limit", "market", "stop_market", "stop_limit", "take_profit_market", "take_profit_limit"
+]
+TimeInForce = Literal["GTC", "IOC", "FOK"]
+TriggerBy = Literal["mark", "last"]
+StpMode = Literal["cancel_taker", "cancel_maker", "cancel_both"]
+Detail = dict[str, Union[int, str]]
+
+
+class Msg(Struct, frozen=True, kw_only=True, tag_field="t", gc=False, array_like=True):
+    """Base of all messages; the tag (class name) comes first, then the fields in order.
+
+    array_like on every message: msgspec cannot mix array and map structs in one union, and the
+    hot path wants arrays. So fields are only ever appended, never reordered or retyped.
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# Client <-> gateway requests. `req_id` is the client's own correlation number.
+# --------------------------------------------------------------------------------------------
+
+
+class Logon(Msg, tag=True, kw_only=True):
+    req_id: Id = 0
+    api_key: Annotated[str, Meta(max_length=128)]
+    version: int = PROTOCOL_VERSION
+
+
+class PlaceOrder(Msg, tag=True, kw_only=True):
+    req_id: Id = 0
+    symbol: Name
+    side: Side
+    qty: Lots
+    type: OrderType = "limit"
+    price: Ticks = 0  # limit price; 0 for market orders
+    tif: TimeInForce = "GTC"
+    post_only: bool = False
+    reduce_only: bool = False
+    client_order_id: Annotated[str, Meta(max_length=36)] = ""
+    trigger_price: Ticks = 0
+    trigger_by: TriggerBy = "mark"
+    stp: StpMode = "cancel_taker"
+    max_slippage_ppm: Annotated[int, Meta(ge=0, le=1_000_000)] = 0  # 0 = symbol default
+
+
+class AmendOrder(Msg, tag=True, kw_only=True):
+    req_id: Id = 0
+    symbol: Name
+    order_id: Id = 0
+    client_order_id: Annotated[str, Meta(max_length=36)] = ""
+    price: Ticks = 0  # 0 = unchanged
+    qty: Annotated[int, Meta(ge=0, le=2**62)] = 0  # new total quantity; 0 = unchanged
+
+
+class CancelOrder(Msg, tag=True, kw_only=True):
+    req_id: Id = 0
+    symbol: Name
+    order_id: Id = 0
+    client_order_id: Annotated[str, Meta(max_length=36)] = ""
+
+
+class CancelAll(Msg, tag=True, kw_only=True):
+    req_id: Id = 0
+    symbol: Annotated[str, Meta(max_length=64)] = ""  # "" = every symbol
+
+
+class Ping(Msg, tag=True, kw_only=True):
+    req_id: Id = 0
+    hops: list[tuple[str, int]] = field(default_factory=list)  # (node, monotonic ns)
+
+
+class GetBook(Msg, tag=True, kw_only=True):
+    req_id: Id = 0
+    symbol: Name
+    depth: Annotated[int, Meta(ge=1, le=1000)] = 10
+
+
+class GetAccount(Msg, tag=True, kw_only=True):
+    req_id: Id = 0
+
+
+ClientRequest = Union[Logon, PlaceOrder, AmendOrder, CancelOrder, CancelAll, Ping, GetBook, GetAccount]
+
+
+# --------------------------------------------------------------------------------------------
+# Replies and reports to clients.
+# --------------------------------------------------------------------------------------------
+
+
+class Error(Msg, tag=True, kw_only=True):
+    """A request that could not be taken; nothing changed. `reason` is a stable code."""
+
+    req_id: int = 0
+    reason: str
+    detail: Detail = field(default_factory=dict)
+
+
+class LogonAck(Msg, tag=True, kw_only=True):
+    req_id: int = 0
+    account: str
+    session: int
+    symbols: dict[str, dict[str, Union[int, str]]] = field(default_factory=dict)
+
+
+class Pong(Msg, tag=True, kw_only=True):
+    req_id: int = 0
+    hops: list[tuple[str, int]] = field(default_factory=list)
+
+
+class BookLevels(Msg, tag=True, kw_only=True):
+    req_id: int = 0
+    symbol: str
+    book_seq: int
+    bids: list[tuple[int, int]]  # (price ticks, qty lots), best first
+    asks: list[tuple[int, int]]
+
+
+class PositionView(Msg, tag=True, kw_only=True):
+    symbol: str
+    qty: int  # signed lots
+    cost: int  # signed atoms paid for the open position
+    entry_price: str  # exact decimal, in ticks
+    mark: int  # ticks, 0 when unknown
+    unrealized_pnl: int
+    initial_margin: int
+    maintenance_margin: int
+    leverage: int
+
+
+class AccountView(Msg, tag=True, kw_only=True):
+    req_id: int = 0
+    account: str
+    balance: int  # settled cash in atoms (deposits - withdrawals + cash flows of trades - fees)
+    wallet_balance: int  # balance + cost of open positions (equity without unrealized PnL)
+    equity: int
+    order_margin: int
+    position_margin: int
+    available: int
+    maintenance_margin: int
+    fees_paid: int
+    positions: list[PositionView]
+    open_orders: int
+
+
+# --------------------------------------------------------------------------------------------
+# Matching engine commands (risk -> matching, liquidator -> matching). `ref` is opaque to the
+# engine: the gateway uses it to route the direct answer back to the requesting session.
+# --------------------------------------------------------------------------------------------
+
+
+class NewOrder(Msg, tag=True, kw_only=True):
+    ref: int = 0
+    order_id: Id
+    account: Name
+    symbol: Name
+    side: Side
+    qty: Lots
+    type: OrderType = "limit"
+    price: Ticks = 0
+    tif: TimeInForce = "GTC"
+    post_only: bool = False
+    reduce_only: bool = False
+    client_order_id: str = ""
+    trigger_price: Ticks = 0
+    trigger_by: TriggerBy = "mark"
+    stp: StpMode = "cancel_taker"
+    max_slippage_ppm: int = 0
+
+
+class Amend(Msg, tag=True, kw_only=True):
+    ref: int = 0
+    account: Name
+    symbol: Name
+    order_id: Id = 0
+    client_order_id: str = ""
+    price: Ticks = 0
+    qty: int = 0
+
+
+class Cancel(Msg, tag=True, kw_only=True):
+    ref: int = 0
+    account: Name
+    symbol: Name
+    order_id: Id = 0
+    client_order_id: str = ""
+
+
+class MassCancel(Msg, tag=True, kw_only=True):
+    ref: int = 0
+    account: Name
+    symbol: str = ""
+
+
+class MarkPrice(Msg, tag=True, kw_only=True):
+    """Mark (and index) for one symbol; drives stop triggers on mark and the price band."""
+
+    symbol: Name
+    mark: PositiveTicks
+    index: Ticks = 0
+    seq: int = 0
+    ts_ns: int = 0
+
+
+class SetPosition(Msg, tag=True, kw_only=True):
+    """A position change made outside the book (ADL, insurance takeover): keeps reduce-only honest."""
+
+    account: Name
+    symbol: Name
+    qty: int
+
+
+EngineCommand = Union[NewOrder, Amend, Cancel, MassCancel, MarkPrice, SetPosition]
+
+
+# --------------------------------------------------------------------------------------------
+# Matching engine events. `seq` is the engine's input sequence number of the command that caused
+# the event, so every output is attributable.
+# --------------------------------------------------------------------------------------------
+
+
+class OrderAccepted(Msg, tag=True, kw_only=True):
+    seq: int
+    ref: int
+    order_id: int
+    account: str
+    symbol: str
+    side: int
+    price: int
+    qty: int  # accepted quantity (reduce-only may size it down)
+    status: Literal["new", "untriggered"] = "new"
+    client_order_id: str = ""
+    duplicate: bool = False
+
+
+class OrderRejected(Msg, tag=True, kw_only=True):
+    seq: int
+    ref: int
+    order_id: int
+    account: str
+    symbol: str
+    reason: str
+    detail: Detail = field(default_factory=dict)
+    client_order_id: str = ""
+    duplicate: bool = False
+
+
+class Trade(Msg, tag=True, kw_only=True):
+    """One match: both sides in one event. The maker's price; liquidity flags follow from roles."""
+
+    seq: int
+    trade_id: int
+    symbol: str
+    price: int
+    qty: int
+    taker_side: int
+    taker_order_id: int
+    taker_account: str
+    taker_remaining: int
+    maker_order_id: int
+    maker_account: str
+    maker_remaining: int
+
+
+class OrderCancelled(Msg, tag=True, kw_only=True):
+    seq: int
+    ref: int
+    order_id: int
+    account: str
+    symbol: str
+    remaining: int  # quantity that was open and is now cancelled
+    reason: str
+    detail: Detail = field(default_factory=dict)
+
+
+class OrdersCancelled(Msg, tag=True, kw_only=True):
+    """A mass cancel, in one event."""
+
+    seq: int
+    ref: int
+    account: str
+    symbol: str
+    orders: list[tuple[int, int]]  # (order_id, cancelled remaining)
+    reason: str
+
+
+class OrderAmended(Msg, tag=True, kw_only=True):
+    seq: int
+    ref: int
+    order_id: int
+    account: str
+    symbol: str
+    price: int
+    qty: int
+    remaining: int
+    priority_kept: bool
+    reason: str = "user"
+
+
+class OrderTriggered(Msg, tag=True, kw_only=True):
+    seq: int
+    order_id: int
+    account: str
+    symbol: str
+    trigger_by: str
+    trigger_price: int
+    observed_price: int
+
+
+class BookDelta(Msg, tag=True, kw_only=True):
+    """New total quantity at one L2 level (0 = level gone)."""
+
+    seq: int
+    symbol: str
+    book_seq: int
+    side: int
+    price: int
+    qty: int
+
+
+EngineEvent = Union[
+    OrderAccepted, OrderRejected, Trade, OrderCancelled, OrdersCancelled, OrderAmended,
+    OrderTriggered, BookDelta,
+]
+
+
+# --------------------------------------------------------------------------------------------
+# Risk -> gateway: a reply to a request or a report for an account, and risk's own rejects.
+# --------------------------------------------------------------------------------------------
+
+
+class Fill(Msg, tag=True, kw_only=True):
+    """One side of a trade as its account sees it."""
+
+    seq: int
+    trade_id: int
+    order_id: int
+    account: str
+    symbol: str
+    side: int
+    price: int
+    qty: int
+    remaining: int
+    liquidity: Literal["maker", "taker"]
+    fee: int  # atoms; negative = rebate
+    client_order_id: str = ""
+
+
+class Report(Msg, tag=True, kw_only=True):
+    """An event for one account (and, with ref != 0, the direct answer to one request)."""
+
+    ref: int = 0
+    account: str
+    event: Union[
+        OrderAccepted, OrderRejected, OrderCancelled, OrdersCancelled, OrderAmended,
+        OrderTriggered, Fill,
+    ]
+
+
+class Reply(Msg, tag=True, kw_only=True):
+    """A direct answer to one routed request (book, account view, error)."""
+
+    ref: int
+    body: Union[Error, BookLevels, AccountView, Pong]
+
+
+# --------------------------------------------------------------------------------------------
+# Gateway -> risk routing wrapper, market data, oracle, feeds, liquidator.
+# --------------------------------------------------------------------------------------------
+
+
+class Routed(Msg, tag=True, kw_only=True):
+    """A client request after the gateway authenticated it."""
+
+    ref: int
+    account: str
+    body: Union[PlaceOrder, AmendOrder, CancelOrder, CancelAll, Ping, GetBook, GetAccount]
+
+
+class SpotTick(Msg, tag=True, kw_only=True):
+    """One external spot venue's price for one symbol (from the feeds process)."""
+
+    venue: str
+    symbol: str
+    price: int
+    seq: int
+    ts_ns: int
+
+
+class IndexMark(Msg, tag=True, kw_only=True):
+    symbol: str
+    index: int
+    mark: int
+    last: int
+    seq: int
+    ts_ns: int
+    sources: int = 0
+
+
+class AccountRisk(Msg, tag=True, kw_only=True):
+    """Risk -> liquidator: an account's margin state after a change (positions at risk's mark)."""
+
+    account: str
+    balance: int
+    positions: dict[str, tuple[int, int]]  # symbol -> (signed qty lots, cost atoms)
+
+
+class MaintenanceAlert(Msg, tag=True, kw_only=True):
+    """Liquidator's finding: an account whose equity is at or below maintenance (+ forced fee)."""
+
+    account: str
+    equity: int
+    maintenance_margin: int
+    forced_fee: int
+    marks: dict[str, int]
+    ts_ns: int
+
+
+MarketData = Union[Trade, BookDelta, IndexMark, MaintenanceAlert]
+
+
+# --------------------------------------------------------------------------------------------
+# Supervisor control plane.
+# --------------------------------------------------------------------------------------------
+
+
+class Ready(Msg, tag=True, kw_only=True):
+    node: str
+    pid: int
+
+
+class Heartbeat(Msg, tag=True, kw_only=True):
+    node: str
+    pid: int
+    seq: int
+    mono_ns: int
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+ControlMsg = Union[Ready, Heartbeat]
+
+# One message type per internal link, decoded by one typed decoder each.
+NodeInbound = Union[
+    Routed, NewOrder, Amend, Cancel, MassCancel, MarkPrice, SetPosition,
+    OrderAccepted, OrderRejected, Trade, OrderCancelled, OrdersCancelled, OrderAmended,
+    OrderTriggered, BookDelta, Report, Reply, Ping, Pong, AccountRisk, MaintenanceAlert,
+    SpotTick, IndexMark,
+]
+
+
+class Codec:
+    """One encoder and one typed batch decoder, created once per socket kind and reused."""
+
+    __slots__ = ("_enc", "_dec", "_one")
+
+    def __init__(self, message_type: object) -> None:
+        self._enc = msgspec.msgpack.Encoder()
+        self._dec = msgspec.msgpack.Decoder(list[message_type])  # type: ignore[valid-type]
+        self._one = msgspec.msgpack.Decoder(message_type)
+
+    def encode(self, messages: list) -> bytes:
+        return self._enc.encode(messages)
+
+    def decode(self, frame: bytes) -> list:
+        return self._dec.decode(frame)
+
+    def decode_request(self, frame: bytes):
+        """A client frame is one message or a batch of messages; return a list either way."""
+        try:
+            return self._dec.decode(frame)
+        except msgspec.ValidationError:
+            return [self._one.decode(frame)]
+
+
+def encode_one(message: Msg) -> bytes:
+    return msgspec.msgpack.encode(message)

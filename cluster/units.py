@@ -1,0 +1,53 @@
+"""Exact conversion between human decimal strings and the integer units of the wire.
+
+A value that is not a whole number of units is an error, never rounded silently.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+PPM = 1_000_000
+
+
+class UnitError(ValueError):
+    """A human value that does not map exactly onto integer units. `reason` is a stable code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def parse_decimal(text: str | int | Decimal, what: str = "value") -> Decimal:
+    try:
+        value = Decimal(str(text))
+    except InvalidOperation:
+        raise UnitError("not_a_number", f"{what} {text!r} is not a decimal number") from None
+    if not value.is_finite():
+        raise UnitError("not_a_number", f"{what} {text!r} is not finite")
+    return value
+
+
+def to_units(text: str | int | Decimal, unit: Decimal, what: str, reason: str) -> int:
+    """`text` as a whole number of `unit`s, or UnitError(reason) when it is not one."""
+    value = parse_decimal(text, what)
+    units, remainder = divmod(value, unit)
+    if remainder != 0:
+        raise UnitError(reason, f"{what} {value} is not a multiple of {unit}")
+    return int(units)
+
+
+def from_units(units: int, unit: Decimal) -> str:
+    """Exact decimal string of `units` x `unit`, without exponent or trailing zeros."""
+    value = (Decimal(units) * unit).normalize()
+    text = format(value, "f")
+    return text
+
+
+def rate_to_ppm(text: str | int | Decimal, what: str) -> int:
+    return to_units(text, Decimal("0.000001"), what, "rate_not_whole_ppm")
+
+
+def ceil_div(numerator: int, denominator: int) -> int:
+    """Integer ceiling division for a positive denominator (charges round up)."""
+    return -((-numerator) // denominator)

@@ -1,0 +1,668 @@
+"""The matching engine: a pure, deterministic state machine over every symbol's book.
+
+    engine.handle(command) -> list[event]
+
+No clock, no IO, no randomness. Every command gets the next input sequence number `seq`; every
+event it causes carries that `seq`. Rejections are events with a reason code and the numbers that
+decided them, and leave the state unchanged.
+
+Rules (see README "Matching rules"):
+- price-time priority; trades at the maker's price;
+- market orders are IOC limited at a protection price: reference (mark, else best opposite) moved
+  by the order's or the symbol's max slippage, rounded inward (towards the reference);
+- GTC limits rest, IOC/FOK never rest; FOK fills completely or not at all (checked before any fill);
+- post-only is rejected, not repriced, if it would take; the reason names the order it would hit;
+- reduce-only may only shrink the position: sized down to |position| minus the account's other
+  resting reduce-only orders on that side, rejected when that is zero, and re-checked (sized down
+  or cancelled, newest first) whenever the position shrinks or flips;
+- self-trade prevention (always on), chosen by the taker: cancel_taker, cancel_maker, cancel_both;
+- amend: a quantity decrease at the same price keeps priority; a price change or quantity increase
+  re-queues the order (and may trade, unless post-only, which rejects the amend instead);
+- client order ids are idempotent per account: a repeat returns the original result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+
+import msgspec
+
+from cluster.config import SymbolSpec
+from cluster.protocol import (
+    Amend, BookDelta, Cancel, MarkPrice, MassCancel, NewOrder, OrderAccepted, OrderAmended,
+    OrderCancelled, OrderRejected, OrdersCancelled, OrderTriggered, SetPosition, Trade,
+)
+from nodes.matching.book import Book, BookSide, Order
+from nodes.matching.stops import StopBook, is_triggered
+
+PPM = 1_000_000
+DONE_MEMORY = 100_000  # finished order ids remembered, to tell "too late" from "unknown"
+STOP_TYPES = frozenset({"stop_market", "stop_limit", "take_profit_market", "take_profit_limit"})
+MARKET_TYPES = frozenset({"market", "stop_market", "take_profit_market"})
+
+
+class MatchingEngine:
+    def __init__(self, symbols: dict[str, SymbolSpec]) -> None:
+        self.specs = dict(symbols)
+        self.books: dict[str, Book] = {name: Book(name) for name in sorted(symbols)}
+        self.stops: dict[str, StopBook] = {name: StopBook() for name in sorted(symbols)}
+        self.orders: dict[int, Order] = {}  # every live order (resting or untriggered)
+        self.order_symbol: dict[int, str] = {}
+        self.account_orders: dict[str, dict[int, Order]] = {}
+        self.coids: dict[tuple[str, str], OrderAccepted | OrderRejected] = {}
+        self.done: dict[int, str] = {}
+        self._done_fifo: deque[int] = deque()
+        self.seq = 0
+        self.trade_id = 0
+        self._dispatch = {
+            NewOrder: self._new_order, Cancel: self._cancel, Amend: self._amend,
+            MassCancel: self._mass_cancel, MarkPrice: self._mark, SetPosition: self._set_position,
+        }
+
+    # ------------------------------------------------------------------ entry point
+
+    def handle(self, cmd) -> list:
+        self.seq += 1
+        out: list = []
+        handler = self._dispatch.get(type(cmd))
+        if handler is None:
+            out.append(OrderRejected(
+                seq=self.seq, ref=getattr(cmd, "ref", 0), order_id=0, account="", symbol="",
+                reason="unknown_command", detail={"type": type(cmd).__name__},
+            ))
+            return out
+        handler(cmd, out)
+        return out
+
+    # ------------------------------------------------------------------ new orders
+
+    def _reject(self, cmd: NewOrder, out: list, reason: str, detail: dict | None = None) -> None:
+        ev = OrderRejected(
+            seq=self.seq, ref=cmd.ref, order_id=cmd.order_id, account=cmd.account,
+            symbol=cmd.symbol, reason=reason, detail=detail or {},
+            client_order_id=cmd.client_order_id,
+        )
+        if cmd.client_order_id:
+            self.coids[(cmd.account, cmd.client_order_id)] = ev
+        out.append(ev)
+
+    def _new_order(self, cmd: NewOrder, out: list) -> None:
+        if cmd.client_order_id:
+            prev = self.coids.get((cmd.account, cmd.client_order_id))
+            if prev is not None:
+                out.append(msgspec.structs.replace(prev, ref=cmd.ref, duplicate=True))
+                return
+        spec = self.specs.get(cmd.symbol)
+        if spec is None:
+            return self._reject(cmd, out, "unknown_symbol", {"symbol": cmd.symbol})
+        oid = cmd.order_id
+        if oid in self.orders or oid in self.done:
+            return self._reject(cmd, out, "duplicate_order_id", {"order_id": oid})
+        book = self.books[cmd.symbol]
+        qty = cmd.qty
+        if qty < spec.min_qty or qty > spec.max_qty:
+            return self._reject(cmd, out, "qty_out_of_range",
+                                {"qty": qty, "min_qty": spec.min_qty, "max_qty": spec.max_qty})
+        otype = cmd.type
+        is_market = otype in MARKET_TYPES
+        if is_market:
+            if cmd.price:
+                return self._reject(cmd, out, "market_order_has_price", {"price": cmd.price})
+            if cmd.post_only:
+                return self._reject(cmd, out, "post_only_not_limit", {"type": otype})
+        else:
+            if cmd.price < 1:
+                return self._reject(cmd, out, "price_required", {"price": cmd.price})
+            if cmd.post_only and cmd.tif != "GTC":
+                return self._reject(cmd, out, "post_only_not_gtc", {"tif": cmd.tif})
+            notional = cmd.price * qty * spec.atoms_per_tick_lot
+            if notional > spec.max_notional:
+                return self._reject(cmd, out, "notional_too_large",
+                                    {"notional": notional, "max_notional": spec.max_notional})
+            if otype == "limit":
+                bad = self._band_violation(book, spec, cmd.price)
+                if bad:
+                    return self._reject(cmd, out, "price_out_of_band", bad)
+        if otype in STOP_TYPES:
+            if cmd.trigger_price < 1:
+                return self._reject(cmd, out, "trigger_price_required", {})
+            ref_price = book.mark if cmd.trigger_by == "mark" else book.last
+            if ref_price and is_triggered(otype, cmd.side, cmd.trigger_price, ref_price):
+                return self._reject(cmd, out, "would_trigger_immediately", {
+                    "trigger_price": cmd.trigger_price, "trigger_by": cmd.trigger_by,
+                    "current": ref_price})
+        elif cmd.trigger_price:
+            return self._reject(cmd, out, "trigger_price_on_non_stop", {"type": otype})
+
+        if cmd.reduce_only and otype not in STOP_TYPES:
+            allowed = self._reduce_only_room(book, cmd.account, cmd.side)
+            if allowed <= 0:
+                return self._reject(cmd, out, "reduce_only_would_increase", {
+                    "position": book.positions.get(cmd.account, 0), "side": cmd.side,
+                    "reserved_by_reduce_only": self._reduce_only_total(book, cmd.account, cmd.side)})
+            qty = min(qty, allowed)
+
+        if not is_market and cmd.post_only:
+            opp = book.opposite(cmd.side)
+            best = opp.best()
+            if best is not None and opp.crosses(best, cmd.price):
+                maker = next(iter(opp.levels[best].orders.values()))
+                return self._reject(cmd, out, "post_only_would_take", {
+                    "price": cmd.price, "maker_order_id": maker.order_id, "maker_price": best})
+
+        order = Order(
+            order_id=oid, account=cmd.account, side=cmd.side, price=cmd.price, qty=qty,
+            remaining=qty, tif=cmd.tif, type=otype, reduce_only=cmd.reduce_only,
+            post_only=cmd.post_only, stp=cmd.stp, client_order_id=cmd.client_order_id,
+            ref=cmd.ref, trigger_price=cmd.trigger_price, trigger_by=cmd.trigger_by,
+            max_slippage_ppm=cmd.max_slippage_ppm,
+        )
+        untriggered = otype in STOP_TYPES
+        ack = OrderAccepted(
+            seq=self.seq, ref=cmd.ref, order_id=oid, account=cmd.account, symbol=cmd.symbol,
+            side=cmd.side, price=cmd.price, qty=qty,
+            status="untriggered" if untriggered else "new", client_order_id=cmd.client_order_id,
+        )
+        if cmd.client_order_id:
+            self.coids[(cmd.account, cmd.client_order_id)] = ack
+        out.append(ack)
+        if untriggered:
+            self.stops[cmd.symbol].add(order)
+            self._track(order, cmd.symbol)
+            return
+        self._execute(book, spec, order, out)
+
+    def _band_violation(self, book: Book, spec: SymbolSpec, price: int) -> dict | None:
+        mark = book.mark
+        if not mark:
+            return None  # no mark yet: the band starts with the first mark
+        width = mark * spec.band_ppm // PPM
+        if mark - width <= price <= mark + width:
+            return None
+        return {"price": price, "mark": mark, "band_ppm": spec.band_ppm,
+                "min_price": mark - width, "max_price": mark + width}
+
+    # ------------------------------------------------------------------ matching
+
+    def _protection_price(self, book: Book, spec: SymbolSpec, order: Order) -> int:
+        """Limit for a market order: reference moved by max slippage, rounded towards it."""
+        ref = book.mark or book.opposite(order.side).best() or 0
+        if not ref:
+            return 0
+        ppm = order.max_slippage_ppm or spec.protection_ppm
+        move = ref * ppm // PPM
+        return ref + move if order.side > 0 else max(1, ref - move)
+
+    def _execute(self, book: Book, spec: SymbolSpec, order: Order, out: list) -> None:
+        """Match `order` as taker, then rest it (GTC limit) or cancel what is left."""
+        if order.type in MARKET_TYPES:
+            order.price = self._protection_price(book, spec, order)
+            if not order.price:
+                return self._cancel_taker(book, order, out, "no_liquidity", {})
+        opp = book.opposite(order.side)
+        if order.tif == "FOK" and not self._fok_fillable(opp, order):
+            return self._cancel_taker(book, order, out, "fok_not_fillable", {"qty": order.remaining})
+        touched, taker_gone = self._match(book, opp, order, out)
+        if touched:
+            self._after_trades(book, touched, out)
+        if taker_gone:
+            return
+        if order.remaining == 0:
+            self._finish(order.order_id, "filled")
+            self._untrack(order, book.symbol)
+            return
+        if order.tif == "GTC" and order.type not in MARKET_TYPES:
+            self._rest(book, order, out)
+            return
+        if order.type in MARKET_TYPES:
+            best = opp.best()
+            if best is None:
+                reason, detail = "no_liquidity", {}
+            else:
+                reason, detail = "market_protection", {"protection_price": order.price, "best": best}
+        else:
+            reason, detail = ("ioc_remainder" if order.tif == "IOC" else "fok_not_fillable"), {}
+        self._cancel_taker(book, order, out, reason, detail)
+
+    def _fok_fillable(self, opp: BookSide, order: Order) -> bool:
+        need = order.remaining
+        for price in opp.sorted_prices():
+            if not opp.crosses(price, order.price):
+                return False
+            for maker in opp.levels[price].orders.values():
+                if maker.account == order.account:
+                    if order.stp != "cancel_maker":
+                        return False  # matching would stop here
+                    continue  # that maker is cancelled and the taker goes on
+                need -= maker.remaining
+                if need <= 0:
+                    return True
+        return False
+
+    def _match(self, book: Book, opp: BookSide, order: Order, out: list) -> tuple[list[str] | None, bool]:
+        """Fill against the opposite side.
+
+        Returns the accounts whose position changed (None if no trade) and whether self-trade
+        prevention cancelled the taker.
+        """
+        seq = self.seq
+        symbol = book.symbol
+        positions = book.positions
+        taker_account = order.account
+        side = order.side
+        limit = order.price
+        touched: list[str] | None = None
+        taker_gone = False
+        while order.remaining and not taker_gone:
+            best = opp.best()
+            if best is None or not opp.crosses(best, limit):
+                break
+            level = opp.levels[best]
+            orders = level.orders
+            level_before = level.qty
+            while orders and order.remaining:
+                maker = next(iter(orders.values()))
+                if maker.account == taker_account:
+                    taker_gone = self._self_trade(book, order, maker, level, out)
+                    if taker_gone:
+                        break
+                    continue
+                q = order.remaining if order.remaining < maker.remaining else maker.remaining
+                maker.remaining -= q
+                order.remaining -= q
+                level.qty -= q
+                self.trade_id += 1
+                out.append(Trade(
+                    seq=seq, trade_id=self.trade_id, symbol=symbol, price=best, qty=q,
+                    taker_side=side, taker_order_id=order.order_id, taker_account=taker_account,
+                    taker_remaining=order.remaining, maker_order_id=maker.order_id,
+                    maker_account=maker.account, maker_remaining=maker.remaining,
+                ))
+                positions[taker_account] = positions.get(taker_account, 0) + side * q
+                positions[maker.account] = positions.get(maker.account, 0) - side * q
+                if touched is None:
+                    touched = [taker_account]
+                touched.append(maker.account)
+                book.last = best
+                if maker.remaining == 0:
+                    del orders[maker.order_id]
+                    self._finish(maker.order_id, "filled")
+                    self._untrack(maker, symbol)
+            if not orders:
+                del opp.levels[best]
+            if level.qty != level_before:
+                book.book_seq += 1
+                out.append(BookDelta(seq=seq, symbol=symbol, book_seq=book.book_seq,
+                                     side=opp.sign, price=best, qty=level.qty))
+        return touched, taker_gone
+
+    def _self_trade(self, book: Book, taker: Order, maker: Order, level, out: list) -> bool:
+        """Apply the taker's STP mode to a same-account maker. True when the taker is gone."""
+        mode = taker.stp
+        if mode in ("cancel_maker", "cancel_both"):
+            del level.orders[maker.order_id]
+            level.qty -= maker.remaining
+            self._emit_cancel(book.symbol, maker, out, "self_trade_prevention",
+                              {"taker_order_id": taker.order_id, "mode": mode})
+        if mode in ("cancel_taker", "cancel_both"):
+            self._emit_cancel(book.symbol, taker, out, "self_trade_prevention",
+                              {"maker_order_id": maker.order_id, "mode": mode})
+            return True
+        return False
+
+    def _emit_cancel(self, symbol: str, order: Order, out: list, reason: str, detail: dict) -> None:
+        out.append(OrderCancelled(
+            seq=self.seq, ref=order.ref,
+            order_id=order.order_id, account=order.account, symbol=symbol,
+            remaining=order.remaining, reason=reason, detail=detail,
+        ))
+        self._finish(order.order_id, "cancelled")
+        self._untrack(order, symbol)
+
+    def _cancel_taker(self, book: Book, order: Order, out: list, reason: str, detail: dict) -> None:
+        self._emit_cancel(book.symbol, order, out, reason, detail)
+
+    def _rest(self, book: Book, order: Order, out: list) -> None:
+        level = book.side(order.side).add(order)
+        self._track(order, book.symbol)
+        if order.reduce_only:
+            book.reduce_only.setdefault(order.account, {})[order.order_id] = order
+        book.book_seq += 1
+        out.append(BookDelta(seq=self.seq, symbol=book.symbol, book_seq=book.book_seq,
+                             side=order.side, price=order.price, qty=level.qty))
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def _track(self, order: Order, symbol: str) -> None:
+        oid = order.order_id
+        self.orders[oid] = order
+        self.order_symbol[oid] = symbol
+        acct = self.account_orders.get(order.account)
+        if acct is None:
+            acct = self.account_orders[order.account] = {}
+        acct[oid] = order
+
+    def _untrack(self, order: Order, symbol: str) -> None:
+        oid = order.order_id
+        if self.orders.pop(oid, None) is None:
+            return  # a taker that never rested
+        del self.order_symbol[oid]
+        acct = self.account_orders[order.account]
+        del acct[oid]
+        if not acct:
+            del self.account_orders[order.account]
+        if order.reduce_only:
+            ro = self.books[symbol].reduce_only.get(order.account)
+            if ro is not None:
+                ro.pop(oid, None)
+                if not ro:
+                    del self.books[symbol].reduce_only[order.account]
+
+    def _finish(self, order_id: int, status: str) -> None:
+        self.done[order_id] = status
+        fifo = self._done_fifo
+        fifo.append(order_id)
+        if len(fifo) > DONE_MEMORY:
+            self.done.pop(fifo.popleft(), None)
+
+    # ------------------------------------------------------------------ after trades
+
+    def _after_trades(self, book: Book, touched: list[str], out: list) -> None:
+        if book.reduce_only:
+            for account in dict.fromkeys(touched):
+                if account in book.reduce_only:
+                    self._recheck_reduce_only(book, account, out)
+        self._fire_stops(book, "last", book.last, out)
+
+    def _reduce_only_total(self, book: Book, account: str, side: int) -> int:
+        orders = book.reduce_only.get(account)
+        if not orders:
+            return 0
+        return sum(o.remaining for o in orders.values() if o.side == side)
+
+    def _reduce_only_room(self, book: Book, account: str, side: int) -> int:
+        position = book.positions.get(account, 0)
+        if position == 0 or (position > 0) == (side > 0):
+            return 0  # flat, or the order's side would grow the position
+        return abs(position) - self._reduce_only_total(book, account, side)
+
+    def _recheck_reduce_only(self, book: Book, account: str, out: list) -> None:
+        """Keep resting reduce-only orders within the position: oldest keep their size."""
+        position = book.positions.get(account, 0)
+        closing_side = -1 if position > 0 else 1
+        room = abs(position)
+        for order in list(book.reduce_only.get(account, {}).values()):
+            if position == 0 or order.side != closing_side:
+                self._pull(book, order, out, "reduce_only_position_changed",
+                           {"position": position})
+            elif order.remaining <= room:
+                room -= order.remaining
+            elif room > 0:
+                self._shrink(book, order, order.remaining - room, out, "reduce_only_resize")
+                room = 0
+            else:
+                self._pull(book, order, out, "reduce_only_position_changed", {"position": position})
+
+    def _pull(self, book: Book, order: Order, out: list, reason: str, detail: dict) -> None:
+        """Cancel a resting order from the book."""
+        side = book.side(order.side)
+        level_qty = side.remove(order)
+        self._emit_cancel(book.symbol, order, out, reason, detail)
+        book.book_seq += 1
+        out.append(BookDelta(seq=self.seq, symbol=book.symbol, book_seq=book.book_seq,
+                             side=order.side, price=order.price, qty=level_qty))
+
+    def _shrink(self, book: Book, order: Order, by: int, out: list, reason: str, ref: int = 0) -> None:
+        """Reduce a resting order's quantity in place (priority kept)."""
+        level = book.side(order.side).levels[order.price]
+        order.qty -= by
+        order.remaining -= by
+        level.qty -= by
+        out.append(OrderAmended(
+            seq=self.seq, ref=ref, order_id=order.order_id, account=order.account,
+            symbol=book.symbol, price=order.price, qty=order.qty, remaining=order.remaining,
+            priority_kept=True, reason=reason,
+        ))
+        book.book_seq += 1
+        out.append(BookDelta(seq=self.seq, symbol=book.symbol, book_seq=book.book_seq,
+                             side=order.side, price=order.price, qty=level.qty))
+
+    # ------------------------------------------------------------------ stops
+
+    def _fire_stops(self, book: Book, trigger_by: str, price: int, out: list) -> None:
+        if not price:
+            return
+        stops = self.stops[book.symbol]
+        if not stops.orders:
+            return
+        spec = self.specs[book.symbol]
+        for order in stops.pop_triggered(trigger_by, price):
+            self._untrack(order, book.symbol)
+            out.append(OrderTriggered(
+                seq=self.seq, order_id=order.order_id, account=order.account, symbol=book.symbol,
+                trigger_by=trigger_by, trigger_price=order.trigger_price, observed_price=price,
+            ))
+            order.type = "market" if order.type in MARKET_TYPES else "limit"
+            if order.type == "market" and order.tif == "GTC":
+                order.tif = "IOC"
+            if order.reduce_only:
+                room = self._reduce_only_room(book, order.account, order.side)
+                if room <= 0:
+                    self._emit_cancel(book.symbol, order, out, "reduce_only_would_increase",
+                                      {"position": book.positions.get(order.account, 0)})
+                    continue
+                order.remaining = min(order.remaining, room)
+            if order.type == "limit":
+                bad = self._band_violation(book, spec, order.price)
+                if bad:
+                    self._emit_cancel(book.symbol, order, out, "price_out_of_band", bad)
+                    continue
+            self._execute(book, spec, order, out)
+
+    def _mark(self, cmd: MarkPrice, out: list) -> None:
+        book = self.books.get(cmd.symbol)
+        if book is None:
+            out.append(OrderRejected(seq=self.seq, ref=0, order_id=0, account="", symbol=cmd.symbol,
+                                     reason="unknown_symbol", detail={"symbol": cmd.symbol}))
+            return
+        book.mark = cmd.mark
+        self._fire_stops(book, "mark", cmd.mark, out)
+
+    def _set_position(self, cmd: SetPosition, out: list) -> None:
+        book = self.books.get(cmd.symbol)
+        if book is None:
+            out.append(OrderRejected(seq=self.seq, ref=0, order_id=0, account=cmd.account,
+                                     symbol=cmd.symbol, reason="unknown_symbol",
+                                     detail={"symbol": cmd.symbol}))
+            return
+        book.positions[cmd.account] = cmd.qty
+        if cmd.account in book.reduce_only:
+            self._recheck_reduce_only(book, cmd.account, out)
+
+    # ------------------------------------------------------------------ cancel / amend
+
+    def _find(self, cmd, out: list) -> Order | None:
+        """The live order a cancel/amend names, or an OrderRejected and None."""
+        oid = cmd.order_id
+        if not oid and cmd.client_order_id:
+            prev = self.coids.get((cmd.account, cmd.client_order_id))
+            oid = prev.order_id if isinstance(prev, OrderAccepted) else 0
+        order = self.orders.get(oid)
+        if order is not None and order.account == cmd.account and self.order_symbol[oid] == cmd.symbol:
+            return order
+        if oid in self.done:
+            reason, detail = "order_not_open", {"order_id": oid, "status": self.done[oid]}
+        else:
+            reason, detail = "unknown_order", {"order_id": oid}
+        out.append(OrderRejected(seq=self.seq, ref=cmd.ref, order_id=oid, account=cmd.account,
+                                 symbol=cmd.symbol, reason=reason, detail=detail,
+                                 client_order_id=cmd.client_order_id))
+        return None
+
+    def _cancel(self, cmd: Cancel, out: list) -> None:
+        order = self._find(cmd, out)
+        if order is None:
+            return
+        order.ref = cmd.ref
+        book = self.books[cmd.symbol]
+        stops = self.stops[cmd.symbol]
+        if stops.remove(order.order_id) is not None:
+            self._emit_cancel(cmd.symbol, order, out, "user", {})
+        else:
+            self._pull(book, order, out, "user", {})
+
+    def _mass_cancel(self, cmd: MassCancel, out: list) -> None:
+        if cmd.symbol and cmd.symbol not in self.books:
+            out.append(OrderRejected(seq=self.seq, ref=cmd.ref, order_id=0, account=cmd.account,
+                                     symbol=cmd.symbol, reason="unknown_symbol",
+                                     detail={"symbol": cmd.symbol}))
+            return
+        live = list(self.account_orders.get(cmd.account, {}).values())
+        cancelled: list[tuple[int, int]] = []
+        deltas: list[BookDelta] = []
+        for order in live:
+            symbol = self.order_symbol[order.order_id]
+            if cmd.symbol and symbol != cmd.symbol:
+                continue
+            cancelled.append((order.order_id, order.remaining))
+            if self.stops[symbol].remove(order.order_id) is None:
+                book = self.books[symbol]
+                level_qty = book.side(order.side).remove(order)
+                book.book_seq += 1
+                deltas.append(BookDelta(seq=self.seq, symbol=symbol, book_seq=book.book_seq,
+                                        side=order.side, price=order.price, qty=level_qty))
+            self._finish(order.order_id, "cancelled")
+            self._untrack(order, symbol)
+        out.append(OrdersCancelled(seq=self.seq, ref=cmd.ref, account=cmd.account,
+                                   symbol=cmd.symbol, orders=cancelled, reason="mass_cancel"))
+        out.extend(deltas)
+
+    def _amend(self, cmd: Amend, out: list) -> None:
+        order = self._find(cmd, out)
+        if order is None:
+            return
+        spec = self.specs[cmd.symbol]
+        book = self.books[cmd.symbol]
+        new_price = cmd.price or order.price
+        new_qty = cmd.qty or order.qty
+        filled = order.qty - order.remaining
+
+        def reject(reason: str, detail: dict) -> None:
+            out.append(OrderRejected(seq=self.seq, ref=cmd.ref, order_id=order.order_id,
+                                     account=cmd.account, symbol=cmd.symbol, reason=reason,
+                                     detail=detail, client_order_id=cmd.client_order_id))
+
+        if order.type in MARKET_TYPES and cmd.price:
+            return reject("market_order_has_price", {"price": cmd.price})
+        if new_qty > spec.max_qty:
+            return reject("qty_out_of_range", {"qty": new_qty, "max_qty": spec.max_qty})
+        if new_qty <= filled:
+            return reject("amend_qty_not_above_filled", {"qty": new_qty, "filled": filled})
+        if order.type not in MARKET_TYPES:
+            notional = new_price * new_qty * spec.atoms_per_tick_lot
+            if notional > spec.max_notional:
+                return reject("notional_too_large", {"notional": notional,
+                                                     "max_notional": spec.max_notional})
+        untriggered = order.order_id in self.stops[cmd.symbol].orders
+        if not untriggered:
+            bad = self._band_violation(book, spec, new_price)
+            if bad:
+                return reject("price_out_of_band", bad)
+        new_remaining = new_qty - filled
+        if order.reduce_only and not untriggered and new_remaining > order.remaining:
+            room = self._reduce_only_room(book, order.account, order.side) + order.remaining
+            if new_remaining > room:
+                return reject("reduce_only_would_increase", {
+                    "remaining": new_remaining, "room": room,
+                    "position": book.positions.get(order.account, 0)})
+        if order.post_only and new_price != order.price:
+            opp = book.opposite(order.side)
+            best = opp.best()
+            if best is not None and opp.crosses(best, new_price):
+                maker = next(iter(opp.levels[best].orders.values()))
+                return reject("post_only_would_take", {
+                    "price": new_price, "maker_order_id": maker.order_id, "maker_price": best})
+
+        order.ref = cmd.ref
+        if untriggered:
+            order.price, order.qty, order.remaining = new_price, new_qty, new_remaining
+            out.append(OrderAmended(seq=self.seq, ref=cmd.ref, order_id=order.order_id,
+                                    account=order.account, symbol=cmd.symbol, price=new_price,
+                                    qty=new_qty, remaining=new_remaining, priority_kept=True))
+            return
+        if new_price == order.price and new_qty <= order.qty:
+            if new_qty == order.qty:
+                out.append(OrderAmended(seq=self.seq, ref=cmd.ref, order_id=order.order_id,
+                                        account=order.account, symbol=cmd.symbol, price=new_price,
+                                        qty=new_qty, remaining=order.remaining, priority_kept=True))
+                return
+            return self._shrink(book, order, order.qty - new_qty, out, "user", ref=cmd.ref)
+        # Loses priority: out of its level, then in again as if new (it may trade).
+        side = book.side(order.side)
+        level_qty = side.remove(order)
+        book.book_seq += 1
+        out.append(BookDelta(seq=self.seq, symbol=cmd.symbol, book_seq=book.book_seq,
+                             side=order.side, price=order.price, qty=level_qty))
+        self._untrack(order, cmd.symbol)
+        order.price, order.qty, order.remaining = new_price, new_qty, new_remaining
+        out.append(OrderAmended(seq=self.seq, ref=cmd.ref, order_id=order.order_id,
+                                account=order.account, symbol=cmd.symbol, price=new_price,
+                                qty=new_qty, remaining=new_remaining, priority_kept=False))
+        self._execute(book, spec, order, out)
+
+    # ------------------------------------------------------------------ queries and checks
+
+    def depth(self, symbol: str, n: int) -> tuple[int, list[tuple[int, int]], list[tuple[int, int]]]:
+        book = self.books[symbol]
+        return book.book_seq, book.bids.depth(n), book.asks.depth(n)
+
+    def position(self, account: str, symbol: str) -> int:
+        return self.books[symbol].positions.get(account, 0)
+
+    def state(self) -> dict:
+        """Canonical, order-independent view of all state that decides future outputs."""
+        books = {}
+        for name, book in self.books.items():
+            books[name] = {
+                "book_seq": book.book_seq, "mark": book.mark, "last": book.last,
+                "bids": [(p, [(o.order_id, o.account, o.qty, o.remaining, o.reduce_only)
+                              for o in book.bids.levels[p].orders.values()])
+                         for p in book.bids.sorted_prices()],
+                "asks": [(p, [(o.order_id, o.account, o.qty, o.remaining, o.reduce_only)
+                              for o in book.asks.levels[p].orders.values()])
+                         for p in book.asks.sorted_prices()],
+                "positions": sorted((a, q) for a, q in book.positions.items() if q),
+                "stops": sorted((o.order_id, o.account, o.type, o.side, o.trigger_price,
+                                 o.trigger_by, o.price, o.remaining)
+                                for o in self.stops[name].orders.values()),
+            }
+        return {"seq": self.seq, "trade_id": self.trade_id, "books": books,
+                "coids": sorted((a, c, ev.order_id) for (a, c), ev in self.coids.items())}
+
+    def state_hash(self) -> str:
+        return hashlib.sha256(msgspec.msgpack.encode(self.state())).hexdigest()
+
+    def validate_internal_state(self) -> None:
+        """Raise AssertionError if any structural invariant is broken (tests call it every step)."""
+        for name, book in self.books.items():
+            assert not book.crossed(), f"{name}: crossed book at rest"
+            for side in (book.bids, book.asks):
+                for price, level in side.levels.items():
+                    assert level.orders, f"{name}: empty level {price} kept"
+                    assert level.qty == sum(o.remaining for o in level.orders.values()), \
+                        f"{name}: level {price} qty {level.qty} != sum of orders"
+                    for o in level.orders.values():
+                        assert o.remaining > 0 and o.price == price and o.side == side.sign
+                        assert self.orders.get(o.order_id) is o
+            for account, ros in book.reduce_only.items():
+                pos = book.positions.get(account, 0)
+                total = sum(o.remaining for o in ros.values())
+                assert total <= abs(pos), f"{name}: reduce-only {total} > |position| {pos}"
+                for o in ros.values():
+                    assert o.side == (-1 if pos > 0 else 1), f"{name}: reduce-only on growing side"
+        resting = sum(len(l.orders) for b in self.books.values()
+                      for s in (b.bids, b.asks) for l in s.levels.values())
+        waiting = sum(len(s.orders) for s in self.stops.values())
+        assert len(self.orders) == resting + waiting, "order index out of step with the books"
+        assert sum(len(v) for v in self.account_orders.values()) == len(self.orders)
