@@ -1,0 +1,32 @@
+"""Entry point of one node process: `python -m cluster.node NAME --config FILE [--run-dir DIR]`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+
+import uvloop
+
+from cluster import config
+from cluster.transport import NodeShell, die_with_parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="perpx-node")
+    parser.add_argument("node", choices=config.NODE_NAMES)
+    parser.add_argument("--config", default=None)
+    parser.add_argument("--run-dir", default=None)
+    args = parser.parse_args(argv)
+    die_with_parent()
+    topo = config.load(args.config, run_dir=args.run_dir)
+    service = importlib.import_module(f"nodes.{args.node}.service")
+    shell = NodeShell(args.node, topo)
+    on_stop = service.build(shell, topo)
+    uvloop.run(shell.run(on_stop))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,300 @@
+"""The one node shell every perpx process runs in: uvloop + pyzmq, drain-mode receive, batching.
+
+Receive: recv with NOBLOCK until EAGAIN (up to MAX_BATCH frames), hand the whole batch to the node,
+then flush every output once; only when a socket is empty do we await its readiness. One await per
+message is ~10x slower on this host class (PERF-NOTES.md).
+
+Send: outputs are queued per destination during a batch and leave as one frame per destination (a
+msgpack array of messages), so a busy node answers ten messages with one frame.
+
+The shell owns IO, clocks and signals; the node's logic gets decoded messages and `now` values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import signal
+import time
+from collections.abc import Callable
+
+import msgspec
+import zmq
+import zmq.asyncio
+
+from cluster.audit import AuditJournal
+from cluster.config import Topology
+from cluster.logs import configure
+from cluster.protocol import Codec, ControlMsg, Heartbeat, NodeInbound, Ready, encode_one
+
+MAX_BATCH = 512
+HWM = 100_000
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGTERM us when the supervisor dies, so no node outlives it."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class Outbox:
+    """Messages for one PUSH/PUB destination, sent as one frame at flush."""
+
+    __slots__ = ("sock", "sync", "pending", "topic")
+
+    def __init__(self, sock: zmq.asyncio.Socket, topic: bytes | None = None) -> None:
+        self.sock = sock
+        self.sync = zmq.Socket.shadow(sock.underlying)
+        self.pending: list = []
+        self.topic = topic
+
+
+class NodeShell:
+    def __init__(self, name: str, topo: Topology, *, log_dir: str | None = None) -> None:
+        self.name = name
+        self.topo = topo
+        self.conf = topo.nodes.get(name)
+        self.ctx = zmq.asyncio.Context()
+        self.log = configure(name, log_dir if log_dir is not None else topo.log_dir)
+        self.audit = AuditJournal(os.path.join(topo.run_dir, "audit", f"{name}.jsonl"))
+        self.codec = Codec(NodeInbound)
+        self.stats: dict[str, int] = {"frames_in": 0, "msgs_in": 0, "bad_frames": 0, "errors": 0}
+        self._readers: list[tuple[zmq.asyncio.Socket, bool, Callable[[list], None]]] = []
+        self._outboxes: dict[str, Outbox] = {}
+        self._pubs: dict[bytes, Outbox] = {}
+        self._pub_sock: zmq.asyncio.Socket | None = None
+        self._routers: dict[str, tuple[zmq.asyncio.Socket, zmq.Socket, list]] = {}
+        self._timers: list[tuple[float, Callable[[], None]]] = []
+        self._sockets: list[zmq.asyncio.Socket] = []
+        self._stop: asyncio.Event | None = None  # created in run(), inside the loop
+        self._dirty = False
+
+    # ------------------------------------------------------------------ clocks
+
+    @staticmethod
+    def now_ns() -> int:
+        return time.time_ns()
+
+    @staticmethod
+    def mono_ns() -> int:
+        return time.monotonic_ns()
+
+    # ------------------------------------------------------------------ sockets
+
+    def _socket(self, kind: int) -> zmq.asyncio.Socket:
+        sock = self.ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, 500)
+        if kind in (zmq.PUSH, zmq.PUB, zmq.ROUTER, zmq.DEALER):
+            sock.setsockopt(zmq.SNDHWM, HWM)
+        if kind in (zmq.PULL, zmq.SUB, zmq.ROUTER, zmq.DEALER):
+            sock.setsockopt(zmq.RCVHWM, HWM)
+        self._sockets.append(sock)
+        return sock
+
+    def bind_inbox(self, on_messages: Callable[[list], None]) -> None:
+        """PULL on this node's inbox; frames are batches of NodeInbound messages."""
+        sock = self._socket(zmq.PULL)
+        sock.bind(self.conf.inbox)
+        self._readers.append((sock, False, self._decoding(on_messages)))
+
+    def subscribe(self, endpoint: str, topics: list[bytes], on_messages: Callable[[list], None],
+                  raw: Callable[[list], None] | None = None) -> None:
+        """SUB to a publisher. Frames are [topic, batch]; `raw` gets the frames undecoded."""
+        sock = self._socket(zmq.SUB)
+        for topic in topics:
+            sock.setsockopt(zmq.SUBSCRIBE, topic)
+        sock.connect(endpoint)
+        if raw is not None:
+            self._readers.append((sock, True, raw))
+        else:
+            self._readers.append((sock, True, self._decoding(on_messages, multipart=True)))
+
+    def bind_router(self, name: str, endpoint: str, on_frames: Callable[[list], None]) -> None:
+        """A ROUTER for client sessions; `on_frames` gets [identity, payload] lists."""
+        sock = self._socket(zmq.ROUTER)
+        sock.bind(endpoint)
+        self._routers[name] = (sock, zmq.Socket.shadow(sock.underlying), [])
+        self._readers.append((sock, True, on_frames))
+
+    def bind_pub(self, endpoint: str) -> None:
+        self._pub_sock = self._socket(zmq.PUB)
+        self._pub_sock.bind(endpoint)
+
+    def peer(self, name: str) -> None:
+        """PUSH to another node's inbox (connect; queued until the peer is up)."""
+        if name in self._outboxes:
+            return
+        sock = self._socket(zmq.PUSH)
+        sock.connect(self.topo.nodes[name].inbox)
+        self._outboxes[name] = Outbox(sock)
+
+    def every(self, interval_ms: int, fn: Callable[[], None]) -> None:
+        self._timers.append((interval_ms / 1000.0, fn))
+
+    # ------------------------------------------------------------------ output (queued)
+
+    def send(self, peer: str, message) -> None:
+        self._outboxes[peer].pending.append(message)
+        self._dirty = True
+
+    def publish(self, topic: bytes, message) -> None:
+        box = self._pubs.get(topic)
+        if box is None:
+            box = self._pubs[topic] = Outbox(self._pub_sock, topic)
+        box.pending.append(message)
+        self._dirty = True
+
+    def publish_raw(self, frames: list) -> None:
+        """Forward an already-encoded [topic, batch] (the gateway re-publishing market data)."""
+        zmq.Socket.shadow(self._pub_sock.underlying).send_multipart(frames, zmq.NOBLOCK)
+
+    def reply(self, router: str, identity: bytes, message) -> None:
+        self._routers[router][2].append((identity, message))
+        self._dirty = True
+
+    async def flush(self) -> None:
+        if not self._dirty:
+            return
+        self._dirty = False
+        encode = self.codec.encode
+        for box in self._outboxes.values():
+            if box.pending:
+                frame = encode(box.pending)
+                box.pending = []
+                try:
+                    box.sync.send(frame, zmq.NOBLOCK)
+                except zmq.Again:
+                    await box.sock.send(frame)  # peer's queue is full: wait, never drop
+        for box in self._pubs.values():
+            if box.pending:
+                frame = encode(box.pending)
+                box.pending = []
+                try:
+                    box.sync.send_multipart([box.topic, frame], zmq.NOBLOCK)
+                except zmq.Again:
+                    pass  # PUB drops for slow subscribers by design
+        for sock, sync, pending in self._routers.values():
+            if pending:
+                by_identity: dict[bytes, list] = {}
+                for identity, message in pending:
+                    by_identity.setdefault(identity, []).append(message)
+                pending.clear()
+                for identity, messages in by_identity.items():
+                    try:
+                        sync.send_multipart([identity, encode(messages)], zmq.NOBLOCK)
+                    except zmq.ZMQError:
+                        self.stats["dropped_replies"] = self.stats.get("dropped_replies", 0) + 1
+        self.audit.flush()
+
+    # ------------------------------------------------------------------ input (drained)
+
+    def _decoding(self, on_messages: Callable[[list], None], multipart: bool = False):
+        decode = self.codec.decode
+        stats = self.stats
+
+        def handle(frames: list) -> None:
+            messages: list = []
+            for frame in frames:
+                payload = frame[-1] if multipart else frame
+                try:
+                    messages.extend(decode(payload))
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    stats["bad_frames"] += 1
+                    self.log.warning("bad_frame", error=str(exc), size=len(payload))
+            if messages:
+                stats["msgs_in"] += len(messages)
+                on_messages(messages)
+
+        return handle
+
+    async def _drain(self, sock: zmq.asyncio.Socket, multipart: bool, handler) -> None:
+        sync = zmq.Socket.shadow(sock.underlying)
+        recv = sync.recv_multipart if multipart else sync.recv
+        stats = self.stats
+        while True:
+            frames = []
+            try:
+                while len(frames) < MAX_BATCH:
+                    frames.append(recv(zmq.NOBLOCK))
+            except zmq.Again:
+                pass
+            if frames:
+                stats["frames_in"] += len(frames)
+                try:
+                    handler(frames)
+                except Exception:  # a node never dies on a message; the log says why
+                    stats["errors"] += 1
+                    self.log.exception("handler_error")
+                await self.flush()
+                if len(frames) == MAX_BATCH:
+                    await asyncio.sleep(0)  # let the other sockets in
+            else:
+                await sock.poll(flags=zmq.POLLIN)
+
+    async def _timer(self, interval: float, fn: Callable[[], None]) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            next_at += interval
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            try:
+                fn()
+            except Exception:
+                self.stats["errors"] += 1
+                self.log.exception("timer_error")
+            await self.flush()
+
+    async def _heartbeat(self) -> None:
+        sup = self.topo.supervisor
+        sock = self._socket(zmq.PUSH)
+        sock.setsockopt(zmq.SNDHWM, 10)
+        sock.connect(sup.control)
+        pid = os.getpid()
+        parent = os.getppid()
+        await sock.send(encode_one(Ready(node=self.name, pid=pid)))
+        seq = 0
+        while True:
+            seq += 1
+            try:
+                sock.send(encode_one(Heartbeat(node=self.name, pid=pid, seq=seq,
+                                               mono_ns=time.monotonic_ns(), stats=dict(self.stats))),
+                          zmq.NOBLOCK)
+            except zmq.Again:
+                pass
+            if os.getppid() != parent:  # supervisor gone (belt and braces beside PDEATHSIG)
+                self.log.warning("supervisor_gone")
+                self._stop.set()
+            await asyncio.sleep(sup.heartbeat_ms / 1000.0)
+
+    async def run(self, on_stop: Callable[[], None] | None = None) -> None:
+        self._stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        tasks = [asyncio.create_task(self._drain(s, m, h)) for s, m, h in self._readers]
+        tasks += [asyncio.create_task(self._timer(i, f)) for i, f in self._timers]
+        tasks.append(asyncio.create_task(self._heartbeat()))
+        self.log.info("node_started", endpoints={
+            "inbox": self.conf.inbox if self.conf else "", "pub": self.conf.pub if self.conf else ""})
+        await self._stop.wait()
+        self.log.info("node_stopping", stats=self.stats)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if on_stop is not None:
+            on_stop()
+        await self.flush()
+        self.audit.close()
+        for sock in self._sockets:
+            sock.close(linger=200)
+        self.ctx.term()
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+
+

@@ -1,0 +1,24 @@
+"""Feeds process: publishes every simulated venue's spot price on its PUB every interval."""
+
+from __future__ import annotations
+
+import random
+
+from cluster.config import Topology
+from cluster.transport import NodeShell
+from nodes.feeds.walk import SpotWalk
+
+
+def build(shell: NodeShell, topo: Topology):
+    conf = shell.conf
+    walk = SpotWalk({s.name: (s.initial_price, s.volatility_ppm) for s in topo.symbols.values()},
+                    conf.venues, random.Random(topo.seed))
+    shell.bind_pub(conf.pub)
+    topics = {name: b"spot." + name.encode() for name in topo.symbols}
+
+    def tick() -> None:
+        for t in walk.step(shell.now_ns()):
+            shell.publish(topics[t.symbol], t)
+
+    shell.every(conf.interval_ms, tick)
+    return None

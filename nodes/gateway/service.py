@@ -1,0 +1,79 @@
+"""Gateway node shell: the client ROUTER (requests, answers, execution reports), the client PUB
+(market data re-published as received, without decoding), and the inbox for risk's reports."""
+
+from __future__ import annotations
+
+import msgspec
+
+from cluster.audit import Explanation
+from cluster.config import Topology
+from cluster.protocol import ClientRequest, Codec, Error, MaintenanceAlert, Ping
+from cluster.transport import NodeShell
+from nodes.gateway.sessions import Gateway
+
+ROUTER = "clients"
+
+
+def build(shell: NodeShell, topo: Topology):
+    gateway = Gateway({a.api_key: a.name for a in topo.accounts.values()},
+                      {name: spec.public() for name, spec in topo.symbols.items()})
+    client_codec = Codec(ClientRequest)
+    shell.peer("risk")
+    shell.peer("matching")
+    stats = shell.stats
+    stats["client_rejects"] = 0
+
+    def apply(effects: list[tuple]) -> None:
+        for effect in effects:
+            if effect[0] == "client":
+                shell.reply(ROUTER, effect[1], effect[2])
+            else:
+                shell.send(effect[0], effect[1])
+
+    def refuse(identity: bytes, reason: str, error: str) -> None:
+        stats["client_rejects"] += 1
+        shell.reply(ROUTER, identity, Error(reason=reason, detail={"error": error[:200]}))
+        shell.audit.record(Explanation(ts_ns=shell.now_ns(), node="gateway",
+                                       rule=f"gateway.{reason}", subject=identity.hex(),
+                                       decision="reject", numbers={"error": error[:200]}))
+
+    def on_client(frames: list) -> None:
+        for parts in frames:
+            identity = parts[0]
+            if len(parts) != 2:
+                refuse(identity, "malformed_message", f"expected 1 payload frame, got {len(parts) - 1}")
+                continue
+            try:
+                requests = client_codec.decode_request(parts[1])
+            except msgspec.ValidationError as exc:
+                refuse(identity, "invalid_message", str(exc))
+                continue
+            except msgspec.DecodeError as exc:
+                refuse(identity, "malformed_message", str(exc))
+                continue
+            for req in requests:
+                if type(req) is Ping:
+                    req = Ping(req_id=req.req_id, hops=req.hops + [("gateway", shell.mono_ns())])
+                apply(gateway.on_request(identity, req))
+
+    def on_internal(messages: list) -> None:
+        for msg in messages:
+            if type(msg) is MaintenanceAlert:
+                shell.publish(b"alert." + msg.account.encode(), msg)
+                continue
+            body = getattr(msg, "body", None)
+            if body is not None and hasattr(body, "hops"):
+                msg = msgspec.structs.replace(msg, body=msgspec.structs.replace(
+                    body, hops=body.hops + [("gateway", shell.mono_ns())]))
+            apply(gateway.on_internal(msg))
+
+    def forward(frames: list) -> None:
+        for parts in frames:
+            shell.publish_raw(parts)
+
+    shell.bind_router(ROUTER, shell.conf.client, on_client)
+    shell.bind_pub(shell.conf.pub)
+    shell.bind_inbox(on_internal)
+    shell.subscribe(topo.nodes["matching"].pub, [b""], None, raw=forward)
+    shell.subscribe(topo.nodes["oracle"].pub, [b""], None, raw=forward)
+    return None

@@ -1,0 +1,117 @@
+"""Gateway core: client sessions, API-key logon, request routing. Pure (no sockets, no clock).
+
+A session is a ROUTER identity. It logs on with an API key and is bound to one account. Requests are
+wrapped as `Routed(ref, account, body)`; `ref` is the gateway's own number for the request, and the
+first answer carrying it goes back to the requesting session with the client's `req_id`. Everything
+else for an account (fills, cancels, triggers) goes to every session of that account.
+
+Seams for later checks (scopes, IP allow-lists, rate limits): `_admit` is where a request is refused
+before it leaves the gateway.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import msgspec
+
+from cluster.protocol import (
+    AmendOrder, CancelAll, CancelOrder, Error, GetAccount, GetBook, Logon, LogonAck, Ping,
+    PlaceOrder, PROTOCOL_VERSION, Reply, Report, Routed,
+)
+
+MAX_PENDING_REFS = 200_000
+ACCOUNT_REQUESTS = (PlaceOrder, AmendOrder, CancelOrder, CancelAll, GetAccount)
+
+
+class Session:
+    __slots__ = ("session_id", "account")
+
+    def __init__(self, session_id: int, account: str) -> None:
+        self.session_id = session_id
+        self.account = account
+
+
+class Gateway:
+    def __init__(self, api_keys: dict[str, str], symbols: dict[str, dict]) -> None:
+        self.api_keys = dict(api_keys)  # api key -> account
+        self.symbols = symbols
+        self.sessions: dict[bytes, Session] = {}
+        self.by_account: dict[str, dict[bytes, None]] = {}
+        self.refs: OrderedDict[int, tuple[bytes, int]] = OrderedDict()
+        self.next_ref = 1
+        self.next_session = 1
+
+    # Effects: ("client", identity, message) | (node, message)
+
+    def on_request(self, identity: bytes, msg) -> list[tuple]:
+        t = type(msg)
+        if t is Logon:
+            return self._logon(identity, msg)
+        session = self.sessions.get(identity)
+        if t is Ping:
+            ref = self._ref(identity, msg.req_id)
+            return [("risk", Routed(ref=ref, account=session.account if session else "", body=msg))]
+        if t is GetBook:
+            if msg.symbol not in self.symbols:
+                return [("client", identity, Error(req_id=msg.req_id, reason="unknown_symbol",
+                                                   detail={"symbol": msg.symbol}))]
+            return [("matching", Routed(ref=self._ref(identity, msg.req_id), account="", body=msg))]
+        if session is None:
+            return [("client", identity, Error(req_id=msg.req_id, reason="not_logged_on",
+                                               detail={"request": t.__name__}))]
+        refused = self._admit(session, msg)
+        if refused is not None:
+            return [("client", identity, refused)]
+        return [("risk", Routed(ref=self._ref(identity, msg.req_id), account=session.account,
+                                body=msg))]
+
+    def _admit(self, session: Session, msg) -> Error | None:
+        return None
+
+    def _logon(self, identity: bytes, msg: Logon) -> list[tuple]:
+        if msg.version != PROTOCOL_VERSION:
+            return [("client", identity, Error(req_id=msg.req_id, reason="unsupported_version",
+                                               detail={"version": msg.version,
+                                                       "supported": PROTOCOL_VERSION}))]
+        account = self.api_keys.get(msg.api_key)
+        if account is None:
+            return [("client", identity, Error(req_id=msg.req_id, reason="invalid_api_key"))]
+        old = self.sessions.get(identity)
+        if old is not None:
+            self.by_account.get(old.account, {}).pop(identity, None)
+        session = Session(self.next_session, account)
+        self.next_session += 1
+        self.sessions[identity] = session
+        self.by_account.setdefault(account, {})[identity] = None
+        return [("client", identity, LogonAck(req_id=msg.req_id, account=account,
+                                              session=session.session_id, symbols=self.symbols))]
+
+    def _ref(self, identity: bytes, req_id: int) -> int:
+        ref = self.next_ref
+        self.next_ref += 1
+        self.refs[ref] = (identity, req_id)
+        if len(self.refs) > MAX_PENDING_REFS:
+            self.refs.popitem(last=False)  # an answer that never came; the client has timed out
+        return ref
+
+    def on_internal(self, msg) -> list[tuple]:
+        t = type(msg)
+        if t is Report:
+            out: list[tuple] = []
+            requester = self.refs.pop(msg.ref, None) if msg.ref else None
+            if requester is not None:
+                identity, req_id = requester
+                out.append(("client", identity, msgspec.structs.replace(msg, ref=req_id)))
+            plain = msgspec.structs.replace(msg, ref=0) if msg.ref else msg
+            for identity in self.by_account.get(msg.account, ()):
+                if requester is None or identity != requester[0]:
+                    out.append(("client", identity, plain))
+            return out
+        if t is Reply:
+            requester = self.refs.pop(msg.ref, None)
+            if requester is None:
+                return []
+            identity, req_id = requester
+            return [("client", identity, msgspec.structs.replace(msg.body, req_id=req_id))]
+        return []

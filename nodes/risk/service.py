@@ -1,0 +1,50 @@
+"""Risk node shell: client requests in from the gateway, engine events in from matching, marks from
+the oracle; checked orders out to matching, reports out to the gateway, account state out to the
+liquidator, explanations to the audit journal."""
+
+from __future__ import annotations
+
+from cluster.config import Topology
+from cluster.protocol import Ping, Pong, Reply, Routed
+from cluster.transport import NodeShell
+from nodes.risk.ledger import RiskEngine
+
+
+def build(shell: NodeShell, topo: Topology):
+    engine = RiskEngine(topo.symbols, {a.name: a.deposit for a in topo.accounts.values()})
+    for peer in ("matching", "gateway", "liquidator"):
+        shell.peer(peer)
+    send = shell.send
+    record = shell.audit.record
+    now_ns = shell.now_ns
+
+    def on_messages(messages: list) -> None:
+        now = now_ns()
+        for msg in messages:
+            t = type(msg)
+            if t is Routed and type(msg.body) is Ping:
+                body = msg.body
+                hops = body.hops + [("risk", shell.mono_ns())]
+                send("matching", Routed(ref=msg.ref, account=msg.account,
+                                        body=Ping(req_id=body.req_id, hops=hops)))
+                continue
+            if t is Reply and type(msg.body) is Pong:
+                body = msg.body
+                send("gateway", Reply(ref=msg.ref, body=Pong(
+                    req_id=body.req_id, hops=body.hops + [("risk", shell.mono_ns())])))
+                continue
+            for dest, effect in engine.handle(msg, now):
+                if dest == "audit":
+                    record(effect)
+                else:
+                    send(dest, effect)
+
+    shell.bind_inbox(on_messages)
+    shell.subscribe(topo.nodes["oracle"].pub, [b"mark."], on_messages)
+
+    def on_stop() -> None:
+        held, owed = engine.conservation()
+        shell.log.info("risk_final_state", money_held=held, money_owed=owed,
+                       conserved=held == owed, fee_pool=engine.fee_pool)
+
+    return on_stop
