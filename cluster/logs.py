@@ -9,6 +9,10 @@ import msgspec
 import structlog
 
 
+def _encode(obj, **_ignored) -> bytes:
+    return msgspec.json.encode(obj, enc_hook=str)
+
+
 def configure(node: str, log_dir: str | None, level: int = logging.INFO) -> structlog.BoundLogger:
     if log_dir:
         os.makedirs(log_dir, exist_ok=True)
@@ -22,7 +26,7 @@ def configure(node: str, log_dir: str | None, level: int = logging.INFO) -> stru
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(serializer=msgspec.json.encode),
+            structlog.processors.JSONRenderer(serializer=_encode),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=factory,

@@ -1,0 +1,429 @@
+"""The `perpx` command line.
+
+    perpx cluster up [--detach] [--demo] [--seconds N] [--config F] [--run-dir D]
+    perpx cluster down | status [--json]
+    perpx order place --account A --symbol S --side buy|sell --qty 0.01 [--price 30000.5] ... [--json]
+    perpx order cancel --account A --symbol S (--order-id N | --client-order-id X) [--json]
+    perpx book SYMBOL [--depth N] [--json]
+    perpx account show ACCOUNT [--json]
+    perpx ping [--json]
+
+Commands that talk to a running cluster find it through <run-dir>/status.json (default ./var),
+or through --config. Exit codes: 0 ok, 1 the venue refused (reason in the output), 2 bad input or
+no cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgspec
+
+from cluster import config
+from cluster.units import UnitError
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+
+
+class CliError(Exception):
+    def __init__(self, reason: str, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.code = code
+
+
+def to_jsonable(obj):
+    """Structs as dicts with their type name, recursively (wire structs are arrays)."""
+    if isinstance(obj, msgspec.Struct):
+        out = {"type": type(obj).__name__}
+        for name in obj.__struct_fields__:
+            out[name] = to_jsonable(getattr(obj, name))
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(x) for x in obj]
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    return obj
+
+
+def emit(data, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(to_jsonable(data)))
+    else:
+        print(json.dumps(to_jsonable(data), indent=2))
+
+
+# ------------------------------------------------------------------ cluster discovery
+
+
+def run_dir_of(args) -> Path:
+    return Path(args.run_dir or os.environ.get("PERPX_RUN_DIR") or "var").resolve()
+
+
+def load_topology(args) -> config.Topology:
+    cfg = getattr(args, "config", None)
+    run = run_dir_of(args)
+    if not cfg:
+        status = run / "status.json"
+        if status.exists():
+            cfg = json.loads(status.read_text()).get("config")
+    try:
+        return config.load(cfg, run_dir=str(run))
+    except config.ConfigError as exc:
+        raise CliError("bad_config", str(exc)) from None
+
+
+def read_status(run: Path) -> dict | None:
+    try:
+        return json.loads((run / "status.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is not alive
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return False
+
+
+# ------------------------------------------------------------------ cluster commands
+
+
+def cmd_cluster_up(args) -> int:
+    topo = load_topology(args)
+    run = Path(topo.run_dir)
+    status = read_status(run)
+    if status and pid_alive(status.get("supervisor_pid")) and status.get("state") in ("starting", "running"):
+        raise CliError("already_running", f"a cluster is already running from {run} "
+                       f"(supervisor pid {status['supervisor_pid']}); `perpx cluster down` first")
+    if args.detach:
+        (run / "log").mkdir(parents=True, exist_ok=True)
+        try:
+            (run / "status.json").unlink()
+        except FileNotFoundError:
+            pass
+        out = open(run / "log" / "supervisor.out", "ab")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cluster.supervisor", "--config", topo.path, "--run-dir", str(run)],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        out.close()
+        deadline = time.monotonic() + topo.supervisor.ready_timeout_ms / 1000 + 5
+        while time.monotonic() < deadline:
+            status = read_status(run)
+            if status and status.get("state") == "running":
+                emit(status, args.json)
+                return EXIT_OK
+            if proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        status = read_status(run) or {}
+        raise CliError("start_failed", f"cluster did not start: {status.get('failure') or 'timeout'}"
+                       f" (see {run}/log/)", EXIT_REFUSED)
+    import uvloop
+
+    from cluster.supervisor import run_cluster
+
+    seconds = args.seconds if args.seconds is not None else (
+        float(os.environ["DEMO_SECONDS"]) if os.environ.get("DEMO_SECONDS") else None)
+    return uvloop.run(run_cluster(topo, demo_seconds=seconds, demo=args.demo))
+
+
+def cmd_cluster_down(args) -> int:
+    run = run_dir_of(args)
+    status = read_status(run) or {}
+    pid = status.get("supervisor_pid")
+    pid_file = run / "supervisor.pid"
+    if pid_file.exists():
+        try:
+            pid = int(pid_file.read_text())
+        except ValueError:
+            pass
+    stopped_supervisor = False
+    if pid_alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stopped_supervisor = not pid_alive(pid)
+    leftovers = []
+    for name, node in (status.get("nodes") or {}).items():
+        npid = node.get("pid")
+        if pid_alive(npid):
+            leftovers.append(name)
+            os.kill(npid, signal.SIGKILL)
+    sockets = run / "run"
+    removed = 0
+    if sockets.is_dir():
+        for path in sockets.iterdir():
+            path.unlink(missing_ok=True)
+            removed += 1
+    emit({"stopped": True, "supervisor_pid": pid, "supervisor_stopped": stopped_supervisor,
+          "killed_leftovers": leftovers, "stale_sockets_removed": removed}, args.json)
+    return EXIT_OK
+
+
+def cmd_cluster_status(args) -> int:
+    run = run_dir_of(args)
+    status = read_status(run)
+    if status is None:
+        emit({"state": "absent", "run_dir": str(run)}, args.json)
+        return EXIT_REFUSED
+    alive = pid_alive(status.get("supervisor_pid"))
+    if not alive and status.get("state") in ("starting", "running"):
+        status["state"] = "supervisor_dead"
+    for node in status.get("nodes", {}).values():
+        node["alive"] = pid_alive(node.get("pid"))
+    emit(status, args.json)
+    return EXIT_OK if status["state"] == "running" else EXIT_REFUSED
+
+
+# ------------------------------------------------------------------ client commands
+
+
+def api_key_for(topo: config.Topology, args) -> str:
+    if getattr(args, "api_key", None):
+        return args.api_key
+    if os.environ.get("PERPX_API_KEY") and not getattr(args, "account", None):
+        return os.environ["PERPX_API_KEY"]
+    account = getattr(args, "account", None)
+    if not account:
+        raise CliError("no_credentials", "give --account NAME (a configured account) or --api-key")
+    if account not in topo.accounts:
+        raise CliError("unknown_account", f"no account {account!r} in {topo.path}")
+    return topo.accounts[account].api_key
+
+
+async def with_client(args, fn, *, logon: bool = True):
+    from cluster.client import Client, RequestFailed
+
+    topo = load_topology(args)
+    gw = topo.nodes["gateway"]
+    key = api_key_for(topo, args) if logon else None
+    client = Client(gw.client, api_key=None, market_data=gw.pub, timeout=args.timeout)
+    try:
+        await client.connect()
+        if key is not None:
+            from cluster.protocol import Logon
+
+            ack = await client.request(Logon(api_key=key))
+            client.account, client.symbols = ack.account, ack.symbols
+        return await fn(client, topo)
+    except RequestFailed as exc:
+        raise CliError(exc.error.reason, str(exc), EXIT_REFUSED) from None
+    except asyncio.TimeoutError:
+        raise CliError("timeout", f"no answer from {gw.client} within {args.timeout}s "
+                       "(is the cluster up?)") from None
+    finally:
+        await client.close()
+
+
+def side_of(text: str) -> int:
+    return {"buy": 1, "sell": -1}[text]
+
+
+def cmd_order_place(args) -> int:
+    from cluster.protocol import OrderRejected, PlaceOrder
+
+    async def run(client, topo):
+        symbol = args.symbol
+        if symbol not in client.symbols:
+            raise CliError("unknown_symbol", f"unknown symbol {symbol!r}; known: "
+                           f"{', '.join(sorted(client.symbols))}")
+        try:
+            qty = client.lots(symbol, args.qty)
+            price = client.ticks(symbol, args.price) if args.price is not None else 0
+            trigger = client.ticks(symbol, args.trigger_price) if args.trigger_price else 0
+        except UnitError as exc:
+            raise CliError(exc.reason, str(exc)) from None
+        order = PlaceOrder(symbol=symbol, side=side_of(args.side), qty=qty, price=price,
+                           type=args.type, tif=args.tif, post_only=args.post_only,
+                           reduce_only=args.reduce_only, client_order_id=args.client_order_id or "",
+                           trigger_price=trigger, trigger_by=args.trigger_by)
+        report = await client.request(order)
+        events = []
+        order_id = getattr(report.event, "order_id", 0)
+        deadline = time.monotonic() + args.wait
+        while order_id and time.monotonic() < deadline:
+            try:
+                r = await asyncio.wait_for(client.reports.get(), max(0.01, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                break
+            if getattr(r.event, "order_id", None) == order_id:
+                events.append(r.event)
+        result = {"result": report.event, "later_events": events,
+                  "human": {"price": client.price_str(symbol, price) if price else None,
+                            "qty": client.qty_str(symbol, qty)}}
+        emit(result, args.json)
+        return EXIT_REFUSED if type(report.event) is OrderRejected else EXIT_OK
+
+    return asyncio.run(with_client(args, run))
+
+
+def cmd_order_cancel(args) -> int:
+    from cluster.protocol import OrderRejected
+
+    if not args.order_id and not args.client_order_id:
+        raise CliError("no_order", "give --order-id or --client-order-id")
+
+    async def run(client, topo):
+        report = await client.cancel(args.symbol, args.order_id or 0, args.client_order_id or "")
+        emit({"result": report.event}, args.json)
+        return EXIT_REFUSED if type(report.event) is OrderRejected else EXIT_OK
+
+    return asyncio.run(with_client(args, run))
+
+
+def cmd_book(args) -> int:
+    async def run(client, topo):
+        book = await client.book(args.symbol, depth=args.depth)
+        spec = topo.symbols[args.symbol]
+        from cluster.units import from_units
+
+        def human(levels):
+            return [{"price": from_units(p, spec.tick_size), "qty": from_units(q, spec.lot_size),
+                     "price_ticks": p, "qty_lots": q} for p, q in levels]
+
+        emit({"symbol": book.symbol, "book_seq": book.book_seq, "bids": human(book.bids),
+              "asks": human(book.asks)}, args.json)
+        return EXIT_OK
+
+    return asyncio.run(with_client(args, run, logon=False))
+
+
+def cmd_account_show(args) -> int:
+    args.account = args.name
+
+    async def run(client, topo):
+        from cluster.units import from_units
+
+        view = await client.account_view()
+        data = to_jsonable(view)
+        data["human"] = {k: from_units(getattr(view, k), topo.atom) for k in (
+            "balance", "wallet_balance", "equity", "available", "order_margin", "position_margin",
+            "maintenance_margin", "fees_paid")}
+        data["collateral"] = topo.collateral
+        for pos in data["positions"]:
+            spec = topo.symbols[pos["symbol"]]
+            pos["qty_human"] = from_units(pos["qty"], spec.lot_size)
+            pos["mark_human"] = from_units(pos["mark"], spec.tick_size)
+        emit(data, args.json)
+        return EXIT_OK
+
+    return asyncio.run(with_client(args, run))
+
+
+def cmd_ping(args) -> int:
+    import time as _time
+
+    async def run(client, topo):
+        start = _time.monotonic_ns()
+        pong = await client.ping()
+        end = _time.monotonic_ns()
+        hops = [{"node": n, "mono_ns": t, "since_send_us": (t - start) / 1000} for n, t in pong.hops]
+        emit({"rtt_us": (end - start) / 1000, "hops": hops,
+              "path": " -> ".join(["client"] + [n for n, _ in pong.hops] + ["client"])}, args.json)
+        return EXIT_OK
+
+    return asyncio.run(with_client(args, run, logon=False))
+
+
+# ------------------------------------------------------------------ parser
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="perpx", description="perpx: a perpetual-futures exchange cluster")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="topology TOML (default: the running cluster's, or built-in)")
+    common.add_argument("--run-dir", help="run directory (default ./var or $PERPX_RUN_DIR)")
+    common.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    common.add_argument("--timeout", type=float, default=5.0)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    cluster = sub.add_parser("cluster").add_subparsers(dest="action", required=True)
+    up = cluster.add_parser("up", parents=[common], help="start the cluster")
+    up.add_argument("--detach", action="store_true", help="run in the background")
+    up.add_argument("--demo", action="store_true", help="drive demo traffic and print it")
+    up.add_argument("--seconds", type=float, default=None,
+                    help="stop after N seconds (default: $DEMO_SECONDS, else run until Ctrl-C)")
+    up.set_defaults(fn=cmd_cluster_up)
+    cluster.add_parser("down", parents=[common]).set_defaults(fn=cmd_cluster_down)
+    cluster.add_parser("status", parents=[common]).set_defaults(fn=cmd_cluster_status)
+
+    order = sub.add_parser("order").add_subparsers(dest="action", required=True)
+    place = order.add_parser("place", parents=[common])
+    place.add_argument("--account")
+    place.add_argument("--api-key")
+    place.add_argument("--symbol", required=True)
+    place.add_argument("--side", choices=["buy", "sell"], required=True)
+    place.add_argument("--qty", required=True, help="in contract units, e.g. 0.01")
+    place.add_argument("--price", help="limit price, e.g. 30000.5")
+    place.add_argument("--type", default="limit", choices=[
+        "limit", "market", "stop_market", "stop_limit", "take_profit_market", "take_profit_limit"])
+    place.add_argument("--tif", default="GTC", choices=["GTC", "IOC", "FOK"])
+    place.add_argument("--post-only", action="store_true")
+    place.add_argument("--reduce-only", action="store_true")
+    place.add_argument("--client-order-id")
+    place.add_argument("--trigger-price")
+    place.add_argument("--trigger-by", default="mark", choices=["mark", "last"])
+    place.add_argument("--wait", type=float, default=0.3, help="seconds to collect fills after the ack")
+    place.set_defaults(fn=cmd_order_place)
+    cancel = order.add_parser("cancel", parents=[common])
+    cancel.add_argument("--account")
+    cancel.add_argument("--api-key")
+    cancel.add_argument("--symbol", required=True)
+    cancel.add_argument("--order-id", type=int)
+    cancel.add_argument("--client-order-id")
+    cancel.set_defaults(fn=cmd_order_cancel)
+
+    book = sub.add_parser("book", parents=[common])
+    book.add_argument("symbol")
+    book.add_argument("--depth", type=int, default=10)
+    book.set_defaults(fn=cmd_book)
+
+    account = sub.add_parser("account").add_subparsers(dest="action", required=True)
+    show = account.add_parser("show", parents=[common])
+    show.add_argument("name")
+    show.add_argument("--api-key")
+    show.set_defaults(fn=cmd_account_show)
+
+    sub.add_parser("ping", parents=[common]).set_defaults(fn=cmd_ping)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except CliError as exc:
+        as_json = getattr(args, "json", False)
+        payload = {"error": exc.reason, "message": str(exc)}
+        if as_json:
+            print(json.dumps(payload))
+        else:
+            print(f"perpx: {exc.reason}: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""asyncio client SDK for perpx: logon, place / amend / cancel, book, account, ping, and streams of
+execution reports and market data.
+
+    async with Client(endpoint, api_key=key) as c:
+        accepted = await c.place("BTC-PERP", BUY, qty=10, price=300000)
+        report = await c.reports.get()
+
+Human units: `c.ticks("BTC-PERP", "30000.5")` and `c.lots("BTC-PERP", "0.01")` convert exactly
+with the tick and lot sizes the gateway sent at logon; an off-tick or off-lot value raises
+UnitError, it is never rounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from decimal import Decimal
+
+import msgspec
+import zmq
+import zmq.asyncio
+
+from typing import Union
+
+from cluster.protocol import (
+    AccountView, AmendOrder, BookLevels, Pong, CancelAll, CancelOrder, Codec, Error, GetAccount, GetBook, Logon, LogonAck,
+    MarketData, Ping, PlaceOrder, Reply, Report, encode_one,
+)
+from cluster.units import from_units, to_units
+
+class RequestFailed(Exception):
+    def __init__(self, error: Error) -> None:
+        super().__init__(f"{error.reason}: {error.detail}")
+        self.error = error
+
+
+def _server_codec() -> Codec:
+    return Codec(Union[LogonAck, Error, Report, Pong, BookLevels, AccountView, Reply])
+
+
+class Client:
+    def __init__(self, endpoint: str, *, api_key: str | None = None,
+                 market_data: str | None = None, timeout: float = 5.0,
+                 ctx: zmq.asyncio.Context | None = None) -> None:
+        self.endpoint = endpoint
+        self.api_key = api_key
+        self.market_data_endpoint = market_data
+        self.timeout = timeout
+        self._own_ctx = ctx is None
+        self.ctx = ctx or zmq.asyncio.Context()
+        self._codec = _server_codec()
+        self._md_codec = Codec(MarketData)
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future] = {}
+        self.reports: asyncio.Queue[Report] = asyncio.Queue()
+        self.account: str | None = None
+        self.symbols: dict[str, dict] = {}
+        self._sock = None
+        self._md = None
+        self._reader = None
+
+    async def __aenter__(self) -> Client:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        self._sock = self.ctx.socket(zmq.DEALER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.connect(self.endpoint)
+        self._reader = asyncio.create_task(self._read())
+        if self.api_key is not None:
+            ack = await self.request(Logon(api_key=self.api_key))
+            self.account = ack.account
+            self.symbols = ack.symbols
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        for sock in (self._sock, self._md):
+            if sock is not None:
+                sock.close(linger=0)
+        if self._own_ctx:
+            self.ctx.term()
+
+    async def _read(self) -> None:
+        sync = zmq.Socket.shadow(self._sock.underlying)
+        while True:
+            frames = []
+            try:
+                while True:
+                    frames.append(sync.recv(zmq.NOBLOCK))
+            except zmq.Again:
+                pass
+            if not frames:
+                await self._sock.poll(flags=zmq.POLLIN)
+                continue
+            for frame in frames:
+                for msg in self._codec.decode(frame):
+                    self._dispatch(msg)
+
+    def _dispatch(self, msg) -> None:
+        key = msg.ref if type(msg) is Report else getattr(msg, "req_id", 0)
+        fut = self._waiting.pop(key, None) if key else None
+        if fut is not None and not fut.done():
+            fut.set_result(msg)
+        elif type(msg) is Report:
+            self.reports.put_nowait(msg)
+
+    # ------------------------------------------------------------------ requests
+
+    async def send_raw(self, payload: bytes) -> None:
+        """Send bytes as they are (tests of bad input)."""
+        await self._sock.send(payload)
+
+    async def recv_any(self, timeout: float | None = None):
+        """Wait for the next answer that no request was waiting for (tests of bad input)."""
+        fut = asyncio.get_running_loop().create_future()
+        self._waiting[0] = fut
+        try:
+            return await asyncio.wait_for(fut, timeout or self.timeout)
+        finally:
+            self._waiting.pop(0, None)
+
+    async def request(self, message, *, raise_on_error: bool = True):
+        req_id = next(self._ids)
+        message = msgspec.structs.replace(message, req_id=req_id)
+        fut = asyncio.get_running_loop().create_future()
+        self._waiting[req_id] = fut
+        await self._sock.send(self._codec.encode([message]))
+        try:
+            answer = await asyncio.wait_for(fut, self.timeout)
+        finally:
+            self._waiting.pop(req_id, None)
+        if raise_on_error and type(answer) is Error:
+            raise RequestFailed(answer)
+        return answer
+
+    async def place(self, symbol: str, side: int, qty: int, price: int = 0, **fields) -> Report:
+        return await self.request(PlaceOrder(symbol=symbol, side=side, qty=qty, price=price, **fields))
+
+    async def amend(self, symbol: str, order_id: int = 0, *, price: int = 0, qty: int = 0,
+                    client_order_id: str = "") -> Report:
+        return await self.request(AmendOrder(symbol=symbol, order_id=order_id, price=price, qty=qty,
+                                             client_order_id=client_order_id))
+
+    async def cancel(self, symbol: str, order_id: int = 0, client_order_id: str = "") -> Report:
+        return await self.request(CancelOrder(symbol=symbol, order_id=order_id,
+                                              client_order_id=client_order_id))
+
+    async def cancel_all(self, symbol: str = "") -> Report:
+        return await self.request(CancelAll(symbol=symbol))
+
+    async def book(self, symbol: str, depth: int = 10):
+        return await self.request(GetBook(symbol=symbol, depth=depth))
+
+    async def account_view(self):
+        return await self.request(GetAccount())
+
+    async def ping(self):
+        return await self.request(Ping())
+
+    # ------------------------------------------------------------------ market data
+
+    async def subscribe(self, *topics: bytes) -> None:
+        if self._md is None:
+            if not self.market_data_endpoint:
+                raise ValueError("no market data endpoint given")
+            self._md = self.ctx.socket(zmq.SUB)
+            self._md.setsockopt(zmq.LINGER, 0)
+            self._md.connect(self.market_data_endpoint)
+        for topic in topics or (b"",):
+            self._md.setsockopt(zmq.SUBSCRIBE, topic)
+
+    async def market_data(self) -> list:
+        """The next batch of market data messages (Trade, BookDelta, IndexMark, alerts)."""
+        topic, frame = await self._md.recv_multipart()
+        return self._md_codec.decode(frame)
+
+    # ------------------------------------------------------------------ units
+
+    def ticks(self, symbol: str, price: str | Decimal) -> int:
+        return to_units(price, Decimal(self.symbols[symbol]["tick_size"]), "price", "price_off_tick")
+
+    def lots(self, symbol: str, qty: str | Decimal) -> int:
+        return to_units(qty, Decimal(self.symbols[symbol]["lot_size"]), "qty", "qty_off_lot")
+
+    def price_str(self, symbol: str, ticks: int) -> str:
+        return from_units(ticks, Decimal(self.symbols[symbol]["tick_size"]))
+
+    def qty_str(self, symbol: str, lots: int) -> str:
+        return from_units(lots, Decimal(self.symbols[symbol]["lot_size"]))
+
+
+__all__ = ["Client", "RequestFailed", "encode_one"]

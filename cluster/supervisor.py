@@ -1,0 +1,313 @@
+"""The supervisor: starts every node as its own OS process, waits for each one's readiness handshake,
+watches process exits and heartbeats, applies the failure policy, and stops everything cleanly.
+
+Failure policy, per node in the topology (`on_failure`):
+- "restart": the node is restarted (at most `max_restarts` within `restart_window_s`, then the
+  whole cluster stops);
+- "stop_all": the whole cluster stops (risk and matching: their state would be lost until journal
+  replay and a hot standby exist).
+A node is found dead by polling its process every 100 ms (so a SIGKILL is noticed well within 1 s);
+a live node whose heartbeats stop for `heartbeat_timeout_ms` is reported unresponsive (a pause is
+not a crash: it is reported, and reported again when it recovers).
+
+Files under the run directory: log/<node>.log (structlog JSON), log/<node>.out (stdout/stderr),
+pid/<node>.pid, supervisor.pid, status.json (rewritten every 250 ms), run/ (ipc sockets, removed
+at stop), audit/ (explanation journals).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+import msgspec
+import zmq
+import zmq.asyncio
+
+from cluster.config import NODE_NAMES, Topology
+from cluster.logs import configure
+from cluster.protocol import ControlMsg, Heartbeat, Ready
+
+POLL_S = 0.1
+STATUS_S = 0.25
+STOP_GRACE_S = 5.0
+
+
+class NodeProc:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.proc: subprocess.Popen | None = None
+        self.ready = False
+        self.last_beat = 0.0
+        self.beats = 0
+        self.restarts: deque[float] = deque()
+        self.state = "starting"
+        self.stats: dict[str, int] = {}
+        self.exit_code: int | None = None
+
+
+class Supervisor:
+    def __init__(self, topo: Topology, echo=None) -> None:
+        self.topo = topo
+        self.run = Path(topo.run_dir)
+        self.nodes = {name: NodeProc(name) for name in NODE_NAMES}
+        self.log = configure("supervisor", topo.log_dir)
+        self.echo = echo or (lambda text: print(text, file=sys.stderr, flush=True))
+        self.events: list[dict] = []
+        self.state = "starting"
+        self.failure: str | None = None
+        self._stopping = asyncio.Event()
+        self._ctx = zmq.asyncio.Context()
+        self._control = None
+
+    # ------------------------------------------------------------------ files
+
+    def _prepare_dirs(self) -> None:
+        for sub in ("log", "pid", "run", "audit"):
+            (self.run / sub).mkdir(parents=True, exist_ok=True)
+        self._clean_sockets()
+        (self.run / "supervisor.pid").write_text(str(os.getpid()))
+
+    def _clean_sockets(self) -> None:
+        for path in glob.glob(str(self.run / "run" / "*")):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+    def write_status(self) -> None:
+        now = time.monotonic()
+        status = {
+            "cluster": self.topo.name, "state": self.state, "supervisor_pid": os.getpid(),
+            "config": self.topo.path, "run_dir": str(self.run), "failure": self.failure,
+            "client_endpoint": self.topo.nodes["gateway"].client,
+            "market_data_endpoint": self.topo.nodes["gateway"].pub,
+            "nodes": {
+                n.name: {
+                    "pid": n.proc.pid if n.proc else None, "state": n.state, "ready": n.ready,
+                    "heartbeat_age_ms": int((now - n.last_beat) * 1000) if n.last_beat else None,
+                    "restarts": len(n.restarts), "exit_code": n.exit_code, "stats": n.stats,
+                } for n in self.nodes.values()
+            },
+            "events": self.events[-20:],
+        }
+        tmp = self.run / "status.json.tmp"
+        tmp.write_text(json.dumps(status, indent=1))
+        os.replace(tmp, self.run / "status.json")
+
+    def _event(self, kind: str, node: str, **info) -> None:
+        record = {"wall_ns": time.time_ns(), "mono_ns": time.monotonic_ns(), "event": kind,
+                  "node": node, **info}
+        self.events.append(record)
+        self.log.warning(kind, node=node, **info)
+
+    # ------------------------------------------------------------------ processes
+
+    def _spawn(self, node: NodeProc) -> None:
+        out = open(self.run / "log" / f"{node.name}.out", "ab")  # noqa: SIM115
+        node.proc = subprocess.Popen(
+            [sys.executable, "-m", "cluster.node", node.name, "--config", self.topo.path,
+             "--run-dir", str(self.run)],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        out.close()
+        node.ready = False
+        node.state = "starting"
+        node.exit_code = None
+        node.last_beat = 0.0
+        (self.run / "pid" / f"{node.name}.pid").write_text(str(node.proc.pid))
+
+    async def _control_loop(self) -> None:
+        decoder = msgspec.msgpack.Decoder(ControlMsg)
+        while True:
+            frame = await self._control.recv()
+            try:
+                msg = decoder.decode(frame)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue
+            node = self.nodes.get(msg.node)
+            if node is None or node.proc is None or msg.pid != node.proc.pid:
+                continue  # a message from a previous incarnation
+            now = time.monotonic()
+            if type(msg) is Ready:
+                node.ready = True
+                node.state = "running"
+                node.last_beat = now
+            elif type(msg) is Heartbeat:
+                if node.state == "unresponsive":
+                    self._event("node_responsive_again", node.name)
+                    self.echo(f"supervisor: {node.name} is responsive again")
+                    node.state = "running"
+                node.last_beat = now
+                node.beats += 1
+                node.stats = msg.stats
+
+    async def start(self) -> None:
+        self._prepare_dirs()
+        self._control = self._ctx.socket(zmq.PULL)
+        self._control.setsockopt(zmq.LINGER, 0)
+        self._control.bind(self.topo.supervisor.control)
+        self._control_task = asyncio.create_task(self._control_loop())
+        for node in self.nodes.values():
+            self._spawn(node)
+        deadline = time.monotonic() + self.topo.supervisor.ready_timeout_ms / 1000
+        while not all(n.ready for n in self.nodes.values()):
+            for n in self.nodes.values():
+                if n.proc.poll() is not None:
+                    self.failure = f"{n.name} exited with {n.proc.returncode} during start-up"
+                    raise RuntimeError(self.failure + f" (see {self.run}/log/{n.name}.out)")
+            if time.monotonic() > deadline:
+                missing = [n.name for n in self.nodes.values() if not n.ready]
+                self.failure = f"not ready in time: {', '.join(missing)}"
+                raise RuntimeError(self.failure)
+            await asyncio.sleep(0.05)
+        self.state = "running"
+        self._event("cluster_ready", "supervisor",
+                    pids={n.name: n.proc.pid for n in self.nodes.values()})
+        self.write_status()
+
+    async def watch(self) -> None:
+        """Poll processes and heartbeats until asked to stop or a failure stops the cluster."""
+        timeout = self.topo.supervisor.heartbeat_timeout_ms / 1000
+        last_status = 0.0
+        while not self._stopping.is_set():
+            now = time.monotonic()
+            for node in self.nodes.values():
+                code = node.proc.poll()
+                if code is not None:
+                    self._on_exit(node, code)
+                    if self._stopping.is_set():
+                        break
+                elif node.ready and node.state == "running" and now - node.last_beat > timeout:
+                    node.state = "unresponsive"
+                    age = int((now - node.last_beat) * 1000)
+                    self._event("node_unresponsive", node.name, heartbeat_age_ms=age)
+                    self.echo(f"supervisor: {node.name} sent no heartbeat for {age} ms")
+            if now - last_status >= STATUS_S:
+                self.write_status()
+                last_status = now
+            try:
+                await asyncio.wait_for(self._stopping.wait(), POLL_S)
+            except asyncio.TimeoutError:
+                pass
+
+    def _on_exit(self, node: NodeProc, code: int) -> None:
+        how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        node.exit_code = code
+        node.state = "dead"
+        policy = self.topo.nodes[node.name].on_failure
+        self._event("node_died", node.name, how=how, policy=policy)
+        now = time.monotonic()
+        window = self.topo.supervisor.restart_window_s
+        while node.restarts and now - node.restarts[0] > window:
+            node.restarts.popleft()
+        if policy == "restart" and len(node.restarts) < self.topo.supervisor.max_restarts:
+            node.restarts.append(now)
+            self.echo(f"supervisor: {node.name} died ({how}); policy restart: restarting "
+                      f"({len(node.restarts)}/{self.topo.supervisor.max_restarts} in {window}s)")
+            self._spawn(node)
+            self._event("node_restarted", node.name, pid=node.proc.pid)
+            return
+        reason = "stop_all" if policy == "stop_all" else "restart limit reached"
+        self.failure = f"{node.name} died ({how}); {reason}"
+        self.echo(f"supervisor: {node.name} died ({how}); policy {reason}: stopping the cluster")
+        self._stopping.set()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def stop(self) -> None:
+        self.state = "stopping"
+        self.write_status()
+        procs = [n for n in reversed(list(self.nodes.values())) if n.proc and n.proc.poll() is None]
+        for n in procs:
+            try:
+                n.proc.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + STOP_GRACE_S
+        while any(n.proc.poll() is None for n in procs) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for n in procs:
+            if n.proc.poll() is None:
+                self._event("node_killed_at_stop", n.name)
+                n.proc.kill()
+                n.proc.wait()
+        for n in self.nodes.values():
+            if n.proc is not None:
+                n.exit_code = n.proc.poll()
+                n.state = "stopped"
+            try:
+                (self.run / "pid" / f"{n.name}.pid").unlink()
+            except FileNotFoundError:
+                pass
+        if getattr(self, "_control_task", None):
+            self._control_task.cancel()
+        if self._control is not None:
+            self._control.close(linger=0)
+        self._ctx.term()
+        self._clean_sockets()
+        self.state = "failed" if self.failure else "stopped"
+        self.write_status()
+        try:
+            (self.run / "supervisor.pid").unlink()
+        except FileNotFoundError:
+            pass
+
+
+async def run_cluster(topo: Topology, demo_seconds: float | None = None, demo: bool = False,
+                      echo=None) -> int:
+    """Start, optionally drive demo traffic, watch until SIGINT/SIGTERM or failure, stop."""
+    sup = Supervisor(topo, echo=echo)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, sup.request_stop)
+    demo_task = None
+    try:
+        await sup.start()
+        sup.echo(f"perpx: cluster '{topo.name}' up: clients at {topo.nodes['gateway'].client}, "
+                 f"market data at {topo.nodes['gateway'].pub}, run dir {topo.run_dir}")
+        if demo:
+            from cluster.demo import run_demo
+
+            demo_task = asyncio.create_task(run_demo(topo, demo_seconds, sup.request_stop))
+        elif demo_seconds:
+            loop.call_later(demo_seconds, sup.request_stop)
+        await sup.watch()
+    except RuntimeError as exc:
+        sup.echo(f"perpx: cluster failed to start: {exc}")
+    finally:
+        if demo_task is not None:
+            demo_task.cancel()
+            await asyncio.gather(demo_task, return_exceptions=True)
+        await sup.stop()
+    sup.echo(f"perpx: cluster stopped ({sup.failure or 'clean'})")
+    return 1 if sup.failure else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m cluster.supervisor --config F [--run-dir D]`: the detached form of `cluster up`."""
+    import argparse
+
+    import uvloop
+
+    from cluster import config
+
+    parser = argparse.ArgumentParser(prog="perpx-supervisor")
+    parser.add_argument("--config", default=None)
+    parser.add_argument("--run-dir", default=None)
+    args = parser.parse_args(argv)
+    topo = config.load(args.config, run_dir=args.run_dir)
+    return uvloop.run(run_cluster(topo))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
