@@ -104,7 +104,9 @@ class Client:
 
     def _dispatch(self, msg) -> None:
         key = msg.ref if type(msg) is Report else getattr(msg, "req_id", 0)
-        fut = self._waiting.pop(key, None) if key else None
+        # key 0: an answer to no request of ours (an error about bytes we could not have sent
+        # through request()); recv_any() waits under 0 for those.
+        fut = self._waiting.pop(key, None) if (key or type(msg) is not Report) else None
         if fut is not None and not fut.done():
             fut.set_result(msg)
         elif type(msg) is Report:

@@ -237,15 +237,21 @@ def load(path: str | os.PathLike | None = None, run_dir: str | None = None) -> T
     )
 
 
-def write_tcp_topology(base: Path | str, dest: Path, ports: list[int], run_dir: Path) -> Path:
-    """A copy of `base` with every endpoint on loopback tcp at the given ports (tests, several hosts)."""
+def write_tcp_topology(base: Path | str, dest: Path, ports: list[int], run_dir: Path,
+                       internal_ipc: bool = False) -> Path:
+    """A copy of `base` with endpoints on loopback tcp at the given ports (tests, several hosts).
+
+    With `internal_ipc`, links between nodes keep their ipc endpoints and only the gateway's client
+    endpoints move to the given ports.
+    """
     raw = tomllib.loads(Path(base).read_text())
     ports = list(ports)
     raw["cluster"]["run_dir"] = str(run_dir)
-    raw["supervisor"]["control"] = f"tcp://127.0.0.1:{ports.pop()}"
-    for node in raw["nodes"].values():
+    if not internal_ipc:
+        raw["supervisor"]["control"] = f"tcp://127.0.0.1:{ports.pop()}"
+    for name, node in raw["nodes"].items():
         for key in ("inbox", "client", "pub"):
-            if node.get(key):
+            if node.get(key) and (not internal_ipc or (name == "gateway" and key != "inbox")):
                 node[key] = f"tcp://127.0.0.1:{ports.pop()}"
     dest.write_text(_dump_toml(raw))
     return dest

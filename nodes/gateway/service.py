@@ -51,6 +51,9 @@ def build(shell: NodeShell, topo: Topology):
             except msgspec.DecodeError as exc:
                 refuse(identity, "malformed_message", str(exc))
                 continue
+            if not requests:
+                refuse(identity, "invalid_message", "empty batch")
+                continue
             for req in requests:
                 if type(req) is Ping:
                     req = Ping(req_id=req.req_id, hops=req.hops + [("gateway", shell.mono_ns())])

@@ -1,0 +1,33 @@
+# perpx: the two commands that matter are `make cluster` and `make test`; both set themselves up.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup cluster test test-fast bench-core clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Runs the local cluster with demo traffic; Ctrl-C stops it, DEMO_SECONDS=N stops it after N s.
+cluster: $(STAMP)
+	$(VENV)/bin/perpx cluster up --demo
+
+# The whole suite: unit, property (hypothesis) and end-to-end tests with real processes.
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not e2e"
+
+# Matching core benchmark: 1M-op streams through the engine and a minimal reference book.
+bench-core: $(STAMP)
+	$(PY) -m perf.bench_core
+
+clean:
+	rm -rf var .pytest_cache .hypothesis

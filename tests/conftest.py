@@ -1,0 +1,117 @@
+"""Shared fixtures: a real cluster (every node its own process) on free loopback tcp ports in a
+temporary directory, driven through the real CLI and the real client SDK."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cluster import config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+class ClusterHandle:
+    def __init__(self, tmp: Path, internal_ipc: bool = False) -> None:
+        self.run_dir = tmp / "run"
+        self.config_path = config.write_tcp_topology(
+            config.DEFAULT_CONFIG, tmp / "topology.toml", free_ports(16), self.run_dir,
+            internal_ipc=internal_ipc)
+        self.topo = config.load(self.config_path, run_dir=str(self.run_dir))
+
+    def cli(self, *args: str, check: bool = False, timeout: float = 60) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "cluster.cli", *args]
+        if args and args[0] in ("cluster", "order", "book", "account", "ping"):
+            cmd += ["--run-dir", str(self.run_dir)]
+            if args[:2] == ("cluster", "up"):
+                cmd += ["--config", str(self.config_path)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{cmd} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def cli_json(self, *args: str, ok: bool = True) -> dict:
+        proc = self.cli(*args, "--json")
+        if ok:
+            assert proc.returncode == 0, f"{args}: {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        return json.loads(proc.stdout)
+
+    def status(self) -> dict:
+        return json.loads((self.run_dir / "status.json").read_text())
+
+    def up(self) -> dict:
+        return self.cli_json("cluster", "up", "--detach")
+
+    def down(self) -> dict:
+        return self.cli_json("cluster", "down")
+
+    def node_pids(self) -> dict[str, int]:
+        return {n: v["pid"] for n, v in self.status()["nodes"].items()}
+
+    def endpoint(self) -> str:
+        return self.topo.nodes["gateway"].client
+
+    def md_endpoint(self) -> str:
+        return self.topo.nodes["gateway"].pub
+
+    def api_key(self, account: str) -> str:
+        return self.topo.accounts[account].api_key
+
+
+def perpx_processes(run_dir: Path) -> list[str]:
+    """Command lines of live processes started for this run directory."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmdline = (Path("/proc") / pid / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            stat = (Path("/proc") / pid / "stat").read_text()
+        except OSError:
+            continue
+        if str(run_dir) in cmdline and stat.split(") ")[-1][:1] != "Z":
+            found.append(cmdline)
+    return found
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    handle = ClusterHandle(tmp_path)
+    handle.up()
+    try:
+        yield handle
+    finally:
+        handle.cli("cluster", "down")
+        deadline = time.monotonic() + 5
+        while perpx_processes(handle.run_dir) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def cluster_handle(tmp_path):
+    """A configured but not started cluster (tests that start it themselves)."""
+    handle = ClusterHandle(tmp_path)
+    try:
+        yield handle
+    finally:
+        handle.cli("cluster", "down")

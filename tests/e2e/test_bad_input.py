@@ -1,0 +1,50 @@
+"""Garbage at the gateway's client socket: each gets an error with a reason; nothing changes; the
+gateway keeps serving."""
+
+from __future__ import annotations
+
+import random
+
+import msgspec
+import pytest
+
+from cluster.client import Client
+from cluster.protocol import AccountView, Error
+
+pytestmark = pytest.mark.e2e
+
+WRONG_TYPED = [
+    msgspec.msgpack.encode(["PlaceOrder", "not-an-int", "BTC-PERP", 1, 1]),
+    msgspec.msgpack.encode([["PlaceOrder", 0, "BTC-PERP", 7, 1]]),  # side 7
+    msgspec.msgpack.encode([["PlaceOrder", 0, "BTC-PERP", 1, 0]]),  # qty 0
+    msgspec.msgpack.encode([["PlaceOrder", 0, "BTC-PERP", 1, -5, "limit", 300000]]),
+    msgspec.msgpack.encode([["NoSuchMessage", 1, 2, 3]]),
+    msgspec.msgpack.encode({"t": "PlaceOrder", "qty": "abc"}),
+    msgspec.msgpack.encode([["Logon", 0, 12345]]),  # api_key not a string
+    msgspec.msgpack.encode([["CancelOrder", 0, "BTC-PERP", -1]]),
+    msgspec.msgpack.encode(42),
+    msgspec.msgpack.encode([]),
+    b"",
+]
+
+
+async def test_random_bytes_and_wrong_types_get_reasons_and_change_nothing(cluster):
+    rng = random.Random(1234)
+    garbage = [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 300))) for _ in range(40)]
+    async with Client(cluster.endpoint(), api_key=cluster.api_key("bob")) as bob:
+        before = await bob.account_view()
+        reasons = []
+        for payload in garbage + WRONG_TYPED:
+            await bob.send_raw(payload)
+            answer = await bob.recv_any(timeout=5)
+            assert type(answer) is Error, (payload, answer)
+            assert answer.reason in ("malformed_message", "invalid_message"), answer
+            reasons.append(answer.reason)
+            # the next good request is served
+            assert type(await bob.account_view()) is AccountView
+        assert len(reasons) == len(garbage) + len(WRONG_TYPED)
+        after = await bob.account_view()
+        assert msgspec.structs.replace(after, req_id=0) == msgspec.structs.replace(before, req_id=0)
+    status = cluster.status()
+    assert status["nodes"]["gateway"]["state"] == "running"
+    assert status["nodes"]["gateway"]["restarts"] == 0

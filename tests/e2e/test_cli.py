@@ -1,0 +1,68 @@
+"""The perpx CLI against a detached cluster: up, place, account, ping, down leaves nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from cluster.client import Client
+from tests.conftest import ClusterHandle, perpx_processes
+from tests.e2e.helpers import wait_mark
+
+pytestmark = pytest.mark.e2e
+
+
+async def human_mark(handle: ClusterHandle, symbol: str) -> str:
+    async with Client(handle.endpoint(), api_key=handle.api_key("alice"),
+                      market_data=handle.md_endpoint()) as c:
+        return c.price_str(symbol, (await wait_mark(c, symbol)).mark)
+
+
+def test_cli_session_over_ipc_leaves_nothing_behind(tmp_path):
+    handle = ClusterHandle(tmp_path, internal_ipc=True)
+    status = handle.up()
+    try:
+        assert status["state"] == "running"
+        assert all(n["ready"] for n in status["nodes"].values())
+        assert list((handle.run_dir / "run").iterdir()), "ipc sockets expected while running"
+        price = asyncio.run(human_mark(handle, "ETH-PERP"))
+
+        sell = handle.cli_json("order", "place", "--account", "alice", "--symbol", "ETH-PERP",
+                               "--side", "sell", "--qty", "0.5", "--price", price)
+        assert sell["result"]["type"] == "OrderAccepted"
+        buy = handle.cli_json("order", "place", "--account", "bob", "--symbol", "ETH-PERP",
+                              "--side", "buy", "--qty", "0.5", "--price", price)
+        assert buy["result"]["type"] == "OrderAccepted"
+        assert any(e["type"] == "Fill" for e in buy["later_events"])
+
+        bob = handle.cli_json("account", "show", "bob")
+        alice = handle.cli_json("account", "show", "alice")
+        assert [(p["symbol"], p["qty_human"]) for p in bob["positions"]] == [("ETH-PERP", "0.5")]
+        assert [(p["symbol"], p["qty_human"]) for p in alice["positions"]] == [("ETH-PERP", "-0.5")]
+        for view in (alice, bob):
+            for key in ("entry_price", "mark", "unrealized_pnl", "initial_margin",
+                        "maintenance_margin", "leverage"):
+                assert key in view["positions"][0]
+
+        ping = handle.cli_json("ping")
+        assert [h["node"] for h in ping["hops"]] == ["gateway", "risk", "matching", "risk", "gateway"]
+        stamps = [h["mono_ns"] for h in ping["hops"]]
+        assert stamps == sorted(stamps) and ping["rtt_us"] > 0
+
+        off_tick = handle.cli_json("order", "place", "--account", "bob", "--symbol", "ETH-PERP",
+                                   "--side", "buy", "--qty", "0.5", "--price", "2000.005", ok=False)
+        assert off_tick["error"] == "price_off_tick"
+        off_lot = handle.cli_json("order", "place", "--account", "bob", "--symbol", "ETH-PERP",
+                                  "--side", "buy", "--qty", "0.505", "--price", price, ok=False)
+        assert off_lot["error"] == "qty_off_lot"
+    finally:
+        down = handle.down()
+    assert down["supervisor_stopped"] and down["killed_leftovers"] == []
+    deadline = time.monotonic() + 5
+    while perpx_processes(handle.run_dir) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert perpx_processes(handle.run_dir) == []
+    assert list((handle.run_dir / "run").iterdir()) == []
+    assert handle.cli_json("cluster", "status", ok=False)["state"] == "stopped"

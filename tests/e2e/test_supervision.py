@@ -1,0 +1,61 @@
+"""SIGKILL a node: the supervisor notices within 1 s, reports it, and applies the stated policy."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import pytest
+
+from cluster.client import Client
+from tests.conftest import perpx_processes
+
+pytestmark = pytest.mark.e2e
+
+
+def wait_for(predicate, timeout: float, step: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError("condition not met in time")
+
+
+def died_event(cluster, node: str):
+    for ev in cluster.status()["events"]:
+        if ev["event"] == "node_died" and ev["node"] == node:
+            return ev
+    return None
+
+
+def test_killed_gateway_is_noticed_within_a_second_and_restarted(cluster):
+    pid = cluster.node_pids()["gateway"]
+    killed_at = time.monotonic_ns()
+    os.kill(pid, signal.SIGKILL)
+    ev = wait_for(lambda: died_event(cluster, "gateway"), 5)
+    assert ev["how"] == "signal SIGKILL" and ev["policy"] == "restart"
+    assert ev["mono_ns"] - killed_at < 1_000_000_000, "detected later than 1 s"
+    new = wait_for(lambda: cluster.status()["nodes"]["gateway"]["state"] == "running"
+                   and cluster.node_pids()["gateway"] != pid and cluster.status(), 10)
+    assert new["nodes"]["gateway"]["restarts"] == 1
+
+    async def ping() -> list:
+        async with Client(cluster.endpoint()) as c:
+            return (await c.ping()).hops
+
+    hops = asyncio.run(ping())
+    assert [n for n, _ in hops] == ["gateway", "risk", "matching", "risk", "gateway"]
+
+
+def test_killed_matching_stops_the_whole_cluster(cluster):
+    os.kill(cluster.node_pids()["matching"], signal.SIGKILL)
+    killed_at = time.monotonic_ns()
+    status = wait_for(lambda: (s := cluster.status())["state"] in ("failed", "stopped") and s, 15)
+    ev = died_event(cluster, "matching")
+    assert ev["policy"] == "stop_all" and ev["mono_ns"] - killed_at < 1_000_000_000
+    assert "matching died" in status["failure"]
+    wait_for(lambda: not perpx_processes(cluster.run_dir), 10)
