@@ -1,0 +1,212 @@
+"""A deliberately naive matching model: one flat list of resting orders, best order found by a full
+scan every time. Slow and obvious; the fast engine must agree with it trade for trade.
+
+Covers limit GTC/IOC/FOK, market with protection price, post-only, reduce-only (sizing and re-check),
+self-trade prevention, cancel, amend, mass cancel and the price band. Stops are covered by example
+tests instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PPM = 1_000_000
+
+
+@dataclass
+class NOrder:
+    id: int
+    account: str
+    side: int
+    price: int
+    qty: int
+    remaining: int
+    ro: bool
+    po: bool
+    stp: str
+    time: int
+
+
+class NaiveBook:
+    def __init__(self, spec) -> None:
+        self.spec = spec
+        self.resting: list[NOrder] = []
+        self.positions: dict[str, int] = {}
+        self.mark = 0
+        self.clock = 0
+        self.trades: list[tuple] = []  # (price, qty, taker_id, maker_id)
+        self.cancelled: dict[int, int] = {}  # order id -> cancelled quantity (summed)
+
+    # helpers
+    def _band_ok(self, price: int) -> bool:
+        if not self.mark:
+            return True
+        w = self.mark * self.spec.band_ppm // PPM
+        return self.mark - w <= price <= self.mark + w
+
+    def _crosses(self, maker_price: int, taker_side: int, limit: int) -> bool:
+        return maker_price <= limit if taker_side > 0 else maker_price >= limit
+
+    def _queue(self, taker_side: int, limit: int) -> list[NOrder]:
+        c = [o for o in self.resting if o.side == -taker_side and self._crosses(o.price, taker_side, limit)]
+        return sorted(c, key=lambda o: (taker_side * o.price, o.time))
+
+    def _ro_total(self, account: str, side: int) -> int:
+        return sum(o.remaining for o in self.resting if o.account == account and o.ro and o.side == side)
+
+    def _ro_room(self, account: str, side: int) -> int:
+        pos = self.positions.get(account, 0)
+        if pos == 0 or (pos > 0) == (side > 0):
+            return 0
+        return abs(pos) - self._ro_total(account, side)
+
+    def _cancel(self, o: NOrder, qty: int) -> None:
+        self.cancelled[o.id] = self.cancelled.get(o.id, 0) + qty
+
+    def _recheck(self, account: str) -> None:
+        pos = self.positions.get(account, 0)
+        closing = -1 if pos > 0 else 1
+        room = abs(pos)
+        for o in sorted([o for o in self.resting if o.account == account and o.ro], key=lambda o: o.time):
+            if pos == 0 or o.side != closing:
+                self._cancel(o, o.remaining)
+                self.resting.remove(o)
+            elif o.remaining <= room:
+                room -= o.remaining
+            elif room > 0:
+                self._cancel(o, o.remaining - room)
+                o.qty -= o.remaining - room
+                o.remaining = room
+                room = 0
+            else:
+                self._cancel(o, o.remaining)
+                self.resting.remove(o)
+
+    # commands
+    def new(self, oid, account, side, qty, otype, price, tif, po, ro, stp, slippage=0) -> str:
+        s = self.spec
+        self.clock += 1
+        if qty < s.min_qty or qty > s.max_qty:
+            return "rejected"
+        market = otype == "market"
+        if market and (price or po):
+            return "rejected"
+        if not market:
+            if price < 1 or (po and tif != "GTC"):
+                return "rejected"
+            if price * qty * s.atoms_per_tick_lot > s.max_notional or not self._band_ok(price):
+                return "rejected"
+        if ro:
+            room = self._ro_room(account, side)
+            if room <= 0:
+                return "rejected"
+            qty = min(qty, room)
+        if not market and po:
+            if self._queue(side, price):
+                return "rejected"
+        o = NOrder(oid, account, side, price, qty, qty, ro, po, stp, self.clock)
+        self._execute(o, market, tif, slippage)
+        return "accepted"
+
+    def _execute(self, o: NOrder, market: bool, tif: str, slippage: int = 0) -> None:
+        if market:
+            opp = [r.price for r in self.resting if r.side == -o.side]
+            best = (min(opp) if o.side > 0 else max(opp)) if opp else 0
+            ref = self.mark or best
+            if not ref:
+                self._cancel(o, o.remaining)
+                return
+            move = ref * (slippage or self.spec.protection_ppm) // PPM
+            o.price = ref + move if o.side > 0 else max(1, ref - move)
+        if tif == "FOK":
+            need = o.remaining
+            ok = False
+            for m in self._queue(o.side, o.price):
+                if m.account == o.account:
+                    if o.stp != "cancel_maker":
+                        break
+                    continue
+                need -= m.remaining
+                if need <= 0:
+                    ok = True
+                    break
+            if not ok:
+                self._cancel(o, o.remaining)
+                return
+        touched = []
+        while o.remaining:
+            q = self._queue(o.side, o.price)
+            if not q:
+                break
+            m = q[0]
+            if m.account == o.account:
+                if o.stp in ("cancel_maker", "cancel_both"):
+                    self._cancel(m, m.remaining)
+                    self.resting.remove(m)
+                if o.stp in ("cancel_taker", "cancel_both"):
+                    self._cancel(o, o.remaining)
+                    o.remaining = -1  # gone
+                    break
+                continue
+            x = min(o.remaining, m.remaining)
+            o.remaining -= x
+            m.remaining -= x
+            self.trades.append((m.price, x, o.id, m.id))
+            self.positions[o.account] = self.positions.get(o.account, 0) + o.side * x
+            self.positions[m.account] = self.positions.get(m.account, 0) - o.side * x
+            touched += [o.account, m.account]
+            if m.remaining == 0:
+                self.resting.remove(m)
+        for acct in dict.fromkeys(touched):
+            if any(r.account == acct and r.ro for r in self.resting):
+                self._recheck(acct)
+        if o.remaining <= 0:
+            return
+        if tif == "GTC" and not market:
+            self.resting.append(o)
+        else:
+            self._cancel(o, o.remaining)
+
+    def cancel(self, oid: int, account: str) -> bool:
+        for o in self.resting:
+            if o.id == oid and o.account == account:
+                self._cancel(o, o.remaining)
+                self.resting.remove(o)
+                return True
+        return False
+
+    def mass_cancel(self, account: str) -> None:
+        for o in [o for o in self.resting if o.account == account]:
+            self._cancel(o, o.remaining)
+            self.resting.remove(o)
+
+    def amend(self, oid: int, account: str, price: int, qty: int) -> bool:
+        o = next((o for o in self.resting if o.id == oid and o.account == account), None)
+        if o is None:
+            return False
+        s = self.spec
+        new_price, new_qty = price or o.price, qty or o.qty
+        filled = o.qty - o.remaining
+        if new_qty > s.max_qty or new_qty <= filled:
+            return False
+        if new_price * new_qty * s.atoms_per_tick_lot > s.max_notional or not self._band_ok(new_price):
+            return False
+        new_rem = new_qty - filled
+        if o.ro and new_rem > o.remaining:
+            if new_rem > self._ro_room(account, o.side) + o.remaining:
+                return False
+        if o.po and new_price != o.price and self._queue(o.side, new_price):
+            return False
+        if new_price == o.price and new_qty <= o.qty:
+            if new_qty < o.qty:
+                self._cancel(o, o.qty - new_qty)
+            o.remaining, o.qty = new_rem, new_qty
+            return True
+        self.resting.remove(o)
+        self.clock += 1
+        o.price, o.qty, o.remaining, o.time = new_price, new_qty, new_rem, self.clock
+        self._execute(o, False, "GTC")
+        return True
+
+    def set_mark(self, mark: int) -> None:
+        self.mark = mark
