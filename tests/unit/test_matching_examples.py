@@ -1,0 +1,182 @@
+"""Example tests for each order type, with partial fills and cancels racing fills."""
+
+from __future__ import annotations
+
+import pytest
+
+from cluster import config
+from cluster.protocol import (
+    Amend, Cancel, MarkPrice, MassCancel, NewOrder, OrderAccepted, OrderAmended, OrderCancelled,
+    OrderRejected, OrdersCancelled, OrderTriggered, SetPosition, Trade,
+)
+from nodes.matching.engine import MatchingEngine
+
+S = "BTC-PERP"
+SPECS = config.load().symbols
+
+
+@pytest.fixture
+def eng():
+    e = MatchingEngine(SPECS)
+    e.handle(MarkPrice(symbol=S, mark=1000))
+    return e
+
+
+def order(oid, account, side, qty, price=0, **kw):
+    return NewOrder(order_id=oid, account=account, symbol=S, side=side, qty=qty, price=price, **kw)
+
+
+def kinds(events):
+    return [type(e).__name__ for e in events]
+
+
+def trades(events):
+    return [(e.price, e.qty, e.maker_order_id) for e in events if type(e) is Trade]
+
+
+def test_price_time_priority_and_partial_fills(eng):
+    eng.handle(order(1, "m1", -1, 5, 1001))
+    eng.handle(order(2, "m2", -1, 5, 1000))
+    eng.handle(order(3, "m3", -1, 5, 1000))
+    ev = eng.handle(order(4, "t", 1, 12, 1001))
+    assert trades(ev) == [(1000, 5, 2), (1000, 5, 3), (1001, 2, 1)]
+    assert eng.depth(S, 5)[2] == [(1001, 3)]
+    eng.validate_internal_state()
+
+
+def test_ioc_remainder_cancelled_and_fok_all_or_nothing(eng):
+    eng.handle(order(1, "m", -1, 5, 1000))
+    ev = eng.handle(order(2, "t", 1, 8, 1000, tif="IOC"))
+    assert trades(ev) == [(1000, 5, 1)]
+    assert ev[-1].reason == "ioc_remainder" and ev[-1].remaining == 3
+    eng.handle(order(3, "m", -1, 5, 1000))
+    ev = eng.handle(order(4, "t", 1, 6, 1000, tif="FOK"))
+    assert trades(ev) == [] and ev[-1].reason == "fok_not_fillable"
+    ev = eng.handle(order(5, "t", 1, 5, 1000, tif="FOK"))
+    assert trades(ev) == [(1000, 5, 3)]
+
+
+def test_post_only_rejected_with_the_order_it_would_hit(eng):
+    eng.handle(order(1, "m", -1, 5, 1000))
+    ev = eng.handle(order(2, "t", 1, 1, 1000, post_only=True))
+    assert kinds(ev) == ["OrderRejected"]
+    assert ev[0].reason == "post_only_would_take"
+    assert ev[0].detail == {"price": 1000, "maker_order_id": 1, "maker_price": 1000}
+
+
+def test_market_order_stops_at_protection_price(eng):
+    eng.handle(order(1, "m", -1, 5, 1010))
+    eng.handle(order(2, "m", -1, 5, 1049))
+    ev = eng.handle(order(3, "t", 1, 20, type="market", tif="IOC", max_slippage_ppm=20_000))
+    assert trades(ev) == [(1010, 5, 1)]
+    assert ev[-1].reason == "market_protection"
+    assert ev[-1].detail == {"protection_price": 1020, "best": 1049}
+
+
+def test_price_band_reject_names_the_band(eng):
+    ev = eng.handle(order(1, "a", 1, 1, 1100))
+    assert ev[0].reason == "price_out_of_band"
+    assert ev[0].detail == {"price": 1100, "mark": 1000, "band_ppm": 50_000, "min_price": 950,
+                            "max_price": 1050}
+
+
+def test_reduce_only_sized_down_and_rechecked_when_position_shrinks(eng):
+    eng.handle(SetPosition(account="a", symbol=S, qty=10))
+    ev = eng.handle(order(1, "a", -1, 6, 1005, reduce_only=True))
+    assert ev[0].qty == 6
+    ev = eng.handle(order(2, "a", -1, 9, 1006, reduce_only=True))
+    assert type(ev[0]) is OrderAccepted and ev[0].qty == 4  # 10 - 6 already reserved
+    ev = eng.handle(order(3, "a", -1, 1, 1007, reduce_only=True))
+    assert ev[0].reason == "reduce_only_would_increase"
+    # the position shrinks by 7 elsewhere (a sells 7 to b): reduce-only orders shrink to 3
+    eng.handle(order(4, "b", 1, 7, 995))
+    ev = eng.handle(order(5, "a", -1, 7, 995))
+    assert eng.position("a", S) == 3
+    amended = [e for e in ev if type(e) is OrderAmended]
+    cancelled = [e for e in ev if type(e) is OrderCancelled]
+    assert [(e.order_id, e.remaining, e.reason) for e in amended] == [(1, 3, "reduce_only_resize")]
+    assert [(e.order_id, e.reason) for e in cancelled] == [(2, "reduce_only_position_changed")]
+    eng.validate_internal_state()
+
+
+def test_self_trade_prevention_modes(eng):
+    for mode, expect in (("cancel_taker", {2}), ("cancel_maker", {1}), ("cancel_both", {1, 2})):
+        e = MatchingEngine(SPECS)
+        e.handle(order(1, "a", -1, 5, 1000))
+        ev = e.handle(order(2, "a", 1, 5, 1000, stp=mode))
+        assert {x.order_id for x in ev if type(x) is OrderCancelled} == expect, mode
+        assert trades(ev) == []
+
+
+def test_amend_keeps_priority_on_decrease_and_loses_it_otherwise(eng):
+    eng.handle(order(1, "m1", -1, 5, 1000))
+    eng.handle(order(2, "m2", -1, 5, 1000))
+    ev = eng.handle(Amend(account="m1", symbol=S, order_id=1, qty=3))
+    assert ev[0].priority_kept is True
+    assert trades(eng.handle(order(3, "t", 1, 1, 1000))) == [(1000, 1, 1)]
+    ev = eng.handle(Amend(account="m1", symbol=S, order_id=1, qty=6))
+    assert ev[1].priority_kept is False
+    assert trades(eng.handle(order(4, "t", 1, 1, 1000))) == [(1000, 1, 2)]
+    ev = eng.handle(Amend(account="m1", symbol=S, order_id=1, qty=1))
+    assert ev[0].reason == "amend_qty_not_above_filled"
+
+
+def test_cancel_racing_a_fill(eng):
+    eng.handle(order(1, "m", -1, 5, 1000))
+    eng.handle(order(2, "t", 1, 3, 1000))
+    ev = eng.handle(Cancel(account="m", symbol=S, order_id=1))
+    assert type(ev[0]) is OrderCancelled and ev[0].remaining == 2  # cancel after a partial fill
+    eng.handle(order(3, "m", -1, 5, 1000))
+    eng.handle(order(4, "t", 1, 5, 1000))
+    ev = eng.handle(Cancel(account="m", symbol=S, order_id=3))  # too late: it filled
+    assert ev[0].reason == "order_not_open" and ev[0].detail["status"] == "filled"
+    assert eng.handle(Cancel(account="m", symbol=S, order_id=99))[0].reason == "unknown_order"
+
+
+def test_client_order_id_is_idempotent(eng):
+    first = eng.handle(order(1, "a", 1, 5, 990, client_order_id="x1", ref=7))
+    again = eng.handle(order(2, "a", 1, 5, 990, client_order_id="x1", ref=8))
+    assert kinds(again) == ["OrderAccepted"] and again[0].order_id == 1 and again[0].duplicate
+    assert again[0].ref == 8 and first[0].ref == 7
+    assert len(eng.orders) == 1
+    ev = eng.handle(Cancel(account="a", symbol=S, client_order_id="x1"))
+    assert ev[0].order_id == 1 and type(ev[0]) is OrderCancelled
+
+
+def test_mass_cancel_is_one_event(eng):
+    for i in range(1, 4):
+        eng.handle(order(i, "a", 1, 1, 990 + i))
+    eng.handle(order(4, "b", 1, 1, 990))
+    ev = eng.handle(MassCancel(account="a", symbol=S))
+    assert type(ev[0]) is OrdersCancelled and sorted(ev[0].orders) == [(1, 1), (2, 1), (3, 1)]
+    assert list(eng.orders) == [4]
+
+
+def test_stops_trigger_on_mark_and_on_last(eng):
+    eng.handle(order(1, "m", -1, 10, 1010))
+    ev = eng.handle(order(2, "a", 1, 4, type="stop_market", trigger_price=1005, trigger_by="mark"))
+    assert ev[0].status == "untriggered"
+    assert eng.handle(order(3, "a", 1, 4, type="stop_market", trigger_price=990))[0].reason \
+        == "would_trigger_immediately"
+    ev = eng.handle(MarkPrice(symbol=S, mark=1006))
+    assert kinds(ev)[:1] == ["OrderTriggered"] and trades(ev) == [(1010, 4, 1)]
+    # stop-limit on last: a trade at 1012 fires a buy stop at 1011, which then trades itself
+    eng.handle(order(8, "m2", -1, 5, 1012))
+    eng.handle(order(4, "b", 1, 2, 1015, type="stop_limit", trigger_price=1011, trigger_by="last"))
+    ev = eng.handle(order(5, "c", 1, 7, 1012))
+    triggered = [e for e in ev if type(e) is OrderTriggered]
+    assert [(e.order_id, e.observed_price) for e in triggered] == [(4, 1012)]
+    assert trades(ev) == [(1010, 6, 1), (1012, 1, 8), (1012, 2, 8)]
+    # take-profit sell triggers when the price rises to it
+    eng.handle(SetPosition(account="a", symbol=S, qty=4))
+    eng.handle(order(6, "a", -1, 4, type="take_profit_market", trigger_price=1020, reduce_only=True))
+    eng.handle(order(7, "z", 1, 10, 1000))
+    ev = eng.handle(MarkPrice(symbol=S, mark=1020))
+    assert any(type(e) is OrderTriggered and e.order_id == 6 for e in ev)
+    assert eng.position("a", S) == 0
+    eng.validate_internal_state()
+
+
+def test_unknown_command_is_rejected_not_raised(eng):
+    ev = eng.handle(object())
+    assert type(ev[0]) is OrderRejected and ev[0].reason == "unknown_command"
