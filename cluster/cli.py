@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import msgspec
@@ -325,6 +326,8 @@ def cmd_account_show(args) -> int:
             spec = topo.symbols[pos["symbol"]]
             pos["qty_human"] = from_units(pos["qty"], spec.lot_size)
             pos["mark_human"] = from_units(pos["mark"], spec.tick_size)
+            pos["entry_price_human"] = format((Decimal(pos["entry_price"]) * spec.tick_size)
+                                              .normalize(), "f")
         emit(data, args.json)
         return EXIT_OK
 

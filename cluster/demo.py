@@ -11,6 +11,7 @@ import time
 from cluster.client import Client, RequestFailed
 from cluster.config import Topology
 from cluster.protocol import BUY, SELL, IndexMark, MaintenanceAlert, Trade
+from cluster.units import from_units
 
 MAKERS = ("mm1", "mm2")
 TAKERS = ("taker1", "taker2")
@@ -127,8 +128,9 @@ class Demo:
         for name, client in self.clients.items():
             view = await client.account_view()
             positions = ", ".join(f"{p.symbol} {self.fmt_qty(p.symbol, p.qty)}" for p in view.positions)
-            say(f"ACCOUNT {name:7} equity {view.equity / 1e6:,.2f} {self.topo.collateral}  "
-                f"fees {view.fees_paid / 1e6:,.4f}  positions: {positions or 'flat'}")
+            say(f"ACCOUNT {name:7} equity {from_units(view.equity, self.topo.atom)} "
+                f"{self.topo.collateral}  fees {from_units(view.fees_paid, self.topo.atom)}  "
+                f"positions: {positions or 'flat'}")
 
     async def close(self) -> None:
         for client in self.clients.values():
