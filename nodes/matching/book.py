@@ -13,7 +13,10 @@ import msgspec
 
 
 class Order(msgspec.Struct, gc=False):
-    """A live order: resting in a level, or an untriggered stop. Mutable; never on the wire."""
+    """A live order: resting in a level, or an untriggered stop. Mutable; never on the wire.
+
+    The engine constructs it positionally (hot path): keep the field order in step with it.
+    """
 
     order_id: int
     account: str

@@ -151,12 +151,12 @@ class MatchingEngine:
                 return self._reject(cmd, out, "post_only_would_take", {
                     "price": cmd.price, "maker_order_id": maker.order_id, "maker_price": best})
 
+        # Positional on purpose: msgspec matches 16 keywords ~7x slower (measured 490 vs 70 ns),
+        # and this is the add path. The order follows Order's field declaration.
         order = Order(
-            order_id=oid, account=cmd.account, side=cmd.side, price=cmd.price, qty=qty,
-            remaining=qty, tif=cmd.tif, type=otype, reduce_only=cmd.reduce_only,
-            post_only=cmd.post_only, stp=cmd.stp, client_order_id=cmd.client_order_id,
-            ref=cmd.ref, trigger_price=cmd.trigger_price, trigger_by=cmd.trigger_by,
-            max_slippage_ppm=cmd.max_slippage_ppm,
+            oid, cmd.account, cmd.side, cmd.price, qty, qty, cmd.tif, otype, cmd.reduce_only,
+            cmd.post_only, cmd.stp, cmd.client_order_id, cmd.ref, cmd.trigger_price,
+            cmd.trigger_by, cmd.max_slippage_ppm,
         )
         untriggered = otype in STOP_TYPES
         ack = OrderAccepted(
