@@ -67,6 +67,7 @@ class NodeShell:
         self._outboxes: dict[str, Outbox] = {}
         self._pubs: dict[bytes, Outbox] = {}
         self._pub_sock: zmq.asyncio.Socket | None = None
+        self._pub_sync: zmq.Socket | None = None
         self._routers: dict[str, tuple[zmq.asyncio.Socket, zmq.Socket, list]] = {}
         self._timers: list[tuple[float, Callable[[], None]]] = []
         self._sockets: list[zmq.asyncio.Socket] = []
@@ -123,6 +124,7 @@ class NodeShell:
     def bind_pub(self, endpoint: str) -> None:
         self._pub_sock = self._socket(zmq.PUB)
         self._pub_sock.bind(endpoint)
+        self._pub_sync = zmq.Socket.shadow(self._pub_sock.underlying)
 
     def peer(self, name: str) -> None:
         """PUSH to another node's inbox (connect; queued until the peer is up)."""
@@ -150,7 +152,10 @@ class NodeShell:
 
     def publish_raw(self, frames: list) -> None:
         """Forward an already-encoded [topic, batch] (the gateway re-publishing market data)."""
-        zmq.Socket.shadow(self._pub_sock.underlying).send_multipart(frames, zmq.NOBLOCK)
+        try:
+            self._pub_sync.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # PUB drops for slow subscribers by design
 
     def reply(self, router: str, identity: bytes, message) -> None:
         self._routers[router][2].append((identity, message))

@@ -141,6 +141,8 @@ def reference_calls(ops: list[tuple]):
     return calls
 
 
+# The untimed and timed loops below repeat the dispatch on purpose: the throughput pass must not pay
+# for a per-op function table or clock reads, and the reference and the engine are run the same way.
 def run_reference(calls, timed: bool):
     book = ReferenceBook()
     add, ioc, cancel, move = book.add, book.ioc, book.cancel, book.move
