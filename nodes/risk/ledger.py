@@ -47,7 +47,7 @@ class Position:
 
 class OpenOrder:
     __slots__ = ("order_id", "account", "symbol", "side", "price", "qty", "remaining", "reserve",
-                 "reduce_only", "type", "trigger_price", "ref", "accepted")
+                 "reduce_only", "type", "trigger_price", "ref", "accepted", "client_order_id")
 
     def __init__(self, cmd: NewOrder) -> None:
         self.order_id = cmd.order_id
@@ -63,6 +63,7 @@ class OpenOrder:
         self.trigger_price = cmd.trigger_price
         self.ref = cmd.ref
         self.accepted = False
+        self.client_order_id = cmd.client_order_id
 
 
 class AccountState:
@@ -335,7 +336,7 @@ class RiskEngine:
             acct = self.accounts[account]
             self._settle(acct, ev.symbol, side, ev.qty, notional, fee)
             order = self.orders.get(order_id)
-            coid = ""
+            coid = order.client_order_id if order is not None else ""
             if order is not None:
                 order.remaining = remaining
                 if remaining == 0:
