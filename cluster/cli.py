@@ -29,7 +29,7 @@ from pathlib import Path
 import msgspec
 
 from cluster import config
-from cluster.units import UnitError
+from cluster.units import UnitError, from_units
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 
@@ -297,7 +297,6 @@ def cmd_book(args) -> int:
     async def run(client, topo):
         book = await client.book(args.symbol, depth=args.depth)
         spec = topo.symbols[args.symbol]
-        from cluster.units import from_units
 
         def human(levels):
             return [{"price": from_units(p, spec.tick_size), "qty": from_units(q, spec.lot_size),
@@ -314,8 +313,6 @@ def cmd_account_show(args) -> int:
     args.account = args.name
 
     async def run(client, topo):
-        from cluster.units import from_units
-
         view = await client.account_view()
         data = to_jsonable(view)
         data["human"] = {k: from_units(getattr(view, k), topo.atom) for k in (
@@ -335,12 +332,10 @@ def cmd_account_show(args) -> int:
 
 
 def cmd_ping(args) -> int:
-    import time as _time
-
     async def run(client, topo):
-        start = _time.monotonic_ns()
+        start = time.monotonic_ns()
         pong = await client.ping()
-        end = _time.monotonic_ns()
+        end = time.monotonic_ns()
         hops = [{"node": n, "mono_ns": t, "since_send_us": (t - start) / 1000} for n, t in pong.hops]
         emit({"rtt_us": (end - start) / 1000, "hops": hops,
               "path": " -> ".join(["client"] + [n for n, _ in pong.hops] + ["client"])}, args.json)

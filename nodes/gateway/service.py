@@ -7,7 +7,7 @@ import msgspec
 
 from cluster.audit import Explanation
 from cluster.config import Topology
-from cluster.protocol import ClientRequest, Codec, Error, MaintenanceAlert, Ping
+from cluster.protocol import ClientRequest, Codec, Error, MaintenanceAlert, Ping, Pong, Reply
 from cluster.transport import NodeShell
 from nodes.gateway.sessions import Gateway
 
@@ -64,10 +64,9 @@ def build(shell: NodeShell, topo: Topology):
             if type(msg) is MaintenanceAlert:
                 shell.publish(b"alert." + msg.account.encode(), msg)
                 continue
-            body = getattr(msg, "body", None)
-            if body is not None and hasattr(body, "hops"):
-                msg = msgspec.structs.replace(msg, body=msgspec.structs.replace(
-                    body, hops=body.hops + [("gateway", shell.mono_ns())]))
+            if type(msg) is Reply and type(msg.body) is Pong:
+                msg = Reply(ref=msg.ref, body=Pong(
+                    req_id=msg.body.req_id, hops=msg.body.hops + [("gateway", shell.mono_ns())]))
             apply(gateway.on_internal(msg))
 
     def forward(frames: list) -> None:

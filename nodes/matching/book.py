@@ -70,7 +70,10 @@ class BookSide:
         level = self.levels.get(price)
         if level is None:
             level = self.levels[price] = Level()
-            heappush(self._heap, -price if self.sign > 0 else price)
+            heap = self._heap
+            heappush(heap, -price if self.sign > 0 else price)
+            if len(heap) > 2 * len(self.levels) + 64:
+                self.compact()  # stale prices deep in the heap: amortised O(1) per push
         level.orders[order.order_id] = order
         level.qty += order.remaining
         return level
@@ -96,7 +99,7 @@ class BookSide:
         return [(p, self.levels[p].qty) for p in self.sorted_prices()[:n]]
 
     def compact(self) -> None:
-        """Drop stale heap entries (keeps the heap from growing with churned prices)."""
+        """Rebuild the heap from live levels (drops stale and duplicate prices)."""
         self._heap = [-p if self.sign > 0 else p for p in self.levels]
         self._heap.sort()
 

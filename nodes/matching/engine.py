@@ -199,10 +199,10 @@ class MatchingEngine:
         if order.type in MARKET_TYPES:
             order.price = self._protection_price(book, spec, order)
             if not order.price:
-                return self._cancel_taker(book, order, out, "no_liquidity", {})
+                return self._emit_cancel(book.symbol, order, out, "no_liquidity", {})
         opp = book.opposite(order.side)
         if order.tif == "FOK" and not self._fok_fillable(opp, order):
-            return self._cancel_taker(book, order, out, "fok_not_fillable", {"qty": order.remaining})
+            return self._emit_cancel(book.symbol, order, out, "fok_not_fillable", {"qty": order.remaining})
         touched, taker_gone = self._match(book, opp, order, out)
         if touched:
             self._after_trades(book, touched, out)
@@ -223,7 +223,7 @@ class MatchingEngine:
                 reason, detail = "market_protection", {"protection_price": order.price, "best": best}
         else:
             reason, detail = ("ioc_remainder" if order.tif == "IOC" else "fok_not_fillable"), {}
-        self._cancel_taker(book, order, out, reason, detail)
+        self._emit_cancel(book.symbol, order, out, reason, detail)
 
     def _fok_fillable(self, opp: BookSide, order: Order) -> bool:
         need = order.remaining
@@ -319,9 +319,6 @@ class MatchingEngine:
         ))
         self._finish(order.order_id, "cancelled")
         self._untrack(order, symbol)
-
-    def _cancel_taker(self, book: Book, order: Order, out: list, reason: str, detail: dict) -> None:
-        self._emit_cancel(book.symbol, order, out, reason, detail)
 
     def _rest(self, book: Book, order: Order, out: list) -> None:
         level = book.side(order.side).add(order)

@@ -151,18 +151,21 @@ class RiskEngine:
         move = ref * self.specs[symbol].protection_ppm // PPM
         return ref + move if side > 0 else ref - move
 
-    def reserve_for(self, acct: AccountState, order: OpenOrder) -> int:
-        if order.remaining <= 0:
+    def reserve_for(self, acct: AccountState, order: OpenOrder, price: int | None = None,
+                    remaining: int | None = None) -> int:
+        """Margin an open order holds; `price`/`remaining` price a proposed amend instead."""
+        price = order.price if price is None else price
+        remaining = order.remaining if remaining is None else remaining
+        if remaining <= 0:
             return 0
         spec = self.specs[order.symbol]
         mult = spec.atoms_per_tick_lot
-        worst = self._worst_price(order.symbol, order.side, order.type, order.price,
-                                  order.trigger_price)
-        fee = ceil_div(worst * order.remaining * mult * max(spec.taker_fee_ppm, 0), PPM)
+        worst = self._worst_price(order.symbol, order.side, order.type, price, order.trigger_price)
+        fee = ceil_div(worst * remaining * mult * max(spec.taker_fee_ppm, 0), PPM)
         if order.reduce_only:
             return fee
         pos = acct.positions.get(order.symbol)
-        opening = order.remaining
+        opening = remaining
         if pos is not None and pos.qty and (pos.qty > 0) != (order.side > 0):
             opening = max(0, opening - abs(pos.qty))
         im = ceil_div(worst * opening * mult, self._leverage(acct, order.symbol))
@@ -253,12 +256,9 @@ class RiskEngine:
         order = self.orders.get(body.order_id) if body.order_id else None
         if order is not None and order.account == acct.name and (body.qty or body.price):
             filled = order.qty - order.remaining
-            probe = OpenOrder.__new__(OpenOrder)
-            for slot in OpenOrder.__slots__:
-                setattr(probe, slot, getattr(order, slot))
-            probe.price = body.price or order.price
-            probe.remaining = max(0, (body.qty or order.qty) - filled)
-            extra = self.reserve_for(acct, probe) - order.reserve
+            extra = self.reserve_for(acct, order, price=body.price or order.price,
+                                     remaining=max(0, (body.qty or order.qty) - filled)) \
+                - order.reserve
             available = self.available(acct)
             if extra > available:
                 return self._reject(out, ref, acct.name, body.symbol, "insufficient_margin", {

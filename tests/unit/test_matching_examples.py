@@ -180,3 +180,15 @@ def test_stops_trigger_on_mark_and_on_last(eng):
 def test_unknown_command_is_rejected_not_raised(eng):
     ev = eng.handle(object())
     assert type(ev[0]) is OrderRejected and ev[0].reason == "unknown_command"
+
+
+def test_price_heap_stays_bounded_under_price_churn(eng):
+    """Levels created and emptied at ever new prices must not grow the best-price heap forever."""
+    side = eng.books[S].bids
+    for i in range(1, 5001):
+        eng.handle(order(i, "a", 1, 1, 950 + i % 90))
+        eng.handle(Cancel(account="a", symbol=S, order_id=i))
+        if i % 7 == 0:
+            eng.handle(order(10_000 + i, "b", 1, 1, 950 + i % 50))
+    assert side.heap_size() <= 2 * len(side.levels) + 64
+    eng.validate_internal_state()
