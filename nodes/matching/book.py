@@ -34,6 +34,7 @@ class Order(msgspec.Struct, gc=False):
     trigger_price: int = 0
     trigger_by: str = "mark"
     max_slippage_ppm: int = 0
+    symbol: str = ""
 
 
 class Level:

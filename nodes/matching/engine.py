@@ -48,7 +48,6 @@ class MatchingEngine:
         self.books: dict[str, Book] = {name: Book(name) for name in sorted(symbols)}
         self.stops: dict[str, StopBook] = {name: StopBook() for name in sorted(symbols)}
         self.orders: dict[int, Order] = {}  # every live order (resting or untriggered)
-        self.order_symbol: dict[int, str] = {}
         self.account_orders: dict[str, dict[int, Order]] = {}
         self.coids: dict[tuple[str, str], OrderAccepted | OrderRejected] = {}
         self.done: dict[int, str] = {}
@@ -156,7 +155,7 @@ class MatchingEngine:
         order = Order(
             oid, cmd.account, cmd.side, cmd.price, qty, qty, cmd.tif, otype, cmd.reduce_only,
             cmd.post_only, cmd.stp, cmd.client_order_id, cmd.ref, cmd.trigger_price,
-            cmd.trigger_by, cmd.max_slippage_ppm,
+            cmd.trigger_by, cmd.max_slippage_ppm, cmd.symbol,
         )
         untriggered = otype in STOP_TYPES
         ack = OrderAccepted(
@@ -169,7 +168,7 @@ class MatchingEngine:
         out.append(ack)
         if untriggered:
             self.stops[cmd.symbol].add(order)
-            self._track(order, cmd.symbol)
+            self._track(order)
             return
         self._execute(book, spec, order, out)
 
@@ -196,26 +195,33 @@ class MatchingEngine:
 
     def _execute(self, book: Book, spec: SymbolSpec, order: Order, out: list) -> None:
         """Match `order` as taker, then rest it (GTC limit) or cancel what is left."""
-        if order.type in MARKET_TYPES:
+        is_market = order.type in MARKET_TYPES
+        if is_market:
             order.price = self._protection_price(book, spec, order)
             if not order.price:
                 return self._emit_cancel(book.symbol, order, out, "no_liquidity", {})
-        opp = book.opposite(order.side)
-        if order.tif == "FOK" and not self._fok_fillable(opp, order):
-            return self._emit_cancel(book.symbol, order, out, "fok_not_fillable", {"qty": order.remaining})
-        touched, taker_gone = self._match(book, opp, order, out)
-        if touched:
-            self._after_trades(book, touched, out)
-        if taker_gone:
-            return
-        if order.remaining == 0:
-            self._finish(order.order_id, "filled")
-            self._untrack(order, book.symbol)
-            return
-        if order.tif == "GTC" and order.type not in MARKET_TYPES:
+        opp = book.asks if order.side > 0 else book.bids
+        best = opp.best()
+        if best is not None and ((best <= order.price) if order.side > 0 else (best >= order.price)):
+            if order.tif == "FOK" and not self._fok_fillable(opp, order):
+                return self._emit_cancel(book.symbol, order, out, "fok_not_fillable",
+                                         {"qty": order.remaining})
+            touched, taker_gone = self._match(book, opp, order, out)
+            if touched:
+                self._after_trades(book, touched, out)
+            if taker_gone:
+                return
+            if order.remaining == 0:
+                self._finish(order.order_id, "filled")
+                self._untrack(order)
+                return
+        elif order.tif == "FOK":
+            return self._emit_cancel(book.symbol, order, out, "fok_not_fillable",
+                                     {"qty": order.remaining})
+        if order.tif == "GTC" and not is_market:
             self._rest(book, order, out)
             return
-        if order.type in MARKET_TYPES:
+        if is_market:
             best = opp.best()
             if best is None:
                 reason, detail = "no_liquidity", {}
@@ -250,20 +256,30 @@ class MatchingEngine:
         symbol = book.symbol
         positions = book.positions
         taker_account = order.account
+        taker_id = order.order_id
         side = order.side
         limit = order.price
+        levels = opp.levels
+        live = self.orders
+        account_orders = self.account_orders
+        done = self.done
+        fifo = self._done_fifo
+        trade_id = self.trade_id
+        taker_moved = 0
         touched: list[str] | None = None
         taker_gone = False
         while order.remaining and not taker_gone:
             best = opp.best()
-            if best is None or not opp.crosses(best, limit):
+            if best is None or ((best > limit) if side > 0 else (best < limit)):
                 break
-            level = opp.levels[best]
+            level = levels[best]
             orders = level.orders
             level_before = level.qty
+            moved_before = taker_moved
             while orders and order.remaining:
                 maker = next(iter(orders.values()))
-                if maker.account == taker_account:
+                maker_account = maker.account
+                if maker_account == taker_account:
                     taker_gone = self._self_trade(book, order, maker, level, out)
                     if taker_gone:
                         break
@@ -272,29 +288,45 @@ class MatchingEngine:
                 maker.remaining -= q
                 order.remaining -= q
                 level.qty -= q
-                self.trade_id += 1
+                trade_id += 1
                 out.append(Trade(
-                    seq=seq, trade_id=self.trade_id, symbol=symbol, price=best, qty=q,
-                    taker_side=side, taker_order_id=order.order_id, taker_account=taker_account,
+                    seq=seq, trade_id=trade_id, symbol=symbol, price=best, qty=q,
+                    taker_side=side, taker_order_id=taker_id, taker_account=taker_account,
                     taker_remaining=order.remaining, maker_order_id=maker.order_id,
-                    maker_account=maker.account, maker_remaining=maker.remaining,
+                    maker_account=maker_account, maker_remaining=maker.remaining,
                 ))
-                positions[taker_account] = positions.get(taker_account, 0) + side * q
-                positions[maker.account] = positions.get(maker.account, 0) - side * q
+                taker_moved += q
+                positions[maker_account] = positions.get(maker_account, 0) - side * q
                 if touched is None:
                     touched = [taker_account]
-                touched.append(maker.account)
-                book.last = best
+                touched.append(maker_account)
                 if maker.remaining == 0:
-                    del orders[maker.order_id]
-                    self._finish(maker.order_id, "filled")
-                    self._untrack(maker, symbol)
+                    # The maker is done: the same bookkeeping as _finish + _untrack, inlined
+                    # because a sweep retires many makers in a row.
+                    mid = maker.order_id
+                    del orders[mid]
+                    del live[mid]
+                    mine = account_orders[maker_account]
+                    del mine[mid]
+                    if not mine:
+                        del account_orders[maker_account]
+                    if maker.reduce_only:
+                        self._drop_reduce_only(book, maker)
+                    done[mid] = "filled"
+                    fifo.append(mid)
             if not orders:
-                del opp.levels[best]
+                del levels[best]
+            if taker_moved != moved_before:
+                book.last = best  # a level emptied by self-trade cancels alone is no trade
             if level.qty != level_before:
                 book.book_seq += 1
                 out.append(BookDelta(seq=seq, symbol=symbol, book_seq=book.book_seq,
                                      side=opp.sign, price=best, qty=level.qty))
+        if taker_moved:
+            positions[taker_account] = positions.get(taker_account, 0) + side * taker_moved
+            self.trade_id = trade_id
+            while len(fifo) > DONE_MEMORY:
+                done.pop(fifo.popleft(), None)
         return touched, taker_gone
 
     def _self_trade(self, book: Book, taker: Order, maker: Order, level, out: list) -> bool:
@@ -318,11 +350,11 @@ class MatchingEngine:
             remaining=order.remaining, reason=reason, detail=detail,
         ))
         self._finish(order.order_id, "cancelled")
-        self._untrack(order, symbol)
+        self._untrack(order)
 
     def _rest(self, book: Book, order: Order, out: list) -> None:
-        level = book.side(order.side).add(order)
-        self._track(order, book.symbol)
+        level = (book.bids if order.side > 0 else book.asks).add(order)
+        self._track(order)
         if order.reduce_only:
             book.reduce_only.setdefault(order.account, {})[order.order_id] = order
         book.book_seq += 1
@@ -331,30 +363,32 @@ class MatchingEngine:
 
     # ------------------------------------------------------------------ bookkeeping
 
-    def _track(self, order: Order, symbol: str) -> None:
+    def _track(self, order: Order) -> None:
         oid = order.order_id
         self.orders[oid] = order
-        self.order_symbol[oid] = symbol
         acct = self.account_orders.get(order.account)
         if acct is None:
             acct = self.account_orders[order.account] = {}
         acct[oid] = order
 
-    def _untrack(self, order: Order, symbol: str) -> None:
+    def _untrack(self, order: Order) -> None:
         oid = order.order_id
         if self.orders.pop(oid, None) is None:
             return  # a taker that never rested
-        del self.order_symbol[oid]
         acct = self.account_orders[order.account]
         del acct[oid]
         if not acct:
             del self.account_orders[order.account]
         if order.reduce_only:
-            ro = self.books[symbol].reduce_only.get(order.account)
-            if ro is not None:
-                ro.pop(oid, None)
-                if not ro:
-                    del self.books[symbol].reduce_only[order.account]
+            self._drop_reduce_only(self.books[order.symbol], order)
+
+    @staticmethod
+    def _drop_reduce_only(book: Book, order: Order) -> None:
+        ro = book.reduce_only.get(order.account)
+        if ro is not None:
+            ro.pop(order.order_id, None)
+            if not ro:
+                del book.reduce_only[order.account]
 
     def _finish(self, order_id: int, status: str) -> None:
         self.done[order_id] = status
@@ -435,7 +469,7 @@ class MatchingEngine:
             return
         spec = self.specs[book.symbol]
         for order in stops.pop_triggered(trigger_by, price):
-            self._untrack(order, book.symbol)
+            self._untrack(order)
             out.append(OrderTriggered(
                 seq=self.seq, order_id=order.order_id, account=order.account, symbol=book.symbol,
                 trigger_by=trigger_by, trigger_price=order.trigger_price, observed_price=price,
@@ -486,7 +520,7 @@ class MatchingEngine:
             prev = self.coids.get((cmd.account, cmd.client_order_id))
             oid = prev.order_id if isinstance(prev, OrderAccepted) else 0
         order = self.orders.get(oid)
-        if order is not None and order.account == cmd.account and self.order_symbol[oid] == cmd.symbol:
+        if order is not None and order.account == cmd.account and order.symbol == cmd.symbol:
             return order
         if oid in self.done:
             reason, detail = "order_not_open", {"order_id": oid, "status": self.done[oid]}
@@ -519,7 +553,7 @@ class MatchingEngine:
         cancelled: list[tuple[int, int]] = []
         deltas: list[BookDelta] = []
         for order in live:
-            symbol = self.order_symbol[order.order_id]
+            symbol = order.symbol
             if cmd.symbol and symbol != cmd.symbol:
                 continue
             cancelled.append((order.order_id, order.remaining))
@@ -530,7 +564,7 @@ class MatchingEngine:
                 deltas.append(BookDelta(seq=self.seq, symbol=symbol, book_seq=book.book_seq,
                                         side=order.side, price=order.price, qty=level_qty))
             self._finish(order.order_id, "cancelled")
-            self._untrack(order, symbol)
+            self._untrack(order)
         out.append(OrdersCancelled(seq=self.seq, ref=cmd.ref, account=cmd.account,
                                    symbol=cmd.symbol, orders=cancelled, reason="mass_cancel"))
         out.extend(deltas)
@@ -601,7 +635,7 @@ class MatchingEngine:
         book.book_seq += 1
         out.append(BookDelta(seq=self.seq, symbol=cmd.symbol, book_seq=book.book_seq,
                              side=order.side, price=order.price, qty=level_qty))
-        self._untrack(order, cmd.symbol)
+        self._untrack(order)
         order.price, order.qty, order.remaining = new_price, new_qty, new_remaining
         out.append(OrderAmended(seq=self.seq, ref=cmd.ref, order_id=order.order_id,
                                 account=order.account, symbol=cmd.symbol, price=new_price,

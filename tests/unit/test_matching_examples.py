@@ -192,3 +192,13 @@ def test_price_heap_stays_bounded_under_price_churn(eng):
             eng.handle(order(10_000 + i, "b", 1, 1, 950 + i % 50))
     assert side.heap_size() <= 2 * len(side.levels) + 64
     eng.validate_internal_state()
+
+
+def test_self_trade_cancels_alone_do_not_move_last_price(eng):
+    eng.handle(order(1, "a", -1, 5, 1003))
+    eng.handle(order(2, "b", -1, 5, 1004))
+    eng.handle(order(3, "a", 1, 5, 1004, stp="cancel_maker"))
+    assert eng.books[S].last == 1004  # traded with b at 1004; a's own 1003 was only cancelled
+    eng.handle(order(4, "c", -1, 1, 1001))
+    eng.handle(order(5, "c", 1, 1, 1001, stp="cancel_maker"))
+    assert eng.books[S].last == 1004
