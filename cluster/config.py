@@ -14,6 +14,7 @@ from typing import Literal
 
 import msgspec
 
+from cluster.ladder import LadderError, Tier, build_ladder
 from cluster.units import UnitError, parse_decimal, rate_to_ppm, to_units
 
 DEFAULT_CONFIG = Path(__file__).with_name("topology.toml")
@@ -57,6 +58,13 @@ class NodeConf(Conf, kw_only=True):
     check_interval_ms: int = 250
 
 
+class TierConf(Conf, kw_only=True):
+    floor: str  # notional in collateral units where the tier starts (exclusive)
+    max_leverage: int
+    mmr: str  # maintenance margin rate, e.g. "0.004"
+    maintenance_amount: str | None = None  # optional: checked against the derived amount
+
+
 class SymbolConf(Conf, kw_only=True):
     tick_size: str
     lot_size: str
@@ -70,7 +78,8 @@ class SymbolConf(Conf, kw_only=True):
     forced_fee: str = "0.005"
     default_leverage: int = 20
     max_leverage: int = 100
-    maintenance_rate: str = "0.005"
+    ladder: list[TierConf] = msgspec.field(default_factory=list)
+    ladder_cap: str = "0"
     initial_price: str = "0"
     volatility: str = "0.0005"  # feeds: per-step relative standard deviation
 
@@ -106,7 +115,7 @@ class SymbolSpec(msgspec.Struct, frozen=True, kw_only=True):
     forced_fee_ppm: int
     default_leverage: int
     max_leverage: int
-    maintenance_ppm: int
+    tiers: tuple[Tier, ...]
     initial_price: int  # ticks
     volatility_ppm: int
 
@@ -152,6 +161,19 @@ class Topology(msgspec.Struct, frozen=True, kw_only=True):
         return to_units(text, self.atom, what, "amount_not_whole_atoms")
 
 
+def _ladder(name: str, conf: SymbolConf, atom: Decimal) -> tuple[Tier, ...]:
+    def atoms(text: str, what: str) -> int:
+        return to_units(text, atom, f"{name}.{what}", "amount_not_whole_atoms")
+
+    rows = [(atoms(t.floor, "ladder.floor"), t.max_leverage, rate_to_ppm(t.mmr, f"{name}.ladder.mmr"),
+             atoms(t.maintenance_amount, "ladder.maintenance_amount")
+             if t.maintenance_amount is not None else None) for t in conf.ladder]
+    try:
+        return build_ladder(rows, atoms(conf.ladder_cap, "ladder_cap"))
+    except LadderError as exc:
+        raise ConfigError(f"{name}: ladder: {exc}") from None
+
+
 def _symbol_spec(name: str, conf: SymbolConf, atom: Decimal) -> SymbolSpec:
     tick = parse_decimal(conf.tick_size, f"{name}.tick_size")
     lot = parse_decimal(conf.lot_size, f"{name}.lot_size")
@@ -179,10 +201,12 @@ def _symbol_spec(name: str, conf: SymbolConf, atom: Decimal) -> SymbolSpec:
         forced_fee_ppm=rate_to_ppm(conf.forced_fee, f"{name}.forced_fee"),
         default_leverage=conf.default_leverage,
         max_leverage=conf.max_leverage,
-        maintenance_ppm=rate_to_ppm(conf.maintenance_rate, f"{name}.maintenance_rate"),
+        tiers=_ladder(name, conf, atom),
         initial_price=to_units(conf.initial_price, tick, f"{name}.initial_price", "price_off_tick"),
         volatility_ppm=rate_to_ppm(conf.volatility, f"{name}.volatility"),
     )
+    if spec.max_leverage > spec.tiers[0].max_leverage:
+        raise ConfigError(f"{name}: max_leverage above the ladder's first tier")
     if not 1 <= spec.min_qty <= spec.max_qty:
         raise ConfigError(f"{name}: need 1 lot <= min_qty <= max_qty")
     if spec.maker_fee_ppm + spec.taker_fee_ppm < 0:

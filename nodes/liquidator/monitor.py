@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from cluster.config import SymbolSpec
 from cluster.protocol import AccountRisk, MaintenanceAlert
+from cluster.ladder import maintenance_margin
 from cluster.units import ceil_div
 
 PPM = 1_000_000
@@ -49,7 +50,7 @@ class MaintenanceMonitor:
             mark = self.marks.get(symbol)
             value = qty * mark * spec.atoms_per_tick_lot if mark else cost
             equity += value
-            mm += ceil_div(abs(value) * spec.maintenance_ppm, PPM)
+            mm += maintenance_margin(spec.tiers, value)
             fee += ceil_div(abs(value) * spec.forced_fee_ppm, PPM)
         return equity, mm, fee
 

@@ -25,6 +25,7 @@ from decimal import Decimal
 
 from cluster.audit import Explanation
 from cluster.config import SymbolSpec
+from cluster.ladder import maintenance_margin, max_leverage
 from cluster.protocol import (
     AccountRisk, AccountView, Amend, AmendOrder, Cancel, CancelAll, CancelOrder, Error, Fill,
     GetAccount, IndexMark, MassCancel, NewOrder, OrderAccepted, OrderAmended, OrderCancelled,
@@ -133,12 +134,19 @@ class RiskEngine:
     def equity(self, acct: AccountState) -> int:
         return acct.balance + sum(self._position_value(s, p) for s, p in acct.positions.items())
 
+    def effective_leverage(self, acct: AccountState, symbol: str, notional: int) -> int:
+        """The account's leverage setting, capped by the ladder tier the notional falls into."""
+        return min(self._leverage(acct, symbol), max_leverage(self.specs[symbol].tiers, notional))
+
     def position_margin(self, acct: AccountState) -> int:
-        return sum(ceil_div(abs(self._position_value(s, p)), self._leverage(acct, s))
-                   for s, p in acct.positions.items())
+        total = 0
+        for s, p in acct.positions.items():
+            value = abs(self._position_value(s, p))
+            total += ceil_div(value, self.effective_leverage(acct, s, value))
+        return total
 
     def maintenance_margin(self, acct: AccountState) -> int:
-        return sum(ceil_div(abs(self._position_value(s, p)) * self.specs[s].maintenance_ppm, PPM)
+        return sum(maintenance_margin(self.specs[s].tiers, self._position_value(s, p))
                    for s, p in acct.positions.items())
 
     def available(self, acct: AccountState) -> int:
@@ -168,7 +176,9 @@ class RiskEngine:
         opening = remaining
         if pos is not None and pos.qty and (pos.qty > 0) != (order.side > 0):
             opening = max(0, opening - abs(pos.qty))
-        im = ceil_div(worst * opening * mult, self._leverage(acct, order.symbol))
+        opening_value = worst * opening * mult
+        after = opening_value + (abs(self._position_value(order.symbol, pos)) if pos else 0)
+        im = ceil_div(opening_value, self.effective_leverage(acct, order.symbol, after))
         mark = self._price(order.symbol)
         loss = max(0, order.side * (worst - mark)) * opening * mult if mark else 0
         return im + fee + loss
@@ -388,14 +398,14 @@ class RiskEngine:
         for symbol, pos in sorted(acct.positions.items()):
             spec = self.specs[symbol]
             value = self._position_value(symbol, pos)
-            lev = self._leverage(acct, symbol)
+            lev = self.effective_leverage(acct, symbol, value)
             entry = Decimal(abs(pos.cost)) / Decimal(abs(pos.qty) * spec.atoms_per_tick_lot)
             positions.append(PositionView(
                 symbol=symbol, qty=pos.qty, cost=pos.cost,
                 entry_price=str(entry.quantize(Decimal("0.000001")).normalize()),
                 mark=self._price(symbol), unrealized_pnl=value - pos.cost,
                 initial_margin=ceil_div(abs(value), lev),
-                maintenance_margin=ceil_div(abs(value) * spec.maintenance_ppm, PPM), leverage=lev,
+                maintenance_margin=maintenance_margin(spec.tiers, value), leverage=lev,
             ))
         equity = self.equity(acct)
         pm = self.position_margin(acct)
