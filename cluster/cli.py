@@ -344,6 +344,45 @@ def cmd_ping(args) -> int:
     return asyncio.run(with_client(args, run, logon=False))
 
 
+# ------------------------------------------------------------------ calculator (offline)
+
+
+def _calc(args, fn) -> int:
+    try:
+        emit(fn(config.load(args.config)), args.json)
+    except UnitError as exc:
+        raise CliError(exc.reason, str(exc)) from None
+    except config.ConfigError as exc:
+        raise CliError("bad_config", str(exc)) from None
+    return EXIT_OK
+
+
+def cmd_calc_mmr(args) -> int:
+    from cluster import calc
+
+    return _calc(args, lambda topo: calc.mmr(topo, args.symbol, args.notional))
+
+
+def cmd_calc_liq(args) -> int:
+    from cluster import calc
+
+    if args.mode == "isolated" and (args.other_mm != "0" or args.other_upnl != "0"):
+        raise CliError("isolated_has_no_others", "--other-mm/--other-upnl apply to --mode cross")
+    return _calc(args, lambda topo: calc.liq_price(
+        topo, symbol=args.symbol, side=args.side, qty=args.qty, entry=args.entry,
+        wallet=args.wallet, mode=args.mode, fee_rate=args.fee_rate,
+        funding_rate_=args.funding_rate, funding_periods=args.funding_periods, stop=args.stop,
+        stop_gap=args.stop_gap, other_mm=args.other_mm, other_upnl=args.other_upnl))
+
+
+def cmd_calc_funding(args) -> int:
+    from cluster import calc
+
+    return _calc(args, lambda topo: calc.funding(
+        topo, premium_index=args.premium_index, interest_rate=args.interest_rate, cap=args.cap,
+        notional=args.notional, side=args.side))
+
+
 # ------------------------------------------------------------------ parser
 
 
@@ -404,6 +443,35 @@ def parser() -> argparse.ArgumentParser:
     show.set_defaults(fn=cmd_account_show)
 
     sub.add_parser("ping", parents=[common]).set_defaults(fn=cmd_ping)
+
+    calc = sub.add_parser("calc", help="offline risk calculator").add_subparsers(dest="action",
+                                                                                  required=True)
+    c_mmr = calc.add_parser("mmr", parents=[common], help="ladder tier and maintenance margin")
+    c_mmr.add_argument("--symbol", required=True)
+    c_mmr.add_argument("--notional", required=True)
+    c_mmr.set_defaults(fn=cmd_calc_mmr)
+    c_liq = calc.add_parser("liq-price", parents=[common], help="liquidation and bankruptcy price")
+    c_liq.add_argument("--symbol", required=True)
+    c_liq.add_argument("--side", choices=["long", "short"], required=True)
+    c_liq.add_argument("--qty", required=True)
+    c_liq.add_argument("--entry", required=True)
+    c_liq.add_argument("--wallet", required=True, help="isolated margin, or the cross wallet")
+    c_liq.add_argument("--mode", choices=["isolated", "cross"], default="isolated")
+    c_liq.add_argument("--other-mm", default="0", help="cross: other positions' maintenance margin")
+    c_liq.add_argument("--other-upnl", default="0", help="cross: other positions' unrealized PnL")
+    c_liq.add_argument("--fee-rate", help="forced-execution fee rate (default: the symbol's)")
+    c_liq.add_argument("--funding-rate")
+    c_liq.add_argument("--funding-periods", type=int, default=0)
+    c_liq.add_argument("--stop")
+    c_liq.add_argument("--stop-gap", default="0.005", help="warn when the stop is closer than this")
+    c_liq.set_defaults(fn=cmd_calc_liq)
+    c_fund = calc.add_parser("funding", parents=[common], help="funding rate and payment")
+    c_fund.add_argument("--premium-index", required=True)
+    c_fund.add_argument("--interest-rate", default="0.0001")
+    c_fund.add_argument("--cap", default="0.0075")
+    c_fund.add_argument("--notional", required=True)
+    c_fund.add_argument("--side", choices=["long", "short"], required=True)
+    c_fund.set_defaults(fn=cmd_calc_funding)
     return p
 
 

@@ -1,0 +1,71 @@
+"""`perpx calc` answers as specified (run in-process: it needs no cluster)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cluster.cli import main
+
+
+def calc(capsys, *args: str) -> tuple[int, dict]:
+    code = main(["calc", *args, "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_mmr(capsys):
+    code, out = calc(capsys, "mmr", "--symbol", "BTC-PERP", "--notional", "60000")
+    assert code == 0
+    assert {k: out[k] for k in ("tier", "mmr", "maintenance_amount", "maintenance_margin",
+                                "max_leverage")} == {
+        "tier": 2, "mmr": "0.005", "maintenance_amount": "50", "maintenance_margin": "250",
+        "max_leverage": 100}
+
+
+def test_liq_price_long_rounds_up_with_exact_beside(capsys):
+    code, out = calc(capsys, "liq-price", "--symbol", "BTC-PERP", "--side", "long", "--qty", "1",
+                     "--entry", "30000", "--wallet", "3000", "--json")
+    # (3,000 - 30,000) / (0.004 + 0.005 - 1) = 27,245.2068...; a long's price rounds up to 0.1
+    assert code == 0
+    assert out["liquidation_price"] == "27245.3"
+    assert out["liquidation_price_exact"].startswith("~27245.2068")
+    assert out["bankruptcy_price"] == "27000" and out["tier"] == 1
+
+
+def test_liq_price_short_rounds_down(capsys):
+    code, out = calc(capsys, "liq-price", "--symbol", "BTC-PERP", "--side", "short", "--qty", "1",
+                     "--entry", "30000", "--wallet", "3000", "--fee-rate", "0")
+    # (3,000 + 30,000) / (0.004 + 1) = 32,868.5258...
+    assert out["liquidation_price"] == "32868.5" and out["bankruptcy_price"] == "33000"
+
+
+def test_funding_periods_move_the_liquidation_price_and_stop_warnings(capsys):
+    _, base = calc(capsys, "liq-price", "--symbol", "BTC-PERP", "--side", "long", "--qty", "1",
+                   "--entry", "30000", "--wallet", "3000")
+    _, paid = calc(capsys, "liq-price", "--symbol", "BTC-PERP", "--side", "long", "--qty", "1",
+                   "--entry", "30000", "--wallet", "3000", "--funding-rate", "0.0001",
+                   "--funding-periods", "3", "--stop", "27000")
+    assert paid["funding_paid"] == "9" and paid["wallet_after_funding"] == "2991"
+    assert float(paid["liquidation_price"]) > float(base["liquidation_price"])
+    assert paid["stop"]["warning"] == "stop_beyond_liquidation"
+    _, close = calc(capsys, "liq-price", "--symbol", "BTC-PERP", "--side", "long", "--qty", "1",
+                    "--entry", "30000", "--wallet", "3000", "--stop", "27300")
+    assert close["stop"]["warning"] == "stop_too_close_to_liquidation"
+
+
+def test_funding(capsys):
+    code, out = calc(capsys, "funding", "--premium-index", "0.001", "--interest-rate", "0.0001",
+                     "--cap", "0.0075", "--notional", "30000", "--side", "short")
+    assert code == 0 and out["funding_rate"] == "0.0005" and out["payment"] == "15"
+
+
+@pytest.mark.parametrize("args, reason", [
+    (["liq-price", "--symbol", "BTC-PERP", "--side", "long", "--qty", "0.0005", "--entry", "1",
+      "--wallet", "1"], "qty_off_lot"),
+    (["mmr", "--symbol", "NOPE", "--notional", "1"], "unknown_symbol"),
+    (["funding", "--premium-index", "abc", "--notional", "1", "--side", "long"], "not_a_number"),
+])
+def test_bad_input_has_a_reason(capsys, args, reason):
+    code, out = calc(capsys, *args)
+    assert code == 2 and out["error"] == reason
