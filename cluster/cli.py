@@ -322,7 +322,8 @@ def cmd_account_show(args) -> int:
         for pos in data["positions"]:
             spec = topo.symbols[pos["symbol"]]
             pos["qty_human"] = from_units(pos["qty"], spec.lot_size)
-            pos["mark_human"] = from_units(pos["mark"], spec.tick_size)
+            for key in ("mark", "liquidation_price", "bankruptcy_price"):
+                pos[f"{key}_human"] = from_units(pos[key], spec.tick_size) if pos[key] else None
             pos["entry_price_human"] = format((Decimal(pos["entry_price"]) * spec.tick_size)
                                               .normalize(), "f")
         emit(data, args.json)
@@ -342,6 +343,58 @@ def cmd_ping(args) -> int:
         return EXIT_OK
 
     return asyncio.run(with_client(args, run, logon=False))
+
+
+def _account_change(args, action) -> int:
+    """Run one settings/transfer request and print its Ack (or exit 1 with the reason)."""
+    async def run(client, topo):
+        ack = await action(client, topo)
+        emit(ack, args.json)
+        return EXIT_OK
+
+    return asyncio.run(with_client(args, run))
+
+
+def _atoms_arg(topo: config.Topology, text: str) -> int:
+    try:
+        return topo.atoms(text, "amount")
+    except UnitError as exc:
+        raise CliError(exc.reason, str(exc)) from None
+
+
+def cmd_account_leverage(args) -> int:
+    args.account = args.name
+    return _account_change(args, lambda c, t: c.set_leverage(args.symbol, args.leverage))
+
+
+def cmd_account_mode(args) -> int:
+    args.account = args.name
+    return _account_change(args, lambda c, t: c.set_margin_mode(args.symbol, args.mode))
+
+
+def cmd_account_margin(args) -> int:
+    args.account = args.name
+    return _account_change(args, lambda c, t: c.adjust_isolated_margin(
+        args.symbol, _atoms_arg(t, args.amount)))
+
+
+def cmd_account_transfer(args) -> int:
+    """Deposits and withdrawals log on with an admin-scoped key (--api-key or --admin NAME)."""
+    topo = load_topology(args)
+    if not args.api_key:
+        admins = [a for a in topo.accounts.values() if "admin" in a.scopes]
+        name = args.admin or (admins[0].name if admins else None)
+        if name is None or name not in topo.accounts:
+            raise CliError("no_admin", "give --api-key of an admin-scoped key or --admin NAME")
+        args.api_key = topo.accounts[name].api_key
+    amount = _atoms_arg(topo, args.amount)
+
+    def action(c, t):
+        if args.action == "deposit":
+            return c.deposit(args.name, amount)
+        return c.withdraw(args.name, amount)
+
+    return _account_change(args, action)
 
 
 # ------------------------------------------------------------------ calculator (offline)
@@ -441,6 +494,32 @@ def parser() -> argparse.ArgumentParser:
     show.add_argument("name")
     show.add_argument("--api-key")
     show.set_defaults(fn=cmd_account_show)
+    lev = account.add_parser("leverage", parents=[common], help="set leverage for a symbol")
+    lev.add_argument("name")
+    lev.add_argument("--symbol", required=True)
+    lev.add_argument("--leverage", type=int, required=True)
+    lev.add_argument("--api-key")
+    lev.set_defaults(fn=cmd_account_leverage)
+    mode = account.add_parser("mode", parents=[common], help="cross or isolated margin for a symbol")
+    mode.add_argument("name")
+    mode.add_argument("--symbol", required=True)
+    mode.add_argument("--mode", choices=["cross", "isolated"], required=True)
+    mode.add_argument("--api-key")
+    mode.set_defaults(fn=cmd_account_mode)
+    margin = account.add_parser("margin", parents=[common],
+                                help="move collateral into (+) or out of (-) an isolated position")
+    margin.add_argument("name")
+    margin.add_argument("--symbol", required=True)
+    margin.add_argument("--amount", required=True, help="e.g. 100 or -50, in collateral units")
+    margin.add_argument("--api-key")
+    margin.set_defaults(fn=cmd_account_margin)
+    for verb in ("deposit", "withdraw"):
+        tr = account.add_parser(verb, parents=[common], help=f"{verb} collateral (admin scope)")
+        tr.add_argument("name")
+        tr.add_argument("--amount", required=True)
+        tr.add_argument("--admin", help="an admin-scoped account in the topology")
+        tr.add_argument("--api-key", help="an admin-scoped API key")
+        tr.set_defaults(fn=cmd_account_transfer)
 
     sub.add_parser("ping", parents=[common]).set_defaults(fn=cmd_ping)
 

@@ -23,7 +23,8 @@ import zmq.asyncio
 from typing import Union
 
 from cluster.protocol import (
-    AccountView, AmendOrder, BookLevels, Pong, CancelAll, CancelOrder, Codec, Error, GetAccount, GetBook, Logon, LogonAck,
+    Ack, AccountView, AdjustIsolatedMargin, AmendOrder, BookLevels, Deposit, Pong, SetLeverage,
+    SetMarginMode, Withdraw, CancelAll, CancelOrder, Codec, Error, GetAccount, GetBook, Logon, LogonAck,
     MarketData, Ping, PlaceOrder, Reply, Report, encode_one,
 )
 from cluster.units import from_units, to_units
@@ -35,7 +36,7 @@ class RequestFailed(Exception):
 
 
 def _server_codec() -> Codec:
-    return Codec(Union[LogonAck, Error, Report, Pong, BookLevels, AccountView, Reply])
+    return Codec(Union[LogonAck, Error, Report, Pong, BookLevels, AccountView, Ack, Reply])
 
 
 class Client:
@@ -164,6 +165,23 @@ class Client:
 
     async def ping(self):
         return await self.request(Ping())
+
+    async def set_leverage(self, symbol: str, leverage: int) -> Ack:
+        return await self.request(SetLeverage(symbol=symbol, leverage=leverage))
+
+    async def set_margin_mode(self, symbol: str, mode: str) -> Ack:
+        return await self.request(SetMarginMode(symbol=symbol, mode=mode))
+
+    async def adjust_isolated_margin(self, symbol: str, amount: int) -> Ack:
+        """Atoms into (> 0) or out of (< 0) an isolated position's margin."""
+        return await self.request(AdjustIsolatedMargin(symbol=symbol, amount=amount))
+
+    async def deposit(self, account: str, amount: int) -> Ack:
+        """Admin scope: credit `amount` atoms to `account`."""
+        return await self.request(Deposit(account=account, amount=amount))
+
+    async def withdraw(self, account: str, amount: int) -> Ack:
+        return await self.request(Withdraw(account=account, amount=amount))
 
     # ------------------------------------------------------------------ market data
 

@@ -18,6 +18,8 @@ from cluster.ladder import LadderError, Tier, build_ladder
 from cluster.units import UnitError, parse_decimal, rate_to_ppm, to_units
 
 DEFAULT_CONFIG = Path(__file__).with_name("topology.toml")
+E9 = Decimal("0.000000001")
+PPM_INT = 1_000_000
 NODE_NAMES = ("feeds", "oracle", "matching", "risk", "liquidator", "gateway")
 
 
@@ -56,6 +58,8 @@ class NodeConf(Conf, kw_only=True):
     interval_ms: int = 100
     # liquidator
     check_interval_ms: int = 250
+    # risk
+    max_open_orders: int = 200
 
 
 class TierConf(Conf, kw_only=True):
@@ -82,12 +86,18 @@ class SymbolConf(Conf, kw_only=True):
     ladder_cap: str = "0"
     initial_price: str = "0"
     volatility: str = "0.0005"  # feeds: per-step relative standard deviation
+    funding_interval_s: int = 28_800
+    funding_cap: str = "0.0075"
+    interest_rate: str = "0.0001"  # per funding interval
+    im_buffer_high_volatility: str = "1.5"  # initial margin multiplier in that regime
+    im_buffer_degraded: str = "2"
 
 
 class AccountConf(Conf, kw_only=True):
     name: str
     api_key: str
     deposit: str = "0"
+    scopes: list[Literal["trade", "read", "admin"]] = msgspec.field(default_factory=lambda: ["trade"])
 
 
 class TopologyConf(Conf, kw_only=True):
@@ -118,6 +128,10 @@ class SymbolSpec(msgspec.Struct, frozen=True, kw_only=True):
     tiers: tuple[Tier, ...]
     initial_price: int  # ticks
     volatility_ppm: int
+    funding_interval_s: int
+    funding_cap_e9: int
+    interest_e9: int
+    im_buffer_ppm: dict[str, int]  # regime -> initial margin multiplier (ppm)
 
     def public(self) -> dict[str, int | str]:
         return {
@@ -132,6 +146,7 @@ class Account(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     api_key: str
     deposit: int  # atoms
+    scopes: tuple[str, ...] = ("trade",)
 
 
 class Topology(msgspec.Struct, frozen=True, kw_only=True):
@@ -204,7 +219,18 @@ def _symbol_spec(name: str, conf: SymbolConf, atom: Decimal) -> SymbolSpec:
         tiers=_ladder(name, conf, atom),
         initial_price=to_units(conf.initial_price, tick, f"{name}.initial_price", "price_off_tick"),
         volatility_ppm=rate_to_ppm(conf.volatility, f"{name}.volatility"),
+        funding_interval_s=conf.funding_interval_s,
+        funding_cap_e9=to_units(conf.funding_cap, E9, f"{name}.funding_cap", "rate_not_whole_e9"),
+        interest_e9=to_units(conf.interest_rate, E9, f"{name}.interest_rate", "rate_not_whole_e9"),
+        im_buffer_ppm={
+            "normal": PPM_INT,
+            "high_volatility": rate_to_ppm(conf.im_buffer_high_volatility,
+                                           f"{name}.im_buffer_high_volatility"),
+            "degraded": rate_to_ppm(conf.im_buffer_degraded, f"{name}.im_buffer_degraded"),
+        },
     )
+    if spec.funding_interval_s < 1 or min(spec.im_buffer_ppm.values()) < PPM_INT:
+        raise ConfigError(f"{name}: need funding_interval_s >= 1 and IM buffers >= 1")
     if spec.max_leverage > spec.tiers[0].max_leverage:
         raise ConfigError(f"{name}: max_leverage above the ladder's first tier")
     if not 1 <= spec.min_qty <= spec.max_qty:
@@ -234,7 +260,7 @@ def load(path: str | os.PathLike | None = None, run_dir: str | None = None) -> T
         symbols = {name: _symbol_spec(name, s, atom) for name, s in conf.symbols.items()}
         accounts = {
             a.name: Account(
-                name=a.name, api_key=a.api_key,
+                name=a.name, api_key=a.api_key, scopes=tuple(a.scopes),
                 deposit=to_units(a.deposit, atom, f"{a.name}.deposit", "amount_not_whole_atoms"),
             )
             for a in conf.accounts

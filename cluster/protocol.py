@@ -107,7 +107,49 @@ class GetAccount(Msg, tag=True, kw_only=True):
     req_id: Id = 0
 
 
-ClientRequest = Union[Logon, PlaceOrder, AmendOrder, CancelOrder, CancelAll, Ping, GetBook, GetAccount]
+class SetLeverage(Msg, tag=True, kw_only=True):
+    req_id: Id = 0
+    symbol: Name
+    leverage: Annotated[int, Meta(ge=1, le=1000)]
+
+
+class SetMarginMode(Msg, tag=True, kw_only=True):
+    req_id: Id = 0
+    symbol: Name
+    mode: Literal["cross", "isolated"]
+
+
+class AdjustIsolatedMargin(Msg, tag=True, kw_only=True):
+    """Move collateral into (amount > 0) or out of (amount < 0) an isolated position's margin."""
+
+    req_id: Id = 0
+    symbol: Name
+    amount: Annotated[int, Meta(ge=-(2**62), le=2**62)]  # atoms
+
+
+class Deposit(Msg, tag=True, kw_only=True):
+    """Admin scope: credit an account."""
+
+    req_id: Id = 0
+    account: Name
+    amount: Annotated[int, Meta(ge=1, le=2**62)]  # atoms
+
+
+class Withdraw(Msg, tag=True, kw_only=True):
+    """Admin scope: debit an account; never below its margin requirement."""
+
+    req_id: Id = 0
+    account: Name
+    amount: Annotated[int, Meta(ge=1, le=2**62)]  # atoms
+
+
+AccountRequest = Union[SetLeverage, SetMarginMode, AdjustIsolatedMargin, Deposit, Withdraw]
+ADMIN_REQUESTS = (Deposit, Withdraw)
+
+ClientRequest = Union[
+    Logon, PlaceOrder, AmendOrder, CancelOrder, CancelAll, Ping, GetBook, GetAccount, SetLeverage,
+    SetMarginMode, AdjustIsolatedMargin, Deposit, Withdraw,
+]
 
 
 # --------------------------------------------------------------------------------------------
@@ -143,6 +185,14 @@ class BookLevels(Msg, tag=True, kw_only=True):
     asks: list[tuple[int, int]]
 
 
+class Ack(Msg, tag=True, kw_only=True):
+    """A setting or transfer that was applied; `detail` carries the numbers."""
+
+    req_id: int = 0
+    action: str
+    detail: Detail = field(default_factory=dict)
+
+
 class PositionView(Msg, tag=True, kw_only=True):
     symbol: str
     qty: int  # signed lots
@@ -153,6 +203,22 @@ class PositionView(Msg, tag=True, kw_only=True):
     initial_margin: int
     maintenance_margin: int
     leverage: int
+    mode: str = "cross"
+    tier: int = 1
+    margin_ratio_ppm: int = 0  # maintenance margin / margin balance (cross equity, or isolated)
+    isolated_margin: int = 0  # isolated wallet (margin + realized), atoms
+    liquidation_price: int = 0  # ticks, rounded against the position; 0 = none
+    bankruptcy_price: int = 0
+    funding_paid: int = 0  # atoms, net, since the position opened (negative = received)
+
+
+class FundingEntry(Msg, tag=True, kw_only=True):
+    ts_ns: int
+    symbol: str
+    rate_e9: int
+    qty: int
+    mark: int
+    payment: int  # atoms: + received, - paid
 
 
 class AccountView(Msg, tag=True, kw_only=True):
@@ -168,6 +234,9 @@ class AccountView(Msg, tag=True, kw_only=True):
     fees_paid: int
     positions: list[PositionView]
     open_orders: int
+    isolated_margin: int = 0  # sum of isolated wallets (not part of `balance`)
+    im_buffer_ppm: dict[str, int] = field(default_factory=dict)
+    funding: list[FundingEntry] = field(default_factory=list)  # latest first, at most 20
 
 
 # --------------------------------------------------------------------------------------------
@@ -385,10 +454,10 @@ class Report(Msg, tag=True, kw_only=True):
 
 
 class Reply(Msg, tag=True, kw_only=True):
-    """A direct answer to one routed request (book, account view, error)."""
+    """A direct answer to one routed request (book, account view, error, ack)."""
 
     ref: int
-    body: Union[Error, BookLevels, AccountView, Pong]
+    body: Union[Error, BookLevels, AccountView, Pong, Ack]
 
 
 # --------------------------------------------------------------------------------------------
@@ -401,7 +470,10 @@ class Routed(Msg, tag=True, kw_only=True):
 
     ref: int
     account: str
-    body: Union[PlaceOrder, AmendOrder, CancelOrder, CancelAll, Ping, GetBook, GetAccount]
+    body: Union[
+        PlaceOrder, AmendOrder, CancelOrder, CancelAll, Ping, GetBook, GetAccount, SetLeverage,
+        SetMarginMode, AdjustIsolatedMargin, Deposit, Withdraw,
+    ]
 
 
 class SpotTick(Msg, tag=True, kw_only=True):
@@ -424,12 +496,34 @@ class IndexMark(Msg, tag=True, kw_only=True):
     sources: int = 0
 
 
+class FundingRate(Msg, tag=True, kw_only=True):
+    """Oracle -> risk at a funding time: settle every open position of `symbol` at `mark`."""
+
+    symbol: str
+    rate_e9: int  # the funding rate in units of 1e-9 (0.0001 = 100_000)
+    mark: int
+    seq: int = 0
+    ts_ns: int = 0
+
+
+class Regime(Msg, tag=True, kw_only=True):
+    """Oracle -> risk: the volatility regime of a symbol, for the initial-margin buffer."""
+
+    symbol: str
+    regime: Literal["normal", "high_volatility", "degraded"]
+    realized_vol_ppm: int = 0
+    threshold_ppm: int = 0
+    window_s: int = 300
+    ts_ns: int = 0
+
+
 class AccountRisk(Msg, tag=True, kw_only=True):
     """Risk -> liquidator: an account's margin state after a change (positions at risk's mark)."""
 
     account: str
     balance: int
     positions: dict[str, tuple[int, int]]  # symbol -> (signed qty lots, cost atoms)
+    isolated: dict[str, int] = field(default_factory=dict)  # symbol -> isolated cash, atoms
 
 
 class MaintenanceAlert(Msg, tag=True, kw_only=True):
@@ -471,7 +565,7 @@ NodeInbound = Union[
     Routed, NewOrder, Amend, Cancel, MassCancel, MarkPrice, SetPosition,
     OrderAccepted, OrderRejected, Trade, OrderCancelled, OrdersCancelled, OrderAmended,
     OrderTriggered, BookDelta, Report, Reply, Ping, Pong, AccountRisk, MaintenanceAlert,
-    SpotTick, IndexMark,
+    SpotTick, IndexMark, FundingRate, Regime,
 ]
 
 

@@ -15,7 +15,7 @@ ROUTER = "clients"
 
 
 def build(shell: NodeShell, topo: Topology):
-    gateway = Gateway({a.api_key: a.name for a in topo.accounts.values()},
+    gateway = Gateway({a.api_key: (a.name, a.scopes) for a in topo.accounts.values()},
                       {name: spec.public() for name, spec in topo.symbols.items()})
     client_codec = Codec(ClientRequest)
     shell.peer("risk")

@@ -5,8 +5,8 @@ wrapped as `Routed(ref, account, body)`; `ref` is the gateway's own number for t
 first answer carrying it goes back to the requesting session with the client's `req_id`. Everything
 else for an account (fills, cancels, triggers) goes to every session of that account.
 
-Seams for later checks (scopes, IP allow-lists, rate limits): `_admit` is where a request is refused
-before it leaves the gateway.
+`_admit` is where a request is refused before it leaves the gateway: API-key scopes are checked
+there now; IP allow-lists and rate limits belong there too.
 """
 
 from __future__ import annotations
@@ -16,25 +16,34 @@ from collections import OrderedDict
 import msgspec
 
 from cluster.protocol import (
-    AmendOrder, CancelAll, CancelOrder, Error, GetAccount, GetBook, Logon, LogonAck, Ping,
-    PlaceOrder, PROTOCOL_VERSION, Reply, Report, Routed,
+    AdjustIsolatedMargin, AmendOrder, CancelAll, CancelOrder, Deposit, Error, GetAccount, GetBook,
+    Logon, LogonAck, Ping, PlaceOrder, PROTOCOL_VERSION, Reply, Report, Routed, SetLeverage,
+    SetMarginMode, Withdraw,
 )
 
 MAX_PENDING_REFS = 200_000
-ACCOUNT_REQUESTS = (PlaceOrder, AmendOrder, CancelOrder, CancelAll, GetAccount)
+# The scope a session's API key needs for each request (any one of them).
+REQUIRED_SCOPES: dict[type, tuple[str, ...]] = {
+    PlaceOrder: ("trade",), AmendOrder: ("trade",), CancelOrder: ("trade",),
+    CancelAll: ("trade",), SetLeverage: ("trade",), SetMarginMode: ("trade",),
+    AdjustIsolatedMargin: ("trade",), GetAccount: ("trade", "read", "admin"),
+    Deposit: ("admin",), Withdraw: ("admin",),
+}
 
 
 class Session:
-    __slots__ = ("session_id", "account")
+    __slots__ = ("session_id", "account", "scopes")
 
-    def __init__(self, session_id: int, account: str) -> None:
+    def __init__(self, session_id: int, account: str, scopes: tuple[str, ...]) -> None:
         self.session_id = session_id
         self.account = account
+        self.scopes = scopes
 
 
 class Gateway:
-    def __init__(self, api_keys: dict[str, str], symbols: dict[str, dict]) -> None:
-        self.api_keys = dict(api_keys)  # api key -> account
+    def __init__(self, api_keys: dict[str, tuple[str, tuple[str, ...]]],
+                 symbols: dict[str, dict]) -> None:
+        self.api_keys = dict(api_keys)  # api key -> (account, scopes)
         self.symbols = symbols
         self.sessions: dict[bytes, Session] = {}
         self.by_account: dict[str, dict[bytes, None]] = {}
@@ -67,6 +76,12 @@ class Gateway:
                                 body=msg))]
 
     def _admit(self, session: Session, msg) -> Error | None:
+        """Refuse before the request leaves the gateway (scopes now; IP lists, rate limits later)."""
+        needed = REQUIRED_SCOPES.get(type(msg), ())
+        if needed and not any(scope in session.scopes for scope in needed):
+            return Error(req_id=msg.req_id, reason="missing_scope", detail={
+                "request": type(msg).__name__, "required": " or ".join(needed),
+                "scopes": ",".join(session.scopes)})
         return None
 
     def _logon(self, identity: bytes, msg: Logon) -> list[tuple]:
@@ -74,13 +89,14 @@ class Gateway:
             return [("client", identity, Error(req_id=msg.req_id, reason="unsupported_version",
                                                detail={"version": msg.version,
                                                        "supported": PROTOCOL_VERSION}))]
-        account = self.api_keys.get(msg.api_key)
-        if account is None:
+        found = self.api_keys.get(msg.api_key)
+        if found is None:
             return [("client", identity, Error(req_id=msg.req_id, reason="invalid_api_key"))]
+        account, scopes = found
         old = self.sessions.get(identity)
         if old is not None:
             self.by_account.get(old.account, {}).pop(identity, None)
-        session = Session(self.next_session, account)
+        session = Session(self.next_session, account, scopes)
         self.next_session += 1
         self.sessions[identity] = session
         self.by_account.setdefault(account, {})[identity] = None

@@ -2,7 +2,8 @@
 the ones at or below maintenance. Pure: marks, account states and `now_ns` come in as arguments.
 
 Trigger (the risk issue's rule): equity <= maintenance margin + forced-execution fee on the
-position's notional at mark. The liquidation path itself (cancel, incremental reduction, backstop,
+position's notional at mark, for the cross wallet as a whole and for each isolated position on its
+own margin (an alert's `account` is then "ACCOUNT:SYMBOL"). The liquidation path itself (cancel, incremental reduction, backstop,
 insurance fund, ADL) comes with the liquidation issue.
 """
 
@@ -41,33 +42,61 @@ class MaintenanceMonitor:
             self.marks[symbol] = mark
             self._dirty.update(self.holders[symbol])
 
+    def _position(self, symbol: str, qty: int, cost: int) -> tuple[int, int, int]:
+        """(value at mark, maintenance margin, forced-execution fee) of one position."""
+        spec = self.specs[symbol]
+        mark = self.marks.get(symbol)
+        value = qty * mark * spec.atoms_per_tick_lot if mark else cost
+        return value, maintenance_margin(spec.tiers, value), \
+            ceil_div(abs(value) * spec.forced_fee_ppm, PPM)
+
     def assess(self, account: str) -> tuple[int, int, int]:
-        """(equity, maintenance margin, forced-execution fee) at the current marks."""
+        """(equity, maintenance margin, forced-execution fee) of the cross wallet at the marks."""
         state = self.accounts[account]
         equity, mm, fee = state.balance, 0, 0
         for symbol, (qty, cost) in state.positions.items():
-            spec = self.specs[symbol]
-            mark = self.marks.get(symbol)
-            value = qty * mark * spec.atoms_per_tick_lot if mark else cost
+            if symbol in state.isolated:
+                continue
+            value, p_mm, p_fee = self._position(symbol, qty, cost)
             equity += value
-            mm += maintenance_margin(spec.tiers, value)
-            fee += ceil_div(abs(value) * spec.forced_fee_ppm, PPM)
+            mm += p_mm
+            fee += p_fee
         return equity, mm, fee
 
+    def assess_isolated(self, account: str, symbol: str) -> tuple[int, int, int]:
+        state = self.accounts[account]
+        qty, cost = state.positions[symbol]
+        value, mm, fee = self._position(symbol, qty, cost)
+        return state.isolated[symbol] + value, mm, fee
+
+    def _subjects(self, account: str):
+        """(key, symbols, (equity, mm, fee)) for the cross wallet and each isolated position."""
+        state = self.accounts[account]
+        cross = [s for s in state.positions if s not in state.isolated]
+        if cross:
+            yield account, cross, self.assess(account)
+        for symbol in state.isolated:
+            if symbol in state.positions:
+                yield f"{account}:{symbol}", [symbol], self.assess_isolated(account, symbol)
+
     def check(self, now_ns: int) -> list[MaintenanceAlert]:
-        """Alerts for accounts that newly fell to or below maintenance since the last check."""
+        """Alerts for margin balances (cross wallet, or one isolated position) that newly fell
+        to or below maintenance since the last check."""
         alerts = []
         for account in self._dirty:
-            equity, mm, fee = self.assess(account)
-            if self.accounts[account].positions and equity <= mm + fee:
-                if account not in self.below:
-                    alert = MaintenanceAlert(
-                        account=account, equity=equity, maintenance_margin=mm, forced_fee=fee,
-                        marks={s: self.marks.get(s, 0) for s in self.accounts[account].positions},
-                        ts_ns=now_ns)
-                    self.below[account] = alert
-                    alerts.append(alert)
-            else:
-                self.below.pop(account, None)
+            seen = set()
+            for key, symbols, (equity, mm, fee) in self._subjects(account):
+                seen.add(key)
+                if equity <= mm + fee:
+                    if key not in self.below:
+                        alert = MaintenanceAlert(
+                            account=key, equity=equity, maintenance_margin=mm, forced_fee=fee,
+                            marks={s: self.marks.get(s, 0) for s in symbols}, ts_ns=now_ns)
+                        self.below[key] = alert
+                        alerts.append(alert)
+                else:
+                    self.below.pop(key, None)
+            for key in [k for k in self.below if k.split(":")[0] == account and k not in seen]:
+                del self.below[key]  # that position is gone
         self._dirty.clear()
         return alerts

@@ -1,95 +1,69 @@
-"""Risk and ledger core: accounts, positions, margin reservations, fees. Pure and deterministic.
+"""Risk and ledger core: accounts, positions, margin, fees, funding. Pure and deterministic.
 
     engine.handle(message, now_ns) -> list[(destination, message)]
 
 Accounting (all integers, atoms of collateral):
-- `balance` is settled cash: deposits - withdrawals, minus what was paid for contracts bought, plus
-  what was received for contracts sold, minus fees (plus rebates). Every fill moves exactly
-  price x qty x atoms_per_tick_lot from buyer to seller, so money is conserved by construction:
-      sum(balance) + fee_pool + insurance_fund == deposits - withdrawals      (after every event)
-- a position keeps `qty` (signed lots) and `cost` (signed atoms paid for the open contracts); entry
-  price = cost / (qty x atoms_per_tick_lot), exact. Closing part of a position removes its
-  proportional share of cost (truncated towards zero); the truncation only moves value between
-  "wallet" and "unrealized" inside one account, never between accounts.
-- wallet balance = balance + sum(cost); equity = balance + sum(qty x mark x atoms_per_tick_lot).
-- fees: charges round up, rebates round down (so the fee pool never pays out more than it took).
+- `balance` is the cross wallet's settled cash: deposits - withdrawals, minus what was paid for
+  contracts bought, plus what was received for contracts sold, minus fees, plus funding. Every
+  fill moves exactly price x qty x atoms_per_tick_lot from buyer to seller.
+- an isolated position holds its own cash (`iso_cash`), moved in from the cross balance when it
+  opens (initial margin + fee) or by explicit transfer, and back out when it shrinks; its fills,
+  fees and funding settle there, so an isolated loss never touches the cross wallet. A closed
+  isolated position that ends below zero is made whole by the insurance fund.
+- money is conserved by construction, checked after every event in the tests:
+      sum(balance + isolated cash) + fee_pool + insurance_fund == deposits - withdrawals
+- a position keeps `qty` (signed lots) and `cost` (signed atoms paid for the open contracts);
+  entry price = cost / (qty x atoms_per_tick_lot), exact. Closing part of a position removes its
+  proportional share of cost (truncated towards zero): that only moves value between "wallet" and
+  "unrealized" inside one account.
 
-Pre-trade margin (the full ladder, modes and buffers come with the risk issue): an order reserves
-initial margin on its opening quantity at its worst fill price / leverage, plus the taker fee on
-the whole quantity, plus the immediate loss of a buy above (sell below) mark.
+Rounding, always against the account: fees and funding payments charged round up, rebates and
+funding received round down (the funding remainder goes to the insurance fund); margin
+requirements round up.
+
+Margin: IM = notional / leverage, with the leverage capped by the ladder tier the notional falls
+into, times the symbol's IM buffer for the current volatility regime (1 normally). MM comes from
+the ladder. An open order reserves IM on its opening quantity at its worst fill price, the taker
+fee on its whole quantity, and the immediate loss of a buy above (sell below) mark.
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
+from fractions import Fraction
 
 from cluster.audit import Explanation
 from cluster.config import SymbolSpec
-from cluster.ladder import maintenance_margin, max_leverage
+from cluster.ladder import maintenance_margin, max_leverage, tier_for
 from cluster.protocol import (
-    AccountRisk, AccountView, Amend, AmendOrder, Cancel, CancelAll, CancelOrder, Error, Fill,
-    GetAccount, IndexMark, MassCancel, NewOrder, OrderAccepted, OrderAmended, OrderCancelled,
-    OrderRejected, OrdersCancelled, OrderTriggered, PlaceOrder, PositionView, Reply, Report,
-    Routed, Trade,
+    Ack, AccountRisk, AccountView, AdjustIsolatedMargin, Amend, AmendOrder, Cancel, CancelAll,
+    CancelOrder, Deposit, Error, Fill, FundingEntry, FundingRate, GetAccount, IndexMark,
+    MassCancel, NewOrder, OrderAccepted, OrderAmended, OrderCancelled, OrderRejected,
+    OrdersCancelled, OrderTriggered, PlaceOrder, PositionView, Regime, Reply, Report, Routed,
+    SetLeverage, SetMarginMode, Trade, Withdraw,
 )
 from cluster.units import ceil_div
+from nodes.risk.accounts import AccountState, OpenOrder, Position
+from nodes.risk.prices import bankruptcy_price, funding_payment, liquidation_price, round_price
 
 PPM = 1_000_000
+E9 = 1_000_000_000
 MARKET_TYPES = frozenset({"market", "stop_market", "take_profit_market"})
 
 
-class Position:
-    __slots__ = ("qty", "cost")
-
-    def __init__(self) -> None:
-        self.qty = 0
-        self.cost = 0
-
-
-class OpenOrder:
-    __slots__ = ("order_id", "account", "symbol", "side", "price", "qty", "remaining", "reserve",
-                 "reduce_only", "type", "trigger_price", "ref", "accepted", "client_order_id")
-
-    def __init__(self, cmd: NewOrder) -> None:
-        self.order_id = cmd.order_id
-        self.account = cmd.account
-        self.symbol = cmd.symbol
-        self.side = cmd.side
-        self.price = cmd.price
-        self.qty = cmd.qty
-        self.remaining = cmd.qty
-        self.reserve = 0
-        self.reduce_only = cmd.reduce_only
-        self.type = cmd.type
-        self.trigger_price = cmd.trigger_price
-        self.ref = cmd.ref
-        self.accepted = False
-        self.client_order_id = cmd.client_order_id
-
-
-class AccountState:
-    __slots__ = ("name", "balance", "fees_paid", "positions", "orders", "order_margin", "leverage")
-
-    def __init__(self, name: str, balance: int) -> None:
-        self.name = name
-        self.balance = balance
-        self.fees_paid = 0
-        self.positions: dict[str, Position] = {}
-        self.orders: dict[int, OpenOrder] = {}
-        self.order_margin = 0
-        self.leverage: dict[str, int] = {}
-
-
 class RiskEngine:
-    def __init__(self, symbols: dict[str, SymbolSpec], deposits: dict[str, int]) -> None:
+    def __init__(self, symbols: dict[str, SymbolSpec], deposits: dict[str, int],
+                 max_open_orders: int = 200) -> None:
         self.specs = dict(symbols)
         self.accounts = {name: AccountState(name, amount) for name, amount in sorted(deposits.items())}
         self.deposits = sum(deposits.values())
         self.withdrawals = 0
         self.fee_pool = 0
         self.insurance_fund = 0
+        self.max_open_orders = max_open_orders
         self.marks: dict[str, int] = {}
         self.last: dict[str, int] = {}
+        self.regimes: dict[str, str] = {s: "normal" for s in sorted(symbols)}
         self.orders: dict[int, OpenOrder] = {}
         self.pending: dict[int, int] = {}  # ref -> order_id sent but not yet answered by matching
         self.next_order_id = 1
@@ -102,11 +76,14 @@ class RiskEngine:
         if t is Routed:
             self._request(msg, now_ns, out)
         elif t is Trade:
-            touched = self._trade(msg, out)
-            for account in touched:
+            for account in self._trade(msg, out):
                 out.append(("liquidator", self.account_risk(account)))
         elif t is IndexMark:
             self.marks[msg.symbol] = msg.mark
+        elif t is FundingRate:
+            self._funding(msg, now_ns, out)
+        elif t is Regime:
+            self._regime(msg, now_ns, out)
         else:
             self._engine_event(msg, out)
         return out
@@ -114,9 +91,13 @@ class RiskEngine:
     # ------------------------------------------------------------------ money checks
 
     def conservation(self) -> tuple[int, int]:
-        """(sum of balances + fee pool + insurance fund, deposits - withdrawals): always equal."""
-        held = sum(a.balance for a in self.accounts.values()) + self.fee_pool + self.insurance_fund
+        """(money held everywhere, deposits - withdrawals): always equal."""
+        held = self.fee_pool + self.insurance_fund
+        for a in self.accounts.values():
+            held += a.balance + sum(p.iso_cash for p in a.positions.values())
         return held, self.deposits - self.withdrawals
+
+    # ------------------------------------------------------------------ valuation
 
     def _price(self, symbol: str) -> int:
         return self.marks.get(symbol) or self.last.get(symbol, 0)
@@ -131,26 +112,40 @@ class RiskEngine:
             return pos.cost
         return pos.qty * price * self.specs[symbol].atoms_per_tick_lot
 
-    def equity(self, acct: AccountState) -> int:
-        return acct.balance + sum(self._position_value(s, p) for s, p in acct.positions.items())
-
     def effective_leverage(self, acct: AccountState, symbol: str, notional: int) -> int:
         """The account's leverage setting, capped by the ladder tier the notional falls into."""
         return min(self._leverage(acct, symbol), max_leverage(self.specs[symbol].tiers, notional))
 
-    def position_margin(self, acct: AccountState) -> int:
-        total = 0
-        for s, p in acct.positions.items():
-            value = abs(self._position_value(s, p))
-            total += ceil_div(value, self.effective_leverage(acct, s, value))
-        return total
+    def initial_margin(self, acct: AccountState, symbol: str, notional: int,
+                       tier_notional: int | None = None) -> int:
+        """IM on `notional`, leverage capped at the tier of `tier_notional`, times the buffer."""
+        lev = self.effective_leverage(acct, symbol, abs(notional if tier_notional is None
+                                                        else tier_notional))
+        buffer = self.specs[symbol].im_buffer_ppm[self.regimes[symbol]]
+        return ceil_div(abs(notional) * buffer, lev * PPM)
+
+    def cross_equity(self, acct: AccountState) -> int:
+        return acct.balance + sum(self._position_value(s, p) for s, p in acct.positions.items()
+                                  if not p.isolated)
+
+    def isolated_equity(self, symbol: str, pos: Position) -> int:
+        return pos.iso_cash + self._position_value(symbol, pos)
+
+    def equity(self, acct: AccountState) -> int:
+        return self.cross_equity(acct) + sum(self.isolated_equity(s, p)
+                                             for s, p in acct.positions.items() if p.isolated)
+
+    def position_margin(self, acct: AccountState, cross_only: bool = False) -> int:
+        return sum(self.initial_margin(acct, s, self._position_value(s, p))
+                   for s, p in acct.positions.items() if not (cross_only and p.isolated))
 
     def maintenance_margin(self, acct: AccountState) -> int:
         return sum(maintenance_margin(self.specs[s].tiers, self._position_value(s, p))
                    for s, p in acct.positions.items())
 
     def available(self, acct: AccountState) -> int:
-        return self.equity(acct) - self.position_margin(acct) - acct.order_margin
+        """What the cross wallet can still commit: equity less cross IM and order reservations."""
+        return self.cross_equity(acct) - self.position_margin(acct, cross_only=True) - acct.order_margin
 
     def _worst_price(self, symbol: str, side: int, otype: str, price: int, trigger: int) -> int:
         if otype not in MARKET_TYPES:
@@ -158,6 +153,13 @@ class RiskEngine:
         ref = trigger or self._price(symbol)
         move = ref * self.specs[symbol].protection_ppm // PPM
         return ref + move if side > 0 else ref - move
+
+    def _opening(self, acct: AccountState, symbol: str, side: int, qty: int) -> int:
+        """The part of `qty` that would open (rather than close) a position."""
+        pos = acct.positions.get(symbol)
+        if pos is not None and pos.qty and (pos.qty > 0) != (side > 0):
+            return max(0, qty - abs(pos.qty))
+        return qty
 
     def reserve_for(self, acct: AccountState, order: OpenOrder, price: int | None = None,
                     remaining: int | None = None) -> int:
@@ -172,13 +174,11 @@ class RiskEngine:
         fee = ceil_div(worst * remaining * mult * max(spec.taker_fee_ppm, 0), PPM)
         if order.reduce_only:
             return fee
-        pos = acct.positions.get(order.symbol)
-        opening = remaining
-        if pos is not None and pos.qty and (pos.qty > 0) != (order.side > 0):
-            opening = max(0, opening - abs(pos.qty))
+        opening = self._opening(acct, order.symbol, order.side, remaining)
         opening_value = worst * opening * mult
+        pos = acct.positions.get(order.symbol)
         after = opening_value + (abs(self._position_value(order.symbol, pos)) if pos else 0)
-        im = ceil_div(opening_value, self.effective_leverage(acct, order.symbol, after))
+        im = self.initial_margin(acct, order.symbol, opening_value, tier_notional=after)
         mark = self._price(order.symbol)
         loss = max(0, order.side * (worst - mark)) * opening * mult if mark else 0
         return im + fee + loss
@@ -187,6 +187,10 @@ class RiskEngine:
         new = self.reserve_for(acct, order)
         acct.order_margin += new - order.reserve
         order.reserve = new
+
+    def _refresh_reserves(self, acct: AccountState, symbol: str) -> None:
+        for order in acct.orders_in(symbol):
+            self._set_reserve(acct, order)
 
     def _forget(self, order: OpenOrder) -> None:
         acct = self.accounts[order.account]
@@ -197,14 +201,28 @@ class RiskEngine:
 
     # ------------------------------------------------------------------ requests
 
+    def _explain(self, out: list, now_ns: int, rule: str, subject: str, decision: str,
+                 numbers: dict) -> None:
+        out.append(("audit", Explanation(ts_ns=now_ns, node="risk", rule=rule, subject=subject,
+                                         decision=decision, numbers=numbers)))
+
     def _reject(self, out: list, ref: int, account: str, symbol: str, reason: str, detail: dict,
                 now_ns: int, coid: str = "") -> None:
         out.append(("gateway", Report(ref=ref, account=account, event=OrderRejected(
             seq=0, ref=ref, order_id=0, account=account, symbol=symbol, reason=reason,
             detail=detail, client_order_id=coid))))
-        out.append(("audit", Explanation(ts_ns=now_ns, node="risk", rule=f"risk.{reason}",
-                                         subject=account, decision="reject",
-                                         numbers={"symbol": symbol, **detail})))
+        self._explain(out, now_ns, f"risk.{reason}", account, "reject", {"symbol": symbol, **detail})
+
+    def _refuse(self, out: list, ref: int, account: str, reason: str, detail: dict,
+                now_ns: int) -> None:
+        """A refused setting or transfer: an Error with the numbers, and an explanation."""
+        out.append(("gateway", Reply(ref=ref, body=Error(reason=reason, detail=detail))))
+        self._explain(out, now_ns, f"risk.{reason}", account, "reject", detail)
+
+    def _ack(self, out: list, ref: int, account: str, action: str, detail: dict, now_ns: int) -> None:
+        out.append(("gateway", Reply(ref=ref, body=Ack(action=action, detail=detail))))
+        self._explain(out, now_ns, f"risk.{action}", account, "applied", detail)
+        out.append(("liquidator", self.account_risk(account)))
 
     def _request(self, msg: Routed, now_ns: int, out: list) -> None:
         body = msg.body
@@ -226,33 +244,63 @@ class RiskEngine:
             out.append(("matching", MassCancel(ref=msg.ref, account=acct.name, symbol=body.symbol)))
         elif t is GetAccount:
             out.append(("gateway", Reply(ref=msg.ref, body=self.account_view(acct.name, body.req_id))))
+        elif t is SetLeverage:
+            self._set_leverage(acct, msg.ref, body, now_ns, out)
+        elif t is SetMarginMode:
+            self._set_mode(acct, msg.ref, body, now_ns, out)
+        elif t is AdjustIsolatedMargin:
+            self._adjust_isolated(acct, msg.ref, body, now_ns, out)
+        elif t is Deposit or t is Withdraw:
+            self._transfer(acct, msg.ref, body, now_ns, out)
         else:
             out.append(("gateway", Reply(ref=msg.ref, body=Error(
                 req_id=0, reason="unsupported_request", detail={"type": t.__name__}))))
 
     def _place(self, acct: AccountState, ref: int, body: PlaceOrder, now_ns: int, out: list) -> None:
         spec = self.specs.get(body.symbol)
+        coid = body.client_order_id
         if spec is None:
             return self._reject(out, ref, acct.name, body.symbol, "unknown_symbol",
-                                {"symbol": body.symbol}, now_ns, body.client_order_id)
+                                {"symbol": body.symbol}, now_ns, coid)
         if body.type in MARKET_TYPES and not (body.trigger_price or self._price(body.symbol)):
-            return self._reject(out, ref, acct.name, body.symbol, "no_reference_price", {},
-                                now_ns, body.client_order_id)
+            return self._reject(out, ref, acct.name, body.symbol, "no_reference_price", {}, now_ns, coid)
+        if len(acct.orders) >= self.max_open_orders:
+            return self._reject(out, ref, acct.name, body.symbol, "too_many_open_orders", {
+                "open_orders": len(acct.orders), "limit": self.max_open_orders}, now_ns, coid)
+        regime = self.regimes[body.symbol]
+        if regime == "degraded" and not body.reduce_only:
+            return self._reject(out, ref, acct.name, body.symbol, "symbol_reduce_only", {
+                "regime": regime}, now_ns, coid)
         cmd = NewOrder(
             ref=ref, order_id=self.next_order_id, account=acct.name, symbol=body.symbol,
             side=body.side, qty=body.qty, type=body.type, price=body.price, tif=body.tif,
-            post_only=body.post_only, reduce_only=body.reduce_only,
-            client_order_id=body.client_order_id, trigger_price=body.trigger_price,
-            trigger_by=body.trigger_by, stp=body.stp, max_slippage_ppm=body.max_slippage_ppm,
+            post_only=body.post_only, reduce_only=body.reduce_only, client_order_id=coid,
+            trigger_price=body.trigger_price, trigger_by=body.trigger_by, stp=body.stp,
+            max_slippage_ppm=body.max_slippage_ppm,
         )
         order = OpenOrder(cmd)
+        if not body.reduce_only:
+            worst = self._worst_price(body.symbol, body.side, body.type, body.price,
+                                      body.trigger_price)
+            pos = acct.positions.get(body.symbol)
+            after = worst * self._opening(acct, body.symbol, body.side, body.qty) * \
+                spec.atoms_per_tick_lot + (abs(self._position_value(body.symbol, pos)) if pos else 0)
+            pending = sum(o.price * o.remaining * spec.atoms_per_tick_lot
+                          for o in acct.orders_in(body.symbol) if o.side == body.side and not o.reduce_only)
+            limit = spec.tiers[-1].cap
+            if after + pending > limit:
+                tier = tier_for(spec.tiers, after + pending)
+                return self._reject(out, ref, acct.name, body.symbol, "position_limit", {
+                    "notional_after": after + pending, "limit": limit, "tier": tier.number},
+                    now_ns, coid)
         required = self.reserve_for(acct, order)
         available = self.available(acct)
         if required > available:
             return self._reject(out, ref, acct.name, body.symbol, "insufficient_margin", {
-                "required": required, "available": available, "equity": self.equity(acct),
-                "position_margin": self.position_margin(acct), "order_margin": acct.order_margin,
-                "leverage": self._leverage(acct, body.symbol)}, now_ns, body.client_order_id)
+                "required": required, "available": available, "equity": self.cross_equity(acct),
+                "position_margin": self.position_margin(acct, cross_only=True),
+                "order_margin": acct.order_margin, "leverage": self._leverage(acct, body.symbol),
+                "im_buffer_ppm": spec.im_buffer_ppm[regime]}, now_ns, coid)
         self.next_order_id += 1
         order.reserve = required
         acct.order_margin += required
@@ -277,6 +325,162 @@ class RiskEngine:
         out.append(("matching", Amend(ref=ref, account=acct.name, symbol=body.symbol,
                                       order_id=body.order_id, client_order_id=body.client_order_id,
                                       price=body.price, qty=body.qty)))
+
+    # ------------------------------------------------------------------ settings and transfers
+
+    def _set_leverage(self, acct: AccountState, ref: int, body: SetLeverage, now_ns: int,
+                      out: list) -> None:
+        spec = self.specs.get(body.symbol)
+        if spec is None:
+            return self._refuse(out, ref, acct.name, "unknown_symbol", {"symbol": body.symbol}, now_ns)
+        pos = acct.positions.get(body.symbol)
+        value = abs(self._position_value(body.symbol, pos)) if pos else 0
+        notional = value + sum(o.price * o.remaining * spec.atoms_per_tick_lot
+                               for o in acct.orders_in(body.symbol) if not o.reduce_only)
+        tier = tier_for(spec.tiers, notional)
+        allowed = min(spec.max_leverage, tier.max_leverage)
+        if body.leverage > allowed:
+            return self._refuse(out, ref, acct.name, "leverage_above_tier_max", {
+                "symbol": body.symbol, "requested": body.leverage, "max_leverage": allowed,
+                "tier": tier.number, "notional": notional}, now_ns)
+        before = self._leverage(acct, body.symbol)
+        acct.leverage[body.symbol] = body.leverage
+        self._refresh_reserves(acct, body.symbol)
+        problem = self._requirement_problem(acct, body.symbol)
+        if problem is not None:
+            acct.leverage[body.symbol] = before
+            self._refresh_reserves(acct, body.symbol)
+            return self._refuse(out, ref, acct.name, "leverage_change_insufficient_margin", {
+                "symbol": body.symbol, "requested": body.leverage, "current": before, **problem},
+                now_ns)
+        self._ack(out, ref, acct.name, "leverage_changed", {
+            "symbol": body.symbol, "from": before, "to": body.leverage, "tier": tier.number,
+            "available": self.available(acct)}, now_ns)
+
+    def _requirement_problem(self, acct: AccountState, symbol: str) -> dict | None:
+        """Numbers of the first unmet requirement (cross available < 0, or isolated IM), or None."""
+        available = self.available(acct)
+        if available < 0:
+            return {"required": -available, "available": 0}
+        pos = acct.positions.get(symbol)
+        if pos is not None and pos.isolated:
+            equity = self.isolated_equity(symbol, pos)
+            im = self.initial_margin(acct, symbol, self._position_value(symbol, pos))
+            if equity < im:
+                return {"required": im, "available": equity, "isolated": 1}
+        return None
+
+    def _set_mode(self, acct: AccountState, ref: int, body: SetMarginMode, now_ns: int,
+                  out: list) -> None:
+        if body.symbol not in self.specs:
+            return self._refuse(out, ref, acct.name, "unknown_symbol", {"symbol": body.symbol}, now_ns)
+        before = acct.mode(body.symbol)
+        pos = acct.positions.get(body.symbol)
+        open_orders = len(acct.orders_in(body.symbol))
+        if before != body.mode and ((pos is not None and pos.qty) or open_orders):
+            return self._refuse(out, ref, acct.name, "mode_change_with_position_or_orders", {
+                "symbol": body.symbol, "position": pos.qty if pos else 0,
+                "open_orders": open_orders, "mode": before}, now_ns)
+        acct.modes[body.symbol] = body.mode
+        self._ack(out, ref, acct.name, "margin_mode_changed", {
+            "symbol": body.symbol, "from": before, "to": body.mode}, now_ns)
+
+    def _adjust_isolated(self, acct: AccountState, ref: int, body: AdjustIsolatedMargin,
+                         now_ns: int, out: list) -> None:
+        pos = acct.positions.get(body.symbol)
+        if pos is None or not pos.isolated or not pos.qty:
+            return self._refuse(out, ref, acct.name, "no_isolated_position", {
+                "symbol": body.symbol, "mode": acct.mode(body.symbol) if body.symbol in self.specs
+                else "unknown"}, now_ns)
+        amount = body.amount
+        if amount == 0:
+            return self._refuse(out, ref, acct.name, "zero_amount", {"symbol": body.symbol}, now_ns)
+        if amount > 0:
+            available = self.available(acct)
+            if amount > available:
+                return self._refuse(out, ref, acct.name, "insufficient_available", {
+                    "symbol": body.symbol, "amount": amount, "available": available}, now_ns)
+        else:
+            equity = self.isolated_equity(body.symbol, pos)
+            im = self.initial_margin(acct, body.symbol, self._position_value(body.symbol, pos))
+            removable = max(0, equity - im)
+            if -amount > removable:
+                return self._refuse(out, ref, acct.name, "isolated_margin_below_requirement", {
+                    "symbol": body.symbol, "requested": -amount, "removable": removable,
+                    "isolated_equity": equity, "initial_margin": im}, now_ns)
+        acct.balance -= amount
+        pos.iso_cash += amount
+        self._ack(out, ref, acct.name, "isolated_margin_adjusted", {
+            "symbol": body.symbol, "amount": amount, "isolated_cash": pos.iso_cash,
+            "isolated_equity": self.isolated_equity(body.symbol, pos)}, now_ns)
+
+    def _transfer(self, admin: AccountState, ref: int, body, now_ns: int, out: list) -> None:
+        target = self.accounts.get(body.account)
+        if target is None:
+            return self._refuse(out, ref, admin.name, "unknown_account",
+                                {"account": body.account}, now_ns)
+        if type(body) is Deposit:
+            target.balance += body.amount
+            self.deposits += body.amount
+            return self._ack(out, ref, target.name, "deposit", {
+                "account": target.name, "amount": body.amount, "balance": target.balance,
+                "by": admin.name}, now_ns)
+        available = self.available(target)
+        if body.amount > available:
+            return self._refuse(out, ref, target.name, "withdrawal_exceeds_available", {
+                "account": target.name, "requested": body.amount, "available": available}, now_ns)
+        target.balance -= body.amount
+        self.withdrawals += body.amount
+        self._ack(out, ref, target.name, "withdrawal", {
+            "account": target.name, "amount": body.amount, "balance": target.balance,
+            "by": admin.name}, now_ns)
+
+    # ------------------------------------------------------------------ oracle inputs
+
+    def _regime(self, msg: Regime, now_ns: int, out: list) -> None:
+        spec = self.specs.get(msg.symbol)
+        before = self.regimes.get(msg.symbol)
+        if spec is None or before == msg.regime:
+            return
+        self.regimes[msg.symbol] = msg.regime
+        self._explain(out, now_ns, "risk.im_buffer", msg.symbol, "im_buffer_changed", {
+            "from_ppm": spec.im_buffer_ppm[before], "to_ppm": spec.im_buffer_ppm[msg.regime],
+            "from_regime": before, "regime": msg.regime, "realized_vol_ppm": msg.realized_vol_ppm,
+            "threshold_ppm": msg.threshold_ppm, "window_s": msg.window_s})
+        for acct in self.accounts.values():
+            self._refresh_reserves(acct, msg.symbol)
+
+    def _funding(self, msg: FundingRate, now_ns: int, out: list) -> None:
+        """Settle funding for every open position of the symbol at the given mark."""
+        spec = self.specs.get(msg.symbol)
+        if spec is None or msg.mark <= 0:
+            return
+        self.marks[msg.symbol] = msg.mark
+        net = 0
+        payers = receivers = 0
+        for acct in self.accounts.values():
+            pos = acct.positions.get(msg.symbol)
+            if pos is None or not pos.qty:
+                continue
+            notional = abs(pos.qty) * msg.mark * spec.atoms_per_tick_lot
+            side = 1 if pos.qty > 0 else -1
+            payment = funding_payment(notional, Fraction(msg.rate_e9, E9), side)
+            if pos.isolated:
+                pos.iso_cash += payment
+            else:
+                acct.balance += payment
+            pos.funding -= payment
+            net += payment
+            payers += payment < 0
+            receivers += payment > 0
+            acct.funding_history.appendleft(FundingEntry(
+                ts_ns=msg.ts_ns or now_ns, symbol=msg.symbol, rate_e9=msg.rate_e9, qty=pos.qty,
+                mark=msg.mark, payment=payment))
+            out.append(("liquidator", self.account_risk(acct.name)))
+        self.insurance_fund -= net  # payers rounded up, receivers down: the remainder is >= 0
+        self._explain(out, now_ns, "risk.funding", msg.symbol, "funding_settled", {
+            "rate_e9": msg.rate_e9, "mark": msg.mark, "payers": payers, "receivers": receivers,
+            "remainder_to_insurance": -net})
 
     # ------------------------------------------------------------------ engine events
 
@@ -344,76 +548,148 @@ class RiskEngine:
             (ev.maker_account, ev.maker_order_id, -ev.taker_side, ev.maker_remaining, maker_fee, "maker"),
         ):
             acct = self.accounts[account]
-            self._settle(acct, ev.symbol, side, ev.qty, notional, fee)
+            self._settle(acct, ev.symbol, side, ev.qty, ev.price, fee)
             order = self.orders.get(order_id)
             coid = order.client_order_id if order is not None else ""
             if order is not None:
                 order.remaining = remaining
                 if remaining == 0:
                     self._forget(order)
-                else:
-                    self._set_reserve(acct, order)
+            self._refresh_reserves(acct, ev.symbol)  # the position changed what orders open
             out.append(("gateway", Report(account=account, event=Fill(
                 seq=ev.seq, trade_id=ev.trade_id, order_id=order_id, account=account,
                 symbol=ev.symbol, side=side, price=ev.price, qty=ev.qty, remaining=remaining,
                 liquidity=liquidity, fee=fee, client_order_id=coid))))
         return (ev.taker_account, ev.maker_account)
 
-    def _settle(self, acct: AccountState, symbol: str, side: int, qty: int, notional: int,
+    def _settle(self, acct: AccountState, symbol: str, side: int, qty: int, price: int,
                 fee: int) -> None:
-        acct.balance -= side * notional + fee
+        """Book one side of a fill: cash, fee, position, and the isolated margin moves."""
+        mult = self.specs[symbol].atoms_per_tick_lot
         acct.fees_paid += fee
         self.fee_pool += fee
         pos = acct.positions.get(symbol)
         if pos is None:
-            pos = acct.positions[symbol] = Position()
-        if pos.qty == 0 or (pos.qty > 0) == (side > 0):
-            pos.qty += side * qty
-            pos.cost += side * notional
-            return
-        closing = min(qty, abs(pos.qty))
-        if closing == abs(pos.qty):
-            pos.cost = 0
-        else:
-            share = abs(pos.cost) * closing // abs(pos.qty)
-            pos.cost -= share if pos.cost > 0 else -share
-        pos.qty += side * closing
+            pos = acct.positions[symbol] = Position(acct.mode(symbol))
+        closing = min(qty, abs(pos.qty)) if pos.qty and (pos.qty > 0) != (side > 0) else 0
         opening = qty - closing
+        fee_close = fee * closing // qty
+        fee_open = fee - fee_close
+        if closing:
+            before = abs(pos.qty)
+            self._pay(acct, pos, side * price * closing * mult + fee_close)
+            if closing == before:
+                pos.cost = 0
+            else:
+                share = abs(pos.cost) * closing // before
+                pos.cost -= share if pos.cost > 0 else -share
+            pos.qty += side * closing
+            if pos.isolated:
+                self._release_isolated(acct, pos, before)
         if opening:
+            value = price * opening * mult
+            if pos.isolated:  # bring the opening margin and fee in from the cross wallet
+                move = max(0, self.initial_margin(acct, symbol, value, tier_notional=abs(
+                    pos.cost) + value) + fee_open)
+                acct.balance -= move
+                pos.iso_cash += move
+            self._pay(acct, pos, side * value + fee_open)
             pos.qty += side * opening
-            pos.cost += side * (notional * opening // qty)
-        if pos.qty == 0:
+            pos.cost += side * value
+        if pos.qty == 0 and not pos.iso_cash:
             del acct.positions[symbol]
+
+    @staticmethod
+    def _pay(acct: AccountState, pos: Position, amount: int) -> None:
+        if pos.isolated:
+            pos.iso_cash -= amount
+        else:
+            acct.balance -= amount
+
+    def _release_isolated(self, acct: AccountState, pos: Position, qty_before: int) -> None:
+        """After an isolated position shrank: keep margin for what is left, return the rest.
+
+        A fully closed position returns all its cash; if that cash is negative (it closed beyond
+        bankruptcy), the insurance fund absorbs the loss instead of the cross wallet.
+        """
+        if pos.qty == 0:
+            if pos.iso_cash >= 0:
+                acct.balance += pos.iso_cash
+            else:
+                self.insurance_fund += pos.iso_cash
+            pos.iso_cash = 0
+            return
+        wallet = pos.iso_cash + pos.cost  # margin plus realized, excluding unrealized
+        keep = ceil_div(wallet * abs(pos.qty), qty_before)
+        release = min(wallet - keep, pos.iso_cash)
+        if release > 0:
+            pos.iso_cash -= release
+            acct.balance += release
 
     # ------------------------------------------------------------------ views
 
     def account_risk(self, account: str) -> AccountRisk:
         acct = self.accounts[account]
+        items = sorted(acct.positions.items())
         return AccountRisk(account=account, balance=acct.balance,
-                           positions={s: (p.qty, p.cost) for s, p in sorted(acct.positions.items())})
+                           positions={s: (p.qty, p.cost) for s, p in items if p.qty},
+                           isolated={s: p.iso_cash for s, p in items if p.isolated})
+
+    def _prices_for(self, acct: AccountState, symbol: str, pos: Position) -> tuple[int, int]:
+        """(liquidation, bankruptcy) price in ticks, rounded against the position; 0 = none."""
+        spec = self.specs[symbol]
+        side = 1 if pos.qty > 0 else -1
+        if pos.isolated:
+            wallet, other_mm, other_upnl = pos.iso_cash + pos.cost, 0, 0
+        else:
+            others = [(s, p) for s, p in acct.positions.items() if s != symbol and not p.isolated]
+            wallet = acct.balance + sum(p.cost for p in acct.positions.values() if not p.isolated)
+            other_mm = sum(maintenance_margin(self.specs[s].tiers, self._position_value(s, p))
+                           for s, p in others)
+            other_upnl = sum(self._position_value(s, p) - p.cost for s, p in others)
+        lp, _ = liquidation_price(side=side, qty=abs(pos.qty), cost=pos.cost, wallet=wallet,
+                                  tiers=spec.tiers, mult=spec.atoms_per_tick_lot,
+                                  fee_ppm=spec.forced_fee_ppm, other_mm=other_mm,
+                                  other_upnl=other_upnl)
+        bp = bankruptcy_price(side=side, qty=abs(pos.qty), cost=pos.cost,
+                              wallet=wallet - other_mm + other_upnl, mult=spec.atoms_per_tick_lot)
+        return (round_price(lp, side) if lp is not None else 0,
+                round_price(bp, side) if bp is not None else 0)
 
     def account_view(self, account: str, req_id: int = 0) -> AccountView:
         acct = self.accounts[account]
+        cross_equity = self.cross_equity(acct)
         positions = []
         for symbol, pos in sorted(acct.positions.items()):
+            if not pos.qty:
+                continue
             spec = self.specs[symbol]
             value = self._position_value(symbol, pos)
-            lev = self.effective_leverage(acct, symbol, value)
+            mm = maintenance_margin(spec.tiers, value)
+            balance = self.isolated_equity(symbol, pos) if pos.isolated else cross_equity
             entry = Decimal(abs(pos.cost)) / Decimal(abs(pos.qty) * spec.atoms_per_tick_lot)
+            liq, bankrupt = self._prices_for(acct, symbol, pos)
             positions.append(PositionView(
                 symbol=symbol, qty=pos.qty, cost=pos.cost,
                 entry_price=str(entry.quantize(Decimal("0.000001")).normalize()),
                 mark=self._price(symbol), unrealized_pnl=value - pos.cost,
-                initial_margin=ceil_div(abs(value), lev),
-                maintenance_margin=maintenance_margin(spec.tiers, value), leverage=lev,
+                initial_margin=self.initial_margin(acct, symbol, value), maintenance_margin=mm,
+                leverage=self.effective_leverage(acct, symbol, abs(value)), mode=pos.mode,
+                tier=tier_for(spec.tiers, value).number,
+                margin_ratio_ppm=mm * PPM // balance if balance > 0 else PPM * 100,
+                isolated_margin=pos.iso_cash + pos.cost if pos.isolated else 0,
+                liquidation_price=liq, bankruptcy_price=bankrupt, funding_paid=pos.funding,
             ))
-        equity = self.equity(acct)
-        pm = self.position_margin(acct)
+        pm = self.position_margin(acct, cross_only=True)
         return AccountView(
             req_id=req_id, account=account, balance=acct.balance,
-            wallet_balance=acct.balance + sum(p.cost for p in acct.positions.values()),
-            equity=equity, order_margin=acct.order_margin, position_margin=pm,
-            available=equity - pm - acct.order_margin,
+            wallet_balance=acct.balance + sum(p.cost for p in acct.positions.values() if not p.isolated),
+            equity=self.equity(acct), order_margin=acct.order_margin, position_margin=pm,
+            available=cross_equity - pm - acct.order_margin,
             maintenance_margin=self.maintenance_margin(acct), fees_paid=acct.fees_paid,
             positions=positions, open_orders=len(acct.orders),
+            isolated_margin=sum(p.iso_cash for p in acct.positions.values()),
+            im_buffer_ppm={s: self.specs[s].im_buffer_ppm[r] for s, r in self.regimes.items()
+                           if r != "normal"},
+            funding=list(acct.funding_history)[:20],
         )

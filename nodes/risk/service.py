@@ -11,7 +11,8 @@ from nodes.risk.ledger import RiskEngine
 
 
 def build(shell: NodeShell, topo: Topology):
-    engine = RiskEngine(topo.symbols, {a.name: a.deposit for a in topo.accounts.values()})
+    engine = RiskEngine(topo.symbols, {a.name: a.deposit for a in topo.accounts.values()},
+                        max_open_orders=shell.conf.max_open_orders)
     for peer in ("matching", "gateway", "liquidator"):
         shell.peer(peer)
     send = shell.send
@@ -40,7 +41,7 @@ def build(shell: NodeShell, topo: Topology):
                     send(dest, effect)
 
     shell.bind_inbox(on_messages)
-    shell.subscribe(topo.nodes["oracle"].pub, [b"mark."], on_messages)
+    shell.subscribe(topo.nodes["oracle"].pub, [b"mark.", b"funding.", b"regime."], on_messages)
 
     def on_stop() -> None:
         held, owed = engine.conservation()

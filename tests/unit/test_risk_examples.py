@@ -1,0 +1,162 @@
+"""Worked examples for the risk node: isolated vs cross, funding, settings, transfers, IM buffer."""
+
+from __future__ import annotations
+
+from cluster.protocol import (
+    Ack, AdjustIsolatedMargin, Deposit, Error, FundingRate, GetAccount, PlaceOrder, Regime, Reply,
+    SetLeverage, SetMarginMode, Withdraw,
+)
+from cluster.units import ceil_div
+from nodes.risk.prices import liquidation_price, round_price
+from tests.unit.pipeline import TOPO, Pipeline
+
+USD = 1_000_000
+BTC = "BTC-PERP"
+SPEC = TOPO.symbols[BTC]
+P0 = 300_000  # 30,000.0 in ticks
+
+
+def body(replies, cls=None):
+    for r in replies:
+        b = r.body if type(r) is Reply else r.event
+        if cls is None or type(b) is cls:
+            return b
+    raise AssertionError(f"no {cls} in {replies}")
+
+
+def view(pipe, account):
+    return body(pipe.request(account, GetAccount()))
+
+
+def cross(pipe, buyer, seller, qty, price=P0):
+    pipe.request(seller, PlaceOrder(symbol=BTC, side=-1, qty=qty, price=price))
+    pipe.request(buyer, PlaceOrder(symbol=BTC, side=1, qty=qty, price=price))
+
+
+def fresh(**deposits):
+    pipe = Pipeline({"admin": 0, **{k: v * USD for k, v in deposits.items()}})
+    pipe.mark(BTC, P0)
+    return pipe
+
+
+def test_isolated_long_brings_in_im_and_fee_and_a_crash_never_touches_the_cross_wallet():
+    pipe = fresh(alice=10_000, mm=1_000_000)
+    assert type(body(pipe.request("alice", SetMarginMode(symbol=BTC, mode="isolated")))) is Ack
+    cross(pipe, "alice", "mm", 1000)  # alice buys 1 BTC @ 30,000, isolated at 20x
+    notional = 30_000 * USD
+    im = notional // 20
+    fee = ceil_div(notional * SPEC.taker_fee_ppm, 1_000_000)
+    a = pipe.risk.accounts["alice"]
+    pos = a.positions[BTC]
+    assert a.balance == 10_000 * USD - im - fee  # moved into the isolated margin
+    assert pos.iso_cash + pos.cost == im  # isolated wallet = IM (the fee was paid from it)
+    v = view(pipe, "alice")
+    p = v.positions[0]
+    assert (p.mode, p.tier, p.leverage, p.isolated_margin) == ("isolated", 1, 20, im)
+    expected_lp, _ = liquidation_price(side=1, qty=1000, cost=pos.cost, wallet=im,
+                                       tiers=SPEC.tiers, mult=100, fee_ppm=SPEC.forced_fee_ppm)
+    assert p.liquidation_price == round_price(expected_lp, 1)
+    assert p.bankruptcy_price == 285_000  # 30,000 - 1,500 margin per BTC
+    # a crash far past bankruptcy: the cross wallet does not move
+    before = a.balance
+    pipe.mark(BTC, 250_000)
+    assert a.balance == before
+    assert pipe.risk.isolated_equity(BTC, pos) < 0
+    # alice sells at 25,000 (deep loss): cross wallet unchanged, the fund absorbs the deficit
+    pipe.request("mm", PlaceOrder(symbol=BTC, side=1, qty=1000, price=250_000))
+    pipe.request("alice", PlaceOrder(symbol=BTC, side=-1, qty=1000, price=250_000, reduce_only=True))
+    assert BTC not in a.positions
+    assert a.balance == before
+    assert pipe.risk.insurance_fund < 0
+    held, owed = pipe.risk.conservation()
+    assert held == owed
+
+
+def test_cross_loss_eats_the_common_wallet():
+    pipe = fresh(bob=10_000, mm=1_000_000)
+    cross(pipe, "bob", "mm", 1000)
+    b = pipe.risk.accounts["bob"]
+    start = pipe.risk.equity(b)
+    pipe.mark(BTC, 290_000)  # -1,000 USD on 1 BTC
+    assert pipe.risk.equity(b) == start - 1_000 * USD
+    v = view(pipe, "bob")
+    assert v.positions[0].mode == "cross" and v.positions[0].unrealized_pnl == -1_000 * USD
+
+
+def test_isolated_margin_transfers_are_checked_with_numbers():
+    pipe = fresh(alice=10_000, mm=1_000_000)
+    pipe.request("alice", SetMarginMode(symbol=BTC, mode="isolated"))
+    err = body(pipe.request("alice", AdjustIsolatedMargin(symbol=BTC, amount=100 * USD)))
+    assert type(err) is Error and err.reason == "no_isolated_position"
+    cross(pipe, "alice", "mm", 1000)
+    ack = body(pipe.request("alice", AdjustIsolatedMargin(symbol=BTC, amount=500 * USD)))
+    assert type(ack) is Ack and ack.detail["amount"] == 500 * USD
+    err = body(pipe.request("alice", AdjustIsolatedMargin(symbol=BTC, amount=-2_000 * USD)))
+    assert err.reason == "isolated_margin_below_requirement"
+    assert err.detail["initial_margin"] == 1_500 * USD and err.detail["removable"] < 2_000 * USD
+    err = body(pipe.request("alice", SetMarginMode(symbol=BTC, mode="cross")))
+    assert err.reason == "mode_change_with_position_or_orders" and err.detail["position"] == 1000
+
+
+def test_funding_longs_pay_shorts_receive_remainder_to_insurance():
+    pipe = fresh(a=100_000, b=100_000, c=100_000)
+    cross(pipe, "a", "b", 333)  # a long 0.333 BTC, b short
+    cross(pipe, "a", "c", 111)  # a long 0.444, c short 0.111
+    pipe.send(FundingRate(symbol=BTC, rate_e9=123_457, mark=P0))  # 0.0123457%
+    # notional a: 0.444 x 30,000 = 13,320 -> 1.644447... pays 1.644448 (rounded up)
+    # b: 9,990 -> receives 1.233335 (down); c: 3,330 -> receives 0.411111 (down)
+    hist = {n: pipe.risk.accounts[n].funding_history[0].payment for n in "abc"}
+    assert hist == {"a": -1_644_448, "b": 1_233_335, "c": 411_111}
+    assert pipe.risk.insurance_fund == 1_644_448 - 1_233_335 - 411_111 == 2
+    v = view(pipe, "a")
+    assert v.funding[0].payment == -1_644_448 and v.positions[0].funding_paid == 1_644_448
+
+
+def test_leverage_capped_by_tier_and_margin():
+    pipe = fresh(whale=50_000_000, mm=50_000_000)
+    err = body(pipe.request("whale", SetLeverage(symbol=BTC, leverage=126)))
+    assert err.reason == "leverage_above_tier_max" and err.detail["max_leverage"] == 125
+    cross(pipe, "whale", "mm", 20_000)  # 20 BTC = 600,000 notional: tier 3 (max 50x)
+    err = body(pipe.request("whale", SetLeverage(symbol=BTC, leverage=100)))
+    assert err.reason == "leverage_above_tier_max"
+    assert (err.detail["tier"], err.detail["max_leverage"]) == (3, 50)
+    ack = body(pipe.request("whale", SetLeverage(symbol=BTC, leverage=50)))
+    assert ack.detail == {"symbol": BTC, "from": 20, "to": 50, "tier": 3,
+                          "available": ack.detail["available"]}
+    small = fresh(tiny=1_000, mm=1_000_000)
+    small.request("tiny", SetLeverage(symbol=BTC, leverage=100))
+    cross(small, "tiny", "mm", 2_000)  # 60,000 notional at 100x: IM 600
+    err = body(small.request("tiny", SetLeverage(symbol=BTC, leverage=1)))
+    assert err.reason == "leverage_change_insufficient_margin" and err.detail["required"] > 0
+
+
+def test_deposits_and_withdrawals_need_admin_and_respect_requirements():
+    pipe = fresh(alice=1_000, mm=1_000_000)
+    ack = body(pipe.request("admin", Deposit(account="alice", amount=500 * USD)))
+    assert ack.detail["balance"] == 1_500 * USD
+    cross(pipe, "alice", "mm", 100)  # 3,000 notional: IM 150
+    err = body(pipe.request("admin", Withdraw(account="alice", amount=1_500 * USD)))
+    assert err.reason == "withdrawal_exceeds_available" and err.detail["available"] < 1_500 * USD
+    ok = body(pipe.request("admin", Withdraw(account="alice", amount=1_000 * USD)))
+    assert type(ok) is Ack
+    held, owed = pipe.risk.conservation()
+    assert held == owed and owed == 1_000_000 * USD + 500 * USD
+
+
+def test_im_buffer_follows_the_regime_and_is_explained():
+    pipe = fresh(alice=1_000, mm=1_000_000)
+    order = PlaceOrder(symbol=BTC, side=1, qty=600, price=P0)  # 18,000 notional: IM 900 at 20x
+    rep = body(pipe.request("alice", order))
+    assert type(rep).__name__ == "OrderAccepted"
+    pipe.request("alice", PlaceOrder(symbol=BTC, side=1, qty=1, price=P0 - 10))
+    pipe.audit.clear()
+    pipe.send(Regime(symbol=BTC, regime="high_volatility", realized_vol_ppm=9_000,
+                     threshold_ppm=5_000))
+    change = [e for e in pipe.audit if e.rule == "risk.im_buffer"][0]
+    assert change.numbers["from_ppm"] == 1_000_000 and change.numbers["to_ppm"] == 1_500_000
+    assert change.numbers["realized_vol_ppm"] == 9_000
+    rej = body(pipe.request("alice", PlaceOrder(symbol=BTC, side=1, qty=100, price=P0 - 20)))
+    assert rej.reason == "insufficient_margin" and rej.detail["im_buffer_ppm"] == 1_500_000
+    pipe.send(Regime(symbol=BTC, regime="degraded"))
+    rej = body(pipe.request("alice", PlaceOrder(symbol=BTC, side=1, qty=1, price=P0 - 20)))
+    assert rej.reason == "symbol_reduce_only"
