@@ -12,9 +12,8 @@ from fractions import Fraction
 from cluster.config import SymbolSpec, Topology
 from cluster.ladder import maintenance_margin, tier_for
 from cluster.units import PPM, UnitError, from_units, parse_decimal, rate_to_ppm, to_units
-from nodes.risk.prices import (
-    bankruptcy_price, funding_payment, funding_rate, liquidation_price, round_price,
-)
+from cluster.funding import funding_payment, funding_rate
+from nodes.risk.prices import bankruptcy_price, liquidation_price, round_price
 
 EXACT_PLACES = 10
 

@@ -91,6 +91,9 @@ class SymbolConf(Conf, kw_only=True):
     interest_rate: str = "0.0001"  # per funding interval
     im_buffer_high_volatility: str = "1.5"  # initial margin multiplier in that regime
     im_buffer_degraded: str = "2"
+    impact_margin: str = "200"  # impact notional = impact_margin x max_leverage (funding premium)
+    vol_window_s: int = 300
+    vol_threshold: str = "0.05"  # realized vol over the window above which IM is buffered
 
 
 class AccountConf(Conf, kw_only=True):
@@ -132,6 +135,9 @@ class SymbolSpec(msgspec.Struct, frozen=True, kw_only=True):
     funding_cap_e9: int
     interest_e9: int
     im_buffer_ppm: dict[str, int]  # regime -> initial margin multiplier (ppm)
+    impact_notional: int  # atoms
+    vol_window_s: int
+    vol_threshold_ppm: int
 
     def public(self) -> dict[str, int | str]:
         return {
@@ -228,6 +234,10 @@ def _symbol_spec(name: str, conf: SymbolConf, atom: Decimal) -> SymbolSpec:
                                            f"{name}.im_buffer_high_volatility"),
             "degraded": rate_to_ppm(conf.im_buffer_degraded, f"{name}.im_buffer_degraded"),
         },
+        impact_notional=to_units(conf.impact_margin, atom, f"{name}.impact_margin",
+                                 "amount_not_whole_atoms") * conf.max_leverage,
+        vol_window_s=conf.vol_window_s,
+        vol_threshold_ppm=rate_to_ppm(conf.vol_threshold, f"{name}.vol_threshold"),
     )
     if spec.funding_interval_s < 1 or min(spec.im_buffer_ppm.values()) < PPM_INT:
         raise ConfigError(f"{name}: need funding_interval_s >= 1 and IM buffers >= 1")

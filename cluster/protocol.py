@@ -537,7 +537,20 @@ class MaintenanceAlert(Msg, tag=True, kw_only=True):
     ts_ns: int
 
 
-MarketData = Union[Trade, BookDelta, IndexMark, MaintenanceAlert]
+
+
+
+class Notice(Msg, tag=True, kw_only=True):
+    """A published explanation of a venue-wide change (e.g. an IM buffer), for every client."""
+
+    rule: str
+    subject: str
+    decision: str
+    numbers: Detail = field(default_factory=dict)
+    ts_ns: int = 0
+
+
+MarketData = Union[Trade, BookDelta, IndexMark, MaintenanceAlert, FundingRate, Regime, Notice]
 
 
 # --------------------------------------------------------------------------------------------
@@ -565,7 +578,7 @@ NodeInbound = Union[
     Routed, NewOrder, Amend, Cancel, MassCancel, MarkPrice, SetPosition,
     OrderAccepted, OrderRejected, Trade, OrderCancelled, OrdersCancelled, OrderAmended,
     OrderTriggered, BookDelta, Report, Reply, Ping, Pong, AccountRisk, MaintenanceAlert,
-    SpotTick, IndexMark, FundingRate, Regime,
+    SpotTick, IndexMark, FundingRate, Regime, Notice,
 ]
 
 

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -32,11 +33,17 @@ def free_ports(n: int) -> list[int]:
 
 
 class ClusterHandle:
-    def __init__(self, tmp: Path, internal_ipc: bool = False) -> None:
+    def __init__(self, tmp: Path, internal_ipc: bool = False,
+                 symbol_overrides: dict[str, dict] | None = None) -> None:
         self.run_dir = tmp / "run"
         self.config_path = config.write_tcp_topology(
             config.DEFAULT_CONFIG, tmp / "topology.toml", free_ports(16), self.run_dir,
             internal_ipc=internal_ipc)
+        if symbol_overrides:
+            raw = tomllib.loads(self.config_path.read_text())
+            for symbol, changes in symbol_overrides.items():
+                raw["symbols"][symbol].update(changes)
+            self.config_path.write_text(config._dump_toml(raw))
         self.topo = config.load(self.config_path, run_dir=str(self.run_dir))
 
     def cli(self, *args: str, check: bool = False, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -7,7 +7,7 @@ import msgspec
 
 from cluster.audit import Explanation
 from cluster.config import Topology
-from cluster.protocol import ClientRequest, Codec, Error, MaintenanceAlert, Ping, Pong, Reply
+from cluster.protocol import ClientRequest, Codec, Error, MaintenanceAlert, Notice, Ping, Pong, Reply
 from cluster.transport import NodeShell
 from nodes.gateway.sessions import Gateway
 
@@ -63,6 +63,9 @@ def build(shell: NodeShell, topo: Topology):
         for msg in messages:
             if type(msg) is MaintenanceAlert:
                 shell.publish(b"alert." + msg.account.encode(), msg)
+                continue
+            if type(msg) is Notice:
+                shell.publish(b"notice." + msg.subject.encode(), msg)
                 continue
             if type(msg) is Reply and type(msg.body) is Pong:
                 msg = Reply(ref=msg.ref, body=Pong(

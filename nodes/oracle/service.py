@@ -4,7 +4,9 @@ the oracle PUB every interval."""
 from __future__ import annotations
 
 from cluster.config import Topology
-from cluster.protocol import SpotTick
+import msgspec
+
+from cluster.protocol import FundingRate, IndexMark, Regime, SpotTick
 from cluster.transport import NodeShell
 from nodes.oracle.index import Oracle
 
@@ -12,9 +14,9 @@ PUBLISH_MS = 100
 
 
 def build(shell: NodeShell, topo: Topology):
-    oracle = Oracle(list(topo.symbols))
+    oracle = Oracle(topo.symbols)
     shell.bind_pub(shell.conf.pub)
-    topics = {name: b"mark." + name.encode() for name in topo.symbols}
+    prefixes = {IndexMark: b"mark.", FundingRate: b"funding.", Regime: b"regime."}
 
     def on_spot(messages: list) -> None:
         now = shell.now_ns()
@@ -27,8 +29,10 @@ def build(shell: NodeShell, topo: Topology):
             oracle.on_market_data(msg)
 
     def publish() -> None:
-        for im in oracle.publish(shell.now_ns()):
-            shell.publish(topics[im.symbol], im)
+        for msg in oracle.publish(shell.now_ns()):
+            shell.publish(prefixes[type(msg)] + msg.symbol.encode(), msg)
+            if type(msg) is not IndexMark:
+                shell.log.info(type(msg).__name__, **msgspec.structs.asdict(msg))
 
     shell.subscribe(topo.nodes["feeds"].pub, [b"spot."], on_spot)
     shell.subscribe(topo.nodes["matching"].pub, [b"md."], on_md)

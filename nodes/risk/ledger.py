@@ -38,13 +38,14 @@ from cluster.ladder import maintenance_margin, max_leverage, tier_for
 from cluster.protocol import (
     Ack, AccountRisk, AccountView, AdjustIsolatedMargin, Amend, AmendOrder, Cancel, CancelAll,
     CancelOrder, Deposit, Error, Fill, FundingEntry, FundingRate, GetAccount, IndexMark,
-    MassCancel, NewOrder, OrderAccepted, OrderAmended, OrderCancelled, OrderRejected,
+    MassCancel, NewOrder, Notice, OrderAccepted, OrderAmended, OrderCancelled, OrderRejected,
     OrdersCancelled, OrderTriggered, PlaceOrder, PositionView, Regime, Reply, Report, Routed,
     SetLeverage, SetMarginMode, Trade, Withdraw,
 )
 from cluster.units import ceil_div
 from nodes.risk.accounts import AccountState, OpenOrder, Position
-from nodes.risk.prices import bankruptcy_price, funding_payment, liquidation_price, round_price
+from cluster.funding import funding_payment
+from nodes.risk.prices import bankruptcy_price, liquidation_price, round_price
 
 PPM = 1_000_000
 E9 = 1_000_000_000
@@ -443,10 +444,13 @@ class RiskEngine:
         if spec is None or before == msg.regime:
             return
         self.regimes[msg.symbol] = msg.regime
-        self._explain(out, now_ns, "risk.im_buffer", msg.symbol, "im_buffer_changed", {
+        numbers = {
             "from_ppm": spec.im_buffer_ppm[before], "to_ppm": spec.im_buffer_ppm[msg.regime],
             "from_regime": before, "regime": msg.regime, "realized_vol_ppm": msg.realized_vol_ppm,
-            "threshold_ppm": msg.threshold_ppm, "window_s": msg.window_s})
+            "threshold_ppm": msg.threshold_ppm, "window_s": msg.window_s}
+        self._explain(out, now_ns, "risk.im_buffer", msg.symbol, "im_buffer_changed", numbers)
+        out.append(("gateway", Notice(rule="risk.im_buffer", subject=msg.symbol,
+                                      decision="im_buffer_changed", numbers=numbers, ts_ns=now_ns)))
         for acct in self.accounts.values():
             self._refresh_reserves(acct, msg.symbol)
 

@@ -1,4 +1,4 @@
-"""Liquidation price, bankruptcy price and funding: exact venue formulas over Fractions.
+"""Liquidation and bankruptcy prices: exact venue formulas over Fractions.
 
 Units: prices in ticks, quantities in lots, money in atoms; `mult` = atoms per tick-lot. The inputs
 may be ints (the risk node) or Fractions (the offline calculator: an entry price off the tick grid),
@@ -14,10 +14,7 @@ effective wallet WB, tier (mmr, amount) and forced fee rate f:
 choosing the tier whose notional range holds Q*mult*P. Isolated: WB is the position's margin.
 Cross: WB = cross wallet - other positions' MM + their unrealized PnL. Bankruptcy (equity = 0):
 P = (C - WB) / (s*Q*mult).
-
-Funding: F = P + clamp(I - P, -0.05%, +0.05%), then clamped to +-cap; a position pays
-notional x F when it is long and F > 0 (and receives otherwise). Payers round up, receivers round
-down, so the remainder of every settlement is >= 0 and goes to the insurance fund.
+Funding lives in cluster/funding.py (the oracle computes rates, risk settles payments).
 """
 
 from __future__ import annotations
@@ -28,7 +25,6 @@ from fractions import Fraction
 from cluster.ladder import Tier
 
 PPM = 1_000_000
-FUNDING_CLAMP = Fraction(5, 10_000)  # 0.05%
 
 
 def liquidation_price(*, side: int, qty, cost, wallet, tiers: tuple[Tier, ...], mult: int,
@@ -57,20 +53,6 @@ def liquidation_price(*, side: int, qty, cost, wallet, tiers: tuple[Tier, ...], 
 def bankruptcy_price(*, side: int, qty, cost, wallet, mult: int) -> Fraction | None:
     price = (Fraction(cost) - Fraction(wallet)) / (side * Fraction(qty) * mult)
     return price if price > 0 else None
-
-
-def funding_rate(premium, interest, cap) -> Fraction:
-    premium, interest, cap = Fraction(premium), Fraction(interest), Fraction(cap)
-    rate = premium + min(max(interest - premium, -FUNDING_CLAMP), FUNDING_CLAMP)
-    return min(max(rate, -cap), cap)
-
-
-def funding_payment(notional, rate, side: int) -> int:
-    """Atoms a position receives (+) or pays (-) at one funding time: payers round up."""
-    owed = side * abs(Fraction(notional)) * Fraction(rate)  # > 0: this position pays
-    if owed > 0:
-        return -math.ceil(owed)
-    return math.floor(-owed)
 
 
 def round_price(price: Fraction, side: int) -> int:

@@ -9,9 +9,8 @@ import pytest
 
 from cluster import config
 from cluster.ladder import Tier
-from nodes.risk.prices import (
-    bankruptcy_price, funding_payment, funding_rate, liquidation_price, round_price,
-)
+from cluster.funding import funding_payment, funding_rate
+from nodes.risk.prices import bankruptcy_price, liquidation_price, round_price
 
 USD = 1_000_000
 TOPO = config.load()

@@ -1,0 +1,101 @@
+"""Oracle core: index, mark with the funding term, premium sampling, funding times, vol regime."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import msgspec
+
+from cluster import config
+from cluster.funding import PremiumAverage, impact_price, premium
+from cluster.protocol import BookDelta, FundingRate, IndexMark, Regime, SpotTick
+from nodes.oracle.index import Oracle
+from nodes.oracle.volatility import RealizedVol
+
+S = "BTC-PERP"
+SEC = 1_000_000_000
+
+
+def specs(**changes):
+    spec = config.load().symbols[S]
+    return {S: msgspec.structs.replace(spec, **changes)}
+
+
+def feed(oracle, prices, now):
+    for i, p in enumerate(prices):
+        oracle.on_spot(SpotTick(venue=f"v{i}", symbol=S, price=p, seq=i, ts_ns=now), now)
+
+
+def book(oracle, bids, asks):
+    seq = 0
+    for side, levels in ((1, bids), (-1, asks)):
+        for price, qty in levels:
+            seq += 1
+            oracle.on_market_data(BookDelta(seq=seq, symbol=S, book_seq=seq, side=side, price=price,
+                                            qty=qty))
+
+
+def test_impact_price_and_premium():
+    # 25,000 USD into asks 300,010 x 500 lots (15,000.5 USD) then 300,020 x 1000
+    levels = [(300_010, 500), (300_020, 1000)]
+    p = impact_price(levels, 25_000 * 1_000_000, 100)
+    filled_second = Fraction(25_000_000_000 - 300_010 * 500 * 100, 300_020 * 100)
+    assert p == Fraction(25_000_000_000, (500 + filled_second) * 100)
+    assert impact_price(levels, 10**15, 100) is None  # too thin
+    assert premium(Fraction(300_100), Fraction(300_200), 300_000) == Fraction(100, 300_000)
+    assert premium(Fraction(299_800), Fraction(299_900), 300_000) == Fraction(-100, 300_000)
+    assert premium(Fraction(299_990), Fraction(300_010), 300_000) == 0
+
+
+def test_premium_average_is_linearly_weighted():
+    avg = PremiumAverage()
+    for x in (Fraction(1), Fraction(2), Fraction(3)):
+        avg.add(x)
+    assert avg.value() == Fraction(1 * 1 + 2 * 2 + 3 * 3, 6)
+
+
+def test_funding_published_at_interval_boundaries_from_the_book_premium():
+    oracle = Oracle(specs(funding_interval_s=10))
+    t0 = 1_000 * SEC + SEC // 2  # first funding time: 1,010 s
+    feed(oracle, [300_000] * 5, t0)
+    # a book 0.1% above the index on both impact prices: premium +0.001 > clamp: F = 0.05% + ...
+    book(oracle, [(300_300, 100_000)], [(300_310, 100_000)])
+    out = oracle.publish(t0)
+    assert [type(m) for m in out] == [IndexMark]
+    feed(oracle, [300_000] * 5, 1_010 * SEC)
+    out = oracle.publish(1_010 * SEC)
+    funding = [m for m in out if type(m) is FundingRate]
+    # P = 0.001 (impact bid 300,300 vs index 300,000); F = P + clamp(0.0001 - P) = 0.001 - 0.0005
+    assert len(funding) == 1 and funding[0].rate_e9 == 500_000
+    # the mark's funding term now lifts price 1 until the next funding time
+    feed(oracle, [300_000] * 5, 1_015 * SEC)
+    mark = [m for m in oracle.publish(1_015 * SEC) if type(m) is IndexMark][0]
+    assert mark.mark > mark.index
+
+
+def test_regime_changes_with_hysteresis():
+    vol = RealizedVol(window_s=60, threshold_ppm=10_000)
+    price, t = 100_000, 0
+    changes = []
+    for i in range(200):  # +-1% moves: vol climbs past 1%
+        t += SEC // 10
+        price += 1_000 if i % 2 else -1_000
+        changes.append(vol.add(price, t))
+    assert "high_volatility" in changes
+    for _ in range(700):  # a flat minute: the window empties, vol falls below 80% of threshold
+        t += SEC // 10
+        changes.append(vol.add(price, t))
+    assert changes[-700:].count("normal") == 1 and vol.regime == "normal"
+
+
+def test_oracle_publishes_regime_changes():
+    oracle = Oracle(specs(vol_threshold_ppm=5_000, vol_window_s=60))
+    t = 0
+    out = []
+    for i in range(50):
+        t += SEC // 10
+        feed(oracle, [300_000 + (3_000 if i % 2 else 0)] * 5, t)
+        out += oracle.publish(t)
+    regimes = [m for m in out if type(m) is Regime]
+    assert regimes and regimes[0].regime == "high_volatility"
+    assert regimes[0].realized_vol_ppm > regimes[0].threshold_ppm == 5_000
