@@ -60,6 +60,15 @@ class NodeConf(Conf, kw_only=True):
     check_interval_ms: int = 250
     # risk
     max_open_orders: int = 200
+    # oracle
+    weights: dict[str, int] = msgspec.field(default_factory=dict)  # venue -> weight (default 1)
+    stale_after_ms: int = 2000
+    outlier_band: str = "0.03"
+    min_sources: int = 3
+    max_carry_ms: int = 3000
+    book_max_ms: int = 10000
+    book_band: str = "0.02"
+    recovery_ms: int = 2000
 
 
 class TierConf(Conf, kw_only=True):

@@ -494,6 +494,18 @@ class IndexMark(Msg, tag=True, kw_only=True):
     seq: int
     ts_ns: int
     sources: int = 0
+    mode: str = "normal"  # the oracle's fallback mode: normal | carry | book | degraded
+
+
+class OracleMode(Msg, tag=True, kw_only=True):
+    """The oracle changed how it prices a symbol, and why."""
+
+    symbol: str
+    mode: str
+    previous: str
+    reason: str
+    numbers: Detail = field(default_factory=dict)
+    ts_ns: int = 0
 
 
 class FundingRate(Msg, tag=True, kw_only=True):
@@ -550,7 +562,9 @@ class Notice(Msg, tag=True, kw_only=True):
     ts_ns: int = 0
 
 
-MarketData = Union[Trade, BookDelta, IndexMark, MaintenanceAlert, FundingRate, Regime, Notice]
+MarketData = Union[
+    Trade, BookDelta, IndexMark, MaintenanceAlert, FundingRate, Regime, Notice, OracleMode,
+]
 
 
 # --------------------------------------------------------------------------------------------
@@ -578,7 +592,7 @@ NodeInbound = Union[
     Routed, NewOrder, Amend, Cancel, MassCancel, MarkPrice, SetPosition,
     OrderAccepted, OrderRejected, Trade, OrderCancelled, OrdersCancelled, OrderAmended,
     OrderTriggered, BookDelta, Report, Reply, Ping, Pong, AccountRisk, MaintenanceAlert,
-    SpotTick, IndexMark, FundingRate, Regime, Notice,
+    SpotTick, IndexMark, FundingRate, Regime, Notice, OracleMode,
 ]
 
 

@@ -1,42 +1,67 @@
-"""Oracle core: index from several spot venues, mark price, funding rate, volatility regime.
-Pure: `now_ns` is passed in.
+"""Oracle core: index from several spot venues with fallbacks, mark price, funding rate and
+volatility regime. Pure: `now_ns` is passed in.
 
-Index = median of the venues whose last price is fresh (updated within `stale_after_ns`).
+Index = weighted median of the healthy venues (fresh and not outliers, see sources.py) while at
+least `min_sources` are healthy; otherwise the fallback chain (fallback.py): carry the last good
+index, then the venue's own book mid clamped to a band around it, then *degraded* with the mark
+frozen. Every mode change is published with its reason and numbers (stale venues and their ages,
+outliers and their deviations, since when), and the published regime becomes "degraded" so risk
+takes reduce-only orders only on that symbol and the liquidator holds off.
+
 Mark  = median(index x (1 + last funding rate x time to funding / interval),
                index + EMA of (book mid - index), last trade)                  (Binance's form)
 Funding: at every publish a premium sample from the impact bid/ask of the matching book (our L2
 copy, built from its deltas); at each funding time (multiples of the interval since the epoch)
 F = funding_rate(weighted mean premium, interest, cap) is published for risk to settle.
 Regime: realized vol of the index over a window; a change is published for risk's IM buffer.
-Without a fresh quorum the oracle does not publish a new index (the fallback chain, carry -> book
--> degraded, comes with the oracle issue).
 """
 
 from __future__ import annotations
 
 from fractions import Fraction
 
-from cluster.config import SymbolSpec
+import msgspec
+
+from cluster.config import NodeConf, SymbolSpec
 from cluster.funding import PremiumAverage, funding_rate, impact_price, premium, to_e9
-from cluster.protocol import BookDelta, FundingRate, IndexMark, Regime, SpotTick, Trade
+from cluster.protocol import BookDelta, FundingRate, IndexMark, OracleMode, Regime, SpotTick, Trade
+from cluster.units import rate_to_ppm
+from nodes.oracle.fallback import Fallback, FallbackConf
+from nodes.oracle.sources import classify, median, weighted_median
 from nodes.oracle.volatility import RealizedVol
 
 BASIS_ALPHA_PPM = 100_000  # EMA weight of each new basis sample
 PPM = 1_000_000
+MS = 1_000_000
 
 
-def median(values: list[int]) -> int:
-    ordered = sorted(values)
-    n = len(ordered)
-    mid = n // 2
-    return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) // 2
+class OracleConf(msgspec.Struct, frozen=True, kw_only=True):
+    venues: list[str]
+    weights: dict[str, int]
+    stale_after_ns: int = 2_000 * MS
+    outlier_band_ppm: int = 30_000
+    fallback: FallbackConf = FallbackConf()
+
+    @classmethod
+    def from_nodes(cls, oracle: NodeConf, feeds: NodeConf) -> OracleConf:
+        return cls(
+            venues=list(feeds.venues), weights=dict(oracle.weights),
+            stale_after_ns=oracle.stale_after_ms * MS,
+            outlier_band_ppm=rate_to_ppm(oracle.outlier_band, "oracle.outlier_band"),
+            fallback=FallbackConf(
+                min_sources=oracle.min_sources, max_carry_ns=oracle.max_carry_ms * MS,
+                book_max_ns=oracle.book_max_ms * MS,
+                book_band_ppm=rate_to_ppm(oracle.book_band, "oracle.book_band"),
+                recovery_ns=oracle.recovery_ms * MS),
+        )
 
 
 class SymbolState:
-    __slots__ = ("feeds", "last", "bids", "asks", "book_seq", "book_ok", "basis", "seq", "index",
-                 "premium", "next_funding_ns", "last_rate_e9", "vol")
+    __slots__ = ("feeds", "last", "bids", "asks", "book_seq", "book_ok", "basis", "seq",
+                 "index", "mark", "premium", "next_funding_ns", "last_rate_e9", "vol",
+                 "fallback", "regime")
 
-    def __init__(self, spec: SymbolSpec) -> None:
+    def __init__(self, spec: SymbolSpec, conf: OracleConf) -> None:
         self.feeds: dict[str, tuple[int, int]] = {}  # venue -> (price, received ns)
         self.last = 0
         self.bids: dict[int, int] = {}
@@ -46,19 +71,20 @@ class SymbolState:
         self.basis: int | None = None
         self.seq = 0
         self.index = 0
+        self.mark = 0
         self.premium = PremiumAverage()
         self.next_funding_ns = 0
         self.last_rate_e9 = 0
         self.vol = RealizedVol(spec.vol_window_s, spec.vol_threshold_ppm)
+        self.fallback = Fallback(conf.fallback)
+        self.regime = "normal"  # the regime last published: vol regime, or degraded
 
 
 class Oracle:
-    def __init__(self, specs: dict[str, SymbolSpec], stale_after_ns: int = 2_000_000_000,
-                 min_sources: int = 3) -> None:
+    def __init__(self, specs: dict[str, SymbolSpec], conf: OracleConf | None = None) -> None:
         self.specs = dict(specs)
-        self.symbols = {s: SymbolState(specs[s]) for s in sorted(specs)}
-        self.stale_after_ns = stale_after_ns
-        self.min_sources = min_sources
+        self.conf = conf or OracleConf(venues=[], weights={})
+        self.symbols = {s: SymbolState(specs[s], self.conf) for s in sorted(specs)}
 
     def on_spot(self, tick: SpotTick, now_ns: int) -> None:
         state = self.symbols.get(tick.symbol)
@@ -81,52 +107,85 @@ class Oracle:
             else:
                 levels.pop(ev.price, None)
 
+    def _venues(self, state: SymbolState) -> list[str]:
+        return self.conf.venues or sorted(state.feeds)
+
     def fresh_sources(self, symbol: str, now_ns: int) -> dict[str, int]:
         state = self.symbols[symbol]
-        return {v: p for v, (p, at) in sorted(state.feeds.items())
-                if now_ns - at <= self.stale_after_ns}
+        return classify(state.feeds, self._venues(state), now_ns, self.conf.stale_after_ns,
+                        self.conf.outlier_band_ppm).healthy
+
+    def _book_mid(self, state: SymbolState) -> int | None:
+        if state.book_ok and state.bids and state.asks:
+            return (max(state.bids) + min(state.asks)) // 2
+        return None
 
     def publish(self, now_ns: int) -> list:
-        """IndexMark per symbol with a fresh quorum; FundingRate at funding times; Regime changes."""
+        """Per symbol: mode changes, IndexMark, FundingRate at funding times, regime changes."""
         out: list = []
         for symbol, state in self.symbols.items():
-            spec = self.specs[symbol]
-            fresh = self.fresh_sources(symbol, now_ns)
-            if len(fresh) < self.min_sources:
-                continue
-            index = median(list(fresh.values()))
-            state.index = index
-            interval_ns = spec.funding_interval_s * 1_000_000_000
-            if not state.next_funding_ns:
-                state.next_funding_ns = (now_ns // interval_ns + 1) * interval_ns
-            if state.book_ok and state.bids and state.asks:
-                best_bid, best_ask = max(state.bids), min(state.asks)
-                sample = (best_bid + best_ask) // 2 - index
-                state.basis = sample if state.basis is None else \
-                    state.basis + (sample - state.basis) * BASIS_ALPHA_PPM // PPM
-                self._sample_premium(spec, state, index)
+            self._publish_symbol(symbol, state, now_ns, out)
+        return out
+
+    def _publish_symbol(self, symbol: str, state: SymbolState, now_ns: int, out: list) -> None:
+        spec = self.specs[symbol]
+        report = classify(state.feeds, self._venues(state), now_ns, self.conf.stale_after_ns,
+                          self.conf.outlier_band_ppm)
+        quorum = None
+        if len(report.healthy) >= self.conf.fallback.min_sources:
+            quorum = weighted_median(report.healthy, self.conf.weights)
+        mid = self._book_mid(state)
+        index, transition = state.fallback.step(now_ns, quorum, mid)
+        if transition is not None:
+            numbers = {"healthy": len(report.healthy), "min_sources": self.conf.fallback.min_sources,
+                       "last_good_index": state.fallback.last_good,
+                       "last_good_age_ms": (now_ns - state.fallback.last_good_ns) // MS,
+                       **{f"stale.{v}_ms": age for v, age in report.stale.items()},
+                       **{f"outlier.{v}_ppm": dev for v, dev in report.outliers.items()}}
+            if mid is not None:
+                numbers["book_mid"] = mid
+            out.append(OracleMode(symbol=symbol, mode=transition.mode, previous=transition.previous,
+                                  reason=transition.reason, numbers=numbers, ts_ns=now_ns))
+        if index is None:
+            return
+        mode = state.fallback.mode
+        state.index = index
+        interval_ns = spec.funding_interval_s * 1_000_000_000
+        if not state.next_funding_ns:
+            state.next_funding_ns = (now_ns // interval_ns + 1) * interval_ns
+        if mid is not None:
+            sample = mid - index
+            state.basis = sample if state.basis is None else \
+                state.basis + (sample - state.basis) * BASIS_ALPHA_PPM // PPM
+            self._sample_premium(spec, state, index)
+        if mode == "degraded" and state.mark:
+            mark = state.mark  # frozen
+        else:
             to_funding = max(0, state.next_funding_ns - now_ns)
             price1 = index + index * state.last_rate_e9 * to_funding // (1_000_000_000 * interval_ns)
             price2 = index + (state.basis or 0)
             mark = median([price1, price2, state.last or index])
-            state.seq += 1
-            out.append(IndexMark(symbol=symbol, index=index, mark=mark, last=state.last,
-                                 seq=state.seq, ts_ns=now_ns, sources=len(fresh)))
-            if now_ns >= state.next_funding_ns:
-                rate = funding_rate(state.premium.value(), Fraction(spec.interest_e9, 1_000_000_000),
-                                    Fraction(spec.funding_cap_e9, 1_000_000_000))
-                state.last_rate_e9 = to_e9(rate)
-                out.append(FundingRate(symbol=symbol, rate_e9=state.last_rate_e9, mark=mark,
-                                       seq=state.seq, ts_ns=now_ns))
-                state.premium = PremiumAverage()
-                while state.next_funding_ns <= now_ns:
-                    state.next_funding_ns += interval_ns
-            changed = state.vol.add(index, now_ns)
-            if changed is not None:
-                out.append(Regime(symbol=symbol, regime=changed, realized_vol_ppm=state.vol.value(),
-                                  threshold_ppm=spec.vol_threshold_ppm, window_s=spec.vol_window_s,
-                                  ts_ns=now_ns))
-        return out
+        state.mark = mark
+        state.seq += 1
+        out.append(IndexMark(symbol=symbol, index=index, mark=mark, last=state.last,
+                             seq=state.seq, ts_ns=now_ns, sources=len(report.healthy), mode=mode))
+        if now_ns >= state.next_funding_ns:
+            rate = funding_rate(state.premium.value(), Fraction(spec.interest_e9, 1_000_000_000),
+                                Fraction(spec.funding_cap_e9, 1_000_000_000))
+            state.last_rate_e9 = to_e9(rate)
+            out.append(FundingRate(symbol=symbol, rate_e9=state.last_rate_e9, mark=mark,
+                                   seq=state.seq, ts_ns=now_ns))
+            state.premium = PremiumAverage()
+            while state.next_funding_ns <= now_ns:
+                state.next_funding_ns += interval_ns
+        if mode == "normal":
+            state.vol.add(index, now_ns)
+        regime = "degraded" if mode == "degraded" else state.vol.regime
+        if regime != state.regime:
+            state.regime = regime
+            out.append(Regime(symbol=symbol, regime=regime, realized_vol_ppm=state.vol.value(),
+                              threshold_ppm=spec.vol_threshold_ppm, window_s=spec.vol_window_s,
+                              ts_ns=now_ns))
 
     def _sample_premium(self, spec: SymbolSpec, state: SymbolState, index: int) -> None:
         mult = spec.atoms_per_tick_lot

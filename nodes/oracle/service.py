@@ -1,22 +1,23 @@
-"""Oracle node shell: spot ticks in from feeds, trades/deltas in from matching; index+mark out on
-the oracle PUB every interval."""
+"""Oracle node shell: spot ticks in from feeds, trades/deltas in from matching; index+mark, funding
+rates, regimes and mode changes out on the oracle PUB; mode changes into the audit journal."""
 
 from __future__ import annotations
 
-from cluster.config import Topology
 import msgspec
 
-from cluster.protocol import FundingRate, IndexMark, Regime, SpotTick
+from cluster.audit import Explanation
+from cluster.config import Topology
+from cluster.protocol import FundingRate, IndexMark, OracleMode, Regime, SpotTick
 from cluster.transport import NodeShell
-from nodes.oracle.index import Oracle
+from nodes.oracle.index import Oracle, OracleConf
 
 PUBLISH_MS = 100
+PREFIXES = {IndexMark: b"mark.", FundingRate: b"funding.", Regime: b"regime.", OracleMode: b"oracle."}
 
 
 def build(shell: NodeShell, topo: Topology):
-    oracle = Oracle(topo.symbols)
+    oracle = Oracle(topo.symbols, OracleConf.from_nodes(shell.conf, topo.nodes["feeds"]))
     shell.bind_pub(shell.conf.pub)
-    prefixes = {IndexMark: b"mark.", FundingRate: b"funding.", Regime: b"regime."}
 
     def on_spot(messages: list) -> None:
         now = shell.now_ns()
@@ -30,9 +31,21 @@ def build(shell: NodeShell, topo: Topology):
 
     def publish() -> None:
         for msg in oracle.publish(shell.now_ns()):
-            shell.publish(prefixes[type(msg)] + msg.symbol.encode(), msg)
-            if type(msg) is not IndexMark:
-                shell.log.info(type(msg).__name__, **msgspec.structs.asdict(msg))
+            t = type(msg)
+            shell.publish(PREFIXES[t] + msg.symbol.encode(), msg)
+            if t is IndexMark:
+                continue
+            shell.log.info(t.__name__, **msgspec.structs.asdict(msg))
+            if t is OracleMode:
+                shell.audit.record(Explanation(
+                    ts_ns=msg.ts_ns, node="oracle", rule=f"oracle.{msg.reason}",
+                    subject=msg.symbol, decision=f"{msg.previous}->{msg.mode}", numbers=msg.numbers))
+            elif t is Regime:
+                shell.audit.record(Explanation(
+                    ts_ns=msg.ts_ns, node="oracle", rule="oracle.regime", subject=msg.symbol,
+                    decision=msg.regime, numbers={"realized_vol_ppm": msg.realized_vol_ppm,
+                                                  "threshold_ppm": msg.threshold_ppm,
+                                                  "window_s": msg.window_s}))
 
     shell.subscribe(topo.nodes["feeds"].pub, [b"spot."], on_spot)
     shell.subscribe(topo.nodes["matching"].pub, [b"md."], on_md)

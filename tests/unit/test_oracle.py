@@ -8,8 +8,10 @@ import msgspec
 
 from cluster import config
 from cluster.funding import PremiumAverage, impact_price, premium
-from cluster.protocol import BookDelta, FundingRate, IndexMark, Regime, SpotTick
-from nodes.oracle.index import Oracle
+from cluster.protocol import BookDelta, FundingRate, IndexMark, OracleMode, Regime, SpotTick
+from nodes.oracle.fallback import FallbackConf
+from nodes.oracle.index import Oracle, OracleConf
+from nodes.oracle.sources import weighted_median
 from nodes.oracle.volatility import RealizedVol
 
 S = "BTC-PERP"
@@ -99,3 +101,102 @@ def test_oracle_publishes_regime_changes():
     regimes = [m for m in out if type(m) is Regime]
     assert regimes and regimes[0].regime == "high_volatility"
     assert regimes[0].realized_vol_ppm > regimes[0].threshold_ppm == 5_000
+
+
+# ---------------------------------------------------------------- fallback chain
+
+
+VENUES = ["alpha", "bravo", "charlie", "delta", "echo"]
+MS = 1_000_000
+
+
+def chain_oracle():
+    conf = OracleConf(venues=VENUES, weights={"alpha": 3, "bravo": 2, "charlie": 2},
+                      stale_after_ns=2_000 * MS, outlier_band_ppm=30_000,
+                      fallback=FallbackConf(min_sources=3, max_carry_ns=3_000 * MS,
+                                            book_max_ns=10_000 * MS, book_band_ppm=20_000,
+                                            recovery_ns=2_000 * MS))
+    return Oracle(specs(), conf)
+
+
+def tick(oracle, prices: dict[str, int], now):
+    for venue, price in prices.items():
+        oracle.on_spot(SpotTick(venue=venue, symbol=S, price=price, seq=0, ts_ns=now), now)
+
+
+def marks(out):
+    return [m for m in out if type(m) is IndexMark]
+
+
+def modes(out):
+    return [m for m in out if type(m) is OracleMode]
+
+
+def test_weighted_median():
+    assert weighted_median({"a": 100, "b": 200, "c": 300}, {"c": 5}) == 300
+    assert weighted_median({"a": 100, "b": 200, "c": 300}, {}) == 200
+
+
+def test_one_stale_feed_is_excluded_and_the_method_is_unchanged():
+    o = chain_oracle()
+    tick(o, dict(zip(VENUES, (300_000, 300_010, 300_020, 300_030, 300_040))), 0)
+    tick(o, dict(zip(VENUES[:4], (300_000, 300_010, 300_020, 300_030))), 2_500 * MS)
+    out = o.publish(2_500 * MS)
+    m = marks(out)[0]
+    assert m.mode == "normal" and m.sources == 4 and not modes(out)
+    # weights 3,2,2,1 over 300,000..300,030: half of 8 is reached at bravo (3+2 >= 4)
+    assert m.index == 300_010
+
+
+def test_an_outlier_feed_is_excluded():
+    o = chain_oracle()
+    tick(o, dict(zip(VENUES, (300_000, 300_010, 300_020, 300_030, 330_000))), 0)
+    m = marks(o.publish(0))[0]
+    assert m.sources == 4 and m.index == 300_010
+
+
+def test_four_stale_then_carry_book_degraded_and_recovery_with_hysteresis():
+    o = chain_oracle()
+    all5 = dict(zip(VENUES, (300_000, 300_010, 300_020, 300_030, 300_040)))
+    tick(o, all5, 0)
+    assert marks(o.publish(0))[0].index == 300_010
+    book(o, [(301_000, 100)], [(301_200, 100)])  # book mid 301,100
+    # from t=0 only echo keeps ticking: at 2.5 s four venues are stale
+    tick(o, {"echo": 300_040}, 2_500 * MS)
+    out = o.publish(2_500 * MS)
+    change = modes(out)[0]
+    assert (change.previous, change.mode, change.reason) == ("normal", "carry", "quorum_lost")
+    assert change.numbers["healthy"] == 1 and change.numbers["stale.alpha_ms"] == 2_500
+    assert marks(out)[0].index == 300_010 and marks(out)[0].mode == "carry"
+    # carry for at most 3 s, then the book mid (clamped to +-2% of 300,010: within)
+    tick(o, {"echo": 300_040}, 5_600 * MS)
+    out = o.publish(5_600 * MS)
+    assert [(c.mode, c.reason) for c in modes(out)] == [("book", "carry_expired")]
+    assert marks(out)[0].index == 301_100
+    # the book fallback expires after 10 s: degraded, mark frozen, regime degraded
+    frozen = marks(out)[0].mark
+    tick(o, {"echo": 300_040}, 15_700 * MS)
+    out = o.publish(15_700 * MS)
+    assert [(c.mode, c.reason) for c in modes(out)] == [("degraded", "book_fallback_expired")]
+    assert marks(out)[0].mark == frozen
+    assert [r.regime for r in out if type(r) is Regime] == ["degraded"]
+    # quorum comes back at 16 s; recovery only after it held for 2 s
+    tick(o, all5, 16_000 * MS)
+    out = o.publish(16_000 * MS)
+    assert not modes(out) and marks(out)[0].mode == "degraded"
+    tick(o, all5, 17_000 * MS)
+    assert not modes(o.publish(17_000 * MS))
+    tick(o, all5, 18_100 * MS)
+    out = o.publish(18_100 * MS)
+    assert [(c.mode, c.reason) for c in modes(out)] == [("normal", "quorum_restored")]
+    assert [r.regime for r in out if type(r) is Regime] == ["normal"]
+    assert marks(out)[0].mode == "normal"
+
+
+def test_carry_straight_to_degraded_when_the_book_is_empty():
+    o = chain_oracle()
+    tick(o, dict(zip(VENUES, (300_000,) * 5)), 0)
+    o.publish(0)
+    o.publish(2_500 * MS)
+    out = o.publish(5_600 * MS)
+    assert [(c.mode, c.reason) for c in modes(out)] == [("degraded", "carry_expired_book_unusable")]

@@ -1,0 +1,63 @@
+"""Which spot venues count for the index, and the index they give.
+
+A venue is *stale* when its last price is older than `stale_after_ns`; an *outlier* when it is more
+than `band_ppm` away from the median of the other fresh venues. Both are excluded. The index is the
+weighted median of the healthy venues: the lowest price at which the cumulative weight reaches half
+of the total.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+PPM = 1_000_000
+
+
+class SourceReport(msgspec.Struct, frozen=True, kw_only=True):
+    healthy: dict[str, int]  # venue -> price
+    stale: dict[str, int]  # venue -> age in ms (never seen: -1)
+    outliers: dict[str, int]  # venue -> deviation from the others' median, ppm
+
+
+def median(values: list[int]) -> int:
+    ordered = sorted(values)
+    n = len(ordered)
+    mid = n // 2
+    return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) // 2
+
+
+def weighted_median(prices: dict[str, int], weights: dict[str, int]) -> int:
+    items = sorted((p, v) for v, p in prices.items())
+    total = sum(weights.get(v, 1) for _, v in items)
+    running = 0
+    for price, venue in items:
+        running += weights.get(venue, 1)
+        if 2 * running >= total:
+            return price
+    raise ValueError("no prices")
+
+
+def classify(feeds: dict[str, tuple[int, int]], venues: list[str], now_ns: int,
+             stale_after_ns: int, band_ppm: int) -> SourceReport:
+    fresh: dict[str, int] = {}
+    stale: dict[str, int] = {}
+    for venue in venues:
+        seen = feeds.get(venue)
+        if seen is None:
+            stale[venue] = -1
+        elif now_ns - seen[1] > stale_after_ns:
+            stale[venue] = (now_ns - seen[1]) // 1_000_000
+        else:
+            fresh[venue] = seen[0]
+    healthy: dict[str, int] = {}
+    outliers: dict[str, int] = {}
+    for venue, price in fresh.items():
+        others = [p for v, p in fresh.items() if v != venue]
+        if len(others) >= 2:
+            ref = median(others)
+            deviation = abs(price - ref) * PPM // ref
+            if deviation > band_ppm:
+                outliers[venue] = deviation
+                continue
+        healthy[venue] = price
+    return SourceReport(healthy=healthy, stale=stale, outliers=outliers)
