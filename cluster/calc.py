@@ -13,7 +13,7 @@ from cluster.config import SymbolSpec, Topology
 from cluster.ladder import maintenance_margin, tier_for
 from cluster.units import PPM, UnitError, from_units, parse_decimal, rate_to_ppm, to_units
 from cluster.funding import funding_payment, funding_rate
-from nodes.risk.prices import bankruptcy_price, liquidation_price, round_price
+from cluster.prices import bankruptcy_price, liquidation_price, round_price
 
 EXACT_PLACES = 10
 
@@ -90,8 +90,7 @@ def liq_price(topo: Topology, *, symbol: str, side: str, qty: str, entry: str, w
     wb_after = wb + funding_total
     lp, tier = liquidation_price(side=s, qty=lots, cost=cost, wallet=wb_after, tiers=spec.tiers,
                                  mult=mult, fee_ppm=fee_ppm, other_mm=extra_mm, other_upnl=extra_upnl)
-    bp = bankruptcy_price(side=s, qty=lots, cost=cost, wallet=wb_after - extra_mm + extra_upnl,
-                          mult=mult)
+    bp = bankruptcy_price(side=s, qty=lots, cost=cost, wallet=wb_after + extra_upnl, mult=mult)
 
     def price_out(p: Fraction | None) -> tuple[str | None, str | None]:
         if p is None:

@@ -60,6 +60,14 @@ class NodeConf(Conf, kw_only=True):
     check_interval_ms: int = 250
     # risk
     max_open_orders: int = 200
+    insurance_fund: str = "0"  # the fund's starting cash (counted as a deposit)
+    # liquidator
+    backstop_accounts: list[str] = msgspec.field(default_factory=list)
+    insurance_floor: str = "0"  # below this, the fund takes nothing more: ADL instead
+    chunk_position_share: str = "0.25"  # a reduction IOC closes at most this share of the position
+    chunk_depth_share: str = "0.5"  # ... and of the visible depth within the bankruptcy price
+    max_mark_age_ms: int = 3000  # never act on an older mark
+    pause_when_degraded: bool = True
     # oracle
     weights: dict[str, int] = msgspec.field(default_factory=dict)  # venue -> weight (default 1)
     stale_after_ms: int = 2000

@@ -210,6 +210,7 @@ class PositionView(Msg, tag=True, kw_only=True):
     liquidation_price: int = 0  # ticks, rounded against the position; 0 = none
     bankruptcy_price: int = 0
     funding_paid: int = 0  # atoms, net, since the position opened (negative = received)
+    adl_quantile: int = 0  # 5 = front of the auto-deleveraging queue ... 1 = back
 
 
 class FundingEntry(Msg, tag=True, kw_only=True):
@@ -442,6 +443,18 @@ class Fill(Msg, tag=True, kw_only=True):
     client_order_id: str = ""
 
 
+class Deleveraged(Msg, tag=True, kw_only=True):
+    """Auto-deleveraging closed part of this account's position against a bankrupt one."""
+
+    liquidation_id: int
+    account: str
+    symbol: str
+    qty: int  # lots closed (signed from this account's position)
+    price: int  # the bankrupt position's bankruptcy price, ticks
+    rank: int  # 1 = first in the ADL queue
+    score_ppm: int  # PnL% x effective leverage, ppm
+
+
 class Report(Msg, tag=True, kw_only=True):
     """An event for one account (and, with ref != 0, the direct answer to one request)."""
 
@@ -449,7 +462,7 @@ class Report(Msg, tag=True, kw_only=True):
     account: str
     event: Union[
         OrderAccepted, OrderRejected, OrderCancelled, OrdersCancelled, OrderAmended,
-        OrderTriggered, Fill,
+        OrderTriggered, Fill, Deleveraged,
     ]
 
 
@@ -536,6 +549,41 @@ class AccountRisk(Msg, tag=True, kw_only=True):
     balance: int
     positions: dict[str, tuple[int, int]]  # symbol -> (signed qty lots, cost atoms)
     isolated: dict[str, int] = field(default_factory=dict)  # symbol -> isolated cash, atoms
+    insurance_fund: int = 0  # the fund's cash after this change
+    leverage: dict[str, int] = field(default_factory=dict)  # symbol -> leverage setting
+
+
+class LiquidationStep(Msg, tag=True, kw_only=True):
+    """Liquidator -> risk: carry out one step of a liquidation.
+
+    kind: "cancel" (the account's open orders in the symbol), "reduce" (IOC, reduce-only, limited
+    at `price`, the bankruptcy price), "backstop" (backstop accounts take `qty` at `price`),
+    "insurance" (the insurance fund takes `qty` at `price`), "adl" (profitable opposite positions
+    are closed against it at `price`, in ADL rank order).
+    """
+
+    liquidation_id: int
+    kind: Literal["cancel", "reduce", "backstop", "insurance", "adl"]
+    account: str
+    symbol: str
+    qty: int = 0  # lots to close (absolute)
+    price: int = 0  # ticks
+
+
+class LiquidationResult(Msg, tag=True, kw_only=True):
+    """Risk -> liquidator: what one step did, exactly."""
+
+    liquidation_id: int
+    kind: str
+    account: str
+    symbol: str
+    qty: int  # lots closed by this step
+    notional: int  # atoms at the prices it closed at
+    fee: int  # forced-execution fee charged (to the insurance fund)
+    fund_delta: int  # change of the insurance fund's cash
+    position_after: int  # signed lots
+    counterparties: list[tuple[str, int, int]] = field(default_factory=list)  # (account, lots, price)
+    reason: str = ""
 
 
 class MaintenanceAlert(Msg, tag=True, kw_only=True):
@@ -592,7 +640,8 @@ NodeInbound = Union[
     Routed, NewOrder, Amend, Cancel, MassCancel, MarkPrice, SetPosition,
     OrderAccepted, OrderRejected, Trade, OrderCancelled, OrdersCancelled, OrderAmended,
     OrderTriggered, BookDelta, Report, Reply, Ping, Pong, AccountRisk, MaintenanceAlert,
-    SpotTick, IndexMark, FundingRate, Regime, Notice, OracleMode,
+    SpotTick, IndexMark, FundingRate, Regime, Notice, OracleMode, LiquidationStep,
+    LiquidationResult,
 ]
 
 

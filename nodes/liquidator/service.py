@@ -1,40 +1,53 @@
-"""Liquidator node shell: account states from risk, marks from the oracle; alerts out to the
-gateway (published to clients) and into the audit journal."""
+"""Liquidator node shell: account states and step results from risk, marks from the oracle, the
+book from matching; liquidation steps out to risk, alerts to the gateway, every decision into the
+audit journal."""
 
 from __future__ import annotations
 
-from cluster.audit import Explanation
 from cluster.config import Topology
-from cluster.protocol import AccountRisk, IndexMark
+from cluster.protocol import AccountRisk, BookDelta, IndexMark, LiquidationResult
 from cluster.transport import NodeShell
-from nodes.liquidator.monitor import MaintenanceMonitor
+from cluster.units import rate_to_ppm
+from nodes.liquidator.engine import LiquidationEngine, LiquidatorConf
 
 
 def build(shell: NodeShell, topo: Topology):
-    monitor = MaintenanceMonitor(topo.symbols)
+    conf = shell.conf
+    engine = LiquidationEngine(topo.symbols, LiquidatorConf(
+        insurance_floor=topo.atoms(conf.insurance_floor, "insurance_floor"),
+        position_share_ppm=rate_to_ppm(conf.chunk_position_share, "chunk_position_share"),
+        depth_share_ppm=rate_to_ppm(conf.chunk_depth_share, "chunk_depth_share"),
+        max_mark_age_ns=conf.max_mark_age_ms * 1_000_000,
+        pause_when_degraded=conf.pause_when_degraded,
+    ), id_base=shell.now_ns() // 1_000_000 * 1_000)  # ids stay unique across restarts
+    shell.peer("risk")
     shell.peer("gateway")
 
+    def apply(effects) -> None:
+        for dest, msg in effects:
+            if dest == "audit":
+                shell.audit.record(msg)
+                if msg.rule in ("liquidation.trigger", "liquidation.end", "liquidation.paused"):
+                    shell.log.warning(msg.rule, subject=msg.subject, decision=msg.decision,
+                                      **{k: v for k, v in msg.numbers.items() if k != "step"})
+            else:
+                shell.send(dest, msg)
+
     def on_messages(messages: list) -> None:
+        now = shell.now_ns()
         for msg in messages:
             t = type(msg)
             if t is AccountRisk:
-                monitor.on_account(msg)
+                engine.on_account(msg)
+            elif t is LiquidationResult:
+                apply(engine.on_result(msg, now))
             elif t is IndexMark:
-                monitor.on_mark(msg.symbol, msg.mark)
-
-    def check() -> None:
-        for alert in monitor.check(shell.now_ns()):
-            shell.log.warning("below_maintenance", account=alert.account, equity=alert.equity,
-                              maintenance_margin=alert.maintenance_margin)
-            shell.audit.record(Explanation(
-                ts_ns=alert.ts_ns, node="liquidator", rule="liquidator.maintenance",
-                subject=alert.account, decision="below_maintenance",
-                numbers={"equity": alert.equity, "maintenance_margin": alert.maintenance_margin,
-                         "forced_fee": alert.forced_fee,
-                         **{f"mark.{s}": m for s, m in alert.marks.items()}}))
-            shell.send("gateway", alert)
+                engine.on_mark(msg)
+            elif t is BookDelta:
+                engine.on_book(msg)
 
     shell.bind_inbox(on_messages)
     shell.subscribe(topo.nodes["oracle"].pub, [b"mark."], on_messages)
-    shell.every(shell.conf.check_interval_ms, check)
+    shell.subscribe(topo.nodes["matching"].pub, [b"md."], on_messages)
+    shell.every(conf.check_interval_ms, lambda: apply(engine.tick(shell.now_ns())))
     return None

@@ -40,28 +40,48 @@ from cluster.protocol import (
     CancelOrder, Deposit, Error, Fill, FundingEntry, FundingRate, GetAccount, IndexMark,
     MassCancel, NewOrder, Notice, OrderAccepted, OrderAmended, OrderCancelled, OrderRejected,
     OrdersCancelled, OrderTriggered, PlaceOrder, PositionView, Regime, Reply, Report, Routed,
-    SetLeverage, SetMarginMode, Trade, Withdraw,
+    SetLeverage, SetMarginMode, SetPosition, Trade, Withdraw, Deleveraged, LiquidationResult,
+    LiquidationStep,
 )
 from cluster.units import ceil_div
+from nodes.risk import adl
 from nodes.risk.accounts import AccountState, OpenOrder, Position
 from cluster.funding import funding_payment
-from nodes.risk.prices import bankruptcy_price, liquidation_price, round_price
+from cluster.prices import bankruptcy_price, liquidation_price, round_price
 
 PPM = 1_000_000
 E9 = 1_000_000_000
+INSURANCE = "insurance"
+
+
+class LiqExec:
+    """A liquidation IOC on its way through the book: what it has done so far."""
+
+    __slots__ = ("liquidation_id", "qty", "notional", "fee", "fund_before")
+
+    def __init__(self, liquidation_id: int, fund_before: int) -> None:
+        self.liquidation_id = liquidation_id
+        self.qty = 0
+        self.notional = 0
+        self.fee = 0
+        self.fund_before = fund_before
 MARKET_TYPES = frozenset({"market", "stop_market", "take_profit_market"})
 
 
 class RiskEngine:
     def __init__(self, symbols: dict[str, SymbolSpec], deposits: dict[str, int],
-                 max_open_orders: int = 200) -> None:
+                 max_open_orders: int = 200, insurance_fund: int = 0,
+                 backstops: list[str] | None = None) -> None:
         self.specs = dict(symbols)
         self.accounts = {name: AccountState(name, amount) for name, amount in sorted(deposits.items())}
-        self.deposits = sum(deposits.values())
+        # The insurance fund is an account: it can hold positions it took over at bankruptcy.
+        self.accounts.setdefault(INSURANCE, AccountState(INSURANCE, 0)).balance += insurance_fund
+        self.deposits = sum(deposits.values()) + insurance_fund
         self.withdrawals = 0
         self.fee_pool = 0
-        self.insurance_fund = 0
         self.max_open_orders = max_open_orders
+        self.backstops = [b for b in (backstops or []) if b in self.accounts]
+        self.liq_orders: dict[int, LiqExec] = {}  # liquidation IOC order id -> its running result
         self.marks: dict[str, int] = {}
         self.last: dict[str, int] = {}
         self.regimes: dict[str, str] = {s: "normal" for s in sorted(symbols)}
@@ -85,15 +105,29 @@ class RiskEngine:
             self._funding(msg, now_ns, out)
         elif t is Regime:
             self._regime(msg, now_ns, out)
+        elif t is LiquidationStep:
+            self._liquidation_step(msg, out)
         else:
             self._engine_event(msg, out)
         return out
 
     # ------------------------------------------------------------------ money checks
 
+    def fund_equity(self) -> int:
+        """The insurance fund's cash plus the positions it took over, at mark."""
+        return self.equity(self.accounts[INSURANCE])
+
+    @property
+    def insurance_fund(self) -> int:
+        return self.accounts[INSURANCE].balance
+
+    @insurance_fund.setter
+    def insurance_fund(self, value: int) -> None:
+        self.accounts[INSURANCE].balance = value
+
     def conservation(self) -> tuple[int, int]:
         """(money held everywhere, deposits - withdrawals): always equal."""
-        held = self.fee_pool + self.insurance_fund
+        held = self.fee_pool
         for a in self.accounts.values():
             held += a.balance + sum(p.iso_cash for p in a.positions.values())
         return held, self.deposits - self.withdrawals
@@ -502,7 +536,9 @@ class RiskEngine:
                         order.qty = order.remaining = ev.qty
                         self._set_reserve(self.accounts[order.account], order)
         elif t is OrderRejected:
-            if ev.duplicate:
+            if ev.order_id in self.liq_orders:
+                self._liquidation_order_done(ev.order_id, ev.account, ev.symbol, out, ev.reason)
+            elif ev.duplicate:
                 self._drop_pending(ev.ref)
             else:
                 self.pending.pop(ev.ref, None)
@@ -513,11 +549,18 @@ class RiskEngine:
             order = self.orders.get(ev.order_id)
             if order is not None:
                 self._forget(order)
+            if ev.order_id in self.liq_orders:
+                self._liquidation_order_done(ev.order_id, ev.account, ev.symbol, out, ev.reason)
         elif t is OrdersCancelled:
             for order_id, _ in ev.orders:
                 order = self.orders.get(order_id)
                 if order is not None:
                     self._forget(order)
+            if ev.ref < 0:  # a liquidation's "cancel" step
+                out.append(("gateway", Report(ref=0, account=ev.account, event=ev)))
+                self._liquidation_result(out, -ev.ref, "cancel", ev.account, ev.symbol,
+                                         reason=f"cancelled {len(ev.orders)} orders")
+                return
         elif t is OrderAmended:
             order = self.orders.get(ev.order_id)
             if order is not None:
@@ -542,7 +585,8 @@ class RiskEngine:
         spec = self.specs[ev.symbol]
         notional = ev.price * ev.qty * spec.atoms_per_tick_lot
         self.last[ev.symbol] = ev.price
-        taker_fee = ceil_div(notional * spec.taker_fee_ppm, PPM)
+        liq = self.liq_orders.get(ev.taker_order_id)
+        taker_fee = 0 if liq is not None else ceil_div(notional * spec.taker_fee_ppm, PPM)
         if spec.maker_fee_ppm >= 0:
             maker_fee = ceil_div(notional * spec.maker_fee_ppm, PPM)
         else:
@@ -553,6 +597,11 @@ class RiskEngine:
         ):
             acct = self.accounts[account]
             self._settle(acct, ev.symbol, side, ev.qty, ev.price, fee)
+            if liq is not None and liquidity == "taker":
+                fee = self._forced_fee(acct, ev.symbol, notional)
+                liq.qty += ev.qty
+                liq.notional += notional
+                liq.fee += fee
             order = self.orders.get(order_id)
             coid = order.client_order_id if order is not None else ""
             if order is not None:
@@ -564,6 +613,8 @@ class RiskEngine:
                 seq=ev.seq, trade_id=ev.trade_id, order_id=order_id, account=account,
                 symbol=ev.symbol, side=side, price=ev.price, qty=ev.qty, remaining=remaining,
                 liquidity=liquidity, fee=fee, client_order_id=coid))))
+        if liq is not None and ev.taker_remaining == 0:
+            self._liquidation_order_done(ev.taker_order_id, ev.taker_account, ev.symbol, out)
         return (ev.taker_account, ev.maker_account)
 
     def _settle(self, acct: AccountState, symbol: str, side: int, qty: int, price: int,
@@ -630,6 +681,166 @@ class RiskEngine:
             pos.iso_cash -= release
             acct.balance += release
 
+    # ------------------------------------------------------------------ liquidation steps
+
+    def _margin_balance(self, acct: AccountState, symbol: str) -> int:
+        pos = acct.positions.get(symbol)
+        if pos is not None and pos.isolated:
+            return self.isolated_equity(symbol, pos)
+        return self.cross_equity(acct)
+
+    def _forced_fee(self, acct: AccountState, symbol: str, notional: int) -> int:
+        """Charge the forced-execution fee of a liquidation fill to the insurance fund, never more
+        than the margin balance left (a fee must not make the account bankrupt)."""
+        spec = self.specs[symbol]
+        fee = min(ceil_div(notional * spec.forced_fee_ppm, PPM),
+                  max(0, self._margin_balance(acct, symbol)))
+        if fee:
+            pos = acct.positions.get(symbol)
+            if pos is not None and pos.isolated:
+                pos.iso_cash -= fee
+            else:
+                acct.balance -= fee
+            acct.fees_paid += fee
+            self.insurance_fund += fee
+        return fee
+
+    def _liquidation_result(self, out: list, liquidation_id: int, kind: str, account: str,
+                            symbol: str, qty: int = 0, notional: int = 0, fee: int = 0,
+                            fund_delta: int = 0, counterparties=None, reason: str = "") -> None:
+        acct = self.accounts.get(account)
+        pos = acct.positions.get(symbol) if acct is not None else None
+        if acct is not None:
+            self._cover_deficit(acct)
+            out.append(("liquidator", self.account_risk(account)))
+        for name, _, _ in counterparties or ():
+            out.append(("liquidator", self.account_risk(name)))
+        out.append(("liquidator", LiquidationResult(
+            liquidation_id=liquidation_id, kind=kind, account=account, symbol=symbol, qty=qty,
+            notional=notional, fee=fee, fund_delta=fund_delta,
+            position_after=pos.qty if pos is not None else 0,
+            counterparties=list(counterparties or ()), reason=reason)))
+
+    def _cover_deficit(self, acct: AccountState) -> None:
+        """A cross account left with no position and a negative wallet: the fund makes it whole."""
+        if acct.name != INSURANCE and acct.balance < 0 and not any(
+                p.qty for p in acct.positions.values() if not p.isolated):
+            self.insurance_fund += acct.balance
+            acct.balance = 0
+
+    def _liquidation_order_done(self, order_id: int, account: str, symbol: str, out: list,
+                                reason: str = "") -> None:
+        liq = self.liq_orders.pop(order_id)
+        self._liquidation_result(out, liq.liquidation_id, "reduce", account, symbol, qty=liq.qty,
+                                 notional=liq.notional, fee=liq.fee,
+                                 fund_delta=self.fund_equity() - liq.fund_before, reason=reason)
+
+    def _liquidation_step(self, msg: LiquidationStep, out: list) -> None:
+        acct = self.accounts.get(msg.account)
+        spec = self.specs.get(msg.symbol)
+        pos = acct.positions.get(msg.symbol) if acct is not None and spec is not None else None
+        lid = msg.liquidation_id
+        if pos is None or not pos.qty:
+            return self._liquidation_result(out, lid, msg.kind, msg.account, msg.symbol,
+                                            reason="no_position")
+        if msg.kind == "cancel":
+            out.append(("matching", MassCancel(ref=-lid, account=msg.account, symbol=msg.symbol)))
+            return
+        qty = min(msg.qty or abs(pos.qty), abs(pos.qty))
+        closing_side = -1 if pos.qty > 0 else 1
+        if msg.kind == "reduce":
+            mark = self._price(msg.symbol)
+            price = msg.price
+            if mark:  # keep the limit inside the band the book accepts (stricter, never looser)
+                width = mark * spec.band_ppm // PPM
+                price = max(price, mark - width) if closing_side < 0 else min(price, mark + width)
+            order_id = self.next_order_id
+            self.next_order_id += 1
+            self.liq_orders[order_id] = LiqExec(lid, self.fund_equity())
+            out.append(("matching", NewOrder(
+                ref=-lid, order_id=order_id, account=msg.account, symbol=msg.symbol,
+                side=closing_side, qty=qty, type="limit", price=price, tif="IOC",
+                reduce_only=True, stp="cancel_maker")))
+            return
+        fund_before = self.fund_equity()
+        if msg.kind == "backstop":
+            takers = self._backstop_takers(msg.symbol, qty, msg.price)
+        elif msg.kind == "insurance":
+            takers = [(INSURANCE, qty)]
+        else:
+            takers = self._adl_takers(msg, qty, out)
+        moved = []
+        for name, lots in takers:
+            self._transfer_position(acct, self.accounts[name], msg.symbol, lots, msg.price, out)
+            moved.append((name, lots, msg.price))
+        done = sum(lots for _, lots in takers)
+        self._liquidation_result(out, lid, msg.kind, msg.account, msg.symbol, qty=done,
+                                 notional=done * msg.price * spec.atoms_per_tick_lot,
+                                 fund_delta=self.fund_equity() - fund_before, counterparties=moved,
+                                 reason="" if done else "no_taker")
+
+    def _backstop_takers(self, symbol: str, qty: int, price: int) -> list[tuple[str, int]]:
+        """The backstop auction: every backstop bids the bankruptcy price for what its margin
+        carries; the best price wins, then the largest available margin, then the name."""
+        spec = self.specs[symbol]
+        bids = []
+        for name in self.backstops:
+            acct = self.accounts[name]
+            available = self.available(acct)
+            lev = self.effective_leverage(acct, symbol, qty * price * spec.atoms_per_tick_lot)
+            buffer = spec.im_buffer_ppm[self.regimes[symbol]]
+            lots = available * lev * PPM // (buffer * price * spec.atoms_per_tick_lot) if price else 0
+            if lots > 0 and acct.mode(symbol) == "cross":
+                bids.append((-available, name, lots))
+        takers, left = [], qty
+        for _, name, lots in sorted(bids):
+            take = min(left, lots)
+            if take:
+                takers.append((name, take))
+                left -= take
+        return takers
+
+    def _adl_takers(self, msg: LiquidationStep, qty: int, out: list) -> list[tuple[str, int]]:
+        bankrupt = self.accounts[msg.account].positions[msg.symbol]
+        ranked = adl.ranking(self._adl_candidates(msg.symbol, -1 if bankrupt.qty > 0 else 1,
+                                                  exclude=msg.account))
+        takers, left = [], qty
+        for rank, (name, score) in enumerate(ranked, 1):
+            if score <= 0 or not left:
+                break
+            pos = self.accounts[name].positions[msg.symbol]
+            take = min(left, abs(pos.qty))
+            takers.append((name, take))
+            left -= take
+            out.append(("gateway", Report(account=name, event=Deleveraged(
+                liquidation_id=msg.liquidation_id, account=name, symbol=msg.symbol,
+                qty=take if pos.qty > 0 else -take, price=msg.price, rank=rank,
+                score_ppm=int(score * PPM)))))
+        return takers
+
+    def _adl_candidates(self, symbol: str, side: int, exclude: str = ""):
+        """(account, qty, cost, value, margin balance) of every position on `side` of `symbol`."""
+        out = []
+        for name, acct in self.accounts.items():
+            pos = acct.positions.get(symbol)
+            if name in (exclude, INSURANCE) or pos is None or not pos.qty or (pos.qty > 0) != (side > 0):
+                continue
+            out.append((name, pos.qty, pos.cost, self._position_value(symbol, pos),
+                        self._margin_balance(acct, symbol)))
+        return out
+
+    def _transfer_position(self, src: AccountState, dst: AccountState, symbol: str, qty: int,
+                           price: int, out: list) -> None:
+        """`qty` lots of src's position move to dst at `price`, like a trade without fees."""
+        side = -1 if src.positions[symbol].qty > 0 else 1  # src closes
+        self._settle(src, symbol, side, qty, price, 0)
+        self._settle(dst, symbol, -side, qty, price, 0)
+        for acct in (src, dst):
+            self._refresh_reserves(acct, symbol)
+            pos = acct.positions.get(symbol)
+            out.append(("matching", SetPosition(account=acct.name, symbol=symbol,
+                                                qty=pos.qty if pos is not None else 0)))
+
     # ------------------------------------------------------------------ views
 
     def account_risk(self, account: str) -> AccountRisk:
@@ -637,7 +848,9 @@ class RiskEngine:
         items = sorted(acct.positions.items())
         return AccountRisk(account=account, balance=acct.balance,
                            positions={s: (p.qty, p.cost) for s, p in items if p.qty},
-                           isolated={s: p.iso_cash for s, p in items if p.isolated})
+                           isolated={s: p.iso_cash for s, p in items if p.isolated},
+                           insurance_fund=self.fund_equity(),
+                           leverage={s: self._leverage(acct, s) for s, p in items if p.qty})
 
     def _prices_for(self, acct: AccountState, symbol: str, pos: Position) -> tuple[int, int]:
         """(liquidation, bankruptcy) price in ticks, rounded against the position; 0 = none."""
@@ -656,9 +869,16 @@ class RiskEngine:
                                   fee_ppm=spec.forced_fee_ppm, other_mm=other_mm,
                                   other_upnl=other_upnl)
         bp = bankruptcy_price(side=side, qty=abs(pos.qty), cost=pos.cost,
-                              wallet=wallet - other_mm + other_upnl, mult=spec.atoms_per_tick_lot)
+                              wallet=wallet + other_upnl, mult=spec.atoms_per_tick_lot)
         return (round_price(lp, side) if lp is not None else 0,
                 round_price(bp, side) if bp is not None else 0)
+
+    def adl_quantile(self, account: str, symbol: str) -> int:
+        pos = self.accounts[account].positions.get(symbol)
+        if pos is None or not pos.qty or account == INSURANCE:
+            return 0
+        ranked = adl.ranking(self._adl_candidates(symbol, 1 if pos.qty > 0 else -1))
+        return adl.quantiles(ranked).get(account, 0)
 
     def account_view(self, account: str, req_id: int = 0) -> AccountView:
         acct = self.accounts[account]
@@ -683,6 +903,7 @@ class RiskEngine:
                 margin_ratio_ppm=mm * PPM // balance if balance > 0 else PPM * 100,
                 isolated_margin=pos.iso_cash + pos.cost if pos.isolated else 0,
                 liquidation_price=liq, bankruptcy_price=bankrupt, funding_paid=pos.funding,
+                adl_quantile=self.adl_quantile(account, symbol),
             ))
         pm = self.position_margin(acct, cross_only=True)
         return AccountView(

@@ -12,7 +12,9 @@ from nodes.risk.ledger import RiskEngine
 
 def build(shell: NodeShell, topo: Topology):
     engine = RiskEngine(topo.symbols, {a.name: a.deposit for a in topo.accounts.values()},
-                        max_open_orders=shell.conf.max_open_orders)
+                        max_open_orders=shell.conf.max_open_orders,
+                        insurance_fund=topo.atoms(shell.conf.insurance_fund, "insurance_fund"),
+                        backstops=topo.nodes["liquidator"].backstop_accounts)
     for peer in ("matching", "gateway", "liquidator"):
         shell.peer(peer)
     send = shell.send

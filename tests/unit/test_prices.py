@@ -10,7 +10,7 @@ import pytest
 from cluster import config
 from cluster.ladder import Tier
 from cluster.funding import funding_payment, funding_rate
-from nodes.risk.prices import bankruptcy_price, liquidation_price, round_price
+from cluster.prices import bankruptcy_price, liquidation_price, round_price
 
 USD = 1_000_000
 TOPO = config.load()

@@ -7,7 +7,7 @@ from cluster.protocol import (
     SetLeverage, SetMarginMode, Withdraw,
 )
 from cluster.units import ceil_div
-from nodes.risk.prices import liquidation_price, round_price
+from cluster.prices import liquidation_price, round_price
 from tests.unit.pipeline import TOPO, Pipeline
 
 USD = 1_000_000

@@ -13,7 +13,8 @@ effective wallet WB, tier (mmr, amount) and forced fee rate f:
 
 choosing the tier whose notional range holds Q*mult*P. Isolated: WB is the position's margin.
 Cross: WB = cross wallet - other positions' MM + their unrealized PnL. Bankruptcy (equity = 0):
-P = (C - WB) / (s*Q*mult).
+P = (C - WB) / (s*Q*mult), where a cross WB counts the other positions at their unrealized PnL
+only (at zero equity there is no maintenance left to keep).
 Funding lives in cluster/funding.py (the oracle computes rates, risk settles payments).
 """
 

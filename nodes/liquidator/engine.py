@@ -1,0 +1,308 @@
+"""The liquidation path, decided step by step. Pure: inputs and `now_ns` come in as arguments; the
+steps go to risk (which carries them out exactly and answers with a LiquidationResult).
+
+Trigger: equity <= maintenance margin + forced-execution fee (the cross wallet as a whole, or one
+isolated position on its own margin), on a fresh mark, not while the oracle is degraded.
+
+Path, one liquidation per (account or isolated position), one symbol at a time:
+1. cancel the account's open orders in the symbol; re-check.
+2. incremental reduction: IOC orders limited at the bankruptcy price, each closing only what gets
+   the account back above maintenance or down one ladder tier, and at most a share of the position
+   and of the visible depth within the bankruptcy price; re-check after each.
+3. what the book cannot take within the bankruptcy price goes to the backstop accounts;
+4. what is left is taken over by the insurance fund at the bankruptcy price,
+5. unless that would take the fund below its floor: auto-deleveraging instead.
+Every step is an explanation record (mark, equity, MM, tier, chunk, price, fee, fund delta,
+counterparties) under the subject "liq-<id>".
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import msgspec
+
+from cluster.audit import Explanation
+from cluster.config import SymbolSpec
+from cluster.ladder import tier_for
+from cluster.prices import bankruptcy_price, round_price
+from cluster.protocol import (
+    AccountRisk, BookDelta, IndexMark, LiquidationResult, LiquidationStep, MaintenanceAlert,
+)
+from nodes.liquidator.monitor import MaintenanceMonitor
+
+PPM = 1_000_000
+MS = 1_000_000
+INSURANCE = "insurance"
+
+
+class LiquidatorConf(msgspec.Struct, frozen=True, kw_only=True):
+    insurance_floor: int = 0  # atoms
+    position_share_ppm: int = 250_000
+    depth_share_ppm: int = 500_000
+    max_mark_age_ns: int = 3_000 * MS
+    pause_when_degraded: bool = True
+
+
+class Liquidation:
+    __slots__ = ("id", "key", "account", "symbol", "phase", "status", "steps", "last_qty")
+
+    def __init__(self, liquidation_id: int, key: str, account: str, symbol: str) -> None:
+        self.id = liquidation_id
+        self.key = key
+        self.account = account
+        self.symbol = symbol
+        self.phase = "trigger"
+        self.status = "active"
+        self.steps = 0
+        self.last_qty = 0
+
+
+class LiquidationEngine:
+    def __init__(self, specs: dict[str, SymbolSpec], conf: LiquidatorConf, id_base: int = 0) -> None:
+        self.specs = dict(specs)
+        self.conf = conf
+        self.monitor = MaintenanceMonitor(specs)
+        self.books: dict[str, tuple[dict[int, int], dict[int, int]]] = {
+            s: ({}, {}) for s in sorted(specs)}
+        self.mark_info: dict[str, tuple[int, int, str]] = {}  # symbol -> (mark, ts_ns, mode)
+        self.active: dict[str, Liquidation] = {}  # key -> running liquidation
+        self.by_id: dict[int, Liquidation] = {}
+        self.paused: dict[str, None] = {}
+        self.insurance_fund = 0
+        self.next_id = id_base + 1
+
+    # ------------------------------------------------------------------ inputs
+
+    def on_account(self, state: AccountRisk) -> None:
+        self.insurance_fund = state.insurance_fund
+        if state.account != INSURANCE:  # the fund is not liquidated: it is the last resort
+            self.monitor.on_account(state)
+
+    def on_mark(self, msg: IndexMark) -> None:
+        self.mark_info[msg.symbol] = (msg.mark, msg.ts_ns, msg.mode)
+        self.monitor.on_mark(msg.symbol, msg.mark)
+
+    def on_book(self, ev: BookDelta) -> None:
+        book = self.books.get(ev.symbol)
+        if book is None:
+            return
+        levels = book[0] if ev.side > 0 else book[1]
+        if ev.qty:
+            levels[ev.price] = ev.qty
+        else:
+            levels.pop(ev.price, None)
+
+    # ------------------------------------------------------------------ decisions
+
+    def _mark_problem(self, symbol: str, now_ns: int) -> str | None:
+        info = self.mark_info.get(symbol)
+        if info is None:
+            return "no_mark"
+        mark, ts, mode = info
+        if now_ns - ts > self.conf.max_mark_age_ns:
+            return "stale_mark"
+        if mode == "degraded" and self.conf.pause_when_degraded:
+            return "oracle_degraded"
+        return None
+
+    def _explain(self, out: list, now_ns: int, liq: Liquidation, step: str, decision: str,
+                 numbers: dict) -> None:
+        liq.steps += 1
+        out.append(("audit", Explanation(
+            ts_ns=now_ns, node="liquidator", rule=f"liquidation.{step}", subject=f"liq-{liq.id}",
+            decision=decision, numbers={"account": liq.account, "symbol": liq.symbol,
+                                        "step": liq.steps, **numbers})))
+
+    def tick(self, now_ns: int) -> list[tuple[str, object]]:
+        """New breaches start liquidations (alerts go out too); paused ones resume when they can."""
+        out: list[tuple[str, object]] = []
+        for alert in self.monitor.check(now_ns):
+            out.append(("gateway", alert))
+            self._maybe_start(alert.account, alert, now_ns, out)
+        for key in list(self.paused):
+            alert = self.monitor.below.get(key)
+            if alert is None:
+                del self.paused[key]
+            else:
+                self._maybe_start(key, alert, now_ns, out)
+        return out
+
+    def _subject(self, key: str) -> tuple[str, str | None]:
+        account, _, symbol = key.partition(":")
+        return account, symbol or None
+
+    def _maybe_start(self, key: str, alert: MaintenanceAlert, now_ns: int, out: list) -> None:
+        if key in self.active:
+            return
+        account, symbol = self._subject(key)
+        state = self.monitor.accounts.get(account)
+        if state is None:
+            return
+        if symbol is None:  # cross: the largest position first
+            cross = {s: q for s, (q, c) in state.positions.items() if s not in state.isolated}
+            if not cross:
+                return
+            symbol = max(sorted(cross), key=lambda s: abs(self.monitor._position(
+                s, *state.positions[s])[0]))
+        problem = self._mark_problem(symbol, now_ns)
+        if problem is not None:
+            if key not in self.paused:
+                self.paused[key] = None
+                out.append(("audit", Explanation(
+                    ts_ns=now_ns, node="liquidator", rule="liquidation.paused", subject=key,
+                    decision="paused", numbers={"symbol": symbol, "reason": problem,
+                                                "equity": alert.equity,
+                                                "maintenance_margin": alert.maintenance_margin})))
+            return
+        self.paused.pop(key, None)
+        liq = Liquidation(self.next_id, key, account, symbol)
+        self.next_id += 1
+        self.active[key] = liq
+        self.by_id[liq.id] = liq
+        equity, mm, fee = self._assess(liq)
+        qty = state.positions[symbol][0]
+        value = self.monitor._position(symbol, qty, state.positions[symbol][1])[0]
+        self._explain(out, now_ns, liq, "trigger", "liquidate", {
+            "mark": self.mark_info[symbol][0], "equity": equity, "maintenance_margin": mm,
+            "forced_fee": fee, "position": qty,
+            "tier": tier_for(self.specs[symbol].tiers, value).number,
+            "isolated": int(key != account)})
+        liq.phase = "cancel"
+        out.append(("risk", LiquidationStep(liquidation_id=liq.id, kind="cancel", account=account,
+                                            symbol=symbol)))
+
+    def _assess(self, liq: Liquidation) -> tuple[int, int, int]:
+        if liq.key != liq.account:
+            return self.monitor.assess_isolated(liq.account, liq.symbol)
+        return self.monitor.assess(liq.account)
+
+    def _bankruptcy(self, liq: Liquidation) -> int:
+        state = self.monitor.accounts[liq.account]
+        qty, cost = state.positions[liq.symbol]
+        spec = self.specs[liq.symbol]
+        side = 1 if qty > 0 else -1
+        if liq.key != liq.account:
+            wallet, other = state.isolated[liq.symbol] + cost, 0
+        else:
+            wallet = state.balance + sum(c for s, (q, c) in state.positions.items()
+                                         if s not in state.isolated)
+            other = 0  # equity reaches zero: the other cross positions count at their PnL
+            for s, (q, c) in state.positions.items():
+                if s != liq.symbol and s not in state.isolated:
+                    other += self.monitor._position(s, q, c)[0] - c
+        price = bankruptcy_price(side=side, qty=abs(qty), cost=cost, wallet=wallet + other,
+                                 mult=spec.atoms_per_tick_lot)
+        if price is None:
+            return 1 if side > 0 else 10**15
+        return max(1, round_price(price, side))
+
+    def _needed(self, liq: Liquidation, qty: int, cost: int, fill_price: int) -> int:
+        """Lots to close at `fill_price` to get back above maintenance or down one ladder tier."""
+        spec = self.specs[liq.symbol]
+        mark = self.mark_info[liq.symbol][0]
+        slip = abs(mark - fill_price) * spec.atoms_per_tick_lot  # loss against mark, per lot
+        q = abs(qty)
+        per_lot = mark * spec.atoms_per_tick_lot
+        tier = tier_for(spec.tiers, q * per_lot)
+        to_lower_tier = q - tier.floor // per_lot if tier.number > 1 else q
+        equity, mm, fee = self._assess(liq)
+        _, pos_mm, pos_fee = self.monitor._position(liq.symbol, qty, cost)
+
+        def healthy(x: int) -> bool:
+            left = q - x
+            _, mm_left, fee_left = self.monitor._position(
+                liq.symbol, left if qty > 0 else -left, cost * left // q)
+            close_fee = x * per_lot * spec.forced_fee_ppm // PPM
+            return equity - close_fee - x * slip > (mm - pos_mm + mm_left) + (fee - pos_fee + fee_left)
+
+        lo, hi = 1, q
+        while lo < hi:  # the smallest x that is healthy (x = q always "is": nothing left to hold)
+            mid = (lo + hi) // 2
+            if healthy(mid):
+                hi = mid
+            else:
+                lo = mid + 1
+        return max(1, min(lo, to_lower_tier))
+
+    def _depth_within(self, symbol: str, closing_side: int, limit: int) -> tuple[int, int]:
+        """(lots on the book within `limit`, the best such price or the limit)."""
+        bids, asks = self.books[symbol]
+        if closing_side < 0:  # selling into bids at or above the limit
+            prices = [p for p in bids if p >= limit]
+            return sum(bids[p] for p in prices), max(prices, default=limit)
+        prices = [p for p in asks if p <= limit]
+        return sum(asks[p] for p in prices), min(prices, default=limit)
+
+    def on_result(self, result: LiquidationResult, now_ns: int) -> list[tuple[str, object]]:
+        out: list[tuple[str, object]] = []
+        liq = self.by_id.get(result.liquidation_id)
+        if liq is None or liq.status != "active":
+            return out
+        avg = str(Fraction(result.notional, result.qty * self.specs[liq.symbol].atoms_per_tick_lot)
+                  .limit_denominator(10**6)) if result.qty else "0"
+        self._explain(out, now_ns, liq, result.kind, "done", {
+            "qty": result.qty, "notional": result.notional, "avg_price": avg, "fee": result.fee,
+            "fund_delta": result.fund_delta, "position_after": result.position_after,
+            "insurance_fund": self.insurance_fund,
+            "counterparties": ";".join(f"{a}:{q}@{p}" for a, q, p in result.counterparties),
+            "reason": result.reason})
+        liq.last_qty = result.qty
+        if result.position_after == 0:
+            return self._finish(liq, "closed", now_ns, out)
+        self._advance(liq, now_ns, out)
+        return out
+
+    def _finish(self, liq: Liquidation, status: str, now_ns: int, out: list) -> list:
+        liq.status = status
+        self.active.pop(liq.key, None)
+        self.monitor.below.pop(liq.key, None)  # a later breach is a new liquidation
+        self._explain(out, now_ns, liq, "end", status, {"insurance_fund": self.insurance_fund})
+        return out
+
+    def _advance(self, liq: Liquidation, now_ns: int, out: list) -> None:
+        state = self.monitor.accounts[liq.account]
+        qty, cost = state.positions.get(liq.symbol, (0, 0))
+        if not qty:
+            self._finish(liq, "closed", now_ns, out)
+            return
+        equity, mm, fee = self._assess(liq)
+        if liq.phase in ("cancel", "reduce") and equity > mm + fee:
+            self._finish(liq, "restored", now_ns, out)
+            return
+        bp = self._bankruptcy(liq)
+        side = -1 if qty > 0 else 1
+        step = dict(liquidation_id=liq.id, account=liq.account, symbol=liq.symbol, price=bp)
+        if liq.phase == "cancel" or (liq.phase == "reduce" and liq.last_qty):
+            depth, best = self._depth_within(liq.symbol, side, bp)
+            needed = self._needed(liq, qty, cost, best)
+            by_position = max(1, abs(qty) * self.conf.position_share_ppm // PPM)
+            by_depth = depth * self.conf.depth_share_ppm // PPM
+            chunk = min(needed, by_position, by_depth, abs(qty))
+            self._explain(out, now_ns, liq, "plan", "reduce" if chunk else "book_exhausted", {
+                "mark": self.mark_info[liq.symbol][0], "equity": equity,
+                "maintenance_margin": mm, "forced_fee": fee, "bankruptcy_price": bp,
+                "needed": needed, "cap_position": by_position, "depth_within_bankruptcy": depth,
+                "cap_depth": by_depth, "chunk": chunk})
+            if chunk:
+                liq.phase = "reduce"
+                out.append(("risk", LiquidationStep(kind="reduce", qty=chunk, **step)))
+                return
+        if liq.phase in ("cancel", "reduce"):
+            liq.phase = "backstop"
+            out.append(("risk", LiquidationStep(kind="backstop", qty=abs(qty), **step)))
+            return
+        if liq.phase == "backstop":
+            mark = self.mark_info[liq.symbol][0]
+            loss = max(0, (bp - mark) * (1 if qty > 0 else -1)) * abs(qty) * \
+                self.specs[liq.symbol].atoms_per_tick_lot
+            after = self.insurance_fund - loss
+            use_fund = after >= self.conf.insurance_floor
+            self._explain(out, now_ns, liq, "plan", "insurance" if use_fund else "adl", {
+                "insurance_fund": self.insurance_fund, "takeover_loss_at_mark": loss,
+                "fund_after": after, "floor": self.conf.insurance_floor, "bankruptcy_price": bp,
+                "position": qty})
+            liq.phase = "insurance" if use_fund else "adl"
+            out.append(("risk", LiquidationStep(kind=liq.phase, qty=abs(qty), **step)))
+            return
+        self._finish(liq, "incomplete", now_ns, out)  # ADL found no one to close against

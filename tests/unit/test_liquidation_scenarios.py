@@ -1,0 +1,124 @@
+"""Deterministic liquidation scenarios through risk + matching + the liquidator engine.
+
+Money is checked after every event by the harness; each scenario checks the path it must take.
+"""
+
+from __future__ import annotations
+
+from cluster.protocol import Deleveraged, Report
+from cluster.units import ceil_div
+from tests.unit.liquidation_world import USD, World
+
+BTC = "BTC-PERP"
+MULT = 100  # atoms per tick-lot on BTC-PERP
+TIER4_FLOOR = 10_000_000 * USD  # BTC ladder: tier 5 starts above 10M notional
+TIER3_FLOOR = 1_000_000 * USD
+
+
+def kinds(world) -> list[str]:
+    return [r.kind for r in world.results]
+
+
+def open_long(world, account, lots, price=300_000, leverage=None):
+    if leverage:
+        world.risk.accounts[account].leverage[BTC] = leverage
+        world.risk.accounts["mm"].leverage[BTC] = leverage
+    world.place("mm", -1, lots, price)
+    world.place(account, 1, lots, price)
+    assert world.position(account) == lots
+
+
+def test_deep_book_reduces_incrementally_down_through_two_tiers():
+    w = World({"whale": 1_500_000 * USD, "mm": 100_000_000 * USD}, insurance=100_000 * USD)
+    w.mark(300_000)
+    open_long(w, "whale", 400_000, leverage=10)  # 400 BTC = 12M notional: tier 5
+    fund = w.risk.fund_equity()
+    for mark in range(290_000, 252_000, -1_000):  # the mark walks down 1,000 ticks at a time
+        w.cancel_all("mm")
+        w.place("mm", 1, 500_000, mark - 100)  # a deep bid just under the mark
+        w.mark(mark)
+    assert set(kinds(w)) == {"cancel", "reduce"}, kinds(w)  # incremental only
+    triggers = [e.numbers for e in w.audit if e.rule == "liquidation.trigger"]
+    assert triggers[0]["mark"] == 270_000 and triggers[0]["tier"] == 5
+    assert {5, 4, 3} <= {t["tier"] for t in triggers}  # down through two tier boundaries
+    # each chunk closes only what is needed (or what gets it down one tier), within the caps
+    plans = [e.numbers for e in w.audit if e.rule == "liquidation.plan"]
+    for plan in plans:
+        assert plan["chunk"] == min(plan["needed"], plan["cap_position"], plan["cap_depth"])
+    first_tier_bound = 400_000 - TIER4_FLOOR // (270_000 * MULT)
+    assert 0 < plans[0]["needed"] <= first_tier_bound
+    first = [r for r in w.results if r.kind == "reduce"][0]
+    assert first.qty == plans[0]["chunk"] and first.notional == first.qty * 269_900 * MULT
+    assert first.fee == ceil_div(first.notional * 5_000, 1_000_000)  # forced fee 0.5%
+    assert first.fund_delta == first.fee
+    reduces = [r for r in w.results if r.kind == "reduce"]
+    assert w.risk.fund_equity() - fund == sum(r.fee for r in reduces)
+    assert {e.decision for e in w.audit if e.rule == "liquidation.end"} == {"restored"}
+    assert 0 < w.position("whale") * 253_000 * MULT <= TIER3_FLOOR
+
+
+def test_thin_book_partial_fills_then_backstop_then_insurance():
+    w = World({"alice": 20_000 * USD, "mm": 10_000_000 * USD, "bs": 5_000 * USD},
+              insurance=1_000_000 * USD, backstops=["bs"])
+    w.mark(300_000)
+    open_long(w, "alice", 10_000, leverage=20)  # 10 BTC, 300,000 notional, 15,000 IM
+    w.mark(290_000)  # still fine; the band now admits a bid at 280,500
+    w.cancel_all("mm")
+    w.place("mm", 1, 1_000, 280_500)  # one thin bid: 1 BTC, above the bankruptcy price
+    w.mark(281_000)  # equity ~ 20,000 - 19,000 - fees: just above bankruptcy (28,015)
+    path = kinds(w)
+    assert path[0] == "cancel" and path[-2:] == ["backstop", "insurance"], path
+    reduces = [r for r in w.results if r.kind == "reduce"]
+    assert reduces and sum(r.qty for r in reduces) <= 1_000  # the book took what it had
+    assert all(r.qty > 0 for r in reduces[:-1])
+    backstop, insurance = w.results[-2], w.results[-1]
+    bankruptcy = backstop.counterparties[0][2]
+    assert backstop.counterparties[0][:2] == ("bs", backstop.qty) and 0 < backstop.qty
+    assert insurance.counterparties == [("insurance", insurance.qty, bankruptcy)]
+    assert sum(r.qty for r in reduces) + backstop.qty + insurance.qty == 10_000
+    assert w.position("alice") == 0 and w.position("bs") == backstop.qty
+    assert w.position("insurance") == insurance.qty
+    # everyone took it at the bankruptcy price: alice's account ends at (about) zero, not below
+    assert 0 <= w.risk.accounts["alice"].balance < 10 * USD
+
+
+def test_small_insurance_fund_means_adl_in_rank_order():
+    w = World({"alice": 20_000 * USD, "b": 30_000 * USD, "c": 200_000 * USD, "mm": 0},
+              insurance=1_000 * USD, floor=1_000 * USD)
+    w.mark(300_000)
+    for acct in ("alice", "b", "c"):
+        w.risk.accounts[acct].leverage[BTC] = 20
+    w.place("b", -1, 5_000, 300_000)
+    w.place("c", -1, 5_000, 300_000)
+    w.place("alice", 1, 10_000, 300_000)
+    assert (w.position("b"), w.position("c")) == (-5_000, -5_000)
+    # the mark gaps below alice's bankruptcy price (~28,015): no bids, no backstop, and a
+    # takeover would cost the fund more than it has above its floor -> auto-deleveraging
+    w.mark(279_000)
+    assert kinds(w) == ["cancel", "backstop", "adl"], kinds(w)
+    dl = [g.event for g in w.gateway if type(g) is Report and type(g.event) is Deleveraged]
+    # b holds the same profit on far less margin: higher PnL% x leverage, first in the queue
+    assert [(d.account, d.rank) for d in dl] == [("b", 1), ("c", 2)]
+    assert dl[0].score_ppm > dl[1].score_ppm
+    assert (w.position("alice"), w.position("b"), w.position("c")) == (0, 0, 0)
+    adl = w.results[-1]
+    assert adl.counterparties == [("b", 5_000, dl[0].price), ("c", 5_000, dl[0].price)]
+
+
+def test_no_liquidation_on_a_stale_or_degraded_mark():
+    from cluster.protocol import IndexMark
+
+    w = World({"alice": 20_000 * USD, "mm": 10_000_000 * USD}, insurance=1_000_000 * USD)
+    w.mark(300_000)
+    open_long(w, "alice", 10_000, leverage=20)
+    w.now += 1_000_000_000
+    msg = IndexMark(symbol=BTC, index=283_000, mark=283_000, last=0, seq=0, ts_ns=w.now,
+                    mode="degraded")
+    w._to_risk(msg)
+    w.liq.on_mark(msg)
+    w._route(w.liq.tick(w.now))
+    assert w.results == []
+    assert [(e.rule, e.numbers["reason"]) for e in w.audit if e.rule == "liquidation.paused"] == [
+        ("liquidation.paused", "oracle_degraded")]
+    w.mark(283_000)  # a normal mark again: the liquidation starts
+    assert w.results and w.results[0].kind == "cancel"
