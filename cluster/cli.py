@@ -397,6 +397,38 @@ def cmd_account_transfer(args) -> int:
     return _account_change(args, action)
 
 
+# ------------------------------------------------------------------ post-incident (audit journals)
+
+
+def cmd_explain_liquidation(args) -> int:
+    from cluster import reports
+
+    records = reports.load(str(run_dir_of(args)))
+    found = reports.liquidation(records, args.id)
+    if found is None:
+        raise CliError("unknown_liquidation", f"no liquidation {args.id} in {run_dir_of(args)}/audit",
+                       EXIT_REFUSED)
+    emit(found, args.json)
+    return EXIT_OK
+
+
+def cmd_incident_report(args) -> int:
+    from cluster import reports
+
+    try:
+        since, until = reports.parse_time(args.since), reports.parse_time(args.until)
+    except ValueError as exc:
+        raise CliError("bad_time", str(exc)) from None
+    report = reports.incident(reports.load(str(run_dir_of(args))), since, until)
+    if args.format == "json" or args.json:
+        emit(report, True)
+    else:
+        topo = load_topology(args)
+        print(reports.incident_markdown(
+            report, lambda atoms: f"{from_units(atoms, topo.atom)} {topo.collateral}"), end="")
+    return EXIT_OK
+
+
 # ------------------------------------------------------------------ calculator (offline)
 
 
@@ -522,6 +554,20 @@ def parser() -> argparse.ArgumentParser:
         tr.set_defaults(fn=cmd_account_transfer)
 
     sub.add_parser("ping", parents=[common]).set_defaults(fn=cmd_ping)
+
+    explain = sub.add_parser("explain", help="explain a decision from the audit journal"
+                             ).add_subparsers(dest="action", required=True)
+    ex_liq = explain.add_parser("liquidation", parents=[common], help="a liquidation's whole path")
+    ex_liq.add_argument("id", type=int)
+    ex_liq.set_defaults(fn=cmd_explain_liquidation)
+    incident = sub.add_parser("incident", help="post-incident summaries").add_subparsers(
+        dest="action", required=True)
+    report = incident.add_parser("report", parents=[common],
+                                 help="liquidations, degraded modes, insurance fund, ADL in a window")
+    report.add_argument("--since", help="ISO time, epoch seconds, or an age like 15m (ago), 2h, 1d")
+    report.add_argument("--until")
+    report.add_argument("--format", choices=["md", "json"], default="md")
+    report.set_defaults(fn=cmd_incident_report)
 
     calc = sub.add_parser("calc", help="offline risk calculator").add_subparsers(dest="action",
                                                                                   required=True)

@@ -499,6 +499,15 @@ class SpotTick(Msg, tag=True, kw_only=True):
     ts_ns: int
 
 
+class FeedControl(Msg, tag=True, kw_only=True):
+    """To the feeds process: move a simulated market (tests and scenarios; netsim's feed faults
+    will come through here too)."""
+
+    action: Literal["shock"]
+    symbol: Name
+    ppm: Annotated[int, Meta(ge=-900_000, le=10_000_000)] = 0  # shock: relative move, ppm
+
+
 class IndexMark(Msg, tag=True, kw_only=True):
     symbol: str
     index: int
@@ -641,7 +650,7 @@ NodeInbound = Union[
     OrderAccepted, OrderRejected, Trade, OrderCancelled, OrdersCancelled, OrderAmended,
     OrderTriggered, BookDelta, Report, Reply, Ping, Pong, AccountRisk, MaintenanceAlert,
     SpotTick, IndexMark, FundingRate, Regime, Notice, OracleMode, LiquidationStep,
-    LiquidationResult,
+    LiquidationResult, FeedControl,
 ]
 
 

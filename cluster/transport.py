@@ -162,6 +162,7 @@ class NodeShell:
         self._dirty = True
 
     async def flush(self) -> None:
+        self.audit.flush()  # explanations may come without any message to send
         if not self._dirty:
             return
         self._dirty = False
@@ -193,7 +194,6 @@ class NodeShell:
                         sync.send_multipart([identity, encode(messages)], zmq.NOBLOCK)
                     except zmq.ZMQError:
                         self.stats["dropped_replies"] = self.stats.get("dropped_replies", 0) + 1
-        self.audit.flush()
 
     # ------------------------------------------------------------------ input (drained)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 from cluster.config import Topology
+from cluster.protocol import FeedControl
 from cluster.transport import NodeShell
 from nodes.feeds.walk import SpotWalk
 
@@ -20,5 +21,12 @@ def build(shell: NodeShell, topo: Topology):
         for t in walk.step(shell.now_ns()):
             shell.publish(topics[t.symbol], t)
 
+    def on_control(messages: list) -> None:
+        for msg in messages:
+            if type(msg) is FeedControl and msg.symbol in walk.true:
+                walk.shock(msg.symbol, msg.ppm)
+                shell.log.warning("feed_shock", symbol=msg.symbol, ppm=msg.ppm)
+
+    shell.bind_inbox(on_control)
     shell.every(conf.interval_ms, tick)
     return None

@@ -1,0 +1,143 @@
+"""Post-incident views over the audit journals (<run dir>/audit/*.jsonl): one liquidation's whole
+path, and a summary of a time window (liquidations, degraded modes, insurance fund, ADL)."""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import time
+from collections import Counter
+from datetime import datetime, timezone
+
+from cluster.audit import Explanation, read
+
+_RELATIVE = re.compile(r"^-?(\d+)(s|m|h|d)$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_time(text: str | None, now_ns: int | None = None) -> int | None:
+    """ns since the epoch from ISO-8601, epoch seconds, or an age '15m' / '2h' / '1d' (before now;
+    a leading '-' is accepted too)."""
+    if text is None:
+        return None
+    now_ns = now_ns if now_ns is not None else time.time_ns()
+    m = _RELATIVE.match(text.strip())
+    if m:
+        return now_ns - int(m.group(1)) * _UNITS[m.group(2)] * 1_000_000_000
+    try:
+        return int(float(text) * 1_000_000_000)
+    except ValueError:
+        pass
+    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return int(dt.timestamp() * 1_000_000_000)
+
+
+def iso(ts_ns: int) -> str:
+    return datetime.fromtimestamp(ts_ns / 1e9, tz=timezone.utc).isoformat(timespec="milliseconds")
+
+
+def load(run_dir: str) -> list[Explanation]:
+    records: list[Explanation] = []
+    for path in sorted(glob.glob(os.path.join(run_dir, "audit", "*.jsonl"))):
+        records.extend(read(path))
+    records.sort(key=lambda r: r.ts_ns)
+    return records
+
+
+def _record(r: Explanation) -> dict:
+    return {"time": iso(r.ts_ns), "ts_ns": r.ts_ns, "node": r.node, "rule": r.rule,
+            "decision": r.decision, "numbers": r.numbers}
+
+
+def liquidation(records: list[Explanation], liquidation_id: int) -> dict | None:
+    steps = [r for r in records if r.subject == f"liq-{liquidation_id}"]
+    if not steps:
+        return None
+    first = steps[0].numbers
+    end = next((r for r in reversed(steps) if r.rule == "liquidation.end"), None)
+    closed: Counter[str] = Counter()
+    fees = fund = 0
+    counterparties: list[str] = []
+    for r in steps:
+        kind = r.rule.split(".", 1)[1]
+        if r.decision == "done" and kind in ("reduce", "backstop", "insurance", "adl"):
+            closed[kind] += int(r.numbers.get("qty", 0))
+            fees += int(r.numbers.get("fee", 0))
+            fund += int(r.numbers.get("fund_delta", 0))
+            if r.numbers.get("counterparties"):
+                counterparties.append(f"{kind}: {r.numbers['counterparties']}")
+    return {
+        "liquidation_id": liquidation_id, "account": first.get("account"),
+        "symbol": first.get("symbol"), "status": end.decision if end else "active",
+        "started": iso(steps[0].ts_ns), "path": [r.rule.split(".", 1)[1] for r in steps],
+        "closed_lots": dict(closed), "forced_fees": fees, "insurance_fund_delta": fund,
+        "counterparties": counterparties, "steps": [_record(r) for r in steps],
+    }
+
+
+def incident(records: list[Explanation], since_ns: int | None, until_ns: int | None) -> dict:
+    window = [r for r in records if (since_ns is None or r.ts_ns >= since_ns)
+              and (until_ns is None or r.ts_ns <= until_ns)]
+    ids = sorted({int(r.subject[4:]) for r in window if r.subject.startswith("liq-")})
+    liquidations = [liquidation(records, i) for i in ids]
+    modes = [_record(r) | {"symbol": r.subject} for r in window
+             if r.node == "oracle" and r.rule != "oracle.regime"]
+    regimes = [_record(r) | {"symbol": r.subject} for r in window if r.rule == "oracle.regime"]
+    buffers = [_record(r) | {"symbol": r.subject} for r in window if r.rule == "risk.im_buffer"]
+    funding_remainder = sum(int(r.numbers.get("remainder_to_insurance", 0))
+                            for r in window if r.rule == "risk.funding")
+    fund_from_liquidations = sum(l["insurance_fund_delta"] for l in liquidations)
+    adl = [{"liquidation_id": l["liquidation_id"], "counterparties": c}
+           for l in liquidations for c in l["counterparties"] if c.startswith("adl")]
+    paused = [_record(r) | {"subject": r.subject} for r in window if r.rule == "liquidation.paused"]
+    rejects = Counter(r.rule for r in window if r.decision == "reject")
+    return {
+        "since": iso(since_ns) if since_ns else None, "until": iso(until_ns) if until_ns else None,
+        "liquidations": [{k: v for k, v in l.items() if k != "steps"} for l in liquidations],
+        "liquidations_by_status": dict(Counter(l["status"] for l in liquidations)),
+        "paused_liquidations": paused,
+        "oracle_mode_changes": modes, "regime_changes": regimes, "im_buffer_changes": buffers,
+        "insurance_fund": {"from_liquidations": fund_from_liquidations,
+                           "from_funding_remainders": funding_remainder,
+                           "total": fund_from_liquidations + funding_remainder},
+        "adl_events": adl, "rejects_by_rule": dict(rejects),
+    }
+
+
+def incident_markdown(report: dict, money) -> str:
+    """`money(atoms) -> str` renders amounts in collateral units."""
+    lines = [f"# Incident report {report['since'] or 'start'} .. {report['until'] or 'now'}", ""]
+    lines += ["## Liquidations", ""]
+    if report["liquidations"]:
+        lines += ["| id | account | symbol | status | path | closed (lots) | forced fees | fund delta |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for l in report["liquidations"]:
+            path = " > ".join(p for p in l["path"] if p != "plan")
+            closed = ", ".join(f"{k} {v}" for k, v in l["closed_lots"].items()) or "-"
+            lines.append(f"| {l['liquidation_id']} | {l['account']} | {l['symbol']} | {l['status']} | "
+                         f"{path} | {closed} | {money(l['forced_fees'])} | "
+                         f"{money(l['insurance_fund_delta'])} |")
+    else:
+        lines.append("None.")
+    lines += ["", "## Oracle modes and regimes", ""]
+    changes = report["oracle_mode_changes"] + report["regime_changes"] + report["im_buffer_changes"]
+    if changes:
+        for c in sorted(changes, key=lambda c: c["ts_ns"]):
+            lines.append(f"- {c['time']} {c['symbol']}: {c['rule']} {c['decision']} "
+                         f"({', '.join(f'{k}={v}' for k, v in list(c['numbers'].items())[:6])})")
+    else:
+        lines.append("None.")
+    fund = report["insurance_fund"]
+    lines += ["", "## Insurance fund", "",
+              f"- from liquidations: {money(fund['from_liquidations'])}",
+              f"- from funding remainders: {money(fund['from_funding_remainders'])}",
+              f"- total: {money(fund['total'])}", "", "## Auto-deleveraging", ""]
+    lines += [f"- liquidation {a['liquidation_id']}: {a['counterparties']}" for a in report["adl_events"]] \
+        or ["None."]
+    if report["rejects_by_rule"]:
+        lines += ["", "## Rejects", ""]
+        lines += [f"- {rule}: {n}" for rule, n in sorted(report["rejects_by_rule"].items())]
+    return "\n".join(lines) + "\n"
