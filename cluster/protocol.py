@@ -517,6 +517,7 @@ class IndexMark(Msg, tag=True, kw_only=True):
     ts_ns: int
     sources: int = 0
     mode: str = "normal"  # the oracle's fallback mode: normal | carry | book | degraded
+    mark_last_divergence_ppm: int = 0  # (last - mark) / mark; 0 before the first trade
 
 
 class OracleMode(Msg, tag=True, kw_only=True):

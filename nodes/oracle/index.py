@@ -167,8 +167,10 @@ class Oracle:
             mark = median([price1, price2, state.last or index])
         state.mark = mark
         state.seq += 1
+        divergence = (state.last - mark) * PPM // mark if state.last and mark else 0
         out.append(IndexMark(symbol=symbol, index=index, mark=mark, last=state.last,
-                             seq=state.seq, ts_ns=now_ns, sources=len(report.healthy), mode=mode))
+                             seq=state.seq, ts_ns=now_ns, sources=len(report.healthy), mode=mode,
+                             mark_last_divergence_ppm=divergence))
         if now_ns >= state.next_funding_ns:
             rate = funding_rate(state.premium.value(), Fraction(spec.interest_e9, 1_000_000_000),
                                 Fraction(spec.funding_cap_e9, 1_000_000_000))

@@ -144,6 +144,7 @@ def test_one_stale_feed_is_excluded_and_the_method_is_unchanged():
     out = o.publish(2_500 * MS)
     m = marks(out)[0]
     assert m.mode == "normal" and m.sources == 4 and not modes(out)
+    assert m.mark_last_divergence_ppm == 0  # no trade yet
     # weights 3,2,2,1 over 300,000..300,030: half of 8 is reached at bravo (3+2 >= 4)
     assert m.index == 300_010
 
