@@ -69,10 +69,14 @@ def test_thin_book_partial_fills_then_backstop_then_insurance():
     path = kinds(w)
     assert path[0] == "cancel" and path[-2:] == ["backstop", "insurance"], path
     reduces = [r for r in w.results if r.kind == "reduce"]
-    assert reduces and sum(r.qty for r in reduces) <= 1_000  # the book took what it had
-    assert all(r.qty > 0 for r in reduces[:-1])
+    # each IOC may take half of the depth left within the bankruptcy price: 1,000 lots halve down
+    assert [r.qty for r in reduces] == [500, 250, 125, 62, 31, 16, 8, 4, 2, 1]
+    assert all(r.notional == r.qty * 280_500 * MULT for r in reduces)
+    assert all(r.fee == ceil_div(r.notional * 5_000, 1_000_000) == r.fund_delta for r in reduces)
     backstop, insurance = w.results[-2], w.results[-1]
     bankruptcy = backstop.counterparties[0][2]
+    # the backstop carries what 5,000 USD of margin carries at 20x at the bankruptcy price
+    assert backstop.qty == 5_000 * USD * 20 // (bankruptcy * MULT) == 3_568
     assert backstop.counterparties[0][:2] == ("bs", backstop.qty) and 0 < backstop.qty
     assert insurance.counterparties == [("insurance", insurance.qty, bankruptcy)]
     assert sum(r.qty for r in reduces) + backstop.qty + insurance.qty == 10_000
