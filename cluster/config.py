@@ -41,6 +41,8 @@ class ClusterConf(Conf, kw_only=True):
 
 class SupervisorConf(Conf, kw_only=True):
     control: str
+    netsim: str = ""  # PUB: the simulated network's table, to every node
+    admin: str = ""  # ROUTER: `perpx netsim ...` commands
     heartbeat_ms: int = 200
     heartbeat_timeout_ms: int = 1000
     ready_timeout_ms: int = 15000
@@ -306,7 +308,9 @@ def load(path: str | os.PathLike | None = None, run_dir: str | None = None) -> T
         )
         for name, n in conf.nodes.items()
     }
-    sup = msgspec.structs.replace(conf.supervisor, control=expand(conf.supervisor.control))
+    sup = msgspec.structs.replace(conf.supervisor, control=expand(conf.supervisor.control),
+                                  netsim=expand(conf.supervisor.netsim),
+                                  admin=expand(conf.supervisor.admin))
     return Topology(
         path=str(path), run_dir=run_s, name=conf.cluster.name, seed=conf.cluster.seed,
         collateral=conf.cluster.collateral, atom=atom, supervisor=sup, nodes=nodes,
@@ -325,7 +329,9 @@ def write_tcp_topology(base: Path | str, dest: Path, ports: list[int], run_dir: 
     ports = list(ports)
     raw["cluster"]["run_dir"] = str(run_dir)
     if not internal_ipc:
-        raw["supervisor"]["control"] = f"tcp://127.0.0.1:{ports.pop()}"
+        for key in ("control", "netsim", "admin"):
+            if raw["supervisor"].get(key):
+                raw["supervisor"][key] = f"tcp://127.0.0.1:{ports.pop()}"
     for name, node in raw["nodes"].items():
         for key in ("inbox", "client", "pub"):
             if node.get(key) and (not internal_ipc or (name == "gateway" and key != "inbox")):

@@ -500,12 +500,18 @@ class SpotTick(Msg, tag=True, kw_only=True):
 
 
 class FeedControl(Msg, tag=True, kw_only=True):
-    """To the feeds process: move a simulated market (tests and scenarios; netsim's feed faults
-    will come through here too)."""
+    """To the feeds process: move a simulated market, or break one venue's feed (netsim).
 
-    action: Literal["shock"]
-    symbol: Name
-    ppm: Annotated[int, Meta(ge=-900_000, le=10_000_000)] = 0  # shock: relative move, ppm
+    shock: every venue of `symbol` moves by `ppm`; freeze: `venue` sends nothing for `duration_ms`;
+    delay: `venue`'s prices arrive `duration_ms` late; bias: `venue` quotes `ppm` off;
+    spike: `venue` quotes `ppm` off for `duration_ms`; heal: `venue` (or every venue) back to normal.
+    """
+
+    action: Literal["shock", "freeze", "delay", "bias", "spike", "heal"]
+    symbol: Annotated[str, Meta(max_length=64)] = ""
+    venue: Annotated[str, Meta(max_length=64)] = ""
+    ppm: Annotated[int, Meta(ge=-900_000, le=10_000_000)] = 0
+    duration_ms: Annotated[int, Meta(ge=0, le=86_400_000)] = 0
 
 
 class IndexMark(Msg, tag=True, kw_only=True):
@@ -620,14 +626,49 @@ class Notice(Msg, tag=True, kw_only=True):
     ts_ns: int = 0
 
 
+class OracleSource(Msg, tag=True, kw_only=True):
+    """A spot venue left or rejoined a symbol's index, and why."""
+
+    symbol: str
+    venue: str
+    status: str  # healthy | stale | outlier
+    previous: str
+    age_ms: int = -1
+    deviation_ppm: int = 0
+    ts_ns: int = 0
+
+
 MarketData = Union[
     Trade, BookDelta, IndexMark, MaintenanceAlert, FundingRate, Regime, Notice, OracleMode,
+    OracleSource,
 ]
 
 
 # --------------------------------------------------------------------------------------------
 # Supervisor control plane.
 # --------------------------------------------------------------------------------------------
+
+
+class NetsimTable(Msg, tag=True, kw_only=True):
+    """Supervisor -> every node, republished periodically: the simulated network as it is now.
+    `links` maps "from->to" to netsim.link.LinkSettings fields; `skew_ns` adds to a node's clock."""
+
+    version: int
+    links: dict[str, dict] = field(default_factory=dict)
+    skew_ns: dict[str, int] = field(default_factory=dict)
+
+
+class AdminRequest(Msg, tag=True, kw_only=True):
+    """CLI -> supervisor: netsim and fault control (`perpx netsim ...`)."""
+
+    cmd: str
+    args: dict = field(default_factory=dict)
+
+
+class AdminReply(Msg, tag=True, kw_only=True):
+    ok: bool
+    data: dict = field(default_factory=dict)
+    error: str = ""
 
 
 class Ready(Msg, tag=True, kw_only=True):
@@ -644,6 +685,7 @@ class Heartbeat(Msg, tag=True, kw_only=True):
 
 
 ControlMsg = Union[Ready, Heartbeat]
+AdminMsg = Union[AdminRequest, AdminReply]
 
 # One message type per internal link, decoded by one typed decoder each.
 NodeInbound = Union[
@@ -651,7 +693,7 @@ NodeInbound = Union[
     OrderAccepted, OrderRejected, Trade, OrderCancelled, OrdersCancelled, OrderAmended,
     OrderTriggered, BookDelta, Report, Reply, Ping, Pong, AccountRisk, MaintenanceAlert,
     SpotTick, IndexMark, FundingRate, Regime, Notice, OracleMode, LiquidationStep,
-    LiquidationResult, FeedControl,
+    LiquidationResult, FeedControl, OracleSource, NetsimTable,
 ]
 
 

@@ -32,11 +32,20 @@ import msgspec
 import zmq
 import zmq.asyncio
 
+from cluster.audit import AuditJournal, Explanation
 from cluster.config import NODE_NAMES, Topology
 from cluster.logs import configure
-from cluster.protocol import ControlMsg, Heartbeat, Ready
+from cluster.protocol import (
+    AdminReply, AdminRequest, ControlMsg, FeedControl, Heartbeat, NetsimTable, Ready, encode_one,
+)
+from netsim.control import ControlError, NetsimState
 
 POLL_S = 0.1
+
+
+def encode_one_batch(message) -> bytes:
+    """Nodes read frames as batches (msgpack arrays of messages)."""
+    return msgspec.msgpack.encode([message])
 STATUS_S = 0.25
 STOP_GRACE_S = 5.0
 
@@ -49,6 +58,7 @@ class NodeProc:
         self.last_beat = 0.0
         self.beats = 0
         self.restarts: deque[float] = deque()
+        self.paused = False  # stopped on purpose by a netsim fault
         self.state = "starting"
         self.stats: dict[str, int] = {}
         self.exit_code: int | None = None
@@ -67,6 +77,12 @@ class Supervisor:
         self._stopping = asyncio.Event()
         self._ctx = zmq.asyncio.Context()
         self._control = None
+        self._netsim_pub = None
+        self._admin = None
+        self._feeds = None
+        self._tasks: list[asyncio.Task] = []
+        self.netsim = NetsimState()
+        self.audit = AuditJournal(str(self.run / "audit" / "supervisor.jsonl"))
 
     # ------------------------------------------------------------------ files
 
@@ -150,12 +166,101 @@ class Supervisor:
                 node.beats += 1
                 node.stats = msg.stats
 
+    # ------------------------------------------------------------------ netsim and faults
+
+    def _publish_netsim(self) -> None:
+        if self._netsim_pub is None:
+            return
+        table = NetsimTable(**self.netsim.table())
+        try:
+            self._netsim_pub.send(encode_one_batch(table), zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+
+    async def _netsim_loop(self) -> None:
+        while True:  # republished, so nodes that (re)start late catch up
+            self._publish_netsim()
+            await asyncio.sleep(0.5)
+
+    async def _admin_loop(self) -> None:
+        decoder = msgspec.msgpack.Decoder(AdminRequest)
+        while True:
+            identity, frame = await self._admin.recv_multipart()
+            try:
+                req = decoder.decode(frame)
+                reply = AdminReply(ok=True, data=self._admin_command(req.cmd, req.args))
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                reply = AdminReply(ok=False, error=f"bad request: {exc}")
+            except ControlError as exc:
+                reply = AdminReply(ok=False, error=str(exc))
+            await self._admin.send_multipart([identity, encode_one(reply)])
+
+    def _applied(self, action: str, subject: str, numbers: dict) -> None:
+        """Every applied change, with wall and monotonic time, so reports can line them up."""
+        self._event(f"netsim_{action}", subject, **{k: v for k, v in numbers.items()
+                                                     if isinstance(v, (int, str, float, bool))})
+        self.audit.record(Explanation(ts_ns=time.time_ns(), node="supervisor",
+                                      rule=f"netsim.{action}", subject=subject, decision="applied",
+                                      numbers={"mono_ns": time.monotonic_ns(),
+                                               **{k: str(v) for k, v in numbers.items()}}))
+        self.audit.flush()
+
+    def _admin_command(self, cmd: str, args: dict) -> dict:
+        if cmd == "status":
+            return {"state": self.state, "nodes": {n.name: n.state for n in self.nodes.values()}}
+        if cmd == "fault":
+            return self._fault(args.get("node", ""), args.get("op", ""))
+        if cmd == "feed":
+            try:
+                control = msgspec.convert(args, FeedControl)
+            except msgspec.ValidationError as exc:
+                raise ControlError(f"bad feed fault: {exc}") from None
+            self._feeds.send(encode_one_batch(control), zmq.NOBLOCK)
+            self._applied(f"feed_{control.action}", control.venue or control.symbol, args)
+            return {"sent": args}
+        table = self.netsim.handle(cmd, args)
+        if cmd != "netsim_show":
+            self._applied(cmd.removeprefix("netsim_"), args.get("link") or args.get("name")
+                          or args.get("node") or "all", args)
+            self._publish_netsim()
+        return table
+
+    def _fault(self, node_name: str, op: str) -> dict:
+        node = self.nodes.get(node_name)
+        if node is None or node.proc is None:
+            raise ControlError(f"unknown node {node_name!r}")
+        sig = {"kill": signal.SIGKILL, "pause": signal.SIGSTOP, "resume": signal.SIGCONT}.get(op)
+        if sig is None:
+            raise ControlError(f"unknown fault {op!r}: kill, pause or resume")
+        pid = node.proc.pid
+        os.kill(pid, sig)
+        if op == "pause":
+            node.paused = True
+        elif op == "resume":
+            node.paused = False
+        self._applied(f"fault_{op}", node_name, {"pid": pid})
+        return {"node": node_name, "op": op, "pid": pid}
+
     async def start(self) -> None:
         self._prepare_dirs()
         self._control = self._ctx.socket(zmq.PULL)
         self._control.setsockopt(zmq.LINGER, 0)
         self._control.bind(self.topo.supervisor.control)
         self._control_task = asyncio.create_task(self._control_loop())
+        if self.topo.supervisor.netsim:
+            self._netsim_pub = self._ctx.socket(zmq.PUB)
+            self._netsim_pub.setsockopt(zmq.LINGER, 0)
+            self._netsim_pub.bind(self.topo.supervisor.netsim)
+            self._tasks.append(asyncio.create_task(self._netsim_loop()))
+        if self.topo.supervisor.admin:
+            self._admin = self._ctx.socket(zmq.ROUTER)
+            self._admin.setsockopt(zmq.LINGER, 0)
+            self._admin.bind(self.topo.supervisor.admin)
+            self._feeds = self._ctx.socket(zmq.PUSH)
+            self._feeds.setsockopt(zmq.LINGER, 0)
+            self._feeds.setsockopt(zmq.SNDHWM, 100)
+            self._feeds.connect(self.topo.nodes["feeds"].inbox)
+            self._tasks.append(asyncio.create_task(self._admin_loop()))
         for node in self.nodes.values():
             self._spawn(node)
         deadline = time.monotonic() + self.topo.supervisor.ready_timeout_ms / 1000
@@ -189,7 +294,8 @@ class Supervisor:
                 elif node.ready and node.state == "running" and now - node.last_beat > timeout:
                     node.state = "unresponsive"
                     age = int((now - node.last_beat) * 1000)
-                    self._event("node_unresponsive", node.name, heartbeat_age_ms=age)
+                    self._event("node_unresponsive", node.name, heartbeat_age_ms=age,
+                                paused_by_netsim=node.paused)
                     self.echo(f"supervisor: {node.name} sent no heartbeat for {age} ms")
             if now - last_status >= STATUS_S:
                 self.write_status()
@@ -251,8 +357,12 @@ class Supervisor:
                 pass
         if getattr(self, "_control_task", None):
             self._control_task.cancel()
-        if self._control is not None:
-            self._control.close(linger=0)
+        for task in self._tasks:
+            task.cancel()
+        for sock in (self._control, self._netsim_pub, self._admin, self._feeds):
+            if sock is not None:
+                sock.close(linger=0)
+        self.audit.close()
         self._ctx.term()
         self._clean_sockets()
         self.state = "failed" if self.failure else "stopped"

@@ -18,6 +18,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from functools import partial
 
 import msgspec
 import zmq
@@ -26,7 +27,8 @@ import zmq.asyncio
 from cluster.audit import AuditJournal
 from cluster.config import Topology
 from cluster.logs import configure
-from cluster.protocol import Codec, ControlMsg, Heartbeat, NodeInbound, Ready, encode_one
+from cluster.protocol import Codec, Heartbeat, NetsimTable, NodeInbound, Ready, encode_one
+from netsim.shaper import PUB_LINKS, Shaper
 
 MAX_BATCH = 512
 HWM = 100_000
@@ -42,15 +44,27 @@ def die_with_parent() -> None:
 
 
 class Outbox:
-    """Messages for one PUSH/PUB destination, sent as one frame at flush."""
+    """Messages for one PUSH/PUB destination, sent as one frame at flush. `link` is its netsim name."""
 
-    __slots__ = ("sock", "sync", "pending", "topic")
+    __slots__ = ("sock", "sync", "pending", "topic", "link")
 
-    def __init__(self, sock: zmq.asyncio.Socket, topic: bytes | None = None) -> None:
+    def __init__(self, sock: zmq.asyncio.Socket, link: str, topic: bytes | None = None) -> None:
         self.sock = sock
         self.sync = zmq.Socket.shadow(sock.underlying)
         self.pending: list = []
         self.topic = topic
+        self.link = link
+
+    def send_now(self, frame: bytes) -> None:
+        """Send one frame (called directly, or by netsim when its delivery time comes)."""
+        try:
+            if self.topic is None:
+                self.sync.send(frame, zmq.NOBLOCK)
+            else:
+                self.sync.send_multipart([self.topic, frame], zmq.NOBLOCK)
+        except zmq.Again:
+            if self.topic is None:  # a full peer queue: wait for room, never drop
+                asyncio.ensure_future(self.sock.send(frame))
 
 
 class NodeShell:
@@ -73,12 +87,17 @@ class NodeShell:
         self._sockets: list[zmq.asyncio.Socket] = []
         self._stop: asyncio.Event | None = None  # created in run(), inside the loop
         self._dirty = False
+        # netsim: None when the network simulator is compiled out (PERPX_NETSIM=off)
+        self.netsim_enabled = os.environ.get("PERPX_NETSIM", "on") != "off" and bool(
+            topo.supervisor.netsim)
+        self.shaper: Shaper | None = None
+        self._skew_ns = 0
 
     # ------------------------------------------------------------------ clocks
 
-    @staticmethod
-    def now_ns() -> int:
-        return time.time_ns()
+    def now_ns(self) -> int:
+        """Wall clock for the cores, plus any clock skew netsim injects into this node."""
+        return time.time_ns() + self._skew_ns
 
     @staticmethod
     def mono_ns() -> int:
@@ -119,7 +138,7 @@ class NodeShell:
         sock = self._socket(zmq.ROUTER)
         sock.bind(endpoint)
         self._routers[name] = (sock, zmq.Socket.shadow(sock.underlying), [])
-        self._readers.append((sock, True, on_frames))
+        self._readers.append((sock, True, self._shaped_inbound(f"client->{self.name}", on_frames)))
 
     def bind_pub(self, endpoint: str) -> None:
         self._pub_sock = self._socket(zmq.PUB)
@@ -132,7 +151,7 @@ class NodeShell:
             return
         sock = self._socket(zmq.PUSH)
         sock.connect(self.topo.nodes[name].inbox)
-        self._outboxes[name] = Outbox(sock)
+        self._outboxes[name] = Outbox(sock, f"{self.name}->{name}")
 
     def every(self, interval_ms: int, fn: Callable[[], None]) -> None:
         self._timers.append((interval_ms / 1000.0, fn))
@@ -146,7 +165,7 @@ class NodeShell:
     def publish(self, topic: bytes, message) -> None:
         box = self._pubs.get(topic)
         if box is None:
-            box = self._pubs[topic] = Outbox(self._pub_sock, topic)
+            box = self._pubs[topic] = Outbox(self._pub_sock, PUB_LINKS.get(self.name, ""), topic)
         box.pending.append(message)
         self._dirty = True
 
@@ -167,10 +186,15 @@ class NodeShell:
             return
         self._dirty = False
         encode = self.codec.encode
+        shaper = self.shaper
         for box in self._outboxes.values():
             if box.pending:
                 frame = encode(box.pending)
                 box.pending = []
+                link = shaper.get(box.link) if shaper is not None else None
+                if link is not None:
+                    shaper.send(link, len(frame), partial(box.send_now, frame))
+                    continue
                 try:
                     box.sync.send(frame, zmq.NOBLOCK)
                 except zmq.Again:
@@ -179,6 +203,10 @@ class NodeShell:
             if box.pending:
                 frame = encode(box.pending)
                 box.pending = []
+                link = shaper.get(box.link) if shaper is not None else None
+                if link is not None:
+                    shaper.send(link, len(frame), partial(box.send_now, frame))
+                    continue
                 try:
                     box.sync.send_multipart([box.topic, frame], zmq.NOBLOCK)
                 except zmq.Again:
@@ -189,11 +217,60 @@ class NodeShell:
                 for identity, message in pending:
                     by_identity.setdefault(identity, []).append(message)
                 pending.clear()
+                link = shaper.get(f"{self.name}->client") if shaper is not None else None
                 for identity, messages in by_identity.items():
-                    try:
-                        sync.send_multipart([identity, encode(messages)], zmq.NOBLOCK)
-                    except zmq.ZMQError:
-                        self.stats["dropped_replies"] = self.stats.get("dropped_replies", 0) + 1
+                    frames = [identity, encode(messages)]
+                    if link is not None:
+                        shaper.send(link, len(frames[1]), partial(self._reply_now, sync, frames))
+                    else:
+                        self._reply_now(sync, frames)
+
+    def _reply_now(self, sync: zmq.Socket, frames: list) -> None:
+        try:
+            sync.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.ZMQError:
+            self.stats["dropped_replies"] = self.stats.get("dropped_replies", 0) + 1
+
+    # ------------------------------------------------------------------ netsim
+
+    def _on_netsim(self, frames: list) -> None:
+        for parts in frames:
+            try:
+                tables = self.codec.decode(parts[-1])
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue
+            for table in tables:
+                if type(table) is not NetsimTable:
+                    continue
+                try:
+                    changed = self.shaper.apply(table.version, table.links, table.skew_ns)
+                except Exception as exc:  # a bad table must not take the node down
+                    self.log.warning("netsim_table_rejected", error=str(exc))
+                    continue
+                self._skew_ns = self.shaper.skew_ns
+                for change in changed:
+                    self.log.info("netsim_link", change=change, version=table.version,
+                                  mono_ns=time.monotonic_ns())
+
+    def _shaped_inbound(self, link_name: str, handler):
+        """Receiver-side shaping for a link whose sender is not a node (client->gateway)."""
+
+        def handle(frames: list) -> None:
+            link = self.shaper.get(link_name) if self.shaper is not None else None
+            if link is None:
+                return handler(frames)
+            for parts in frames:
+                self.shaper.send(link, len(parts[-1]), partial(self._deliver_inbound, handler, parts))
+
+        return handle
+
+    def _deliver_inbound(self, handler, parts: list) -> None:
+        try:
+            handler([parts])
+        except Exception:
+            self.stats["errors"] += 1
+            self.log.exception("handler_error")
+        asyncio.ensure_future(self.flush())
 
     # ------------------------------------------------------------------ input (drained)
 
@@ -278,6 +355,9 @@ class NodeShell:
     async def run(self, on_stop: Callable[[], None] | None = None) -> None:
         self._stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        if self.netsim_enabled:
+            self.shaper = Shaper(self.name, loop)
+            self.subscribe(self.topo.supervisor.netsim, [b""], None, raw=self._on_netsim)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         tasks = [asyncio.create_task(self._drain(s, m, h)) for s, m, h in self._readers]
@@ -293,6 +373,8 @@ class NodeShell:
         if on_stop is not None:
             on_stop()
         await self.flush()
+        if self.shaper is not None:
+            self.shaper.close()
         self.audit.close()
         for sock in self._sockets:
             sock.close(linger=200)

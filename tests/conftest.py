@@ -37,7 +37,7 @@ class ClusterHandle:
                  symbol_overrides: dict[str, dict] | None = None) -> None:
         self.run_dir = tmp / "run"
         self.config_path = config.write_tcp_topology(
-            config.DEFAULT_CONFIG, tmp / "topology.toml", free_ports(16), self.run_dir,
+            config.DEFAULT_CONFIG, tmp / "topology.toml", free_ports(20), self.run_dir,
             internal_ipc=internal_ipc)
         if symbol_overrides:
             raw = tomllib.loads(self.config_path.read_text())

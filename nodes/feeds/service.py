@@ -23,9 +23,16 @@ def build(shell: NodeShell, topo: Topology):
 
     def on_control(messages: list) -> None:
         for msg in messages:
-            if type(msg) is FeedControl and msg.symbol in walk.true:
-                walk.shock(msg.symbol, msg.ppm)
-                shell.log.warning("feed_shock", symbol=msg.symbol, ppm=msg.ppm)
+            if type(msg) is not FeedControl:
+                continue
+            if msg.action == "shock":
+                if msg.symbol in walk.true:
+                    walk.shock(msg.symbol, msg.ppm)
+                    shell.log.warning("feed_shock", symbol=msg.symbol, ppm=msg.ppm)
+                continue
+            ok = walk.fault(msg.action, msg.venue, msg.ppm, msg.duration_ms, shell.now_ns())
+            shell.log.warning("feed_fault", action=msg.action, venue=msg.venue, ppm=msg.ppm,
+                              duration_ms=msg.duration_ms, applied=ok)
 
     shell.bind_inbox(on_control)
     shell.every(conf.interval_ms, tick)

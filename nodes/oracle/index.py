@@ -24,7 +24,9 @@ import msgspec
 
 from cluster.config import NodeConf, SymbolSpec
 from cluster.funding import PremiumAverage, funding_rate, impact_price, premium, to_e9
-from cluster.protocol import BookDelta, FundingRate, IndexMark, OracleMode, Regime, SpotTick, Trade
+from cluster.protocol import (
+    BookDelta, FundingRate, IndexMark, OracleMode, OracleSource, Regime, SpotTick, Trade,
+)
 from cluster.units import rate_to_ppm
 from nodes.oracle.fallback import Fallback, FallbackConf
 from nodes.oracle.sources import classify, median, weighted_median
@@ -59,7 +61,7 @@ class OracleConf(msgspec.Struct, frozen=True, kw_only=True):
 class SymbolState:
     __slots__ = ("feeds", "last", "bids", "asks", "book_seq", "book_ok", "basis", "seq",
                  "index", "mark", "premium", "next_funding_ns", "last_rate_e9", "vol",
-                 "fallback", "regime")
+                 "fallback", "regime", "sources")
 
     def __init__(self, spec: SymbolSpec, conf: OracleConf) -> None:
         self.feeds: dict[str, tuple[int, int]] = {}  # venue -> (price, received ns)
@@ -78,6 +80,7 @@ class SymbolState:
         self.vol = RealizedVol(spec.vol_window_s, spec.vol_threshold_ppm)
         self.fallback = Fallback(conf.fallback)
         self.regime = "normal"  # the regime last published: vol regime, or degraded
+        self.sources: dict[str, str] = {}  # venue -> healthy | stale | outlier (as last published)
 
 
 class Oracle:
@@ -131,6 +134,7 @@ class Oracle:
         spec = self.specs[symbol]
         report = classify(state.feeds, self._venues(state), now_ns, self.conf.stale_after_ns,
                           self.conf.outlier_band_ppm)
+        self._source_changes(symbol, state, report, now_ns, out)
         quorum = None
         if len(report.healthy) >= self.conf.fallback.min_sources:
             quorum = weighted_median(report.healthy, self.conf.weights)
@@ -188,6 +192,25 @@ class Oracle:
             out.append(Regime(symbol=symbol, regime=regime, realized_vol_ppm=state.vol.value(),
                               threshold_ppm=spec.vol_threshold_ppm, window_s=spec.vol_window_s,
                               ts_ns=now_ns))
+
+    def _source_changes(self, symbol: str, state: SymbolState, report, now_ns: int,
+                        out: list) -> None:
+        """A venue leaving or rejoining the index is published with its age or deviation."""
+        for venue in self._venues(state):
+            if venue in report.stale:
+                status = "stale"
+            elif venue in report.outliers:
+                status = "outlier"
+            else:
+                status = "healthy"
+            previous = state.sources.get(venue)
+            if previous is None:  # first look at this venue: its starting state, not a change
+                state.sources[venue] = status
+            elif status != previous:
+                state.sources[venue] = status
+                out.append(OracleSource(symbol=symbol, venue=venue, status=status, previous=previous,
+                                        age_ms=report.stale.get(venue, -1),
+                                        deviation_ppm=report.outliers.get(venue, 0), ts_ns=now_ns))
 
     def _sample_premium(self, spec: SymbolSpec, state: SymbolState, index: int) -> None:
         mult = spec.atoms_per_tick_lot

@@ -7,12 +7,13 @@ import msgspec
 
 from cluster.audit import Explanation
 from cluster.config import Topology
-from cluster.protocol import FundingRate, IndexMark, OracleMode, Regime, SpotTick
+from cluster.protocol import FundingRate, IndexMark, OracleMode, OracleSource, Regime, SpotTick
 from cluster.transport import NodeShell
 from nodes.oracle.index import Oracle, OracleConf
 
 PUBLISH_MS = 100
-PREFIXES = {IndexMark: b"mark.", FundingRate: b"funding.", Regime: b"regime.", OracleMode: b"oracle."}
+PREFIXES = {IndexMark: b"mark.", FundingRate: b"funding.", Regime: b"regime.", OracleMode: b"oracle.",
+            OracleSource: b"oracle."}
 
 
 def build(shell: NodeShell, topo: Topology):
@@ -40,6 +41,12 @@ def build(shell: NodeShell, topo: Topology):
                 shell.audit.record(Explanation(
                     ts_ns=msg.ts_ns, node="oracle", rule=f"oracle.{msg.reason}",
                     subject=msg.symbol, decision=f"{msg.previous}->{msg.mode}", numbers=msg.numbers))
+            elif t is OracleSource:
+                shell.audit.record(Explanation(
+                    ts_ns=msg.ts_ns, node="oracle", rule=f"oracle.source_{msg.status}",
+                    subject=msg.symbol, decision=f"{msg.venue}: {msg.previous}->{msg.status}",
+                    numbers={"venue": msg.venue, "age_ms": msg.age_ms,
+                             "deviation_ppm": msg.deviation_ppm}))
             elif t is Regime:
                 shell.audit.record(Explanation(
                     ts_ns=msg.ts_ns, node="oracle", rule="oracle.regime", subject=msg.symbol,

@@ -201,3 +201,20 @@ def test_carry_straight_to_degraded_when_the_book_is_empty():
     o.publish(2_500 * MS)
     out = o.publish(5_600 * MS)
     assert [(c.mode, c.reason) for c in modes(out)] == [("degraded", "carry_expired_book_unusable")]
+
+
+def test_a_venue_leaving_and_rejoining_is_explained():
+    o = chain_oracle()
+    all5 = dict(zip(VENUES, (300_000, 300_010, 300_020, 300_030, 300_040)))
+    tick(o, all5, 0)
+    o.publish(0)
+    # bravo and charlie freeze: 3 of 5 still healthy, the index method is unchanged
+    tick(o, {v: p for v, p in all5.items() if v not in ("bravo", "charlie")}, 2_100 * MS)
+    out = o.publish(2_100 * MS)
+    sources = [m for m in out if type(m).__name__ == "OracleSource"]
+    assert [(m.venue, m.previous, m.status, m.age_ms) for m in sources] == [
+        ("bravo", "healthy", "stale", 2_100), ("charlie", "healthy", "stale", 2_100)]
+    assert not modes(out) and marks(out)[0].mode == "normal"
+    tick(o, all5, 2_200 * MS)
+    back = [m for m in o.publish(2_200 * MS) if type(m).__name__ == "OracleSource"]
+    assert [(m.venue, m.status) for m in back] == [("bravo", "healthy"), ("charlie", "healthy")]

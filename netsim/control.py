@@ -1,0 +1,114 @@
+"""The netsim controller's state: which links are shaped how, node clock skews, and the commands
+that change them. Pure: the supervisor owns one, publishes its table, and carries out node faults.
+
+Commands (AdminRequest.cmd / args):
+    netsim_show                          -> the table
+    netsim_set     link, settings        -> shape one link (settings merge into what it had)
+    netsim_clear   [link]                -> back to no shaping (held messages are released)
+    netsim_profile name [profiles]       -> every link from a named hardware profile (+ overrides)
+    netsim_partition links, down         -> take links down / heal them
+    skew           node, ns              -> add `ns` to a node's clock
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import msgspec
+
+from netsim.link import LinkSettings
+from netsim.models import build, duration_ns
+from netsim.shaper import known_links
+
+PROFILES = Path(__file__).with_name("profiles.toml")
+NODES = ("gateway", "risk", "matching", "oracle", "liquidator", "feeds")
+
+
+class ControlError(ValueError):
+    pass
+
+
+def _check_link(link: str) -> str:
+    if link not in known_links():
+        raise ControlError(f"unknown link {link!r}; links are: {', '.join(known_links())}")
+    return link
+
+
+def _settings(raw: dict) -> LinkSettings:
+    try:
+        settings = msgspec.convert(raw, LinkSettings)
+        if settings.latency:
+            build(settings.latency)
+        duration_ns(settings.rto)
+        if not 0 <= settings.loss < 1:
+            raise ControlError("loss must be in [0, 1)")
+        if settings.on_full not in ("block", "drop"):
+            raise ControlError("on_full must be block or drop")
+        if settings.bandwidth:
+            from netsim.models import rate_bps
+
+            rate_bps(settings.bandwidth)
+    except (msgspec.ValidationError, ValueError, KeyError) as exc:
+        raise ControlError(f"bad link settings: {exc}") from None
+    return settings
+
+
+def load_profiles(path: Path = PROFILES) -> dict[str, dict]:
+    return tomllib.loads(path.read_text())["profile"]
+
+
+class NetsimState:
+    def __init__(self) -> None:
+        self.links: dict[str, dict] = {}
+        self.skew_ns: dict[str, int] = {}
+        self.version = 1
+
+    def table(self) -> dict:
+        return {"version": self.version, "links": dict(sorted(self.links.items())),
+                "skew_ns": dict(self.skew_ns)}
+
+    def _bump(self) -> dict:
+        self.version += 1
+        return self.table()
+
+    def handle(self, cmd: str, args: dict) -> dict:
+        if cmd == "netsim_show":
+            return {**self.table(), "known_links": known_links()}
+        if cmd == "netsim_set":
+            link = _check_link(args.get("link", ""))
+            merged = {**self.links.get(link, {}), **args.get("settings", {})}
+            self.links[link] = msgspec.to_builtins(_settings(merged))
+            return self._bump()
+        if cmd == "netsim_clear":
+            link = args.get("link")
+            if link:
+                self.links.pop(_check_link(link), None)
+            else:
+                self.links.clear()
+                self.skew_ns.clear()
+            return self._bump()
+        if cmd == "netsim_partition":
+            links = [_check_link(l) for l in args.get("links", [])] or known_links()
+            for link in links:
+                merged = {**self.links.get(link, {}), "down": bool(args.get("down", True))}
+                self.links[link] = msgspec.to_builtins(_settings(merged))
+            return self._bump()
+        if cmd == "netsim_profile":
+            profiles = args.get("profiles") or load_profiles()
+            name = args.get("name", "")
+            if name not in profiles:
+                raise ControlError(f"unknown profile {name!r}; profiles: {', '.join(sorted(profiles))}")
+            profile = profiles[name]
+            default = {k: v for k, v in profile.items() if k != "links"}
+            self.links = {link: msgspec.to_builtins(_settings({**default,
+                                                               **profile.get("links", {}).get(link, {})}))
+                          for link in known_links()}
+            return self._bump()
+        if cmd == "skew":
+            node = args.get("node", "")
+            if node not in NODES:
+                raise ControlError(f"unknown node {node!r}")
+            self.skew_ns[node] = int(args.get("ns", 0))
+            return self._bump()
+        raise ControlError(f"unknown command {cmd!r}")
