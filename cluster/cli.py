@@ -429,6 +429,113 @@ def cmd_incident_report(args) -> int:
     return EXIT_OK
 
 
+# ------------------------------------------------------------------ netsim (through the supervisor)
+
+
+def admin_call(args, cmd: str, cmd_args: dict) -> dict:
+    """One request to the supervisor's admin socket; the reply as a dict (ok, data, error)."""
+    import zmq
+
+    from cluster.protocol import AdminReply, AdminRequest, encode_one
+
+    topo = load_topology(args)
+    if not topo.supervisor.admin:
+        raise CliError("no_admin_endpoint", "the topology has no supervisor.admin endpoint")
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(topo.supervisor.admin)
+    try:
+        sock.send(encode_one(AdminRequest(cmd=cmd, args=cmd_args)))
+        if not sock.poll(int(args.timeout * 1000)):
+            raise CliError("timeout", f"no answer from the supervisor at {topo.supervisor.admin} "
+                           "(is the cluster up?)")
+        reply = msgspec.msgpack.decode(sock.recv(), type=AdminReply)
+    finally:
+        sock.close()
+    return {"ok": reply.ok, "data": reply.data, "error": reply.error}
+
+
+def _admin(args, cmd: str, cmd_args: dict) -> int:
+    reply = admin_call(args, cmd, cmd_args)
+    if not reply["ok"]:
+        raise CliError("refused", reply["error"], EXIT_REFUSED)
+    emit(reply["data"], args.json)
+    return EXIT_OK
+
+
+def latency_spec(args) -> dict | None:
+    if args.spec:
+        try:
+            return json.loads(args.spec)
+        except ValueError as exc:
+            raise CliError("bad_spec", f"--spec is not JSON: {exc}") from None
+    model = args.model or ("constant" if args.latency else None)
+    if model is None:
+        return {"model": "constant", "latency": "0", "jitter": args.jitter} if args.jitter else None
+    spec: dict = {"model": model}
+    fields = {"constant": {"latency": args.latency}, "uniform": {"min": args.min, "max": args.max},
+              "normal": {"mean": args.mean or args.latency, "stddev": args.stddev},
+              "lognormal": {"median": args.median or args.latency, "sigma": args.sigma},
+              "pareto": {"min": args.min or args.latency, "alpha": args.alpha},
+              "empirical": {"csv": args.csv}}[model]
+    spec.update({k: v for k, v in fields.items() if v is not None})
+    if args.jitter:
+        spec["jitter"] = args.jitter
+    return spec
+
+
+def cmd_netsim_set(args) -> int:
+    settings: dict = {}
+    spec = latency_spec(args)
+    if spec is not None:
+        settings["latency"] = spec
+    for key in ("loss", "rto", "bandwidth", "queue_limit", "on_full", "seed"):
+        value = getattr(args, key)
+        if value is not None:
+            settings[key] = value
+    if args.down:
+        settings["down"] = True
+    if args.reorder:
+        settings["reorder"] = True
+    return _admin(args, "netsim_set", {"link": args.link, "settings": settings})
+
+
+def cmd_netsim_run(args) -> int:
+    from netsim import scenario
+
+    try:
+        plan = scenario.load(args.scenario)
+    except (scenario.ScenarioError, ValueError) as exc:
+        raise CliError("bad_scenario", str(exc)) from None
+
+    def send(cmd, cmd_args):
+        return admin_call(args, cmd, cmd_args)
+
+    log = scenario.run(plan, send, lambda record: print(json.dumps(record), flush=True))
+    return EXIT_OK if all(r["ok"] for r in log) else EXIT_REFUSED
+
+
+def cmd_netsim_fault(args) -> int:
+    if args.op == "skew":
+        from netsim.models import duration_ns
+
+        by = args.by or "0"
+        ns = -duration_ns(by[1:]) if by.startswith("-") else duration_ns(by)
+        return _admin(args, "skew", {"node": args.node, "ns": ns})
+    return _admin(args, "fault", {"node": args.node, "op": args.op})
+
+
+def cmd_netsim_feed(args) -> int:
+    from netsim.models import duration_ns
+
+    cmd_args = {"action": args.op, "venue": args.venue if args.venue != "all" else "",
+                "symbol": args.symbol or "", "ppm": args.ppm or 0}
+    if args.duration:
+        cmd_args["duration_ms"] = duration_ns(args.duration) // 1_000_000
+    return _admin(args, "feed", cmd_args)
+
+
 # ------------------------------------------------------------------ calculator (offline)
 
 
@@ -568,6 +675,58 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--until")
     report.add_argument("--format", choices=["md", "json"], default="md")
     report.set_defaults(fn=cmd_incident_report)
+
+    netsim = sub.add_parser("netsim", help="the network simulator (a running cluster)"
+                            ).add_subparsers(dest="action", required=True)
+    netsim.add_parser("show", parents=[common]).set_defaults(
+        fn=lambda a: _admin(a, "netsim_show", {}))
+    ns_set = netsim.add_parser("set", parents=[common], help="shape one link, e.g. gateway->risk")
+    ns_set.add_argument("link")
+    ns_set.add_argument("--latency", help="e.g. 2ms (constant model, or the model's centre)")
+    ns_set.add_argument("--jitter", help="uniform +- jitter, e.g. 200us")
+    ns_set.add_argument("--model", choices=["constant", "uniform", "normal", "lognormal", "pareto",
+                                            "empirical"])
+    for flag in ("--min", "--max", "--mean", "--stddev", "--median"):
+        ns_set.add_argument(flag)
+    ns_set.add_argument("--sigma", type=float)
+    ns_set.add_argument("--alpha", type=float)
+    ns_set.add_argument("--csv", help="empirical: a file of delay samples, one per line")
+    ns_set.add_argument("--spec", help="a full latency model as JSON (e.g. a mixture)")
+    ns_set.add_argument("--loss", type=float)
+    ns_set.add_argument("--rto")
+    ns_set.add_argument("--bandwidth", help="e.g. 10mbit")
+    ns_set.add_argument("--queue-limit", dest="queue_limit", type=int)
+    ns_set.add_argument("--on-full", dest="on_full", choices=["block", "drop"])
+    ns_set.add_argument("--seed", type=int)
+    ns_set.add_argument("--down", action="store_true", help="partition the link")
+    ns_set.add_argument("--reorder", action="store_true")
+    ns_set.set_defaults(fn=cmd_netsim_set)
+    ns_clear = netsim.add_parser("clear", parents=[common])
+    ns_clear.add_argument("link", nargs="?")
+    ns_clear.set_defaults(fn=lambda a: _admin(a, "netsim_clear", {"link": a.link}))
+    ns_prof = netsim.add_parser("profile", parents=[common], help="colo, same-dc, cross-region, ...")
+    ns_prof.add_argument("name")
+    ns_prof.set_defaults(fn=lambda a: _admin(a, "netsim_profile", {"name": a.name}))
+    ns_part = netsim.add_parser("partition", parents=[common], help="take links down (or --heal)")
+    ns_part.add_argument("links", nargs="*")
+    ns_part.add_argument("--heal", action="store_true")
+    ns_part.set_defaults(fn=lambda a: _admin(a, "netsim_partition",
+                                             {"links": a.links, "down": not a.heal}))
+    ns_run = netsim.add_parser("run", parents=[common], help="apply a scenario timeline")
+    ns_run.add_argument("scenario")
+    ns_run.set_defaults(fn=cmd_netsim_run)
+    ns_fault = netsim.add_parser("fault", parents=[common], help="kill, pause, resume or skew a node")
+    ns_fault.add_argument("node")
+    ns_fault.add_argument("op", choices=["kill", "pause", "resume", "skew"])
+    ns_fault.add_argument("--by", help="skew: e.g. 250ms or -1s")
+    ns_fault.set_defaults(fn=cmd_netsim_fault)
+    ns_feed = netsim.add_parser("feed", parents=[common], help="break one venue's spot feed")
+    ns_feed.add_argument("venue", help="a venue name, or all (heal)")
+    ns_feed.add_argument("op", choices=["freeze", "delay", "bias", "spike", "heal", "shock"])
+    ns_feed.add_argument("--duration", help="freeze/spike: how long; delay: how late, e.g. 8s")
+    ns_feed.add_argument("--ppm", type=int, help="bias/spike/shock: relative move in ppm")
+    ns_feed.add_argument("--symbol", help="shock: the symbol")
+    ns_feed.set_defaults(fn=cmd_netsim_feed)
 
     calc = sub.add_parser("calc", help="offline risk calculator").add_subparsers(dest="action",
                                                                                   required=True)

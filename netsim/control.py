@@ -23,6 +23,7 @@ from netsim.shaper import known_links
 
 PROFILES = Path(__file__).with_name("profiles.toml")
 NODES = ("gateway", "risk", "matching", "oracle", "liquidator", "feeds")
+DEFAULT = msgspec.to_builtins(LinkSettings())
 
 
 class ControlError(ValueError):
@@ -89,10 +90,17 @@ class NetsimState:
                 self.skew_ns.clear()
             return self._bump()
         if cmd == "netsim_partition":
+            down = bool(args.get("down", True))
             links = [_check_link(l) for l in args.get("links", [])] or known_links()
             for link in links:
-                merged = {**self.links.get(link, {}), "down": bool(args.get("down", True))}
-                self.links[link] = msgspec.to_builtins(_settings(merged))
+                if not down and link not in self.links:
+                    continue
+                merged = {**self.links.get(link, {}), "down": down}
+                settings = msgspec.to_builtins(_settings(merged))
+                if settings == DEFAULT:  # healed back to nothing: the direct path again
+                    self.links.pop(link, None)
+                else:
+                    self.links[link] = settings
             return self._bump()
         if cmd == "netsim_profile":
             profiles = args.get("profiles") or load_profiles()

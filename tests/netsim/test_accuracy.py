@@ -1,0 +1,133 @@
+"""Measured one-way delay through the real shaping path (pump thread + event loop + a ZeroMQ hop)
+matches the configured distribution: p50, p90, p99 within 10% + 100 us."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import multiprocessing
+import struct
+import time
+
+import pytest
+import uvloop
+import zmq
+import zmq.asyncio
+
+from netsim.models import LogNormal
+from netsim.shaper import Shaper
+
+MS = 1_000_000
+N = 3_000
+GAP_S = 0.001
+
+
+def percentile(values: list[int], q: float) -> int:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _receive(endpoint: str, n: int, out) -> None:
+    """In its own process: a blocking receiver that timestamps arrivals (CLOCK_MONOTONIC is
+    system-wide on Linux, so sender and receiver stamps compare)."""
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    pull.bind(endpoint)
+    out.send("ready")
+    delays = []
+    for _ in range(n):
+        frame = pull.recv()
+        delays.append(time.monotonic_ns() - struct.unpack("q", frame)[0])
+    out.send(delays)
+    pull.close(0)
+    ctx.term()
+
+
+async def measure(latency: dict, tmp_path, reorder: bool = True) -> list[int]:
+    endpoint = f"ipc://{tmp_path}/accuracy.sock"
+    parent, child = multiprocessing.Pipe()
+    receiver = multiprocessing.get_context("fork").Process(target=_receive, args=(endpoint, N, child))
+    receiver.start()
+    assert parent.recv() == "ready"
+    ctx = zmq.asyncio.Context()
+    push = ctx.socket(zmq.PUSH)
+    push.connect(endpoint)
+    sync_push = zmq.Socket.shadow(push.underlying)
+    shaper = Shaper("gateway", asyncio.get_running_loop())
+    shaper.apply(1, {"gateway->risk": {"latency": latency, "reorder": reorder, "seed": 11}}, {})
+    link = shaper.get("gateway->risk")
+    gc.disable()  # a collection pause is not the link's delay
+    try:
+        for _ in range(N):
+            handed = time.monotonic_ns()
+            frame = struct.pack("q", handed)
+            shaper.send(link, len(frame), lambda f=frame: sync_push.send(f))
+            await asyncio.sleep(GAP_S)
+        delays = await asyncio.get_running_loop().run_in_executor(None, parent.recv)
+    finally:
+        gc.enable()
+        shaper.close()
+        push.close(0)
+        ctx.term()
+        receiver.join(5)
+    return delays
+
+
+def misses(delays: list[int], expected: dict[float, int]) -> list[tuple]:
+    return [(q, percentile(delays, q), want) for q, want in expected.items()
+            if abs(percentile(delays, q) - want) > 0.10 * want + 100_000]
+
+
+def check(latency: dict, expected: dict[float, int], tmp_path) -> None:
+    """Within 10% + 100 us at each percentile. This host is shared and noisy: a run that misses
+    is measured once more, and both runs are reported if that misses too."""
+    first = misses(uvloop.run(measure(latency, tmp_path)), expected)
+    if first:
+        second = misses(uvloop.run(measure(latency, tmp_path)), expected)
+        assert not second, f"(percentile, measured ns, configured ns) off: {first} then {second}"
+
+
+@pytest.mark.timeout(90)
+def test_constant_1ms_with_200us_jitter(tmp_path):
+    # uniform +-200us around 1ms: p50 1.0ms, p90 1.16ms, p99 1.196ms
+    check({"model": "constant", "latency": "1ms", "jitter": "200us"},
+          {0.5: 1_000_000, 0.9: 1_160_000, 0.99: 1_196_000}, tmp_path)
+
+
+@pytest.mark.timeout(90)
+def test_lognormal(tmp_path):
+    model = LogNormal(800_000, 0.4)
+    check({"model": "lognormal", "median": "800us", "sigma": 0.4},
+          {q: model.quantile(q) for q in (0.5, 0.9, 0.99)}, tmp_path)
+
+
+@pytest.mark.timeout(60)
+def test_order_is_preserved_on_a_fifo_link(tmp_path):
+    async def run():
+        ctx = zmq.asyncio.Context()
+        push, pull = ctx.socket(zmq.PUSH), ctx.socket(zmq.PULL)
+        pull.bind(f"ipc://{tmp_path}/order.sock")
+        push.connect(f"ipc://{tmp_path}/order.sock")
+        sync_push = zmq.Socket.shadow(push.underlying)
+        shaper = Shaper("gateway", asyncio.get_running_loop())
+        shaper.apply(1, {"gateway->risk": {"latency": {"model": "uniform", "min": "0",
+                                                        "max": "3ms"}}}, {})
+        link = shaper.get("gateway->risk")
+        for i in range(300):
+            shaper.send(link, 8, lambda i=i: sync_push.send(struct.pack("q", i)))
+        got = [struct.unpack("q", await pull.recv())[0] for _ in range(300)]
+        # partition: queued, then released in order on heal
+        shaper.apply(2, {"gateway->risk": {"down": True}}, {})
+        link = shaper.get("gateway->risk")
+        for i in range(300, 400):
+            shaper.send(link, 8, lambda i=i: sync_push.send(struct.pack("q", i)))
+        assert await pull.poll(200) == 0  # nothing gets through while down
+        shaper.apply(3, {}, {})  # healed (and unshaped): everything held comes out, in order
+        got += [struct.unpack("q", await pull.recv())[0] for _ in range(100)]
+        shaper.close()
+        push.close(0)
+        pull.close(0)
+        ctx.term()
+        return got
+
+    assert uvloop.run(run()) == list(range(400))

@@ -1,0 +1,110 @@
+"""netsim's pure parts: models, and a link's ordering, loss, bandwidth, bound and partitions."""
+
+from __future__ import annotations
+
+import random
+import statistics
+
+import pytest
+
+from netsim.control import ControlError, NetsimState
+from netsim.link import Link, LinkSettings
+from netsim.models import LogNormal, ModelError, build, duration_ns, rate_bps
+
+MS = 1_000_000
+
+
+def test_units():
+    assert duration_ns("2ms") == 2 * MS and duration_ns("150us") == 150_000
+    assert duration_ns("1.5s") == 1_500 * MS and duration_ns(3) == 3 * MS
+    assert rate_bps("10mbit") == 10_000_000 and rate_bps("1MB") == 8_000_000
+    with pytest.raises(ModelError):
+        duration_ns("soon")
+
+
+def test_models_sample_what_they_say():
+    rng = random.Random(1)
+    lognormal = build({"model": "lognormal", "median": "1ms", "sigma": 0.5})
+    samples = sorted(lognormal.sample(rng) for _ in range(20_000))
+    assert abs(samples[10_000] - MS) < 0.03 * MS
+    assert abs(samples[19_800] - LogNormal(MS, 0.5).quantile(0.99)) < 0.1 * LogNormal(MS, 0.5).quantile(0.99)
+    jittered = build({"model": "constant", "latency": "1ms", "jitter": "200us"})
+    js = [jittered.sample(rng) for _ in range(5_000)]
+    assert min(js) >= 800_000 and max(js) <= 1_200_000
+    mix = build({"model": "mixture", "parts": [[0.99, {"model": "constant", "latency": "1ms"}],
+                                               [0.01, {"model": "pareto", "min": "10ms", "alpha": 3}]]})
+    ms = [mix.sample(rng) for _ in range(10_000)]
+    assert 0.005 < sum(1 for x in ms if x >= 10 * MS) / len(ms) < 0.015
+    with pytest.raises(ModelError):
+        build({"model": "gaussian-ish"})
+
+
+def test_empirical_model_from_csv(tmp_path):
+    path = tmp_path / "samples.csv"
+    path.write_text("# one-way delays\n1ms\n2ms\n3ms\n")
+    model = build({"model": "empirical", "csv": str(path)})
+    rng = random.Random(2)
+    assert {model.sample(rng) for _ in range(100)} == {MS, 2 * MS, 3 * MS}
+
+
+def test_order_is_kept_unless_reordering_is_asked_for():
+    link = Link("a->b", LinkSettings(latency={"model": "uniform", "min": "0", "max": "5ms"}))
+    dues = [link.schedule(i * 100_000, 100) for i in range(500)]
+    assert dues == sorted(dues)
+    loose = Link("a->b", LinkSettings(latency={"model": "uniform", "min": "0", "max": "5ms"},
+                                      reorder=True))
+    dues = [loose.schedule(i * 100_000, 100) for i in range(500)]
+    assert dues != sorted(dues)
+
+
+def test_loss_is_a_retransmission_on_reliable_links_and_a_drop_on_market_data():
+    reliable = Link("risk->matching", LinkSettings(loss=0.3, rto="200ms", seed=3))
+    dues = [reliable.schedule(0, 10) for _ in range(1_000)]
+    assert None not in dues and reliable.stats["retransmits"] > 200
+    assert max(dues) >= 200 * MS
+    lossy = Link("oracle->subscribers", LinkSettings(loss=0.3, seed=3), reliable=False)
+    dues = [lossy.schedule(0, 10) for _ in range(1_000)]
+    assert 250 < dues.count(None) < 350
+
+
+def test_bandwidth_serialises_and_queues():
+    link = Link("a->b", LinkSettings(bandwidth="8mbit"))  # 1 byte per microsecond
+    first = link.schedule(0, 1_000)
+    second = link.schedule(0, 1_000)
+    assert first == 1_000_000 and second == 2_000_000
+
+
+def test_queue_bound_drops_when_asked_to():
+    link = Link("a->b", LinkSettings(latency={"model": "constant", "latency": "10ms"},
+                                     queue_limit=5, on_full="drop"))
+    dues = [link.schedule(0, 1) for _ in range(8)]
+    assert dues.count(None) == 3 and link.stats["dropped"] == 3
+
+
+def test_partition_holds_then_releases_in_order():
+    link = Link("a->b", LinkSettings(latency={"model": "constant", "latency": "1ms"}, down=True))
+    assert [link.schedule(i, 1) for i in range(10)] == [None] * 10
+    link.configure(LinkSettings(latency={"model": "constant", "latency": "1ms"}))
+    released = link.heal(50 * MS)
+    assert [i for i, _ in released] == list(range(10))
+    assert [due for _, due in released] == sorted(due for _, due in released)
+    assert released[0][1] == 51 * MS
+
+
+def test_controller_validates_and_versions():
+    state = NetsimState()
+    v = state.version
+    state.handle("netsim_set", {"link": "gateway->risk", "settings": {"latency": {
+        "model": "constant", "latency": "1ms"}}})
+    assert state.version == v + 1 and "gateway->risk" in state.links
+    with pytest.raises(ControlError):
+        state.handle("netsim_set", {"link": "gateway->nowhere", "settings": {}})
+    with pytest.raises(ControlError):
+        state.handle("netsim_set", {"link": "risk->matching", "settings": {"loss": 2}})
+    state.handle("netsim_partition", {"links": ["risk->matching"], "down": True})
+    state.handle("netsim_partition", {"links": ["risk->matching"], "down": False})
+    assert "risk->matching" not in state.links  # healed back to nothing: direct path again
+    table = state.handle("netsim_profile", {"name": "cross-region"})
+    assert len(table["links"]) == len(state.handle("netsim_show", {})["known_links"])
+    state.handle("netsim_clear", {})
+    assert state.links == {}
