@@ -211,9 +211,10 @@ class Supervisor:
         if cmd == "fault":
             return self._fault(args.get("node", ""), args.get("op", ""))
         if cmd == "feed":
-            try:
-                control = msgspec.convert(args, FeedControl)
-            except msgspec.ValidationError as exc:
+            try:  # array-like wire structs: build, then validate by a round trip
+                control = msgspec.msgpack.decode(msgspec.msgpack.encode(FeedControl(**args)),
+                                                 type=FeedControl)
+            except (TypeError, msgspec.ValidationError) as exc:
                 raise ControlError(f"bad feed fault: {exc}") from None
             self._feeds.send(encode_one_batch(control), zmq.NOBLOCK)
             self._applied(f"feed_{control.action}", control.venue or control.symbol, args)

@@ -48,7 +48,7 @@ class ClusterHandle:
 
     def cli(self, *args: str, check: bool = False, timeout: float = 60) -> subprocess.CompletedProcess:
         cmd = [sys.executable, "-m", "cluster.cli", *args]
-        if args and args[0] in ("cluster", "order", "book", "account", "ping", "explain", "incident"):
+        if args and args[0] != "calc":
             cmd += ["--run-dir", str(self.run_dir)]
             if args[:2] == ("cluster", "up"):
                 cmd += ["--config", str(self.config_path)]
