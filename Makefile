@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup cluster test test-fast bench-core clean
+.PHONY: setup cluster test test-fast bench-core bench-netsim clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,10 @@ test-fast: $(STAMP)
 # Matching core benchmark: 1M-op streams through the engine and a minimal reference book.
 bench-core: $(STAMP)
 	$(PY) -m perf.bench_core
+
+# netsim's cost when present but shaping nothing, against it compiled out (PERPX_NETSIM=off).
+bench-netsim: $(STAMP)
+	$(PY) -m perf.cluster_load
 
 clean:
 	rm -rf var .pytest_cache .hypothesis

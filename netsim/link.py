@@ -35,9 +35,10 @@ class LinkSettings(msgspec.Struct, kw_only=True):
     seed: int = 1
 
     def is_zero(self) -> bool:
-        return (not self.latency or build(self.latency).describe() in (
-            {"model": "constant", "latency_ns": 0},)) and not self.loss and not self.bandwidth \
-            and not self.down
+        """Shapes nothing: such a link takes the direct path, at no cost."""
+        no_delay = not self.latency or build(self.latency).describe() == {
+            "model": "constant", "latency_ns": 0}
+        return no_delay and not self.loss and not self.bandwidth and not self.down
 
 
 class Link:

@@ -125,8 +125,9 @@ class Shaper:
         self.version = version
         self.skew_ns = skew.get(self.node, 0)
         changed = []
-        wanted = {name: msgspec.convert(spec, LinkSettings) for name, spec in links.items()
-                  if self.mine(name)}
+        wanted = {name: settings for name, spec in links.items() if self.mine(name)
+                  for settings in (msgspec.convert(spec, LinkSettings),)
+                  if not settings.is_zero() or name in self._held}
         for name in list(self.links):
             if name not in wanted:
                 self._release(name)

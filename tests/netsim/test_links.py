@@ -108,3 +108,17 @@ def test_controller_validates_and_versions():
     assert len(table["links"]) == len(state.handle("netsim_show", {})["known_links"])
     state.handle("netsim_clear", {})
     assert state.links == {}
+
+
+def test_a_link_set_to_zero_takes_the_direct_path():
+    import asyncio
+
+    from netsim.shaper import Shaper
+
+    shaper = Shaper("gateway", asyncio.new_event_loop())
+    shaper.apply(1, {"gateway->risk": {"latency": {"model": "constant", "latency": "0"}},
+                     "risk->matching": {"latency": {"model": "constant", "latency": "1ms"}}}, {})
+    assert shaper.get("gateway->risk") is None  # zero: no shaping, no pump hop
+    shaper.apply(2, {"gateway->risk": {"latency": {"model": "constant", "latency": "1ms"}}}, {})
+    assert shaper.get("gateway->risk") is not None
+    shaper.close()

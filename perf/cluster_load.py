@@ -1,0 +1,150 @@
+"""A closed-loop order load through a real cluster: clients place a passive order and cancel it,
+as fast as the cluster answers, for a bounded time. Used by `make bench-netsim` (and a building
+block for the full bench): start a cluster, drive it, stop it, report orders/s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from cluster import config
+from cluster.client import Client
+from cluster.protocol import BUY, SELL
+
+ROOT = Path(__file__).resolve().parent.parent
+ACCOUNTS = ("mm1", "mm2", "taker1", "taker2", "alice", "bob")
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+class Cluster:
+    """A detached cluster in a temporary directory, with extra environment for its processes."""
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="perpx-bench-"))
+        self.run_dir = self.tmp / "run"
+        self.config = config.write_tcp_topology(config.DEFAULT_CONFIG, self.tmp / "topology.toml",
+                                                free_ports(20), self.run_dir, internal_ipc=True)
+        self.topo = config.load(self.config, run_dir=str(self.run_dir))
+        self.env = {**os.environ, **(env or {})}
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "cluster.cli", *args, "--run-dir",
+                               str(self.run_dir), "--config", str(self.config), "--json"],
+                              capture_output=True, text=True, env=self.env, cwd=ROOT, timeout=60)
+
+    def __enter__(self) -> Cluster:
+        proc = self.cli("cluster", "up", "--detach")
+        if proc.returncode:
+            raise RuntimeError(f"cluster did not start: {proc.stdout} {proc.stderr}")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cli("cluster", "down")
+
+
+async def closed_loop(topo: config.Topology, seconds: float, clients: int) -> dict:
+    """Each client: place a post-only order far from the touch, cancel it; repeat."""
+    gw = topo.nodes["gateway"]
+    conns = [Client(gw.client, api_key=topo.accounts[ACCOUNTS[i % len(ACCOUNTS)]].api_key,
+                    timeout=10) for i in range(clients)]
+    for c in conns:
+        await c.connect()
+    price = topo.symbols["BTC-PERP"].initial_price
+    done = 0
+    latencies: list[int] = []
+    stop_at = time.monotonic() + seconds
+
+    async def worker(i: int, c: Client) -> None:
+        nonlocal done
+        side = BUY if i % 2 else SELL
+        limit = price - price // 50 if side == BUY else price + price // 50  # 2% off: never fills
+        while time.monotonic() < stop_at:
+            t0 = time.monotonic_ns()
+            report = await c.place("BTC-PERP", side, 1, limit, post_only=True)
+            order_id = getattr(report.event, "order_id", 0)
+            if order_id:
+                await c.cancel("BTC-PERP", order_id)
+            latencies.append(time.monotonic_ns() - t0)
+            done += 1
+
+    start = time.monotonic()
+    await asyncio.gather(*(worker(i, c) for i, c in enumerate(conns)))
+    elapsed = time.monotonic() - start
+    for c in conns:
+        await c.close()
+    latencies.sort()
+    return {"orders": done, "seconds": round(elapsed, 3),
+            "orders_per_s": round(done / elapsed, 1),
+            "requests_per_s": round(2 * done / elapsed, 1),
+            "round_trip_us": {"p50": latencies[len(latencies) // 2] // 1000 if latencies else None,
+                              "p99": latencies[int(len(latencies) * 0.99)] // 1000 if latencies else None}}
+
+
+def measure(env: dict[str, str], seconds: float, clients: int, zero_links: bool = False) -> dict:
+    with Cluster(env) as cluster:
+        if zero_links:  # netsim present, every link configured, all at zero
+            from netsim.shaper import known_links
+
+            for link in known_links():
+                cluster.cli("netsim", "set", link, "--latency", "0")
+        time.sleep(1.0)
+        import uvloop
+
+        return uvloop.run(closed_loop(cluster.topo, seconds, clients))
+
+
+def netsim_overhead(seconds: float = 8, clients: int = 8, rounds: int = 2) -> dict:
+    """Alternate netsim compiled out / present-at-zero, `rounds` times each, in one run."""
+    runs: dict[str, list[dict]] = {"compiled_out": [], "present_zero": []}
+    for _ in range(rounds):
+        runs["compiled_out"].append(measure({"PERPX_NETSIM": "off"}, seconds, clients))
+        runs["present_zero"].append(measure({"PERPX_NETSIM": "on"}, seconds, clients,
+                                            zero_links=True))
+    out = {k: statistics.median(r["orders_per_s"] for r in v) for k, v in runs.items()}
+    return {"runs": runs, "median_orders_per_s": out,
+            "ratio_present_over_compiled_out": round(out["present_zero"] / out["compiled_out"], 3),
+            "seconds_per_run": seconds, "clients": clients}
+
+
+def main() -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="bench-netsim")
+    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    result = netsim_overhead(args.seconds, args.clients, args.rounds)
+    out = ROOT / "perf" / "results" / "netsim_overhead.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    m = result["median_orders_per_s"]
+    print("| netsim | orders/s (median of runs) |\n|---|---|")
+    print(f"| compiled out (PERPX_NETSIM=off) | {m['compiled_out']:,.0f} |")
+    print(f"| present, every link at zero | {m['present_zero']:,.0f} |")
+    print(f"\nratio present/compiled-out: {result['ratio_present_over_compiled_out']}  "
+          f"(runs: {[r['orders_per_s'] for r in result['runs']['compiled_out']]} vs "
+          f"{[r['orders_per_s'] for r in result['runs']['present_zero']]})\nwritten: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
