@@ -27,6 +27,7 @@ from cluster.protocol import (
     SetMarginMode, Withdraw, CancelAll, CancelOrder, Codec, Error, GetAccount, GetBook, Logon, LogonAck,
     MarketData, Ping, PlaceOrder, Reply, Report, encode_one,
 )
+from cluster.transport import wake_reader
 from cluster.units import from_units, to_units
 
 class RequestFailed(Exception):
@@ -118,6 +119,7 @@ class Client:
     async def send_raw(self, payload: bytes) -> None:
         """Send bytes as they are (tests of bad input)."""
         await self._sock.send(payload)
+        wake_reader(self._sock)
 
     async def recv_any(self, timeout: float | None = None):
         """Wait for the next answer that no request was waiting for (tests of bad input)."""
@@ -134,6 +136,7 @@ class Client:
         fut = asyncio.get_running_loop().create_future()
         self._waiting[req_id] = fut
         await self._sock.send(self._codec.encode([message]))
+        wake_reader(self._sock)  # the send may have eaten the edge our reader's poll waits for
         try:
             answer = await asyncio.wait_for(fut, self.timeout)
         finally:

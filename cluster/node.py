@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import os
 import sys
 
 import uvloop
@@ -21,9 +22,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     die_with_parent()
     topo = config.load(args.config, run_dir=args.run_dir)
-    service = importlib.import_module(f"nodes.{args.node}.service")
     shell = NodeShell(args.node, topo)
-    on_stop = service.build(shell, topo)
+    if os.environ.get("PERPX_PIPELINE") == "null":  # the null pipeline (perf/): hops, no logic
+        from perf.null_services import build
+
+        on_stop = build(args.node)(shell, topo)
+    else:
+        on_stop = importlib.import_module(f"nodes.{args.node}.service").build(shell, topo)
     uvloop.run(shell.run(on_stop))
     return 0
 

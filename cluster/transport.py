@@ -32,6 +32,15 @@ from netsim.shaper import PUB_LINKS, Shaper
 
 MAX_BATCH = 512
 HWM = 100_000
+BACKSTOP_MS = 20
+
+
+def wake_reader(sock: zmq.asyncio.Socket) -> None:
+    """After sending on a socket through its sync shadow, let pyzmq's asyncio side re-check it:
+    ZMQ_FD is edge-triggered and our send may have consumed the edge a waiting poll needed."""
+    schedule = getattr(sock, "_schedule_remaining_events", None)
+    if schedule is not None:
+        schedule()
 
 
 def die_with_parent() -> None:
@@ -224,6 +233,7 @@ class NodeShell:
                         shaper.send(link, len(frames[1]), partial(self._reply_now, sync, frames))
                     else:
                         self._reply_now(sync, frames)
+                wake_reader(sock)
 
     def _reply_now(self, sync: zmq.Socket, frames: list) -> None:
         try:
@@ -315,7 +325,10 @@ class NodeShell:
                 if len(frames) == MAX_BATCH:
                     await asyncio.sleep(0)  # let the other sockets in
             else:
-                await sock.poll(flags=zmq.POLLIN)
+                # A socket we also send on (ROUTER) can have its edge-triggered FD consumed by
+                # our own sends; wake_reader() re-checks after sends, the timeout is a backstop.
+                await sock.poll(timeout=BACKSTOP_MS if sock.socket_type == zmq.ROUTER else None,
+                                flags=zmq.POLLIN)
 
     async def _timer(self, interval: float, fn: Callable[[], None]) -> None:
         loop = asyncio.get_running_loop()

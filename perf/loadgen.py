@@ -1,0 +1,187 @@
+"""Open-loop load generator over the real client protocol.
+
+Orders are sent at *intended* times (fixed rate or Poisson arrivals) whatever the answers do, and
+each latency is measured from the intended send time to the answer (coordinated-omission
+corrected), into HDR histograms. Several worker processes share the rate, each with several
+sessions; everything is bounded in count and time.
+
+The order is an IOC buy one lot 2% under the price, which never fills: the venue accepts it and
+cancels the remainder, so a step leaves no state behind. Its first answer (the acceptance, or a
+rejection) is what is timed.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+import time
+from dataclasses import dataclass
+
+import msgspec
+import zmq
+from hdrh.histogram import HdrHistogram
+
+from cluster.protocol import Codec, Error, Logon, LogonAck, PlaceOrder, Report
+
+MAX_LATENCY_NS = 60_000_000_000
+DRAIN_S = 2.0
+
+
+@dataclass
+class Step:
+    rate: float  # offered orders/s (all workers)
+    seconds: float
+    workers: int = 1
+    sessions: int = 8
+    poisson: bool = False
+    seed: int = 1
+
+
+def _worker(endpoint: str, keys: list[str], rate: float, seconds: float, sessions: int,
+            poisson: bool, seed: int, symbol: str, price: int, out) -> None:
+    ctx = zmq.Context()
+    socks = []
+    codec = Codec(LogonAck | Error | Report)
+    enc = msgspec.msgpack.Encoder()
+    for i in range(sessions):
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.RCVHWM, 1_000_000)  # a slow reader must not make the venue drop answers
+        s.setsockopt(zmq.SNDHWM, 1_000_000)
+        s.connect(endpoint)
+        s.send(enc.encode([Logon(req_id=0, api_key=keys[i % len(keys)])]))
+        if not s.poll(10_000):
+            out.send({"error": "no logon answer"})
+            return
+        s.recv()
+        socks.append(s)
+    poller = zmq.Poller()
+    for s in socks:
+        poller.register(s, zmq.POLLIN)
+    hist = HdrHistogram(1_000, MAX_LATENCY_NS, 3)
+    rng = random.Random(seed)
+    total = max(1, int(rate * seconds))
+    interval = 1e9 / rate
+    intended: dict[int, int] = {}
+    answered = rejected = 0
+    start = time.monotonic_ns() + 50_000_000
+    next_at = start
+    sent = 0
+    order = PlaceOrder(symbol=symbol, side=1, qty=1, price=price - price // 50, tif="IOC")
+    deadline = start + int((seconds + DRAIN_S) * 1e9)
+    while True:
+        now = time.monotonic_ns()
+        while sent < total and next_at <= now:
+            req_id = sent + 1
+            intended[req_id] = next_at
+            socks[sent % sessions].send(enc.encode([msgspec.structs.replace(order, req_id=req_id)]))
+            sent += 1
+            next_at += int(rng.expovariate(1.0) * interval) if poisson else int(interval)
+        if sent >= total and not intended:
+            break
+        if now > deadline:
+            break
+        # Never spin (on 2 cores a spinning generator starves the venue it measures): wait for
+        # an answer or the next send, at least 1 ms. Sends that come due meanwhile go out on the
+        # next wake-up and are still timed from their intended times.
+        wait_ms = max(1, -(-(next_at - now) // 1_000_000)) if sent < total else 50
+        for sock, _ in poller.poll(wait_ms):
+            try:
+                while True:
+                    frame = sock.recv(zmq.NOBLOCK)
+                    got = time.monotonic_ns()
+                    for msg in codec.decode(frame):
+                        key = msg.ref if type(msg) is Report else getattr(msg, "req_id", 0)
+                        sent_at = intended.pop(key, None) if key else None
+                        if sent_at is None:
+                            continue
+                        hist.record_value(min(MAX_LATENCY_NS, max(1_000, got - sent_at)))
+                        answered += 1
+                        if type(msg) is Error or type(getattr(msg, "event", None)).__name__ \
+                                == "OrderRejected":
+                            rejected += 1
+            except zmq.Again:
+                pass
+    elapsed = (min(time.monotonic_ns(), start + int(seconds * 1e9)) - start) / 1e9
+    out.send({"sent": sent, "answered": answered, "rejected": rejected,
+              "outstanding": len(intended), "send_seconds": elapsed,
+              "hist": hist.encode()})
+    for s in socks:
+        s.close()
+    ctx.term()
+
+
+def run_step(endpoint: str, keys: list[str], step: Step, symbol: str, price: int) -> dict:
+    """One step of offered load; merged results of all workers."""
+    mp = multiprocessing.get_context("fork")
+    pipes, procs = [], []
+    for w in range(step.workers):
+        parent, child = mp.Pipe()
+        proc = mp.Process(target=_worker, args=(endpoint, keys, step.rate / step.workers,
+                                                step.seconds, step.sessions, step.poisson,
+                                                step.seed * 100 + w, symbol, price, child))
+        proc.start()
+        pipes.append(parent)
+        procs.append(proc)
+    results = [p.recv() for p in pipes]
+    for proc in procs:
+        proc.join(5)
+    errors = [r["error"] for r in results if "error" in r]
+    if errors:
+        raise RuntimeError(f"load generator: {errors}")
+    hist = HdrHistogram(1_000, MAX_LATENCY_NS, 3)
+    for r in results:
+        hist.add(HdrHistogram.decode(r["hist"]))
+    sent = sum(r["sent"] for r in results)
+    answered = sum(r["answered"] for r in results)
+    return {
+        "offered_per_s": step.rate, "sent": sent, "answered": answered,
+        "rejected": sum(r["rejected"] for r in results),
+        "outstanding": sum(r["outstanding"] for r in results),
+        "achieved_per_s": round(answered / step.seconds, 1),
+        "latency_us": {f"p{q}": round(hist.get_value_at_percentile(q) / 1000, 1)
+                       for q in (50, 90, 99, 99.9)} if answered else {},
+    }
+
+
+def sustainable(result: dict, p99_bound_us: float) -> bool:
+    """Kept up: (almost) everything answered in time, and p99 within the bound."""
+    if not result["answered"]:
+        return False
+    return (result["outstanding"] <= 0.01 * result["sent"]
+            and result["answered"] >= 0.98 * result["sent"]
+            and result["latency_us"]["p99"] <= p99_bound_us)
+
+
+def find_max(endpoint: str, keys: list[str], symbol: str, price: int, *, start: float = 500,
+             growth: float = 1.6, seconds: float = 3.0, p99_bound_us: float = 50_000,
+             refine: int = 3, limit: float = 200_000, log=print) -> tuple[float, list[dict]]:
+    """Step the offered rate up until it is not sustainable, then bisect; (max rate, all steps)."""
+    steps: list[dict] = []
+    ok, bad = 0.0, None
+    rate = start
+    while rate <= limit:
+        r = run_step(endpoint, keys, Step(rate=rate, seconds=seconds), symbol, price)
+        r["sustainable"] = sustainable(r, p99_bound_us)
+        steps.append(r)
+        log(f"  offered {rate:>9,.0f}/s  answered {r['achieved_per_s']:>9,.0f}/s  "
+            f"p99 {r['latency_us'].get('p99', 0):>9,.0f} us  "
+            f"{'ok' if r['sustainable'] else 'NOT sustainable'}")
+        if not r["sustainable"]:
+            bad = rate
+            break
+        ok = rate
+        rate *= growth
+    for _ in range(refine if bad else 0):
+        mid = (ok + bad) / 2
+        r = run_step(endpoint, keys, Step(rate=mid, seconds=seconds), symbol, price)
+        r["sustainable"] = sustainable(r, p99_bound_us)
+        steps.append(r)
+        log(f"  offered {mid:>9,.0f}/s  answered {r['achieved_per_s']:>9,.0f}/s  "
+            f"p99 {r['latency_us'].get('p99', 0):>9,.0f} us  "
+            f"{'ok' if r['sustainable'] else 'NOT sustainable'}")
+        if r["sustainable"]:
+            ok = mid
+        else:
+            bad = mid
+    return ok, steps
