@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup cluster test test-fast bench-core bench-netsim clean
+.PHONY: setup cluster test test-fast bench bench-core bench-netsim load clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,14 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not e2e"
 
+# The cluster against the null pipeline, open loop: perf/results/bench.{json,md,png}, < 10 minutes.
+bench: $(STAMP) $(VENV)/.bench
+	$(PY) -m perf.bench
+
+$(VENV)/.bench: pyproject.toml $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $(VENV)/.bench
+
 # Matching core benchmark: 1M-op streams through the engine and a minimal reference book.
 bench-core: $(STAMP)
 	$(PY) -m perf.bench_core
@@ -32,6 +40,14 @@ bench-core: $(STAMP)
 # netsim's cost when present but shaping nothing, against it compiled out (PERPX_NETSIM=off).
 bench-netsim: $(STAMP)
 	$(PY) -m perf.cluster_load
+
+# locust user load, headless and bounded (LOAD_SECONDS, default 60; LOCUST_ARGS passes through).
+load: $(STAMP) $(VENV)/.load
+	$(PY) -m perf.run_load
+
+$(VENV)/.load: pyproject.toml $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,load]'
+	touch $(VENV)/.load
 
 clean:
 	rm -rf var .pytest_cache .hypothesis

@@ -1,0 +1,147 @@
+"""`make bench`: the cluster against the null pipeline, in one run, open loop.
+
+1. null pipeline: maximum sustainable orders/s (offered load stepped up until p99 exceeds the bound
+   or answers fall behind, then bisected);
+2. cluster: the same;
+3. latency (p50/p99/p99.9) of both at 25%, 50% and 75% of the null pipeline's maximum, and of both
+   at half the cluster's maximum (for ratio_p99_at_half_load);
+4. perf/results/bench.json, bench.md and bench.png (latency percentiles against offered load).
+Every process started is stopped at the end; every step is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+from perf.cluster_load import Cluster
+from perf.loadgen import Step, find_max, run_step
+
+RESULTS = Path(__file__).with_name("results")
+KEYS_FROM = ("mm1", "mm2", "taker1", "taker2", "alice", "bob")
+SYMBOL = "BTC-PERP"
+
+
+def log(text: str) -> None:
+    print(text, flush=True)
+
+
+def with_cluster(env: dict, fn):
+    with Cluster(env) as cluster:
+        time.sleep(1.5)  # marks flowing, sockets connected
+        topo = cluster.topo
+        keys = [topo.accounts[a].api_key for a in KEYS_FROM]
+        return fn(topo.nodes["gateway"].client, keys, topo.symbols[SYMBOL].initial_price)
+
+
+def point(endpoint, keys, price, rate: float, seconds: float) -> dict:
+    r = run_step(endpoint, keys, Step(rate=rate, seconds=seconds), SYMBOL, price)
+    log(f"  at {rate:>9,.0f}/s: answered {r['achieved_per_s']:>9,.0f}/s  "
+        f"p50 {r['latency_us'].get('p50', 0):,.0f} us  p99 {r['latency_us'].get('p99', 0):,.0f} us  "
+        f"p99.9 {r['latency_us'].get('p99.9', 0):,.0f} us")
+    return r
+
+
+def run(seconds: float, bound_us: float) -> dict:
+    result: dict = {"machine": {"python": platform.python_version(), "cpus": 2},
+                    "p99_bound_us": bound_us, "step_seconds": seconds,
+                    "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    log("null pipeline: searching the maximum sustainable rate")
+    null_max, null_steps = with_cluster({"PERPX_PIPELINE": "null"}, lambda e, k, p: find_max(
+        e, k, SYMBOL, p, seconds=seconds, p99_bound_us=bound_us, log=log))
+    log(f"null pipeline max: {null_max:,.0f} orders/s\ncluster: searching the maximum sustainable rate")
+    cluster_max, cluster_steps = with_cluster({}, lambda e, k, p: find_max(
+        e, k, SYMBOL, p, seconds=seconds, p99_bound_us=bound_us, log=log))
+    log(f"cluster max: {cluster_max:,.0f} orders/s")
+    fractions = (0.25, 0.5, 0.75)
+    rates = [null_max * f for f in fractions]
+    half_cluster = cluster_max / 2
+    log("latency points: null pipeline")
+    null_points = with_cluster({"PERPX_PIPELINE": "null"}, lambda e, k, p: [
+        point(e, k, p, r, seconds) for r in rates + [half_cluster]])
+    log("latency points: cluster")
+    cluster_points = with_cluster({}, lambda e, k, p: [
+        point(e, k, p, r, seconds) for r in rates + [half_cluster]])
+    result["null"] = {"max_orders_per_s": round(null_max),
+                      "latency_us": {f"{int(f * 100)}%_of_null_max": p["latency_us"]
+                                     for f, p in zip(fractions, null_points)},
+                      "steps": null_steps + null_points}
+    result["cluster"] = {"max_orders_per_s": round(cluster_max),
+                         "latency_us": {f"{int(f * 100)}%_of_null_max": p["latency_us"]
+                                        for f, p in zip(fractions, cluster_points)},
+                         "steps": cluster_steps + cluster_points}
+    result["half_cluster_max_rate"] = round(half_cluster)
+    result["p99_at_half_cluster_max_us"] = {"null": null_points[-1]["latency_us"].get("p99"),
+                                           "cluster": cluster_points[-1]["latency_us"].get("p99")}
+    result["ratio_throughput"] = round(cluster_max / null_max, 3) if null_max else None
+    n99, c99 = result["p99_at_half_cluster_max_us"]["null"], result["p99_at_half_cluster_max_us"]["cluster"]
+    result["ratio_p99_at_half_load"] = round(c99 / n99, 3) if n99 and c99 else None
+    return result
+
+
+def markdown(r: dict) -> str:
+    lines = ["# perpx bench (open loop, one run, this host)", "",
+             f"p99 bound for 'sustainable': {r['p99_bound_us'] / 1000:g} ms; {r['step_seconds']:g} s per step.", "",
+             "| | max sustainable orders/s | p50 / p99 / p99.9 us at 25% | at 50% | at 75% of null max |",
+             "|---|---|---|---|---|"]
+    for name in ("null", "cluster"):
+        cells = []
+        for key in ("25%_of_null_max", "50%_of_null_max", "75%_of_null_max"):
+            lat = r[name]["latency_us"][key]
+            cells.append(f"{lat.get('p50', 0):,.0f} / {lat.get('p99', 0):,.0f} / {lat.get('p99.9', 0):,.0f}"
+                         if lat else "-")
+        lines.append(f"| {name} | {r[name]['max_orders_per_s']:,} | " + " | ".join(cells) + " |")
+    h = r["p99_at_half_cluster_max_us"]
+    lines += ["", f"- throughput ratio cluster / null: **{r['ratio_throughput']}**",
+              f"- p99 at half the cluster's max ({r['half_cluster_max_rate']:,}/s): cluster "
+              f"{h['cluster']:,.0f} us vs null {h['null']:,.0f} us: ratio **{r['ratio_p99_at_half_load']}**"]
+    return "\n".join(lines) + "\n"
+
+
+def plot(r: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, style in (("null", "--"), ("cluster", "-")):
+        steps = sorted((s for s in r[name]["steps"] if s["latency_us"]), key=lambda s: s["offered_per_s"])
+        x = [s["offered_per_s"] for s in steps]
+        for q, color in (("p50", "tab:blue"), ("p99", "tab:orange"), ("p99.9", "tab:red")):
+            ax.plot(x, [s["latency_us"][q] / 1000 for s in steps], style, color=color, marker=".",
+                    label=f"{name} {q}")
+        ax.axvline(r[name]["max_orders_per_s"], linestyle=style, color="grey", linewidth=0.8)
+    ax.set_xlabel("offered load (orders/s)")
+    ax.set_ylabel("latency from intended send (ms)")
+    ax.set_yscale("log")
+    ax.set_title("perpx: latency against offered load (vertical lines: max sustainable)")
+    ax.legend(fontsize=8, ncol=2)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench")
+    parser.add_argument("--seconds", type=float, default=3.0, help="per load step")
+    parser.add_argument("--p99-bound-ms", type=float, default=50.0)
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    result = run(args.seconds, args.p99_bound_ms * 1000)
+    result["bench_seconds"] = round(time.monotonic() - started, 1)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "bench.json").write_text(json.dumps(result, indent=2))
+    md = markdown(result)
+    (RESULTS / "bench.md").write_text(md)
+    plot(result, RESULTS / "bench.png")
+    print("\n" + md + f"\nwritten: perf/results/bench.json, bench.md, bench.png "
+          f"({result['bench_seconds']:g} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,240 @@
+"""locust users on the perpx client protocol (ZeroMQ, on gevent via zmq.green).
+
+Every request is reported to locust with its real response time (send to answer) and fails with
+the venue's reason code. Users:
+- MarketMaker: two-sided post-only quotes around the mark, amends them, cancels them;
+- Taker: IOC limits across the spread and market orders;
+- RetryBot: places orders and backs off exponentially with jitter on refusals and time-outs,
+  honouring a retry-after when the venue gives one;
+- HighLeverageTrader: sets the highest leverage and keeps adding to a position until it drifts
+  into liquidation.
+Environment: PERPX_CONFIG / PERPX_RUN_DIR pick the cluster (default: ./var of a running one).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import random
+import time
+from pathlib import Path
+
+import gevent
+import msgspec
+import zmq.green as zmq
+from locust import User, between, events, task
+
+from cluster import config
+from cluster.protocol import (
+    AmendOrder, CancelOrder, Codec, Error, IndexMark, Logon, LogonAck, MarketData, PlaceOrder,
+    Report, SetLeverage,
+)
+
+SYMBOLS = ("BTC-PERP", "ETH-PERP")
+
+
+def topology() -> config.Topology:
+    run = Path(os.environ.get("PERPX_RUN_DIR", "var")).resolve()
+    cfg = os.environ.get("PERPX_CONFIG")
+    status = run / "status.json"
+    if not cfg and status.exists():
+        cfg = json.loads(status.read_text()).get("config")
+    return config.load(cfg, run_dir=str(run))
+
+
+TOPO = topology()
+MARKS: dict[str, int] = {s: TOPO.symbols[s].initial_price for s in SYMBOLS}
+_ctx = zmq.Context()
+
+
+def _watch_marks() -> None:
+    sub = _ctx.socket(zmq.SUB)
+    sub.connect(TOPO.nodes["gateway"].pub)
+    sub.setsockopt(zmq.SUBSCRIBE, b"mark.")
+    codec = Codec(MarketData)
+    while True:
+        _, frame = sub.recv_multipart()
+        for msg in codec.decode(frame):
+            if type(msg) is IndexMark:
+                MARKS[msg.symbol] = msg.mark
+
+
+gevent.spawn(_watch_marks)
+
+
+class Refused(Exception):
+    def __init__(self, reason: str, detail: dict) -> None:
+        super().__init__(reason)
+        self.reason, self.detail = reason, detail
+
+
+class PerpxClient:
+    """One session: a DEALER, requests answered by req_id, timed and reported to locust."""
+
+    def __init__(self, environment, account: str, timeout: float = 5.0) -> None:
+        self.environment = environment
+        self.sock = _ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(TOPO.nodes["gateway"].client)
+        self.codec = Codec(LogonAck | Error | Report)
+        self.ids = itertools.count(1)
+        self.timeout = timeout
+        self.account = account
+        self.request("logon", Logon(api_key=TOPO.accounts[account].api_key))
+
+    def request(self, name: str, message):
+        req_id = next(self.ids)
+        message = msgspec.structs.replace(message, req_id=req_id)
+        start = time.perf_counter()
+        exc, answer = None, None
+        try:
+            self.sock.send(self.codec.encode([message]))
+            deadline = start + self.timeout
+            while answer is None:
+                left = deadline - time.perf_counter()
+                if left <= 0 or not self.sock.poll(int(left * 1000)):
+                    raise TimeoutError(f"no answer in {self.timeout}s")
+                for msg in self.codec.decode(self.sock.recv()):
+                    key = msg.ref if type(msg) is Report else getattr(msg, "req_id", 0)
+                    if key == req_id:
+                        answer = msg
+            body = answer.event if type(answer) is Report else answer
+            if type(body) is Error or type(body).__name__ == "OrderRejected":
+                exc = Refused(body.reason, dict(body.detail))
+        except Exception as e:  # reported to locust as a failure, never raised into it
+            exc = e
+        self.environment.events.request.fire(
+            request_type="perpx", name=name, response_time=(time.perf_counter() - start) * 1000,
+            response_length=0, exception=exc, context={"account": self.account})
+        if exc is not None:
+            raise exc
+        return answer
+
+    def place(self, name: str, symbol: str, side: int, qty: int, **fields):
+        return self.request(name, PlaceOrder(symbol=symbol, side=side, qty=qty, **fields))
+
+
+class PerpxUser(User):
+    abstract = True
+    accounts: tuple[str, ...] = ("taker1",)
+
+    def on_start(self) -> None:
+        self.client = PerpxClient(self.environment, random.choice(self.accounts))
+
+
+class MarketMaker(PerpxUser):
+    accounts = ("mm1", "mm2")
+    wait_time = between(0.2, 0.5)
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.live: list[tuple[str, int]] = []
+
+    @task(4)
+    def quote(self) -> None:
+        symbol = random.choice(SYMBOLS)
+        mark = MARKS[symbol]
+        gap = max(1, mark // 1000 * random.randint(1, 5))
+        for side, price in ((1, mark - gap), (-1, mark + gap)):
+            try:
+                r = self.client.place("quote", symbol, side, random.randint(1, 20), price=price,
+                                      post_only=True)
+                self.live.append((symbol, r.event.order_id))
+            except Exception:
+                pass
+
+    @task(2)
+    def amend(self) -> None:
+        if self.live:
+            symbol, order_id = random.choice(self.live)
+            try:
+                self.client.request("amend", AmendOrder(symbol=symbol, order_id=order_id,
+                                                        qty=random.randint(1, 20)))
+            except Exception:
+                self.live.remove((symbol, order_id))
+
+    @task(3)
+    def cancel(self) -> None:
+        if self.live:
+            symbol, order_id = self.live.pop(0)
+            try:
+                self.client.request("cancel", CancelOrder(symbol=symbol, order_id=order_id))
+            except Exception:
+                pass
+
+
+class Taker(PerpxUser):
+    accounts = ("taker1", "taker2")
+    wait_time = between(0.3, 1.0)
+
+    @task(2)
+    def ioc(self) -> None:
+        symbol = random.choice(SYMBOLS)
+        side = random.choice((1, -1))
+        price = MARKS[symbol] + side * MARKS[symbol] // 300
+        try:
+            self.client.place("ioc", symbol, side, random.randint(1, 5), price=price, tif="IOC")
+        except Exception:
+            pass
+
+    @task(1)
+    def market(self) -> None:
+        try:
+            self.client.place("market", random.choice(SYMBOLS), random.choice((1, -1)),
+                              random.randint(1, 3), type="market", tif="IOC")
+        except Exception:
+            pass
+
+
+class RetryBot(PerpxUser):
+    accounts = ("alice", "bob")
+    wait_time = between(0.5, 1.5)
+    base_backoff = 0.05
+    max_backoff = 5.0
+
+    @task
+    def place_with_retries(self) -> None:
+        symbol = random.choice(SYMBOLS)
+        for attempt in range(6):
+            try:
+                self.client.place("retry_place", symbol, 1, 1,
+                                  price=MARKS[symbol] - MARKS[symbol] // 100, tif="IOC")
+                return
+            except Refused as exc:
+                retry_after = exc.detail.get("retry_after_ms")
+                if retry_after is None and exc.reason not in ("insufficient_margin",):
+                    return  # a refusal that waiting will not change
+                pause = (int(retry_after) / 1000) if retry_after is not None else 0.0
+            except Exception:
+                pause = 0.0
+            backoff = min(self.max_backoff, self.base_backoff * 2 ** attempt)
+            gevent.sleep(max(pause, random.uniform(0, backoff)))  # full jitter
+
+
+class HighLeverageTrader(PerpxUser):
+    accounts = ("alice", "bob")
+    wait_time = between(1.0, 2.0)
+
+    def on_start(self) -> None:
+        super().on_start()
+        for symbol in SYMBOLS:
+            try:
+                self.client.request("set_leverage", SetLeverage(
+                    symbol=symbol, leverage=TOPO.symbols[symbol].max_leverage))
+            except Exception:
+                pass
+
+    @task
+    def add_to_position(self) -> None:
+        symbol = random.choice(SYMBOLS)
+        try:
+            self.client.place("lever_up", symbol, 1, random.randint(5, 30), type="market",
+                              tif="IOC")
+        except Exception:
+            pass
+
+
+@events.quitting.add_listener
+def _close(environment, **kwargs) -> None:
+    _ctx.destroy(linger=0)
