@@ -27,7 +27,7 @@ from locust import User, between, events, task
 
 from cluster import config
 from cluster.protocol import (
-    AmendOrder, CancelOrder, Codec, Error, IndexMark, Logon, LogonAck, MarketData, PlaceOrder,
+    Ack, AmendOrder, CancelOrder, Codec, Error, IndexMark, Logon, LogonAck, MarketData, PlaceOrder,
     Report, SetLeverage,
 )
 
@@ -54,7 +54,10 @@ def _watch_marks() -> None:
     sub.setsockopt(zmq.SUBSCRIBE, b"mark.")
     codec = Codec(MarketData)
     while True:
-        _, frame = sub.recv_multipart()
+        try:
+            _, frame = sub.recv_multipart()
+        except zmq.ZMQError:  # the context is gone: locust is quitting
+            return
         for msg in codec.decode(frame):
             if type(msg) is IndexMark:
                 MARKS[msg.symbol] = msg.mark
@@ -77,7 +80,7 @@ class PerpxClient:
         self.sock = _ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.connect(TOPO.nodes["gateway"].client)
-        self.codec = Codec(LogonAck | Error | Report)
+        self.codec = Codec(LogonAck | Error | Report | Ack)
         self.ids = itertools.count(1)
         self.timeout = timeout
         self.account = account
