@@ -196,8 +196,10 @@ class NodeShell:
         self._dirty = False
         encode = self.codec.encode
         shaper = self.shaper
-        for box in self._outboxes.values():
-            if box.pending:
+        for boxes in (self._outboxes.values(), self._pubs.values()):
+            for box in boxes:
+                if not box.pending:
+                    continue
                 frame = encode(box.pending)
                 box.pending = []
                 link = shaper.get(box.link) if shaper is not None else None
@@ -205,21 +207,14 @@ class NodeShell:
                     shaper.send(link, len(frame), partial(box.send_now, frame))
                     continue
                 try:
-                    box.sync.send(frame, zmq.NOBLOCK)
+                    if box.topic is None:
+                        box.sync.send(frame, zmq.NOBLOCK)
+                    else:
+                        box.sync.send_multipart([box.topic, frame], zmq.NOBLOCK)
                 except zmq.Again:
-                    await box.sock.send(frame)  # peer's queue is full: wait, never drop
-        for box in self._pubs.values():
-            if box.pending:
-                frame = encode(box.pending)
-                box.pending = []
-                link = shaper.get(box.link) if shaper is not None else None
-                if link is not None:
-                    shaper.send(link, len(frame), partial(box.send_now, frame))
-                    continue
-                try:
-                    box.sync.send_multipart([box.topic, frame], zmq.NOBLOCK)
-                except zmq.Again:
-                    pass  # PUB drops for slow subscribers by design
+                    if box.topic is None:
+                        await box.sock.send(frame)  # peer's queue is full: wait, never drop
+                    # PUB drops for slow subscribers by design
         for sock, sync, pending in self._routers.values():
             if pending:
                 by_identity: dict[bytes, list] = {}

@@ -158,29 +158,27 @@ def find_max(endpoint: str, keys: list[str], symbol: str, price: int, *, start: 
              refine: int = 3, limit: float = 200_000, log=print) -> tuple[float, list[dict]]:
     """Step the offered rate up until it is not sustainable, then bisect; (max rate, all steps)."""
     steps: list[dict] = []
-    ok, bad = 0.0, None
-    rate = start
-    while rate <= limit:
+
+    def measure(rate: float) -> bool:
         r = run_step(endpoint, keys, Step(rate=rate, seconds=seconds), symbol, price)
         r["sustainable"] = sustainable(r, p99_bound_us)
         steps.append(r)
         log(f"  offered {rate:>9,.0f}/s  answered {r['achieved_per_s']:>9,.0f}/s  "
             f"p99 {r['latency_us'].get('p99', 0):>9,.0f} us  "
             f"{'ok' if r['sustainable'] else 'NOT sustainable'}")
-        if not r["sustainable"]:
+        return r["sustainable"]
+
+    ok, bad = 0.0, None
+    rate = start
+    while rate <= limit:
+        if not measure(rate):
             bad = rate
             break
         ok = rate
         rate *= growth
     for _ in range(refine if bad else 0):
         mid = (ok + bad) / 2
-        r = run_step(endpoint, keys, Step(rate=mid, seconds=seconds), symbol, price)
-        r["sustainable"] = sustainable(r, p99_bound_us)
-        steps.append(r)
-        log(f"  offered {mid:>9,.0f}/s  answered {r['achieved_per_s']:>9,.0f}/s  "
-            f"p99 {r['latency_us'].get('p99', 0):>9,.0f} us  "
-            f"{'ok' if r['sustainable'] else 'NOT sustainable'}")
-        if r["sustainable"]:
+        if measure(mid):
             ok = mid
         else:
             bad = mid
