@@ -159,13 +159,19 @@ def find_max(endpoint: str, keys: list[str], symbol: str, price: int, *, start: 
     """Step the offered rate up until it is not sustainable, then bisect; (max rate, all steps)."""
     steps: list[dict] = []
 
-    def measure(rate: float) -> bool:
+    def measure(rate: float, again: bool = True) -> bool:
         r = run_step(endpoint, keys, Step(rate=rate, seconds=seconds), symbol, price)
         r["sustainable"] = sustainable(r, p99_bound_us)
         steps.append(r)
+        kept_up = r["answered"] >= 0.98 * r["sent"] and r["outstanding"] <= 0.01 * r["sent"]
         log(f"  offered {rate:>9,.0f}/s  answered {r['achieved_per_s']:>9,.0f}/s  "
             f"p99 {r['latency_us'].get('p99', 0):>9,.0f} us  "
-            f"{'ok' if r['sustainable'] else 'NOT sustainable'}")
+            f"{'ok' if r['sustainable'] else 'NOT sustainable'}"
+            + ("" if r["sustainable"] or not kept_up or not again else " (kept up: measuring again)"))
+        if not r["sustainable"] and kept_up and again:
+            # Everything was answered and only the p99 missed: on a shared 2-core host one stall
+            # does that. A rate counts as unsustainable when it misses twice in a row.
+            return measure(rate, again=False)
         return r["sustainable"]
 
     ok, bad = 0.0, None
