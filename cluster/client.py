@@ -15,20 +15,20 @@ from __future__ import annotations
 import asyncio
 import itertools
 from decimal import Decimal
+from typing import Union
 
 import msgspec
 import zmq
 import zmq.asyncio
 
-from typing import Union
-
 from cluster.protocol import (
-    Ack, AccountView, AdjustIsolatedMargin, AmendOrder, BookLevels, Deposit, Pong, SetLeverage,
-    SetMarginMode, Withdraw, CancelAll, CancelOrder, Codec, Error, GetAccount, GetBook, Logon, LogonAck,
-    MarketData, Ping, PlaceOrder, Reply, Report, encode_one,
+    Ack, AccountView, AdjustIsolatedMargin, AmendOrder, BookLevels, CancelAll, CancelOrder, Codec,
+    Deposit, Error, GetAccount, GetBook, Logon, LogonAck, Logout, MarketData, Ping, PlaceOrder,
+    Pong, Reply, Report, SetLeverage, SetMarginMode, Withdraw, encode_one,
 )
 from cluster.transport import wake_reader
 from cluster.units import from_units, to_units
+
 
 class RequestFailed(Exception):
     def __init__(self, error: Error) -> None:
@@ -79,6 +79,11 @@ class Client:
             self.symbols = ack.symbols
 
     async def close(self) -> None:
+        if self.account is not None and self._reader is not None and not self._reader.done():
+            try:  # tell the gateway, so it does not keep the session until it expires
+                await asyncio.wait_for(self.request(Logout(), raise_on_error=False), 1.0)
+            except (asyncio.TimeoutError, zmq.ZMQError):
+                pass
         if self._reader is not None:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)

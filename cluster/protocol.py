@@ -97,6 +97,12 @@ class Ping(Msg, tag=True, kw_only=True):
     hops: list[tuple[str, int]] = field(default_factory=list)  # (node, monotonic ns)
 
 
+class Logout(Msg, tag=True, kw_only=True):
+    """End this session (the gateway also forgets sessions idle for longer than its limit)."""
+
+    req_id: Id = 0
+
+
 class GetBook(Msg, tag=True, kw_only=True):
     req_id: Id = 0
     symbol: Name
@@ -147,7 +153,7 @@ AccountRequest = Union[SetLeverage, SetMarginMode, AdjustIsolatedMargin, Deposit
 ADMIN_REQUESTS = (Deposit, Withdraw)
 
 ClientRequest = Union[
-    Logon, PlaceOrder, AmendOrder, CancelOrder, CancelAll, Ping, GetBook, GetAccount, SetLeverage,
+    Logon, Logout, PlaceOrder, AmendOrder, CancelOrder, CancelAll, Ping, GetBook, GetAccount, SetLeverage,
     SetMarginMode, AdjustIsolatedMargin, Deposit, Withdraw,
 ]
 

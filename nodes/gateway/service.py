@@ -12,6 +12,7 @@ from cluster.transport import NodeShell
 from nodes.gateway.sessions import Gateway
 
 ROUTER = "clients"
+SESSION_IDLE_NS = 600 * 1_000_000_000  # a session silent for 10 minutes is forgotten
 
 
 def build(shell: NodeShell, topo: Topology):
@@ -38,6 +39,7 @@ def build(shell: NodeShell, topo: Topology):
                                        decision="reject", numbers={"error": error[:200]}))
 
     def on_client(frames: list) -> None:
+        now = shell.mono_ns()
         for parts in frames:
             identity = parts[0]
             if len(parts) != 2:
@@ -57,7 +59,7 @@ def build(shell: NodeShell, topo: Topology):
             for req in requests:
                 if type(req) is Ping:
                     req = Ping(req_id=req.req_id, hops=req.hops + [("gateway", shell.mono_ns())])
-                apply(gateway.on_request(identity, req))
+                apply(gateway.on_request(identity, req, now))
 
     def on_internal(messages: list) -> None:
         for msg in messages:
@@ -76,6 +78,12 @@ def build(shell: NodeShell, topo: Topology):
         for parts in frames:
             shell.publish_raw(parts)
 
+    def expire() -> None:
+        gone = gateway.expire(shell.mono_ns(), SESSION_IDLE_NS)
+        if gone:
+            shell.log.info("sessions_expired", count=len(gone), sessions=len(gateway.sessions))
+
+    shell.every(10_000, expire)
     shell.bind_router(ROUTER, shell.conf.client, on_client)
     shell.bind_pub(shell.conf.pub)
     shell.bind_inbox(on_internal)

@@ -16,8 +16,8 @@ from collections import OrderedDict
 import msgspec
 
 from cluster.protocol import (
-    AdjustIsolatedMargin, AmendOrder, CancelAll, CancelOrder, Deposit, Error, GetAccount, GetBook,
-    Logon, LogonAck, Ping, PlaceOrder, PROTOCOL_VERSION, Reply, Report, Routed, SetLeverage,
+    Ack, AdjustIsolatedMargin, AmendOrder, CancelAll, CancelOrder, Deposit, Error, GetAccount, GetBook,
+    Logon, LogonAck, Logout, Ping, PlaceOrder, PROTOCOL_VERSION, Reply, Report, Routed, SetLeverage,
     SetMarginMode, Withdraw,
 )
 
@@ -32,12 +32,13 @@ REQUIRED_SCOPES: dict[type, tuple[str, ...]] = {
 
 
 class Session:
-    __slots__ = ("session_id", "account", "scopes")
+    __slots__ = ("session_id", "account", "scopes", "last_seen_ns")
 
-    def __init__(self, session_id: int, account: str, scopes: tuple[str, ...]) -> None:
+    def __init__(self, session_id: int, account: str, scopes: tuple[str, ...], now_ns: int) -> None:
         self.session_id = session_id
         self.account = account
         self.scopes = scopes
+        self.last_seen_ns = now_ns
 
 
 class Gateway:
@@ -53,11 +54,20 @@ class Gateway:
 
     # Effects: ("client", identity, message) | (node, message)
 
-    def on_request(self, identity: bytes, msg) -> list[tuple]:
+    def on_request(self, identity: bytes, msg, now_ns: int = 0) -> list[tuple]:
         t = type(msg)
         if t is Logon:
-            return self._logon(identity, msg)
+            return self._logon(identity, msg, now_ns)
         session = self.sessions.get(identity)
+        if session is not None:
+            session.last_seen_ns = now_ns
+        if t is Logout:
+            if session is None:
+                return [("client", identity, Error(req_id=msg.req_id, reason="not_logged_on",
+                                                   detail={"request": "Logout"}))]
+            self._drop(identity)
+            return [("client", identity, Ack(req_id=msg.req_id, action="logged_out",
+                                             detail={"account": session.account}))]
         if t is Ping:
             ref = self._ref(identity, msg.req_id)
             return [("risk", Routed(ref=ref, account=session.account if session else "", body=msg))]
@@ -84,7 +94,23 @@ class Gateway:
                 "scopes": ",".join(session.scopes)})
         return None
 
-    def _logon(self, identity: bytes, msg: Logon) -> list[tuple]:
+    def _drop(self, identity: bytes) -> None:
+        session = self.sessions.pop(identity)
+        sessions = self.by_account.get(session.account)
+        if sessions is not None:
+            sessions.pop(identity, None)
+            if not sessions:
+                del self.by_account[session.account]
+
+    def expire(self, now_ns: int, idle_ns: int) -> list[str]:
+        """Forget sessions silent for longer than `idle_ns`; their accounts, for the log."""
+        stale = [i for i, s in self.sessions.items() if now_ns - s.last_seen_ns > idle_ns]
+        accounts = [self.sessions[i].account for i in stale]
+        for identity in stale:
+            self._drop(identity)
+        return accounts
+
+    def _logon(self, identity: bytes, msg: Logon, now_ns: int = 0) -> list[tuple]:
         if msg.version != PROTOCOL_VERSION:
             return [("client", identity, Error(req_id=msg.req_id, reason="unsupported_version",
                                                detail={"version": msg.version,
@@ -93,10 +119,9 @@ class Gateway:
         if found is None:
             return [("client", identity, Error(req_id=msg.req_id, reason="invalid_api_key"))]
         account, scopes = found
-        old = self.sessions.get(identity)
-        if old is not None:
-            self.by_account.get(old.account, {}).pop(identity, None)
-        session = Session(self.next_session, account, scopes)
+        if identity in self.sessions:
+            self._drop(identity)
+        session = Session(self.next_session, account, scopes, now_ns)
         self.next_session += 1
         self.sessions[identity] = session
         self.by_account.setdefault(account, {})[identity] = None
