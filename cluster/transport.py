@@ -64,16 +64,22 @@ class Outbox:
         self.topic = topic
         self.link = link
 
-    def send_now(self, frame: bytes) -> None:
-        """Send one frame (called directly, or by netsim when its delivery time comes)."""
+    def try_send(self, frame: bytes) -> bool:
+        """Send without blocking. False when a PUSH peer's queue is full (the caller must wait:
+        never drop); a PUB drops for slow subscribers by design and counts as sent."""
         try:
             if self.topic is None:
                 self.sync.send(frame, zmq.NOBLOCK)
             else:
                 self.sync.send_multipart([self.topic, frame], zmq.NOBLOCK)
         except zmq.Again:
-            if self.topic is None:  # a full peer queue: wait for room, never drop
-                asyncio.ensure_future(self.sock.send(frame))
+            return self.topic is not None
+        return True
+
+    def send_now(self, frame: bytes) -> None:
+        """Send one frame when netsim delivers it (a callback: it cannot await)."""
+        if not self.try_send(frame):
+            asyncio.ensure_future(self.sock.send(frame))
 
 
 class NodeShell:
@@ -206,15 +212,8 @@ class NodeShell:
                 if link is not None:
                     shaper.send(link, len(frame), partial(box.send_now, frame))
                     continue
-                try:
-                    if box.topic is None:
-                        box.sync.send(frame, zmq.NOBLOCK)
-                    else:
-                        box.sync.send_multipart([box.topic, frame], zmq.NOBLOCK)
-                except zmq.Again:
-                    if box.topic is None:
-                        await box.sock.send(frame)  # peer's queue is full: wait, never drop
-                    # PUB drops for slow subscribers by design
+                if not box.try_send(frame):
+                    await box.sock.send(frame)  # the peer's queue is full: wait, never drop
         for sock, sync, pending in self._routers.values():
             if pending:
                 by_identity: dict[bytes, list] = {}

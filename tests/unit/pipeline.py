@@ -25,13 +25,17 @@ class Pipeline:
         return {n: (a.balance, {s: (p.qty, p.mode) for s, p in a.positions.items()})
                 for n, a in self.risk.accounts.items()}
 
-    def _risk(self, msg) -> None:
+    def _checked(self, msg) -> list:
+        """Risk handles one input; money and the caller's check are verified right after."""
         before = self.balances()
         effects = self.risk.handle(msg, 0)
         held, owed = self.risk.conservation()
         assert held == owed, f"money not conserved after {msg}"
         self.check(msg, before)
-        self.pump(effects)
+        return effects
+
+    def _risk(self, msg) -> None:
+        self.pump(self._checked(msg))
 
     def pump(self, effects) -> None:
         queue = list(effects)
@@ -45,12 +49,7 @@ class Pipeline:
             elif dest == "matching":
                 for ev in self.matching.handle(msg):
                     if type(ev).__name__ != "BookDelta":
-                        before = self.balances()
-                        more = self.risk.handle(ev, 0)
-                        held, owed = self.risk.conservation()
-                        assert held == owed, f"money not conserved after {ev}"
-                        self.check(ev, before)
-                        queue.extend(more)
+                        queue.extend(self._checked(ev))
 
     def request(self, account: str, body):
         self.ref += 1
