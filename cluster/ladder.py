@@ -14,6 +14,7 @@ notional and amounts in atoms, rates in ppm. MM rounds up (a requirement rounds 
 from __future__ import annotations
 
 from bisect import bisect_left
+from functools import lru_cache
 
 import msgspec
 
@@ -67,11 +68,14 @@ def build_ladder(rows: list[tuple[int, int, int, int | None]], cap: int) -> tupl
     return tuple(tiers)
 
 
+@lru_cache(maxsize=64)
+def _floors(tiers: tuple[Tier, ...]) -> tuple[int, ...]:
+    return tuple(t.floor for t in tiers)
+
+
 def tier_for(tiers: tuple[Tier, ...], notional: int) -> Tier:
     """The tier whose (floor, cap] contains |notional|; past the cap, the last tier."""
-    notional = abs(notional)
-    floors = [t.floor for t in tiers]
-    index = max(0, bisect_left(floors, notional) - 1)
+    index = max(0, bisect_left(_floors(tiers), abs(notional)) - 1)
     return tiers[index]
 
 

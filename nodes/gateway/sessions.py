@@ -144,9 +144,11 @@ class Gateway:
             if requester is not None:
                 identity, req_id = requester
                 out.append(("client", identity, msgspec.structs.replace(msg, ref=req_id)))
-            plain = msgspec.structs.replace(msg, ref=0) if msg.ref else msg
+            plain = None
             for identity in self.by_account.get(msg.account, ()):
                 if requester is None or identity != requester[0]:
+                    if plain is None:  # built only when another session will see it
+                        plain = msgspec.structs.replace(msg, ref=0) if msg.ref else msg
                     out.append(("client", identity, plain))
             return out
         if t is Reply:
