@@ -584,12 +584,12 @@ class LiquidationStep(Msg, tag=True, kw_only=True):
     are closed against it at `price`, in ADL rank order).
     """
 
-    liquidation_id: int
+    liquidation_id: Id
     kind: Literal["cancel", "reduce", "backstop", "insurance", "adl"]
-    account: str
-    symbol: str
-    qty: int = 0  # lots to close (absolute)
-    price: int = 0  # ticks
+    account: Name
+    symbol: Name
+    qty: Annotated[int, Meta(ge=0, le=2**62)] = 0  # lots to close (absolute; 0 = all)
+    price: Ticks = 0
 
 
 class LiquidationResult(Msg, tag=True, kw_only=True):

@@ -185,7 +185,8 @@ class Supervisor:
     async def _admin_loop(self) -> None:
         decoder = msgspec.msgpack.Decoder(AdminRequest)
         while True:
-            identity, frame = await self._admin.recv_multipart()
+            parts = await self._admin.recv_multipart()
+            identity, frame = parts[0], parts[-1]
             try:
                 req = decoder.decode(frame)
                 reply = AdminReply(ok=True, data=self._admin_command(req.cmd, req.args))
@@ -193,6 +194,8 @@ class Supervisor:
                 reply = AdminReply(ok=False, error=f"bad request: {exc}")
             except ControlError as exc:
                 reply = AdminReply(ok=False, error=str(exc))
+            except Exception as exc:  # arguments of the wrong shape: refuse, keep serving
+                reply = AdminReply(ok=False, error=f"bad arguments: {type(exc).__name__}: {exc}")
             await self._admin.send_multipart([identity, encode_one(reply)])
 
     def _applied(self, action: str, subject: str, numbers: dict) -> None:

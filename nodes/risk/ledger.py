@@ -743,6 +743,9 @@ class RiskEngine:
         if pos is None or not pos.qty:
             return self._liquidation_result(out, lid, msg.kind, msg.account, msg.symbol,
                                             reason="no_position")
+        if msg.kind != "cancel" and msg.price <= 0:
+            return self._liquidation_result(out, lid, msg.kind, msg.account, msg.symbol,
+                                            reason="no_price")
         if msg.kind == "cancel":
             out.append(("matching", MassCancel(ref=-lid, account=msg.account, symbol=msg.symbol)))
             return

@@ -113,3 +113,28 @@ op = "resume"
     assert {"netsim.set", "netsim.feed_bias", "netsim.fault_pause", "netsim.fault_resume"} <= \
         {r["rule"] for r in applied}
     assert cluster.status()["nodes"]["liquidator"]["state"] == "running"
+
+
+def test_the_admin_socket_refuses_garbage_and_keeps_serving(cluster):
+    import msgspec
+    import zmq
+
+    from cluster.protocol import AdminReply, AdminRequest
+
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(cluster.topo.supervisor.admin)
+    try:
+        for payload in (b"\x00garbage", msgspec.msgpack.encode({"cmd": 3}),
+                        msgspec.msgpack.encode(AdminRequest(cmd="netsim_set",
+                                                            args={"link": 5, "settings": []})),
+                        msgspec.msgpack.encode(AdminRequest(cmd="fault", args={"node": "risk",
+                                                                               "op": "explode"}))):
+            sock.send(payload)
+            assert sock.poll(5000)
+            reply = msgspec.msgpack.decode(sock.recv(), type=AdminReply)
+            assert not reply.ok and reply.error
+        assert cluster.cli_json("netsim", "show")["links"] == {}
+    finally:
+        sock.close()
+    assert cluster.status()["nodes"]["risk"]["state"] == "running"
