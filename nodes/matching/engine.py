@@ -284,6 +284,8 @@ class MatchingEngine:
                     if taker_gone:
                         break
                     continue
+                if maker.reduce_only and not self._reduce_only_fits(book, maker, level, out):
+                    continue  # the sweep already shrank that position: the order was pulled
                 q = order.remaining if order.remaining < maker.remaining else maker.remaining
                 maker.remaining -= q
                 order.remaining -= q
@@ -328,6 +330,29 @@ class MatchingEngine:
             while len(fifo) > DONE_MEMORY:
                 done.pop(fifo.popleft(), None)
         return touched, taker_gone
+
+    def _reduce_only_fits(self, book: Book, maker: Order, level, out: list) -> bool:
+        """Before a resting reduce-only order fills: an earlier fill of the same sweep may have
+        shrunk its position. Size it down to what still closes, or pull it (False)."""
+        position = book.positions.get(maker.account, 0)
+        room = abs(position) if position and (position > 0) != (maker.side > 0) else 0
+        if maker.remaining <= room:
+            return True
+        if room == 0:
+            del level.orders[maker.order_id]
+            level.qty -= maker.remaining
+            self._emit_cancel(book.symbol, maker, out, "reduce_only_position_changed",
+                              {"position": position})
+            return False
+        by = maker.remaining - room
+        maker.qty -= by
+        maker.remaining -= by
+        level.qty -= by
+        out.append(OrderAmended(
+            seq=self.seq, ref=0, order_id=maker.order_id, account=maker.account,
+            symbol=book.symbol, price=maker.price, qty=maker.qty, remaining=maker.remaining,
+            priority_kept=True, reason="reduce_only_resize"))
+        return True
 
     def _self_trade(self, book: Book, taker: Order, maker: Order, level, out: list) -> bool:
         """Apply the taker's STP mode to a same-account maker. True when the taker is gone."""

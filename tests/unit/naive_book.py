@@ -60,6 +60,10 @@ class NaiveBook:
             return 0
         return abs(pos) - self._ro_total(account, side)
 
+    def _ro_fill_room(self, m: NOrder) -> int:
+        pos = self.positions.get(m.account, 0)
+        return abs(pos) if pos and (pos > 0) != (m.side > 0) else 0
+
     def _cancel(self, o: NOrder, qty: int) -> None:
         self.cancelled[o.id] = self.cancelled.get(o.id, 0) + qty
 
@@ -139,6 +143,16 @@ class NaiveBook:
             if not q:
                 break
             m = q[0]
+            if m.ro and m.account != o.account:  # a reduce-only maker never outgrows its position
+                room = self._ro_fill_room(m)
+                if room == 0:
+                    self._cancel(m, m.remaining)
+                    self.resting.remove(m)
+                    continue
+                if room < m.remaining:
+                    self._cancel(m, m.remaining - room)
+                    m.qty -= m.remaining - room
+                    m.remaining = room
             if m.account == o.account:
                 if o.stp in ("cancel_maker", "cancel_both"):
                     self._cancel(m, m.remaining)

@@ -202,3 +202,17 @@ def test_self_trade_cancels_alone_do_not_move_last_price(eng):
     eng.handle(order(4, "c", -1, 1, 1001))
     eng.handle(order(5, "c", 1, 1, 1001, stp="cancel_maker"))
     assert eng.books[S].last == 1004
+
+
+def test_a_sweep_never_lets_a_reduce_only_maker_flip_its_position(eng):
+    """Found by the property test: a long 13 rests a plain sell of 12 and a reduce-only sell of 2;
+    one buy of 14 takes the 12 first, and the reduce-only may then close only the 1 left."""
+    eng.handle(SetPosition(account="a", symbol=S, qty=13))
+    eng.handle(order(1, "a", -1, 12, 1000))
+    eng.handle(order(2, "a", -1, 2, 1000, reduce_only=True))
+    ev = eng.handle(order(3, "b", 1, 14, 1000))
+    assert trades(ev) == [(1000, 12, 1), (1000, 1, 2)]
+    assert [(e.order_id, e.remaining, e.reason) for e in ev if type(e) is OrderAmended] == [
+        (2, 1, "reduce_only_resize")]
+    assert eng.position("a", S) == 0
+    eng.validate_internal_state()
