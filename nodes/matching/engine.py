@@ -462,8 +462,7 @@ class MatchingEngine:
 
     def _pull(self, book: Book, order: Order, out: list, reason: str, detail: dict) -> None:
         """Cancel a resting order from the book."""
-        side = book.side(order.side)
-        level_qty = side.remove(order)
+        level_qty = (book.bids if order.side > 0 else book.asks).remove(order)
         self._emit_cancel(book.symbol, order, out, reason, detail)
         book.book_seq += 1
         out.append(BookDelta(seq=self.seq, symbol=book.symbol, book_seq=book.book_seq,
@@ -561,12 +560,10 @@ class MatchingEngine:
         if order is None:
             return
         order.ref = cmd.ref
-        book = self.books[cmd.symbol]
-        stops = self.stops[cmd.symbol]
-        if stops.remove(order.order_id) is not None:
-            self._emit_cancel(cmd.symbol, order, out, "user", {})
+        if order.type in STOP_TYPES and self.stops[cmd.symbol].remove(order.order_id) is not None:
+            self._emit_cancel(cmd.symbol, order, out, "user", {})  # still untriggered
         else:
-            self._pull(book, order, out, "user", {})
+            self._pull(self.books[cmd.symbol], order, out, "user", {})
 
     def _mass_cancel(self, cmd: MassCancel, out: list) -> None:
         if cmd.symbol and cmd.symbol not in self.books:
