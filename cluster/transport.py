@@ -301,6 +301,7 @@ class NodeShell:
         sync = zmq.Socket.shadow(sock.underlying)
         recv = sync.recv_multipart if multipart else sync.recv
         stats = self.stats
+        idle_timeout = BACKSTOP_MS if sock.socket_type == zmq.ROUTER else None  # (an enum: once)
         while True:
             frames = []
             try:
@@ -321,8 +322,7 @@ class NodeShell:
             else:
                 # A socket we also send on (ROUTER) can have its edge-triggered FD consumed by
                 # our own sends; wake_reader() re-checks after sends, the timeout is a backstop.
-                await sock.poll(timeout=BACKSTOP_MS if sock.socket_type == zmq.ROUTER else None,
-                                flags=zmq.POLLIN)
+                await sock.poll(timeout=idle_timeout, flags=zmq.POLLIN)
 
     async def _timer(self, interval: float, fn: Callable[[], None]) -> None:
         loop = asyncio.get_running_loop()

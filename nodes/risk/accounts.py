@@ -33,7 +33,8 @@ class Position:
 
 class OpenOrder:
     __slots__ = ("order_id", "account", "symbol", "side", "price", "qty", "remaining", "reserve",
-                 "reduce_only", "type", "trigger_price", "ref", "accepted", "client_order_id")
+                 "reduce_only", "type", "trigger_price", "ref", "accepted", "client_order_id",
+                 "counted")
 
     def __init__(self, cmd: NewOrder) -> None:
         self.order_id = cmd.order_id
@@ -44,6 +45,7 @@ class OpenOrder:
         self.qty = cmd.qty
         self.remaining = cmd.qty
         self.reserve = 0
+        self.counted = 0  # price x remaining this order adds to its account's pending total
         self.reduce_only = cmd.reduce_only
         self.type = cmd.type
         self.trigger_price = cmd.trigger_price
@@ -56,7 +58,7 @@ class AccountState:
     """`balance` is the cross wallet's settled cash; isolated collateral sits in its positions."""
 
     __slots__ = ("name", "balance", "fees_paid", "positions", "orders", "order_margin",
-                 "leverage", "modes", "funding_history")
+                 "leverage", "modes", "funding_history", "_by_symbol", "_pending")
 
     def __init__(self, name: str, balance: int) -> None:
         self.name = name
@@ -68,9 +70,56 @@ class AccountState:
         self.leverage: dict[str, int] = {}
         self.modes: dict[str, str] = {}  # symbol -> "cross" | "isolated" (default cross)
         self.funding_history: deque[FundingEntry] = deque(maxlen=FUNDING_HISTORY)
+        # Kept in step with `orders` by add_order/recount/remove_order, so that pre-trade checks
+        # cost O(1) however many orders are in flight (a busy account has hundreds).
+        self._by_symbol: dict[str, dict[int, OpenOrder]] = {}
+        self._pending: dict[tuple[str, int], int] = {}  # (symbol, side) -> sum price x remaining
 
     def mode(self, symbol: str) -> str:
         return self.modes.get(symbol, "cross")
 
     def orders_in(self, symbol: str) -> list[OpenOrder]:
-        return [o for o in self.orders.values() if o.symbol == symbol]
+        return list(self._by_symbol.get(symbol, {}).values())
+
+    def open_count(self, symbol: str) -> int:
+        return len(self._by_symbol.get(symbol, ()))
+
+    def pending_ticks_lots(self, symbol: str, side: int) -> int:
+        """Sum of price x remaining of the open orders on `side` that are not reduce-only."""
+        return self._pending.get((symbol, side), 0)
+
+    def add_order(self, order: OpenOrder) -> None:
+        self.orders[order.order_id] = order
+        self._by_symbol.setdefault(order.symbol, {})[order.order_id] = order
+        self.recount(order)
+
+    def recount(self, order: OpenOrder) -> None:
+        """Call after an order's price, remaining or flags change."""
+        now = 0 if order.reduce_only else order.price * order.remaining
+        if now != order.counted:
+            key = (order.symbol, order.side)
+            self._pending[key] = self._pending.get(key, 0) + now - order.counted
+            order.counted = now
+
+    def remove_order(self, order: OpenOrder) -> None:
+        if order.counted:
+            key = (order.symbol, order.side)
+            self._pending[key] -= order.counted
+            order.counted = 0
+        del self.orders[order.order_id]
+        mine = self._by_symbol[order.symbol]
+        del mine[order.order_id]
+        if not mine:
+            del self._by_symbol[order.symbol]
+
+    def check_indexes(self) -> None:
+        """AssertionError if the incremental indexes disagree with `orders` (tests call it)."""
+        by_symbol: dict[str, set[int]] = {}
+        pending: dict[tuple[str, int], int] = {}
+        for o in self.orders.values():
+            by_symbol.setdefault(o.symbol, set()).add(o.order_id)
+            if not o.reduce_only:
+                pending[(o.symbol, o.side)] = pending.get((o.symbol, o.side), 0) + o.price * o.remaining
+        assert by_symbol == {s: set(d) for s, d in self._by_symbol.items()}, "order index out of step"
+        assert {k: v for k, v in pending.items() if v} == \
+            {k: v for k, v in self._pending.items() if v}, "pending notional out of step"

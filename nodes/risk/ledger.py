@@ -231,7 +231,7 @@ class RiskEngine:
         acct = self.accounts[order.account]
         acct.order_margin -= order.reserve
         order.reserve = 0
-        del acct.orders[order.order_id]
+        acct.remove_order(order)
         del self.orders[order.order_id]
 
     # ------------------------------------------------------------------ requests
@@ -320,8 +320,7 @@ class RiskEngine:
             pos = acct.positions.get(body.symbol)
             after = worst * self._opening(acct, body.symbol, body.side, body.qty) * \
                 spec.atoms_per_tick_lot + (abs(self._position_value(body.symbol, pos)) if pos else 0)
-            pending = sum(o.price * o.remaining * spec.atoms_per_tick_lot
-                          for o in acct.orders_in(body.symbol) if o.side == body.side and not o.reduce_only)
+            pending = acct.pending_ticks_lots(body.symbol, body.side) * spec.atoms_per_tick_lot
             limit = spec.tiers[-1].cap
             if after + pending > limit:
                 tier = tier_for(spec.tiers, after + pending)
@@ -339,7 +338,7 @@ class RiskEngine:
         self.next_order_id += 1
         order.reserve = required
         acct.order_margin += required
-        acct.orders[order.order_id] = order
+        acct.add_order(order)
         self.orders[order.order_id] = order
         if ref:
             self.pending[ref] = order.order_id
@@ -370,8 +369,8 @@ class RiskEngine:
             return self._refuse(out, ref, acct.name, "unknown_symbol", {"symbol": body.symbol}, now_ns)
         pos = acct.positions.get(body.symbol)
         value = abs(self._position_value(body.symbol, pos)) if pos else 0
-        notional = value + sum(o.price * o.remaining * spec.atoms_per_tick_lot
-                               for o in acct.orders_in(body.symbol) if not o.reduce_only)
+        notional = value + (acct.pending_ticks_lots(body.symbol, 1) + acct.pending_ticks_lots(
+            body.symbol, -1)) * spec.atoms_per_tick_lot
         tier = tier_for(spec.tiers, notional)
         allowed = min(spec.max_leverage, tier.max_leverage)
         if body.leverage > allowed:
@@ -411,7 +410,7 @@ class RiskEngine:
             return self._refuse(out, ref, acct.name, "unknown_symbol", {"symbol": body.symbol}, now_ns)
         before = acct.mode(body.symbol)
         pos = acct.positions.get(body.symbol)
-        open_orders = len(acct.orders_in(body.symbol))
+        open_orders = acct.open_count(body.symbol)
         if before != body.mode and ((pos is not None and pos.qty) or open_orders):
             return self._refuse(out, ref, acct.name, "mode_change_with_position_or_orders", {
                 "symbol": body.symbol, "position": pos.qty if pos else 0,
@@ -534,6 +533,7 @@ class RiskEngine:
                     order.accepted = True
                     if ev.qty != order.qty:  # reduce-only sized down
                         order.qty = order.remaining = ev.qty
+                        self.accounts[order.account].recount(order)
                         self._set_reserve(self.accounts[order.account], order)
         elif t is OrderRejected:
             if ev.order_id in self.liq_orders:
@@ -565,6 +565,7 @@ class RiskEngine:
             order = self.orders.get(ev.order_id)
             if order is not None:
                 order.price, order.qty, order.remaining = ev.price, ev.qty, ev.remaining
+                self.accounts[order.account].recount(order)
                 self._set_reserve(self.accounts[order.account], order)
         elif t is OrderTriggered:
             order = self.orders.get(ev.order_id)
@@ -606,6 +607,7 @@ class RiskEngine:
             coid = order.client_order_id if order is not None else ""
             if order is not None:
                 order.remaining = remaining
+                acct.recount(order)
                 if remaining == 0:
                     self._forget(order)
             self._refresh_reserves(acct, ev.symbol)  # the position changed what orders open

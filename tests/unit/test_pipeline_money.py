@@ -77,6 +77,7 @@ def test_money_is_conserved_and_positions_agree(script):
             assert (pos.qty if pos else 0) == matching.position(name, s)
     for acct in risk.accounts.values():  # reservations are exactly those of the open orders
         assert acct.order_margin == sum(o.reserve for o in acct.orders.values())
+        acct.check_indexes()
         assert set(acct.orders) == {oid for oid, o in matching.orders.items() if o.account == acct.name}
 
 

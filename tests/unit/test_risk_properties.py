@@ -127,6 +127,7 @@ def test_money_isolation_and_agreement_under_random_traffic(script):
             assert (pos.qty if pos else 0) == matching.position(name, s)
     for acct in risk.accounts.values():
         assert acct.order_margin == sum(o.reserve for o in acct.orders.values())
+        acct.check_indexes()
         for s, pos in acct.positions.items():
             assert pos.qty or pos.iso_cash, "an empty position record was kept"
 
