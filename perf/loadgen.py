@@ -116,8 +116,50 @@ def _worker(endpoint: str, keys: list[str], rate: float, seconds: float, session
     ctx.term()
 
 
+def settle(endpoint: str, key: str, symbol: str, price: int, *, quiet_ms: float = 5.0,
+           in_a_row: int = 3, timeout_s: float = 60.0) -> float:
+    """Wait until the venue is idle: `in_a_row` single orders each answered within `quiet_ms`.
+
+    An overloaded step leaves queues behind it (every hop buffers up to its high-water mark);
+    without this the next step would be charged for draining them. Returns the seconds waited.
+    """
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    codec = Codec(LogonAck | Error | Report)
+    enc = msgspec.msgpack.Encoder()
+    started = time.monotonic()
+    try:
+        sock.send(enc.encode([Logon(req_id=0, api_key=key)]))
+        if not sock.poll(int(timeout_s * 1000)):
+            raise RuntimeError("settle: no logon answer")
+        sock.recv()
+        order = PlaceOrder(symbol=symbol, side=1, qty=1, price=price - price // 50, tif="IOC")
+        quick, req_id = 0, 0
+        while quick < in_a_row:
+            if time.monotonic() - started > timeout_s:
+                raise RuntimeError(f"settle: venue still busy after {timeout_s:g} s")
+            req_id += 1
+            sent = time.monotonic_ns()
+            sock.send(enc.encode([msgspec.structs.replace(order, req_id=req_id)]))
+            answered = False
+            while not answered and sock.poll(int(timeout_s * 1000)):
+                for msg in codec.decode(sock.recv()):
+                    key_of = msg.ref if type(msg) is Report else getattr(msg, "req_id", 0)
+                    answered = answered or key_of == req_id
+            took_ms = (time.monotonic_ns() - sent) / 1e6
+            quick = quick + 1 if answered and took_ms <= quiet_ms else 0
+            time.sleep(0.02)
+    finally:
+        sock.close()
+        ctx.term()
+    return time.monotonic() - started
+
+
 def run_step(endpoint: str, keys: list[str], step: Step, symbol: str, price: int) -> dict:
-    """One step of offered load; merged results of all workers."""
+    """One step of offered load, started on an idle venue; merged results of all workers."""
+    settled_s = settle(endpoint, keys[0], symbol, price)
     mp = multiprocessing.get_context("fork")
     pipes, procs = [], []
     for w in range(step.workers):
@@ -140,7 +182,8 @@ def run_step(endpoint: str, keys: list[str], step: Step, symbol: str, price: int
     sent = sum(r["sent"] for r in results)
     answered = sum(r["answered"] for r in results)
     return {
-        "offered_per_s": step.rate, "sent": sent, "answered": answered,
+        "offered_per_s": step.rate, "settled_s": round(settled_s, 2), "sent": sent,
+        "answered": answered,
         "rejected": sum(r["rejected"] for r in results),
         "outstanding": sum(r["outstanding"] for r in results),
         "achieved_per_s": round(answered / step.seconds, 1),
@@ -172,6 +215,7 @@ def find_max(endpoint: str, keys: list[str], symbol: str, price: int, *, start: 
         log(f"  offered {rate:>9,.0f}/s  answered {r['achieved_per_s']:>9,.0f}/s  "
             f"p99 {r['latency_us'].get('p99', 0):>9,.0f} us  "
             f"{'ok' if r['sustainable'] else 'NOT sustainable'}"
+            + (f" (waited {r['settled_s']:g} s for an idle venue)" if r["settled_s"] > 0.5 else "")
             + ("" if r["sustainable"] or not kept_up or not again else " (kept up: measuring again)"))
         if not r["sustainable"] and kept_up and again:
             # Everything was answered and only the p99 missed: on a shared 2-core host one stall
