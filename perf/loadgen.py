@@ -33,7 +33,7 @@ class Step:
     rate: float  # offered orders/s (all workers)
     seconds: float
     workers: int = 1
-    sessions: int = 8
+    sessions: int = 0  # 0: one session per API key (each account trades on its own session)
     poisson: bool = False
     seed: int = 1
 
@@ -165,7 +165,8 @@ def run_step(endpoint: str, keys: list[str], step: Step, symbol: str, price: int
     for w in range(step.workers):
         parent, child = mp.Pipe()
         proc = mp.Process(target=_worker, args=(endpoint, keys, step.rate / step.workers,
-                                                step.seconds, step.sessions, step.poisson,
+                                                step.seconds, step.sessions or len(keys),
+                                                step.poisson,
                                                 step.seed * 100 + w, symbol, price, child))
         proc.start()
         pipes.append(parent)
@@ -201,26 +202,33 @@ def sustainable(result: dict, p99_bound_us: float) -> bool:
             and result["latency_us"]["p99"] <= p99_bound_us)
 
 
+TRIES = 3
+
+
 def find_max(endpoint: str, keys: list[str], symbol: str, price: int, *, start: float = 500,
              growth: float = 1.6, seconds: float = 3.0, p99_bound_us: float = 50_000,
-             refine: int = 3, limit: float = 200_000, log=print) -> tuple[float, list[dict]]:
+             refine: int = 3, limit: float = 400_000, log=print) -> tuple[float, list[dict]]:
     """Step the offered rate up until it is not sustainable, then bisect; (max rate, all steps)."""
     steps: list[dict] = []
 
-    def measure(rate: float, again: bool = True) -> bool:
+    def measure(rate: float, tries_left: int = TRIES - 1) -> bool:
         r = run_step(endpoint, keys, Step(rate=rate, seconds=seconds), symbol, price)
         r["sustainable"] = sustainable(r, p99_bound_us)
         steps.append(r)
         kept_up = r["answered"] >= 0.98 * r["sent"] and r["outstanding"] <= 0.01 * r["sent"]
+        r["kept_up"] = kept_up
         log(f"  offered {rate:>9,.0f}/s  answered {r['achieved_per_s']:>9,.0f}/s  "
             f"p99 {r['latency_us'].get('p99', 0):>9,.0f} us  "
             f"{'ok' if r['sustainable'] else 'NOT sustainable'}"
             + (f" (waited {r['settled_s']:g} s for an idle venue)" if r["settled_s"] > 0.5 else "")
-            + ("" if r["sustainable"] or not kept_up or not again else " (kept up: measuring again)"))
-        if not r["sustainable"] and kept_up and again:
-            # Everything was answered and only the p99 missed: on a shared 2-core host one stall
-            # does that. A rate counts as unsustainable when it misses twice in a row.
-            return measure(rate, again=False)
+            + ("" if r["sustainable"] or not kept_up or not tries_left else " (kept up: measuring again)"))
+        if not r["sustainable"] and kept_up and tries_left:
+            # Everything was answered and only the p99 missed. This host stalls message delivery
+            # for 60-230 ms a few times a minute even in the null pipeline at a third of its
+            # capacity (no node's event loop lagged, the generator did not pause, no TCP
+            # retransmits: measured), and one stall in a 3 s step is more than 1% of it. A rate
+            # counts as unsustainable when it misses TRIES times in a row; null and cluster alike.
+            return measure(rate, tries_left - 1)
         return r["sustainable"]
 
     ok, bad = 0.0, None
