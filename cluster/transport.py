@@ -98,6 +98,7 @@ class NodeShell:
         self._pub_sock: zmq.asyncio.Socket | None = None
         self._pub_sync: zmq.Socket | None = None
         self._routers: dict[str, tuple[zmq.asyncio.Socket, zmq.Socket, list]] = {}
+        self._router_gone: dict[str, Callable[[bytes], None]] = {}
         self._timers: list[tuple[float, Callable[[], None]]] = []
         self._sockets: list[zmq.asyncio.Socket] = []
         self._stop: asyncio.Event | None = None  # created in run(), inside the loop
@@ -148,11 +149,16 @@ class NodeShell:
         else:
             self._readers.append((sock, True, self._decoding(on_messages, multipart=True)))
 
-    def bind_router(self, name: str, endpoint: str, on_frames: Callable[[list], None]) -> None:
-        """A ROUTER for client sessions; `on_frames` gets [identity, payload] lists."""
+    def bind_router(self, name: str, endpoint: str, on_frames: Callable[[list], None],
+                    on_gone: Callable[[bytes], None] | None = None) -> None:
+        """A ROUTER for client sessions; `on_frames` gets [identity, payload] lists, `on_gone` the
+        identity of a peer that has disconnected (learnt when a reply to it cannot be routed)."""
         sock = self._socket(zmq.ROUTER)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unroutable replies raise instead of vanishing
         sock.bind(endpoint)
         self._routers[name] = (sock, zmq.Socket.shadow(sock.underlying), [])
+        if on_gone is not None:
+            self._router_gone[name] = on_gone
         self._readers.append((sock, True, self._shaped_inbound(f"client->{self.name}", on_frames)))
 
     def bind_pub(self, endpoint: str) -> None:
@@ -214,8 +220,9 @@ class NodeShell:
                     continue
                 if not box.try_send(frame):
                     await box.sock.send(frame)  # the peer's queue is full: wait, never drop
-        for sock, sync, pending in self._routers.values():
+        for name, (sock, sync, pending) in self._routers.items():
             if pending:
+                gone = self._router_gone.get(name)
                 by_identity: dict[bytes, list] = {}
                 for identity, message in pending:
                     by_identity.setdefault(identity, []).append(message)
@@ -224,16 +231,19 @@ class NodeShell:
                 for identity, messages in by_identity.items():
                     frames = [identity, encode(messages)]
                     if link is not None:
-                        shaper.send(link, len(frames[1]), partial(self._reply_now, sync, frames))
+                        shaper.send(link, len(frames[1]),
+                                    partial(self._reply_now, sync, frames, gone))
                     else:
-                        self._reply_now(sync, frames)
+                        self._reply_now(sync, frames, gone)
                 wake_reader(sock)
 
-    def _reply_now(self, sync: zmq.Socket, frames: list) -> None:
+    def _reply_now(self, sync: zmq.Socket, frames: list, gone=None) -> None:
         try:
             sync.send_multipart(frames, zmq.NOBLOCK)
-        except zmq.ZMQError:
+        except zmq.ZMQError as exc:
             self.stats["dropped_replies"] = self.stats.get("dropped_replies", 0) + 1
+            if exc.errno == zmq.EHOSTUNREACH and gone is not None:
+                gone(frames[0])  # the peer disconnected: stop sending to it
 
     # ------------------------------------------------------------------ netsim
 

@@ -83,8 +83,15 @@ def build(shell: NodeShell, topo: Topology):
         if gone:
             shell.log.info("sessions_expired", count=len(gone), sessions=len(gateway.sessions))
 
+    def gone(identity: bytes) -> None:
+        account = gateway.disconnected(identity)
+        if account is not None:
+            stats["sessions_disconnected"] += 1
+            shell.log.info("session_disconnected", account=account, sessions=len(gateway.sessions))
+
+    stats["sessions_disconnected"] = 0
     shell.every(10_000, expire)
-    shell.bind_router(ROUTER, shell.conf.client, on_client)
+    shell.bind_router(ROUTER, shell.conf.client, on_client, on_gone=gone)
     shell.bind_pub(shell.conf.pub)
     shell.bind_inbox(on_internal)
     shell.subscribe(topo.nodes["matching"].pub, [b""], None, raw=forward)

@@ -94,6 +94,15 @@ class Gateway:
                 "scopes": ",".join(session.scopes)})
         return None
 
+    def disconnected(self, identity: bytes) -> str | None:
+        """The client's connection is gone: forget its session (its account, or None if unknown),
+        so that reports stop fanning out to it."""
+        session = self.sessions.get(identity)
+        if session is None:
+            return None
+        self._drop(identity)
+        return session.account
+
     def _drop(self, identity: bytes) -> None:
         session = self.sessions.pop(identity)
         sessions = self.by_account.get(session.account)

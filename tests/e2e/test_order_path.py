@@ -50,3 +50,40 @@ async def test_two_accounts_cross_fill_positions_balances_fees_and_book(cluster)
 
         book = await bob.book(SYMBOL, depth=5)
         assert book.asks == [(price, 8)] and book.bids == []
+
+
+async def test_a_session_whose_connection_is_gone_is_forgotten(cluster):
+    """A client that vanishes without Logout: the first report the gateway cannot route to it
+    drops its session, so reports stop fanning out to dead connections."""
+    import asyncio
+    import time
+
+    import msgspec
+    import zmq
+
+    from cluster.protocol import Logon
+
+    ctx = zmq.Context()
+    ghost = ctx.socket(zmq.DEALER)
+    ghost.setsockopt(zmq.LINGER, 0)
+    ghost.connect(cluster.endpoint())
+    ghost.send(msgspec.msgpack.encode([Logon(req_id=1, api_key=cluster.api_key("alice"))]))
+    assert ghost.poll(10_000)
+    ghost.recv()
+    ghost.close()  # gone, no Logout
+    ctx.term()
+    await asyncio.sleep(0.3)
+
+    def disconnected() -> int:
+        return cluster.status()["nodes"]["gateway"]["stats"].get("sessions_disconnected", 0)
+
+    async with Client(cluster.endpoint(), api_key=cluster.api_key("alice"),
+                      market_data=cluster.md_endpoint()) as alice:
+        price = (await wait_mark(alice, SYMBOL)).mark
+        placed = await alice.place(SYMBOL, BUY, qty=1, price=price - price // 100)
+        assert type(placed.event) is OrderAccepted  # its report also went to the ghost's session
+        deadline = time.monotonic() + 10
+        while disconnected() < 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert disconnected() == 1
+        await alice.cancel(SYMBOL, placed.event.order_id)
