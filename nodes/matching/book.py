@@ -66,18 +66,15 @@ class BookSide:
             heappop(heap)
         return None
 
-    def new_level(self, price: int) -> Level:
-        level = self.levels[price] = Level()
-        heap = self._heap
-        heappush(heap, -price if self.sign > 0 else price)
-        if len(heap) > 2 * len(self.levels) + 64:
-            self.compact()  # stale prices deep in the heap: amortised O(1) per push
-        return level
-
     def add(self, order: Order) -> Level:
-        level = self.levels.get(order.price)
+        price = order.price
+        level = self.levels.get(price)
         if level is None:
-            level = self.new_level(order.price)
+            level = self.levels[price] = Level()
+            heap = self._heap
+            heappush(heap, -price if self.sign > 0 else price)
+            if len(heap) > 2 * len(self.levels) + 64:
+                self.compact()  # stale prices deep in the heap: amortised O(1) per push
         level.orders[order.order_id] = order
         level.qty += order.remaining
         return level

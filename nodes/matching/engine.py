@@ -119,12 +119,10 @@ class MatchingEngine:
             if notional > spec.max_notional:
                 return self._reject(cmd, out, "notional_too_large",
                                     {"notional": notional, "max_notional": spec.max_notional})
-            mark = book.mark
-            if otype == "limit" and mark:  # (the band starts with the first mark)
-                width = mark * spec.band_ppm // PPM
-                if not mark - width <= cmd.price <= mark + width:
-                    return self._reject(cmd, out, "price_out_of_band",
-                                        self._band_violation(book, spec, cmd.price))
+            if otype == "limit":
+                bad = self._band_violation(book, spec, cmd.price)
+                if bad:
+                    return self._reject(cmd, out, "price_out_of_band", bad)
         if otype in STOP_TYPES:
             if cmd.trigger_price < 1:
                 return self._reject(cmd, out, "trigger_price_required", {})
@@ -203,11 +201,7 @@ class MatchingEngine:
             if not order.price:
                 return self._emit_cancel(book.symbol, order, out, "no_liquidity", {})
         opp = book.asks if order.side > 0 else book.bids
-        heap = opp._heap
-        if heap and (heap[0] if order.side > 0 else -heap[0]) in opp.levels:
-            best: int | None = heap[0] if order.side > 0 else -heap[0]  # the usual case: no call
-        else:
-            best = opp.best()
+        best = opp.best()
         if best is not None and ((best <= order.price) if order.side > 0 else (best >= order.price)):
             if order.tif == "FOK" and not self._fok_fillable(opp, order):
                 return self._emit_cancel(book.symbol, order, out, "fok_not_fillable",
@@ -384,19 +378,8 @@ class MatchingEngine:
         self._untrack(order)
 
     def _rest(self, book: Book, order: Order, out: list) -> None:
-        # BookSide.add and _track, inlined: this is most of what an add costs.
-        side = book.bids if order.side > 0 else book.asks
-        oid = order.order_id
-        level = side.levels.get(order.price)
-        if level is None:
-            level = side.new_level(order.price)
-        level.orders[oid] = order
-        level.qty += order.remaining
-        self.orders[oid] = order
-        mine = self.account_orders.get(order.account)
-        if mine is None:
-            mine = self.account_orders[order.account] = {}
-        mine[oid] = order
+        level = (book.bids if order.side > 0 else book.asks).add(order)
+        self._track(order)
         if order.reduce_only:
             book.reduce_only.setdefault(order.account, {})[order.order_id] = order
         book.book_seq += 1
@@ -573,39 +556,6 @@ class MatchingEngine:
         return None
 
     def _cancel(self, cmd: Cancel, out: list) -> None:
-        order = self.orders.get(cmd.order_id)
-        if order is not None and order.account == cmd.account and order.symbol == cmd.symbol \
-                and not order.reduce_only and order.type not in STOP_TYPES:
-            # The usual case, a plain resting order, inlined (_pull + _emit_cancel + _finish +
-            # _untrack): cancels are a quarter of all traffic.
-            book = self.books[cmd.symbol]
-            side = book.bids if order.side > 0 else book.asks
-            oid = order.order_id
-            price = order.price
-            level = side.levels[price]
-            del level.orders[oid]
-            level.qty -= order.remaining
-            level_qty = level.qty
-            if not level.orders:
-                del side.levels[price]
-            seq = self.seq
-            out.append(OrderCancelled(seq=seq, ref=cmd.ref, order_id=oid, account=order.account,
-                                      symbol=book.symbol, remaining=order.remaining,
-                                      reason="user", detail={}))
-            self.done[oid] = "cancelled"
-            fifo = self._done_fifo
-            fifo.append(oid)
-            if len(fifo) > DONE_MEMORY:
-                self.done.pop(fifo.popleft(), None)
-            del self.orders[oid]
-            mine = self.account_orders[order.account]
-            del mine[oid]
-            if not mine:
-                del self.account_orders[order.account]
-            book.book_seq += 1
-            out.append(BookDelta(seq=seq, symbol=book.symbol, book_seq=book.book_seq,
-                                 side=order.side, price=price, qty=level_qty))
-            return
         order = self._find(cmd, out)
         if order is None:
             return
