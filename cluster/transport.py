@@ -97,8 +97,8 @@ class NodeShell:
         self._pubs: dict[bytes, Outbox] = {}
         self._pub_sock: zmq.asyncio.Socket | None = None
         self._pub_sync: zmq.Socket | None = None
-        self._routers: dict[str, tuple[zmq.asyncio.Socket, zmq.Socket, list]] = {}
-        self._router_gone: dict[str, Callable[[bytes], None]] = {}
+        # name -> (socket, its sync shadow, pending replies, on_gone callback or None)
+        self._routers: dict[str, tuple[zmq.asyncio.Socket, zmq.Socket, list, Callable | None]] = {}
         self._timers: list[tuple[float, Callable[[], None]]] = []
         self._sockets: list[zmq.asyncio.Socket] = []
         self._stop: asyncio.Event | None = None  # created in run(), inside the loop
@@ -156,9 +156,7 @@ class NodeShell:
         sock = self._socket(zmq.ROUTER)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unroutable replies raise instead of vanishing
         sock.bind(endpoint)
-        self._routers[name] = (sock, zmq.Socket.shadow(sock.underlying), [])
-        if on_gone is not None:
-            self._router_gone[name] = on_gone
+        self._routers[name] = (sock, zmq.Socket.shadow(sock.underlying), [], on_gone)
         self._readers.append((sock, True, self._shaped_inbound(f"client->{self.name}", on_frames)))
 
     def bind_pub(self, endpoint: str) -> None:
@@ -220,9 +218,8 @@ class NodeShell:
                     continue
                 if not box.try_send(frame):
                     await box.sock.send(frame)  # the peer's queue is full: wait, never drop
-        for name, (sock, sync, pending) in self._routers.items():
+        for sock, sync, pending, gone in self._routers.values():
             if pending:
-                gone = self._router_gone.get(name)
                 by_identity: dict[bytes, list] = {}
                 for identity, message in pending:
                     by_identity.setdefault(identity, []).append(message)

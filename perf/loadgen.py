@@ -38,23 +38,38 @@ class Step:
     seed: int = 1
 
 
+ANSWERS = Codec(LogonAck | Error | Report)
+ENCODER = msgspec.msgpack.Encoder()
+
+
+def _log_on(sock: zmq.Socket, api_key: str, timeout_ms: int) -> bool:
+    """Log a fresh DEALER on and consume the answer; False when none came in time."""
+    sock.send(ENCODER.encode([Logon(req_id=0, api_key=api_key)]))
+    if not sock.poll(timeout_ms):
+        return False
+    sock.recv()
+    return True
+
+
+def _answer_key(msg) -> int:
+    """The req_id an answer belongs to (a Report carries it as `ref`); 0 for none."""
+    return msg.ref if type(msg) is Report else getattr(msg, "req_id", 0)
+
+
 def _worker(endpoint: str, keys: list[str], rate: float, seconds: float, sessions: int,
             poisson: bool, seed: int, symbol: str, price: int, out) -> None:
     ctx = zmq.Context()
     socks = []
-    codec = Codec(LogonAck | Error | Report)
-    enc = msgspec.msgpack.Encoder()
+    codec, enc = ANSWERS, ENCODER
     for i in range(sessions):
         s = ctx.socket(zmq.DEALER)
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.RCVHWM, 1_000_000)  # a slow reader must not make the venue drop answers
         s.setsockopt(zmq.SNDHWM, 1_000_000)
         s.connect(endpoint)
-        s.send(enc.encode([Logon(req_id=0, api_key=keys[i % len(keys)])]))
-        if not s.poll(10_000):
+        if not _log_on(s, keys[i % len(keys)], 10_000):
             out.send({"error": "no logon answer"})
             return
-        s.recv()
         socks.append(s)
     poller = zmq.Poller()
     for s in socks:
@@ -96,7 +111,7 @@ def _worker(endpoint: str, keys: list[str], rate: float, seconds: float, session
                     frame = sock.recv(zmq.NOBLOCK)
                     got = time.monotonic_ns()
                     for msg in codec.decode(frame):
-                        key = msg.ref if type(msg) is Report else getattr(msg, "req_id", 0)
+                        key = _answer_key(msg)
                         sent_at = intended.pop(key, None) if key else None
                         if sent_at is None:
                             continue
@@ -127,14 +142,10 @@ def settle(endpoint: str, key: str, symbol: str, price: int, *, quiet_ms: float 
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(endpoint)
-    codec = Codec(LogonAck | Error | Report)
-    enc = msgspec.msgpack.Encoder()
     started = time.monotonic()
     try:
-        sock.send(enc.encode([Logon(req_id=0, api_key=key)]))
-        if not sock.poll(int(timeout_s * 1000)):
+        if not _log_on(sock, key, int(timeout_s * 1000)):
             raise RuntimeError("settle: no logon answer")
-        sock.recv()
         order = PlaceOrder(symbol=symbol, side=1, qty=1, price=price - price // 50, tif="IOC")
         quick, req_id = 0, 0
         while quick < in_a_row:
@@ -142,12 +153,10 @@ def settle(endpoint: str, key: str, symbol: str, price: int, *, quiet_ms: float 
                 raise RuntimeError(f"settle: venue still busy after {timeout_s:g} s")
             req_id += 1
             sent = time.monotonic_ns()
-            sock.send(enc.encode([msgspec.structs.replace(order, req_id=req_id)]))
+            sock.send(ENCODER.encode([msgspec.structs.replace(order, req_id=req_id)]))
             answered = False
             while not answered and sock.poll(int(timeout_s * 1000)):
-                for msg in codec.decode(sock.recv()):
-                    key_of = msg.ref if type(msg) is Report else getattr(msg, "req_id", 0)
-                    answered = answered or key_of == req_id
+                answered = any(_answer_key(msg) == req_id for msg in ANSWERS.decode(sock.recv()))
             took_ms = (time.monotonic_ns() - sent) / 1e6
             quick = quick + 1 if answered and took_ms <= quiet_ms else 0
             time.sleep(0.02)
@@ -193,13 +202,15 @@ def run_step(endpoint: str, keys: list[str], step: Step, symbol: str, price: int
     }
 
 
+def kept_up(result: dict) -> bool:
+    """(Almost) everything answered, nothing piling up."""
+    return (result["answered"] > 0 and result["outstanding"] <= 0.01 * result["sent"]
+            and result["answered"] >= 0.98 * result["sent"])
+
+
 def sustainable(result: dict, p99_bound_us: float) -> bool:
-    """Kept up: (almost) everything answered in time, and p99 within the bound."""
-    if not result["answered"]:
-        return False
-    return (result["outstanding"] <= 0.01 * result["sent"]
-            and result["answered"] >= 0.98 * result["sent"]
-            and result["latency_us"]["p99"] <= p99_bound_us)
+    """Kept up, and p99 within the bound."""
+    return kept_up(result) and result["latency_us"]["p99"] <= p99_bound_us
 
 
 TRIES = 3
@@ -215,14 +226,14 @@ def find_max(endpoint: str, keys: list[str], symbol: str, price: int, *, start: 
         r = run_step(endpoint, keys, Step(rate=rate, seconds=seconds), symbol, price)
         r["sustainable"] = sustainable(r, p99_bound_us)
         steps.append(r)
-        kept_up = r["answered"] >= 0.98 * r["sent"] and r["outstanding"] <= 0.01 * r["sent"]
-        r["kept_up"] = kept_up
+        r["kept_up"] = kept_up(r)
         log(f"  offered {rate:>9,.0f}/s  answered {r['achieved_per_s']:>9,.0f}/s  "
             f"p99 {r['latency_us'].get('p99', 0):>9,.0f} us  "
             f"{'ok' if r['sustainable'] else 'NOT sustainable'}"
             + (f" (waited {r['settled_s']:g} s for an idle venue)" if r["settled_s"] > 0.5 else "")
-            + ("" if r["sustainable"] or not kept_up or not tries_left else " (kept up: measuring again)"))
-        if not r["sustainable"] and kept_up and tries_left:
+            + ("" if r["sustainable"] or not r["kept_up"] or not tries_left
+               else " (kept up: measuring again)"))
+        if not r["sustainable"] and r["kept_up"] and tries_left:
             # Everything was answered and only the p99 missed. This host stalls message delivery
             # for 60-230 ms a few times a minute even in the null pipeline at a third of its
             # capacity (no node's event loop lagged, the generator did not pause, no TCP

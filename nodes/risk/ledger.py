@@ -219,6 +219,8 @@ class RiskEngine:
         return im + fee + loss
 
     def _set_reserve(self, acct: AccountState, order: OpenOrder) -> None:
+        """Re-derive what an order holds after its terms or the account's position changed."""
+        acct.recount(order)
         new = self.reserve_for(acct, order)
         acct.order_margin += new - order.reserve
         order.reserve = new
@@ -533,7 +535,6 @@ class RiskEngine:
                     order.accepted = True
                     if ev.qty != order.qty:  # reduce-only sized down
                         order.qty = order.remaining = ev.qty
-                        self.accounts[order.account].recount(order)
                         self._set_reserve(self.accounts[order.account], order)
         elif t is OrderRejected:
             if ev.order_id in self.liq_orders:
@@ -565,7 +566,6 @@ class RiskEngine:
             order = self.orders.get(ev.order_id)
             if order is not None:
                 order.price, order.qty, order.remaining = ev.price, ev.qty, ev.remaining
-                self.accounts[order.account].recount(order)
                 self._set_reserve(self.accounts[order.account], order)
         elif t is OrderTriggered:
             order = self.orders.get(ev.order_id)
@@ -607,7 +607,6 @@ class RiskEngine:
             coid = order.client_order_id if order is not None else ""
             if order is not None:
                 order.remaining = remaining
-                acct.recount(order)
                 if remaining == 0:
                     self._forget(order)
             self._refresh_reserves(acct, ev.symbol)  # the position changed what orders open
