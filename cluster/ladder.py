@@ -13,9 +13,6 @@ notional and amounts in atoms, rates in ppm. MM rounds up (a requirement rounds 
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from functools import lru_cache
-
 import msgspec
 
 PPM = 1_000_000
@@ -68,15 +65,17 @@ def build_ladder(rows: list[tuple[int, int, int, int | None]], cap: int) -> tupl
     return tuple(tiers)
 
 
-@lru_cache(maxsize=64)
-def _floors(tiers: tuple[Tier, ...]) -> tuple[int, ...]:
-    return tuple(t.floor for t in tiers)
-
-
 def tier_for(tiers: tuple[Tier, ...], notional: int) -> Tier:
-    """The tier whose (floor, cap] contains |notional|; past the cap, the last tier."""
-    index = max(0, bisect_left(_floors(tiers), abs(notional)) - 1)
-    return tiers[index]
+    """The tier whose (floor, cap] contains |notional|; past the cap, the last tier.
+
+    A scan from the bottom, not a bisect: almost every order and position is in the first tier or
+    two, and this runs several times per order (a cached floors tuple cost more, in hashing tiers).
+    """
+    notional = abs(notional)
+    for tier in tiers:
+        if notional <= tier.cap:
+            return tier
+    return tiers[-1]
 
 
 def maintenance_margin(tiers: tuple[Tier, ...], notional: int) -> int:

@@ -374,6 +374,7 @@ class OrderCancelled(Msg, tag=True, kw_only=True):
     remaining: int  # quantity that was open and is now cancelled
     reason: str
     detail: Detail = field(default_factory=dict)
+    duplicate: bool = False  # a resubmitted client order id: the original answer, repeated
 
 
 class OrdersCancelled(Msg, tag=True, kw_only=True):

@@ -49,7 +49,8 @@ class MatchingEngine:
         self.stops: dict[str, StopBook] = {name: StopBook() for name in sorted(symbols)}
         self.orders: dict[int, Order] = {}  # every live order (resting or untriggered)
         self.account_orders: dict[str, dict[int, Order]] = {}
-        self.coids: dict[tuple[str, str], OrderAccepted | OrderRejected] = {}
+        # client order id -> the first answer (replayed, marked duplicate, on a resubmission)
+        self.coids: dict[tuple[str, str], OrderAccepted | OrderRejected | OrderCancelled] = {}
         self.done: dict[int, str] = {}
         self._done_fifo: deque[int] = deque()
         self.seq = 0
@@ -369,11 +370,21 @@ class MatchingEngine:
         return False
 
     def _emit_cancel(self, symbol: str, order: Order, out: list, reason: str, detail: dict) -> None:
-        out.append(OrderCancelled(
+        ev = OrderCancelled(
             seq=self.seq, ref=order.ref,
             order_id=order.order_id, account=order.account, symbol=symbol,
             remaining=order.remaining, reason=reason, detail=detail,
-        ))
+        )
+        last = out[-1] if out else None
+        if type(last) is OrderAccepted and last.order_id == order.order_id:
+            # Accepted and cancelled with nothing in between (an IOC, FOK or market order that
+            # could not trade at all): the cancel is the one answer, naming the order, as venues
+            # answer such an order with its final state. Saves a report per order on every hop.
+            out[-1] = ev
+            if order.client_order_id:
+                self.coids[(order.account, order.client_order_id)] = ev
+        else:
+            out.append(ev)
         self._finish(order.order_id, "cancelled")
         self._untrack(order)
 
@@ -542,7 +553,7 @@ class MatchingEngine:
         oid = cmd.order_id
         if not oid and cmd.client_order_id:
             prev = self.coids.get((cmd.account, cmd.client_order_id))
-            oid = prev.order_id if isinstance(prev, OrderAccepted) else 0
+            oid = 0 if type(prev) is OrderRejected else prev.order_id
         order = self.orders.get(oid)
         if order is not None and order.account == cmd.account and order.symbol == cmd.symbol:
             return order

@@ -32,6 +32,8 @@ from __future__ import annotations
 from decimal import Decimal
 from fractions import Fraction
 
+import msgspec
+
 from cluster.audit import Explanation
 from cluster.config import SymbolSpec
 from cluster.ladder import maintenance_margin, max_leverage, tier_for
@@ -65,7 +67,10 @@ class LiqExec:
         self.notional = 0
         self.fee = 0
         self.fund_before = fund_before
+
+
 MARKET_TYPES = frozenset({"market", "stop_market", "take_profit_market"})
+BLANK_ORDER = NewOrder(order_id=0, account="", symbol="", side=1, qty=1)
 
 
 class RiskEngine:
@@ -308,8 +313,10 @@ class RiskEngine:
         if regime == "degraded" and not body.reduce_only:
             return self._reject(out, ref, acct.name, body.symbol, "symbol_reduce_only", {
                 "regime": regime}, now_ns, coid)
-        cmd = NewOrder(
-            ref=ref, order_id=self.next_order_id, account=acct.name, symbol=body.symbol,
+        # replace() on a blank order, not NewOrder(...): msgspec 0.22 takes a slow path for a
+        # constructor call with 16 or more keywords (measured ~500 ns against ~130 ns here).
+        cmd = msgspec.structs.replace(
+            BLANK_ORDER, ref=ref, order_id=self.next_order_id, account=acct.name, symbol=body.symbol,
             side=body.side, qty=body.qty, type=body.type, price=body.price, tif=body.tif,
             post_only=body.post_only, reduce_only=body.reduce_only, client_order_id=coid,
             trigger_price=body.trigger_price, trigger_by=body.trigger_by, stp=body.stp,
@@ -547,6 +554,12 @@ class RiskEngine:
                 if order is not None and not order.accepted:  # the new order itself was refused
                     self._forget(order)
         elif t is OrderCancelled:
+            if ev.duplicate:  # the answer to a resubmitted client order id, not a cancel
+                self._drop_pending(ev.ref)
+                out.append(("gateway", Report(ref=ev.ref, account=ev.account, event=ev)))
+                return
+            if ev.ref:  # an order cancelled at once is answered with the cancel alone (no ack)
+                self.pending.pop(ev.ref, None)
             order = self.orders.get(ev.order_id)
             if order is not None:
                 self._forget(order)

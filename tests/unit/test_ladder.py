@@ -43,6 +43,17 @@ def test_mm_is_continuous_at_every_cap():
             cap * upper.mmr_ppm // 1_000_000 - upper.amount
 
 
+@given(st.one_of(st.integers(-600_000_000 * USD, 600_000_000 * USD),
+                 st.sampled_from([t.cap + d for t in BTC for d in (-1, 0, 1)])))
+def test_every_notional_falls_in_its_tiers_range(notional):
+    t = tier_for(BTC, notional)
+    n = abs(notional)
+    if n > BTC[-1].cap:
+        assert t is BTC[-1]
+    else:
+        assert (t.floor < n or t.number == 1) and n <= t.cap
+
+
 @given(st.integers(0, 600_000_000 * USD))
 def test_mm_never_decreases_with_notional(notional):
     assert maintenance_margin(BTC, notional + USD) >= maintenance_margin(BTC, notional)

@@ -56,6 +56,30 @@ def test_ioc_remainder_cancelled_and_fok_all_or_nothing(eng):
     assert trades(ev) == [(1000, 5, 3)]
 
 
+def test_an_order_that_cannot_trade_at_all_is_answered_by_its_cancel_alone(eng):
+    eng.handle(order(1, "m", -1, 5, 1010))
+    for oid, kw, reason in ((2, {"tif": "IOC"}, "ioc_remainder"),
+                            (3, {"tif": "FOK"}, "fok_not_fillable")):
+        ev = eng.handle(order(oid, "t", 1, 4, 1000, ref=40 + oid, **kw))
+        assert kinds(ev) == ["OrderCancelled"], kw
+        assert (ev[0].order_id, ev[0].ref, ev[0].remaining, ev[0].reason) == (oid, 40 + oid, 4, reason)
+    # an IOC that trades first is acknowledged, filled, then its remainder cancelled
+    ev = eng.handle(order(4, "t", 1, 8, 1010, tif="IOC"))
+    assert kinds(ev)[0] == "OrderAccepted" and kinds(ev)[-1] == "OrderCancelled"
+    assert ev[-1].remaining == 3
+    eng.validate_internal_state()
+
+
+def test_a_resubmitted_client_order_id_of_an_unfilled_ioc_repeats_its_cancel(eng):
+    first = eng.handle(order(1, "a", 1, 5, 990, tif="IOC", client_order_id="x2", ref=7))
+    again = eng.handle(order(2, "a", 1, 5, 990, tif="IOC", client_order_id="x2", ref=8))
+    assert kinds(first) == kinds(again) == ["OrderCancelled"]
+    assert again[0].duplicate and not first[0].duplicate
+    assert (again[0].order_id, again[0].ref) == (1, 8)
+    ev = eng.handle(Cancel(account="a", symbol=S, client_order_id="x2"))
+    assert ev[0].reason == "order_not_open" and ev[0].order_id == 1
+
+
 def test_post_only_rejected_with_the_order_it_would_hit(eng):
     eng.handle(order(1, "m", -1, 5, 1000))
     ev = eng.handle(order(2, "t", 1, 1, 1000, post_only=True))

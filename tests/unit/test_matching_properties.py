@@ -131,6 +131,10 @@ def test_engine_agrees_with_naive_model_and_keeps_invariants(script):
                     else:
                         before[acct] = before.get(acct, 0) + side * ev.qty
             elif t is OrderCancelled:
+                if ev.order_id not in qty:  # cancelled at once, answered without an ack
+                    assert type(cmd) is NewOrder and ev.order_id == cmd.order_id, ev
+                    assert ev.remaining == cmd.qty or cmd.reduce_only and 0 < ev.remaining < cmd.qty
+                    qty[ev.order_id] = ev.remaining
                 cancelled[ev.order_id] = cancelled.get(ev.order_id, 0) + ev.remaining
             elif t is OrdersCancelled:
                 for oid, rem in ev.orders:

@@ -20,6 +20,7 @@ place = st.fixed_dictionaries({
     "side": st.sampled_from((1, -1)), "qty": st.integers(1, 400), "offset": st.integers(-30, 30),
     "type": st.sampled_from(("limit", "limit", "limit", "market")),
     "tif": st.sampled_from(("GTC", "GTC", "IOC")), "reduce_only": st.sampled_from((False, False, True)),
+    "client_order_id": st.sampled_from(("", "", "", "k1", "k2")),  # repeats are resubmissions
 })
 mark = st.fixed_dictionaries({"symbol": st.sampled_from(SYMBOLS), "move": st.integers(-400, 400)})
 steps = st.lists(st.one_of(place, place, place, mark), min_size=5, max_size=60)
@@ -58,7 +59,7 @@ def run(script):
         price = 0 if step["type"] == "market" else marks[s] + step["offset"]
         body = PlaceOrder(symbol=s, side=step["side"], qty=step["qty"], type=step["type"], price=price,
                           tif="IOC" if step["type"] == "market" else step["tif"],
-                          reduce_only=step["reduce_only"])
+                          reduce_only=step["reduce_only"], client_order_id=step["client_order_id"])
         pump(risk.handle(Routed(ref=ref, account=step["account"], body=body), 0))
         held, owed = risk.conservation()
         assert held == owed
@@ -75,6 +76,7 @@ def test_money_is_conserved_and_positions_agree(script):
         for name, acct in risk.accounts.items():  # risk and matching agree on every position
             pos = acct.positions.get(s)
             assert (pos.qty if pos else 0) == matching.position(name, s)
+    assert not risk.pending, "a placement matching never answered, as risk sees it"
     for acct in risk.accounts.values():  # reservations are exactly those of the open orders
         assert acct.order_margin == sum(o.reserve for o in acct.orders.values())
         acct.check_indexes()
