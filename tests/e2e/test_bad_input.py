@@ -3,6 +3,7 @@ gateway keeps serving."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import msgspec
@@ -48,3 +49,31 @@ async def test_random_bytes_and_wrong_types_get_reasons_and_change_nothing(clust
     status = cluster.status()
     assert status["nodes"]["gateway"]["state"] == "running"
     assert status["nodes"]["gateway"]["restarts"] == 0
+
+
+async def test_multipart_messages_get_a_reason_and_later_messages_stay_aligned(cluster):
+    """A client message must be exactly one payload frame. Extra parts are refused as one message,
+    and the gateway still reads the next message from its first part (frame boundaries kept)."""
+    import zmq
+    import zmq.asyncio
+
+    from cluster.protocol import Codec, Logon, LogonAck
+
+    ctx = zmq.asyncio.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(cluster.endpoint())
+    answers = Codec(Error | LogonAck)
+    logon = msgspec.msgpack.encode([Logon(req_id=9, api_key=cluster.api_key("bob"))])
+    try:
+        for parts in ([logon, logon], [b"", logon], [logon, b"x", b"y"]):
+            await sock.send_multipart(parts)
+            (answer,) = answers.decode(await asyncio.wait_for(sock.recv(), 5))
+            assert type(answer) is Error and answer.reason == "malformed_message", (parts, answer)
+            assert "payload frame" in answer.detail["error"]
+        await sock.send(logon)
+        (answer,) = answers.decode(await asyncio.wait_for(sock.recv(), 5))
+        assert type(answer) is LogonAck and answer.req_id == 9 and answer.account == "bob"
+    finally:
+        sock.close()
+        ctx.term()
