@@ -82,7 +82,3 @@ def maintenance_margin(tiers: tuple[Tier, ...], notional: int) -> int:
     tier = tier_for(tiers, notional)
     notional = abs(notional)
     return -((-notional * tier.mmr_ppm) // PPM) - tier.amount
-
-
-def max_leverage(tiers: tuple[Tier, ...], notional: int) -> int:
-    return tier_for(tiers, notional).max_leverage

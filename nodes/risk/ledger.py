@@ -36,7 +36,7 @@ import msgspec
 
 from cluster.audit import Explanation
 from cluster.config import SymbolSpec
-from cluster.ladder import maintenance_margin, max_leverage, tier_for
+from cluster.ladder import maintenance_margin, tier_for
 from cluster.protocol import (
     Ack, AccountRisk, AccountView, AdjustIsolatedMargin, Amend, AmendOrder, Cancel, CancelAll,
     CancelOrder, Deposit, Error, Fill, FundingEntry, FundingRate, GetAccount, IndexMark,
@@ -154,7 +154,8 @@ class RiskEngine:
 
     def effective_leverage(self, acct: AccountState, symbol: str, notional: int) -> int:
         """The account's leverage setting, capped by the ladder tier the notional falls into."""
-        return min(self._leverage(acct, symbol), max_leverage(self.specs[symbol].tiers, notional))
+        tier = tier_for(self.specs[symbol].tiers, notional)
+        return min(self._leverage(acct, symbol), tier.max_leverage)
 
     def initial_margin(self, acct: AccountState, symbol: str, notional: int,
                        tier_notional: int | None = None) -> int:
@@ -185,6 +186,8 @@ class RiskEngine:
 
     def available(self, acct: AccountState) -> int:
         """What the cross wallet can still commit: equity less cross IM and order reservations."""
+        if not acct.positions:  # most order checks: nothing to value
+            return acct.balance - acct.order_margin
         return self.cross_equity(acct) - self.position_margin(acct, cross_only=True) - acct.order_margin
 
     def _worst_price(self, symbol: str, side: int, otype: str, price: int, trigger: int) -> int:
@@ -194,34 +197,42 @@ class RiskEngine:
         move = ref * self.specs[symbol].protection_ppm // PPM
         return ref + move if side > 0 else ref - move
 
-    def _opening(self, acct: AccountState, symbol: str, side: int, qty: int) -> int:
-        """The part of `qty` that would open (rather than close) a position."""
-        pos = acct.positions.get(symbol)
-        if pos is not None and pos.qty and (pos.qty > 0) != (side > 0):
-            return max(0, qty - abs(pos.qty))
-        return qty
-
     def reserve_for(self, acct: AccountState, order: OpenOrder, price: int | None = None,
                     remaining: int | None = None) -> int:
         """Margin an open order holds; `price`/`remaining` price a proposed amend instead."""
+        return self._reserve_and_notional(acct, order, price, remaining)[0]
+
+    def _reserve_and_notional(self, acct: AccountState, order: OpenOrder, price: int | None = None,
+                              remaining: int | None = None) -> tuple[int, int]:
+        """(margin the order holds, |position notional| were it all to fill; 0 for reduce-only).
+
+        IM on the opening part at the worst price, leverage capped at the tier of the notional
+        after the fill, x the regime's buffer; plus the taker fee on all of it; plus the loss at
+        once against mark of buying above (selling below) it.
+        """
         price = order.price if price is None else price
         remaining = order.remaining if remaining is None else remaining
         if remaining <= 0:
-            return 0
-        spec = self.specs[order.symbol]
+            return 0, 0
+        symbol = order.symbol
+        spec = self.specs[symbol]
         mult = spec.atoms_per_tick_lot
-        worst = self._worst_price(order.symbol, order.side, order.type, price, order.trigger_price)
+        worst = self._worst_price(symbol, order.side, order.type, price, order.trigger_price)
         fee = ceil_div(worst * remaining * mult * max(spec.taker_fee_ppm, 0), PPM)
         if order.reduce_only:
-            return fee
-        opening = self._opening(acct, order.symbol, order.side, remaining)
+            return fee, 0
+        opening, after = remaining, 0
+        pos = acct.positions.get(symbol)
+        if pos is not None:
+            if pos.qty and (pos.qty > 0) != (order.side > 0):  # closes first, opens the rest
+                opening = max(0, remaining - abs(pos.qty))
+            after = abs(self._position_value(symbol, pos))
         opening_value = worst * opening * mult
-        pos = acct.positions.get(order.symbol)
-        after = opening_value + (abs(self._position_value(order.symbol, pos)) if pos else 0)
-        im = self.initial_margin(acct, order.symbol, opening_value, tier_notional=after)
-        mark = self._price(order.symbol)
+        after += opening_value
+        im = self.initial_margin(acct, symbol, opening_value, tier_notional=after)
+        mark = self._price(symbol)
         loss = max(0, order.side * (worst - mark)) * opening * mult if mark else 0
-        return im + fee + loss
+        return im + fee + loss, after
 
     def _set_reserve(self, acct: AccountState, order: OpenOrder) -> None:
         """Re-derive what an order holds after its terms or the account's position changed."""
@@ -323,20 +334,14 @@ class RiskEngine:
             max_slippage_ppm=body.max_slippage_ppm,
         )
         order = OpenOrder(cmd)
+        required, after = self._reserve_and_notional(acct, order)
         if not body.reduce_only:
-            worst = self._worst_price(body.symbol, body.side, body.type, body.price,
-                                      body.trigger_price)
-            pos = acct.positions.get(body.symbol)
-            after = worst * self._opening(acct, body.symbol, body.side, body.qty) * \
-                spec.atoms_per_tick_lot + (abs(self._position_value(body.symbol, pos)) if pos else 0)
-            pending = acct.pending_ticks_lots(body.symbol, body.side) * spec.atoms_per_tick_lot
+            after += acct.pending_ticks_lots(body.symbol, body.side) * spec.atoms_per_tick_lot
             limit = spec.tiers[-1].cap
-            if after + pending > limit:
-                tier = tier_for(spec.tiers, after + pending)
+            if after > limit:
                 return self._reject(out, ref, acct.name, body.symbol, "position_limit", {
-                    "notional_after": after + pending, "limit": limit, "tier": tier.number},
-                    now_ns, coid)
-        required = self.reserve_for(acct, order)
+                    "notional_after": after, "limit": limit,
+                    "tier": tier_for(spec.tiers, after).number}, now_ns, coid)
         available = self.available(acct)
         if required > available:
             return self._reject(out, ref, acct.name, body.symbol, "insufficient_margin", {
