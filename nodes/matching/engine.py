@@ -24,7 +24,6 @@ Rules (see README "Matching rules"):
 from __future__ import annotations
 
 import hashlib
-from collections import deque
 
 import msgspec
 
@@ -34,6 +33,7 @@ from cluster.protocol import (
     OrderCancelled, OrderRejected, OrdersCancelled, OrderTriggered, SetPosition, Trade,
 )
 from nodes.matching.book import Book, BookSide, Order
+from nodes.matching.finished import FinishedOrders
 from nodes.matching.stops import StopBook, is_triggered
 
 PPM = 1_000_000
@@ -51,8 +51,7 @@ class MatchingEngine:
         self.account_orders: dict[str, dict[int, Order]] = {}
         # client order id -> the first answer (replayed, marked duplicate, on a resubmission)
         self.coids: dict[tuple[str, str], OrderAccepted | OrderRejected | OrderCancelled] = {}
-        self.done: dict[int, str] = {}
-        self._done_fifo: deque[int] = deque()
+        self.done = FinishedOrders(DONE_MEMORY)
         self.seq = 0
         self.trade_id = 0
         self._dispatch = {
@@ -264,7 +263,6 @@ class MatchingEngine:
         live = self.orders
         account_orders = self.account_orders
         done = self.done
-        fifo = self._done_fifo
         trade_id = self.trade_id
         taker_moved = 0
         touched: list[str] | None = None
@@ -315,8 +313,7 @@ class MatchingEngine:
                         del account_orders[maker_account]
                     if maker.reduce_only:
                         self._drop_reduce_only(book, maker)
-                    done[mid] = "filled"
-                    fifo.append(mid)
+                    done.add(mid, "filled")
             if not orders:
                 del levels[best]
             if taker_moved != moved_before:
@@ -328,8 +325,6 @@ class MatchingEngine:
         if taker_moved:
             positions[taker_account] = positions.get(taker_account, 0) + side * taker_moved
             self.trade_id = trade_id
-            while len(fifo) > DONE_MEMORY:
-                done.pop(fifo.popleft(), None)
         return touched, taker_gone
 
     def _reduce_only_fits(self, book: Book, maker: Order, level, out: list) -> bool:
@@ -427,11 +422,7 @@ class MatchingEngine:
                 del book.reduce_only[order.account]
 
     def _finish(self, order_id: int, status: str) -> None:
-        self.done[order_id] = status
-        fifo = self._done_fifo
-        fifo.append(order_id)
-        if len(fifo) > DONE_MEMORY:
-            self.done.pop(fifo.popleft(), None)
+        self.done.add(order_id, status)
 
     # ------------------------------------------------------------------ after trades
 
@@ -558,7 +549,7 @@ class MatchingEngine:
         if order is not None and order.account == cmd.account and order.symbol == cmd.symbol:
             return order
         if oid in self.done:
-            reason, detail = "order_not_open", {"order_id": oid, "status": self.done[oid]}
+            reason, detail = "order_not_open", {"order_id": oid, "status": self.done.status(oid)}
         else:
             reason, detail = "unknown_order", {"order_id": oid}
         out.append(OrderRejected(seq=self.seq, ref=cmd.ref, order_id=oid, account=cmd.account,
