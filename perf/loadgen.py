@@ -5,9 +5,9 @@ each latency is measured from the intended send time to the answer (coordinated-
 corrected), into HDR histograms. Several worker processes share the rate, each with several
 sessions; everything is bounded in count and time.
 
-The order is an IOC buy one lot 2% under the price, which never fills: the venue accepts it and
-cancels the remainder, so a step leaves no state behind. Its first answer (the acceptance, or a
-rejection) is what is timed.
+The order is an IOC buy one lot 2% under the price, which never fills: the venue answers it with
+its OrderCancelled (ioc_remainder), so a step leaves no state behind, and, like the null pipeline's
+acceptance, that is one report per order. Its first answer (or a rejection) is what is timed.
 """
 
 from __future__ import annotations
