@@ -1,0 +1,53 @@
+"""The bench's search for the maximum sustainable rate, against a simulated venue: it brackets the
+capacity, re-measures a step that kept up but missed p99 (a host stall), and gives up on a rate only
+after TRIES misses in a row."""
+
+from __future__ import annotations
+
+import pytest
+
+from perf import loadgen
+
+
+def fake_venue(capacity: float, stalls: dict[float, int] | None = None):
+    """run_step stand-in: keeps up below `capacity`; `stalls[rate]` first tries miss p99 anyway."""
+    stalls = dict(stalls or {})
+    calls: list[float] = []
+
+    def run_step(endpoint, keys, step, symbol, price):
+        calls.append(step.rate)
+        sent = int(step.rate * step.seconds)
+        if step.rate > capacity:
+            return {"offered_per_s": step.rate, "sent": sent, "answered": sent // 2,
+                    "outstanding": sent - sent // 2, "achieved_per_s": sent // 2 / step.seconds,
+                    "latency_us": {"p99": 900_000.0}, "settled_s": 0.0}
+        p99 = 10_000.0
+        if stalls.get(step.rate, 0) > 0:
+            stalls[step.rate] -= 1
+            p99 = 120_000.0  # everything answered, one stall in the step
+        return {"offered_per_s": step.rate, "sent": sent, "answered": sent, "outstanding": 0,
+                "achieved_per_s": sent / step.seconds, "latency_us": {"p99": p99}, "settled_s": 0.0}
+
+    return run_step, calls
+
+
+@pytest.mark.parametrize("capacity", [700, 9_000, 123_456])
+def test_search_brackets_the_capacity(monkeypatch, capacity):
+    run_step, calls = fake_venue(capacity)
+    monkeypatch.setattr(loadgen, "run_step", run_step)
+    best, steps = loadgen.find_max("ep", ["k"], "S", 100, seconds=1, log=lambda _: None)
+    assert best <= capacity
+    failed = [s["offered_per_s"] for s in steps if not s["sustainable"]]
+    assert failed and min(failed) > capacity
+    assert (min(failed) - best) / min(failed) < 0.25  # three bisections of a x1.6 bracket
+
+
+def test_a_stalled_step_is_measured_again_and_a_rate_fails_only_after_tries_misses(monkeypatch):
+    # 500 and 800 are the first rates tried: 500 stalls once, 800 stalls every time.
+    run_step, calls = fake_venue(50_000, stalls={500: 1, 800: loadgen.TRIES})
+    monkeypatch.setattr(loadgen, "run_step", run_step)
+    best, steps = loadgen.find_max("ep", ["k"], "S", 100, seconds=1, refine=0,
+                                   log=lambda _: None)
+    assert calls[:2] == [500, 500] and calls.count(800) == loadgen.TRIES
+    assert best == 500
+    assert all(s["kept_up"] for s in steps)
