@@ -1,6 +1,6 @@
 """The `perpx` command line.
 
-    perpx cluster up [--detach] [--demo] [--seconds N] [--config F] [--run-dir D]
+    perpx cluster up [--detach [--same-session]] [--demo] [--seconds N] [--config F] [--run-dir D]
     perpx cluster down | status [--json]
     perpx order place --account A --symbol S --side buy|sell --qty 0.01 [--price 30000.5] ... [--json]
     perpx order cancel --account A --symbol S (--order-id N | --client-order-id X) [--json]
@@ -124,7 +124,8 @@ def cmd_cluster_up(args) -> int:
         out = open(run / "log" / "supervisor.out", "ab")  # noqa: SIM115
         proc = subprocess.Popen(
             [sys.executable, "-m", "cluster.supervisor", "--config", topo.path, "--run-dir", str(run)],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=not args.same_session,
         )
         out.close()
         deadline = time.monotonic() + topo.supervisor.ready_timeout_ms / 1000 + 5
@@ -590,6 +591,9 @@ def parser() -> argparse.ArgumentParser:
     cluster = sub.add_parser("cluster").add_subparsers(dest="action", required=True)
     up = cluster.add_parser("up", parents=[common], help="start the cluster")
     up.add_argument("--detach", action="store_true", help="run in the background")
+    up.add_argument("--same-session", action="store_true",
+                    help="with --detach: stay in this session, so in this scheduling group when the "
+                         "kernel groups by session (autogroup), e.g. beside a load generator")
     up.add_argument("--demo", action="store_true", help="drive demo traffic and print it")
     up.add_argument("--seconds", type=float, default=None,
                     help="stop after N seconds (default: $DEMO_SECONDS, else run until Ctrl-C)")

@@ -38,7 +38,8 @@ def main() -> int:
     rate = os.environ.get("LOAD_SPAWN_RATE", "5")
     started = False
     if not running(run_dir):
-        proc = perpx("cluster", "up", "--detach", "--run-dir", str(run_dir))
+        # --same-session: locust and the venue in one scheduling group (see perf/cluster_load.py)
+        proc = perpx("cluster", "up", "--detach", "--same-session", "--run-dir", str(run_dir))
         if proc.returncode:
             print(proc.stdout, proc.stderr, file=sys.stderr)
             return 1

@@ -4,6 +4,7 @@ real cluster: every order is answered, none rejected, latencies recorded, nothin
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import pytest
@@ -21,6 +22,9 @@ def test_one_open_loop_step_is_answered_in_full(pipeline):
     env = {"PERPX_PIPELINE": "null"} if pipeline == "null" else {}
     with Cluster(env) as venue:
         time.sleep(1.0)
+        status = json.loads((venue.run_dir / "status.json").read_text())
+        for node in status["nodes"].values():  # one scheduling group with the generator
+            assert os.getsid(node["pid"]) == os.getsid(0), node
         topo = venue.topo
         keys = [topo.accounts[a].api_key for a in ACCOUNTS]
         r = run_step(topo.nodes["gateway"].client, keys, Step(rate=2_000, seconds=1.0, poisson=True),
