@@ -54,7 +54,7 @@ class Cluster:
         # In the caller's session: with kernel autogroup (on by default on most distributions)
         # every session is one scheduling group, and a venue in a session of its own got, all
         # its busy nodes together, the CPU weight of the one load-generator process. Measured
-        # on this host: the cluster's max 88k -> 134k orders/s, the null's 183-204k -> 215k.
+        # on this host: the cluster's max 84-95k -> 114-128k orders/s, the null's 183-204k -> 194k.
         proc = self.cli("cluster", "up", "--detach", "--same-session")
         if proc.returncode:
             raise RuntimeError(f"cluster did not start: {proc.stdout} {proc.stderr}")
