@@ -154,14 +154,15 @@ class RiskEngine:
 
     def effective_leverage(self, acct: AccountState, symbol: str, notional: int) -> int:
         """The account's leverage setting, capped by the ladder tier the notional falls into."""
-        tier = tier_for(self.specs[symbol].tiers, notional)
-        return min(self._leverage(acct, symbol), tier.max_leverage)
+        setting = self._leverage(acct, symbol)
+        cap = tier_for(self.specs[symbol].tiers, notional).max_leverage
+        return setting if setting < cap else cap
 
     def initial_margin(self, acct: AccountState, symbol: str, notional: int,
                        tier_notional: int | None = None) -> int:
         """IM on `notional`, leverage capped at the tier of `tier_notional`, times the buffer."""
-        lev = self.effective_leverage(acct, symbol, abs(notional if tier_notional is None
-                                                        else tier_notional))
+        lev = self.effective_leverage(acct, symbol,
+                                      notional if tier_notional is None else tier_notional)
         buffer = self.specs[symbol].im_buffer_ppm[self.regimes[symbol]]
         return ceil_div(abs(notional) * buffer, lev * PPM)
 
