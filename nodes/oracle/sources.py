@@ -46,7 +46,8 @@ def classify(feeds: dict[str, tuple[int, int]], venues: list[str], now_ns: int,
         if seen is None:
             stale[venue] = -1
         elif now_ns - seen[1] > stale_after_ns:
-            stale[venue] = (now_ns - seen[1]) // 1_000_000
+            # rounded up: the age quoted in the explanation must show it is past the limit
+            stale[venue] = -(-(now_ns - seen[1]) // 1_000_000)
         else:
             fresh[venue] = seen[0]
     healthy: dict[str, int] = {}

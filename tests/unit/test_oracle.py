@@ -11,7 +11,7 @@ from cluster.funding import PremiumAverage, impact_price, premium
 from cluster.protocol import BookDelta, FundingRate, IndexMark, OracleMode, Regime, SpotTick
 from nodes.oracle.fallback import FallbackConf
 from nodes.oracle.index import Oracle, OracleConf
-from nodes.oracle.sources import weighted_median
+from nodes.oracle.sources import classify, weighted_median
 from nodes.oracle.volatility import RealizedVol
 
 S = "BTC-PERP"
@@ -218,3 +218,11 @@ def test_a_venue_leaving_and_rejoining_is_explained():
     tick(o, all5, 2_200 * MS)
     back = [m for m in o.publish(2_200 * MS) if type(m).__name__ == "OracleSource"]
     assert [(m.venue, m.status) for m in back] == [("bravo", "healthy"), ("charlie", "healthy")]
+
+
+def test_a_stale_venues_quoted_age_is_past_the_limit_even_by_a_fraction_of_a_ms():
+    limit = 2_000 * 1_000_000
+    feeds = {"a": (100, 0), "b": (100, 500_000), "c": (100, 1_000_000_000)}
+    report = classify(feeds, ["a", "b", "c"], limit + 500_000, limit, 10_000)
+    assert report.stale == {"a": 2001}  # 2000.5 ms old: quoted as 2001, not 2000
+    assert "b" not in report.stale  # exactly at the limit: still fresh
