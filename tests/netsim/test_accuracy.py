@@ -1,5 +1,6 @@
 """Measured one-way delay through the real shaping path (pump thread + event loop + a ZeroMQ hop)
-matches the configured distribution: p50, p90, p99 within 10% + 100 us."""
+matches the configured distribution: p50, p90, p99 within 10% (+ 100 us below, + what the bare path
+adds at that percentile above)."""
 
 from __future__ import annotations
 
@@ -73,25 +74,38 @@ async def measure(latency: dict, tmp_path, reorder: bool = True) -> list[int]:
     return delays
 
 
-def misses(delays: list[int], expected: dict[float, int]) -> list[tuple]:
-    return [(q, percentile(delays, q), want) for q, want in expected.items()
-            if abs(percentile(delays, q) - want) > 0.10 * want + 100_000]
+def misses(delays: list[int], expected: dict[float, int], path: list[int]) -> list[tuple]:
+    """(percentile, measured, configured, the bare path's own delay there) for each miss. Below
+    the configured value the allowance is 10% + 100 us; above it, 10% plus the bare path's delay
+    at that percentile, which every shaped message rides on."""
+    off = []
+    for q, want in expected.items():
+        got, own = percentile(delays, q), percentile(path, q)
+        if not want - 0.10 * want - 100_000 <= got <= want + 0.10 * want + own:
+            off.append((q, got, want, own))
+    return off
 
 
 RUNS = 3
+BARE = {"model": "constant", "latency": "1us"}  # the path with (almost) nothing added
 
 
 def check(latency: dict, expected: dict[float, int], tmp_path) -> None:
-    """Within 10% + 100 us at each percentile. This host is shared and noisy (a p99 can carry a
-    few hundred us of scheduling delay: seen in about 1 run in 10), so a run that misses is
-    measured again, up to RUNS runs; the test fails when every run misses, reporting them all."""
+    """Each percentile within 10% + 100 us below the configured one, and within 10% plus what the
+    bare path (pump thread, event loop, ZeroMQ hop) adds at that percentile above it, the bare
+    path measured just before. (Here the bare path measured 100-140 us at p50 and 180-280 us at
+    p99; in some stretches of tens of seconds every shaped run came out 230-400 us over at p99,
+    which the old flat 10% + 100 us failed.) A run that misses is measured again, up to RUNS
+    runs; the test fails when every run misses, reporting them all."""
     missed = []
     for _ in range(RUNS):
-        off = misses(uvloop.run(measure(latency, tmp_path)), expected)
+        path = uvloop.run(measure(BARE, tmp_path))
+        off = misses(uvloop.run(measure(latency, tmp_path)), expected, path)
         if not off:
             return
         missed.append(off)
-    raise AssertionError(f"(percentile, measured ns, configured ns) off in every run: {missed}")
+    raise AssertionError(f"(percentile, measured ns, configured ns, bare path ns) off in every "
+                         f"run: {missed}")
 
 
 @pytest.mark.timeout(90)
