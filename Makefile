@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup cluster test test-fast bench bench-core bench-netsim load clean
+.PHONY: setup cluster test test-fast bench bench-core bench-netsim probe load clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,11 @@ test-fast: $(STAMP)
 # The cluster against the null pipeline, open loop: perf/results/bench.{json,md,png}, < 10 minutes.
 bench: $(STAMP) $(VENV)/.bench
 	$(PY) -m perf.bench
+
+# Where the CPU goes at one offered rate, per node: CPU, us per order, run-queue wait, py-spy.
+# PROBE_ARGS passes flags, e.g. PROBE_ARGS="--pipeline null --rate 90000 --spy".
+probe: $(STAMP) $(VENV)/.bench
+	$(PY) -m perf.probe $(PROBE_ARGS)
 
 $(VENV)/.bench: pyproject.toml $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
