@@ -74,9 +74,10 @@ class Readiness:
     every few messages, so that was most of its CPU.
 
     ZMQ_FD only says the socket's state may have changed: libzmq clears it when it processes
-    commands (any recv, send or EVENTS query), so `wait` first asks EVENTS, and only listens on
-    the FD while it waits (it is level-triggered, and would otherwise fire on every loop turn).
-    A send on the same socket may consume the signal the waiter needs: `poke` re-checks.
+    commands (any recv, send or EVENTS query), so `wait` first asks EVENTS. The reader stays
+    registered (no epoll_ctl per wake-up): the FD can only stay readable while the drain loop is
+    between its last recv and its next `wait`, which does not yield to the loop but for a full
+    outbox. A send on the same socket may consume the signal the waiter needs: `poke` re-checks.
     """
 
     __slots__ = ("sync", "fd", "loop", "waiter")
@@ -86,6 +87,10 @@ class Readiness:
         self.fd = sync.getsockopt(zmq.FD)
         self.loop = loop
         self.waiter: asyncio.Future | None = None
+        loop.add_reader(self.fd, self._wake)
+
+    def close(self) -> None:
+        self.loop.remove_reader(self.fd)
 
     def _wake(self) -> None:
         waiter = self.waiter
@@ -99,12 +104,10 @@ class Readiness:
             return
         loop = self.loop
         self.waiter = loop.create_future()
-        loop.add_reader(self.fd, self._wake)
         backstop = loop.call_later(timeout_s, self._wake) if timeout_s else None
         try:
             await self.waiter
         finally:
-            loop.remove_reader(self.fd)
             if backstop is not None:
                 backstop.cancel()
             self.waiter = None
@@ -390,9 +393,15 @@ class NodeShell:
             recv = partial(recv_parts, sync, is_router)
         else:
             recv = partial(_recv, sync, NOBLOCK)
-        stats = self.stats
         idle_timeout = BACKSTOP_MS / 1000 if is_router else None
         readiness = self._readiness[sock] = Readiness(sync, asyncio.get_running_loop())
+        try:
+            await self._drain_loop(recv, handler, readiness, idle_timeout)
+        finally:
+            readiness.close()
+
+    async def _drain_loop(self, recv, handler, readiness: Readiness, idle_timeout) -> None:
+        stats = self.stats
         while True:
             frames = []
             try:
