@@ -76,8 +76,9 @@ class Readiness:
     ZMQ_FD only says the socket's state may have changed: libzmq clears it when it processes
     commands (any recv, send or EVENTS query), so `wait` first asks EVENTS. The reader stays
     registered (no epoll_ctl per wake-up): the FD can only stay readable while the drain loop is
-    between its last recv and its next `wait`, which does not yield to the loop but for a full
-    outbox. A send on the same socket may consume the signal the waiter needs: `poke` re-checks.
+    between its last recv and its next `wait`, which yields to the loop only after a full batch
+    or for a full outbox. A send on the same socket may consume the signal the waiter needs:
+    `poke` re-checks.
     """
 
     __slots__ = ("sync", "fd", "loop", "waiter")
