@@ -22,7 +22,6 @@ from perf.cluster_load import Cluster
 from perf.loadgen import TRIES, Step, find_max, run_step
 
 RESULTS = Path(__file__).with_name("results")
-KEYS_FROM = ("mm1", "mm2", "taker1", "taker2", "alice", "bob")
 SYMBOL = "BTC-PERP"
 HALF_LOAD_RUNS = 3
 
@@ -35,8 +34,7 @@ def with_cluster(env: dict, fn):
     with Cluster(env) as cluster:
         time.sleep(1.5)  # marks flowing, sockets connected
         topo = cluster.topo
-        keys = [topo.accounts[a].api_key for a in KEYS_FROM]
-        return fn(topo.nodes["gateway"].client, keys, topo.symbols[SYMBOL].initial_price)
+        return fn(topo.nodes["gateway"].client, cluster.api_keys(), topo.symbols[SYMBOL].initial_price)
 
 
 def point(endpoint, keys, price, rate: float, seconds: float) -> dict:

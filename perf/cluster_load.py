@@ -50,6 +50,14 @@ class Cluster:
                                str(self.run_dir), "--config", str(self.config), "--json"],
                               capture_output=True, text=True, env=self.env, cwd=ROOT, timeout=60)
 
+    def api_keys(self) -> list[str]:
+        """The API keys load is driven with: one per account in ACCOUNTS."""
+        return [self.topo.accounts[a].api_key for a in ACCOUNTS]
+
+    def node_pids(self) -> dict[str, int]:
+        status = json.loads((self.run_dir / "status.json").read_text())
+        return {name: node["pid"] for name, node in status["nodes"].items()}
+
     def __enter__(self) -> Cluster:
         # In the caller's session: with kernel autogroup (on by default on most distributions)
         # every session is one scheduling group, and a venue in a session of its own got, all

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import os
 import shutil
 import subprocess
@@ -24,7 +23,6 @@ from perf.cluster_load import Cluster
 from perf.loadgen import Step, run_step
 
 RESULTS = Path(__file__).with_name("results")
-ACCOUNTS = ("mm1", "mm2", "taker1", "taker2", "alice", "bob")
 HOT_NODES = ("gateway", "risk", "matching")
 SYMBOL = "BTC-PERP"
 
@@ -66,10 +64,9 @@ def probe(pipeline: str, rate: float, seconds: float, spy: bool) -> dict:
     with Cluster(env) as venue:
         time.sleep(1.5)  # marks flowing, sockets connected
         topo = venue.topo
-        status = json.loads((venue.run_dir / "status.json").read_text())
-        pids = {name: node["pid"] for name, node in status["nodes"].items()}
+        pids = venue.node_pids()
         endpoint = topo.nodes["gateway"].client
-        keys = [topo.accounts[a].api_key for a in ACCOUNTS]
+        keys = venue.api_keys()
         price = topo.symbols[SYMBOL].initial_price
         run_step(endpoint, keys, Step(rate=rate / 4, seconds=1.0), SYMBOL, price)  # warm up
         spies = []

@@ -9,12 +9,10 @@ import time
 
 import pytest
 
-from perf.cluster_load import Cluster
+from perf.cluster_load import ACCOUNTS, Cluster
 from perf.loadgen import Step, kept_up, run_step
 
 pytestmark = pytest.mark.e2e
-
-ACCOUNTS = ("mm1", "mm2", "taker1", "taker2", "alice", "bob")
 
 
 @pytest.mark.parametrize("pipeline", ["null", "cluster"])
@@ -22,12 +20,10 @@ def test_one_open_loop_step_is_answered_in_full(pipeline):
     env = {"PERPX_PIPELINE": "null"} if pipeline == "null" else {}
     with Cluster(env) as venue:
         time.sleep(1.0)
-        status = json.loads((venue.run_dir / "status.json").read_text())
-        for node in status["nodes"].values():  # one scheduling group with the generator
-            assert os.getsid(node["pid"]) == os.getsid(0), node
+        for name, pid in venue.node_pids().items():  # one scheduling group with the generator
+            assert os.getsid(pid) == os.getsid(0), name
         topo = venue.topo
-        keys = [topo.accounts[a].api_key for a in ACCOUNTS]
-        r = run_step(topo.nodes["gateway"].client, keys, Step(rate=2_000, seconds=1.0, poisson=True),
+        r = run_step(topo.nodes["gateway"].client, venue.api_keys(), Step(rate=2_000, seconds=1.0, poisson=True),
                      "BTC-PERP", topo.symbols["BTC-PERP"].initial_price)
         if pipeline == "cluster":  # the IOCs left nothing open
             for account in ACCOUNTS:
