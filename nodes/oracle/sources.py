@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import msgspec
 
+from cluster.units import ceil_div
+
 PPM = 1_000_000
 
 
@@ -47,7 +49,7 @@ def classify(feeds: dict[str, tuple[int, int]], venues: list[str], now_ns: int,
             stale[venue] = -1
         elif now_ns - seen[1] > stale_after_ns:
             # rounded up: the age quoted in the explanation must show it is past the limit
-            stale[venue] = -(-(now_ns - seen[1]) // 1_000_000)
+            stale[venue] = ceil_div(now_ns - seen[1], 1_000_000)
         else:
             fresh[venue] = seen[0]
     healthy: dict[str, int] = {}
