@@ -562,15 +562,14 @@ class RiskEngine:
         elif t is OrderCancelled:
             if ev.duplicate:  # the answer to a resubmitted client order id, not a cancel
                 self._drop_pending(ev.ref)
-                out.append(("gateway", Report(ref=ev.ref, account=ev.account, event=ev)))
-                return
-            if ev.ref:  # an order cancelled at once is answered with the cancel alone (no ack)
-                self.pending.pop(ev.ref, None)
-            order = self.orders.get(ev.order_id)
-            if order is not None:
-                self._forget(order)
-            if ev.order_id in self.liq_orders:
-                self._liquidation_order_done(ev.order_id, ev.account, ev.symbol, out, ev.reason)
+            else:
+                if ev.ref:  # an order cancelled at once is answered with the cancel alone (no ack)
+                    self.pending.pop(ev.ref, None)
+                order = self.orders.get(ev.order_id)
+                if order is not None:
+                    self._forget(order)
+                if ev.order_id in self.liq_orders:
+                    self._liquidation_order_done(ev.order_id, ev.account, ev.symbol, out, ev.reason)
         elif t is OrdersCancelled:
             for order_id, _ in ev.orders:
                 order = self.orders.get(order_id)
