@@ -58,11 +58,15 @@ def test_ioc_remainder_cancelled_and_fok_all_or_nothing(eng):
 
 def test_an_order_that_cannot_trade_at_all_is_answered_by_its_cancel_alone(eng):
     eng.handle(order(1, "m", -1, 5, 1010))
-    for oid, kw, reason in ((2, {"tif": "IOC"}, "ioc_remainder"),
-                            (3, {"tif": "FOK"}, "fok_not_fillable")):
-        ev = eng.handle(order(oid, "t", 1, 4, 1000, ref=40 + oid, **kw))
-        assert kinds(ev) == ["OrderCancelled"], kw
-        assert (ev[0].order_id, ev[0].ref, ev[0].remaining, ev[0].reason) == (oid, 40 + oid, 4, reason)
+    for oid, side, kw, reason, detail in ((2, 1, {"tif": "IOC"}, "ioc_remainder", {}),
+                                          (3, 1, {"tif": "FOK"}, "fok_not_fillable", {"qty": 4}),
+                                          (5, -1, {"tif": "IOC"}, "ioc_remainder", {}),
+                                          (6, -1, {"tif": "FOK"}, "fok_not_fillable", {"qty": 4})):
+        ev = eng.handle(order(oid, "t", side, 4, 1000, ref=40 + oid, **kw))
+        assert ev == [OrderCancelled(seq=eng.seq, ref=40 + oid, order_id=oid, account="t",
+                                     symbol=S, remaining=4, reason=reason, detail=detail)], kw
+        again = eng.handle(Cancel(ref=50 + oid, account="t", symbol=S, order_id=oid))
+        assert again[0].reason == "order_not_open" and again[0].detail["status"] == "cancelled"
     # an IOC that trades first is acknowledged, filled, then its remainder cancelled
     ev = eng.handle(order(4, "t", 1, 8, 1010, tif="IOC"))
     assert kinds(ev)[0] == "OrderAccepted" and kinds(ev)[-1] == "OrderCancelled"
