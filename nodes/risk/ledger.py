@@ -215,24 +215,44 @@ class RiskEngine:
         remaining = order.remaining if remaining is None else remaining
         if remaining <= 0:
             return 0, 0
+        # Every order pays for this check, so _worst_price, _price, initial_margin and tier_for
+        # are written out here (same arithmetic; the unit tests pin them against each other).
         symbol = order.symbol
         spec = self.specs[symbol]
         mult = spec.atoms_per_tick_lot
-        worst = self._worst_price(symbol, order.side, order.type, price, order.trigger_price)
-        fee = ceil_div(worst * remaining * mult * max(spec.taker_fee_ppm, 0), PPM)
+        side = order.side
+        mark = self.marks.get(symbol) or self.last.get(symbol, 0)
+        if order.type in MARKET_TYPES:
+            ref = order.trigger_price or mark
+            move = ref * spec.protection_ppm // PPM
+            worst = ref + move if side > 0 else ref - move
+        else:
+            worst = price
+        fee_ppm = spec.taker_fee_ppm
+        fee = -(-(worst * remaining * mult * fee_ppm) // PPM) if fee_ppm > 0 else 0
         if order.reduce_only:
             return fee, 0
         opening, after = remaining, 0
         pos = acct.positions.get(symbol)
         if pos is not None:
-            if pos.qty and (pos.qty > 0) != (order.side > 0):  # closes first, opens the rest
+            if pos.qty and (pos.qty > 0) != (side > 0):  # closes first, opens the rest
                 opening = max(0, remaining - abs(pos.qty))
             after = abs(self._position_value(symbol, pos))
         opening_value = worst * opening * mult
         after += opening_value
-        im = self.initial_margin(acct, symbol, opening_value, tier_notional=after)
-        mark = self._price(symbol)
-        loss = max(0, order.side * (worst - mark)) * opening * mult if mark else 0
+        lev = acct.leverage.get(symbol) or spec.default_leverage
+        tiers = spec.tiers
+        cap = tiers[-1].max_leverage
+        tier_notional = abs(after)
+        for tier in tiers:
+            if tier_notional <= tier.cap:
+                cap = tier.max_leverage
+                break
+        if cap < lev:
+            lev = cap
+        im = -(-(abs(opening_value) * spec.im_buffer_ppm[self.regimes[symbol]]) // (lev * PPM))
+        gap = side * (worst - mark)
+        loss = gap * opening * mult if mark and gap > 0 else 0
         return im + fee + loss, after
 
     def _set_reserve(self, acct: AccountState, order: OpenOrder) -> None:
