@@ -34,3 +34,19 @@ def test_one_open_loop_step_is_answered_in_full(pipeline):
     assert r["rejected"] == 0 and r["outstanding"] == 0 and kept_up(r)
     lat = r["latency_us"]
     assert 0 < lat["p50"] <= lat["p99"] <= lat["p99.9"] < 5_000_000
+
+
+def test_latency_measured_includes_a_delay_injected_on_the_answer_path():
+    """The instrument's clock and units: 20 ms added by netsim on gateway->client shows up, once,
+    in every percentile (a wrong timestamp, a unit slip or a lost histogram would not)."""
+    with Cluster({"PERPX_PIPELINE": "null"}) as venue:
+        time.sleep(1.0)
+        done = venue.cli("netsim", "set", "gateway->client", "--latency", "20ms")
+        assert done.returncode == 0, done.stderr
+        time.sleep(0.5)  # the table reaches the gateway
+        topo = venue.topo
+        r = run_step(topo.nodes["gateway"].client, venue.api_keys(), Step(rate=1_000, seconds=1.0, idle_ms=30),
+                     "BTC-PERP", topo.symbols["BTC-PERP"].initial_price)
+    assert r["answered"] == r["sent"] == 1_000, r
+    lat = r["latency_us"]
+    assert 20_000 <= lat["p50"] <= lat["p99"] < 40_000, lat
