@@ -319,13 +319,16 @@ def load(path: str | os.PathLike | None = None, run_dir: str | None = None) -> T
 
 
 def write_tcp_topology(base: Path | str, dest: Path, ports: list[int], run_dir: Path,
-                       internal_ipc: bool = False) -> Path:
+                       internal_ipc: bool = False,
+                       node_settings: dict[str, dict] | None = None) -> Path:
     """A copy of `base` with endpoints on loopback tcp at the given ports (tests, several hosts).
 
     With `internal_ipc`, links between nodes keep their ipc endpoints and only the gateway's client
-    endpoints move to the given ports.
+    endpoints move to the given ports. `node_settings` ({node: {key: value}}) override settings.
     """
     raw = tomllib.loads(Path(base).read_text())
+    for name, settings in (node_settings or {}).items():
+        raw["nodes"][name].update(settings)
     ports = list(ports)
     raw["cluster"]["run_dir"] = str(run_dir)
     if not internal_ipc:

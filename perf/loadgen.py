@@ -12,6 +12,7 @@ acceptance, that is one report per order. Its first answer (or a rejection) is w
 
 from __future__ import annotations
 
+import collections
 import gc
 import multiprocessing
 import random
@@ -93,6 +94,7 @@ def _worker(endpoint: str, keys: list[str], rate: float, seconds: float, session
     intended: dict[int, int] = {}
     pop = intended.pop
     answered = rejected = 0
+    reasons: dict[str, int] = {}
     start = monotonic_ns() + 50_000_000
     next_at = start
     sent = 0
@@ -126,8 +128,12 @@ def _worker(endpoint: str, keys: list[str], rate: float, seconds: float, session
                             continue
                         latencies[answered] = got - sent_at
                         answered += 1
-                        if t is Error or type(msg.event) is OrderRejected:
+                        if t is Error:
                             rejected += 1
+                            reasons[msg.reason] = reasons.get(msg.reason, 0) + 1
+                        elif type(msg.event) is OrderRejected:
+                            rejected += 1
+                            reasons[msg.event.reason] = reasons.get(msg.event.reason, 0) + 1
             except zmq.Again:
                 pass
     elapsed = (min(monotonic_ns(), start + int(seconds * 1e9)) - start) / 1e9
@@ -135,7 +141,7 @@ def _worker(endpoint: str, keys: list[str], rate: float, seconds: float, session
     hist = HdrHistogram(1_000, MAX_LATENCY_NS, 3)
     for ns in latencies[:answered]:
         hist.record_value(min(MAX_LATENCY_NS, max(1_000, ns)))
-    out.send({"sent": sent, "answered": answered, "rejected": rejected,
+    out.send({"sent": sent, "answered": answered, "rejected": rejected, "reasons": reasons,
               "outstanding": len(intended), "send_seconds": elapsed,
               "hist": hist.encode()})
     for s in socks:
@@ -207,6 +213,8 @@ def run_step(endpoint: str, keys: list[str], step: Step, symbol: str, price: int
         "offered_per_s": step.rate, "settled_s": round(settled_s, 2), "sent": sent,
         "answered": answered,
         "rejected": sum(r["rejected"] for r in results),
+        "reject_reasons": dict(sum((collections.Counter(r["reasons"]) for r in results),
+                                   collections.Counter())),
         "outstanding": sum(r["outstanding"] for r in results),
         "achieved_per_s": round(answered / step.seconds, 1),
         "latency_us": {f"p{q}": round(hist.get_value_at_percentile(q) / 1000, 1)
@@ -221,8 +229,10 @@ def kept_up(result: dict) -> bool:
 
 
 def sustainable(result: dict, p99_bound_us: float) -> bool:
-    """Kept up, and p99 within the bound."""
-    return kept_up(result) and result["latency_us"]["p99"] <= p99_bound_us
+    """Kept up, refused nothing, and p99 within the bound. A refusal is answered fast and cheaply
+    (no matching hop), so a venue refusing orders is not serving that rate, whatever its p99."""
+    return (kept_up(result) and result["rejected"] == 0
+            and result["latency_us"]["p99"] <= p99_bound_us)
 
 
 TRIES = 3
@@ -242,6 +252,7 @@ def find_max(endpoint: str, keys: list[str], symbol: str, price: int, *, start: 
         log(f"  offered {rate:>9,.0f}/s  answered {r['achieved_per_s']:>9,.0f}/s  "
             f"p99 {r['latency_us'].get('p99', 0):>9,.0f} us  "
             f"{'ok' if r['sustainable'] else 'NOT sustainable'}"
+            + (f" (refused {r['rejected']:,}: {r['reject_reasons']})" if r["rejected"] else "")
             + (f" (waited {r['settled_s']:g} s for an idle venue)" if r["settled_s"] > 0.5 else "")
             + ("" if r["sustainable"] or not r["kept_up"] or not tries_left
                else " (kept up: measuring again)"))

@@ -9,8 +9,10 @@ import pytest
 from perf import loadgen
 
 
-def fake_venue(capacity: float, stalls: dict[float, int] | None = None):
-    """run_step stand-in: keeps up below `capacity`; `stalls[rate]` first tries miss p99 anyway."""
+def fake_venue(capacity: float, stalls: dict[float, int] | None = None,
+               refuses_above: float | None = None):
+    """run_step stand-in: keeps up below `capacity`; `stalls[rate]` first tries miss p99 anyway;
+    above `refuses_above` it answers everything in time but refuses a tenth of the orders."""
     stalls = dict(stalls or {})
     calls: list[float] = []
 
@@ -20,13 +22,15 @@ def fake_venue(capacity: float, stalls: dict[float, int] | None = None):
         if step.rate > capacity:
             return {"offered_per_s": step.rate, "sent": sent, "answered": sent // 2,
                     "outstanding": sent - sent // 2, "achieved_per_s": sent // 2 / step.seconds,
-                    "latency_us": {"p99": 900_000.0}, "settled_s": 0.0}
+                    "latency_us": {"p99": 900_000.0}, "settled_s": 0.0, "rejected": 0}
         p99 = 10_000.0
         if stalls.get(step.rate, 0) > 0:
             stalls[step.rate] -= 1
             p99 = 120_000.0  # everything answered, one stall in the step
+        refused = sent // 10 if refuses_above is not None and step.rate > refuses_above else 0
         return {"offered_per_s": step.rate, "sent": sent, "answered": sent, "outstanding": 0,
-                "achieved_per_s": sent / step.seconds, "latency_us": {"p99": p99}, "settled_s": 0.0}
+                "achieved_per_s": sent / step.seconds, "latency_us": {"p99": p99}, "settled_s": 0.0,
+                "rejected": refused, "reject_reasons": {"too_many_open_orders": refused}}
 
     return run_step, calls
 
@@ -51,3 +55,11 @@ def test_a_stalled_step_is_measured_again_and_a_rate_fails_only_after_tries_miss
     assert calls[:2] == [500, 500] and calls.count(800) == loadgen.TRIES
     assert best == 500
     assert all(s["kept_up"] for s in steps)
+
+
+def test_a_rate_served_by_refusing_orders_is_not_sustainable(monkeypatch):
+    run_step, calls = fake_venue(100_000, refuses_above=20_000)
+    monkeypatch.setattr(loadgen, "run_step", run_step)
+    best, steps = loadgen.find_max("ep", ["k"], "S", 100, seconds=1, log=lambda _: None)
+    assert 0 < best <= 20_000
+    assert all(not s["sustainable"] for s in steps if s["rejected"])
