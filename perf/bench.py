@@ -33,18 +33,30 @@ def log(text: str) -> None:
     print(text, flush=True)
 
 
+ORDER_PATH = ("gateway", "risk", "matching")
+
+
 def with_cluster(env: dict, fn):
     with Cluster(env) as cluster:
         time.sleep(1.5)  # marks flowing, sockets connected
         topo = cluster.topo
-        return fn(topo.nodes["gateway"].client, cluster.api_keys(), topo.symbols[SYMBOL].initial_price)
+        return fn(topo.nodes["gateway"].client, cluster.api_keys(), topo.symbols[SYMBOL].initial_price,
+                  cluster)
 
 
-def point(endpoint, keys, price, rate: float, seconds: float) -> dict:
+def point(venue: Cluster, endpoint, keys, price, rate: float, seconds: float) -> dict:
+    """One latency point, with the CPU each order-path node spent per answered order (us): what
+    the two pipelines' difference is made of. The count includes the idle check before the step,
+    a few dozen orders."""
+    cpu0 = venue.node_cpu_seconds()
     r = run_step(endpoint, keys, Step(rate=rate, seconds=seconds), SYMBOL, price)
+    cpu1 = venue.node_cpu_seconds()
+    r["cpu_us_per_order"] = {name: round(1e6 * (cpu1[name] - cpu0[name]) / max(1, r["answered"]), 2)
+                             for name in ORDER_PATH}
     log(f"  at {rate:>9,.0f}/s: answered {r['achieved_per_s']:>9,.0f}/s  "
         f"p50 {r['latency_us'].get('p50', 0):,.0f} us  p99 {r['latency_us'].get('p99', 0):,.0f} us  "
-        f"p99.9 {r['latency_us'].get('p99.9', 0):,.0f} us")
+        f"p99.9 {r['latency_us'].get('p99.9', 0):,.0f} us  cpu us/order "
+        + " ".join(f"{n} {v:g}" for n, v in r["cpu_us_per_order"].items()))
     return r
 
 
@@ -53,10 +65,10 @@ def run(seconds: float, bound_us: float) -> dict:
                     "p99_bound_us": bound_us, "step_seconds": seconds,
                     "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     log("null pipeline: searching the maximum sustainable rate")
-    null_max, null_steps = with_cluster({"PERPX_PIPELINE": "null"}, lambda e, k, p: find_max(
+    null_max, null_steps = with_cluster({"PERPX_PIPELINE": "null"}, lambda e, k, p, _: find_max(
         e, k, SYMBOL, p, seconds=seconds, p99_bound_us=bound_us, refine=REFINE, log=log))
     log(f"null pipeline max: {null_max:,.0f} orders/s\ncluster: searching the maximum sustainable rate")
-    cluster_max, cluster_steps = with_cluster({}, lambda e, k, p: find_max(
+    cluster_max, cluster_steps = with_cluster({}, lambda e, k, p, _: find_max(
         e, k, SYMBOL, p, seconds=seconds, p99_bound_us=bound_us, refine=REFINE, log=log))
     log(f"cluster max: {cluster_max:,.0f} orders/s")
     fractions = (0.25, 0.5, 0.75)
@@ -66,11 +78,11 @@ def run(seconds: float, bound_us: float) -> dict:
     # so each pipeline runs it HALF_LOAD_RUNS times and the median p99 is compared.
     points = rates + [half_cluster] * HALF_LOAD_RUNS
     log("latency points: null pipeline")
-    null_points = with_cluster({"PERPX_PIPELINE": "null"}, lambda e, k, p: [
-        point(e, k, p, r, seconds) for r in points])
+    null_points = with_cluster({"PERPX_PIPELINE": "null"}, lambda e, k, p, venue: [
+        point(venue, e, k, p, r, seconds) for r in points])
     log("latency points: cluster")
-    cluster_points = with_cluster({}, lambda e, k, p: [
-        point(e, k, p, r, seconds) for r in points])
+    cluster_points = with_cluster({}, lambda e, k, p, venue: [
+        point(venue, e, k, p, r, seconds) for r in points])
     result["null"] = {"max_orders_per_s": round(null_max),
                       "latency_us": {f"{int(f * 100)}%_of_null_max": p["latency_us"]
                                      for f, p in zip(fractions, null_points)},
@@ -83,6 +95,11 @@ def run(seconds: float, bound_us: float) -> dict:
     runs = {name: [p["latency_us"].get("p99") for p in pts[len(rates):]]
             for name, pts in (("null", null_points), ("cluster", cluster_points))}
     result["p99_at_half_cluster_max_runs_us"] = runs
+    # median over the half-load runs, per node: where each pipeline's CPU per order goes
+    result["cpu_us_per_order_at_half_cluster_max"] = {
+        name: {n: statistics.median(p["cpu_us_per_order"][n] for p in pts[len(rates):])
+               for n in ORDER_PATH}
+        for name, pts in (("null", null_points), ("cluster", cluster_points))}
     result["p99_at_half_cluster_max_us"] = {
         name: statistics.median(v) if all(v) else None for name, v in runs.items()}
     result["p99_misses_while_keeping_up"] = {
@@ -113,6 +130,10 @@ def markdown(r: dict) -> str:
               f"ratio **{r['ratio_p99_at_half_load']}** (runs: cluster "
               f"{', '.join(f'{v:,.0f}' for v in r['p99_at_half_cluster_max_runs_us']['cluster'])}; null "
               f"{', '.join(f'{v:,.0f}' for v in r['p99_at_half_cluster_max_runs_us']['null'])})",
+              "- CPU per answered order at that rate, median of the runs (us): " + "; ".join(
+                  f"{n} {r['cpu_us_per_order_at_half_cluster_max']['cluster'][n]:g} vs "
+                  f"{r['cpu_us_per_order_at_half_cluster_max']['null'][n]:g}" for n in ORDER_PATH)
+              + " (cluster vs null)",
               f"- search steps that answered everything but missed the p99 bound (host stalls; a rate "
               f"fails after {TRIES} misses in a row): null {r['p99_misses_while_keeping_up']['null']}, "
               f"cluster {r['p99_misses_while_keeping_up']['cluster']}"]

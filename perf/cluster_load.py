@@ -40,6 +40,12 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process (all its threads), from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Cluster:
     """A detached cluster in a temporary directory, with extra environment for its processes."""
 
@@ -64,6 +70,10 @@ class Cluster:
     def node_pids(self) -> dict[str, int]:
         status = json.loads((self.run_dir / "status.json").read_text())
         return {name: node["pid"] for name, node in status["nodes"].items()}
+
+    def node_cpu_seconds(self) -> dict[str, float]:
+        """User + system CPU so far of each node process (all its threads), from /proc."""
+        return {name: cpu_seconds(pid) for name, pid in self.node_pids().items()}
 
     def __enter__(self) -> Cluster:
         # In the caller's session: with kernel autogroup (on by default on most distributions)

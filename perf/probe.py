@@ -12,25 +12,18 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from perf.cluster_load import Cluster
+from perf.cluster_load import Cluster, cpu_seconds
 from perf.loadgen import Step, run_step
 
 RESULTS = Path(__file__).with_name("results")
 HOT_NODES = ("gateway", "risk", "matching")
 SYMBOL = "BTC-PERP"
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process (all its threads), from /proc/PID/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def sched(pid: int) -> tuple[int, int, int]:
