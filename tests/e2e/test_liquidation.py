@@ -12,7 +12,7 @@ import pytest
 import zmq
 
 from cluster.client import Client
-from cluster.protocol import BUY, SELL, FeedControl, IndexMark, SetMarginMode
+from cluster.protocol import BUY, SELL, FeedControl, SetMarginMode
 from tests.e2e.helpers import wait_mark
 
 pytestmark = pytest.mark.e2e
