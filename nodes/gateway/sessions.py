@@ -82,8 +82,9 @@ class Gateway:
         if session is None:
             return [("client", identity, Error(req_id=msg.req_id, reason="not_logged_on",
                                                detail={"request": t.__name__}))]
-        if t not in session.allowed and t in REQUIRED_SCOPES:  # _admit's refusal, checked inline
-            return [("client", identity, self._admit(session, msg))]
+        refused = self._admit(session, msg)
+        if refused is not None:
+            return [("client", identity, refused)]
         return [("risk", Routed(ref=self._ref(identity, msg.req_id), account=session.account,
                                 body=msg))]
 
