@@ -561,7 +561,7 @@ class MatchingEngine:
         oid = cmd.order_id
         if not oid and cmd.client_order_id:
             prev = self.coids.get((cmd.account, cmd.client_order_id))
-            oid = 0 if type(prev) is OrderRejected else prev.order_id
+            oid = 0 if prev is None or type(prev) is OrderRejected else prev.order_id
         order = self.orders.get(oid)
         if order is not None and order.account == cmd.account and order.symbol == cmd.symbol:
             return order

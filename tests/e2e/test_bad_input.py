@@ -77,3 +77,15 @@ async def test_multipart_messages_get_a_reason_and_later_messages_stay_aligned(c
     finally:
         sock.close()
         ctx.term()
+
+
+async def test_cancel_by_an_unknown_client_order_id_is_refused_and_the_venue_keeps_serving(cluster):
+    """Once crashed matching's handler (and with it the rest of that batch)."""
+    async with Client(cluster.endpoint(), api_key=cluster.api_key("bob")) as bob:
+        report = await bob.cancel("BTC-PERP", client_order_id="never-sent")
+        assert type(report.event).__name__ == "OrderRejected", report
+        assert report.event.reason == "unknown_order"
+        assert type(await bob.account_view()) is AccountView
+    status = cluster.status()
+    assert status["nodes"]["matching"]["restarts"] == 0
+    assert status["nodes"]["matching"]["state"] == "running"

@@ -84,6 +84,20 @@ def test_a_resubmitted_client_order_id_of_an_unfilled_ioc_repeats_its_cancel(eng
     assert ev[0].reason == "order_not_open" and ev[0].order_id == 1
 
 
+def test_cancel_or_amend_by_an_unknown_client_order_id_is_rejected_not_raised(eng):
+    eng.handle(order(1, "a", 1, 5, 990, client_order_id="known"))
+    before = {k: v for k, v in eng.state().items() if k != "seq"}
+    for cmd in (Cancel(ref=3, account="a", symbol=S, client_order_id="never-sent"),
+                Amend(ref=4, account="a", symbol=S, client_order_id="never-sent", qty=2),
+                Cancel(ref=5, account="b", symbol=S, client_order_id="known")):  # another account's
+        ev = eng.handle(cmd)
+        assert kinds(ev) == ["OrderRejected"] and ev[0].reason == "unknown_order", cmd
+        assert ev[0].ref == cmd.ref and ev[0].client_order_id == cmd.client_order_id
+    assert {k: v for k, v in eng.state().items() if k != "seq"} == before  # nothing changed
+    assert eng.handle(Cancel(account="a", symbol=S, client_order_id="known"))[0].order_id == 1
+    eng.validate_internal_state()
+
+
 def test_post_only_rejected_with_the_order_it_would_hit(eng):
     eng.handle(order(1, "m", -1, 5, 1000))
     ev = eng.handle(order(2, "t", 1, 1, 1000, post_only=True))
