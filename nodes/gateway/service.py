@@ -31,12 +31,17 @@ def build(shell: NodeShell, topo: Topology):
             else:
                 shell.send(effect[0], effect[1])
 
-    def refuse(identity: bytes, reason: str, error: str) -> None:
+    def refuse(identity: bytes, reason: str, error: str, req_id: int = 0) -> None:
         stats["client_rejects"] += 1
-        shell.reply(ROUTER, identity, Error(reason=reason, detail={"error": error[:200]}))
+        shell.reply(ROUTER, identity, Error(req_id=req_id, reason=reason,
+                                            detail={"error": error[:200]}))
         shell.audit.record(Explanation(ts_ns=shell.now_ns(), node="gateway",
                                        rule=f"gateway.{reason}", subject=identity.hex(),
                                        decision="reject", numbers={"error": error[:200]}))
+
+    def failed(message: str, exc: Exception) -> None:
+        stats["errors"] += 1
+        shell.log.error("message_failed", message=message, error=repr(exc), exc_info=exc)
 
     def on_client(frames: list) -> None:
         now = shell.mono_ns()
@@ -59,7 +64,13 @@ def build(shell: NodeShell, topo: Topology):
             for req in requests:
                 if type(req) is Ping:
                     req = Ping(req_id=req.req_id, hops=req.hops + [("gateway", shell.mono_ns())])
-                apply(gateway.on_request(identity, req, now))
+                try:
+                    effects = gateway.on_request(identity, req, now)
+                except Exception as exc:  # a bug: answer this request, keep serving the rest
+                    failed(type(req).__name__, exc)
+                    refuse(identity, "internal_error", type(exc).__name__, getattr(req, "req_id", 0))
+                    continue
+                apply(effects)
 
     def on_internal(messages: list) -> None:
         for msg in messages:
@@ -72,7 +83,12 @@ def build(shell: NodeShell, topo: Topology):
             if type(msg) is Reply and type(msg.body) is Pong:
                 msg = Reply(ref=msg.ref, body=Pong(
                     req_id=msg.body.req_id, hops=msg.body.hops + [("gateway", shell.mono_ns())]))
-            apply(gateway.on_internal(msg))
+            try:
+                effects = gateway.on_internal(msg)
+            except Exception as exc:  # a bug: log it, keep serving the rest of the batch
+                failed(type(msg).__name__, exc)
+                continue
+            apply(effects)
 
     def forward(frames: list) -> None:
         for parts in frames:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from cluster.config import Topology
 from cluster.protocol import (
-    BookDelta, BookLevels, Error, GetBook, IndexMark, MarkPrice, Ping, Pong, Reply, Routed, Trade,
+    BookDelta, BookLevels, Error, GetBook, IndexMark, MarkPrice, OrderRejected, Ping, Pong, Reply,
+    Routed, Trade,
 )
 from cluster.transport import NodeShell
 from nodes.matching.engine import MatchingEngine
@@ -28,26 +29,42 @@ def build(shell: NodeShell, topo: Topology):
                     continue
             shell.send("risk", ev)
 
+    def failed(msg, exc: Exception) -> None:
+        """The engine raised on a command (a bug): log and count it, and refuse the command, so
+        that the rest of its batch is still handled and risk releases what the command held."""
+        shell.stats["errors"] += 1
+        shell.log.error("command_failed", command=type(msg).__name__, error=repr(exc),
+                        exc_info=exc)
+        shell.send("risk", OrderRejected(
+            seq=engine.seq, ref=getattr(msg, "ref", 0), order_id=getattr(msg, "order_id", 0),
+            account=getattr(msg, "account", ""), symbol=getattr(msg, "symbol", ""),
+            reason="internal_error", detail={"error": type(exc).__name__},
+            client_order_id=getattr(msg, "client_order_id", "")))
+
+    def query(msg: Routed) -> None:
+        """A client request matching answers directly: Ping (hop stamps) or GetBook."""
+        body = msg.body
+        if type(body) is Ping:
+            hops = body.hops + [("matching", shell.mono_ns())]
+            shell.send("risk", Reply(ref=msg.ref, body=Pong(req_id=body.req_id, hops=hops)))
+        elif type(body) is GetBook:
+            if body.symbol not in engine.books:
+                shell.send("gateway", Reply(ref=msg.ref, body=Error(
+                    req_id=body.req_id, reason="unknown_symbol", detail={"symbol": body.symbol})))
+                return
+            book_seq, bids, asks = engine.depth(body.symbol, body.depth)
+            shell.send("gateway", Reply(ref=msg.ref, body=BookLevels(
+                req_id=body.req_id, symbol=body.symbol, book_seq=book_seq, bids=bids, asks=asks)))
+
     def on_messages(messages: list) -> None:
         for msg in messages:
-            t = type(msg)
-            if t is Routed:
-                body = msg.body
-                if type(body) is Ping:
-                    hops = body.hops + [("matching", shell.mono_ns())]
-                    shell.send("risk", Reply(ref=msg.ref, body=Pong(req_id=body.req_id, hops=hops)))
-                elif type(body) is GetBook:
-                    if body.symbol not in engine.books:
-                        shell.send("gateway", Reply(ref=msg.ref, body=Error(
-                            req_id=body.req_id, reason="unknown_symbol",
-                            detail={"symbol": body.symbol})))
-                        continue
-                    book_seq, bids, asks = engine.depth(body.symbol, body.depth)
-                    shell.send("gateway", Reply(ref=msg.ref, body=BookLevels(
-                        req_id=body.req_id, symbol=body.symbol, book_seq=book_seq,
-                        bids=bids, asks=asks)))
+            if type(msg) is Routed:
+                query(msg)
                 continue
-            emit(handle(msg))
+            try:
+                emit(handle(msg))
+            except Exception as exc:  # one bad command must not take its batch with it
+                failed(msg, exc)
 
     def on_marks(messages: list) -> None:
         for msg in messages:

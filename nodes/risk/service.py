@@ -5,7 +5,7 @@ liquidator, explanations to the audit journal."""
 from __future__ import annotations
 
 from cluster.config import Topology
-from cluster.protocol import Ping, Pong, Reply, Routed
+from cluster.protocol import Error, Ping, Pong, Reply, Routed
 from cluster.transport import NodeShell
 from nodes.risk.ledger import RiskEngine
 
@@ -20,6 +20,16 @@ def build(shell: NodeShell, topo: Topology):
     send = shell.send
     record = shell.audit.record
     now_ns = shell.now_ns
+
+    def failed(msg, exc: Exception) -> None:
+        """The engine raised on a message (a bug): log and count it; a client request gets an
+        internal_error answer, so that it is not left waiting."""
+        shell.stats["errors"] += 1
+        shell.log.error("message_failed", message=type(msg).__name__, error=repr(exc),
+                        exc_info=exc)
+        if type(msg) is Routed:
+            send("gateway", Reply(ref=msg.ref, body=Error(
+                req_id=0, reason="internal_error", detail={"error": type(exc).__name__})))
 
     def on_messages(messages: list) -> None:
         now = now_ns()
@@ -36,7 +46,12 @@ def build(shell: NodeShell, topo: Topology):
                 send("gateway", Reply(ref=msg.ref, body=Pong(
                     req_id=body.req_id, hops=body.hops + [("risk", shell.mono_ns())])))
                 continue
-            for dest, effect in engine.handle(msg, now):
+            try:
+                effects = engine.handle(msg, now)
+            except Exception as exc:  # one bad message must not take its batch with it
+                failed(msg, exc)
+                continue
+            for dest, effect in effects:
                 if dest == "audit":
                     record(effect)
                 else:

@@ -1,0 +1,145 @@
+"""A node never loses a batch to one message: when a core raises on a message (a bug), the node
+logs and counts it, answers it with `internal_error`, and still handles the rest of its batch."""
+
+from __future__ import annotations
+
+from cluster import config
+from cluster.protocol import (
+    Cancel, Error, Logon, LogonAck, NewOrder, OrderAccepted, OrderCancelled, OrderRejected,
+    PlaceOrder, Reply, Routed, encode_one,
+)
+from nodes.gateway import service as gateway_service
+from nodes.gateway.sessions import Gateway
+from nodes.matching import service as matching_service
+from nodes.matching.engine import MatchingEngine
+from nodes.risk import service as risk_service
+from nodes.risk.ledger import RiskEngine
+
+TOPO = config.load()
+S = "BTC-PERP"
+
+
+class FakeLog:
+    """structlog's calling convention (event, **fields), recorded."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, dict]] = []
+
+    def __getattr__(self, level: str):
+        return lambda event, **fields: self.events.append((level, event, fields))
+
+
+class FakeShell:
+    """What a node's build() uses of NodeShell, recording what it sends."""
+
+    def __init__(self, conf) -> None:
+        self.conf = conf
+        self.stats = {"errors": 0}
+        self.sent: list[tuple[str, object]] = []
+        self.inbox = None
+        self.log = FakeLog()
+        self.audit = self
+
+    def record(self, explanation) -> None:
+        pass
+
+    def peer(self, name: str) -> None:
+        pass
+
+    def bind_pub(self, endpoint: str) -> None:
+        pass
+
+    def bind_inbox(self, fn) -> None:
+        self.inbox = fn
+
+    def subscribe(self, *args, **kwargs) -> None:
+        pass
+
+    def send(self, peer: str, message) -> None:
+        self.sent.append((peer, message))
+
+    def reply(self, router: str, identity: bytes, message) -> None:
+        self.sent.append(("client", message))
+
+    def bind_router(self, name: str, endpoint: str, fn, on_gone=None) -> None:
+        self.router = fn
+
+    def every(self, interval_ms: int, fn) -> None:
+        pass
+
+    publish = send
+
+    @staticmethod
+    def mono_ns() -> int:
+        return 0
+
+    now_ns = mono_ns
+
+
+def test_matching_refuses_the_command_its_engine_raised_on_and_handles_the_rest(monkeypatch):
+    real = MatchingEngine._cancel
+
+    def buggy(self, cmd, out):
+        if cmd.order_id == 666:
+            raise RuntimeError("a bug")
+        return real(self, cmd, out)
+
+    monkeypatch.setattr(MatchingEngine, "_cancel", buggy)  # before build(): dispatch binds it
+    shell = FakeShell(TOPO.nodes["matching"])
+    matching_service.build(shell, TOPO)
+    price = TOPO.symbols[S].initial_price
+    shell.inbox([NewOrder(ref=1, order_id=1, account="a", symbol=S, side=1, qty=1, price=price),
+                 Cancel(ref=2, account="a", symbol=S, order_id=666),
+                 Cancel(ref=3, account="a", symbol=S, order_id=1)])
+    to_risk = [m for peer, m in shell.sent if peer == "risk"]
+    assert [type(m) for m in to_risk] == [OrderAccepted, OrderRejected, OrderCancelled]
+    assert (to_risk[1].ref, to_risk[1].order_id, to_risk[1].reason) == (2, 666, "internal_error")
+    assert to_risk[2].ref == 3 and shell.stats["errors"] == 1
+    assert [(lvl, ev) for lvl, ev, _ in shell.log.events] == [("error", "command_failed")]
+
+
+def test_risk_answers_the_request_its_engine_raised_on_and_handles_the_rest(monkeypatch):
+    real = RiskEngine._place
+
+    def buggy(self, acct, ref, body, now_ns, out):
+        if ref == 2:
+            raise RuntimeError("a bug")
+        return real(self, acct, ref, body, now_ns, out)
+
+    monkeypatch.setattr(RiskEngine, "_place", buggy)
+    shell = FakeShell(TOPO.nodes["risk"])
+    risk_service.build(shell, TOPO)
+    price = TOPO.symbols[S].initial_price
+    shell.inbox([Routed(ref=ref, account="mm1", body=PlaceOrder(req_id=ref, symbol=S, side=1,
+                                                                 qty=1, price=price))
+                 for ref in (1, 2, 3)])
+    assert [m.ref for peer, m in shell.sent if peer == "matching"] == [1, 3]
+    answers = [m for peer, m in shell.sent if peer == "gateway"]
+    assert len(answers) == 1 and type(answers[0]) is Reply and answers[0].ref == 2
+    assert type(answers[0].body) is Error and answers[0].body.reason == "internal_error"
+    assert shell.stats["errors"] == 1
+    assert [(lvl, ev) for lvl, ev, _ in shell.log.events] == [("error", "message_failed")]
+
+
+def test_gateway_answers_the_request_it_raised_on_and_serves_the_rest(monkeypatch):
+    real = Gateway.on_request
+
+    def buggy(self, identity, msg, now_ns=0):
+        if getattr(msg, "req_id", 0) == 2:
+            raise RuntimeError("a bug")
+        return real(self, identity, msg, now_ns)
+
+    monkeypatch.setattr(Gateway, "on_request", buggy)
+    shell = FakeShell(TOPO.nodes["gateway"])
+    gateway_service.build(shell, TOPO)
+    me = b"client-1"
+    shell.router([[me, encode_one(Logon(req_id=9, api_key=TOPO.accounts["mm1"].api_key))]])
+    price = TOPO.symbols[S].initial_price
+    shell.router([[me, encode_one(PlaceOrder(req_id=r, symbol=S, side=1, qty=1, price=price))]
+                  for r in (1, 2, 3)])
+    to_risk = [m for peer, m in shell.sent if peer == "risk"]
+    assert [m.body.req_id for m in to_risk] == [1, 3]
+    to_client = [m for peer, m in shell.sent if peer == "client"]
+    assert type(to_client[0]) is LogonAck
+    assert [(type(m), m.reason, m.req_id) for m in to_client[1:]] == [(Error, "internal_error", 2)]
+    assert shell.stats["errors"] == 1
