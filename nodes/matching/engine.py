@@ -18,7 +18,8 @@ Rules (see README "Matching rules"):
 - self-trade prevention (always on), chosen by the taker: cancel_taker, cancel_maker, cancel_both;
 - amend: a quantity decrease at the same price keeps priority; a price change or quantity increase
   re-queues the order (and may trade, unless post-only, which rejects the amend instead);
-- client order ids are idempotent per account: a repeat returns the original result.
+- client order ids are idempotent per account: a repeat returns the original result, while the
+  order is open and for the account's last COID_MEMORY ids after that (nodes/matching/client_ids.py).
 """
 
 from __future__ import annotations
@@ -33,24 +34,26 @@ from cluster.protocol import (
     OrderCancelled, OrderRejected, OrdersCancelled, OrderTriggered, SetPosition, Trade,
 )
 from nodes.matching.book import Book, BookSide, Order
+from nodes.matching.client_ids import ClientIds
 from nodes.matching.finished import FinishedOrders
 from nodes.matching.stops import StopBook, is_triggered
 
 PPM = 1_000_000
 DONE_MEMORY = 100_000  # finished order ids remembered, to tell "too late" from "unknown"
+COID_MEMORY = 10_000  # client order ids remembered per account, besides those of live orders
 STOP_TYPES = frozenset({"stop_market", "stop_limit", "take_profit_market", "take_profit_limit"})
 MARKET_TYPES = frozenset({"market", "stop_market", "take_profit_market"})
 
 
 class MatchingEngine:
-    def __init__(self, symbols: dict[str, SymbolSpec]) -> None:
+    def __init__(self, symbols: dict[str, SymbolSpec], coid_memory: int = COID_MEMORY) -> None:
         self.specs = dict(symbols)
         self.books: dict[str, Book] = {name: Book(name) for name in sorted(symbols)}
         self.stops: dict[str, StopBook] = {name: StopBook() for name in sorted(symbols)}
         self.orders: dict[int, Order] = {}  # every live order (resting or untriggered)
         self.account_orders: dict[str, dict[int, Order]] = {}
         # client order id -> the first answer (replayed, marked duplicate, on a resubmission)
-        self.coids: dict[tuple[str, str], OrderAccepted | OrderRejected | OrderCancelled] = {}
+        self.coids = ClientIds(coid_memory, self.orders)
         self.done = FinishedOrders(DONE_MEMORY)
         self.seq = 0
         self.trade_id = 0
@@ -83,12 +86,12 @@ class MatchingEngine:
             client_order_id=cmd.client_order_id,
         )
         if cmd.client_order_id:
-            self.coids[(cmd.account, cmd.client_order_id)] = ev
+            self.coids.remember(cmd.account, cmd.client_order_id, ev)
         out.append(ev)
 
     def _new_order(self, cmd: NewOrder, out: list) -> None:
         if cmd.client_order_id:
-            prev = self.coids.get((cmd.account, cmd.client_order_id))
+            prev = self.coids.get(cmd.account, cmd.client_order_id)
             if prev is not None:
                 out.append(msgspec.structs.replace(prev, ref=cmd.ref, duplicate=True))
                 return
@@ -164,7 +167,7 @@ class MatchingEngine:
                 ev = OrderCancelled(seq=self.seq, ref=cmd.ref, order_id=oid, account=cmd.account,
                                     symbol=cmd.symbol, remaining=qty, reason=reason, detail=detail)
                 if cmd.client_order_id:
-                    self.coids[(cmd.account, cmd.client_order_id)] = ev
+                    self.coids.remember(cmd.account, cmd.client_order_id, ev)
                 out.append(ev)
                 self._finish(oid, "cancelled")
                 return
@@ -181,7 +184,7 @@ class MatchingEngine:
             status="untriggered" if untriggered else "new", client_order_id=cmd.client_order_id,
         )
         if cmd.client_order_id:
-            self.coids[(cmd.account, cmd.client_order_id)] = ack
+            self.coids.remember(cmd.account, cmd.client_order_id, ack)
         out.append(ack)
         if untriggered:
             self.stops[cmd.symbol].add(order)
@@ -394,7 +397,7 @@ class MatchingEngine:
             # answer such an order with its final state. Saves a report per order on every hop.
             out[-1] = ev
             if order.client_order_id:
-                self.coids[(order.account, order.client_order_id)] = ev
+                self.coids.remember(order.account, order.client_order_id, ev)
         else:
             out.append(ev)
         self._finish(order.order_id, "cancelled")
@@ -560,7 +563,7 @@ class MatchingEngine:
         """The live order a cancel/amend names, or an OrderRejected and None."""
         oid = cmd.order_id
         if not oid and cmd.client_order_id:
-            prev = self.coids.get((cmd.account, cmd.client_order_id))
+            prev = self.coids.get(cmd.account, cmd.client_order_id)
             oid = 0 if prev is None or type(prev) is OrderRejected else prev.order_id
         order = self.orders.get(oid)
         if order is not None and order.account == cmd.account and order.symbol == cmd.symbol:
@@ -710,7 +713,7 @@ class MatchingEngine:
                                 for o in self.stops[name].orders.values()),
             }
         return {"seq": self.seq, "trade_id": self.trade_id, "books": books,
-                "coids": sorted((a, c, ev.order_id) for (a, c), ev in self.coids.items())}
+                "coids": [(a, c, ev.order_id) for a, c, ev in self.coids.items()]}
 
     def state_hash(self) -> str:
         return hashlib.sha256(msgspec.msgpack.encode(self.state())).hexdigest()

@@ -98,6 +98,26 @@ def test_cancel_or_amend_by_an_unknown_client_order_id_is_rejected_not_raised(en
     eng.validate_internal_state()
 
 
+def test_client_ids_are_kept_for_live_orders_and_the_accounts_last_finished_ones():
+    eng = MatchingEngine(SPECS, coid_memory=3)
+    eng.handle(MarkPrice(symbol=S, mark=1000))
+    eng.handle(order(1, "a", 1, 5, 990, client_order_id="live"))  # rests
+    eng.handle(order(30, "b", 1, 1, 990, tif="IOC", client_order_id="c2"))  # b's own memory
+    for i in range(2, 8):  # IOCs that cannot trade: finished at once
+        eng.handle(order(i, "a", 1, 1, 990, tif="IOC", client_order_id=f"c{i}"))
+    assert [(a, c) for a, c, _ in eng.coids.items()] == [
+        ("a", "c6"), ("a", "c7"), ("a", "live"), ("b", "c2")]  # the live one went round
+    for coid, oid in (("c7", 7), ("c6", 6)):  # remembered: the original answer again
+        again = eng.handle(order(40 + oid, "a", 1, 1, 990, tif="IOC", client_order_id=coid))
+        assert again[0].duplicate and again[0].order_id == oid
+    fresh = eng.handle(order(50, "a", 1, 1, 990, tif="IOC", client_order_id="c2"))
+    assert not fresh[0].duplicate and fresh[0].order_id == 50  # forgotten: a new order
+    assert eng.handle(order(51, "b", 1, 1, 990, tif="IOC", client_order_id="c2"))[0].duplicate
+    ev = eng.handle(Cancel(account="a", symbol=S, client_order_id="live"))
+    assert kinds(ev) == ["OrderCancelled", "BookDelta"] and ev[0].order_id == 1
+    eng.validate_internal_state()
+
+
 def test_post_only_rejected_with_the_order_it_would_hit(eng):
     eng.handle(order(1, "m", -1, 5, 1000))
     ev = eng.handle(order(2, "t", 1, 1, 1000, post_only=True))
