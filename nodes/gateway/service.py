@@ -68,7 +68,8 @@ def build(shell: NodeShell, topo: Topology):
                     effects = gateway.on_request(identity, req, now)
                 except Exception as exc:  # a bug: answer this request, keep serving the rest
                     failed(type(req).__name__, exc)
-                    refuse(identity, "internal_error", type(exc).__name__, getattr(req, "req_id", 0))
+                    refuse(identity, "internal_error", type(exc).__name__,
+                           getattr(req, "req_id", 0))
                     continue
                 apply(effects)
 

@@ -19,7 +19,7 @@ Rules (see README "Matching rules"):
 - amend: a quantity decrease at the same price keeps priority; a price change or quantity increase
   re-queues the order (and may trade, unless post-only, which rejects the amend instead);
 - client order ids are idempotent per account: a repeat returns the original result, while the
-  order is open and for the account's last COID_MEMORY ids after that (nodes/matching/client_ids.py).
+  order is open and for the account's last COID_MEMORY ids after that (client_ids.py).
 """
 
 from __future__ import annotations
