@@ -1,10 +1,14 @@
-"""Gateway core: logon, scopes, routing of answers and reports, logout and session expiry."""
+"""Gateway core: logon, scopes, routing of answers and reports, logout and session expiry; any
+sequence of requests and answers, each request answered or forwarded exactly once."""
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from cluster.protocol import (
-    Ack, Deposit, Error, GetAccount, Logon, LogonAck, Logout, OrderAccepted, PlaceOrder, Report,
-    Routed,
+    Ack, CancelAll, CancelOrder, Deposit, Error, GetAccount, GetBook, Logon, LogonAck, Logout,
+    OrderAccepted, Ping, PlaceOrder, Reply, Report, Routed, SetLeverage,
 )
 from nodes.gateway.sessions import Gateway
 
@@ -38,3 +42,46 @@ def test_logon_scopes_routing_logout_and_expiry():
     assert gw.expire(now_ns=10, idle_ns=6) == ["viewer"]  # a seen at 5, viewer only at 0
     assert b"a" in gw.sessions and b"v" not in gw.sessions
     assert type(body(gw.on_request(b"v", GetAccount()))) is Error
+
+
+IDENTITIES = (b"a", b"b", b"v", b"z")
+identities = st.sampled_from(IDENTITIES)
+requests = st.one_of(
+    st.builds(Logon, req_id=st.integers(0, 9), api_key=st.sampled_from(sorted(KEYS) + ["nope"]),
+              version=st.sampled_from((1, 2, 99))),
+    st.builds(Logout, req_id=st.integers(0, 9)),
+    st.builds(PlaceOrder, req_id=st.integers(0, 9), symbol=st.sampled_from(("BTC-PERP", "X")),
+              side=st.just(1), qty=st.just(1), price=st.just(1)),
+    st.builds(CancelOrder, req_id=st.integers(0, 9), symbol=st.just("BTC-PERP")),
+    st.builds(CancelAll, req_id=st.integers(0, 9)),
+    st.builds(GetBook, req_id=st.integers(0, 9), symbol=st.sampled_from(("BTC-PERP", "X"))),
+    st.builds(GetAccount, req_id=st.integers(0, 9)),
+    st.builds(Ping, req_id=st.integers(0, 9)),
+    st.builds(SetLeverage, req_id=st.integers(0, 9), symbol=st.just("BTC-PERP"), leverage=st.just(5)),
+    st.builds(Deposit, req_id=st.integers(0, 9), account=st.just("alice"), amount=st.just(1)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.tuples(st.just("client"), identities, requests),
+                          st.tuples(st.just("answer"), st.integers(0, 40), st.booleans())),
+                max_size=60))
+def test_every_client_request_gets_exactly_one_answer_or_one_forward(steps):
+    """Logged on or not, with any scope, in any order, interleaved with answers for refs that may
+    be unknown, gone or repeated: each request leads to one effect, answers never raise."""
+    gw = Gateway(KEYS, {"BTC-PERP": {}})
+    for kind, who, what in steps:
+        if kind == "client":
+            effects = gw.on_request(who, what, 0)
+            assert len(effects) == 1, (what, effects)
+            dest = effects[0][0]
+            assert dest in ("client", "risk", "matching")
+            if dest == "client":
+                assert effects[0][1] == who and effects[0][2].req_id == what.req_id
+        else:
+            ev = OrderAccepted(seq=1, ref=who, order_id=1, account="alice", symbol="BTC-PERP",
+                               side=1, price=1, qty=1)
+            msg = Report(ref=who, account="alice", event=ev) if what else \
+                Reply(ref=who, body=Ack(action="x"))
+            for effect in gw.on_internal(msg):
+                assert effect[0] == "client" and effect[1] in IDENTITIES, effect
