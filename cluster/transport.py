@@ -256,6 +256,12 @@ class NodeShell:
     def every(self, interval_ms: int, fn: Callable[[], None]) -> None:
         self._timers.append((interval_ms / 1000.0, fn))
 
+    def failed(self, event: str, what: str, exc: Exception) -> None:
+        """A node's core raised on one message (a bug): count it in `errors`, which heartbeats
+        carry, and log it with the traceback. The caller answers that message and goes on."""
+        self.stats["errors"] += 1
+        self.log.error(event, message=what, error=repr(exc), exc_info=exc)
+
     # ------------------------------------------------------------------ output (queued)
 
     def send(self, peer: str, message) -> None:

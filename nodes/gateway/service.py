@@ -39,10 +39,6 @@ def build(shell: NodeShell, topo: Topology):
                                        rule=f"gateway.{reason}", subject=identity.hex(),
                                        decision="reject", numbers={"error": error[:200]}))
 
-    def failed(message: str, exc: Exception) -> None:
-        stats["errors"] += 1
-        shell.log.error("message_failed", message=message, error=repr(exc), exc_info=exc)
-
     def on_client(frames: list) -> None:
         now = shell.mono_ns()
         for parts in frames:
@@ -67,7 +63,7 @@ def build(shell: NodeShell, topo: Topology):
                 try:
                     effects = gateway.on_request(identity, req, now)
                 except Exception as exc:  # a bug: answer this request, keep serving the rest
-                    failed(type(req).__name__, exc)
+                    shell.failed("message_failed", type(req).__name__, exc)
                     refuse(identity, "internal_error", type(exc).__name__,
                            getattr(req, "req_id", 0))
                     continue
@@ -87,7 +83,7 @@ def build(shell: NodeShell, topo: Topology):
             try:
                 effects = gateway.on_internal(msg)
             except Exception as exc:  # a bug: log it, keep serving the rest of the batch
-                failed(type(msg).__name__, exc)
+                shell.failed("message_failed", type(msg).__name__, exc)
                 continue
             apply(effects)
 

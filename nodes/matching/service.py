@@ -32,9 +32,7 @@ def build(shell: NodeShell, topo: Topology):
     def failed(msg, exc: Exception) -> None:
         """The engine raised on a command (a bug): log and count it, and refuse the command, so
         that the rest of its batch is still handled and risk releases what the command held."""
-        shell.stats["errors"] += 1
-        shell.log.error("command_failed", command=type(msg).__name__, error=repr(exc),
-                        exc_info=exc)
+        shell.failed("command_failed", type(msg).__name__, exc)
         shell.send("risk", OrderRejected(
             seq=engine.seq, ref=getattr(msg, "ref", 0), order_id=getattr(msg, "order_id", 0),
             account=getattr(msg, "account", ""), symbol=getattr(msg, "symbol", ""),

@@ -24,9 +24,7 @@ def build(shell: NodeShell, topo: Topology):
     def failed(msg, exc: Exception) -> None:
         """The engine raised on a message (a bug): log and count it; a client request gets an
         internal_error answer, so that it is not left waiting."""
-        shell.stats["errors"] += 1
-        shell.log.error("message_failed", message=type(msg).__name__, error=repr(exc),
-                        exc_info=exc)
+        shell.failed("message_failed", type(msg).__name__, exc)
         if type(msg) is Routed:
             send("gateway", Reply(ref=msg.ref, body=Error(
                 req_id=0, reason="internal_error", detail={"error": type(exc).__name__})))

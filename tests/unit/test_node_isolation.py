@@ -8,6 +8,7 @@ from cluster.protocol import (
     Cancel, Error, Logon, LogonAck, NewOrder, OrderAccepted, OrderCancelled, OrderRejected,
     PlaceOrder, Reply, Routed, encode_one,
 )
+from cluster.transport import NodeShell
 from nodes.gateway import service as gateway_service
 from nodes.gateway.sessions import Gateway
 from nodes.matching import service as matching_service
@@ -39,6 +40,8 @@ class FakeShell:
         self.inbox = None
         self.log = FakeLog()
         self.audit = self
+
+    failed = NodeShell.failed  # the real error accounting, on this shell's stats and log
 
     def record(self, explanation) -> None:
         pass
