@@ -59,6 +59,3 @@ class ClientIds:
             mine = self._answers[account]
             for client_id in self._order[account]:
                 yield account, client_id, mine[client_id]
-
-    def __len__(self) -> int:
-        return sum(len(m) for m in self._answers.values())
