@@ -18,7 +18,7 @@ import statistics
 import time
 from pathlib import Path
 
-from perf.cluster_load import Cluster
+from perf.cluster_load import ORDER_PATH, Cluster
 from perf.loadgen import TRIES, Step, find_max, run_step
 
 RESULTS = Path(__file__).with_name("results")
@@ -31,9 +31,6 @@ REFINE = 5
 
 def log(text: str) -> None:
     print(text, flush=True)
-
-
-ORDER_PATH = ("gateway", "risk", "matching")
 
 
 def with_cluster(env: dict, fn):
@@ -92,14 +89,13 @@ def run(seconds: float, bound_us: float) -> dict:
                                         for f, p in zip(fractions, cluster_points)},
                          "steps": cluster_steps + cluster_points}
     result["half_cluster_max_rate"] = round(half_cluster)
-    runs = {name: [p["latency_us"].get("p99") for p in pts[len(rates):]]
-            for name, pts in (("null", null_points), ("cluster", cluster_points))}
+    half_runs = {"null": null_points[len(rates):], "cluster": cluster_points[len(rates):]}
+    runs = {name: [p["latency_us"].get("p99") for p in pts] for name, pts in half_runs.items()}
     result["p99_at_half_cluster_max_runs_us"] = runs
     # median over the half-load runs, per node: where each pipeline's CPU per order goes
     result["cpu_us_per_order_at_half_cluster_max"] = {
-        name: {n: statistics.median(p["cpu_us_per_order"][n] for p in pts[len(rates):])
-               for n in ORDER_PATH}
-        for name, pts in (("null", null_points), ("cluster", cluster_points))}
+        name: {n: statistics.median(p["cpu_us_per_order"][n] for p in pts) for n in ORDER_PATH}
+        for name, pts in half_runs.items()}
     result["p99_at_half_cluster_max_us"] = {
         name: statistics.median(v) if all(v) else None for name, v in runs.items()}
     result["p99_misses_while_keeping_up"] = {

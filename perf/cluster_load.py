@@ -28,6 +28,7 @@ ACCOUNTS = ("mm1", "mm2", "taker1", "taker2", "alice", "bob")
 # the limit, as venues do for market makers, so that it measures the venue's capacity and not one
 # account's limit; a step with any refusal still does not count as sustainable (perf.loadgen).
 BENCH_MAX_OPEN_ORDERS = 50_000
+ORDER_PATH = ("gateway", "risk", "matching")  # the nodes every order crosses
 
 
 def free_ports(n: int) -> list[int]:

@@ -55,6 +55,11 @@ def _log_on(sock: zmq.Socket, api_key: str, timeout_ms: int) -> bool:
     return True
 
 
+def bench_order(symbol: str, price: int) -> PlaceOrder:
+    """The order every step sends: an IOC buy of one lot 2% under `price`, which never fills."""
+    return PlaceOrder(symbol=symbol, side=1, qty=1, price=price - price // 50, tif="IOC")
+
+
 def _answer_key(msg) -> int:
     """The req_id an answer belongs to (a Report carries it as `ref`); 0 for none."""
     return msg.ref if type(msg) is Report else getattr(msg, "req_id", 0)
@@ -98,7 +103,7 @@ def _worker(endpoint: str, keys: list[str], rate: float, seconds: float, session
     start = monotonic_ns() + 50_000_000
     next_at = start
     sent = 0
-    order = PlaceOrder(symbol=symbol, side=1, qty=1, price=price - price // 50, tif="IOC")
+    order = bench_order(symbol, price)
     deadline = start + int((seconds + DRAIN_S) * 1e9)
     while True:
         now = monotonic_ns()
@@ -164,7 +169,7 @@ def settle(endpoint: str, key: str, symbol: str, price: int, *, quiet_ms: float 
     try:
         if not _log_on(sock, key, int(timeout_s * 1000)):
             raise RuntimeError("settle: no logon answer")
-        order = PlaceOrder(symbol=symbol, side=1, qty=1, price=price - price // 50, tif="IOC")
+        order = bench_order(symbol, price)
         quick, req_id = 0, 0
         while quick < in_a_row:
             if time.monotonic() - started > timeout_s:

@@ -18,11 +18,10 @@ import sys
 import time
 from pathlib import Path
 
-from perf.cluster_load import Cluster, cpu_seconds
+from perf.cluster_load import ORDER_PATH, Cluster
 from perf.loadgen import Step, run_step
 
 RESULTS = Path(__file__).with_name("results")
-HOT_NODES = ("gateway", "risk", "matching")
 SYMBOL = "BTC-PERP"
 
 
@@ -65,15 +64,15 @@ def probe(pipeline: str, rate: float, seconds: float, spy: bool) -> dict:
         spies = []
         if spy:
             RESULTS.mkdir(parents=True, exist_ok=True)
-            for name in HOT_NODES:
+            for name in ORDER_PATH:
                 spies.append(subprocess.Popen(
                     [py_spy(), "record", "-r", "200", "-d",
                      str(max(1, int(seconds))), "-f", "raw", "-o", str(RESULTS / f"probe_{name}.txt"),
                      "-p", str(pids[name])], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        cpu0 = {n: cpu_seconds(p) for n, p in pids.items()}
+        cpu0 = venue.node_cpu_seconds()
         sched0 = {n: sched(p) for n, p in pids.items()}
         result = run_step(endpoint, keys, Step(rate=rate, seconds=seconds), SYMBOL, price)
-        cpu1 = {n: cpu_seconds(p) for n, p in pids.items()}
+        cpu1 = venue.node_cpu_seconds()
         sched1 = {n: sched(p) for n, p in pids.items()}
         for s in spies:
             s.wait(timeout=seconds + 30)
@@ -109,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<11}{n['cpu_pct']:>7}{n['us_per_order']:>10}{n['runqueue_wait_ms_per_s']:>20}"
               f"{n['switches_per_s']:>12}{n['wait_per_switch_us']:>16}")
     if args.spy:
-        for name in HOT_NODES:
+        for name in ORDER_PATH:
             path = RESULTS / f"probe_{name}.txt"
             if path.exists():
                 print(f"\n{name}: hottest frames (share of samples, own time) - {path}")
