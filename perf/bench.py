@@ -1,11 +1,12 @@
 """`make bench`: the cluster against the null pipeline, in one run, open loop.
 
-1. null pipeline: maximum sustainable orders/s (offered load stepped up until p99 exceeds the bound
+1. the order path's message handling per order, in process, for both (perf.logic_cost);
+2. null pipeline: maximum sustainable orders/s (offered load stepped up until p99 exceeds the bound
    or answers fall behind, then bisected);
-2. cluster: the same;
-3. latency (p50/p99/p99.9) of both at 25%, 50% and 75% of the null pipeline's maximum, and of both
-   at half the cluster's maximum, three times each (median p99 -> ratio_p99_at_half_load);
-4. perf/results/bench.json, bench.md and bench.png (latency percentiles against offered load).
+3. cluster: the same;
+4. latency (p50/p99/p99.9) of both at 25%, 50% and 75% of the null pipeline's maximum, and of both
+   at half the cluster's maximum, HALF_LOAD_RUNS times each (median p99 -> ratio_p99_at_half_load);
+5. perf/results/bench.json, bench.md and bench.png (latency percentiles against offered load).
 Every process started is stopped at the end; every step is bounded in count and time.
 """
 
@@ -13,16 +14,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
 from pathlib import Path
 
+from perf import logic_cost
 from perf.cluster_load import ORDER_PATH, Cluster
 from perf.loadgen import TRIES, Step, find_max, run_step
 
 RESULTS = Path(__file__).with_name("results")
 SYMBOL = "BTC-PERP"
+CPUS = os.cpu_count() or 1
 HALF_LOAD_RUNS = 5
 # Bisection steps after the geometric search (x1.6 per step) brackets the maximum: 5 steps put
 # each maximum within 2% of the bracket (3 left 7.5%, as much as the ratio's margin to its target).
@@ -58,9 +62,12 @@ def point(venue: Cluster, endpoint, keys, price, rate: float, seconds: float) ->
 
 
 def run(seconds: float, bound_us: float) -> dict:
-    result: dict = {"machine": {"python": platform.python_version(), "cpus": 2},
+    result: dict = {"machine": {"python": platform.python_version(), "cpus": CPUS},
                     "p99_bound_us": bound_us, "step_seconds": seconds,
                     "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    log("business logic per order, in process (perf.logic_cost)")
+    result["logic_us_per_order"] = logic_cost.compare()
+    log(json.dumps(result["logic_us_per_order"]))
     log("null pipeline: searching the maximum sustainable rate")
     null_max, null_steps = with_cluster({"PERPX_PIPELINE": "null"}, lambda e, k, p, _: find_max(
         e, k, SYMBOL, p, seconds=seconds, p99_bound_us=bound_us, refine=REFINE, log=log))
@@ -102,6 +109,12 @@ def run(seconds: float, bound_us: float) -> dict:
         name: sum(1 for s in steps if s.get("kept_up") and not s.get("sustainable"))
         for name, steps in (("null", null_steps), ("cluster", cluster_steps))}
     result["ratio_throughput"] = round(cluster_max / null_max, 3) if null_max else None
+    # At its maximum the null pipeline costs the host CPUS / null_max seconds per order, all in
+    # (generator, transport, wake-ups). The cluster pays that plus its rules; were its wake-ups
+    # amortised as well at its own (lower) maximum, it could reach CPUS / (that + rules).
+    host_us = CPUS * 1e6 / null_max if null_max else 0
+    added = result["logic_us_per_order"]["added_by_cluster_total"]
+    result["ratio_ceiling_from_logic"] = round(host_us / (host_us + added), 3) if host_us else None
     n99, c99 = result["p99_at_half_cluster_max_us"]["null"], result["p99_at_half_cluster_max_us"]["cluster"]
     result["ratio_p99_at_half_load"] = round(c99 / n99, 3) if n99 and c99 else None
     return result
@@ -130,6 +143,14 @@ def markdown(r: dict) -> str:
                   f"{n} {r['cpu_us_per_order_at_half_cluster_max']['cluster'][n]:g} vs "
                   f"{r['cpu_us_per_order_at_half_cluster_max']['null'][n]:g}" for n in ORDER_PATH)
               + " (cluster vs null)",
+              "- the same nodes' message handling alone, in process without IO (us per order, "
+              "perf.logic_cost): " + "; ".join(
+                  f"{n} {r['logic_us_per_order']['cluster'][n]:g} vs {r['logic_us_per_order']['null'][n]:g}"
+                  for n in ORDER_PATH)
+              + f" (cluster vs null): the venue's rules add {r['logic_us_per_order']['added_by_cluster_total']:g}"
+              f" us to every order; with the null's whole-host cost per order at its maximum, that "
+              f"caps the throughput ratio at {r['ratio_ceiling_from_logic']} even if the cluster's "
+              "wake-ups amortised as well at its maximum as the null's do at theirs",
               f"- search steps that answered everything but missed the p99 bound (host stalls; a rate "
               f"fails after {TRIES} misses in a row): null {r['p99_misses_while_keeping_up']['null']}, "
               f"cluster {r['p99_misses_while_keeping_up']['cluster']}"]

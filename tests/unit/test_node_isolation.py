@@ -8,7 +8,7 @@ from cluster.protocol import (
     Cancel, Error, Logon, LogonAck, NewOrder, OrderAccepted, OrderCancelled, OrderRejected,
     PlaceOrder, Reply, Routed, encode_one,
 )
-from cluster.transport import NodeShell
+from cluster.recording import RecordingShell
 from nodes.gateway import service as gateway_service
 from nodes.gateway.sessions import Gateway
 from nodes.matching import service as matching_service
@@ -20,65 +20,6 @@ TOPO = config.load()
 S = "BTC-PERP"
 
 
-class FakeLog:
-    """structlog's calling convention (event, **fields), recorded."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str, dict]] = []
-
-    def __getattr__(self, level: str):
-        return lambda event, **fields: self.events.append((level, event, fields))
-
-
-class FakeShell:
-    """What a node's build() uses of NodeShell, recording what it sends."""
-
-    def __init__(self, conf) -> None:
-        self.conf = conf
-        self.stats = {"errors": 0}
-        self.sent: list[tuple[str, object]] = []
-        self.inbox = None
-        self.log = FakeLog()
-        self.audit = self
-
-    failed = NodeShell.failed  # the real error accounting, on this shell's stats and log
-
-    def record(self, explanation) -> None:
-        pass
-
-    def peer(self, name: str) -> None:
-        pass
-
-    def bind_pub(self, endpoint: str) -> None:
-        pass
-
-    def bind_inbox(self, fn) -> None:
-        self.inbox = fn
-
-    def subscribe(self, *args, **kwargs) -> None:
-        pass
-
-    def send(self, peer: str, message) -> None:
-        self.sent.append((peer, message))
-
-    def reply(self, router: str, identity: bytes, message) -> None:
-        self.sent.append(("client", message))
-
-    def bind_router(self, name: str, endpoint: str, fn, on_gone=None) -> None:
-        self.router = fn
-
-    def every(self, interval_ms: int, fn) -> None:
-        pass
-
-    publish = send
-
-    @staticmethod
-    def mono_ns() -> int:
-        return 0
-
-    now_ns = mono_ns
-
-
 def test_matching_refuses_the_command_its_engine_raised_on_and_handles_the_rest(monkeypatch):
     real = MatchingEngine._cancel
 
@@ -88,7 +29,7 @@ def test_matching_refuses_the_command_its_engine_raised_on_and_handles_the_rest(
         return real(self, cmd, out)
 
     monkeypatch.setattr(MatchingEngine, "_cancel", buggy)  # before build(): dispatch binds it
-    shell = FakeShell(TOPO.nodes["matching"])
+    shell = RecordingShell(TOPO.nodes["matching"])
     matching_service.build(shell, TOPO)
     price = TOPO.symbols[S].initial_price
     shell.inbox([NewOrder(ref=1, order_id=1, account="a", symbol=S, side=1, qty=1, price=price),
@@ -110,7 +51,7 @@ def test_risk_answers_the_request_its_engine_raised_on_and_handles_the_rest(monk
         return real(self, acct, ref, body, now_ns, out)
 
     monkeypatch.setattr(RiskEngine, "_place", buggy)
-    shell = FakeShell(TOPO.nodes["risk"])
+    shell = RecordingShell(TOPO.nodes["risk"])
     risk_service.build(shell, TOPO)
     price = TOPO.symbols[S].initial_price
     shell.inbox([Routed(ref=ref, account="mm1", body=PlaceOrder(req_id=ref, symbol=S, side=1,
@@ -133,7 +74,7 @@ def test_gateway_answers_the_request_it_raised_on_and_serves_the_rest(monkeypatc
         return real(self, identity, msg, now_ns)
 
     monkeypatch.setattr(Gateway, "on_request", buggy)
-    shell = FakeShell(TOPO.nodes["gateway"])
+    shell = RecordingShell(TOPO.nodes["gateway"])
     gateway_service.build(shell, TOPO)
     me = b"client-1"
     shell.router([[me, encode_one(Logon(req_id=9, api_key=TOPO.accounts["mm1"].api_key))]])

@@ -1,0 +1,65 @@
+"""A node shell with no IO, recording what the node sends: for tests, and for measuring a node's
+message handling in process (perf.logic_cost). It offers what the nodes' build() functions use of
+NodeShell; handlers bound to it are called directly (`inbox`, `router`)."""
+
+from __future__ import annotations
+
+from cluster.transport import NodeShell
+
+
+class RecordingLog:
+    """structlog's calling convention (event, **fields), recorded."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, dict]] = []
+
+    def __getattr__(self, level: str):
+        return lambda event, **fields: self.events.append((level, event, fields))
+
+
+class RecordingShell:
+    def __init__(self, conf) -> None:
+        self.conf = conf
+        self.stats = {"errors": 0}
+        self.sent: list[tuple[str, object]] = []  # (peer, or "client" for a reply; message)
+        self.inbox = None  # the handler bound to the node's inbox
+        self.router = None  # the handler bound to the client ROUTER
+        self.log = RecordingLog()
+        self.audit = self
+
+    failed = NodeShell.failed  # the real error accounting, on this shell's stats and log
+
+    def record(self, explanation) -> None:
+        pass
+
+    def peer(self, name: str) -> None:
+        pass
+
+    def bind_pub(self, endpoint: str) -> None:
+        pass
+
+    def bind_inbox(self, fn) -> None:
+        self.inbox = fn
+
+    def subscribe(self, *args, **kwargs) -> None:
+        pass
+
+    def send(self, peer: str, message) -> None:
+        self.sent.append((peer, message))
+
+    def reply(self, router: str, identity: bytes, message) -> None:
+        self.sent.append(("client", message))
+
+    def bind_router(self, name: str, endpoint: str, fn, on_gone=None) -> None:
+        self.router = fn
+
+    def every(self, interval_ms: int, fn) -> None:
+        pass
+
+    publish = send
+
+    @staticmethod
+    def mono_ns() -> int:
+        return 0
+
+    now_ns = mono_ns
