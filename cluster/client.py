@@ -23,11 +23,11 @@ import zmq.asyncio
 
 from cluster.protocol import (
     Ack, AccountView, AdjustIsolatedMargin, AmendOrder, BookLevels, CancelAll, CancelOrder, Codec,
-    Deposit, Error, GetAccount, GetBook, Logon, LogonAck, Logout, MarketData, Ping, PlaceOrder,
-    Pong, Reply, Report, SetLeverage, SetMarginMode, Withdraw, encode_one,
+    Deposit, Error, GetAccount, GetBook, Logon, LogonAck, Logout, MarketData, MAX_UNITS, Ping,
+    PlaceOrder, Pong, Reply, Report, SetLeverage, SetMarginMode, Withdraw, encode_one,
 )
 from cluster.transport import wake_reader
-from cluster.units import from_units, to_units
+from cluster.units import UnitError, from_units, to_units
 
 
 class RequestFailed(Exception):
@@ -211,16 +211,25 @@ class Client:
     # ------------------------------------------------------------------ units
 
     def ticks(self, symbol: str, price: str | Decimal) -> int:
-        return to_units(price, Decimal(self.symbols[symbol]["tick_size"]), "price", "price_off_tick")
+        return wire_units(to_units(price, Decimal(self.symbols[symbol]["tick_size"]), "price",
+                                   "price_off_tick"), "price")
 
     def lots(self, symbol: str, qty: str | Decimal) -> int:
-        return to_units(qty, Decimal(self.symbols[symbol]["lot_size"]), "qty", "qty_off_lot")
+        return wire_units(to_units(qty, Decimal(self.symbols[symbol]["lot_size"]), "qty",
+                                   "qty_off_lot"), "qty")
 
     def price_str(self, symbol: str, ticks: int) -> str:
         return from_units(ticks, Decimal(self.symbols[symbol]["tick_size"]))
 
     def qty_str(self, symbol: str, lots: int) -> str:
         return from_units(lots, Decimal(self.symbols[symbol]["lot_size"]))
+
+
+def wire_units(units: int, what: str) -> int:
+    """`units` if the wire can carry them (the venue judges sign and size rules), else UnitError."""
+    if abs(units) > MAX_UNITS:
+        raise UnitError("out_of_range", f"{what} is {units} units, more than the wire's {MAX_UNITS}")
+    return units
 
 
 __all__ = ["Client", "RequestFailed", "encode_one"]

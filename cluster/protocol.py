@@ -10,7 +10,8 @@ PROTOCOL_VERSION when a change is not backward compatible.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+import re
+from typing import Annotated, Literal, Union, get_args
 
 import msgspec
 from msgspec import Meta, Struct, field
@@ -21,9 +22,10 @@ BUY = 1
 SELL = -1
 
 Side = Literal[1, -1]
-Lots = Annotated[int, Meta(ge=1, le=2**62)]
-Ticks = Annotated[int, Meta(ge=0, le=2**62)]
-PositiveTicks = Annotated[int, Meta(ge=1, le=2**62)]
+MAX_UNITS = 2**62  # the largest price (ticks), quantity (lots) or amount (atoms) on the wire
+Lots = Annotated[int, Meta(ge=1, le=MAX_UNITS)]
+Ticks = Annotated[int, Meta(ge=0, le=MAX_UNITS)]
+PositiveTicks = Annotated[int, Meta(ge=1, le=MAX_UNITS)]
 Id = Annotated[int, Meta(ge=0, le=2**63 - 1)]
 Name = Annotated[str, Meta(max_length=64)]
 OrderType = Literal[
@@ -718,14 +720,87 @@ class Codec:
         return self._enc.encode(messages)
 
     def decode(self, frame: bytes) -> list:
-        return self._dec.decode(frame)
-
-    def decode_request(self, frame: bytes):
-        """A client frame is one message or a batch of messages; return a list either way."""
         try:
             return self._dec.decode(frame)
-        except msgspec.ValidationError:
-            return [self._one.decode(frame)]
+        except UnicodeDecodeError as exc:
+            raise _invalid_utf8(exc) from None
+
+    def decode_request(self, frame: bytes):
+        """A client frame is one message or a batch of messages; return a list either way. A bad
+        batch raises the batch's error (naming the field), not the single-message reading's."""
+        try:
+            return self._dec.decode(frame)
+        except UnicodeDecodeError as exc:
+            raise _invalid_utf8(exc) from None
+        except msgspec.ValidationError as batch_error:
+            try:
+                return [self._one.decode(frame)]
+            except UnicodeDecodeError as exc:
+                raise _invalid_utf8(exc) from None
+            except msgspec.ValidationError:
+                raw = _lenient(frame)
+                if isinstance(raw, list) and raw and isinstance(raw[0], list):
+                    raise batch_error from None
+                raise
+
+
+_CLIENT_TYPES = {cls.__name__: cls for cls in get_args(ClientRequest)}
+
+
+def _invalid_utf8(exc: UnicodeDecodeError) -> msgspec.DecodeError:
+    """msgspec raises UnicodeDecodeError, not DecodeError, for a string that is not UTF-8
+    (msgspec issue #714); every caller handles DecodeError, so that is what a Codec raises."""
+    return msgspec.DecodeError(f"invalid UTF-8 in a string: {exc.reason} at byte {exc.start}")
+
+
+def _lenient(frame: bytes):
+    """The frame decoded without a schema, for reading what a refusal should mention; None when
+    even that fails (bad UTF-8 in a string, say, which the typed decoder may not reach)."""
+    try:
+        return msgspec.msgpack.decode(frame)
+    except Exception:  # best effort on bytes already known to be bad: never raise from here
+        return None
+
+
+def readable_req_ids(frame: bytes) -> list[int]:
+    """The client's req_ids in a frame that failed validation, read leniently, so that the refusal
+    reaches the request that caused it: every client request is an array [tag, req_id, ...], sent
+    alone or in a batch. Ids that cannot be read, or of a message type no client sends, are left
+    out (the caller answers req_id 0)."""
+    raw = _lenient(frame)
+    if not isinstance(raw, list):
+        return []
+    requests = [raw] if raw and isinstance(raw[0], str) else raw
+    ids = []
+    for req in requests:
+        if (isinstance(req, list) and len(req) > 1 and req[0] in _CLIENT_TYPES
+                and type(req[1]) is int and 0 < req[1] < 2**63):
+            ids.append(req[1])
+    return ids
+
+
+_ARRAY_PATH = re.compile(r"`\$\[(\d+)\](?:\[(\d+)\])?")
+
+
+def describe_invalid(frame: bytes, error: msgspec.ValidationError) -> str:
+    """msgspec's error for a client frame, with the field its array path points at named: messages
+    are arrays on the wire, so "at `$[0][4]`" alone would leave the client counting fields."""
+    text = str(error)
+    match = _ARRAY_PATH.search(text)
+    if match is None:
+        return text
+    raw = _lenient(frame)
+    first, second = int(match.group(1)), match.group(2)
+    # one message: $[field]; a batch: $[message][field]
+    message, index = (raw, first) if second is None else (
+        raw[first] if isinstance(raw, list) and first < len(raw) else None, int(second))
+    if not isinstance(message, list) or not message or not isinstance(message[0], str):
+        return text
+    cls = _CLIENT_TYPES.get(message[0])
+    fields = msgspec.structs.fields(cls) if cls is not None else ()
+    if 1 <= index <= len(fields):
+        return f"{text} ({cls.__name__}.{fields[index - 1].name})"
+    return text
 
 
 def encode_one(message: Msg) -> bytes:

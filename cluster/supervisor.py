@@ -147,7 +147,7 @@ class Supervisor:
             frame = await self._control.recv()
             try:
                 msg = decoder.decode(frame)
-            except (msgspec.DecodeError, msgspec.ValidationError):
+            except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
                 continue
             node = self.nodes.get(msg.node)
             if node is None or node.proc is None or msg.pid != node.proc.pid:
@@ -190,7 +190,7 @@ class Supervisor:
             try:
                 req = decoder.decode(frame)
                 reply = AdminReply(ok=True, data=self._admin_command(req.cmd, req.args))
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
                 reply = AdminReply(ok=False, error=f"bad request: {exc}")
             except ControlError as exc:
                 reply = AdminReply(ok=False, error=str(exc))

@@ -31,7 +31,10 @@ def parse_decimal(text: str | int | Decimal, what: str = "value") -> Decimal:
 def to_units(text: str | int | Decimal, unit: Decimal, what: str, reason: str) -> int:
     """`text` as a whole number of `unit`s, or UnitError(reason) when it is not one."""
     value = parse_decimal(text, what)
-    units, remainder = divmod(value, unit)
+    try:
+        units, remainder = divmod(value, unit)
+    except InvalidOperation:  # the quotient has more digits than the decimal context holds
+        raise UnitError("out_of_range", f"{what} {value} is out of range") from None
     if remainder != 0:
         raise UnitError(reason, f"{what} {value} is not a multiple of {unit}")
     return int(units)

@@ -7,7 +7,10 @@ import msgspec
 
 from cluster.audit import Explanation
 from cluster.config import Topology
-from cluster.protocol import ClientRequest, Codec, Error, MaintenanceAlert, Notice, Ping, Pong, Reply
+from cluster.protocol import (
+    ClientRequest, Codec, Error, MaintenanceAlert, Notice, Ping, Pong, Reply, describe_invalid,
+    readable_req_ids,
+)
 from cluster.transport import NodeShell
 from nodes.gateway.sessions import Gateway
 
@@ -49,7 +52,9 @@ def build(shell: NodeShell, topo: Topology):
             try:
                 requests = client_codec.decode_request(parts[1])
             except msgspec.ValidationError as exc:
-                refuse(identity, "invalid_message", str(exc))
+                error = describe_invalid(parts[1], exc)
+                for req_id in readable_req_ids(parts[1]) or [0]:  # answer what can be correlated
+                    refuse(identity, "invalid_message", error, req_id)
                 continue
             except msgspec.DecodeError as exc:
                 refuse(identity, "malformed_message", str(exc))

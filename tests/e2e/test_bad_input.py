@@ -23,6 +23,8 @@ WRONG_TYPED = [
     msgspec.msgpack.encode({"t": "PlaceOrder", "qty": "abc"}),
     msgspec.msgpack.encode([["Logon", 0, 12345]]),  # api_key not a string
     msgspec.msgpack.encode([["CancelOrder", 0, "BTC-PERP", -1]]),
+    msgspec.msgpack.encode([["PlaceOrder", 0, "BTC-PERP", 1, 1, "limit", 300000, "GTC", False, False,
+                             "abc"]]).replace(b"abc", b"a\xffc"),  # a string that is not UTF-8
     msgspec.msgpack.encode(42),
     msgspec.msgpack.encode([]),
     b"",

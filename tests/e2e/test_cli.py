@@ -57,6 +57,14 @@ def test_cli_session_over_ipc_leaves_nothing_behind(tmp_path):
         off_lot = handle.cli_json("order", "place", "--account", "bob", "--symbol", "ETH-PERP",
                                   "--side", "buy", "--qty", "0.505", "--price", price, ok=False)
         assert off_lot["error"] == "qty_off_lot"
+        # refused by the venue under the request's own id (answered now, not at the timeout),
+        # naming the field; and a price the wire cannot carry is refused before sending
+        negative = handle.cli_json("order", "place", "--account", "bob", "--symbol", "ETH-PERP",
+                                   "--side", "buy", "--qty", "-1", "--price", price, ok=False)
+        assert negative["error"] == "invalid_message" and "PlaceOrder.qty" in negative["message"]
+        huge = handle.cli_json("order", "place", "--account", "bob", "--symbol", "ETH-PERP",
+                               "--side", "buy", "--qty", "0.5", "--price", "1e30", ok=False)
+        assert huge["error"] == "out_of_range"
     finally:
         down = handle.down()
     assert down["supervisor_stopped"] and down["killed_leftovers"] == []

@@ -3,15 +3,20 @@ sequence of requests and answers, each request answered or forwarded exactly onc
 
 from __future__ import annotations
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cluster import config
 from cluster.protocol import (
     Ack, CancelAll, CancelOrder, Deposit, Error, GetAccount, GetBook, Logon, LogonAck, Logout,
-    OrderAccepted, Ping, PlaceOrder, Reply, Report, Routed, SetLeverage,
+    OrderAccepted, Ping, PlaceOrder, Reply, Report, Routed, SetLeverage, readable_req_ids,
 )
+from cluster.recording import RecordingShell
+from nodes.gateway import service as gateway_service
 from nodes.gateway.sessions import Gateway
 
+TOPO = config.load()
 KEYS = {"k-alice": ("alice", ("trade",)), "k-admin": ("admin", ("admin",)),
         "k-view": ("viewer", ("read",))}
 
@@ -85,3 +90,29 @@ def test_every_client_request_gets_exactly_one_answer_or_one_forward(steps):
                 Reply(ref=who, body=Ack(action="x"))
             for effect in gw.on_internal(msg):
                 assert effect[0] == "client" and effect[1] in IDENTITIES, effect
+
+
+def test_a_request_that_fails_validation_is_refused_under_its_own_req_id():
+    """The client correlates answers by req_id: a refusal under req_id 0 would leave the request
+    that caused it waiting until its timeout."""
+    shell = RecordingShell(TOPO.nodes["gateway"])
+    gateway_service.build(shell, TOPO)
+    me = b"client-1"
+    cases = [
+        (["PlaceOrder", 7, "BTC-PERP", 1, -5], "invalid_message", [7]),  # qty below 1
+        ([["PlaceOrder", 3, "BTC-PERP", 1, 1], ["GetBook", 4, "X", 0]], "invalid_message", [3, 4]),
+        ([["PlaceOrder", "x", "BTC-PERP"]], "invalid_message", [0]),  # no readable id
+        (["Ping", 2**63], "invalid_message", [0]),  # not an Id
+        ([["NoSuchMessage", 5]], "invalid_message", [0]),  # no client request has that shape
+    ]
+    for raw, reason, ids in cases:
+        shell.sent.clear()
+        shell.router([[me, msgspec.msgpack.encode(raw)]])
+        answers = [m for peer, m in shell.sent if peer == "client"]
+        assert [(type(m), m.reason, m.req_id) for m in answers] == [(Error, reason, i) for i in ids]
+        if ids == [7]:  # messages are arrays on the wire: the error names the field, not "$[4]"
+            assert "(PlaceOrder.qty)" in answers[0].detail["error"], answers[0].detail
+    shell.sent.clear()
+    shell.router([[me, b"\xc1"]])  # 0xc1 is no msgpack type at all
+    assert [(m.reason, m.req_id) for _, m in shell.sent] == [("malformed_message", 0)]
+    assert readable_req_ids(b"\xc1") == [] and readable_req_ids(msgspec.msgpack.encode(5)) == []
