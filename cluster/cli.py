@@ -517,23 +517,31 @@ def cmd_netsim_run(args) -> int:
     return EXIT_OK if all(r["ok"] for r in log) else EXIT_REFUSED
 
 
+def _duration_ns_arg(text: str, what: str) -> int:
+    """A CLI duration ('250ms', '-1s' where allowed) in ns, or a usage error naming it."""
+    from netsim.models import ModelError, duration_ns
+
+    try:
+        return -duration_ns(text[1:]) if text.startswith("-") else duration_ns(text)
+    except ModelError as exc:
+        raise CliError("bad_duration", f"{what}: {exc}") from None
+
+
 def cmd_netsim_fault(args) -> int:
     if args.op == "skew":
-        from netsim.models import duration_ns
-
-        by = args.by or "0"
-        ns = -duration_ns(by[1:]) if by.startswith("-") else duration_ns(by)
+        ns = _duration_ns_arg(args.by or "0", "--by")
         return _admin(args, "skew", {"node": args.node, "ns": ns})
     return _admin(args, "fault", {"node": args.node, "op": args.op})
 
 
 def cmd_netsim_feed(args) -> int:
-    from netsim.models import duration_ns
-
     cmd_args = {"action": args.op, "venue": args.venue if args.venue != "all" else "",
                 "symbol": args.symbol or "", "ppm": args.ppm or 0}
     if args.duration:
-        cmd_args["duration_ms"] = duration_ns(args.duration) // 1_000_000
+        duration = _duration_ns_arg(args.duration, "--duration")
+        if duration < 0:
+            raise CliError("bad_duration", f"--duration: {args.duration} is negative")
+        cmd_args["duration_ms"] = duration // 1_000_000
     return _admin(args, "feed", cmd_args)
 
 

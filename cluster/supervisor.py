@@ -200,8 +200,10 @@ class Supervisor:
 
     def _applied(self, action: str, subject: str, numbers: dict) -> None:
         """Every applied change, with wall and monotonic time, so reports can line them up."""
+        # the subject is the event's node; a "node" among the numbers would name it twice
         self._event(f"netsim_{action}", subject, **{k: v for k, v in numbers.items()
-                                                     if isinstance(v, (int, str, float, bool))})
+                                                     if isinstance(v, (int, str, float, bool))
+                                                     and k not in ("kind", "node")})
         self.audit.record(Explanation(ts_ns=time.time_ns(), node="supervisor",
                                       rule=f"netsim.{action}", subject=subject, decision="applied",
                                       numbers={"mono_ns": time.monotonic_ns(),

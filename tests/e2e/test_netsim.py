@@ -138,3 +138,33 @@ def test_the_admin_socket_refuses_garbage_and_keeps_serving(cluster):
     finally:
         sock.close()
     assert cluster.status()["nodes"]["risk"]["state"] == "running"
+
+
+async def mark_clock_offset_ms(cluster, samples: int = 3) -> float:
+    """The oracle's clock against ours: IndexMark.ts_ns (the oracle's now) minus local time, median
+    of a few marks (ms; a mark is a few ms old when it arrives)."""
+    from cluster.protocol import IndexMark
+
+    offsets = []
+    async with Client(cluster.endpoint(), market_data=cluster.md_endpoint()) as c:
+        await c.subscribe(b"mark.")
+        while len(offsets) < samples:
+            for msg in await asyncio.wait_for(c.market_data(), 5):
+                if type(msg) is IndexMark:
+                    offsets.append((msg.ts_ns - time.time_ns()) / 1e6)
+    return statistics.median(offsets)
+
+
+def test_clock_skew_moves_one_nodes_clock_and_clear_restores_it(cluster):
+    assert abs(asyncio.run(mark_clock_offset_ms(cluster))) < 100
+    bad = cluster.cli_json("netsim", "fault", "oracle", "skew", "--by", "1e40ms", ok=False)
+    assert bad["error"] == "bad_duration" and "1e40ms" in bad["message"]
+    table = cluster.cli_json("netsim", "fault", "oracle", "skew", "--by", "400ms")
+    assert table["skew_ns"] == {"oracle": 400_000_000}
+    time.sleep(0.7)  # the table reaches every node within its republish period
+    assert 300 < asyncio.run(mark_clock_offset_ms(cluster)) < 500
+    events = [e for e in cluster.status()["events"] if e["event"] == "netsim_skew"]
+    assert events and events[-1]["node"] == "oracle" and events[-1]["ns"] == 400_000_000
+    cluster.cli_json("netsim", "clear")
+    time.sleep(0.7)
+    assert abs(asyncio.run(mark_clock_offset_ms(cluster))) < 100
