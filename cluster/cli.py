@@ -231,6 +231,8 @@ async def with_client(args, fn, *, logon: bool = True):
         return await fn(client, topo)
     except RequestFailed as exc:
         raise CliError(exc.error.reason, str(exc), EXIT_REFUSED) from None
+    except UnitError as exc:
+        raise CliError(exc.reason, str(exc)) from None
     except asyncio.TimeoutError:
         raise CliError("timeout", f"no answer from {gw.client} within {args.timeout}s "
                        "(is the cluster up?)") from None
@@ -288,6 +290,30 @@ def cmd_order_cancel(args) -> int:
 
     async def run(client, topo):
         report = await client.cancel(args.symbol, args.order_id or 0, args.client_order_id or "")
+        emit({"result": report.event}, args.json)
+        return EXIT_REFUSED if type(report.event) is OrderRejected else EXIT_OK
+
+    return asyncio.run(with_client(args, run))
+
+
+def cmd_order_amend(args) -> int:
+    """New price and/or quantity for a resting order: a quantity decrease at the same price keeps
+    its place in the queue; anything else re-queues it (README "Matching rules")."""
+    from cluster.protocol import OrderRejected
+
+    if not args.order_id and not args.client_order_id:
+        raise CliError("no_order", "give --order-id or --client-order-id")
+    if args.price is None and args.qty is None:
+        raise CliError("nothing_to_amend", "give --price and/or --qty")
+
+    async def run(client, topo):
+        if args.symbol not in client.symbols:
+            raise CliError("unknown_symbol", f"unknown symbol {args.symbol!r}; known: "
+                           f"{', '.join(sorted(client.symbols))}")
+        price = client.ticks(args.symbol, args.price) if args.price is not None else 0
+        qty = client.lots(args.symbol, args.qty) if args.qty is not None else 0
+        report = await client.amend(args.symbol, args.order_id or 0, price=price, qty=qty,
+                                    client_order_id=args.client_order_id or "")
         emit({"result": report.event}, args.json)
         return EXIT_REFUSED if type(report.event) is OrderRejected else EXIT_OK
 
@@ -634,6 +660,15 @@ def parser() -> argparse.ArgumentParser:
     cancel.add_argument("--order-id", type=int)
     cancel.add_argument("--client-order-id")
     cancel.set_defaults(fn=cmd_order_cancel)
+    amend = order.add_parser("amend", parents=[common])
+    amend.add_argument("--account")
+    amend.add_argument("--api-key")
+    amend.add_argument("--symbol", required=True)
+    amend.add_argument("--order-id", type=int)
+    amend.add_argument("--client-order-id")
+    amend.add_argument("--price", help="new limit price, e.g. 30001")
+    amend.add_argument("--qty", help="new total quantity (filled part included), e.g. 0.02")
+    amend.set_defaults(fn=cmd_order_amend)
 
     book = sub.add_parser("book", parents=[common])
     book.add_argument("symbol")

@@ -140,7 +140,13 @@ class Client:
         message = msgspec.structs.replace(message, req_id=req_id)
         fut = asyncio.get_running_loop().create_future()
         self._waiting[req_id] = fut
-        await self._sock.send(self._codec.encode([message]))
+        try:
+            frame = self._codec.encode([message])
+        except OverflowError:  # msgpack carries 64-bit integers; the venue takes up to MAX_UNITS
+            self._waiting.pop(req_id, None)
+            raise UnitError("out_of_range", f"a number in {type(message).__name__} does not fit "
+                            f"a 64-bit integer (the venue takes up to {MAX_UNITS})") from None
+        await self._sock.send(frame)
         wake_reader(self._sock)  # the send may have eaten the edge our reader's poll waits for
         try:
             answer = await asyncio.wait_for(fut, self.timeout)

@@ -65,6 +65,24 @@ def test_cli_session_over_ipc_leaves_nothing_behind(tmp_path):
         huge = handle.cli_json("order", "place", "--account", "bob", "--symbol", "ETH-PERP",
                                "--side", "buy", "--qty", "0.5", "--price", "1e30", ok=False)
         assert huge["error"] == "out_of_range"
+        # amend by client order id: a smaller quantity keeps priority, a new price does not
+        low = f"{float(price) * 0.98:.2f}"
+        rest = handle.cli_json("order", "place", "--account", "bob", "--symbol", "ETH-PERP",
+                               "--side", "buy", "--qty", "0.5", "--price", low,
+                               "--client-order-id", "cli-amend")
+        assert rest["result"]["type"] == "OrderAccepted"
+        smaller = handle.cli_json("order", "amend", "--account", "bob", "--symbol", "ETH-PERP",
+                                  "--client-order-id", "cli-amend", "--qty", "0.2")
+        assert (smaller["result"]["type"], smaller["result"]["priority_kept"]) == ("OrderAmended", True)
+        moved = handle.cli_json("order", "amend", "--account", "bob", "--symbol", "ETH-PERP",
+                                "--client-order-id", "cli-amend", "--price", f"{float(low) - 1:.2f}")
+        assert moved["result"]["priority_kept"] is False
+        none = handle.cli_json("order", "amend", "--account", "bob", "--symbol", "ETH-PERP",
+                               "--order-id", "1", ok=False)
+        assert none["error"] == "nothing_to_amend"
+        wide = handle.cli_json("order", "cancel", "--account", "bob", "--symbol", "ETH-PERP",
+                               "--order-id", str(2**70), ok=False)
+        assert wide["error"] == "out_of_range"
     finally:
         down = handle.down()
     assert down["supervisor_stopped"] and down["killed_leftovers"] == []
