@@ -545,10 +545,10 @@ def cmd_netsim_run(args) -> int:
 
 def _duration_ns_arg(text: str, what: str) -> int:
     """A CLI duration ('250ms', '-1s' where allowed) in ns, or a usage error naming it."""
-    from netsim.models import ModelError, duration_ns
+    from netsim.models import ModelError, signed_duration_ns
 
     try:
-        return -duration_ns(text[1:]) if text.startswith("-") else duration_ns(text)
+        return signed_duration_ns(text)
     except ModelError as exc:
         raise CliError("bad_duration", f"{what}: {exc}") from None
 

@@ -36,6 +36,14 @@ def duration_ns(text) -> int:
     return int(float(m.group(1)) * _UNIT_NS[m.group(2)])
 
 
+def signed_duration_ns(text) -> int:
+    """duration_ns, with a leading '-' allowed (a clock skew can go back)."""
+    stripped = str(text).strip()
+    if stripped.startswith("-"):
+        return -duration_ns(stripped[1:])
+    return duration_ns(text)
+
+
 def rate_bps(text) -> int:
     """'10mbit', '1gbit', '500kbit', '2MB' (bytes) -> bits per second."""
     m = re.match(r"^\s*([0-9]*\.?[0-9]+)\s*(k|m|g)?(bit|bps|b|B)?\s*$", str(text), re.I)

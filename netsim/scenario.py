@@ -28,7 +28,7 @@ import time
 import tomllib
 from pathlib import Path
 
-from netsim.models import duration_ns
+from netsim.models import duration_ns, signed_duration_ns
 
 LINK_KEYS = ("latency", "loss", "rto", "bandwidth", "queue_limit", "on_full", "down", "reorder",
              "seed")
@@ -44,13 +44,29 @@ def load(path: str | Path) -> dict:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ScenarioError(f"{path}: {exc}") from None
     steps = raw.get("step", [])
+    if not isinstance(steps, list):
+        raise ScenarioError(f"{path}: `step` must be an array of tables ([[step]])")
+    # Every step is checked before the first is applied: a typo found at minute five would leave
+    # the first four minutes' faults in place.
     for i, step in enumerate(steps):
         if "at" not in step or "action" not in step:
             raise ScenarioError(f"step {i + 1}: needs `at` and `action`")
-        step["at_ns"] = duration_ns(step["at"])
+        try:
+            step["at_ns"] = duration_ns(step["at"])
+            to_command(step)
+        except KeyError as exc:
+            raise ScenarioError(f"step {i + 1} ({step['action']}): needs `{exc.args[0]}`") from None
+        except (ValueError, TypeError) as exc:
+            raise ScenarioError(f"step {i + 1} ({step['action']}): {exc}") from None
+    end = raw.get("end")
+    if end is not None:
+        try:
+            duration_ns(end)
+        except ValueError as exc:
+            raise ScenarioError(f"end: {exc}") from None
     steps.sort(key=lambda s: s["at_ns"])
     return {"name": raw.get("name", Path(path).stem), "steps": steps,
-            "heal_at_end": raw.get("heal_at_end", True), "end": raw.get("end")}
+            "heal_at_end": raw.get("heal_at_end", True), "end": end}
 
 
 def to_command(step: dict) -> tuple[str, dict]:
@@ -68,8 +84,7 @@ def to_command(step: dict) -> tuple[str, dict]:
     if action == "fault":
         return "fault", {"node": step["node"], "op": step["op"]}
     if action == "skew":
-        return "skew", {"node": step["node"], "ns": duration_ns(step.get("by", 0)) *
-                        (-1 if str(step.get("by", "")).startswith("-") else 1)}
+        return "skew", {"node": step["node"], "ns": signed_duration_ns(step.get("by", 0))}
     if action == "feed":
         args = {"action": step["op"], "venue": step.get("venue", ""),
                 "symbol": step.get("symbol", ""), "ppm": int(step.get("ppm", 0))}
@@ -102,18 +117,24 @@ def run(scenario: dict, send, echo) -> list[dict]:
         log.append(record)
         echo(record)
 
-    for step in scenario["steps"]:
-        delay = start + step["at_ns"] - time.monotonic_ns()
-        if delay > 0:
-            time.sleep(delay / 1e9)
-        cmd, args = to_command(step)
-        applied.append((cmd, args))
-        apply(step["at_ns"], cmd, args, step["action"])
-    if scenario.get("end"):
-        delay = start + duration_ns(scenario["end"]) - time.monotonic_ns()
-        if delay > 0:
-            time.sleep(delay / 1e9)
-    if scenario["heal_at_end"]:
-        for cmd, args in healing_commands(applied):
-            apply(time.monotonic_ns() - start, cmd, args, "heal_at_end")
+    try:
+        for step in scenario["steps"]:
+            delay = start + step["at_ns"] - time.monotonic_ns()
+            if delay > 0:
+                time.sleep(delay / 1e9)
+            cmd, args = to_command(step)
+            applied.append((cmd, args))
+            apply(step["at_ns"], cmd, args, step["action"])
+        if scenario.get("end"):
+            delay = start + duration_ns(scenario["end"]) - time.monotonic_ns()
+            if delay > 0:
+                time.sleep(delay / 1e9)
+    finally:  # also when stopped early (Ctrl-C, a lost supervisor): heal what was applied
+        if scenario["heal_at_end"]:
+            for cmd, args in healing_commands(applied):
+                try:
+                    apply(time.monotonic_ns() - start, cmd, args, "heal_at_end")
+                except Exception as exc:  # keep healing the rest; the first error is raised
+                    echo({"action": "heal_at_end", "command": cmd, "args": args, "ok": False,
+                          "error": f"{type(exc).__name__}: {exc}"})
     return log
