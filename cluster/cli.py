@@ -446,6 +446,9 @@ def cmd_incident_report(args) -> int:
         since, until = reports.parse_time(args.since), reports.parse_time(args.until)
     except ValueError as exc:
         raise CliError("bad_time", str(exc)) from None
+    if since is not None and until is not None and until < since:
+        raise CliError("bad_window", f"--until ({reports.iso(until)}) is before --since "
+                       f"({reports.iso(since)})")
     report = reports.incident(reports.load(str(run_dir_of(args))), since, until)
     if args.format == "json" or args.json:
         emit(report, True)

@@ -4,6 +4,7 @@ path, and a summary of a time window (liquidations, degraded modes, insurance fu
 from __future__ import annotations
 
 import glob
+import math
 import os
 import re
 import time
@@ -16,6 +17,9 @@ _RELATIVE = re.compile(r"^-?(\d+)(s|m|h|d)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+MAX_EPOCH_S = 253402300799  # 9999-12-31T23:59:59Z, the last instant an ISO date can name
+
+
 def parse_time(text: str | None, now_ns: int | None = None) -> int | None:
     """ns since the epoch from ISO-8601, epoch seconds, or an age '15m' / '2h' / '1d' (before now;
     a leading '-' is accepted too)."""
@@ -26,9 +30,13 @@ def parse_time(text: str | None, now_ns: int | None = None) -> int | None:
     if m:
         return now_ns - int(m.group(1)) * _UNITS[m.group(2)] * 1_000_000_000
     try:
-        return int(float(text) * 1_000_000_000)
+        seconds = float(text)
     except ValueError:
-        pass
+        seconds = None
+    if seconds is not None:
+        if not math.isfinite(seconds) or abs(seconds) > MAX_EPOCH_S:
+            raise ValueError(f"{text!r} is not a time (epoch seconds up to {MAX_EPOCH_S:.0f})")
+        return int(seconds * 1_000_000_000)
     dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)

@@ -6,6 +6,7 @@ import json
 import os
 
 import msgspec
+import pytest
 
 from cluster import reports
 from tests.unit.liquidation_world import USD, World
@@ -56,3 +57,9 @@ def test_parse_time():
     assert reports.parse_time("-15m", now) == now - 900 * 1_000_000_000
     assert reports.parse_time("1700000000", now) == now
     assert reports.parse_time("2023-11-14T22:13:20Z", now) == now
+
+
+@pytest.mark.parametrize("text", ["inf", "-inf", "nan", "1e300", "soon", "2026-13-01"])
+def test_parse_time_refuses_what_is_not_a_time_with_a_value_error(text):
+    with pytest.raises(ValueError):
+        reports.parse_time(text)
