@@ -50,7 +50,8 @@ class RecordingShell:
     def reply(self, router: str, identity: bytes, message) -> None:
         self.sent.append(("client", message))
 
-    def bind_router(self, name: str, endpoint: str, fn, on_gone=None) -> None:
+    def bind_router(self, name: str, endpoint: str, fn, on_gone=None,
+                    max_message: int = -1) -> None:
         self.router = fn
 
     def every(self, interval_ms: int, fn) -> None:

@@ -231,11 +231,14 @@ class NodeShell:
             self._readers.append((sock, True, self._decoding(on_messages, multipart=True)))
 
     def bind_router(self, name: str, endpoint: str, on_frames: Callable[[list], None],
-                    on_gone: Callable[[bytes], None] | None = None) -> None:
+                    on_gone: Callable[[bytes], None] | None = None,
+                    max_message: int = -1) -> None:
         """A ROUTER for client sessions; `on_frames` gets [identity, payload] lists, `on_gone` the
-        identity of a peer that has disconnected (learnt when a reply to it cannot be routed)."""
+        identity of a peer that has disconnected (learnt when a reply to it cannot be routed).
+        A peer that sends a message over `max_message` bytes is disconnected by libzmq."""
         sock = self._socket(zmq.ROUTER)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unroutable replies raise instead of vanishing
+        sock.setsockopt(zmq.MAXMSGSIZE, max_message)
         sock.bind(endpoint)
         self._routers[name] = (sock, zmq.Socket.shadow(sock.underlying), [], on_gone)
         self._readers.append((sock, True, self._shaped_inbound(f"client->{self.name}", on_frames)))

@@ -16,6 +16,11 @@ from nodes.gateway.sessions import Gateway
 
 ROUTER = "clients"
 SESSION_IDLE_NS = 600 * 1_000_000_000  # a session silent for 10 minutes is forgotten
+# A client frame is one request or a batch: beyond MAX_CLIENT_FRAME it is refused undecoded (a
+# batch that size holds ~1,000 orders), and beyond MAX_CLIENT_MESSAGE libzmq drops the connection
+# before the gateway ever holds it in memory.
+MAX_CLIENT_FRAME = 64 * 1024
+MAX_CLIENT_MESSAGE = 1024 * 1024
 
 
 def build(shell: NodeShell, topo: Topology):
@@ -49,6 +54,10 @@ def build(shell: NodeShell, topo: Topology):
             if len(parts) != 2:
                 refuse(identity, "malformed_message", f"expected 1 payload frame, got {len(parts) - 1}")
                 continue
+            if len(parts[1]) > MAX_CLIENT_FRAME:
+                refuse(identity, "frame_too_large",
+                       f"{len(parts[1])} bytes; the limit is {MAX_CLIENT_FRAME} (send smaller batches)")
+                continue
             try:
                 requests = client_codec.decode_request(parts[1])
             except msgspec.ValidationError as exc:
@@ -63,8 +72,8 @@ def build(shell: NodeShell, topo: Topology):
                 refuse(identity, "invalid_message", "empty batch")
                 continue
             for req in requests:
-                if type(req) is Ping:
-                    req = Ping(req_id=req.req_id, hops=req.hops + [("gateway", shell.mono_ns())])
+                if type(req) is Ping:  # the trace starts here: hops a client sent are dropped
+                    req = Ping(req_id=req.req_id, hops=[("gateway", shell.mono_ns())])
                 try:
                     effects = gateway.on_request(identity, req, now)
                 except Exception as exc:  # a bug: answer this request, keep serving the rest
@@ -109,7 +118,8 @@ def build(shell: NodeShell, topo: Topology):
 
     stats["sessions_disconnected"] = 0
     shell.every(10_000, expire)
-    shell.bind_router(ROUTER, shell.conf.client, on_client, on_gone=gone)
+    shell.bind_router(ROUTER, shell.conf.client, on_client, on_gone=gone,
+                      max_message=MAX_CLIENT_MESSAGE)
     shell.bind_pub(shell.conf.pub)
     shell.bind_inbox(on_internal)
     shell.subscribe(topo.nodes["matching"].pub, [b""], None, raw=forward)

@@ -91,3 +91,28 @@ async def test_cancel_by_an_unknown_client_order_id_is_refused_and_the_venue_kee
     status = cluster.status()
     assert status["nodes"]["matching"]["restarts"] == 0
     assert status["nodes"]["matching"]["state"] == "running"
+
+
+async def test_an_oversized_frame_is_refused_and_a_huge_one_drops_only_its_connection(cluster):
+    import zmq
+    import zmq.asyncio
+
+    from cluster.protocol import Codec
+
+    ctx = zmq.asyncio.Context()
+    answers = Codec(Error)
+    try:
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(cluster.endpoint())
+        await sock.send(b"\x00" * 100_000)  # over the gateway's frame limit: refused, with why
+        (answer,) = answers.decode(await asyncio.wait_for(sock.recv(), 5))
+        assert answer.reason == "frame_too_large" and "65536" in answer.detail["error"]
+        await sock.send(b"\x00" * (2 * 1024 * 1024))  # over libzmq's limit: the peer is dropped
+        assert await sock.poll(1000) == 0
+        sock.close()
+        async with Client(cluster.endpoint(), api_key=cluster.api_key("bob")) as bob:
+            assert type(await bob.account_view()) is AccountView
+    finally:
+        ctx.destroy(linger=0)
+    assert cluster.status()["nodes"]["gateway"]["restarts"] == 0

@@ -116,3 +116,23 @@ def test_a_request_that_fails_validation_is_refused_under_its_own_req_id():
     shell.router([[me, b"\xc1"]])  # 0xc1 is no msgpack type at all
     assert [(m.reason, m.req_id) for _, m in shell.sent] == [("malformed_message", 0)]
     assert readable_req_ids(b"\xc1") == [] and readable_req_ids(msgspec.msgpack.encode(5)) == []
+
+
+def test_an_oversized_frame_is_refused_undecoded_and_a_clients_ping_hops_are_dropped():
+    shell = RecordingShell(TOPO.nodes["gateway"])
+    gateway_service.build(shell, TOPO)
+    me = b"client-1"
+    logon = Logon(req_id=1, api_key=TOPO.accounts["mm1"].api_key)
+    shell.router([[me, msgspec.msgpack.encode(logon)]])
+    big = msgspec.msgpack.encode([PlaceOrder(req_id=i + 2, symbol="BTC-PERP", side=1, qty=1)
+                                  for i in range(3000)])
+    assert len(big) > gateway_service.MAX_CLIENT_FRAME
+    shell.sent.clear()
+    shell.router([[me, big]])
+    assert [(p, m.reason) for p, m in shell.sent] == [("client", "frame_too_large")]
+    assert str(gateway_service.MAX_CLIENT_FRAME) in shell.sent[0][1].detail["error"]
+    shell.sent.clear()
+    forged = Ping(req_id=9, hops=[("matching", 1)] * 1000)  # a client cannot make hops grow
+    shell.router([[me, msgspec.msgpack.encode(forged)]])
+    (peer, routed), = shell.sent
+    assert peer == "risk" and routed.body.hops == [("gateway", 0)]
