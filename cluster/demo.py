@@ -10,7 +10,7 @@ import time
 
 from cluster.client import Client, RequestFailed
 from cluster.config import Topology
-from cluster.protocol import BUY, SELL, IndexMark, MaintenanceAlert, Trade
+from cluster.protocol import BUY, SELL, IndexMark, MaintenanceAlert, OrderRejected, Trade
 from cluster.units import from_units
 
 MAKERS = ("mm1", "mm2")
@@ -29,7 +29,7 @@ class Demo:
         self.trades = 0
         self.clients: dict[str, Client] = {}
         self.quotes_placed = 0
-        self.rejects = 0
+        self.rejects: dict[str, int] = {}  # reason -> count
 
     async def connect(self) -> None:
         gw = self.topo.nodes["gateway"]
@@ -69,6 +69,17 @@ class Demo:
                     say(f"ALERT  {msg.account} at/below maintenance: equity {msg.equity} "
                         f"<= MM {msg.maintenance_margin} + fee {msg.forced_fee}")
 
+    def rejected(self, name: str, symbol: str, reason: str, detail: dict) -> None:
+        """Count a refusal and say why, with the venue's numbers."""
+        self.rejects[reason] = self.rejects.get(reason, 0) + 1
+        numbers = ", ".join(f"{k} {self.fmt(symbol, v) if k.endswith('price') else v}"
+                            for k, v in detail.items())
+        say(f"REJECT {name:7} {symbol:9} {reason}" + (f"  ({numbers})" if numbers else ""))
+
+    def answered(self, name: str, symbol: str, report) -> None:
+        if type(report.event) is OrderRejected:
+            self.rejected(name, symbol, report.event.reason, report.event.detail)
+
     async def make_markets(self, name: str, offset_ppm: int) -> None:
         client = self.clients[name]
         while True:
@@ -85,10 +96,11 @@ class Demo:
                         for side, price in ((BUY, mark - gap), (SELL, mark + gap)):
                             report = await client.place(symbol, side, size, price, post_only=True)
                             self.quotes_placed += 1
-                            if type(report.event).__name__ == "OrderRejected":
-                                self.rejects += 1
-                except (RequestFailed, asyncio.TimeoutError):
-                    self.rejects += 1
+                            self.answered(name, symbol, report)
+                except RequestFailed as exc:
+                    self.rejected(name, symbol, exc.error.reason, exc.error.detail)
+                except asyncio.TimeoutError:
+                    self.rejected(name, symbol, "timeout", {})
             await asyncio.sleep(0.5 + self.rng.random() * 0.3)
 
     async def take(self, name: str) -> None:
@@ -103,12 +115,15 @@ class Demo:
             size = self.rng.randint(1, 8)
             try:
                 if self.rng.random() < 0.5:
-                    await client.place(symbol, side, size, type="market", tif="IOC")
+                    report = await client.place(symbol, side, size, type="market", tif="IOC")
                 else:
                     limit = mark + side * mark // 500
-                    await client.place(symbol, side, size, limit, tif="IOC")
-            except (RequestFailed, asyncio.TimeoutError):
-                self.rejects += 1
+                    report = await client.place(symbol, side, size, limit, tif="IOC")
+                self.answered(name, symbol, report)
+            except RequestFailed as exc:
+                self.rejected(name, symbol, exc.error.reason, exc.error.detail)
+            except asyncio.TimeoutError:
+                self.rejected(name, symbol, "timeout", {})
 
     async def show_book(self) -> None:
         client = self.clients[TAKERS[0]]
@@ -123,8 +138,9 @@ class Demo:
                 say(f"BOOK   {symbol:9} bid {bid:>22}   ask {ask:>22}")
 
     async def summary(self) -> None:
+        why = ", ".join(f"{reason} {n}" for reason, n in sorted(self.rejects.items()))
         say(f"SUMMARY trades seen {self.trades}, quotes placed {self.quotes_placed}, "
-            f"rejects {self.rejects}")
+            f"rejects {sum(self.rejects.values())}" + (f" ({why})" if why else ""))
         for name, client in self.clients.items():
             view = await client.account_view()
             positions = ", ".join(f"{p.symbol} {self.fmt_qty(p.symbol, p.qty)}" for p in view.positions)

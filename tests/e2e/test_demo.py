@@ -1,0 +1,33 @@
+"""`make cluster`'s demo, as the CLI runs it: the venue comes up, quotes and trades are printed with
+marks and books, every refusal is printed with its reason, it stops by itself and leaves nothing."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from tests.conftest import perpx_processes
+
+pytestmark = pytest.mark.e2e
+
+
+def test_demo_trades_explains_its_rejects_and_stops_clean(cluster_handle):
+    proc = cluster_handle.cli("cluster", "up", "--demo", "--seconds", "5", timeout=90)
+    out = proc.stdout
+    assert proc.returncode == 0, (out, proc.stderr)
+    assert re.search(r"^TRADE ", out, re.M) and re.search(r"^MARK ", out, re.M), out
+    assert re.search(r"^BOOK ", out, re.M), out
+    summary = re.search(r"^SUMMARY trades seen (\d+), quotes placed (\d+), rejects (\d+)(.*)$",
+                        out, re.M)
+    assert summary and int(summary.group(1)) > 0 and int(summary.group(2)) > 0, out
+    rejects = re.findall(r"^REJECT +(\S+) +(\S+) +(\S+)", out, re.M)
+    assert len(rejects) == int(summary.group(3))  # each one printed, with its reason
+    assert all(reason.islower() and "_" in reason or reason == "timeout"
+               for _, _, reason in rejects), rejects
+    assert len(re.findall(r"^ACCOUNT ", out, re.M)) == 4
+    deadline = time.monotonic() + 5
+    while perpx_processes(cluster_handle.run_dir) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert perpx_processes(cluster_handle.run_dir) == []
