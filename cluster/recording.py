@@ -25,12 +25,13 @@ class RecordingShell:
         self.inbox = None  # the handler bound to the node's inbox
         self.router = None  # the handler bound to the client ROUTER
         self.log = RecordingLog()
-        self.audit = self
+        self.audit = self  # the audit journal: what the node explained lands in `explained`
+        self.explained: list = []
 
     failed = NodeShell.failed  # the real error accounting, on this shell's stats and log
 
     def record(self, explanation) -> None:
-        pass
+        self.explained.append(explanation)
 
     def peer(self, name: str) -> None:
         pass

@@ -102,6 +102,7 @@ def incident(records: list[Explanation], since_ns: int | None, until_ns: int | N
            for l in liquidations for c in l["counterparties"] if c.startswith("adl")]
     paused = [_record(r) | {"subject": r.subject} for r in window if r.rule == "liquidation.paused"]
     rejects = Counter(r.rule for r in window if r.decision == "reject")
+    venue_cancels = Counter(r.rule for r in window if r.decision in ("cancel", "resize"))
     return {
         "since": iso(since_ns) if since_ns else None, "until": iso(until_ns) if until_ns else None,
         "liquidations": [{k: v for k, v in l.items() if k != "steps"} for l in liquidations],
@@ -112,6 +113,7 @@ def incident(records: list[Explanation], since_ns: int | None, until_ns: int | N
                            "from_funding_remainders": funding_remainder,
                            "total": fund_from_liquidations + funding_remainder},
         "adl_events": adl, "rejects_by_rule": dict(rejects),
+        "venue_cancels_by_rule": dict(venue_cancels),
     }
 
 
@@ -148,4 +150,7 @@ def incident_markdown(report: dict, money) -> str:
     if report["rejects_by_rule"]:
         lines += ["", "## Rejects", ""]
         lines += [f"- {rule}: {n}" for rule, n in sorted(report["rejects_by_rule"].items())]
+    if report["venue_cancels_by_rule"]:
+        lines += ["", "## Orders the venue cancelled or resized", ""]
+        lines += [f"- {rule}: {n}" for rule, n in sorted(report["venue_cancels_by_rule"].items())]
     return "\n".join(lines) + "\n"

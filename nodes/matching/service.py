@@ -3,13 +3,44 @@ event goes to risk, market data (trades, L2 deltas) goes out on the matching PUB
 
 from __future__ import annotations
 
+from cluster.audit import Explanation
 from cluster.config import Topology
 from cluster.protocol import (
-    BookDelta, BookLevels, Error, GetBook, IndexMark, MarkPrice, OrderRejected, Ping, Pong, Reply,
-    Routed, Trade,
+    BookDelta, BookLevels, Error, GetBook, IndexMark, MarkPrice, OrderAmended, OrderCancelled,
+    OrderRejected, Ping, Pong, Reply, Routed, Trade,
 )
 from cluster.transport import NodeShell
 from nodes.matching.engine import MatchingEngine
+
+
+# Cancels and resizes the venue decided, explained in the audit journal like every reject; a user's
+# cancel, a mass cancel and an IOC's unfilled rest are the order doing what it was asked to.
+EXPLAINED = frozenset({
+    "self_trade_prevention", "reduce_only_position_changed", "reduce_only_would_increase",
+    "reduce_only_resize", "price_out_of_band", "market_protection", "no_liquidity",
+    "fok_not_fillable",
+})
+
+
+def explanation(ev, now_ns: int) -> Explanation | None:
+    """The audit record for a refusal or a venue-decided cancel/resize; None for the rest."""
+    t = type(ev)
+    if t is OrderRejected:
+        decision = "reject"
+    elif t is OrderCancelled and ev.reason in EXPLAINED:
+        decision = "cancel"
+    elif t is OrderAmended and ev.reason in EXPLAINED:
+        decision = "resize"
+    else:
+        return None
+    if getattr(ev, "duplicate", False):
+        return None  # the replayed answer to a resubmitted client order id: explained the first time
+    numbers = {"symbol": ev.symbol, "order_id": ev.order_id, "seq": ev.seq}
+    numbers.update(getattr(ev, "detail", None) or {})
+    if t is OrderAmended:
+        numbers.update(qty=ev.qty, remaining=ev.remaining)
+    return Explanation(ts_ns=now_ns, node="matching", rule=f"matching.{ev.reason}",
+                       subject=ev.account, decision=decision, numbers=numbers)
 
 
 def build(shell: NodeShell, topo: Topology):
@@ -19,6 +50,7 @@ def build(shell: NodeShell, topo: Topology):
     shell.bind_pub(shell.conf.pub)
     topics = {name: b"md." + name.encode() for name in topo.symbols}
     handle = engine.handle
+    record = shell.audit.record
 
     def emit(events: list) -> None:
         for ev in events:
@@ -27,6 +59,11 @@ def build(shell: NodeShell, topo: Topology):
                 shell.publish(topics[ev.symbol], ev)
                 if t is BookDelta:
                     continue
+            elif t is OrderRejected or ((t is OrderCancelled or t is OrderAmended)
+                                        and ev.reason in EXPLAINED):
+                why = explanation(ev, shell.now_ns())  # (checked here first: the hot path)
+                if why is not None:
+                    record(why)
             shell.send("risk", ev)
 
     def failed(msg, exc: Exception) -> None:
