@@ -32,12 +32,24 @@ def build(shell: NodeShell, topo: Topology):
     stats = shell.stats
     stats["client_rejects"] = 0
 
-    def apply(effects: list[tuple]) -> None:
+    def apply(effects: list[tuple], requester: bytes | None = None) -> None:
+        """Send what the core decided; its own refusals of `requester`'s request are journaled
+        (refusals relayed from risk were journaled there)."""
         for effect in effects:
             if effect[0] == "client":
+                if requester is not None and type(effect[2]) is Error:
+                    explain_refusal(requester, effect[2])
                 shell.reply(ROUTER, effect[1], effect[2])
             else:
                 shell.send(effect[0], effect[1])
+
+    def explain_refusal(identity: bytes, error: Error) -> None:
+        stats["client_rejects"] += 1
+        session = gateway.sessions.get(identity)
+        shell.audit.record(Explanation(
+            ts_ns=shell.now_ns(), node="gateway", rule=f"gateway.{error.reason}",
+            subject=session.account if session is not None else identity.hex(),
+            decision="reject", numbers={"req_id": error.req_id, **error.detail}))
 
     def refuse(identity: bytes, reason: str, error: str, req_id: int = 0) -> None:
         stats["client_rejects"] += 1
@@ -81,7 +93,7 @@ def build(shell: NodeShell, topo: Topology):
                     refuse(identity, "internal_error", type(exc).__name__,
                            getattr(req, "req_id", 0))
                     continue
-                apply(effects)
+                apply(effects, identity)
 
     def on_internal(messages: list) -> None:
         for msg in messages:

@@ -136,3 +136,26 @@ def test_an_oversized_frame_is_refused_undecoded_and_a_clients_ping_hops_are_dro
     shell.router([[me, msgspec.msgpack.encode(forged)]])
     (peer, routed), = shell.sent
     assert peer == "risk" and routed.body.hops == [("gateway", 0)]
+
+
+def test_the_gateways_own_refusals_are_journaled_and_relayed_ones_are_not():
+    shell = RecordingShell(TOPO.nodes["gateway"])
+    gateway_service.build(shell, TOPO)
+    me, admin = b"client-1", b"client-2"
+    shell.router([[me, msgspec.msgpack.encode(Logon(req_id=1, api_key="wrong"))],
+                  [me, msgspec.msgpack.encode(GetAccount(req_id=2))],
+                  [admin, msgspec.msgpack.encode(Logon(req_id=3,
+                                                       api_key=TOPO.accounts["admin"].api_key))],
+                  [admin, msgspec.msgpack.encode(PlaceOrder(req_id=4, symbol="BTC-PERP", side=1,
+                                                            qty=1))]])
+    assert [(e.rule, e.subject, e.numbers.get("req_id")) for e in shell.explained] == [
+        ("gateway.invalid_api_key", me.hex(), 1), ("gateway.not_logged_on", me.hex(), 2),
+        ("gateway.missing_scope", "admin", 4)]
+    assert shell.explained[2].numbers["required"] == "trade"
+    shell.explained.clear()
+    routed = [m for peer, m in shell.sent if peer == "risk"]
+    assert routed == []  # nothing was let through
+    shell.router([[admin, msgspec.msgpack.encode(Deposit(req_id=5, account="bob", amount=1))]])
+    (_, deposit), = [(p, m) for p, m in shell.sent if p == "risk"]
+    shell.inbox([Reply(ref=deposit.ref, body=Error(reason="unknown_account"))])  # risk's refusal
+    assert shell.explained == []  # risk journaled its own
