@@ -221,6 +221,7 @@ class Supervisor:
                                                  type=FeedControl)
             except (TypeError, msgspec.ValidationError) as exc:
                 raise ControlError(f"bad feed fault: {exc}") from None
+            self._check_feed_target(control)
             self._feeds.send(encode_one_batch(control), zmq.NOBLOCK)
             self._applied(f"feed_{control.action}", control.venue or control.symbol, args)
             return {"sent": args}
@@ -230,6 +231,18 @@ class Supervisor:
                           or args.get("node") or "all", args)
             self._publish_netsim()
         return table
+
+    def _check_feed_target(self, control: FeedControl) -> None:
+        """The feeds process ignores a venue or symbol it does not have: refuse it here, by name."""
+        venues = self.topo.nodes["feeds"].venues
+        if control.action == "shock":
+            if control.symbol not in self.topo.symbols:
+                raise ControlError(f"shock needs a symbol: {control.symbol!r} is not one of "
+                                   f"{', '.join(sorted(self.topo.symbols))}")
+        elif control.venue and control.venue not in venues:
+            raise ControlError(f"unknown venue {control.venue!r}; venues: {', '.join(venues)}")
+        elif not control.venue and control.action != "heal":
+            raise ControlError(f"{control.action} needs a venue: one of {', '.join(venues)}")
 
     def _fault(self, node_name: str, op: str) -> dict:
         node = self.nodes.get(node_name)

@@ -129,7 +129,12 @@ def test_the_admin_socket_refuses_garbage_and_keeps_serving(cluster):
                         msgspec.msgpack.encode(AdminRequest(cmd="netsim_set",
                                                             args={"link": 5, "settings": []})),
                         msgspec.msgpack.encode(AdminRequest(cmd="fault", args={"node": "risk",
-                                                                               "op": "explode"}))):
+                                                                               "op": "explode"})),
+                        # the feeds process would ignore these: refused by name instead
+                        msgspec.msgpack.encode(AdminRequest(cmd="feed", args={
+                            "action": "freeze", "venue": "nosuch"})),
+                        msgspec.msgpack.encode(AdminRequest(cmd="feed", args={
+                            "action": "shock", "symbol": "NOPE", "ppm": 1000}))):
             sock.send(payload)
             assert sock.poll(5000)
             reply = msgspec.msgpack.decode(sock.recv(), type=AdminReply)
