@@ -320,17 +320,42 @@ def cmd_order_amend(args) -> int:
     return asyncio.run(with_client(args, run))
 
 
+MARK_WAIT_S = 2.0  # the oracle publishes marks every few hundred ms
+
+
 def cmd_book(args) -> int:
+    """The book's levels, with the oracle's next mark, index and mode for the symbol."""
+    from cluster.protocol import IndexMark
+
+    async def next_mark(client) -> IndexMark | None:
+        async def first() -> IndexMark:
+            while True:
+                for msg in await client.market_data():
+                    if type(msg) is IndexMark and msg.symbol == args.symbol:
+                        return msg
+        try:
+            return await asyncio.wait_for(first(), MARK_WAIT_S)
+        except asyncio.TimeoutError:
+            return None
+
     async def run(client, topo):
+        await client.subscribe(b"mark." + args.symbol.encode())  # before: the SUB joins slowly
         book = await client.book(args.symbol, depth=args.depth)
         spec = topo.symbols[args.symbol]
 
+        def price(ticks: int):
+            return from_units(ticks, spec.tick_size) if ticks else None
+
         def human(levels):
-            return [{"price": from_units(p, spec.tick_size), "qty": from_units(q, spec.lot_size),
+            return [{"price": price(p), "qty": from_units(q, spec.lot_size),
                      "price_ticks": p, "qty_lots": q} for p, q in levels]
 
+        mark = await next_mark(client)
+        prices = None if mark is None else {
+            "mark": price(mark.mark), "index": price(mark.index), "last": price(mark.last),
+            "oracle_mode": mark.mode, "sources": mark.sources, "mark_ticks": mark.mark}
         emit({"symbol": book.symbol, "book_seq": book.book_seq, "bids": human(book.bids),
-              "asks": human(book.asks)}, args.json)
+              "asks": human(book.asks), "prices": prices}, args.json)
         return EXIT_OK
 
     return asyncio.run(with_client(args, run, logon=False))
@@ -823,6 +848,9 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (`perpx ... | head`): stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -46,6 +46,10 @@ def test_cli_session_over_ipc_leaves_nothing_behind(tmp_path):
                         "maintenance_margin", "leverage"):
                 assert key in view["positions"][0]
 
+        book = handle.cli_json("book", "ETH-PERP")  # levels, and the oracle's prices beside them
+        assert book["prices"]["oracle_mode"] == "normal" and book["prices"]["sources"] >= 3
+        assert float(book["prices"]["mark"]) > 0 and book["prices"]["last"] is not None
+
         ping = handle.cli_json("ping")
         assert [h["node"] for h in ping["hops"]] == ["gateway", "risk", "matching", "risk", "gateway"]
         stamps = [h["mono_ns"] for h in ping["hops"]]

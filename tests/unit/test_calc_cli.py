@@ -69,3 +69,16 @@ def test_funding(capsys):
 def test_bad_input_has_a_reason(capsys, args, reason):
     code, out = calc(capsys, *args)
     assert code == 2 and out["error"] == reason
+
+
+def test_a_reader_that_goes_away_ends_the_cli_quietly():
+    """`perpx ... | head`: the pipe closes before the answer is written; exit 141, no traceback."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "cluster.cli", "calc", "mmr", "--symbol",
+                             "BTC-PERP", "--notional", "60000", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before the interpreter has even started
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 141 and b"Traceback" not in err, err
