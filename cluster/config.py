@@ -7,6 +7,7 @@ one host over ipc, and the same format with tcp host addresses runs nodes on sev
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from decimal import Decimal
 from pathlib import Path
@@ -302,6 +303,14 @@ def load(path: str | os.PathLike | None = None, run_dir: str | None = None) -> T
     def expand(endpoint: str) -> str:
         return endpoint.replace("{run}", run_s)
 
+    for where, endpoint in [(f"nodes.{name}.{key}", getattr(n, key)) for name, n in conf.nodes.items()
+                            for key in ("inbox", "client", "pub")] + [
+            (f"supervisor.{key}", getattr(conf.supervisor, key))
+            for key in ("control", "netsim", "admin")]:
+        if endpoint and not ENDPOINT.match(endpoint):
+            raise ConfigError(f"{path}: {where} = {endpoint!r} is not a ZeroMQ endpoint "
+                              "(tcp://HOST:PORT or ipc://PATH)")
+
     nodes = {
         name: msgspec.structs.replace(
             n, inbox=expand(n.inbox), client=expand(n.client), pub=expand(n.pub)
@@ -316,6 +325,9 @@ def load(path: str | os.PathLike | None = None, run_dir: str | None = None) -> T
         collateral=conf.cluster.collateral, atom=atom, supervisor=sup, nodes=nodes,
         symbols=symbols, accounts=accounts,
     )
+
+
+ENDPOINT = re.compile(r"^(tcp://(\[[0-9a-fA-F:.]+\]|[^\s:\[\]]+):\d{1,5}|ipc://\S+)$")
 
 
 def write_tcp_topology(base: Path | str, dest: Path, ports: list[int], run_dir: Path,
