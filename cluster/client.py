@@ -36,6 +36,9 @@ class RequestFailed(Exception):
         self.error = error
 
 
+REPORTS_KEPT = 10_000
+
+
 def _server_codec() -> Codec:
     return Codec(Union[LogonAck, Error, Report, Pong, BookLevels, AccountView, Ack, Reply])
 
@@ -54,7 +57,10 @@ class Client:
         self._md_codec = Codec(MarketData)
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future] = {}
-        self.reports: asyncio.Queue[Report] = asyncio.Queue()
+        # Execution reports nobody asked for (fills, cancels, triggers). Bounded: an SDK user that
+        # never reads them keeps the newest REPORTS_KEPT, and `reports_dropped` says how many went.
+        self.reports: asyncio.Queue[Report] = asyncio.Queue(maxsize=REPORTS_KEPT)
+        self.reports_dropped = 0
         self.account: str | None = None
         self.symbols: dict[str, dict] = {}
         self._sock = None
@@ -117,6 +123,9 @@ class Client:
         if fut is not None and not fut.done():
             fut.set_result(msg)
         elif type(msg) is Report:
+            if self.reports.full():
+                self.reports.get_nowait()  # the oldest goes
+                self.reports_dropped += 1
             self.reports.put_nowait(msg)
 
     # ------------------------------------------------------------------ requests
