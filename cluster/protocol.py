@@ -10,8 +10,7 @@ PROTOCOL_VERSION when a change is not backward compatible.
 
 from __future__ import annotations
 
-import re
-from typing import Annotated, Literal, Union, get_args
+from typing import Annotated, Literal, Union
 
 import msgspec
 from msgspec import Meta, Struct, field
@@ -738,13 +737,10 @@ class Codec:
             except UnicodeDecodeError as exc:
                 raise _invalid_utf8(exc) from None
             except msgspec.ValidationError:
-                raw = _lenient(frame)
+                raw = lenient_decode(frame)
                 if isinstance(raw, list) and raw and isinstance(raw[0], list):
                     raise batch_error from None
                 raise
-
-
-_CLIENT_TYPES = {cls.__name__: cls for cls in get_args(ClientRequest)}
 
 
 def _invalid_utf8(exc: UnicodeDecodeError) -> msgspec.DecodeError:
@@ -753,54 +749,13 @@ def _invalid_utf8(exc: UnicodeDecodeError) -> msgspec.DecodeError:
     return msgspec.DecodeError(f"invalid UTF-8 in a string: {exc.reason} at byte {exc.start}")
 
 
-def _lenient(frame: bytes):
+def lenient_decode(frame: bytes):
     """The frame decoded without a schema, for reading what a refusal should mention; None when
     even that fails (bad UTF-8 in a string, say, which the typed decoder may not reach)."""
     try:
         return msgspec.msgpack.decode(frame)
     except Exception:  # best effort on bytes already known to be bad: never raise from here
         return None
-
-
-def readable_req_ids(frame: bytes) -> list[int]:
-    """The client's req_ids in a frame that failed validation, read leniently, so that the refusal
-    reaches the request that caused it: every client request is an array [tag, req_id, ...], sent
-    alone or in a batch. Ids that cannot be read, or of a message type no client sends, are left
-    out (the caller answers req_id 0)."""
-    raw = _lenient(frame)
-    if not isinstance(raw, list):
-        return []
-    requests = [raw] if raw and isinstance(raw[0], str) else raw
-    ids = []
-    for req in requests:
-        if (isinstance(req, list) and len(req) > 1 and req[0] in _CLIENT_TYPES
-                and type(req[1]) is int and 0 < req[1] < 2**63):
-            ids.append(req[1])
-    return ids
-
-
-_ARRAY_PATH = re.compile(r"`\$\[(\d+)\](?:\[(\d+)\])?")
-
-
-def describe_invalid(frame: bytes, error: msgspec.ValidationError) -> str:
-    """msgspec's error for a client frame, with the field its array path points at named: messages
-    are arrays on the wire, so "at `$[0][4]`" alone would leave the client counting fields."""
-    text = str(error)
-    match = _ARRAY_PATH.search(text)
-    if match is None:
-        return text
-    raw = _lenient(frame)
-    first, second = int(match.group(1)), match.group(2)
-    # one message: $[field]; a batch: $[message][field]
-    message, index = (raw, first) if second is None else (
-        raw[first] if isinstance(raw, list) and first < len(raw) else None, int(second))
-    if not isinstance(message, list) or not message or not isinstance(message[0], str):
-        return text
-    cls = _CLIENT_TYPES.get(message[0])
-    fields = msgspec.structs.fields(cls) if cls is not None else ()
-    if 1 <= index <= len(fields):
-        return f"{text} ({cls.__name__}.{fields[index - 1].name})"
-    return text
 
 
 def encode_one(message: Msg) -> bytes:

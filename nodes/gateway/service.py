@@ -7,11 +7,9 @@ import msgspec
 
 from cluster.audit import Explanation
 from cluster.config import Topology
-from cluster.protocol import (
-    ClientRequest, Codec, Error, MaintenanceAlert, Notice, Ping, Pong, Reply, describe_invalid,
-    readable_req_ids,
-)
+from cluster.protocol import ClientRequest, Codec, Error, MaintenanceAlert, Notice, Ping, Pong, Reply
 from cluster.transport import NodeShell
+from nodes.gateway.invalid import describe_invalid, readable_req_ids
 from nodes.gateway.sessions import Gateway
 
 ROUTER = "clients"

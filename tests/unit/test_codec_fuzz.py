@@ -8,9 +8,8 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cluster.protocol import (
-    ClientRequest, Codec, NodeInbound, PlaceOrder, Routed, describe_invalid, readable_req_ids,
-)
+from cluster.protocol import ClientRequest, Codec, NodeInbound, PlaceOrder, Routed
+from nodes.gateway.invalid import describe_invalid, readable_req_ids
 
 CLIENT = Codec(ClientRequest)
 NODE = Codec(NodeInbound)

@@ -10,10 +10,11 @@ from hypothesis import strategies as st
 from cluster import config
 from cluster.protocol import (
     Ack, CancelAll, CancelOrder, Deposit, Error, GetAccount, GetBook, Logon, LogonAck, Logout,
-    OrderAccepted, Ping, PlaceOrder, Reply, Report, Routed, SetLeverage, readable_req_ids,
+    OrderAccepted, Ping, PlaceOrder, Reply, Report, Routed, SetLeverage,
 )
 from cluster.recording import RecordingShell
 from nodes.gateway import service as gateway_service
+from nodes.gateway.invalid import readable_req_ids
 from nodes.gateway.sessions import Gateway
 
 TOPO = config.load()
