@@ -20,8 +20,16 @@ class Explanation(msgspec.Struct, kw_only=True):
     numbers: dict[str, int | str] = msgspec.field(default_factory=dict)
 
 
+MAX_UNWRITTEN = 100_000  # records held while the disk refuses them; beyond, the oldest go
+
+
 class AuditJournal:
-    """Buffered append; the shell calls flush() once per processed batch."""
+    """Buffered append; the shell calls flush() once per processed batch.
+
+    A write that fails (a full disk) does not stop the node: the records are kept, up to
+    MAX_UNWRITTEN, and written by the next flush that succeeds (a record that was partly written
+    when the write failed may then appear twice); `failed_writes` and `dropped` count what
+    happened, and the shell logs the first failure and the recovery."""
 
     def __init__(self, path: str | None) -> None:
         self._file = None
@@ -30,14 +38,32 @@ class AuditJournal:
             self._file = open(path, "ab")  # noqa: SIM115
         self._enc = msgspec.json.Encoder()
         self._pending: list[bytes] = []
+        self.failed_writes = 0
+        self.dropped = 0
+        self.last_error: OSError | None = None  # None while writes succeed
 
     def record(self, explanation: Explanation) -> None:
         self._pending.append(self._enc.encode(explanation) + b"\n")
 
     def flush(self) -> None:
-        if self._pending and self._file is not None:
-            self._file.write(b"".join(self._pending))
+        if not self._pending:
+            return
+        if self._file is None:
+            self._pending.clear()
+            return
+        data = b"".join(self._pending)
+        try:
+            self._file.write(data)
             self._file.flush()
+        except OSError as exc:
+            self.failed_writes += 1
+            self.last_error = exc
+            excess = len(self._pending) - MAX_UNWRITTEN
+            if excess > 0:
+                del self._pending[:excess]
+                self.dropped += excess
+            return
+        self.last_error = None
         self._pending.clear()
 
     def close(self) -> None:

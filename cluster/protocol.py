@@ -758,5 +758,41 @@ def lenient_decode(frame: bytes):
         return None
 
 
+INT64_MIN, UINT64_MAX = -(2**63), 2**64 - 1  # what msgpack can carry as an integer
+
+
+def wire_safe(value):
+    """`value` with every integer msgpack cannot carry, in a dict or list (a reject's numbers:
+    a notional of two 2**62 inputs, say), written as its decimal string; None if nothing changed.
+    Typed integer fields stay as they are: their inputs are bounded so that they fit."""
+    if isinstance(value, Struct):
+        changes = {}
+        for name in value.__struct_fields__:
+            new = wire_safe(getattr(value, name))
+            if new is not None:
+                changes[name] = new
+        return msgspec.structs.replace(value, **changes) if changes else None
+    if isinstance(value, dict):
+        changed = False
+        out = {}
+        for key, item in value.items():
+            new = _wire_safe_item(item)
+            changed |= new is not item
+            out[key] = new
+        return out if changed else None
+    if isinstance(value, (list, tuple)):
+        items = [_wire_safe_item(item) for item in value]
+        if any(new is not old for new, old in zip(items, value)):
+            return type(value)(items)
+    return None
+
+
+def _wire_safe_item(item):
+    if type(item) is int and not INT64_MIN <= item <= UINT64_MAX:
+        return str(item)
+    new = wire_safe(item)
+    return item if new is None else new
+
+
 def encode_one(message: Msg) -> bytes:
     return msgspec.msgpack.encode(message)

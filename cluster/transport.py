@@ -27,7 +27,7 @@ import zmq.asyncio
 from cluster.audit import AuditJournal
 from cluster.config import Topology
 from cluster.logs import configure
-from cluster.protocol import Codec, Heartbeat, NetsimTable, NodeInbound, Ready, encode_one
+from cluster.protocol import Codec, Heartbeat, NetsimTable, NodeInbound, Ready, encode_one, wire_safe
 from netsim.shaper import PUB_LINKS, Shaper
 
 MAX_BATCH = 512
@@ -183,6 +183,7 @@ class NodeShell:
         self._sockets: list[zmq.asyncio.Socket] = []
         self._stop: asyncio.Event | None = None  # created in run(), inside the loop
         self._dirty = False
+        self._audit_failing = False
         self._readiness: dict[zmq.asyncio.Socket, Readiness] = {}  # drained socket -> its waiter
         # netsim: None when the network simulator is compiled out (PERPX_NETSIM=off)
         self.netsim_enabled = os.environ.get("PERPX_NETSIM", "on") != "off" and bool(
@@ -290,18 +291,20 @@ class NodeShell:
         self._dirty = True
 
     async def flush(self) -> None:
-        self.audit.flush()  # explanations may come without any message to send
+        self._flush_audit()  # explanations may come without any message to send
         if not self._dirty:
             return
         self._dirty = False
-        encode = self.codec.encode
+        encode = self._encode
         shaper = self.shaper
         for boxes in (self._outboxes.values(), self._pubs.values()):
             for box in boxes:
                 if not box.pending:
                     continue
-                frame = encode(box.pending)
+                frame = encode(box.pending, box.link)
                 box.pending = []
+                if frame is None:
+                    continue
                 link = shaper.get(box.link) if shaper is not None else None
                 if link is not None:
                     shaper.send(link, len(frame), partial(box.send_now, frame))
@@ -316,7 +319,10 @@ class NodeShell:
                 pending.clear()
                 link = shaper.get(f"{self.name}->client") if shaper is not None else None
                 for identity, messages in by_identity.items():
-                    frames = [identity, encode(messages)]
+                    payload = encode(messages, f"{self.name}->client")
+                    if payload is None:
+                        continue
+                    frames = [identity, payload]
                     if link is not None:
                         shaper.send(link, len(frames[1]),
                                     partial(self._reply_now, sync, frames, gone))
@@ -325,6 +331,53 @@ class NodeShell:
                 readiness = self._readiness.get(sock)
                 if readiness is not None:
                     readiness.poke()  # our sends may have consumed the signal its wait needs
+
+    def _flush_audit(self) -> None:
+        """Write the journal; say so once when writes start failing (a full disk) and once when
+        they work again (the journal keeps what it could not write: cluster/audit.py)."""
+        audit = self.audit
+        audit.flush()
+        failing = audit.last_error is not None
+        if failing != self._audit_failing:
+            self._audit_failing = failing
+            self.stats["audit_failed_writes"] = audit.failed_writes
+            if failing:
+                self.log.error("audit_write_failed", error=repr(audit.last_error))
+            else:
+                self.log.warning("audit_write_recovered", failed_writes=audit.failed_writes,
+                                 dropped=audit.dropped)
+
+    def _encode(self, messages: list, link: str) -> bytes | None:
+        """One frame for `messages`. A message msgpack cannot carry (an integer beyond 64 bits in
+        a reject's numbers) must not cost the others their frame, nor the node its drain loop: such
+        numbers go as decimal strings, and a message that still cannot be encoded is dropped and
+        logged (None when nothing is left)."""
+        try:
+            return self.codec.encode(messages)
+        except Exception:  # the slow path below finds which message, and why
+            pass
+        kept = []
+        for message in messages:
+            try:
+                self.codec.encode([message])
+                kept.append(message)
+                continue
+            except Exception as exc:
+                error = exc
+            safe = wire_safe(message)
+            if safe is not None:
+                try:
+                    self.codec.encode([safe])
+                    kept.append(safe)
+                    self.log.warning("message_numbers_as_strings", message=type(message).__name__,
+                                     link=link, error=repr(error))
+                    continue
+                except Exception as exc:
+                    error = exc
+            self.stats["unsendable"] = self.stats.get("unsendable", 0) + 1
+            self.log.error("message_unsendable", message=type(message).__name__, link=link,
+                           error=repr(error))
+        return self.codec.encode(kept) if kept else None
 
     def _reply_now(self, sync: zmq.Socket, frames: list, gone=None) -> None:
         try:
@@ -480,6 +533,8 @@ class NodeShell:
         tasks = [asyncio.create_task(self._drain(s, m, h)) for s, m, h in self._readers]
         tasks += [asyncio.create_task(self._timer(i, f)) for i, f in self._timers]
         tasks.append(asyncio.create_task(self._heartbeat()))
+        for task in tasks:
+            task.add_done_callback(self._task_ended)
         self.log.info("node_started", endpoints={
             "inbox": self.conf.inbox if self.conf else "", "pub": self.conf.pub if self.conf else ""})
         await self._stop.wait()
@@ -496,6 +551,18 @@ class NodeShell:
         for sock in self._sockets:
             sock.close(linger=200)
         self.ctx.term()
+
+    def _task_ended(self, task: asyncio.Task) -> None:
+        """A drain, timer or heartbeat task ended by itself: a bug below the handlers. A node that
+        stopped reading a socket must not look alive, so it stops, logged, and the supervisor
+        applies the node's failure policy (restart, or stop the cluster)."""
+        if task.cancelled() or (self._stop is not None and self._stop.is_set()):
+            return
+        exc = task.exception()
+        self.stats["errors"] += 1
+        self.log.critical("node_task_died", task=task.get_coro().__qualname__, error=repr(exc),
+                          exc_info=exc)
+        self.stop()
 
     def stop(self) -> None:
         if self._stop is not None:

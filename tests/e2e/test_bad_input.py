@@ -116,3 +116,17 @@ async def test_an_oversized_frame_is_refused_and_a_huge_one_drops_only_its_conne
     finally:
         ctx.destroy(linger=0)
     assert cluster.status()["nodes"]["gateway"]["restarts"] == 0
+
+
+async def test_an_order_whose_numbers_overflow_64_bits_is_refused_and_the_venue_keeps_serving(cluster):
+    """qty and price are each within the wire's 2**62, but the notional a refusal reports is not:
+    it used to kill risk's drain loop, and the venue stopped answering everyone."""
+    from cluster.protocol import OrderRejected, PlaceOrder
+
+    async with Client(cluster.endpoint(), api_key=cluster.api_key("bob")) as bob:
+        report = await bob.request(PlaceOrder(symbol="BTC-PERP", side=1, qty=2**62, price=2**62))
+        assert type(report.event) is OrderRejected and report.event.reason == "position_limit"
+        assert int(report.event.detail["notional_after"]) > 2**64  # exact, as a decimal string
+        assert type(await bob.account_view()) is AccountView
+    nodes = cluster.status()["nodes"]
+    assert all(n["state"] == "running" and n["restarts"] == 0 for n in nodes.values())

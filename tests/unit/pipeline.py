@@ -17,6 +17,7 @@ class Pipeline:
         self.replies: list = []  # everything risk sent to the gateway
         self.audit: list = []
         self.log: list = []
+        self.wire: list = []  # every message that crosses a link: risk's outputs, matching's events
         self.check = check or (lambda event, before: None)
         self.ref = 0
 
@@ -42,12 +43,15 @@ class Pipeline:
         while queue:
             dest, msg = queue.pop(0)
             self.log.append(msg)
+            if dest != "audit":
+                self.wire.append(msg)
             if dest == "gateway":
                 self.replies.append(msg)
             elif dest == "audit":
                 self.audit.append(msg)
             elif dest == "matching":
                 for ev in self.matching.handle(msg):
+                    self.wire.append(ev)
                     if type(ev).__name__ != "BookDelta":
                         queue.extend(self._checked(ev))
 
