@@ -37,14 +37,17 @@ def build(shell: NodeShell, topo: Topology):
         now = shell.now_ns()
         for msg in messages:
             t = type(msg)
-            if t is AccountRisk:
-                engine.on_account(msg)
-            elif t is LiquidationResult:
-                apply(engine.on_result(msg, now))
-            elif t is IndexMark:
-                engine.on_mark(msg)
-            elif t is BookDelta:
-                engine.on_book(msg)
+            try:
+                if t is AccountRisk:
+                    engine.on_account(msg)
+                elif t is LiquidationResult:
+                    apply(engine.on_result(msg, now))
+                elif t is IndexMark:
+                    engine.on_mark(msg)
+                elif t is BookDelta:
+                    engine.on_book(msg)
+            except Exception as exc:  # a bug on one message must not cost the rest of the batch
+                shell.failed("message_failed", t.__name__, exc)
 
     shell.bind_inbox(on_messages)
     shell.subscribe(topo.nodes["oracle"].pub, [b"mark."], on_messages)

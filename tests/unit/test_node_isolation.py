@@ -87,3 +87,26 @@ def test_gateway_answers_the_request_it_raised_on_and_serves_the_rest(monkeypatc
     assert type(to_client[0]) is LogonAck
     assert [(type(m), m.reason, m.req_id) for m in to_client[1:]] == [(Error, "internal_error", 2)]
     assert shell.stats["errors"] == 1
+
+
+def test_liquidator_keeps_the_rest_of_its_batch_when_its_engine_raises(monkeypatch):
+    from cluster.protocol import AccountRisk, IndexMark
+    from nodes.liquidator import service as liquidator_service
+    from nodes.liquidator.engine import LiquidationEngine
+
+    real = LiquidationEngine.on_account
+    seen = []
+
+    def buggy(self, msg):
+        if msg.account == "bad":
+            raise RuntimeError("a bug")
+        seen.append(msg.account)
+        return real(self, msg)
+
+    monkeypatch.setattr(LiquidationEngine, "on_account", buggy)
+    shell = RecordingShell(TOPO.nodes["liquidator"])
+    liquidator_service.build(shell, TOPO)
+    risk = [AccountRisk(account=a, balance=10**12, positions={}) for a in ("bad", "bob")]
+    shell.inbox(risk + [IndexMark(symbol=S, index=1, mark=1, last=0, seq=1, ts_ns=0)])
+    assert seen == ["bob"] and shell.stats["errors"] == 1
+    assert [(lvl, ev) for lvl, ev, _ in shell.log.events] == [("error", "message_failed")]
