@@ -8,6 +8,11 @@ execution reports and market data.
 Human units: `c.ticks("BTC-PERP", "30000.5")` and `c.lots("BTC-PERP", "0.01")` convert exactly
 with the tick and lot sizes the gateway sent at logon; an off-tick or off-lot value raises
 UnitError, it is never rounded.
+
+A client that logged on with an API key logs on again by itself when the gateway no longer knows its
+session (a restarted gateway refuses `not_logged_on` before forwarding anything, so the request is
+sent once more; `relogons` counts it). A request in flight when the gateway died is answered by
+nobody: it times out, and only the account's reports can tell whether it reached the venue.
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ class Client:
         # never reads them keeps the newest REPORTS_KEPT, and `reports_dropped` says how many went.
         self.reports: asyncio.Queue[Report] = asyncio.Queue(maxsize=REPORTS_KEPT)
         self.reports_dropped = 0
+        self.relogons = 0  # times the client logged on again after the gateway forgot it
         self.account: str | None = None
         self.symbols: dict[str, dict] = {}
         self._sock = None
@@ -80,9 +86,7 @@ class Client:
         self._sock.connect(self.endpoint)
         self._reader = asyncio.create_task(self._read())
         if self.api_key is not None:
-            ack = await self.request(Logon(api_key=self.api_key))
-            self.account = ack.account
-            self.symbols = ack.symbols
+            await self._log_on()
 
     async def close(self) -> None:
         if self.account is not None and self._reader is not None and not self._reader.done():
@@ -145,6 +149,27 @@ class Client:
             self._waiting.pop(0, None)
 
     async def request(self, message, *, raise_on_error: bool = True):
+        answer = await self._ask(message)
+        if (type(answer) is Error and answer.reason == "not_logged_on" and self.account is not None
+                and self.api_key is not None and type(message) not in (Logon, Logout)):
+            # The gateway forgot this session (it restarted, or the session expired), and refused
+            # the request before it went anywhere: log on again and send it once more.
+            await self._log_on()
+            self.relogons += 1
+            answer = await self._ask(message)
+        if raise_on_error and type(answer) is Error:
+            raise RequestFailed(answer)
+        return answer
+
+    async def _log_on(self) -> None:
+        ack = await self._ask(Logon(api_key=self.api_key))
+        if type(ack) is Error:
+            raise RequestFailed(ack)
+        self.account = ack.account
+        self.symbols = ack.symbols
+
+    async def _ask(self, message):
+        """Send one request and wait for its answer (an Error included)."""
         req_id = next(self._ids)
         message = msgspec.structs.replace(message, req_id=req_id)
         fut = asyncio.get_running_loop().create_future()
@@ -158,12 +183,9 @@ class Client:
         await self._sock.send(frame)
         wake_reader(self._sock)  # the send may have eaten the edge our reader's poll waits for
         try:
-            answer = await asyncio.wait_for(fut, self.timeout)
+            return await asyncio.wait_for(fut, self.timeout)
         finally:
             self._waiting.pop(req_id, None)
-        if raise_on_error and type(answer) is Error:
-            raise RequestFailed(answer)
-        return answer
 
     async def place(self, symbol: str, side: int, qty: int, price: int = 0, **fields) -> Report:
         return await self.request(PlaceOrder(symbol=symbol, side=side, qty=qty, price=price, **fields))

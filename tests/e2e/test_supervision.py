@@ -33,15 +33,25 @@ def died_event(cluster, node: str):
 
 
 def test_killed_gateway_is_noticed_within_a_second_and_restarted(cluster):
-    pid = cluster.node_pids()["gateway"]
-    killed_at = time.monotonic_ns()
-    os.kill(pid, signal.SIGKILL)
-    ev = wait_for(lambda: died_event(cluster, "gateway"), 5)
-    assert ev["how"] == "signal SIGKILL" and ev["policy"] == "restart"
-    assert ev["mono_ns"] - killed_at < 1_000_000_000, "detected later than 1 s"
-    new = wait_for(lambda: cluster.status()["nodes"]["gateway"]["state"] == "running"
-                   and cluster.node_pids()["gateway"] != pid and cluster.status(), 10)
-    assert new["nodes"]["gateway"]["restarts"] == 1
+    async def session_across_the_restart() -> tuple[str, int]:
+        async with Client(cluster.endpoint(), api_key=cluster.api_key("bob")) as bob:
+            await bob.account_view()
+            await asyncio.to_thread(kill_and_wait_for_restart)
+            view = await bob.account_view()  # the new gateway does not know the session
+            return view.account, bob.relogons
+
+    def kill_and_wait_for_restart() -> None:
+        pid = cluster.node_pids()["gateway"]
+        killed_at = time.monotonic_ns()
+        os.kill(pid, signal.SIGKILL)
+        ev = wait_for(lambda: died_event(cluster, "gateway"), 5)
+        assert ev["how"] == "signal SIGKILL" and ev["policy"] == "restart"
+        assert ev["mono_ns"] - killed_at < 1_000_000_000, "detected later than 1 s"
+        new = wait_for(lambda: cluster.status()["nodes"]["gateway"]["state"] == "running"
+                       and cluster.node_pids()["gateway"] != pid and cluster.status(), 10)
+        assert new["nodes"]["gateway"]["restarts"] == 1
+
+    assert asyncio.run(session_across_the_restart()) == ("bob", 1)  # the SDK logged on again
 
     async def ping() -> list:
         async with Client(cluster.endpoint()) as c:
