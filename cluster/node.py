@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         on_stop = importlib.import_module(f"nodes.{args.node}.service").build(shell, topo)
     settle_gc()
     uvloop.run(shell.run(on_stop))
-    return 0
+    return shell.exit_code
 
 
 if __name__ == "__main__":

@@ -184,6 +184,7 @@ class NodeShell:
         self._stop: asyncio.Event | None = None  # created in run(), inside the loop
         self._dirty = False
         self._audit_failing = False
+        self.exit_code = 0  # EX_SOFTWARE (70) when a node task died: the process says it failed
         self._readiness: dict[zmq.asyncio.Socket, Readiness] = {}  # drained socket -> its waiter
         # netsim: None when the network simulator is compiled out (PERPX_NETSIM=off)
         self.netsim_enabled = os.environ.get("PERPX_NETSIM", "on") != "off" and bool(
@@ -559,6 +560,7 @@ class NodeShell:
         if task.cancelled() or (self._stop is not None and self._stop.is_set()):
             return
         exc = task.exception()
+        self.exit_code = 70
         self.stats["errors"] += 1
         self.log.critical("node_task_died", task=task.get_coro().__qualname__, error=repr(exc),
                           exc_info=exc)

@@ -119,5 +119,5 @@ def test_a_node_task_that_dies_stops_the_node(shell):
         await asyncio.wait_for(shell._stop.wait(), 1)
 
     asyncio.run(run())
-    assert shell.stats["errors"] == 1
+    assert shell.stats["errors"] == 1 and shell.exit_code == 70  # the supervisor sees a failure
     assert [(lvl, e) for lvl, e, _ in shell.log.events] == [("critical", "node_task_died")]
