@@ -43,7 +43,7 @@ from cluster.protocol import (
     MassCancel, NewOrder, Notice, OrderAccepted, OrderAmended, OrderCancelled, OrderRejected,
     OrdersCancelled, OrderTriggered, PlaceOrder, PositionView, Regime, Reply, Report, Routed,
     SetLeverage, SetMarginMode, SetPosition, Trade, Withdraw, Deleveraged, LiquidationResult,
-    LiquidationStep,
+    LiquidationStep, MAX_UNITS,
 )
 from cluster.units import ceil_div
 from nodes.risk import adl
@@ -489,6 +489,10 @@ class RiskEngine:
             return self._refuse(out, ref, admin.name, "unknown_account",
                                 {"account": body.account}, now_ns)
         if type(body) is Deposit:
+            if target.balance + body.amount > MAX_UNITS:  # every amount on the wire fits 2**62
+                return self._refuse(out, ref, target.name, "balance_limit", {
+                    "account": target.name, "amount": body.amount, "balance": target.balance,
+                    "limit": MAX_UNITS}, now_ns)
             target.balance += body.amount
             self.deposits += body.amount
             return self._ack(out, ref, target.name, "deposit", {

@@ -141,6 +141,10 @@ def test_deposits_and_withdrawals_need_admin_and_respect_requirements():
     assert type(ok) is Ack
     held, owed = pipe.risk.conservation()
     assert held == owed and owed == 1_000_000 * USD + 500 * USD
+    # every amount on the wire fits 2**62: a deposit that would take a balance past it is refused
+    err = body(pipe.request("admin", Deposit(account="mm", amount=2**62)))
+    assert err.reason == "balance_limit" and err.detail["limit"] == 2**62
+    assert pipe.risk.conservation()[1] == 1_000_000 * USD + 500 * USD  # nothing changed
 
 
 def test_im_buffer_follows_the_regime_and_is_explained():
