@@ -110,6 +110,10 @@ class PerpxClient:
         self.environment.events.request.fire(
             request_type="perpx", name=name, response_time=(time.perf_counter() - start) * 1000,
             response_length=0, exception=exc, context={"account": self.account})
+        if isinstance(exc, Refused) and exc.reason == "not_logged_on" and name != "relogon":
+            # the gateway restarted (or expired the session): counted as the failure it was, then
+            # log on again, reported as "relogon", so that the user's next requests are served
+            self.request("relogon", Logon(api_key=TOPO.accounts[self.account].api_key))
         if exc is not None:
             raise exc
         return answer
