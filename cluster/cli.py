@@ -29,6 +29,7 @@ from pathlib import Path
 import msgspec
 
 from cluster import config
+from cluster import render
 from cluster.units import UnitError, from_units
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
@@ -55,9 +56,13 @@ def to_jsonable(obj):
     return obj
 
 
-def emit(data, as_json: bool) -> None:
+def emit(data, as_json: bool, text=None) -> None:
+    """JSON with --json; otherwise `text(data)` when the command has a terminal form, else
+    indented JSON."""
     if as_json:
         print(json.dumps(to_jsonable(data)))
+    elif text is not None:
+        print(text(to_jsonable(data)))
     else:
         print(json.dumps(to_jsonable(data), indent=2))
 
@@ -194,7 +199,7 @@ def cmd_cluster_status(args) -> int:
         status["state"] = "supervisor_dead"
     for node in status.get("nodes", {}).values():
         node["alive"] = pid_alive(node.get("pid"))
-    emit(status, args.json)
+    emit(status, args.json, render.cluster_status)
     return EXIT_OK if status["state"] == "running" else EXIT_REFUSED
 
 
@@ -355,7 +360,7 @@ def cmd_book(args) -> int:
             "mark": price(mark.mark), "index": price(mark.index), "last": price(mark.last),
             "oracle_mode": mark.mode, "sources": mark.sources, "mark_ticks": mark.mark}
         emit({"symbol": book.symbol, "book_seq": book.book_seq, "bids": human(book.bids),
-              "asks": human(book.asks), "prices": prices}, args.json)
+              "asks": human(book.asks), "prices": prices}, args.json, render.book)
         return EXIT_OK
 
     return asyncio.run(with_client(args, run, logon=False))
@@ -378,7 +383,7 @@ def cmd_account_show(args) -> int:
                 pos[f"{key}_human"] = from_units(pos[key], spec.tick_size) if pos[key] else None
             pos["entry_price_human"] = format((Decimal(pos["entry_price"]) * spec.tick_size)
                                               .normalize(), "f")
-        emit(data, args.json)
+        emit(data, args.json, render.account)
         return EXIT_OK
 
     return asyncio.run(with_client(args, run))

@@ -46,6 +46,9 @@ def test_cli_session_over_ipc_leaves_nothing_behind(tmp_path):
                         "maintenance_margin", "leverage"):
                 assert key in view["positions"][0]
 
+        text = handle.cli("account", "show", "bob", check=True).stdout  # the terminal form
+        assert text.startswith("account bob") and "liq. price" in text and "ETH-PERP" in text
+        assert "node" in handle.cli("cluster", "status", check=True).stdout.splitlines()[3]
         book = handle.cli_json("book", "ETH-PERP")  # levels, and the oracle's prices beside them
         assert book["prices"]["oracle_mode"] == "normal" and book["prices"]["sources"] >= 3
         assert float(book["prices"]["mark"]) > 0 and book["prices"]["last"] is not None

@@ -1,0 +1,88 @@
+"""Terminal text for the CLI's most used answers (`--json` prints the data itself): the cluster's
+nodes, an account with its positions, a book with the oracle's prices. Each takes the dict the
+command would print as JSON, so the two can never disagree."""
+
+from __future__ import annotations
+
+
+def table(rows: list[list[str]], header: list[str]) -> list[str]:
+    """Left-aligned text columns; numbers (and "-") right-aligned."""
+    cells = [header] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+
+    def numeric(text: str) -> bool:
+        return text == "-" or text.replace(".", "", 1).replace("-", "", 1).replace(",", "").isdigit()
+
+    lines = []
+    for n, row in enumerate(cells):
+        parts = [c.rjust(w) if n and numeric(c) else c.ljust(w) for c, w in zip(row, widths)]
+        lines.append("  ".join(parts).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return lines
+
+
+def cluster_status(status: dict) -> str:
+    head = (f"cluster {status.get('cluster', '?')}: {status['state']}"
+            + (f" ({status['failure']})" if status.get("failure") else "")
+            + f"  run dir {status.get('run_dir', '?')}")
+    if "nodes" not in status:
+        return head
+    rows = []
+    for name, node in status["nodes"].items():
+        stats = node.get("stats") or {}
+        beat = node.get("heartbeat_age_ms")
+        rows.append([name, node.get("state", "?"), node.get("pid") or "-",
+                     "yes" if node.get("alive") else "no", node.get("restarts", 0),
+                     f"{beat} ms" if beat is not None else "-", stats.get("msgs_in", 0),
+                     stats.get("errors", 0)])
+    lines = [head, f"clients {status.get('client_endpoint', '?')}  market data "
+             f"{status.get('market_data_endpoint', '?')}", ""]
+    lines += table(rows, ["node", "state", "pid", "alive", "restarts", "heartbeat", "msgs in",
+                          "errors"])
+    events = status.get("events") or []
+    if events:
+        lines += ["", "recent events:"]
+        lines += [f"  {e['event']} {e['node']}" + "".join(
+            f" {k}={v}" for k, v in e.items() if k not in ("event", "node", "wall_ns", "mono_ns"))
+            for e in events[-5:]]
+    return "\n".join(lines)
+
+
+def account(view: dict) -> str:
+    h, unit = view["human"], view["collateral"]
+    lines = [f"account {view['account']}  ({unit})",
+             f"  equity {h['equity']}  available {h['available']}  wallet {h['wallet_balance']}",
+             f"  margin: positions {h['position_margin']}  orders {h['order_margin']}  "
+             f"maintenance {h['maintenance_margin']}  fees paid {h['fees_paid']}",
+             f"  open orders {view['open_orders']}"]
+    if view["positions"]:
+        rows = [[p["symbol"], p["mode"], p["qty_human"], p["entry_price_human"],
+                 p["mark_human"] or "-", p["liquidation_price_human"] or "-", p["leverage"],
+                 p["adl_quantile"]] for p in view["positions"]]
+        lines += [""] + table(rows, ["symbol", "mode", "qty", "entry", "mark", "liq. price",
+                                     "leverage", "adl"])
+    else:
+        lines.append("  no positions")
+    return "\n".join(lines)
+
+
+def book(data: dict) -> str:
+    prices = data.get("prices")
+    lines = [f"{data['symbol']}  book seq {data['book_seq']}"]
+    if prices:
+        lines.append(f"  mark {prices['mark']}  index {prices['index']}  last "
+                     f"{prices['last'] or '-'}  oracle {prices['oracle_mode']} from "
+                     f"{prices['sources']} feeds")
+    else:
+        lines.append("  no mark from the oracle yet")
+    depth = max(len(data["bids"]), len(data["asks"]))
+    if not depth:
+        return "\n".join(lines + ["  the book is empty"])
+    rows = []
+    for i in range(depth):
+        bid = data["bids"][i] if i < len(data["bids"]) else None
+        ask = data["asks"][i] if i < len(data["asks"]) else None
+        rows.append([bid["qty"] if bid else "", bid["price"] if bid else "",
+                     ask["price"] if ask else "", ask["qty"] if ask else ""])
+    return "\n".join(lines + [""] + table(rows, ["bid qty", "bid", "ask", "ask qty"]))
