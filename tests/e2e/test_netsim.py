@@ -161,15 +161,15 @@ async def mark_clock_offset_ms(cluster, samples: int = 3) -> float:
 
 
 def test_clock_skew_moves_one_nodes_clock_and_clear_restores_it(cluster):
-    assert abs(asyncio.run(mark_clock_offset_ms(cluster))) < 100
+    assert abs(asyncio.run(mark_clock_offset_ms(cluster))) < 150
     bad = cluster.cli_json("netsim", "fault", "oracle", "skew", "--by", "1e40ms", ok=False)
     assert bad["error"] == "bad_duration" and "1e40ms" in bad["message"]
     table = cluster.cli_json("netsim", "fault", "oracle", "skew", "--by", "400ms")
     assert table["skew_ns"] == {"oracle": 400_000_000}
     time.sleep(0.7)  # the table reaches every node within its republish period
-    assert 300 < asyncio.run(mark_clock_offset_ms(cluster)) < 500
+    assert 250 < asyncio.run(mark_clock_offset_ms(cluster)) < 550  # 400 ms, less delivery time
     events = [e for e in cluster.status()["events"] if e["event"] == "netsim_skew"]
     assert events and events[-1]["node"] == "oracle" and events[-1]["ns"] == 400_000_000
     cluster.cli_json("netsim", "clear")
     time.sleep(0.7)
-    assert abs(asyncio.run(mark_clock_offset_ms(cluster))) < 100
+    assert abs(asyncio.run(mark_clock_offset_ms(cluster))) < 150
