@@ -281,7 +281,16 @@ class NodeShell:
         self._dirty = True
 
     def publish_raw(self, frames: list) -> None:
-        """Forward an already-encoded [topic, batch] (the gateway re-publishing market data)."""
+        """Forward an already-encoded [topic, batch] (the gateway re-publishing market data),
+        through this node's PUB link in netsim like everything it publishes."""
+        shaper = self.shaper
+        link = shaper.get(PUB_LINKS.get(self.name, "")) if shaper is not None else None
+        if link is not None:
+            shaper.send(link, len(frames[-1]), partial(self._publish_raw_now, frames))
+        else:
+            self._publish_raw_now(frames)
+
+    def _publish_raw_now(self, frames: list) -> None:
         try:
             send_parts(self._pub_sync, frames)
         except zmq.Again:
