@@ -203,8 +203,10 @@ class Oracle:
                 status = "outlier"
             else:
                 status = "healthy"
+            if report.stale.get(venue) == -1:
+                continue  # not heard from yet (a start or a restart): it has no state to change
             previous = state.sources.get(venue)
-            if previous is None:  # first look at this venue: its starting state, not a change
+            if previous is None:  # first time heard from: its starting state, not a change
                 state.sources[venue] = status
             elif status != previous:
                 state.sources[venue] = status

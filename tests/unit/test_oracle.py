@@ -220,6 +220,17 @@ def test_a_venue_leaving_and_rejoining_is_explained():
     assert [(m.venue, m.status) for m in back] == [("bravo", "healthy"), ("charlie", "healthy")]
 
 
+def test_venues_first_heard_after_the_oracle_starts_are_not_incidents():
+    """At a start (or restart) the oracle publishes before every feed has ticked; a venue heard
+    from for the first time is its starting state, not a stale venue recovering."""
+    o = chain_oracle()
+    tick(o, {"alpha": 300_000, "bravo": 300_010, "charlie": 300_020}, 0)
+    first = o.publish(0)
+    tick(o, dict(zip(VENUES, (300_000, 300_010, 300_020, 300_030, 300_040))), 500 * MS)
+    later = o.publish(500 * MS)
+    assert [m for m in first + later if type(m).__name__ == "OracleSource"] == []
+
+
 def test_a_stale_venues_quoted_age_is_past_the_limit_even_by_a_fraction_of_a_ms():
     limit = 2_000 * 1_000_000
     feeds = {"a": (100, 0), "b": (100, 500_000), "c": (100, 1_000_000_000)}
