@@ -143,7 +143,13 @@ def cmd_cluster_up(args) -> int:
                 break
             time.sleep(0.1)
         status = read_status(run) or {}
-        raise CliError("start_failed", f"cluster did not start: {status.get('failure') or 'timeout'}"
+        failure = status.get("failure")
+        if not failure and proc.poll() is not None:  # the supervisor itself could not start
+            from cluster.supervisor import last_line
+
+            why = last_line(run / "log" / "supervisor.out")
+            failure = f"the supervisor exited with {proc.returncode}" + (f": {why}" if why else "")
+        raise CliError("start_failed", f"cluster did not start: {failure or 'timeout'}"
                        f" (see {run}/log/)", EXIT_REFUSED)
     import uvloop
 

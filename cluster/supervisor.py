@@ -64,6 +64,15 @@ class NodeProc:
         self.exit_code: int | None = None
 
 
+def last_line(path: Path, limit: int = 300) -> str:
+    """The last non-empty line of a node's output (a traceback's last line says what failed)."""
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1].strip()[:limit] if lines else ""
+
+
 class Supervisor:
     def __init__(self, topo: Topology, echo=None) -> None:
         self.topo = topo
@@ -286,7 +295,9 @@ class Supervisor:
         while not all(n.ready for n in self.nodes.values()):
             for n in self.nodes.values():
                 if n.proc.poll() is not None:
-                    self.failure = f"{n.name} exited with {n.proc.returncode} during start-up"
+                    why = last_line(self.run / "log" / f"{n.name}.out")
+                    self.failure = (f"{n.name} exited with {n.proc.returncode} during start-up"
+                                    + (f": {why}" if why else ""))
                     raise RuntimeError(self.failure + f" (see {self.run}/log/{n.name}.out)")
             if time.monotonic() > deadline:
                 missing = [n.name for n in self.nodes.values() if not n.ready]

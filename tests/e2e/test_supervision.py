@@ -69,3 +69,25 @@ def test_killed_matching_stops_the_whole_cluster(cluster):
     assert ev["policy"] == "stop_all" and ev["mono_ns"] - killed_at < 1_000_000_000
     assert "matching died" in status["failure"]
     wait_for(lambda: not perpx_processes(cluster.run_dir), 10)
+
+
+def test_a_cluster_that_cannot_start_says_which_process_failed_and_why(cluster, tmp_path):
+    """A second cluster on the first one's ports: the start fails, saying which process (the
+    supervisor binds first) and its error, instead of a bare timeout."""
+    import json
+    import subprocess
+    import sys
+
+    run2 = tmp_path / "second"
+    cmd = [sys.executable, "-m", "cluster.cli", "cluster", "up", "--detach", "--json",
+           "--config", str(cluster.config_path), "--run-dir", str(run2)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
+        answer = json.loads(proc.stdout)
+        assert proc.returncode != 0 and answer["error"] == "start_failed", answer
+        assert "the supervisor exited with 1" in answer["message"], answer["message"]
+        assert "Address already in use" in answer["message"], answer["message"]
+    finally:
+        subprocess.run([sys.executable, "-m", "cluster.cli", "cluster", "down", "--run-dir",
+                        str(run2)], capture_output=True, timeout=60)
+    assert cluster.status()["state"] == "running"  # the first cluster is untouched
