@@ -376,8 +376,8 @@ class NodeShell:
                 error = exc
             safe = wire_safe(message)
             if safe is not None:
-                try:
-                    self.codec.encode([safe])
+                try:  # and the receiver must still be able to read it as its type
+                    msgspec.msgpack.decode(msgspec.msgpack.encode(safe), type=type(safe))
                     kept.append(safe)
                     self.log.warning("message_numbers_as_strings", message=type(message).__name__,
                                      link=link, error=repr(error))

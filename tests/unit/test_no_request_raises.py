@@ -94,7 +94,7 @@ def test_any_decodable_request_is_answered_without_raising(steps):
         replies = pipe.request(account, decoded)  # raises on an exception or lost money
         assert replies, f"no answer to {decoded}"
     for msg in pipe.wire:  # everything the cores sent can go on the wire, as the shell sends it
-        WIRE.encode([wire_safe(msg) or msg])
+        WIRE.decode(WIRE.encode([wire_safe(msg) or msg]))  # and read back by the receiver
     pipe.matching.validate_internal_state()
     for acct in pipe.risk.accounts.values():
         acct.check_indexes()

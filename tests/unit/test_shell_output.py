@@ -58,6 +58,14 @@ def test_one_unencodable_message_does_not_cost_the_others_their_frame(shell):
     assert [e for _, e, _ in shell.log.events] == ["message_numbers_as_strings",
                                                    "message_unsendable"]
     assert shell._encode([Unencodable(x=object())], "risk->gateway") is None
+    # a typed field cannot take the string: dropped here rather than failing the whole frame at
+    # the receiver's decoder
+    from cluster.protocol import AccountRisk
+
+    shell.stats.clear()
+    risky = AccountRisk(account="a", balance=1, positions={"BTC-PERP": (1, HUGE)})
+    assert Codec(NodeInbound).decode(shell._encode([risky, good], "risk->liquidator")) == [good]
+    assert shell.stats["unsendable"] == 1
 
 
 class FullDisk:
