@@ -25,8 +25,8 @@ def readable_req_ids(frame: bytes) -> list[int]:
     requests = [raw] if raw and isinstance(raw[0], str) else raw
     ids = []
     for req in requests:
-        if (isinstance(req, list) and len(req) > 1 and req[0] in _CLIENT_TYPES
-                and type(req[1]) is int and 0 < req[1] < 2**63):
+        if (isinstance(req, list) and len(req) > 1 and isinstance(req[0], str)
+                and req[0] in _CLIENT_TYPES and type(req[1]) is int and 0 < req[1] < 2**63):
             ids.append(req[1])
     return ids
 

@@ -71,8 +71,11 @@ def build(shell: NodeShell, topo: Topology):
             try:
                 requests = client_codec.decode_request(parts[1])
             except msgspec.ValidationError as exc:
-                error = describe_invalid(parts[1], exc)
-                for req_id in readable_req_ids(parts[1]) or [0]:  # answer what can be correlated
+                try:  # read leniently from hostile bytes: a failure here must not cost the batch
+                    error, req_ids = describe_invalid(parts[1], exc), readable_req_ids(parts[1])
+                except Exception:
+                    error, req_ids = str(exc), []
+                for req_id in req_ids or [0]:  # answer what can be correlated
                     refuse(identity, "invalid_message", error, req_id)
                 continue
             except msgspec.DecodeError as exc:

@@ -5,6 +5,7 @@ escape every handler that catches the two). The helpers that explain a refusal n
 from __future__ import annotations
 
 import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -42,6 +43,30 @@ def test_a_valid_request_with_bytes_changed(edits):
     for at, value in edits:
         frame[at] = value
     check(bytes(frame))
+
+
+msgpack_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.text(max_size=12),
+              st.sampled_from(["PlaceOrder", "Ping", "Logon", "CancelOrder", "GetBook"])),
+    lambda inner: st.one_of(st.lists(inner, max_size=6),
+                            st.dictionaries(st.text(max_size=4), inner, max_size=4)),
+    max_leaves=30)
+
+
+@settings(max_examples=400, deadline=None)
+@given(msgpack_values)
+def test_any_msgpack_shape(msgspec_value):
+    """Well-formed msgpack of any shape: lists where tags go, dicts, nesting, huge ints."""
+    check(msgspec.msgpack.encode(msgspec_value))
+
+
+@pytest.mark.parametrize("raw", [
+    [[["PlaceOrder"], 5]], [[{"t": 1}, 5]], [[None, 5]], [["PlaceOrder"]], [[]], [["Ping", -1]],
+    [["Ping", True]], ["PlaceOrder", 2**63 - 1, "x", 9], {"PlaceOrder": 1},
+])
+def test_odd_shapes_where_a_request_should_be(raw):
+    """Found by the fuzz above in CI: a list where the tag should be (unhashable) raised."""
+    check(msgspec.msgpack.encode(raw))
 
 
 def test_a_string_that_is_not_utf8_is_a_decode_error():
