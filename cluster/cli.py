@@ -255,14 +255,25 @@ def side_of(text: str) -> int:
     return {"buy": 1, "sell": -1}[text]
 
 
+def known_symbol(client, symbol: str) -> str:
+    """`symbol` if the gateway listed it at logon, else a usage error naming those it did."""
+    if symbol not in client.symbols:
+        raise CliError("unknown_symbol", f"unknown symbol {symbol!r}; known: "
+                       f"{', '.join(sorted(client.symbols))}")
+    return symbol
+
+
+def order_named(args) -> None:
+    """An existing order is named by --order-id or --client-order-id (cancel, amend)."""
+    if not args.order_id and not args.client_order_id:
+        raise CliError("no_order", "give --order-id or --client-order-id")
+
+
 def cmd_order_place(args) -> int:
     from cluster.protocol import OrderRejected, PlaceOrder
 
     async def run(client, topo):
-        symbol = args.symbol
-        if symbol not in client.symbols:
-            raise CliError("unknown_symbol", f"unknown symbol {symbol!r}; known: "
-                           f"{', '.join(sorted(client.symbols))}")
+        symbol = known_symbol(client, args.symbol)
         try:
             qty = client.lots(symbol, args.qty)
             price = client.ticks(symbol, args.price) if args.price is not None else 0
@@ -296,8 +307,7 @@ def cmd_order_place(args) -> int:
 def cmd_order_cancel(args) -> int:
     from cluster.protocol import OrderRejected
 
-    if not args.order_id and not args.client_order_id:
-        raise CliError("no_order", "give --order-id or --client-order-id")
+    order_named(args)
 
     async def run(client, topo):
         report = await client.cancel(args.symbol, args.order_id or 0, args.client_order_id or "")
@@ -312,15 +322,12 @@ def cmd_order_amend(args) -> int:
     its place in the queue; anything else re-queues it (README "Matching rules")."""
     from cluster.protocol import OrderRejected
 
-    if not args.order_id and not args.client_order_id:
-        raise CliError("no_order", "give --order-id or --client-order-id")
+    order_named(args)
     if args.price is None and args.qty is None:
         raise CliError("nothing_to_amend", "give --price and/or --qty")
 
     async def run(client, topo):
-        if args.symbol not in client.symbols:
-            raise CliError("unknown_symbol", f"unknown symbol {args.symbol!r}; known: "
-                           f"{', '.join(sorted(client.symbols))}")
+        known_symbol(client, args.symbol)
         price = client.ticks(args.symbol, args.price) if args.price is not None else 0
         qty = client.lots(args.symbol, args.qty) if args.qty is not None else 0
         report = await client.amend(args.symbol, args.order_id or 0, price=price, qty=qty,
@@ -692,19 +699,14 @@ def parser() -> argparse.ArgumentParser:
     place.add_argument("--trigger-by", default="mark", choices=["mark", "last"])
     place.add_argument("--wait", type=float, default=0.3, help="seconds to collect fills after the ack")
     place.set_defaults(fn=cmd_order_place)
-    cancel = order.add_parser("cancel", parents=[common])
-    cancel.add_argument("--account")
-    cancel.add_argument("--api-key")
-    cancel.add_argument("--symbol", required=True)
-    cancel.add_argument("--order-id", type=int)
-    cancel.add_argument("--client-order-id")
-    cancel.set_defaults(fn=cmd_order_cancel)
-    amend = order.add_parser("amend", parents=[common])
-    amend.add_argument("--account")
-    amend.add_argument("--api-key")
-    amend.add_argument("--symbol", required=True)
-    amend.add_argument("--order-id", type=int)
-    amend.add_argument("--client-order-id")
+    existing = argparse.ArgumentParser(add_help=False)  # cancel and amend name an order
+    existing.add_argument("--account")
+    existing.add_argument("--api-key")
+    existing.add_argument("--symbol", required=True)
+    existing.add_argument("--order-id", type=int)
+    existing.add_argument("--client-order-id")
+    order.add_parser("cancel", parents=[common, existing]).set_defaults(fn=cmd_order_cancel)
+    amend = order.add_parser("amend", parents=[common, existing])
     amend.add_argument("--price", help="new limit price, e.g. 30001")
     amend.add_argument("--qty", help="new total quantity (filled part included), e.g. 0.02")
     amend.set_defaults(fn=cmd_order_amend)
