@@ -343,18 +343,6 @@ MARK_WAIT_S = 2.0  # the oracle publishes marks every few hundred ms
 
 def cmd_book(args) -> int:
     """The book's levels, with the oracle's next mark, index and mode for the symbol."""
-    from cluster.protocol import IndexMark
-
-    async def next_mark(client) -> IndexMark | None:
-        async def first() -> IndexMark:
-            while True:
-                for msg in await client.market_data():
-                    if type(msg) is IndexMark and msg.symbol == args.symbol:
-                        return msg
-        try:
-            return await asyncio.wait_for(first(), MARK_WAIT_S)
-        except asyncio.TimeoutError:
-            return None
 
     async def run(client, topo):
         await client.subscribe(b"mark." + args.symbol.encode())  # before: the SUB joins slowly
@@ -368,7 +356,10 @@ def cmd_book(args) -> int:
             return [{"price": price(p), "qty": from_units(q, spec.lot_size),
                      "price_ticks": p, "qty_lots": q} for p, q in levels]
 
-        mark = await next_mark(client)
+        try:
+            mark = await client.next_mark(args.symbol, MARK_WAIT_S)
+        except asyncio.TimeoutError:
+            mark = None
         prices = None if mark is None else {
             "mark": price(mark.mark), "index": price(mark.index), "last": price(mark.last),
             "oracle_mode": mark.mode, "sources": mark.sources, "mark_ticks": mark.mark}

@@ -28,8 +28,8 @@ import zmq.asyncio
 
 from cluster.protocol import (
     Ack, AccountView, AdjustIsolatedMargin, AmendOrder, BookLevels, CancelAll, CancelOrder, Codec,
-    Deposit, Error, GetAccount, GetBook, Logon, LogonAck, Logout, MarketData, MAX_UNITS, Ping,
-    PlaceOrder, Pong, Reply, Report, SetLeverage, SetMarginMode, Withdraw, encode_one,
+    Deposit, Error, GetAccount, GetBook, IndexMark, Logon, LogonAck, Logout, MarketData, MAX_UNITS,
+    Ping, PlaceOrder, Pong, Reply, Report, SetLeverage, SetMarginMode, Withdraw, encode_one,
 )
 from cluster.transport import wake_reader
 from cluster.units import UnitError, from_units, to_units
@@ -244,6 +244,19 @@ class Client:
         """The next batch of market data messages (Trade, BookDelta, IndexMark, alerts)."""
         topic, frame = await self._md.recv_multipart()
         return self._md_codec.decode(frame)
+
+    async def next_mark(self, symbol: str, timeout: float = 10.0) -> IndexMark:
+        """The next mark the oracle publishes for `symbol` (subscribing to it if need be);
+        asyncio.TimeoutError after `timeout` s. Other market data read meanwhile is skipped."""
+        await self.subscribe(b"mark." + symbol.encode())
+
+        async def first() -> IndexMark:
+            while True:
+                for msg in await self.market_data():
+                    if type(msg) is IndexMark and msg.symbol == symbol:
+                        return msg
+
+        return await asyncio.wait_for(first(), timeout)
 
     # ------------------------------------------------------------------ units
 

@@ -8,15 +8,7 @@ from cluster.protocol import IndexMark
 
 async def wait_mark(client: Client, symbol: str, timeout: float = 10.0) -> IndexMark:
     """The next mark the oracle publishes for `symbol` (via the gateway's market data)."""
-    await client.subscribe(b"mark." + symbol.encode())
-
-    async def first() -> IndexMark:
-        while True:
-            for msg in await client.market_data():
-                if type(msg) is IndexMark and msg.symbol == symbol:
-                    return msg
-
-    return await asyncio.wait_for(first(), timeout)
+    return await client.next_mark(symbol, timeout)
 
 
 async def next_report(client: Client, kind: type, timeout: float = 5.0):
