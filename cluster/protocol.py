@@ -719,28 +719,33 @@ class Codec:
         return self._enc.encode(messages)
 
     def decode(self, frame: bytes) -> list:
-        try:
-            return self._dec.decode(frame)
-        except UnicodeDecodeError as exc:
-            raise _invalid_utf8(exc) from None
+        """A frame holding a batch (a msgpack array) of messages."""
+        return _decode(self._dec, frame)
+
+    def decode_one(self, frame: bytes):
+        """A frame holding one message."""
+        return _decode(self._one, frame)
 
     def decode_request(self, frame: bytes):
         """A client frame is one message or a batch of messages; return a list either way. A bad
         batch raises the batch's error (naming the field), not the single-message reading's."""
         try:
-            return self._dec.decode(frame)
-        except UnicodeDecodeError as exc:
-            raise _invalid_utf8(exc) from None
+            return self.decode(frame)
         except msgspec.ValidationError as batch_error:
             try:
-                return [self._one.decode(frame)]
-            except UnicodeDecodeError as exc:
-                raise _invalid_utf8(exc) from None
+                return [self.decode_one(frame)]
             except msgspec.ValidationError:
                 raw = lenient_decode(frame)
                 if isinstance(raw, list) and raw and isinstance(raw[0], list):
                     raise batch_error from None
                 raise
+
+
+def _decode(decoder: msgspec.msgpack.Decoder, frame: bytes):
+    try:
+        return decoder.decode(frame)
+    except UnicodeDecodeError as exc:
+        raise _invalid_utf8(exc) from None
 
 
 def _invalid_utf8(exc: UnicodeDecodeError) -> msgspec.DecodeError:

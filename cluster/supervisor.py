@@ -36,7 +36,8 @@ from cluster.audit import AuditJournal, Explanation
 from cluster.config import NODE_NAMES, Topology
 from cluster.logs import configure
 from cluster.protocol import (
-    AdminReply, AdminRequest, ControlMsg, FeedControl, Heartbeat, NetsimTable, Ready, encode_one,
+    AdminReply, AdminRequest, Codec, ControlMsg, FeedControl, Heartbeat, NetsimTable, Ready,
+    encode_one,
 )
 from netsim.control import ControlError, NetsimState
 
@@ -151,12 +152,12 @@ class Supervisor:
         (self.run / "pid" / f"{node.name}.pid").write_text(str(node.proc.pid))
 
     async def _control_loop(self) -> None:
-        decoder = msgspec.msgpack.Decoder(ControlMsg)
+        codec = Codec(ControlMsg)
         while True:
             frame = await self._control.recv()
             try:
-                msg = decoder.decode(frame)
-            except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+                msg = codec.decode_one(frame)
+            except (msgspec.DecodeError, msgspec.ValidationError):
                 continue
             node = self.nodes.get(msg.node)
             if node is None or node.proc is None or msg.pid != node.proc.pid:
@@ -192,14 +193,14 @@ class Supervisor:
             await asyncio.sleep(0.5)
 
     async def _admin_loop(self) -> None:
-        decoder = msgspec.msgpack.Decoder(AdminRequest)
+        codec = Codec(AdminRequest)
         while True:
             parts = await self._admin.recv_multipart()
             identity, frame = parts[0], parts[-1]
             try:
-                req = decoder.decode(frame)
+                req = codec.decode_one(frame)
                 reply = AdminReply(ok=True, data=self._admin_command(req.cmd, req.args))
-            except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 reply = AdminReply(ok=False, error=f"bad request: {exc}")
             except ControlError as exc:
                 reply = AdminReply(ok=False, error=str(exc))

@@ -125,7 +125,8 @@ def test_the_admin_socket_refuses_garbage_and_keeps_serving(cluster):
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(cluster.topo.supervisor.admin)
     try:
-        for payload in (b"\x00garbage", msgspec.msgpack.encode({"cmd": 3}),
+        not_utf8 = msgspec.msgpack.encode(AdminRequest(cmd="abc")).replace(b"abc", b"a\xffc")
+        for payload in (b"\x00garbage", msgspec.msgpack.encode({"cmd": 3}), not_utf8,
                         msgspec.msgpack.encode(AdminRequest(cmd="netsim_set",
                                                             args={"link": 5, "settings": []})),
                         msgspec.msgpack.encode(AdminRequest(cmd="fault", args={"node": "risk",
