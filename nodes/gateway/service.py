@@ -42,6 +42,8 @@ def build(shell: NodeShell, topo: Topology):
                 shell.send(effect[0], effect[1])
 
     def explain_refusal(identity: bytes, error: Error) -> None:
+        """Every refusal the gateway itself decides: counted, and journaled under the session's
+        account (or, before logon, its identity) with the numbers the client was sent."""
         stats["client_rejects"] += 1
         session = gateway.sessions.get(identity)
         shell.audit.record(Explanation(
@@ -50,12 +52,10 @@ def build(shell: NodeShell, topo: Topology):
             decision="reject", numbers={"req_id": error.req_id, **error.detail}))
 
     def refuse(identity: bytes, reason: str, error: str, req_id: int = 0) -> None:
-        stats["client_rejects"] += 1
-        shell.reply(ROUTER, identity, Error(req_id=req_id, reason=reason,
-                                            detail={"error": error[:200]}))
-        shell.audit.record(Explanation(ts_ns=shell.now_ns(), node="gateway",
-                                       rule=f"gateway.{reason}", subject=identity.hex(),
-                                       decision="reject", numbers={"error": error[:200]}))
+        """A frame refused before the core saw it (malformed, invalid, too large) or a core bug."""
+        refusal = Error(req_id=req_id, reason=reason, detail={"error": error[:200]})
+        explain_refusal(identity, refusal)
+        shell.reply(ROUTER, identity, refusal)
 
     def on_client(frames: list) -> None:
         now = shell.mono_ns()

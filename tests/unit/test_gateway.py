@@ -154,6 +154,9 @@ def test_the_gateways_own_refusals_are_journaled_and_relayed_ones_are_not():
         ("gateway.missing_scope", "admin", 4)]
     assert shell.explained[2].numbers["required"] == "trade"
     shell.explained.clear()
+    shell.router([[admin, b"\xc1"]])  # refused before the core: journaled the same way
+    assert [(e.rule, e.subject) for e in shell.explained] == [("gateway.malformed_message", "admin")]
+    shell.explained.clear()
     routed = [m for peer, m in shell.sent if peer == "risk"]
     assert routed == []  # nothing was let through
     shell.router([[admin, msgspec.msgpack.encode(Deposit(req_id=5, account="bob", amount=1))]])
