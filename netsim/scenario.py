@@ -53,7 +53,7 @@ def load(path: str | Path) -> dict:
             raise ScenarioError(f"step {i + 1}: needs `at` and `action`")
         try:
             step["at_ns"] = duration_ns(step["at"])
-            to_command(step)
+            step["command"] = to_command(step)
         except KeyError as exc:
             raise ScenarioError(f"step {i + 1} ({step['action']}): needs `{exc.args[0]}`") from None
         except (ValueError, TypeError) as exc:
@@ -122,7 +122,7 @@ def run(scenario: dict, send, echo) -> list[dict]:
             delay = start + step["at_ns"] - time.monotonic_ns()
             if delay > 0:
                 time.sleep(delay / 1e9)
-            cmd, args = to_command(step)
+            cmd, args = step["command"]  # built and checked by load()
             applied.append((cmd, args))
             apply(step["at_ns"], cmd, args, step["action"])
         if scenario.get("end"):
