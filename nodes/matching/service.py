@@ -6,8 +6,8 @@ from __future__ import annotations
 from cluster.audit import Explanation
 from cluster.config import Topology
 from cluster.protocol import (
-    BookDelta, BookLevels, Error, GetBook, IndexMark, MarkPrice, OrderAmended, OrderCancelled,
-    OrderRejected, Ping, Pong, Reply, Routed, Trade,
+    BookDelta, BookLevels, Error, GetBook, IndexMark, MarkPrice, OrderAccepted, OrderAmended,
+    OrderCancelled, OrderRejected, Ping, Pong, Reply, Routed, Trade,
 )
 from cluster.transport import NodeShell
 from nodes.matching.engine import MatchingEngine
@@ -22,25 +22,26 @@ EXPLAINED = frozenset({
 })
 
 
-def explanation(ev, now_ns: int) -> Explanation | None:
-    """The audit record for a refusal or a venue-decided cancel/resize; None for the rest."""
+DECISIONS = {OrderRejected: "reject", OrderCancelled: "cancel", OrderAmended: "resize"}
+
+
+def explained(ev) -> bool:
+    """Does the journal explain this event: every refusal, and the cancels and resizes the venue
+    decided (not a replayed answer to a resubmitted client order id: explained the first time)."""
     t = type(ev)
-    if t is OrderRejected:
-        decision = "reject"
-    elif t is OrderCancelled and ev.reason in EXPLAINED:
-        decision = "cancel"
-    elif t is OrderAmended and ev.reason in EXPLAINED:
-        decision = "resize"
-    else:
-        return None
-    if getattr(ev, "duplicate", False):
-        return None  # the replayed answer to a resubmitted client order id: explained the first time
+    if t is OrderRejected or ((t is OrderCancelled or t is OrderAmended) and ev.reason in EXPLAINED):
+        return not getattr(ev, "duplicate", False)
+    return False
+
+
+def explanation(ev, now_ns: int) -> Explanation:
+    """The audit record of an event `explained()` selects, with the numbers that decided it."""
     numbers = {"symbol": ev.symbol, "order_id": ev.order_id, "seq": ev.seq}
     numbers.update(getattr(ev, "detail", None) or {})
-    if t is OrderAmended:
+    if type(ev) is OrderAmended:
         numbers.update(qty=ev.qty, remaining=ev.remaining)
     return Explanation(ts_ns=now_ns, node="matching", rule=f"matching.{ev.reason}",
-                       subject=ev.account, decision=decision, numbers=numbers)
+                       subject=ev.account, decision=DECISIONS[type(ev)], numbers=numbers)
 
 
 def build(shell: NodeShell, topo: Topology):
@@ -59,11 +60,8 @@ def build(shell: NodeShell, topo: Topology):
                 shell.publish(topics[ev.symbol], ev)
                 if t is BookDelta:
                     continue
-            elif t is OrderRejected or ((t is OrderCancelled or t is OrderAmended)
-                                        and ev.reason in EXPLAINED):
-                why = explanation(ev, shell.now_ns())  # (checked here first: the hot path)
-                if why is not None:
-                    record(why)
+            elif t is not OrderAccepted and explained(ev):
+                record(explanation(ev, shell.now_ns()))
             shell.send("risk", ev)
 
     def failed(msg, exc: Exception) -> None:

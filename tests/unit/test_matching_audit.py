@@ -79,3 +79,12 @@ def test_triggers_fills_and_mass_cancels_pass_through_unexplained_and_without_er
     sent = [type(m).__name__ for peer, m in shell.sent if peer == "risk"]
     assert "OrderTriggered" in sent and "Trade" in sent and "OrdersCancelled" in sent, sent
     assert shell.explained == [] and shell.stats["errors"] == 0
+
+
+def test_a_resubmitted_client_order_id_is_explained_once():
+    shell = venue()
+    again = order(2, "b", 1, P * 2, client_order_id="c1")  # refused: outside the band
+    shell.inbox([order(1, "b", 1, P * 2, client_order_id="c1"), again])
+    replies = [m for peer, m in shell.sent if peer == "risk"]
+    assert [m.duplicate for m in replies] == [False, True]
+    assert rules(shell) == [("matching.price_out_of_band", "b", "reject")]
