@@ -80,6 +80,13 @@ class Demo:
         if type(report.event) is OrderRejected:
             self.rejected(name, symbol, report.event.reason, report.event.detail)
 
+    def failed(self, name: str, symbol: str, exc: Exception) -> None:
+        """A request refused with an Error, or never answered."""
+        if isinstance(exc, RequestFailed):
+            self.rejected(name, symbol, exc.error.reason, exc.error.detail)
+        else:
+            self.rejected(name, symbol, "timeout", {})
+
     async def make_markets(self, name: str, offset_ppm: int) -> None:
         client = self.clients[name]
         while True:
@@ -97,10 +104,8 @@ class Demo:
                             report = await client.place(symbol, side, size, price, post_only=True)
                             self.quotes_placed += 1
                             self.answered(name, symbol, report)
-                except RequestFailed as exc:
-                    self.rejected(name, symbol, exc.error.reason, exc.error.detail)
-                except asyncio.TimeoutError:
-                    self.rejected(name, symbol, "timeout", {})
+                except (RequestFailed, asyncio.TimeoutError) as exc:
+                    self.failed(name, symbol, exc)
             await asyncio.sleep(0.5 + self.rng.random() * 0.3)
 
     async def take(self, name: str) -> None:
@@ -120,10 +125,8 @@ class Demo:
                     limit = mark + side * mark // 500
                     report = await client.place(symbol, side, size, limit, tif="IOC")
                 self.answered(name, symbol, report)
-            except RequestFailed as exc:
-                self.rejected(name, symbol, exc.error.reason, exc.error.detail)
-            except asyncio.TimeoutError:
-                self.rejected(name, symbol, "timeout", {})
+            except (RequestFailed, asyncio.TimeoutError) as exc:
+                self.failed(name, symbol, exc)
 
     async def show_book(self) -> None:
         client = self.clients[TAKERS[0]]

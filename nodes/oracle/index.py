@@ -197,14 +197,14 @@ class Oracle:
                         out: list) -> None:
         """A venue leaving or rejoining the index is published with its age or deviation."""
         for venue in self._venues(state):
+            if report.stale.get(venue) == -1:
+                continue  # not heard from yet (a start or a restart): it has no state to change
             if venue in report.stale:
                 status = "stale"
             elif venue in report.outliers:
                 status = "outlier"
             else:
                 status = "healthy"
-            if report.stale.get(venue) == -1:
-                continue  # not heard from yet (a start or a restart): it has no state to change
             previous = state.sources.get(venue)
             if previous is None:  # first time heard from: its starting state, not a change
                 state.sources[venue] = status
