@@ -29,6 +29,7 @@ fee on its whole quantity, and the immediate loss of a buy above (sell below) ma
 
 from __future__ import annotations
 
+import hashlib
 from decimal import Decimal
 from fractions import Fraction
 
@@ -136,6 +137,34 @@ class RiskEngine:
         for a in self.accounts.values():
             held += a.balance + sum(p.iso_cash for p in a.positions.values())
         return held, self.deposits - self.withdrawals
+
+    def state(self) -> dict:
+        """Everything that decides what the engine does next, in a canonical order: the same
+        input events give the same state (and state_hash), whatever the dicts' insertion order."""
+        accounts = {}
+        for name, a in sorted(self.accounts.items()):
+            accounts[name] = {
+                "balance": a.balance, "fees_paid": a.fees_paid, "order_margin": a.order_margin,
+                "leverage": sorted(a.leverage.items()), "modes": sorted(a.modes.items()),
+                "positions": sorted((s, p.qty, p.cost, p.mode, p.iso_cash, p.funding)
+                                    for s, p in a.positions.items()),
+                "orders": sorted((o.order_id, o.symbol, o.side, o.type, o.price, o.qty, o.remaining,
+                                  o.reserve, o.reduce_only, o.trigger_price, o.accepted,
+                                  o.client_order_id) for o in a.orders.values()),
+                "funding": list(a.funding_history),
+            }
+        return {
+            "accounts": accounts, "deposits": self.deposits, "withdrawals": self.withdrawals,
+            "fee_pool": self.fee_pool, "next_order_id": self.next_order_id,
+            "marks": sorted(self.marks.items()), "last": sorted(self.last.items()),
+            "regimes": sorted(self.regimes.items()), "pending": sorted(self.pending.items()),
+            "liquidations": sorted((oid, x.liquidation_id, x.qty, x.notional, x.fee, x.fund_before)
+                                   for oid, x in self.liq_orders.items()),
+        }
+
+    def state_hash(self) -> str:
+        # JSON, not msgpack: a cost or notional may exceed 64 bits, which msgpack cannot carry.
+        return hashlib.sha256(msgspec.json.encode(self.state())).hexdigest()
 
     # ------------------------------------------------------------------ valuation
 

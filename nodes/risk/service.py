@@ -61,6 +61,7 @@ def build(shell: NodeShell, topo: Topology):
     def on_stop() -> None:
         held, owed = engine.conservation()
         shell.log.info("risk_final_state", money_held=held, money_owed=owed,
-                       conserved=held == owed, fee_pool=engine.fee_pool)
+                       conserved=held == owed, fee_pool=engine.fee_pool,
+                       state_hash=engine.state_hash(), next_order_id=engine.next_order_id)
 
     return on_stop

@@ -3,6 +3,7 @@ marks and books, every refusal is printed with its reason, it stops by itself an
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -31,3 +32,16 @@ def test_demo_trades_explains_its_rejects_and_stops_clean(cluster_handle):
     while perpx_processes(cluster_handle.run_dir) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert perpx_processes(cluster_handle.run_dir) == []
+    # Each stateful core leaves its closing state in its log: money conserved, and a state hash
+    # that a replay of the same inputs must reproduce.
+    risk = final_state(cluster_handle.run_dir / "log" / "risk.log", "risk_final_state")
+    assert risk["conserved"] is True and risk["money_held"] == risk["money_owed"], risk
+    assert re.fullmatch(r"[0-9a-f]{64}", risk["state_hash"]), risk
+    matching = final_state(cluster_handle.run_dir / "log" / "matching.log", "matching_final_state")
+    assert re.fullmatch(r"[0-9a-f]{64}", matching["state_hash"]), matching
+
+
+def final_state(log, event: str) -> dict:
+    records = [json.loads(line) for line in log.read_text().splitlines() if event in line]
+    assert len(records) == 1, f"{log}: {len(records)} {event} records"
+    return records[0]

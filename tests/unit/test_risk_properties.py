@@ -138,3 +138,4 @@ def test_same_input_same_state(script):
     first, second = run(script), run(script)
     assert first.log == second.log and first.audit == second.audit
     assert first.matching.state_hash() == second.matching.state_hash()
+    assert first.risk.state_hash() == second.risk.state_hash()
