@@ -696,27 +696,30 @@ class MatchingEngine:
         return self.books[symbol].positions.get(account, 0)
 
     def state(self) -> dict:
-        """Canonical, order-independent view of all state that decides future outputs."""
+        """Canonical, order-independent view of all state that decides future outputs: every
+        field of every live order (a resting order's STP mode, flags and client id matter when an
+        amend makes it a taker again), the client ids' first answers in memory order, and the
+        finished orders remembered (they decide "too late" and duplicate order ids)."""
         books = {}
         for name, book in self.books.items():
             books[name] = {
                 "book_seq": book.book_seq, "mark": book.mark, "last": book.last,
-                "bids": [(p, [(o.order_id, o.account, o.qty, o.remaining, o.reduce_only)
-                              for o in book.bids.levels[p].orders.values()])
+                "bids": [(p, list(book.bids.levels[p].orders.values()))
                          for p in book.bids.sorted_prices()],
-                "asks": [(p, [(o.order_id, o.account, o.qty, o.remaining, o.reduce_only)
-                              for o in book.asks.levels[p].orders.values()])
+                "asks": [(p, list(book.asks.levels[p].orders.values()))
                          for p in book.asks.sorted_prices()],
                 "positions": sorted((a, q) for a, q in book.positions.items() if q),
-                "stops": sorted((o.order_id, o.account, o.type, o.side, o.trigger_price,
-                                 o.trigger_by, o.price, o.remaining)
-                                for o in self.stops[name].orders.values()),
+                "stops": [o for _, o in sorted(self.stops[name].orders.items())],
             }
+        done = self.done
         return {"seq": self.seq, "trade_id": self.trade_id, "books": books,
-                "coids": [(a, c, ev.order_id) for a, c, ev in self.coids.items()]}
+                "coids": list(self.coids.items()),
+                "done": sorted((i, done.statuses[slot]) for slot, i in enumerate(done.ids)
+                               if i is not None)}
 
     def state_hash(self) -> str:
-        return hashlib.sha256(msgspec.msgpack.encode(self.state())).hexdigest()
+        # JSON, not msgpack: a remembered reject's numbers may exceed 64 bits.
+        return hashlib.sha256(msgspec.json.encode(self.state())).hexdigest()
 
     def validate_internal_state(self) -> None:
         """Raise AssertionError if any structural invariant is broken (tests call it every step)."""
