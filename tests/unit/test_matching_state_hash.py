@@ -91,3 +91,16 @@ def test_counters_finished_orders_and_client_ids_are_in_the_hash():
         before = engine.state_hash()
         change(engine)
         assert engine.state_hash() != before
+
+
+def test_a_remembered_reject_with_numbers_past_64_bits_still_hashes():
+    from cluster.protocol import MAX_UNITS
+    engine = busy_engine()
+    events = engine.handle(NewOrder(order_id=9, account="a", symbol=SYMBOL, side=1, qty=MAX_UNITS,
+                                    price=MAX_UNITS, client_order_id="huge"))
+    assert events[0].reason == "qty_out_of_range"
+    events = engine.handle(NewOrder(order_id=10, account="a", symbol=SYMBOL, side=1,
+                                    qty=SYMBOLS[SYMBOL].max_qty, price=MAX_UNITS,
+                                    client_order_id="huge2"))
+    assert events[0].reason == "notional_too_large" and events[0].detail["notional"] >= 2**64
+    assert len(engine.state_hash()) == 64
