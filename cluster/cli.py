@@ -30,16 +30,19 @@ import msgspec
 
 from cluster import config
 from cluster import render
+from cluster.humanize import Units, describe
 from cluster.units import UnitError, from_units
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 
 
 class CliError(Exception):
-    def __init__(self, reason: str, message: str, code: int = EXIT_USAGE) -> None:
+    def __init__(self, reason: str, message: str, code: int = EXIT_USAGE,
+                 detail: dict | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.code = code
+        self.detail = detail  # the venue's numbers, as it sent them (for --json)
 
 
 def to_jsonable(obj):
@@ -241,7 +244,10 @@ async def with_client(args, fn, *, logon: bool = True):
             client.account, client.symbols = ack.account, ack.symbols
         return await fn(client, topo)
     except RequestFailed as exc:
-        raise CliError(exc.error.reason, str(exc), EXIT_REFUSED) from None
+        error = exc.error
+        numbers = Units.of(topo).numbers(error.reason, error.detail)
+        raise CliError(error.reason, describe(numbers) or "refused", EXIT_REFUSED,
+                       error.detail) from None
     except UnitError as exc:
         raise CliError(exc.reason, str(exc)) from None
     except asyncio.TimeoutError:
@@ -249,6 +255,16 @@ async def with_client(args, fn, *, logon: bool = True):
                        "(is the cluster up?)") from None
     finally:
         await client.close()
+
+
+def with_human_events(data: dict, topo: config.Topology) -> dict:
+    """The answer as JSON-able dicts, each event with its numbers in trader's units ("human")."""
+    units = Units.of(topo)
+    out = to_jsonable(data)
+    for key in ("result", "later_events"):
+        for ev in ([out[key]] if key == "result" else out.get(key, [])):
+            ev["human"] = units.event(ev)
+    return out
 
 
 def side_of(text: str) -> int:
@@ -298,7 +314,7 @@ def cmd_order_place(args) -> int:
         result = {"result": report.event, "later_events": events,
                   "human": {"price": client.price_str(symbol, price) if price else None,
                             "qty": client.qty_str(symbol, qty)}}
-        emit(result, args.json)
+        emit(with_human_events(result, topo), args.json, render.order_result)
         return EXIT_REFUSED if type(report.event) is OrderRejected else EXIT_OK
 
     return asyncio.run(with_client(args, run))
@@ -311,7 +327,7 @@ def cmd_order_cancel(args) -> int:
 
     async def run(client, topo):
         report = await client.cancel(args.symbol, args.order_id or 0, args.client_order_id or "")
-        emit({"result": report.event}, args.json)
+        emit(with_human_events({"result": report.event}, topo), args.json, render.order_result)
         return EXIT_REFUSED if type(report.event) is OrderRejected else EXIT_OK
 
     return asyncio.run(with_client(args, run))
@@ -332,7 +348,7 @@ def cmd_order_amend(args) -> int:
         qty = client.lots(args.symbol, args.qty) if args.qty is not None else 0
         report = await client.amend(args.symbol, args.order_id or 0, price=price, qty=qty,
                                     client_order_id=args.client_order_id or "")
-        emit({"result": report.event}, args.json)
+        emit(with_human_events({"result": report.event}, topo), args.json, render.order_result)
         return EXIT_REFUSED if type(report.event) is OrderRejected else EXIT_OK
 
     return asyncio.run(with_client(args, run))
@@ -410,7 +426,9 @@ def _account_change(args, action) -> int:
     """Run one settings/transfer request and print its Ack (or exit 1 with the reason)."""
     async def run(client, topo):
         ack = await action(client, topo)
-        emit(ack, args.json)
+        data = to_jsonable(ack)
+        data["human"] = Units.of(topo).numbers(ack.action, ack.detail)
+        emit(data, args.json, render.ack)
         return EXIT_OK
 
     return asyncio.run(with_client(args, run))
@@ -845,6 +863,8 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as exc:
         as_json = getattr(args, "json", False)
         payload = {"error": exc.reason, "message": str(exc)}
+        if exc.detail is not None:
+            payload["detail"] = exc.detail
         if as_json:
             print(json.dumps(payload))
         else:

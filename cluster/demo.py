@@ -7,9 +7,11 @@ import asyncio
 import random
 import sys
 import time
+from functools import partial
 
 from cluster.client import Client, RequestFailed
 from cluster.config import Topology
+from cluster.humanize import Units, describe
 from cluster.protocol import BUY, SELL, IndexMark, MaintenanceAlert, OrderRejected, Trade
 from cluster.units import from_units
 
@@ -24,6 +26,7 @@ def say(text: str) -> None:
 class Demo:
     def __init__(self, topo: Topology, seed: int) -> None:
         self.topo = topo
+        self.units = Units.of(topo)
         self.rng = random.Random(seed)
         self.marks: dict[str, int] = {}
         self.trades = 0
@@ -66,14 +69,14 @@ class Demo:
                         say(f"MARK   {msg.symbol:9} index {self.fmt(msg.symbol, msg.index):>10}  "
                             f"mark {self.fmt(msg.symbol, msg.mark):>10}  from {msg.sources} feeds")
                 elif t is MaintenanceAlert:
-                    say(f"ALERT  {msg.account} at/below maintenance: equity {msg.equity} "
-                        f"<= MM {msg.maintenance_margin} + fee {msg.forced_fee}")
+                    money = partial(from_units, unit=self.topo.atom)
+                    say(f"ALERT  {msg.account} at/below maintenance: equity {money(msg.equity)} "
+                        f"<= MM {money(msg.maintenance_margin)} + fee {money(msg.forced_fee)}")
 
     def rejected(self, name: str, symbol: str, reason: str, detail: dict) -> None:
         """Count a refusal and say why, with the venue's numbers."""
         self.rejects[reason] = self.rejects.get(reason, 0) + 1
-        numbers = ", ".join(f"{k} {self.fmt(symbol, v) if k.endswith('price') else v}"
-                            for k, v in detail.items())
+        numbers = describe(self.units.numbers(reason, detail, symbol))
         say(f"REJECT {name:7} {symbol:9} {reason}" + (f"  ({numbers})" if numbers else ""))
 
     def answered(self, name: str, symbol: str, report) -> None:

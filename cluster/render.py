@@ -4,6 +4,8 @@ command would print as JSON, so the two can never disagree."""
 
 from __future__ import annotations
 
+from cluster.humanize import describe
+
 
 def table(rows: list[list[str]], header: list[str]) -> list[str]:
     """Left-aligned text columns; numbers (and "-") right-aligned."""
@@ -86,3 +88,49 @@ def book(data: dict) -> str:
         rows.append([bid["qty"] if bid else "", bid["price"] if bid else "",
                      ask["price"] if ask else "", ask["qty"] if ask else ""])
     return "\n".join(lines + [""] + table(rows, ["bid qty", "bid", "ask", "ask qty"]))
+
+
+def order_result(data: dict) -> str:
+    """An order request's answer and the events that followed it, one line each."""
+    return "\n".join(event(e) for e in [data["result"], *data.get("later_events", [])])
+
+
+def event(ev: dict) -> str:
+    h, t = ev["human"], ev["type"]
+    side = {1: "buy", -1: "sell"}.get(ev.get("side"), "")
+    oid = f"order {ev['order_id']}" if ev.get("order_id") else ""
+    coid = f"  client id {ev['client_order_id']}" if ev.get("client_order_id") else ""
+    again = "  (the answer to an earlier request with this client id)" if ev.get("duplicate") else ""
+    if t == "OrderAccepted":
+        at = f"@ {h['price']}" if ev["price"] else "at market"
+        line = f"ACCEPTED   {oid}  {side} {h['qty']} {ev['symbol']} {at}  {ev['status']}{coid}"
+    elif t == "OrderRejected":
+        line = f"REJECTED   {ev['symbol']}  {ev['reason']}{coid}"
+    elif t == "OrderCancelled":
+        line = f"CANCELLED  {oid}  {ev['reason']}  remaining {h['remaining']}"
+    elif t == "OrdersCancelled":
+        line = f"CANCELLED  {len(ev['orders'])} orders in {ev['symbol']}  {ev['reason']}"
+    elif t == "Fill":
+        line = (f"FILL       {oid}  {side} {h['qty']} {ev['symbol']} @ {h['price']}  "
+                f"{ev['liquidity']}  fee {h['fee']}  remaining {h['remaining']}")
+    elif t == "OrderAmended":
+        kept = "priority kept" if ev["priority_kept"] else "re-queued"
+        line = (f"AMENDED    {oid}  price {h['price']}  qty {h['qty']}  remaining "
+                f"{h['remaining']}  {kept}  ({ev['reason']})")
+    elif t == "OrderTriggered":
+        line = (f"TRIGGERED  {oid}  {ev['trigger_by']} {h['observed_price']} reached the trigger "
+                f"{h['trigger_price']}")
+    elif t == "Deleveraged":
+        line = (f"ADL        {ev['symbol']}  {h['position']} closed at {h['price']}  "
+                f"rank {ev['rank']}")
+    else:
+        line = t
+    if h.get("detail"):
+        line += "\n           " + describe(h["detail"])
+    return line + again
+
+
+def ack(data: dict) -> str:
+    """A setting or transfer the venue applied, with its numbers."""
+    symbol, numbers = data["human"].get("symbol"), describe(data["human"])
+    return "  ".join(part for part in (data["action"].upper(), symbol, numbers) if part)

@@ -5,7 +5,7 @@ A value that is not a whole number of units is an error, never rounded silently.
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation, localcontext
 
 PPM = 1_000_000
 
@@ -42,9 +42,11 @@ def to_units(text: str | int | Decimal, unit: Decimal, what: str, reason: str) -
 
 def from_units(units: int, unit: Decimal) -> str:
     """Exact decimal string of `units` x `unit`, without exponent or trailing zeros."""
-    value = (Decimal(units) * unit).normalize()
-    text = format(value, "f")
-    return text
+    exact = Decimal(units)
+    with localcontext() as ctx:  # the default 28 digits would round a large number: never
+        ctx.prec = len(exact.as_tuple().digits) + len(unit.as_tuple().digits) + 2
+        value = (exact * unit).normalize()
+    return format(value, "f")
 
 
 def rate_to_ppm(text: str | int | Decimal, what: str) -> int:

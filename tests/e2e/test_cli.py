@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
 import pytest
@@ -58,6 +59,20 @@ def test_cli_session_over_ipc_leaves_nothing_behind(tmp_path):
         stamps = [h["mono_ns"] for h in ping["hops"]]
         assert stamps == sorted(stamps) and ping["rtt_us"] > 0
 
+        # the terminal form of a refusal: the rule's numbers in prices, not ticks
+        far = f"{float(price) * 2:.2f}"
+        band = handle.cli("order", "place", "--account", "bob", "--symbol", "ETH-PERP",
+                          "--side", "sell", "--qty", "0.5", "--price", far)
+        assert band.returncode == 1 and band.stdout.startswith("REJECTED   ETH-PERP  price_out_of_band")
+        low_edge = float(re.search(r"min price ([0-9.]+)", band.stdout).group(1))
+        assert 0.8 * float(price) < low_edge < float(price), band.stdout
+        handle.cli_json("order", "place", "--account", "alice", "--symbol", "ETH-PERP",
+                        "--side", "sell", "--qty", "0.1", "--price", price)
+        taken = handle.cli("order", "place", "--account", "bob", "--symbol", "ETH-PERP",
+                           "--side", "buy", "--qty", "0.1", "--price", price, "--tif", "IOC",
+                           "--wait", "1", check=True)
+        assert re.search(rf"^FILL +order \d+  buy 0.1 ETH-PERP @ {re.escape(price)}  taker  "
+                         r"fee [0-9.]+  remaining 0$", taken.stdout, re.M), taken.stdout
         off_tick = handle.cli_json("order", "place", "--account", "bob", "--symbol", "ETH-PERP",
                                    "--side", "buy", "--qty", "0.5", "--price", "2000.005", ok=False)
         assert off_tick["error"] == "price_off_tick"

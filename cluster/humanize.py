@@ -1,0 +1,96 @@
+"""The numbers of a venue event or refusal in the units a trader reads: prices instead of ticks,
+contracts instead of lots, collateral instead of atoms.
+
+The venue speaks integers (README "Units"); its explanations name the numbers that decided them
+(`detail`), in those integers. Which unit a number is in follows from its name, except for a few
+names whose unit depends on the rule (a `limit` is a count of orders for too_many_open_orders and
+collateral for position_limit), which REASON_UNITS settles. A name with no known unit (counts,
+leverage, ppm, ids) is shown as it is.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from cluster.units import from_units
+
+TICKS, LOTS, ATOMS = "ticks", "lots", "atoms"
+
+FIELD_UNITS: dict[str, str] = {
+    **dict.fromkeys(("price", "mark", "min_price", "max_price", "maker_price", "trigger_price",
+                     "protection_price", "best", "observed_price"), TICKS),
+    **dict.fromkeys(("qty", "min_qty", "max_qty", "remaining", "position", "room", "filled",
+                     "reserved_by_reduce_only"), LOTS),
+    **dict.fromkeys(("notional", "max_notional", "notional_after", "required", "available",
+                     "equity", "position_margin", "order_margin", "fee", "amount", "balance",
+                     "initial_margin", "isolated_cash", "isolated_equity", "removable"), ATOMS),
+}
+# Names whose unit depends on the rule that used them (elsewhere they are plain numbers).
+REASON_UNITS: dict[str, dict[str, str]] = {
+    "would_trigger_immediately": {"current": TICKS},
+    "position_limit": {"limit": ATOMS},
+    "balance_limit": {"limit": ATOMS, "requested": ATOMS},
+    "withdrawal_exceeds_available": {"requested": ATOMS},
+    "insufficient_available": {"requested": ATOMS},
+    "isolated_margin_below_requirement": {"requested": ATOMS},
+}
+
+
+class Units:
+    """The unit sizes: the collateral's atom, and each symbol's tick and lot."""
+
+    def __init__(self, atom: Decimal, ticks: dict[str, Decimal], lots: dict[str, Decimal],
+                 collateral: str = "") -> None:
+        self.atom, self.ticks, self.lots, self.collateral = atom, ticks, lots, collateral
+
+    @classmethod
+    def of(cls, topo) -> "Units":
+        return cls(topo.atom, {s: spec.tick_size for s, spec in topo.symbols.items()},
+                   {s: spec.lot_size for s, spec in topo.symbols.items()}, topo.collateral)
+
+    def unit_size(self, unit: str, symbol: str) -> Decimal | None:
+        if unit == ATOMS:
+            return self.atom
+        sizes = self.ticks if unit == TICKS else self.lots
+        return sizes.get(symbol)
+
+    def numbers(self, reason: str, detail: dict, symbol: str = "") -> dict[str, object]:
+        """`detail` with each number of a known unit as a decimal string in that unit."""
+        named = detail.get("symbol")
+        if isinstance(named, str):  # the symbol the rule names decides the tick and lot
+            symbol = named
+        overrides = REASON_UNITS.get(reason, {})
+        out: dict[str, object] = {}
+        for key, value in detail.items():
+            unit = overrides.get(key) or FIELD_UNITS.get(key)
+            size = self.unit_size(unit, symbol) if unit else None
+            if size is not None and isinstance(value, int) and not isinstance(value, bool):
+                out[key] = from_units(value, size)
+            else:
+                out[key] = value
+        return out
+
+    def event(self, event: dict) -> dict[str, object]:
+        """An event (as a dict, see cli.to_jsonable) with its numbers in trader's units: its own
+        quantities and prices, and under "detail" those of the rule that decided it."""
+        symbol, reason = event.get("symbol", ""), event.get("reason", "")
+        own = {k: event[k] for k in EVENT_FIELDS if k in event}
+        if event.get("type") == "Deleveraged":  # its qty is signed from the position
+            own["position"] = own.pop("qty")
+        human = self.numbers(reason, own, symbol)
+        if event.get("detail"):
+            human["detail"] = self.numbers(reason, event["detail"], symbol)
+        if "orders" in event:  # a mass cancel: (order id, cancelled remaining)
+            lot = self.lots.get(symbol)
+            human["orders"] = [[oid, from_units(q, lot) if lot else q] for oid, q in event["orders"]]
+        return human
+
+
+EVENT_FIELDS = ("price", "qty", "remaining", "fee", "trigger_price", "observed_price")
+
+
+def describe(numbers: dict) -> str:
+    """'key value, key value' for a person; a lone free-text `error` is shown as it is."""
+    if set(numbers) == {"error"}:
+        return str(numbers["error"])
+    return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in numbers.items() if k != "symbol")
