@@ -190,6 +190,7 @@ class NodeShell:
         self.netsim_enabled = os.environ.get("PERPX_NETSIM", "on") != "off" and bool(
             topo.supervisor.netsim)
         self.shaper: Shaper | None = None
+        self._shaping_errors: set[tuple[str, int]] = set()
         self._skew_ns = 0
 
     # ------------------------------------------------------------------ clocks
@@ -418,6 +419,13 @@ class NodeShell:
                     self.log.info("netsim_link", change=change, version=table.version,
                                   mono_ns=time.monotonic_ns())
 
+    def _shaping_failed(self, link: str, exc: Exception) -> None:
+        """A link's model raised: the message went unshaped. Said once per link and table."""
+        key = (link, self.shaper.version)
+        if key not in self._shaping_errors:
+            self._shaping_errors.add(key)
+            self.log.error("netsim_shaping_failed", link=link, version=key[1], error=repr(exc))
+
     def _shaped_inbound(self, link_name: str, handler):
         """Receiver-side shaping for a link whose sender is not a node (client->gateway)."""
 
@@ -537,6 +545,7 @@ class NodeShell:
         loop = asyncio.get_running_loop()
         if self.netsim_enabled:
             self.shaper = Shaper(self.name, loop)
+            self.shaper.on_error = self._shaping_failed
             self.subscribe(self.topo.supervisor.netsim, [b""], None, raw=self._on_netsim)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)

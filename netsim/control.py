@@ -18,7 +18,7 @@ from pathlib import Path
 import msgspec
 
 from netsim.link import LinkSettings
-from netsim.models import build, duration_ns
+from netsim.models import build, duration_ns, rate_bps
 from netsim.shaper import known_links
 
 PROFILES = Path(__file__).with_name("profiles.toml")
@@ -46,11 +46,12 @@ def _settings(raw: dict) -> LinkSettings:
             raise ControlError("loss must be in [0, 1)")
         if settings.on_full not in ("block", "drop"):
             raise ControlError("on_full must be block or drop")
-        if settings.bandwidth:
-            from netsim.models import rate_bps
-
-            rate_bps(settings.bandwidth)
-    except (msgspec.ValidationError, ValueError, KeyError) as exc:
+        if settings.bandwidth and rate_bps(settings.bandwidth) < 1:
+            raise ControlError("bandwidth must be at least 1 bit/s (a link that carries nothing "
+                               "is down: --down)")
+        if settings.queue_limit < 1:
+            raise ControlError("queue_limit must be at least 1")
+    except (msgspec.ValidationError, ValueError) as exc:
         raise ControlError(f"bad link settings: {exc}") from None
     return settings
 

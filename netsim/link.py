@@ -20,7 +20,7 @@ import random
 
 import msgspec
 
-from netsim.models import Model, build, duration_ns, rate_bps
+from netsim.models import MAX_DELAY_NS, Model, build, duration_ns, rate_bps
 
 
 class LinkSettings(msgspec.Struct, kw_only=True):
@@ -81,7 +81,7 @@ class Link:
 
     def _deliver(self, handed_ns: int, now_ns: int, size: int) -> int | None:
         s = self.settings
-        delay = max(0, self.model.sample(self.rng)) if self.model is not None else 0
+        delay = min(MAX_DELAY_NS, max(0, self.model.sample(self.rng))) if self.model else 0
         while s.loss and self.rng.random() < s.loss:
             if not self.reliable:
                 self.stats["dropped"] += 1

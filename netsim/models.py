@@ -9,7 +9,9 @@ Specs are plain dicts (TOML tables, CLI flags), durations as strings with units:
     {"model": "pareto", "min": "500us", "alpha": 3}                  # heavy tail: min / U^(1/alpha)
     {"model": "mixture", "parts": [[0.99, {...}], [0.01, {...}]]}     # e.g. lognormal + pareto tail
     {"model": "empirical", "csv": "samples.csv"}                     # one delay per line (units ok)
-Jitter (any model): uniform +-jitter added to each sample. Samples never go below zero.
+Jitter (any model): uniform +-jitter added to each sample. Samples never go below zero, nor above
+MAX_DELAY_NS: a heavy tail's extreme draw (or a sigma of 50) is an hour, never an overflow, and a
+link meant to carry nothing is `down`.
 """
 
 from __future__ import annotations
@@ -22,13 +24,32 @@ _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ns|us|µs|ms|s)?\s*$")
 _UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000, None: 1_000_000}
 
 
+MAX_DELAY_NS = 3_600 * 1_000_000_000
+_LOG_MAX_DELAY = math.log(MAX_DELAY_NS)
+
+
 class ModelError(ValueError):
     pass
+
+
+def _capped(ns: float) -> int:
+    return 0 if ns <= 0 else MAX_DELAY_NS if ns >= MAX_DELAY_NS else int(ns)
+
+
+def _grown(base: int, exponent: float) -> int:
+    """base x e^exponent, capped, without overflowing on an extreme exponent."""
+    if base <= 0:
+        return 0
+    if exponent >= _LOG_MAX_DELAY - math.log(base):
+        return MAX_DELAY_NS
+    return _capped(base * math.exp(exponent))
 
 
 def duration_ns(text) -> int:
     """'2ms', '150us', '1.5s', '800ns'; a bare number means milliseconds."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
+        if not (math.isfinite(text) and text >= 0):
+            raise ModelError(f"not a duration: {text!r} (a number of ms, at least 0)")
         return int(text * 1_000_000)
     m = _DURATION.match(str(text))
     if not m:
@@ -92,7 +113,7 @@ class Normal(Model):
         self.mean, self.stddev = mean, stddev
 
     def sample(self, rng) -> int:
-        return int(rng.gauss(self.mean, self.stddev))
+        return _capped(rng.gauss(self.mean, self.stddev))
 
     def describe(self) -> dict:
         return {"model": "normal", "mean_ns": self.mean, "stddev_ns": self.stddev}
@@ -105,7 +126,7 @@ class LogNormal(Model):
         self.median, self.sigma = median, sigma
 
     def sample(self, rng) -> int:
-        return int(self.median * math.exp(rng.gauss(0.0, self.sigma)))
+        return _grown(self.median, rng.gauss(0.0, self.sigma))
 
     def quantile(self, q: float) -> int:
         from statistics import NormalDist
@@ -126,7 +147,7 @@ class Pareto(Model):
 
     def sample(self, rng) -> int:
         u = 1.0 - rng.random()  # (0, 1]
-        return int(self.minimum / u ** (1.0 / self.alpha))
+        return _grown(self.minimum, -math.log(u) / self.alpha)  # min / u^(1/alpha)
 
     def describe(self) -> dict:
         return {"model": "pareto", "min_ns": self.minimum, "alpha": self.alpha}
@@ -169,32 +190,69 @@ class Jittered(Model):
         self.inner, self.jitter = inner, jitter
 
     def sample(self, rng) -> int:
-        return self.inner.sample(rng) + rng.randint(-self.jitter, self.jitter)
+        return _capped(self.inner.sample(rng) + rng.randint(-self.jitter, self.jitter))
 
     def describe(self) -> dict:
         return {**self.inner.describe(), "jitter_ns": self.jitter}
 
 
 def build(spec: dict) -> Model:
+    """The model a spec describes; ModelError naming what is missing or wrong."""
+    if not isinstance(spec, dict):
+        raise ModelError(f"a latency model is a table, not {spec!r}")
     kind = spec.get("model", "constant")
+
+    def duration(key: str, default=None) -> int:
+        if key not in spec and default is None:
+            raise ModelError(f"{kind} needs {key!r} (a duration, e.g. 500us)")
+        ns = duration_ns(spec.get(key, default))
+        if ns > MAX_DELAY_NS:
+            raise ModelError(f"{kind}: {key} above an hour (a link that carries nothing is down)")
+        return ns
+
+    def number(key: str, default: float) -> float:
+        return number_of(spec.get(key, default), f"{kind}: {key}")
+
     if kind == "constant":
-        model: Model = Constant(duration_ns(spec.get("latency", 0)))
+        model: Model = Constant(duration("latency", 0))
     elif kind == "uniform":
-        model = Uniform(duration_ns(spec["min"]), duration_ns(spec["max"]))
+        model = Uniform(duration("min"), duration("max"))
     elif kind == "normal":
-        model = Normal(duration_ns(spec["mean"]), duration_ns(spec["stddev"]))
+        model = Normal(duration("mean"), duration("stddev"))
     elif kind == "lognormal":
-        model = LogNormal(duration_ns(spec["median"]), float(spec.get("sigma", 0.5)))
+        model = LogNormal(duration("median"), number("sigma", 0.5))
     elif kind == "pareto":
-        model = Pareto(duration_ns(spec["min"]), float(spec.get("alpha", 3)))
+        model = Pareto(duration("min"), number("alpha", 3))
     elif kind == "mixture":
-        model = Mixture([(float(w), build(part)) for w, part in spec["parts"]])
+        parts = spec.get("parts")
+        if not isinstance(parts, list) or not all(
+                isinstance(p, (list, tuple)) and len(p) == 2 for p in parts):
+            raise ModelError("mixture needs 'parts': [[weight, model], ...]")
+        weights = [number_of(w, "mixture: a weight") for w, _ in parts]
+        model = Mixture([(w, build(part)) for w, (_, part) in zip(weights, parts)])
     elif kind == "empirical":
-        path = Path(spec["csv"])
-        values = [duration_ns(line.split(",")[0]) for line in path.read_text().splitlines()
+        if "csv" not in spec:
+            raise ModelError("empirical needs 'csv' (a file of delays, one per line)")
+        path = Path(str(spec["csv"]))
+        try:
+            lines = path.read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ModelError(f"empirical: cannot read {path}: {exc}") from None
+        values = [duration_ns(line.split(",")[0]) for line in lines
                   if line.strip() and not line.lstrip().startswith("#")]
-        model = Empirical(values, str(path))
+        model = Empirical([min(v, MAX_DELAY_NS) for v in values], str(path))
     else:
         raise ModelError(f"unknown latency model {kind!r}")
-    jitter = duration_ns(spec["jitter"]) if spec.get("jitter") else 0
+    jitter = duration("jitter") if spec.get("jitter") else 0
     return Jittered(model, jitter) if jitter else model
+
+
+def number_of(value, what: str) -> float:
+    """A finite, non-negative number, or ModelError saying which one is not."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ModelError(f"{what} must be a number, not {value!r}") from None
+    if not math.isfinite(number) or number < 0:
+        raise ModelError(f"{what} must be finite and >= 0, not {value}")
+    return number

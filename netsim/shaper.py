@@ -113,6 +113,7 @@ class Shaper:
         self.skew_ns = 0
         self._pump: Pump | None = None
         self._held: dict[str, list[Callable[[], None]]] = {}
+        self.on_error: Callable[[str, Exception], None] | None = None  # (link, error)
 
     def mine(self, link: str) -> bool:
         src, _, dst = link.partition("->")
@@ -154,7 +155,14 @@ class Shaper:
         return self.links.get(name) if self.links else None
 
     def send(self, link: Link, size: int, deliver: Callable[[], None]) -> None:
-        due = link.schedule(time.monotonic_ns(), size)
+        try:
+            due = link.schedule(time.monotonic_ns(), size)
+        except Exception as exc:  # a failing model costs the message its shaping, not the node
+            link.stats["errors"] = link.stats.get("errors", 0) + 1
+            if self.on_error is not None:
+                self.on_error(link.name, exc)
+            deliver()
+            return
         if due is not None:
             self._pump.at(due, deliver)
         elif link.settings.down and link.held and len(link.held) > len(self._held.get(link.name, ())):

@@ -41,6 +41,29 @@ def test_ping_shows_the_delay_on_exactly_the_shaped_link(cluster):
     assert asyncio.run(hop_deltas(cluster))["risk->matching"] < 1_500
 
 
+def test_an_extreme_latency_model_delays_messages_and_never_takes_a_node_down(cluster):
+    # min / U^(1/alpha) with alpha 1e-9 is astronomically large (it used to divide by zero in
+    # the risk node and stop the venue); every sample is capped at an hour instead.
+    refused = cluster.cli_json("netsim", "set", "risk->gateway", "--model", "pareto", ok=False)
+    assert "pareto needs 'min'" in refused["message"]
+    cluster.cli_json("netsim", "set", "risk->gateway", "--model", "pareto", "--min", "1ms",
+                     "--alpha", "0.000000001")
+    time.sleep(0.7)
+
+    async def ping(timeout: float):
+        async with Client(cluster.endpoint(), timeout=timeout) as c:
+            return await c.ping()
+
+    with pytest.raises(asyncio.TimeoutError):  # the answer is an hour away
+        asyncio.run(ping(1.0))
+    status = cluster.cli_json("cluster", "status")
+    assert status["state"] == "running", status
+    assert status["nodes"]["risk"]["alive"] and status["nodes"]["risk"]["restarts"] == 0
+    cluster.cli_json("netsim", "clear")
+    time.sleep(0.7)
+    assert [n for n, _ in asyncio.run(ping(5.0)).hops][-1] == "gateway"
+
+
 def oracle_records(cluster) -> list[dict]:
     path = cluster.run_dir / "audit" / "oracle.jsonl"
     return [json.loads(l) for l in path.read_text().splitlines()] if path.exists() else []

@@ -5,10 +5,12 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from netsim.control import ControlError, NetsimState
 from netsim.link import Link, LinkSettings
-from netsim.models import LogNormal, ModelError, build, duration_ns, rate_bps
+from netsim.models import MAX_DELAY_NS, LogNormal, ModelError, build, duration_ns, rate_bps
 
 MS = 1_000_000
 
@@ -120,4 +122,80 @@ def test_a_link_set_to_zero_takes_the_direct_path():
     assert shaper.get("gateway->risk") is None  # zero: no shaping, no pump hop
     shaper.apply(2, {"gateway->risk": {"latency": {"model": "constant", "latency": "1ms"}}}, {})
     assert shaper.get("gateway->risk") is not None
+    shaper.close()
+
+
+# Any latency spec a user may type, hand-written or through --spec: well-formed and not.
+_durations = st.one_of(st.sampled_from(["0", "1ms", "150us", "3600s", "99999999999s", "-1ms", "x"]),
+                       st.integers(-5, 10**12), st.floats(allow_nan=True, allow_infinity=True))
+_numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10, 10**6),
+                     st.sampled_from(["3", "a", None, [1]]))
+_leaf = st.fixed_dictionaries(
+    {"model": st.sampled_from(["constant", "uniform", "normal", "lognormal", "pareto", "empirical",
+                               "nope", 5])},
+    optional={"latency": _durations, "min": _durations, "max": _durations, "mean": _durations,
+              "stddev": _durations, "median": _durations, "sigma": _numbers, "alpha": _numbers,
+              "jitter": _durations, "csv": st.sampled_from(["/nonexistent", "/proc/self/status"])})
+_specs = st.one_of(_leaf, st.builds(lambda parts: {"model": "mixture", "parts": parts},
+                                    st.lists(st.tuples(_numbers, _leaf).map(list), max_size=3)),
+                   st.sampled_from([[1, 2], "1ms", {"model": "mixture", "parts": [[1, 5]]}]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(_specs, st.integers(0, 2**32))
+def test_a_model_is_refused_with_a_reason_or_samples_within_bounds(spec, seed):
+    try:
+        model = build(spec)
+    except ModelError:
+        return  # refused, with a message (the controller shows it)
+    rng = random.Random(seed)
+    for _ in range(200):
+        assert 0 <= model.sample(rng) <= MAX_DELAY_NS
+
+
+def test_extreme_but_valid_models_reach_the_cap_instead_of_failing():
+    rng = random.Random(3)
+    for spec in ({"model": "pareto", "min": "1ms", "alpha": 1e-9},
+                 {"model": "lognormal", "median": "1ms", "sigma": 300},
+                 {"model": "normal", "mean": "1ms", "stddev": "3000s"}):
+        samples = [build(spec).sample(rng) for _ in range(500)]
+        assert max(samples) == MAX_DELAY_NS and min(samples) >= 0
+
+
+def test_the_controller_names_what_a_model_lacks_and_refuses_empty_links():
+    state = NetsimState()
+    cases = {
+        "pareto needs 'min'": {"latency": {"model": "pareto"}},
+        "mixture needs 'parts'": {"latency": {"model": "mixture"}},
+        "empirical: cannot read": {"latency": {"model": "empirical", "csv": "/nonexistent"}},
+        "sigma must be finite": {"latency": {"model": "lognormal", "median": "1ms",
+                                             "sigma": float("nan")}},
+        "bandwidth must be at least": {"bandwidth": "0"},
+        "queue_limit must be at least 1": {"queue_limit": -1},
+    }
+    for message, settings_ in cases.items():
+        with pytest.raises(ControlError, match=message):
+            state.handle("netsim_set", {"link": "gateway->risk", "settings": settings_})
+    assert state.links == {}
+
+
+def test_a_model_that_fails_while_sending_costs_the_message_its_shaping_not_the_node():
+    import asyncio
+
+    from netsim.shaper import Shaper
+
+    shaper = Shaper("gateway", asyncio.new_event_loop())
+    shaper.apply(1, {"gateway->risk": {"latency": {"model": "constant", "latency": "1ms"}}}, {})
+    link = shaper.get("gateway->risk")
+
+    class Broken(LogNormal):
+        def sample(self, rng):
+            raise ArithmeticError("a model bug")
+
+    link.model = Broken(MS, 0.5)
+    errors, delivered = [], []
+    shaper.on_error = lambda name, exc: errors.append((name, type(exc).__name__))
+    shaper.send(link, 100, lambda: delivered.append(1))
+    assert delivered == [1] and errors == [("gateway->risk", "ArithmeticError")]
+    assert link.stats["errors"] == 1
     shaper.close()
