@@ -129,8 +129,11 @@ def liq_price(topo: Topology, *, symbol: str, side: str, qty: str, entry: str, w
 
 def funding(topo: Topology, *, premium_index: str, interest_rate: str, cap: str, notional: str,
             side: str) -> dict:
+    cap_value = parse_decimal(cap, "cap")
+    if cap_value < 0:  # the rate is clamped to [-cap, cap]: a negative cap would invert it
+        raise UnitError("negative_cap", "cap must be >= 0 (the rate is clamped to [-cap, cap])")
     rate = funding_rate(parse_decimal(premium_index, "premium index"),
-                        parse_decimal(interest_rate, "interest rate"), parse_decimal(cap, "cap"))
+                        parse_decimal(interest_rate, "interest rate"), cap_value)
     s = {"long": 1, "short": -1}[side]
     payment = funding_payment(_atoms(topo, notional, "notional"), rate, s)
     return {"funding_rate": exact(rate), "side": side, "notional": notional,

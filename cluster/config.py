@@ -265,6 +265,16 @@ def _symbol_spec(name: str, conf: SymbolConf, atom: Decimal) -> SymbolSpec:
         raise ConfigError(f"{name}: max_leverage above the ladder's first tier")
     if not 1 <= spec.min_qty <= spec.max_qty:
         raise ConfigError(f"{name}: need 1 lot <= min_qty <= max_qty")
+    out_of_range = [key for key, ok in (
+        ("price_band", spec.band_ppm > 0), ("market_protection", spec.protection_ppm > 0),
+        ("max_notional", spec.max_notional > 0), ("initial_price", spec.initial_price > 0),
+        ("funding_cap", spec.funding_cap_e9 >= 0), ("taker_fee", spec.taker_fee_ppm >= 0),
+        ("forced_fee", spec.forced_fee_ppm >= 0), ("volatility", spec.volatility_ppm >= 0),
+        ("vol_threshold", spec.vol_threshold_ppm > 0), ("vol_window_s", spec.vol_window_s >= 1),
+    ) if not ok]
+    if out_of_range:  # a negative band refuses every order; a negative cap inverts funding
+        raise ConfigError(f"{name}: out of range: {', '.join(out_of_range)} (bands, protection, "
+                          "notional, prices, windows positive; caps, fees, volatility not negative)")
     if spec.maker_fee_ppm + spec.taker_fee_ppm < 0:
         raise ConfigError(f"{name}: maker rebate larger than taker fee would drain the fee pool")
     return spec

@@ -65,6 +65,8 @@ def test_funding(capsys):
       "--wallet", "1"], "qty_off_lot"),
     (["mmr", "--symbol", "NOPE", "--notional", "1"], "unknown_symbol"),
     (["funding", "--premium-index", "abc", "--notional", "1", "--side", "long"], "not_a_number"),
+    (["funding", "--premium-index", "0.0003", "--cap", "-0.0075", "--notional", "1", "--side",
+      "long"], "negative_cap"),
 ])
 def test_bad_input_has_a_reason(capsys, args, reason):
     code, out = calc(capsys, *args)

@@ -27,6 +27,9 @@ def test_the_shipped_topology_loads(tmp_path):
     ('control = "ipc://{run}/run/supervisor.ctl"', 'control = "tcp://127.0.0.1"',
      "supervisor.control = 'tcp://127.0.0.1' is not a ZeroMQ endpoint"),
     ("[nodes.gateway]", "[nodes.gatewy]", "nodes missing: gateway"),
+    ('price_band = "0.05"', 'price_band = "-0.05"\nfunding_cap = "-0.0075"',
+     "BTC-PERP: out of range: price_band, funding_cap"),
+    ('initial_price = "30000"', 'initial_price = "0"', "BTC-PERP: out of range: initial_price"),
 ])
 def test_a_mistake_is_named(tmp_path, old, new, message):
     with pytest.raises(config.ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")):
