@@ -58,7 +58,7 @@ class AccountState:
     """`balance` is the cross wallet's settled cash; isolated collateral sits in its positions."""
 
     __slots__ = ("name", "balance", "fees_paid", "positions", "orders", "order_margin",
-                 "leverage", "modes", "funding_history", "_by_symbol", "_pending")
+                 "leverage", "modes", "funding_history", "_by_symbol", "_pending", "_by_coid")
 
     def __init__(self, name: str, balance: int) -> None:
         self.name = name
@@ -74,6 +74,9 @@ class AccountState:
         # cost O(1) however many orders are in flight (a busy account has hundreds).
         self._by_symbol: dict[str, dict[int, OpenOrder]] = {}
         self._pending: dict[tuple[str, int], int] = {}  # (symbol, side) -> sum price x remaining
+        # client order id -> the open order matching knows by it (the first placed: a resubmission
+        # is matching's duplicate, dropped when its answer comes), for amends that name it so.
+        self._by_coid: dict[str, OpenOrder] = {}
 
     def mode(self, symbol: str) -> str:
         return self.modes.get(symbol, "cross")
@@ -88,9 +91,14 @@ class AccountState:
         """Sum of price x remaining of the open orders on `side` that are not reduce-only."""
         return self._pending.get((symbol, side), 0)
 
+    def order_by_client_id(self, client_order_id: str) -> OpenOrder | None:
+        return self._by_coid.get(client_order_id) if client_order_id else None
+
     def add_order(self, order: OpenOrder) -> None:
         self.orders[order.order_id] = order
         self._by_symbol.setdefault(order.symbol, {})[order.order_id] = order
+        if order.client_order_id:
+            self._by_coid.setdefault(order.client_order_id, order)
         self.recount(order)
 
     def recount(self, order: OpenOrder) -> None:
@@ -107,6 +115,8 @@ class AccountState:
             self._pending[key] -= order.counted
             order.counted = 0
         del self.orders[order.order_id]
+        if order.client_order_id and self._by_coid.get(order.client_order_id) is order:
+            del self._by_coid[order.client_order_id]
         mine = self._by_symbol[order.symbol]
         del mine[order.order_id]
         if not mine:
@@ -121,5 +131,9 @@ class AccountState:
             if not o.reduce_only:
                 pending[(o.symbol, o.side)] = pending.get((o.symbol, o.side), 0) + o.price * o.remaining
         assert by_symbol == {s: set(d) for s, d in self._by_symbol.items()}, "order index out of step"
+        for coid, o in self._by_coid.items():
+            assert self.orders.get(o.order_id) is o and o.client_order_id == coid, "coid index"
+        assert {o.client_order_id for o in self.orders.values() if o.client_order_id} == \
+            set(self._by_coid), "an open order's client id is not indexed"
         assert {k: v for k, v in pending.items() if v} == \
             {k: v for k, v in self._pending.items() if v}, "pending notional out of step"

@@ -409,8 +409,12 @@ class RiskEngine:
         out.append(("matching", cmd))
 
     def _amend(self, acct: AccountState, ref: int, body: AmendOrder, now_ns: int, out: list) -> None:
-        order = self.orders.get(body.order_id) if body.order_id else None
-        if order is not None and order.account == acct.name and (body.qty or body.price):
+        # The order as matching will find it (by id, else by client id), so that an amend that
+        # names its order either way is checked against the margin it would add.
+        order = self.orders.get(body.order_id) if body.order_id else \
+            acct.order_by_client_id(body.client_order_id)
+        if order is not None and order.account == acct.name and order.symbol == body.symbol \
+                and (body.qty or body.price):
             filled = order.qty - order.remaining
             extra = self.reserve_for(acct, order, price=body.price or order.price,
                                      remaining=max(0, (body.qty or order.qty) - filled)) \

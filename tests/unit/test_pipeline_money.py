@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cluster import config
-from cluster.protocol import IndexMark, MarkPrice, PlaceOrder, Routed, Trade
+from cluster.protocol import AmendOrder, IndexMark, MarkPrice, PlaceOrder, Routed, Trade
 from nodes.matching.engine import MatchingEngine
 from nodes.risk.ledger import RiskEngine
 
@@ -23,7 +23,14 @@ place = st.fixed_dictionaries({
     "client_order_id": st.sampled_from(("", "", "", "k1", "k2")),  # repeats are resubmissions
 })
 mark = st.fixed_dictionaries({"symbol": st.sampled_from(SYMBOLS), "move": st.integers(-400, 400)})
-steps = st.lists(st.one_of(place, place, place, mark), min_size=5, max_size=60)
+# An amend names its order by id or by client id (either way risk must check the margin it adds).
+amend = st.fixed_dictionaries({
+    "amend": st.just(True), "account": st.sampled_from(sorted(ACCOUNTS)),
+    "symbol": st.sampled_from(SYMBOLS),
+    "name": st.one_of(st.integers(1, 40), st.sampled_from(("k1", "k2"))),
+    "qty": st.sampled_from((0, 1, 50, 400, 5_000, 200_000)), "offset": st.integers(-30, 30) | st.none(),
+})
+steps = st.lists(st.one_of(place, place, place, mark, amend), min_size=5, max_size=60)
 
 
 def run(script):
@@ -56,6 +63,17 @@ def run(script):
             pump([("matching", MarkPrice(symbol=s, mark=marks[s]))])
             continue
         s = step["symbol"]
+        if "amend" in step:
+            acct = risk.accounts[step["account"]]
+            before = acct.order_margin
+            by_id = isinstance(step["name"], int)
+            body = AmendOrder(symbol=s, order_id=step["name"] if by_id else 0,
+                              client_order_id="" if by_id else step["name"], qty=step["qty"],
+                              price=0 if step["offset"] is None else marks[s] + step["offset"])
+            pump(risk.handle(Routed(ref=ref, account=step["account"], body=body), 0))
+            if acct.order_margin > before:  # it added margin: which must have been available
+                assert risk.available(acct) >= 0, f"{step}: amended past what was available"
+            continue
         price = 0 if step["type"] == "market" else marks[s] + step["offset"]
         body = PlaceOrder(symbol=s, side=step["side"], qty=step["qty"], type=step["type"], price=price,
                           tif="IOC" if step["type"] == "market" else step["tif"],

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from cluster.protocol import (
-    Ack, AdjustIsolatedMargin, Deposit, Error, FundingRate, GetAccount, PlaceOrder, Regime, Reply,
-    SetLeverage, SetMarginMode, Withdraw,
+    Ack, AdjustIsolatedMargin, AmendOrder, Deposit, Error, FundingRate, GetAccount, OrderAccepted,
+    OrderAmended, OrderRejected, PlaceOrder, Regime, Reply, SetLeverage, SetMarginMode, Withdraw,
 )
 from cluster.units import ceil_div
 from cluster.prices import liquidation_price, round_price
@@ -164,3 +164,22 @@ def test_im_buffer_follows_the_regime_and_is_explained():
     pipe.send(Regime(symbol=BTC, regime="degraded"))
     rej = body(pipe.request("alice", PlaceOrder(symbol=BTC, side=1, qty=1, price=P0 - 20)))
     assert rej.reason == "symbol_reduce_only"
+
+
+def test_an_amend_is_checked_for_margin_whether_it_names_the_order_by_id_or_client_id():
+    pipe = fresh(a=1_000)
+    acct = pipe.risk.accounts["a"]
+    placed = body(pipe.request("a", PlaceOrder(symbol=BTC, side=1, qty=10, price=P0 - 1_000,
+                                               client_order_id="mm-1")))
+    assert type(placed) is OrderAccepted
+    before = (acct.order_margin, pipe.risk.available(acct))
+    for named in ({"order_id": placed.order_id}, {"client_order_id": "mm-1"}):
+        refused = body(pipe.request("a", AmendOrder(symbol=BTC, qty=100_000, **named)))
+        assert (type(refused), refused.reason) == (OrderRejected, "insufficient_margin"), named
+        assert refused.detail["order_id"] == placed.order_id
+        assert (acct.order_margin, pipe.risk.available(acct)) == before  # nothing changed
+    # within what is available, by client id: applied, and the reservation follows it
+    grown = body(pipe.request("a", AmendOrder(symbol=BTC, client_order_id="mm-1", qty=20)))
+    assert type(grown) is OrderAmended and grown.qty == 20
+    assert acct.order_margin > before[0] and pipe.risk.available(acct) >= 0
+    acct.check_indexes()

@@ -17,7 +17,7 @@ USD = 1_000_000
 
 # Slots kept out of the hash on purpose, because other hashed state determines them.
 DERIVED = {
-    AccountState: {"name", "_by_symbol", "_pending"},  # the key; indexes over `orders`
+    AccountState: {"name", "_by_symbol", "_pending", "_by_coid"},  # the key; indexes over `orders`
     OpenOrder: {"account", "ref", "counted"},  # its account's key; `pending`; price x remaining
     Position: set(),
     LiqExec: set(),
