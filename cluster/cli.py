@@ -339,15 +339,18 @@ def cmd_order_amend(args) -> int:
     from cluster.protocol import OrderRejected
 
     order_named(args)
-    if args.price is None and args.qty is None:
-        raise CliError("nothing_to_amend", "give --price and/or --qty")
+    if args.price is None and args.qty is None and args.trigger_price is None:
+        raise CliError("nothing_to_amend", "give --price, --qty and/or --trigger-price")
 
     async def run(client, topo):
         known_symbol(client, args.symbol)
         price = client.ticks(args.symbol, args.price) if args.price is not None else 0
         qty = client.lots(args.symbol, args.qty) if args.qty is not None else 0
+        trigger = client.ticks(args.symbol, args.trigger_price) \
+            if args.trigger_price is not None else 0
         report = await client.amend(args.symbol, args.order_id or 0, price=price, qty=qty,
-                                    client_order_id=args.client_order_id or "")
+                                    client_order_id=args.client_order_id or "",
+                                    trigger_price=trigger)
         emit(with_human_events({"result": report.event}, topo), args.json, render.order_result)
         return EXIT_REFUSED if type(report.event) is OrderRejected else EXIT_OK
 
@@ -718,6 +721,7 @@ def parser() -> argparse.ArgumentParser:
     amend = order.add_parser("amend", parents=[common, existing])
     amend.add_argument("--price", help="new limit price, e.g. 30001")
     amend.add_argument("--qty", help="new total quantity (filled part included), e.g. 0.02")
+    amend.add_argument("--trigger-price", help="a waiting stop or take-profit's new trigger")
     amend.set_defaults(fn=cmd_order_amend)
 
     book = sub.add_parser("book", parents=[common])

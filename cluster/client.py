@@ -191,9 +191,10 @@ class Client:
         return await self.request(PlaceOrder(symbol=symbol, side=side, qty=qty, price=price, **fields))
 
     async def amend(self, symbol: str, order_id: int = 0, *, price: int = 0, qty: int = 0,
-                    client_order_id: str = "") -> Report:
+                    client_order_id: str = "", trigger_price: int = 0) -> Report:
         return await self.request(AmendOrder(symbol=symbol, order_id=order_id, price=price, qty=qty,
-                                             client_order_id=client_order_id))
+                                             client_order_id=client_order_id,
+                                             trigger_price=trigger_price))
 
     async def cancel(self, symbol: str, order_id: int = 0, client_order_id: str = "") -> Report:
         return await self.request(CancelOrder(symbol=symbol, order_id=order_id,

@@ -79,6 +79,7 @@ class AmendOrder(Msg, tag=True, kw_only=True):
     client_order_id: Annotated[str, Meta(max_length=36)] = ""
     price: Ticks = 0  # 0 = unchanged
     qty: Annotated[int, Meta(ge=0, le=2**62)] = 0  # new total quantity; 0 = unchanged
+    trigger_price: Ticks = 0  # an untriggered stop or take-profit moved; 0 = unchanged
 
 
 class CancelOrder(Msg, tag=True, kw_only=True):
@@ -280,6 +281,7 @@ class Amend(Msg, tag=True, kw_only=True):
     client_order_id: str = ""
     price: Ticks = 0
     qty: int = 0
+    trigger_price: Ticks = 0
 
 
 class Cancel(Msg, tag=True, kw_only=True):
@@ -400,6 +402,7 @@ class OrderAmended(Msg, tag=True, kw_only=True):
     remaining: int
     priority_kept: bool
     reason: str = "user"
+    trigger_price: int = 0  # a stop's trigger after the amend (0: not a stop)
 
 
 class OrderTriggered(Msg, tag=True, kw_only=True):

@@ -115,8 +115,9 @@ def event(ev: dict) -> str:
                 f"{ev['liquidity']}  fee {h['fee']}  remaining {h['remaining']}")
     elif t == "OrderAmended":
         kept = "priority kept" if ev["priority_kept"] else "re-queued"
+        trigger = f"  trigger {h['trigger_price']}" if ev.get("trigger_price") else ""
         line = (f"AMENDED    {oid}  price {h['price']}  qty {h['qty']}  remaining "
-                f"{h['remaining']}  {kept}  ({ev['reason']})")
+                f"{h['remaining']}{trigger}  {kept}  ({ev['reason']})")
     elif t == "OrderTriggered":
         line = (f"TRIGGERED  {oid}  {ev['trigger_by']} {h['observed_price']} reached the trigger "
                 f"{h['trigger_price']}")

@@ -17,7 +17,8 @@ Rules (see README "Matching rules"):
   or cancelled, newest first) whenever the position shrinks or flips;
 - self-trade prevention (always on), chosen by the taker: cancel_taker, cancel_maker, cancel_both;
 - amend: a quantity decrease at the same price keeps priority; a price change or quantity increase
-  re-queues the order (and may trade, unless post-only, which rejects the amend instead);
+  re-queues the order (and may trade, unless post-only, which rejects the amend instead); an
+  untriggered stop or take-profit may also move its trigger (not to where it would fire at once);
 - client order ids are idempotent per account: a repeat returns the original result, while the
   order is open and for the account's last COID_MEMORY ids after that (client_ids.py).
 """
@@ -628,6 +629,16 @@ class MatchingEngine:
                                      account=cmd.account, symbol=cmd.symbol, reason=reason,
                                      detail=detail, client_order_id=cmd.client_order_id))
 
+        untriggered = order.order_id in self.stops[cmd.symbol].orders
+        trigger = cmd.trigger_price
+        if trigger and trigger != order.trigger_price:
+            if not untriggered:  # a limit, or a stop that already fired (and is one now)
+                return reject("trigger_price_on_non_stop", {"type": order.type})
+            ref_price = book.mark if order.trigger_by == "mark" else book.last
+            if ref_price and is_triggered(order.type, order.side, trigger, ref_price):
+                return reject("would_trigger_immediately", {
+                    "trigger_price": trigger, "trigger_by": order.trigger_by,
+                    "current": ref_price})
         if order.type in MARKET_TYPES and cmd.price:
             return reject("market_order_has_price", {"price": cmd.price})
         if new_qty > spec.max_qty:
@@ -639,7 +650,6 @@ class MatchingEngine:
             if notional > spec.max_notional:
                 return reject("notional_too_large", {"notional": notional,
                                                      "max_notional": spec.max_notional})
-        untriggered = order.order_id in self.stops[cmd.symbol].orders
         if not untriggered:
             bad = self._band_violation(book, spec, new_price)
             if bad:
@@ -662,9 +672,12 @@ class MatchingEngine:
         order.ref = cmd.ref
         if untriggered:
             order.price, order.qty, order.remaining = new_price, new_qty, new_remaining
+            if trigger and trigger != order.trigger_price:
+                self.stops[cmd.symbol].move(order, trigger)
             out.append(OrderAmended(seq=self.seq, ref=cmd.ref, order_id=order.order_id,
                                     account=order.account, symbol=cmd.symbol, price=new_price,
-                                    qty=new_qty, remaining=new_remaining, priority_kept=True))
+                                    qty=new_qty, remaining=new_remaining, priority_kept=True,
+                                    trigger_price=order.trigger_price))
             return
         if new_price == order.price and new_qty <= order.qty:
             if new_qty == order.qty:

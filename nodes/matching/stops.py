@@ -2,7 +2,8 @@
 
 A buy stop (and a sell take-profit) triggers when the price rises to its trigger; a sell stop (and a
 buy take-profit) when it falls to it. Each (price source, direction) pair is a heap with lazy
-deletion: a cancelled stop stays in its heap until it reaches the top.
+deletion: a cancelled stop, or the old trigger of a moved one, stays in its heap until it reaches
+the top, and is skipped then.
 """
 
 from __future__ import annotations
@@ -37,12 +38,32 @@ class StopBook:
 
     def add(self, order: Order) -> None:
         self.orders[order.order_id] = order
+        heap = self._push(order)
+        if len(heap) > 2 * len(self.orders) + 64:
+            self._compact()  # a stop moved again and again: its stale entries, dropped
+
+    def _push(self, order: Order) -> list[tuple[int, int]]:
         d = direction(order.type, order.side)
-        key = order.trigger_price if d == UP else -order.trigger_price
-        heappush(self._heaps[(order.trigger_by, d)], (key, order.order_id))
+        heap = self._heaps[(order.trigger_by, d)]
+        heappush(heap, (order.trigger_price if d == UP else -order.trigger_price, order.order_id))
+        return heap
+
+    def _compact(self) -> None:
+        for heap in self._heaps.values():
+            heap.clear()
+        for order in self.orders.values():
+            self._push(order)
+
+    def heap_size(self) -> int:
+        return sum(len(h) for h in self._heaps.values())
 
     def remove(self, order_id: int) -> Order | None:
         return self.orders.pop(order_id, None)
+
+    def move(self, order: Order, trigger_price: int) -> None:
+        """A new trigger for a waiting order; its old heap entry goes stale (skipped when popped)."""
+        order.trigger_price = trigger_price
+        self.add(order)
 
     def pop_triggered(self, trigger_by: str, price: int) -> list[Order]:
         """Every live stop on `trigger_by` that `price` triggers, in the order the price crossed them."""
@@ -55,7 +76,9 @@ class StopBook:
                 if (price < trigger) if d == UP else (price > trigger):
                     break
                 heappop(heap)
-                order = self.orders.pop(order_id, None)
-                if order is not None:  # None: cancelled while waiting (a stale heap entry)
+                order = self.orders.get(order_id)
+                # Stale entries: the order was cancelled while waiting, or its trigger moved.
+                if order is not None and order.trigger_price == trigger:
+                    del self.orders[order_id]
                     fired.append(order)
         return fired

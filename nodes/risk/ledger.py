@@ -228,12 +228,13 @@ class RiskEngine:
         return ref + move if side > 0 else ref - move
 
     def reserve_for(self, acct: AccountState, order: OpenOrder, price: int | None = None,
-                    remaining: int | None = None) -> int:
-        """Margin an open order holds; `price`/`remaining` price a proposed amend instead."""
-        return self._reserve_and_notional(acct, order, price, remaining)[0]
+                    remaining: int | None = None, trigger: int | None = None) -> int:
+        """Margin an open order holds; `price`/`remaining`/`trigger` price a proposed amend."""
+        return self._reserve_and_notional(acct, order, price, remaining, trigger)[0]
 
     def _reserve_and_notional(self, acct: AccountState, order: OpenOrder, price: int | None = None,
-                              remaining: int | None = None) -> tuple[int, int]:
+                              remaining: int | None = None,
+                              trigger: int | None = None) -> tuple[int, int]:
         """(margin the order holds, |position notional| were it all to fill; 0 for reduce-only).
 
         IM on the opening part at the worst price, leverage capped at the tier of the notional
@@ -252,7 +253,7 @@ class RiskEngine:
         side = order.side
         mark = self.marks.get(symbol) or self.last.get(symbol, 0)
         if order.type in MARKET_TYPES:
-            ref = order.trigger_price or mark
+            ref = (order.trigger_price if trigger is None else trigger) or mark
             move = ref * spec.protection_ppm // PPM
             worst = ref + move if side > 0 else ref - move
         else:
@@ -414,10 +415,11 @@ class RiskEngine:
         order = self.orders.get(body.order_id) if body.order_id else \
             acct.order_by_client_id(body.client_order_id)
         if order is not None and order.account == acct.name and order.symbol == body.symbol \
-                and (body.qty or body.price):
+                and (body.qty or body.price or body.trigger_price):
             filled = order.qty - order.remaining
             extra = self.reserve_for(acct, order, price=body.price or order.price,
-                                     remaining=max(0, (body.qty or order.qty) - filled)) \
+                                     remaining=max(0, (body.qty or order.qty) - filled),
+                                     trigger=body.trigger_price or order.trigger_price) \
                 - order.reserve
             available = self.available(acct)
             if extra > available:
@@ -426,7 +428,8 @@ class RiskEngine:
                     now_ns, body.client_order_id)
         out.append(("matching", Amend(ref=ref, account=acct.name, symbol=body.symbol,
                                       order_id=body.order_id, client_order_id=body.client_order_id,
-                                      price=body.price, qty=body.qty)))
+                                      price=body.price, qty=body.qty,
+                                      trigger_price=body.trigger_price)))
 
     # ------------------------------------------------------------------ settings and transfers
 
@@ -641,6 +644,8 @@ class RiskEngine:
             order = self.orders.get(ev.order_id)
             if order is not None:
                 order.price, order.qty, order.remaining = ev.price, ev.qty, ev.remaining
+                if ev.trigger_price:  # a waiting stop moved: its worst fill price moved with it
+                    order.trigger_price = ev.trigger_price
                 self._set_reserve(self.accounts[order.account], order)
         elif t is OrderTriggered:
             order = self.orders.get(ev.order_id)

@@ -99,6 +99,17 @@ def test_cli_session_over_ipc_leaves_nothing_behind(tmp_path):
         moved = handle.cli_json("order", "amend", "--account", "bob", "--symbol", "ETH-PERP",
                                 "--client-order-id", "cli-amend", "--price", f"{float(low) - 1:.2f}")
         assert moved["result"]["priority_kept"] is False
+        # a waiting stop moves its trigger (a stop-loss trailed by hand)
+        up, higher = f"{float(price) * 1.03:.2f}", f"{float(price) * 1.04:.2f}"
+        waiting = handle.cli_json("order", "place", "--account", "bob", "--symbol", "ETH-PERP",
+                                  "--side", "buy", "--qty", "0.1", "--type", "stop_market",
+                                  "--tif", "IOC", "--trigger-price", up)
+        assert waiting["result"]["status"] == "untriggered", waiting
+        trailed = handle.cli("order", "amend", "--account", "bob", "--symbol", "ETH-PERP",
+                             "--order-id", str(waiting["result"]["order_id"]),
+                             "--trigger-price", higher, check=True).stdout
+        assert trailed.startswith("AMENDED") and f"trigger {higher.rstrip('0').rstrip('.')}" \
+            in trailed, trailed
         none = handle.cli_json("order", "amend", "--account", "bob", "--symbol", "ETH-PERP",
                                "--order-id", "1", ok=False)
         assert none["error"] == "nothing_to_amend"

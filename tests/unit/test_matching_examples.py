@@ -239,6 +239,42 @@ def test_stops_trigger_on_mark_and_on_last(eng):
     eng.validate_internal_state()
 
 
+def test_a_waiting_stop_moves_its_trigger_and_fires_at_the_new_one_only(eng):
+    eng.handle(order(1, "m", -1, 10, 1030))
+    eng.handle(order(2, "a", 1, 4, type="stop_market", trigger_price=1005))
+    moved = eng.handle(Amend(account="a", symbol=S, order_id=2, trigger_price=1020))
+    assert (type(moved[0]), moved[0].trigger_price, moved[0].priority_kept) == \
+        (OrderAmended, 1020, True)
+    assert not any(type(e) is OrderTriggered for e in eng.handle(MarkPrice(symbol=S, mark=1010)))
+    ev = eng.handle(MarkPrice(symbol=S, mark=1021))
+    assert [(e.order_id, e.trigger_price) for e in ev if type(e) is OrderTriggered] == [(2, 1020)]
+    assert trades(ev) == [(1030, 4, 1)]
+    eng.validate_internal_state()
+
+
+def test_a_trigger_amend_is_refused_where_it_makes_no_sense(eng):
+    eng.handle(order(1, "a", 1, 4, type="stop_limit", price=1040, trigger_price=1030))
+    eng.handle(order(2, "a", 1, 4, 990))
+    at_once = eng.handle(Amend(account="a", symbol=S, order_id=1, trigger_price=999))[0]
+    assert (at_once.reason, at_once.detail["current"]) == ("would_trigger_immediately", 1000)
+    not_stop = eng.handle(Amend(account="a", symbol=S, order_id=2, trigger_price=1030))[0]
+    assert not_stop.reason == "trigger_price_on_non_stop"
+    fired = eng.handle(MarkPrice(symbol=S, mark=1030))  # 1 fires and rests at 1040 (no asks)
+    assert [type(e).__name__ for e in fired][:1] == ["OrderTriggered"] and 1 in eng.orders
+    late = eng.handle(Amend(account="a", symbol=S, order_id=1, trigger_price=1200))[0]
+    assert (late.reason, late.detail) == ("trigger_price_on_non_stop", {"type": "limit"})
+    eng.validate_internal_state()
+
+
+def test_a_stop_moved_many_times_keeps_its_heap_bounded(eng):
+    eng.handle(order(1, "a", -1, 4, type="stop_market", trigger_price=900))
+    for step in range(2_000):  # a trailing stop, moved up tick by tick
+        eng.handle(Amend(account="a", symbol=S, order_id=1, trigger_price=901 + step % 90))
+    assert eng.stops[S].heap_size() <= 2 * len(eng.stops[S].orders) + 65
+    ev = eng.handle(MarkPrice(symbol=S, mark=900 + (1999 % 90) + 1))
+    assert [e.order_id for e in ev if type(e) is OrderTriggered] == [1]
+
+
 def test_unknown_command_is_rejected_not_raised(eng):
     ev = eng.handle(object())
     assert type(ev[0]) is OrderRejected and ev[0].reason == "unknown_command"

@@ -183,3 +183,25 @@ def test_an_amend_is_checked_for_margin_whether_it_names_the_order_by_id_or_clie
     assert type(grown) is OrderAmended and grown.qty == 20
     assert acct.order_margin > before[0] and pipe.risk.available(acct) >= 0
     acct.check_indexes()
+
+
+def test_moving_a_stop_moves_what_it_reserves_and_is_checked_first():
+    pipe = fresh(a=1_000)
+    acct = pipe.risk.accounts["a"]
+    stop = body(pipe.request("a", PlaceOrder(symbol=BTC, side=1, qty=10, type="stop_market",
+                                             trigger_price=P0 + 3_000)))
+    assert type(stop) is OrderAccepted and stop.status == "untriggered"
+    held = acct.order_margin
+    moved = body(pipe.request("a", AmendOrder(symbol=BTC, order_id=stop.order_id,
+                                              trigger_price=P0 + 6_000)))
+    assert type(moved) is OrderAmended and moved.trigger_price == P0 + 6_000
+    order = acct.orders[stop.order_id]
+    assert order.trigger_price == P0 + 6_000 and order.reserve == acct.order_margin
+    assert acct.order_margin > held  # a buy stop higher up: a worse worst price, more margin
+    assert order.reserve == pipe.risk.reserve_for(acct, order)
+    # a trigger so high that the margin is not there: refused by risk, nothing changes
+    far = body(pipe.request("a", AmendOrder(symbol=BTC, order_id=stop.order_id,
+                                            qty=3_000, trigger_price=P0 * 3)))
+    assert (type(far), far.reason) == (OrderRejected, "insufficient_margin")
+    assert order.trigger_price == P0 + 6_000 and pipe.matching.orders[stop.order_id].trigger_price \
+        == P0 + 6_000
