@@ -18,7 +18,9 @@ SYMBOLS = sorted(TOPO.symbols)
 place = st.fixed_dictionaries({
     "account": st.sampled_from(sorted(ACCOUNTS)), "symbol": st.sampled_from(SYMBOLS),
     "side": st.sampled_from((1, -1)), "qty": st.integers(1, 400), "offset": st.integers(-30, 30),
-    "type": st.sampled_from(("limit", "limit", "limit", "market")),
+    "type": st.sampled_from(("limit", "limit", "limit", "market", "stop_market", "stop_limit",
+                             "take_profit_market")),
+    "trigger_offset": st.integers(-60, 60),
     "tif": st.sampled_from(("GTC", "GTC", "IOC")), "reduce_only": st.sampled_from((False, False, True)),
     "client_order_id": st.sampled_from(("", "", "", "k1", "k2")),  # repeats are resubmissions
 })
@@ -29,6 +31,7 @@ amend = st.fixed_dictionaries({
     "symbol": st.sampled_from(SYMBOLS),
     "name": st.one_of(st.integers(1, 40), st.sampled_from(("k1", "k2"))),
     "qty": st.sampled_from((0, 1, 50, 400, 5_000, 200_000)), "offset": st.integers(-30, 30) | st.none(),
+    "trigger_offset": st.integers(-60, 60) | st.none(),
 })
 steps = st.lists(st.one_of(place, place, place, mark, amend), min_size=5, max_size=60)
 
@@ -69,14 +72,19 @@ def run(script):
             by_id = isinstance(step["name"], int)
             body = AmendOrder(symbol=s, order_id=step["name"] if by_id else 0,
                               client_order_id="" if by_id else step["name"], qty=step["qty"],
-                              price=0 if step["offset"] is None else marks[s] + step["offset"])
+                              price=0 if step["offset"] is None else marks[s] + step["offset"],
+                              trigger_price=0 if step["trigger_offset"] is None
+                              else marks[s] + step["trigger_offset"])
             pump(risk.handle(Routed(ref=ref, account=step["account"], body=body), 0))
             if acct.order_margin > before:  # it added margin: which must have been available
                 assert risk.available(acct) >= 0, f"{step}: amended past what was available"
             continue
-        price = 0 if step["type"] == "market" else marks[s] + step["offset"]
+        market = step["type"] in ("market", "stop_market", "take_profit_market")
+        price = 0 if market else marks[s] + step["offset"]
+        trigger = marks[s] + step["trigger_offset"] if "stop" in step["type"] or "take" in \
+            step["type"] else 0
         body = PlaceOrder(symbol=s, side=step["side"], qty=step["qty"], type=step["type"], price=price,
-                          tif="IOC" if step["type"] == "market" else step["tif"],
+                          tif="IOC" if market else step["tif"], trigger_price=max(0, trigger),
                           reduce_only=step["reduce_only"], client_order_id=step["client_order_id"])
         pump(risk.handle(Routed(ref=ref, account=step["account"], body=body), 0))
         held, owed = risk.conservation()
@@ -99,6 +107,12 @@ def test_money_is_conserved_and_positions_agree(script):
         assert acct.order_margin == sum(o.reserve for o in acct.orders.values())
         acct.check_indexes()
         assert set(acct.orders) == {oid for oid, o in matching.orders.items() if o.account == acct.name}
+        for oid, mine in acct.orders.items():  # and they agree on every term of every order
+            theirs = matching.orders[oid]
+            assert (mine.symbol, mine.side, mine.price, mine.qty, mine.remaining, mine.type,
+                    mine.trigger_price, mine.reduce_only) == \
+                (theirs.symbol, theirs.side, theirs.price, theirs.qty, theirs.remaining,
+                 theirs.type, theirs.trigger_price, theirs.reduce_only), oid
 
 
 @settings(max_examples=40, deadline=None)
