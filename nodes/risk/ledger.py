@@ -293,8 +293,16 @@ class RiskEngine:
         order.reserve = new
 
     def _refresh_reserves(self, acct: AccountState, symbol: str) -> None:
+        """Re-derive what every open order in `symbol` holds after the position, leverage or IM
+        buffer changed (their own terms did not: their pending-notional counts stand). A fill
+        runs this for each side's account, so it is kept to the formula itself."""
+        reserve = self._reserve_and_notional
+        change = 0
         for order in acct.orders_in(symbol):
-            self._set_reserve(acct, order)
+            new = reserve(acct, order)[0]
+            change += new - order.reserve
+            order.reserve = new
+        acct.order_margin += change
 
     def _forget(self, order: OpenOrder) -> None:
         acct = self.accounts[order.account]
@@ -689,6 +697,8 @@ class RiskEngine:
                 order.remaining = remaining
                 if remaining == 0:
                     self._forget(order)
+                else:
+                    acct.recount(order)
             self._refresh_reserves(acct, ev.symbol)  # the position changed what orders open
             out.append(("gateway", Report(account=account, event=Fill(
                 seq=ev.seq, trade_id=ev.trade_id, order_id=order_id, account=account,
