@@ -31,6 +31,12 @@ class Position:
         return self.mode == "isolated"
 
 
+def pending_units(price: int, trigger_price: int, remaining: int) -> int:
+    """Ticks x lots an open order would add to its side's position: at its limit price, or, for
+    a stop or take-profit without one (market on trigger), at its trigger price."""
+    return (price or trigger_price) * remaining
+
+
 class OpenOrder:
     __slots__ = ("order_id", "account", "symbol", "side", "price", "qty", "remaining", "reserve",
                  "reduce_only", "type", "trigger_price", "ref", "accepted", "client_order_id",
@@ -45,7 +51,7 @@ class OpenOrder:
         self.qty = cmd.qty
         self.remaining = cmd.qty
         self.reserve = 0
-        self.counted = 0  # price x remaining this order adds to its account's pending total
+        self.counted = 0  # pending_units this order adds to its account's pending total
         self.reduce_only = cmd.reduce_only
         self.type = cmd.type
         self.trigger_price = cmd.trigger_price
@@ -73,7 +79,7 @@ class AccountState:
         # Kept in step with `orders` by add_order/recount/remove_order, so that pre-trade checks
         # cost O(1) however many orders are in flight (a busy account has hundreds).
         self._by_symbol: dict[str, dict[int, OpenOrder]] = {}
-        self._pending: dict[tuple[str, int], int] = {}  # (symbol, side) -> sum price x remaining
+        self._pending: dict[tuple[str, int], int] = {}  # (symbol, side) -> sum of pending_units
         # client order id -> the open order matching knows by it (the first placed: a resubmission
         # is matching's duplicate, dropped when its answer comes), for amends that name it so.
         self._by_coid: dict[str, OpenOrder] = {}
@@ -88,7 +94,7 @@ class AccountState:
         return len(self._by_symbol.get(symbol, ()))
 
     def pending_ticks_lots(self, symbol: str, side: int) -> int:
-        """Sum of price x remaining of the open orders on `side` that are not reduce-only."""
+        """Sum of pending_units of the open orders on `side` that are not reduce-only."""
         return self._pending.get((symbol, side), 0)
 
     def order_by_client_id(self, client_order_id: str) -> OpenOrder | None:
@@ -102,8 +108,9 @@ class AccountState:
         self.recount(order)
 
     def recount(self, order: OpenOrder) -> None:
-        """Call after an order's price, remaining or flags change."""
-        now = 0 if order.reduce_only else order.price * order.remaining
+        """Call after an order's price, trigger, remaining or flags change."""
+        now = 0 if order.reduce_only else pending_units(order.price, order.trigger_price,
+                                                        order.remaining)
         if now != order.counted:
             key = (order.symbol, order.side)
             self._pending[key] = self._pending.get(key, 0) + now - order.counted
@@ -129,7 +136,8 @@ class AccountState:
         for o in self.orders.values():
             by_symbol.setdefault(o.symbol, set()).add(o.order_id)
             if not o.reduce_only:
-                pending[(o.symbol, o.side)] = pending.get((o.symbol, o.side), 0) + o.price * o.remaining
+                pending[(o.symbol, o.side)] = pending.get((o.symbol, o.side), 0) + \
+                    pending_units(o.price, o.trigger_price, o.remaining)
         assert by_symbol == {s: set(d) for s, d in self._by_symbol.items()}, "order index out of step"
         for coid, o in self._by_coid.items():
             assert self.orders.get(o.order_id) is o and o.client_order_id == coid, "coid index"

@@ -48,7 +48,7 @@ from cluster.protocol import (
 )
 from cluster.units import ceil_div
 from nodes.risk import adl
-from nodes.risk.accounts import AccountState, OpenOrder, Position
+from nodes.risk.accounts import AccountState, OpenOrder, Position, pending_units
 from cluster.funding import funding_payment
 from cluster.prices import bankruptcy_price, liquidation_price, round_price
 
@@ -419,16 +419,27 @@ class RiskEngine:
 
     def _amend(self, acct: AccountState, ref: int, body: AmendOrder, now_ns: int, out: list) -> None:
         # The order as matching will find it (by id, else by client id), so that an amend that
-        # names its order either way is checked against the margin it would add.
+        # names its order either way is checked as a new order would be: against the position
+        # limit when it grows, and against the margin it would add.
         order = self.orders.get(body.order_id) if body.order_id else \
             acct.order_by_client_id(body.client_order_id)
         if order is not None and order.account == acct.name and order.symbol == body.symbol \
                 and (body.qty or body.price or body.trigger_price):
-            filled = order.qty - order.remaining
-            extra = self.reserve_for(acct, order, price=body.price or order.price,
-                                     remaining=max(0, (body.qty or order.qty) - filled),
-                                     trigger=body.trigger_price or order.trigger_price) \
-                - order.reserve
+            price = body.price or order.price
+            remaining = max(0, (body.qty or order.qty) - (order.qty - order.remaining))
+            trigger = body.trigger_price or order.trigger_price
+            reserve, after = self._reserve_and_notional(acct, order, price=price,
+                                                        remaining=remaining, trigger=trigger)
+            spec = self.specs[order.symbol]
+            if not order.reduce_only and pending_units(price, trigger, remaining) > order.counted:
+                others = acct.pending_ticks_lots(order.symbol, order.side) - order.counted
+                after += others * spec.atoms_per_tick_lot
+                limit = spec.tiers[-1].cap
+                if after > limit:
+                    return self._reject(out, ref, acct.name, body.symbol, "position_limit", {
+                        "notional_after": after, "limit": limit, "order_id": order.order_id,
+                        "tier": tier_for(spec.tiers, after).number}, now_ns, body.client_order_id)
+            extra = reserve - order.reserve
             available = self.available(acct)
             if extra > available:
                 return self._reject(out, ref, acct.name, body.symbol, "insufficient_margin", {

@@ -205,3 +205,31 @@ def test_moving_a_stop_moves_what_it_reserves_and_is_checked_first():
     assert (type(far), far.reason) == (OrderRejected, "insufficient_margin")
     assert order.trigger_price == P0 + 6_000 and pipe.matching.orders[stop.order_id].trigger_price \
         == P0 + 6_000
+
+
+def test_the_position_limit_holds_for_amends_and_for_stops_without_a_price():
+    pipe = fresh(a=10**12)
+    acct, limit = pipe.risk.accounts["a"], SPEC.tiers[-1].cap
+    mult = SPEC.atoms_per_tick_lot
+    small = [body(pipe.request("a", PlaceOrder(symbol=BTC, side=1, qty=1, price=P0 - 1_000 - i)))
+             for i in range(20)]
+    refused = None
+    for placed in small:  # growing each to the largest order allowed: the limit stops it
+        answer = body(pipe.request("a", AmendOrder(symbol=BTC, order_id=placed.order_id,
+                                                   qty=SPEC.max_qty)))
+        if type(answer) is OrderRejected:
+            refused = answer
+            break
+    assert refused is not None and refused.reason == "position_limit", refused
+    assert refused.detail["notional_after"] > limit == refused.detail["limit"]
+    assert acct.pending_ticks_lots(BTC, 1) * mult <= limit
+    acct.check_indexes()
+    # a stop-market has no price: it counts at its trigger, so stops cannot pile past the limit
+    pipe = fresh(a=10**12)
+    acct = pipe.risk.accounts["a"]
+    answers = [body(pipe.request("a", PlaceOrder(symbol=BTC, side=1, qty=SPEC.max_qty,
+                                                 type="stop_market", trigger_price=P0 + 1_000)))
+               for _ in range(25)]
+    assert answers[-1].reason == "position_limit"
+    assert acct.pending_ticks_lots(BTC, 1) * mult <= limit
+    acct.check_indexes()
