@@ -641,8 +641,9 @@ class MatchingEngine:
                     "current": ref_price})
         if order.type in MARKET_TYPES and cmd.price:
             return reject("market_order_has_price", {"price": cmd.price})
-        if new_qty > spec.max_qty:
-            return reject("qty_out_of_range", {"qty": new_qty, "max_qty": spec.max_qty})
+        if not spec.min_qty <= new_qty <= spec.max_qty:  # as for a new order
+            return reject("qty_out_of_range", {"qty": new_qty, "min_qty": spec.min_qty,
+                                               "max_qty": spec.max_qty})
         if new_qty <= filled:
             return reject("amend_qty_not_above_filled", {"qty": new_qty, "filled": filled})
         if order.type not in MARKET_TYPES:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from cluster import config
@@ -314,3 +315,15 @@ def test_a_sweep_never_lets_a_reduce_only_maker_flip_its_position(eng):
         (2, 1, "reduce_only_resize")]
     assert eng.position("a", S) == 0
     eng.validate_internal_state()
+
+
+def test_an_amend_meets_the_quantity_rules_of_a_new_order():
+    specs = {S: msgspec.structs.replace(SPECS[S], min_qty=5)}  # a venue with a 5-lot minimum
+    eng = MatchingEngine(specs)
+    eng.handle(MarkPrice(symbol=S, mark=1000))
+    eng.handle(order(1, "m", -1, 8, 1001))
+    small = eng.handle(Amend(account="m", symbol=S, order_id=1, qty=4))[0]
+    assert (small.reason, small.detail["min_qty"]) == ("qty_out_of_range", 5)
+    big = eng.handle(Amend(account="m", symbol=S, order_id=1, qty=SPECS[S].max_qty + 1))[0]
+    assert big.reason == "qty_out_of_range"
+    assert eng.orders[1].qty == 8
