@@ -33,11 +33,13 @@ class AuditJournal:
 
     def __init__(self, path: str | None) -> None:
         self._file = None
+        self._pending: list[bytes] = []
         if path:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             self._file = open(path, "ab")  # noqa: SIM115
+            if _ends_torn(path):  # a write cut short before: start on a line of our own
+                self._pending.append(b"\n")
         self._enc = msgspec.json.Encoder()
-        self._pending: list[bytes] = []
         self.failed_writes = 0
         self.dropped = 0
         self.last_error: OSError | None = None  # None while writes succeed
@@ -72,7 +74,28 @@ class AuditJournal:
             self._file.close()
 
 
-def read(path: str) -> list[Explanation]:
-    dec = msgspec.json.Decoder(Explanation)
+def _ends_torn(path: str) -> bool:
+    """Does the file end part way through a line?"""
     with open(path, "rb") as fh:
-        return [dec.decode(line) for line in fh if line.strip()]
+        fh.seek(0, os.SEEK_END)
+        if fh.tell() == 0:
+            return False
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) != b"\n"
+
+
+def read(path: str) -> tuple[list[Explanation], int]:
+    """(the records of a journal, how many lines could not be read). A line can be torn by a
+    write that failed half way (a full disk, a node killed mid-write) or damaged on disk; it is
+    counted, not fatal: the rest of the journal still explains what happened."""
+    dec = msgspec.json.Decoder(Explanation)
+    records, unreadable = [], 0
+    with open(path, "rb") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            try:
+                records.append(dec.decode(line))
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                unreadable += 1
+    return records, unreadable

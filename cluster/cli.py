@@ -482,10 +482,21 @@ def cmd_account_transfer(args) -> int:
 # ------------------------------------------------------------------ post-incident (audit journals)
 
 
+def journals(args) -> list:
+    """The audit journals' records; lines that could not be read are skipped and said (stderr)."""
+    from cluster import reports
+
+    records, unreadable = reports.load(str(run_dir_of(args)))
+    if unreadable:
+        print("perpx: skipped unreadable journal lines (torn or damaged writes): "
+              + ", ".join(f"{name} {n}" for name, n in unreadable.items()), file=sys.stderr)
+    return records
+
+
 def cmd_explain_liquidation(args) -> int:
     from cluster import reports
 
-    records = reports.load(str(run_dir_of(args)))
+    records = journals(args)
     found = reports.liquidation(records, args.id)
     if found is None:
         raise CliError("unknown_liquidation", f"no liquidation {args.id} in {run_dir_of(args)}/audit",
@@ -504,7 +515,7 @@ def cmd_incident_report(args) -> int:
     if since is not None and until is not None and until < since:
         raise CliError("bad_window", f"--until ({reports.iso(until)}) is before --since "
                        f"({reports.iso(since)})")
-    report = reports.incident(reports.load(str(run_dir_of(args))), since, until)
+    report = reports.incident(journals(args), since, until)
     if args.format == "json" or args.json:
         emit(report, True)
     else:

@@ -47,12 +47,17 @@ def iso(ts_ns: int) -> str:
     return datetime.fromtimestamp(ts_ns / 1e9, tz=timezone.utc).isoformat(timespec="milliseconds")
 
 
-def load(run_dir: str) -> list[Explanation]:
+def load(run_dir: str) -> tuple[list[Explanation], dict[str, int]]:
+    """Every journal's records in time order, and the lines each file could not give (by name)."""
     records: list[Explanation] = []
+    unreadable: dict[str, int] = {}
     for path in sorted(glob.glob(os.path.join(run_dir, "audit", "*.jsonl"))):
-        records.extend(read(path))
+        found, bad = read(path)
+        records.extend(found)
+        if bad:
+            unreadable[os.path.basename(path)] = bad
     records.sort(key=lambda r: r.ts_ns)
-    return records
+    return records, unreadable
 
 
 def _record(r: Explanation) -> dict:

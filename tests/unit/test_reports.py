@@ -42,7 +42,11 @@ def test_explain_gives_the_whole_path_and_incident_sums_it(tmp_path):
     with open(tmp_path / "audit" / "liquidator.jsonl", "wb") as fh:
         for r in records:
             fh.write(msgspec.json.encode(r) + b"\n")
-    loaded = reports.load(str(tmp_path))
+    # a journal torn by a failed write, and a damaged one: skipped and counted, not fatal
+    (tmp_path / "audit" / "risk.jsonl").write_bytes(b'{"ts_ns": 1, "node": "risk", "ru')
+    (tmp_path / "audit" / "oracle.jsonl").write_bytes(b'\xff\xfe garbage\n{"ts_ns": 2}\n')
+    loaded, unreadable = reports.load(str(tmp_path))
+    assert unreadable == {"oracle.jsonl": 2, "risk.jsonl": 1}
     assert reports.liquidation(loaded, liq_id)["path"] == found["path"]
     report = reports.incident(loaded, None, None)
     assert report["liquidations_by_status"] == {"closed": 1}

@@ -129,3 +129,19 @@ def test_a_node_task_that_dies_stops_the_node(shell):
     asyncio.run(run())
     assert shell.stats["errors"] == 1 and shell.exit_code == 70  # the supervisor sees a failure
     assert [(lvl, e) for lvl, e, _ in shell.log.events] == [("critical", "node_task_died")]
+
+
+def test_a_journal_reopened_after_a_torn_write_starts_on_its_own_line(tmp_path):
+    from cluster.audit import read
+
+    path = tmp_path / "audit" / "risk.jsonl"
+    first = AuditJournal(str(path))
+    first.record(Explanation(ts_ns=1, node="risk", rule="r", subject="a", decision="d"))
+    first.close()
+    with open(path, "ab") as fh:
+        fh.write(b'{"ts_ns": 2, "node": "ri')  # the node died part way through a write
+    again = AuditJournal(str(path))
+    again.record(Explanation(ts_ns=3, node="risk", rule="r", subject="a", decision="d"))
+    again.close()
+    records, unreadable = read(str(path))
+    assert [r.ts_ns for r in records] == [1, 3] and unreadable == 1
