@@ -37,6 +37,8 @@ def _check_link(link: str) -> str:
 
 
 def _settings(raw: dict) -> LinkSettings:
+    if isinstance(raw.get("latency"), (str, int, float)):  # latency = "2ms": a constant delay
+        raw = {**raw, "latency": {"model": "constant", "latency": raw["latency"]}}
     try:
         settings = msgspec.convert(raw, LinkSettings)
         if settings.latency:

@@ -5,7 +5,7 @@
     at = "5s"
     action = "set"                      # set | clear | profile | partition | heal | fault | feed | skew
     link = "gateway->risk"
-    latency = { model = "lognormal", median = "2ms", sigma = 0.5 }
+    latency = { model = "lognormal", median = "2ms", sigma = 0.5 }   # or latency = "2ms" (constant)
     [[step]]
     at = "10s"
     action = "feed"
@@ -18,6 +18,8 @@
     node = "matching"
     op = "kill"
 
+Every step is checked when the file loads, the netsim ones by rehearsing them on a scratch
+controller, so a step the supervisor would refuse is refused before the first is applied.
 A scenario ends by healing everything (links cleared, paused nodes resumed, feeds healed), so that
 recovery is checked, not only survival; `heal_at_end = false` keeps the faults.
 """
@@ -28,6 +30,7 @@ import time
 import tomllib
 from pathlib import Path
 
+from netsim.control import NODES, ControlError, NetsimState
 from netsim.models import duration_ns, signed_duration_ns
 
 LINK_KEYS = ("latency", "loss", "rto", "bandwidth", "queue_limit", "on_full", "down", "reorder",
@@ -58,6 +61,7 @@ def load(path: str | Path) -> dict:
             raise ScenarioError(f"step {i + 1} ({step['action']}): needs `{exc.args[0]}`") from None
         except (ValueError, TypeError) as exc:
             raise ScenarioError(f"step {i + 1} ({step['action']}): {exc}") from None
+    _rehearse(steps)
     end = raw.get("end")
     if end is not None:
         try:
@@ -67,6 +71,28 @@ def load(path: str | Path) -> dict:
     steps.sort(key=lambda s: s["at_ns"])
     return {"name": raw.get("name", Path(path).stem), "steps": steps,
             "heal_at_end": raw.get("heal_at_end", True), "end": end}
+
+
+FAULT_OPS = ("kill", "pause", "resume")
+
+
+def _rehearse(steps: list[dict]) -> None:
+    """Run the netsim commands, in time order, on a scratch controller, and check the faults'
+    nodes and operations: a step the supervisor would refuse (an unknown link, a model without
+    its parameters, an unknown profile) is refused now, before anything is applied."""
+    scratch = NetsimState()
+    for i, step in sorted(enumerate(steps), key=lambda item: item[1]["at_ns"]):
+        cmd, args = step["command"]
+        try:
+            if cmd == "fault":
+                if args["node"] not in NODES or args["op"] not in FAULT_OPS:
+                    raise ControlError(f"fault needs a node ({', '.join(NODES)}) and an op "
+                                       f"({', '.join(FAULT_OPS)}), not {args['node']!r} "
+                                       f"{args['op']!r}")
+            elif cmd != "feed":  # feed venues are the topology's: the supervisor checks them
+                scratch.handle(cmd, args)
+        except ControlError as exc:
+            raise ScenarioError(f"step {i + 1} ({step['action']}): {exc}") from None
 
 
 def to_command(step: dict) -> tuple[str, dict]:

@@ -199,3 +199,9 @@ def test_a_model_that_fails_while_sending_costs_the_message_its_shaping_not_the_
     assert delivered == [1] and errors == [("gateway->risk", "ArithmeticError")]
     assert link.stats["errors"] == 1
     shaper.close()
+
+
+def test_a_bare_duration_is_a_constant_latency():
+    state = NetsimState()
+    state.handle("netsim_set", {"link": "gateway->risk", "settings": {"latency": "2ms"}})
+    assert state.links["gateway->risk"]["latency"] == {"model": "constant", "latency": "2ms"}

@@ -23,6 +23,15 @@ def write(tmp_path, body: str):
     ('[[step]]\nat = "1s"\naction = "feed"\nop = "freeze"\nduration = "x"\n', "not a duration"),
     ('end = "forever"\n[[step]]\nat = "1s"\naction = "clear"\n', "end:"),
     ('step = 3\n', "array of tables"),
+    # what the supervisor would refuse, refused at load: the controller's own checks, rehearsed
+    ('[[step]]\nat = "2s"\naction = "set"\nlink = "risk->matching"\nlatency = { model = "pareto" }\n'
+     '[[step]]\nat = "1s"\naction = "set"\nlink = "gateway->risk"\nloss = 0.1\n',
+     r"step 1 \(set\): bad link settings: pareto needs 'min'"),
+    ('[[step]]\nat = "1s"\naction = "set"\nlink = "risk->nowhere"\nloss = 0.1\n', "unknown link"),
+    ('[[step]]\nat = "1s"\naction = "profile"\nname = "moon"\n', "unknown profile"),
+    ('[[step]]\nat = "1s"\naction = "partition"\nlinks = ["a->b"]\n', "unknown link"),
+    ('[[step]]\nat = "1s"\naction = "fault"\nnode = "risk"\nop = "explode"\n', "fault needs"),
+    ('[[step]]\nat = "1s"\naction = "skew"\nnode = "moon"\nby = "1s"\n', "unknown node"),
 ])
 def test_a_bad_step_is_refused_at_load_naming_it(tmp_path, body, message):
     with pytest.raises(scenario.ScenarioError, match=message):
