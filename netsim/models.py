@@ -48,9 +48,10 @@ def _grown(base: int, exponent: float) -> int:
 def duration_ns(text) -> int:
     """'2ms', '150us', '1.5s', '800ns'; a bare number means milliseconds."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
-        if not (math.isfinite(text) and text >= 0):
+        ns = text * 1_000_000
+        if not (math.isfinite(ns) and ns >= 0):
             raise ModelError(f"not a duration: {text!r} (a number of ms, at least 0)")
-        return int(text * 1_000_000)
+        return int(ns)
     m = _DURATION.match(str(text))
     if not m:
         raise ModelError(f"not a duration: {text!r} (use e.g. 2ms, 150us)")
