@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import time
+
 import msgspec
 
 from cluster.audit import Explanation
@@ -22,8 +24,11 @@ MAX_CLIENT_MESSAGE = 1024 * 1024
 
 
 def build(shell: NodeShell, topo: Topology):
+    # Refs start at the wall clock in ns: a restart begins past every ref its predecessor used
+    # (that would take a billion requests a second), so late answers cannot be misdelivered.
     gateway = Gateway({a.api_key: (a.name, a.scopes) for a in topo.accounts.values()},
-                      {name: spec.public() for name, spec in topo.symbols.items()})
+                      {name: spec.public() for name, spec in topo.symbols.items()},
+                      first_ref=time.time_ns())
     client_codec = Codec(ClientRequest)
     shell.peer("risk")
     shell.peer("matching")

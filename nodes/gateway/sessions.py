@@ -46,13 +46,15 @@ class Session:
 
 class Gateway:
     def __init__(self, api_keys: dict[str, tuple[str, tuple[str, ...]]],
-                 symbols: dict[str, dict]) -> None:
+                 symbols: dict[str, dict], first_ref: int = 1) -> None:
         self.api_keys = dict(api_keys)  # api key -> (account, scopes)
         self.symbols = symbols
         self.sessions: dict[bytes, Session] = {}
         self.by_account: dict[str, dict[bytes, None]] = {}
         self.refs: OrderedDict[int, tuple[bytes, int]] = OrderedDict()
-        self.next_ref = 1
+        # A restarted gateway must not reuse the refs of requests still in flight: an answer to
+        # one of them would go to whichever new request got that number (another client).
+        self.next_ref = first_ref
         self.next_session = 1
 
     # Effects: ("client", identity, message) | (node, message)

@@ -163,3 +163,25 @@ def test_the_gateways_own_refusals_are_journaled_and_relayed_ones_are_not():
     (_, deposit), = [(p, m) for p, m in shell.sent if p == "risk"]
     shell.inbox([Reply(ref=deposit.ref, body=Error(reason="unknown_account"))])  # risk's refusal
     assert shell.explained == []  # risk journaled its own
+
+
+def test_a_restarted_gateway_never_reuses_a_ref_so_late_answers_cannot_reach_another_client():
+    def gateway_routes(client: bytes, account: str, req_id: int):
+        shell = RecordingShell(TOPO.nodes["gateway"])
+        gateway_service.build(shell, TOPO)
+        shell.router([[client, msgspec.msgpack.encode(
+            Logon(req_id=1, api_key=TOPO.accounts[account].api_key))]])
+        shell.router([[client, msgspec.msgpack.encode(
+            PlaceOrder(req_id=req_id, symbol="BTC-PERP", side=1, qty=1, price=1))]])
+        (routed,) = [m for p, m in shell.sent if p == "risk"]
+        shell.sent.clear()
+        return shell, routed
+
+    _, before = gateway_routes(b"alice-1", "alice", 7)  # in flight when the gateway died
+    restarted, after = gateway_routes(b"bob-1", "bob", 9)
+    assert after.ref > before.ref
+    late = Report(ref=before.ref, account="alice", event=OrderAccepted(
+        seq=1, ref=before.ref, order_id=1, account="alice", symbol="BTC-PERP", side=1, price=1,
+        qty=1))
+    restarted.inbox([late])  # the old request's answer reaches the new gateway
+    assert [(p, getattr(m, "ref", None)) for p, m in restarted.sent] == []  # bob gets nothing
