@@ -357,6 +357,25 @@ def cmd_order_amend(args) -> int:
     return asyncio.run(with_client(args, run))
 
 
+def cmd_order_list(args) -> int:
+    """The account's open orders, with their terms in trader's units and what each reserves."""
+
+    async def run(client, topo):
+        if args.symbol:
+            known_symbol(client, args.symbol)
+        view = await client.open_orders(args.symbol)
+        data = to_jsonable(view)
+        units = Units.of(topo)
+        for order in data["orders"]:
+            order["human"] = {**units.numbers("", {k: order[k] for k in (
+                "price", "qty", "remaining", "trigger_price")}, order["symbol"]),
+                "reserved": from_units(order["reserved"], topo.atom)}
+        emit(data, args.json, render.orders)
+        return EXIT_OK
+
+    return asyncio.run(with_client(args, run))
+
+
 MARK_WAIT_S = 2.0  # the oracle publishes marks every few hundred ms
 
 
@@ -734,6 +753,11 @@ def parser() -> argparse.ArgumentParser:
     amend.add_argument("--qty", help="new total quantity (filled part included), e.g. 0.02")
     amend.add_argument("--trigger-price", help="a waiting stop or take-profit's new trigger")
     amend.set_defaults(fn=cmd_order_amend)
+    listing = order.add_parser("list", parents=[common], help="the account's open orders")
+    listing.add_argument("--account")
+    listing.add_argument("--api-key")
+    listing.add_argument("--symbol", default="", help="one symbol (default: all)")
+    listing.set_defaults(fn=cmd_order_list)
 
     book = sub.add_parser("book", parents=[common])
     book.add_argument("symbol")

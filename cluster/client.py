@@ -28,8 +28,9 @@ import zmq.asyncio
 
 from cluster.protocol import (
     Ack, AccountView, AdjustIsolatedMargin, AmendOrder, BookLevels, CancelAll, CancelOrder, Codec,
-    Deposit, Error, GetAccount, GetBook, IndexMark, Logon, LogonAck, Logout, MarketData, MAX_UNITS,
-    Ping, PlaceOrder, Pong, Reply, Report, SetLeverage, SetMarginMode, Withdraw, encode_one,
+    Deposit, Error, GetAccount, GetBook, GetOrders, IndexMark, Logon, LogonAck, Logout, MarketData,
+    MAX_UNITS, OrdersView, Ping, PlaceOrder, Pong, Reply, Report, SetLeverage, SetMarginMode, Withdraw,
+    encode_one,
 )
 from cluster.transport import wake_reader
 from cluster.units import UnitError, from_units, to_units
@@ -45,7 +46,8 @@ REPORTS_KEPT = 10_000
 
 
 def _server_codec() -> Codec:
-    return Codec(Union[LogonAck, Error, Report, Pong, BookLevels, AccountView, Ack, Reply])
+    return Codec(Union[LogonAck, Error, Report, Pong, BookLevels, AccountView, Ack, Reply,
+                       OrdersView])
 
 
 class Client:
@@ -208,6 +210,10 @@ class Client:
 
     async def account_view(self):
         return await self.request(GetAccount())
+
+    async def open_orders(self, symbol: str = ""):
+        """The account's open orders (OrdersView), in `symbol` or all."""
+        return await self.request(GetOrders(symbol=symbol))
 
     async def ping(self):
         return await self.request(Ping())

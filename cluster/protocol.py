@@ -115,6 +115,13 @@ class GetAccount(Msg, tag=True, kw_only=True):
     req_id: Id = 0
 
 
+class GetOrders(Msg, tag=True, kw_only=True):
+    """The account's open orders (risk's book of them), in one symbol or all ("")."""
+
+    req_id: Id = 0
+    symbol: Name = ""
+
+
 class SetLeverage(Msg, tag=True, kw_only=True):
     req_id: Id = 0
     symbol: Name
@@ -156,7 +163,7 @@ ADMIN_REQUESTS = (Deposit, Withdraw)
 
 ClientRequest = Union[
     Logon, Logout, PlaceOrder, AmendOrder, CancelOrder, CancelAll, Ping, GetBook, GetAccount, SetLeverage,
-    SetMarginMode, AdjustIsolatedMargin, Deposit, Withdraw,
+    SetMarginMode, AdjustIsolatedMargin, Deposit, Withdraw, GetOrders,
 ]
 
 
@@ -246,6 +253,29 @@ class AccountView(Msg, tag=True, kw_only=True):
     isolated_margin: int = 0  # sum of isolated wallets (not part of `balance`)
     im_buffer_ppm: dict[str, int] = field(default_factory=dict)
     funding: list[FundingEntry] = field(default_factory=list)  # latest first, at most 20
+
+
+class OrderView(Msg, tag=True, kw_only=True):
+    """One open order as risk holds it: its terms, and the margin it reserves."""
+
+    order_id: int
+    symbol: str
+    side: int
+    type: str  # a stop or take-profit type while it waits; limit/market once triggered
+    price: int  # ticks; 0 for market-type orders
+    qty: int  # lots, total
+    remaining: int  # lots still open
+    trigger_price: int = 0
+    reduce_only: bool = False
+    client_order_id: str = ""
+    reserved: int = 0  # atoms of margin held for it
+    status: Literal["new", "untriggered", "pending"] = "new"  # pending: matching has not answered
+
+
+class OrdersView(Msg, tag=True, kw_only=True):
+    req_id: int = 0
+    account: str
+    orders: list[OrderView]
 
 
 # --------------------------------------------------------------------------------------------
@@ -481,7 +511,7 @@ class Reply(Msg, tag=True, kw_only=True):
     """A direct answer to one routed request (book, account view, error, ack)."""
 
     ref: int
-    body: Union[Error, BookLevels, AccountView, Pong, Ack]
+    body: Union[Error, BookLevels, AccountView, Pong, Ack, OrdersView]
 
 
 # --------------------------------------------------------------------------------------------
@@ -496,7 +526,7 @@ class Routed(Msg, tag=True, kw_only=True):
     account: str
     body: Union[
         PlaceOrder, AmendOrder, CancelOrder, CancelAll, Ping, GetBook, GetAccount, SetLeverage,
-        SetMarginMode, AdjustIsolatedMargin, Deposit, Withdraw,
+        SetMarginMode, AdjustIsolatedMargin, Deposit, Withdraw, GetOrders,
     ]
 
 

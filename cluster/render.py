@@ -135,3 +135,20 @@ def ack(data: dict) -> str:
     """A setting or transfer the venue applied, with its numbers."""
     symbol, numbers = data["human"].get("symbol"), describe(data["human"])
     return "  ".join(part for part in (data["action"].upper(), symbol, numbers) if part)
+
+
+def orders(data: dict) -> str:
+    """An account's open orders, one row each."""
+    rows = []
+    for o in data["orders"]:
+        h = o["human"]
+        rows.append([o["order_id"], o["symbol"], {1: "buy", -1: "sell"}[o["side"]], o["type"],
+                     h["price"] if o["price"] else "-", h["qty"], h["remaining"],
+                     h["trigger_price"] if o["trigger_price"] else "-",
+                     "reduce-only" if o["reduce_only"] else "", o["client_order_id"] or "-",
+                     h["reserved"], o["status"]])
+    if not rows:
+        return f"account {data['account']}: no open orders"
+    return "\n".join([f"account {data['account']}: {len(rows)} open orders", ""] + table(
+        rows, ["id", "symbol", "side", "type", "price", "qty", "remaining", "trigger", "flags",
+               "client id", "reserved", "status"]))

@@ -16,7 +16,7 @@ from collections import OrderedDict
 import msgspec
 
 from cluster.protocol import (
-    Ack, AdjustIsolatedMargin, AmendOrder, CancelAll, CancelOrder, Deposit, Error, GetAccount, GetBook,
+    Ack, AdjustIsolatedMargin, AmendOrder, CancelAll, CancelOrder, Deposit, Error, GetAccount, GetBook, GetOrders,
     Logon, LogonAck, Logout, Ping, PlaceOrder, PROTOCOL_VERSION, Reply, Report, Routed, SetLeverage,
     SetMarginMode, Withdraw,
 )
@@ -27,6 +27,7 @@ REQUIRED_SCOPES: dict[type, tuple[str, ...]] = {
     PlaceOrder: ("trade",), AmendOrder: ("trade",), CancelOrder: ("trade",),
     CancelAll: ("trade",), SetLeverage: ("trade",), SetMarginMode: ("trade",),
     AdjustIsolatedMargin: ("trade",), GetAccount: ("trade", "read", "admin"),
+    GetOrders: ("trade", "read", "admin"),
     Deposit: ("admin",), Withdraw: ("admin",),
 }
 

@@ -40,9 +40,10 @@ from cluster.config import SymbolSpec
 from cluster.ladder import maintenance_margin, tier_for
 from cluster.protocol import (
     Ack, AccountRisk, AccountView, AdjustIsolatedMargin, Amend, AmendOrder, Cancel, CancelAll,
-    CancelOrder, Deposit, Error, Fill, FundingEntry, FundingRate, GetAccount, IndexMark,
+    CancelOrder, Deposit, Error, Fill, FundingEntry, FundingRate, GetAccount, GetOrders, IndexMark,
     MassCancel, NewOrder, Notice, OrderAccepted, OrderAmended, OrderCancelled, OrderRejected,
-    OrdersCancelled, OrderTriggered, PlaceOrder, PositionView, Regime, Reply, Report, Routed,
+    OrdersCancelled, OrdersView, OrderTriggered, OrderView, PlaceOrder, PositionView, Regime, Reply,
+    Report, Routed,
     SetLeverage, SetMarginMode, SetPosition, Trade, Withdraw, Deleveraged, LiquidationResult,
     LiquidationStep, MAX_UNITS,
 )
@@ -71,6 +72,7 @@ class LiqExec:
 
 
 MARKET_TYPES = frozenset({"market", "stop_market", "take_profit_market"})
+STOP_TYPES = frozenset({"stop_market", "stop_limit", "take_profit_market", "take_profit_limit"})
 BLANK_ORDER = NewOrder(order_id=0, account="", symbol="", side=1, qty=1)
 
 
@@ -356,6 +358,8 @@ class RiskEngine:
             out.append(("matching", MassCancel(ref=msg.ref, account=acct.name, symbol=body.symbol)))
         elif t is GetAccount:
             out.append(("gateway", Reply(ref=msg.ref, body=self.account_view(acct.name, body.req_id))))
+        elif t is GetOrders:
+            out.append(("gateway", Reply(ref=msg.ref, body=self.orders_view(acct, body))))
         elif t is SetLeverage:
             self._set_leverage(acct, msg.ref, body, now_ns, out)
         elif t is SetMarginMode:
@@ -984,6 +988,16 @@ class RiskEngine:
             return 0
         ranked = adl.ranking(self._adl_candidates(symbol, 1 if pos.qty > 0 else -1))
         return adl.quantiles(ranked).get(account, 0)
+
+    def orders_view(self, acct: AccountState, query: GetOrders) -> OrdersView:
+        """The account's open orders (in one symbol, or all), oldest first."""
+        orders = acct.orders.values() if not query.symbol else acct.orders_in(query.symbol)
+        return OrdersView(req_id=query.req_id, account=acct.name, orders=[OrderView(
+            order_id=o.order_id, symbol=o.symbol, side=o.side, type=o.type, price=o.price,
+            qty=o.qty, remaining=o.remaining, trigger_price=o.trigger_price,
+            reduce_only=o.reduce_only, client_order_id=o.client_order_id, reserved=o.reserve,
+            status="pending" if not o.accepted else "untriggered" if o.type in STOP_TYPES
+            else "new") for o in sorted(orders, key=lambda o: o.order_id)])
 
     def account_view(self, account: str, req_id: int = 0) -> AccountView:
         acct = self.accounts[account]

@@ -110,6 +110,14 @@ def test_cli_session_over_ipc_leaves_nothing_behind(tmp_path):
                              "--trigger-price", higher, check=True).stdout
         assert trailed.startswith("AMENDED") and f"trigger {higher.rstrip('0').rstrip('.')}" \
             in trailed, trailed
+        # the open orders: the resting bid and the waiting stop, with what each reserves
+        listed = handle.cli_json("order", "list", "--account", "bob", "--symbol", "ETH-PERP")
+        by_id = {o["order_id"]: o for o in listed["orders"]}
+        assert by_id[waiting["result"]["order_id"]]["status"] == "untriggered"
+        assert by_id[rest["result"]["order_id"]]["human"]["remaining"] == "0.2"
+        assert all(float(o["human"]["reserved"]) > 0 for o in listed["orders"])
+        table = handle.cli("order", "list", "--account", "bob", check=True).stdout
+        assert table.startswith(f"account bob: {len(listed['orders'])} open orders"), table
         none = handle.cli_json("order", "amend", "--account", "bob", "--symbol", "ETH-PERP",
                                "--order-id", "1", ok=False)
         assert none["error"] == "nothing_to_amend"

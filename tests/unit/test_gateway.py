@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from cluster import config
 from cluster.protocol import (
-    Ack, CancelAll, CancelOrder, Deposit, Error, GetAccount, GetBook, Logon, LogonAck, Logout,
-    OrderAccepted, Ping, PlaceOrder, Reply, Report, Routed, SetLeverage,
+    Ack, CancelAll, CancelOrder, Deposit, Error, GetAccount, GetBook, GetOrders, Logon, LogonAck,
+    Logout, OrderAccepted, Ping, PlaceOrder, Reply, Report, Routed, SetLeverage,
 )
 from cluster.recording import RecordingShell
 from nodes.gateway import service as gateway_service
@@ -35,6 +35,7 @@ def test_logon_scopes_routing_logout_and_expiry():
     assert body(gw.on_request(b"v", PlaceOrder(symbol="BTC-PERP", side=1, qty=1, price=1))) \
         .reason == "missing_scope"
     assert type(body(gw.on_request(b"v", GetAccount(req_id=3)))) is Routed
+    assert type(body(gw.on_request(b"v", GetOrders(req_id=4)))) is Routed  # read scope lists
     assert body(gw.on_request(b"a", Deposit(account="alice", amount=1))).detail["required"] == "admin"
     routed = body(gw.on_request(b"a", PlaceOrder(req_id=7, symbol="BTC-PERP", side=1, qty=1,
                                                  price=1), 5))

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from cluster.protocol import (
-    Ack, AdjustIsolatedMargin, AmendOrder, Deposit, Error, FundingRate, GetAccount, OrderAccepted,
-    OrderAmended, OrderRejected, PlaceOrder, Regime, Reply, SetLeverage, SetMarginMode, Withdraw,
+    Ack, AdjustIsolatedMargin, AmendOrder, Deposit, Error, FundingRate, GetAccount, GetOrders,
+    OrderAccepted, OrderAmended, OrderRejected, OrdersView, PlaceOrder, Regime, Reply, SetLeverage,
+    SetMarginMode, Withdraw,
 )
 from cluster.units import ceil_div
 from cluster.prices import liquidation_price, round_price
@@ -233,3 +234,21 @@ def test_the_position_limit_holds_for_amends_and_for_stops_without_a_price():
     assert answers[-1].reason == "position_limit"
     assert acct.pending_ticks_lots(BTC, 1) * mult <= limit
     acct.check_indexes()
+
+
+def test_open_orders_are_listed_with_their_terms_status_and_reservation():
+    pipe = fresh(a=100_000)
+    acct = pipe.risk.accounts["a"]
+    limit = body(pipe.request("a", PlaceOrder(symbol=BTC, side=1, qty=10, price=P0 - 1_000,
+                                              client_order_id="c-1")))
+    stop = body(pipe.request("a", PlaceOrder(symbol=BTC, side=-1, qty=5, type="stop_market",
+                                             trigger_price=P0 - 3_000, reduce_only=False)))
+    view = body(pipe.request("a", GetOrders()))
+    assert type(view) is OrdersView and view.account == "a"
+    assert [(o.order_id, o.type, o.status, o.client_order_id) for o in view.orders] == [
+        (limit.order_id, "limit", "new", "c-1"), (stop.order_id, "stop_market", "untriggered", "")]
+    assert sum(o.reserved for o in view.orders) == acct.order_margin
+    assert view.orders[1].trigger_price == P0 - 3_000 and view.orders[1].price == 0
+    assert body(pipe.request("a", GetOrders(symbol="ETH-PERP"))).orders == []
+    assert [o.order_id for o in body(pipe.request("a", GetOrders(symbol=BTC))).orders] == \
+        [limit.order_id, stop.order_id]
