@@ -357,6 +357,20 @@ def cmd_order_amend(args) -> int:
     return asyncio.run(with_client(args, run))
 
 
+def cmd_order_cancel_all(args) -> int:
+    """Mass cancel: every open order of the account (in --symbol, or all), in one event."""
+    from cluster.protocol import OrderRejected
+
+    async def run(client, topo):
+        if args.symbol:
+            known_symbol(client, args.symbol)
+        report = await client.cancel_all(args.symbol)
+        emit(with_human_events({"result": report.event}, topo), args.json, render.order_result)
+        return EXIT_REFUSED if type(report.event) is OrderRejected else EXIT_OK
+
+    return asyncio.run(with_client(args, run))
+
+
 def cmd_order_list(args) -> int:
     """The account's open orders, with their terms in trader's units and what each reserves."""
 
@@ -753,6 +767,12 @@ def parser() -> argparse.ArgumentParser:
     amend.add_argument("--qty", help="new total quantity (filled part included), e.g. 0.02")
     amend.add_argument("--trigger-price", help="a waiting stop or take-profit's new trigger")
     amend.set_defaults(fn=cmd_order_amend)
+    wipe = order.add_parser("cancel-all", parents=[common],
+                            help="cancel every open order (in one symbol, or all), as one event")
+    wipe.add_argument("--account")
+    wipe.add_argument("--api-key")
+    wipe.add_argument("--symbol", default="", help="one symbol (default: all)")
+    wipe.set_defaults(fn=cmd_order_cancel_all)
     listing = order.add_parser("list", parents=[common], help="the account's open orders")
     listing.add_argument("--account")
     listing.add_argument("--api-key")

@@ -109,7 +109,11 @@ def event(ev: dict) -> str:
     elif t == "OrderCancelled":
         line = f"CANCELLED  {oid}  {ev['reason']}  remaining {h['remaining']}"
     elif t == "OrdersCancelled":
-        line = f"CANCELLED  {len(ev['orders'])} orders in {ev['symbol']}  {ev['reason']}"
+        where = f"in {ev['symbol']}" if ev["symbol"] else "in every symbol"
+        ids = ", ".join(str(oid) for oid, _ in ev["orders"][:20]) + \
+            (" ..." if len(ev["orders"]) > 20 else "")
+        line = f"CANCELLED  {len(ev['orders'])} orders {where}  {ev['reason']}" + \
+            (f"  ({ids})" if ids else "")
     elif t == "Fill":
         line = (f"FILL       {oid}  {side} {h['qty']} {ev['symbol']} @ {h['price']}  "
                 f"{ev['liquidity']}  fee {h['fee']}  remaining {h['remaining']}")

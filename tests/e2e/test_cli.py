@@ -118,6 +118,9 @@ def test_cli_session_over_ipc_leaves_nothing_behind(tmp_path):
         assert all(float(o["human"]["reserved"]) > 0 for o in listed["orders"])
         table = handle.cli("order", "list", "--account", "bob", check=True).stdout
         assert table.startswith(f"account bob: {len(listed['orders'])} open orders"), table
+        wiped = handle.cli_json("order", "cancel-all", "--account", "bob", "--symbol", "ETH-PERP")
+        assert sorted(oid for oid, _ in wiped["result"]["orders"]) == sorted(by_id)
+        assert handle.cli_json("order", "list", "--account", "bob")["orders"] == []
         none = handle.cli_json("order", "amend", "--account", "bob", "--symbol", "ETH-PERP",
                                "--order-id", "1", ok=False)
         assert none["error"] == "nothing_to_amend"

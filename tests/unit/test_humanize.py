@@ -63,7 +63,7 @@ def test_every_order_event_has_a_terminal_line_in_trader_units():
                           detail={"required": 1_500_000, "available": 250_000}, **common),
         "CANCELLED  order 7  ioc_remainder  remaining 0.004":
             OrderCancelled(ref=1, order_id=7, remaining=4, reason="ioc_remainder", **common),
-        "CANCELLED  2 orders in BTC-PERP  mass_cancel":
+        "CANCELLED  2 orders in BTC-PERP  mass_cancel  (1, 2)":
             OrdersCancelled(ref=1, orders=[(1, 5), (2, 6)], reason="mass_cancel", **common),
         "FILL       order 7  sell 0.003 BTC-PERP @ 30000.5  maker  fee -0.02  remaining 0":
             Fill(trade_id=3, order_id=7, side=-1, price=300005, qty=3, remaining=0,
