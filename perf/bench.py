@@ -6,6 +6,7 @@
 3. cluster: the same;
 4. latency (p50/p99/p99.9) of both at 25%, 50% and 75% of the null pipeline's maximum, and of both
    at half the cluster's maximum, HALF_LOAD_RUNS times each (median p99 -> ratio_p99_at_half_load);
+   then the cluster's latency per hop, idle and at half its maximum (perf.hops);
 5. perf/results/bench.json, bench.md and bench.png (latency percentiles against offered load).
 Every process started is stopped at the end; every step is bounded in count and time.
 """
@@ -20,7 +21,7 @@ import statistics
 import time
 from pathlib import Path
 
-from perf import logic_cost
+from perf import hops, logic_cost
 from perf.cluster_load import ORDER_PATH, Cluster
 from perf.loadgen import TRIES, Step, find_max, run_step
 
@@ -85,8 +86,17 @@ def run(seconds: float, bound_us: float) -> dict:
     null_points = with_cluster({"PERPX_PIPELINE": "null"}, lambda e, k, p, venue: [
         point(venue, e, k, p, r, seconds) for r in points])
     log("latency points: cluster")
-    cluster_points = with_cluster({}, lambda e, k, p, venue: [
-        point(venue, e, k, p, r, seconds) for r in points])
+
+    def cluster_points_and_hops(e, k, p, venue):
+        measured = [point(venue, e, k, p, r, seconds) for r in points]
+        # then, outside the compared points: where the time goes, hop by hop, idle and loaded
+        idle = hops.profile(e, lambda: time.sleep(1.0))
+        loaded = hops.profile(e, lambda: run_step(
+            e, k, Step(rate=half_cluster, seconds=seconds), SYMBOL, p))
+        log(f"  hops at {half_cluster:,.0f}/s, median us (idle): {hops.line(idle, loaded)}")
+        return measured, {"idle": idle, "at_half_cluster_max": loaded}
+
+    cluster_points, result["hop_latency_us"] = with_cluster({}, cluster_points_and_hops)
     result["null"] = {"max_orders_per_s": round(null_max),
                       "latency_us": {f"{int(f * 100)}%_of_null_max": p["latency_us"]
                                      for f, p in zip(fractions, null_points)},
@@ -151,6 +161,9 @@ def markdown(r: dict) -> str:
               f" us to every order; with the null's whole-host cost per order at its maximum, that "
               f"caps the throughput ratio at {r['ratio_ceiling_from_logic']} even if the cluster's "
               "wake-ups amortised as well at its maximum as the null's do at theirs",
+              f"- where the cluster's latency goes at half its max, per hop (median us; idle in "
+              f"brackets; from pings through the order path): "
+              f"{hops.line(r['hop_latency_us']['idle'], r['hop_latency_us']['at_half_cluster_max'])}",
               f"- search steps that answered everything but missed the p99 bound (host stalls; a rate "
               f"fails after {TRIES} misses in a row): null {r['p99_misses_while_keeping_up']['null']}, "
               f"cluster {r['p99_misses_while_keeping_up']['cluster']}"]

@@ -52,3 +52,22 @@ def test_latency_measured_includes_a_delay_injected_on_the_answer_path():
     # every order carries the delay once; the upper bound is on p50, since this host stalls
     # delivery for 60-230 ms now and then, which would be more than 1% of a 1 s step
     assert 20_000 <= lat["p50"] < 40_000 and lat["p50"] <= lat["p99"], lat
+
+
+def test_the_hop_profile_accounts_for_each_link_and_sees_a_delay_on_one():
+    """perf.hops, as make bench uses it: every hop of the order path measured, and 5 ms injected on
+    risk->matching shows on that hop only."""
+    from perf import hops
+
+    with Cluster({}) as venue:
+        time.sleep(1.0)
+        gateway = venue.topo.nodes["gateway"].client
+        idle = hops.profile(gateway, lambda: time.sleep(0.6))
+        assert idle["pings"] >= 20 and all(0 < idle[h]["p50"] <= idle[h]["p99"] for h in hops.HOPS)
+        assert venue.cli("netsim", "set", "risk->matching", "--latency", "5ms").returncode == 0
+        time.sleep(0.6)  # the table reaches risk
+        shaped = hops.profile(gateway, lambda: time.sleep(0.6))
+    assert 5_000 <= shaped["risk->matching"]["p50"] < 5_000 + idle["risk->matching"]["p50"] + 2_000
+    others = [h for h in hops.HOPS if h != "risk->matching"]
+    assert all(shaped[h]["p50"] < 2_000 for h in others), shaped
+    assert "risk->matching 5," in hops.line(idle, shaped)
