@@ -30,6 +30,9 @@ Name = Annotated[str, Meta(max_length=64)]
 OrderType = Literal[
     "limit", "market", "stop_market", "stop_limit", "take_profit_market", "take_profit_limit"
 ]
+# Order types that fill at market (no limit price of their own) and that wait for a trigger.
+MARKET_TYPES = frozenset({"market", "stop_market", "take_profit_market"})
+STOP_TYPES = frozenset({"stop_market", "stop_limit", "take_profit_market", "take_profit_limit"})
 TimeInForce = Literal["GTC", "IOC", "FOK"]
 TriggerBy = Literal["mark", "last"]
 StpMode = Literal["cancel_taker", "cancel_maker", "cancel_both"]

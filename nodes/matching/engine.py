@@ -31,8 +31,9 @@ import msgspec
 
 from cluster.config import SymbolSpec
 from cluster.protocol import (
-    Amend, BookDelta, Cancel, MarkPrice, MassCancel, NewOrder, OrderAccepted, OrderAmended,
-    OrderCancelled, OrderRejected, OrdersCancelled, OrderTriggered, SetPosition, Trade,
+    MARKET_TYPES, STOP_TYPES, Amend, BookDelta, Cancel, MarkPrice, MassCancel, NewOrder,
+    OrderAccepted, OrderAmended, OrderCancelled, OrderRejected, OrdersCancelled, OrderTriggered,
+    SetPosition, Trade,
 )
 from nodes.matching.book import Book, BookSide, Order
 from nodes.matching.client_ids import ClientIds
@@ -42,8 +43,6 @@ from nodes.matching.stops import StopBook, is_triggered
 PPM = 1_000_000
 DONE_MEMORY = 100_000  # finished order ids remembered, to tell "too late" from "unknown"
 COID_MEMORY = 10_000  # client order ids remembered per account, besides those of live orders
-STOP_TYPES = frozenset({"stop_market", "stop_limit", "take_profit_market", "take_profit_limit"})
-MARKET_TYPES = frozenset({"market", "stop_market", "take_profit_market"})
 
 
 class MatchingEngine:

@@ -39,13 +39,12 @@ from cluster.audit import Explanation
 from cluster.config import SymbolSpec
 from cluster.ladder import maintenance_margin, tier_for
 from cluster.protocol import (
-    Ack, AccountRisk, AccountView, AdjustIsolatedMargin, Amend, AmendOrder, Cancel, CancelAll,
-    CancelOrder, Deposit, Error, Fill, FundingEntry, FundingRate, GetAccount, GetOrders, IndexMark,
-    MassCancel, NewOrder, Notice, OrderAccepted, OrderAmended, OrderCancelled, OrderRejected,
-    OrdersCancelled, OrdersView, OrderTriggered, OrderView, PlaceOrder, PositionView, Regime, Reply,
-    Report, Routed,
-    SetLeverage, SetMarginMode, SetPosition, Trade, Withdraw, Deleveraged, LiquidationResult,
-    LiquidationStep, MAX_UNITS,
+    MARKET_TYPES, MAX_UNITS, STOP_TYPES, Ack, AccountRisk, AccountView, AdjustIsolatedMargin, Amend,
+    AmendOrder, Cancel, CancelAll, CancelOrder, Deleveraged, Deposit, Error, Fill, FundingEntry,
+    FundingRate, GetAccount, GetOrders, IndexMark, LiquidationResult, LiquidationStep, MassCancel,
+    NewOrder, Notice, OrderAccepted, OrderAmended, OrderCancelled, OrderRejected, OrdersCancelled,
+    OrdersView, OrderTriggered, OrderView, PlaceOrder, PositionView, Regime, Reply, Report, Routed,
+    SetLeverage, SetMarginMode, SetPosition, Trade, Withdraw,
 )
 from cluster.units import ceil_div
 from nodes.risk import adl
@@ -71,8 +70,6 @@ class LiqExec:
         self.fund_before = fund_before
 
 
-MARKET_TYPES = frozenset({"market", "stop_market", "take_profit_market"})
-STOP_TYPES = frozenset({"stop_market", "stop_limit", "take_profit_market", "take_profit_limit"})
 BLANK_ORDER = NewOrder(order_id=0, account="", symbol="", side=1, qty=1)
 
 
