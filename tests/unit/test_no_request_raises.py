@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from cluster.protocol import (
     AdjustIsolatedMargin, AmendOrder, CancelAll, CancelOrder, ClientRequest, Codec, Deposit,
-    GetAccount, NodeInbound, OrderType, PlaceOrder, SetLeverage, SetMarginMode, Withdraw,
+    GetAccount, GetOrders, NodeInbound, OrderType, PlaceOrder, SetLeverage, SetMarginMode, Withdraw,
     wire_safe,
 )
 from tests.unit.pipeline import TOPO, Pipeline
@@ -62,10 +62,12 @@ def place_order(draw) -> PlaceOrder:
 # sampled_from over strategies keeps the weights (one_of counts a repeated strategy once)
 others = [
     st.builds(AmendOrder, symbol=symbol, order_id=order_id, client_order_id=coid, price=ticks,
-              qty=st.one_of(st.integers(0, 50), big)),
+              qty=st.one_of(st.integers(0, 50), big),
+              trigger_price=st.one_of(st.just(0), st.just(0), ticks)),
     st.builds(CancelOrder, symbol=symbol, order_id=order_id, client_order_id=coid),
     st.builds(CancelAll, symbol=symbol),
     st.builds(GetAccount),
+    st.builds(GetOrders, symbol=symbol),
     st.builds(SetLeverage, symbol=symbol, leverage=st.integers(1, 1000)),
     st.builds(SetMarginMode, symbol=symbol, mode=st.sampled_from(("cross", "isolated"))),
     st.builds(AdjustIsolatedMargin, symbol=symbol, amount=st.one_of(st.integers(-10**9, 10**9), big)),
