@@ -10,6 +10,10 @@ until a snapshot resyncs it.
         if not mirror.feed(await client.market_data()):
             await mirror.resync(client)      # a gap: take a new snapshot
 
+Matching also publishes each book's snapshot (BookLevels) on its market data every second; `feed`
+takes one whenever the copy is unsynced or the snapshot is newer, so a copy also heals by itself
+within a second, without a request (which is how the oracle keeps its copy).
+
 Deltas are the new total quantity of a level, so those that arrive before the snapshot's answer
 and are older than it are simply skipped. A snapshot carries at most `depth` levels a side
 (the venue serves up to 1,000): a level deeper than that which never changes afterwards is not in
@@ -18,17 +22,20 @@ the copy.
 
 from __future__ import annotations
 
-from cluster.protocol import BookDelta, BookLevels
+from cluster.protocol import MAX_BOOK_DEPTH, BookDelta, BookLevels
 
-SNAPSHOT_DEPTH = 1000
+SNAPSHOT_DEPTH = MAX_BOOK_DEPTH
 
 
 class BookMirror:
-    def __init__(self, symbol: str) -> None:
+    def __init__(self, symbol: str, empty_at_start: bool = False) -> None:
+        """`empty_at_start`: the copy starts synced, as the empty book at book_seq 0 that matching
+        starts with (for a subscriber started with the venue; a later start shows as a gap)."""
         self.symbol = symbol
         self.bids: dict[int, int] = {}  # price ticks -> qty lots
         self.asks: dict[int, int] = {}
-        self.book_seq: int | None = None  # None: unsynced (no snapshot yet, or a gap seen)
+        # None: unsynced (no snapshot yet, or a gap seen)
+        self.book_seq: int | None = 0 if empty_at_start else None
         self.gaps = 0  # deltas found missing
         self.resyncs = 0  # snapshots loaded
 
@@ -42,6 +49,11 @@ class BookMirror:
         self.asks = dict(snapshot.asks)
         self.book_seq = snapshot.book_seq
         self.resyncs += 1
+
+    def offer(self, snapshot: BookLevels) -> None:
+        """A published snapshot: taken when the copy is unsynced or behind it, else ignored."""
+        if self.book_seq is None or snapshot.book_seq > self.book_seq:
+            self.load(snapshot)
 
     def apply(self, delta: BookDelta) -> bool:
         """One delta of this symbol; False when it shows a gap (the copy is then unsynced)."""
@@ -64,8 +76,12 @@ class BookMirror:
     def feed(self, messages: list) -> bool:
         """A batch of market data (other symbols and types are skipped); False once unsynced."""
         for msg in messages:
-            if type(msg) is BookDelta and msg.symbol == self.symbol and not self.apply(msg):
-                return False
+            t = type(msg)
+            if t is BookDelta:
+                if msg.symbol == self.symbol and not self.apply(msg):
+                    return False
+            elif t is BookLevels and msg.symbol == self.symbol:
+                self.offer(msg)
         return self.synced
 
     async def resync(self, client, depth: int = SNAPSHOT_DEPTH) -> None:

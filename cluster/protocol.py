@@ -30,6 +30,7 @@ Name = Annotated[str, Meta(max_length=64)]
 OrderType = Literal[
     "limit", "market", "stop_market", "stop_limit", "take_profit_market", "take_profit_limit"
 ]
+MAX_BOOK_DEPTH = 1000  # levels a side in a book snapshot (GetBook's answer, the published one)
 # Order types that fill at market (no limit price of their own) and that wait for a trigger.
 MARKET_TYPES = frozenset({"market", "stop_market", "take_profit_market"})
 STOP_TYPES = frozenset({"stop_market", "stop_limit", "take_profit_market", "take_profit_limit"})
@@ -111,7 +112,7 @@ class Logout(Msg, tag=True, kw_only=True):
 class GetBook(Msg, tag=True, kw_only=True):
     req_id: Id = 0
     symbol: Name
-    depth: Annotated[int, Meta(ge=1, le=1000)] = 10
+    depth: Annotated[int, Meta(ge=1, le=MAX_BOOK_DEPTH)] = 10
 
 
 class GetAccount(Msg, tag=True, kw_only=True):
@@ -196,6 +197,9 @@ class Pong(Msg, tag=True, kw_only=True):
 
 
 class BookLevels(Msg, tag=True, kw_only=True):
+    """A snapshot of one book: the answer to GetBook, and published by matching every second on
+    its market data, so that a subscriber's copy resyncs after a gap without asking."""
+
     req_id: int = 0
     symbol: str
     book_seq: int
@@ -683,8 +687,8 @@ class OracleSource(Msg, tag=True, kw_only=True):
 
 
 MarketData = Union[
-    Trade, BookDelta, IndexMark, MaintenanceAlert, FundingRate, Regime, Notice, OracleMode,
-    OracleSource,
+    Trade, BookDelta, BookLevels, IndexMark, MaintenanceAlert, FundingRate, Regime, Notice,
+    OracleMode, OracleSource,
 ]
 
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 from cluster.audit import Explanation
 from cluster.config import Topology
 from cluster.protocol import (
-    BookDelta, BookLevels, Error, GetBook, IndexMark, MarkPrice, OrderAccepted, OrderAmended,
-    OrderCancelled, OrderRejected, Ping, Pong, Reply, Routed, Trade,
+    MAX_BOOK_DEPTH, BookDelta, BookLevels, Error, GetBook, IndexMark, MarkPrice, OrderAccepted,
+    OrderAmended, OrderCancelled, OrderRejected, Ping, Pong, Reply, Routed, Trade,
 )
 from cluster.transport import NodeShell
 from nodes.matching.engine import MatchingEngine
 
+
+SNAPSHOT_MS = 1_000  # how often each book's snapshot is published on its market data
 
 # Cancels and resizes the venue decided, explained in the audit journal like every reject; a user's
 # cancel, a mass cancel and an IOC's unfilled rest are the order doing what it was asked to.
@@ -105,8 +107,16 @@ def build(shell: NodeShell, topo: Topology):
                 emit(handle(MarkPrice(symbol=msg.symbol, mark=msg.mark, index=msg.index,
                                       seq=msg.seq, ts_ns=msg.ts_ns)))
 
+    def publish_snapshots() -> None:
+        """Every book's levels with its book_seq, on its market data topic: a subscriber whose copy
+        lost a delta (PUB drops for slow or lossy links) heals from the next one by itself."""
+        for symbol, topic in topics.items():
+            book_seq, bids, asks = engine.depth(symbol, MAX_BOOK_DEPTH)
+            shell.publish(topic, BookLevels(symbol=symbol, book_seq=book_seq, bids=bids, asks=asks))
+
     shell.bind_inbox(on_messages)
     shell.subscribe(topo.nodes["oracle"].pub, [b"mark."], on_marks)
+    shell.every(SNAPSHOT_MS, publish_snapshots)
 
     def on_stop() -> None:
         shell.log.info("matching_final_state", state_hash=engine.state_hash(), seq=engine.seq,

@@ -22,10 +22,11 @@ from fractions import Fraction
 
 import msgspec
 
+from cluster.book_mirror import BookMirror
 from cluster.config import NodeConf, SymbolSpec
 from cluster.funding import PremiumAverage, funding_rate, impact_price, premium, to_e9
 from cluster.protocol import (
-    BookDelta, FundingRate, IndexMark, OracleMode, OracleSource, Regime, SpotTick, Trade,
+    BookDelta, BookLevels, FundingRate, IndexMark, OracleMode, OracleSource, Regime, SpotTick, Trade,
 )
 from cluster.units import rate_to_ppm
 from nodes.oracle.fallback import Fallback, FallbackConf
@@ -59,17 +60,16 @@ class OracleConf(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class SymbolState:
-    __slots__ = ("feeds", "last", "bids", "asks", "book_seq", "book_ok", "basis", "seq",
-                 "index", "mark", "premium", "next_funding_ns", "last_rate_e9", "vol",
-                 "fallback", "regime", "sources")
+    __slots__ = ("feeds", "last", "book", "basis", "seq", "index", "mark", "premium",
+                 "next_funding_ns", "last_rate_e9", "vol", "fallback", "regime", "sources")
 
     def __init__(self, spec: SymbolSpec, conf: OracleConf) -> None:
         self.feeds: dict[str, tuple[int, int]] = {}  # venue -> (price, received ns)
         self.last = 0
-        self.bids: dict[int, int] = {}
-        self.asks: dict[int, int] = {}
-        self.book_seq = 0
-        self.book_ok = True
+        # Our copy of matching's book, from its deltas. A lost delta (or a restart while matching
+        # runs: its first delta is not book_seq 1) leaves it unsynced until matching's next
+        # published snapshot, and it is not used for the mid or the impact prices meanwhile.
+        self.book = BookMirror(spec.name, empty_at_start=True)
         self.basis: int | None = None
         self.seq = 0
         self.index = 0
@@ -98,17 +98,13 @@ class Oracle:
         state = self.symbols.get(ev.symbol)
         if state is None:
             return
-        if type(ev) is Trade:
+        t = type(ev)
+        if t is Trade:
             state.last = ev.price
-        elif type(ev) is BookDelta:
-            if ev.book_seq != state.book_seq + 1:
-                state.book_ok = False  # a gap: our copy of the book can't be trusted for the mid
-            state.book_seq = ev.book_seq
-            levels = state.bids if ev.side > 0 else state.asks
-            if ev.qty:
-                levels[ev.price] = ev.qty
-            else:
-                levels.pop(ev.price, None)
+        elif t is BookDelta:
+            state.book.apply(ev)  # a gap leaves the copy unsynced until the next snapshot
+        elif t is BookLevels:
+            state.book.offer(ev)
 
     def _venues(self, state: SymbolState) -> list[str]:
         return self.conf.venues or sorted(state.feeds)
@@ -119,8 +115,9 @@ class Oracle:
                         self.conf.outlier_band_ppm).healthy
 
     def _book_mid(self, state: SymbolState) -> int | None:
-        if state.book_ok and state.bids and state.asks:
-            return (max(state.bids) + min(state.asks)) // 2
+        book = state.book
+        if book.synced and book.bids and book.asks:
+            return (max(book.bids) + min(book.asks)) // 2
         return None
 
     def publish(self, now_ns: int) -> list:
@@ -216,7 +213,7 @@ class Oracle:
 
     def _sample_premium(self, spec: SymbolSpec, state: SymbolState, index: int) -> None:
         mult = spec.atoms_per_tick_lot
-        bid = impact_price(sorted(state.bids.items(), reverse=True), spec.impact_notional, mult)
-        ask = impact_price(sorted(state.asks.items()), spec.impact_notional, mult)
+        bid = impact_price(sorted(state.book.bids.items(), reverse=True), spec.impact_notional, mult)
+        ask = impact_price(sorted(state.book.asks.items()), spec.impact_notional, mult)
         if bid is not None and ask is not None:
             state.premium.add(premium(bid, ask, index))

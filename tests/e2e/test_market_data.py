@@ -56,3 +56,44 @@ def test_a_lossy_market_data_link_is_noticed_and_resynced_never_wrong(cluster):
     if mirror.synced and mirror.book_seq == final.book_seq:
         assert mirror.levels(1000) == (final.bids, final.asks)
     assert not mirror.synced or mirror.book_seq <= final.book_seq
+
+
+async def mirror_without_asking(cluster) -> tuple[BookMirror, object]:
+    """A copy kept from market data alone: deltas, and the snapshots matching publishes."""
+    async with Client(cluster.endpoint(), api_key=cluster.api_key("mm1"),
+                      market_data=cluster.md_endpoint()) as mm, \
+            Client(cluster.endpoint(), api_key=cluster.api_key("bob"),
+                   market_data=cluster.md_endpoint()) as watcher:
+        mark = (await wait_mark(mm, SYMBOL)).mark
+        await watcher.subscribe(b"md." + SYMBOL.encode())
+        mirror = BookMirror(SYMBOL)  # unsynced until a published snapshot arrives
+        target: list = []  # the book once trading stops
+
+        async def watch(until: float) -> None:
+            while time.monotonic() < until:
+                if target and mirror.synced and mirror.book_seq == target[0].book_seq:
+                    return
+                try:
+                    mirror.feed(await asyncio.wait_for(watcher.market_data(), 0.2))
+                except asyncio.TimeoutError:
+                    continue
+
+        watching = asyncio.create_task(watch(time.monotonic() + 15))
+        for i in range(90):
+            side = BUY if i % 2 else SELL
+            await mm.place(SYMBOL, side, 1 + i % 5, mark - side * (20 + i % 40))
+        target.append(await watcher.book(SYMBOL, depth=1000))
+        await watching  # one snapshot a second, each lost with p 0.3: level within seconds
+        await mm.cancel_all(SYMBOL)
+        return mirror, target[0]
+
+
+def test_a_subscriber_heals_from_published_snapshots_without_asking(cluster):
+    cluster.cli_json("netsim", "set", "gateway->subscribers", "--loss", "0.3")
+    time.sleep(0.7)
+    try:
+        mirror, final = asyncio.run(mirror_without_asking(cluster))
+    finally:
+        cluster.cli_json("netsim", "clear")
+    assert mirror.resyncs >= 1 and mirror.synced, (mirror.gaps, mirror.resyncs)
+    assert mirror.book_seq == final.book_seq and mirror.levels(1000) == (final.bids, final.asks)

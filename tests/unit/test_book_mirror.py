@@ -61,3 +61,42 @@ def test_deltas_older_than_the_snapshot_are_skipped_and_a_gap_is_counted():
     assert mirror.feed([old, nxt, other]) and mirror.levels() == ([(9, 3)], [(10, 2)])
     skipped = BookDelta(seq=3, symbol=SYMBOL, book_seq=8, side=1, price=9, qty=0)
     assert not mirror.feed([skipped]) and mirror.gaps == 1 and not mirror.synced
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(commands, st.lists(st.booleans(), min_size=200, max_size=200),
+       st.integers(min_value=1, max_value=8))
+def test_published_snapshots_heal_a_copy_without_asking(script, lost, every):
+    """The stream as subscribers get it (deltas, about one in six lost, and matching's periodic
+    snapshot after every `every` commands, itself lost sometimes): the copy is never wrong for the
+    book_seq it claims, and right after a snapshot that arrives it equals the book."""
+    engine = MatchingEngine(SPECS)
+    mirror, lossless = BookMirror(SYMBOL, empty_at_start=True), BookMirror(SYMBOL, empty_at_start=True)
+    history = {0: ([], [])}  # the book after each book_seq
+    n = 0
+    for i, cmd in enumerate(to_engine_commands(script), 1):
+        for delta in (ev for ev in engine.handle(cmd) if type(ev) is BookDelta):
+            assert lossless.feed([delta])
+            history[delta.book_seq] = lossless.levels(1000)
+            n += 1
+            if not lost[n % len(lost)] or n % 3:
+                mirror.feed([delta])
+        if i % every == 0 and lost[(i * 7) % len(lost)] is False or i % (every * 3) == 0:
+            mirror.feed([snapshot(engine)])
+            assert mirror.synced and equal(mirror, engine)
+        if mirror.synced:
+            assert mirror.levels(1000) == history[mirror.book_seq], "wrong for its sequence"
+
+
+def test_a_published_snapshot_is_taken_only_when_it_helps():
+    mirror = BookMirror(SYMBOL)
+    mirror.feed([BookLevels(symbol="ETH-PERP", book_seq=3, bids=[(1, 1)], asks=[])])
+    assert not mirror.synced  # another symbol's
+    mirror.feed([BookLevels(symbol=SYMBOL, book_seq=5, bids=[(9, 3)], asks=[])])
+    assert mirror.book_seq == 5 and mirror.resyncs == 1
+    mirror.feed([BookLevels(symbol=SYMBOL, book_seq=4, bids=[], asks=[]),
+                 BookLevels(symbol=SYMBOL, book_seq=5, bids=[], asks=[])])
+    assert mirror.levels() == ([(9, 3)], []) and mirror.resyncs == 1  # not newer: ignored
+    # newer while synced: a delta went missing that no later delta has shown yet
+    mirror.feed([BookLevels(symbol=SYMBOL, book_seq=7, bids=[(9, 1)], asks=[(11, 2)])])
+    assert mirror.book_seq == 7 and mirror.levels() == ([(9, 1)], [(11, 2)])

@@ -237,3 +237,26 @@ def test_a_stale_venues_quoted_age_is_past_the_limit_even_by_a_fraction_of_a_ms(
     report = classify(feeds, ["a", "b", "c"], limit + 500_000, limit, 10_000)
     assert report.stale == {"a": 2001}  # 2000.5 ms old: quoted as 2001, not 2000
     assert "b" not in report.stale  # exactly at the limit: still fresh
+
+
+def test_a_lost_delta_stops_the_book_being_used_until_matchings_next_snapshot():
+    """The oracle's copy of the book feeds the mark's basis and the funding premium: after a gap
+    (a lost delta, or a restart while matching runs) it must not be used, and it must come back."""
+    from cluster.protocol import BookLevels
+
+    oracle = Oracle(specs())
+    state = oracle.symbols[S]
+    book(oracle, [(299_990, 10)], [(300_010, 10)])
+    assert oracle._book_mid(state) == 300_000
+    oracle.on_market_data(BookDelta(seq=9, symbol=S, book_seq=4, side=1, price=299_995, qty=5))
+    assert oracle._book_mid(state) is None  # book_seq 3 never came: the copy is not trusted
+    oracle.on_market_data(BookLevels(symbol=S, book_seq=4, bids=[(299_995, 5), (299_990, 10)],
+                                     asks=[(300_010, 10)]))
+    assert oracle._book_mid(state) == (299_995 + 300_010) // 2  # healed by the published one
+    # a restarted oracle: matching's book is far along, its first delta is not book_seq 1
+    restarted = Oracle(specs())
+    restarted.on_market_data(BookDelta(seq=50, symbol=S, book_seq=50, side=-1, price=300_020, qty=1))
+    assert restarted._book_mid(restarted.symbols[S]) is None
+    restarted.on_market_data(BookLevels(symbol=S, book_seq=50, bids=[(299_980, 3)],
+                                        asks=[(300_020, 1)]))
+    assert restarted._book_mid(restarted.symbols[S]) == 300_000
