@@ -596,7 +596,9 @@ class FundingRate(Msg, tag=True, kw_only=True):
 
 
 class Regime(Msg, tag=True, kw_only=True):
-    """Oracle -> risk: the volatility regime of a symbol, for the initial-margin buffer."""
+    """Oracle -> risk: the volatility regime of a symbol, for the initial-margin buffer. Sent when
+    it changes, and repeated every second (`changed` false), so that a restarted oracle, or a
+    risk that missed one, agrees again within a second (a regime is a state, not an event)."""
 
     symbol: str
     regime: Literal["normal", "high_volatility", "degraded"]
@@ -604,6 +606,7 @@ class Regime(Msg, tag=True, kw_only=True):
     threshold_ppm: int = 0
     window_s: int = 300
     ts_ns: int = 0
+    changed: bool = True
 
 
 class AccountRisk(Msg, tag=True, kw_only=True):

@@ -34,6 +34,7 @@ from nodes.oracle.sources import classify, median, weighted_median
 from nodes.oracle.volatility import RealizedVol
 
 BASIS_ALPHA_PPM = 100_000  # EMA weight of each new basis sample
+REGIME_REPEAT_NS = 1_000_000_000  # a regime is repeated this often, changed or not
 PPM = 1_000_000
 MS = 1_000_000
 
@@ -61,7 +62,8 @@ class OracleConf(msgspec.Struct, frozen=True, kw_only=True):
 
 class SymbolState:
     __slots__ = ("feeds", "last", "book", "basis", "seq", "index", "mark", "premium",
-                 "next_funding_ns", "last_rate_e9", "vol", "fallback", "regime", "sources")
+                 "next_funding_ns", "last_rate_e9", "vol", "fallback", "regime",
+                 "regime_repeat_ns", "sources")
 
     def __init__(self, spec: SymbolSpec, conf: OracleConf) -> None:
         self.feeds: dict[str, tuple[int, int]] = {}  # venue -> (price, received ns)
@@ -80,6 +82,7 @@ class SymbolState:
         self.vol = RealizedVol(spec.vol_window_s, spec.vol_threshold_ppm)
         self.fallback = Fallback(conf.fallback)
         self.regime = "normal"  # the regime last published: vol regime, or degraded
+        self.regime_repeat_ns = 0  # when it is said again (risk starts from "normal" too)
         self.sources: dict[str, str] = {}  # venue -> healthy | stale | outlier (as last published)
 
 
@@ -184,11 +187,13 @@ class Oracle:
         if mode == "normal":
             state.vol.add(index, now_ns)
         regime = "degraded" if mode == "degraded" else state.vol.regime
-        if regime != state.regime:
+        changed = regime != state.regime
+        if changed or now_ns >= state.regime_repeat_ns:  # a state: said again every second
             state.regime = regime
+            state.regime_repeat_ns = now_ns + REGIME_REPEAT_NS
             out.append(Regime(symbol=symbol, regime=regime, realized_vol_ppm=state.vol.value(),
                               threshold_ppm=spec.vol_threshold_ppm, window_s=spec.vol_window_s,
-                              ts_ns=now_ns))
+                              ts_ns=now_ns, changed=changed))
 
     def _source_changes(self, symbol: str, state: SymbolState, report, now_ns: int,
                         out: list) -> None:

@@ -34,7 +34,7 @@ def build(shell: NodeShell, topo: Topology):
         for msg in oracle.publish(shell.now_ns()):
             t = type(msg)
             shell.publish(PREFIXES[t] + msg.symbol.encode(), msg)
-            if t is IndexMark:
+            if t is IndexMark or (t is Regime and not msg.changed):  # a repeat: nothing new
                 continue
             shell.log.info(t.__name__, **msgspec.structs.asdict(msg))
             if t is OracleMode:

@@ -63,7 +63,8 @@ def test_funding_published_at_interval_boundaries_from_the_book_premium():
     # a book 0.1% above the index on both impact prices: premium +0.001 > clamp: F = 0.05% + ...
     book(oracle, [(300_300, 100_000)], [(300_310, 100_000)])
     out = oracle.publish(t0)
-    assert [type(m) for m in out] == [IndexMark]
+    assert [type(m) for m in out] == [IndexMark, Regime]  # and the regime, which is repeated
+    assert out[1].regime == "normal" and out[1].changed is False
     feed(oracle, [300_000] * 5, 1_010 * SEC)
     out = oracle.publish(1_010 * SEC)
     funding = [m for m in out if type(m) is FundingRate]
@@ -98,9 +99,14 @@ def test_oracle_publishes_regime_changes():
         t += SEC // 10
         feed(oracle, [300_000 + (3_000 if i % 2 else 0)] * 5, t)
         out += oracle.publish(t)
-    regimes = [m for m in out if type(m) is Regime]
+    regimes = [m for m in out if type(m) is Regime and m.changed]
     assert regimes and regimes[0].regime == "high_volatility"
     assert regimes[0].realized_vol_ppm > regimes[0].threshold_ppm == 5_000
+    # between changes the regime is said again every second, as a repeat (risk: no change)
+    repeats = [m for m in out if type(m) is Regime and not m.changed]
+    assert len(repeats) >= 4 and {m.regime for m in repeats} <= {"normal", "high_volatility"}
+    stamps = [m.ts_ns for m in out if type(m) is Regime]
+    assert max(b - a for a, b in zip(stamps, stamps[1:])) <= SEC
 
 
 # ---------------------------------------------------------------- fallback chain

@@ -165,6 +165,15 @@ def test_im_buffer_follows_the_regime_and_is_explained():
     pipe.send(Regime(symbol=BTC, regime="degraded"))
     rej = body(pipe.request("alice", PlaceOrder(symbol=BTC, side=1, qty=1, price=P0 - 20)))
     assert rej.reason == "symbol_reduce_only"
+    # a restarted oracle does not know risk's regime: its repeat of its own state ends the
+    # degraded mode (the change it never saw to send), and a repeat of the same state is nothing
+    pipe.audit.clear()
+    pipe.send(Regime(symbol=BTC, regime="normal", changed=False))
+    assert pipe.risk.regimes[BTC] == "normal" and [e.rule for e in pipe.audit] == ["risk.im_buffer"]
+    pipe.send(Regime(symbol=BTC, regime="normal", changed=False))
+    assert len(pipe.audit) == 1
+    ok = body(pipe.request("alice", PlaceOrder(symbol=BTC, side=1, qty=1, price=P0 - 20)))
+    assert type(ok) is OrderAccepted
 
 
 def test_an_amend_is_checked_for_margin_whether_it_names_the_order_by_id_or_client_id():
