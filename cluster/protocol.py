@@ -742,7 +742,7 @@ AdminMsg = Union[AdminRequest, AdminReply]
 NodeInbound = Union[
     Routed, NewOrder, Amend, Cancel, MassCancel, MarkPrice, SetPosition,
     OrderAccepted, OrderRejected, Trade, OrderCancelled, OrdersCancelled, OrderAmended,
-    OrderTriggered, BookDelta, Report, Reply, Ping, Pong, AccountRisk, MaintenanceAlert,
+    OrderTriggered, BookDelta, BookLevels, Report, Reply, Ping, Pong, AccountRisk, MaintenanceAlert,
     SpotTick, IndexMark, FundingRate, Regime, Notice, OracleMode, LiquidationStep,
     LiquidationResult, FeedControl, OracleSource, NetsimTable,
 ]

@@ -23,11 +23,13 @@ from fractions import Fraction
 import msgspec
 
 from cluster.audit import Explanation
+from cluster.book_mirror import BookMirror
 from cluster.config import SymbolSpec
 from cluster.ladder import tier_for
 from cluster.prices import bankruptcy_price, round_price
 from cluster.protocol import (
-    AccountRisk, BookDelta, IndexMark, LiquidationResult, LiquidationStep, MaintenanceAlert,
+    AccountRisk, BookDelta, BookLevels, IndexMark, LiquidationResult, LiquidationStep,
+    MaintenanceAlert,
 )
 from nodes.liquidator.monitor import MaintenanceMonitor
 
@@ -63,8 +65,10 @@ class LiquidationEngine:
         self.specs = dict(specs)
         self.conf = conf
         self.monitor = MaintenanceMonitor(specs)
-        self.books: dict[str, tuple[dict[int, int], dict[int, int]]] = {
-            s: ({}, {}) for s in sorted(specs)}
+        # Copies of matching's books from its deltas, healed by its published snapshots (a lost
+        # delta, or a restart while matching runs); they size the reduction chunks, while the
+        # IOCs themselves meet the real book.
+        self.books = {s: BookMirror(s, empty_at_start=True) for s in sorted(specs)}
         self.mark_info: dict[str, tuple[int, int, str]] = {}  # symbol -> (mark, ts_ns, mode)
         self.active: dict[str, Liquidation] = {}  # key -> running liquidation
         self.by_id: dict[int, Liquidation] = {}
@@ -83,15 +87,10 @@ class LiquidationEngine:
         self.mark_info[msg.symbol] = (msg.mark, msg.ts_ns, msg.mode)
         self.monitor.on_mark(msg.symbol, msg.mark)
 
-    def on_book(self, ev: BookDelta) -> None:
+    def on_book(self, ev: BookDelta | BookLevels) -> None:
         book = self.books.get(ev.symbol)
-        if book is None:
-            return
-        levels = book[0] if ev.side > 0 else book[1]
-        if ev.qty:
-            levels[ev.price] = ev.qty
-        else:
-            levels.pop(ev.price, None)
+        if book is not None:
+            book.feed([ev])
 
     # ------------------------------------------------------------------ decisions
 
@@ -227,7 +226,8 @@ class LiquidationEngine:
 
     def _depth_within(self, symbol: str, closing_side: int, limit: int) -> tuple[int, int]:
         """(lots on the book within `limit`, the best such price or the limit)."""
-        bids, asks = self.books[symbol]
+        book = self.books[symbol]
+        bids, asks = book.bids, book.asks
         if closing_side < 0:  # selling into bids at or above the limit
             prices = [p for p in bids if p >= limit]
             return sum(bids[p] for p in prices), max(prices, default=limit)

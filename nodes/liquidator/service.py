@@ -5,7 +5,7 @@ audit journal."""
 from __future__ import annotations
 
 from cluster.config import Topology
-from cluster.protocol import AccountRisk, BookDelta, IndexMark, LiquidationResult
+from cluster.protocol import AccountRisk, BookDelta, BookLevels, IndexMark, LiquidationResult
 from cluster.transport import NodeShell
 from cluster.units import rate_to_ppm
 from nodes.liquidator.engine import LiquidationEngine, LiquidatorConf
@@ -44,7 +44,7 @@ def build(shell: NodeShell, topo: Topology):
                     apply(engine.on_result(msg, now))
                 elif t is IndexMark:
                     engine.on_mark(msg)
-                elif t is BookDelta:
+                elif t is BookDelta or t is BookLevels:
                     engine.on_book(msg)
             except Exception as exc:  # a bug on one message must not cost the rest of the batch
                 shell.failed("message_failed", t.__name__, exc)

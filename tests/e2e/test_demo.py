@@ -39,6 +39,10 @@ def test_demo_trades_explains_its_rejects_and_stops_clean(cluster_handle):
     assert re.fullmatch(r"[0-9a-f]{64}", risk["state_hash"]), risk
     matching = final_state(cluster_handle.run_dir / "log" / "matching.log", "matching_final_state")
     assert re.fullmatch(r"[0-9a-f]{64}", matching["state_hash"]), matching
+    # and no node met a message it could not read or handle: the nodes speak one protocol
+    for node in ("gateway", "risk", "matching", "oracle", "liquidator", "feeds"):
+        stats = final_state(cluster_handle.run_dir / "log" / f"{node}.log", "node_stopping")["stats"]
+        assert stats["bad_frames"] == 0 and stats["errors"] == 0, (node, stats)
 
 
 def final_state(log, event: str) -> dict:
