@@ -620,6 +620,12 @@ class AccountRisk(Msg, tag=True, kw_only=True):
     leverage: dict[str, int] = field(default_factory=dict)  # symbol -> leverage setting
 
 
+class AccountRiskRequest(Msg, tag=True, kw_only=True):
+    """Liquidator -> risk, when it starts: send me every account that has a position. Risk sends
+    AccountRisk on changes only, so a restarted liquidator would otherwise not know an account
+    that is already under water until that account's next change."""
+
+
 class LiquidationStep(Msg, tag=True, kw_only=True):
     """Liquidator -> risk: carry out one step of a liquidation.
 
@@ -742,9 +748,9 @@ AdminMsg = Union[AdminRequest, AdminReply]
 NodeInbound = Union[
     Routed, NewOrder, Amend, Cancel, MassCancel, MarkPrice, SetPosition,
     OrderAccepted, OrderRejected, Trade, OrderCancelled, OrdersCancelled, OrderAmended,
-    OrderTriggered, BookDelta, BookLevels, Report, Reply, Ping, Pong, AccountRisk, MaintenanceAlert,
-    SpotTick, IndexMark, FundingRate, Regime, Notice, OracleMode, LiquidationStep,
-    LiquidationResult, FeedControl, OracleSource, NetsimTable,
+    OrderTriggered, BookDelta, BookLevels, Report, Reply, Ping, Pong, AccountRisk,
+    AccountRiskRequest, MaintenanceAlert, SpotTick, IndexMark, FundingRate, Regime, Notice,
+    OracleMode, LiquidationStep, LiquidationResult, FeedControl, OracleSource, NetsimTable,
 ]
 
 

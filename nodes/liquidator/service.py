@@ -5,7 +5,9 @@ audit journal."""
 from __future__ import annotations
 
 from cluster.config import Topology
-from cluster.protocol import AccountRisk, BookDelta, BookLevels, IndexMark, LiquidationResult
+from cluster.protocol import (
+    AccountRisk, AccountRiskRequest, BookDelta, BookLevels, IndexMark, LiquidationResult,
+)
 from cluster.transport import NodeShell
 from cluster.units import rate_to_ppm
 from nodes.liquidator.engine import LiquidationEngine, LiquidatorConf
@@ -22,6 +24,7 @@ def build(shell: NodeShell, topo: Topology):
     ), id_base=shell.now_ns() // 1_000_000 * 1_000)  # ids stay unique across restarts
     shell.peer("risk")
     shell.peer("gateway")
+    shell.send("risk", AccountRiskRequest())  # at a start or a restart: who to watch, from risk
 
     def apply(effects) -> None:
         for dest, msg in effects:

@@ -39,12 +39,12 @@ from cluster.audit import Explanation
 from cluster.config import SymbolSpec
 from cluster.ladder import maintenance_margin, tier_for
 from cluster.protocol import (
-    MARKET_TYPES, MAX_UNITS, STOP_TYPES, Ack, AccountRisk, AccountView, AdjustIsolatedMargin, Amend,
-    AmendOrder, Cancel, CancelAll, CancelOrder, Deleveraged, Deposit, Error, Fill, FundingEntry,
-    FundingRate, GetAccount, GetOrders, IndexMark, LiquidationResult, LiquidationStep, MassCancel,
-    NewOrder, Notice, OrderAccepted, OrderAmended, OrderCancelled, OrderRejected, OrdersCancelled,
-    OrdersView, OrderTriggered, OrderView, PlaceOrder, PositionView, Regime, Reply, Report, Routed,
-    SetLeverage, SetMarginMode, SetPosition, Trade, Withdraw,
+    MARKET_TYPES, MAX_UNITS, STOP_TYPES, Ack, AccountRisk, AccountRiskRequest, AccountView,
+    AdjustIsolatedMargin, Amend, AmendOrder, Cancel, CancelAll, CancelOrder, Deleveraged, Deposit,
+    Error, Fill, FundingEntry, FundingRate, GetAccount, GetOrders, IndexMark, LiquidationResult,
+    LiquidationStep, MassCancel, NewOrder, Notice, OrderAccepted, OrderAmended, OrderCancelled,
+    OrderRejected, OrdersCancelled, OrdersView, OrderTriggered, OrderView, PlaceOrder, PositionView,
+    Regime, Reply, Report, Routed, SetLeverage, SetMarginMode, SetPosition, Trade, Withdraw,
 )
 from cluster.units import ceil_div
 from nodes.risk import adl
@@ -112,6 +112,10 @@ class RiskEngine:
             self._regime(msg, now_ns, out)
         elif t is LiquidationStep:
             self._liquidation_step(msg, out)
+        elif t is AccountRiskRequest:  # a (re)started liquidator: every account it must watch
+            for name, acct in self.accounts.items():
+                if any(p.qty for p in acct.positions.values()):
+                    out.append(("liquidator", self.account_risk(name)))
         else:
             self._engine_event(msg, out)
         return out

@@ -126,3 +126,25 @@ def test_no_liquidation_on_a_stale_or_degraded_mark():
         ("liquidation.paused", "oracle_degraded")]
     w.mark(283_000)  # a normal mark again: the liquidation starts
     assert w.results and w.results[0].kind == "cancel"
+
+
+def test_a_restarted_liquidator_learns_from_risk_who_is_under_water():
+    """Risk tells the liquidator about an account only when it changes; a liquidator restarted
+    after an account went under water asks risk for everyone with a position, and acts."""
+    from cluster.protocol import AccountRiskRequest
+    from nodes.liquidator.engine import LiquidationEngine, LiquidatorConf
+    from tests.unit.pipeline import TOPO
+
+    w = World({"whale": 1_500_000 * USD, "mm": 100_000_000 * USD, "idle": 1_000 * USD},
+              insurance=100_000 * USD)
+    w.mark(300_000)
+    open_long(w, "whale", 400_000, leverage=10)
+    w.place("mm", 1, 500_000, 269_900)
+    w.liq = LiquidationEngine(TOPO.symbols, LiquidatorConf(), id_base=10**6)  # a restart
+    w.mark(270_000)  # under water now, but the new liquidator knows nobody: nothing happens
+    assert not [e for e in w.audit if e.rule == "liquidation.trigger"]
+    w._to_risk(AccountRiskRequest())  # what its service sends when it starts
+    assert set(w.liq.monitor.accounts) == {"whale", "mm"}  # those with a position, not "idle"
+    w.mark(270_000)
+    triggers = [e.numbers for e in w.audit if e.rule == "liquidation.trigger"]
+    assert [(t["account"], t["mark"]) for t in triggers][:1] == [("whale", 270_000)], w.steps()
