@@ -28,10 +28,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("node", choices=config.NODE_NAMES)
     parser.add_argument("--config", default=None)
     parser.add_argument("--run-dir", default=None)
+    parser.add_argument("--restarted", action="store_true",
+                        help="the supervisor restarted this node while the cluster ran")
     args = parser.parse_args(argv)
     die_with_parent()
     topo = config.load(args.config, run_dir=args.run_dir)
     shell = NodeShell(args.node, topo)
+    shell.restarted = args.restarted
     if os.environ.get("PERPX_PIPELINE") == "null":  # the null pipeline (perf/): hops, no logic
         from perf.null_services import build
 

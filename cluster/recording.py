@@ -27,6 +27,7 @@ class RecordingShell:
         self.log = RecordingLog()
         self.audit = self  # the audit journal: what the node explained lands in `explained`
         self.explained: list = []
+        self.restarted = False  # as NodeShell: started again by the supervisor
 
     failed = NodeShell.failed  # the real error accounting, on this shell's stats and log
 

@@ -137,11 +137,11 @@ class Supervisor:
 
     # ------------------------------------------------------------------ processes
 
-    def _spawn(self, node: NodeProc) -> None:
+    def _spawn(self, node: NodeProc, restarted: bool = False) -> None:
         out = open(self.run / "log" / f"{node.name}.out", "ab")  # noqa: SIM115
         node.proc = subprocess.Popen(
             [sys.executable, "-m", "cluster.node", node.name, "--config", self.topo.path,
-             "--run-dir", str(self.run)],
+             "--run-dir", str(self.run)] + (["--restarted"] if restarted else []),
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         out.close()
@@ -350,7 +350,7 @@ class Supervisor:
             node.restarts.append(now)
             self.echo(f"supervisor: {node.name} died ({how}); policy restart: restarting "
                       f"({len(node.restarts)}/{self.topo.supervisor.max_restarts} in {window}s)")
-            self._spawn(node)
+            self._spawn(node, restarted=True)
             self._event("node_restarted", node.name, pid=node.proc.pid)
             return
         reason = "stop_all" if policy == "stop_all" else "restart limit reached"

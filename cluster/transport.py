@@ -185,6 +185,7 @@ class NodeShell:
         self._dirty = False
         self._audit_failing = False
         self.exit_code = 0  # EX_SOFTWARE (70) when a node task died: the process says it failed
+        self.restarted = False  # started again by the supervisor while the cluster ran
         self._readiness: dict[zmq.asyncio.Socket, Readiness] = {}  # drained socket -> its waiter
         # netsim: None when the network simulator is compiled out (PERPX_NETSIM=off)
         self.netsim_enabled = os.environ.get("PERPX_NETSIM", "on") != "off" and bool(

@@ -38,6 +38,7 @@ class SpotWalk:
         self.vol = {s: v for s, (_, v) in prices.items()}
         self.seq = 0
         self.faults = {v: VenueFaults() for v in self.venues}
+        self.held: set[str] = set()  # symbols waiting to resume (see hold)
 
     def fault(self, action: str, venue: str, ppm: int, duration_ms: int, now_ns: int) -> bool:
         """Apply a feed fault; False when the venue is unknown."""
@@ -59,10 +60,22 @@ class SpotWalk:
                 f.frozen_until = f.bias_ppm = f.spike_ppm = f.spike_until = f.delay_ns = 0
         return True
 
+    def hold(self, symbol: str) -> None:
+        """Publish nothing for `symbol` until `resume` says where its price is."""
+        self.held.add(symbol)
+
+    def resume(self, symbol: str, price: int) -> None:
+        """Continue `symbol`'s walk from `price` (ticks): where the venues were before a restart."""
+        if symbol in self.true and price > 0:
+            self.true[symbol] = price * PPM
+            self.held.discard(symbol)
+
     def step(self, now_ns: int) -> list[SpotTick]:
         rng = self.rng
         ticks: list[SpotTick] = []
         for symbol, value in self.true.items():
+            if symbol in self.held:
+                continue
             move_ppm = int(rng.gauss(0, self.vol[symbol]))
             if rng.randrange(PPM) < JUMP_PPM:
                 move_ppm += rng.choice((-1, 1)) * rng.randrange(*JUMP_SIZE_PPM)

@@ -61,6 +61,31 @@ def test_killed_gateway_is_noticed_within_a_second_and_restarted(cluster):
     assert [n for n, _ in hops] == ["gateway", "risk", "matching", "risk", "gateway"]
 
 
+def test_a_restarted_feeds_process_resumes_where_the_venues_were(cluster):
+    """A fresh walk starts at the topology's initial price; a restarted one must not snap every
+    venue back there (a jump the oracle cannot reject), but go on from the oracle's index."""
+    symbol = "ETH-PERP"
+    initial = cluster.topo.symbols[symbol].initial_price
+
+    async def index() -> int:
+        async with Client(cluster.endpoint(), market_data=cluster.md_endpoint()) as c:
+            return (await c.next_mark(symbol, 10.0)).index
+
+    shocked = cluster.cli_json("netsim", "feed", "alpha", "shock", "--ppm", "200000",
+                               "--symbol", symbol)
+    assert shocked, shocked
+    wait_for(lambda: asyncio.run(index()) > initial * 1.15, 10, step=0.2)  # the venues moved up
+    pid = cluster.node_pids()["feeds"]
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: cluster.status()["nodes"]["feeds"]["state"] == "running"
+             and cluster.node_pids()["feeds"] != pid, 10)
+    time.sleep(2.5)  # the new walk resumed and the oracle's venues are healthy again
+    after = [asyncio.run(index()) for _ in range(3)]
+    assert all(i > initial * 1.15 for i in after), (initial, after)  # not back at the start
+    log = (cluster.run_dir / "log" / "feeds.log").read_text()
+    assert '"feed_resumed"' in log and symbol in log
+
+
 def test_killed_matching_stops_the_whole_cluster(cluster):
     os.kill(cluster.node_pids()["matching"], signal.SIGKILL)
     killed_at = time.monotonic_ns()
