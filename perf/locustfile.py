@@ -203,9 +203,12 @@ class RetryBot(PerpxUser):
     @task
     def place_with_retries(self) -> None:
         symbol = random.choice(SYMBOLS)
+        # One client order id for every attempt: an attempt that reached the venue but whose
+        # answer was lost (a timeout) is answered again, marked duplicate, instead of trading twice.
+        coid = f"rb-{random.getrandbits(64):016x}"
         for attempt in range(6):
             try:
-                self.client.place("retry_place", symbol, 1, 1,
+                self.client.place("retry_place", symbol, 1, 1, client_order_id=coid,
                                   price=MARKS[symbol] - MARKS[symbol] // 100, tif="IOC")
                 return
             except Refused as exc:
