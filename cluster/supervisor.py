@@ -90,6 +90,8 @@ class Supervisor:
         self._netsim_pub = None
         self._admin = None
         self._feeds = None
+        # venue -> action -> (the fault, when it ends on the monotonic clock, or None: until healed)
+        self._feed_faults: dict[str, dict[str, tuple[FeedControl, float | None]]] = {}
         self._tasks: list[asyncio.Task] = []
         self.netsim = NetsimState()
         self.audit = AuditJournal(str(self.run / "audit" / "supervisor.jsonl"))
@@ -233,6 +235,7 @@ class Supervisor:
                 raise ControlError(f"bad feed fault: {exc}") from None
             self._check_feed_target(control)
             self._feeds.send(encode_one_batch(control), zmq.NOBLOCK)
+            self._remember_feed_fault(control)
             self._applied(f"feed_{control.action}", control.venue or control.symbol, args)
             return {"sent": args}
         table = self.netsim.handle(cmd, args)
@@ -241,6 +244,33 @@ class Supervisor:
                           or args.get("node") or "all", args)
             self._publish_netsim()
         return table
+
+    def _remember_feed_fault(self, control: FeedControl) -> None:
+        """The venue faults in force, so that a restarted feeds process gets them again (a shock
+        is a one-off move of the price, which the restarted walk resumes from)."""
+        if control.action == "shock":
+            return
+        if control.action == "heal":
+            for venue in ([control.venue] if control.venue else list(self._feed_faults)):
+                self._feed_faults.pop(venue, None)
+            return
+        until = time.monotonic() + control.duration_ms / 1000 if control.duration_ms and \
+            control.action in ("freeze", "spike") else None
+        self._feed_faults.setdefault(control.venue, {})[control.action] = (control, until)
+
+    def _resend_feed_faults(self) -> None:
+        now = time.monotonic()
+        for venue, faults in self._feed_faults.items():
+            for action, (control, until) in list(faults.items()):
+                if until is not None and until <= now:
+                    del faults[action]  # over while the feeds process was down
+                    continue
+                if until is not None:
+                    control = msgspec.structs.replace(control,
+                                                      duration_ms=max(1, int((until - now) * 1000)))
+                self._feeds.send(encode_one_batch(control), zmq.NOBLOCK)
+                self._event("feed_fault_resent", "feeds", venue=venue, action=action,
+                            duration_ms=control.duration_ms)
 
     def _check_feed_target(self, control: FeedControl) -> None:
         """The feeds process ignores a venue or symbol it does not have: refuse it here, by name."""
@@ -352,6 +382,8 @@ class Supervisor:
                       f"({len(node.restarts)}/{self.topo.supervisor.max_restarts} in {window}s)")
             self._spawn(node, restarted=True)
             self._event("node_restarted", node.name, pid=node.proc.pid)
+            if node.name == "feeds" and self._feeds is not None:
+                self._resend_feed_faults()  # queued until the new process binds its inbox
             return
         reason = "stop_all" if policy == "stop_all" else "restart limit reached"
         self.failure = f"{node.name} died ({how}); {reason}"

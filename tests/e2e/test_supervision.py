@@ -86,6 +86,35 @@ def test_a_restarted_feeds_process_resumes_where_the_venues_were(cluster):
     assert '"feed_resumed"' in log and symbol in log
 
 
+def test_a_feed_fault_outlives_a_restart_of_the_feeds_process(cluster):
+    """A frozen venue stays frozen when the feeds process is restarted: the supervisor sends the
+    faults in force again, with what is left of their duration."""
+    import json
+
+    cluster.cli_json("netsim", "feed", "bravo", "freeze", "--duration", "30s")
+    time.sleep(2.5)  # the oracle marks bravo stale
+    pid = cluster.node_pids()["feeds"]
+    os.kill(pid, signal.SIGKILL)
+    resent = wait_for(lambda: [e for e in cluster.status()["events"]
+                               if e["event"] == "feed_fault_resent"], 10)
+    assert (resent[-1]["venue"], resent[-1]["action"]) == ("bravo", "freeze")
+    assert 20_000 < resent[-1]["duration_ms"] < 30_000
+    time.sleep(4)  # the restarted walk resumed: every venue healthy again but bravo
+
+    def last_status(venue: str) -> str:
+        path = cluster.run_dir / "audit" / "oracle.jsonl"
+        records = [json.loads(line) for line in path.read_text().splitlines()]
+        changes = [r["decision"] for r in records
+                   if r["rule"].startswith("oracle.source_") and r["decision"].startswith(venue)]
+        return changes[-1].rsplit("->", 1)[1] if changes else "healthy"
+
+    try:
+        assert last_status("bravo") == "stale"
+        assert all(last_status(v) == "healthy" for v in ("alpha", "charlie", "delta", "echo"))
+    finally:
+        cluster.cli_json("netsim", "feed", "all", "heal")
+
+
 def test_killed_matching_stops_the_whole_cluster(cluster):
     os.kill(cluster.node_pids()["matching"], signal.SIGKILL)
     killed_at = time.monotonic_ns()
