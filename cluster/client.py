@@ -13,6 +13,11 @@ A client that logged on with an API key logs on again by itself when the gateway
 session (a restarted gateway refuses `not_logged_on` before forwarding anything, so the request is
 sent once more; `relogons` counts it). A request in flight when the gateway died is answered by
 nobody: it times out, and only the account's reports can tell whether it reached the venue.
+
+A client that only listens (a maker waiting for its fills) sends nothing, yet the gateway forgets a
+session silent for 10 minutes, and a restarted gateway forgets every session: its reports would
+stop without a word. So after `keepalive` seconds without a request (60 by default) the client
+logs on again, which only the gateway handles: the session is kept, or re-made after a restart.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ class RequestFailed(Exception):
 
 
 REPORTS_KEPT = 10_000
+KEEPALIVE_S = 60.0  # the gateway forgets a session silent for 10 minutes
 
 
 def _server_codec() -> Codec:
@@ -53,7 +59,7 @@ def _server_codec() -> Codec:
 class Client:
     def __init__(self, endpoint: str, *, api_key: str | None = None,
                  market_data: str | None = None, timeout: float = 5.0,
-                 ctx: zmq.asyncio.Context | None = None) -> None:
+                 ctx: zmq.asyncio.Context | None = None, keepalive: float = KEEPALIVE_S) -> None:
         self.endpoint = endpoint
         self.api_key = api_key
         self.market_data_endpoint = market_data
@@ -74,6 +80,10 @@ class Client:
         self._sock = None
         self._md = None
         self._reader = None
+        self.keepalive = keepalive  # seconds of silence before the session is renewed; 0: never
+        self.keepalives = 0  # times it was
+        self._last_sent = 0.0  # loop time of the last request sent
+        self._keeper = None
 
     async def __aenter__(self) -> Client:
         await self.connect()
@@ -89,8 +99,26 @@ class Client:
         self._reader = asyncio.create_task(self._read())
         if self.api_key is not None:
             await self._log_on()
+            if self.keepalive > 0:
+                self._keeper = asyncio.create_task(self._keep_alive())
+
+    async def _keep_alive(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            idle = loop.time() - self._last_sent
+            if idle < self.keepalive:
+                await asyncio.sleep(self.keepalive - idle)
+                continue
+            try:
+                await self._log_on()
+                self.keepalives += 1
+            except (asyncio.TimeoutError, RequestFailed, zmq.ZMQError):
+                await asyncio.sleep(min(self.keepalive, 1.0))  # the gateway is away: try again
 
     async def close(self) -> None:
+        if self._keeper is not None:  # first: it must not log on again after the logout
+            self._keeper.cancel()
+            await asyncio.gather(self._keeper, return_exceptions=True)
         if self.account is not None and self._reader is not None and not self._reader.done():
             try:  # tell the gateway, so it does not keep the session until it expires
                 await asyncio.wait_for(self.request(Logout(), raise_on_error=False), 1.0)
@@ -183,6 +211,7 @@ class Client:
             raise UnitError("out_of_range", f"a number in {type(message).__name__} does not fit "
                             f"a 64-bit integer (the venue takes up to {MAX_UNITS})") from None
         await self._sock.send(frame)
+        self._last_sent = asyncio.get_running_loop().time()
         wake_reader(self._sock)  # the send may have eaten the edge our reader's poll waits for
         try:
             return await asyncio.wait_for(fut, self.timeout)

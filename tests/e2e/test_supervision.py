@@ -61,6 +61,34 @@ def test_killed_gateway_is_noticed_within_a_second_and_restarted(cluster):
     assert [n for n, _ in hops] == ["gateway", "risk", "matching", "risk", "gateway"]
 
 
+def test_a_listening_client_keeps_getting_its_fills_across_a_gateway_restart(cluster):
+    """A maker that only waits for fills sends nothing; after the gateway restarts (forgetting
+    every session) its keepalive logs on again, so the fill still reaches it."""
+    symbol = "ETH-PERP"
+
+    async def maker_waits_through_a_restart():
+        async with Client(cluster.endpoint(), api_key=cluster.api_key("mm2"),
+                          market_data=cluster.md_endpoint(), keepalive=0.3) as maker, \
+                Client(cluster.endpoint(), api_key=cluster.api_key("taker2"),
+                       market_data=cluster.md_endpoint()) as taker:
+            mark = (await maker.next_mark(symbol, 10.0)).mark
+            resting = await maker.place(symbol, -1, 1, mark + mark // 500)
+            before = maker.keepalives
+            pid = cluster.node_pids()["gateway"]
+            await asyncio.to_thread(os.kill, pid, signal.SIGKILL)
+            await asyncio.to_thread(wait_for, lambda: cluster.node_pids()["gateway"] != pid
+                                    and cluster.status()["nodes"]["gateway"]["state"] == "running",
+                                    10)
+            await asyncio.sleep(1.5)  # the maker says nothing; its keepalive does
+            await taker.place(symbol, 1, 1, mark + mark // 500, tif="IOC")
+            fill = await asyncio.wait_for(maker.reports.get(), 5)
+            return resting.event.order_id, fill.event, maker.keepalives - before
+
+    order_id, fill, keepalives = asyncio.run(maker_waits_through_a_restart())
+    assert (type(fill).__name__, fill.order_id, fill.liquidity) == ("Fill", order_id, "maker")
+    assert keepalives >= 1
+
+
 def test_a_restarted_feeds_process_resumes_where_the_venues_were(cluster):
     """A fresh walk starts at the topology's initial price; a restarted one must not snap every
     venue back there (a jump the oracle cannot reject), but go on from the oracle's index."""
