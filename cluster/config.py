@@ -7,7 +7,9 @@ one host over ipc, and the same format with tcp host addresses runs nodes on sev
 from __future__ import annotations
 
 import os
+import random
 import re
+import socket
 import tomllib
 from decimal import Decimal
 from pathlib import Path
@@ -338,6 +340,37 @@ def load(path: str | os.PathLike | None = None, run_dir: str | None = None) -> T
 
 
 ENDPOINT = re.compile(r"^(tcp://(\[[0-9a-fA-F:.]+\]|[^\s:\[\]]+):\d{1,5}|ipc://\S+)$")
+
+
+# Ports for a local tcp cluster (tests, benches) come from below the kernel's usual ephemeral range
+# (32768+): a port that bind(0) hands out there can be taken, before the cluster binds it, by the
+# source port of any outgoing connection (tests open many). Parallel pytest workers get disjoint
+# slices of it.
+LOCAL_PORTS = range(20_000, 32_000)
+
+
+def free_tcp_ports(n: int) -> list[int]:
+    """`n` loopback tcp ports free now, for write_tcp_topology."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
+    width = len(LOCAL_PORTS) // max(1, workers)
+    mine = range(LOCAL_PORTS.start + index * width, LOCAL_PORTS.start + (index + 1) * width)
+    rng = random.Random()
+    socks: list[socket.socket] = []
+    try:
+        while len(socks) < n:
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", rng.choice(mine)))
+            except OSError:  # in use (or just taken by this loop): another one
+                s.close()
+                continue
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def write_tcp_topology(base: Path | str, dest: Path, ports: list[int], run_dir: Path,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,16 +30,6 @@ BENCH_MAX_OPEN_ORDERS = 50_000
 ORDER_PATH = ("gateway", "risk", "matching")  # the nodes every order crosses
 
 
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of a process (all its threads), from /proc/PID/stat."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -54,7 +43,7 @@ class Cluster:
         self.tmp = Path(tempfile.mkdtemp(prefix="perpx-bench-"))
         self.run_dir = self.tmp / "run"
         self.config = config.write_tcp_topology(
-            config.DEFAULT_CONFIG, self.tmp / "topology.toml", free_ports(20), self.run_dir,
+            config.DEFAULT_CONFIG, self.tmp / "topology.toml", config.free_tcp_ports(20), self.run_dir,
             internal_ipc=True, node_settings={"risk": {"max_open_orders": BENCH_MAX_OPEN_ORDERS}})
         self.topo = config.load(self.config, run_dir=str(self.run_dir))
         self.env = {**os.environ, **(env or {})}

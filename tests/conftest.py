@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -26,25 +25,12 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 class ClusterHandle:
     def __init__(self, tmp: Path, internal_ipc: bool = False,
                  symbol_overrides: dict[str, dict] | None = None) -> None:
         self.run_dir = tmp / "run"
         self.config_path = config.write_tcp_topology(
-            config.DEFAULT_CONFIG, tmp / "topology.toml", free_ports(20), self.run_dir,
+            config.DEFAULT_CONFIG, tmp / "topology.toml", config.free_tcp_ports(20), self.run_dir,
             internal_ipc=internal_ipc)
         if symbol_overrides:
             raw = tomllib.loads(self.config_path.read_text())
