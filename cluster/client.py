@@ -34,8 +34,8 @@ import zmq.asyncio
 from cluster.protocol import (
     Ack, AccountView, AdjustIsolatedMargin, AmendOrder, BookLevels, CancelAll, CancelOrder, Codec,
     Deposit, Error, GetAccount, GetBook, GetOrders, IndexMark, Logon, LogonAck, Logout, MarketData,
-    MAX_UNITS, OrdersView, Ping, PlaceOrder, Pong, Reply, Report, SetLeverage, SetMarginMode, Withdraw,
-    encode_one,
+    MAX_UNITS, OrdersView, Ping, PlaceOrder, Pong, Reply, Report, SetLeverage, SetMarginMode,
+    Withdraw, encode_one,
 )
 from cluster.transport import wake_reader
 from cluster.units import UnitError, from_units, to_units

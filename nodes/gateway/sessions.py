@@ -16,9 +16,9 @@ from collections import OrderedDict
 import msgspec
 
 from cluster.protocol import (
-    Ack, AdjustIsolatedMargin, AmendOrder, CancelAll, CancelOrder, Deposit, Error, GetAccount, GetBook, GetOrders,
-    Logon, LogonAck, Logout, Ping, PlaceOrder, PROTOCOL_VERSION, Reply, Report, Routed, SetLeverage,
-    SetMarginMode, Withdraw,
+    PROTOCOL_VERSION, Ack, AdjustIsolatedMargin, AmendOrder, CancelAll, CancelOrder, Deposit, Error,
+    GetAccount, GetBook, GetOrders, Logon, LogonAck, Logout, Ping, PlaceOrder, Reply, Report, Routed,
+    SetLeverage, SetMarginMode, Withdraw,
 )
 
 MAX_PENDING_REFS = 200_000
