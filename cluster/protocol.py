@@ -803,6 +803,13 @@ def _invalid_utf8(exc: UnicodeDecodeError) -> msgspec.DecodeError:
     return msgspec.DecodeError(f"invalid UTF-8 in a string: {exc.reason} at byte {exc.start}")
 
 
+def field_at(cls: type, index: int) -> str | None:
+    """'Type.field' at position `index` of a message's wire array ([tag, field, field, ...]): what
+    msgspec's "at `$[index]`" points at, for a person to read; None past the fields."""
+    fields = msgspec.structs.fields(cls)
+    return f"{cls.__name__}.{fields[index - 1].name}" if 1 <= index <= len(fields) else None
+
+
 def lenient_decode(frame: bytes):
     """The frame decoded without a schema, for reading what a refusal should mention; None when
     even that fails (bad UTF-8 in a string, say, which the typed decoder may not reach)."""

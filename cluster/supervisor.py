@@ -21,6 +21,7 @@ import asyncio
 import glob
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -37,7 +38,7 @@ from cluster.config import NODE_NAMES, Topology
 from cluster.logs import configure
 from cluster.protocol import (
     AdminReply, AdminRequest, Codec, ControlMsg, FeedControl, Heartbeat, NetsimTable, Ready,
-    encode_one,
+    encode_one, field_at,
 )
 from netsim.control import ControlError, NetsimState
 
@@ -232,7 +233,10 @@ class Supervisor:
                 control = msgspec.msgpack.decode(msgspec.msgpack.encode(FeedControl(**args)),
                                                  type=FeedControl)
             except (TypeError, msgspec.ValidationError) as exc:
-                raise ControlError(f"bad feed fault: {exc}") from None
+                where = re.search(r"`\$\[(\d+)\]`", str(exc))
+                named = field_at(FeedControl, int(where.group(1))) if where else None
+                raise ControlError(f"bad feed fault: {exc}" + (f" ({named})" if named else "")) \
+                    from None
             self._check_feed_target(control)
             self._feeds.send(encode_one_batch(control), zmq.NOBLOCK)
             self._remember_feed_fault(control)

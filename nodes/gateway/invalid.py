@@ -8,7 +8,7 @@ from typing import get_args
 
 import msgspec
 
-from cluster.protocol import ClientRequest, lenient_decode
+from cluster.protocol import ClientRequest, field_at, lenient_decode
 
 _CLIENT_TYPES = {cls.__name__: cls for cls in get_args(ClientRequest)}
 _ARRAY_PATH = re.compile(r"`\$\[(\d+)\](?:\[(\d+)\])?")
@@ -46,7 +46,5 @@ def describe_invalid(frame: bytes, error: msgspec.ValidationError) -> str:
     if not isinstance(message, list) or not message or not isinstance(message[0], str):
         return text
     cls = _CLIENT_TYPES.get(message[0])
-    fields = msgspec.structs.fields(cls) if cls is not None else ()
-    if 1 <= index <= len(fields):
-        return f"{text} ({cls.__name__}.{fields[index - 1].name})"
-    return text
+    named = field_at(cls, index) if cls is not None else None
+    return f"{text} ({named})" if named else text

@@ -167,6 +167,9 @@ def test_the_admin_socket_refuses_garbage_and_keeps_serving(cluster):
     finally:
         sock.close()
     assert cluster.status()["nodes"]["risk"]["state"] == "running"
+    # a value out of range is refused naming the field, not only its place in the wire array
+    huge = cluster.cli_json("netsim", "feed", "alpha", "spike", "--ppm", "1000000000000", ok=False)
+    assert "(FeedControl.ppm)" in huge["message"], huge
 
 
 async def mark_clock_offset_ms(cluster, samples: int = 3) -> float:
