@@ -257,14 +257,17 @@ async def with_client(args, fn, *, logon: bool = True):
         await client.close()
 
 
-def with_human_events(data: dict, topo: config.Topology) -> dict:
-    """The answer as JSON-able dicts, each event with its numbers in trader's units ("human")."""
+def order_answer(args, topo: config.Topology, data: dict) -> int:
+    """Print an order request's answer ("result") and the events that followed it, each with its
+    numbers in trader's units ("human"); exit 1 when the venue refused the request."""
+    from cluster.protocol import OrderRejected
+
     units = Units.of(topo)
     out = to_jsonable(data)
-    for key in ("result", "later_events"):
-        for ev in ([out[key]] if key == "result" else out.get(key, [])):
-            ev["human"] = units.event(ev)
-    return out
+    for ev in [out["result"], *out.get("later_events", [])]:
+        ev["human"] = units.event(ev)
+    emit(out, args.json, render.order_result)
+    return EXIT_REFUSED if type(data["result"]) is OrderRejected else EXIT_OK
 
 
 def side_of(text: str) -> int:
@@ -286,7 +289,7 @@ def order_named(args) -> None:
 
 
 def cmd_order_place(args) -> int:
-    from cluster.protocol import OrderRejected, PlaceOrder
+    from cluster.protocol import PlaceOrder
 
     async def run(client, topo):
         symbol = known_symbol(client, args.symbol)
@@ -314,21 +317,17 @@ def cmd_order_place(args) -> int:
         result = {"result": report.event, "later_events": events,
                   "human": {"price": client.price_str(symbol, price) if price else None,
                             "qty": client.qty_str(symbol, qty)}}
-        emit(with_human_events(result, topo), args.json, render.order_result)
-        return EXIT_REFUSED if type(report.event) is OrderRejected else EXIT_OK
+        return order_answer(args, topo, result)
 
     return asyncio.run(with_client(args, run))
 
 
 def cmd_order_cancel(args) -> int:
-    from cluster.protocol import OrderRejected
-
     order_named(args)
 
     async def run(client, topo):
         report = await client.cancel(args.symbol, args.order_id or 0, args.client_order_id or "")
-        emit(with_human_events({"result": report.event}, topo), args.json, render.order_result)
-        return EXIT_REFUSED if type(report.event) is OrderRejected else EXIT_OK
+        return order_answer(args, topo, {"result": report.event})
 
     return asyncio.run(with_client(args, run))
 
@@ -336,8 +335,6 @@ def cmd_order_cancel(args) -> int:
 def cmd_order_amend(args) -> int:
     """New price and/or quantity for a resting order: a quantity decrease at the same price keeps
     its place in the queue; anything else re-queues it (README "Matching rules")."""
-    from cluster.protocol import OrderRejected
-
     order_named(args)
     if args.price is None and args.qty is None and args.trigger_price is None:
         raise CliError("nothing_to_amend", "give --price, --qty and/or --trigger-price")
@@ -351,22 +348,19 @@ def cmd_order_amend(args) -> int:
         report = await client.amend(args.symbol, args.order_id or 0, price=price, qty=qty,
                                     client_order_id=args.client_order_id or "",
                                     trigger_price=trigger)
-        emit(with_human_events({"result": report.event}, topo), args.json, render.order_result)
-        return EXIT_REFUSED if type(report.event) is OrderRejected else EXIT_OK
+        return order_answer(args, topo, {"result": report.event})
 
     return asyncio.run(with_client(args, run))
 
 
 def cmd_order_cancel_all(args) -> int:
     """Mass cancel: every open order of the account (in --symbol, or all), in one event."""
-    from cluster.protocol import OrderRejected
 
     async def run(client, topo):
         if args.symbol:
             known_symbol(client, args.symbol)
         report = await client.cancel_all(args.symbol)
-        emit(with_human_events({"result": report.event}, topo), args.json, render.order_result)
-        return EXIT_REFUSED if type(report.event) is OrderRejected else EXIT_OK
+        return order_answer(args, topo, {"result": report.event})
 
     return asyncio.run(with_client(args, run))
 
