@@ -5,6 +5,7 @@ it claims."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -18,13 +19,20 @@ pytestmark = pytest.mark.e2e
 SYMBOL = "ETH-PERP"
 
 
-async def trade_and_watch(cluster) -> tuple[BookMirror, object]:
+@contextlib.asynccontextmanager
+async def maker_and_watcher(cluster):
+    """A market maker (mm1), a watcher (bob) subscribed to the symbol's market data, the mark."""
     async with Client(cluster.endpoint(), api_key=cluster.api_key("mm1"),
                       market_data=cluster.md_endpoint()) as mm, \
             Client(cluster.endpoint(), api_key=cluster.api_key("bob"),
                    market_data=cluster.md_endpoint()) as watcher:
         mark = (await wait_mark(mm, SYMBOL)).mark
         await watcher.subscribe(b"md." + SYMBOL.encode())
+        yield mm, watcher, mark
+
+
+async def trade_and_watch(cluster) -> tuple[BookMirror, object]:
+    async with maker_and_watcher(cluster) as (mm, watcher, mark):
         await asyncio.sleep(0.3)  # the subscription reaches the gateway's PUB
         mirror = BookMirror(SYMBOL)
         await mirror.resync(watcher)
@@ -60,12 +68,7 @@ def test_a_lossy_market_data_link_is_noticed_and_resynced_never_wrong(cluster):
 
 async def mirror_without_asking(cluster) -> tuple[BookMirror, object]:
     """A copy kept from market data alone: deltas, and the snapshots matching publishes."""
-    async with Client(cluster.endpoint(), api_key=cluster.api_key("mm1"),
-                      market_data=cluster.md_endpoint()) as mm, \
-            Client(cluster.endpoint(), api_key=cluster.api_key("bob"),
-                   market_data=cluster.md_endpoint()) as watcher:
-        mark = (await wait_mark(mm, SYMBOL)).mark
-        await watcher.subscribe(b"md." + SYMBOL.encode())
+    async with maker_and_watcher(cluster) as (mm, watcher, mark):
         mirror = BookMirror(SYMBOL)  # unsynced until a published snapshot arrives
         target: list = []  # the book once trading stops
 

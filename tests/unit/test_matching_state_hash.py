@@ -7,6 +7,7 @@ from cluster.config import load
 from cluster.protocol import Cancel, MarkPrice, NewOrder, SetPosition
 from nodes.matching.book import Book, Order
 from nodes.matching.engine import MatchingEngine
+from tests.unit.changes import changed
 
 SYMBOLS = load().symbols
 SYMBOL = sorted(SYMBOLS)[0]
@@ -37,18 +38,6 @@ def busy_engine() -> MatchingEngine:
     return engine
 
 
-def _bump(value):
-    if isinstance(value, bool):
-        return not value
-    if isinstance(value, int):
-        return value + 1
-    if isinstance(value, str):
-        return value + "x"
-    if isinstance(value, dict):
-        return {**value, "zz": 1}
-    raise AssertionError(f"no way to change {value!r}")
-
-
 def _orders(engine: MatchingEngine) -> list[Order]:
     return [engine.orders[i] for i in (1, 3, 4)]  # resting, resting reduce-only, stop
 
@@ -63,7 +52,7 @@ def test_every_field_of_every_live_order_is_in_the_hash():
             engine = busy_engine()
             order = _orders(engine)[index]
             before = engine.state_hash()
-            setattr(order, field, _bump(getattr(order, field)))
+            setattr(order, field, changed(getattr(order, field)))
             assert engine.state_hash() != before, f"Order.{field} of order {order.order_id}"
 
 
@@ -74,7 +63,7 @@ def test_every_book_fact_is_in_the_hash():
         engine = busy_engine()
         book = engine.books[SYMBOL]
         before = engine.state_hash()
-        setattr(book, slot, _bump(getattr(book, slot)))
+        setattr(book, slot, changed(getattr(book, slot)))
         assert engine.state_hash() != before, f"Book.{slot} is not in the state hash"
 
 

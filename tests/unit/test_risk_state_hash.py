@@ -9,6 +9,7 @@ from cluster.protocol import (
 )
 from nodes.risk.accounts import AccountState, OpenOrder, Position
 from nodes.risk.ledger import LiqExec, RiskEngine
+from tests.unit.changes import changed
 from tests.unit.pipeline import TOPO
 
 SYMBOL = sorted(TOPO.symbols)[0]
@@ -51,22 +52,6 @@ def test_equal_histories_give_equal_hashes():
     assert busy_engine().state_hash() == busy_engine().state_hash()
 
 
-def _bump(value):
-    if isinstance(value, bool):
-        return not value
-    if isinstance(value, int):
-        return value + 1
-    if isinstance(value, str):
-        return value + "x"
-    if isinstance(value, dict):  # one entry fewer (or one more, when empty)
-        return dict(list(value.items())[:-1]) if value else {"ZZZ": "cross"}
-    if hasattr(value, "append"):  # a deque or list of history
-        copy = type(value)(value, maxlen=value.maxlen) if hasattr(value, "maxlen") else list(value)
-        copy.append(copy[-1] if copy else 1)
-        return copy
-    raise AssertionError(f"no way to change {value!r}")
-
-
 def _holders(risk: RiskEngine):
     acct = risk.accounts["a"]
     yield acct
@@ -84,7 +69,7 @@ def test_every_slot_that_decides_the_future_is_in_the_hash():
             risk = busy_engine()
             target = next(h for h in _holders(risk) if type(h) is kind)
             before = risk.state_hash()
-            setattr(target, slot, _bump(getattr(target, slot)))
+            setattr(target, slot, changed(getattr(target, slot)))
             assert risk.state_hash() != before, f"{kind.__name__}.{slot} is not in the state hash"
 
 
@@ -95,5 +80,5 @@ def test_every_engine_attribute_is_in_the_hash():
     for name in names:
         risk = busy_engine()
         before = risk.state_hash()
-        setattr(risk, name, _bump(getattr(risk, name)))
+        setattr(risk, name, changed(getattr(risk, name)))
         assert risk.state_hash() != before, f"RiskEngine.{name} is not in the state hash"
