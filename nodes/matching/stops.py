@@ -77,8 +77,10 @@ class StopBook:
                     break
                 heappop(heap)
                 order = self.orders.get(order_id)
-                # Stale entries: the order was cancelled while waiting, or its trigger moved.
-                if order is not None and order.trigger_price == trigger:
+                # Stale entries: the order was cancelled while waiting, or its trigger moved; or
+                # its id now names another waiting order (in another heap, or at another price).
+                if order is not None and order.trigger_price == trigger \
+                        and order.trigger_by == trigger_by and direction(order.type, order.side) == d:
                     del self.orders[order_id]
                     fired.append(order)
         return fired

@@ -4,7 +4,7 @@ the triggers (a moved or cancelled stop's old heap entries never fire anything).
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from nodes.matching.book import Order
@@ -27,6 +27,9 @@ def stop(order_id, otype, side, trigger, by) -> Order:
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(op, max_size=120))
+# an id cancelled and then reused by a stop in another heap: the old entry must not fire it
+@example(ops=[("add", 1, "stop_market", 1, 90, "mark"), ("add", 2, "stop_market", 1, 90, "mark"),
+              ("cancel", 2), ("add", 2, "stop_market", 1, 90, "last"), ("price", "mark", 90)])
 def test_stops_fire_at_their_current_trigger_exactly_once(ops):
     book = StopBook()
     model: dict[int, Order] = {}  # waiting stops, by id
