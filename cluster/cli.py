@@ -446,7 +446,8 @@ def cmd_ping(args) -> int:
         end = time.monotonic_ns()
         hops = [{"node": n, "mono_ns": t, "since_send_us": (t - start) / 1000} for n, t in pong.hops]
         emit({"rtt_us": (end - start) / 1000, "hops": hops,
-              "path": " -> ".join(["client"] + [n for n, _ in pong.hops] + ["client"])}, args.json)
+              "path": " -> ".join(["client"] + [n for n, _ in pong.hops] + ["client"])}, args.json,
+             render.ping)
         return EXIT_OK
 
     return asyncio.run(with_client(args, run, logon=False))
@@ -528,7 +529,8 @@ def cmd_explain_liquidation(args) -> int:
     if found is None:
         raise CliError("unknown_liquidation", f"no liquidation {args.id} in {run_dir_of(args)}/audit",
                        EXIT_REFUSED)
-    emit(found, args.json)
+    units = Units.of(load_topology(args))
+    emit(found, args.json, lambda data: render.liquidation(data, units))
     return EXIT_OK
 
 
@@ -546,9 +548,7 @@ def cmd_incident_report(args) -> int:
     if args.format == "json" or args.json:
         emit(report, True)
     else:
-        topo = load_topology(args)
-        print(reports.incident_markdown(
-            report, lambda atoms: f"{from_units(atoms, topo.atom)} {topo.collateral}"), end="")
+        print(reports.incident_markdown(report, Units.of(load_topology(args))), end="")
     return EXIT_OK
 
 
@@ -579,11 +579,11 @@ def admin_call(args, cmd: str, cmd_args: dict) -> dict:
     return {"ok": reply.ok, "data": reply.data, "error": reply.error}
 
 
-def _admin(args, cmd: str, cmd_args: dict) -> int:
+def _admin(args, cmd: str, cmd_args: dict, text=render.netsim) -> int:
     reply = admin_call(args, cmd, cmd_args)
     if not reply["ok"]:
         raise CliError("refused", reply["error"], EXIT_REFUSED)
-    emit(reply["data"], args.json)
+    emit(reply["data"], args.json, text)
     return EXIT_OK
 
 
@@ -653,7 +653,7 @@ def cmd_netsim_fault(args) -> int:
     if args.op == "skew":
         ns = _duration_ns_arg(args.by or "0", "--by")
         return _admin(args, "skew", {"node": args.node, "ns": ns})
-    return _admin(args, "fault", {"node": args.node, "op": args.op})
+    return _admin(args, "fault", {"node": args.node, "op": args.op}, render.node_fault)
 
 
 def cmd_netsim_feed(args) -> int:
@@ -664,7 +664,7 @@ def cmd_netsim_feed(args) -> int:
         if duration < 0:
             raise CliError("bad_duration", f"--duration: {args.duration} is negative")
         cmd_args["duration_ms"] = duration // 1_000_000
-    return _admin(args, "feed", cmd_args)
+    return _admin(args, "feed", cmd_args, render.feed_fault)
 
 
 # ------------------------------------------------------------------ calculator (offline)
@@ -672,7 +672,7 @@ def cmd_netsim_feed(args) -> int:
 
 def _calc(args, fn) -> int:
     try:
-        emit(fn(config.load(args.config)), args.json)
+        emit(fn(config.load(args.config)), args.json, render.fields)
     except UnitError as exc:
         raise CliError(exc.reason, str(exc)) from None
     except config.ConfigError as exc:

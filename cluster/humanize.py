@@ -18,12 +18,14 @@ TICKS, LOTS, ATOMS = "ticks", "lots", "atoms"
 
 FIELD_UNITS: dict[str, str] = {
     **dict.fromkeys(("price", "mark", "min_price", "max_price", "maker_price", "trigger_price",
-                     "protection_price", "best", "observed_price"), TICKS),
+                     "protection_price", "best", "observed_price", "bankruptcy_price", "avg_price"),
+                   TICKS),
     **dict.fromkeys(("qty", "min_qty", "max_qty", "remaining", "position", "room", "filled",
-                     "reserved_by_reduce_only"), LOTS),
+                     "reserved_by_reduce_only", "position_after"), LOTS),
     **dict.fromkeys(("notional", "max_notional", "notional_after", "required", "available",
                      "equity", "position_margin", "order_margin", "fee", "amount", "balance",
-                     "initial_margin", "isolated_cash", "isolated_equity", "removable"), ATOMS),
+                     "initial_margin", "isolated_cash", "isolated_equity", "removable",
+                     "maintenance_margin", "forced_fee", "fund_delta", "insurance_fund"), ATOMS),
 }
 # Names whose unit depends on the rule that used them (elsewhere they are plain numbers).
 REASON_UNITS: dict[str, dict[str, str]] = {
@@ -33,6 +35,8 @@ REASON_UNITS: dict[str, dict[str, str]] = {
     "withdrawal_exceeds_available": {"requested": ATOMS},
     "insufficient_available": {"requested": ATOMS},
     "isolated_margin_below_requirement": {"requested": ATOMS},
+    "liquidation.plan": dict.fromkeys(("needed", "cap_position", "depth_within_bankruptcy",
+                                       "cap_depth", "chunk"), LOTS),
 }
 
 
@@ -66,9 +70,32 @@ class Units:
             size = self.unit_size(unit, symbol) if unit else None
             if size is not None and isinstance(value, int) and not isinstance(value, bool):
                 out[key] = from_units(value, size)
+            elif size is not None and isinstance(value, str) and _is_decimal(value):
+                out[key] = _scaled(Decimal(value), size)  # an average: a decimal of units
             else:
                 out[key] = value
         return out
+
+    def money(self, atoms: int) -> str:
+        return f"{from_units(atoms, self.atom)} {self.collateral}".rstrip()
+
+    def qty(self, lots: int, symbol: str) -> str:
+        lot = self.lots.get(symbol)
+        return str(from_units(lots, lot)) if lot is not None else f"{lots} lots"
+
+    def fills(self, text: str, symbol: str) -> str:
+        """Liquidation counterparties as journaled ('acct:lots@ticks;...') in contracts and
+        prices: 'acct 0.5 @ 26741.7, ...'."""
+        tick, lot = self.ticks.get(symbol), self.lots.get(symbol)
+        out = []
+        for part in filter(None, text.split(";")):
+            name, _, rest = part.rpartition(":")
+            qty, _, price = rest.partition("@")
+            if tick is None or lot is None or not (qty.lstrip("-").isdigit() and price.isdigit()):
+                out.append(part)  # not in the journal's form: shown as it is
+                continue
+            out.append(f"{name} {from_units(int(qty), lot)} @ {from_units(int(price), tick)}")
+        return ", ".join(out)
 
     def event(self, event: dict) -> dict[str, object]:
         """An event (as a dict, see cli.to_jsonable) with its numbers in trader's units: its own
@@ -84,6 +111,18 @@ class Units:
             lot = self.lots.get(symbol)
             human["orders"] = [[oid, from_units(q, lot) if lot else q] for oid, q in event["orders"]]
         return human
+
+
+def _is_decimal(text: str) -> bool:
+    try:
+        return Decimal(text).is_finite()
+    except ArithmeticError:
+        return False
+
+
+def _scaled(value: Decimal, size: Decimal) -> str:
+    """value x size as plain decimal text, without an exponent or trailing zeros."""
+    return format((value * size).normalize(), "f")
 
 
 EVENT_FIELDS = ("price", "qty", "remaining", "fee", "trigger_price", "observed_price")

@@ -156,3 +156,122 @@ def orders(data: dict) -> str:
     return "\n".join([f"account {data['account']}: {len(rows)} open orders", ""] + table(
         rows, ["id", "symbol", "side", "type", "price", "qty", "remaining", "trigger", "flags",
                "client id", "reserved", "status"]))
+
+
+def fields(data: dict) -> str:
+    """A flat answer (the calculator's), one aligned `name  value` line per field; a nested table
+    on one line of its own numbers, and nothing for a field that does not apply (null)."""
+    rows = []
+    for key, value in data.items():
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            value = describe({k: v for k, v in value.items() if v is not None})
+        elif isinstance(value, list):
+            value = " .. ".join(str(v) for v in value)
+        rows.append((key.replace("_", " "), str(value)))
+    width = max((len(k) for k, _ in rows), default=0)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+def ping(data: dict) -> str:
+    """The round trip, and what each hop of the order path took (the nodes' monotonic stamps)."""
+    rows, here, before = [], "client", 0.0
+    for hop in data["hops"]:
+        rows.append([f"{here}->{hop['node']}", f"{hop['since_send_us'] - before:,.0f}"])
+        here, before = hop["node"], hop["since_send_us"]
+    rows.append([f"{here}->client", f"{data['rtt_us'] - before:,.0f}"])
+    return "\n".join([f"round trip {data['rtt_us']:,.0f} us", ""] + table(rows, ["hop", "us"]))
+
+
+def latency_model(spec: dict) -> str:
+    """A link's latency spec as typed: '1ms', 'lognormal median 300us sigma 0.4 jitter 50us',
+    a mixture's parts with their weights."""
+    if not spec:
+        return "-"
+    model = spec.get("model", "constant")
+    if model == "mixture":
+        return "mixture of " + " | ".join(f"{weight:g} {latency_model(part)}"
+                                          for weight, part in spec.get("parts", []))
+    if model == "constant":
+        text = str(spec.get("latency", "0"))
+    else:
+        text = " ".join([model] + [f"{k} {v}" for k, v in spec.items()
+                                   if k not in ("model", "jitter")])
+    return text + (f" jitter {spec['jitter']}" if spec.get("jitter") else "")
+
+
+def netsim(data: dict) -> str:
+    """The link table the supervisor answers every netsim command with: each shaped link's
+    model, loss, bandwidth and state; node clock skews; with `show`, the links left direct."""
+    links = data.get("links", {})
+    lines = [f"netsim table v{data.get('version', '?')}: "
+             + (f"{len(links)} link{'s' if len(links) != 1 else ''} shaped" if links
+                else "no link shaped, every message takes the direct path")]
+    if links:
+        rows = []
+        for name, link in links.items():
+            loss = link.get("loss") or 0
+            bandwidth = link.get("bandwidth") or "-"
+            if link.get("bandwidth"):
+                bandwidth += f" (queue {link.get('queue_limit')}, {link.get('on_full')} when full)"
+            state = "DOWN" if link.get("down") else "up"
+            if link.get("reorder"):
+                state += ", reorders"
+            rows.append([name, latency_model(link.get("latency") or {}),
+                         f"{loss * 100:g}% (rto {link.get('rto')})" if loss else "-", bandwidth,
+                         state])
+        lines += [""] + table(rows, ["link", "latency", "loss", "bandwidth", "state"])
+    for node, ns in (data.get("skew_ns") or {}).items():
+        if ns:
+            lines.append(f"clock skew: {node} {ns / 1e6:+g} ms")
+    direct = [name for name in data.get("known_links", []) if name not in links]
+    if direct and links:
+        lines += ["", "direct (unshaped): " + ", ".join(direct)]
+    return "\n".join(lines)
+
+
+def node_fault(data: dict) -> str:
+    done = {"kill": "KILLED", "pause": "PAUSED", "resume": "RESUMED"}.get(data["op"], data["op"])
+    return f"{done}  {data['node']} (pid {data['pid']})"
+
+
+def feed_fault(data: dict) -> str:
+    """The feed fault sent to the feeds process, in words."""
+    sent = data["sent"]
+    action = sent["action"]
+    where = f"venue {sent['venue']}" if sent.get("venue") else "every venue"
+    words = [f"FEED {action.upper()}", where]
+    if sent.get("symbol"):
+        words.append(sent["symbol"])
+    if sent.get("ppm"):
+        words.append(f"{sent['ppm'] / 1e4:+g}% ({sent['ppm']} ppm)")
+    if sent.get("duration_ms"):
+        words.append(f"for {sent['duration_ms'] / 1000:g} s")
+    return "  ".join(words)
+
+
+def liquidation(data: dict, units) -> str:
+    """`perpx explain liquidation`: the summary, then every step with its numbers in trader's
+    units (`units`: cluster.humanize.Units)."""
+    symbol = data["symbol"]
+    closed = ", ".join(f"{kind} {units.qty(lots, symbol)}"
+                       for kind, lots in data["closed_lots"].items()) or "nothing"
+    lines = [f"liquidation {data['liquidation_id']}  {data['account']}  {symbol}  {data['status']}",
+             f"  started {data['started']}  path {' > '.join(data['path'])}",
+             f"  closed {closed}  forced fees {units.money(data['forced_fees'])}  insurance fund "
+             f"{'+' if data['insurance_fund_delta'] > 0 else ''}"
+             f"{units.money(data['insurance_fund_delta'])}"]
+    for line in data["counterparties"]:
+        kind, _, fills = line.partition(": ")
+        lines.append(f"  {kind}: {units.fills(fills, symbol)}")
+    lines.append("")
+    for step in data["steps"]:
+        numbers = {k: v for k, v in step["numbers"].items()
+                   if k not in ("account", "symbol", "step") and v != ""}
+        if "counterparties" in numbers:
+            numbers["counterparties"] = units.fills(numbers["counterparties"], symbol)
+        human = units.numbers(step["rule"], numbers, symbol)
+        lines.append(f"{step['time'][11:23]}  {step['rule'].removeprefix('liquidation.'):<9} "
+                     f"{step['decision']:<15} {describe(human)}")
+    return "\n".join(lines)

@@ -122,16 +122,18 @@ def incident(records: list[Explanation], since_ns: int | None, until_ns: int | N
     }
 
 
-def incident_markdown(report: dict, money) -> str:
-    """`money(atoms) -> str` renders amounts in collateral units."""
+def incident_markdown(report: dict, units) -> str:
+    """In trader's units (`units`: cluster.humanize.Units): contracts, prices and collateral."""
+    money = units.money
     lines = [f"# Incident report {report['since'] or 'start'} .. {report['until'] or 'now'}", ""]
     lines += ["## Liquidations", ""]
     if report["liquidations"]:
-        lines += ["| id | account | symbol | status | path | closed (lots) | forced fees | fund delta |",
+        lines += ["| id | account | symbol | status | path | closed (contracts) | forced fees | fund delta |",
                   "|---|---|---|---|---|---|---|---|"]
         for l in report["liquidations"]:
             path = " > ".join(p for p in l["path"] if p != "plan")
-            closed = ", ".join(f"{k} {v}" for k, v in l["closed_lots"].items()) or "-"
+            closed = ", ".join(f"{k} {units.qty(v, l['symbol'])}"
+                               for k, v in l["closed_lots"].items()) or "-"
             lines.append(f"| {l['liquidation_id']} | {l['account']} | {l['symbol']} | {l['status']} | "
                          f"{path} | {closed} | {money(l['forced_fees'])} | "
                          f"{money(l['insurance_fund_delta'])} |")
@@ -150,8 +152,10 @@ def incident_markdown(report: dict, money) -> str:
               f"- from liquidations: {money(fund['from_liquidations'])}",
               f"- from funding remainders: {money(fund['from_funding_remainders'])}",
               f"- total: {money(fund['total'])}", "", "## Auto-deleveraging", ""]
-    lines += [f"- liquidation {a['liquidation_id']}: {a['counterparties']}" for a in report["adl_events"]] \
-        or ["None."]
+    symbols = {l["liquidation_id"]: l["symbol"] for l in report["liquidations"]}
+    lines += [f"- liquidation {a['liquidation_id']}: "
+              + units.fills(a["counterparties"].removeprefix("adl: "), symbols[a["liquidation_id"]])
+              for a in report["adl_events"]] or ["None."]
     if report["rejects_by_rule"]:
         lines += ["", "## Rejects", ""]
         lines += [f"- {rule}: {n}" for rule, n in sorted(report["rejects_by_rule"].items())]

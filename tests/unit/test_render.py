@@ -29,3 +29,73 @@ def test_status_account_and_book():
             "bids": [{"price": "9", "qty": "1"}], "asks": []}
     text = render.book(book)
     assert "no mark from the oracle yet" in text and text.splitlines()[-1].split() == ["1", "9"]
+
+
+def test_netsim_table_says_each_link_in_the_words_it_was_set_with():
+    table = {"version": 7, "skew_ns": {"oracle": -250_000_000, "risk": 0},
+             "known_links": ["gateway->risk", "risk->matching", "matching->risk"],
+             "links": {
+                 "gateway->risk": {"latency": {"model": "constant", "latency": "2ms",
+                                               "jitter": "200us"},
+                                   "loss": 0.01, "rto": "200ms", "bandwidth": "10mbit",
+                                   "queue_limit": 500, "on_full": "drop", "down": False,
+                                   "reorder": True, "seed": 1},
+                 "risk->matching": {"latency": {"model": "mixture", "parts": [
+                     [0.99, {"model": "lognormal", "median": "300us", "sigma": 0.4}],
+                     [0.01, {"model": "pareto", "min": "2ms", "alpha": 2}]]},
+                     "loss": 0.0, "rto": "200ms", "bandwidth": "", "queue_limit": 100_000,
+                     "on_full": "block", "down": True, "reorder": False, "seed": 1}}}
+    text = render.netsim(table)
+    rows = {line.split()[0]: line for line in text.splitlines()[3:] if "->" in line[:22]}
+    assert text.startswith("netsim table v7: 2 links shaped")
+    assert "2ms jitter 200us" in rows["gateway->risk"] and "1% (rto 200ms)" in rows["gateway->risk"]
+    assert "10mbit (queue 500, drop when full)" in rows["gateway->risk"]
+    assert rows["gateway->risk"].endswith("up, reorders")
+    assert ("mixture of 0.99 lognormal median 300us sigma 0.4 | 0.01 pareto min 2ms alpha 2"
+            in rows["risk->matching"]) and rows["risk->matching"].endswith("DOWN")
+    assert "clock skew: oracle -250 ms" in text and "risk +0" not in text
+    assert text.splitlines()[-1] == "direct (unshaped): matching->risk"
+    empty = render.netsim({"version": 3, "links": {}, "skew_ns": {}, "known_links": ["a->b"]})
+    assert empty == "netsim table v3: no link shaped, every message takes the direct path"
+
+
+def test_faults_ping_and_calculator_in_words():
+    assert render.node_fault({"node": "oracle", "op": "pause", "pid": 42}) == "PAUSED  oracle (pid 42)"
+    assert render.feed_fault({"sent": {"action": "shock", "venue": "", "symbol": "BTC-PERP",
+                                       "ppm": -120_000}}) == \
+        "FEED SHOCK  every venue  BTC-PERP  -12% (-120000 ppm)"
+    assert render.feed_fault({"sent": {"action": "freeze", "venue": "bravo", "symbol": "",
+                                       "ppm": 0, "duration_ms": 3000}}) == \
+        "FEED FREEZE  venue bravo  for 3 s"
+    ping = render.ping({"rtt_us": 1500.0, "hops": [{"node": "gateway", "since_send_us": 500.0},
+                                                   {"node": "risk", "since_send_us": 700.0}]})
+    assert ping.splitlines()[0] == "round trip 1,500 us"
+    assert [line.split() for line in ping.splitlines()[4:]] == [
+        ["client->gateway", "500"], ["gateway->risk", "200"], ["risk->client", "800"]]
+    calc = render.fields({"symbol": "BTC-PERP", "funding_received": None, "tier_range": ["0", "5"],
+                          "stop": {"stop": "28000", "warning": None}})
+    assert calc.splitlines() == ["symbol      BTC-PERP", "tier range  0 .. 5", "stop        stop 28000"]
+
+
+def test_a_liquidation_in_contracts_prices_and_collateral():
+    from cluster import config
+    from cluster.humanize import Units
+
+    units = Units.of(config.load())  # BTC-PERP: tick 0.1, lot 0.001; USDC atom 1e-6
+    data = {"liquidation_id": 9, "account": "alice", "symbol": "BTC-PERP", "status": "closed",
+            "started": "2026-11-24T00:20:47.451+00:00", "path": ["trigger", "backstop", "end"],
+            "closed_lots": {"backstop": 30_000}, "forced_fees": 0, "insurance_fund_delta": 1_500_000,
+            "counterparties": ["backstop: bs:20000@267417;bs2:10000@267418"],
+            "steps": [{"time": "2026-11-24T00:20:47.451+00:00", "rule": "liquidation.plan",
+                       "decision": "book_exhausted",
+                       "numbers": {"account": "alice", "symbol": "BTC-PERP", "step": 2,
+                                   "bankruptcy_price": 267417, "equity": -9_041_900_000,
+                                   "needed": 20_545, "avg_price": "267417.5",
+                                   "counterparties": "", "tier": 3}}]}
+    text = render.liquidation(data, units)
+    assert "closed backstop 30  forced fees 0 USDC  insurance fund +1.5 USDC" in text
+    assert "backstop: bs 20 @ 26741.7, bs2 10 @ 26741.8" in text
+    step = text.splitlines()[-1]
+    assert step.startswith("00:20:47.451  plan")
+    assert step.endswith("bankruptcy price 26741.7, equity -9041.9, needed 20.545, "
+                         "avg price 26741.75, tier 3")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+from decimal import Decimal
 
 import msgspec
 import pytest
 
-from cluster import reports
+from cluster import config, reports
+from cluster.humanize import Units
 from tests.unit.liquidation_world import USD, World
 from tests.unit.test_liquidation_scenarios import open_long
 
@@ -51,8 +53,12 @@ def test_explain_gives_the_whole_path_and_incident_sums_it(tmp_path):
     report = reports.incident(loaded, None, None)
     assert report["liquidations_by_status"] == {"closed": 1}
     assert report["insurance_fund"]["from_liquidations"] == found["insurance_fund_delta"]
-    md = reports.incident_markdown(report, lambda a: str(a))
-    assert "| " + str(liq_id) + " | alice | BTC-PERP | closed |" in md
+    md = reports.incident_markdown(report, Units.of(config.load()))
+    row = next(line for line in md.splitlines() if line.startswith(f"| {liq_id} |"))
+    assert row.startswith(f"| {liq_id} | alice | BTC-PERP | closed |")
+    # closed in contracts (lots of 0.001), the fees and the fund in collateral (atoms of 1e-6)
+    closed = ", ".join(f"{kind} {Decimal(lots) / 1000}" for kind, lots in found["closed_lots"].items())
+    assert f"| {closed} | {Decimal(found['forced_fees']) / 10**6} USDC | " in row
     json.dumps(report)  # serialisable as is
 
 
