@@ -302,17 +302,23 @@ def cmd_order_place(args) -> int:
         order = PlaceOrder(symbol=symbol, side=side_of(args.side), qty=qty, price=price,
                            type=args.type, tif=args.tif, post_only=args.post_only,
                            reduce_only=args.reduce_only, client_order_id=args.client_order_id or "",
-                           trigger_price=trigger, trigger_by=args.trigger_by)
+                           trigger_price=trigger, trigger_by=args.trigger_by, stp=args.stp,
+                           max_slippage_ppm=_ppm_arg(args.max_slippage, "--max-slippage"))
         report = await client.request(order)
+        # What follows: this order's own events, and what the same command did to the account's
+        # other orders (a maker cancelled by self-trade prevention): every event carries the
+        # sequence number of the command that caused it.
         events = []
         order_id = getattr(report.event, "order_id", 0)
+        seq = getattr(report.event, "seq", 0)
         deadline = time.monotonic() + args.wait
         while order_id and time.monotonic() < deadline:
             try:
                 r = await asyncio.wait_for(client.reports.get(), max(0.01, deadline - time.monotonic()))
             except asyncio.TimeoutError:
                 break
-            if getattr(r.event, "order_id", None) == order_id:
+            if getattr(r.event, "order_id", None) == order_id or \
+                    (seq and getattr(r.event, "seq", None) == seq):
                 events.append(r.event)
         result = {"result": report.event, "later_events": events,
                   "human": {"price": client.price_str(symbol, price) if price else None,
@@ -463,6 +469,20 @@ def _account_change(args, action) -> int:
         return EXIT_OK
 
     return asyncio.run(with_client(args, run))
+
+
+def _ppm_arg(text: str | None, what: str) -> int:
+    """A fraction typed as a decimal ('0.005') in exact ppm; 0 when not given."""
+    if text is None:
+        return 0
+    try:
+        value = Decimal(text) * 1_000_000
+    except ArithmeticError:
+        raise CliError("bad_fraction", f"{what}: {text!r} is not a number") from None
+    if not value.is_finite() or value != value.to_integral_value() or not 0 < value <= 1_000_000:
+        raise CliError("bad_fraction", f"{what}: {text} must be a fraction in (0, 1] in steps "
+                       "of 0.000001") from None
+    return int(value)
 
 
 def _atoms_arg(topo: config.Topology, text: str) -> int:
@@ -747,6 +767,12 @@ def parser() -> argparse.ArgumentParser:
     place.add_argument("--client-order-id")
     place.add_argument("--trigger-price")
     place.add_argument("--trigger-by", default="mark", choices=["mark", "last"])
+    place.add_argument("--stp", default="cancel_taker",
+                       choices=["cancel_taker", "cancel_maker", "cancel_both"],
+                       help="self-trade prevention: which side is cancelled when this order "
+                            "would trade with the account's own")
+    place.add_argument("--max-slippage", help="market orders: how far from mark the order may "
+                       "trade, as a fraction (0.005 = 0.5%%); default the symbol's")
     place.add_argument("--wait", type=float, default=0.3, help="seconds to collect fills after the ack")
     place.set_defaults(fn=cmd_order_place)
     existing = argparse.ArgumentParser(add_help=False)  # cancel and amend name an order

@@ -121,6 +121,24 @@ def test_cli_session_over_ipc_leaves_nothing_behind(tmp_path):
         wiped = handle.cli_json("order", "cancel-all", "--account", "bob", "--symbol", "ETH-PERP")
         assert sorted(oid for oid, _ in wiped["result"]["orders"]) == sorted(by_id)
         assert handle.cli_json("order", "list", "--account", "bob")["orders"] == []
+        # self-trade prevention chosen on the command line; the answer shows what the order did
+        # to the account's own maker (the same command's events), not only to itself
+        above = f"{float(price) * 1.01:.2f}"
+        maker = handle.cli_json("order", "place", "--account", "bob", "--symbol", "ETH-PERP",
+                                "--side", "sell", "--qty", "0.1", "--price", above)
+        stp = handle.cli("order", "place", "--account", "bob", "--symbol", "ETH-PERP", "--side",
+                         "buy", "--qty", "0.1", "--price", above, "--stp", "cancel_maker",
+                         "--wait", "1", check=True).stdout
+        assert re.search(rf"^CANCELLED  order {maker['result']['order_id']}  self_trade_prevention"
+                         r"  remaining 0.1\n +taker order id \d+, mode cancel_maker$", stp, re.M), stp
+        assert "FILL" not in stp, stp
+        handle.cli_json("order", "cancel-all", "--account", "bob")
+        slip = handle.cli("order", "place", "--account", "bob", "--symbol", "ETH-PERP", "--side",
+                          "buy", "--qty", "0.1", "--type", "market", "--max-slippage", "0.0000001")
+        assert slip.returncode == 2 and "bad_fraction" in slip.stderr, slip
+        # the terminal forms of the tools around the venue
+        assert handle.cli("ping", check=True).stdout.startswith("round trip ")
+        assert handle.cli("netsim", "show", check=True).stdout.startswith("netsim table v")
         none = handle.cli_json("order", "amend", "--account", "bob", "--symbol", "ETH-PERP",
                                "--order-id", "1", ok=False)
         assert none["error"] == "nothing_to_amend"
