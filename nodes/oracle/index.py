@@ -9,7 +9,8 @@ outliers and their deviations, since when), and the published regime becomes "de
 takes reduce-only orders only on that symbol and the liquidator holds off.
 
 Mark  = median(index x (1 + last funding rate x time to funding / interval),
-               index + EMA of (book mid - index), last trade)                  (Binance's form)
+               index + 5-minute moving average of (book mid - index), last trade)
+                                                                  (Binance's form, basis.py)
 Funding: at every publish a premium sample from the impact bid/ask of the matching book (our L2
 copy, built from its deltas); at each funding time (multiples of the interval since the epoch)
 F = funding_rate(weighted mean premium, interest, cap) is published for risk to settle.
@@ -29,11 +30,11 @@ from cluster.protocol import (
     BookDelta, BookLevels, FundingRate, IndexMark, OracleMode, OracleSource, Regime, SpotTick, Trade,
 )
 from cluster.units import rate_to_ppm
+from nodes.oracle.basis import BasisAverage
 from nodes.oracle.fallback import Fallback, FallbackConf
 from nodes.oracle.sources import classify, median, weighted_median
 from nodes.oracle.volatility import RealizedVol
 
-BASIS_ALPHA_PPM = 100_000  # EMA weight of each new basis sample
 REGIME_REPEAT_NS = 1_000_000_000  # a regime is repeated this often, changed or not
 PPM = 1_000_000
 MS = 1_000_000
@@ -72,7 +73,7 @@ class SymbolState:
         # runs: its first delta is not book_seq 1) leaves it unsynced until matching's next
         # published snapshot, and it is not used for the mid or the impact prices meanwhile.
         self.book = BookMirror(spec.name, empty_at_start=True)
-        self.basis: int | None = None
+        self.basis = BasisAverage()
         self.seq = 0
         self.index = 0
         self.mark = 0
@@ -157,17 +158,15 @@ class Oracle:
         interval_ns = spec.funding_interval_s * 1_000_000_000
         if not state.next_funding_ns:
             state.next_funding_ns = (now_ns // interval_ns + 1) * interval_ns
+        state.basis.offer(mid, index, now_ns)
         if mid is not None:
-            sample = mid - index
-            state.basis = sample if state.basis is None else \
-                state.basis + (sample - state.basis) * BASIS_ALPHA_PPM // PPM
             self._sample_premium(spec, state, index)
         if mode == "degraded" and state.mark:
             mark = state.mark  # frozen
         else:
             to_funding = max(0, state.next_funding_ns - now_ns)
             price1 = index + index * state.last_rate_e9 * to_funding // (1_000_000_000 * interval_ns)
-            price2 = index + (state.basis or 0)
+            price2 = index + state.basis.value()
             mark = median([price1, price2, state.last or index])
         state.mark = mark
         state.seq += 1

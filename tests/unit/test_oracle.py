@@ -266,3 +266,48 @@ def test_a_lost_delta_stops_the_book_being_used_until_matchings_next_snapshot():
     restarted.on_market_data(BookLevels(symbol=S, book_seq=50, bids=[(299_980, 3)],
                                         asks=[(300_020, 1)]))
     assert restarted._book_mid(restarted.symbols[S]) == 300_000
+
+
+def test_a_quote_away_from_the_index_moves_the_mark_by_a_sixtieth_per_sample():
+    """Price 2 is the index plus the 5-minute average of the book's basis (60 samples, one every
+    5 s): a thin book quoted 2% above the index moves the mark 1/60 of that per sample, not at
+    once, and a book quoted on one side only counts as no basis."""
+    from cluster.protocol import Trade
+
+    oracle = Oracle(specs())
+    seq = 0
+
+    def quote(bid, ask, gone=()):
+        nonlocal seq
+        for side, price, qty in [*((s, p, 0) for s, p in gone), (1, bid, 100), (-1, ask, 100)]:
+            if price is None:
+                continue
+            seq += 1
+            oracle.on_market_data(BookDelta(seq=seq, symbol=S, book_seq=seq, side=side,
+                                            price=price, qty=qty))
+
+    def mark_at(t):
+        feed(oracle, [300_000] * 5, t)
+        return next(m for m in oracle.publish(t) if type(m) is IndexMark).mark
+
+    t = 1_000 * SEC
+    quote(299_990, 300_010)  # centred on the index: basis 0
+    for _ in range(60):
+        assert mark_at(t) == 300_000
+        t += 5 * SEC
+    quote(306_000, 306_010, gone=[(1, 299_990), (-1, 300_010)])  # mid 306,005: 6,005 above
+    oracle.on_market_data(Trade(  # and a trade there, so that the last price cannot hold the mark
+        seq=seq, trade_id=1, symbol=S, price=306_005, qty=1, taker_side=1, taker_order_id=2,
+        taker_account="b", taker_remaining=0, maker_order_id=1, maker_account="a",
+        maker_remaining=0))
+    assert mark_at(t) == 300_000 + 100  # round(6,005 / 60)
+    assert mark_at(t + SEC) == 300_100  # no new sample within the 5 s
+    for _ in range(60):
+        t += 5 * SEC
+        mark = mark_at(t)
+    assert mark == 306_005  # five minutes of agreement: the whole basis
+    quote(None, None, gone=[(1, 306_000)])  # bids gone: one-sided, no basis evidence
+    for _ in range(30):
+        t += 5 * SEC
+        mark = mark_at(t)
+    assert mark == 300_000 + 3_003  # half the window at 6,005, half at 0: 3,002.5, half away from 0
