@@ -430,7 +430,7 @@ def cmd_account_show(args) -> int:
         data = to_jsonable(view)
         data["human"] = {k: from_units(getattr(view, k), topo.atom) for k in (
             "balance", "wallet_balance", "equity", "available", "order_margin", "position_margin",
-            "maintenance_margin", "fees_paid")}
+            "maintenance_margin", "fees_paid", "isolated_margin")}
         data["collateral"] = topo.collateral
         for pos in data["positions"]:
             spec = topo.symbols[pos["symbol"]]
@@ -439,6 +439,8 @@ def cmd_account_show(args) -> int:
                 pos[f"{key}_human"] = from_units(pos[key], spec.tick_size) if pos[key] else None
             pos["entry_price_human"] = format((Decimal(pos["entry_price"]) * spec.tick_size)
                                               .normalize(), "f")
+            for key in ("unrealized_pnl", "initial_margin", "maintenance_margin", "isolated_margin"):
+                pos[f"{key}_human"] = from_units(pos[key], topo.atom)
         emit(data, args.json, render.account)
         return EXIT_OK
 

@@ -56,14 +56,18 @@ def account(view: dict) -> str:
     lines = [f"account {view['account']}  ({unit})",
              f"  equity {h['equity']}  available {h['available']}  wallet {h['wallet_balance']}",
              f"  margin: positions {h['position_margin']}  orders {h['order_margin']}  "
-             f"maintenance {h['maintenance_margin']}  fees paid {h['fees_paid']}",
+             f"maintenance {h['maintenance_margin']}  fees paid {h['fees_paid']}"
+             + (f"  isolated {h['isolated_margin']}" if h.get("isolated_margin", "0") != "0" else ""),
              f"  open orders {view['open_orders']}"]
     if view["positions"]:
+        # margin: what the position holds (an isolated position's own wallet, else its IM)
         rows = [[p["symbol"], p["mode"], p["qty_human"], p["entry_price_human"],
-                 p["mark_human"] or "-", p["liquidation_price_human"] or "-", p["leverage"],
+                 p["mark_human"] or "-", p["unrealized_pnl_human"],
+                 p["isolated_margin_human"] if p["mode"] == "isolated" else p["initial_margin_human"],
+                 p["maintenance_margin_human"], p["liquidation_price_human"] or "-", p["leverage"],
                  p["adl_quantile"]] for p in view["positions"]]
-        lines += [""] + table(rows, ["symbol", "mode", "qty", "entry", "mark", "liq. price",
-                                     "leverage", "adl"])
+        lines += [""] + table(rows, ["symbol", "mode", "qty", "entry", "mark", "unrealized pnl",
+                                     "margin", "maint.", "liq. price", "leverage", "adl"])
     else:
         lines.append("  no positions")
     return "\n".join(lines)

@@ -540,7 +540,7 @@ class RiskEngine:
         acct.balance -= amount
         pos.iso_cash += amount
         self._ack(out, ref, acct.name, "isolated_margin_adjusted", {
-            "symbol": body.symbol, "amount": amount, "isolated_cash": pos.iso_cash,
+            "symbol": body.symbol, "amount": amount, "isolated_margin": pos.iso_cash + pos.cost,
             "isolated_equity": self.isolated_equity(body.symbol, pos)}, now_ns)
 
     def _transfer(self, admin: AccountState, ref: int, body, now_ns: int, out: list) -> None:
@@ -1015,7 +1015,7 @@ class RiskEngine:
             liq, bankrupt = self._prices_for(acct, symbol, pos)
             positions.append(PositionView(
                 symbol=symbol, qty=pos.qty, cost=pos.cost,
-                entry_price=str(entry.quantize(Decimal("0.000001")).normalize()),
+                entry_price=format(entry.quantize(Decimal("0.000001")).normalize(), "f"),
                 mark=self._price(symbol), unrealized_pnl=value - pos.cost,
                 initial_margin=self.initial_margin(acct, symbol, value), maintenance_margin=mm,
                 leverage=self.effective_leverage(acct, symbol, abs(value)), mode=pos.mode,
@@ -1033,7 +1033,7 @@ class RiskEngine:
             available=cross_equity - pm - acct.order_margin,
             maintenance_margin=self.maintenance_margin(acct), fees_paid=acct.fees_paid,
             positions=positions, open_orders=len(acct.orders),
-            isolated_margin=sum(p.iso_cash for p in acct.positions.values()),
+            isolated_margin=sum(p.iso_cash + p.cost for p in acct.positions.values() if p.isolated),
             im_buffer_ppm={s: self.specs[s].im_buffer_ppm[r] for s, r in self.regimes.items()
                            if r != "normal"},
             funding=list(acct.funding_history)[:20],

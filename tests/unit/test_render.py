@@ -25,6 +25,19 @@ def test_status_account_and_book():
             "human": {k: "1" for k in ("equity", "available", "wallet_balance", "position_margin",
                                         "order_margin", "maintenance_margin", "fees_paid")}}
     assert "no positions" in render.account(view)
+    human = {"qty_human": "10", "entry_price_human": "2001", "mark_human": "2004.34",
+             "unrealized_pnl_human": "33.4", "initial_margin_human": "400.868",
+             "isolated_margin_human": "500.2", "maintenance_margin_human": "115.28",
+             "liquidation_price_human": "1972.16", "leverage": 50, "adl_quantile": 5}
+    view = {**view, "positions": [{"symbol": "ETH-PERP", "mode": "isolated", **human},
+                                  {"symbol": "BTC-PERP", "mode": "cross", **human}],
+            "human": {**view["human"], "isolated_margin": "500.2"}}
+    text = render.account(view)
+    assert "isolated 500.2" in text.splitlines()[2]
+    # the margin column: an isolated position's own wallet, a cross position's IM
+    assert text.splitlines()[-2].split()[:8] == ["ETH-PERP", "isolated", "10", "2001", "2004.34",
+                                                 "33.4", "500.2", "115.28"]
+    assert text.splitlines()[-1].split()[6] == "400.868"
     book = {"symbol": "X", "book_seq": 3, "prices": None,
             "bids": [{"price": "9", "qty": "1"}], "asks": []}
     text = render.book(book)

@@ -54,6 +54,8 @@ def test_isolated_long_brings_in_im_and_fee_and_a_crash_never_touches_the_cross_
     v = view(pipe, "alice")
     p = v.positions[0]
     assert (p.mode, p.tier, p.leverage, p.isolated_margin) == ("isolated", 1, 20, im)
+    assert v.isolated_margin == im  # the account's isolated wallets: margin, not cash less cost
+    assert p.entry_price == "300000"  # ticks, plain decimal text (no exponent)
     expected_lp, _ = liquidation_price(side=1, qty=1000, cost=pos.cost, wallet=im,
                                        tiers=SPEC.tiers, mult=100, fee_ppm=SPEC.forced_fee_ppm)
     assert p.liquidation_price == round_price(expected_lp, 1)
@@ -92,6 +94,7 @@ def test_isolated_margin_transfers_are_checked_with_numbers():
     cross(pipe, "alice", "mm", 1000)
     ack = body(pipe.request("alice", AdjustIsolatedMargin(symbol=BTC, amount=500 * USD)))
     assert type(ack) is Ack and ack.detail["amount"] == 500 * USD
+    assert ack.detail["isolated_margin"] == 1_500 * USD + 500 * USD  # IM at 20x, plus the 500
     err = body(pipe.request("alice", AdjustIsolatedMargin(symbol=BTC, amount=-2_000 * USD)))
     assert err.reason == "isolated_margin_below_requirement"
     assert err.detail["initial_margin"] == 1_500 * USD and err.detail["removable"] < 2_000 * USD
