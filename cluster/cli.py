@@ -441,6 +441,12 @@ def cmd_account_show(args) -> int:
                                               .normalize(), "f")
             for key in ("unrealized_pnl", "initial_margin", "maintenance_margin", "isolated_margin"):
                 pos[f"{key}_human"] = from_units(pos[key], topo.atom)
+        for entry in data["funding"]:
+            spec = topo.symbols[entry["symbol"]]
+            entry["human"] = {"rate_pct": format((Decimal(entry["rate_e9"]) / 10**7).normalize(), "f"),
+                              "payment": from_units(entry["payment"], topo.atom),
+                              "mark": from_units(entry["mark"], spec.tick_size),
+                              "qty": from_units(entry["qty"], spec.lot_size)}
         emit(data, args.json, render.account)
         return EXIT_OK
 

@@ -70,6 +70,14 @@ def account(view: dict) -> str:
                                      "margin", "maint.", "liq. price", "leverage", "adl"])
     else:
         lines.append("  no positions")
+    funding = [f for f in view.get("funding", []) if "human" in f][:5]
+    if funding:
+        lines += ["", "funding (latest first):"]
+        rows = [[f["symbol"], f["human"]["rate_pct"] + "%", f["human"]["qty"], f["human"]["mark"],
+                 ("paid " + f["human"]["payment"].lstrip("-")) if f["payment"] < 0
+                 else f"received {f['human']['payment']}"] for f in funding]
+        lines += ["  " + line for line in table(rows, ["symbol", "rate", "position", "mark",
+                                                       "payment"])]
     return "\n".join(lines)
 
 

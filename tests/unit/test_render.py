@@ -38,6 +38,13 @@ def test_status_account_and_book():
     assert text.splitlines()[-2].split()[:8] == ["ETH-PERP", "isolated", "10", "2001", "2004.34",
                                                  "33.4", "500.2", "115.28"]
     assert text.splitlines()[-1].split()[6] == "400.868"
+    paid = {"symbol": "BTC-PERP", "payment": -6_612_183, "human": {
+        "rate_pct": "0.0221438", "qty": "1", "mark": "29860.2", "payment": "-6.612183"}}
+    got = {**paid, "payment": 25, "human": {**paid["human"], "payment": "0.000025"}}
+    text = render.account({**view, "funding": [paid, got]})
+    assert text.splitlines()[-2].split() == ["BTC-PERP", "0.0221438%", "1", "29860.2", "paid",
+                                             "6.612183"]
+    assert text.splitlines()[-1].split()[-2:] == ["received", "0.000025"]
     book = {"symbol": "X", "book_seq": 3, "prices": None,
             "bids": [{"price": "9", "qty": "1"}], "asks": []}
     text = render.book(book)
