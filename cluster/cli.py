@@ -33,7 +33,7 @@ from cluster import render
 from cluster.humanize import Units, describe
 from cluster.units import UnitError, from_units
 
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
 
 
 class CliError(Exception):
@@ -235,6 +235,7 @@ async def with_client(args, fn, *, logon: bool = True):
     gw = topo.nodes["gateway"]
     key = api_key_for(topo, args) if logon else None
     client = Client(gw.client, api_key=None, market_data=gw.pub, timeout=args.timeout)
+    answered = False  # whether the venue answered anything: then it is up, and a request is late
     try:
         await client.connect()
         if key is not None:
@@ -242,6 +243,7 @@ async def with_client(args, fn, *, logon: bool = True):
 
             ack = await client.request(Logon(api_key=key))
             client.account, client.symbols = ack.account, ack.symbols
+            answered = True
         return await fn(client, topo)
     except RequestFailed as exc:
         error = exc.error
@@ -251,8 +253,18 @@ async def with_client(args, fn, *, logon: bool = True):
     except UnitError as exc:
         raise CliError(exc.reason, str(exc)) from None
     except asyncio.TimeoutError:
-        raise CliError("timeout", f"no answer from {gw.client} within {args.timeout}s "
-                       "(is the cluster up?)") from None
+        if not answered:
+            raise CliError("timeout", f"no answer from {gw.client} within {args.timeout}s "
+                           "(is the cluster up?)") from None
+        # The venue is up and answers every request, so this one is late, not lost (a slow or
+        # partitioned link holds it): its outcome is unknown, which a script must not take for
+        # a refusal.
+        coid = getattr(args, "client_order_id", None)
+        hint = ("sending it again with the same --client-order-id returns its outcome, never a "
+                "second order" if coid else "`perpx order list` shows whether it rests; give "
+                "orders a --client-order-id to make a retry safe")
+        raise CliError("outcome_unknown", f"no answer within {args.timeout}s: the request may "
+                       f"still be in flight; {hint}", EXIT_UNKNOWN) from None
     finally:
         await client.close()
 

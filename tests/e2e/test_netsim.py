@@ -200,3 +200,27 @@ def test_clock_skew_moves_one_nodes_clock_and_clear_restores_it(cluster):
     cluster.cli_json("netsim", "clear")
     time.sleep(0.7)
     assert abs(asyncio.run(mark_clock_offset_ms(cluster))) < 150
+
+
+def test_an_order_held_by_a_partition_is_unknown_not_refused_and_a_retry_is_safe(cluster):
+    """risk->matching partitioned: the CLI cannot know the order's fate, so it says so (exit 3,
+    outcome_unknown) rather than refusal or "is the cluster up?"; after the heal the order is
+    live, and the same client order id sent again returns its first answer, not a second order."""
+    cluster.cli_json("netsim", "partition", "risk->matching")
+    time.sleep(0.7)
+    mark = float(cluster.cli_json("book", "BTC-PERP")["prices"]["mark"])
+    order = ("order", "place", "--account", "mm1", "--symbol", "BTC-PERP", "--side", "sell",
+             "--qty", "0.5", "--price", f"{mark * 1.02:.1f}", "--client-order-id", "held-1")
+    held = cluster.cli(*order, "--timeout", "1", "--json")
+    assert held.returncode == 3, (held.stdout, held.stderr)
+    answer = json.loads(held.stdout)
+    assert answer["error"] == "outcome_unknown" and "--client-order-id" in answer["message"]
+    pending = cluster.cli_json("order", "list", "--account", "mm1")["orders"]
+    assert [(o["client_order_id"], o["status"]) for o in pending] == [("held-1", "pending")]
+    cluster.cli_json("netsim", "partition", "risk->matching", "--heal")
+    time.sleep(0.7)
+    again = cluster.cli_json(*order)
+    assert again["result"]["type"] == "OrderAccepted" and again["result"]["duplicate"] is True
+    live = cluster.cli_json("order", "list", "--account", "mm1")["orders"]
+    assert [(o["client_order_id"], o["status"]) for o in live] == [("held-1", "new")]
+    cluster.cli_json("order", "cancel-all", "--account", "mm1")
