@@ -243,6 +243,7 @@ async def with_client(args, fn, *, logon: bool = True):
 
             ack = await client.request(Logon(api_key=key))
             client.account, client.symbols = ack.account, ack.symbols
+            client.collateral, client.atom = ack.collateral, ack.atom
             answered = True
         return await fn(client, topo)
     except RequestFailed as exc:

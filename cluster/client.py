@@ -5,9 +5,10 @@ execution reports and market data.
         accepted = await c.place("BTC-PERP", BUY, qty=10, price=300000)
         report = await c.reports.get()
 
-Human units: `c.ticks("BTC-PERP", "30000.5")` and `c.lots("BTC-PERP", "0.01")` convert exactly
-with the tick and lot sizes the gateway sent at logon; an off-tick or off-lot value raises
-UnitError, it is never rounded.
+Human units: `c.ticks("BTC-PERP", "30000.5")`, `c.lots("BTC-PERP", "0.01")` and `c.atoms("250.5")`
+convert exactly with the tick and lot sizes and the collateral's atom the gateway sent at logon
+(`price_str`, `qty_str` and `money_str` back); an off-grid value raises UnitError, it is never
+rounded. examples/quickstart.py is a first client to start from.
 
 A client that logged on with an API key logs on again by itself when the gateway no longer knows its
 session (a restarted gateway refuses `not_logged_on` before forwarding anything, so the request is
@@ -77,6 +78,7 @@ class Client:
         self.relogons = 0  # times the client logged on again after the gateway forgot it
         self.account: str | None = None
         self.symbols: dict[str, dict] = {}
+        self.collateral = self.atom = ""  # told at logon: money is counted in atoms of this
         self._sock = None
         self._md = None
         self._reader = None
@@ -197,6 +199,7 @@ class Client:
             raise RequestFailed(ack)
         self.account = ack.account
         self.symbols = ack.symbols
+        self.collateral, self.atom = ack.collateral, ack.atom
 
     async def _ask(self, message):
         """Send one request and wait for its answer (an Error included)."""
@@ -309,6 +312,14 @@ class Client:
 
     def qty_str(self, symbol: str, lots: int) -> str:
         return from_units(lots, Decimal(self.symbols[symbol]["lot_size"]))
+
+    def atoms(self, amount: str | Decimal) -> int:
+        """An amount of collateral ('250.5') in atoms, exactly (UnitError off the atom grid)."""
+        return wire_units(to_units(amount, Decimal(self.atom), "amount", "amount_not_whole_atoms"),
+                          "amount")
+
+    def money_str(self, atoms: int) -> str:
+        return from_units(atoms, Decimal(self.atom))
 
 
 def wire_units(units: int, what: str) -> int:

@@ -189,6 +189,8 @@ class LogonAck(Msg, tag=True, kw_only=True):
     account: str
     session: int
     symbols: dict[str, dict[str, Union[int, str]]] = field(default_factory=dict)
+    collateral: str = ""  # what money is counted in, and its atom ("0.000001"): amounts are atoms
+    atom: str = ""
 
 
 class Pong(Msg, tag=True, kw_only=True):

@@ -28,7 +28,7 @@ def build(shell: NodeShell, topo: Topology):
     # (that would take a billion requests a second), so late answers cannot be misdelivered.
     gateway = Gateway({a.api_key: (a.name, a.scopes) for a in topo.accounts.values()},
                       {name: spec.public() for name, spec in topo.symbols.items()},
-                      first_ref=time.time_ns())
+                      first_ref=time.time_ns(), collateral=(topo.collateral, str(topo.atom)))
     client_codec = Codec(ClientRequest)
     shell.peer("risk")
     shell.peer("matching")

@@ -47,9 +47,11 @@ class Session:
 
 class Gateway:
     def __init__(self, api_keys: dict[str, tuple[str, tuple[str, ...]]],
-                 symbols: dict[str, dict], first_ref: int = 1) -> None:
+                 symbols: dict[str, dict], first_ref: int = 1,
+                 collateral: tuple[str, str] = ("", "")) -> None:
         self.api_keys = dict(api_keys)  # api key -> (account, scopes)
         self.symbols = symbols
+        self.collateral = collateral  # (name, atom), told at logon
         self.sessions: dict[bytes, Session] = {}
         self.by_account: dict[str, dict[bytes, None]] = {}
         self.refs: OrderedDict[int, tuple[bytes, int]] = OrderedDict()
@@ -140,8 +142,9 @@ class Gateway:
         self.next_session += 1
         self.sessions[identity] = session
         self.by_account.setdefault(account, {})[identity] = None
-        return [("client", identity, LogonAck(req_id=msg.req_id, account=account,
-                                              session=session.session_id, symbols=self.symbols))]
+        return [("client", identity, LogonAck(
+            req_id=msg.req_id, account=account, session=session.session_id, symbols=self.symbols,
+            collateral=self.collateral[0], atom=self.collateral[1]))]
 
     def _ref(self, identity: bytes, req_id: int) -> int:
         ref = self.next_ref

@@ -27,9 +27,10 @@ def body(effects, i=0):
 
 
 def test_logon_scopes_routing_logout_and_expiry():
-    gw = Gateway(KEYS, {"BTC-PERP": {}})
+    gw = Gateway(KEYS, {"BTC-PERP": {}}, collateral=("USDC", "0.000001"))
     assert body(gw.on_request(b"x", Logon(api_key="nope"))).reason == "invalid_api_key"
-    assert type(body(gw.on_request(b"a", Logon(req_id=1, api_key="k-alice"), 0))) is LogonAck
+    ack = body(gw.on_request(b"a", Logon(req_id=1, api_key="k-alice"), 0))
+    assert type(ack) is LogonAck and (ack.collateral, ack.atom) == ("USDC", "0.000001")
     gw.on_request(b"a2", Logon(api_key="k-alice"), 0)
     gw.on_request(b"v", Logon(api_key="k-view"), 0)
     assert body(gw.on_request(b"v", PlaceOrder(symbol="BTC-PERP", side=1, qty=1, price=1))) \
