@@ -575,7 +575,8 @@ def cmd_explain_liquidation(args) -> int:
     return EXIT_OK
 
 
-def cmd_incident_report(args) -> int:
+def window(args) -> tuple[int | None, int | None]:
+    """--since/--until as ns since the epoch, refused with the reason when not times or reversed."""
     from cluster import reports
 
     try:
@@ -585,6 +586,29 @@ def cmd_incident_report(args) -> int:
     if since is not None and until is not None and until < since:
         raise CliError("bad_window", f"--until ({reports.iso(until)}) is before --since "
                        f"({reports.iso(since)})")
+    return since, until
+
+
+def cmd_explain_account(args) -> int:
+    from cluster import reports
+
+    topo = load_topology(args)
+    if args.name not in topo.accounts:
+        raise CliError("unknown_account", f"no account {args.name!r} in the topology")
+    if args.limit < 0:
+        raise CliError("bad_limit", f"--limit {args.limit}: a count, 0 for all")
+    since, until = window(args)
+    found = reports.account(journals(args), args.name, since, until, args.limit)
+    units = Units.of(topo)
+    emit({"account": args.name, "decisions": found}, args.json,
+         lambda data: render.decisions(data, units))
+    return EXIT_OK
+
+
+def cmd_incident_report(args) -> int:
+    from cluster import reports
+
+    since, until = window(args)
     report = reports.incident(journals(args), since, until)
     if args.format == "json" or args.json:
         emit(report, True)
@@ -864,6 +888,13 @@ def parser() -> argparse.ArgumentParser:
     ex_liq = explain.add_parser("liquidation", parents=[common], help="a liquidation's whole path")
     ex_liq.add_argument("id", type=int)
     ex_liq.set_defaults(fn=cmd_explain_liquidation)
+    ex_acct = explain.add_parser("account", parents=[common], help="every decision about an "
+                                 "account: refusals, venue cancels, settings, liquidations")
+    ex_acct.add_argument("name")
+    ex_acct.add_argument("--since", help="ISO time, epoch seconds, or an age like 15m (ago), 2h, 1d")
+    ex_acct.add_argument("--until")
+    ex_acct.add_argument("--limit", type=int, default=50, help="the newest N (0: all)")
+    ex_acct.set_defaults(fn=cmd_explain_account)
     incident = sub.add_parser("incident", help="post-incident summaries").add_subparsers(
         dest="action", required=True)
     report = incident.add_parser("report", parents=[common],

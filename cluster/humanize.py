@@ -24,7 +24,7 @@ FIELD_UNITS: dict[str, str] = {
                      "reserved_by_reduce_only", "position_after"), LOTS),
     **dict.fromkeys(("notional", "max_notional", "notional_after", "required", "available",
                      "equity", "position_margin", "order_margin", "fee", "amount", "balance",
-                     "initial_margin", "isolated_margin", "isolated_equity", "removable",
+                     "initial_margin", "isolated_margin", "isolated_cash", "isolated_equity", "removable",
                      "maintenance_margin", "forced_fee", "fund_delta", "insurance_fund"), ATOMS),
 }
 # Names whose unit depends on the rule that used them (elsewhere they are plain numbers).
@@ -63,7 +63,8 @@ class Units:
         named = detail.get("symbol")
         if isinstance(named, str):  # the symbol the rule names decides the tick and lot
             symbol = named
-        overrides = REASON_UNITS.get(reason, {})
+        # a reason ("position_limit") or a journal rule ("risk.position_limit", "liquidation.plan")
+        overrides = REASON_UNITS.get(reason) or REASON_UNITS.get(reason.partition(".")[2], {})
         out: dict[str, object] = {}
         for key, value in detail.items():
             unit = overrides.get(key) or FIELD_UNITS.get(key)

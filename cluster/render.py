@@ -279,11 +279,30 @@ def liquidation(data: dict, units) -> str:
         lines.append(f"  {kind}: {units.fills(fills, symbol)}")
     lines.append("")
     for step in data["steps"]:
-        numbers = {k: v for k, v in step["numbers"].items()
-                   if k not in ("account", "symbol", "step") and v != ""}
-        if "counterparties" in numbers:
-            numbers["counterparties"] = units.fills(numbers["counterparties"], symbol)
-        human = units.numbers(step["rule"], numbers, symbol)
         lines.append(f"{step['time'][11:23]}  {step['rule'].removeprefix('liquidation.'):<9} "
-                     f"{step['decision']:<15} {describe(human)}")
+                     f"{step['decision']:<15} {decision_numbers(step, units, symbol)}")
+    return "\n".join(lines)
+
+
+def decision_numbers(record: dict, units, symbol: str = "") -> str:
+    """A journaled decision's numbers in trader's units, without the ones its line already says."""
+    numbers = {k: v for k, v in record["numbers"].items()
+               if k not in ("account", "symbol", "step") and v != ""}
+    symbol = record["numbers"].get("symbol") or symbol
+    if isinstance(numbers.get("counterparties"), str):
+        numbers["counterparties"] = units.fills(numbers["counterparties"], symbol)
+    return describe(units.numbers(record["rule"], numbers, symbol))
+
+
+def decisions(data: dict, units) -> str:
+    """`perpx explain account`: the venue's decisions about one account, one line each."""
+    found = data["decisions"]
+    if not found:
+        return f"account {data['account']}: no decisions in the journals for this window"
+    lines = [f"account {data['account']}: {len(found)} decisions, oldest first", ""]
+    for r in found:
+        symbol = r["numbers"].get("symbol", "")
+        where = r["subject"] if r["subject"].startswith("liq-") else symbol
+        lines.append(f"{r['time'][:23].replace('T', ' ')}  {r['rule']:<32} {r['decision']:<10} "
+                     f"{where:<9} {decision_numbers(r, units, symbol)}".rstrip())
     return "\n".join(lines)

@@ -65,6 +65,25 @@ def _record(r: Explanation) -> dict:
             "decision": r.decision, "numbers": r.numbers}
 
 
+def account(records: list[Explanation], name: str, since_ns: int | None = None,
+            until_ns: int | None = None, limit: int = 0) -> list[dict]:
+    """Every decision the venue journaled about account `name` in the window, oldest first: its
+    refused requests and orders, the orders the venue cancelled or resized, its settings and
+    transfers, the steps of its liquidations, and its part in others' (backstop, ADL). The newest
+    `limit` when given."""
+    picked = [r for r in records
+              if (since_ns is None or r.ts_ns >= since_ns) and (until_ns is None or r.ts_ns <= until_ns)
+              and (r.subject == name or r.numbers.get("account") == name
+                   or _counterparty(r.numbers.get("counterparties"), name))]
+    return [_record(r) | {"subject": r.subject} for r in picked[-limit if limit else 0:]]
+
+
+def _counterparty(text, name: str) -> bool:
+    """Whether `name` is one of a liquidation step's counterparties ('acct:lots@ticks;...')."""
+    return isinstance(text, str) and any(part.rpartition(":")[0] == name
+                                         for part in text.split(";"))
+
+
 def liquidation(records: list[Explanation], liquidation_id: int) -> dict | None:
     steps = [r for r in records if r.subject == f"liq-{liquidation_id}"]
     if not steps:

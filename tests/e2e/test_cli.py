@@ -136,6 +136,12 @@ def test_cli_session_over_ipc_leaves_nothing_behind(tmp_path):
         slip = handle.cli("order", "place", "--account", "bob", "--symbol", "ETH-PERP", "--side",
                           "buy", "--qty", "0.1", "--type", "market", "--max-slippage", "0.0000001")
         assert slip.returncode == 2 and "bad_fraction" in slip.stderr, slip
+        # why: the journals' decisions about bob, in trader's units
+        why = handle.cli("explain", "account", "bob", "--since", "10m", "--limit", "0",
+                         check=True).stdout
+        assert re.search(r"matching\.price_out_of_band +reject +ETH-PERP +order id \d+, seq \d+, "
+                         r"price [0-9.]+, mark [0-9.]+", why), why
+        assert re.search(r"matching\.self_trade_prevention +cancel +ETH-PERP", why), why
         # the terminal forms of the tools around the venue
         assert handle.cli("ping", check=True).stdout.startswith("round trip ")
         assert handle.cli("netsim", "show", check=True).stdout.startswith("netsim table v")

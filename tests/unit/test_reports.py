@@ -73,3 +73,34 @@ def test_parse_time():
 def test_parse_time_refuses_what_is_not_a_time_with_a_value_error(text):
     with pytest.raises(ValueError):
         reports.parse_time(text)
+
+
+def test_explain_account_finds_its_decisions_and_its_part_in_others():
+    from cluster import render
+    from cluster.audit import Explanation
+
+    w = thin_book_world()
+    liq_id = w.results[0].liquidation_id
+    noise = [Explanation(ts_ns=1, node="risk", rule="risk.insufficient_margin", subject="alice",
+                         decision="reject", numbers={"symbol": "BTC-PERP", "required": 2_500_000,
+                                                     "available": 1_000_000}),
+             Explanation(ts_ns=2, node="matching", rule="matching.post_only_would_take",
+                         subject="mm", decision="reject", numbers={"symbol": "BTC-PERP",
+                                                                   "price": 300_000})]
+    records = sorted(noise + list(w.audit), key=lambda r: r.ts_ns)
+    mine = reports.account(records, "alice")
+    assert mine[0]["rule"] == "risk.insufficient_margin"
+    assert {r["subject"] for r in mine[1:]} == {f"liq-{liq_id}"}  # her liquidation's every step
+    assert len(mine) == 1 + len([r for r in w.audit if r.subject == f"liq-{liq_id}"])
+    # the backstop sees only the step it took part in, by its name among the counterparties
+    backstop = reports.account(records, "bs")
+    assert [r["rule"] for r in backstop] == ["liquidation.backstop"]
+    assert "mm" not in {r["subject"] for r in reports.account(records, "alice")}
+    assert reports.account(records, "alice", since_ns=2) == mine[1:]
+    assert reports.account(records, "alice", limit=2) == mine[-2:]
+    text = render.decisions({"account": "alice", "decisions": mine}, Units.of(config.load()))
+    assert text.splitlines()[0] == f"account alice: {len(mine)} decisions, oldest first"
+    assert text.splitlines()[2].endswith("risk.insufficient_margin         reject     BTC-PERP  "
+                                         "required 2.5, available 1")
+    assert render.decisions({"account": "x", "decisions": []}, None) == \
+        "account x: no decisions in the journals for this window"
