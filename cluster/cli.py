@@ -700,7 +700,10 @@ def cmd_netsim_run(args) -> int:
     def send(cmd, cmd_args):
         return admin_call(args, cmd, cmd_args)
 
-    log = scenario.run(plan, send, lambda record: print(json.dumps(record), flush=True))
+    def echo(record: dict) -> None:  # as each step is applied, not at the end
+        print(json.dumps(record) if args.json else render.scenario_step(record), flush=True)
+
+    log = scenario.run(plan, send, echo)
     return EXIT_OK if all(r["ok"] for r in log) else EXIT_REFUSED
 
 

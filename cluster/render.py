@@ -306,3 +306,39 @@ def decisions(data: dict, units) -> str:
         lines.append(f"{r['time'][:23].replace('T', ' ')}  {r['rule']:<32} {r['decision']:<10} "
                      f"{where:<9} {decision_numbers(r, units, symbol)}".rstrip())
     return "\n".join(lines)
+
+
+def scenario_step(record: dict) -> str:
+    """One applied step of `perpx netsim run`: when, what, on what, and whether it took."""
+    args = dict(record.get("args") or {})
+    target = args.pop("link", "") or ", ".join(args.pop("links", None) or []) \
+        or args.pop("node", "") or args.pop("venue", "") or args.pop("name", "")
+    args.pop("down", None)  # said by the action (partition / heal)
+    settings = args.pop("settings", None)
+    what = link_settings(settings) if settings else describe(
+        {k: v for k, v in args.items() if v not in ("", 0, None)})
+    action = record["action"]
+    if action == "heal_at_end":  # the healing a scenario ends with: said by the action itself
+        action = {"netsim_clear": "clear all", "feed": "heal feeds", "fault": "resume"}.get(
+            record.get("command", ""), action)
+        what = ""
+    at = f"t+{record['at_s']:.3f}s" if "at_s" in record else "t+?"
+    outcome = "ok" if record.get("ok") else f"REFUSED {record.get('error', '')}".rstrip()
+    return f"{at:<10} {action:<12} {target or '-':<16} {outcome}" + \
+        (f"  {what}" if what and record.get("ok") else "")
+
+
+def link_settings(settings: dict) -> str:
+    """A link's settings as set: 'latency 2ms jitter 200us, loss 1% (rto 50ms), bandwidth 10mbit'."""
+    parts = []
+    latency = settings.get("latency")
+    if latency:
+        parts.append("latency " + (latency if isinstance(latency, str) else latency_model(latency)))
+    if settings.get("loss"):
+        parts.append(f"loss {settings['loss'] * 100:g}%"
+                     + (f" (rto {settings['rto']})" if settings.get("rto") else ""))
+    for key in ("bandwidth", "queue_limit", "on_full", "seed"):
+        if settings.get(key):
+            parts.append(f"{key.replace('_', ' ')} {settings[key]}")
+    parts += [flag for flag in ("down", "reorder") if settings.get(flag)]
+    return ", ".join(parts)

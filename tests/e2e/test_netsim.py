@@ -123,7 +123,7 @@ action = "fault"
 node = "liquidator"
 op = "resume"
 """)
-    proc = cluster.cli("netsim", "run", str(scenario))
+    proc = cluster.cli("netsim", "run", str(scenario), "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = [json.loads(l) for l in proc.stdout.splitlines()]
     assert [l["action"] for l in lines][:4] == ["set", "feed", "fault", "fault"]

@@ -119,3 +119,19 @@ def test_a_liquidation_in_contracts_prices_and_collateral():
     assert step.startswith("00:20:47.451  plan")
     assert step.endswith("bankruptcy price 26741.7, equity -9041.9, needed 20.545, "
                          "avg price 26741.75, tier 3")
+
+
+def test_scenario_steps_one_line_each():
+    step = render.scenario_step({"at_s": 0.3, "action": "set", "command": "netsim_set", "ok": True,
+                                 "args": {"link": "risk->gateway", "settings": {
+                                     "latency": "200us", "loss": 0.01, "rto": "50ms"}}})
+    assert step == "t+0.300s   set          risk->gateway    ok  latency 200us, loss 1% (rto 50ms)"
+    part = render.scenario_step({"at_s": 10, "action": "partition", "ok": True,
+                                 "args": {"links": ["risk->matching"], "down": True}})
+    assert part.split() == ["t+10.000s", "partition", "risk->matching", "ok"]
+    feed = render.scenario_step({"at_s": 2, "action": "feed", "ok": False, "error": "unknown venue",
+                                 "args": {"action": "freeze", "venue": "zulu"}})
+    assert feed.split()[1:] == ["feed", "zulu", "REFUSED", "unknown", "venue"]
+    healed = render.scenario_step({"at_s": 20, "action": "heal_at_end", "command": "feed",
+                                   "ok": True, "args": {"action": "heal"}})
+    assert healed.split() == ["t+20.000s", "heal", "feeds", "-", "ok"]

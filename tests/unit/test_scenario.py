@@ -62,3 +62,17 @@ def test_a_run_that_fails_midway_still_heals_what_it_applied(tmp_path):
         scenario.run(s, send, lambda record: None)
     assert sent[-3:] == [("netsim_clear", {}), ("fault", {"node": "matching", "op": "resume"}),
                          ("feed", {"action": "heal"})]
+
+
+def test_the_example_scenarios_load_and_rehearse():
+    """examples/scenarios/*.toml, which the README points a newcomer to, pass the same checks a
+    run does before its first step (the netsim steps rehearsed on a scratch controller)."""
+    from pathlib import Path
+
+    from netsim import scenario
+
+    files = sorted((Path(__file__).resolve().parents[2] / "examples" / "scenarios").glob("*.toml"))
+    assert len(files) >= 2
+    for path in files:
+        plan = scenario.load(path)
+        assert plan["steps"] and plan.get("end"), path
