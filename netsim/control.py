@@ -19,7 +19,7 @@ import msgspec
 
 from netsim.link import LinkSettings
 from netsim.models import build, duration_ns, rate_bps
-from netsim.shaper import known_links
+from netsim.shaper import PUB_LINKS, known_links
 
 PROFILES = Path(__file__).with_name("profiles.toml")
 NODES = ("gateway", "risk", "matching", "oracle", "liquidator", "feeds")
@@ -36,7 +36,7 @@ def _check_link(link: str) -> str:
     return link
 
 
-def _settings(raw: dict) -> LinkSettings:
+def _settings(raw: dict, link: str) -> LinkSettings:
     if isinstance(raw.get("latency"), (str, int, float)):  # latency = "2ms": a constant delay
         raw = {**raw, "latency": {"model": "constant", "latency": raw["latency"]}}
     try:
@@ -46,6 +46,12 @@ def _settings(raw: dict) -> LinkSettings:
         duration_ns(settings.rto)
         if not 0 <= settings.loss < 1:
             raise ControlError("loss must be in [0, 1)")
+        if settings.reorder and link not in PUB_LINKS.values():
+            # ZeroMQ over TCP or ipc delivers one connection's messages in order, and the nodes
+            # rely on it (risk reads matching's events as they happened): no real fault does this.
+            raise ControlError(f"{link} cannot reorder: it is a reliable link, which delivers in "
+                               "order as the TCP connection it models does; reorder applies to "
+                               f"the market-data links ({', '.join(sorted(PUB_LINKS.values()))})")
         if settings.on_full not in ("block", "drop"):
             raise ControlError("on_full must be block or drop")
         if settings.bandwidth and rate_bps(settings.bandwidth) < 1:
@@ -82,7 +88,7 @@ class NetsimState:
         if cmd == "netsim_set":
             link = _check_link(args.get("link", ""))
             merged = {**self.links.get(link, {}), **args.get("settings", {})}
-            self.links[link] = msgspec.to_builtins(_settings(merged))
+            self.links[link] = msgspec.to_builtins(_settings(merged, link))
             return self._bump()
         if cmd == "netsim_clear":
             link = args.get("link")
@@ -99,7 +105,7 @@ class NetsimState:
                 if not down and link not in self.links:
                     continue
                 merged = {**self.links.get(link, {}), "down": down}
-                settings = msgspec.to_builtins(_settings(merged))
+                settings = msgspec.to_builtins(_settings(merged, link))
                 if settings == DEFAULT:  # healed back to nothing: the direct path again
                     self.links.pop(link, None)
                 else:
@@ -112,8 +118,8 @@ class NetsimState:
                 raise ControlError(f"unknown profile {name!r}; profiles: {', '.join(sorted(profiles))}")
             profile = profiles[name]
             default = {k: v for k, v in profile.items() if k != "links"}
-            self.links = {link: msgspec.to_builtins(_settings({**default,
-                                                               **profile.get("links", {}).get(link, {})}))
+            own = profile.get("links", {})
+            self.links = {link: msgspec.to_builtins(_settings({**default, **own.get(link, {})}, link))
                           for link in known_links()}
             return self._bump()
         if cmd == "skew":

@@ -111,6 +111,19 @@ def test_controller_validates_and_versions():
     assert state.links == {}
 
 
+def test_only_market_data_links_reorder():
+    """A reliable link models a TCP connection, which never reorders, and the nodes rely on it
+    (risk reads matching's events in the order they happened): reorder is refused there, by name,
+    and taken on the PUB links, where a real feed can reorder."""
+    state = NetsimState()
+    with pytest.raises(ControlError, match="matching->risk cannot reorder: it is a reliable link"):
+        state.handle("netsim_set", {"link": "matching->risk", "settings": {"reorder": True}})
+    assert state.links == {}
+    state.handle("netsim_set", {"link": "matching->subscribers", "settings": {
+        "latency": "1ms", "reorder": True}})
+    assert state.links["matching->subscribers"]["reorder"] is True
+
+
 def test_a_link_set_to_zero_takes_the_direct_path():
     import asyncio
 
