@@ -140,7 +140,7 @@ def cmd_cluster_up(args) -> int:
         while time.monotonic() < deadline:
             status = read_status(run)
             if status and status.get("state") == "running":
-                emit(status, args.json)
+                emit(status, args.json, render.cluster_status)
                 return EXIT_OK
             if proc.poll() is not None:
                 break
@@ -174,7 +174,8 @@ def cmd_cluster_down(args) -> int:
         except ValueError:
             pass
     stopped_supervisor = False
-    if pid_alive(pid):
+    was_running = pid_alive(pid)
+    if was_running:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 15
         while pid_alive(pid) and time.monotonic() < deadline:
@@ -192,8 +193,10 @@ def cmd_cluster_down(args) -> int:
         for path in sockets.iterdir():
             path.unlink(missing_ok=True)
             removed += 1
-    emit({"stopped": True, "supervisor_pid": pid, "supervisor_stopped": stopped_supervisor,
-          "killed_leftovers": leftovers, "stale_sockets_removed": removed}, args.json)
+    emit({"stopped": True, "was_running": was_running, "supervisor_pid": pid,
+          "supervisor_stopped": stopped_supervisor,
+          "killed_leftovers": leftovers, "stale_sockets_removed": removed}, args.json,
+         render.cluster_down)
     return EXIT_OK
 
 
@@ -201,7 +204,7 @@ def cmd_cluster_status(args) -> int:
     run = run_dir_of(args)
     status = read_status(run)
     if status is None:
-        emit({"state": "absent", "run_dir": str(run)}, args.json)
+        emit({"state": "absent", "run_dir": str(run)}, args.json, render.cluster_status)
         return EXIT_REFUSED
     alive = pid_alive(status.get("supervisor_pid"))
     if not alive and status.get("state") in ("starting", "running"):

@@ -51,6 +51,19 @@ def cluster_status(status: dict) -> str:
     return "\n".join(lines)
 
 
+def cluster_down(data: dict) -> str:
+    if not data["was_running"] and not data["killed_leftovers"]:
+        return "no cluster was running" + (f"; removed {data['stale_sockets_removed']} stale "
+                                           "sockets" if data["stale_sockets_removed"] else "")
+    how = "stopped" if data["supervisor_stopped"] else "supervisor did not stop in time"
+    extra = [f"killed leftover nodes: {', '.join(data['killed_leftovers'])}"] \
+        if data["killed_leftovers"] else []
+    if data["stale_sockets_removed"]:
+        extra.append(f"removed {data['stale_sockets_removed']} stale sockets")
+    return f"cluster {how} (supervisor pid {data['supervisor_pid']})" + \
+        (f"; {'; '.join(extra)}" if extra else "")
+
+
 def account(view: dict) -> str:
     h, unit = view["human"], view["collateral"]
     lines = [f"account {view['account']}  ({unit})",

@@ -135,3 +135,13 @@ def test_scenario_steps_one_line_each():
     healed = render.scenario_step({"at_s": 20, "action": "heal_at_end", "command": "feed",
                                    "ok": True, "args": {"action": "heal"}})
     assert healed.split() == ["t+20.000s", "heal", "feeds", "-", "ok"]
+
+
+def test_cluster_down_says_what_it_did():
+    base = {"stopped": True, "was_running": True, "supervisor_pid": 7, "supervisor_stopped": True,
+            "killed_leftovers": [], "stale_sockets_removed": 0}
+    assert render.cluster_down(base) == "cluster stopped (supervisor pid 7)"
+    assert render.cluster_down({**base, "supervisor_stopped": False, "killed_leftovers": ["risk"]}) \
+        == "cluster supervisor did not stop in time (supervisor pid 7); killed leftover nodes: risk"
+    assert render.cluster_down({**base, "was_running": False, "stale_sockets_removed": 3}) == \
+        "no cluster was running; removed 3 stale sockets"
