@@ -457,6 +457,9 @@ def cmd_account_show(args) -> int:
                                               .normalize(), "f")
             for key in ("unrealized_pnl", "initial_margin", "maintenance_margin", "isolated_margin"):
                 pos[f"{key}_human"] = from_units(pos[key], topo.atom)
+        units = Units.of(topo)
+        for fill in data["fills"]:
+            fill["human"] = units.event(fill)
         for entry in data["funding"]:
             spec = topo.symbols[entry["symbol"]]
             entry["human"] = {"rate_pct": format((Decimal(entry["rate_e9"]) / 10**7).normalize(), "f"),

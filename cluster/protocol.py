@@ -262,6 +262,7 @@ class AccountView(Msg, tag=True, kw_only=True):
     isolated_margin: int = 0  # sum of isolated wallets (not part of `balance`)
     im_buffer_ppm: dict[str, int] = field(default_factory=dict)
     funding: list[FundingEntry] = field(default_factory=list)  # latest first, at most 20
+    fills: list[Fill] = field(default_factory=list)  # the account's fills, latest first, at most 20
 
 
 class OrderView(Msg, tag=True, kw_only=True):

@@ -83,6 +83,14 @@ def account(view: dict) -> str:
                                      "margin", "maint.", "liq. price", "leverage", "adl"])
     else:
         lines.append("  no positions")
+    fills = [f for f in view.get("fills", []) if "human" in f][:10]
+    if fills:
+        lines += ["", "fills (latest first):"]
+        rows = [[f["trade_id"], f["order_id"], f["symbol"], {1: "buy", -1: "sell"}[f["side"]],
+                 f["human"]["qty"], f["human"]["price"], f["liquidity"], f["human"]["fee"],
+                 f["human"]["remaining"]] for f in fills]
+        lines += ["  " + line for line in table(rows, ["trade", "order", "symbol", "side", "qty",
+                                                       "price", "liquidity", "fee", "left"])]
     funding = [f for f in view.get("funding", []) if "human" in f][:5]
     if funding:
         lines += ["", "funding (latest first):"]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections import deque
 
-from cluster.protocol import FundingEntry, NewOrder
+from cluster.protocol import Fill, FundingEntry, NewOrder
 
 FUNDING_HISTORY = 100
+FILL_HISTORY = 100
 
 
 class Position:
@@ -64,7 +65,8 @@ class AccountState:
     """`balance` is the cross wallet's settled cash; isolated collateral sits in its positions."""
 
     __slots__ = ("name", "balance", "fees_paid", "positions", "orders", "order_margin",
-                 "leverage", "modes", "funding_history", "_by_symbol", "_pending", "_by_coid")
+                 "leverage", "modes", "funding_history", "fills", "_by_symbol", "_pending",
+                 "_by_coid")
 
     def __init__(self, name: str, balance: int) -> None:
         self.name = name
@@ -76,6 +78,7 @@ class AccountState:
         self.leverage: dict[str, int] = {}
         self.modes: dict[str, str] = {}  # symbol -> "cross" | "isolated" (default cross)
         self.funding_history: deque[FundingEntry] = deque(maxlen=FUNDING_HISTORY)
+        self.fills: deque[Fill] = deque(maxlen=FILL_HISTORY)  # the account's latest, newest first
         # Kept in step with `orders` by add_order/recount/remove_order, so that pre-trade checks
         # cost O(1) however many orders are in flight (a busy account has hundreds).
         self._by_symbol: dict[str, dict[int, OpenOrder]] = {}

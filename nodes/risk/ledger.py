@@ -154,7 +154,7 @@ class RiskEngine:
                 "orders": sorted((o.order_id, o.symbol, o.side, o.type, o.price, o.qty, o.remaining,
                                   o.reserve, o.reduce_only, o.trigger_price, o.accepted,
                                   o.client_order_id) for o in a.orders.values()),
-                "funding": list(a.funding_history),
+                "funding": list(a.funding_history), "fills": list(a.fills),
             }
         return {
             "accounts": accounts, "deposits": self.deposits, "withdrawals": self.withdrawals,
@@ -716,10 +716,11 @@ class RiskEngine:
                 else:
                     acct.recount(order)
             self._refresh_reserves(acct, ev.symbol)  # the position changed what orders open
-            out.append(("gateway", Report(account=account, event=Fill(
-                seq=ev.seq, trade_id=ev.trade_id, order_id=order_id, account=account,
-                symbol=ev.symbol, side=side, price=ev.price, qty=ev.qty, remaining=remaining,
-                liquidity=liquidity, fee=fee, client_order_id=coid))))
+            fill = Fill(seq=ev.seq, trade_id=ev.trade_id, order_id=order_id, account=account,
+                        symbol=ev.symbol, side=side, price=ev.price, qty=ev.qty,
+                        remaining=remaining, liquidity=liquidity, fee=fee, client_order_id=coid)
+            acct.fills.appendleft(fill)
+            out.append(("gateway", Report(account=account, event=fill)))
         if liq is not None and ev.taker_remaining == 0:
             self._liquidation_order_done(ev.taker_order_id, ev.taker_account, ev.symbol, out)
         return (ev.taker_account, ev.maker_account)
@@ -1036,5 +1037,5 @@ class RiskEngine:
             isolated_margin=sum(p.iso_cash + p.cost for p in acct.positions.values() if p.isolated),
             im_buffer_ppm={s: self.specs[s].im_buffer_ppm[r] for s, r in self.regimes.items()
                            if r != "normal"},
-            funding=list(acct.funding_history)[:20],
+            funding=list(acct.funding_history)[:20], fills=list(acct.fills)[:20],
         )

@@ -49,6 +49,10 @@ def test_cli_session_over_ipc_leaves_nothing_behind(tmp_path):
 
         text = handle.cli("account", "show", "bob", check=True).stdout  # the terminal form
         assert text.startswith("account bob") and "liq. price" in text and "ETH-PERP" in text
+        # the account's own fills, kept by risk: the buy above, as the taker
+        assert [(f["side"], f["liquidity"], f["human"]["qty"], f["human"]["price"])
+                for f in bob["fills"]] == [(1, "taker", "0.5", price)]
+        assert "fills (latest first):" in text
         assert "node" in handle.cli("cluster", "status", check=True).stdout.splitlines()[3]
         book = handle.cli_json("book", "ETH-PERP")  # levels, and the oracle's prices beside them
         assert book["prices"]["oracle_mode"] == "normal" and book["prices"]["sources"] >= 3

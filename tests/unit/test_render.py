@@ -45,6 +45,12 @@ def test_status_account_and_book():
     assert text.splitlines()[-2].split() == ["BTC-PERP", "0.0221438%", "1", "29860.2", "paid",
                                              "6.612183"]
     assert text.splitlines()[-1].split()[-2:] == ["received", "0.000025"]
+    fill = {"trade_id": 2, "order_id": 3, "symbol": "BTC-PERP", "side": 1, "liquidity": "taker",
+            "human": {"qty": "0.2", "price": "30100", "fee": "3.01", "remaining": "0"}}
+    text = render.account({**view, "fills": [fill]})
+    at = text.splitlines().index("fills (latest first):")
+    assert text.splitlines()[at + 3].split() == ["2", "3", "BTC-PERP", "buy", "0.2", "30100",
+                                                 "taker", "3.01", "0"]
     book = {"symbol": "X", "book_seq": 3, "prices": None,
             "bids": [{"price": "9", "qty": "1"}], "asks": []}
     text = render.book(book)
