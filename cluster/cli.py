@@ -409,6 +409,27 @@ def cmd_order_list(args) -> int:
 MARK_WAIT_S = 2.0  # the oracle publishes marks every few hundred ms
 
 
+def cmd_watch(args) -> int:
+    """A symbol's market data as it happens (cluster/watch.py), for --seconds or until Ctrl-C."""
+    from cluster.watch import watch
+
+    if args.seconds is not None and not 0 < args.seconds <= 86_400:
+        raise CliError("bad_seconds", f"--seconds {args.seconds}: more than 0, at most a day")
+
+    async def run(client, topo):
+        if args.symbol not in topo.symbols:
+            raise CliError("unknown_symbol", f"{args.symbol!r} is not one of "
+                           f"{', '.join(sorted(topo.symbols))}")
+        client.symbols = {name: spec.public() for name, spec in topo.symbols.items()}
+        await watch(client, args.symbol, args.seconds, args.json)
+        return EXIT_OK
+
+    try:
+        return asyncio.run(with_client(args, run, logon=False))
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
 def cmd_book(args) -> int:
     """The book's levels, with the oracle's next mark, index and mode for the symbol."""
 
@@ -857,6 +878,10 @@ def parser() -> argparse.ArgumentParser:
     book.add_argument("symbol")
     book.add_argument("--depth", type=int, default=10)
     book.set_defaults(fn=cmd_book)
+    watch = sub.add_parser("watch", parents=[common], help="a symbol's market data as it happens")
+    watch.add_argument("symbol")
+    watch.add_argument("--seconds", type=float, help="stop after this long (default: Ctrl-C)")
+    watch.set_defaults(fn=cmd_watch)
 
     account = sub.add_parser("account").add_subparsers(dest="action", required=True)
     show = account.add_parser("show", parents=[common])

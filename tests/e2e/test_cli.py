@@ -146,6 +146,9 @@ def test_cli_session_over_ipc_leaves_nothing_behind(tmp_path):
         assert re.search(r"matching\.price_out_of_band +reject +ETH-PERP +order id \d+, seq \d+, "
                          r"price [0-9.]+, mark [0-9.]+", why), why
         assert re.search(r"matching\.self_trade_prevention +cancel +ETH-PERP", why), why
+        # the market as it happens: the top of book first, and the mark within the second
+        seen = handle.cli("watch", "ETH-PERP", "--seconds", "1.5", check=True).stdout.splitlines()
+        assert seen[0].startswith("TOP      bid") and any(l.startswith("MARK ") for l in seen), seen
         # the terminal forms of the tools around the venue
         assert handle.cli("ping", check=True).stdout.startswith("round trip ")
         assert handle.cli("netsim", "show", check=True).stdout.startswith("netsim table v")
