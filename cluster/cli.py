@@ -77,10 +77,13 @@ def run_dir_of(args) -> Path:
     return Path(args.run_dir or os.environ.get("PERPX_RUN_DIR") or "var").resolve()
 
 
-def load_topology(args) -> config.Topology:
+def load_topology(args, *, starting: bool = False) -> config.Topology:
+    """--config; else the configuration the run directory's cluster was started with (a command
+    talks to that cluster, or reads its journals); else the built-in one. A cluster being started
+    takes --config or the built-in one, never the previous run's."""
     cfg = getattr(args, "config", None)
     run = run_dir_of(args)
-    if not cfg:
+    if not cfg and not starting:
         status = run / "status.json"
         if status.exists():
             cfg = json.loads(status.read_text()).get("config")
@@ -117,7 +120,7 @@ def pid_alive(pid: int | None) -> bool:
 
 
 def cmd_cluster_up(args) -> int:
-    topo = load_topology(args)
+    topo = load_topology(args, starting=True)
     run = Path(topo.run_dir)
     status = read_status(run)
     if status and pid_alive(status.get("supervisor_pid")) and status.get("state") in ("starting", "running"):

@@ -84,3 +84,22 @@ def test_a_reader_that_goes_away_ends_the_cli_quietly():
     proc.stdout.close()  # before the interpreter has even started
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 141 and b"Traceback" not in err, err
+
+
+def test_cluster_up_starts_from_the_given_or_built_in_topology_not_the_last_runs(tmp_path):
+    """A stopped run leaves status.json naming its --config; the next `cluster up` without one
+    must not silently start that again, while the other commands still read it (they talk to,
+    or read the journals of, the cluster that ran there)."""
+    import argparse
+
+    from cluster import cli, config
+
+    custom = tmp_path / "custom.toml"
+    custom.write_text(config.DEFAULT_CONFIG.read_text().replace(
+        'name = "perpx-local"', 'name = "custom-run"'))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "status.json").write_text(json.dumps({"state": "stopped", "config": str(custom)}))
+    args = argparse.Namespace(config=None, run_dir=str(run))
+    assert cli.load_topology(args).name == "custom-run"
+    assert cli.load_topology(args, starting=True).name == "perpx-local"
