@@ -101,7 +101,7 @@ class SymbolConf(Conf, kw_only=True):
     market_protection: str = "0.05"
     maker_fee: str = "0.0002"
     taker_fee: str = "0.0005"
-    forced_fee: str = "0.005"
+    forced_fee: str = "0.002"
     default_leverage: int = 20
     max_leverage: int = 100
     ladder: list[TierConf] = msgspec.field(default_factory=list)
@@ -279,6 +279,18 @@ def _symbol_spec(name: str, conf: SymbolConf, atom: Decimal) -> SymbolSpec:
                           "notional, prices, windows positive; caps, fees, volatility not negative)")
     if spec.maker_fee_ppm + spec.taker_fee_ppm < 0:
         raise ConfigError(f"{name}: maker rebate larger than taker fee would drain the fee pool")
+    for tier in spec.tiers:
+        # Liquidation triggers at equity <= MM + forced fee. A position opened at a tier's maximum
+        # leverage has equity ~ IM = notional / leverage: unless that is above MMR + forced fee,
+        # the venue would accept a position that its liquidator takes at once (a 125x BTC long
+        # with 0.4% + 0.5% was liquidated 0.6 s after opening, the mark above its entry).
+        if tier.max_leverage * (tier.mmr_ppm + spec.forced_fee_ppm) >= PPM_INT:
+            raise ConfigError(
+                f"{name}: tier {tier.number} allows {tier.max_leverage}x, an initial margin of "
+                f"{Decimal(1) / tier.max_leverage:.4%} of notional, which is not above its "
+                f"maintenance rate {Decimal(tier.mmr_ppm) / PPM_INT:.2%} + the forced fee "
+                f"{Decimal(spec.forced_fee_ppm) / PPM_INT:.2%}: a position opened at that leverage "
+                "would be liquidated at once; lower max_leverage or forced_fee")
     return spec
 
 

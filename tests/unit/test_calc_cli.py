@@ -25,7 +25,7 @@ def test_mmr(capsys):
 
 def test_liq_price_long_rounds_up_with_exact_beside(capsys):
     code, out = calc(capsys, "liq-price", "--symbol", "BTC-PERP", "--side", "long", "--qty", "1",
-                     "--entry", "30000", "--wallet", "3000", "--json")
+                     "--entry", "30000", "--wallet", "3000", "--fee-rate", "0.005", "--json")
     # (3,000 - 30,000) / (0.004 + 0.005 - 1) = 27,245.2068...; a long's price rounds up to 0.1
     assert code == 0
     assert out["liquidation_price"] == "27245.3"
@@ -41,16 +41,17 @@ def test_liq_price_short_rounds_down(capsys):
 
 
 def test_funding_periods_move_the_liquidation_price_and_stop_warnings(capsys):
+    fee = ("--fee-rate", "0.005")
     _, base = calc(capsys, "liq-price", "--symbol", "BTC-PERP", "--side", "long", "--qty", "1",
-                   "--entry", "30000", "--wallet", "3000")
+                   "--entry", "30000", "--wallet", "3000", *fee)
     _, paid = calc(capsys, "liq-price", "--symbol", "BTC-PERP", "--side", "long", "--qty", "1",
-                   "--entry", "30000", "--wallet", "3000", "--funding-rate", "0.0001",
+                   "--entry", "30000", "--wallet", "3000", *fee, "--funding-rate", "0.0001",
                    "--funding-periods", "3", "--stop", "27000")
     assert paid["funding_paid"] == "9" and paid["wallet_after_funding"] == "2991"
     assert float(paid["liquidation_price"]) > float(base["liquidation_price"])
     assert paid["stop"]["warning"] == "stop_beyond_liquidation"
     _, close = calc(capsys, "liq-price", "--symbol", "BTC-PERP", "--side", "long", "--qty", "1",
-                    "--entry", "30000", "--wallet", "3000", "--stop", "27300")
+                    "--entry", "30000", "--wallet", "3000", *fee, "--stop", "27300")
     assert close["stop"]["warning"] == "stop_too_close_to_liquidation"
 
 

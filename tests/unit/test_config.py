@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from cluster import config
@@ -30,9 +32,13 @@ def test_the_shipped_topology_loads(tmp_path):
     ('price_band = "0.05"', 'price_band = "-0.05"\nfunding_cap = "-0.0075"',
      "BTC-PERP: out of range: price_band, funding_cap"),
     ('initial_price = "30000"', 'initial_price = "0"', "BTC-PERP: out of range: initial_price"),
+    # 125x holds 0.8% of notional, not above 0.4% maintenance + 0.5%: liquidated at once
+    ('forced_fee = "0.002"', 'forced_fee = "0.005"',
+     "BTC-PERP: tier 1 allows 125x, an initial margin of 0.8000% of notional, which is not above "
+     "its maintenance rate 0.40% + the forced fee 0.50%"),
 ])
 def test_a_mistake_is_named(tmp_path, old, new, message):
-    with pytest.raises(config.ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")):
+    with pytest.raises(config.ConfigError, match=re.escape(message)):
         load_with(tmp_path, old, new)
 
 

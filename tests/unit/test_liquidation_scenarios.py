@@ -5,6 +5,7 @@ Money is checked after every event by the harness; each scenario checks the path
 
 from __future__ import annotations
 
+from cluster import config
 from cluster.protocol import Deleveraged, Report
 from cluster.units import ceil_div
 from tests.unit.liquidation_world import USD, World
@@ -13,6 +14,7 @@ BTC = "BTC-PERP"
 MULT = 100  # atoms per tick-lot on BTC-PERP
 TIER4_FLOOR = 10_000_000 * USD  # BTC ladder: tier 5 starts above 10M notional
 TIER3_FLOOR = 1_000_000 * USD
+FORCED_FEE_PPM = config.load().symbols[BTC].forced_fee_ppm
 
 
 def kinds(world) -> list[str]:
@@ -49,7 +51,7 @@ def test_deep_book_reduces_incrementally_down_through_two_tiers():
     assert 0 < plans[0]["needed"] <= first_tier_bound
     first = [r for r in w.results if r.kind == "reduce"][0]
     assert first.qty == plans[0]["chunk"] and first.notional == first.qty * 269_900 * MULT
-    assert first.fee == ceil_div(first.notional * 5_000, 1_000_000)  # forced fee 0.5%
+    assert first.fee == ceil_div(first.notional * FORCED_FEE_PPM, 1_000_000)  # the forced fee
     assert first.fund_delta == first.fee
     reduces = [r for r in w.results if r.kind == "reduce"]
     assert w.risk.fund_equity() - fund == sum(r.fee for r in reduces)
@@ -72,11 +74,13 @@ def test_thin_book_partial_fills_then_backstop_then_insurance():
     # each IOC may take half of the depth left within the bankruptcy price: 1,000 lots halve down
     assert [r.qty for r in reduces] == [500, 250, 125, 62, 31, 16, 8, 4, 2, 1]
     assert all(r.notional == r.qty * 280_500 * MULT for r in reduces)
-    assert all(r.fee == ceil_div(r.notional * 5_000, 1_000_000) == r.fund_delta for r in reduces)
+    assert all(r.fee == ceil_div(r.notional * FORCED_FEE_PPM, 1_000_000) == r.fund_delta
+               for r in reduces)
     backstop, insurance = w.results[-2], w.results[-1]
     bankruptcy = backstop.counterparties[0][2]
     # the backstop carries what 5,000 USD of margin carries at 20x at the bankruptcy price
-    assert backstop.qty == 5_000 * USD * 20 // (bankruptcy * MULT) == 3_568
+    assert backstop.qty == 5_000 * USD * 20 // (bankruptcy * MULT)
+    assert 3_500 < backstop.qty < 3_600  # about 3.57 BTC
     assert backstop.counterparties[0][:2] == ("bs", backstop.qty) and 0 < backstop.qty
     assert insurance.counterparties == [("insurance", insurance.qty, bankruptcy)]
     assert sum(r.qty for r in reduces) + backstop.qty + insurance.qty == 10_000
@@ -116,7 +120,8 @@ def test_no_liquidation_on_a_stale_or_degraded_mark():
     w.mark(300_000)
     open_long(w, "alice", 10_000, leverage=20)
     w.now += 1_000_000_000
-    msg = IndexMark(symbol=BTC, index=283_000, mark=283_000, last=0, seq=0, ts_ns=w.now,
+    # at 28,200 alice is under MM + forced fee (equity ~1,850 against ~1,520 + 564)
+    msg = IndexMark(symbol=BTC, index=282_000, mark=282_000, last=0, seq=0, ts_ns=w.now,
                     mode="degraded")
     w._to_risk(msg)
     w.liq.on_mark(msg)
@@ -124,7 +129,7 @@ def test_no_liquidation_on_a_stale_or_degraded_mark():
     assert w.results == []
     assert [(e.rule, e.numbers["reason"]) for e in w.audit if e.rule == "liquidation.paused"] == [
         ("liquidation.paused", "oracle_degraded")]
-    w.mark(283_000)  # a normal mark again: the liquidation starts
+    w.mark(282_000)  # a normal mark again: the liquidation starts
     assert w.results and w.results[0].kind == "cancel"
 
 
@@ -148,3 +153,20 @@ def test_a_restarted_liquidator_learns_from_risk_who_is_under_water():
     w.mark(270_000)
     triggers = [e.numbers for e in w.audit if e.rule == "liquidation.trigger"]
     assert [(t["account"], t["mark"]) for t in triggers][:1] == [("whale", 270_000)], w.steps()
+
+
+def test_a_position_opened_at_max_leverage_is_not_born_liquidatable():
+    """An isolated 125x BTC long holds IM = 0.8% of notional; the trigger is MM (0.4%) + the
+    forced fee. With the forced fee at 0.5% the venue accepted this position and liquidated it at
+    once, the mark above its entry; the loader now refuses such a ladder, and the default one
+    leaves the position alone until the mark reaches its liquidation price."""
+    w = World({"alice": 1_000 * USD, "mm": 10_000_000 * USD}, insurance=1_000_000 * USD)
+    w.mark(300_000)
+    w.risk.accounts["alice"].modes[BTC] = "isolated"
+    open_long(w, "alice", 1_000, leverage=125)  # 1 BTC, 30,000 notional: tier 1
+    w.mark(300_010)  # a tick in its favour
+    assert w.results == [], kinds(w)
+    view = w.risk.account_view("alice").positions[0]
+    assert view.mode == "isolated" and view.liquidation_price < 300_000
+    w.mark(view.liquidation_price - 1)
+    assert kinds(w)[:1] == ["cancel"]
