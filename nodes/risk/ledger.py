@@ -60,14 +60,17 @@ INSURANCE = "insurance"
 class LiqExec:
     """A liquidation IOC on its way through the book: what it has done so far."""
 
-    __slots__ = ("liquidation_id", "qty", "notional", "fee", "fund_before")
+    __slots__ = ("liquidation_id", "qty", "notional", "fee", "fund_delta")
 
-    def __init__(self, liquidation_id: int, fund_before: int) -> None:
+    def __init__(self, liquidation_id: int, fund_delta: int = 0) -> None:
         self.liquidation_id = liquidation_id
         self.qty = 0
         self.notional = 0
         self.fee = 0
-        self.fund_before = fund_before
+        # What its own fills did to the insurance fund (forced fees, deficits it covered). Not
+        # the fund's change between placing and finishing the IOC: other liquidations' fills
+        # and mark moves land in between, and were counted here twice over.
+        self.fund_delta = fund_delta
 
 
 BLANK_ORDER = NewOrder(order_id=0, account="", symbol="", side=1, qty=1)
@@ -161,7 +164,7 @@ class RiskEngine:
             "fee_pool": self.fee_pool, "next_order_id": self.next_order_id,
             "marks": sorted(self.marks.items()), "last": sorted(self.last.items()),
             "regimes": sorted(self.regimes.items()), "pending": sorted(self.pending.items()),
-            "liquidations": sorted((oid, x.liquidation_id, x.qty, x.notional, x.fee, x.fund_before)
+            "liquidations": sorted((oid, x.liquidation_id, x.qty, x.notional, x.fee, x.fund_delta)
                                    for oid, x in self.liq_orders.items()),
         }
 
@@ -691,6 +694,7 @@ class RiskEngine:
         notional = ev.price * ev.qty * spec.atoms_per_tick_lot
         self.last[ev.symbol] = ev.price
         liq = self.liq_orders.get(ev.taker_order_id)
+        fund_before = self.fund_equity() if liq is not None else 0  # one trade: marks stand still
         taker_fee = 0 if liq is not None else ceil_div(notional * spec.taker_fee_ppm, PPM)
         if spec.maker_fee_ppm >= 0:
             maker_fee = ceil_div(notional * spec.maker_fee_ppm, PPM)
@@ -721,8 +725,10 @@ class RiskEngine:
                         remaining=remaining, liquidity=liquidity, fee=fee, client_order_id=coid)
             acct.fills.appendleft(fill)
             out.append(("gateway", Report(account=account, event=fill)))
-        if liq is not None and ev.taker_remaining == 0:
-            self._liquidation_order_done(ev.taker_order_id, ev.taker_account, ev.symbol, out)
+        if liq is not None:
+            liq.fund_delta += self.fund_equity() - fund_before
+            if ev.taker_remaining == 0:
+                self._liquidation_order_done(ev.taker_order_id, ev.taker_account, ev.symbol, out)
         return (ev.taker_account, ev.maker_account)
 
     def _settle(self, acct: AccountState, symbol: str, side: int, qty: int, price: int,
@@ -819,7 +825,9 @@ class RiskEngine:
         acct = self.accounts.get(account)
         pos = acct.positions.get(symbol) if acct is not None else None
         if acct is not None:
+            fund = self.insurance_fund
             self._cover_deficit(acct)
+            fund_delta += self.insurance_fund - fund  # a deficit the fund made good ends the step
             out.append(("liquidator", self.account_risk(account)))
         for name, _, _ in counterparties or ():
             out.append(("liquidator", self.account_risk(name)))
@@ -840,8 +848,8 @@ class RiskEngine:
                                 reason: str = "") -> None:
         liq = self.liq_orders.pop(order_id)
         self._liquidation_result(out, liq.liquidation_id, "reduce", account, symbol, qty=liq.qty,
-                                 notional=liq.notional, fee=liq.fee,
-                                 fund_delta=self.fund_equity() - liq.fund_before, reason=reason)
+                                 notional=liq.notional, fee=liq.fee, fund_delta=liq.fund_delta,
+                                 reason=reason)
 
     def _liquidation_step(self, msg: LiquidationStep, out: list) -> None:
         acct = self.accounts.get(msg.account)
@@ -867,7 +875,7 @@ class RiskEngine:
                 price = max(price, mark - width) if closing_side < 0 else min(price, mark + width)
             order_id = self.next_order_id
             self.next_order_id += 1
-            self.liq_orders[order_id] = LiqExec(lid, self.fund_equity())
+            self.liq_orders[order_id] = LiqExec(lid)
             out.append(("matching", NewOrder(
                 ref=-lid, order_id=order_id, account=msg.account, symbol=msg.symbol,
                 side=closing_side, qty=qty, type="limit", price=price, tif="IOC",

@@ -170,3 +170,44 @@ def test_a_position_opened_at_max_leverage_is_not_born_liquidatable():
     assert view.mode == "isolated" and view.liquidation_price < 300_000
     w.mark(view.liquidation_price - 1)
     assert kinds(w)[:1] == ["cancel"]
+
+
+def test_each_liquidation_reports_only_what_its_own_fills_did_to_the_fund():
+    """Two liquidation IOCs in the book at once, and a mark move while they wait: each step's
+    fund delta is its own forced fee. It used to be the fund's change between placing and
+    finishing the IOC, which counted the other one's fee (and the fund's mark-to-market) too."""
+    from cluster.protocol import IndexMark, LiquidationStep, NewOrder, OrderAccepted, Trade
+    from nodes.risk.ledger import RiskEngine
+
+    risk = RiskEngine(config.load().symbols, {"a": 5_000 * USD, "b": 5_000 * USD,
+                                              "mm": 10_000_000 * USD},
+                      insurance_fund=1_000_000 * USD)
+
+    def mark(price):
+        risk.handle(IndexMark(symbol=BTC, index=price, mark=price, last=0, seq=0, ts_ns=0), 0)
+
+    def trade(trade_id, taker, taker_oid, side, qty, price):
+        return risk.handle(Trade(seq=trade_id, trade_id=trade_id, symbol=BTC, price=price, qty=qty,
+                                 taker_side=side, taker_order_id=taker_oid, taker_account=taker,
+                                 taker_remaining=0, maker_order_id=1_000 + trade_id,
+                                 maker_account="mm", maker_remaining=0), 0)
+
+    mark(300_000)
+    trade(1, "a", 901, 1, 1_000, 300_000)  # a and b: long 1 BTC each
+    trade(2, "b", 902, 1, 1_000, 300_000)
+    iocs = {}
+    for lid, account in ((11, "a"), (12, "b")):
+        out = risk.handle(LiquidationStep(liquidation_id=lid, kind="reduce", account=account,
+                                          symbol=BTC, qty=1_000, price=290_000), 0)
+        order = next(m for d, m in out if d == "matching" and type(m) is NewOrder)
+        risk.handle(OrderAccepted(seq=3, ref=order.ref, order_id=order.order_id, account=account,
+                                  symbol=BTC, side=-1, price=order.price, qty=1_000), 0)
+        iocs[account] = order.order_id
+    mark(295_000)  # moves nothing the fund holds, but it lands between placing and filling
+    results = {}
+    for n, account in enumerate(("a", "b")):
+        out = trade(10 + n, account, iocs[account], -1, 1_000, 295_000)
+        results[account] = next(m for d, m in out if type(m).__name__ == "LiquidationResult")
+    for account, result in results.items():
+        assert result.fee == ceil_div(result.notional * FORCED_FEE_PPM, 1_000_000) > 0
+        assert result.fund_delta == result.fee, (account, result)

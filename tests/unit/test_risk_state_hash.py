@@ -44,7 +44,7 @@ def busy_engine() -> RiskEngine:
                       maker_account="a", maker_remaining=6), 0)
     risk.accounts["a"].funding_history.append(FundingEntry(
         ts_ns=5, symbol=SYMBOL, rate_e9=100, qty=4, mark=PRICE, payment=-3))
-    risk.liq_orders[99] = LiqExec(7, 1_000)
+    risk.liq_orders[99] = LiqExec(7, 1_000)  # a liquidation IOC that has moved the fund by 1,000
     return risk
 
 
