@@ -883,7 +883,7 @@ class RiskEngine:
             return
         fund_before = self.fund_equity()
         if msg.kind == "backstop":
-            takers = self._backstop_takers(msg.symbol, qty, msg.price)
+            takers = self._backstop_takers(msg.symbol, qty, msg.price, 1 if pos.qty > 0 else -1)
         elif msg.kind == "insurance":
             takers = [(INSURANCE, qty)]
         else:
@@ -898,17 +898,28 @@ class RiskEngine:
                                  fund_delta=self.fund_equity() - fund_before, counterparties=moved,
                                  reason="" if done else "no_taker")
 
-    def _backstop_takers(self, symbol: str, qty: int, price: int) -> list[tuple[str, int]]:
+    def _backstop_takers(self, symbol: str, qty: int, price: int,
+                         side: int) -> list[tuple[str, int]]:
         """The backstop auction: every backstop bids the bankruptcy price for what its margin
-        carries; the best price wins, then the largest available margin, then the name."""
+        carries; the best price wins, then the largest available margin, then the name.
+
+        What a margin carries: the initial margin of each lot, plus, when the bankruptcy price is
+        worse than the mark for the side taken (a long taken above the mark), the loss each lot
+        makes at once. On initial margin alone a backstop taking over in a gap could be left
+        bankrupt itself."""
         spec = self.specs[symbol]
+        mult = spec.atoms_per_tick_lot
+        mark = self._price(symbol) or price
+        loss_per_lot = max(0, side * (price - mark)) * mult
         bids = []
         for name in self.backstops:
             acct = self.accounts[name]
             available = self.available(acct)
-            lev = self.effective_leverage(acct, symbol, qty * price * spec.atoms_per_tick_lot)
+            lev = self.effective_leverage(acct, symbol, qty * price * mult)
             buffer = spec.im_buffer_ppm[self.regimes[symbol]]
-            lots = available * lev * PPM // (buffer * price * spec.atoms_per_tick_lot) if price else 0
+            # per lot, x lev x PPM: price x mult x buffer (IM) + the loss at mark
+            per_lot = buffer * price * mult + loss_per_lot * lev * PPM
+            lots = available * lev * PPM // per_lot if price else 0
             if lots > 0 and acct.mode(symbol) == "cross":
                 bids.append((-available, name, lots))
         takers, left = [], qty

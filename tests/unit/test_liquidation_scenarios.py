@@ -211,3 +211,30 @@ def test_each_liquidation_reports_only_what_its_own_fills_did_to_the_fund():
     for account, result in results.items():
         assert result.fee == ceil_div(result.notional * FORCED_FEE_PPM, 1_000_000) > 0
         assert result.fund_delta == result.fee, (account, result)
+
+
+def test_a_backstop_takes_only_what_its_margin_carries_after_the_loss_at_mark():
+    """The mark gaps well below alice's bankruptcy price and no one bids: the backstop takes her
+    long at the bankruptcy price, which is a loss at once against the mark. It used to size its
+    take on initial margin alone (5,000 USD at 20x: 3.57 BTC), whose loss at mark (~7,200 USD)
+    left the backstop itself bankrupt; it now takes what its margin carries after that loss, and
+    the insurance fund takes the rest."""
+    w = World({"alice": 20_000 * USD, "mm": 10_000_000 * USD, "bs": 5_000 * USD},
+              insurance=1_000_000 * USD, backstops=["bs"])
+    w.risk.accounts["bs"].leverage[BTC] = 20
+    w.mark(300_000)
+    open_long(w, "alice", 10_000, leverage=20)  # 10 BTC, bankrupt at ~28,015
+    w.cancel_all("mm")
+    w.mark(260_000)  # a 13% gap: far below the bankruptcy price, and no bids
+    assert kinds(w) == ["cancel", "backstop", "insurance"], kinds(w)
+    backstop = w.results[1]
+    bankruptcy = backstop.counterparties[0][2]
+    loss = (bankruptcy - 260_000) * backstop.qty * MULT
+    assert 0 < backstop.qty < 5_000 * USD * 20 // (bankruptcy * MULT)  # less than IM alone
+    bs = w.risk.accounts["bs"]
+    equity = w.risk.equity(bs)
+    assert equity == 5_000 * USD - loss > 0
+    view = w.risk.account_view("bs").positions[0]
+    assert equity > view.maintenance_margin + ceil_div(
+        backstop.qty * 260_000 * MULT * FORCED_FEE_PPM, 1_000_000)  # not liquidatable itself
+    assert not [r for r in w.results if r.account == "bs"]
