@@ -20,6 +20,26 @@ class Explanation(msgspec.Struct, kw_only=True):
     numbers: dict[str, int | str] = msgspec.field(default_factory=dict)
 
 
+def counterparties_text(parties) -> str:
+    """A liquidation step's counterparties as journaled: 'acct:lots@ticks;...'."""
+    return ";".join(f"{account}:{lots}@{ticks}" for account, lots, ticks in parties)
+
+
+def counterparties_of(text) -> list[tuple[str, int, int]] | None:
+    """The (account, lots, ticks) a journaled counterparties text names; None when it is not in
+    that form (an older or damaged record)."""
+    if not isinstance(text, str):
+        return None
+    parties = []
+    for part in filter(None, text.split(";")):
+        account, _, rest = part.rpartition(":")
+        lots, _, ticks = rest.partition("@")
+        if not account or not lots.lstrip("-").isdigit() or not ticks.isdigit():
+            return None
+        parties.append((account, int(lots), int(ticks)))
+    return parties
+
+
 MAX_UNWRITTEN = 100_000  # records held while the disk refuses them; beyond, the oldest go
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from cluster.units import from_units
+from cluster.audit import counterparties_of
+from cluster.units import UnitError, from_units, parse_decimal
 
 TICKS, LOTS, ATOMS = "ticks", "lots", "atoms"
 
@@ -69,12 +70,14 @@ class Units:
         for key, value in detail.items():
             unit = overrides.get(key) or FIELD_UNITS.get(key)
             size = self.unit_size(unit, symbol) if unit else None
+            out[key] = value
             if size is not None and isinstance(value, int) and not isinstance(value, bool):
                 out[key] = from_units(value, size)
-            elif size is not None and isinstance(value, str) and _is_decimal(value):
-                out[key] = _scaled(Decimal(value), size)  # an average: a decimal of units
-            else:
-                out[key] = value
+            elif size is not None and isinstance(value, str):  # an average: a decimal of units
+                try:
+                    out[key] = format((parse_decimal(value) * size).normalize(), "f")
+                except UnitError:
+                    pass
         return out
 
     def money(self, atoms: int) -> str:
@@ -85,18 +88,14 @@ class Units:
         return str(from_units(lots, lot)) if lot is not None else f"{lots} lots"
 
     def fills(self, text: str, symbol: str) -> str:
-        """Liquidation counterparties as journaled ('acct:lots@ticks;...') in contracts and
-        prices: 'acct 0.5 @ 26741.7, ...'."""
+        """Liquidation counterparties as journaled (cluster.audit.counterparties_text) in
+        contracts and prices: 'acct 0.5 @ 26741.7, ...'; text in another form as it is."""
         tick, lot = self.ticks.get(symbol), self.lots.get(symbol)
-        out = []
-        for part in filter(None, text.split(";")):
-            name, _, rest = part.rpartition(":")
-            qty, _, price = rest.partition("@")
-            if tick is None or lot is None or not (qty.lstrip("-").isdigit() and price.isdigit()):
-                out.append(part)  # not in the journal's form: shown as it is
-                continue
-            out.append(f"{name} {from_units(int(qty), lot)} @ {from_units(int(price), tick)}")
-        return ", ".join(out)
+        parties = counterparties_of(text)
+        if parties is None or tick is None or lot is None:
+            return text
+        return ", ".join(f"{account} {from_units(lots, lot)} @ {from_units(ticks, tick)}"
+                         for account, lots, ticks in parties)
 
     def event(self, event: dict) -> dict[str, object]:
         """An event (as a dict, see cli.to_jsonable) with its numbers in trader's units: its own
@@ -112,18 +111,6 @@ class Units:
             lot = self.lots.get(symbol)
             human["orders"] = [[oid, from_units(q, lot) if lot else q] for oid, q in event["orders"]]
         return human
-
-
-def _is_decimal(text: str) -> bool:
-    try:
-        return Decimal(text).is_finite()
-    except ArithmeticError:
-        return False
-
-
-def _scaled(value: Decimal, size: Decimal) -> str:
-    """value x size as plain decimal text, without an exponent or trailing zeros."""
-    return format((value * size).normalize(), "f")
 
 
 EVENT_FIELDS = ("price", "qty", "remaining", "fee", "trigger_price", "observed_price")

@@ -11,7 +11,7 @@ import time
 from collections import Counter
 from datetime import datetime, timezone
 
-from cluster.audit import Explanation, read
+from cluster.audit import Explanation, counterparties_of, read
 
 _RELATIVE = re.compile(r"^-?(\d+)(s|m|h|d)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -79,9 +79,8 @@ def account(records: list[Explanation], name: str, since_ns: int | None = None,
 
 
 def _counterparty(text, name: str) -> bool:
-    """Whether `name` is one of a liquidation step's counterparties ('acct:lots@ticks;...')."""
-    return isinstance(text, str) and any(part.rpartition(":")[0] == name
-                                         for part in text.split(";"))
+    """Whether `name` is one of a liquidation step's journaled counterparties."""
+    return any(account == name for account, _, _ in counterparties_of(text) or ())
 
 
 def liquidation(records: list[Explanation], liquidation_id: int) -> dict | None:

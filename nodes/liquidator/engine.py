@@ -22,7 +22,7 @@ from fractions import Fraction
 
 import msgspec
 
-from cluster.audit import Explanation
+from cluster.audit import Explanation, counterparties_text
 from cluster.book_mirror import BookMirror
 from cluster.config import SymbolSpec
 from cluster.ladder import tier_for
@@ -245,7 +245,7 @@ class LiquidationEngine:
             "qty": result.qty, "notional": result.notional, "avg_price": avg, "fee": result.fee,
             "fund_delta": result.fund_delta, "position_after": result.position_after,
             "insurance_fund": self.insurance_fund,
-            "counterparties": ";".join(f"{a}:{q}@{p}" for a, q, p in result.counterparties),
+            "counterparties": counterparties_text(result.counterparties),
             "reason": result.reason})
         liq.last_qty = result.qty
         if result.position_after == 0:
