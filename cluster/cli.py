@@ -31,7 +31,7 @@ import msgspec
 from cluster import config
 from cluster import render
 from cluster.humanize import Units, describe
-from cluster.units import UnitError, from_units
+from cluster.units import UnitError, from_units, rate_to_ppm
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
 
@@ -247,9 +247,7 @@ async def with_client(args, fn, *, logon: bool = True):
         if key is not None:
             from cluster.protocol import Logon
 
-            ack = await client.request(Logon(api_key=key))
-            client.account, client.symbols = ack.account, ack.symbols
-            client.collateral, client.atom = ack.collateral, ack.atom
+            client.take_logon(await client.request(Logon(api_key=key)))
             answered = True
         return await fn(client, topo)
     except RequestFailed as exc:
@@ -310,6 +308,8 @@ def order_named(args) -> None:
 def cmd_order_place(args) -> int:
     from cluster.protocol import PlaceOrder
 
+    max_slippage_ppm = _ppm_arg(args.max_slippage, "--max-slippage")  # refused before connecting
+
     async def run(client, topo):
         symbol = known_symbol(client, args.symbol)
         try:
@@ -322,7 +322,7 @@ def cmd_order_place(args) -> int:
                            type=args.type, tif=args.tif, post_only=args.post_only,
                            reduce_only=args.reduce_only, client_order_id=args.client_order_id or "",
                            trigger_price=trigger, trigger_by=args.trigger_by, stp=args.stp,
-                           max_slippage_ppm=_ppm_arg(args.max_slippage, "--max-slippage"))
+                           max_slippage_ppm=max_slippage_ppm)
         report = await client.request(order)
         # What follows: this order's own events, and what the same command did to the account's
         # other orders (a maker cancelled by self-trade prevention): every event carries the
@@ -527,13 +527,14 @@ def _ppm_arg(text: str | None, what: str) -> int:
     if text is None:
         return 0
     try:
-        value = Decimal(text) * 1_000_000
-    except ArithmeticError:
-        raise CliError("bad_fraction", f"{what}: {text!r} is not a number") from None
-    if not value.is_finite() or value != value.to_integral_value() or not 0 < value <= 1_000_000:
+        ppm = rate_to_ppm(text, what)
+    except UnitError as exc:
+        raise CliError("bad_fraction", f"{exc}: a fraction in (0, 1] in steps of 0.000001") \
+            from None
+    if not 0 < ppm <= 1_000_000:
         raise CliError("bad_fraction", f"{what}: {text} must be a fraction in (0, 1] in steps "
-                       "of 0.000001") from None
-    return int(value)
+                       "of 0.000001")
+    return ppm
 
 
 def _atoms_arg(topo: config.Topology, text: str) -> int:
@@ -925,19 +926,18 @@ def parser() -> argparse.ArgumentParser:
     ex_liq = explain.add_parser("liquidation", parents=[common], help="a liquidation's whole path")
     ex_liq.add_argument("id", type=int)
     ex_liq.set_defaults(fn=cmd_explain_liquidation)
-    ex_acct = explain.add_parser("account", parents=[common], help="every decision about an "
-                                 "account: refusals, venue cancels, settings, liquidations")
+    period = argparse.ArgumentParser(add_help=False)  # a window of the journals (cli.window)
+    period.add_argument("--since", help="ISO time, epoch seconds, or an age like 15m (ago), 2h, 1d")
+    period.add_argument("--until")
+    ex_acct = explain.add_parser("account", parents=[common, period], help="every decision about "
+                                 "an account: refusals, venue cancels, settings, liquidations")
     ex_acct.add_argument("name")
-    ex_acct.add_argument("--since", help="ISO time, epoch seconds, or an age like 15m (ago), 2h, 1d")
-    ex_acct.add_argument("--until")
     ex_acct.add_argument("--limit", type=int, default=50, help="the newest N (0: all)")
     ex_acct.set_defaults(fn=cmd_explain_account)
     incident = sub.add_parser("incident", help="post-incident summaries").add_subparsers(
         dest="action", required=True)
-    report = incident.add_parser("report", parents=[common],
+    report = incident.add_parser("report", parents=[common, period],
                                  help="liquidations, degraded modes, insurance fund, ADL in a window")
-    report.add_argument("--since", help="ISO time, epoch seconds, or an age like 15m (ago), 2h, 1d")
-    report.add_argument("--until")
     report.add_argument("--format", choices=["md", "json"], default="md")
     report.set_defaults(fn=cmd_incident_report)
 

@@ -197,6 +197,10 @@ class Client:
         ack = await self._ask(Logon(api_key=self.api_key))
         if type(ack) is Error:
             raise RequestFailed(ack)
+        self.take_logon(ack)
+
+    def take_logon(self, ack: LogonAck) -> None:
+        """What a logon tells: the account, and the units to speak (symbols, collateral)."""
         self.account = ack.account
         self.symbols = ack.symbols
         self.collateral, self.atom = ack.collateral, ack.atom
