@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from cluster.humanize import describe
 
+SIDES = {1: "buy", -1: "sell"}
+
 
 def table(rows: list[list[str]], header: list[str]) -> list[str]:
     """Left-aligned text columns; numbers (and "-") right-aligned."""
@@ -86,7 +88,7 @@ def account(view: dict) -> str:
     fills = [f for f in view.get("fills", []) if "human" in f][:10]
     if fills:
         lines += ["", "fills (latest first):"]
-        rows = [[f["trade_id"], f["order_id"], f["symbol"], {1: "buy", -1: "sell"}[f["side"]],
+        rows = [[f["trade_id"], f["order_id"], f["symbol"], SIDES[f["side"]],
                  f["human"]["qty"], f["human"]["price"], f["liquidity"], f["human"]["fee"],
                  f["human"]["remaining"]] for f in fills]
         lines += ["  " + line for line in table(rows, ["trade", "order", "symbol", "side", "qty",
@@ -130,7 +132,7 @@ def order_result(data: dict) -> str:
 
 def event(ev: dict) -> str:
     h, t = ev["human"], ev["type"]
-    side = {1: "buy", -1: "sell"}.get(ev.get("side"), "")
+    side = SIDES.get(ev.get("side"), "")
     oid = f"order {ev['order_id']}" if ev.get("order_id") else ""
     coid = f"  client id {ev['client_order_id']}" if ev.get("client_order_id") else ""
     again = "  (the answer to an earlier request with this client id)" if ev.get("duplicate") else ""
@@ -179,7 +181,7 @@ def orders(data: dict) -> str:
     rows = []
     for o in data["orders"]:
         h = o["human"]
-        rows.append([o["order_id"], o["symbol"], {1: "buy", -1: "sell"}[o["side"]], o["type"],
+        rows.append([o["order_id"], o["symbol"], SIDES[o["side"]], o["type"],
                      h["price"] if o["price"] else "-", h["qty"], h["remaining"],
                      h["trigger_price"] if o["trigger_price"] else "-",
                      "reduce-only" if o["reduce_only"] else "", o["client_order_id"] or "-",
@@ -244,16 +246,14 @@ def netsim(data: dict) -> str:
     if links:
         rows = []
         for name, link in links.items():
-            loss = link.get("loss") or 0
             bandwidth = link.get("bandwidth") or "-"
             if link.get("bandwidth"):
                 bandwidth += f" (queue {link.get('queue_limit')}, {link.get('on_full')} when full)"
             state = "DOWN" if link.get("down") else "up"
             if link.get("reorder"):
                 state += ", reorders"
-            rows.append([name, latency_model(link.get("latency") or {}),
-                         f"{loss * 100:g}% (rto {link.get('rto')})" if loss else "-", bandwidth,
-                         state])
+            rows.append([name, latency_model(link.get("latency") or {}), loss_text(link) or "-",
+                         bandwidth, state])
         lines += [""] + table(rows, ["link", "latency", "loss", "bandwidth", "state"])
     for node, ns in (data.get("skew_ns") or {}).items():
         if ns:
@@ -262,6 +262,13 @@ def netsim(data: dict) -> str:
     if direct and links:
         lines += ["", "direct (unshaped): " + ", ".join(direct)]
     return "\n".join(lines)
+
+
+def loss_text(settings: dict) -> str:
+    """A link's loss and the retransmission delay that goes with it: '1% (rto 50ms)'; '' for none."""
+    if not settings.get("loss"):
+        return ""
+    return f"{settings['loss'] * 100:g}%" + (f" (rto {settings['rto']})" if settings.get("rto") else "")
 
 
 def node_fault(data: dict) -> str:
@@ -356,8 +363,7 @@ def link_settings(settings: dict) -> str:
     if latency:
         parts.append("latency " + (latency if isinstance(latency, str) else latency_model(latency)))
     if settings.get("loss"):
-        parts.append(f"loss {settings['loss'] * 100:g}%"
-                     + (f" (rto {settings['rto']})" if settings.get("rto") else ""))
+        parts.append(f"loss {loss_text(settings)}")
     for key in ("bandwidth", "queue_limit", "on_full", "seed"):
         if settings.get(key):
             parts.append(f"{key.replace('_', ' ')} {settings[key]}")
