@@ -31,6 +31,7 @@ import msgspec
 from cluster import config
 from cluster import render
 from cluster.humanize import Units, describe
+from cluster.protocol import to_jsonable
 from cluster.units import UnitError, from_units, rate_to_ppm
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
@@ -43,20 +44,6 @@ class CliError(Exception):
         self.reason = reason
         self.code = code
         self.detail = detail  # the venue's numbers, as it sent them (for --json)
-
-
-def to_jsonable(obj):
-    """Structs as dicts with their type name, recursively (wire structs are arrays)."""
-    if isinstance(obj, msgspec.Struct):
-        out = {"type": type(obj).__name__}
-        for name in obj.__struct_fields__:
-            out[name] = to_jsonable(getattr(obj, name))
-        return out
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(x) for x in obj]
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    return obj
 
 
 def emit(data, as_json: bool, text=None) -> None:

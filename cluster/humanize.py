@@ -98,7 +98,7 @@ class Units:
                          for account, lots, ticks in parties)
 
     def event(self, event: dict) -> dict[str, object]:
-        """An event (as a dict, see cli.to_jsonable) with its numbers in trader's units: its own
+        """An event (as a dict, see protocol.to_jsonable) with its numbers in trader's units: its own
         quantities and prices, and under "detail" those of the rule that decided it."""
         symbol, reason = event.get("symbol", ""), event.get("reason", "")
         own = {k: event[k] for k in EVENT_FIELDS if k in event}

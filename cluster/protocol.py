@@ -860,3 +860,17 @@ def _wire_safe_item(item):
 
 def encode_one(message: Msg) -> bytes:
     return msgspec.msgpack.encode(message)
+
+
+def to_jsonable(obj):
+    """Structs as dicts with their type name, recursively (wire structs are arrays)."""
+    if isinstance(obj, msgspec.Struct):
+        out = {"type": type(obj).__name__}
+        for name in obj.__struct_fields__:
+            out[name] = to_jsonable(getattr(obj, name))
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(x) for x in obj]
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    return obj

@@ -13,6 +13,7 @@ import time
 from cluster.book_mirror import BookMirror
 from cluster.protocol import (
     BookDelta, BookLevels, FundingRate, IndexMark, Notice, OracleMode, OracleSource, Regime, Trade,
+    to_jsonable,
 )
 
 MARK_EVERY_S = 1.0
@@ -60,9 +61,7 @@ class Watcher:
             if getattr(msg, "symbol", self.symbol) != self.symbol and type(msg) is not Notice:
                 continue
             if self.as_json:
-                from cluster.cli import to_jsonable
-
-                out.append(json.dumps({"type": type(msg).__name__, **to_jsonable(msg)}))
+                out.append(json.dumps(to_jsonable(msg)))  # with its type name
                 continue
             line = self.line(msg, now)
             if line:
