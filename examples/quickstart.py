@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--qty", default="0.01")
     parser.add_argument("--config", help="topology TOML (default: the built-in one)")
     args = parser.parse_args()
-    topo = config.load(args.config) if args.config else config.load()
+    topo = config.load(args.config)  # None: the built-in topology
     gateway = topo.nodes["gateway"]
     asyncio.run(quote(gateway.client, gateway.pub, topo.accounts[args.account].api_key,
                       args.symbol, Decimal(args.spread), args.qty))

@@ -19,7 +19,7 @@ import msgspec
 
 from netsim.link import LinkSettings
 from netsim.models import build, duration_ns, rate_bps
-from netsim.shaper import PUB_LINKS, known_links
+from netsim.shaper import PUB_LINKS, known_links, unreliable
 
 PROFILES = Path(__file__).with_name("profiles.toml")
 NODES = ("gateway", "risk", "matching", "oracle", "liquidator", "feeds")
@@ -46,7 +46,7 @@ def _settings(raw: dict, link: str) -> LinkSettings:
         duration_ns(settings.rto)
         if not 0 <= settings.loss < 1:
             raise ControlError("loss must be in [0, 1)")
-        if settings.reorder and link not in PUB_LINKS.values():
+        if settings.reorder and not unreliable(link):
             # ZeroMQ over TCP or ipc delivers one connection's messages in order, and the nodes
             # rely on it (risk reads matching's events as they happened): no real fault does this.
             raise ControlError(f"{link} cannot reorder: it is a reliable link, which delivers in "
