@@ -121,7 +121,8 @@ def cmd_cluster_up(args) -> int:
             pass
         out = open(run / "log" / "supervisor.out", "ab")  # noqa: SIM115
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cluster.supervisor", "--config", topo.path, "--run-dir", str(run)],
+            [sys.executable, "-m", "cluster.supervisor", "--config", topo.path, "--run-dir", str(run)]
+            + (["--resume"] if args.resume else []),
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=not args.same_session,
         )
@@ -150,7 +151,7 @@ def cmd_cluster_up(args) -> int:
 
     seconds = args.seconds if args.seconds is not None else (
         float(os.environ["DEMO_SECONDS"]) if os.environ.get("DEMO_SECONDS") else None)
-    return uvloop.run(run_cluster(topo, demo_seconds=seconds, demo=args.demo))
+    return uvloop.run(run_cluster(topo, demo_seconds=seconds, demo=args.demo, resume=args.resume))
 
 
 def cmd_cluster_down(args) -> int:
@@ -569,6 +570,14 @@ def cmd_account_transfer(args) -> int:
 # ------------------------------------------------------------------ post-incident (audit journals)
 
 
+def cmd_audit_verify(args) -> int:
+    from cluster import verify
+
+    result = verify.verify(args.path or run_dir_of(args))
+    emit(result, args.json, verify.text)
+    return EXIT_OK if result["ok"] else EXIT_REFUSED
+
+
 def journals(args) -> list:
     """The audit journals' records; lines that could not be read are skipped and said (stderr)."""
     from cluster import reports
@@ -811,6 +820,9 @@ def parser() -> argparse.ArgumentParser:
                     help="with --detach: stay in this session, so in this scheduling group when the "
                          "kernel groups by session (autogroup), e.g. beside a load generator")
     up.add_argument("--demo", action="store_true", help="drive demo traffic and print it")
+    up.add_argument("--resume", action="store_true",
+                    help="keep the journals of the run dir's last run: risk and matching restore "
+                         "their state from them (default: start afresh)")
     up.add_argument("--seconds", type=float, default=None,
                     help="stop after N seconds (default: $DEMO_SECONDS, else run until Ctrl-C)")
     up.set_defaults(fn=cmd_cluster_up)
@@ -927,6 +939,14 @@ def parser() -> argparse.ArgumentParser:
                                  help="liquidations, degraded modes, insurance fund, ADL in a window")
     report.add_argument("--format", choices=["md", "json"], default="md")
     report.set_defaults(fn=cmd_incident_report)
+
+    audit = sub.add_parser("audit", help="the journals of a run").add_subparsers(
+        dest="action", required=True)
+    verify = audit.add_parser(
+        "verify", parents=[common], help="replay every journal of a run offline: inputs, "
+        "snapshots checked, final state hash, money, and any divergence or damage")
+    verify.add_argument("path", nargs="?", help="the run directory (default: --run-dir or ./var)")
+    verify.set_defaults(fn=cmd_audit_verify)
 
     netsim = sub.add_parser("netsim", help="the network simulator (a running cluster)"
                             ).add_subparsers(dest="action", required=True)

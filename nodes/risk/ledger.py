@@ -35,6 +35,7 @@ from fractions import Fraction
 
 import msgspec
 
+from cluster.core import Snapshottable
 from cluster.audit import Explanation
 from cluster.config import SymbolSpec
 from cluster.ladder import maintenance_margin, tier_for
@@ -76,7 +77,7 @@ class LiqExec:
 BLANK_ORDER = NewOrder(order_id=0, account="", symbol="", side=1, qty=1)
 
 
-class RiskEngine:
+class RiskEngine(Snapshottable):
     def __init__(self, symbols: dict[str, SymbolSpec], deposits: dict[str, int],
                  max_open_orders: int = 200, insurance_fund: int = 0,
                  backstops: list[str] | None = None) -> None:
