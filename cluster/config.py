@@ -25,6 +25,8 @@ DEFAULT_CONFIG = Path(__file__).with_name("topology.toml")
 E9 = Decimal("0.000000001")
 PPM_INT = 1_000_000
 NODE_NAMES = ("feeds", "oracle", "matching", "risk", "liquidator", "gateway")
+# Nodes started only when the topology has a section for them (after the required ones).
+OPTIONAL_NODES = ("rest",)
 
 
 class ConfigError(ValueError):
@@ -83,6 +85,11 @@ class NodeConf(Conf, kw_only=True):
     book_max_ms: int = 10000
     book_band: str = "0.02"
     recovery_ms: int = 2000
+    # rest: the Binance-compatible facade (nodes/rest/)
+    http: str = ""  # HOST:PORT it serves HTTP on
+    quote_asset: str = "USDT"  # Binance's name for the collateral: BTC-PERP <-> BTCUSDT
+    weight_per_minute: int = 2400  # request weight per client address per minute (429 past it)
+    secrets: str = ""  # TOML file api_key = "secret"; empty: each demo key's is "secret-" + key
 
 
 class TierConf(Conf, kw_only=True):
@@ -433,6 +440,8 @@ def write_tcp_topology(base: Path | str, dest: Path, ports: list[int], run_dir: 
         for key in ("inbox", "client", "pub"):
             if node.get(key) and (not internal_ipc or (name == "gateway" and key != "inbox")):
                 node[key] = f"tcp://127.0.0.1:{ports.pop()}"
+        if node.get("http"):  # the REST facade's HTTP port
+            node["http"] = f"127.0.0.1:{ports.pop()}"
     dest.write_text(_dump_toml(raw))
     return dest
 

@@ -17,7 +17,7 @@ import ctypes
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 
 import msgspec
@@ -191,6 +191,7 @@ class NodeShell:
         # name -> (socket, its sync shadow, pending replies, on_gone callback or None)
         self._routers: dict[str, tuple[zmq.asyncio.Socket, zmq.Socket, list, Callable | None]] = {}
         self._timers: list[tuple[float, Callable[[], None]]] = []
+        self._background: list[Callable[[], Awaitable]] = []  # a node's own servers (the REST facade)
         self._sockets: list[zmq.asyncio.Socket] = []
         self._stop: asyncio.Event | None = None  # created in run(), inside the loop
         self._dirty = False
@@ -286,6 +287,11 @@ class NodeShell:
 
     def every(self, interval_ms: int, fn: Callable[[], None]) -> None:
         self._timers.append((interval_ms / 1000.0, fn))
+
+    def background(self, start: Callable[[], Awaitable]) -> None:
+        """A coroutine the node runs beside its sockets (a server); like a drain task, its end
+        before the node stops is a failure."""
+        self._background.append(start)
 
     def failed(self, event: str, what: str, exc: Exception) -> None:
         """A node's core raised on one message (a bug): count it in `errors`, which heartbeats
@@ -720,6 +726,7 @@ class NodeShell:
             loop.add_signal_handler(sig, self._stop.set)
         tasks = [asyncio.create_task(self._drain(s, m, h)) for s, m, h in self._readers]
         tasks += [asyncio.create_task(self._timer(i, f)) for i, f in self._timers]
+        tasks += [asyncio.create_task(start()) for start in self._background]
         tasks.append(asyncio.create_task(self._heartbeat()))
         for task in tasks:
             task.add_done_callback(self._task_ended)
