@@ -414,8 +414,8 @@ class Facade:
         event = answer.event if type(answer) is Report else None
         if type(event) is OrderRejected:
             raise refusal(event.reason, event.detail)
-        if type(event) is not OrderAccepted:
-            raise ApiError(500, -1000, f"unexpected answer {type(answer).__name__}")
+        if type(event) not in (OrderAccepted, OrderCancelled):
+            raise ApiError(500, -1000, f"unexpected answer {type(event or answer).__name__}")
         rec = session.records.placed(req, event, now_ms())
         if req.type in MARKET_TYPES and not req.trigger_price or req.tif != "GTC":
             await self._until_final(session, rec)

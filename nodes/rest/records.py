@@ -65,11 +65,13 @@ class AccountRecords:
         return rec
 
     def placed(self, req: PlaceOrder, event, now_ms: int) -> OrderRecord | None:
-        """The answer to our PlaceOrder: the order's terms are known only here."""
+        """The answer to our PlaceOrder (accepted, or cancelled at once: a FOK the book could not
+        fill): the order's terms are known only here."""
         if type(event) is OrderRejected:
             return None
         rec = self._order(event.order_id, req.symbol, now_ms)
-        rec.side, rec.type, rec.price, rec.qty = req.side, req.type, req.price, event.qty
+        rec.side, rec.type, rec.price = req.side, req.type, req.price
+        rec.qty = event.qty if type(event) is OrderAccepted else req.qty
         rec.tif, rec.post_only, rec.reduce_only = req.tif, req.post_only, req.reduce_only
         rec.trigger_price, rec.trigger_by = req.trigger_price, req.trigger_by
         rec.client_order_id = req.client_order_id or event.client_order_id
@@ -77,6 +79,8 @@ class AccountRecords:
             self.by_client[rec.client_order_id] = rec.order_id
         if rec.filled and rec.status == "NEW":
             rec.status = "FILLED" if rec.filled >= rec.qty else "PARTIALLY_FILLED"
+        if type(event) is OrderCancelled:
+            self.on_event(event, now_ms)
         return rec
 
     def on_event(self, event, now_ms: int) -> OrderRecord | None:

@@ -1,0 +1,295 @@
+"""Unmodified ccxt (4.5.90, `binanceusdm`, sync and async) against the real cluster through the REST
+facade (nodes/rest/): every value it parses is compared with the venue's own view, `perpx account
+show` and `perpx book` (#25's acceptance list)."""
+
+from __future__ import annotations
+
+import asyncio
+import tomllib
+from decimal import Decimal
+
+import ccxt
+import ccxt.async_support as ccxt_async
+import pytest
+
+from cluster import config
+from cluster.client import Client
+from cluster.protocol import BUY, SELL
+from tests.conftest import ClusterHandle, perpx_processes
+
+pytestmark = pytest.mark.e2e
+
+S = "BTC/USDT:USDT"
+SYM = "BTC-PERP"
+WEIGHT_PER_MINUTE = 1500  # low enough that the throttle test reaches it in ~70 depth requests
+FUNDING_S = 3  # funding every 3 s, so a position pays or receives it within the test
+
+
+def ccxt_config(base: str, key: str, secret: str) -> dict:
+    """API-COMPAT §1's recommended config: only /fapi/* is ever reached."""
+    return {
+        "apiKey": key, "secret": secret, "enableRateLimit": False,
+        "urls": {"api": {k: base + v for k, v in {
+            "fapiPublic": "/fapi/v1", "fapiPublicV2": "/fapi/v2", "fapiPublicV3": "/fapi/v3",
+            "fapiPrivate": "/fapi/v1", "fapiPrivateV2": "/fapi/v2", "fapiPrivateV3": "/fapi/v3",
+            "fapiData": "/futures/data"}.items()}},
+        "options": {"fetchCurrencies": False, "adjustForTimeDifference": False},
+    }
+
+
+@pytest.fixture(scope="module")
+def venue(tmp_path_factory):
+    handle = ClusterHandle(tmp_path_factory.mktemp("ccxt"),
+                           symbol_overrides={SYM: {"funding_interval_s": FUNDING_S}})
+    raw = tomllib.loads(handle.config_path.read_text())
+    raw["nodes"]["rest"]["weight_per_minute"] = WEIGHT_PER_MINUTE
+    handle.config_path.write_text(config._dump_toml(raw))
+    handle.topo = config.load(handle.config_path, run_dir=str(handle.run_dir))
+    handle.up()
+    handle.base = "http://" + handle.topo.nodes["rest"].http
+    try:
+        yield handle
+    finally:
+        handle.cli("cluster", "down")
+        for _ in range(100):
+            if not perpx_processes(handle.run_dir):
+                break
+            asyncio.run(asyncio.sleep(0.05))
+
+
+def exchange(venue, account: str, secret: str | None = None):
+    key = venue.api_key(account)
+    return ccxt.binanceusdm(ccxt_config(venue.base, key, secret or "secret-" + key))
+
+
+def quote_book(venue, mark_ticks: int) -> list[int]:
+    """mm1 quotes 5 levels a side, 20 ticks apart, 1 BTC each, around the mark (SDK, native)."""
+    async def run():
+        async with Client(venue.endpoint(), api_key=venue.api_key("mm1")) as mm:
+            for i in range(1, 6):
+                await mm.place(SYM, BUY, qty=1000, price=mark_ticks - 20 * i)
+                await mm.place(SYM, SELL, qty=1000, price=mark_ticks + 20 * i)
+    asyncio.run(run())
+
+
+def current_mark(venue) -> int:
+    async def run():
+        async with Client(venue.endpoint(), market_data=venue.md_endpoint()) as c:
+            return (await c.next_mark(SYM)).mark
+    return asyncio.run(run())
+
+
+def account_show(venue, name: str) -> dict:
+    return venue.cli_json("account", "show", name)
+
+
+def test_markets_book_and_settings(venue):
+    mark = current_mark(venue)
+    quote_book(venue, mark)
+    ex = exchange(venue, "alice")
+    markets = ex.load_markets()
+    m = markets[S]
+    assert (m["id"], m["type"], m["settle"], m["linear"]) == ("BTCUSDT", "swap", "USDT", True)
+    assert m["precision"]["price"] == 0.1 and m["precision"]["amount"] == 0.001
+    assert m["limits"]["amount"]["min"] == 0.001 and m["limits"]["amount"]["max"] == 1000
+    assert "ETH/USDT:USDT" in markets
+
+    book = ex.fetch_order_book(S, 10)
+    venue_book = venue.cli_json("book", SYM)
+    assert [[Decimal(str(p)), Decimal(str(q))] for p, q in book["bids"]] == [
+        [Decimal(lv["price"]), Decimal(lv["qty"])] for lv in venue_book["bids"]]
+    assert [[Decimal(str(p)), Decimal(str(q))] for p, q in book["asks"]] == [
+        [Decimal(lv["price"]), Decimal(lv["qty"])] for lv in venue_book["asks"]]
+    assert book["nonce"] == venue_book["book_seq"] and len(book["bids"]) == 5
+
+    tiers = ex.fetch_leverage_tiers([S])[S]
+    ladder = venue.topo.symbols[SYM].tiers
+    assert [t["maxLeverage"] for t in tiers] == [t.max_leverage for t in ladder]
+    assert [t["maintenanceMarginRate"] for t in tiers] == [t.mmr_ppm / 1e6 for t in ladder]
+    assert tiers[1]["minNotional"] == 50_000
+
+    assert ex.set_leverage(10, S)["leverage"] == 10
+    with pytest.raises(ccxt.MarginModeAlreadySet):
+        ex.set_margin_mode("cross", S)
+    assert ex.set_margin_mode("isolated", "ETH/USDT:USDT")["code"] == 200
+    with pytest.raises(ccxt.BadRequest):  # 200x is above the first tier's 125x
+        ex.set_leverage(200, S)
+
+
+def test_orders_fills_positions_against_the_venue(venue):
+    ex = exchange(venue, "alice")
+    ex.load_markets()
+    book = ex.fetch_order_book(S, 5)
+    best_bid, best_ask = Decimal(str(book["bids"][0][0])), Decimal(str(book["asks"][0][0]))
+
+    # a resting limit order: created, fetched, listed, cancelled
+    resting = ex.create_order(S, "limit", "buy", 0.01, float(best_bid - 10),
+                              params={"clientOrderId": "ccxt-rest-1"})
+    assert resting["status"] == "open" and resting["clientOrderId"] == "ccxt-rest-1"
+    assert ex.fetch_order(resting["id"], S)["status"] == "open"
+    assert [o["id"] for o in ex.fetch_open_orders(S)] == [resting["id"]]
+    assert ex.cancel_order(resting["id"], S)["status"] == "canceled"
+    assert ex.fetch_order(resting["id"], S)["status"] == "canceled"
+    with pytest.raises(ccxt.OrderNotFound):
+        ex.cancel_order(resting["id"], S)
+
+    # post-only that would take; off-grid price (sent raw: ccxt would round it itself)
+    with pytest.raises(ccxt.OrderImmediatelyFillable):
+        ex.create_order(S, "limit", "buy", 0.01, float(best_ask), params={"postOnly": True})
+    with pytest.raises(ccxt.InvalidOrder) as off_grid:
+        ex.fapiPrivatePostOrder({"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT",
+                                 "quantity": "0.01", "price": str(best_bid - Decimal("0.05")),
+                                 "timeInForce": "GTC"})
+    assert "PRICE_FILTER" in str(off_grid.value)
+    with pytest.raises(ccxt.InsufficientFunds):
+        ex.create_order(S, "limit", "buy", 100, float(best_bid))
+
+    # takers: IOC, FOK filled, FOK too large (expired), market
+    ioc = ex.create_order(S, "limit", "buy", 0.02, float(best_ask), params={"timeInForce": "IOC"})
+    assert (ioc["status"], ioc["filled"], ioc["average"]) == ("closed", 0.02, float(best_ask))
+    fok = ex.create_order(S, "limit", "buy", 0.01, float(best_ask), params={"timeInForce": "FOK"})
+    assert fok["status"] == "closed" and fok["filled"] == 0.01
+    too_big = ex.create_order(S, "limit", "buy", 5, float(best_ask + 100), params={"timeInForce": "FOK"})
+    assert too_big["status"] == "expired" and too_big["filled"] == 0
+    market = ex.create_order(S, "market", "buy", 0.05)
+    assert market["status"] == "closed" and market["filled"] == 0.05
+
+    view = account_show(venue, "alice")
+    (pos,) = [p for p in view["positions"] if p["symbol"] == SYM]
+    assert Decimal(pos["qty_human"]) == Decimal("0.08")
+
+    trades = ex.fetch_my_trades(S)
+    venue_fills = {f["trade_id"]: f for f in view["fills"] if f["symbol"] == SYM}
+    assert len(trades) == len(venue_fills) >= 3
+    for t in trades:
+        f = venue_fills[int(t["id"])]
+        assert Decimal(str(t["price"])) == Decimal(f["human"]["price"])
+        assert Decimal(str(t["amount"])) == Decimal(f["human"]["qty"])
+        assert Decimal(str(t["fee"]["cost"])) == Decimal(f["human"]["fee"])
+        assert t["takerOrMaker"] == f["liquidity"] and t["side"] == "buy"
+    assert sum(Decimal(str(t["amount"])) for t in trades) == Decimal("0.08")
+    assert {int(t["order"]) for t in trades} == {int(ioc["id"]), int(fok["id"]), int(market["id"])}
+
+    positions = ex.fetch_positions([S])
+    (p,) = positions
+    assert p["side"] == "long" and Decimal(str(p["contracts"])) == Decimal("0.08")
+    assert Decimal(str(p["entryPrice"])) == Decimal(pos["entry_price_human"])
+    assert p["leverage"] == pos["leverage"] == 10 and p["marginMode"] == "cross"
+    venue_liq = pos["liquidation_price_human"]  # None: the cross balance covers any move
+    assert p["liquidationPrice"] == (float(venue_liq) if venue_liq else None)
+    # the mark moves every 100 ms: PnL is checked against the mark of the same answer
+    pnl = (Decimal(str(p["markPrice"])) - Decimal(pos["entry_price_human"])) * Decimal("0.08")
+    assert abs(Decimal(str(p["unrealizedPnl"])) - pnl) <= Decimal("0.000001")
+
+    balance = ex.fetch_balance()
+    view = account_show(venue, "alice")
+    (asset,) = balance["info"]["assets"]
+    # wallet balance and margins do not depend on the mark: equal to the venue's to the atom
+    assert Decimal(asset["walletBalance"]) == Decimal(view["human"]["wallet_balance"])
+    assert Decimal(asset["positionInitialMargin"]) + Decimal(asset["openOrderInitialMargin"]) == \
+        Decimal(str(balance["USDT"]["used"]))
+    # equity = wallet + unrealized PnL, within the one answer (the mark moves between two)
+    assert Decimal(str(balance["USDT"]["total"])) == \
+        Decimal(asset["walletBalance"]) + Decimal(asset["unrealizedProfit"])
+
+    # reduce-only: closes part of the long; one that would increase it is refused
+    reduce = ex.create_order(S, "market", "sell", 0.01, params={"reduceOnly": True})
+    assert reduce["status"] == "closed" and reduce["reduceOnly"] is True
+    with pytest.raises(ccxt.InvalidOrder):
+        ex.create_order(S, "market", "buy", 0.01, params={"reduceOnly": True})
+
+    # conditional orders: the algo endpoint; listed with trigger=True, cancelled by id
+    mark = Decimal(venue.topo.symbols[SYM].tick_size) * current_mark(venue)
+    stop = ex.create_order(S, "stop_market", "sell", 0.01, None, params={
+        "stopPrice": float((mark * Decimal("0.97")).quantize(Decimal("0.1"))), "reduceOnly": True,
+        "workingType": "MARK_PRICE"})
+    tp = ex.create_order(S, "market", "sell", 0.01, None, params={
+        "takeProfitPrice": float((mark * Decimal("1.03")).quantize(Decimal("0.1"))), "reduceOnly": True})
+    assert stop["status"] == "open" and tp["status"] == "open"
+    listed = ex.fetch_open_orders(S, params={"trigger": True})
+    assert sorted(o["id"] for o in listed) == sorted([stop["id"], tp["id"]])
+    assert {o["type"] for o in listed} == {"market"} and all(o["triggerPrice"] for o in listed)
+    assert ex.fetch_open_orders(S) == []
+    with pytest.raises(ccxt.OrderImmediatelyFillable):  # a sell stop above the mark
+        ex.create_order(S, "stop_market", "sell", 0.01, None, params={
+            "stopPrice": float((mark * Decimal("1.02")).quantize(Decimal("0.1"))), "reduceOnly": True,
+            "workingType": "MARK_PRICE"})
+    ex.cancel_order(stop["id"], S, params={"trigger": True})
+    assert [o["id"] for o in ex.fetch_open_orders(S, params={"trigger": True})] == [tp["id"]]
+
+    # cancel_all_orders: every open order of the symbol, as the venue sees it
+    for i in range(2):
+        ex.create_order(S, "limit", "buy", 0.01, float(best_bid - 10 - i))
+    ex.cancel_all_orders(S)
+    assert ex.fetch_open_orders(S) == [] and ex.fetch_open_orders(S, params={"trigger": True}) == []
+    assert account_show(venue, "alice")["open_orders"] == 0
+
+
+def test_public_data_and_funding(venue):
+    ex = exchange(venue, "alice")
+    ex.load_markets()
+    trades = ex.fetch_trades(S)
+    assert len(trades) >= 4  # alice's takers against mm1
+    ticker = ex.fetch_ticker(S)
+    assert ticker["last"] == trades[-1]["price"]
+    assert ticker["baseVolume"] == pytest.approx(sum(t["amount"] for t in trades))
+    candles = ex.fetch_ohlcv(S, "1m")
+    assert sum(Decimal(str(c[5])) for c in candles) == sum(Decimal(str(t["amount"])) for t in trades)
+    assert max(c[2] for c in candles) == max(t["price"] for t in trades)
+
+    rate = ex.fetch_funding_rate(S)
+    mark = current_mark(venue) * venue.topo.symbols[SYM].tick_size
+    assert abs(Decimal(str(rate["markPrice"])) - mark) / mark < Decimal("0.01")
+    assert rate["fundingTimestamp"] > ex.milliseconds() - 1000
+
+    # alice holds a long: funding settles every FUNDING_S s; both sides agree on each payment
+    deadline = ex.milliseconds() + 4 * FUNDING_S * 1000
+    history = []
+    while ex.milliseconds() < deadline and not history:
+        history = ex.fetch_funding_history(S)
+        if not history:
+            asyncio.run(asyncio.sleep(0.3))
+    assert history, "no funding payment within 4 intervals"
+    venue_funding = account_show(venue, "alice")["funding"]
+    venue_by_time = {e["ts_ns"] // 1_000_000: Decimal(e["human"]["payment"]) for e in venue_funding}
+    for entry in history:
+        assert Decimal(str(entry["amount"])) == venue_by_time[entry["timestamp"]]
+    rates = ex.fetch_funding_rate_history(S)
+    assert rates and all(r["symbol"] == S for r in rates)
+
+
+def test_async_client_and_auth(venue):
+    async def run():
+        key = venue.api_key("bob")
+        ex = ccxt_async.binanceusdm(ccxt_config(venue.base, key, "secret-" + key))
+        bad = ccxt_async.binanceusdm(ccxt_config(venue.base, key, "wrong-secret"))
+        try:
+            await ex.load_markets()
+            bid = Decimal(str((await ex.fetch_order_book(S, 5))["bids"][0][0]))
+            placed = await ex.create_order(S, "limit", "buy", 0.01, float(bid - 5))
+            fetched = await ex.fetch_order(placed["id"], S)
+            assert (fetched["status"], fetched["price"]) == ("open", float(bid - 5))
+            balance = (await ex.fetch_balance())["USDT"]
+            await ex.cancel_order(placed["id"], S)
+            await bad.load_markets()  # public: no signature needed
+            with pytest.raises(ccxt.AuthenticationError):
+                await bad.fetch_balance()
+            return balance
+        finally:
+            await ex.close()
+            await bad.close()
+
+    balance = asyncio.run(run())
+    view = account_show(venue, "bob")
+    assert Decimal(str(balance["total"])) == Decimal(view["human"]["equity"])
+
+
+def test_throttled_requests_raise(venue):
+    """Last in the module: it spends this minute's request weight of 127.0.0.1."""
+    ex = exchange(venue, "alice")
+    ex.load_markets()
+    with pytest.raises(ccxt.DDoSProtection) as throttled:
+        for _ in range(WEIGHT_PER_MINUTE // 20 + 5):
+            ex.fapiPublicGetDepth({"symbol": "BTCUSDT", "limit": 1000})  # weight 20
+    assert "-1003" in str(throttled.value)
+    assert int(ex.last_response_headers["Retry-After"]) >= 1
