@@ -5,6 +5,8 @@ show` and `perpx book` (#25's acceptance list)."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import tomllib
 from decimal import Decimal
 
@@ -15,7 +17,7 @@ import pytest
 from cluster import config
 from cluster.client import Client
 from cluster.protocol import BUY, SELL
-from tests.conftest import ClusterHandle, perpx_processes
+from tests.conftest import ROOT, ClusterHandle, perpx_processes
 
 pytestmark = pytest.mark.e2e
 
@@ -282,6 +284,38 @@ def test_async_client_and_auth(venue):
     balance = asyncio.run(run())
     view = account_show(venue, "bob")
     assert Decimal(str(balance["total"])) == Decimal(view["human"]["equity"])
+
+
+def test_ccxt_bot_example_quotes_gets_filled_and_cleans_up(venue):
+    key = venue.api_key("mm2")
+    bot = subprocess.Popen([sys.executable, "examples/ccxt_bot.py", "--url", venue.base, "--key", key,
+                            "--secret", "secret-" + key, "--seconds", "4", "--interval", "0.3",
+                            "--spread-bps", "0.3"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
+    async def take_its_bid():
+        async with Client(venue.endpoint(), api_key=venue.api_key("mm2")) as mm2, \
+                Client(venue.endpoint(), api_key=venue.api_key("taker1")) as taker:
+            for _ in range(100):  # the bot requotes each cycle: hit its bid until one fills
+                orders = (await mm2.open_orders(SYM)).orders
+                bid = max((o.price for o in orders if o.side == BUY), default=0)
+                if bid:  # every bid at or above the bot's, so its own is reached
+                    book = await taker.book(SYM, depth=50)
+                    qty = sum(q for p, q in book.bids if p >= bid)
+                    await taker.place(SYM, SELL, qty=qty, price=bid, tif="IOC")
+                    if (await mm2.account_view()).fills:
+                        return
+                await asyncio.sleep(0.05)
+            raise AssertionError(f"the bot's bid was never filled (bot exit code {bot.poll()})")
+
+    asyncio.run(take_its_bid())
+    out, err = bot.communicate(timeout=30)
+    assert bot.returncode == 0, err
+    lines = out.splitlines()
+    assert any(line.startswith("fill buy 0.01 @ ") for line in lines), lines
+    assert sum(line.startswith("cycle ") for line in lines) >= 3
+    assert lines[-1].endswith("open orders 0"), lines
+    assert account_show(venue, "mm2")["open_orders"] == 0
 
 
 def test_throttled_requests_raise(venue):
