@@ -20,7 +20,8 @@ from cluster.book_mirror import BookMirror
 from cluster.client import Client, RequestFailed
 from cluster.config import Topology
 from cluster.protocol import (
-    MARKET_TYPES, Ack, AccountView, BookDelta, BookLevels, CancelOrder, Error, GetAccount, GetOrders, OrderAccepted,
+    MARKET_TYPES, Ack, AccountView, BookDelta, BookLevels, CancelOrder, Error, Fill, GetAccount,
+    GetOrders, MaintenanceAlert, OrderAccepted,
     OrderCancelled, OrderRejected, OrdersCancelled, OrdersView, Report, SetLeverage,
     SetMarginMode,
 )
@@ -30,6 +31,7 @@ from nodes.rest.binance import ApiError, Market, refusal
 from nodes.rest.records import (
     AccountRecords, OrderRecord, SymbolRecords, algo_json, order_json, trade_json,
 )
+from nodes.rest.streams import Streams
 
 FINAL_WAIT_S = 1.0  # an IOC / FOK / market order is answered once final (newOrderRespType RESULT)
 BOOK_WAIT_S = 2.0  # a book copy out of sync resyncs from the next published snapshot (every 1 s)
@@ -83,13 +85,21 @@ class Facade:
         self.market_listeners: list[Callable[[object], None]] = []  # trades, marks
         self.routes: dict[tuple[str, str], tuple[Callable[..., Awaitable], bool, int]] = {}
         self._route_table()
+        self.streams = Streams(self.markets)
+        self._account_updates: set[str] = set()  # api keys with an ACCOUNT_UPDATE pending
 
     # ------------------------------------------------------------------ market data (from the shell)
 
     def on_market_data(self, messages: list) -> None:
         ms = now_ms()
+        self.streams.on_market_data(messages, ms)
         touched: dict[str, list] = {}
         for msg in messages:
+            if type(msg) is MaintenanceAlert:
+                for api_key, session in self.sessions.items():
+                    if session.client.account == msg.account:
+                        self.streams.user_event(api_key, msg, None, self.quote, ms)
+                continue
             symbol = getattr(msg, "symbol", None)
             if symbol not in self.symbols:
                 continue
@@ -136,10 +146,29 @@ class Facade:
             raise ApiError(503, -1007, "Timeout waiting for response from backend server. "
                            "Send status unknown; execution status unknown.") from None
         session = Session(client)
+        session.listeners.append(lambda event, rec: self._user_event(api_key, session, event, rec))
         session.pump = asyncio.create_task(session.run_pump())
         self.sessions[api_key] = session
         self.stats["sessions"] += 1
         return session
+
+    def _user_event(self, api_key: str, session: Session, event, rec) -> None:
+        if not any(c.api_key == api_key for c in self.streams.connections):
+            return
+        self.streams.user_event(api_key, event, rec, self.quote, now_ms())
+        if type(event) is Fill and api_key not in self._account_updates:
+            self._account_updates.add(api_key)  # one AccountView for a burst of fills
+            asyncio.ensure_future(self._account_update(api_key, session))
+
+    async def _account_update(self, api_key: str, session: Session) -> None:
+        try:
+            await asyncio.sleep(0.01)
+            view = await self.ask(session, GetAccount())
+            self.streams.account_update(api_key, view, self.quote, now_ms())
+        except ApiError:
+            pass  # the next fill tries again
+        finally:
+            self._account_updates.discard(api_key)
 
     async def close(self) -> None:
         for session in self.sessions.values():
@@ -186,7 +215,7 @@ class Facade:
             else:
                 params = dict(parse_qsl(raw, keep_blank_values=True))
                 if path == "/fapi/v1/listenKey":
-                    result = await handler(api_key, params)
+                    result = await handler(api_key, params, method)
                 else:
                     result = await handler(params)
             status = 200
@@ -721,8 +750,16 @@ class Facade:
                 for r in self._positions(view, all_symbols=True)
                 if not params.get("symbol") or r["symbol"] == params["symbol"]]
 
-    async def listen_key(self, api_key: str, params: dict) -> dict:
-        raise ApiError(400, -1000, "user data streams are not served yet")
+    async def listen_key(self, api_key: str, params: dict, method: str = "POST") -> dict:
+        """POST: a listenKey for the key's user data stream (valid 60 min, PUT extends it);
+        DELETE: closes it. Sent with X-MBX-APIKEY only, unsigned (as Binance)."""
+        if api_key not in self.secrets:
+            raise ApiError(401, -2015, "Invalid API-key, IP, or permissions for action.")
+        if method == "DELETE":
+            self.streams.close_listen_key(api_key)
+            return {}
+        await self.session(api_key)  # its reports start flowing now
+        return {"listenKey": self.streams.new_listen_key(api_key, now_ms())}
 
 
 def depth_weight(params: dict) -> int:

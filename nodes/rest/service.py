@@ -4,7 +4,9 @@ Everything it decides is in nodes/rest/facade.py; this file only carries bytes."
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+from urllib.parse import parse_qsl
 
 import msgspec
 import uvicorn
@@ -12,7 +14,8 @@ import uvicorn
 from cluster.config import Topology
 from cluster.protocol import Codec, MarketData
 from cluster.transport import NodeShell
-from nodes.rest.facade import Facade
+from nodes.rest.facade import Facade, now_ms
+from nodes.rest.streams import Connection, stream_name
 
 JSON = msgspec.json.Encoder()
 MAX_BODY = 64 * 1024  # a form body of an order is ~300 bytes; larger is refused unread
@@ -35,7 +38,7 @@ def build(shell: NodeShell, topo: Topology):
                     secrets_file=conf.secrets)
     md_codec = Codec(MarketData)
     stats = shell.stats
-    stats.update(http_requests=0, http_errors=0, sessions=0, md_bad=0)
+    stats.update(http_requests=0, http_errors=0, sessions=0, md_bad=0, ws_connections=0)
 
     def on_market_data(frames: list) -> None:
         for parts in frames:
@@ -47,9 +50,11 @@ def build(shell: NodeShell, topo: Topology):
             facade.on_market_data(messages)
 
     gw = topo.nodes["gateway"]
-    shell.subscribe(gw.pub, [b"md.", b"mark.", b"funding."], None, raw=on_market_data)
+    shell.subscribe(gw.pub, [b"md.", b"mark.", b"funding.", b"alert."], None, raw=on_market_data)
 
     async def app(scope, receive, send):
+        if scope["type"] == "websocket":
+            return await websocket(scope, receive, send)
         if scope["type"] != "http":
             return
         body = b""
@@ -77,12 +82,73 @@ def build(shell: NodeShell, topo: Topology):
         await send({"type": "http.response.start", "status": status, "headers": raw})
         await send({"type": "http.response.body", "body": JSON.encode(result)})
 
+    async def websocket(scope, receive, send):
+        """ccxt.pro's URLs: /public/ws/N (depth), /market/ws/N (aggTrade, markPrice),
+        /private/ws?listenKey=K (user data); /ws/N and /ws/<listenKey> too."""
+        path = scope["path"].rstrip("/")
+        query = dict(parse_qsl(scope["query_string"].decode("latin-1")))
+        listen_key = query.get("listenKey") or (path.rsplit("/", 1)[-1] if path.startswith("/ws/") else "")
+        owner = facade.streams.owner(listen_key, now_ms()) if listen_key else None
+        if not (path.endswith("/ws") or path.split("/")[-2:-1] == ["ws"]):
+            await receive()
+            await send({"type": "websocket.close", "code": 4404})
+            return
+        if (path.startswith("/private") or query.get("listenKey")) and owner is None:
+            await receive()
+            await send({"type": "websocket.close", "code": 4401, "reason": "invalid listenKey"})
+            return
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        conn = Connection(owner)
+        facade.streams.connections.add(conn)
+        stats["ws_connections"] += 1
+        writer = asyncio.ensure_future(write(conn, send))
+        try:
+            while True:
+                message = await receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                reply = control(conn, message.get("text") or (message.get("bytes") or b"").decode())
+                if reply is not None:
+                    conn.queue.put_nowait(reply)
+        finally:
+            facade.streams.connections.discard(conn)
+            writer.cancel()
+
+    def control(conn: Connection, text: str) -> dict | None:
+        """SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS, Binance's shapes; errors as its codes."""
+        try:
+            request = msgspec.json.decode(text)
+            method, params, ident = request["method"], request.get("params", []), request.get("id")
+        except (msgspec.DecodeError, KeyError, TypeError):
+            return {"error": {"code": 2, "msg": "Invalid request: expected {method, params, id}"}}
+        if method == "LIST_SUBSCRIPTIONS":
+            return {"result": sorted(conn.subs), "id": ident}
+        if method not in ("SUBSCRIBE", "UNSUBSCRIBE") or not isinstance(params, list):
+            return {"error": {"code": 2, "msg": f"Invalid request: unknown method {method!r}"}, "id": ident}
+        names = [stream_name(str(p)) for p in params]
+        if None in names:
+            return {"error": {"code": 2, "msg": f"Invalid request: unknown stream in {params}"}, "id": ident}
+        if method == "SUBSCRIBE":
+            conn.subs.update(names)
+        else:
+            conn.subs.difference_update(names)
+        return {"result": None, "id": ident}
+
+    async def write(conn: Connection, send) -> None:
+        try:
+            while not conn.overflowed:
+                event = await conn.queue.get()
+                await send({"type": "websocket.send", "text": JSON.encode(event).decode()})
+            await send({"type": "websocket.close", "code": 1008, "reason": "too slow: queue full"})
+        except Exception as exc:  # the client went away: the reader ends too
+            shell.log.info("ws_write_ended", error=repr(exc)[:200])
+
     host, port = split_endpoint(conf.http)
     server = _Server(uvicorn.Config(app, host=host, port=port, loop="none", http="httptools",
-                                    ws="none", lifespan="off", log_level="warning",
+                                    ws="websockets", lifespan="off", log_level="warning",
                                     access_log=False))
     shell.background(server.serve)
-    shell.facade = facade  # for the metrics endpoint and tests in-process
 
     def on_stop() -> None:
         server.should_exit = True

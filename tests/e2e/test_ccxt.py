@@ -5,6 +5,7 @@ show` and `perpx book` (#25's acceptance list)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import tomllib
@@ -316,6 +317,122 @@ def test_ccxt_bot_example_quotes_gets_filled_and_cleans_up(venue):
     assert sum(line.startswith("cycle ") for line in lines) >= 3
     assert lines[-1].endswith("open orders 0"), lines
     assert account_show(venue, "mm2")["open_orders"] == 0
+
+
+def pro_exchange(venue, account: str):
+    import ccxt.pro as ccxtpro
+
+    key = venue.api_key(account)
+    conf = ccxt_config(venue.base, key, "secret-" + key)
+    conf["urls"]["api"]["ws"] = {"linear": venue.base.replace("http://", "ws://") + "/ws"}
+    return ccxtpro.binanceusdm(conf)
+
+
+async def churn(venue, account: str, orders: int, price0: int) -> None:
+    """`orders` resting orders placed and cancelled one by one, natively: 2 x orders book updates."""
+    async with Client(venue.endpoint(), api_key=venue.api_key(account)) as c:
+        for i in range(orders):
+            side = BUY if i % 2 else SELL
+            price = price0 - 100 - i % 40 if side == BUY else price0 + 100 + i % 40
+            accepted = (await c.place(SYM, side, qty=1 + i % 3, price=price)).event
+            if i % 4 != 3:  # every fourth stays on the book
+                await c.cancel(SYM, accepted.order_id)
+
+
+def venue_levels(venue) -> tuple[list, list]:
+    book = venue.cli_json("book", SYM, "--depth", "1000")
+    return ([[float(lv["price"]), float(lv["qty"])] for lv in book["bids"]],
+            [[float(lv["price"]), float(lv["qty"])] for lv in book["asks"]]), book["book_seq"]
+
+
+async def caught_up(ex, venue, seconds: float = 10.0) -> tuple[dict, tuple, int]:
+    """ccxt's book once its nonce reaches the venue's book_seq (read after the load stopped)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while True:
+        levels, seq = await asyncio.to_thread(venue_levels, venue)
+        book = ex.orderbooks.get(S)
+        if (book is not None and book["nonce"] == seq) or loop.time() > deadline:
+            return book, levels, seq
+        try:  # the book object is updated in place; a watch returns on the next update
+            await asyncio.wait_for(ex.watch_order_book(S), 0.5)
+        except (asyncio.TimeoutError, ccxt.ChecksumError):
+            pass
+
+
+def test_watch_order_book_follows_1000_updates_and_recovers_from_a_gap(venue):
+    mark = current_mark(venue)
+
+    async def run():
+        ex = pro_exchange(venue, "alice")
+        try:
+            await ex.load_markets()
+            start = (await ex.watch_order_book(S))["nonce"]
+            load = asyncio.create_task(churn(venue, "mm2", 700, mark))
+            while not load.done():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(ex.watch_order_book(S), 1)
+            await load
+            book, (bids, asks), seq = await caught_up(ex, venue)
+            assert seq - start >= 1000 and book["nonce"] == seq, (start, book["nonce"], seq)
+            assert [list(lv) for lv in book["bids"]] == bids and [list(lv) for lv in book["asks"]] == asks
+
+            # a lossy market-data link: the facade misses deltas, pu shows the gap, ccxt raises
+            # and a new watch re-snapshots; once healed the copy equals the venue's book again
+            venue.cli("netsim", "set", "gateway->subscribers", "--loss", "0.5", check=True)
+            load = asyncio.create_task(churn(venue, "mm2", 100, mark))
+            gaps = 0
+            while not load.done():
+                try:
+                    await asyncio.wait_for(ex.watch_order_book(S), 1)
+                except ccxt.ChecksumError:
+                    gaps += 1
+                except asyncio.TimeoutError:
+                    pass
+            await load
+            venue.cli("netsim", "clear", check=True)
+            assert gaps >= 1
+            await asyncio.sleep(1.5)  # the facade's copy resyncs from the next published snapshot
+            await churn(venue, "mm2", 2, mark)  # updates after the heal, for ccxt to re-snapshot on
+            book, (bids, asks), seq = await caught_up(ex, venue)
+            assert book["nonce"] == seq
+            assert [list(lv) for lv in book["bids"]] == bids and [list(lv) for lv in book["asks"]] == asks
+        finally:
+            await ex.close()
+
+    asyncio.run(run())
+
+
+def test_watch_orders_sees_the_fills_of_a_crossing_order(venue):
+    quote_book(venue, current_mark(venue))
+
+    async def run():
+        ex = pro_exchange(venue, "bob")
+        try:
+            await ex.load_markets()
+            watching = asyncio.create_task(ex.watch_orders(S))
+            await asyncio.sleep(0.5)  # the stream is subscribed (listenKey, connect)
+            ask = Decimal(str((await ex.fetch_order_book(S, 5))["asks"][0][0]))
+            placed = await ex.create_order(S, "limit", "buy", 0.02, float(ask + 5),
+                                           params={"timeInForce": "IOC"})
+            seen = {}
+            deadline = asyncio.get_running_loop().time() + 5
+            while asyncio.get_running_loop().time() < deadline:
+                orders = await asyncio.wait_for(watching, 5)
+                for o in orders:
+                    seen[o["id"]] = o
+                if seen.get(placed["id"], {}).get("status") == "closed":
+                    break
+                watching = asyncio.create_task(ex.watch_orders(S))
+            streamed = seen[placed["id"]]
+            assert streamed["status"] == "closed" and streamed["filled"] == 0.02
+            assert streamed["average"] == placed["average"]
+            trades = await ex.fetch_my_trades(S)
+            assert sum(t["amount"] for t in trades if t["order"] == placed["id"]) == 0.02
+        finally:
+            await ex.close()
+
+    asyncio.run(run())
 
 
 def test_throttled_requests_raise(venue):

@@ -211,3 +211,27 @@ def test_klines_from_trades():
     assert recs.klines(60_000, 61_000, None, 10)[0][0] == 180_000  # none older than start
     assert len(recs.klines(60_000, None, None, 1)) == 1
     assert [r[0] for r in recs.klines(120_000, None, None, 10)] == [0, 120_000]
+
+
+# ---------------------------------------------------------------------------- streams
+
+def test_depth_events_show_a_missing_delta_in_pu():
+    """pu is the venue's previous update (U - 1), not the facade's previous event: a delta lost on
+    the way to the facade must reach the client as pu != its last u (the old code sent the
+    facade's last u, and ccxt applied the next event across the hole)."""
+    from cluster.protocol import BookDelta
+    from nodes.rest.streams import Connection, Streams
+
+    streams = Streams({"BTC-PERP": BTC})
+    conn = Connection()
+    conn.subs.add("btcusdt@depth")
+    streams.connections.add(conn)
+
+    def delta(seq, price):
+        return BookDelta(seq=seq, symbol="BTC-PERP", book_seq=seq, side=BUY, price=price, qty=5)
+
+    streams.on_market_data([delta(1, 100), delta(2, 101)], 0)
+    streams.on_market_data([delta(3, 102), delta(5, 104), delta(6, 105)], 0)  # 4 never arrived
+    events = [conn.queue.get_nowait() for _ in range(conn.queue.qsize())]
+    assert [(e["U"], e["u"], e["pu"]) for e in events] == [(1, 2, 0), (3, 3, 2), (5, 6, 4)]
+    assert events[2]["b"] == [["10.4", "0.005"], ["10.5", "0.005"]] and events[2]["a"] == []
