@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from pathlib import Path
 from urllib.parse import parse_qsl
 
 import msgspec
 import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from cluster.config import Topology
 from cluster.protocol import Codec, MarketData
 from cluster.transport import NodeShell
 from nodes.rest.facade import Facade, now_ms
+from nodes.rest.metrics import Metrics
 from nodes.rest.streams import Connection, stream_name
 
 JSON = msgspec.json.Encoder()
@@ -36,6 +40,7 @@ def build(shell: NodeShell, topo: Topology):
     conf = shell.conf
     facade = Facade(topo, quote=conf.quote_asset, weight_per_minute=conf.weight_per_minute,
                     secrets_file=conf.secrets)
+    metrics = Metrics(facade, Path(topo.run_dir) / "status.json")
     md_codec = Codec(MarketData)
     stats = shell.stats
     stats.update(http_requests=0, http_errors=0, sessions=0, md_bad=0, ws_connections=0)
@@ -48,9 +53,12 @@ def build(shell: NodeShell, topo: Topology):
                 stats["md_bad"] += 1
                 continue
             facade.on_market_data(messages)
+            for msg in messages:
+                metrics.market.on_message(msg)
 
     gw = topo.nodes["gateway"]
-    shell.subscribe(gw.pub, [b"md.", b"mark.", b"funding.", b"alert."], None, raw=on_market_data)
+    shell.subscribe(gw.pub, [b"md.", b"mark.", b"funding.", b"alert.", b"regime.", b"oracle."], None,
+                    raw=on_market_data)
 
     async def app(scope, receive, send):
         if scope["type"] == "websocket":
@@ -70,9 +78,17 @@ def build(shell: NodeShell, topo: Topology):
                     if name == b"x-mbx-apikey":
                         api_key = value.decode("latin-1")
                 address = (scope.get("client") or ("?",))[0]
+                if scope["path"] == "/metrics" and scope["method"] == "GET":
+                    await send({"type": "http.response.start", "status": 200,
+                                "headers": [(b"content-type", CONTENT_TYPE_LATEST.encode())]})
+                    await send({"type": "http.response.body", "body": metrics.render()})
+                    return
+                started = time.perf_counter()
                 status, result, headers = await facade.handle(
                     scope["method"], scope["path"], scope["query_string"].decode("latin-1"),
                     body.decode("latin-1"), api_key, address)
+                route = scope["path"] if (scope["method"], scope["path"]) in facade.routes else "unknown"
+                metrics.latency.labels(route).observe(time.perf_counter() - started)
                 break
         stats["http_requests"] += 1
         stats["http_errors"] += status >= 400

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import re
 import subprocess
 import sys
 import tomllib
+import urllib.request
 from decimal import Decimal
 
 import ccxt
@@ -433,6 +436,60 @@ def test_watch_orders_sees_the_fills_of_a_crossing_order(venue):
             await ex.close()
 
     asyncio.run(run())
+
+
+def scrape(venue) -> dict[tuple[str, tuple], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(venue.base + "/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_metrics_names_values_and_moving_counters(venue):
+    quote_book(venue, current_mark(venue))
+    before = scrape(venue)
+    ex = exchange(venue, "alice")
+    ex.load_markets()
+    ex.fetch_order_book(S, 5)
+    ex.create_order(S, "market", "buy", 0.01)
+    gw = ("perpx_node_frames_in_total", (("node", "gateway"),))
+    for _ in range(40):  # node counters come with heartbeats (200 ms) via the status file (250 ms)
+        after = scrape(venue)
+        if after[gw] > before[gw]:
+            break
+        asyncio.run(asyncio.sleep(0.1))
+    assert after[gw] > before[gw]
+    route = lambda path, status="200": ("perpx_rest_requests_total", (("route", path), ("status", status)))
+    assert after[route("/fapi/v1/order")] > before.get(route("/fapi/v1/order"), 0)
+    assert after[route("/fapi/v1/depth")] > before.get(route("/fapi/v1/depth"), 0)
+    assert after[("perpx_rest_request_seconds_count", (("route", "/fapi/v1/order"),))] >= 1
+    trades = ("perpx_trades_total", (("symbol", SYM),))
+    assert after[trades] > before.get(trades, 0)
+    for node in ("feeds", "oracle", "matching", "risk", "liquidator", "gateway", "rest"):
+        assert after[("perpx_node_up", (("node", node),))] == 1
+    mark = after[("perpx_mark_price", (("symbol", SYM),))]
+    assert abs(mark - float(current_mark(venue) * venue.topo.symbols[SYM].tick_size)) / mark < 0.01
+    assert after[("perpx_oracle_mode", (("mode", "normal"), ("symbol", SYM)))] == 1
+    assert after[("perpx_oracle_healthy_sources", (("symbol", SYM),))] >= 3
+    assert after[("perpx_rest_sessions", ())] >= 1
+    for _ in range(30 * FUNDING_S):  # funding every 3 s here
+        if ("perpx_funding_rate", (("symbol", SYM),)) in after:
+            break
+        asyncio.run(asyncio.sleep(0.1))
+        after = scrape(venue)
+    assert ("perpx_funding_rate", (("symbol", SYM),)) in after
+
+
+def test_grafana_dashboard_queries_only_exported_metrics(venue):
+    """Every metric name the example dashboard queries is one the facade's /metrics exports."""
+    dashboard = json.loads((ROOT / "examples/grafana/perpx-dashboard.json").read_text())
+    exported = {name for name, _ in scrape(venue)}
+    exported |= {n.removesuffix("_bucket") for n in exported}
+    queried = {name for panel in dashboard["panels"] for target in panel["targets"]
+               for name in re.findall(r"perpx_[a-z_]+", target["expr"])}
+    assert queried and queried <= exported, queried - exported
 
 
 def test_throttled_requests_raise(venue):
