@@ -446,7 +446,8 @@ class Facade:
         if type(event) not in (OrderAccepted, OrderCancelled):
             raise ApiError(500, -1000, f"unexpected answer {type(event or answer).__name__}")
         rec = session.records.placed(req, event, now_ms())
-        if req.type in MARKET_TYPES and not req.trigger_price or req.tif != "GTC":
+        immediate = req.type in MARKET_TYPES and not req.trigger_price or req.tif != "GTC"
+        if immediate and params.get("newOrderRespType", "RESULT") != "ACK":
             await self._until_final(session, rec)
         return rec
 

@@ -74,7 +74,7 @@ class AccountRecords:
         rec.qty = event.qty if type(event) is OrderAccepted else req.qty
         rec.tif, rec.post_only, rec.reduce_only = req.tif, req.post_only, req.reduce_only
         rec.trigger_price, rec.trigger_by = req.trigger_price, req.trigger_by
-        rec.client_order_id = req.client_order_id or event.client_order_id
+        rec.client_order_id = req.client_order_id or getattr(event, "client_order_id", "")
         if rec.client_order_id:
             self.by_client[rec.client_order_id] = rec.order_id
         if rec.filled and rec.status == "NEW":

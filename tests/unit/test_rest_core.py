@@ -199,6 +199,17 @@ def test_ioc_remainder_expires_and_cancel_cancels():
     assert algo_json(rec, BTC)["algoStatus"] == "CANCELED"
 
 
+def test_an_order_answered_by_its_cancel_without_a_client_id():
+    """An IOC / FOK the book cannot fill is answered with OrderCancelled, which has no client
+    order id: the first version read one and answered 500 to every such order sent without
+    newClientOrderId (ccxt always sends one, a plain HTTP client need not)."""
+    recs = AccountRecords()
+    req = PlaceOrder(symbol="BTC-PERP", side=BUY, qty=30, price=290_000, tif="IOC")
+    rec = recs.placed(req, OrderCancelled(seq=1, ref=1, order_id=9, account="a", symbol="BTC-PERP",
+                                          remaining=30, reason="ioc_remainder"), 5)
+    assert (rec.status, rec.qty, rec.filled, rec.client_order_id) == ("EXPIRED", 30, 0, "")
+
+
 def test_klines_from_trades():
     recs = SymbolRecords()
     for ms, price, qty in [(60_000, 100, 1), (60_500, 120, 2), (119_999, 90, 1), (180_000, 110, 5)]:
