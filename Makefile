@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup cluster test test-fast bench bench-core bench-netsim probe load clean
+.PHONY: setup cluster test test-fast bench bench-core bench-netsim bench-rest probe load clean
 
 setup: $(STAMP)
 
@@ -45,6 +45,10 @@ bench-core: $(STAMP)
 # netsim's cost when present but shaping nothing, against it compiled out (PERPX_NETSIM=off).
 bench-netsim: $(STAMP)
 	$(PY) -m perf.cluster_load
+
+# REST facade (#25) vs the native protocol, order placement in the same run: perf/results/bench-rest.*
+bench-rest: $(STAMP)
+	$(PY) -m perf.bench_rest $(BENCH_REST_ARGS)
 
 # locust user load, headless and bounded (LOAD_SECONDS, default 60; LOCUST_ARGS passes through).
 load: $(STAMP) $(VENV)/.load
