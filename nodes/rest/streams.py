@@ -1,5 +1,5 @@
 """Binance-USDⓈ-M WebSocket streams of the facade, for ccxt.pro: market streams (`<symbol>@depth`,
-`@aggTrade`, `@markPrice`) and the user data stream of a listenKey (ORDER_TRADE_UPDATE,
+`@aggTrade`, `@trade`, `@markPrice`) and the user data stream of a listenKey (ORDER_TRADE_UPDATE,
 ALGO_UPDATE, ACCOUNT_UPDATE, MARGIN_CALL).
 
 Depth events carry the venue's own book sequence numbers: U and u are the first and last BookDelta
@@ -47,7 +47,7 @@ class Connection:
 def stream_name(param: str) -> str | None:
     """'btcusdt@depth@100ms' -> 'btcusdt@depth' (update speeds are accepted and ignored)."""
     parts = param.split("@")
-    if len(parts) < 2 or parts[1] not in ("depth", "aggTrade", "markPrice"):
+    if len(parts) < 2 or parts[1] not in ("depth", "aggTrade", "trade", "markPrice"):
         return None
     return f"{parts[0].lower()}@{parts[1]}"
 
@@ -119,11 +119,18 @@ class Streams:
                 continue
             if kind is BookDelta:
                 deltas.setdefault(msg.symbol, []).append(msg)
-            elif kind is Trade and self._wanted(market.id.lower() + "@aggTrade"):
-                self._fan_out(market.id.lower() + "@aggTrade", {
-                    "e": "aggTrade", "E": now_ms, "s": market.id, "a": msg.trade_id,
-                    "p": market.price(msg.price), "q": market.qty(msg.qty), "f": msg.trade_id,
-                    "l": msg.trade_id, "T": now_ms, "m": msg.taker_side < 0})
+            elif kind is Trade:
+                stream = market.id.lower()
+                if self._wanted(stream + "@aggTrade"):
+                    self._fan_out(stream + "@aggTrade", {
+                        "e": "aggTrade", "E": now_ms, "s": market.id, "a": msg.trade_id,
+                        "p": market.price(msg.price), "q": market.qty(msg.qty), "f": msg.trade_id,
+                        "l": msg.trade_id, "T": now_ms, "m": msg.taker_side < 0})
+                if self._wanted(stream + "@trade"):  # ccxt.pro's watch_trades on futures
+                    self._fan_out(stream + "@trade", {
+                        "e": "trade", "E": now_ms, "T": now_ms, "s": market.id, "t": msg.trade_id,
+                        "p": market.price(msg.price), "q": market.qty(msg.qty), "X": "MARKET",
+                        "m": msg.taker_side < 0})
             elif kind is IndexMark and self._wanted(market.id.lower() + "@markPrice"):
                 self._fan_out(market.id.lower() + "@markPrice", {
                     "e": "markPriceUpdate", "E": now_ms, "s": market.id, "p": market.price(msg.mark),

@@ -408,13 +408,17 @@ def test_watch_order_book_follows_1000_updates_and_recovers_from_a_gap(venue):
 
 def test_watch_orders_sees_the_fills_of_a_crossing_order(venue):
     quote_book(venue, current_mark(venue))
+    venue_mark = Decimal(current_mark(venue)) * venue.topo.symbols[SYM].tick_size
 
     async def run():
         ex = pro_exchange(venue, "bob")
         try:
             await ex.load_markets()
             watching = asyncio.create_task(ex.watch_orders(S))
-            await asyncio.sleep(0.5)  # the stream is subscribed (listenKey, connect)
+            trades_task = asyncio.create_task(ex.watch_trades(S))
+            mark = await asyncio.wait_for(ex.watch_mark_price(S), 5)
+            assert abs(Decimal(str(mark["markPrice"])) - venue_mark) / venue_mark < Decimal("0.01")
+            await asyncio.sleep(0.3)  # the streams are subscribed (listenKey, connect)
             ask = Decimal(str((await ex.fetch_order_book(S, 5))["asks"][0][0]))
             placed = await ex.create_order(S, "limit", "buy", 0.02, float(ask + 5),
                                            params={"timeInForce": "IOC"})
@@ -431,7 +435,10 @@ def test_watch_orders_sees_the_fills_of_a_crossing_order(venue):
             assert streamed["status"] == "closed" and streamed["filled"] == 0.02
             assert streamed["average"] == placed["average"]
             trades = await ex.fetch_my_trades(S)
-            assert sum(t["amount"] for t in trades if t["order"] == placed["id"]) == 0.02
+            mine = [t for t in trades if t["order"] == placed["id"]]
+            assert sum(t["amount"] for t in mine) == 0.02
+            public = await asyncio.wait_for(trades_task, 5)  # the aggTrade stream saw them too
+            assert {t["price"] for t in mine} & {t["price"] for t in public}
         finally:
             await ex.close()
 
