@@ -550,30 +550,40 @@ class RiskEngine:
         spec = self.specs[symbol]
         pos = acct.positions.get(symbol)
         freed = 0
-        if order.closing and pos is not None and pos.qty:
+        opposite = pos is not None and pos.qty and (pos.qty > 0) != (order.side > 0)
+        if opposite and pos.isolated:
+            # Whichever order fills first closes first: a market order placed after a resting
+            # close takes the close itself. So this order is checked as closing all it can,
+            # on top of what the others' closes (as shared) would cost.
             value = self._position_value(symbol, pos)
-            if pos.isolated:
-                spent, closing = order.close_cost, order.closing
-                for o in acct.orders_in(symbol):
-                    if o.side == order.side and o.closing and o is not exclude:
-                        spent += o.close_cost
-                        closing += o.closing
-                left = max(0, abs(pos.qty) - closing)
-                left_value = value * left // abs(pos.qty)
-                # what the position keeps must stay above its trigger; closed, it must not be
-                # below zero (a price past bankruptcy would make the insurance fund pay)
-                need = trigger_margin(spec.tiers, left_value, spec.forced_fee_ppm) + 1 if left \
-                    else 0
-                equity = self.isolated_equity(symbol, pos)
-                if equity - spent < need:
-                    bp = self._prices_for(acct, symbol, pos)[1]
-                    return "close_beyond_isolated_margin", {
-                        "closing_qty": order.closing, "worst_price": order.worst,
-                        "mark": self._price(symbol), "close_cost": order.close_cost,
-                        "other_closes_cost": spent - order.close_cost, "isolated_equity": equity,
-                        "required_after": need, "qty_left": left, "bankruptcy_price": bp}
-            else:
-                freed = self.initial_margin(acct, symbol, value) * order.closing // abs(pos.qty)
+            closing = min(order.remaining, abs(pos.qty))
+            mark = self._price(symbol)
+            gap = order.side * (order.worst - mark) if mark else 0
+            fee_ppm = spec.taker_fee_ppm if spec.taker_fee_ppm > 0 else 0
+            own = -(-(order.worst * closing * spec.atoms_per_tick_lot * fee_ppm) // PPM) + (
+                gap * closing * spec.atoms_per_tick_lot if gap > 0 else 0)
+            spent = own
+            for o in acct.orders_in(symbol):
+                if o.side == order.side and o.closing and o is not exclude:
+                    spent += o.close_cost
+                    closing += o.closing
+            left = max(0, abs(pos.qty) - closing)
+            left_value = value * left // abs(pos.qty)
+            # what the position keeps must stay above its trigger; closed, it must not be
+            # below zero (a price past bankruptcy would make the insurance fund pay)
+            need = trigger_margin(spec.tiers, left_value, spec.forced_fee_ppm) + 1 if left \
+                else 0
+            equity = self.isolated_equity(symbol, pos)
+            if equity - spent < need:
+                bp = self._prices_for(acct, symbol, pos)[1]
+                return "close_beyond_isolated_margin", {
+                    "closing_qty": min(order.remaining, abs(pos.qty)),
+                    "worst_price": order.worst, "mark": mark, "close_cost": own,
+                    "other_closes_cost": spent - own, "isolated_equity": equity,
+                    "required_after": need, "qty_left": left, "bankruptcy_price": bp}
+        elif order.closing:
+            value = self._position_value(symbol, pos)
+            freed = self.initial_margin(acct, symbol, value) * order.closing // abs(pos.qty)
         available = self.available(acct)
         if extra > available + freed:
             detail = {
