@@ -784,13 +784,16 @@ def cmd_calc_mmr(args) -> int:
 def cmd_calc_liq(args) -> int:
     from cluster import calc
 
-    if args.mode == "isolated" and (args.other_mm != "0" or args.other_upnl != "0"):
-        raise CliError("isolated_has_no_others", "--other-mm/--other-upnl apply to --mode cross")
+    if args.mode == "isolated" and (args.other_mm != "0" or args.other_upnl != "0"
+                                    or args.other_fees != "0"):
+        raise CliError("isolated_has_no_others",
+                       "--other-mm/--other-fees/--other-upnl apply to --mode cross")
     return _calc(args, lambda topo: calc.liq_price(
         topo, symbol=args.symbol, side=args.side, qty=args.qty, entry=args.entry,
         wallet=args.wallet, mode=args.mode, fee_rate=args.fee_rate,
         funding_rate_=args.funding_rate, funding_periods=args.funding_periods, stop=args.stop,
-        stop_gap=args.stop_gap, other_mm=args.other_mm, other_upnl=args.other_upnl))
+        stop_gap=args.stop_gap, other_mm=args.other_mm, other_upnl=args.other_upnl,
+        other_fees=args.other_fees))
 
 
 def cmd_calc_funding(args) -> int:
@@ -1015,6 +1018,8 @@ def parser() -> argparse.ArgumentParser:
     c_liq.add_argument("--mode", choices=["isolated", "cross"], default="isolated")
     c_liq.add_argument("--other-mm", default="0", help="cross: other positions' maintenance margin")
     c_liq.add_argument("--other-upnl", default="0", help="cross: other positions' unrealized PnL")
+    c_liq.add_argument("--other-fees", default="0",
+                       help="cross: other positions' forced-execution fees (the trigger counts them)")
     c_liq.add_argument("--fee-rate", help="forced-execution fee rate (default: the symbol's)")
     c_liq.add_argument("--funding-rate")
     c_liq.add_argument("--funding-periods", type=int, default=0)

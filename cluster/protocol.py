@@ -330,6 +330,7 @@ class Cancel(Msg, tag=True, kw_only=True):
     symbol: Name
     order_id: Id = 0
     client_order_id: str = ""
+    reason: str = ""  # set when the venue cancels (risk: "margin_repriced"); a client's is "user"
 
 
 class MassCancel(Msg, tag=True, kw_only=True):

@@ -588,10 +588,11 @@ class MatchingEngine(Snapshottable):
         if order is None:
             return
         order.ref = cmd.ref
+        reason = cmd.reason or "user"
         if order.type in STOP_TYPES and self.stops[cmd.symbol].remove(order.order_id) is not None:
-            self._emit_cancel(cmd.symbol, order, out, "user", {})  # still untriggered
+            self._emit_cancel(cmd.symbol, order, out, reason, {})  # still untriggered
         else:
-            self._pull(self.books[cmd.symbol], order, out, "user", {})
+            self._pull(self.books[cmd.symbol], order, out, reason, {})
 
     def _mass_cancel(self, cmd: MassCancel, out: list) -> None:
         if cmd.symbol and cmd.symbol not in self.books:
