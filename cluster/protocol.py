@@ -392,7 +392,8 @@ class OrderRejected(Msg, tag=True, kw_only=True):
 
 
 class Trade(Msg, tag=True, kw_only=True):
-    """One match: both sides in one event. The maker's price; liquidity flags follow from roles."""
+    """One match: both sides in one event. The maker's price; liquidity flags follow from roles.
+    Risk gets it whole; the public market data copy names no account (`public_trade`)."""
 
     seq: int
     trade_id: int
@@ -513,8 +514,13 @@ class Report(Msg, tag=True, kw_only=True):
     account: str
     event: Union[
         OrderAccepted, OrderRejected, OrderCancelled, OrdersCancelled, OrderAmended,
-        OrderTriggered, Fill, Deleveraged,
+        OrderTriggered, Fill, Deleveraged, MaintenanceAlert,
     ]
+
+
+def public_trade(trade: Trade) -> Trade:
+    """A trade as market data shows it: price, size, aggressor side and order ids, no account."""
+    return msgspec.structs.replace(trade, taker_account="", maker_account="")
 
 
 class Reply(Msg, tag=True, kw_only=True):
@@ -663,7 +669,8 @@ class LiquidationResult(Msg, tag=True, kw_only=True):
 
 
 class MaintenanceAlert(Msg, tag=True, kw_only=True):
-    """Liquidator's finding: an account whose equity is at or below maintenance (+ forced fee)."""
+    """Liquidator's finding: an account whose equity is at or below maintenance (+ forced fee).
+    Private: the gateway sends it, as a Report, only to that account's sessions."""
 
     account: str
     equity: int
