@@ -601,7 +601,10 @@ class FundingRate(Msg, tag=True, kw_only=True):
     rate_e9: int  # the funding rate in units of 1e-9 (0.0001 = 100_000)
     mark: int
     seq: int = 0
-    ts_ns: int = 0
+    ts_ns: int = 0  # when it was published (later than funding_ts_ns for a catch-up)
+    # The funding time it settles: a multiple of the interval since the epoch. Risk settles each
+    # funding time once (its funding clock); 0: not named, settled as it comes.
+    funding_ts_ns: int = 0
 
 
 class Regime(Msg, tag=True, kw_only=True):

@@ -28,6 +28,7 @@ class RecordingShell:
         self.audit = self  # the audit journal: what the node explained lands in `explained`
         self.explained: list = []
         self.restarted = False  # as NodeShell: started again by the supervisor
+        self.timers: list = []  # (interval_ms, fn) as bound by every(); tests call them
 
     failed = NodeShell.failed  # the real error accounting, on this shell's stats and log
 
@@ -57,7 +58,7 @@ class RecordingShell:
         self.router = fn
 
     def every(self, interval_ms: int, fn) -> None:
-        pass
+        self.timers.append((interval_ms, fn))
 
     publish = send
 

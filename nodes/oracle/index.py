@@ -88,10 +88,38 @@ class SymbolState:
 
 
 class Oracle:
-    def __init__(self, specs: dict[str, SymbolSpec], conf: OracleConf | None = None) -> None:
+    def __init__(self, specs: dict[str, SymbolSpec], conf: OracleConf | None = None,
+                 restarted: bool = False) -> None:
         self.specs = dict(specs)
         self.conf = conf or OracleConf(venues=[], weights={})
         self.symbols = {s: SymbolState(specs[s], self.conf) for s in sorted(specs)}
+        self.restarted = restarted  # started again while the venue ran (see _publish_symbol)
+
+    def snapshot(self) -> bytes:
+        """What an oracle must not lose in a restart: per symbol, the funding time it owes next,
+        the last rate (the mark's funding term), the interval's premium samples and the basis
+        average. The rest (feeds, book copy, fallback mode, volatility) is rebuilt from the
+        live streams within seconds."""
+        return msgspec.json.encode({symbol: {
+            "next_funding_ns": st.next_funding_ns, "last_rate_e9": st.last_rate_e9,
+            "premium": [st.premium.weighted.numerator, st.premium.weighted.denominator,
+                        st.premium.weights, st.premium.n],
+            "basis": [list(st.basis.samples), st.basis.next_ns],
+        } for symbol, st in self.symbols.items()})
+
+    def restore(self, data: bytes) -> None:
+        for symbol, saved in msgspec.json.decode(data).items():
+            st = self.symbols.get(symbol)
+            if st is None:
+                continue
+            st.next_funding_ns = saved["next_funding_ns"]
+            st.last_rate_e9 = saved["last_rate_e9"]
+            numerator, denominator, st.premium.weights, st.premium.n = saved["premium"]
+            st.premium.weighted = Fraction(numerator, denominator)
+            samples, st.basis.next_ns = saved["basis"]
+            st.basis.samples.clear()
+            st.basis.samples.extend(samples)
+            st.basis.total = sum(st.basis.samples)
 
     def on_spot(self, tick: SpotTick, now_ns: int) -> None:
         state = self.symbols.get(tick.symbol)
@@ -157,7 +185,11 @@ class Oracle:
         state.index = index
         interval_ns = spec.funding_interval_s * 1_000_000_000
         if not state.next_funding_ns:
-            state.next_funding_ns = (now_ns // interval_ns + 1) * interval_ns
+            # Funding times are the epoch's multiples of the interval. A fresh start's first is
+            # the next one; a restart that lost its state catches up the last one (risk's funding
+            # clock refuses it if it was settled already).
+            due = (now_ns // interval_ns + (0 if self.restarted else 1)) * interval_ns
+            state.next_funding_ns = due
         state.basis.offer(mid, index, now_ns)
         if mid is not None:
             self._sample_premium(spec, state, index)
@@ -178,11 +210,15 @@ class Oracle:
             rate = funding_rate(state.premium.value(), Fraction(spec.interest_e9, 1_000_000_000),
                                 Fraction(spec.funding_cap_e9, 1_000_000_000))
             state.last_rate_e9 = to_e9(rate)
-            out.append(FundingRate(symbol=symbol, rate_e9=state.last_rate_e9, mark=mark,
-                                   seq=state.seq, ts_ns=now_ns))
-            state.premium = PremiumAverage()
+            # One rate per funding time due, each named: after an outage every funding time it
+            # missed is caught up (late, and risk explains it), at the rate of the premium
+            # samples kept across the restart (snapshot/restore) and taken since.
             while state.next_funding_ns <= now_ns:
+                out.append(FundingRate(symbol=symbol, rate_e9=state.last_rate_e9, mark=mark,
+                                       seq=state.seq, ts_ns=now_ns,
+                                       funding_ts_ns=state.next_funding_ns))
                 state.next_funding_ns += interval_ns
+            state.premium = PremiumAverage()
         if mode == "normal":
             state.vol.add(index, now_ns)
         regime = "degraded" if mode == "degraded" else state.vol.regime

@@ -49,6 +49,7 @@ from cluster.protocol import (
 from cluster.units import ceil_div
 from nodes.risk import adl
 from nodes.risk.accounts import AccountState, OpenOrder, Position, pending_units
+from nodes.risk.marks import FundingClock, MarkAges
 from cluster.funding import funding_payment
 from cluster.prices import bankruptcy_price, liquidation_price, round_price
 
@@ -79,7 +80,7 @@ BLANK_ORDER = NewOrder(order_id=0, account="", symbol="", side=1, qty=1)
 class RiskEngine:
     def __init__(self, symbols: dict[str, SymbolSpec], deposits: dict[str, int],
                  max_open_orders: int = 200, insurance_fund: int = 0,
-                 backstops: list[str] | None = None) -> None:
+                 backstops: list[str] | None = None, max_mark_age_ns: int | None = None) -> None:
         self.specs = dict(symbols)
         self.accounts = {name: AccountState(name, amount) for name, amount in sorted(deposits.items())}
         # The insurance fund is an account: it can hold positions it took over at bankruptcy.
@@ -91,6 +92,8 @@ class RiskEngine:
         self.backstops = [b for b in (backstops or []) if b in self.accounts]
         self.liq_orders: dict[int, LiqExec] = {}  # liquidation IOC order id -> its running result
         self.marks: dict[str, int] = {}
+        self.mark_ages = MarkAges(max_mark_age_ns)  # past the age, a symbol is reduce-only
+        self.funding_clock = FundingClock()  # each funding time settled once
         self.last: dict[str, int] = {}
         self.regimes: dict[str, str] = {s: "normal" for s in sorted(symbols)}
         self.orders: dict[int, OpenOrder] = {}
@@ -109,6 +112,7 @@ class RiskEngine:
                 out.append(("liquidator", self.account_risk(account)))
         elif t is IndexMark:
             self.marks[msg.symbol] = msg.mark
+            self.mark_ages.on_mark(msg.symbol, msg.ts_ns, now_ns, out)
         elif t is FundingRate:
             self._funding(msg, now_ns, out)
         elif t is Regime:
@@ -166,6 +170,7 @@ class RiskEngine:
             "regimes": sorted(self.regimes.items()), "pending": sorted(self.pending.items()),
             "liquidations": sorted((oid, x.liquidation_id, x.qty, x.notional, x.fee, x.fund_delta)
                                    for oid, x in self.liq_orders.items()),
+            "mark_ages": self.mark_ages.state(), "funding_clock": self.funding_clock.state(),
         }
 
     def state_hash(self) -> str:
@@ -387,6 +392,9 @@ class RiskEngine:
         if len(acct.orders) >= self.max_open_orders:
             return self._reject(out, ref, acct.name, body.symbol, "too_many_open_orders", {
                 "open_orders": len(acct.orders), "limit": self.max_open_orders}, now_ns, coid)
+        stale = None if body.reduce_only else self.mark_ages.refusal(body.symbol, now_ns, out)
+        if stale is not None:
+            return self._reject(out, ref, acct.name, body.symbol, "mark_stale", stale, now_ns, coid)
         regime = self.regimes[body.symbol]
         if regime == "degraded" and not body.reduce_only:
             return self._reject(out, ref, acct.name, body.symbol, "symbol_reduce_only", {
@@ -592,7 +600,8 @@ class RiskEngine:
     def _funding(self, msg: FundingRate, now_ns: int, out: list) -> None:
         """Settle funding for every open position of the symbol at the given mark."""
         spec = self.specs.get(msg.symbol)
-        if spec is None or msg.mark <= 0:
+        if spec is None or msg.mark <= 0 or not self.funding_clock.admit(
+                msg, spec.funding_interval_s * E9, now_ns, out):
             return
         self.marks[msg.symbol] = msg.mark
         net = 0
@@ -619,7 +628,7 @@ class RiskEngine:
         self.insurance_fund -= net  # payers rounded up, receivers down: the remainder is >= 0
         self._explain(out, now_ns, "risk.funding", msg.symbol, "funding_settled", {
             "rate_e9": msg.rate_e9, "mark": msg.mark, "payers": payers, "receivers": receivers,
-            "remainder_to_insurance": -net})
+            "remainder_to_insurance": -net, "funding_ts_ns": msg.funding_ts_ns})
 
     # ------------------------------------------------------------------ engine events
 

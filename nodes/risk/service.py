@@ -9,12 +9,15 @@ from cluster.protocol import Error, Ping, Pong, Reply, Routed
 from cluster.transport import NodeShell
 from nodes.risk.ledger import RiskEngine
 
+MARK_CHECK_MS = 100  # how often the marks' ages are looked at with no order to look at them
+
 
 def build(shell: NodeShell, topo: Topology):
     engine = RiskEngine(topo.symbols, {a.name: a.deposit for a in topo.accounts.values()},
                         max_open_orders=shell.conf.max_open_orders,
                         insurance_fund=topo.atoms(shell.conf.insurance_fund, "insurance_fund"),
-                        backstops=topo.nodes["liquidator"].backstop_accounts)
+                        backstops=topo.nodes["liquidator"].backstop_accounts,
+                        max_mark_age_ns=shell.conf.max_mark_age_ms * 1_000_000)
     for peer in ("matching", "gateway", "liquidator"):
         shell.peer(peer)
     send = shell.send
@@ -49,13 +52,23 @@ def build(shell: NodeShell, topo: Topology):
             except Exception as exc:  # one bad message must not take its batch with it
                 failed(msg, exc)
                 continue
-            for dest, effect in effects:
-                if dest == "audit":
-                    record(effect)
-                else:
-                    send(dest, effect)
+            route(effects)
+
+    def route(effects: list) -> None:
+        for dest, effect in effects:
+            if dest == "audit":
+                record(effect)
+            else:
+                send(dest, effect)
+
+    def check_marks() -> None:
+        """A mark that stopped coming turns its symbol reduce-only even when no order asks."""
+        effects: list = []
+        engine.mark_ages.check(engine.specs, now_ns(), effects)
+        route(effects)
 
     shell.bind_inbox(on_messages)
+    shell.every(MARK_CHECK_MS, check_marks)
     shell.subscribe(topo.nodes["oracle"].pub, [b"mark.", b"funding.", b"regime."], on_messages)
 
     def on_stop() -> None:
