@@ -1,10 +1,11 @@
 """Oracle core: index from several spot venues with fallbacks, mark price, funding rate and
 volatility regime. Pure: `now_ns` is passed in.
 
-Index = weighted median of the healthy venues (fresh and not outliers, see sources.py) while at
-least `min_sources` are healthy; otherwise the fallback chain (fallback.py): carry the last good
-index, then the venue's own book mid clamped to a band around it, then *degraded* with the mark
-frozen. Every mode change is published with its reason and numbers (stale venues and their ages,
+Index = weighted median of the healthy venues (fresh and not outliers, see sources.py; no venue
+counts for half of the weight) while at least `min_sources` are healthy; otherwise the fallback
+chain (fallback.py): carry the last good index, then the venue's own book (its impact price: the
+mean fill of the impact notional on each side, so a thin quote cannot set it) clamped to a band
+around it, then *degraded* with the mark frozen. Every mode change is published with its reason and numbers (stale venues and their ages,
 outliers and their deviations, since when), and the published regime becomes "degraded" so risk
 takes reduce-only orders only on that symbol and the liquidator holds off.
 
@@ -152,6 +153,22 @@ class Oracle:
             return (max(book.bids) + min(book.asks)) // 2
         return None
 
+    def _book_price(self, spec: SymbolSpec, state: SymbolState) -> int | None:
+        """The book's price for the fallback: the mean of the impact bid and ask (the average
+        fill of the impact notional on each side, as the funding premium uses them), or None
+        when either side is thinner than that. So it takes the impact notional (200 USD x max
+        leverage) of depth on both sides to price the index from the book: a 0.001-BTC quote
+        (its raw mid once moved the mark +2%) leaves the book unusable instead."""
+        book = state.book
+        if not (book.synced and book.bids and book.asks):
+            return None
+        mult = spec.atoms_per_tick_lot
+        bid = impact_price(sorted(book.bids.items(), reverse=True), spec.impact_notional, mult)
+        ask = impact_price(sorted(book.asks.items()), spec.impact_notional, mult)
+        if bid is None or ask is None:
+            return None
+        return round((bid + ask) / 2)
+
     def publish(self, now_ns: int) -> list:
         """Per symbol: mode changes, IndexMark, FundingRate at funding times, regime changes."""
         out: list = []
@@ -168,7 +185,8 @@ class Oracle:
         if len(report.healthy) >= self.conf.fallback.min_sources:
             quorum = weighted_median(report.healthy, self.conf.weights)
         mid = self._book_mid(state)
-        index, transition = state.fallback.step(now_ns, quorum, mid)
+        book_price = self._book_price(spec, state) if quorum is None else None
+        index, transition = state.fallback.step(now_ns, quorum, book_price)
         if transition is not None:
             numbers = {"healthy": len(report.healthy), "min_sources": self.conf.fallback.min_sources,
                        "last_good_index": state.fallback.last_good,
@@ -177,6 +195,9 @@ class Oracle:
                        **{f"outlier.{v}_ppm": dev for v, dev in report.outliers.items()}}
             if mid is not None:
                 numbers["book_mid"] = mid
+            if book_price is not None:
+                numbers["book_impact_price"] = book_price
+            numbers["impact_notional"] = spec.impact_notional
             out.append(OracleMode(symbol=symbol, mode=transition.mode, previous=transition.previous,
                                   reason=transition.reason, numbers=numbers, ts_ns=now_ns))
         if index is None:

@@ -51,7 +51,7 @@ def test_endpoints_zeromq_accepts_are_accepted(endpoint):
 # ---------------------------------------------------------------- issue 17, defect 15: every
 # setting its range and every cross-field rule, refused at load with the path and what is allowed
 
-ORACLE_MIN = "min_sources = 3          # healthy venues needed for an index"
+ORACLE_MIN = "min_sources = 3 "
 ALICE = '''name = "alice"
 api_key = "demo-key-alice"
 deposit = "100000"'''
