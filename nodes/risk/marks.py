@@ -98,6 +98,12 @@ class FundingClock:
     def state(self) -> list:
         return sorted(self.settled.items())
 
+    def begin(self, intervals_ns: dict[str, int], now_ns: int) -> None:
+        """A venue starting at `now_ns` owes no funding time before it: each symbol's clock starts
+        at the last one passed (a restarted oracle that lost its state says that one again)."""
+        for symbol, interval_ns in sorted(intervals_ns.items()):
+            self.settled.setdefault(symbol, now_ns // interval_ns * interval_ns)
+
     def admit(self, msg: FundingRate, interval_ns: int, now_ns: int, out: list) -> bool:
         """Is this rate's funding time still to be settled? Records it as settled when it is,
         and explains a repeat, a catch-up and any funding times skipped. A rate that names no

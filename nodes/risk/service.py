@@ -18,6 +18,8 @@ def build(shell: NodeShell, topo: Topology):
                         insurance_fund=topo.atoms(shell.conf.insurance_fund, "insurance_fund"),
                         backstops=topo.nodes["liquidator"].backstop_accounts,
                         max_mark_age_ns=shell.conf.max_mark_age_ms * 1_000_000)
+    engine.funding_clock.begin({name: spec.funding_interval_s * 1_000_000_000
+                                for name, spec in engine.specs.items()}, shell.now_ns())
     for peer in ("matching", "gateway", "liquidator"):
         shell.peer(peer)
     send = shell.send

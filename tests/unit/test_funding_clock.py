@@ -140,3 +140,24 @@ def test_defect_8_the_oracle_node_saves_its_state_and_a_restarted_one_resumes_fr
     fresh_start = RecordingShell(topo.nodes["oracle"])
     oracle_service.build(fresh_start, topo)
     assert fresh_start.log.events == []
+
+
+def test_defect_8_a_starting_venue_owes_no_funding_time_before_its_start():
+    # an oracle restarted without its state at T + 3 s says T again: a risk node that started at
+    # T + 1 s (positions opened after T) must not charge it
+    pipe = positions()
+    pipe.risk.funding_clock.begin({BTC: INTERVAL}, T + 1 * SEC)
+    lost = Oracle(specs(), chain_oracle().conf, restarted=True)
+    for rate in rates(run(lost, T + 3 * SEC, T + 3 * SEC)):
+        pipe.send(rate)
+    assert [len(pipe.risk.accounts[n].funding_history) for n in "ab"] == [0, 0]
+    assert [e.rule for e in pipe.audit if e.rule.startswith("risk.funding")] == [
+        "risk.funding_already_settled"]
+    # the risk node starts its clock at its start (a test shell's clock reads 0)
+    from cluster.recording import RecordingShell
+    from nodes.risk import service as risk_service
+
+    shell = RecordingShell(TOPO.nodes["risk"])
+    risk_service.build(shell, TOPO)
+    shell.inbox([FundingRate(symbol=BTC, rate_e9=1, mark=P0, ts_ns=5, funding_ts_ns=0 - INTERVAL)])
+    assert [e.rule for e in shell.explained] == ["risk.funding_already_settled"]
