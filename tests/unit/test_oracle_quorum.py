@@ -6,8 +6,11 @@ mode is written down and held to."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cluster.protocol import BookDelta, IndexMark, OracleMode
+from nodes.oracle.sources import weighted_median
 from tests.unit.liquidation_world import USD, World
 from tests.unit.test_liquidation_scenarios import BTC, open_long
 from tests.unit.test_oracle import MS, VENUES, book, chain_oracle, tick
@@ -99,3 +102,18 @@ def test_defect_9_the_liquidator_acts_on_index_marks_and_holds_on_book_or_frozen
         assert w.results == [] and held == [f"oracle_{mode}"]
         w.mark(282_000)  # a normal mark again: the liquidation starts
         assert w.results and w.results[0].kind == "cancel"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from("abcdefg"), st.tuples(
+    st.integers(1, 1_000_000), st.integers(1, 20)), min_size=3, max_size=7))
+def test_defect_9_the_index_always_lies_within_the_other_venues_prices(venues):
+    """Whatever the weights, with three or more healthy venues no single one sets the index: it
+    lies between the lowest and the highest price of the others, so moving one venue alone moves
+    the index at most to a neighbour's price."""
+    prices = {v: p for v, (p, _) in venues.items()}
+    weights = {v: w for v, (_, w) in venues.items()}
+    index = weighted_median(prices, weights)
+    for venue in prices:
+        others = [p for v, p in prices.items() if v != venue]
+        assert min(others) <= index <= max(others), (venue, prices, weights, index)
