@@ -88,3 +88,24 @@ def test_defect_10_the_topologys_max_mark_age_reaches_risk():
     assert answers[0].event.reason == "mark_stale" and answers[0].event.detail["mark_age_ms"] == 3_001
     assert [(e.rule, e.decision) for e in shell.explained] == [
         ("risk.mark_age", "reduce_only"), ("risk.mark_stale", "reject")]
+
+
+def test_defect_10_and_8_the_incident_report_shows_risks_view_of_the_oracle():
+    from cluster import config, reports
+    from cluster.humanize import Units
+    from cluster.protocol import FundingRate
+
+    risk = engine()
+    out = mark(risk, 1 * SEC, 1 * SEC) + place(risk, 4_500 * MS) + mark(risk, 5 * SEC, 5 * SEC)
+    interval = TOPO.symbols[S].funding_interval_s * SEC
+    rate = FundingRate(symbol=S, rate_e9=100, mark=PRICE, ts_ns=interval + 2 * SEC,
+                       funding_ts_ns=interval)
+    out += risk.handle(rate, interval + 2 * SEC) + risk.handle(rate, interval + 3 * SEC)
+    records = [m for d, m in out if d == "audit"]
+    report = reports.incident(records, None, None)
+    assert [r["decision"] for r in report["mark_age_changes"]] == ["reduce_only", "trading_resumed"]
+    assert [r["rule"] for r in report["funding_clock_events"]] == [
+        "risk.funding_late", "risk.funding_already_settled"]
+    md = reports.incident_markdown(report, Units.of(config.load()))
+    assert f"{S}: risk.mark_age reduce_only (mark_age_ms=3500" in md
+    assert f"{S}: risk.funding_late settled_late (funding_ts_ns={interval}" in md
