@@ -8,6 +8,7 @@ tests instead.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 PPM = 1_000_000
@@ -122,19 +123,11 @@ class NaiveBook:
                 return
             move = ref * (slippage or self.spec.protection_ppm) // PPM
             o.price = ref + move if o.side > 0 else max(1, ref - move)
-        if tif == "FOK":
-            need = o.remaining
-            ok = False
-            for m in self._queue(o.side, o.price):
-                if m.account == o.account:
-                    if o.stp != "cancel_maker":
-                        break
-                    continue
-                need -= m.remaining
-                if need <= 0:
-                    ok = True
-                    break
-            if not ok:
+        if tif == "FOK":  # all or nothing, by trying it: on a copy, then for real if it fills
+            trial = copy.deepcopy(self)
+            trial_order = copy.deepcopy(o)
+            trial._execute(trial_order, False, "IOC")
+            if trial_order.remaining != 0:
                 self._cancel(o, o.remaining)
                 return
         touched = []

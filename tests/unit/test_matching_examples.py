@@ -327,3 +327,43 @@ def test_an_amend_meets_the_quantity_rules_of_a_new_order():
     big = eng.handle(Amend(account="m", symbol=S, order_id=1, qty=SPECS[S].max_qty + 1))[0]
     assert big.reason == "qty_out_of_range"
     assert eng.orders[1].qty == 8
+
+
+def test_defect_12_a_fok_never_fills_partially_behind_a_reduce_only_maker(eng):
+    """Issue 17 defect 12: a long 1,000 rests a plain sell of 1,000 and, behind it, a reduce-only
+    sell of 1,000. A FOK buy of 2,000 counted both makers at full size and was let in; the sweep
+    took the plain sell, which flattened the position, pulled the reduce-only one, and the FOK
+    ended with 1,000 of 2,000 filled. The check now counts what the sweep will take: 1,000."""
+    eng.handle(SetPosition(account="a", symbol=S, qty=1_000))
+    eng.handle(order(1, "a", -1, 1_000, 1000))
+    eng.handle(order(2, "a", -1, 1_000, 1001, reduce_only=True))
+    ev = eng.handle(order(3, "b", 1, 2_000, 1001, tif="FOK"))
+    assert trades(ev) == []
+    assert [(e.order_id, e.remaining, e.reason) for e in ev if type(e) is OrderCancelled] == [
+        (3, 2_000, "fok_not_fillable")]
+    assert eng.position("a", S) == 1_000 and eng.position("b", S) == 0
+    assert eng.depth(S, 5)[2] == [(1000, 1_000), (1001, 1_000)]  # nothing taken, nothing pulled
+    ev = eng.handle(order(4, "b", 1, 1_500, 1001, tif="FOK"))  # the same for any size above 1,000
+    assert trades(ev) == [] and ev[-1].reason == "fok_not_fillable"
+    ev = eng.handle(order(5, "b", 1, 1_000, 1001, tif="FOK"))  # what the sweep takes: filled whole
+    assert trades(ev) == [(1000, 1_000, 1)]
+    assert [(e.order_id, e.reason) for e in ev if type(e) is OrderCancelled] == [
+        (2, "reduce_only_position_changed")]
+    eng.validate_internal_state()
+
+
+def test_defect_12_a_fok_counts_a_reduce_only_maker_at_what_it_still_closes(eng):
+    """The resize case: a long 1,300 rests a plain sell of 1,200 and a reduce-only sell of 300; once
+    the plain one fills, the reduce-only one closes only the 100 left. With another 200 for sale
+    above, a FOK of 1,600 (1,700 counted at full size) is refused, and one of 1,500 fills whole."""
+    eng.handle(SetPosition(account="a", symbol=S, qty=1_300))
+    eng.handle(order(1, "a", -1, 1_200, 1000))
+    eng.handle(order(2, "a", -1, 300, 1000, reduce_only=True))
+    eng.handle(order(3, "c", -1, 200, 1001))
+    ev = eng.handle(order(4, "b", 1, 1_600, 1001, tif="FOK"))
+    assert trades(ev) == [] and ev[-1].reason == "fok_not_fillable"
+    ev = eng.handle(order(5, "b", 1, 1_500, 1001, tif="FOK"))
+    assert trades(ev) == [(1000, 1_200, 1), (1000, 100, 2), (1001, 200, 3)]
+    assert [(e.order_id, e.remaining) for e in ev if type(e) is OrderAmended] == [(2, 100)]
+    assert eng.position("a", S) == 0 and eng.position("b", S) == 1_500
+    eng.validate_internal_state()
