@@ -238,3 +238,28 @@ def test_a_backstop_takes_only_what_its_margin_carries_after_the_loss_at_mark():
     assert equity > view.maintenance_margin + ceil_div(
         backstop.qty * 260_000 * MULT * FORCED_FEE_PPM, 1_000_000)  # not liquidatable itself
     assert not [r for r in w.results if r.account == "bs"]
+
+
+def test_defect_14_a_losing_position_is_never_in_the_adl_queue():
+    """Issue 17 defect 14: a short with -1,000 USD of uPnL was shown in ADL quantile 5, though ADL
+    takes only profitable positions. Losing (and flat-PnL) positions now show quantile 0, and
+    the quantiles spread over the profitable ones only."""
+    w = World({"long": 100_000 * USD, "loser": 100_000 * USD, "winner": 100_000 * USD,
+               "even": 100_000 * USD, "mm": 10_000_000 * USD}, insurance=1_000_000 * USD)
+    w.mark(300_000)
+    w.place("mm", 1, 1_000, 300_000)
+    w.place("loser", -1, 1_000, 300_000)  # short 1 BTC at 30,000
+    w.place("mm", 1, 1_000, 310_000 - 50)
+    w.mark(310_000)
+    w.place("mm", 1, 1_000, 310_000)
+    w.place("even", -1, 1_000, 310_000)  # short 1 BTC at 31,000: no PnL at the mark
+    w.place("mm", 1, 1_000, 320_000)
+    w.mark(320_000)
+    w.place("mm", 1, 1_000, 320_000)
+    w.place("winner", -1, 1_000, 320_000)
+    w.mark(310_000)  # loser -1,000 USD, even 0, winner +1,000 USD
+    assert (w.position("loser"), w.position("even"), w.position("winner")) == (-1_000,) * 3
+    quantile = {a: w.risk.adl_quantile(a, BTC) for a in ("loser", "even", "winner")}
+    assert quantile == {"loser": 0, "even": 0, "winner": 5}, quantile
+    view = {p.symbol: p.adl_quantile for p in w.risk.account_view("loser").positions}
+    assert view == {BTC: 0}
