@@ -263,3 +263,44 @@ def test_defect_14_a_losing_position_is_never_in_the_adl_queue():
     assert quantile == {"loser": 0, "even": 0, "winner": 5}, quantile
     view = {p.symbol: p.adl_quantile for p in w.risk.account_view("loser").positions}
     assert view == {BTC: 0}
+
+
+def test_defect_13_adl_without_a_counterparty_ends_with_the_fund_and_never_loops():
+    """Issue 17 defect 13: alice's bankrupt long could go only to ADL (a small fund at its floor,
+    no bids, no backstop), and the one short, b's, is at a loss (sold at 27,000, mark 27,900), so
+    ADL found no one. The liquidation ended "incomplete", the account was still under water, and
+    every tick started it again (20 liquidations in 2 s), the position staying with alice. Now the
+    fund takes what ADL could not, at the bankruptcy price, even below its floor, and says so."""
+    w = World({"alice": 20_000 * USD, "b": 1_000_000 * USD, "x": 1_000_000 * USD, "mm": 0},
+              insurance=1_000 * USD, floor=1_000 * USD)
+    for acct in ("alice", "b", "x"):
+        w.risk.accounts[acct].leverage[BTC] = 20
+    w.mark(270_000)
+    w.place("b", -1, 10_000, 270_000)
+    w.place("x", 1, 10_000, 270_000)  # b short 10 BTC at 27,000
+    for mark in range(280_000, 300_001, 10_000):
+        w.mark(mark)
+    w.place("x", -1, 10_000, 300_000)
+    w.place("alice", 1, 10_000, 300_000)  # x passes its long to alice at 30,000
+    assert (w.position("alice"), w.position("b"), w.position("x")) == (10_000, -10_000, 0)
+    fund_before = w.risk.insurance_fund
+    for _ in range(20):  # two seconds of marks below alice's bankruptcy price (~28,015)
+        w.mark(279_000)
+    triggers = [e for e in w.audit if e.rule == "liquidation.trigger"
+                and e.numbers["account"] == "alice"]
+    assert len(triggers) == 1, [e.decision for e in w.audit if e.rule == "liquidation.end"]
+    assert kinds(w) == ["cancel", "backstop", "adl", "insurance"], kinds(w)
+    adl, last = w.results[-2], w.results[-1]
+    assert adl.qty == 0 and adl.reason == "no_taker"
+    bankruptcy = last.counterparties[0][2]
+    assert last.counterparties == [("insurance", 10_000, bankruptcy)]
+    assert 279_000 < bankruptcy < 281_000
+    assert (w.position("alice"), w.position("insurance"), w.position("b")) == (0, 10_000, -10_000)
+    plan = [e for e in w.audit if e.rule == "liquidation.plan"][-1]
+    assert plan.decision == "insurance_below_floor"
+    assert plan.numbers["fund_after"] < plan.numbers["floor"]
+    assert plan.numbers["takeover_loss_at_mark"] == (bankruptcy - 279_000) * 10_000 * MULT
+    assert [e.decision for e in w.audit if e.rule == "liquidation.end"] == ["closed"]
+    # the fund's equity carries the loss at the mark: below its floor (here, below zero)
+    assert w.risk.fund_equity() < 0 <= w.risk.accounts["alice"].balance
+    assert w.risk.insurance_fund != fund_before
