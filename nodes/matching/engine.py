@@ -544,7 +544,13 @@ class MatchingEngine:
                     self._emit_cancel(book.symbol, order, out, "reduce_only_would_increase",
                                       {"position": book.positions.get(order.account, 0)})
                     continue
-                order.remaining = min(order.remaining, room)
+                if order.remaining > room:  # sized down, and the owner told, as at placement
+                    order.qty -= order.remaining - room
+                    order.remaining = room
+                    out.append(OrderAmended(
+                        seq=self.seq, ref=0, order_id=order.order_id, account=order.account,
+                        symbol=book.symbol, price=order.price, qty=order.qty,
+                        remaining=order.remaining, priority_kept=True, reason="reduce_only_resize"))
             if order.type == "limit":
                 bad = self._band_violation(book, spec, order.price)
                 if bad:
