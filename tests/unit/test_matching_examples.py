@@ -367,3 +367,39 @@ def test_defect_12_a_fok_counts_a_reduce_only_maker_at_what_it_still_closes(eng)
     assert [(e.order_id, e.remaining) for e in ev if type(e) is OrderAmended] == [(2, 100)]
     assert eng.position("a", S) == 0 and eng.position("b", S) == 1_500
     eng.validate_internal_state()
+
+
+def test_a_triggered_stop_limit_outside_the_band_is_cancelled_not_traded(eng):
+    """A stop-limit's price is not band-checked while it waits (the band moves with the mark); it
+    is when it triggers: a buy stop at 1,010 limited at 1,061 triggers on a mark of 1,010, whose
+    band ends at 1,060, and is cancelled with the band's numbers instead of buying at 1,040."""
+    eng.handle(order(1, "m", -1, 5, 1040))
+    ev = eng.handle(order(2, "t", 1, 5, 1061, type="stop_limit", trigger_price=1010))
+    assert ev[0].status == "untriggered"
+    ev = eng.handle(MarkPrice(symbol=S, mark=1010))
+    assert kinds(ev) == ["OrderTriggered", "OrderCancelled"] and trades(ev) == []
+    assert (ev[1].reason, ev[1].detail["max_price"], ev[1].detail["price"]) == (
+        "price_out_of_band", 1060, 1061)
+    # the same stop limited inside the band trades
+    eng.handle(order(3, "t", 1, 5, 1060, type="stop_limit", trigger_price=1012))
+    ev = eng.handle(MarkPrice(symbol=S, mark=1012))
+    assert trades(ev) == [(1040, 5, 1)]
+    eng.validate_internal_state()
+
+
+@pytest.mark.parametrize("side, maker_price, slippage, protection", [
+    (1, 1052, 0, 1051),  # 1,001 x 5% = 50.05: 1,051 (inward), not 1,052
+    (-1, 950, 0, 951),
+    (1, 1004, 2_000, 1003),  # 1,001 x 0.2% = 2.002: 1,003, not 1,004
+    (-1, 998, 2_000, 999),
+])
+def test_the_market_protection_price_rounds_towards_the_mark(eng, side, maker_price, slippage,
+                                                              protection):
+    eng.handle(MarkPrice(symbol=S, mark=1010 if maker_price > 1050 else 1000))
+    eng.handle(order(1, "m", -side, 5, maker_price))  # rests inside that mark's band
+    eng.handle(MarkPrice(symbol=S, mark=1001))
+    ev = eng.handle(order(2, "t", side, 5, type="market", tif="IOC", max_slippage_ppm=slippage))
+    assert trades(ev) == []
+    assert (ev[-1].reason, ev[-1].detail) == (
+        "market_protection", {"protection_price": protection, "best": maker_price})
+    eng.validate_internal_state()
