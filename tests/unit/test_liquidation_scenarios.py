@@ -304,3 +304,55 @@ def test_defect_13_adl_without_a_counterparty_ends_with_the_fund_and_never_loops
     # the fund's equity carries the loss at the mark: below its floor (here, below zero)
     assert w.risk.fund_equity() < 0 <= w.risk.accounts["alice"].balance
     assert w.risk.insurance_fund != fund_before
+
+
+def _risk_with_a_long(deposit_usd: int):
+    """Risk alone: `a` long 1 BTC at 30,000 (bought from mm), mark 30,000."""
+    from cluster.protocol import IndexMark, Trade
+    from nodes.risk.ledger import RiskEngine
+
+    risk = RiskEngine(config.load().symbols, {"a": deposit_usd * USD, "mm": 10_000_000 * USD},
+                      insurance_fund=1_000_000 * USD)
+    risk.handle(IndexMark(symbol=BTC, index=300_000, mark=300_000, last=0, seq=0, ts_ns=0), 0)
+    risk.handle(Trade(seq=1, trade_id=1, symbol=BTC, price=300_000, qty=1_000, taker_side=1,
+                      taker_order_id=901, taker_account="a", taker_remaining=0,
+                      maker_order_id=902, maker_account="mm", maker_remaining=0), 0)
+    return risk
+
+
+def test_a_takeover_past_the_bankruptcy_price_leaves_the_deficit_with_the_fund():
+    """Risk carries out a step at the liquidator's price; if that price is past the account's
+    bankruptcy (the liquidator decided on an older state), the cross wallet, left with no
+    position, would be negative: the fund makes it whole and the step's fund delta says so."""
+    from cluster.protocol import LiquidationResult, LiquidationStep
+
+    risk = _risk_with_a_long(5_000)  # bankrupt at about 25,000
+    fund = risk.fund_equity()
+    wallet = risk.accounts["a"].balance + 300_000 * 1_000 * MULT  # its cash, the long sold at 30,000
+    out = risk.handle(LiquidationStep(liquidation_id=7, kind="insurance", account="a", symbol=BTC,
+                                      qty=1_000, price=240_000), 0)
+    result = next(m for _, m in out if type(m) is LiquidationResult)
+    deficit = wallet - 60_000 * 1_000 * MULT  # sold at 24,000: 6,000 USD below the entry
+    assert deficit < 0
+    assert risk.accounts["a"].balance == 0 and risk.accounts["a"].positions.get(BTC) is None
+    gain_at_mark = (300_000 - 240_000) * 1_000 * MULT  # the fund took the long below the mark
+    assert result.fund_delta == gain_at_mark + deficit == risk.fund_equity() - fund
+
+
+def test_a_liquidation_order_is_kept_inside_the_band_or_not_sent():
+    """The bankruptcy price of a well-margined long lies far under the mark: its IOC goes at the
+    band's lower edge (it still never sells under bankruptcy). A bankruptcy price past the band's
+    far edge (a gap) cannot be met inside the band: nothing is sent, and the step says why."""
+    from cluster.protocol import LiquidationResult, LiquidationStep, NewOrder
+
+    risk = _risk_with_a_long(8_000)  # 3.75x: bankrupt near 22,000, the band ends at 28,500
+    out = risk.handle(LiquidationStep(liquidation_id=8, kind="reduce", account="a", symbol=BTC,
+                                      qty=1_000, price=220_000), 0)
+    order = next(m for _, m in out if type(m) is NewOrder)
+    assert (order.side, order.price, order.tif, order.reduce_only) == (-1, 285_000, "IOC", True)
+    out = risk.handle(LiquidationStep(liquidation_id=9, kind="reduce", account="a", symbol=BTC,
+                                      qty=1_000, price=316_000), 0)
+    assert not [m for _, m in out if type(m) is NewOrder]
+    result = next(m for _, m in out if type(m) is LiquidationResult)
+    assert (result.qty, result.position_after) == (0, 1_000)
+    assert result.reason == "bankruptcy_price_outside_band: 316000 vs 285000..315000"
