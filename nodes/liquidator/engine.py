@@ -12,7 +12,9 @@ Path, one liquidation per (account or isolated position), one symbol at a time:
    and of the visible depth within the bankruptcy price; re-check after each.
 3. what the book cannot take within the bankruptcy price goes to the backstop accounts;
 4. what is left is taken over by the insurance fund at the bankruptcy price,
-5. unless that would take the fund below its floor: auto-deleveraging instead.
+5. unless that would take the fund below its floor: auto-deleveraging instead;
+6. what ADL finds no profitable position for, the fund takes after all, below its floor if need
+   be: a bankrupt position never stays with its trader to be liquidated again and again.
 Every step is an explanation record (mark, equity, MM, tier, chunk, price, fee, fund delta,
 counterparties) under the subject "liq-<id>".
 """
@@ -263,7 +265,8 @@ class LiquidationEngine:
     def _finish(self, liq: Liquidation, status: str, now_ns: int, out: list) -> list:
         liq.status = status
         self.active.pop(liq.key, None)
-        self.monitor.below.pop(liq.key, None)  # a later breach is a new liquidation
+        if status != "incomplete":  # a later breach is a new liquidation
+            self.monitor.below.pop(liq.key, None)
         self._explain(out, now_ns, liq, "end", status, {"insurance_fund": self.insurance_fund})
         return out
 
@@ -299,17 +302,31 @@ class LiquidationEngine:
             liq.phase = "backstop"
             out.append(("risk", LiquidationStep(kind="backstop", qty=abs(qty), **step)))
             return
-        if liq.phase == "backstop":
+        if liq.phase in ("backstop", "adl"):
             mark = self.mark_info[liq.symbol][0]
             loss = max(0, (bp - mark) * (1 if qty > 0 else -1)) * abs(qty) * \
                 self.specs[liq.symbol].atoms_per_tick_lot
             after = self.insurance_fund - loss
-            use_fund = after >= self.conf.insurance_floor
-            self._explain(out, now_ns, liq, "plan", "insurance" if use_fund else "adl", {
-                "insurance_fund": self.insurance_fund, "takeover_loss_at_mark": loss,
-                "fund_after": after, "floor": self.conf.insurance_floor, "bankruptcy_price": bp,
-                "position": qty})
-            liq.phase = "insurance" if use_fund else "adl"
-            out.append(("risk", LiquidationStep(kind=liq.phase, qty=abs(qty), **step)))
+            above_floor = after >= self.conf.insurance_floor
+            numbers = {"insurance_fund": self.insurance_fund, "takeover_loss_at_mark": loss,
+                       "fund_after": after, "floor": self.conf.insurance_floor,
+                       "bankruptcy_price": bp, "position": qty}
+            if liq.phase == "backstop":
+                self._explain(out, now_ns, liq, "plan", "insurance" if above_floor else "adl",
+                              numbers)
+                liq.phase = "insurance" if above_floor else "adl"
+            else:
+                # ADL found too few profitable positions to close against (maybe none): the fund
+                # is the last resort, below its floor if need be (the venue's capital stands
+                # behind it), rather than leaving a bankrupt position with its trader and
+                # liquidating it again on every tick.
+                self._explain(out, now_ns, liq, "plan",
+                              "insurance" if above_floor else "insurance_below_floor",
+                              {**numbers, "adl_taken": liq.last_qty})
+                liq.phase = "last_resort"
+            out.append(("risk", LiquidationStep(
+                kind="adl" if liq.phase == "adl" else "insurance", qty=abs(qty), **step)))
             return
-        self._finish(liq, "incomplete", now_ns, out)  # ADL found no one to close against
+        # Risk could not carry out the fund's takeover (no price, no position): the position stays
+        # with the trader and the alert stands, so this is not started again on every tick.
+        self._finish(liq, "incomplete", now_ns, out)

@@ -1124,6 +1124,15 @@ class RiskEngine(Snapshottable):
             if mark:  # keep the limit inside the band the book accepts (stricter, never looser)
                 width = mark * spec.band_ppm // PPM
                 price = max(price, mark - width) if closing_side < 0 else min(price, mark + width)
+                if price > mark + width if closing_side < 0 else price < mark - width:
+                    # The bankruptcy price is past the band's far edge (a gap): the book cannot
+                    # take the close at or better than bankruptcy inside the band, and matching
+                    # would refuse the order. Nothing is sent; the liquidator goes on to the
+                    # backstop, which takes it at the bankruptcy price.
+                    return self._liquidation_result(
+                        out, lid, msg.kind, msg.account, msg.symbol,
+                        reason=f"bankruptcy_price_outside_band: {msg.price} vs "
+                               f"{mark - width}..{mark + width}")
             order_id = self.next_order_id
             self.next_order_id += 1
             self.liq_orders[order_id] = LiqExec(lid)
