@@ -20,7 +20,30 @@ from cluster import config
 # one run happened to draw; `make test` on a workstation draws new ones every run, which is where
 # new failures are found (and then pinned as examples).
 settings.register_profile("ci", derandomize=True, print_blob=True)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+# Before resolving a money or matching change: new random seeds and 10x the examples of every
+# property test (`make test-deep`). A test's own max_examples is scaled, not replaced.
+settings.register_profile("deep", derandomize=False, print_blob=True)
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "default")
+settings.load_profile(PROFILE)
+DEEP_FACTOR = 10 if PROFILE == "deep" else 1
+
+
+def pytest_collection_modifyitems(config, items):
+    """Timing tests need a quiet machine: skipped unless asked for (PERPX_TIMING=1, as
+    `make test-timing` and `make test-deep` do), whatever -m says. Under the deep profile every
+    property test runs DEEP_FACTOR times its own max_examples (a test's @settings would otherwise
+    override the profile's)."""
+    skip = pytest.mark.skip(reason="timing test: run `make test-timing` on a quiet machine")
+    for item in items:
+        if "timing" in item.keywords and os.environ.get("PERPX_TIMING") != "1":
+            item.add_marker(skip)
+        test = getattr(item, "obj", None)
+        if DEEP_FACTOR > 1 and getattr(test, "is_hypothesis_test", False) \
+                and not getattr(test, "_perpx_deepened", False):
+            own = test._hypothesis_internal_use_settings
+            test._hypothesis_internal_use_settings = settings(
+                own, max_examples=own.max_examples * DEEP_FACTOR)
+            test._perpx_deepened = True  # a parametrized test is one function, scaled once
 
 ROOT = Path(__file__).resolve().parent.parent
 
