@@ -32,6 +32,9 @@ from tests.unit.money_model import (
 from tests.unit.pipeline import TOPO, Pipeline
 
 SYMBOLS = sorted(TOPO.symbols)
+# The isolated release rule the ledger is held to. When #17 defect 2's fix lands: set this to
+# isolated_release_new_rule and remove the two strict xfails below that name defect 2.
+ISOLATED_RELEASE = isolated_release_before_defect_2
 NO_SHRINK = (Phase.explicit, Phase.reuse, Phase.generate)
 USD = 1_000_000  # atoms
 DEPOSITS = {"mm": 10_000_000 * USD, "a": 20_000 * USD, "b": 3_000 * USD,
@@ -87,7 +90,7 @@ scripts = st.tuples(st.lists(seed, min_size=2, max_size=6), st.lists(step, min_s
 class Run:
     """One script through risk + matching, with the model checked after every message."""
 
-    def __init__(self, release=isolated_release_before_defect_2) -> None:
+    def __init__(self, release=ISOLATED_RELEASE) -> None:
         self.model = MoneyModel(TOPO.symbols, DEPOSITS, INSURANCE_FUND,
                                 modes={n: {s: "isolated" for s in SYMBOLS} for n in ISOLATED},
                                 leverage=LEVERAGE, release=release)
