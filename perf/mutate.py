@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "var" / "mutate"
 OUT = ROOT / "perf" / "results" / "mutate"
 EQUIVALENT = ROOT / "perf" / "mutate_equivalent.json"
-COPY = ["cluster", "nodes", "netsim", "perf", "tests", "pyproject.toml", "README.md"]
+COPY = ["cluster", "nodes", "netsim", "perf", "tests", "examples", "pyproject.toml", "README.md",
+        "Makefile"]
 PACKAGES = {  # name in the report -> source paths mutated
     "nodes/risk": ["nodes/risk"],
     "nodes/matching": ["nodes/matching"],
@@ -74,7 +75,7 @@ def prepare(paths: list[str]) -> Path:
     config = "\n[tool.mutmut]\n" + "\n".join([
         f"source_paths = {json.dumps(paths)}",
         f"do_not_mutate = {json.dumps(SKIP)}",
-        f"also_copy = {json.dumps(['cluster', 'nodes', 'netsim', 'perf', 'README.md'])}",
+        f"also_copy = {json.dumps([c for c in COPY if c not in ('tests', 'pyproject.toml')])}",
         f"pytest_add_cli_args = {json.dumps(PYTEST_ARGS)}",
         f"pytest_add_cli_args_test_selection = {json.dumps(TESTS)}",
         "use_git_change_detection = false",
@@ -128,8 +129,10 @@ def mutate(packages: list[str], sample: int, seed: int, max_children: int, budge
     # checking none: the pattern matches no mutant.
     code, out = run(mutmut() + ["run", "--max-children", str(max_children), "no-such-mutant-*"],
                     work, budget_s)
-    if code is None:
-        raise SystemExit(f"mutmut's stats pass took more than the {budget_s:.0f} s budget:\n{out[-3000:]}")
+    if code is None or code != 0 or "failed to collect stats" in out:
+        # the unmutated suite must pass in the copy first (mutmut's "clean tests" and stats)
+        raise SystemExit(f"mutmut could not start (exit {code}, budget {budget_s:.0f} s):\n"
+                         f"{out[-3000:]}")
     by_package: dict[str, list[str]] = {name: [] for name in packages}
     for name in sorted(statuses(work)):
         pkg = package_of(name)

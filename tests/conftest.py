@@ -49,6 +49,7 @@ def pytest_collection_modifyitems(config, items):
                 own, max_examples=own.max_examples * DEEP_FACTOR)
             test._perpx_deepened = True  # a parametrized test is one function, scaled once
 
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -34,11 +34,13 @@ def test_ping_shows_the_delay_on_exactly_the_shaped_link(cluster):
     wait_netsim_applied(cluster, cluster.cli_json("netsim", "set", "risk->matching", "--latency",
                                                   "3ms"), "risk")
     shaped = asyncio.run(hop_deltas(cluster))
-    assert 3_000 <= shaped["risk->matching"] <= 3_000 + base["risk->matching"] + 1_000, shaped
+    # Slack of 2 ms over the unshaped hop (medians of 9 pings): a loaded 2-core box moves a hop's
+    # median by over 1 ms now and then; 3 ms landing on the wrong link still shows.
+    assert 3_000 <= shaped["risk->matching"] <= 3_000 + base["risk->matching"] + 2_000, shaped
     for link in ("gateway->risk", "matching->risk", "risk->gateway"):
-        assert shaped[link] < base[link] + 1_000, (link, base, shaped)
+        assert shaped[link] < base[link] + 2_000, (link, base, shaped)
     wait_netsim_applied(cluster, cluster.cli_json("netsim", "clear"), "risk")
-    assert asyncio.run(hop_deltas(cluster))["risk->matching"] < 1_500
+    assert asyncio.run(hop_deltas(cluster))["risk->matching"] < base["risk->matching"] + 2_000
 
 
 def test_an_extreme_latency_model_delays_messages_and_never_takes_a_node_down(cluster):
