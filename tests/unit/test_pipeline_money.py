@@ -214,12 +214,14 @@ def check_agreement(run: Run) -> None:
                  theirs.type, theirs.trigger_price, theirs.reduce_only), oid
 
 
-# States each property example should reach, with the least share of examples that must reach it
-# (measured: see the commit; the shares are set well below what the derandomized run reaches).
-COVERAGE = {"trade": 0.9, "cross partial close": 0.5, "isolated partial close": 0.4,
-            "cross full close": 0.3, "isolated full close": 0.3, "isolated release": 0.2,
-            "funding paid": 0.3, "funding received": 0.3, "maker rebate": 0.3,
-            "forced fee": 0.2, "insurance takeover": 0.1, "isolated transfer": 0.1}
+# States the property test's examples must reach, with the least share of examples that must
+# reach each. Hypothesis's random runs vary widely (isolated full closes: 29% to 86% of 120
+# examples across runs of the default profile; the derandomized CI run: 69%), so the floors are
+# set under the worst run seen; at least half of the examples trade, as the issue asks.
+COVERAGE = {"trade": 0.5, "cross partial close": 0.3, "isolated partial close": 0.25,
+            "cross full close": 0.15, "isolated full close": 0.15, "isolated release": 0.15,
+            "funding paid": 0.2, "funding received": 0.2, "maker rebate": 0.2,
+            "forced fee": 0.1, "insurance takeover": 0.05, "isolated transfer": 0.05}
 
 
 REACHED: Counter = Counter()  # state -> examples of the property test below that reached it
