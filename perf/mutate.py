@@ -125,11 +125,12 @@ def mutate(packages: list[str], sample: int, seed: int, max_children: int, budge
     """(status of every mutant checked, diff of each one not detected, seconds, finished)."""
     start = time.monotonic()
     work = prepare([p for name in packages for p in PACKAGES[name]])
-    # Generates every mutant and runs mutmut's stats pass (which tests reach which function),
-    # checking none: the pattern matches no mutant.
+    # Generates every mutant and runs mutmut's clean and stats passes (which tests reach which
+    # function), checking none: the pattern matches no mutant, which mutmut then says (and exits 1).
     code, out = run(mutmut() + ["run", "--max-children", str(max_children), "no-such-mutant-*"],
                     work, budget_s)
-    if code is None or code != 0 or "failed to collect stats" in out:
+    if code is None or "failed to collect stats" in out or \
+            "but nothing matches" not in out and code != 0:
         # the unmutated suite must pass in the copy first (mutmut's "clean tests" and stats)
         raise SystemExit(f"mutmut could not start (exit {code}, budget {budget_s:.0f} s):\n"
                          f"{out[-3000:]}")
