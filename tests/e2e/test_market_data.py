@@ -13,7 +13,7 @@ import pytest
 from cluster.book_mirror import BookMirror
 from cluster.client import Client
 from cluster.protocol import BUY, SELL
-from tests.e2e.helpers import wait_mark
+from tests.e2e.helpers import wait_mark, wait_netsim_applied
 
 pytestmark = pytest.mark.e2e
 SYMBOL = "ETH-PERP"
@@ -57,8 +57,8 @@ async def trade_and_watch(cluster) -> tuple[BookMirror, object]:
 
 
 def test_a_lossy_market_data_link_is_noticed_and_resynced_never_wrong(cluster):
-    cluster.cli_json("netsim", "set", "gateway->subscribers", "--loss", "0.3")
-    time.sleep(0.7)  # the table reaches every node within its republish period
+    wait_netsim_applied(cluster, cluster.cli_json("netsim", "set", "gateway->subscribers",
+                                                  "--loss", "0.3"), "gateway")
     mirror, final = asyncio.run(trade_and_watch(cluster))
     assert mirror.gaps > 0 and mirror.resyncs > 1, (mirror.gaps, mirror.resyncs)
     if mirror.synced and mirror.book_seq == final.book_seq:
@@ -92,8 +92,8 @@ async def mirror_without_asking(cluster) -> tuple[BookMirror, object]:
 
 
 def test_a_subscriber_heals_from_published_snapshots_without_asking(cluster):
-    cluster.cli_json("netsim", "set", "gateway->subscribers", "--loss", "0.3")
-    time.sleep(0.7)
+    wait_netsim_applied(cluster, cluster.cli_json("netsim", "set", "gateway->subscribers",
+                                                  "--loss", "0.3"), "gateway")
     try:
         mirror, final = asyncio.run(mirror_without_asking(cluster))
     finally:
