@@ -120,9 +120,10 @@ async def watch(client, symbol: str, seconds: float | None, as_json: bool, say=_
     deadline = None if seconds is None else time.monotonic() + seconds
     while deadline is None or time.monotonic() < deadline:
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        try:
-            batch = await asyncio.wait_for(client.market_data(), left)
-        except asyncio.TimeoutError:
+        try:  # a timeout scope, not wait_for: a Ctrl-C's cancel is never lost (client.answer_within)
+            async with asyncio.timeout(left):
+                batch = await client.market_data()
+        except TimeoutError:
             break
         for line in w.lines(batch, time.monotonic()):
             say(line)
