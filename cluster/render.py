@@ -15,6 +15,7 @@ def table(rows: list[list[str]], header: list[str]) -> list[str]:
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
 
     def numeric(text: str) -> bool:
+        text = text.removesuffix("%").removesuffix("x")  # rates and leverages read as numbers
         return text == "-" or text.replace(".", "", 1).replace("-", "", 1).replace(",", "").isdigit()
 
     lines = []
@@ -176,6 +177,33 @@ def ack(data: dict) -> str:
     return "  ".join(part for part in (data["action"].upper(), symbol, numbers) if part)
 
 
+def symbols(data: dict) -> str:
+    """`perpx symbols`: one block per symbol, its trading rules and its maintenance ladder."""
+    cur = data["collateral"]
+    lines = [f"collateral {cur} (amounts in steps of {data['atom']})"]
+    for s in data["symbols"]:
+        lines += ["", f"{s['symbol']}",
+                  f"  tick {s['tick_size']}  lot {s['lot_size']}  qty {s['min_qty']} to "
+                  f"{s['max_qty']}  max notional {s['max_notional']} {cur}",
+                  f"  price band {s['price_band']} of mark  market orders within "
+                  f"{s['market_protection']} of mark  fees maker {s['maker_fee']} taker "
+                  f"{s['taker_fee']} forced {s['forced_fee']}",
+                  f"  leverage default {s['default_leverage']}x, max {s['max_leverage']}x  funding "
+                  f"every {s['funding_interval_s'] / 3600:g} h, capped at {s['funding_cap']}", ""]
+        rows = [[t["tier"], t["notional_from"], t["notional_to"], f"{t['max_leverage']}x",
+                 t["maintenance_rate"], t["maintenance_amount"]] for t in s["ladder"]]
+        lines += ["  " + line for line in table(rows, [
+            "tier", f"notional from ({cur})", f"to ({cur})", "max leverage", "maint. rate",
+            f"maint. amount ({cur})"])]
+    return "\n".join(lines)
+
+
+def accounts(data: dict) -> str:
+    """`perpx accounts`: the topology's accounts (what --account takes)."""
+    rows = [[a["account"], ",".join(a["scopes"]), a["initial_deposit"]] for a in data["accounts"]]
+    return "\n".join(table(rows, ["account", "scopes", f"initial deposit ({data['collateral']})"]))
+
+
 def orders(data: dict) -> str:
     """An account's open orders, one row each."""
     rows = []
@@ -190,7 +218,8 @@ def orders(data: dict) -> str:
         return f"account {data['account']}: no open orders"
     return "\n".join([f"account {data['account']}: {len(rows)} open orders", ""] + table(
         rows, ["id", "symbol", "side", "type", "price", "qty", "remaining", "trigger", "flags",
-               "client id", "reserved", "status"]))
+               "client id", f"reserved ({data.get('collateral', '')})".replace(" ()", ""),
+               "status"]))
 
 
 def fields(data: dict) -> str:
