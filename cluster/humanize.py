@@ -68,6 +68,11 @@ class Units:
         overrides = REASON_UNITS.get(reason) or REASON_UNITS.get(reason.partition(".")[2], {})
         out: dict[str, object] = {}
         for key, value in detail.items():
+            if key.endswith(("_ppm", "_e9")) and isinstance(value, int) \
+                    and not isinstance(value, bool):  # a rate reads as a percent: band 5%
+                name, _, scale = key.rpartition("_")
+                out[name] = percent(value, 10_000 if scale == "ppm" else 10_000_000)
+                continue
             unit = overrides.get(key) or FIELD_UNITS.get(key)
             size = self.unit_size(unit, symbol) if unit else None
             out[key] = value
@@ -114,6 +119,11 @@ class Units:
 
 
 EVENT_FIELDS = ("price", "qty", "remaining", "fee", "trigger_price", "observed_price")
+
+
+def percent(value: int, per_percent: int) -> str:
+    """An integer rate (ppm: per_percent 10,000; e9: 10,000,000) as an exact percent: '5%'."""
+    return f"{format((Decimal(value) / per_percent).normalize(), 'f')}%"
 
 
 def describe(numbers: dict) -> str:

@@ -51,6 +51,7 @@ def timed_demo(handle: ClusterHandle) -> tuple[float, str, int]:
     return ended - banner[0], out, proc.returncode
 
 
+@pytest.mark.timeout(60 + 20 * RUNS)
 def test_demo_runs_in_a_row_each_stop_within_deadline_plus_2s(tmp_path):
     handle = ClusterHandle(tmp_path)
     took = []

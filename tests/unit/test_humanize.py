@@ -21,7 +21,7 @@ def test_units_follow_the_name_and_the_rule():
     assert str(TICK) == "0.1" and str(LOT) == "0.001" and str(TOPO.atom) == "0.000001"
     band = UNITS.numbers("price_out_of_band", {"price": 300005, "band_ppm": 50000,
                                                "min_price": 285000}, SYMBOL)
-    assert band == {"price": "30000.5", "band_ppm": 50000, "min_price": "28500"}
+    assert band == {"price": "30000.5", "band": "5%", "min_price": "28500"}  # rates in percent
     # a `limit` is orders for one rule and collateral for another
     assert UNITS.numbers("too_many_open_orders", {"open_orders": 200, "limit": 200}, SYMBOL) == \
         {"open_orders": 200, "limit": 200}
