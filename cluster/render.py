@@ -15,7 +15,8 @@ def table(rows: list[list[str]], header: list[str]) -> list[str]:
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
 
     def numeric(text: str) -> bool:
-        text = text.removesuffix("%").removesuffix("x")  # rates and leverages read as numbers
+        # rates, leverages and durations read as numbers
+        text = text.removesuffix("%").removesuffix("x").removesuffix(" us").removesuffix(" ms")
         return text == "-" or text.replace(".", "", 1).replace("-", "", 1).replace(",", "").isdigit()
 
     lines = []
@@ -238,14 +239,25 @@ def fields(data: dict) -> str:
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 
 
+def duration_us(us: float) -> str:
+    """A duration in microseconds in the unit that reads best: '232 us' below a millisecond,
+    '12.6 ms' above (three significant digits), '1,234 ms' from 100 ms."""
+    if abs(us) < 1000:
+        return f"{us:.0f} us"
+    if abs(us) < 100_000:
+        return f"{us / 1000:.3g} ms"
+    return f"{us / 1000:,.0f} ms"
+
+
 def ping(data: dict) -> str:
     """The round trip, and what each hop of the order path took (the nodes' monotonic stamps)."""
     rows, here, before = [], "client", 0.0
     for hop in data["hops"]:
-        rows.append([f"{here}->{hop['node']}", f"{hop['since_send_us'] - before:,.0f}"])
+        rows.append([f"{here}->{hop['node']}", duration_us(hop["since_send_us"] - before)])
         here, before = hop["node"], hop["since_send_us"]
-    rows.append([f"{here}->client", f"{data['rtt_us'] - before:,.0f}"])
-    return "\n".join([f"round trip {data['rtt_us']:,.0f} us", ""] + table(rows, ["hop", "us"]))
+    rows.append([f"{here}->client", duration_us(data["rtt_us"] - before)])
+    return "\n".join([f"round trip {duration_us(data['rtt_us'])}", ""] + table(rows, ["hop",
+                                                                                    "time"]))
 
 
 def latency_model(spec: dict) -> str:

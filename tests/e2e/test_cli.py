@@ -151,6 +151,9 @@ def test_cli_session_over_ipc_leaves_nothing_behind(tmp_path):
         assert re.search(r"matching\.self_trade_prevention +cancel +ETH-PERP", why), why
         # the market as it happens: the top of book first, and the mark within the second
         seen = handle.cli("watch", "ETH-PERP", "--seconds", "1.5", check=True).stdout.splitlines()
+        clock = r"\d\d:\d\d:\d\d\.\d{3}  "  # each line led by its UTC time
+        assert all(re.match(clock, line) for line in seen), seen
+        seen = [line[14:] for line in seen]
         assert seen[0].startswith("TOP      bid") and any(l.startswith("MARK ") for l in seen), seen
         # the terminal forms of the tools around the venue
         assert handle.cli("ping", check=True).stdout.startswith("round trip ")
