@@ -682,6 +682,10 @@ def cmd_account_show(args) -> int:
                                               .normalize(), "f")
             for key in ("unrealized_pnl", "initial_margin", "maintenance_margin", "isolated_margin"):
                 pos[f"{key}_human"] = from_units(pos[key], topo.atom)
+        data["units"] = {  # what the integers are; every *_human / human figure is in trader's units
+            "money": f"atoms of {topo.collateral} ({topo.atom} each)",
+            "prices": "ticks (entry_price: the exact average entry in ticks, as decimal text)",
+            "quantities": "lots"}
         units = Units.of(topo)
         for fill in data["fills"]:
             fill["human"] = units.event(fill)

@@ -33,7 +33,7 @@ def cluster_status(status: dict) -> str:
             + (f" ({status['failure']})" if status.get("failure") else "")
             + f"  run dir {status.get('run_dir', '?')}")
     if "nodes" not in status:
-        return head
+        return head + (f"\n{status['hint']}" if status.get("hint") else "")
     rows = []
     for name, node in status["nodes"].items():
         stats = node.get("stats") or {}
