@@ -1121,7 +1121,7 @@ def parser() -> argparse.ArgumentParser:
                     "--price mark-1% --client-order-id bid-1")
     who(place)
     place.add_argument("--symbol", required=True, help="e.g. BTC-PERP (`perpx symbols`)")
-    place.add_argument("--side", choices=["buy", "sell"], required=True)
+    place.add_argument("--side", choices=["buy", "sell"], required=True, help="buy or sell")
     place.add_argument("--qty", type=QTY, required=True, metavar="QTY",
                        help="in contracts on the symbol's lot grid, above 0, e.g. 0.01")
     place.add_argument("--price", type=price_type, metavar="PRICE",
@@ -1211,8 +1211,8 @@ def parser() -> argparse.ArgumentParser:
     lev = command(account, "leverage", "set the leverage for a symbol (capped by the ladder tier "
                   "the position falls into)", "perpx account leverage alice --symbol BTC-PERP "
                   "--leverage 50")
-    lev.add_argument("name")
-    lev.add_argument("--symbol", required=True)
+    lev.add_argument("name", help="the account (`perpx accounts`)")
+    lev.add_argument("--symbol", required=True, help="e.g. BTC-PERP")
     lev.add_argument("--leverage", type=Number(kind="int", low=1, high=1000, example="20"),
                      required=True, metavar="X", help="a whole multiple, 1 to the symbol's "
                      "maximum (`perpx symbols`)")
@@ -1220,15 +1220,16 @@ def parser() -> argparse.ArgumentParser:
     lev.set_defaults(fn=cmd_account_leverage)
     mode = command(account, "mode", "cross or isolated margin for a symbol (only when flat)",
                    "perpx account mode alice --symbol ETH-PERP --mode isolated")
-    mode.add_argument("name")
-    mode.add_argument("--symbol", required=True)
-    mode.add_argument("--mode", choices=["cross", "isolated"], required=True)
+    mode.add_argument("name", help="the account (`perpx accounts`)")
+    mode.add_argument("--symbol", required=True, help="e.g. ETH-PERP")
+    mode.add_argument("--mode", choices=["cross", "isolated"], required=True,
+                      help="cross: the position shares the wallet; isolated: it has its own")
     mode.add_argument("--api-key", metavar="KEY", help="log on with this key; it must be NAME's")
     mode.set_defaults(fn=cmd_account_mode)
     margin = command(account, "margin", "move collateral into (+) or out of (-) an isolated "
                      "position", "perpx account margin alice --symbol ETH-PERP --amount 250")
-    margin.add_argument("name")
-    margin.add_argument("--symbol", required=True)
+    margin.add_argument("name", help="the account (`perpx accounts`)")
+    margin.add_argument("--symbol", required=True, help="the isolated position's symbol")
     margin.add_argument("--amount", type=SIGNED_MONEY, required=True, metavar="AMOUNT",
                         help="in collateral (e.g. USDC) on its atom grid: 100 in, -50 out")
     margin.add_argument("--api-key", metavar="KEY", help="log on with this key; it must be NAME's")
@@ -1236,7 +1237,7 @@ def parser() -> argparse.ArgumentParser:
     for verb in ("deposit", "withdraw"):
         tr = command(account, verb, f"{verb} collateral (needs an admin-scoped key)",
                      f"perpx account {verb} alice --amount 500")
-        tr.add_argument("name")
+        tr.add_argument("name", help="the account credited or debited")
         tr.add_argument("--amount", type=MONEY, required=True, metavar="AMOUNT",
                         help="in collateral (e.g. USDC), above 0, on its atom grid")
         tr.add_argument("--admin", metavar="NAME", help="an admin-scoped account of the topology "
@@ -1257,7 +1258,7 @@ def parser() -> argparse.ArgumentParser:
     ex_acct = command(explain, "account", "every decision about an account: refusals, venue "
                       "cancels, settings, liquidations", "perpx explain account alice --since 15m",
                       (common, period))
-    ex_acct.add_argument("name")
+    ex_acct.add_argument("name", help="the account (`perpx accounts`)")
     ex_acct.add_argument("--limit", type=Number(kind="int", low=0, example="50"), default=50,
                          metavar="N", help="the newest N decisions, 0 for all (default: 50)")
     ex_acct.set_defaults(fn=cmd_explain_account)
@@ -1335,14 +1336,18 @@ def parser() -> argparse.ArgumentParser:
     ns_fault = command(netsim, "fault", "kill, pause, resume or skew a node",
                        "perpx netsim fault matching pause")
     ns_fault.add_argument("node", help="gateway, risk, matching, oracle, liquidator, feeds")
-    ns_fault.add_argument("op", choices=["kill", "pause", "resume", "skew"])
+    ns_fault.add_argument("op", choices=["kill", "pause", "resume", "skew"],
+                          help="kill (the supervisor's policy applies), pause (SIGSTOP), resume, "
+                               "skew its clock by --by")
     ns_fault.add_argument("--by", metavar="DURATION", help="skew: e.g. 250ms or -1s (write "
                           "--by=-1s)")
     ns_fault.set_defaults(fn=cmd_netsim_fault)
     ns_feed = command(netsim, "feed", "break one venue's spot feed (or heal them)",
                       "perpx netsim feed bravo freeze --duration 8s")
     ns_feed.add_argument("venue", help="a venue name, or all (heal)")
-    ns_feed.add_argument("op", choices=["freeze", "delay", "bias", "spike", "heal", "shock"])
+    ns_feed.add_argument("op", choices=["freeze", "delay", "bias", "spike", "heal", "shock"],
+                         help="freeze (stop quoting), delay, bias (a steady offset), spike, heal, "
+                              "shock (a market move on every venue)")
     ns_feed.add_argument("--duration", metavar="DURATION",
                          help="freeze/spike: how long; delay: how late, e.g. 8s")
     ns_feed.add_argument("--ppm", type=Number(kind="int", low=-1_000_000, high=1_000_000,
@@ -1355,15 +1360,16 @@ def parser() -> argparse.ArgumentParser:
     calc = group("calc", "the risk node's own formulas, offline (no cluster needed)")
     c_mmr = command(calc, "mmr", "ladder tier and maintenance margin of a notional",
                     "perpx calc mmr --symbol BTC-PERP --notional 60000")
-    c_mmr.add_argument("--symbol", required=True)
+    c_mmr.add_argument("--symbol", required=True, help="e.g. BTC-PERP")
     c_mmr.add_argument("--notional", type=DECIMAL, required=True, metavar="AMOUNT",
                        help="position value in collateral (e.g. USDC)")
     c_mmr.set_defaults(fn=cmd_calc_mmr)
     c_liq = command(calc, "liq-price", "liquidation and bankruptcy price of a position",
                     "perpx calc liq-price --symbol BTC-PERP --side long --qty 1 --entry 30000 "
                     "--wallet 3000")
-    c_liq.add_argument("--symbol", required=True)
-    c_liq.add_argument("--side", choices=["long", "short"], required=True)
+    c_liq.add_argument("--symbol", required=True, help="e.g. BTC-PERP")
+    c_liq.add_argument("--side", choices=["long", "short"], required=True,
+                       help="the position's side")
     c_liq.add_argument("--qty", type=DECIMAL, required=True, help="in contracts")
     c_liq.add_argument("--entry", type=DECIMAL, required=True, help="entry price")
     c_liq.add_argument("--wallet", type=DECIMAL, required=True, metavar="AMOUNT",
@@ -1395,7 +1401,8 @@ def parser() -> argparse.ArgumentParser:
                         help="the rate's cap either way (default: 0.0075 = 0.75%%)")
     c_fund.add_argument("--notional", type=DECIMAL, required=True, metavar="AMOUNT",
                         help="position value in collateral (e.g. USDC)")
-    c_fund.add_argument("--side", choices=["long", "short"], required=True)
+    c_fund.add_argument("--side", choices=["long", "short"], required=True,
+                        help="the position's side (longs pay a positive rate)")
     c_fund.set_defaults(fn=cmd_calc_funding)
     return p
 
