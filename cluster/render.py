@@ -234,6 +234,9 @@ def fields(data: dict) -> str:
             value = describe({k: v for k, v in value.items() if v is not None})
         elif isinstance(value, list):
             value = " .. ".join(str(v) for v in value)
+        elif isinstance(value, str) and value.startswith("~"):  # an inexact figure: 6 decimals
+            whole, _, decimals = value.partition(".")
+            value = f"{whole}.{decimals[:6]}" if len(decimals) > 6 else value
         rows.append((key.replace("_", " "), str(value)))
     width = max((len(k) for k, _ in rows), default=0)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)

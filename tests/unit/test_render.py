@@ -104,6 +104,9 @@ def test_faults_ping_and_calculator_in_words():
     calc = render.fields({"symbol": "BTC-PERP", "funding_received": None, "tier_range": ["0", "5"],
                           "stop": {"stop": "28000", "warning": None}})
     assert calc.splitlines() == ["symbol      BTC-PERP", "tier range  0 .. 5", "stop        stop 28000"]
+    # an inexact figure to 6 decimals on the terminal (its JSON keeps calc's 10)
+    assert render.fields({"distance_pct": "~9.4567404427", "exact": "27000"}).splitlines() == [
+        "distance pct  ~9.456740", "exact         27000"]
 
 
 def test_a_liquidation_in_contracts_prices_and_collateral():
