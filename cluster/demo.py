@@ -186,6 +186,15 @@ class Demo:
         await asyncio.gather(*(c.close() for c in self.clients.values()), return_exceptions=True)
 
 
+def said_if_failed(task: asyncio.Task) -> None:
+    """A demo loop that died of an error says so when it dies (its traders stop on a stale mark
+    rather than trade on it), not only at the end."""
+    if not task.cancelled() and task.exception() is not None:
+        exc = task.exception()
+        print(f"perpx demo: {task.get_coro().__qualname__} stopped: {type(exc).__name__}: {exc}",
+              file=sys.stderr, flush=True)
+
+
 async def run_demo(topo: Topology, seconds: float | None, on_done) -> None:
     demo = Demo(topo, seed=topo.seed)
     tasks: list[asyncio.Task] = []
@@ -197,6 +206,8 @@ async def run_demo(topo: Topology, seconds: float | None, on_done) -> None:
         tasks = [asyncio.create_task(demo.watch_market()), asyncio.create_task(demo.show_book())]
         tasks += [asyncio.create_task(demo.make_markets(n, 300 + 200 * i)) for i, n in enumerate(MAKERS)]
         tasks += [asyncio.create_task(demo.take(n)) for n in TAKERS]
+        for task in tasks:
+            task.add_done_callback(said_if_failed)
         if seconds:
             await asyncio.sleep(seconds)
         else:

@@ -129,3 +129,24 @@ async def test_client_close_is_bounded_when_the_gateway_never_answers(monkeypatc
     await client.close()
     assert time.monotonic() - start < 2.5
     assert client._reader.cancelled()
+
+
+async def test_a_demo_loop_that_dies_says_so_when_it_dies(capsys):
+    from cluster.demo import said_if_failed
+
+    async def show_book():
+        raise RuntimeError("book unavailable")
+
+    async def quiet():
+        await asyncio.sleep(10)
+
+    failed, cancelled = asyncio.create_task(show_book()), asyncio.create_task(quiet())
+    for task in (failed, cancelled):
+        task.add_done_callback(said_if_failed)
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    await asyncio.gather(failed, cancelled, return_exceptions=True)
+    await asyncio.sleep(0)  # done callbacks run on the next loop pass
+    err = capsys.readouterr().err
+    assert "show_book stopped: RuntimeError: book unavailable" in err, err
+    assert "quiet" not in err  # a cancel is how a loop is told to stop, not a failure
