@@ -195,7 +195,8 @@ def cmd_cluster_up(args) -> int:
             pass
         out = open(run / "log" / "supervisor.out", "ab")  # noqa: SIM115
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cluster.supervisor", "--config", topo.path, "--run-dir", str(run)],
+            [sys.executable, "-m", "cluster.supervisor", "--config", topo.path, "--run-dir", str(run)]
+            + (["--resume"] if args.resume else []),
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=not args.same_session,
         )
@@ -224,7 +225,7 @@ def cmd_cluster_up(args) -> int:
 
     seconds = args.seconds if args.seconds is not None else (
         float(os.environ["DEMO_SECONDS"]) if os.environ.get("DEMO_SECONDS") else None)
-    return uvloop.run(run_cluster(topo, demo_seconds=seconds, demo=args.demo))
+    return uvloop.run(run_cluster(topo, demo_seconds=seconds, demo=args.demo, resume=args.resume))
 
 
 def cmd_cluster_down(args) -> int:
@@ -787,6 +788,14 @@ def cmd_account_transfer(args) -> int:
 # ------------------------------------------------------------------ post-incident (audit journals)
 
 
+def cmd_audit_verify(args) -> int:
+    from cluster import verify
+
+    result = verify.verify(args.path or run_dir_of(args))
+    emit(result, args.json, verify.text)
+    return EXIT_OK if result["ok"] else EXIT_REFUSED
+
+
 def journals(args) -> list:
     """The audit journals' records; lines that could not be read are skipped and said (stderr)."""
     from cluster import reports
@@ -1003,13 +1012,16 @@ def cmd_calc_mmr(args) -> int:
 def cmd_calc_liq(args) -> int:
     from cluster import calc
 
-    if args.mode == "isolated" and (args.other_mm != "0" or args.other_upnl != "0"):
-        raise CliError("isolated_has_no_others", "--other-mm/--other-upnl apply to --mode cross")
+    if args.mode == "isolated" and (args.other_mm != "0" or args.other_upnl != "0"
+                                    or args.other_fees != "0"):
+        raise CliError("isolated_has_no_others",
+                       "--other-mm/--other-fees/--other-upnl apply to --mode cross")
     return _calc(args, lambda topo: calc.liq_price(
         topo, symbol=args.symbol, side=args.side, qty=args.qty, entry=args.entry,
         wallet=args.wallet, mode=args.mode, fee_rate=args.fee_rate,
         funding_rate_=args.funding_rate, funding_periods=args.funding_periods, stop=args.stop,
-        stop_gap=args.stop_gap, other_mm=args.other_mm, other_upnl=args.other_upnl))
+        stop_gap=args.stop_gap, other_mm=args.other_mm, other_upnl=args.other_upnl,
+        other_fees=args.other_fees))
 
 
 def cmd_calc_funding(args) -> int:
@@ -1097,6 +1109,9 @@ def parser() -> argparse.ArgumentParser:
                          "kernel groups by session (autogroup), e.g. beside a load generator")
     up.add_argument("--demo", action="store_true", help="drive demo traffic (two market makers, "
                     "two takers) and print it")
+    up.add_argument("--resume", action="store_true",
+                    help="keep the journals of the run dir's last run: risk and matching restore "
+                         "their state from them (default: start afresh)")
     up.add_argument("--seconds", type=SECONDS, default=None, metavar="SECONDS",
                     help="stop after this many seconds (default: $DEMO_SECONDS, else run until "
                          "Ctrl-C)")
@@ -1270,6 +1285,14 @@ def parser() -> argparse.ArgumentParser:
                         help="default: md (markdown)")
     report.set_defaults(fn=cmd_incident_report)
 
+    # journals
+    audit = group("audit", "the journals of a run")
+    verify = command(audit, "verify", "replay every journal of a run offline: inputs, snapshots "
+                     "checked, final state hash, money, and any divergence or damage; exit 1 when "
+                     "damaged", "perpx audit verify var --json")
+    verify.add_argument("path", nargs="?", help="the run directory (default: --run-dir or ./var)")
+    verify.set_defaults(fn=cmd_audit_verify)
+
     # netsim
     netsim = group("netsim", "the network simulator between the nodes (a running cluster)")
     command(netsim, "show", "the link table: each shaped link's model, loss, bandwidth, state",
@@ -1379,6 +1402,9 @@ def parser() -> argparse.ArgumentParser:
                        help="cross: the other positions' maintenance margin (default: 0)")
     c_liq.add_argument("--other-upnl", type=DECIMAL, default="0", metavar="AMOUNT",
                        help="cross: the other positions' unrealized PnL (default: 0)")
+    c_liq.add_argument("--other-fees", type=DECIMAL, default="0", metavar="AMOUNT",
+                       help="cross: the other positions' forced-execution fees, which the trigger "
+                            "counts (default: 0)")
     c_liq.add_argument("--fee-rate", type=DECIMAL, metavar="FRACTION",
                        help="forced-execution fee rate (default: the symbol's)")
     c_liq.add_argument("--funding-rate", type=DECIMAL, metavar="FRACTION",
