@@ -751,3 +751,159 @@ def linear_band(*, accounts: int = 600, s_lots: int, d_lots: int, mark: int = 6_
                                 positions={"BTC-PERP": (-total, -total * mark * mult)})
     return Snapshot(source="linear_band", symbols={"BTC-PERP": sym}, accounts=accts,
                     insurance_fund=fund)
+
+
+# ------------------------------------------------------------------ sweeps and the R(p) map
+
+
+class SweepParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    shock_symbol: str
+    shocks_bps: list[int]  # signed, in the order to report
+    regimes: list[str] = msgspec.field(default_factory=lambda: ["calm", "crisis"])
+    latencies: list[int] = msgspec.field(default_factory=lambda: [0])
+    depth_scales_ppm: list[int] = msgspec.field(default_factory=lambda: [PPM])
+    recovery_ppm: int = 0
+    permanent_ppm: int = PPM
+    shock_rounds: int = 1
+    max_rounds: int = 2_000
+    a_max: str = "2"  # the amplification that defines the critical depth
+    bisect_steps: int = 8
+
+
+def sweep(snap: Snapshot, sp: SweepParams, stress: StressParams) -> dict:
+    """Shock x regime x latency x depth scale: the amplification curve, the critical shock (the
+    smallest shock whose bad debt exceeds the fund) per curve, and the critical depth (the depth
+    scale, by bisection, where the largest shock's amplification falls to `a_max`)."""
+    if not sp.shocks_bps or not sp.regimes or not sp.latencies or not sp.depth_scales_ppm:
+        raise CascadeError("bad_params", "a sweep needs at least one value on every axis")
+    if len(sp.shocks_bps) * len(sp.regimes) * len(sp.latencies) * len(sp.depth_scales_ppm) > 2_000:
+        raise CascadeError("bad_params", "more than 2000 runs in one sweep")
+    a_max = Fraction(sp.a_max)
+    runs, curves = [], []
+
+    def one(shock: int, regime: str, latency: int, depth: int) -> dict:
+        params = CascadeParams(shock_symbol=sp.shock_symbol, shock_bps=shock, regime=regime,
+                               latency_rounds=latency, depth_scale_ppm=depth,
+                               recovery_ppm=sp.recovery_ppm, permanent_ppm=sp.permanent_ppm,
+                               shock_rounds=sp.shock_rounds, max_rounds=sp.max_rounds)
+        return Cascade(snap, params, stress).run()["summary"]
+
+    for regime in sp.regimes:
+        for latency in sp.latencies:
+            for depth in sp.depth_scales_ppm:
+                points = []
+                for shock in sp.shocks_bps:
+                    s = one(shock, regime, latency, depth)
+                    a = s["amplification"][sp.shock_symbol]
+                    point = {"shock_bps": shock, "amplification": a["amplification"],
+                             "final_amplification": a["final_amplification"],
+                             "cascade_notional": s["cascade_notional"],
+                             "accounts_liquidated": s["accounts_liquidated"],
+                             "rounds": s["rounds"], "bad_debt": s["bad_debt"],
+                             "fund_drawdown": s["fund_drawdown"], "adl_volume": s["adl_volume"],
+                             "bad_debt_exceeds_fund": s["bad_debt_exceeds_fund"]}
+                    points.append(point)
+                    runs.append({"regime": regime, "latency_rounds": latency,
+                                 "depth_scale_ppm": depth, **point})
+                critical = min((abs(p["shock_bps"]) for p in points if p["bad_debt_exceeds_fund"]),
+                               default=None)
+                curves.append({"regime": regime, "latency_rounds": latency,
+                               "depth_scale_ppm": depth, "points": points,
+                               "critical_shock_bps": critical})
+    # critical depth per (regime, latency) at the largest shock: bisection on the depth scale
+    worst = max(sp.shocks_bps, key=abs)
+    critical_depth = []
+    for regime in sp.regimes:
+        for latency in sp.latencies:
+            def amp_at(depth: int) -> Fraction:
+                a = one(worst, regime, latency, depth)["amplification"][sp.shock_symbol]
+                return Fraction(a["amplification"]) if a["amplification"] else Fraction(0)
+            entry = {"regime": regime, "latency_rounds": latency, "shock_bps": worst,
+                     "a_max": sp.a_max, "depth_scale_ppm": None, "note": ""}
+            # Halve the depth from 16x until the amplification exceeds a_max, then bisect. Not a
+            # plain bisection over (0, 16x]: a book too thin to fill anything within the
+            # bankruptcy prices sends everything to the fund and moves nothing (A falls again).
+            hi = 16 * PPM
+            if amp_at(hi) > a_max:
+                entry["note"] = "above a_max even at 16x depth"
+            else:
+                lo = hi // 2
+                while lo >= PPM // 1024 and amp_at(lo) <= a_max:
+                    hi, lo = lo, lo // 2
+                if lo < PPM // 1024:
+                    entry["note"] = "at or below a_max down to 1/1024 of the depth"
+                else:
+                    for _ in range(sp.bisect_steps):  # amp_at(lo) > a_max >= amp_at(hi)
+                        mid = (lo + hi) // 2
+                        if amp_at(mid) > a_max:
+                            lo = mid
+                        else:
+                            hi = mid
+                    entry["depth_scale_ppm"] = hi
+            critical_depth.append(entry)
+    return {"params": msgspec.to_builtins(sp), "snapshot_sha256": snapshot_digest(snap),
+            "curves": curves, "runs": runs, "critical_depth": critical_depth,
+            "r_map": r_map(snap)}
+
+
+def r_map(snap: Snapshot, bucket_bps: int = 10, buckets: int = 100) -> dict:
+    """The cheap reproduction-number map, per symbol and price bucket (no simulation):
+    R(p) = g(p) * lambda(p) = notional whose liquidation threshold lies in the bucket / book
+    notional resting in the same bucket (the bucket width cancels). Downside buckets pair long
+    thresholds with bids, upside ones short thresholds with asks. R >= 1: a cascade that reaches
+    the bucket sustains itself there; an empty bucket with thresholds in it is "inf"."""
+    from cluster.prices import liquidation_price
+
+    specs = {s: spec_of(s, sym) for s, sym in snap.symbols.items()}
+    out = {}
+    for symbol, sym in sorted(snap.symbols.items()):
+        spec = specs[symbol]
+        liq = [0] * (2 * buckets)  # index: buckets-1 .. 0 below the mark, buckets .. above
+        depth = [0] * (2 * buckets)
+
+        def bucket(price: int) -> int | None:
+            i = math.floor(Fraction((price - sym.mark) * BPS, sym.mark * bucket_bps)) + buckets
+            return i if 0 <= i < 2 * buckets else None
+
+        for price, qty in [*sym.bids, *sym.asks]:
+            i = bucket(price)
+            if i is not None:
+                depth[i] += qty * price * sym.mult
+        for acct in snap.accounts.values():
+            pos = acct.positions.get(symbol)
+            if not pos or not pos[0]:
+                continue
+            qty, cost = pos
+            if symbol in acct.isolated:
+                wallet, other_mm, other_upnl = acct.isolated[symbol] + cost, 0, 0
+            else:
+                others = [(s, p) for s, p in acct.positions.items()
+                          if s != symbol and s not in acct.isolated and p[0]]
+                wallet = acct.balance + sum(p[1] for s, p in acct.positions.items()
+                                            if s not in acct.isolated)
+                values = {s: p[0] * snap.symbols[s].mark * snap.symbols[s].mult for s, p in others}
+                other_mm = sum(maintenance_margin(specs[s].tiers, v) for s, v in values.items())
+                other_upnl = sum(values[s] - p[1] for s, p in others)
+            lp, _ = liquidation_price(side=1 if qty > 0 else -1, qty=abs(qty), cost=cost,
+                                      wallet=wallet, tiers=spec.tiers, mult=sym.mult,
+                                      fee_ppm=spec.forced_fee_ppm, other_mm=other_mm,
+                                      other_upnl=other_upnl)
+            if lp is None:
+                continue
+            price = round_price(lp, 1 if qty > 0 else -1)
+            i = bucket(price)
+            if i is not None and (i < buckets) == (qty > 0):
+                liq[i] += abs(qty) * price * sym.mult  # what is sold there, at that price
+        rows = []
+        for i in range(2 * buckets):
+            if not liq[i] and not depth[i]:
+                continue
+            r = dec(Fraction(liq[i], depth[i])) if depth[i] else ("inf" if liq[i] else "0")
+            rows.append({"from_bps": (i - buckets) * bucket_bps,
+                         "to_bps": (i - buckets + 1) * bucket_bps,
+                         "liquidation_notional": liq[i], "book_notional": depth[i], "R": r})
+        out[symbol] = {"bucket_bps": bucket_bps, "rows": rows,
+                       "self_sustaining": [r["from_bps"] for r in rows
+                                           if r["liquidation_notional"] and
+                                           (r["R"] == "inf" or Fraction(r["R"]) >= 1)]}
+    return out

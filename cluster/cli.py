@@ -1008,6 +1008,9 @@ def parser() -> argparse.ArgumentParser:
     c_fund.add_argument("--notional", required=True)
     c_fund.add_argument("--side", choices=["long", "short"], required=True)
     c_fund.set_defaults(fn=cmd_calc_funding)
+    from cluster import stress_cli  # perpx stress, perpx cascade [snapshot|sweep] (#24)
+
+    stress_cli.register(sub, common)
     return p
 
 
