@@ -63,6 +63,10 @@ def cmd_stress(args) -> int:
     cli = _cli()
     args.account = args.name
     params = _stress_params(args)
+    if args.notional:
+        return _stress_offline(args, params)
+    if not args.name:
+        raise cli.CliError("no_account", "give an ACCOUNT (a running cluster's) or --notional")
 
     async def run(client, topo):
         view = await client.account_view()
@@ -97,6 +101,34 @@ def cmd_stress(args) -> int:
     return asyncio.run(cli.with_client(args, run))
 
 
+def _stress_offline(args, params: sg.StressParams) -> int:
+    """The grid for positions given as SYMBOL=NOTIONAL (collateral units, signed), no cluster."""
+    cli = _cli()
+    topo = cli.load_topology(args)
+    legs = []
+    for item in args.notional:
+        symbol, sep, amount = item.partition("=")
+        if not sep or not symbol:
+            raise cli.CliError("bad_notional", f"--notional {item!r} is not SYMBOL=AMOUNT")
+        try:
+            atoms = topo.atoms(amount, f"--notional {symbol}")
+        except UnitError as exc:
+            raise cli.CliError(exc.reason, str(exc)) from None
+        legs.append(sg.Leg(symbol=symbol, qty=atoms, mark=1))
+    try:
+        result = msgspec.to_builtins(sg.stress(params, legs))
+    except sg.StressError as exc:
+        raise cli.CliError(exc.reason, str(exc)) from None
+    money = lambda atoms: from_units(atoms, topo.atom)  # noqa: E731
+    data = {"account": "(given notionals)", "params_version": params.version, "stress": result,
+            "human": {"collateral": topo.collateral,
+                      "stress_requirement": money(result["requirement"]),
+                      "regimes": {g["name"]: money(g["loss"]) for g in result["regimes"]},
+                      "diversification_floor": money(result["diversification_floor"])}}
+    cli.emit(data, args.json, render_stress)
+    return cli.EXIT_OK
+
+
 def render_stress(d: dict) -> str:
     s = d["stress"]
     h = d["human"]
@@ -113,10 +145,12 @@ def render_stress(d: dict) -> str:
     for a in s["liquidity"]:
         lines.append(f"  liquidity {a['symbol']}: walk {a['slippage']}, unfilled {a['unfilled_qty']} "
                      f"lots, add-on {a['addon']}")
-    lines.append(f"  stress requirement {h['stress_requirement']}  ladder {h['ladder_maintenance']}"
-                 f"  portfolio mode would use the {d['portfolio_source']}")
-    lines.append(f"  cross equity {h['cross_equity']}, {h['equity_over_stress']} over the stress "
-                 "requirement")
+    lines.append(f"  stress requirement {h['stress_requirement']} {h['collateral']}")
+    if "ladder_maintenance" in h:
+        lines.append(f"  ladder {h['ladder_maintenance']}; portfolio mode would use the "
+                     f"{d['portfolio_source']}")
+        lines.append(f"  cross equity {h['cross_equity']}, {h['equity_over_stress']} over the "
+                     "stress requirement")
     return "\n".join(lines)
 
 
@@ -197,6 +231,22 @@ def load_snapshot(args) -> cz.Snapshot:
     except asyncio.TimeoutError:
         raise cli.CliError("timeout", f"no answer from {gw.client} within {args.timeout}s "
                            "(is the cluster up?)") from None
+
+
+def cmd_band(args) -> int:
+    cli = _cli()
+    if not 1 <= args.accounts <= 100_000:
+        raise cli.CliError("bad_params", "--accounts must be in [1, 100000]")
+    snap = cz.linear_band(s_lots=_fraction(args.size, Decimal("0.001"), "--size"),
+                          d_lots=_fraction(args.depth, Decimal("0.001"), "--depth"),
+                          accounts=args.accounts,
+                          fund=_fraction(args.fund, Decimal("0.000001"), "--fund"))
+    if snap.symbols["BTC-PERP"].bids[0][1] <= 0:
+        raise cli.CliError("bad_params", "--depth must be positive")
+    Path(args.out).write_text(json.dumps(msgspec.to_builtins(snap), sort_keys=True) + "\n")
+    cli.emit({"snapshot": args.out, "accounts": args.accounts, "sha256": cz.snapshot_digest(snap)},
+             args.json)
+    return cli.EXIT_OK
 
 
 def cmd_snapshot(args) -> int:
@@ -301,7 +351,10 @@ def cmd_sweep(args) -> int:
 def register(sub, common: argparse.ArgumentParser) -> None:
     stress = sub.add_parser("stress", parents=[common],
                             help="a live account's portfolio stress grid (correlation regimes)")
-    stress.add_argument("name")
+    stress.add_argument("name", nargs="?", help="a running cluster's account")
+    stress.add_argument("--notional", action="append", default=[], metavar="SYMBOL=AMOUNT",
+                        help="offline: a position's signed notional in collateral units "
+                             "(repeat), instead of an account")
     stress.add_argument("--api-key")
     stress.add_argument("--params", help="stress parameter file (default: the published one)")
     stress.add_argument("--depth", type=int, default=50, help="book levels for the liquidity add-on")
@@ -328,6 +381,15 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     cascade.add_argument("--out", help="also write the result JSON here")
     cascade.set_defaults(fn=cmd_cascade)
     actions = cascade.add_subparsers(dest="cascade_action")
+    band = actions.add_parser("band", parents=[common],
+                              help="write RISK-ANALYTICS 3.4's toy market (a linear band) as a "
+                                   "snapshot: longs liquidated every $10 below $60,000")
+    band.add_argument("--size", default="5", help="BTC per account (s)")
+    band.add_argument("--depth", default="10", help="BTC bid per $10 level (d); g*lambda = s/d")
+    band.add_argument("--accounts", type=int, default=600)
+    band.add_argument("--fund", default="0", help="insurance fund, USD")
+    band.add_argument("--out", required=True)
+    band.set_defaults(fn=cmd_band)
     snap = actions.add_parser("snapshot", parents=[common, source],
                               help="write the running cluster's state as a snapshot")
     snap.add_argument("--out", required=True)

@@ -112,3 +112,32 @@ def test_report_without_matplotlib_still_has_the_tables(monkeypatch):
     result = cz.sweep(cz.linear_band(s_lots=5 * K, d_lots=10 * K, accounts=60), sp, load_params())
     html = cascade_report.render(result)
     assert "plots need matplotlib" in html and "<table>" in html
+
+
+def test_report_plots_when_matplotlib_is_installed():
+    pytest.importorskip("matplotlib")
+    sp = cz.SweepParams(shock_symbol="BTC-PERP", shocks_bps=[-50, -100], regimes=["calm"],
+                        bisect_steps=1)
+    result = cz.sweep(cz.linear_band(s_lots=5 * K, d_lots=10 * K, accounts=60), sp, load_params())
+    assert cascade_report.render(result).count("data:image/png;base64,") == 2
+
+
+def test_offline_stress_and_band(tmp_path, capsys):
+    """The README's two demonstrations, offline: the hedge binds at decorrelation; the band
+    file is the simulator's toy market."""
+    assert main(["stress", "--notional", "BTC-PERP=600000", "--notional", "ETH-PERP=-450000",
+                 "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["stress"]["binding"] == "decor50"
+    assert data["human"]["regimes"]["calm"] == "38605.699062"
+    assert data["human"]["stress_requirement"] == "69247.382623"
+    assert main(["stress", "--notional", "BTC-PERP=1.0000001", "--json"]) == 2
+    assert json.loads(capsys.readouterr().out)["error"] == "amount_not_whole_atoms"
+    assert main(["stress", "--json"]) == 2
+    assert json.loads(capsys.readouterr().out)["error"] == "no_account"
+    out = tmp_path / "b.json"
+    assert main(["cascade", "band", "--size", "4", "--depth", "5", "--accounts", "50",
+                 "--out", str(out), "--json"]) == 0
+    capsys.readouterr()
+    assert cz.decode_snapshot(out.read_bytes()) == cz.linear_band(s_lots=4 * K, d_lots=5 * K,
+                                                                   accounts=50)
