@@ -642,7 +642,7 @@ class Cascade:
             final = Fraction(b.mark0 - b.mark()) * (-1 if self.exo_total[s] > 0 else 1)
             amplification[s] = {
                 "exogenous_bps": self.exo_bps[s], "exogenous_ticks": dec(exo),
-                "peak_move_ticks": dec(peak[s]), "final_move_ticks": dec(final),
+                "peak_move_ticks": floor(peak[s]), "final_move_ticks": floor(final),  # whole ticks
                 "amplification": dec(peak[s] / exo) if exo else None,
                 "final_amplification": dec(final / exo) if exo else None}
         accounts = sorted({liq.account for liq in closed})

@@ -141,3 +141,18 @@ def test_offline_stress_and_band(tmp_path, capsys):
     capsys.readouterr()
     assert cz.decode_snapshot(out.read_bytes()) == cz.linear_band(s_lots=4 * K, d_lots=5 * K,
                                                                    accounts=50)
+
+
+def test_readme_thin_book_demonstration(tmp_path, capsys):
+    """The README's numbers: the thin band cascades with A 4.95 (296 accounts); with twice the
+    depth A drops to 1.66 (99 accounts)."""
+    band = tmp_path / "thin.json"
+    assert main(["cascade", "band", "--size", "4", "--depth", "5", "--out", str(band)]) == 0
+    capsys.readouterr()
+    found = []
+    for scale in ("1", "2"):
+        assert main(["cascade", "--snapshot", str(band), "--shock", "-0.01",
+                     "--depth-scale", scale, "--json"]) == 0
+        s = json.loads(capsys.readouterr().out)["summary"]
+        found.append((s["amplification"]["BTC-PERP"]["amplification"], s["accounts_liquidated"]))
+    assert found == [("4.946667", 296), ("1.660000", 99)]
