@@ -24,7 +24,9 @@ Rounds (one round = one liquidation-engine cycle):
      makers) is checked to the atom after every round.
 
 Close policy: "full" closes the whole position in one walk (the closed-form oracle of section 3.4
-assumes it). The venue's incremental reduction (chunks, backstop auction) is not replayed here.
+assumes it); "venue" lets the liquidator's own engine (nodes/liquidator/engine.py) decide every
+step, the simulator playing risk and the book (cluster/cascade_venue.py): cancel, reduction chunks
+sized to restore maintenance, the backstop (no backstop accounts in a snapshot), fund or ADL.
 Book levels are held as distances from the reference, so the book moves with the exogenous shock
 (makers re-quote around the index) but not with its own consumption.
 """
@@ -99,7 +101,11 @@ class CascadeParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fr
     permanent_ppm: int = 1_000_000  # share of each walk's move that stays
     depth_scale_ppm: int = 1_000_000  # every book level x this
     max_rounds: int = 2_000
-    close: Literal["full"] = "full"
+    # "full": one walk per liquidated position (section 3.4's model); "venue": the liquidator's
+    # own engine decides every step (chunks of at most these shares, backstop, fund, ADL)
+    close: Literal["full", "venue"] = "full"
+    position_share_ppm: int = 250_000
+    depth_share_ppm: int = 500_000
 
 
 def decode_snapshot(raw: bytes) -> Snapshot:
@@ -150,6 +156,8 @@ def check_params(params: CascadeParams, snap: Snapshot, stress: StressParams) ->
         raise CascadeError("bad_params", "depth scale and latency >= 0, shock_rounds >= 1")
     if not 1 <= params.max_rounds <= 100_000:
         raise CascadeError("bad_params", "max_rounds in [1, 100000]")
+    if not 0 < params.position_share_ppm <= PPM or not 0 < params.depth_share_ppm <= PPM:
+        raise CascadeError("bad_params", "position and depth shares in (0, 1000000]")
 
 
 def spec_of(name: str, sym: SymbolSnap) -> SymbolSpec:
@@ -274,6 +282,21 @@ class Book:
         self._mark = None
         return fills, self.mark_exact() - before
 
+    def levels(self) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """The residual book in absolute ticks and whole lots, best first (what the liquidator's
+        book mirror is told)."""
+        out = []
+        for side, sign in ((self.bids, -1), (self.asks, 1)):
+            rows = []
+            for i, offset in enumerate(side.offsets):
+                free = (side.depth[i] * MICRO - side.consumed[i]) // MICRO
+                exact = self.ref + sign * offset
+                price = exact.__floor__() if sign < 0 else exact.__ceil__()
+                if free > 0 and price > 0:
+                    rows.append((price, free))
+            out.append(rows)
+        return out[0], out[1]
+
     def keep_permanent(self, side: int, move: Fraction, permanent_ppm: int) -> None:
         """Move `permanent_ppm` of a walk's mark move into the reference, taking it out of the
         consumed depth (the transient part), so the mark itself does not change here."""
@@ -355,8 +378,20 @@ class Cascade:
         self.fund_min = snap.insurance_fund
         self.unresolved: list[dict] = []
         self.cash0 = self.cash()
+        self.venue = None
+        if params.close == "venue":
+            from cluster.cascade_venue import VenueCloser
+            from nodes.liquidator.engine import LiquidatorConf
+
+            self.venue = VenueCloser(self, LiquidatorConf(
+                insurance_floor=self.floor, position_share_ppm=params.position_share_ppm,
+                depth_share_ppm=params.depth_share_ppm, max_mark_age_ns=2**62,
+                pause_when_degraded=False))
         for acct in self.accounts.values():
-            self.monitor.on_account(acct.risk())
+            if self.venue is not None:
+                self.venue.sync_account(acct)
+            else:
+                self.monitor.on_account(acct.risk())
 
     # ---------------------------------------------------------------- money
 
@@ -432,7 +467,7 @@ class Cascade:
                 peak[s] = max(peak[s], move if self.exo_total[s] <= 0 else -move)
             new = self.trigger(t, now)
             self.walks = []
-            executed = self.execute(t)
+            executed = self.execute(t, now)
             self.recent = self.walks
             for b in self.books.values():
                 b.recover(p.recovery_ppm)
@@ -450,20 +485,35 @@ class Cascade:
                 break
         return self.result(peak, t + 1)
 
+    def new_liq(self, key: str, t: int) -> Liq:
+        liq = Liq(len(self.liqs) + 1, key, t)
+        self.parent_of(liq)
+        self.liqs.append(liq)
+        return liq
+
     def trigger(self, t: int, now: int) -> list[Liq]:
+        if self.venue is not None:
+            return self.venue.trigger(t, now)
         new = []
         for alert in sorted(self.monitor.check(now), key=lambda a: a.account):
             if alert.account in self.by_key:
                 continue
-            liq = Liq(len(self.liqs) + 1, alert.account, t)
-            self.parent_of(liq)
-            self.liqs.append(liq)
+            liq = self.new_liq(alert.account, t)
             self.by_key[liq.key] = liq
             self.pending.setdefault(t + self.params.latency_rounds, []).append(liq)
             new.append(liq)
         return new
 
-    def execute(self, t: int) -> list[Liq]:
+    def note_bad_debt(self, liq: Liq, equity: int) -> None:
+        """Bad debt: what the account owes beyond its margin at the mark it is closed at (the
+        fund or ADL carries it, whichever path the remainder takes)."""
+        if equity < 0:
+            liq.bad_debt = -equity
+            self.bad_debt += -equity
+
+    def execute(self, t: int, now: int) -> list[Liq]:
+        if self.venue is not None:
+            return self.venue.execute(t, now)
         done = []
         for liq in self.pending.pop(t, []):
             del self.by_key[liq.key]
@@ -484,11 +534,7 @@ class Cascade:
                 continue
             liq.executed = t
             liq.status = "closed"
-            # bad debt: what the account owes beyond its margin at the mark it is closed at (the
-            # fund or ADL carries it, whichever path the remainder takes)
-            if equity < 0:
-                liq.bad_debt = -equity
-                self.bad_debt += -equity
+            self.note_bad_debt(liq, equity)
             # largest position first, as the liquidator orders a cross account's symbols
             for s in sorted(symbols, key=lambda s: (-abs(self.value(acct, s)), s)):
                 self.close(liq, acct, s)
@@ -516,58 +562,97 @@ class Cascade:
         return max(1, round_price(price, side))
 
     def close(self, liq: Liq, acct: Acct, symbol: str) -> None:
+        """The `full` policy: the whole position walked into the book at once, limited at its
+        bankruptcy price; the rest to the fund unless that takes it below its floor, then ADL
+        (the engine's rule, nodes/liquidator/engine.py's backstop phase)."""
         book = self.books[symbol]
         qty = acct.positions[symbol][0]
         side = -1 if qty > 0 else 1  # the closing side
         bp = self.bankruptcy(acct, symbol)
-        liq.qty[symbol] = qty
-        fills, move = book.walk(side, abs(qty), bp)
-        for price, lots in fills:
-            self.settle(acct, symbol, side * lots, price)
-            self.settle(self.market, symbol, -side * lots, price)
-            notional = lots * price * book.mult
-            liq.book_notional += notional
-            fee = self.forced_fee(acct, symbol, notional)
-            liq.fee += fee
-        if move:
-            self.inflict(liq, symbol, move)
-            book.keep_permanent(side, move, self.params.permanent_ppm)
+        self.reduce(liq, acct, symbol, abs(qty), bp)
         left = abs(acct.positions.get(symbol, [0, 0])[0])
         if not left:
             return
-        mark = book.mark()
-        loss = max(0, (bp - mark) * -side) * left * book.mult
+        loss = max(0, (bp - book.mark()) * -side) * left * book.mult
         if self.fund_equity() - loss >= self.floor:
-            self.settle(acct, symbol, side * left, bp)
-            self.settle(self.insurance, symbol, -side * left, bp)
-            liq.insurance_qty += left
-            return
-        shortfall = max(0, loss - max(0, self.fund_equity() - self.floor))
+            self.takeover(liq, acct, symbol, left, bp)
+        else:
+            self.adl(liq, acct, symbol, left, bp)
+
+    def reduce(self, liq: Liq, acct: Acct, symbol: str, lots: int, limit: int
+               ) -> tuple[int, int, int]:
+        """A reduce-only IOC of `lots` limited at `limit` against the residual book, settled as
+        the ledger settles fills (forced fee to the fund); its impact is attributed to `liq`.
+        (lots filled, notional, forced fee)."""
+        book = self.books[symbol]
+        side = -1 if acct.positions[symbol][0] > 0 else 1
+        fills, move = book.walk(side, lots, limit)
+        filled = notional = fees = 0
+        for price, take in fills:
+            self.settle(acct, symbol, side * take, price)
+            self.settle(self.market, symbol, -side * take, price)
+            value = take * price * book.mult
+            fees += self.forced_fee(acct, symbol, value)
+            filled += take
+            notional += value
+        liq.book_notional += notional
+        liq.fee += fees
+        liq.qty[symbol] = liq.qty.get(symbol, 0) - side * filled
+        if move:
+            self.inflict(liq, symbol, move)
+            book.keep_permanent(side, move, self.params.permanent_ppm)
+        return filled, notional, fees
+
+    def transfer(self, src: Acct, dst: Acct, symbol: str, lots: int, price: int) -> None:
+        """`lots` of src's position move to dst at `price`, like a trade without fees."""
+        side = -1 if src.positions[symbol][0] > 0 else 1  # src closes
+        self.settle(src, symbol, side * lots, price)
+        self.settle(dst, symbol, -side * lots, price)
+
+    def takeover(self, liq: Liq, acct: Acct, symbol: str, lots: int, price: int) -> None:
+        side = -1 if acct.positions[symbol][0] > 0 else 1
+        self.transfer(acct, self.insurance, symbol, lots, price)
+        liq.insurance_qty += lots
+        liq.qty[symbol] = liq.qty.get(symbol, 0) - side * lots
+
+    def adl(self, liq: Liq, acct: Acct, symbol: str, lots: int, price: int
+            ) -> list[tuple[str, int, int]]:
+        """Profitable opposite positions closed against the bankrupt one at `price`, in the ADL
+        queue's order (nodes/risk/adl.py), as the ledger's ADL step does. Records the volume,
+        the profit closed out below the mark (haircut) and what the fund could not have taken
+        (shortfall): the overshoot is haircut beyond shortfall."""
+        book = self.books[symbol]
+        qty = acct.positions[symbol][0]
+        side = -1 if qty > 0 else 1
+        mark = book.mark()
+        loss = max(0, (price - mark) * -side) * lots * book.mult
+        self.adl_shortfall += max(0, loss - max(0, self.fund_equity() - self.floor))
         candidates = []
         for name, other in self.accounts.items():
             pos = other.positions.get(symbol)
             if name == acct.name or pos is None or (pos[0] > 0) == (qty > 0):
                 continue
-            margin = other.isolated[symbol] + self.value(other, symbol) if symbol in other.isolated \
-                else self.equity(other)
+            margin = other.isolated[symbol] + self.value(other, symbol) \
+                if symbol in other.isolated else self.equity(other)
             candidates.append((name, pos[0], pos[1], self.value(other, symbol), margin))
-        haircut = 0
+        takers, left = [], lots
         for name, score in adl.ranking(candidates):
             if score <= 0 or not left:
                 break
             other = self.accounts[name]
             take = min(left, abs(other.positions[symbol][0]))
-            self.settle(acct, symbol, side * take, bp)
-            self.settle(other, symbol, -side * take, bp)
-            haircut += max(0, (bp - mark) * -side) * take * book.mult
-            self.adl_volume += take * bp * book.mult
+            self.transfer(acct, other, symbol, take, price)
+            self.adl_haircut += max(0, (price - mark) * -side) * take * book.mult
+            self.adl_volume += take * price * book.mult
             liq.adl_qty += take
+            liq.qty[symbol] = liq.qty.get(symbol, 0) - side * take
             left -= take
-            self.monitor.on_account(other.risk())
-        self.adl_haircut += haircut
-        self.adl_shortfall += shortfall
+            takers.append((name, take, price))
+            if self.venue is None:
+                self.monitor.on_account(other.risk())
         if left:  # nobody left to close against: the venue's liquidation ends "incomplete"
             self.unresolved.append({"liquidation": liq.id, "symbol": symbol, "qty": left})
+        return takers
 
     def forced_fee(self, acct: Acct, symbol: str, notional: int) -> int:
         """The ledger's forced-execution fee: to the fund, never more than the margin balance."""
@@ -616,7 +701,9 @@ class Cascade:
 
     def result(self, peak: dict[str, Fraction], rounds: int) -> dict:
         p = self.params
-        closed = [liq for liq in self.liqs if liq.status == "closed"]
+        # every liquidation that closed something (a `venue` one may stop early, "restored")
+        closed = [liq for liq in self.liqs if liq.executed >= 0 and
+                  (any(liq.qty.values()) or liq.status != "restored")]
         # liquidated notional at the snapshot's marks (book, takeover and ADL alike), so that
         # rounds and runs compare in the same units
         notional = {liq.id: sum(abs(q) * self.books[s].mark0 * self.books[s].mult
@@ -629,8 +716,8 @@ class Cascade:
         executed_in = {liq.id: liq.executed for liq in closed}
         for liq in closed:
             by_round[liq.executed] = by_round.get(liq.executed, 0) + 1
-        for liq in self.liqs:
-            if liq.parent:
+        for liq in closed:
+            if liq.parent in executed_in:
                 r = executed_in[liq.parent]
                 children[r] = children.get(r, 0) + 1
         branching = [{"round": r, "executed": n, "children": children.get(r, 0),
@@ -685,7 +772,7 @@ class Cascade:
                 sorted(per_account.items(), key=lambda kv: (-kv[1], kv[0])))},
             "graph": {"nodes": [liq.id for liq in closed],
                       "edges": [[liq.parent, liq.id, liq.parent_weight]
-                                for liq in self.liqs if liq.parent and liq.status == "closed"]},
+                                for liq in closed if liq.parent]},
             "marks": [{"round": r["round"], **r["marks"]} for r in self.rounds],
         }
 
@@ -768,6 +855,7 @@ class SweepParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froz
     max_rounds: int = 2_000
     a_max: str = "2"  # the amplification that defines the critical depth
     bisect_steps: int = 8
+    close: Literal["full", "venue"] = "full"
 
 
 def sweep(snap: Snapshot, sp: SweepParams, stress: StressParams) -> dict:
@@ -785,7 +873,8 @@ def sweep(snap: Snapshot, sp: SweepParams, stress: StressParams) -> dict:
         params = CascadeParams(shock_symbol=sp.shock_symbol, shock_bps=shock, regime=regime,
                                latency_rounds=latency, depth_scale_ppm=depth,
                                recovery_ppm=sp.recovery_ppm, permanent_ppm=sp.permanent_ppm,
-                               shock_rounds=sp.shock_rounds, max_rounds=sp.max_rounds)
+                               shock_rounds=sp.shock_rounds, max_rounds=sp.max_rounds,
+                               close=sp.close)
         return Cascade(snap, params, stress).run()["summary"]
 
     for regime in sp.regimes:

@@ -274,7 +274,7 @@ def cmd_cascade(args) -> int:
             recovery_ppm=_fraction(args.recovery, PPM_UNIT, "--recovery"),
             permanent_ppm=_fraction(args.permanent, PPM_UNIT, "--permanent"),
             depth_scale_ppm=_fraction(args.depth_scale, PPM_UNIT, "--depth-scale"),
-            max_rounds=args.max_rounds)
+            max_rounds=args.max_rounds, close=args.close)
         result = cz.simulate(snap, params, stress)
     except (cz.CascadeError, sg.StressError) as exc:
         raise cli.CliError(exc.reason, str(exc)) from None
@@ -298,7 +298,7 @@ def render_cascade(r: dict) -> str:
                      f"{a['peak_move_ticks']} ticks, amplification {a['amplification']} "
                      f"(final {a['final_amplification']})")
     lines.append(f"  {s['liquidations']} liquidations of {s['accounts_liquidated']} accounts over "
-                 f"{s['rounds']} rounds ({s['restored']} restored before execution); notional "
+                 f"{s['rounds']} rounds ({s['restored']} ended with the account restored); notional "
                  f"{s['cascade_notional']} atoms, x{s['notional_amplification']} of round one")
     lines.append(f"  bad debt {s['bad_debt']}, fund {s['insurance_fund_start']} -> "
                  f"{s['insurance_fund_end']} (drawdown {s['fund_drawdown']}), ADL {s['adl_volume']}"
@@ -325,7 +325,8 @@ def cmd_sweep(args) -> int:
             depth_scales_ppm=_list(args.depth_scales, PPM_UNIT, "--depth-scales"),
             recovery_ppm=_fraction(args.recovery, PPM_UNIT, "--recovery"),
             permanent_ppm=_fraction(args.permanent, PPM_UNIT, "--permanent"),
-            shock_rounds=args.shock_rounds, max_rounds=args.max_rounds, a_max=args.a_max)
+            shock_rounds=args.shock_rounds, max_rounds=args.max_rounds, a_max=args.a_max,
+            close=args.close)
         for regime in sp.regimes:
             stress.regime(regime)
         result = cz.sweep(snap, sp, stress)
@@ -371,6 +372,9 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     engine.add_argument("--recovery", default="0", help="consumed depth refilled per round (0.1)")
     engine.add_argument("--permanent", default="1", help="share of impact that stays (0.3)")
     engine.add_argument("--max-rounds", type=int, default=2000)
+    engine.add_argument("--close", choices=["full", "venue"], default="full",
+                        help="full: one walk per liquidated position (the closed-form model); "
+                             "venue: the liquidator's engine decides every step")
 
     cascade = sub.add_parser("cascade", parents=[common, source, engine],
                              help="simulate a liquidation cascade over a snapshot")
