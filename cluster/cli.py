@@ -121,7 +121,8 @@ def cmd_cluster_up(args) -> int:
             pass
         out = open(run / "log" / "supervisor.out", "ab")  # noqa: SIM115
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cluster.supervisor", "--config", topo.path, "--run-dir", str(run)],
+            [sys.executable, "-m", "cluster.supervisor", "--config", topo.path, "--run-dir", str(run)]
+            + (["--resume"] if args.resume else []),
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=not args.same_session,
         )
@@ -150,7 +151,7 @@ def cmd_cluster_up(args) -> int:
 
     seconds = args.seconds if args.seconds is not None else (
         float(os.environ["DEMO_SECONDS"]) if os.environ.get("DEMO_SECONDS") else None)
-    return uvloop.run(run_cluster(topo, demo_seconds=seconds, demo=args.demo))
+    return uvloop.run(run_cluster(topo, demo_seconds=seconds, demo=args.demo, resume=args.resume))
 
 
 def cmd_cluster_down(args) -> int:
@@ -569,6 +570,14 @@ def cmd_account_transfer(args) -> int:
 # ------------------------------------------------------------------ post-incident (audit journals)
 
 
+def cmd_audit_verify(args) -> int:
+    from cluster import verify
+
+    result = verify.verify(args.path or run_dir_of(args))
+    emit(result, args.json, verify.text)
+    return EXIT_OK if result["ok"] else EXIT_REFUSED
+
+
 def journals(args) -> list:
     """The audit journals' records; lines that could not be read are skipped and said (stderr)."""
     from cluster import reports
@@ -775,13 +784,16 @@ def cmd_calc_mmr(args) -> int:
 def cmd_calc_liq(args) -> int:
     from cluster import calc
 
-    if args.mode == "isolated" and (args.other_mm != "0" or args.other_upnl != "0"):
-        raise CliError("isolated_has_no_others", "--other-mm/--other-upnl apply to --mode cross")
+    if args.mode == "isolated" and (args.other_mm != "0" or args.other_upnl != "0"
+                                    or args.other_fees != "0"):
+        raise CliError("isolated_has_no_others",
+                       "--other-mm/--other-fees/--other-upnl apply to --mode cross")
     return _calc(args, lambda topo: calc.liq_price(
         topo, symbol=args.symbol, side=args.side, qty=args.qty, entry=args.entry,
         wallet=args.wallet, mode=args.mode, fee_rate=args.fee_rate,
         funding_rate_=args.funding_rate, funding_periods=args.funding_periods, stop=args.stop,
-        stop_gap=args.stop_gap, other_mm=args.other_mm, other_upnl=args.other_upnl))
+        stop_gap=args.stop_gap, other_mm=args.other_mm, other_upnl=args.other_upnl,
+        other_fees=args.other_fees))
 
 
 def cmd_calc_funding(args) -> int:
@@ -811,6 +823,9 @@ def parser() -> argparse.ArgumentParser:
                     help="with --detach: stay in this session, so in this scheduling group when the "
                          "kernel groups by session (autogroup), e.g. beside a load generator")
     up.add_argument("--demo", action="store_true", help="drive demo traffic and print it")
+    up.add_argument("--resume", action="store_true",
+                    help="keep the journals of the run dir's last run: risk and matching restore "
+                         "their state from them (default: start afresh)")
     up.add_argument("--seconds", type=float, default=None,
                     help="stop after N seconds (default: $DEMO_SECONDS, else run until Ctrl-C)")
     up.set_defaults(fn=cmd_cluster_up)
@@ -928,6 +943,14 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--format", choices=["md", "json"], default="md")
     report.set_defaults(fn=cmd_incident_report)
 
+    audit = sub.add_parser("audit", help="the journals of a run").add_subparsers(
+        dest="action", required=True)
+    verify = audit.add_parser(
+        "verify", parents=[common], help="replay every journal of a run offline: inputs, "
+        "snapshots checked, final state hash, money, and any divergence or damage")
+    verify.add_argument("path", nargs="?", help="the run directory (default: --run-dir or ./var)")
+    verify.set_defaults(fn=cmd_audit_verify)
+
     netsim = sub.add_parser("netsim", help="the network simulator (a running cluster)"
                             ).add_subparsers(dest="action", required=True)
     netsim.add_parser("show", parents=[common]).set_defaults(
@@ -995,6 +1018,8 @@ def parser() -> argparse.ArgumentParser:
     c_liq.add_argument("--mode", choices=["isolated", "cross"], default="isolated")
     c_liq.add_argument("--other-mm", default="0", help="cross: other positions' maintenance margin")
     c_liq.add_argument("--other-upnl", default="0", help="cross: other positions' unrealized PnL")
+    c_liq.add_argument("--other-fees", default="0",
+                       help="cross: other positions' forced-execution fees (the trigger counts them)")
     c_liq.add_argument("--fee-rate", help="forced-execution fee rate (default: the symbol's)")
     c_liq.add_argument("--funding-rate")
     c_liq.add_argument("--funding-periods", type=int, default=0)

@@ -17,6 +17,7 @@ from typing import Literal
 
 import msgspec
 
+from cluster.journal import parse_policy
 from cluster.ladder import LadderError, Tier, build_ladder
 from cluster.units import UnitError, parse_decimal, rate_to_ppm, to_units
 
@@ -125,12 +126,24 @@ class AccountConf(Conf, kw_only=True):
     scopes: list[Literal["trade", "read", "admin"]] = msgspec.field(default_factory=lambda: ["trade"])
 
 
+class JournalConf(Conf, kw_only=True):
+    """`[journal]`: how risk and matching journal their inputs (cluster/runner.py)."""
+
+    enabled: bool = True
+    fsync: str = "every_batch"  # every_batch | interval_ms:N | off (cluster/journal.py)
+    snapshot_every: int = 200_000  # inputs between snapshots ...
+    snapshot_interval_s: int = 60  # ... or seconds, whichever comes first (with new inputs)
+    segment_mb: int = 64
+    keep_snapshots: int = 2
+
+
 class TopologyConf(Conf, kw_only=True):
     cluster: ClusterConf = msgspec.field(default_factory=ClusterConf)
     supervisor: SupervisorConf
     nodes: dict[str, NodeConf]
     symbols: dict[str, SymbolConf]
     accounts: list[AccountConf] = msgspec.field(default_factory=list)
+    journal: JournalConf = msgspec.field(default_factory=JournalConf)
 
 
 class SymbolSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -188,6 +201,7 @@ class Topology(msgspec.Struct, frozen=True, kw_only=True):
     nodes: dict[str, NodeConf]
     symbols: dict[str, SymbolSpec]
     accounts: dict[str, Account]
+    journal: JournalConf = msgspec.field(default_factory=JournalConf)
 
     def node(self, name: str) -> NodeConf:
         return self.nodes[name]
@@ -321,6 +335,15 @@ def load(path: str | os.PathLike | None = None, run_dir: str | None = None) -> T
         }
     except UnitError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    try:
+        parse_policy(conf.journal.fsync)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: journal.fsync: {exc}") from None
+    for key, low in (("snapshot_every", 1), ("snapshot_interval_s", 1), ("segment_mb", 1),
+                     ("keep_snapshots", 1)):
+        if getattr(conf.journal, key) < low:
+            raise ConfigError(f"{path}: journal.{key} = {getattr(conf.journal, key)} "
+                              f"(must be >= {low})")
     if len({a.api_key for a in accounts.values()}) != len(accounts):
         raise ConfigError(f"{path}: api keys must be unique")
 
@@ -347,7 +370,7 @@ def load(path: str | os.PathLike | None = None, run_dir: str | None = None) -> T
     return Topology(
         path=str(path), run_dir=run_s, name=conf.cluster.name, seed=conf.cluster.seed,
         collateral=conf.cluster.collateral, atom=atom, supervisor=sup, nodes=nodes,
-        symbols=symbols, accounts=accounts,
+        symbols=symbols, accounts=accounts, journal=conf.journal,
     )
 
 
@@ -387,15 +410,19 @@ def free_tcp_ports(n: int) -> list[int]:
 
 def write_tcp_topology(base: Path | str, dest: Path, ports: list[int], run_dir: Path,
                        internal_ipc: bool = False,
-                       node_settings: dict[str, dict] | None = None) -> Path:
+                       node_settings: dict[str, dict] | None = None,
+                       sections: dict[str, dict] | None = None) -> Path:
     """A copy of `base` with endpoints on loopback tcp at the given ports (tests, several hosts).
 
     With `internal_ipc`, links between nodes keep their ipc endpoints and only the gateway's client
-    endpoints move to the given ports. `node_settings` ({node: {key: value}}) override settings.
+    endpoints move to the given ports. `node_settings` ({node: {key: value}}) override settings,
+    `sections` ({"journal": {...}}) top-level tables.
     """
     raw = tomllib.loads(Path(base).read_text())
     for name, settings in (node_settings or {}).items():
         raw["nodes"][name].update(settings)
+    for name, settings in (sections or {}).items():
+        raw.setdefault(name, {}).update(settings)
     ports = list(ports)
     raw["cluster"]["run_dir"] = str(run_dir)
     if not internal_ipc:

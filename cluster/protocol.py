@@ -330,6 +330,7 @@ class Cancel(Msg, tag=True, kw_only=True):
     symbol: Name
     order_id: Id = 0
     client_order_id: str = ""
+    reason: str = ""  # set when the venue cancels (risk: "margin_repriced"); a client's is "user"
 
 
 class MassCancel(Msg, tag=True, kw_only=True):
@@ -744,6 +745,25 @@ class Heartbeat(Msg, tag=True, kw_only=True):
     stats: dict[str, int] = field(default_factory=dict)
 
 
+class LinkSeq(Msg, tag=True, kw_only=True):
+    """First message of a frame on a sequenced link (cluster/links.py): the number of the frame's
+    first message (0: a control frame outside the sequence) and how many follow. A durable sender
+    (a journaled core) has incarnation 0 and numbers across restarts; others start at 1 again
+    under a new incarnation."""
+
+    link: Name
+    incarnation: int = 0
+    first: Id = 0
+    count: Id = 0
+
+
+class ResendFrom(Msg, tag=True, kw_only=True):
+    """Receiver -> sender of a sequenced link: send everything from `next_seq` on again."""
+
+    link: Name
+    next_seq: Id
+
+
 ControlMsg = Union[Ready, Heartbeat]
 AdminMsg = Union[AdminRequest, AdminReply]
 
@@ -754,6 +774,7 @@ NodeInbound = Union[
     OrderTriggered, BookDelta, BookLevels, Report, Reply, Ping, Pong, AccountRisk,
     AccountRiskRequest, MaintenanceAlert, SpotTick, IndexMark, FundingRate, Regime, Notice,
     OracleMode, LiquidationStep, LiquidationResult, FeedControl, OracleSource, NetsimTable,
+    LinkSeq, ResendFrom,
 ]
 
 

@@ -22,6 +22,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -76,8 +77,9 @@ def last_line(path: Path, limit: int = 300) -> str:
 
 
 class Supervisor:
-    def __init__(self, topo: Topology, echo=None) -> None:
+    def __init__(self, topo: Topology, echo=None, resume: bool = False) -> None:
         self.topo = topo
+        self.resume = resume  # keep the journals of an earlier run: risk and matching replay them
         self.run = Path(topo.run_dir)
         self.nodes = {name: NodeProc(name) for name in NODE_NAMES}
         self.log = configure("supervisor", topo.log_dir)
@@ -100,8 +102,13 @@ class Supervisor:
     # ------------------------------------------------------------------ files
 
     def _prepare_dirs(self) -> None:
-        for sub in ("log", "pid", "run", "audit"):
+        if not self.resume:
+            shutil.rmtree(self.run / "journal", ignore_errors=True)
+        for sub in ("log", "pid", "run", "audit", "journal"):
             (self.run / sub).mkdir(parents=True, exist_ok=True)
+        copy = self.run / "journal" / "topology.toml"  # what `perpx audit verify` replays with
+        if not (self.resume and copy.exists()):
+            shutil.copyfile(self.topo.path, copy)
         self._clean_sockets()
         (self.run / "supervisor.pid").write_text(str(os.getpid()))
 
@@ -441,9 +448,9 @@ class Supervisor:
 
 
 async def run_cluster(topo: Topology, demo_seconds: float | None = None, demo: bool = False,
-                      echo=None) -> int:
+                      echo=None, resume: bool = False) -> int:
     """Start, optionally drive demo traffic, watch until SIGINT/SIGTERM or failure, stop."""
-    sup = Supervisor(topo, echo=echo)
+    sup = Supervisor(topo, echo=echo, resume=resume)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, sup.request_stop)
@@ -481,9 +488,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="perpx-supervisor")
     parser.add_argument("--config", default=None)
     parser.add_argument("--run-dir", default=None)
+    parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
     topo = config.load(args.config, run_dir=args.run_dir)
-    return uvloop.run(run_cluster(topo))
+    return uvloop.run(run_cluster(topo, resume=args.resume))
 
 
 if __name__ == "__main__":

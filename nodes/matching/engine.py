@@ -29,6 +29,7 @@ import hashlib
 
 import msgspec
 
+from cluster.core import Snapshottable
 from cluster.config import SymbolSpec
 from cluster.protocol import (
     MARKET_TYPES, STOP_TYPES, Amend, BookDelta, Cancel, MarkPrice, MassCancel, NewOrder,
@@ -45,7 +46,7 @@ DONE_MEMORY = 100_000  # finished order ids remembered, to tell "too late" from 
 COID_MEMORY = 10_000  # client order ids remembered per account, besides those of live orders
 
 
-class MatchingEngine:
+class MatchingEngine(Snapshottable):
     def __init__(self, symbols: dict[str, SymbolSpec], coid_memory: int = COID_MEMORY) -> None:
         self.specs = dict(symbols)
         self.books: dict[str, Book] = {name: Book(name) for name in sorted(symbols)}
@@ -57,6 +58,11 @@ class MatchingEngine:
         self.done = FinishedOrders(DONE_MEMORY)
         self.seq = 0
         self.trade_id = 0
+        self.derive()
+
+    DERIVED = ("_dispatch",)
+
+    def derive(self) -> None:
         self._dispatch = {
             NewOrder: self._new_order, Cancel: self._cancel, Amend: self._amend,
             MassCancel: self._mass_cancel, MarkPrice: self._mark, SetPosition: self._set_position,
@@ -582,10 +588,11 @@ class MatchingEngine:
         if order is None:
             return
         order.ref = cmd.ref
+        reason = cmd.reason or "user"
         if order.type in STOP_TYPES and self.stops[cmd.symbol].remove(order.order_id) is not None:
-            self._emit_cancel(cmd.symbol, order, out, "user", {})  # still untriggered
+            self._emit_cancel(cmd.symbol, order, out, reason, {})  # still untriggered
         else:
-            self._pull(self.books[cmd.symbol], order, out, "user", {})
+            self._pull(self.books[cmd.symbol], order, out, reason, {})
 
     def _mass_cancel(self, cmd: MassCancel, out: list) -> None:
         if cmd.symbol and cmd.symbol not in self.books:

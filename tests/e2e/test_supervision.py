@@ -143,16 +143,6 @@ def test_a_feed_fault_outlives_a_restart_of_the_feeds_process(cluster):
         cluster.cli_json("netsim", "feed", "all", "heal")
 
 
-def test_killed_matching_stops_the_whole_cluster(cluster):
-    os.kill(cluster.node_pids()["matching"], signal.SIGKILL)
-    killed_at = time.monotonic_ns()
-    status = wait_for(lambda: (s := cluster.status())["state"] in ("failed", "stopped") and s, 15)
-    ev = died_event(cluster, "matching")
-    assert ev["policy"] == "stop_all" and ev["mono_ns"] - killed_at < 1_000_000_000
-    assert "matching died" in status["failure"]
-    wait_for(lambda: not perpx_processes(cluster.run_dir), 10)
-
-
 def test_a_cluster_that_cannot_start_says_which_process_failed_and_why(cluster, tmp_path):
     """A second cluster on the first one's ports: the start fails, saying which process (the
     supervisor binds first) and its error, instead of a bare timeout."""
