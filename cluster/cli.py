@@ -1429,6 +1429,9 @@ def parser() -> argparse.ArgumentParser:
     c_fund.add_argument("--side", choices=["long", "short"], required=True,
                         help="the position's side (longs pay a positive rate)")
     c_fund.set_defaults(fn=cmd_calc_funding)
+    from cluster import stress_cli  # perpx stress, perpx cascade [snapshot|sweep] (#24)
+
+    stress_cli.register(sub, common)
     return p
 
 
