@@ -7,7 +7,8 @@ text format). One scrape target for the whole venue:
   and healthy sources, oracle source status, volatility regime, funding rate, trades, book gaps;
 - every node, from the supervisor's status file (rewritten every 250 ms from the nodes'
   heartbeats): up, restarts, heartbeat age, and each counter a node reports in its heartbeat
-  (frames and messages in, rejects, errors, resends ...) as perpx_node_<name>_total{node}.
+  (frames and messages in, rejects, errors, resends ...) as perpx_node_<name>_total{node};
+- netsim: the link table the supervisor publishes (shaped links, latency model, loss, partitions).
 
 Names follow Prometheus conventions: counters end in _total, durations are _seconds.
 """
@@ -22,7 +23,9 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from cluster.protocol import FundingRate, IndexMark, OracleMode, OracleSource, Regime, Trade
+from cluster.protocol import (
+    FundingRate, IndexMark, NetsimTable, OracleMode, OracleSource, Regime, Trade,
+)
 
 STATUS_MAX_AGE_S = 5.0  # an older status file means no supervisor: nodes are reported down
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -42,6 +45,7 @@ class MarketGauges:
         self.funding: dict[str, int] = {}  # rate e9
         self.trades: dict[str, int] = {}
         self.volume: dict[str, int] = {}  # lots
+        self.netsim = None  # the supervisor's last NetsimTable
 
     def on_message(self, msg) -> None:
         kind = type(msg)
@@ -60,6 +64,8 @@ class MarketGauges:
             self.sources[(msg.symbol, msg.venue)] = msg.status
         elif kind is FundingRate:
             self.funding[msg.symbol] = msg.rate_e9
+        elif kind is NetsimTable:
+            self.netsim = msg
 
 
 class ClusterCollector:
@@ -72,6 +78,26 @@ class ClusterCollector:
         yield from self._facade()
         yield from self._market()
         yield from self._nodes()
+        yield from self._netsim()
+
+    def _netsim(self):
+        """The simulated network as the supervisor last published it (every node gets the table)."""
+        table = self.market.netsim
+        yield GaugeMetricFamily("perpx_netsim_table_version", "version of the netsim link table",
+                                value=table.version if table else 0)
+        shaped = GaugeMetricFamily("perpx_netsim_link_shaped", "1 for a shaped link, with its "
+                                   "latency model and bandwidth", labels=["link", "latency", "bandwidth"])
+        loss = GaugeMetricFamily("perpx_netsim_link_loss_ratio", "loss probability set on a link",
+                                 labels=["link"])
+        down = GaugeMetricFamily("perpx_netsim_link_down", "1 for a partitioned link", labels=["link"])
+        for name, spec in sorted((table.links if table else {}).items()):
+            latency = json.dumps(spec.get("latency") or {}, sort_keys=True)
+            shaped.add_metric([name, latency, str(spec.get("bandwidth", ""))], 1.0)
+            loss.add_metric([name], float(spec.get("loss", 0.0)))
+            down.add_metric([name], 1.0 if spec.get("down") else 0.0)
+        yield shaped
+        yield loss
+        yield down
 
     def _facade(self):
         requests = CounterMetricFamily("perpx_rest_requests", "REST requests answered, by route and "

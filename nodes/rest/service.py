@@ -15,7 +15,7 @@ import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from cluster.config import Topology
-from cluster.protocol import Codec, MarketData
+from cluster.protocol import Codec, MarketData, NetsimTable
 from cluster.transport import NodeShell
 from nodes.rest.facade import Facade, now_ms
 from nodes.rest.metrics import Metrics
@@ -56,6 +56,18 @@ def build(shell: NodeShell, topo: Topology):
             for msg in messages:
                 metrics.market.on_message(msg)
 
+    netsim_codec = Codec(NetsimTable)
+
+    def on_netsim(frames: list) -> None:
+        for parts in frames:
+            try:
+                for table in netsim_codec.decode(parts[-1]):
+                    metrics.market.on_message(table)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                stats["md_bad"] += 1
+
+    if topo.supervisor.netsim:
+        shell.subscribe(topo.supervisor.netsim, [b""], None, raw=on_netsim)
     gw = topo.nodes["gateway"]
     shell.subscribe(gw.pub, [b"md.", b"mark.", b"funding.", b"alert.", b"regime.", b"oracle."], None,
                     raw=on_market_data)

@@ -474,6 +474,7 @@ def scrape(venue) -> dict[tuple[str, tuple], float]:
 
 def test_metrics_names_values_and_moving_counters(venue):
     quote_book(venue, current_mark(venue))
+    venue.cli("netsim", "set", "feeds->oracle", "--latency", "1ms", check=True)
     before = scrape(venue)
     ex = exchange(venue, "alice")
     ex.load_markets()
@@ -499,6 +500,10 @@ def test_metrics_names_values_and_moving_counters(venue):
     assert after[("perpx_oracle_mode", (("mode", "normal"), ("symbol", SYM)))] == 1
     assert after[("perpx_oracle_healthy_sources", (("symbol", SYM),))] >= 3
     assert after[("perpx_rest_sessions", ())] >= 1
+    shaped = [labels for name, labels in after if name == "perpx_netsim_link_shaped"]
+    assert [dict(labels)["link"] for labels in shaped] == ["feeds->oracle"]
+    assert "1ms" in dict(shaped[0])["latency"] or "1000000" in dict(shaped[0])["latency"]
+    venue.cli("netsim", "clear", check=True)
     for _ in range(30 * FUNDING_S):  # funding every 3 s here
         if ("perpx_funding_rate", (("symbol", SYM),)) in after:
             break
