@@ -52,9 +52,12 @@ def build(shell: NodeShell, topo: Topology):
             except (msgspec.DecodeError, msgspec.ValidationError):
                 stats["md_bad"] += 1
                 continue
-            facade.on_market_data(messages)
-            for msg in messages:
-                metrics.market.on_message(msg)
+            try:
+                facade.on_market_data(messages)
+                for msg in messages:
+                    metrics.market.on_message(msg)
+            except Exception as exc:  # a bug: counted and logged, the next batch goes on
+                shell.failed("market_data_failed", type(messages[0]).__name__, exc)
 
     netsim_codec = Codec(NetsimTable)
 

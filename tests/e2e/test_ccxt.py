@@ -11,6 +11,8 @@ import re
 import subprocess
 import sys
 import tomllib
+import time
+import urllib.error
 import urllib.request
 from decimal import Decimal
 
@@ -520,6 +522,49 @@ def test_grafana_dashboard_queries_only_exported_metrics(venue):
     queried = {name for panel in dashboard["panels"] for target in panel["targets"]
                for name in re.findall(r"perpx_[a-z_]+", target["expr"])}
     assert queried and queried <= exported, queried - exported
+
+
+def test_bad_http_input_gets_binance_errors_and_changes_nothing(venue):
+    def call(method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+        req = urllib.request.Request(venue.base + path, data=body, method=method, headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as answer:
+                return answer.status, json.loads(answer.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
+
+    key = venue.api_key("bob")
+    form = {"Content-Type": "application/x-www-form-urlencoded", "X-MBX-APIKEY": key}
+
+    def signed(query: str) -> bytes:
+        from nodes.rest.auth import sign
+
+        query = f"timestamp={int(time.time() * 1000)}&{query}"
+        return f"{query}&signature={sign('secret-' + key, query)}".encode()
+
+    open_before = account_show(venue, "bob")["open_orders"]
+    cases = [
+        (call("GET", "/fapi/v1/nothing"), 404, -5000),
+        (call("PATCH", "/fapi/v1/order"), 405, -1000),
+        (call("GET", "/fapi/v1/depth?symbol=NOPE"), 400, -1121),
+        (call("GET", "/fapi/v1/depth"), 400, -1102),
+        (call("GET", "/fapi/v1/klines?symbol=BTCUSDT&interval=7m"), 400, -1120),
+        (call("GET", "/fapi/v1/depth?symbol=BTCUSDT&limit=abc"), 400, -1100),
+        (call("POST", "/fapi/v1/order", signed("symbol=BTCUSDT&side=BUY&type=LIMIT&quantity=x1"
+                                                 "&price=30000"), form), 400, -1100),
+        (call("POST", "/fapi/v1/order", signed("symbol=BTCUSDT&side=BUY&type=LIMIT&quantity=0.0001"
+                                                 "&price=30000"), form), 400, -1013),
+        (call("POST", "/fapi/v1/order", b"\xff\xfe&signature=00", form), 400, -1022),
+        (call("POST", "/fapi/v1/order", b"x" * 70_000, form), 413, -1000),
+        (call("GET", "/fapi/v3/account?timestamp=1&signature=00", headers={"X-MBX-APIKEY": "nobody"}),
+         401, -2015),
+    ]
+    for (status, body), want_status, want_code in cases:
+        assert (status, body["code"]) == (want_status, want_code), body
+        assert body["msg"]
+    assert account_show(venue, "bob")["open_orders"] == open_before
+    assert venue.status()["nodes"]["rest"]["restarts"] == 0
+    assert venue.status()["nodes"]["rest"]["stats"]["errors"] == 0
 
 
 def test_throttled_requests_raise(venue):
