@@ -348,6 +348,14 @@ def load(path: str | os.PathLike | None = None, run_dir: str | None = None) -> T
     if len({a.api_key for a in accounts.values()}) != len(accounts):
         raise ConfigError(f"{path}: api keys must be unique")
 
+    rest = conf.nodes.get("rest")
+    if rest is not None and not (HTTP_ENDPOINT.match(rest.http)
+                                 and 0 < int(rest.http.rsplit(":", 1)[1]) < 65536):
+        raise ConfigError(f"{path}: nodes.rest.http = {rest.http!r} is not HOST:PORT (the facade's "
+                          "HTTP endpoint, e.g. 127.0.0.1:7720)")
+    if rest is not None and rest.weight_per_minute < 1:
+        raise ConfigError(f"{path}: nodes.rest.weight_per_minute = {rest.weight_per_minute} (must be >= 1)")
+
     def expand(endpoint: str) -> str:
         return endpoint.replace("{run}", run_s)
 
@@ -505,6 +513,7 @@ def _same_endpoint(a: str, b: str) -> bool:
 
 
 ENDPOINT = re.compile(r"^(tcp://(\[[0-9a-fA-F:.]+\]|[^\s:\[\]]+):\d{1,5}|ipc://\S+)$")
+HTTP_ENDPOINT = re.compile(r"^[A-Za-z0-9.\-]+:[0-9]{1,5}$")  # the REST facade's HOST:PORT
 
 
 # Ports for a local tcp cluster (tests, benches) come from below the kernel's usual ephemeral range

@@ -246,3 +246,17 @@ def test_depth_events_show_a_missing_delta_in_pu():
     events = [conn.queue.get_nowait() for _ in range(conn.queue.qsize())]
     assert [(e["U"], e["u"], e["pu"]) for e in events] == [(1, 2, 0), (3, 3, 2), (5, 6, 4)]
     assert events[2]["b"] == [["10.4", "0.005"], ["10.5", "0.005"]] and events[2]["a"] == []
+
+
+@pytest.mark.parametrize("http, ok", [("127.0.0.1:7720", True), ("localhost:80", True),
+                                      ("7720", False), ("127.0.0.1:", False), ("h:99999", False),
+                                      ("tcp://127.0.0.1:7720", False)])
+def test_rest_http_endpoint_is_checked(tmp_path, http, ok):
+    text = config.DEFAULT_CONFIG.read_text().replace('http = "127.0.0.1:7720"', f'http = "{http}"')
+    path = tmp_path / "topology.toml"
+    path.write_text(text)
+    if ok:
+        assert config.load(path).nodes["rest"].http == http
+    else:
+        with pytest.raises(config.ConfigError, match="nodes.rest.http"):
+            config.load(path)
