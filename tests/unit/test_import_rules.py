@@ -60,3 +60,10 @@ def test_a_planted_violation_is_found(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("def f():\n    from perf.null_services import build\n    import perf.bench\n")
     assert {"perf.null_services", "perf.bench"} <= imported(bad)
+
+
+def test_the_status_file_is_named_in_one_place():
+    """cluster/runstate.py reads it for everyone (the CLI, load and bench tools)."""
+    named = [str(p.relative_to(ROOT)) for p in sources("cluster", "nodes", "perf")
+             if '"status.json' in p.read_text()]
+    assert named == ["cluster/runstate.py"]
