@@ -39,6 +39,7 @@ import zmq.asyncio
 from cluster.audit import AuditJournal, Explanation
 from cluster.config import NODE_NAMES, OPTIONAL_NODES, Topology
 from cluster.logs import configure
+from cluster.runstate import status_path
 from cluster.protocol import (
     AdminReply, AdminRequest, Codec, ControlMsg, FeedControl, Heartbeat, NetsimTable, Ready,
     encode_one, field_at,
@@ -138,9 +139,9 @@ class Supervisor:
             },
             "events": self.events[-20:],
         }
-        tmp = self.run / "status.json.tmp"
+        tmp = status_path(self.run).with_suffix(".json.tmp")
         tmp.write_text(json.dumps(status, indent=1))
-        os.replace(tmp, self.run / "status.json")
+        os.replace(tmp, status_path(self.run))
 
     def _event(self, kind: str, node: str, **info) -> None:
         record = {"wall_ns": time.time_ns(), "mono_ns": time.monotonic_ns(), "event": kind,
