@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from pathlib import Path
 from urllib.parse import parse_qsl
 
 import msgspec
@@ -16,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from cluster.config import Topology
 from cluster.protocol import Codec, MarketData, NetsimTable
+from cluster.runstate import status_path
 from cluster.transport import NodeShell
 from nodes.rest.facade import Facade, now_ms
 from nodes.rest.metrics import Metrics
@@ -40,7 +40,7 @@ def build(shell: NodeShell, topo: Topology):
     conf = shell.conf
     facade = Facade(topo, quote=conf.quote_asset, weight_per_minute=conf.weight_per_minute,
                     secrets_file=conf.secrets)
-    metrics = Metrics(facade, Path(topo.run_dir) / "status.json")
+    metrics = Metrics(facade, status_path(topo.run_dir))
     md_codec = Codec(MarketData)
     stats = shell.stats
     stats.update(http_requests=0, http_errors=0, sessions=0, md_bad=0, ws_connections=0)
