@@ -68,3 +68,13 @@ def test_the_status_file_is_named_in_one_place():
              if any(isinstance(node, ast.Constant) and node.value == "status.json"
                     for node in ast.walk(ast.parse(p.read_text())))]
     assert named == ["cluster/runstate.py"]
+
+
+def test_the_band_and_the_protection_price_are_computed_in_one_place():
+    """cluster/rules/bands.py: matching enforces them, risk reserves and liquidates against them."""
+    import re
+
+    pattern = re.compile(r"(\bband_ppm|protection_ppm|slippage_ppm)\)? // PPM")
+    found = [str(p.relative_to(ROOT)) for p in sources("cluster", "nodes")
+             if pattern.search(p.read_text())]
+    assert found == ["cluster/rules/bands.py"], found
