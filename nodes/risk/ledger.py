@@ -54,7 +54,9 @@ from nodes.risk import adl
 from nodes.risk.accounts import AccountState, OpenOrder, Position, pending_units
 from nodes.risk.marks import FundingClock, MarkAges
 from cluster.funding import funding_payment
-from cluster.prices import bankruptcy_price, liquidation_price, round_price, trigger_margin
+from cluster.prices import (
+    bankruptcy_price, forced_fee, liquidation_price, round_price, trigger_margin,
+)
 
 E9 = 1_000_000_000
 INSURANCE = "insurance"
@@ -1057,7 +1059,7 @@ class RiskEngine(Snapshottable):
         """Charge the forced-execution fee of a liquidation fill to the insurance fund, never more
         than the margin balance left (a fee must not make the account bankrupt)."""
         spec = self.specs[symbol]
-        fee = min(ceil_div(notional * spec.forced_fee_ppm, PPM),
+        fee = min(forced_fee(notional, spec.forced_fee_ppm),
                   max(0, self._margin_balance(acct, symbol)))
         if fee:
             pos = acct.positions.get(symbol)
