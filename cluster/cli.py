@@ -1432,7 +1432,20 @@ def parser() -> argparse.ArgumentParser:
     from cluster import stress_cli  # perpx stress, perpx cascade [snapshot|sweep] (#24)
 
     stress_cli.register(sub, common)
+    numbers_through_one_layer(p)
     return p
+
+
+def numbers_through_one_layer(parser: argparse.ArgumentParser) -> None:
+    """A flag declared `type=int` or `type=float` (by a module that adds its own commands) still
+    goes through Number: Python's int() and float() take '３', '1_0', ' 5 ', and float() 'nan'
+    and 'inf'. The flag's range is its command's to check."""
+    for action in parser._actions:
+        if action.type is int or action.type is float:
+            action.type = Number(kind="int" if action.type is int else "float")
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):  # aliases share a parser
+                numbers_through_one_layer(sub)
 
 
 def joined_negative_values(argv: list[str]) -> list[str]:

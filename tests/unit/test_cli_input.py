@@ -69,6 +69,18 @@ def test_every_command_takes_numbers_through_the_same_layer(capsys, args, flag):
     assert code == 2 and flag in out["message"], out
 
 
+def test_no_flag_of_any_command_reads_numbers_with_plain_int_or_float(capsys):
+    """Commands other modules add (perpx stress, cascade) get the same layer: before it,
+    `perpx stress --depth ３` ran with a depth of 3 (Python's int takes fullwidth digits)."""
+    found = [(path, action) for path, p in commands(cli.parser()) for action in p._actions
+             if action.type in (int, float)]
+    assert found == []
+    code, out = run(capsys, "stress", "--notional", "BTC-PERP=600000", "--depth", "３")
+    assert code == 2 and out["error"] == "not_a_number" and "--depth" in out["message"], out
+    code, out = run(capsys, "cascade", "band", "--accounts", "1_0", "--out", "x.json")
+    assert code == 2 and "--accounts" in out["message"], out
+
+
 def test_usage_errors_without_json_go_to_stderr_with_the_reason(capsys):
     assert main(PLACE + ["--qty", "3_0"]) == 2
     captured = capsys.readouterr()
