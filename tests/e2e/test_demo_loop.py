@@ -5,6 +5,7 @@ included). PERPX_DEMO_LOOP_RUNS=50 runs the issue's 50 x 3 s loop (by hand: abou
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -21,10 +22,12 @@ SECONDS = 3.0
 SLACK = 2.0  # what a stop may take beyond the deadline: tasks, summary, logouts, nodes
 
 
-def timed_demo(handle: ClusterHandle) -> tuple[float, str, int]:
-    """One `cluster up --demo --seconds 3`: (seconds from banner to exit, output, exit code)."""
+def timed_demo(handle: ClusterHandle, seconds: float = SECONDS,
+               during=None) -> tuple[float, str, int]:
+    """One `cluster up --demo --seconds N`: (seconds from banner to exit, output, exit code);
+    `during(banner_time)` runs once the demo has started."""
     cmd = [sys.executable, "-m", "cluster.cli", "cluster", "up", "--demo", "--seconds",
-           f"{SECONDS:g}", "--run-dir", str(handle.run_dir), "--config", str(handle.config_path)]
+           f"{seconds:g}", "--run-dir", str(handle.run_dir), "--config", str(handle.config_path)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             cwd=ROOT)
     banner: list[float] = []
@@ -38,8 +41,14 @@ def timed_demo(handle: ClusterHandle) -> tuple[float, str, int]:
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
+    if during is not None:
+        deadline = time.monotonic() + 60
+        while not banner and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if banner:
+            during(banner[0])
     try:
-        proc.wait(timeout=60 + SECONDS)  # a hang fails the test here instead of blocking it
+        proc.wait(timeout=60 + seconds)  # a hang fails the test here instead of blocking it
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(5)
@@ -69,3 +78,26 @@ def test_demo_runs_in_a_row_each_stop_within_deadline_plus_2s(tmp_path):
     finally:
         handle.cli("cluster", "down")
     print(f"demo runs of {SECONDS:g} s, banner to exit: {took}")
+
+
+@pytest.mark.timeout(120)
+def test_the_demo_stops_in_time_when_risk_and_matching_die_and_restart_during_it(tmp_path):
+    """risk and matching restart on failure (journaled, #18): the demo goes on through their
+    outage, its requests in flight time out or come back, and its stop is as bounded as ever."""
+    handle = ClusterHandle(tmp_path)
+    seconds = 8.0
+
+    def kill_cores(started: float) -> None:
+        for node, at in (("risk", 2.5), ("matching", 4.0)):
+            time.sleep(max(0.0, started + at - time.monotonic()))
+            os.kill(int((handle.run_dir / "pid" / f"{node}.pid").read_text()), signal.SIGKILL)
+
+    try:
+        took, out, code = timed_demo(handle, seconds, during=kill_cores)
+    finally:
+        handle.cli("cluster", "down")
+    assert "risk died (signal SIGKILL); policy restart" in out, out[-3000:]
+    assert "matching died (signal SIGKILL); policy restart" in out, out[-3000:]
+    assert code == 0 and "SUMMARY trades seen" in out, out[-3000:]
+    assert took <= seconds + SLACK, (took, out[-3000:])
+    print(f"demo of {seconds:g} s with risk and matching killed: banner to exit {took:.2f} s")
