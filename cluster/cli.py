@@ -35,7 +35,7 @@ from cluster import config
 from cluster import render
 from cluster.humanize import Units, describe
 from cluster.protocol import to_jsonable
-from cluster.units import UnitError, from_units, rate_to_ppm
+from cluster.units import PLAIN_DECIMAL, UnitError, from_units, rate_to_ppm
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
 
@@ -56,7 +56,7 @@ class CliError(Exception):
 # in the flag's range; a refusal exits 2 and names the flag. The grid (tick, lot, atom) is checked
 # when the symbol is known, by the SDK's exact conversions, also before anything is sent.
 
-ASCII_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+ASCII_NUMBER = re.compile(PLAIN_DECIMAL)  # and no exponent: a person types 1000, not 1e3
 # A price relative to the oracle's mark: 'mark', 'mark-1%', 'mark+0.5%', 'mark-25' (price units).
 MARK_RELATIVE = re.compile(r"mark(?:([+-])((?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(%?))?")
 

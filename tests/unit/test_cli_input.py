@@ -189,3 +189,18 @@ def test_every_command_has_a_description_an_example_and_described_flags():
     assert "mark-1%" in place and "(default: GTC)" in place and "in contracts" in place
     netsim_set = dict(found)[("netsim", "set")].format_help()
     assert "mixture" in netsim_set and "MESSAGES" in netsim_set
+
+
+@pytest.mark.parametrize("text", ["３００００", "3_0000", " 30000 ", "30000\n", "٣٠٠٠٠"])
+def test_every_exact_conversion_reads_ascii_digits_only(capsys, text):
+    """units.to_units is where every typed number becomes units (the SDK's ticks/lots/atoms, calc,
+    stress and cascade flags): before, Python's Decimal read these as 30000."""
+    from cluster.units import UnitError, to_units
+
+    with pytest.raises(UnitError) as refused:
+        to_units(text, Decimal("0.1"), "price", "off_grid")
+    assert refused.value.reason == "not_a_number"
+    assert to_units("30000", Decimal("0.1"), "price", "off_grid") == 300000
+    assert to_units(Decimal("1000").normalize(), Decimal("1"), "x", "r") == 1000  # str: '1E+3'
+    code, out = run(capsys, "cascade", "band", "--size", text, "--out", "never.json")
+    assert code == 2 and out["error"] == "not_a_number" and "--size" in out["message"], out
