@@ -800,7 +800,11 @@ def journals(args) -> list:
     """The audit journals' records; lines that could not be read are skipped and said (stderr)."""
     from cluster import reports
 
-    records, unreadable = reports.load(str(run_dir_of(args)))
+    run = run_dir_of(args)
+    if not (run / "audit").is_dir():  # the wrong directory, not a quiet venue: say so
+        raise CliError("no_journals", f"no audit journals in {run} (no audit/ directory); "
+                       + no_cluster_hint(run))
+    records, unreadable = reports.load(str(run))
     if unreadable:
         print("perpx: skipped unreadable journal lines (torn or damaged writes): "
               + ", ".join(f"{name} {n}" for name, n in unreadable.items()), file=sys.stderr)

@@ -204,3 +204,19 @@ def test_every_exact_conversion_reads_ascii_digits_only(capsys, text):
     assert to_units(Decimal("1000").normalize(), Decimal("1"), "x", "r") == 1000  # str: '1E+3'
     code, out = run(capsys, "cascade", "band", "--size", text, "--out", "never.json")
     assert code == 2 and out["error"] == "not_a_number" and "--size" in out["message"], out
+
+
+@pytest.mark.parametrize("args", [
+    ["cascade", "--from-cluster"],  # waited --timeout (5 s) before
+    ["cascade", "snapshot", "--from-cluster", "--out", "never.json"],
+    ["stress", "alice"], ["book", "BTC-PERP"], ["ping"], ["netsim", "show"],
+    ["incident", "report"], ["explain", "account", "alice"],  # printed an empty report, exit 0
+    ["explain", "liquidation", "liq-1"],
+])
+def test_a_command_on_a_directory_with_no_cluster_says_so_at_once(capsys, tmp_path, args):
+    import time
+
+    started = time.monotonic()
+    code, out = run(capsys, *args, "--run-dir", str(tmp_path / "var"))
+    assert code == 2 and out["error"] in ("no_cluster", "no_journals"), out
+    assert "--run-dir" in out["message"] and time.monotonic() - started < 2, out
