@@ -791,7 +791,11 @@ def cmd_account_transfer(args) -> int:
 def cmd_audit_verify(args) -> int:
     from cluster import verify
 
-    result = verify.verify(args.path or run_dir_of(args))
+    run = Path(args.path).resolve() if args.path else run_dir_of(args)
+    if not (run / "journal" / verify.TOPOLOGY_COPY).exists():  # nothing to verify: not damage
+        raise CliError("no_journals", f"no journals in {run} (no journal/{verify.TOPOLOGY_COPY},"
+                       " which `perpx cluster up` writes); " + no_cluster_hint(run))
+    result = verify.verify(run)
     emit(result, args.json, verify.text)
     return EXIT_OK if result["ok"] else EXIT_REFUSED
 

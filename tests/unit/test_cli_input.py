@@ -212,6 +212,7 @@ def test_every_exact_conversion_reads_ascii_digits_only(capsys, text):
     ["stress", "alice"], ["book", "BTC-PERP"], ["ping"], ["netsim", "show"],
     ["incident", "report"], ["explain", "account", "alice"],  # printed an empty report, exit 0
     ["explain", "liquidation", "liq-1"],
+    ["audit", "verify"],  # was 'NOT CONSISTENT', exit 1, as if a journal were damaged
 ])
 def test_a_command_on_a_directory_with_no_cluster_says_so_at_once(capsys, tmp_path, args):
     import time
