@@ -31,23 +31,10 @@ LOCKSTEP_LIMIT = 200_000  # inputs compared one by one to find where two replays
 
 
 class QuietShell(RecordingShell):
-    """A recording shell that keeps nothing: an offline replay's effects go nowhere. The inputs a
-    service feeds itself while it is built (risk's start-up ClockTick) are not run: the live
-    node's are in the journal, at their time; run again at this shell's time 0 they started
-    risk's funding clock and marks' ages at 0, so every snapshot (which holds the live start)
-    differed from the replay before it."""
+    """A recording shell that keeps nothing: an offline replay's effects go nowhere, and its
+    inputs are the journal's only."""
 
-    _runner = None
-
-    @property
-    def runner(self):
-        return self._runner
-
-    @runner.setter
-    def runner(self, runner) -> None:  # CoreRunner names itself here
-        if runner is not None:
-            runner.on_messages = lambda messages: None
-        self._runner = runner
+    offline = True
 
     def send(self, peer: str, message) -> None:
         pass
