@@ -218,14 +218,27 @@ def cmd_cluster_up(args) -> int:
             why = last_line(run / "log" / "supervisor.out")
             failure = f"the supervisor exited with {proc.returncode}" + (f": {why}" if why else "")
         raise CliError("start_failed", f"cluster did not start: {failure or 'timeout'}"
-                       f" (see {run}/log/)", EXIT_REFUSED)
+                       f" (see {run}/log/){start_failure_hint(failure or '')}", EXIT_REFUSED)
     import uvloop
 
     from cluster.supervisor import run_cluster
 
     seconds = args.seconds if args.seconds is not None else (
         float(os.environ["DEMO_SECONDS"]) if os.environ.get("DEMO_SECONDS") else None)
-    return uvloop.run(run_cluster(topo, demo_seconds=seconds, demo=args.demo, resume=args.resume))
+    code = uvloop.run(run_cluster(topo, demo_seconds=seconds, demo=args.demo, resume=args.resume))
+    hint = start_failure_hint((read_status(run) or {}).get("failure") or "")
+    if code and hint:
+        print(f"perpx:{hint}", file=sys.stderr)
+    return code
+
+
+def start_failure_hint(failure: str) -> str:
+    """What to do about a start that failed for a reason the person can act on."""
+    if "Address already in use" in failure:
+        return ("; another cluster (another checkout's, or one started with another --run-dir) "
+                "or program holds that port: stop it (`perpx cluster down --run-dir DIR`), or give "
+                "this one other ports (a topology of your own: --config FILE or PERPX_CONFIG)")
+    return ""
 
 
 def cmd_cluster_down(args) -> int:
