@@ -284,7 +284,8 @@ class Client:
             self._md.setsockopt(zmq.SUBSCRIBE, topic)
 
     async def market_data(self) -> list:
-        """The next batch of market data messages (Trade, BookDelta, IndexMark, alerts)."""
+        """The next batch of market data messages (Trade, BookDelta, IndexMark, notices, ...):
+        public, naming no account (an account's alerts come with its reports)."""
         topic, frame = await self._md.recv_multipart()
         return self._md_codec.decode(frame)
 

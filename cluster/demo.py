@@ -50,7 +50,7 @@ class Demo:
 
     async def watch_market(self) -> None:
         client = self.clients[MAKERS[0]]
-        await client.subscribe(b"md.", b"mark.", b"alert.")
+        await client.subscribe(b"md.", b"mark.")
         last_mark_print: dict[str, float] = {}
         while True:
             for msg in await client.market_data():
@@ -59,8 +59,7 @@ class Demo:
                     self.trades += 1
                     side = "buy" if msg.taker_side > 0 else "sell"
                     say(f"TRADE  {msg.symbol:9} {self.fmt_qty(msg.symbol, msg.qty):>8} @ "
-                        f"{self.fmt(msg.symbol, msg.price):>10}  taker {msg.taker_account} {side}"
-                        f"  maker {msg.maker_account}  (trade {msg.trade_id})")
+                        f"{self.fmt(msg.symbol, msg.price):>10}  taker {side}  (trade {msg.trade_id})")
                 elif t is IndexMark:
                     self.marks[msg.symbol] = msg.mark
                     now = time.monotonic()
@@ -68,10 +67,17 @@ class Demo:
                         last_mark_print[msg.symbol] = now
                         say(f"MARK   {msg.symbol:9} index {self.fmt(msg.symbol, msg.index):>10}  "
                             f"mark {self.fmt(msg.symbol, msg.mark):>10}  from {msg.sources} feeds")
-                elif t is MaintenanceAlert:
-                    money = partial(from_units, unit=self.topo.atom)
-                    say(f"ALERT  {msg.account} at/below maintenance: equity {money(msg.equity)} "
-                        f"<= MM {money(msg.maintenance_margin)} + fee {money(msg.forced_fee)}")
+
+    async def watch_alerts(self, name: str) -> None:
+        """An account's margin alerts are private: they come with its own reports, not as market
+        data (the demo holds every demo account's session, so it can say them all)."""
+        client = self.clients[name]
+        money = partial(from_units, unit=self.topo.atom)
+        while True:
+            msg = (await client.reports.get()).event
+            if type(msg) is MaintenanceAlert:
+                say(f"ALERT  {msg.account} at/below maintenance: equity {money(msg.equity)} "
+                    f"<= MM {money(msg.maintenance_margin)} + fee {money(msg.forced_fee)}")
 
     def rejected(self, name: str, symbol: str, reason: str, detail: dict) -> None:
         """Count a refusal and say why, with the venue's numbers."""
@@ -169,6 +175,7 @@ async def run_demo(topo: Topology, seconds: float | None, on_done) -> None:
         tasks = [asyncio.create_task(demo.watch_market()), asyncio.create_task(demo.show_book())]
         tasks += [asyncio.create_task(demo.make_markets(n, 300 + 200 * i)) for i, n in enumerate(MAKERS)]
         tasks += [asyncio.create_task(demo.take(n)) for n in TAKERS]
+        tasks += [asyncio.create_task(demo.watch_alerts(n)) for n in demo.clients]
         if seconds:
             await asyncio.sleep(seconds)
         else:

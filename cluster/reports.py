@@ -118,6 +118,11 @@ def incident(records: list[Explanation], since_ns: int | None, until_ns: int | N
              if r.node == "oracle" and r.rule != "oracle.regime"]
     regimes = [_record(r) | {"symbol": r.subject} for r in window if r.rule == "oracle.regime"]
     buffers = [_record(r) | {"symbol": r.subject} for r in window if r.rule == "risk.im_buffer"]
+    # risk's own view of the oracle: a symbol reduce-only on a stale mark and back, and funding
+    # times settled late, skipped or repeated (each settled once: risk's funding clock)
+    mark_ages = [_record(r) | {"symbol": r.subject} for r in window if r.rule == "risk.mark_age"]
+    funding_clock = [_record(r) | {"symbol": r.subject} for r in window if r.rule in (
+        "risk.funding_late", "risk.funding_missed", "risk.funding_already_settled")]
     funding_remainder = sum(int(r.numbers.get("remainder_to_insurance", 0))
                             for r in window if r.rule == "risk.funding")
     fund_from_liquidations = sum(l["insurance_fund_delta"] for l in liquidations)
@@ -132,6 +137,7 @@ def incident(records: list[Explanation], since_ns: int | None, until_ns: int | N
         "liquidations_by_status": dict(Counter(l["status"] for l in liquidations)),
         "paused_liquidations": paused,
         "oracle_mode_changes": modes, "regime_changes": regimes, "im_buffer_changes": buffers,
+        "mark_age_changes": mark_ages, "funding_clock_events": funding_clock,
         "insurance_fund": {"from_liquidations": fund_from_liquidations,
                            "from_funding_remainders": funding_remainder,
                            "total": fund_from_liquidations + funding_remainder},
@@ -158,7 +164,8 @@ def incident_markdown(report: dict, units) -> str:
     else:
         lines.append("None.")
     lines += ["", "## Oracle modes and regimes", ""]
-    changes = report["oracle_mode_changes"] + report["regime_changes"] + report["im_buffer_changes"]
+    changes = report["oracle_mode_changes"] + report["regime_changes"] + \
+        report["im_buffer_changes"] + report["mark_age_changes"] + report["funding_clock_events"]
     if changes:
         for c in sorted(changes, key=lambda c: c["ts_ns"]):
             lines.append(f"- {c['time']} {c['symbol']}: {c['rule']} {c['decision']} "
