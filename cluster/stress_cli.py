@@ -349,14 +349,22 @@ def cmd_sweep(args) -> int:
 # ------------------------------------------------------------------ parsers
 
 
+def _command(group, name: str, text: str, example: str, parents):
+    """A subcommand as the CLI's own are made: a description, and an example in the epilog."""
+    return group.add_parser(name, parents=list(parents), help=text, description=text,
+                            epilog="example:\n  " + example,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def register(sub, common: argparse.ArgumentParser) -> None:
-    stress = sub.add_parser("stress", parents=[common],
-                            help="a live account's portfolio stress grid (correlation regimes)")
+    stress = _command(sub, "stress", "a live account's portfolio stress grid (correlation regimes)",
+                      "perpx stress alice     # or offline: perpx stress --notional "
+                      "BTC-PERP=600000 --notional ETH-PERP=-450000", [common])
     stress.add_argument("name", nargs="?", help="a running cluster's account")
     stress.add_argument("--notional", action="append", default=[], metavar="SYMBOL=AMOUNT",
                         help="offline: a position's signed notional in collateral units "
                              "(repeat), instead of an account")
-    stress.add_argument("--api-key")
+    stress.add_argument("--api-key", help="log on with this key instead of the account's own")
     stress.add_argument("--params", help="stress parameter file (default: the published one)")
     stress.add_argument("--depth", type=int, default=50, help="book levels for the liquidity add-on")
     stress.set_defaults(fn=cmd_stress)
@@ -364,20 +372,23 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     source = argparse.ArgumentParser(add_help=False)
     source.add_argument("--snapshot", help="a snapshot JSON file")
     source.add_argument("--from-cluster", action="store_true", help="snapshot the running cluster")
-    source.add_argument("--book-depth", type=int, default=1000)
+    source.add_argument("--book-depth", type=int, default=1000,
+                        help="book levels per side read from the cluster (default: 1000)")
     source.add_argument("--params", help="stress parameter file (regimes, scan ranges)")
     engine = argparse.ArgumentParser(add_help=False)
     engine.add_argument("--symbol", default="BTC-PERP", help="the symbol the shock hits")
     engine.add_argument("--shock-rounds", type=int, default=1, help="spread the shock over N rounds")
     engine.add_argument("--recovery", default="0", help="consumed depth refilled per round (0.1)")
     engine.add_argument("--permanent", default="1", help="share of impact that stays (0.3)")
-    engine.add_argument("--max-rounds", type=int, default=2000)
+    engine.add_argument("--max-rounds", type=int, default=2000,
+                        help="stop a cascade after this many rounds (default: 2000)")
     engine.add_argument("--close", choices=["full", "venue"], default="full",
                         help="full: one walk per liquidated position (the closed-form model); "
                              "venue: the liquidator's engine decides every step")
 
-    cascade = sub.add_parser("cascade", parents=[common, source, engine],
-                             help="simulate a liquidation cascade over a snapshot")
+    cascade = _command(sub, "cascade", "simulate a liquidation cascade over a snapshot",
+                       "perpx cascade --from-cluster --shock -0.08 --latency 1",
+                       [common, source, engine])
     cascade.add_argument("--shock", default="-0.08", help="the symbol's exogenous move (-0.08)")
     cascade.add_argument("--regime", default="calm", help="how the other symbols co-move")
     cascade.add_argument("--latency", type=int, default=0, help="rounds from trigger to execution")
@@ -385,25 +396,27 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     cascade.add_argument("--out", help="also write the result JSON here")
     cascade.set_defaults(fn=cmd_cascade)
     actions = cascade.add_subparsers(dest="cascade_action")
-    band = actions.add_parser("band", parents=[common],
-                              help="write RISK-ANALYTICS 3.4's toy market (a linear band) as a "
-                                   "snapshot: longs liquidated every $10 below $60,000")
+    band = _command(actions, "band", "write RISK-ANALYTICS 3.4's toy market (a linear band) as a "
+                    "snapshot: longs liquidated every $10 below $60,000",
+                    "perpx cascade band --size 5 --depth 10 --out band.json", [common])
     band.add_argument("--size", default="5", help="BTC per account (s)")
     band.add_argument("--depth", default="10", help="BTC bid per $10 level (d); g*lambda = s/d")
-    band.add_argument("--accounts", type=int, default=600)
+    band.add_argument("--accounts", type=int, default=600, help="accounts in the band (600)")
     band.add_argument("--fund", default="0", help="insurance fund, USD")
-    band.add_argument("--out", required=True)
+    band.add_argument("--out", required=True, help="the snapshot file to write")
     band.set_defaults(fn=cmd_band)
-    snap = actions.add_parser("snapshot", parents=[common, source],
-                              help="write the running cluster's state as a snapshot")
-    snap.add_argument("--out", required=True)
+    snap = _command(actions, "snapshot", "write the running cluster's state as a snapshot",
+                    "perpx cascade snapshot --from-cluster --out now.json", [common, source])
+    snap.add_argument("--out", required=True, help="the snapshot file to write")
     snap.set_defaults(fn=cmd_snapshot)
-    sweep = actions.add_parser("sweep", parents=[common, source, engine],
-                               help="shock x regime x latency x depth: curves, critical points")
-    sweep.add_argument("--shocks", default="-0.01,-0.02,-0.04,-0.08,-0.12")
-    sweep.add_argument("--regimes", default="calm,crisis")
-    sweep.add_argument("--latencies", default="0,1,3")
-    sweep.add_argument("--depth-scales", default="1,0.5")
+    sweep = _command(actions, "sweep", "shock x regime x latency x depth: curves, critical points",
+                     "perpx cascade sweep --snapshot band.json --out-dir sweep",
+                     [common, source, engine])
+    sweep.add_argument("--shocks", default="-0.01,-0.02,-0.04,-0.08,-0.12",
+                       help="exogenous moves, comma-separated fractions")
+    sweep.add_argument("--regimes", default="calm,crisis", help="correlation regimes, comma-separated")
+    sweep.add_argument("--latencies", default="0,1,3", help="rounds from trigger to execution")
+    sweep.add_argument("--depth-scales", default="1,0.5", help="book depth multipliers")
     sweep.add_argument("--a-max", default="2", help="amplification defining the critical depth")
-    sweep.add_argument("--out-dir", default="cascade-sweep")
+    sweep.add_argument("--out-dir", default="cascade-sweep", help="where sweep.json and the HTML go")
     sweep.set_defaults(fn=cmd_sweep)

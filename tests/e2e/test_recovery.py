@@ -30,7 +30,9 @@ def stable(view) -> dict:
 
 
 def orders(view) -> list:
-    return [(o.order_id, o.symbol, o.side, o.price, o.qty, o.remaining, o.reserved)
+    """Open orders as the ledger holds them; not what each reserves, which the mark moves (an
+    order's worst-case loss against the mark is re-priced as the mark moves: #17 defect 5)."""
+    return [(o.order_id, o.symbol, o.side, o.price, o.qty, o.remaining, o.reserved > 0)
             for o in view.orders]
 
 

@@ -16,7 +16,11 @@ The rules, as modelled:
 - an isolated position: opening moves IM (at the tier of the entry notional after the fill) plus
   the opening fee in from the cross wallet; its fills, fees and funding settle in its own cash; a
   full close returns that cash to the wallet, or, if negative, the insurance fund absorbs it; a
-  partial close releases margin per `isolated_release` (#17 defect 2 changes that rule);
+  partial close releases what the remaining IM at the mark does not need, out of the lower of its
+  wallet and its equity at the mark (#17 defect 2); an opening fill worse than the mark also brings
+  in that loss at once (#17 defect 16);
+- a liquidation fill's forced fee is charged once the close is booked and before an isolated
+  position's cash goes back, capped by the margin balance left (#17 defect 7);
 - funding: |qty| x mark x mult x rate per position, longs pay when the rate is > 0; payers round
   up, receivers down, the remainder goes to the insurance fund;
 - a cross account left by a liquidation with no cross position and a negative wallet is made whole
@@ -82,21 +86,12 @@ def initial_margin(spec, leverage_setting: int, buffer_ppm: int, notional: int,
     return round_up(Fraction(abs(notional) * buffer_ppm, lev * MILLION))
 
 
-def isolated_release_before_defect_2(iso_cash: int, cost: int, qty_after: int, qty_before: int,
-                                     im_at_mark: int, equity_at_mark: int) -> int:
-    """Today's rule (the README: "returns what it no longer needs"), as shipped before #17 defect 2:
-    the remaining position keeps its share of the wallet (cash + cost, no unrealized), rounded up
-    toward keeping; only cash actually held goes back."""
-    wallet = iso_cash + cost
-    keep = round_up(Fraction(wallet * abs(qty_after), qty_before))
-    return max(0, min(wallet - keep, iso_cash))
-
-
 def isolated_release_new_rule(iso_cash: int, cost: int, qty_after: int, qty_before: int,
                               im_at_mark: int, equity_at_mark: int) -> int:
-    """#17 defect 2: release only what the remaining position's IM at the mark does not need
-    (equity at the mark counts the open loss), for longs and shorts alike."""
-    return max(0, equity_at_mark - im_at_mark)
+    """#17 defect 2: release only what the remaining position's IM at the mark does not need, out
+    of the lower of its wallet (cash + cost: margin and realized, no unrealized gain) and its
+    equity at the mark (which counts the open loss), for longs and shorts alike."""
+    return max(0, min(iso_cash + cost, equity_at_mark) - im_at_mark)
 
 
 @dataclass
@@ -120,7 +115,7 @@ class MoneyModel:
     def __init__(self, specs, deposits: dict[str, int], insurance_fund: int = 0,
                  modes: dict[str, dict[str, str]] | None = None,
                  leverage: dict[str, dict[str, int]] | None = None,
-                 release=isolated_release_before_defect_2) -> None:
+                 release=isolated_release_new_rule) -> None:
         self.specs = specs
         self.accounts = {n: Acct(b) for n, b in deposits.items()}
         self.accounts.setdefault(INSURANCE, Acct(0)).balance += insurance_fund
@@ -128,14 +123,14 @@ class MoneyModel:
             self.accounts[name].mode.update(m)
         for name, m in (leverage or {}).items():
             self.accounts[name].leverage.update(m)
-        self.release = release
+        self.release = release  # a test may hold the ledger to another release rule
         self.fee_pool = 0
         self.marks: dict[str, int] = {}
+        self.last: dict[str, int] = {}  # last trade price: the value of a position with no mark
         self.regime: dict[str, str] = {s: "normal" for s in specs}
         self.liq_orders: dict[int, str] = {}  # liquidation IOC order id -> account
-        # What the generators' coverage asserts, and what differs from the new release rule.
+        # What the generators' coverage asserts.
         self.seen: dict[str, int] = {}
-        self.release_differences: list[tuple] = []
 
     # ------------------------------------------------------------------ valuation
 
@@ -148,8 +143,11 @@ class MoneyModel:
     def _buffer(self, symbol: str) -> int:
         return self.specs[symbol].im_buffer_ppm[self.regime[symbol]]
 
+    def _mark(self, symbol: str) -> int:
+        return self.marks.get(symbol) or self.last.get(symbol, 0)
+
     def _value(self, symbol: str, pos: Pos) -> int:
-        mark = self.marks.get(symbol)
+        mark = self._mark(symbol)
         return pos.qty * mark * self.specs[symbol].atoms_per_tick_lot if mark else pos.cost
 
     def cross_equity(self, acct: Acct) -> int:
@@ -224,10 +222,10 @@ class MoneyModel:
         maker_fee = trading_fee(notional, spec.maker_fee_ppm)
         if maker_fee < 0:
             self._note("maker rebate")
+        self.last[ev.symbol] = ev.price
         taker = self.accounts[ev.taker_account]
-        self._fill(taker, ev.symbol, ev.taker_side, ev.qty, ev.price, taker_fee)
-        if liquidation:
-            self._forced_fee(taker, ev.symbol, notional)
+        self._fill(taker, ev.symbol, ev.taker_side, ev.qty, ev.price, taker_fee,
+                   forced_notional=notional if liquidation else 0)
         self._fill(self.accounts[ev.maker_account], ev.symbol, -ev.taker_side, ev.qty, ev.price,
                    maker_fee)
         self._note("trade")
@@ -241,7 +239,7 @@ class MoneyModel:
             fee = cap
             self._note("forced fee capped")
         pos = acct.positions.get(symbol)
-        if pos is not None and pos.mode == "isolated":
+        if pos is not None and pos.mode == "isolated":  # before its cash goes back (defect 7)
             pos.iso -= fee
         else:
             acct.balance -= fee
@@ -277,7 +275,8 @@ class MoneyModel:
 
     # ------------------------------------------------------------------ one side of a fill
 
-    def _fill(self, acct: Acct, symbol: str, side: int, qty: int, price: int, fee: int) -> None:
+    def _fill(self, acct: Acct, symbol: str, side: int, qty: int, price: int, fee: int,
+              forced_notional: int = 0) -> None:
         spec = self.specs[symbol]
         mult = spec.atoms_per_tick_lot
         acct.fees_paid += fee
@@ -306,6 +305,8 @@ class MoneyModel:
             pos.qty += side * closing
             self._note(("isolated " if isolated else "cross ")
                        + ("full close" if pos.qty == 0 else "partial close"))
+            if forced_notional:  # a liquidation fill's forced fee, once the close is booked
+                self._forced_fee(acct, symbol, forced_notional)
             if isolated:
                 if pos.qty == 0:
                     if pos.iso >= 0:
@@ -316,12 +317,18 @@ class MoneyModel:
                     pos.iso = 0
                 else:
                     self._release(acct, symbol, pos, before)
+        elif forced_notional:
+            self._forced_fee(acct, symbol, forced_notional)
         if opening:
             value = price * opening * mult
             if isolated:
+                # IM, the opening fee, and the loss at once of a fill worse than the mark
+                # (#17 defect 16: the position starts with its IM at the mark)
                 im = initial_margin(spec, self._lev(acct, symbol), self._buffer(symbol), value,
                                     abs(pos.cost) + value)
-                move = max(0, im + fee_open)
+                mark = self._mark(symbol)
+                loss_at_once = max(0, side * (price - mark) * opening * mult) if mark else 0
+                move = max(0, im + fee_open + loss_at_once)
                 acct.balance -= move
                 pos.iso += move
             pay(side * value + fee_open)
@@ -336,11 +343,7 @@ class MoneyModel:
         value = abs(pos.qty) * mark * spec.atoms_per_tick_lot
         im = initial_margin(spec, self._lev(acct, symbol), self._buffer(symbol), value, value)
         equity = pos.iso + (pos.qty * mark * spec.atoms_per_tick_lot if mark else pos.cost)
-        args = (pos.iso, pos.cost, pos.qty, qty_before, im, equity)
-        amount = self.release(*args)
-        new = isolated_release_new_rule(*args)
-        if new != amount:
-            self.release_differences.append((symbol, pos.qty, qty_before, amount, new))
+        amount = self.release(pos.iso, pos.cost, pos.qty, qty_before, im, equity)
         if amount:
             self._note("isolated release")
         pos.iso -= amount

@@ -107,5 +107,5 @@ def test_defect_10_and_8_the_incident_report_shows_risks_view_of_the_oracle():
     assert [r["rule"] for r in report["funding_clock_events"]] == [
         "risk.funding_late", "risk.funding_already_settled"]
     md = reports.incident_markdown(report, Units.of(config.load()))
-    assert f"{S}: risk.mark_age reduce_only (mark_age_ms=3500" in md
-    assert f"{S}: risk.funding_late settled_late (funding_ts_ns={interval}" in md
+    assert f"{S}: risk.mark_age reduce_only (mark age ms 3500, max mark age ms 3000" in md
+    assert f"{S}: risk.funding_late settled_late (funding ts ns {interval}" in md

@@ -27,14 +27,13 @@ from cluster.protocol import (
 )
 from nodes.risk.ledger import RiskEngine
 from tests.unit.money_model import (
-    MoneyModel, isolated_release_before_defect_2, isolated_release_new_rule,
+    MoneyModel, isolated_release_new_rule,
 )
 from tests.unit.pipeline import TOPO, Pipeline
 
 SYMBOLS = sorted(TOPO.symbols)
-# The isolated release rule the ledger is held to. When #17 defect 2's fix lands: set this to
-# isolated_release_new_rule and remove the two strict xfails below that name defect 2.
-ISOLATED_RELEASE = isolated_release_before_defect_2
+# The isolated release rule the ledger is held to (#17 defect 2's).
+ISOLATED_RELEASE = isolated_release_new_rule
 NO_SHRINK = (Phase.explicit, Phase.reuse, Phase.generate)
 USD = 1_000_000  # atoms
 DEPOSITS = {"mm": 10_000_000 * USD, "a": 20_000 * USD, "b": 3_000 * USD,
@@ -252,15 +251,6 @@ def test_generators_reach_the_money_states():
     assert not short, f"states reached by too few of {examples} examples: {short}"
 
 
-@pytest.mark.xfail(strict=True, reason="#17 defect 2: a partial close of an isolated position "
-                   "releases its share of cash + cost, not what the remaining IM at mark does not need")
-@settings(max_examples=60, deadline=None, phases=NO_SHRINK)  # an xfail: no time spent shrinking
-@given(scripts)
-def test_isolated_partial_close_releases_only_what_im_at_mark_does_not_need(script):
-    Run(release=isolated_release_new_rule).play(script)
-
-
-@pytest.mark.xfail(strict=True, reason="#17 defect 2 (the issue's worked case)")
 def test_partial_close_of_losing_isolated_short_keeps_im_at_mark():
     """Short 1 BTC @ 30,000 at 10x isolated, mark 32,000, buy back 0.75: the remaining 0.25 needs
     800 USD of IM at the mark; the issue measured 1,116 USD released and equity -128 left."""
