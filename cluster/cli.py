@@ -35,6 +35,7 @@ from cluster import config
 from cluster import render
 from cluster.humanize import Units, describe
 from cluster.protocol import to_jsonable
+from cluster.runstate import read_status, status_path
 from cluster.units import UnitError, from_units, rate_to_ppm
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
@@ -144,21 +145,12 @@ def load_topology(args, *, starting: bool = False) -> config.Topology:
     cfg = getattr(args, "config", None)
     run = run_dir_of(args)
     if not cfg and not starting:
-        status = run / "status.json"
-        if status.exists():
-            cfg = json.loads(status.read_text()).get("config")
+        cfg = (read_status(run) or {}).get("config")
     cfg = cfg or os.environ.get("PERPX_CONFIG") or None
     try:
         return config.load(cfg, run_dir=str(run))
     except config.ConfigError as exc:
         raise CliError("bad_config", str(exc)) from None
-
-
-def read_status(run: Path) -> dict | None:
-    try:
-        return json.loads((run / "status.json").read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -190,7 +182,7 @@ def cmd_cluster_up(args) -> int:
     if args.detach:
         (run / "log").mkdir(parents=True, exist_ok=True)
         try:
-            (run / "status.json").unlink()
+            status_path(run).unlink()
         except FileNotFoundError:
             pass
         out = open(run / "log" / "supervisor.out", "ab")  # noqa: SIM115

@@ -31,6 +31,7 @@ import msgspec
 
 from cluster.core import Snapshottable
 from cluster.config import SymbolSpec
+from cluster.rules.bands import band_limits, protection_price
 from cluster.protocol import (
     MARKET_TYPES, STOP_TYPES, Amend, BookDelta, Cancel, MarkPrice, MassCancel, NewOrder,
     OrderAccepted, OrderAmended, OrderCancelled, OrderRejected, OrdersCancelled, OrderTriggered,
@@ -41,7 +42,6 @@ from nodes.matching.client_ids import ClientIds
 from nodes.matching.finished import FinishedOrders
 from nodes.matching.stops import StopBook, is_triggered
 
-PPM = 1_000_000
 DONE_MEMORY = 100_000  # finished order ids remembered, to tell "too late" from "unknown"
 COID_MEMORY = 10_000  # client order ids remembered per account, besides those of live orders
 
@@ -207,11 +207,11 @@ class MatchingEngine(Snapshottable):
         mark = book.mark
         if not mark:
             return None  # no mark yet: the band starts with the first mark
-        width = mark * spec.band_ppm // PPM
-        if mark - width <= price <= mark + width:
+        low, high = band_limits(mark, spec.band_ppm)
+        if low <= price <= high:
             return None
         return {"price": price, "mark": mark, "band_ppm": spec.band_ppm,
-                "min_price": mark - width, "max_price": mark + width}
+                "min_price": low, "max_price": high}
 
     # ------------------------------------------------------------------ matching
 
@@ -220,9 +220,7 @@ class MatchingEngine(Snapshottable):
         ref = book.mark or book.opposite(order.side).best() or 0
         if not ref:
             return 0
-        ppm = order.max_slippage_ppm or spec.protection_ppm
-        move = ref * ppm // PPM
-        return ref + move if order.side > 0 else max(1, ref - move)
+        return protection_price(ref, order.side, order.max_slippage_ppm or spec.protection_ppm)
 
     def _execute(self, book: Book, spec: SymbolSpec, order: Order, out: list) -> None:
         """Match `order` as taker, then rest it (GTC limit) or cancel what is left."""
