@@ -13,10 +13,13 @@ The rules, as modelled:
 - a fill first closes the open position, then opens the rest; the closing part takes its share of
   the fee (rounded down), the opening part the rest;
 - closing part of a position removes its share of the cost basis, truncated toward zero;
-- an isolated position: opening moves IM (at the tier of the entry notional after the fill) plus
-  the opening fee in from the cross wallet; its fills, fees and funding settle in its own cash; a
-  full close returns that cash to the wallet, or, if negative, the insurance fund absorbs it; a
-  partial close releases margin per `isolated_release` (#17 defect 2 changes that rule);
+- an isolated position: opening moves in from the cross wallet IM (at the tier of the entry
+  notional after the fill) plus the opening fee plus the loss at once of a fill worse than the
+  mark (a buy above it, a sell below it), so it starts with its IM at mark; its fills, fees and
+  funding settle in its own cash; a full close returns that cash to the wallet, or, if negative,
+  the insurance fund absorbs it; a partial close releases per `isolated_release` (#17 defect 2);
+- a liquidation fill's forced fee is charged once the fill's closing part is booked and before an
+  isolated position's cash goes back (#17 defect 7), capped by the margin balance at that moment;
 - funding: |qty| x mark x mult x rate per position, longs pay when the rate is > 0; payers round
   up, receivers down, the remainder goes to the insurance fund;
 - a cross account left by a liquidation with no cross position and a negative wallet is made whole
@@ -82,21 +85,14 @@ def initial_margin(spec, leverage_setting: int, buffer_ppm: int, notional: int,
     return round_up(Fraction(abs(notional) * buffer_ppm, lev * MILLION))
 
 
-def isolated_release_before_defect_2(iso_cash: int, cost: int, qty_after: int, qty_before: int,
-                                     im_at_mark: int, equity_at_mark: int) -> int:
-    """Today's rule (the README: "returns what it no longer needs"), as shipped before #17 defect 2:
-    the remaining position keeps its share of the wallet (cash + cost, no unrealized), rounded up
-    toward keeping; only cash actually held goes back."""
+def isolated_release(iso_cash: int, cost: int, equity_at_mark: int, im_at_mark: int) -> int:
+    """What a partial close of an isolated position sends back to the cross wallet (#17 defect 2,
+    the README's "Cross and isolated"): the lower of its wallet (margin plus realized PnL: cash +
+    cost, no unrealized gain) and its equity at mark (which counts the open loss), less the IM at
+    mark of what is left; never negative. Long or short alike: what is left stays as safe as a
+    new position of its size."""
     wallet = iso_cash + cost
-    keep = round_up(Fraction(wallet * abs(qty_after), qty_before))
-    return max(0, min(wallet - keep, iso_cash))
-
-
-def isolated_release_new_rule(iso_cash: int, cost: int, qty_after: int, qty_before: int,
-                              im_at_mark: int, equity_at_mark: int) -> int:
-    """#17 defect 2: release only what the remaining position's IM at the mark does not need
-    (equity at the mark counts the open loss), for longs and shorts alike."""
-    return max(0, equity_at_mark - im_at_mark)
+    return max(0, min(wallet, equity_at_mark) - im_at_mark)
 
 
 @dataclass
@@ -119,8 +115,7 @@ class Acct:
 class MoneyModel:
     def __init__(self, specs, deposits: dict[str, int], insurance_fund: int = 0,
                  modes: dict[str, dict[str, str]] | None = None,
-                 leverage: dict[str, dict[str, int]] | None = None,
-                 release=isolated_release_before_defect_2) -> None:
+                 leverage: dict[str, dict[str, int]] | None = None) -> None:
         self.specs = specs
         self.accounts = {n: Acct(b) for n, b in deposits.items()}
         self.accounts.setdefault(INSURANCE, Acct(0)).balance += insurance_fund
@@ -128,14 +123,11 @@ class MoneyModel:
             self.accounts[name].mode.update(m)
         for name, m in (leverage or {}).items():
             self.accounts[name].leverage.update(m)
-        self.release = release
         self.fee_pool = 0
         self.marks: dict[str, int] = {}
         self.regime: dict[str, str] = {s: "normal" for s in specs}
         self.liq_orders: dict[int, str] = {}  # liquidation IOC order id -> account
-        # What the generators' coverage asserts, and what differs from the new release rule.
-        self.seen: dict[str, int] = {}
-        self.release_differences: list[tuple] = []
+        self.seen: dict[str, int] = {}  # states reached: what the generators' coverage asserts
 
     # ------------------------------------------------------------------ valuation
 
@@ -225,9 +217,8 @@ class MoneyModel:
         if maker_fee < 0:
             self._note("maker rebate")
         taker = self.accounts[ev.taker_account]
-        self._fill(taker, ev.symbol, ev.taker_side, ev.qty, ev.price, taker_fee)
-        if liquidation:
-            self._forced_fee(taker, ev.symbol, notional)
+        self._fill(taker, ev.symbol, ev.taker_side, ev.qty, ev.price, taker_fee,
+                   forced_notional=notional if liquidation else 0)
         self._fill(self.accounts[ev.maker_account], ev.symbol, -ev.taker_side, ev.qty, ev.price,
                    maker_fee)
         self._note("trade")
@@ -277,7 +268,9 @@ class MoneyModel:
 
     # ------------------------------------------------------------------ one side of a fill
 
-    def _fill(self, acct: Acct, symbol: str, side: int, qty: int, price: int, fee: int) -> None:
+    def _fill(self, acct: Acct, symbol: str, side: int, qty: int, price: int, fee: int,
+              forced_notional: int = 0) -> None:
+        """One side of a fill; a liquidation's (`forced_notional`) also pays the forced fee."""
         spec = self.specs[symbol]
         mult = spec.atoms_per_tick_lot
         acct.fees_paid += fee
@@ -304,6 +297,8 @@ class MoneyModel:
             share = 0 if closing == before else toward_zero(Fraction(pos.cost * closing, before))
             pos.cost = 0 if closing == before else pos.cost - share
             pos.qty += side * closing
+            if forced_notional:  # before the position's cash goes back, capped by what it has
+                self._forced_fee(acct, symbol, forced_notional)
             self._note(("isolated " if isolated else "cross ")
                        + ("full close" if pos.qty == 0 else "partial close"))
             if isolated:
@@ -315,13 +310,18 @@ class MoneyModel:
                         self._note("isolated deficit to insurance")
                     pos.iso = 0
                 else:
-                    self._release(acct, symbol, pos, before)
+                    self._release(acct, symbol, pos)
+        elif forced_notional:
+            self._forced_fee(acct, symbol, forced_notional)
         if opening:
             value = price * opening * mult
             if isolated:
                 im = initial_margin(spec, self._lev(acct, symbol), self._buffer(symbol), value,
                                     abs(pos.cost) + value)
-                move = max(0, im + fee_open)
+                mark = self.marks.get(symbol) or 0
+                worse_by = side * (price - mark) if mark else 0  # ticks past the mark, against it
+                loss_at_once = worse_by * opening * mult if worse_by > 0 else 0
+                move = max(0, im + fee_open + loss_at_once)
                 acct.balance -= move
                 pos.iso += move
             pay(side * value + fee_open)
@@ -330,17 +330,13 @@ class MoneyModel:
         if pos.qty == 0 and pos.iso == 0:
             del acct.positions[symbol]
 
-    def _release(self, acct: Acct, symbol: str, pos: Pos, qty_before: int) -> None:
+    def _release(self, acct: Acct, symbol: str, pos: Pos) -> None:
         spec = self.specs[symbol]
         mark = self.marks.get(symbol) or 0
         value = abs(pos.qty) * mark * spec.atoms_per_tick_lot
         im = initial_margin(spec, self._lev(acct, symbol), self._buffer(symbol), value, value)
         equity = pos.iso + (pos.qty * mark * spec.atoms_per_tick_lot if mark else pos.cost)
-        args = (pos.iso, pos.cost, pos.qty, qty_before, im, equity)
-        amount = self.release(*args)
-        new = isolated_release_new_rule(*args)
-        if new != amount:
-            self.release_differences.append((symbol, pos.qty, qty_before, amount, new))
+        amount = isolated_release(pos.iso, pos.cost, equity, im)
         if amount:
             self._note("isolated release")
         pos.iso -= amount

@@ -18,7 +18,7 @@ from collections import Counter
 from fractions import Fraction
 
 import pytest
-from hypothesis import Phase, event, given, settings, target
+from hypothesis import event, given, settings, target
 from hypothesis import strategies as st
 
 from cluster.protocol import (
@@ -26,16 +26,10 @@ from cluster.protocol import (
     SetLeverage, SetMarginMode, Trade,
 )
 from nodes.risk.ledger import RiskEngine
-from tests.unit.money_model import (
-    MoneyModel, isolated_release_before_defect_2, isolated_release_new_rule,
-)
+from tests.unit.money_model import MoneyModel
 from tests.unit.pipeline import TOPO, Pipeline
 
 SYMBOLS = sorted(TOPO.symbols)
-# The isolated release rule the ledger is held to. When #17 defect 2's fix lands: set this to
-# isolated_release_new_rule and remove the two strict xfails below that name defect 2.
-ISOLATED_RELEASE = isolated_release_before_defect_2
-NO_SHRINK = (Phase.explicit, Phase.reuse, Phase.generate)
 USD = 1_000_000  # atoms
 DEPOSITS = {"mm": 10_000_000 * USD, "a": 20_000 * USD, "b": 3_000 * USD,
             "i": 20_000 * USD, "j": 3_000 * USD}
@@ -90,10 +84,10 @@ scripts = st.tuples(st.lists(seed, min_size=2, max_size=6), st.lists(step, min_s
 class Run:
     """One script through risk + matching, with the model checked after every message."""
 
-    def __init__(self, release=ISOLATED_RELEASE) -> None:
+    def __init__(self) -> None:
         self.model = MoneyModel(TOPO.symbols, DEPOSITS, INSURANCE_FUND,
                                 modes={n: {s: "isolated" for s in SYMBOLS} for n in ISOLATED},
-                                leverage=LEVERAGE, release=release)
+                                leverage=LEVERAGE)
         self.pipe = Pipeline(DEPOSITS, observe=self._observe, insurance_fund=INSURANCE_FUND)
         self.marks = {s: TOPO.symbols[s].initial_price for s in SYMBOLS}
         self.liquidations = 0
@@ -160,9 +154,6 @@ class Run:
         elif kind == "liquidate":
             pos = self.position(s["account"], sym)
             lots = abs(pos) * s["quarters"] // 4
-            isolated = s["account"] in ISOLATED
-            if s["how"] == "reduce" and isolated and lots >= abs(pos):
-                lots = abs(pos) - 1  # a forced close of a whole isolated position: #17 defect 7
             if pos and lots > 0:
                 self.liquidations += 1
                 price = mark + s["offset"]
@@ -252,18 +243,10 @@ def test_generators_reach_the_money_states():
     assert not short, f"states reached by too few of {examples} examples: {short}"
 
 
-@pytest.mark.xfail(strict=True, reason="#17 defect 2: a partial close of an isolated position "
-                   "releases its share of cash + cost, not what the remaining IM at mark does not need")
-@settings(max_examples=60, deadline=None, phases=NO_SHRINK)  # an xfail: no time spent shrinking
-@given(scripts)
-def test_isolated_partial_close_releases_only_what_im_at_mark_does_not_need(script):
-    Run(release=isolated_release_new_rule).play(script)
-
-
-@pytest.mark.xfail(strict=True, reason="#17 defect 2 (the issue's worked case)")
 def test_partial_close_of_losing_isolated_short_keeps_im_at_mark():
-    """Short 1 BTC @ 30,000 at 10x isolated, mark 32,000, buy back 0.75: the remaining 0.25 needs
-    800 USD of IM at the mark; the issue measured 1,116 USD released and equity -128 left."""
+    """#17 defect 2's worked case. Short 1 BTC @ 30,000 at 10x isolated, mark 32,000, buy back
+    0.75: the remaining 0.25 needs 800 USD of IM at the mark; before the fix 1,116 USD went back
+    and the isolated equity was left at -128 USD (a strict xfail until wip-risk's fix merged)."""
     deposits = {"t": 10_000 * USD, "mm": 1_000_000 * USD}
     pipe = Pipeline(deposits)
     pipe.mark("BTC-PERP", 300_000)
