@@ -77,12 +77,19 @@ def max_leverage_for(spec, notional: int) -> int:
     return spec.tiers[-1].max_leverage
 
 
+def exact_initial_margin(spec, leverage_setting: int, buffer_ppm: int, notional: int,
+                         tier_notional: int) -> Fraction:
+    """notional / leverage x buffer; the leverage is the setting capped by the tier of
+    `tier_notional`."""
+    lev = min(leverage_setting, max_leverage_for(spec, tier_notional))
+    return Fraction(abs(notional) * buffer_ppm, lev * MILLION)
+
+
 def initial_margin(spec, leverage_setting: int, buffer_ppm: int, notional: int,
                    tier_notional: int) -> int:
-    """notional / leverage x buffer, rounded up (against the account); the leverage is the
-    setting capped by the tier of `tier_notional`."""
-    lev = min(leverage_setting, max_leverage_for(spec, tier_notional))
-    return round_up(Fraction(abs(notional) * buffer_ppm, lev * MILLION))
+    """Initial margin in atoms, rounded up (against the account)."""
+    return round_up(exact_initial_margin(spec, leverage_setting, buffer_ppm, notional,
+                                         tier_notional))
 
 
 def isolated_release(iso_cash: int, cost: int, equity_at_mark: int, im_at_mark: int) -> int:
@@ -177,13 +184,17 @@ class MoneyModel:
         self._transfers(msg, effects)
 
     def _transfers(self, msg, effects) -> None:
-        """Isolated margin moved by request, when risk acknowledged it."""
+        """Settings and isolated margin moved by request, when risk acknowledged them."""
         body = getattr(msg, "body", None)
-        if type(body).__name__ != "AdjustIsolatedMargin":
+        kind = type(body).__name__
+        if kind not in ("AdjustIsolatedMargin", "SetLeverage"):
             return
         for dest, out in effects:
             if dest == "gateway" and type(out) is Reply and type(out.body) is Ack:
                 acct = self.accounts[msg.account]
+                if kind == "SetLeverage":  # moves no money: later IM uses the new setting
+                    acct.leverage[body.symbol] = body.leverage
+                    continue
                 acct.balance -= body.amount
                 acct.positions[body.symbol].iso += body.amount
                 self._note("isolated transfer")
@@ -334,11 +345,14 @@ class MoneyModel:
         spec = self.specs[symbol]
         mark = self.marks.get(symbol) or 0
         value = abs(pos.qty) * mark * spec.atoms_per_tick_lot
-        im = initial_margin(spec, self._lev(acct, symbol), self._buffer(symbol), value, value)
+        exact_im = exact_initial_margin(spec, self._lev(acct, symbol), self._buffer(symbol),
+                                        value, value)
         equity = pos.iso + (pos.qty * mark * spec.atoms_per_tick_lot if mark else pos.cost)
-        amount = isolated_release(pos.iso, pos.cost, equity, im)
+        amount = isolated_release(pos.iso, pos.cost, equity, round_up(exact_im))
         if amount:
             self._note("isolated release")
+            if exact_im.denominator != 1:
+                self._note("isolated release, IM rounded up")
         pos.iso -= amount
         acct.balance += amount
 

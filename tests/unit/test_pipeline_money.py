@@ -34,13 +34,14 @@ USD = 1_000_000  # atoms
 DEPOSITS = {"mm": 10_000_000 * USD, "a": 20_000 * USD, "b": 3_000 * USD,
             "i": 20_000 * USD, "j": 3_000 * USD}
 INSURANCE_FUND = 100_000 * USD
-ISOLATED = ("i", "j")  # isolated in every symbol; j at 100x, so marks reach its liquidation
+ISOLATED = ("i", "j")  # isolated in every symbol; j at 100x, so marks reach its liquidation;
+# i at 7x and 13x, whose IM is rarely a whole atom (20x and 100x divide a tick-lot's atoms)
 TRADERS = ("a", "b", "i", "j")
-LEVERAGE = {"j": {s: 100 for s in SYMBOLS}}
+LEVERAGE = {"i": {"BTC-PERP": 7, "ETH-PERP": 13}, "j": {s: 100 for s in SYMBOLS}}
 
 # Weighted kinds: one index drawn from a list with repeats (st.one_of would collapse repeats).
 WEIGHTS = {"cross": 5, "place": 3, "close": 4, "mark": 2, "squeeze": 2, "funding": 2,
-           "liquidate": 3, "cancel_all": 1, "regime": 1, "adjust": 2, "amend": 1}
+           "liquidate": 3, "cancel_all": 1, "regime": 1, "adjust": 2, "amend": 1, "leverage": 1}
 KINDS = [k for k, w in WEIGHTS.items() for _ in range(w)]
 
 symbol = st.sampled_from(SYMBOLS)
@@ -74,6 +75,10 @@ STEPS = {
                                      "amount": st.integers(-50 * USD, 300 * USD)}),
     "amend": st.fixed_dictionaries({"account": trader, "symbol": symbol, "nth": st.integers(0, 5),
                                     "qty": qty, "offset": offset}),
+    # settings whose IM is rarely a whole atom (value x buffer / leverage), so that every IM's
+    # rounding is exercised; 20x and 100x divide the atoms of a tick-lot exactly
+    "leverage": st.fixed_dictionaries({"account": trader, "symbol": symbol,
+                                       "leverage": st.sampled_from((3, 7, 13, 20, 33, 100))}),
 }
 step = st.sampled_from(KINDS).flatmap(lambda kind: STEPS[kind].map(lambda s: {"kind": kind, **s}))
 seed = st.fixed_dictionaries({"taker": trader, "symbol": symbol, "side": side, "qty": qty,
@@ -169,6 +174,8 @@ class Run:
         elif kind == "adjust":
             if s["amount"]:
                 self.pipe.request(s["account"], AdjustIsolatedMargin(symbol=sym, amount=s["amount"]))
+        elif kind == "leverage":
+            self.pipe.request(s["account"], SetLeverage(symbol=sym, leverage=s["leverage"]))
         elif kind == "amend":
             orders = sorted(o.order_id for o in self.pipe.risk.accounts[s["account"]].orders.values()
                             if o.symbol == sym)
@@ -211,6 +218,7 @@ def check_agreement(run: Run) -> None:
 # set under the worst run seen; at least half of the examples trade, as the issue asks.
 COVERAGE = {"trade": 0.5, "cross partial close": 0.3, "isolated partial close": 0.25,
             "cross full close": 0.15, "isolated full close": 0.15, "isolated release": 0.15,
+            "isolated release, IM rounded up": 0.1,
             "funding paid": 0.2, "funding received": 0.2, "maker rebate": 0.2,
             "forced fee": 0.1, "insurance takeover": 0.05, "isolated transfer": 0.05}
 
