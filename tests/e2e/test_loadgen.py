@@ -11,6 +11,7 @@ import pytest
 
 from perf.cluster_load import ACCOUNTS, Cluster
 from perf.loadgen import Step, kept_up, run_step
+from tests.e2e.helpers import wait_netsim_applied
 
 pytestmark = pytest.mark.e2e
 
@@ -43,7 +44,7 @@ def test_latency_measured_includes_a_delay_injected_on_the_answer_path():
         time.sleep(1.0)
         done = venue.cli("netsim", "set", "gateway->client", "--latency", "20ms")
         assert done.returncode == 0, done.stderr
-        time.sleep(0.5)  # the table reaches the gateway
+        wait_netsim_applied(venue, json.loads(done.stdout), "gateway")
         topo = venue.topo
         r = run_step(topo.nodes["gateway"].client, venue.api_keys(), Step(rate=1_000, seconds=1.0, idle_ms=30),
                      "BTC-PERP", topo.symbols["BTC-PERP"].initial_price)
@@ -64,8 +65,9 @@ def test_the_hop_profile_accounts_for_each_link_and_sees_a_delay_on_one():
         gateway = venue.topo.nodes["gateway"].client
         idle = hops.profile(gateway, lambda: time.sleep(0.6))
         assert idle["pings"] >= 20 and all(0 < idle[h]["p50"] <= idle[h]["p99"] for h in hops.HOPS)
-        assert venue.cli("netsim", "set", "risk->matching", "--latency", "5ms").returncode == 0
-        time.sleep(0.6)  # the table reaches risk
+        done = venue.cli("netsim", "set", "risk->matching", "--latency", "5ms")
+        assert done.returncode == 0, done.stderr
+        wait_netsim_applied(venue, json.loads(done.stdout), "risk")
         shaped = hops.profile(gateway, lambda: time.sleep(0.6))
     assert 5_000 <= shaped["risk->matching"]["p50"] < 5_000 + idle["risk->matching"]["p50"] + 2_000
     others = [h for h in hops.HOPS if h != "risk->matching"]
