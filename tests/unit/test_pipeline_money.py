@@ -320,3 +320,37 @@ def test_order_reserve_takes_the_tier_its_notional_falls_in(lots, leverage):
     im = notional // leverage + (notional % leverage > 0)
     assert im == initial_margin(spec, 125, 1_000_000, notional, notional)
     assert pipe.risk.accounts["t"].order_margin == im + trading_fee(notional, spec.taker_fee_ppm)
+
+
+def cross(taker: str, side: int, qty: int, symbol: str = "BTC-PERP") -> dict:
+    return {"kind": "cross", "maker": "mm", "taker": taker, "symbol": symbol, "side": side,
+            "qty": qty, "offset": 0}
+
+
+@pytest.mark.parametrize("side", [1, -1])
+def test_isolated_position_closed_down_to_one_lot_keeps_the_margin_it_needs(side):
+    """4 lots isolated at 7x, 3 closed at the entry price: the last lot keeps its IM at mark and
+    the rest goes back, atom for atom with the model (the random scripts rarely leave exactly one
+    lot: a release keyed on `qty == 1` instead of a flat position survived them)."""
+    close = {"kind": "close", "account": "i", "symbol": "BTC-PERP", "quarters": 3,
+             "reduce_only": True, "offset": 0}
+    run = Run().play(([cross("i", side, 4)], [close]))
+    pos = run.pipe.risk.accounts["i"].positions["BTC-PERP"]
+    assert pos.qty == side and run.model.seen.get("isolated release") == 1
+    mark = run.marks["BTC-PERP"]
+    im = -(-mark * 100 // 7)  # 1 lot at 7x, rounded up
+    assert pos.iso_cash + pos.qty * mark * 100 >= im  # what is left is as safe as a new lot
+
+
+def test_isolated_position_closed_past_bankruptcy_is_covered_by_the_insurance_fund():
+    """j's 100x long closed whole by a liquidation 2% under the mark: its cash is negative, the
+    insurance fund takes the deficit and the cross wallet is untouched."""
+    liquidate = {"kind": "liquidate", "account": "j", "symbol": "BTC-PERP", "quarters": 4,
+                 "offset": -6_000, "how": "reduce"}
+    run = Run()
+    run.play(([cross("j", 1, 50)], []))
+    wallet = run.pipe.risk.accounts["j"].balance
+    run.play(([], [liquidate]))
+    assert "BTC-PERP" not in run.pipe.risk.accounts["j"].positions
+    assert run.model.seen.get("isolated deficit to insurance") == 1
+    assert run.pipe.risk.accounts["j"].balance == wallet
