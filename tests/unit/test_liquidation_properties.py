@@ -70,6 +70,8 @@ def test_liquidations_reach_every_step_and_keep_the_rules(modes, script, fund, b
                 fill(w, "whale", "mm", step["whale_lots"], mark)
             else:
                 fill(w, "mm", "whale", step["whale_lots"], mark)
+            if abs(w.position("whale")) * mark * 100 > 20_000_000 * USD:
+                event("whale at tier 6 or above")
         else:
             mark = max(150_000, mark + mark * step["mark_ppm"] // 1_000_000)
             if step["requote"]:
