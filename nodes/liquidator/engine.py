@@ -2,7 +2,8 @@
 steps go to risk (which carries them out exactly and answers with a LiquidationResult).
 
 Trigger: equity <= maintenance margin + forced-execution fee (the cross wallet as a whole, or one
-isolated position on its own margin), on a fresh mark, not while the oracle is degraded.
+isolated position on its own margin), on a fresh mark from the index (oracle mode normal or
+carry), not while the oracle prices from the book or is degraded (HOLD_MODES).
 
 Path, one liquidation per (account or isolated position), one symbol at a time:
 1. cancel the account's open orders in the symbol; re-check.
@@ -35,9 +36,15 @@ from cluster.protocol import (
 )
 from nodes.liquidator.monitor import MaintenanceMonitor
 
-PPM = 1_000_000
+from cluster.units import PPM
 MS = 1_000_000
 INSURANCE = "insurance"
+# The oracle modes the liquidator holds off in (with pause_when_degraded): it liquidates on a mark
+# from the index (normal) or the last good index carried for a few seconds (carry), never on one
+# priced from the venue's own book (book: the venue's prices would liquidate its own traders) nor
+# on a frozen one (degraded). A hold is a `liquidation.paused` record with the mode; the
+# liquidation starts on the first fresh mark from a mode it trusts.
+HOLD_MODES = ("book", "degraded")
 
 
 class LiquidatorConf(msgspec.Struct, frozen=True, kw_only=True):
@@ -103,8 +110,8 @@ class LiquidationEngine:
         mark, ts, mode = info
         if now_ns - ts > self.conf.max_mark_age_ns:
             return "stale_mark"
-        if mode == "degraded" and self.conf.pause_when_degraded:
-            return "oracle_degraded"
+        if mode in HOLD_MODES and self.conf.pause_when_degraded:
+            return f"oracle_{mode}"
         return None
 
     def _explain(self, out: list, now_ns: int, liq: Liquidation, step: str, decision: str,

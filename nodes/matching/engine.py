@@ -29,6 +29,7 @@ import hashlib
 
 import msgspec
 
+from cluster.core import Snapshottable
 from cluster.config import SymbolSpec
 from cluster.protocol import (
     MARKET_TYPES, STOP_TYPES, Amend, BookDelta, Cancel, MarkPrice, MassCancel, NewOrder,
@@ -40,7 +41,7 @@ from nodes.matching.client_ids import ClientIds
 from nodes.matching.finished import FinishedOrders
 from nodes.matching.stops import StopBook, is_triggered
 
-PPM = 1_000_000
+from cluster.units import PPM
 DONE_MEMORY = 100_000  # finished order ids remembered, to tell "too late" from "unknown"
 COID_MEMORY = 10_000  # client order ids remembered per account, besides those of live orders
 
@@ -50,7 +51,7 @@ def _closing_room(position: int, side: int) -> int:
     return abs(position) if position and (position > 0) != (side > 0) else 0
 
 
-class MatchingEngine:
+class MatchingEngine(Snapshottable):
     def __init__(self, symbols: dict[str, SymbolSpec], coid_memory: int = COID_MEMORY) -> None:
         self.specs = dict(symbols)
         self.books: dict[str, Book] = {name: Book(name) for name in sorted(symbols)}
@@ -62,6 +63,11 @@ class MatchingEngine:
         self.done = FinishedOrders(DONE_MEMORY)
         self.seq = 0
         self.trade_id = 0
+        self.derive()
+
+    DERIVED = ("_dispatch",)
+
+    def derive(self) -> None:
         self._dispatch = {
             NewOrder: self._new_order, Cancel: self._cancel, Amend: self._amend,
             MassCancel: self._mass_cancel, MarkPrice: self._mark, SetPosition: self._set_position,
@@ -607,10 +613,11 @@ class MatchingEngine:
         if order is None:
             return
         order.ref = cmd.ref
+        reason = cmd.reason or "user"
         if order.type in STOP_TYPES and self.stops[cmd.symbol].remove(order.order_id) is not None:
-            self._emit_cancel(cmd.symbol, order, out, "user", {})  # still untriggered
+            self._emit_cancel(cmd.symbol, order, out, reason, {})  # still untriggered
         else:
-            self._pull(self.books[cmd.symbol], order, out, "user", {})
+            self._pull(self.books[cmd.symbol], order, out, reason, {})
 
     def _mass_cancel(self, cmd: MassCancel, out: list) -> None:
         if cmd.symbol and cmd.symbol not in self.books:

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 from cluster import config
 from cluster.protocol import (
     MARKET_TYPES, Amend, Cancel, MarkPrice, MassCancel, NewOrder, OrderAccepted, OrderAmended,
-    OrderCancelled, OrderRejected, OrdersCancelled, OrderTriggered, SetPosition, ShiftPosition, Trade,
+    OrderCancelled, OrderRejected, OrdersCancelled, OrderTriggered, SetPosition, ShiftPosition,
+    Trade,
 )
 from nodes.matching.engine import MatchingEngine
 from tests.unit.naive_book import NaiveBook
