@@ -46,7 +46,7 @@ from cluster.protocol import (
     Deposit, Error, Fill, FundingEntry, FundingRate, GetAccount, GetOrders, IndexMark, LiquidationResult,
     LiquidationStep, MassCancel, NewOrder, Notice, OrderAccepted, OrderAmended, OrderCancelled,
     OrderRejected, OrdersCancelled, OrdersView, OrderTriggered, OrderView, PlaceOrder, PositionView,
-    Regime, Reply, Report, Routed, SetLeverage, SetMarginMode, SetPosition, Trade, Withdraw,
+    Regime, Reply, Report, Routed, SetLeverage, SetMarginMode, ShiftPosition, Trade, Withdraw,
 )
 from cluster.rules.bands import band_limits, protection_price
 from cluster.units import PPM, ceil_div
@@ -1225,11 +1225,10 @@ class RiskEngine(Snapshottable):
         side = -1 if src.positions[symbol].qty > 0 else 1  # src closes
         self._settle(src, symbol, side, qty, price, 0)
         self._settle(dst, symbol, -side, qty, price, 0)
-        for acct in (src, dst):
+        for acct, change in ((src, side * qty), (dst, -side * qty)):
             self._reprice(acct, symbol)
-            pos = acct.positions.get(symbol)
-            out.append(("matching", SetPosition(account=acct.name, symbol=symbol,
-                                                qty=pos.qty if pos is not None else 0)))
+            # a change, not risk's quantity: matching may have traded the account since
+            out.append(("matching", ShiftPosition(account=acct.name, symbol=symbol, change=change)))
 
     # ------------------------------------------------------------------ views
 
