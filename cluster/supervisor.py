@@ -157,6 +157,10 @@ class Supervisor:
             [sys.executable, "-m", "cluster.node", node.name, "--config", self.topo.path,
              "--run-dir", str(self.run)] + (["--restarted"] if restarted else []),
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            # Its own process group: a terminal's Ctrl-C (SIGINT to the foreground group) reaches
+            # the supervisor alone, which stops the demo (its summary asks the nodes) and then
+            # the nodes, in order. They still die with the supervisor (PDEATHSIG).
+            process_group=0,
         )
         out.close()
         node.ready = False

@@ -35,7 +35,7 @@ from cluster.rules.bands import band_limits, protection_price
 from cluster.protocol import (
     MARKET_TYPES, STOP_TYPES, Amend, BookDelta, Cancel, MarkPrice, MassCancel, NewOrder,
     OrderAccepted, OrderAmended, OrderCancelled, OrderRejected, OrdersCancelled, OrderTriggered,
-    SetPosition, Trade,
+    SetPosition, ShiftPosition, Trade,
 )
 from nodes.matching.book import Book, BookSide, Order
 from nodes.matching.client_ids import ClientIds
@@ -71,6 +71,7 @@ class MatchingEngine(Snapshottable):
         self._dispatch = {
             NewOrder: self._new_order, Cancel: self._cancel, Amend: self._amend,
             MassCancel: self._mass_cancel, MarkPrice: self._mark, SetPosition: self._set_position,
+            ShiftPosition: self._set_position,
         }
 
     # ------------------------------------------------------------------ entry point
@@ -571,14 +572,17 @@ class MatchingEngine(Snapshottable):
         book.mark = cmd.mark
         self._fire_stops(book, "mark", cmd.mark, out)
 
-    def _set_position(self, cmd: SetPosition, out: list) -> None:
+    def _set_position(self, cmd: SetPosition | ShiftPosition, out: list) -> None:
         book = self.books.get(cmd.symbol)
         if book is None:
             out.append(OrderRejected(seq=self.seq, ref=0, order_id=0, account=cmd.account,
                                      symbol=cmd.symbol, reason="unknown_symbol",
                                      detail={"symbol": cmd.symbol}))
             return
-        book.positions[cmd.account] = cmd.qty
+        if type(cmd) is ShiftPosition:
+            book.positions[cmd.account] = book.positions.get(cmd.account, 0) + cmd.change
+        else:
+            book.positions[cmd.account] = cmd.qty
         if cmd.account in book.reduce_only:
             self._recheck_reduce_only(book, cmd.account, out)
 

@@ -46,7 +46,7 @@ from cluster.protocol import (
     Deposit, Error, Fill, FundingEntry, FundingRate, GetAccount, GetOrders, IndexMark, LiquidationResult,
     LiquidationStep, MassCancel, NewOrder, Notice, OrderAccepted, OrderAmended, OrderCancelled,
     OrderRejected, OrdersCancelled, OrdersView, OrderTriggered, OrderView, PlaceOrder, PositionView,
-    Regime, Reply, Report, Routed, SetLeverage, SetMarginMode, SetPosition, Trade, Withdraw,
+    Regime, Reply, Report, Routed, SetLeverage, SetMarginMode, ShiftPosition, Trade, Withdraw,
 )
 from cluster.rules.bands import band_limits, protection_price
 from cluster.units import PPM, ceil_div
@@ -54,7 +54,9 @@ from nodes.risk import adl
 from nodes.risk.accounts import AccountState, OpenOrder, Position, pending_units
 from nodes.risk.marks import FundingClock, MarkAges
 from cluster.funding import funding_payment
-from cluster.prices import bankruptcy_price, liquidation_price, round_price, trigger_margin
+from cluster.prices import (
+    bankruptcy_price, forced_fee, liquidation_price, round_price, trigger_margin,
+)
 
 E9 = 1_000_000_000
 INSURANCE = "insurance"
@@ -1057,7 +1059,7 @@ class RiskEngine(Snapshottable):
         """Charge the forced-execution fee of a liquidation fill to the insurance fund, never more
         than the margin balance left (a fee must not make the account bankrupt)."""
         spec = self.specs[symbol]
-        fee = min(ceil_div(notional * spec.forced_fee_ppm, PPM),
+        fee = min(forced_fee(notional, spec.forced_fee_ppm),
                   max(0, self._margin_balance(acct, symbol)))
         if fee:
             pos = acct.positions.get(symbol)
@@ -1223,11 +1225,10 @@ class RiskEngine(Snapshottable):
         side = -1 if src.positions[symbol].qty > 0 else 1  # src closes
         self._settle(src, symbol, side, qty, price, 0)
         self._settle(dst, symbol, -side, qty, price, 0)
-        for acct in (src, dst):
+        for acct, change in ((src, side * qty), (dst, -side * qty)):
             self._reprice(acct, symbol)
-            pos = acct.positions.get(symbol)
-            out.append(("matching", SetPosition(account=acct.name, symbol=symbol,
-                                                qty=pos.qty if pos is not None else 0)))
+            # a change, not risk's quantity: matching may have traded the account since
+            out.append(("matching", ShiftPosition(account=acct.name, symbol=symbol, change=change)))
 
     # ------------------------------------------------------------------ views
 
