@@ -6,7 +6,7 @@
     perpx order cancel --account A --symbol S (--order-id N | --client-order-id X) [--json]
     perpx book SYMBOL [--depth N] [--json]
     perpx account show ACCOUNT [--json]
-    perpx ping [--json]
+    perpx ping [--local] [--json]
 
 Commands that talk to a running cluster find it through <run-dir>/status.json (default ./var),
 or through --config. Exit codes: 0 ok, 1 the venue refused (reason in the output), 2 bad input or
@@ -221,12 +221,23 @@ def api_key_for(topo: config.Topology, args) -> str:
     return topo.accounts[account].api_key
 
 
-async def with_client(args, fn, *, logon: bool = True):
+def public_key_for(topo: config.Topology, args) -> str | None:
+    """The key for public reads (book, watch, ping): the one given, else the topology's first
+    read-scoped account; the gateway serves nothing but logon and a local ping before logon."""
+    if (getattr(args, "api_key", None) or getattr(args, "account", None)
+            or os.environ.get("PERPX_API_KEY")):
+        return api_key_for(topo, args)
+    return next((a.api_key for a in topo.accounts.values() if "read" in a.scopes), None)
+
+
+async def with_client(args, fn, *, logon: bool | str = True):
+    """`logon`: True (an account's key is needed), "public" (public_key_for) or False."""
     from cluster.client import Client, RequestFailed
 
     topo = load_topology(args)
     gw = topo.nodes["gateway"]
-    key = api_key_for(topo, args) if logon else None
+    key = (public_key_for(topo, args) if logon == "public"
+           else api_key_for(topo, args) if logon else None)
     client = Client(gw.client, api_key=None, market_data=gw.pub, timeout=args.timeout)
     answered = False  # whether the venue answered anything: then it is up, and a request is late
     try:
@@ -415,7 +426,7 @@ def cmd_watch(args) -> int:
         return EXIT_OK
 
     try:
-        return asyncio.run(with_client(args, run, logon=False))
+        return asyncio.run(with_client(args, run, logon="public"))
     except KeyboardInterrupt:
         return EXIT_OK
 
@@ -446,7 +457,7 @@ def cmd_book(args) -> int:
               "asks": human(book.asks), "prices": prices}, args.json, render.book)
         return EXIT_OK
 
-    return asyncio.run(with_client(args, run, logon=False))
+    return asyncio.run(with_client(args, run, logon="public"))
 
 
 def cmd_account_show(args) -> int:
@@ -486,7 +497,7 @@ def cmd_account_show(args) -> int:
 def cmd_ping(args) -> int:
     async def run(client, topo):
         start = time.monotonic_ns()
-        pong = await client.ping()
+        pong = await client.ping(full=not args.local)
         end = time.monotonic_ns()
         hops = [{"node": n, "mono_ns": t, "since_send_us": (t - start) / 1000} for n, t in pong.hops]
         emit({"rtt_us": (end - start) / 1000, "hops": hops,
@@ -494,7 +505,7 @@ def cmd_ping(args) -> int:
              render.ping)
         return EXIT_OK
 
-    return asyncio.run(with_client(args, run, logon=False))
+    return asyncio.run(with_client(args, run, logon=False if args.local else "public"))
 
 
 def _account_change(args, action) -> int:
@@ -906,7 +917,12 @@ def parser() -> argparse.ArgumentParser:
         tr.add_argument("--api-key", help="an admin-scoped API key")
         tr.set_defaults(fn=cmd_account_transfer)
 
-    sub.add_parser("ping", parents=[common]).set_defaults(fn=cmd_ping)
+    ping = sub.add_parser("ping", parents=[common], help="a round trip through the order path")
+    ping.add_argument("--local", action="store_true",
+                      help="answered by the gateway alone (no logon needed)")
+    ping.add_argument("--account")
+    ping.add_argument("--api-key")
+    ping.set_defaults(fn=cmd_ping)
 
     explain = sub.add_parser("explain", help="explain a decision from the audit journal"
                              ).add_subparsers(dest="action", required=True)

@@ -251,8 +251,9 @@ class Client:
         """The account's open orders (OrdersView), in `symbol` or all."""
         return await self.request(GetOrders(symbol=symbol))
 
-    async def ping(self):
-        return await self.request(Ping())
+    async def ping(self, full: bool = False):
+        """Answered by the gateway; `full`: through risk and matching and back (logged on)."""
+        return await self.request(Ping(full=full))
 
     async def set_leverage(self, symbol: str, leverage: int) -> Ack:
         return await self.request(SetLeverage(symbol=symbol, leverage=leverage))

@@ -73,6 +73,14 @@ class NodeConf(Conf, kw_only=True):
     chunk_depth_share: str = "0.5"  # ... and of the visible depth within the bankruptcy price
     max_mark_age_ms: int = 3000  # never act on an older mark
     pause_when_degraded: bool = True
+    # gateway: sessions, and logons that fail (each failure past the free ones doubles the wait
+    # before the next attempt from that address; at max_logon_failures it is locked out)
+    max_sessions_per_ip: int = 64
+    max_sessions_per_key: int = 16
+    free_logon_failures: int = 3
+    logon_delay_ms: int = 1000
+    max_logon_failures: int = 10
+    logon_lockout_ms: int = 300_000
     # oracle
     weights: dict[str, int] = msgspec.field(default_factory=dict)  # venue -> weight (default 1)
     stale_after_ms: int = 2000

@@ -99,8 +99,12 @@ class CancelAll(Msg, tag=True, kw_only=True):
 
 
 class Ping(Msg, tag=True, kw_only=True):
+    """Answered by the gateway alone, unless a logged-on session asks for the `full` path
+    (gateway -> risk -> matching and back, each hop stamped)."""
+
     req_id: Id = 0
     hops: list[tuple[str, int]] = field(default_factory=list)  # (node, monotonic ns)
+    full: bool = False
 
 
 class Logout(Msg, tag=True, kw_only=True):

@@ -12,7 +12,7 @@ from cluster.config import Topology
 from cluster.protocol import ClientRequest, Codec, Error, MaintenanceAlert, Notice, Ping, Pong, Reply
 from cluster.transport import NodeShell
 from nodes.gateway.invalid import describe_invalid, readable_req_ids
-from nodes.gateway.sessions import Gateway
+from nodes.gateway.sessions import Gateway, LogonPolicy
 
 ROUTER = "clients"
 SESSION_IDLE_NS = 600 * 1_000_000_000  # a session silent for 10 minutes is forgotten
@@ -28,7 +28,8 @@ def build(shell: NodeShell, topo: Topology):
     # (that would take a billion requests a second), so late answers cannot be misdelivered.
     gateway = Gateway({a.api_key: (a.name, a.scopes) for a in topo.accounts.values()},
                       {name: spec.public() for name, spec in topo.symbols.items()},
-                      first_ref=time.time_ns(), collateral=(topo.collateral, str(topo.atom)))
+                      first_ref=time.time_ns(), collateral=(topo.collateral, str(topo.atom)),
+                      policy=LogonPolicy.from_conf(shell.conf))
     client_codec = Codec(ClientRequest)
     shell.peer("risk")
     shell.peer("matching")
@@ -62,10 +63,15 @@ def build(shell: NodeShell, topo: Topology):
         explain_refusal(identity, refusal)
         shell.reply(ROUTER, identity, refusal)
 
+    peers = shell.router_peers
+
     def on_client(frames: list) -> None:
         now = shell.mono_ns()
+        gateway.wall_offset_ns = shell.now_ns() - now
         for parts in frames:
             identity = parts[0]
+            peer = peers.get(identity)
+            ip = peer[0] if peer is not None else ""
             if len(parts) != 2:
                 refuse(identity, "malformed_message", f"expected 1 payload frame, got {len(parts) - 1}")
                 continue
@@ -91,9 +97,10 @@ def build(shell: NodeShell, topo: Topology):
                 continue
             for req in requests:
                 if type(req) is Ping:  # the trace starts here: hops a client sent are dropped
-                    req = Ping(req_id=req.req_id, hops=[("gateway", shell.mono_ns())])
+                    req = Ping(req_id=req.req_id, hops=[("gateway", shell.mono_ns())],
+                               full=req.full)
                 try:
-                    effects = gateway.on_request(identity, req, now)
+                    effects = gateway.on_request(identity, req, now, ip)
                 except Exception as exc:  # a bug: answer this request, keep serving the rest
                     shell.failed("message_failed", type(req).__name__, exc)
                     refuse(identity, "internal_error", type(exc).__name__,
@@ -137,7 +144,7 @@ def build(shell: NodeShell, topo: Topology):
     stats["sessions_disconnected"] = 0
     shell.every(10_000, expire)
     shell.bind_router(ROUTER, shell.conf.client, on_client, on_gone=gone,
-                      max_message=MAX_CLIENT_MESSAGE)
+                      max_message=MAX_CLIENT_MESSAGE, track_peers=True)
     shell.bind_pub(shell.conf.pub)
     shell.bind_inbox(on_internal)
     shell.subscribe(topo.nodes["matching"].pub, [b""], None, raw=forward)

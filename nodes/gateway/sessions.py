@@ -7,6 +7,11 @@ else for an account (fills, cancels, triggers) goes to every session of that acc
 
 `_admit` is where a request is refused before it leaves the gateway: API-key scopes are checked
 there now; IP allow-lists and rate limits belong there too.
+
+Before logon only Logon and a gateway-local Ping are served: a connection that never logged on can
+make the gateway do no more than answer it. Sessions are capped per address and per key, and logons
+that fail are paced per address (LogonPolicy): a node that floods wrong keys gets refusals that name
+its attempts and when it may try again, without the key being looked at.
 """
 
 from __future__ import annotations
@@ -15,13 +20,17 @@ from collections import OrderedDict
 
 import msgspec
 
+from cluster.config import NodeConf
+
 from cluster.protocol import (
     PROTOCOL_VERSION, Ack, AdjustIsolatedMargin, AmendOrder, CancelAll, CancelOrder, Deposit, Error,
-    GetAccount, GetBook, GetOrders, Logon, LogonAck, Logout, Ping, PlaceOrder, Reply, Report, Routed,
-    SetLeverage, SetMarginMode, Withdraw,
+    GetAccount, GetBook, GetOrders, Logon, LogonAck, Logout, Ping, PlaceOrder, Pong, Reply, Report,
+    Routed, SetLeverage, SetMarginMode, Withdraw,
 )
 
 MAX_PENDING_REFS = 200_000
+MAX_TRACKED_ADDRESSES = 100_000  # addresses with failed logons remembered (the oldest go first)
+ANY_SCOPE = ("trade", "read", "admin")
 # The scope a session's API key needs for each request (any one of them).
 REQUIRED_SCOPES: dict[type, tuple[str, ...]] = {
     PlaceOrder: ("trade",), AmendOrder: ("trade",), CancelOrder: ("trade",),
@@ -29,16 +38,56 @@ REQUIRED_SCOPES: dict[type, tuple[str, ...]] = {
     AdjustIsolatedMargin: ("trade",), GetAccount: ("trade", "read", "admin"),
     GetOrders: ("trade", "read", "admin"),
     Deposit: ("admin",), Withdraw: ("admin",),
+    GetBook: ANY_SCOPE, Ping: ANY_SCOPE,  # (Ping: the full path; the gateway-local one is free)
 }
 
 
-class Session:
-    __slots__ = ("session_id", "account", "scopes", "allowed", "last_seen_ns")
+class LogonPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """Session caps and the pacing of failed logons (per source address). The defaults are
+    NodeConf's: the topology's [nodes.gateway] sets them."""
 
-    def __init__(self, session_id: int, account: str, scopes: tuple[str, ...], now_ns: int) -> None:
+    max_sessions_per_ip: int = 64
+    max_sessions_per_key: int = 16
+    free_failures: int = 3  # failures answered at once; each further one doubles the wait
+    delay_ms: int = 1000  # the wait after the first failure past the free ones
+    max_failures: int = 10  # at this many the address is locked out ...
+    lockout_ms: int = 300_000  # ... for this long; failures older than this are forgotten
+
+    @classmethod
+    def from_conf(cls, conf: NodeConf) -> LogonPolicy:
+        return cls(max_sessions_per_ip=conf.max_sessions_per_ip,
+                   max_sessions_per_key=conf.max_sessions_per_key,
+                   free_failures=conf.free_logon_failures, delay_ms=conf.logon_delay_ms,
+                   max_failures=conf.max_logon_failures, lockout_ms=conf.logon_lockout_ms)
+
+    def wait_ms(self, failures: int) -> int:
+        """How long an address with `failures` recent failed logons waits before its next try."""
+        if failures >= self.max_failures:
+            return self.lockout_ms
+        if failures <= self.free_failures:
+            return 0
+        return min(self.delay_ms << min(failures - self.free_failures - 1, 30), self.lockout_ms)
+
+
+class LogonFailures:
+    __slots__ = ("count", "last_ns", "blocked_until_ns")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.last_ns = 0
+        self.blocked_until_ns = 0
+
+
+class Session:
+    __slots__ = ("session_id", "account", "scopes", "allowed", "last_seen_ns", "ip", "api_key")
+
+    def __init__(self, session_id: int, account: str, scopes: tuple[str, ...], now_ns: int,
+                 ip: str = "", api_key: str = "") -> None:
         self.session_id = session_id
         self.account = account
         self.scopes = scopes
+        self.ip = ip
+        self.api_key = api_key
         # Worked out once at logon: _admit runs for every request.
         self.allowed = frozenset(t for t, needed in REQUIRED_SCOPES.items()
                                  if any(scope in scopes for scope in needed))
@@ -48,8 +97,15 @@ class Session:
 class Gateway:
     def __init__(self, api_keys: dict[str, tuple[str, tuple[str, ...]]],
                  symbols: dict[str, dict], first_ref: int = 1,
-                 collateral: tuple[str, str] = ("", "")) -> None:
+                 collateral: tuple[str, str] = ("", ""),
+                 policy: LogonPolicy | None = None) -> None:
         self.api_keys = dict(api_keys)  # api key -> (account, scopes)
+        self.policy = policy or LogonPolicy()
+        self.sessions_by_ip: dict[str, int] = {}
+        self.sessions_by_key: dict[str, int] = {}
+        self.logon_failures: OrderedDict[str, LogonFailures] = OrderedDict()
+        # wall clock minus the injected clock: a lockout's end is told in wall-clock ms
+        self.wall_offset_ns = 0
         self.symbols = symbols
         self.collateral = collateral  # (name, atom), told at logon
         self.sessions: dict[bytes, Session] = {}
@@ -62,10 +118,11 @@ class Gateway:
 
     # Effects: ("client", identity, message) | (node, message)
 
-    def on_request(self, identity: bytes, msg, now_ns: int = 0) -> list[tuple]:
+    def on_request(self, identity: bytes, msg, now_ns: int = 0, ip: str = "") -> list[tuple]:
+        """`now_ns` is a monotonic clock; `ip` the address of the connection (at logon)."""
         t = type(msg)
         if t is Logon:
-            return self._logon(identity, msg, now_ns)
+            return self._logon(identity, msg, now_ns, ip)
         session = self.sessions.get(identity)
         if session is not None:
             session.last_seen_ns = now_ns
@@ -76,20 +133,19 @@ class Gateway:
             self._drop(identity)
             return [("client", identity, Ack(req_id=msg.req_id, action="logged_out",
                                              detail={"account": session.account}))]
-        if t is Ping:
-            ref = self._ref(identity, msg.req_id)
-            return [("risk", Routed(ref=ref, account=session.account if session else "", body=msg))]
+        if t is Ping and not msg.full:
+            return [("client", identity, Pong(req_id=msg.req_id, hops=msg.hops))]
+        if session is None:
+            return [("client", identity, Error(req_id=msg.req_id, reason="not_logged_on", detail={
+                "request": "Ping(full)" if t is Ping else t.__name__}))]
+        refused = self._admit(session, msg)
+        if refused is not None:
+            return [("client", identity, refused)]
         if t is GetBook:
             if msg.symbol not in self.symbols:
                 return [("client", identity, Error(req_id=msg.req_id, reason="unknown_symbol",
                                                    detail={"symbol": msg.symbol}))]
             return [("matching", Routed(ref=self._ref(identity, msg.req_id), account="", body=msg))]
-        if session is None:
-            return [("client", identity, Error(req_id=msg.req_id, reason="not_logged_on",
-                                               detail={"request": t.__name__}))]
-        refused = self._admit(session, msg)
-        if refused is not None:
-            return [("client", identity, refused)]
         return [("risk", Routed(ref=self._ref(identity, msg.req_id), account=session.account,
                                 body=msg))]
 
@@ -113,6 +169,8 @@ class Gateway:
 
     def _drop(self, identity: bytes) -> None:
         session = self.sessions.pop(identity)
+        _count_down(self.sessions_by_ip, session.ip)
+        _count_down(self.sessions_by_key, session.api_key)
         sessions = self.by_account.get(session.account)
         if sessions is not None:
             sessions.pop(identity, None)
@@ -127,24 +185,68 @@ class Gateway:
             self._drop(identity)
         return accounts
 
-    def _logon(self, identity: bytes, msg: Logon, now_ns: int = 0) -> list[tuple]:
+    def _logon(self, identity: bytes, msg: Logon, now_ns: int = 0, ip: str = "") -> list[tuple]:
         if msg.version != PROTOCOL_VERSION:
             return [("client", identity, Error(req_id=msg.req_id, reason="unsupported_version",
                                                detail={"version": msg.version,
                                                        "supported": PROTOCOL_VERSION}))]
+        failures = self.logon_failures.get(ip)
+        if failures is not None and now_ns < failures.blocked_until_ns:
+            # Paced: refused without looking at the key, so guessing goes no faster.
+            locked = failures.count >= self.policy.max_failures
+            return [("client", identity, Error(
+                req_id=msg.req_id, reason="logon_locked_out" if locked else "logon_delayed",
+                detail=self._pacing(failures, now_ns, ip)))]
         found = self.api_keys.get(msg.api_key)
         if found is None:
-            return [("client", identity, Error(req_id=msg.req_id, reason="invalid_api_key"))]
+            failures = self._failed_logon(ip, now_ns)
+            return [("client", identity, Error(req_id=msg.req_id, reason="invalid_api_key",
+                                               detail=self._pacing(failures, now_ns, ip)))]
         account, scopes = found
-        if identity in self.sessions:
+        old = self.sessions.get(identity)
+        if old is None or old.ip != ip or old.api_key != msg.api_key:
+            # (a logon again on the same session with the same key takes no new place)
+            for kind, counts, key, limit in (
+                    ("ip", self.sessions_by_ip, ip, self.policy.max_sessions_per_ip),
+                    ("key", self.sessions_by_key, msg.api_key, self.policy.max_sessions_per_key)):
+                if counts.get(key, 0) >= limit:
+                    return [("client", identity, Error(
+                        req_id=msg.req_id, reason="too_many_sessions",
+                        detail={"per": kind, "sessions": counts[key], "limit": limit,
+                                **({"ip": ip} if kind == "ip" else {"account": account})}))]
+        if old is not None:
             self._drop(identity)
-        session = Session(self.next_session, account, scopes, now_ns)
+        session = Session(self.next_session, account, scopes, now_ns, ip, msg.api_key)
         self.next_session += 1
         self.sessions[identity] = session
+        self.sessions_by_ip[ip] = self.sessions_by_ip.get(ip, 0) + 1
+        self.sessions_by_key[msg.api_key] = self.sessions_by_key.get(msg.api_key, 0) + 1
         self.by_account.setdefault(account, {})[identity] = None
         return [("client", identity, LogonAck(
             req_id=msg.req_id, account=account, session=session.session_id, symbols=self.symbols,
             collateral=self.collateral[0], atom=self.collateral[1]))]
+
+    def _failed_logon(self, ip: str, now_ns: int) -> LogonFailures:
+        failures = self.logon_failures.pop(ip, None)
+        if failures is None:
+            failures = LogonFailures()
+            if len(self.logon_failures) >= MAX_TRACKED_ADDRESSES:
+                self.logon_failures.popitem(last=False)
+        elif now_ns - failures.last_ns > self.policy.lockout_ms * 1_000_000:
+            failures.count = 0  # quiet for a lockout's length: start afresh
+        self.logon_failures[ip] = failures  # (most recent last)
+        failures.count += 1
+        failures.last_ns = now_ns
+        failures.blocked_until_ns = now_ns + self.policy.wait_ms(failures.count) * 1_000_000
+        return failures
+
+    def _pacing(self, failures: LogonFailures, now_ns: int, ip: str) -> dict:
+        """The numbers a failed or paced logon is answered with."""
+        wait_ns = max(0, failures.blocked_until_ns - now_ns)
+        return {"ip": ip, "attempts": failures.count, "max_attempts": self.policy.max_failures,
+                "retry_after_ms": -(-wait_ns // 1_000_000),
+                "until_ms": (failures.blocked_until_ns + self.wall_offset_ns) // 1_000_000
+                if wait_ns else 0}
 
     def _ref(self, identity: bytes, req_id: int) -> int:
         ref = self.next_ref
@@ -176,3 +278,11 @@ class Gateway:
             identity, req_id = requester
             return [("client", identity, msgspec.structs.replace(msg.body, req_id=req_id))]
         return []
+
+
+def _count_down(counts: dict[str, int], key: str) -> None:
+    left = counts.get(key, 0) - 1
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
