@@ -13,7 +13,7 @@ import socket
 import tomllib
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -53,6 +53,32 @@ class SupervisorConf(Conf, kw_only=True):
     restart_window_s: int = 60
 
 
+class Rule(Conf, frozen=True, kw_only=True):
+    """`limit` tokens per `window_ms`, at most `burst` at once (0: the same as limit)."""
+
+    limit: Annotated[int, msgspec.Meta(ge=0)]
+    window_ms: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    burst: Annotated[int, msgspec.Meta(ge=0)] = 0
+
+    @property
+    def capacity(self) -> int:
+        return self.burst or self.limit
+
+
+class LimitsPolicy(Conf, frozen=True, kw_only=True):
+    """The gateway's rate limits (nodes/gateway/limits.py), [nodes.gateway.rate_limits]."""
+
+    enabled: bool = True
+    key_weight: Rule = Rule(limit=1000, window_ms=1000, burst=2000)
+    ip_weight: Rule = Rule(limit=3000, window_ms=1000, burst=6000)
+    account_weight: Rule = Rule(limit=2000, window_ms=1000, burst=4000)
+    account_orders: Rule = Rule(limit=300, window_ms=1000, burst=600)
+    exit_floor: Rule = Rule(limit=20, window_ms=1000, burst=40)  # cancels and reduce-only
+    ban_after: int = 100  # refusals within ban_window_ms that ban the key (or address)
+    ban_window_ms: int = 60_000
+    ban_ms: int = 30_000
+
+
 class NodeConf(Conf, kw_only=True):
     inbox: str = ""
     client: str = ""  # gateway: client ROUTER
@@ -81,6 +107,7 @@ class NodeConf(Conf, kw_only=True):
     logon_delay_ms: int = 1000
     max_logon_failures: int = 10
     logon_lockout_ms: int = 300_000
+    rate_limits: LimitsPolicy = msgspec.field(default_factory=LimitsPolicy)
     # oracle
     weights: dict[str, int] = msgspec.field(default_factory=dict)  # venue -> weight (default 1)
     stale_after_ms: int = 2000

@@ -186,6 +186,7 @@ class Error(Msg, tag=True, kw_only=True):
     req_id: int = 0
     reason: str
     detail: Detail = field(default_factory=dict)
+    usage: Detail = field(default_factory=dict)  # the tightest rate limit: rule, used, limit, window_ms
 
 
 class LogonAck(Msg, tag=True, kw_only=True):
@@ -195,11 +196,13 @@ class LogonAck(Msg, tag=True, kw_only=True):
     symbols: dict[str, dict[str, Union[int, str]]] = field(default_factory=dict)
     collateral: str = ""  # what money is counted in, and its atom ("0.000001"): amounts are atoms
     atom: str = ""
+    usage: Detail = field(default_factory=dict)  # the tightest rate limit: rule, used, limit, window_ms
 
 
 class Pong(Msg, tag=True, kw_only=True):
     req_id: int = 0
     hops: list[tuple[str, int]] = field(default_factory=list)
+    usage: Detail = field(default_factory=dict)  # the tightest rate limit: rule, used, limit, window_ms
 
 
 class BookLevels(Msg, tag=True, kw_only=True):
@@ -211,6 +214,7 @@ class BookLevels(Msg, tag=True, kw_only=True):
     book_seq: int
     bids: list[tuple[int, int]]  # (price ticks, qty lots), best first
     asks: list[tuple[int, int]]
+    usage: Detail = field(default_factory=dict)  # the tightest rate limit: rule, used, limit, window_ms
 
 
 class Ack(Msg, tag=True, kw_only=True):
@@ -219,6 +223,7 @@ class Ack(Msg, tag=True, kw_only=True):
     req_id: int = 0
     action: str
     detail: Detail = field(default_factory=dict)
+    usage: Detail = field(default_factory=dict)  # the tightest rate limit: rule, used, limit, window_ms
 
 
 class PositionView(Msg, tag=True, kw_only=True):
@@ -267,6 +272,7 @@ class AccountView(Msg, tag=True, kw_only=True):
     im_buffer_ppm: dict[str, int] = field(default_factory=dict)
     funding: list[FundingEntry] = field(default_factory=list)  # latest first, at most 20
     fills: list[Fill] = field(default_factory=list)  # the account's fills, latest first, at most 20
+    usage: Detail = field(default_factory=dict)  # the tightest rate limit: rule, used, limit, window_ms
 
 
 class OrderView(Msg, tag=True, kw_only=True):
@@ -290,6 +296,7 @@ class OrdersView(Msg, tag=True, kw_only=True):
     req_id: int = 0
     account: str
     orders: list[OrderView]
+    usage: Detail = field(default_factory=dict)  # the tightest rate limit: rule, used, limit, window_ms
 
 
 # --------------------------------------------------------------------------------------------
@@ -519,6 +526,7 @@ class Report(Msg, tag=True, kw_only=True):
         OrderAccepted, OrderRejected, OrderCancelled, OrdersCancelled, OrderAmended,
         OrderTriggered, Fill, Deleveraged,
     ]
+    usage: Detail = field(default_factory=dict)  # the tightest rate limit: rule, used, limit, window_ms
 
 
 class Reply(Msg, tag=True, kw_only=True):

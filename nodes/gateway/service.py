@@ -21,6 +21,8 @@ SESSION_IDLE_NS = 600 * 1_000_000_000  # a session silent for 10 minutes is forg
 # before the gateway ever holds it in memory.
 MAX_CLIENT_FRAME = 64 * 1024
 MAX_CLIENT_MESSAGE = 1024 * 1024
+THROTTLES = frozenset({"rate_limited", "banned", "logon_delayed", "logon_locked_out"})
+THROTTLE_JOURNAL_NS = 1_000_000_000
 
 
 def build(shell: NodeShell, topo: Topology):
@@ -29,12 +31,13 @@ def build(shell: NodeShell, topo: Topology):
     gateway = Gateway({a.api_key: (a.name, a.scopes) for a in topo.accounts.values()},
                       {name: spec.public() for name, spec in topo.symbols.items()},
                       first_ref=time.time_ns(), collateral=(topo.collateral, str(topo.atom)),
-                      policy=LogonPolicy.from_conf(shell.conf))
+                      policy=LogonPolicy.from_conf(shell.conf), limits=shell.conf.rate_limits)
     client_codec = Codec(ClientRequest)
     shell.peer("risk")
     shell.peer("matching")
     stats = shell.stats
     stats["client_rejects"] = 0
+    stats["throttles_unjournaled"] = 0
 
     def apply(effects: list[tuple], requester: bytes | None = None) -> None:
         """Send what the core decided; its own refusals of `requester`'s request are journaled
@@ -47,15 +50,29 @@ def build(shell: NodeShell, topo: Topology):
             else:
                 shell.send(effect[0], effect[1])
 
+    throttles_journaled: dict[tuple[str, str], int] = {}  # (subject, reason) -> when, mono ns
+
     def explain_refusal(identity: bytes, error: Error) -> None:
         """Every refusal the gateway itself decides: counted, and journaled under the session's
-        account (or, before logon, its identity) with the numbers the client was sent."""
+        account (or, before logon, its identity) with the numbers the client was sent. A flood's
+        throttles are journaled once a second per subject and reason (the rest counted), so
+        that refusing a flood never costs a disk write per frame."""
         stats["client_rejects"] += 1
         session = gateway.sessions.get(identity)
+        subject = session.account if session is not None else identity.hex()
+        if error.reason in THROTTLES:
+            now = shell.mono_ns()
+            if now - throttles_journaled.get((subject, error.reason), -THROTTLE_JOURNAL_NS) \
+                    < THROTTLE_JOURNAL_NS:
+                stats["throttles_unjournaled"] += 1
+                return
+            if len(throttles_journaled) >= 100_000:
+                throttles_journaled.clear()
+            throttles_journaled[(subject, error.reason)] = now
         shell.audit.record(Explanation(
             ts_ns=shell.now_ns(), node="gateway", rule=f"gateway.{error.reason}",
-            subject=session.account if session is not None else identity.hex(),
-            decision="reject", numbers={"req_id": error.req_id, **error.detail}))
+            subject=subject, decision="reject",
+            numbers={"req_id": error.req_id, **error.detail}))
 
     def refuse(identity: bytes, reason: str, error: str, req_id: int = 0) -> None:
         """A frame refused before the core saw it (malformed, invalid, too large) or a core bug."""

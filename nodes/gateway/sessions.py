@@ -21,6 +21,8 @@ from collections import OrderedDict
 import msgspec
 
 from cluster.config import NodeConf
+from cluster.config import LimitsPolicy
+from nodes.gateway.limits import Limiter
 
 from cluster.protocol import (
     PROTOCOL_VERSION, Ack, AdjustIsolatedMargin, AmendOrder, CancelAll, CancelOrder, Deposit, Error,
@@ -79,7 +81,8 @@ class LogonFailures:
 
 
 class Session:
-    __slots__ = ("session_id", "account", "scopes", "allowed", "last_seen_ns", "ip", "api_key")
+    __slots__ = ("session_id", "account", "scopes", "allowed", "last_seen_ns", "ip", "api_key",
+                 "limits")
 
     def __init__(self, session_id: int, account: str, scopes: tuple[str, ...], now_ns: int,
                  ip: str = "", api_key: str = "") -> None:
@@ -88,6 +91,7 @@ class Session:
         self.scopes = scopes
         self.ip = ip
         self.api_key = api_key
+        self.limits = None  # its rate-limit buckets (limits.SessionLimits), given at logon
         # Worked out once at logon: _admit runs for every request.
         self.allowed = frozenset(t for t, needed in REQUIRED_SCOPES.items()
                                  if any(scope in scopes for scope in needed))
@@ -98,34 +102,51 @@ class Gateway:
     def __init__(self, api_keys: dict[str, tuple[str, tuple[str, ...]]],
                  symbols: dict[str, dict], first_ref: int = 1,
                  collateral: tuple[str, str] = ("", ""),
-                 policy: LogonPolicy | None = None) -> None:
+                 policy: LogonPolicy | None = None, limits: LimitsPolicy | None = None) -> None:
         self.api_keys = dict(api_keys)  # api key -> (account, scopes)
         self.policy = policy or LogonPolicy()
+        self.limiter = Limiter(limits or LimitsPolicy(enabled=False))
         self.sessions_by_ip: dict[str, int] = {}
         self.sessions_by_key: dict[str, int] = {}
         self.logon_failures: OrderedDict[str, LogonFailures] = OrderedDict()
         # wall clock minus the injected clock: a lockout's end is told in wall-clock ms
-        self.wall_offset_ns = 0
+        self._wall_offset_ns = 0
         self.symbols = symbols
         self.collateral = collateral  # (name, atom), told at logon
         self.sessions: dict[bytes, Session] = {}
         self.by_account: dict[str, dict[bytes, None]] = {}
-        self.refs: OrderedDict[int, tuple[bytes, int]] = OrderedDict()
+        self.refs: OrderedDict[int, tuple[bytes, int, dict]] = OrderedDict()  # + usage
         # A restarted gateway must not reuse the refs of requests still in flight: an answer to
         # one of them would go to whichever new request got that number (another client).
         self.next_ref = first_ref
         self.next_session = 1
+
+    @property
+    def wall_offset_ns(self) -> int:
+        return self._wall_offset_ns
+
+    @wall_offset_ns.setter
+    def wall_offset_ns(self, offset: int) -> None:
+        self._wall_offset_ns = self.limiter.wall_offset_ns = offset
 
     # Effects: ("client", identity, message) | (node, message)
 
     def on_request(self, identity: bytes, msg, now_ns: int = 0, ip: str = "") -> list[tuple]:
         """`now_ns` is a monotonic clock; `ip` the address of the connection (at logon)."""
         t = type(msg)
-        if t is Logon:
-            return self._logon(identity, msg, now_ns, ip)
         session = self.sessions.get(identity)
         if session is not None:
             session.last_seen_ns = now_ns
+            refused, usage = self.limiter.admit(msg, now_ns, session.ip, limits=session.limits)
+        else:
+            refused, usage = self.limiter.admit(msg, now_ns, ip)
+        if refused is not None:
+            return [("client", identity, Error(req_id=msg.req_id, reason=refused[0],
+                                               detail=refused[1], usage=usage))]
+        if t is Logon:
+            effects = self._logon(identity, msg, now_ns, ip)
+            return [(to, who, msgspec.structs.replace(answer, usage=usage))
+                    for to, who, answer in effects] if usage else effects
         if t is Logout:
             if session is None:
                 return [("client", identity, Error(req_id=msg.req_id, reason="not_logged_on",
@@ -134,20 +155,21 @@ class Gateway:
             return [("client", identity, Ack(req_id=msg.req_id, action="logged_out",
                                              detail={"account": session.account}))]
         if t is Ping and not msg.full:
-            return [("client", identity, Pong(req_id=msg.req_id, hops=msg.hops))]
+            return [("client", identity, Pong(req_id=msg.req_id, hops=msg.hops, usage=usage))]
         if session is None:
             return [("client", identity, Error(req_id=msg.req_id, reason="not_logged_on", detail={
-                "request": "Ping(full)" if t is Ping else t.__name__}))]
+                "request": "Ping(full)" if t is Ping else t.__name__}, usage=usage))]
         refused = self._admit(session, msg)
         if refused is not None:
-            return [("client", identity, refused)]
+            return [("client", identity, msgspec.structs.replace(refused, usage=usage))]
         if t is GetBook:
             if msg.symbol not in self.symbols:
                 return [("client", identity, Error(req_id=msg.req_id, reason="unknown_symbol",
-                                                   detail={"symbol": msg.symbol}))]
-            return [("matching", Routed(ref=self._ref(identity, msg.req_id), account="", body=msg))]
-        return [("risk", Routed(ref=self._ref(identity, msg.req_id), account=session.account,
-                                body=msg))]
+                                                   detail={"symbol": msg.symbol}, usage=usage))]
+            return [("matching", Routed(ref=self._ref(identity, msg.req_id, usage), account="",
+                                        body=msg))]
+        return [("risk", Routed(ref=self._ref(identity, msg.req_id, usage),
+                                account=session.account, body=msg))]
 
     def _admit(self, session: Session, msg) -> Error | None:
         """Refuse before the request leaves the gateway (scopes now; IP lists, rate limits later)."""
@@ -217,6 +239,7 @@ class Gateway:
         if old is not None:
             self._drop(identity)
         session = Session(self.next_session, account, scopes, now_ns, ip, msg.api_key)
+        session.limits = self.limiter.session(ip, msg.api_key, account, now_ns)
         self.next_session += 1
         self.sessions[identity] = session
         self.sessions_by_ip[ip] = self.sessions_by_ip.get(ip, 0) + 1
@@ -248,10 +271,10 @@ class Gateway:
                 "until_ms": (failures.blocked_until_ns + self.wall_offset_ns) // 1_000_000
                 if wait_ns else 0}
 
-    def _ref(self, identity: bytes, req_id: int) -> int:
+    def _ref(self, identity: bytes, req_id: int, usage: dict) -> int:
         ref = self.next_ref
         self.next_ref += 1
-        self.refs[ref] = (identity, req_id)
+        self.refs[ref] = (identity, req_id, usage)  # the answer carries the usage at admission
         if len(self.refs) > MAX_PENDING_REFS:
             self.refs.popitem(last=False)  # an answer that never came; the client has timed out
         return ref
@@ -262,8 +285,9 @@ class Gateway:
             out: list[tuple] = []
             requester = self.refs.pop(msg.ref, None) if msg.ref else None
             if requester is not None:
-                identity, req_id = requester
-                out.append(("client", identity, msgspec.structs.replace(msg, ref=req_id)))
+                identity, req_id, usage = requester
+                out.append(("client", identity, msgspec.structs.replace(msg, ref=req_id,
+                                                                        usage=usage)))
             plain = None
             for identity in self.by_account.get(msg.account, ()):
                 if requester is None or identity != requester[0]:
@@ -275,8 +299,9 @@ class Gateway:
             requester = self.refs.pop(msg.ref, None)
             if requester is None:
                 return []
-            identity, req_id = requester
-            return [("client", identity, msgspec.structs.replace(msg.body, req_id=req_id))]
+            identity, req_id, usage = requester
+            return [("client", identity, msgspec.structs.replace(msg.body, req_id=req_id,
+                                                                 usage=usage))]
         return []
 
 
