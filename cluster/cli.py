@@ -1024,6 +1024,10 @@ def parser() -> argparse.ArgumentParser:
     c_fund.add_argument("--notional", required=True)
     c_fund.add_argument("--side", choices=["long", "short"], required=True)
     c_fund.set_defaults(fn=cmd_calc_funding)
+
+    from cluster import cli_security  # `limits` (#20): its own module, to keep this file's merges clean
+
+    cli_security.add_parsers(sub, common)
     return p
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections import deque
 from decimal import Decimal
 from typing import Union
 
@@ -34,8 +35,8 @@ import zmq.asyncio
 
 from cluster.protocol import (
     Ack, AccountView, AdjustIsolatedMargin, AmendOrder, BookLevels, CancelAll, CancelOrder, Codec,
-    Deposit, Error, GetAccount, GetBook, GetOrders, IndexMark, Logon, LogonAck, Logout, MarketData,
-    MAX_UNITS, OrdersView, Ping, PlaceOrder, Pong, Reply, Report, SetLeverage, SetMarginMode,
+    Deposit, Error, GetAccount, GetBook, GetLimits, GetOrders, IndexMark, Logon, LogonAck, Logout, MarketData,
+    MAX_UNITS, Notice, OrdersView, Ping, PlaceOrder, Pong, Reply, Report, SetLeverage, SetMarginMode,
     Withdraw, encode_one,
 )
 from cluster.transport import wake_reader
@@ -49,12 +50,13 @@ class RequestFailed(Exception):
 
 
 REPORTS_KEPT = 10_000
+NOTICES_KEPT = 1000
 KEEPALIVE_S = 60.0  # the gateway forgets a session silent for 10 minutes
 
 
 def _server_codec() -> Codec:
     return Codec(Union[LogonAck, Error, Report, Pong, BookLevels, AccountView, Ack, Reply,
-                       OrdersView])
+                       OrdersView, Notice])
 
 
 class Client:
@@ -75,6 +77,7 @@ class Client:
         # never reads them keeps the newest REPORTS_KEPT, and `reports_dropped` says how many went.
         self.reports: asyncio.Queue[Report] = asyncio.Queue(maxsize=REPORTS_KEPT)
         self.reports_dropped = 0
+        self.notices: deque[Notice] = deque(maxlen=NOTICES_KEPT)
         self.relogons = 0  # times the client logged on again after the gateway forgot it
         self.account: str | None = None
         self.symbols: dict[str, dict] = {}
@@ -152,6 +155,9 @@ class Client:
                     self._dispatch(msg)
 
     def _dispatch(self, msg) -> None:
+        if type(msg) is Notice:  # a private notice (e.g. a limit that changed, and why)
+            self.notices.append(msg)
+            return
         key = msg.ref if type(msg) is Report else getattr(msg, "req_id", 0)
         # key 0: an answer to no request of ours (an error about bytes we could not have sent
         # through request()); recv_any() waits under 0 for those.
@@ -250,6 +256,10 @@ class Client:
     async def open_orders(self, symbol: str = ""):
         """The account's open orders (OrdersView), in `symbol` or all."""
         return await self.request(GetOrders(symbol=symbol))
+
+    async def limits(self, account: str = "") -> Ack:
+        """The rate limits in force for this session's account (or, admin, another's) and why."""
+        return await self.request(GetLimits(account=account))
 
     async def ping(self, full: bool = False):
         """Answered by the gateway; `full`: through risk and matching and back (logged on)."""

@@ -77,6 +77,12 @@ class LimitsPolicy(Conf, frozen=True, kw_only=True):
     ban_after: int = 100  # refusals within ban_window_ms that ban the key (or address)
     ban_window_ms: int = 60_000
     ban_ms: int = 30_000
+    # Limits that tighten with the market: regime -> rule -> scale in ppm of the rule above
+    # (0: nothing but exits at the floor). The most severe regime of any symbol is in force.
+    scale: dict[Literal["high_volatility", "degraded"], dict[str, Annotated[int, msgspec.Meta(
+        ge=0, le=1_000_000)]]] = msgspec.field(default_factory=lambda: {
+            "high_volatility": {"account_orders": 500_000},
+            "degraded": {"account_orders": 0}})
 
 
 class NodeConf(Conf, kw_only=True):

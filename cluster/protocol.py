@@ -166,12 +166,20 @@ class Withdraw(Msg, tag=True, kw_only=True):
     amount: Annotated[int, Meta(ge=1, le=2**62)]  # atoms
 
 
+class GetLimits(Msg, tag=True, kw_only=True):
+    """The rate limits in force for an account now, and why (answered by the gateway with an Ack
+    whose detail holds them); `account` "" is the session's own, another needs the admin scope."""
+
+    req_id: Id = 0
+    account: Name = ""
+
+
 AccountRequest = Union[SetLeverage, SetMarginMode, AdjustIsolatedMargin, Deposit, Withdraw]
 ADMIN_REQUESTS = (Deposit, Withdraw)
 
 ClientRequest = Union[
     Logon, Logout, PlaceOrder, AmendOrder, CancelOrder, CancelAll, Ping, GetBook, GetAccount, SetLeverage,
-    SetMarginMode, AdjustIsolatedMargin, Deposit, Withdraw, GetOrders,
+    SetMarginMode, AdjustIsolatedMargin, Deposit, Withdraw, GetOrders, GetLimits,
 ]
 
 

@@ -24,7 +24,7 @@ from collections import OrderedDict
 from cluster.config import LimitsPolicy, Rule
 from cluster.protocol import (
     AdjustIsolatedMargin, AmendOrder, CancelAll, CancelOrder, Deposit, GetAccount, GetBook,
-    GetOrders, Logon, Logout, Ping, PlaceOrder, SetLeverage, SetMarginMode, Withdraw,
+    GetLimits, GetOrders, Logon, Logout, Ping, PlaceOrder, SetLeverage, SetMarginMode, Withdraw,
 )
 
 MS = 1_000_000
@@ -35,8 +35,9 @@ MAX_BAN_DOUBLINGS = 6
 WEIGHTS: dict[type, int] = {
     Logon: 1, Logout: 1, Ping: 1, PlaceOrder: 1, AmendOrder: 1, CancelOrder: 1, CancelAll: 5,
     GetBook: 2, GetAccount: 5, GetOrders: 5, SetLeverage: 1, SetMarginMode: 1,
-    AdjustIsolatedMargin: 1, Deposit: 1, Withdraw: 1,
+    AdjustIsolatedMargin: 1, Deposit: 1, Withdraw: 1, GetLimits: 1,
 }
+REGIMES = ("normal", "high_volatility", "degraded")  # least to most severe
 ORDER_REQUESTS = (PlaceOrder, AmendOrder)  # these also take the account's order tokens
 EXITS = (CancelOrder, CancelAll)  # (and reduce-only PlaceOrders)
 NO_USAGE: dict = {}
@@ -129,6 +130,35 @@ class Limiter:
         self.buckets["ip_weight"] = OrderedDict()  # least recently used first (bounded)
         self.offenders: dict[str, Offender] = {}  # "key:..." or "ip:..."
         self.wall_offset_ns = 0  # wall clock minus the injected clock, for ban ends
+        self.regime = "normal"
+        for regime, table in self.policy.scale.items():
+            unknown = set(table) - set(self.RULES)
+            if unknown:
+                raise ValueError(f"rate_limits.scale.{regime}: no rule {', '.join(sorted(unknown))}"
+                                 f" (rules: {', '.join(self.RULES)})")
+
+    def scale_ppm(self, name: str, regime: str | None = None) -> int:
+        return self.policy.scale.get(regime or self.regime, {}).get(name, 1_000_000)
+
+    def rule_in(self, name: str, regime: str) -> Rule:
+        """`name`'s rule under `regime`: the policy's, scaled by the table (rounded down)."""
+        base = getattr(self.policy, name)
+        ppm = self.scale_ppm(name, regime)
+        if ppm == 1_000_000:
+            return base
+        return Rule(limit=base.limit * ppm // 1_000_000, window_ms=base.window_ms,
+                    burst=base.capacity * ppm // 1_000_000)
+
+    def set_regime(self, regime: str) -> list[tuple[str, Rule, Rule]]:
+        """Put the rules of `regime` in force; the ones that changed, (name, old, new)."""
+        changed = []
+        for name in self.RULES:
+            old, new = self.rules[name], self.rule_in(name, regime)
+            if new != old:
+                self.set_rule(name, new)
+                changed.append((name, old, new))
+        self.regime = regime
+        return changed
 
     # ------------------------------------------------------------------ buckets
 
@@ -225,6 +255,8 @@ class Limiter:
         detail = bucket.usage()
         detail.update(cost=c, retry_after_ms=-(-wait // MS) if wait > 0 else -1,
                       violations=offender.violations, ban_after=self.policy.ban_after)
+        if self.regime != "normal":
+            detail["regime"] = self.regime
         return ("rate_limited", detail), usage
 
     def _violation(self, offender: Offender, now_ns: int) -> None:

@@ -9,7 +9,9 @@ import msgspec
 
 from cluster.audit import Explanation
 from cluster.config import Topology
-from cluster.protocol import ClientRequest, Codec, Error, MaintenanceAlert, Notice, Ping, Pong, Reply
+from cluster.protocol import (
+    ClientRequest, Codec, Error, MaintenanceAlert, Notice, Ping, Pong, Regime, Reply,
+)
 from cluster.transport import NodeShell
 from nodes.gateway.invalid import describe_invalid, readable_req_ids
 from nodes.gateway.sessions import Gateway, LogonPolicy
@@ -47,6 +49,8 @@ def build(shell: NodeShell, topo: Topology):
                 if requester is not None and type(effect[2]) is Error:
                     explain_refusal(requester, effect[2])
                 shell.reply(ROUTER, effect[1], effect[2])
+            elif effect[0] == "explain":
+                shell.audit.record(effect[1])
             else:
                 shell.send(effect[0], effect[1])
 
@@ -143,6 +147,13 @@ def build(shell: NodeShell, topo: Topology):
                 continue
             apply(effects)
 
+    def on_regime(messages: list) -> None:
+        now = shell.mono_ns()
+        gateway.wall_offset_ns = shell.now_ns() - now
+        for msg in messages:
+            if type(msg) is Regime:
+                apply(gateway.on_regime(msg, now))
+
     def forward(frames: list) -> None:
         for parts in frames:
             shell.publish_raw(parts)
@@ -166,4 +177,5 @@ def build(shell: NodeShell, topo: Topology):
     shell.bind_inbox(on_internal)
     shell.subscribe(topo.nodes["matching"].pub, [b""], None, raw=forward)
     shell.subscribe(topo.nodes["oracle"].pub, [b""], None, raw=forward)
+    shell.subscribe(topo.nodes["oracle"].pub, [b"regime."], on_regime)  # limits that tighten
     return None

@@ -21,13 +21,14 @@ from collections import OrderedDict
 import msgspec
 
 from cluster.config import NodeConf
+from cluster.audit import Explanation
 from cluster.config import LimitsPolicy
-from nodes.gateway.limits import Limiter
+from nodes.gateway.limits import REGIMES, Limiter
 
 from cluster.protocol import (
     PROTOCOL_VERSION, Ack, AdjustIsolatedMargin, AmendOrder, CancelAll, CancelOrder, Deposit, Error,
-    GetAccount, GetBook, GetOrders, Logon, LogonAck, Logout, Ping, PlaceOrder, Pong, Reply, Report,
-    Routed, SetLeverage, SetMarginMode, Withdraw,
+    GetAccount, GetBook, GetLimits, GetOrders, Logon, LogonAck, Logout, Notice, Ping, PlaceOrder,
+    Pong, Regime, Reply, Report, Routed, SetLeverage, SetMarginMode, Withdraw,
 )
 
 MAX_PENDING_REFS = 200_000
@@ -41,6 +42,7 @@ REQUIRED_SCOPES: dict[type, tuple[str, ...]] = {
     GetOrders: ("trade", "read", "admin"),
     Deposit: ("admin",), Withdraw: ("admin",),
     GetBook: ANY_SCOPE, Ping: ANY_SCOPE,  # (Ping: the full path; the gateway-local one is free)
+    GetLimits: ANY_SCOPE,
 }
 
 
@@ -106,6 +108,7 @@ class Gateway:
         self.api_keys = dict(api_keys)  # api key -> (account, scopes)
         self.policy = policy or LogonPolicy()
         self.limiter = Limiter(limits or LimitsPolicy(enabled=False))
+        self.regimes: dict[str, Regime] = {}  # symbol -> its latest regime (the oracle's)
         self.sessions_by_ip: dict[str, int] = {}
         self.sessions_by_key: dict[str, int] = {}
         self.logon_failures: OrderedDict[str, LogonFailures] = OrderedDict()
@@ -162,6 +165,8 @@ class Gateway:
         refused = self._admit(session, msg)
         if refused is not None:
             return [("client", identity, msgspec.structs.replace(refused, usage=usage))]
+        if t is GetLimits:
+            return [("client", identity, self._limits_view(session, msg, usage, now_ns))]
         if t is GetBook:
             if msg.symbol not in self.symbols:
                 return [("client", identity, Error(req_id=msg.req_id, reason="unknown_symbol",
@@ -179,6 +184,67 @@ class Gateway:
         return Error(req_id=msg.req_id, reason="missing_scope", detail={
             "request": t.__name__, "required": " or ".join(REQUIRED_SCOPES[t]),
             "scopes": ",".join(session.scopes)})
+
+    # ------------------------------------------------------------------ limits and the market
+
+    def on_regime(self, msg: Regime, now_ns: int) -> list[tuple]:
+        """A symbol's volatility regime (the oracle's, repeated every second). The most severe
+        regime of any symbol sets the venue's limits (rate_limits.scale); when that changes the
+        rules it scales, every account with a session gets an explanation record and a private
+        Notice per rule: which rule, old -> new, why (regime, symbol, the numbers), until when."""
+        self.regimes[msg.symbol] = msg
+        worst = max(self.regimes.values(), key=lambda r: REGIMES.index(r.regime))
+        previous = self.limiter.regime
+        if worst.regime == previous:
+            return []
+        changes = self.limiter.set_regime(worst.regime)
+        wall_ns = now_ns + self.wall_offset_ns
+        out: list[tuple] = []
+        for name, old, new in changes:
+            numbers = {
+                "old_limit": old.limit, "old_burst": old.capacity, "new_limit": new.limit,
+                "new_burst": new.capacity, "window_ms": new.window_ms,
+                "scale_ppm": self.limiter.scale_ppm(name), "regime": worst.regime,
+                "previous_regime": previous, "symbol": worst.symbol,
+                "realized_vol_ppm": worst.realized_vol_ppm, "threshold_ppm": worst.threshold_ppm,
+                "vol_window_s": worst.window_s,
+                "until": "every symbol's regime is back to normal" if worst.regime != "normal"
+                else "the next regime change"}
+            decision = f"{_rate(old)} -> {_rate(new)}"
+            for account, identities in self.by_account.items():
+                notice = Notice(rule=f"gateway.limit.{name}", subject=account, decision=decision,
+                                numbers=numbers, ts_ns=wall_ns)
+                out.append(("explain", Explanation(ts_ns=wall_ns, node="gateway",
+                                                   rule=notice.rule, subject=account,
+                                                   decision=decision, numbers=numbers)))
+                out.extend(("client", identity, notice) for identity in identities)
+        return out
+
+    def _limits_view(self, session: Session, msg: GetLimits, usage: dict, now_ns: int):
+        """The limits in force for an account now, what they are without the market, and why."""
+        account = msg.account or session.account
+        if account != session.account and "admin" not in session.scopes:
+            return Error(req_id=msg.req_id, reason="not_your_account", usage=usage, detail={
+                "account": account, "session_account": session.account, "required": "admin"})
+        limiter = self.limiter
+        detail: dict = {"account": account, "enabled": int(limiter.enabled),
+                        "regime": limiter.regime}
+        worst = [r for r in self.regimes.values() if r.regime == limiter.regime]
+        if worst and limiter.regime != "normal":
+            detail.update(regime_symbol=worst[0].symbol,
+                          realized_vol_ppm=worst[0].realized_vol_ppm,
+                          threshold_ppm=worst[0].threshold_ppm)
+        for name in limiter.RULES:
+            rule, base = limiter.rules[name], getattr(limiter.policy, name)
+            detail.update({f"{name}.limit": rule.limit, f"{name}.burst": rule.capacity,
+                           f"{name}.window_ms": rule.window_ms,
+                           f"{name}.base_limit": base.limit,
+                           f"{name}.scale_ppm": limiter.scale_ppm(name)})
+            bucket = limiter.buckets[name].get(account)
+            if bucket is not None:
+                bucket.refill(now_ns)
+                detail[f"{name}.used"] = bucket.used()
+        return Ack(req_id=msg.req_id, action="limits", detail=detail, usage=usage)
 
     def disconnected(self, identity: bytes) -> str | None:
         """The client's connection is gone: forget its session (its account, or None if unknown),
@@ -311,3 +377,7 @@ def _count_down(counts: dict[str, int], key: str) -> None:
         counts[key] = left
     else:
         counts.pop(key, None)
+
+
+def _rate(rule) -> str:
+    return f"{rule.limit}/{rule.window_ms}ms burst {rule.capacity}"

@@ -139,3 +139,73 @@ def test_a_ban_ends_at_the_time_it_gave(limited):
             assert [n for n, _ in (await c.ping(full=True)).hops][-1] == "gateway"
 
     asyncio.run(run())
+
+
+ORDERS = {"limit": 20, "window_ms": 1000, "burst": 20}
+
+
+@pytest.fixture
+def orders_limited(tmp_path):
+    handle = ClusterHandle(tmp_path, node_settings={"gateway": {"rate_limits": {
+        "account_orders": ORDERS}}})
+    handle.up()
+    try:
+        yield handle
+    finally:
+        handle.cli("cluster", "down")
+        deadline = time.monotonic() + 5
+        while perpx_processes(handle.run_dir) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+async def burst_of_orders(client: Client, n: int, price: int) -> tuple[int, list[Error]]:
+    """n orders at once: how many the gateway let through, and its throttles."""
+    answers = await asyncio.gather(*(client.place("BTC-PERP", 1, qty=1, price=price)
+                                     for _ in range(n)), return_exceptions=True)
+    throttled = [a.error for a in answers
+                 if isinstance(a, RequestFailed) and a.error.reason == "rate_limited"]
+    return n - len(throttled), throttled
+
+
+def test_high_volatility_halves_the_order_rate_tells_the_client_why_and_cancels_still_pass(
+        orders_limited):
+    from tests.e2e.test_liquidation import shock
+
+    cluster = orders_limited
+
+    async def run():
+        async with Client(cluster.endpoint(), api_key=cluster.api_key("alice")) as alice:
+            view = (await alice.limits()).detail
+            assert (view["regime"], view["account_orders.limit"]) == ("normal", 20)
+            price = cluster.topo.symbols["BTC-PERP"].initial_price * 99 // 100
+            before, _ = await burst_of_orders(alice, 30, price)
+            shock(cluster.topo.nodes["feeds"].inbox, 100_000)  # every venue 10% up at once
+            deadline = time.monotonic() + 20
+            while not alice.notices:
+                assert time.monotonic() < deadline, "no notice of the tighter limit"
+                await asyncio.sleep(0.05)
+            notice = alice.notices[0]
+            print(f"\nnotice: {notice.rule} {notice.decision} {notice.numbers}")
+            assert notice.rule == "gateway.limit.account_orders" and notice.subject == "alice"
+            assert (notice.numbers["regime"], notice.numbers["old_limit"],
+                    notice.numbers["new_limit"]) == ("high_volatility", 20, 10)
+            assert notice.numbers["realized_vol_ppm"] > notice.numbers["threshold_ppm"]
+            await asyncio.sleep(1.1)  # a full window: the bucket holds its (new) capacity
+            after, throttled = await burst_of_orders(alice, 30, price)
+            print(f"orders let through from a burst of 30: {before} before, {after} after")
+            assert before >= 20 and after <= 12 and after < before / 2 + 2
+            assert throttled[0].detail["limit"] == 10
+            assert throttled[0].detail["regime"] == "high_volatility"
+            # the order bucket is empty, yet a cancel is not throttled
+            try:  # (risk answers that no such order is open: the cancel got through)
+                answer = await alice.cancel("BTC-PERP", order_id=10**12)
+            except RequestFailed as exc:
+                answer = exc.error
+            assert getattr(answer, "reason", "") != "rate_limited", answer
+        shown = cluster.cli_json("limits", "show", "alice")
+        assert (shown["regime"], shown["account_orders.limit"],
+                shown["account_orders.base_limit"]) == ("high_volatility", 10, 20)
+        explained = cluster.cli_json("explain", "account", "alice")["decisions"]
+        assert any(d.get("rule") == "gateway.limit.account_orders" for d in explained), explained
+
+    asyncio.run(run())

@@ -165,3 +165,63 @@ def test_a_flood_of_throttles_is_journaled_once_a_second_and_counted():
     assert len(refusals) == 300  # (the logon took the key's 1st token, weight 5 > 1 left)
     assert [e.rule for e in shell.explained] == ["gateway.rate_limited"]
     assert shell.stats["throttles_unjournaled"] == 299
+
+
+def test_a_regime_change_halves_the_order_rate_and_tells_every_session_why():
+    from cluster.protocol import GetLimits, Notice, Regime
+
+    gw = Gateway({"k": ("alice", ("trade",)), "kb": ("bob", ("trade",)),
+                  "adm": ("admin", ("admin",))}, {"BTC-PERP": {}},
+                 limits=tight(account_orders=Rule(limit=10, window_ms=1000, burst=20)))
+    gw.wall_offset_ns = 7_000 * MS
+    for who, key in ((b"a1", "k"), (b"a2", "k"), (b"b1", "kb")):
+        gw.on_request(who, Logon(api_key=key), 0, "ip")
+    quiet = Regime(symbol="ETH-PERP", regime="normal", changed=False)
+    assert gw.on_regime(quiet, 0) == []
+    high = Regime(symbol="BTC-PERP", regime="high_volatility", realized_vol_ppm=80_000,
+                  threshold_ppm=50_000, window_s=300)
+    out = gw.on_regime(high, 5 * MS)
+    notices = [(e[1], e[2]) for e in out if e[0] == "client"]
+    assert sorted(who for who, _ in notices) == [b"a1", b"a2", b"b1"]
+    notice = notices[0][1]
+    assert type(notice) is Notice and notice.rule == "gateway.limit.account_orders"
+    assert notice.decision == "10/1000ms burst 20 -> 5/1000ms burst 10"
+    assert {k: notice.numbers[k] for k in ("old_limit", "new_limit", "regime", "symbol",
+                                            "realized_vol_ppm", "threshold_ppm")} == {
+        "old_limit": 10, "new_limit": 5, "regime": "high_volatility", "symbol": "BTC-PERP",
+        "realized_vol_ppm": 80_000, "threshold_ppm": 50_000}
+    assert notice.ts_ns == 7_005 * MS and "normal" in notice.numbers["until"]
+    explained = [e[1] for e in out if e[0] == "explain"]
+    assert sorted(e.subject for e in explained) == ["alice", "bob"]  # one record per account
+    assert gw.on_regime(high, 6 * MS) == []  # the repeat changes nothing
+    # the halved rate is what admission uses: a full bucket now holds 10, not 20
+    answers = [gw.on_request(b"b1", order(i), 10 * MS)[0] for i in range(12)]
+    assert [a[0] for a in answers].count("risk") == 10
+    refused = answers[-1][2]
+    assert refused.detail["limit"] == 10 and refused.detail["regime"] == "high_volatility"
+    cancel = gw.on_request(b"b1", CancelOrder(req_id=50, symbol="BTC-PERP", order_id=1), 10 * MS)
+    assert cancel[0][0] == "risk"  # cancels still pass
+    # degraded anywhere: no new orders at all, reduce-only at the floor
+    gw.on_regime(Regime(symbol="ETH-PERP", regime="degraded"), 20 * MS)
+    (_, _, refused), = gw.on_request(b"a1", order(60), 2000 * MS)
+    assert refused.reason == "rate_limited" and refused.detail["limit"] == 0
+    assert gw.on_request(b"a1", order(61, reduce_only=True), 2000 * MS)[0][0] == "risk"
+    # the view: what is in force, the rule without the market, and why
+    (_, _, view), = gw.on_request(b"a1", GetLimits(req_id=70), 2000 * MS)
+    assert view.action == "limits" and view.detail["regime"] == "degraded"
+    assert (view.detail["account_orders.limit"], view.detail["account_orders.base_limit"],
+            view.detail["account_orders.scale_ppm"]) == (0, 10, 0)
+    (_, _, other), = gw.on_request(b"a1", GetLimits(req_id=71, account="bob"), 2000 * MS)
+    assert other.reason == "not_your_account"
+    # ETH recovers: BTC's high volatility is the most severe again; then BTC recovers too
+    eased = gw.on_regime(Regime(symbol="ETH-PERP", regime="normal"), 3000 * MS)
+    back = gw.on_regime(Regime(symbol="BTC-PERP", regime="normal"), 3000 * MS)
+    assert [{e[2].decision for e in out if e[0] == "client"} for out in (eased, back)] == [
+        {"0/1000ms burst 0 -> 5/1000ms burst 10"}, {"5/1000ms burst 10 -> 10/1000ms burst 20"}]
+
+
+def test_a_scale_table_naming_no_rule_is_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match="no rule account_order"):
+        Limiter(LimitsPolicy(scale={"degraded": {"account_order": 0}}))
