@@ -231,14 +231,17 @@ def public_key_for(topo: config.Topology, args) -> str | None:
 
 
 async def with_client(args, fn, *, logon: bool | str = True):
-    """`logon`: True (an account's key is needed), "public" (public_key_for) or False."""
+    """`logon`: True (an account's key is needed), "public" (public_key_for) or False. Requests
+    are signed when the run's key file holds the key's secret."""
     from cluster.client import Client, RequestFailed
+    from cluster.signing import secret_for
 
     topo = load_topology(args)
     gw = topo.nodes["gateway"]
     key = (public_key_for(topo, args) if logon == "public"
            else api_key_for(topo, args) if logon else None)
-    client = Client(gw.client, api_key=None, market_data=gw.pub, timeout=args.timeout)
+    client = Client(gw.client, api_key=None, market_data=gw.pub, timeout=args.timeout,
+                    secret=secret_for(topo.run_dir, key) if key else None)
     answered = False  # whether the venue answered anything: then it is up, and a request is late
     try:
         await client.connect()

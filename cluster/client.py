@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections import deque
 from decimal import Decimal
 from typing import Union
@@ -36,9 +37,10 @@ import zmq.asyncio
 from cluster.protocol import (
     Ack, AccountView, AdjustIsolatedMargin, AmendOrder, BookLevels, CancelAll, CancelOrder, Codec,
     Deposit, Error, GetAccount, GetBook, GetLimits, GetOrders, IndexMark, Logon, LogonAck, Logout, MarketData,
-    MAX_UNITS, Notice, OrdersView, Ping, PlaceOrder, Pong, Reply, Report, SetLeverage, SetMarginMode,
+    MAX_UNITS, Notice, OrdersView, Ping, Signed, PlaceOrder, Pong, Reply, Report, SetLeverage, SetMarginMode,
     Withdraw, encode_one,
 )
+from cluster.signing import sign
 from cluster.transport import wake_reader
 from cluster.units import UnitError, from_units, to_units
 
@@ -62,7 +64,8 @@ def _server_codec() -> Codec:
 class Client:
     def __init__(self, endpoint: str, *, api_key: str | None = None,
                  market_data: str | None = None, timeout: float = 5.0,
-                 ctx: zmq.asyncio.Context | None = None, keepalive: float = KEEPALIVE_S) -> None:
+                 ctx: zmq.asyncio.Context | None = None, keepalive: float = KEEPALIVE_S,
+                 secret: bytes | None = None) -> None:
         self.endpoint = endpoint
         self.api_key = api_key
         self.market_data_endpoint = market_data
@@ -86,6 +89,9 @@ class Client:
         self._md = None
         self._reader = None
         self.keepalive = keepalive  # seconds of silence before the session is renewed; 0: never
+        self.secret = secret  # the API key's secret: every request is then sent Signed
+        self.session = 0  # the gateway's session number (signed into every request)
+        self._last_nonce = 0
         self.keepalives = 0  # times it was
         self._last_sent = 0.0  # loop time of the last request sent
         self._keeper = None
@@ -205,9 +211,26 @@ class Client:
             raise RequestFailed(ack)
         self.take_logon(ack)
 
+    # ------------------------------------------------------------------ signing (cluster/signing.py)
+
+    def next_nonce(self) -> int:
+        """Above the last one, and above any earlier connection's with this key (the gateway
+        keeps the last logon nonce per key): microseconds of the wall clock."""
+        self._last_nonce = max(self._last_nonce + 1, time.time_ns() // 1000)
+        return self._last_nonce
+
+    def signed(self, message) -> Signed:
+        """`message` inside a Signed: its bytes, a timestamp, a nonce and their HMAC."""
+        body = encode_one(message)
+        session = 0 if type(message) is Logon else self.session
+        ts_ms, nonce = time.time_ns() // 1_000_000, self.next_nonce()
+        return Signed(req_id=message.req_id, ts_ms=ts_ms, nonce=nonce, body=body,
+                      sig=sign(self.secret, session, ts_ms, nonce, body))
+
     def take_logon(self, ack: LogonAck) -> None:
         """What a logon tells: the account, and the units to speak (symbols, collateral)."""
         self.account = ack.account
+        self.session = ack.session
         self.symbols = ack.symbols
         self.collateral, self.atom = ack.collateral, ack.atom
 
@@ -215,6 +238,8 @@ class Client:
         """Send one request and wait for its answer (an Error included)."""
         req_id = next(self._ids)
         message = msgspec.structs.replace(message, req_id=req_id)
+        if self.secret is not None:
+            message = self.signed(message)
         fut = asyncio.get_running_loop().create_future()
         self._waiting[req_id] = fut
         try:

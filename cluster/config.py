@@ -114,6 +114,7 @@ class NodeConf(Conf, kw_only=True):
     max_logon_failures: int = 10
     logon_lockout_ms: int = 300_000
     rate_limits: LimitsPolicy = msgspec.field(default_factory=LimitsPolicy)
+    recv_window_ms: int = 5000  # a signed request this far from the gateway's clock is refused
     # oracle
     weights: dict[str, int] = msgspec.field(default_factory=dict)  # venue -> weight (default 1)
     stale_after_ms: int = 2000

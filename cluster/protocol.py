@@ -174,12 +174,27 @@ class GetLimits(Msg, tag=True, kw_only=True):
     account: Name = ""
 
 
+class Signed(Msg, tag=True, kw_only=True):
+    """A request signed with its API key's secret (cluster/signing.py): `body` is the request's
+    msgpack bytes as signed; `req_id` repeats the request's, for a refusal before it is read."""
+
+    req_id: Id = 0
+    ts_ms: Annotated[int, Meta(ge=0, le=2**63 - 1)]
+    nonce: Annotated[int, Meta(ge=0, le=2**63 - 1)]
+    sig: Annotated[bytes, Meta(max_length=64)]
+    body: Annotated[bytes, Meta(max_length=65536)]
+
+
 AccountRequest = Union[SetLeverage, SetMarginMode, AdjustIsolatedMargin, Deposit, Withdraw]
 ADMIN_REQUESTS = (Deposit, Withdraw)
 
 ClientRequest = Union[
     Logon, Logout, PlaceOrder, AmendOrder, CancelOrder, CancelAll, Ping, GetBook, GetAccount, SetLeverage,
-    SetMarginMode, AdjustIsolatedMargin, Deposit, Withdraw, GetOrders, GetLimits,
+    SetMarginMode, AdjustIsolatedMargin, Deposit, Withdraw, GetOrders, GetLimits, Signed,
+]
+SignableRequest = Union[  # what a Signed body may hold (not another Signed)
+    Logon, Logout, PlaceOrder, AmendOrder, CancelOrder, CancelAll, Ping, GetBook, GetAccount,
+    SetLeverage, SetMarginMode, AdjustIsolatedMargin, Deposit, Withdraw, GetOrders, GetLimits,
 ]
 
 

@@ -33,6 +33,7 @@ import msgspec
 import zmq
 import zmq.asyncio
 
+from cluster.signing import ensure_key_file
 from cluster.audit import AuditJournal, Explanation
 from cluster.config import NODE_NAMES, Topology
 from cluster.logs import configure
@@ -102,6 +103,8 @@ class Supervisor:
     def _prepare_dirs(self) -> None:
         for sub in ("log", "pid", "run", "audit"):
             (self.run / sub).mkdir(parents=True, exist_ok=True)
+        # the API keys' secrets (0600), never in the topology: the gateway, SDK and CLI read them
+        ensure_key_file(self.run, [a.api_key for a in self.topo.accounts.values()])
         self._clean_sockets()
         (self.run / "supervisor.pid").write_text(str(os.getpid()))
 

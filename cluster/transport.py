@@ -70,16 +70,21 @@ def recv_parts(sock: zmq.Socket, first_has_more: bool = False) -> list[bytes]:
             return parts
 
 
-def recv_router_parts(sock: zmq.Socket, peers: dict, by_fd: dict) -> list[bytes]:
+def recv_router_parts(sock: zmq.Socket, peers: dict, by_fd: dict,
+                      sweep: Callable[[], None]) -> list[bytes]:
     """recv_parts for a ROUTER whose peers are tracked: the first time an identity is seen, its
     connection's address and file descriptor are read from the frame (libzmq's metadata), so that
-    the disconnect (a monitor event naming the fd) can be mapped back to the identity."""
+    the disconnect (a monitor event naming the fd) can be mapped back to the identity.
+
+    The fd may be one a closed connection had: libzmq queues that connection's disconnect event
+    before it closes the fd, so `sweep` (reading the pending disconnects) runs first."""
     identity = _recv(sock, NOBLOCK)
     parts = [identity]
     while True:
         frame = _recv(sock, NOBLOCK, False)
         parts.append(frame.bytes)
         if identity not in peers:
+            sweep()
             fd = frame.get(SRCFD)
             peers[identity] = (frame.get("Peer-Address") or "local", fd)
             by_fd[fd] = identity
@@ -276,13 +281,6 @@ class NodeShell:
             self._sockets.append(monitor)
             self._peer_monitor = (zmq.Socket.shadow(monitor.underlying), on_gone)
             self.every(PEER_SWEEP_MS, self.sweep_closed_peers)
-            inner = handler
-
-            def handler(frames: list) -> None:
-                # Before the batch: a closed connection's fd may already carry a new peer, whose
-                # frames libzmq queued after the old one's disconnect event.
-                self.sweep_closed_peers()
-                inner(frames)
         sock.bind(endpoint)
         self._routers[name] = (sock, zmq.Socket.shadow(sock.underlying), [], on_gone)
         self._readers.append((sock, True, handler))
@@ -529,7 +527,8 @@ class NodeShell:
         sync = zmq.Socket.shadow(sock.underlying)
         is_router = sock.socket_type == zmq.ROUTER  # (an enum: once)
         if is_router and self._peer_monitor is not None:
-            recv = partial(recv_router_parts, sync, self.router_peers, self._peer_fds)
+            recv = partial(recv_router_parts, sync, self.router_peers, self._peer_fds,
+                           self.sweep_closed_peers)
         elif multipart:
             recv = partial(recv_parts, sync, is_router)
         else:

@@ -12,6 +12,7 @@ from cluster.config import Topology
 from cluster.protocol import (
     ClientRequest, Codec, Error, MaintenanceAlert, Notice, Ping, Pong, Regime, Reply,
 )
+from cluster.signing import load_keys
 from cluster.transport import NodeShell
 from nodes.gateway.invalid import describe_invalid, readable_req_ids
 from nodes.gateway.sessions import Gateway, LogonPolicy
@@ -33,7 +34,8 @@ def build(shell: NodeShell, topo: Topology):
     gateway = Gateway({a.api_key: (a.name, a.scopes) for a in topo.accounts.values()},
                       {name: spec.public() for name, spec in topo.symbols.items()},
                       first_ref=time.time_ns(), collateral=(topo.collateral, str(topo.atom)),
-                      policy=LogonPolicy.from_conf(shell.conf), limits=shell.conf.rate_limits)
+                      policy=LogonPolicy.from_conf(shell.conf), limits=shell.conf.rate_limits,
+                      keys=load_keys(topo.run_dir), recv_window_ms=shell.conf.recv_window_ms)
     client_codec = Codec(ClientRequest)
     shell.peer("risk")
     shell.peer("matching")

@@ -28,8 +28,10 @@ from nodes.gateway.limits import REGIMES, Limiter
 from cluster.protocol import (
     PROTOCOL_VERSION, Ack, AdjustIsolatedMargin, AmendOrder, CancelAll, CancelOrder, Deposit, Error,
     GetAccount, GetBook, GetLimits, GetOrders, Logon, LogonAck, Logout, Notice, Ping, PlaceOrder,
-    Pong, Regime, Reply, Report, Routed, SetLeverage, SetMarginMode, Withdraw,
+    Pong, Regime, Reply, Report, Routed, SetLeverage, SetMarginMode, SignableRequest, Signed,
+    Withdraw,
 )
+from cluster.signing import RECV_WINDOW_MS, KeyEntry, verify
 
 MAX_PENDING_REFS = 200_000
 MAX_TRACKED_ADDRESSES = 100_000  # addresses with failed logons remembered (the oldest go first)
@@ -84,7 +86,7 @@ class LogonFailures:
 
 class Session:
     __slots__ = ("session_id", "account", "scopes", "allowed", "last_seen_ns", "ip", "api_key",
-                 "limits")
+                 "limits", "last_nonce", "must_sign")
 
     def __init__(self, session_id: int, account: str, scopes: tuple[str, ...], now_ns: int,
                  ip: str = "", api_key: str = "") -> None:
@@ -94,6 +96,8 @@ class Session:
         self.ip = ip
         self.api_key = api_key
         self.limits = None  # its rate-limit buckets (limits.SessionLimits), given at logon
+        self.last_nonce = -1  # of its last signed request: a nonce must grow (no replays)
+        self.must_sign = False  # its key requires every request signed
         # Worked out once at logon: _admit runs for every request.
         self.allowed = frozenset(t for t, needed in REQUIRED_SCOPES.items()
                                  if any(scope in scopes for scope in needed))
@@ -104,11 +108,17 @@ class Gateway:
     def __init__(self, api_keys: dict[str, tuple[str, tuple[str, ...]]],
                  symbols: dict[str, dict], first_ref: int = 1,
                  collateral: tuple[str, str] = ("", ""),
-                 policy: LogonPolicy | None = None, limits: LimitsPolicy | None = None) -> None:
+                 policy: LogonPolicy | None = None, limits: LimitsPolicy | None = None,
+                 keys: dict[str, KeyEntry] | None = None,
+                 recv_window_ms: int = RECV_WINDOW_MS) -> None:
         self.api_keys = dict(api_keys)  # api key -> (account, scopes)
         self.policy = policy or LogonPolicy()
         self.limiter = Limiter(limits or LimitsPolicy(enabled=False))
         self.regimes: dict[str, Regime] = {}  # symbol -> its latest regime (the oracle's)
+        self.keys = dict(keys or {})  # api key -> secret, signature rule, IP allow-list
+        self.recv_window_ms = recv_window_ms
+        self.logon_nonces: dict[str, int] = {}  # api key -> nonce of its last signed logon
+        self._bodies = msgspec.msgpack.Decoder(SignableRequest)
         self.sessions_by_ip: dict[str, int] = {}
         self.sessions_by_key: dict[str, int] = {}
         self.logon_failures: OrderedDict[str, LogonFailures] = OrderedDict()
@@ -134,12 +144,19 @@ class Gateway:
 
     # Effects: ("client", identity, message) | (node, message)
 
-    def on_request(self, identity: bytes, msg, now_ns: int = 0, ip: str = "") -> list[tuple]:
-        """`now_ns` is a monotonic clock; `ip` the address of the connection (at logon)."""
+    def on_request(self, identity: bytes, msg, now_ns: int = 0, ip: str = "",
+                   signed: bool = False) -> list[tuple]:
+        """`now_ns` is a monotonic clock; `ip` the address of the connection (at logon);
+        `signed`: `msg` came out of a Signed whose signature, timestamp and nonce were checked."""
         t = type(msg)
+        if t is Signed:
+            return self._signed(identity, msg, now_ns, ip)
         session = self.sessions.get(identity)
         if session is not None:
             session.last_seen_ns = now_ns
+            if session.must_sign and not signed:
+                return [("client", identity, Error(req_id=msg.req_id, reason="signature_required",
+                                                   detail={"request": t.__name__}))]
             refused, usage = self.limiter.admit(msg, now_ns, session.ip, limits=session.limits)
         else:
             refused, usage = self.limiter.admit(msg, now_ns, ip)
@@ -147,7 +164,7 @@ class Gateway:
             return [("client", identity, Error(req_id=msg.req_id, reason=refused[0],
                                                detail=refused[1], usage=usage))]
         if t is Logon:
-            effects = self._logon(identity, msg, now_ns, ip)
+            effects = self._logon(identity, msg, now_ns, ip, signed)
             return [(to, who, msgspec.structs.replace(answer, usage=usage))
                     for to, who, answer in effects] if usage else effects
         if t is Logout:
@@ -273,7 +290,54 @@ class Gateway:
             self._drop(identity)
         return accounts
 
-    def _logon(self, identity: bytes, msg: Logon, now_ns: int = 0, ip: str = "") -> list[tuple]:
+    def _signed(self, identity: bytes, msg: Signed, now_ns: int, ip: str) -> list[tuple]:
+        """Check a signed request, then handle what it holds as if sent plainly; a refusal names
+        what failed with the numbers (server_time, timestamp, recv_window; nonce, last_nonce)."""
+        def refuse(reason: str, **detail) -> list[tuple]:
+            session = self.sessions.get(identity)
+            limits = session.limits if session is not None else None
+            throttled, usage = self.limiter.admit(msg, now_ns, ip, limits=limits)  # costs a token
+            if throttled is not None:
+                reason, detail = throttled
+            return [("client", identity, Error(req_id=msg.req_id, reason=reason, detail=detail,
+                                               usage=usage))]
+
+        try:
+            inner = self._bodies.decode(msg.body)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return refuse("invalid_message", error=f"signed body: {exc}"[:200])
+        if inner.req_id != msg.req_id:
+            return refuse("invalid_message", error="req_id differs from the signed body's",
+                          body_req_id=inner.req_id)
+        session = self.sessions.get(identity)
+        if type(inner) is Logon:
+            api_key, session_id, last_nonce = inner.api_key, 0, self.logon_nonces.get(
+                inner.api_key, -1)
+        elif session is None:
+            return refuse("not_logged_on", request=type(inner).__name__)
+        else:
+            api_key, session_id, last_nonce = (session.api_key, session.session_id,
+                                               session.last_nonce)
+        entry = self.keys.get(api_key)
+        if entry is None:
+            return refuse("invalid_signature", error="the key has no secret to sign with")
+        if not verify(entry.secret, session_id, msg.ts_ms, msg.nonce, msg.body, msg.sig):
+            return refuse("invalid_signature", session=session_id, nonce=msg.nonce,
+                          timestamp=msg.ts_ms)
+        server_ms = (now_ns + self.wall_offset_ns) // 1_000_000
+        if abs(server_ms - msg.ts_ms) > self.recv_window_ms:
+            return refuse("stale_request", server_time=server_ms, timestamp=msg.ts_ms,
+                          recv_window=self.recv_window_ms, off_by_ms=server_ms - msg.ts_ms)
+        if msg.nonce <= last_nonce:
+            return refuse("replayed_request", nonce=msg.nonce, last_nonce=last_nonce)
+        if type(inner) is Logon:
+            self.logon_nonces[api_key] = msg.nonce
+        else:
+            session.last_nonce = msg.nonce
+        return self.on_request(identity, inner, now_ns, ip, signed=True)
+
+    def _logon(self, identity: bytes, msg: Logon, now_ns: int = 0, ip: str = "",
+               signed: bool = False) -> list[tuple]:
         if msg.version != PROTOCOL_VERSION:
             return [("client", identity, Error(req_id=msg.req_id, reason="unsupported_version",
                                                detail={"version": msg.version,
@@ -291,6 +355,14 @@ class Gateway:
             return [("client", identity, Error(req_id=msg.req_id, reason="invalid_api_key",
                                                detail=self._pacing(failures, now_ns, ip)))]
         account, scopes = found
+        entry = self.keys.get(msg.api_key)
+        if entry is not None and entry.require_signature and not signed:
+            return [("client", identity, Error(req_id=msg.req_id, reason="signature_required",
+                                               detail={"request": "Logon"}))]
+        if entry is not None and not entry.allows(ip):
+            self._failed_logon(ip, now_ns)
+            return [("client", identity, Error(req_id=msg.req_id, reason="ip_not_allowed", detail={
+                "ip": ip, "allow": ",".join(str(n) for n in entry.allow), "account": account}))]
         old = self.sessions.get(identity)
         if old is None or old.ip != ip or old.api_key != msg.api_key:
             # (a logon again on the same session with the same key takes no new place)
@@ -306,6 +378,7 @@ class Gateway:
             self._drop(identity)
         session = Session(self.next_session, account, scopes, now_ns, ip, msg.api_key)
         session.limits = self.limiter.session(ip, msg.api_key, account, now_ns)
+        session.must_sign = entry is not None and entry.require_signature
         self.next_session += 1
         self.sessions[identity] = session
         self.sessions_by_ip[ip] = self.sessions_by_ip.get(ip, 0) + 1

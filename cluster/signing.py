@@ -1,0 +1,127 @@
+"""API key secrets and request signatures (#20), shared by the gateway and the SDK: one definition
+of the canonical bytes, the signature and the key file.
+
+A request after logon (and the logon itself) may travel inside `Signed`: `body` is the request's
+msgpack bytes exactly as sent, and the signature is HMAC-SHA256, with the key's secret, over
+
+    b"perpx-sig-v1" | session (8 bytes) | ts_ms (8) | nonce (8) | body
+
+(big-endian; session 0 for the logon). The gateway refuses a signature that does not match, a
+timestamp outside `recv_window_ms` of its clock, and a nonce not above the session's last one (a
+replay). A key whose entry says `require_signature` is refused unsigned.
+
+The secrets live in `<run>/keys.json` (mode 0600), written at `cluster up` for the topology's
+accounts when missing, never in the topology: {"keys": {API_KEY: {"secret": HEX,
+"require_signature": bool, "allow": [CIDR, ...]}}}. `allow` (empty: any address) is the key's IP
+allow-list, checked at logon.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import json
+import os
+import secrets
+from pathlib import Path
+
+DOMAIN = b"perpx-sig-v1"
+RECV_WINDOW_MS = 5000  # a signed request older (or newer) than this by the gateway's clock is refused
+KEY_FILE = "keys.json"
+
+
+def canonical(session: int, ts_ms: int, nonce: int, body: bytes) -> bytes:
+    return b"".join((DOMAIN, session.to_bytes(8, "big", signed=False),
+                     ts_ms.to_bytes(8, "big", signed=False),
+                     nonce.to_bytes(8, "big", signed=False), body))
+
+
+def sign(secret: bytes, session: int, ts_ms: int, nonce: int, body: bytes) -> bytes:
+    return hmac.new(secret, canonical(session, ts_ms, nonce, body), hashlib.sha256).digest()
+
+
+def verify(secret: bytes, session: int, ts_ms: int, nonce: int, body: bytes, sig: bytes) -> bool:
+    return hmac.compare_digest(sign(secret, session, ts_ms, nonce, body), sig)
+
+
+def in_range(value: int) -> bool:
+    """Whether a session, timestamp or nonce fits the canonical form (8 unsigned bytes)."""
+    return 0 <= value < 2**64
+
+
+class KeyEntry:
+    __slots__ = ("secret", "require_signature", "allow")
+
+    def __init__(self, secret: bytes, require_signature: bool = False,
+                 allow: tuple = ()) -> None:
+        self.secret = secret
+        self.require_signature = require_signature
+        self.allow = allow  # ip_network objects; () = any address
+
+    def allows(self, ip: str) -> bool:
+        if not self.allow:
+            return True
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:  # not an IP (an ipc connection): only an empty list allows it
+            return False
+        return any(address in network for network in self.allow)
+
+
+def key_file(run_dir: str | os.PathLike) -> Path:
+    return Path(run_dir) / KEY_FILE
+
+
+def ensure_key_file(run_dir: str | os.PathLike, api_keys: list[str]) -> Path:
+    """The run's key file, with a fresh secret for each of `api_keys` it does not hold yet
+    (written 0600, atomically); entries already there are kept as they are."""
+    path = key_file(run_dir)
+    data = read_raw(path) if path.exists() else {"keys": {}}
+    missing = [k for k in api_keys if k not in data["keys"]]
+    if not missing and path.exists():
+        return path
+    for api_key in missing:
+        data["keys"][api_key] = {"secret": secrets.token_hex(32), "require_signature": False,
+                                 "allow": []}
+    write_raw(path, data)
+    return path
+
+
+def read_raw(path: Path) -> dict:
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict) or not isinstance(data.get("keys"), dict):
+        raise ValueError(f"{path}: expected {{\"keys\": {{API_KEY: {{...}}}}}}")
+    return data
+
+
+def write_raw(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(data, out, indent=1, sort_keys=True)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def load_keys(run_dir: str | os.PathLike) -> dict[str, KeyEntry]:
+    """API key -> its entry, from the run's key file ({} when there is none)."""
+    path = key_file(run_dir)
+    if not path.exists():
+        return {}
+    entries = {}
+    for api_key, raw in read_raw(path)["keys"].items():
+        try:
+            entries[api_key] = KeyEntry(
+                bytes.fromhex(raw["secret"]), bool(raw.get("require_signature", False)),
+                tuple(ipaddress.ip_network(c, strict=False) for c in raw.get("allow", ())))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ValueError(f"{path}: key {api_key!r}: {exc}") from None
+    return entries
+
+
+def secret_for(run_dir: str | os.PathLike, api_key: str) -> bytes | None:
+    """The secret the SDK and CLI sign with, from the run's key file (None if it has none)."""
+    entry = load_keys(run_dir).get(api_key)
+    return entry.secret if entry is not None else None

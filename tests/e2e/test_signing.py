@@ -1,0 +1,92 @@
+"""Signed requests on the real cluster (#20): keys' secrets in the run's 0600 key file; a replayed,
+an expired, a wrong-scope and a non-allowed-address request each refused with the numbers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import stat
+import time
+
+import pytest
+
+from cluster.client import Client, RequestFailed
+from cluster.protocol import Deposit, GetAccount, Signed, encode_one
+from cluster.signing import sign
+from tests.conftest import ClusterHandle, perpx_processes
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def signing_cluster(tmp_path):
+    handle = ClusterHandle(tmp_path)
+    handle.run_dir.mkdir(parents=True)
+    # alice's key must sign everything and may only come from 127.0.0.1
+    (handle.run_dir / "keys.json").write_text(json.dumps({"keys": {handle.api_key("alice"): {
+        "secret": "ab" * 32, "require_signature": True, "allow": ["127.0.0.1/32"]}}}))
+    handle.up()
+    try:
+        yield handle
+    finally:
+        handle.cli("cluster", "down")
+        deadline = time.monotonic() + 5
+        while perpx_processes(handle.run_dir) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+def test_signed_requests_and_each_refusal_with_its_numbers(signing_cluster):
+    cluster = signing_cluster
+    keys = cluster.run_dir / "keys.json"
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o600
+    entries = json.loads(keys.read_text())["keys"]
+    assert set(entries) == {a.api_key for a in cluster.topo.accounts.values()}  # made at up
+    assert "secret" not in cluster.config_path.read_text()
+    secret = bytes.fromhex(entries[cluster.api_key("alice")]["secret"])
+
+    async def run():
+        with pytest.raises(RequestFailed) as unsigned:
+            async with Client(cluster.endpoint(), api_key=cluster.api_key("alice")):
+                pass
+        assert unsigned.value.error.reason == "signature_required"
+        async with Client(cluster.endpoint(), api_key=cluster.api_key("alice"),
+                          secret=secret) as alice:
+            assert (await alice.account_view()).account == "alice"
+            # a replay: the same signed bytes twice
+            body = encode_one(GetAccount(req_id=0))
+            ts_ms, nonce = time.time_ns() // 1_000_000, alice.next_nonce()
+            frame = encode_one([Signed(ts_ms=ts_ms, nonce=nonce, body=body,
+                                       sig=sign(secret, alice.session, ts_ms, nonce, body))])
+            await alice.send_raw(frame)
+            assert type(await alice.recv_any(5)).__name__ == "AccountView"
+            await alice.send_raw(frame)
+            replay = await alice.recv_any(5)
+            assert (replay.reason, replay.detail["nonce"], replay.detail["last_nonce"]) == (
+                "replayed_request", nonce, nonce)
+            # expired: signed 6 s ago
+            old_ms, nonce = time.time_ns() // 1_000_000 - 6000, alice.next_nonce()
+            await alice.send_raw(encode_one([Signed(
+                ts_ms=old_ms, nonce=nonce, body=body,
+                sig=sign(secret, alice.session, old_ms, nonce, body))]))
+            stale = await alice.recv_any(5)
+            assert stale.reason == "stale_request" and stale.detail["timestamp"] == old_ms
+            assert stale.detail["recv_window"] == 5000
+            assert 5000 < stale.detail["server_time"] - old_ms < 60_000
+            # wrong scope: a trade key moving money
+            with pytest.raises(RequestFailed) as scope:
+                await alice.request(Deposit(account="alice", amount=1))
+            assert (scope.value.error.reason, scope.value.error.detail["required"]) == (
+                "missing_scope", "admin")
+        # from an address outside the key's allow-list (127.0.0.2, a second loopback address)
+        port = cluster.endpoint().rsplit(":", 1)[1]
+        with pytest.raises(RequestFailed) as outside:
+            async with Client(f"tcp://127.0.0.2:0;127.0.0.1:{port}",
+                              api_key=cluster.api_key("alice"), secret=secret):
+                pass
+        assert outside.value.error.detail == {"ip": "127.0.0.2", "allow": "127.0.0.1/32",
+                                              "account": "alice"}
+        # the CLI signs with the key file's secret
+        shown = cluster.cli_json("account", "show", "alice")
+        assert shown
+
+    asyncio.run(run())

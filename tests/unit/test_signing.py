@@ -1,0 +1,130 @@
+"""Signed requests (#20): the gateway takes a request signed with its key's secret, and refuses
+any single-bit change of the signed bytes, the timestamp or the nonce, a stale timestamp, a
+replayed nonce, an unsigned request on a key that requires signing, and a logon from an address
+outside the key's allow-list; each refusal with the numbers."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import msgspec
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cluster.protocol import GetAccount, Logon, LogonAck, PlaceOrder, Routed, Signed, encode_one
+from cluster.signing import KeyEntry, canonical, sign, verify
+from nodes.gateway.sessions import Gateway
+
+SECRET = b"s" * 32
+MS = 1_000_000
+WALL_MS = 1_700_000_000_000  # the gateway's wall clock at injected time 0
+
+
+def signed(message, session: int, ts_ms: int, nonce: int, secret: bytes = SECRET) -> Signed:
+    body = encode_one(message)
+    return Signed(req_id=message.req_id, ts_ms=ts_ms, nonce=nonce, body=body,
+                  sig=sign(secret, session, ts_ms, nonce, body))
+
+
+def gateway(**entry) -> Gateway:
+    gw = Gateway({"k": ("alice", ("trade",)), "open": ("bob", ("trade",))}, {"BTC-PERP": {}},
+                 keys={"k": KeyEntry(SECRET, **entry)})
+    gw.wall_offset_ns = WALL_MS * MS
+    return gw
+
+
+def answer(effects):
+    (effect,) = effects
+    return effect[-1]
+
+
+def log_on(gw: Gateway, ip: str = "10.0.0.1"):
+    return answer(gw.on_request(b"me", signed(Logon(req_id=1, api_key="k"), 0, WALL_MS, 1), 0, ip))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=1, max_size=200), st.integers(0, 2**63 - 1), st.integers(0, 2**63 - 1),
+       st.integers(0, 2**32), st.data())
+def test_any_single_bit_change_of_the_signed_bytes_timestamp_or_nonce_refuses(
+        body, ts_ms, nonce, session, data):
+    sig = sign(SECRET, session, ts_ms, nonce, body)
+    assert verify(SECRET, session, ts_ms, nonce, body, sig)
+    which = data.draw(st.sampled_from(["body", "ts", "nonce", "session", "sig"]))
+    if which == "body":
+        bit = data.draw(st.integers(0, len(body) * 8 - 1))
+        flipped = bytearray(body)
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        assert not verify(SECRET, session, ts_ms, nonce, bytes(flipped), sig)
+    elif which == "sig":
+        bit = data.draw(st.integers(0, 255))
+        flipped = bytearray(sig)
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        assert not verify(SECRET, session, ts_ms, nonce, body, bytes(flipped))
+    else:
+        bit = 1 << data.draw(st.integers(0, 62))
+        args = {"ts": (session, ts_ms ^ bit, nonce), "nonce": (session, ts_ms, nonce ^ bit),
+                "session": (session ^ bit, ts_ms, nonce)}[which]
+        assert not verify(SECRET, *args, body, sig)
+
+
+def test_the_canonical_bytes_keep_fields_apart():
+    # (a field's bytes cannot slide into its neighbour: every field has its fixed width)
+    assert canonical(1, 2, 3, b"x") != canonical(1, 2, 0, b"\x03x")
+    assert len(canonical(0, 0, 0, b"")) == len(b"perpx-sig-v1") + 24
+
+
+def test_a_signed_session_is_served_and_every_kind_of_bad_signature_refused_with_numbers():
+    gw = gateway(require_signature=True)
+    ack = log_on(gw)
+    assert type(ack) is LogonAck
+    session = ack.session
+    order = PlaceOrder(req_id=2, symbol="BTC-PERP", side=1, qty=1, price=1)
+    assert type(answer(gw.on_request(b"me", signed(order, session, WALL_MS, 5), 0))) is Routed
+    replay = answer(gw.on_request(b"me", signed(order, session, WALL_MS, 5), 0))
+    assert (replay.reason, replay.detail["nonce"], replay.detail["last_nonce"]) == (
+        "replayed_request", 5, 5)
+    stale = answer(gw.on_request(b"me", signed(order, session, WALL_MS - 5001, 6), 0))
+    assert stale.reason == "stale_request" and {k: stale.detail[k] for k in (
+        "server_time", "timestamp", "recv_window")} == {"server_time": WALL_MS,
+                                                        "timestamp": WALL_MS - 5001,
+                                                        "recv_window": 5000}
+    later = answer(gw.on_request(b"me", signed(order, session, WALL_MS - 5000, 7), 0))
+    assert type(later) is Routed  # the edge of the window is inside it
+    forged = answer(gw.on_request(b"me", signed(order, session, WALL_MS, 8, b"x" * 32), 0))
+    assert forged.reason == "invalid_signature"
+    other_session = answer(gw.on_request(b"me", signed(order, session + 1, WALL_MS, 9), 0))
+    assert other_session.reason == "invalid_signature"
+    plain = answer(gw.on_request(b"me", GetAccount(req_id=3), 0))
+    assert (plain.reason, plain.detail) == ("signature_required", {"request": "GetAccount"})
+    unsigned_logon = answer(gw.on_request(b"x", Logon(req_id=4, api_key="k"), 0, "10.0.0.1"))
+    assert unsigned_logon.reason == "signature_required"
+    # a signed logon cannot be replayed from another connection either
+    again = answer(gw.on_request(b"thief", signed(Logon(req_id=1, api_key="k"), 0, WALL_MS, 1), 0,
+                                 "10.0.0.9"))
+    assert again.reason == "replayed_request"
+    mismatch = Signed(req_id=99, ts_ms=WALL_MS, nonce=20, body=encode_one(order),
+                      sig=sign(SECRET, session, WALL_MS, 20, encode_one(order)))
+    assert answer(gw.on_request(b"me", mismatch, 0)).reason == "invalid_message"
+    garbage = Signed(req_id=5, ts_ms=WALL_MS, nonce=21, body=b"\xc1", sig=b"")
+    assert answer(gw.on_request(b"me", garbage, 0)).reason == "invalid_message"
+
+
+def test_a_key_without_the_requirement_may_sign_or_not_and_its_allow_list_is_checked():
+    gw = gateway(allow=(ipaddress.ip_network("127.0.0.1/32"),))
+    refused = log_on(gw, "127.0.0.2")
+    assert (refused.reason, refused.detail) == ("ip_not_allowed", {
+        "ip": "127.0.0.2", "allow": "127.0.0.1/32", "account": "alice"})
+    plain = answer(gw.on_request(b"me2", Logon(req_id=1, api_key="k"), 0, "127.0.0.2"))
+    assert plain.reason == "ip_not_allowed"
+    assert type(answer(gw.on_request(b"me3", Logon(req_id=1, api_key="k"), 0, "127.0.0.1"))) \
+        is LogonAck
+    # a key with no secret cannot sign
+    body = signed(Logon(req_id=1, api_key="open"), 0, WALL_MS, 1)
+    assert answer(gw.on_request(b"me4", body, 0, "1.1.1.1")).reason == "invalid_signature"
+
+
+def test_the_signed_envelope_decodes_as_a_client_request():
+    from cluster.protocol import ClientRequest
+    frame = msgspec.msgpack.encode([signed(GetAccount(req_id=3), 1, WALL_MS, 2)])
+    (decoded,) = msgspec.msgpack.Decoder(list[ClientRequest]).decode(frame)
+    assert type(decoded) is Signed and decoded.req_id == 3
