@@ -1,5 +1,7 @@
 """The CLI's security commands (#20), kept apart from cluster/cli.py: `perpx limits show ACCOUNT`,
-the rate limits in force for an account now, what they are without the market, and why."""
+the rate limits in force for an account now, what they are without the market, and why; and
+`perpx keys create|list|revoke|rotate`, the API keys of the run's key file (an admin's: the file is
+its owner's alone, 0600; the gateway reads a change within a second)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,26 @@ def add_parsers(sub, common) -> None:
     show.add_argument("name")
     show.add_argument("--api-key")
     show.set_defaults(fn=cmd_limits_show)
+
+    keys = sub.add_parser("keys", help="API keys and their secrets (admin)").add_subparsers(
+        dest="action", required=True)
+    create = keys.add_parser("create", parents=[common],
+                             help="a new key for an account; its secret is shown this once")
+    create.add_argument("name", help="the account")
+    create.add_argument("--scopes", default="trade",
+                        help="comma-separated: read, trade, transfer, admin (default trade)")
+    create.add_argument("--allow", default="",
+                        help="comma-separated CIDRs the key may log on from (default any)")
+    create.add_argument("--unsigned-ok", action="store_true",
+                        help="accept its requests unsigned too (default: every request signed)")
+    create.set_defaults(fn=cmd_keys_create)
+    keys.add_parser("list", parents=[common], help="every key, without secrets").set_defaults(
+        fn=cmd_keys_list)
+    for verb, fn, text in (("revoke", cmd_keys_revoke, "end a key and its sessions"),
+                           ("rotate", cmd_keys_rotate, "a new secret for a key")):
+        one = keys.add_parser(verb, parents=[common], help=text)
+        one.add_argument("key")
+        one.set_defaults(fn=fn)
 
 
 def cmd_limits_show(args) -> int:
@@ -49,3 +71,78 @@ def render_limits(detail: dict) -> str:
         lines.append(f"  {rule:<15} {detail[f'{rule}.limit']:>6} per {detail[f'{rule}.window_ms']} ms,"
                      f" burst {detail[f'{rule}.burst']}{used}{note}")
     return "\n".join(lines)
+
+
+def cmd_keys_create(args) -> int:
+    from cluster.cli import EXIT_OK, CliError, emit, load_topology
+    from cluster.signing import create_key
+
+    topo = load_topology(args)
+    if args.name not in topo.accounts:
+        raise CliError("unknown_account", f"no account {args.name!r} in {topo.path}")
+    scopes = [s for s in args.scopes.split(",") if s]
+    allow = [c for c in args.allow.split(",") if c]
+    try:
+        api_key, secret = create_key(topo.run_dir, args.name, scopes, allow,
+                                     require_signature=not args.unsigned_ok)
+    except ValueError as exc:
+        raise CliError("invalid_key", str(exc)) from None
+    emit({"api_key": api_key, "secret": secret, "account": args.name, "scopes": scopes,
+          "allow": allow, "require_signature": not args.unsigned_ok}, args.json,
+         lambda d: f"{d['api_key']} for {d['account']} ({','.join(d['scopes'])})\n"
+                   f"secret {d['secret']}  (shown once; kept in the run's key file)")
+    return EXIT_OK
+
+
+def cmd_keys_list(args) -> int:
+    from cluster.cli import EXIT_OK, emit, load_topology
+    from cluster.signing import list_keys
+
+    topo = load_topology(args)
+    listed = list_keys(topo.run_dir)
+    for account in topo.accounts.values():  # a topology key's account and scopes are the topology's
+        entry = listed.setdefault(account.api_key, {})
+        entry.setdefault("account", account.name)
+        entry.setdefault("scopes", list(account.scopes))
+    emit(listed, args.json, lambda keys: "\n".join(
+        f"{k}  {e['account']:<10} {','.join(e['scopes']):<20} "
+        f"{'revoked' if e.get('revoked') else 'signed' if e.get('require_signature') else 'active'}"
+        f"{'  from ' + ','.join(e['allow']) if e.get('allow') else ''}"
+        for k, e in sorted(keys.items())))
+    return EXIT_OK
+
+
+def _known_key(topo, api_key: str) -> None:
+    from cluster.cli import CliError
+    from cluster.signing import list_keys
+
+    if api_key not in list_keys(topo.run_dir) and api_key not in {
+            a.api_key for a in topo.accounts.values()}:
+        raise CliError("unknown_key", f"no key {api_key!r} in the topology or the key file")
+
+
+def cmd_keys_revoke(args) -> int:
+    from cluster.cli import EXIT_OK, emit, load_topology
+    from cluster.signing import revoke_key
+
+    topo = load_topology(args)
+    _known_key(topo, args.key)
+    revoke_key(topo.run_dir, args.key)
+    emit({"api_key": args.key, "revoked": True}, args.json,
+         lambda d: f"{d['api_key']} revoked: its sessions end at their next request")
+    return EXIT_OK
+
+
+def cmd_keys_rotate(args) -> int:
+    from cluster.cli import EXIT_OK, CliError, emit, load_topology
+    from cluster.signing import rotate_key
+
+    topo = load_topology(args)
+    _known_key(topo, args.key)
+    try:
+        secret = rotate_key(topo.run_dir, args.key)
+    except (KeyError, FileNotFoundError):
+        raise CliError("unknown_key", f"{args.key!r} is revoked or has no secret yet") from None
+    emit({"api_key": args.key, "secret": secret}, args.json,
+         lambda d: f"{d['api_key']}: new secret {d['secret']} (the old one is refused)")
+    return EXIT_OK

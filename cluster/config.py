@@ -164,7 +164,7 @@ class AccountConf(Conf, kw_only=True):
     name: str
     api_key: str
     deposit: str = "0"
-    scopes: list[Literal["trade", "read", "admin"]] = msgspec.field(default_factory=lambda: ["trade"])
+    scopes: list[Literal["trade", "read", "transfer", "admin"]] = msgspec.field(default_factory=lambda: ["trade"])
 
 
 class TopologyConf(Conf, kw_only=True):

@@ -29,6 +29,7 @@ from pathlib import Path
 DOMAIN = b"perpx-sig-v1"
 RECV_WINDOW_MS = 5000  # a signed request older (or newer) than this by the gateway's clock is refused
 KEY_FILE = "keys.json"
+SCOPES = ("read", "trade", "transfer", "admin")
 
 
 def canonical(session: int, ts_ms: int, nonce: int, body: bytes) -> bytes:
@@ -51,13 +52,21 @@ def in_range(value: int) -> bool:
 
 
 class KeyEntry:
-    __slots__ = ("secret", "require_signature", "allow")
+    """One key's entry in the key file. `account` and `scopes` are set for a key made with
+    `perpx keys create` (a topology account's key takes them from the topology, unless its entry
+    names other scopes); a `revoked` key logs nothing on and its sessions end."""
+
+    __slots__ = ("secret", "require_signature", "allow", "account", "scopes", "revoked")
 
     def __init__(self, secret: bytes, require_signature: bool = False,
-                 allow: tuple = ()) -> None:
+                 allow: tuple = (), account: str = "", scopes: tuple[str, ...] = (),
+                 revoked: bool = False) -> None:
         self.secret = secret
         self.require_signature = require_signature
         self.allow = allow  # ip_network objects; () = any address
+        self.account = account
+        self.scopes = scopes
+        self.revoked = revoked
 
     def allows(self, ip: str) -> bool:
         if not self.allow:
@@ -113,9 +122,14 @@ def load_keys(run_dir: str | os.PathLike) -> dict[str, KeyEntry]:
     entries = {}
     for api_key, raw in read_raw(path)["keys"].items():
         try:
+            scopes = tuple(raw.get("scopes", ()))
+            unknown = [s for s in scopes if s not in SCOPES]
+            if unknown:
+                raise ValueError(f"unknown scopes {unknown}; known: {', '.join(SCOPES)}")
             entries[api_key] = KeyEntry(
                 bytes.fromhex(raw["secret"]), bool(raw.get("require_signature", False)),
-                tuple(ipaddress.ip_network(c, strict=False) for c in raw.get("allow", ())))
+                tuple(ipaddress.ip_network(c, strict=False) for c in raw.get("allow", ())),
+                str(raw.get("account", "")), scopes, bool(raw.get("revoked", False)))
         except (KeyError, ValueError, TypeError) as exc:
             raise ValueError(f"{path}: key {api_key!r}: {exc}") from None
     return entries
@@ -125,3 +139,60 @@ def secret_for(run_dir: str | os.PathLike, api_key: str) -> bytes | None:
     """The secret the SDK and CLI sign with, from the run's key file (None if it has none)."""
     entry = load_keys(run_dir).get(api_key)
     return entry.secret if entry is not None else None
+
+
+# ---------------------------------------------------------------------- key management (perpx keys)
+
+def _validated(scopes: list[str], allow: list[str]) -> tuple[list[str], list[str]]:
+    unknown = [s for s in scopes if s not in SCOPES]
+    if unknown or not scopes:
+        raise ValueError(f"scopes {scopes}: each one of {', '.join(SCOPES)}, at least one")
+    return scopes, [str(ipaddress.ip_network(c, strict=False)) for c in allow]
+
+
+def create_key(run_dir, account: str, scopes: list[str], allow: list[str] = (),
+               require_signature: bool = True) -> tuple[str, str]:
+    """A new key for `account` in the run's key file: (api key, secret hex). The secret is shown
+    this once; the file keeps it for the gateway (and the SDK on this machine)."""
+    scopes, allow = _validated(list(scopes), list(allow))
+    path = key_file(run_dir)
+    data = read_raw(path) if path.exists() else {"keys": {}}
+    api_key = "k-" + secrets.token_hex(12)
+    secret = secrets.token_hex(32)
+    data["keys"][api_key] = {"secret": secret, "account": account, "scopes": scopes,
+                             "allow": allow, "require_signature": require_signature}
+    write_raw(path, data)
+    return api_key, secret
+
+
+def revoke_key(run_dir, api_key: str) -> dict:
+    """Mark a key revoked (kept, for the record: a revoked key is never made valid again)."""
+    path = key_file(run_dir)
+    data = read_raw(path) if path.exists() else {"keys": {}}
+    entry = data["keys"].get(api_key)
+    if entry is None:  # a topology key without an entry yet: its entry is the revocation
+        entry = data["keys"][api_key] = {"secret": secrets.token_hex(32), "allow": []}
+    entry["revoked"] = True
+    write_raw(path, data)
+    return entry
+
+
+def rotate_key(run_dir, api_key: str) -> str:
+    """A new secret for a key (its new hex): what was signed with the old one is refused."""
+    path = key_file(run_dir)
+    data = read_raw(path)
+    entry = data["keys"].get(api_key)
+    if entry is None or entry.get("revoked"):
+        raise KeyError(api_key)
+    entry["secret"] = secrets.token_hex(32)
+    write_raw(path, data)
+    return entry["secret"]
+
+
+def list_keys(run_dir) -> dict[str, dict]:
+    """Every key's entry without its secret."""
+    path = key_file(run_dir)
+    if not path.exists():
+        return {}
+    return {k: {f: v for f, v in e.items() if f != "secret"}
+            for k, e in sorted(read_raw(path)["keys"].items())}

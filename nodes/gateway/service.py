@@ -12,7 +12,7 @@ from cluster.config import Topology
 from cluster.protocol import (
     ClientRequest, Codec, Error, MaintenanceAlert, Notice, Ping, Pong, Regime, Reply,
 )
-from cluster.signing import load_keys
+from cluster.signing import key_file, load_keys
 from cluster.transport import NodeShell
 from nodes.gateway.invalid import describe_invalid, readable_req_ids
 from nodes.gateway.sessions import Gateway, LogonPolicy
@@ -26,6 +26,7 @@ MAX_CLIENT_FRAME = 64 * 1024
 MAX_CLIENT_MESSAGE = 1024 * 1024
 THROTTLES = frozenset({"rate_limited", "banned", "logon_delayed", "logon_locked_out"})
 THROTTLE_JOURNAL_NS = 1_000_000_000
+KEY_FILE_CHECK_MS = 500  # how often the key file is looked at (perpx keys create/revoke/rotate)
 
 
 def build(shell: NodeShell, topo: Topology):
@@ -171,7 +172,34 @@ def build(shell: NodeShell, topo: Topology):
             stats["sessions_disconnected"] += 1
             shell.log.info("session_disconnected", account=account, sessions=len(gateway.sessions))
 
+    keys_path = key_file(topo.run_dir)
+
+    def key_file_version() -> tuple[int, int] | None:
+        try:
+            st = keys_path.stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    keys_seen = [key_file_version()]
+
+    def reload_keys() -> None:
+        """The key file changed (a key made, revoked or rotated): serve by it from now on; a file
+        that does not read leaves the keys as they were."""
+        version = key_file_version()
+        if version == keys_seen[0]:
+            return
+        keys_seen[0] = version
+        try:
+            keys = load_keys(topo.run_dir)
+        except (OSError, ValueError) as exc:
+            shell.log.error("key_file_unreadable", error=str(exc)[:300])
+            return
+        changed = gateway.set_keys(keys)
+        shell.log.info("keys_reloaded", keys=len(keys), sessions_changed=changed)
+
     stats["sessions_disconnected"] = 0
+    shell.every(KEY_FILE_CHECK_MS, reload_keys)
     shell.every(10_000, expire)
     shell.bind_router(ROUTER, shell.conf.client, on_client, on_gone=gone,
                       max_message=MAX_CLIENT_MESSAGE, track_peers=True)

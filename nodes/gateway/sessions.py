@@ -42,7 +42,7 @@ REQUIRED_SCOPES: dict[type, tuple[str, ...]] = {
     CancelAll: ("trade",), SetLeverage: ("trade",), SetMarginMode: ("trade",),
     AdjustIsolatedMargin: ("trade",), GetAccount: ("trade", "read", "admin"),
     GetOrders: ("trade", "read", "admin"),
-    Deposit: ("admin",), Withdraw: ("admin",),
+    Deposit: ("admin",), Withdraw: ("transfer", "admin"),
     GetBook: ANY_SCOPE, Ping: ANY_SCOPE,  # (Ping: the full path; the gateway-local one is free)
     GetLimits: ANY_SCOPE,
 }
@@ -86,7 +86,7 @@ class LogonFailures:
 
 class Session:
     __slots__ = ("session_id", "account", "scopes", "allowed", "last_seen_ns", "ip", "api_key",
-                 "limits", "last_nonce", "must_sign")
+                 "limits", "last_nonce", "must_sign", "closed")
 
     def __init__(self, session_id: int, account: str, scopes: tuple[str, ...], now_ns: int,
                  ip: str = "", api_key: str = "") -> None:
@@ -98,10 +98,15 @@ class Session:
         self.limits = None  # its rate-limit buckets (limits.SessionLimits), given at logon
         self.last_nonce = -1  # of its last signed request: a nonce must grow (no replays)
         self.must_sign = False  # its key requires every request signed
-        # Worked out once at logon: _admit runs for every request.
+        self.closed: tuple[str, dict] | None = None  # why its key no longer serves it (set_keys)
+        self.last_seen_ns = now_ns
+        self.set_scopes(scopes)
+
+    def set_scopes(self, scopes: tuple[str, ...]) -> None:
+        # Worked out once at logon (and when the key file changes): _admit runs for every request.
+        self.scopes = scopes
         self.allowed = frozenset(t for t, needed in REQUIRED_SCOPES.items()
                                  if any(scope in scopes for scope in needed))
-        self.last_seen_ns = now_ns
 
 
 class Gateway:
@@ -111,11 +116,12 @@ class Gateway:
                  policy: LogonPolicy | None = None, limits: LimitsPolicy | None = None,
                  keys: dict[str, KeyEntry] | None = None,
                  recv_window_ms: int = RECV_WINDOW_MS) -> None:
-        self.api_keys = dict(api_keys)  # api key -> (account, scopes)
+        self.topology_keys = dict(api_keys)  # api key -> (account, scopes), the topology's
+        self.api_keys: dict[str, tuple[str, tuple[str, ...]]] = {}  # ... and the key file's
         self.policy = policy or LogonPolicy()
         self.limiter = Limiter(limits or LimitsPolicy(enabled=False))
         self.regimes: dict[str, Regime] = {}  # symbol -> its latest regime (the oracle's)
-        self.keys = dict(keys or {})  # api key -> secret, signature rule, IP allow-list
+        self.keys: dict[str, KeyEntry] = {}  # api key -> secret, signature rule, IP allow-list
         self.recv_window_ms = recv_window_ms
         self.logon_nonces: dict[str, int] = {}  # api key -> nonce of its last signed logon
         self._bodies = msgspec.msgpack.Decoder(SignableRequest)
@@ -127,6 +133,7 @@ class Gateway:
         self.symbols = symbols
         self.collateral = collateral  # (name, atom), told at logon
         self.sessions: dict[bytes, Session] = {}
+        self.set_keys(keys or {})
         self.by_account: dict[str, dict[bytes, None]] = {}
         self.refs: OrderedDict[int, tuple[bytes, int, dict]] = OrderedDict()  # + usage
         # A restarted gateway must not reuse the refs of requests still in flight: an answer to
@@ -154,6 +161,10 @@ class Gateway:
         session = self.sessions.get(identity)
         if session is not None:
             session.last_seen_ns = now_ns
+            if session.closed is not None:  # its key was revoked or no longer allows its address
+                self._drop(identity)
+                return [("client", identity, Error(req_id=msg.req_id, reason=session.closed[0],
+                                                   detail=session.closed[1]))]
             if session.must_sign and not signed:
                 return [("client", identity, Error(req_id=msg.req_id, reason="signature_required",
                                                    detail={"request": t.__name__}))]
@@ -262,6 +273,37 @@ class Gateway:
                 bucket.refill(now_ns)
                 detail[f"{name}.used"] = bucket.used()
         return Ack(req_id=msg.req_id, action="limits", detail=detail, usage=usage)
+
+    def set_keys(self, keys: dict[str, KeyEntry]) -> int:
+        """The key file (re)read: which keys log on, as which account, with which scopes and
+        rules. A live session whose key is now revoked or gone, or whose address the key no
+        longer allows, is refused at its next request (and ended); one whose scopes or signature
+        rule changed is served by the new ones. Returns how many sessions changed."""
+        self.keys = dict(keys)
+        table = dict(self.topology_keys)
+        for api_key, entry in keys.items():
+            if entry.revoked:
+                table.pop(api_key, None)
+            elif entry.account:
+                table[api_key] = (entry.account, entry.scopes or ("trade",))
+            elif entry.scopes and api_key in table:
+                table[api_key] = (table[api_key][0], entry.scopes)
+        self.api_keys = table
+        changed = 0
+        for session in self.sessions.values():
+            found, entry = table.get(session.api_key), keys.get(session.api_key)
+            before = (session.closed, session.scopes, session.must_sign)
+            if found is None or found[0] != session.account:
+                session.closed = ("key_revoked", {"account": session.account})
+            elif entry is not None and not entry.allows(session.ip):
+                session.closed = ("ip_not_allowed", {
+                    "ip": session.ip, "allow": ",".join(str(n) for n in entry.allow),
+                    "account": session.account})
+            else:
+                session.set_scopes(tuple(found[1]))
+                session.must_sign = entry is not None and entry.require_signature
+            changed += before != (session.closed, session.scopes, session.must_sign)
+        return changed
 
     def disconnected(self, identity: bytes) -> str | None:
         """The client's connection is gone: forget its session (its account, or None if unknown),

@@ -90,3 +90,62 @@ def test_signed_requests_and_each_refusal_with_its_numbers(signing_cluster):
         assert shown
 
     asyncio.run(run())
+
+
+def test_keys_made_rotated_and_revoked_with_the_cli_while_the_cluster_runs(signing_cluster):
+    """`perpx keys create` makes a key the running gateway takes (its scopes, signed); `rotate`
+    refuses what the old secret signs; `revoke` ends a live session at its next request."""
+    cluster = signing_cluster
+    made = cluster.cli_json("keys", "create", "bob", "--scopes", "read")
+    assert made["require_signature"] and made["scopes"] == ["read"]
+    listed = cluster.cli_json("keys", "list")
+    assert listed[made["api_key"]]["account"] == "bob" and "secret" not in listed[made["api_key"]]
+
+    async def logged_on(api_key: str, secret: bytes, deadline_s: float = 15) -> Client:
+        """The gateway reads the key file within a second or so: poll with a deadline."""
+        deadline = time.monotonic() + deadline_s
+        while True:
+            client = Client(cluster.endpoint(), api_key=api_key, secret=secret)
+            try:
+                await client.connect()
+                return client
+            except RequestFailed as exc:
+                await client.close()
+                if exc.error.reason != "invalid_api_key" or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5 + exc.error.detail.get("retry_after_ms", 0) / 1000)
+
+    async def run():
+        bob = await logged_on(made["api_key"], bytes.fromhex(made["secret"]))
+        try:
+            assert (await bob.account_view()).account == "bob"
+            with pytest.raises(RequestFailed) as scope:
+                await bob.place("BTC-PERP", 1, qty=1, price=300_000)
+            assert scope.value.error.reason == "missing_scope"
+            cluster.cli_json("keys", "rotate", made["api_key"])
+            deadline = time.monotonic() + 15
+            while True:  # once the file is read again, the old secret's signatures are refused
+                try:
+                    await bob.account_view()
+                except RequestFailed as exc:
+                    assert exc.error.reason == "invalid_signature"
+                    break
+                assert time.monotonic() < deadline, "the rotation was never taken"
+                await asyncio.sleep(0.2)
+            rotated = json.loads((cluster.run_dir / "keys.json").read_text())["keys"]
+            bob.secret = bytes.fromhex(rotated[made["api_key"]]["secret"])
+            assert (await bob.account_view()).account == "bob"
+            cluster.cli_json("keys", "revoke", made["api_key"])
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    await bob.account_view()
+                except RequestFailed as exc:
+                    assert exc.error.reason == "key_revoked"
+                    break
+                assert time.monotonic() < deadline, "the revocation was never taken"
+                await asyncio.sleep(0.2)
+        finally:
+            await bob.close()
+
+    asyncio.run(run())

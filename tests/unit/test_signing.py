@@ -128,3 +128,31 @@ def test_the_signed_envelope_decodes_as_a_client_request():
     frame = msgspec.msgpack.encode([signed(GetAccount(req_id=3), 1, WALL_MS, 2)])
     (decoded,) = msgspec.msgpack.Decoder(list[ClientRequest]).decode(frame)
     assert type(decoded) is Signed and decoded.req_id == 3
+
+
+def test_the_key_file_makes_revokes_and_narrows_keys_for_live_sessions_too():
+    """A key made in the key file logs on as its account with its scopes; when the file changes,
+    a live session is served by the new scopes, and refused (then ended) once its key is revoked
+    or no longer allows its address."""
+    made = KeyEntry(SECRET, account="alice", scopes=("read",))
+    gw = Gateway({"k": ("alice", ("trade",))}, {"BTC-PERP": {}}, keys={"new": made})
+    assert answer(gw.on_request(b"s", Logon(req_id=1, api_key="new"), 0, "10.0.0.1")).account \
+        == "alice"
+    order = PlaceOrder(req_id=2, symbol="BTC-PERP", side=1, qty=1, price=1)
+    assert answer(gw.on_request(b"s", order, 0)).reason == "missing_scope"
+    assert gw.set_keys({"new": KeyEntry(SECRET, account="alice", scopes=("read", "trade"))}) == 1
+    assert type(answer(gw.on_request(b"s", order, 0))) is Routed
+    gw.set_keys({"new": KeyEntry(SECRET, account="alice", scopes=("trade",),
+                                 allow=(ipaddress.ip_network("10.9.0.0/16"),))})
+    refused = answer(gw.on_request(b"s", order, 0))
+    assert (refused.reason, refused.detail["allow"]) == ("ip_not_allowed", "10.9.0.0/16")
+    assert b"s" not in gw.sessions and gw.sessions_by_key.get("new", 0) == 0
+    assert answer(gw.on_request(b"s", order, 0)).reason == "not_logged_on"
+    # a topology key revoked in the file: refused at logon, and a live session at its next request
+    assert type(answer(gw.on_request(b"t", Logon(req_id=1, api_key="k"), 0, "10.0.0.1"))) \
+        is LogonAck
+    gw.set_keys({"k": KeyEntry(SECRET, revoked=True)})
+    assert (answer(gw.on_request(b"t", order, 0)).reason, b"t" in gw.sessions) == (
+        "key_revoked", False)
+    assert answer(gw.on_request(b"u", Logon(req_id=1, api_key="k"), 0, "10.0.0.1")).reason \
+        == "invalid_api_key"
