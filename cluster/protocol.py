@@ -573,6 +573,9 @@ class Routed(Msg, tag=True, kw_only=True):
         PlaceOrder, AmendOrder, CancelOrder, CancelAll, Ping, GetBook, GetAccount, SetLeverage,
         SetMarginMode, AdjustIsolatedMargin, Deposit, Withdraw, GetOrders,
     ]
+    # the API key's scopes, re-checked by risk (cluster/scopes.py); None: not told (a test's or
+    # an internal request), checked at the gateway only
+    scopes: Union[tuple[str, ...], None] = None
 
 
 class SpotTick(Msg, tag=True, kw_only=True):

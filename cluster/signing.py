@@ -26,10 +26,11 @@ import os
 import secrets
 from pathlib import Path
 
+from cluster.scopes import SCOPES
+
 DOMAIN = b"perpx-sig-v1"
 RECV_WINDOW_MS = 5000  # a signed request older (or newer) than this by the gateway's clock is refused
 KEY_FILE = "keys.json"
-SCOPES = ("read", "trade", "transfer", "admin")
 
 
 def canonical(session: int, ts_ms: int, nonce: int, body: bytes) -> bytes:

@@ -31,21 +31,11 @@ from cluster.protocol import (
     Pong, Regime, Reply, Report, Routed, SetLeverage, SetMarginMode, SignableRequest, Signed,
     Withdraw,
 )
+from cluster.scopes import REQUIRED_SCOPES, missing_scope
 from cluster.signing import RECV_WINDOW_MS, KeyEntry, verify
 
 MAX_PENDING_REFS = 200_000
 MAX_TRACKED_ADDRESSES = 100_000  # addresses with failed logons remembered (the oldest go first)
-ANY_SCOPE = ("trade", "read", "admin")
-# The scope a session's API key needs for each request (any one of them).
-REQUIRED_SCOPES: dict[type, tuple[str, ...]] = {
-    PlaceOrder: ("trade",), AmendOrder: ("trade",), CancelOrder: ("trade",),
-    CancelAll: ("trade",), SetLeverage: ("trade",), SetMarginMode: ("trade",),
-    AdjustIsolatedMargin: ("trade",), GetAccount: ("trade", "read", "admin"),
-    GetOrders: ("trade", "read", "admin"),
-    Deposit: ("admin",), Withdraw: ("transfer", "admin"),
-    GetBook: ANY_SCOPE, Ping: ANY_SCOPE,  # (Ping: the full path; the gateway-local one is free)
-    GetLimits: ANY_SCOPE,
-}
 
 
 class LogonPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -202,16 +192,15 @@ class Gateway:
             return [("matching", Routed(ref=self._ref(identity, msg.req_id, usage), account="",
                                         body=msg))]
         return [("risk", Routed(ref=self._ref(identity, msg.req_id, usage),
-                                account=session.account, body=msg))]
+                                account=session.account, body=msg, scopes=session.scopes))]
 
     def _admit(self, session: Session, msg) -> Error | None:
         """Refuse before the request leaves the gateway (scopes now; IP lists, rate limits later)."""
         t = type(msg)
         if t in session.allowed or t not in REQUIRED_SCOPES:
             return None
-        return Error(req_id=msg.req_id, reason="missing_scope", detail={
-            "request": t.__name__, "required": " or ".join(REQUIRED_SCOPES[t]),
-            "scopes": ",".join(session.scopes)})
+        return Error(req_id=msg.req_id, reason="missing_scope",
+                     detail=missing_scope(msg, session.scopes))
 
     # ------------------------------------------------------------------ limits and the market
 

@@ -46,6 +46,7 @@ from cluster.protocol import (
     OrderRejected, OrdersCancelled, OrdersView, OrderTriggered, OrderView, PlaceOrder, PositionView,
     Regime, Reply, Report, Routed, SetLeverage, SetMarginMode, SetPosition, Trade, Withdraw,
 )
+from cluster.scopes import missing_scope
 from cluster.units import ceil_div
 from nodes.risk import adl
 from nodes.risk.accounts import AccountState, OpenOrder, Position, pending_units
@@ -349,6 +350,11 @@ class RiskEngine:
             out.append(("gateway", Reply(ref=msg.ref, body=Error(
                 req_id=0, reason="unknown_account", detail={"account": msg.account}))))
             return
+        if msg.scopes is not None:
+            missing = missing_scope(body, msg.scopes)
+            if missing is not None:  # the gateway let it through: a bug or a forged Routed
+                self._refuse(out, msg.ref, acct.name, "missing_scope", missing, now_ns)
+                return
         t = type(body)
         if t is PlaceOrder:
             self._place(acct, msg.ref, body, now_ns, out)

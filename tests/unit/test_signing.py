@@ -156,3 +156,33 @@ def test_the_key_file_makes_revokes_and_narrows_keys_for_live_sessions_too():
         "key_revoked", False)
     assert answer(gw.on_request(b"u", Logon(req_id=1, api_key="k"), 0, "10.0.0.1")).reason \
         == "invalid_api_key"
+
+
+def test_risk_rechecks_the_scope_of_every_account_operation():
+    """A Routed that says its key's scopes is refused by risk when they do not cover it, with
+    the same numbers as the gateway's refusal, and moves nothing; the gateway tells risk the
+    session's scopes."""
+    from cluster.config import load
+    from cluster.protocol import Deposit, Error, Reply, Withdraw
+    from nodes.risk.ledger import RiskEngine
+
+    topo = load()
+    engine = RiskEngine(topo.symbols, {a.name: a.deposit for a in topo.accounts.values()})
+    before = engine.accounts["alice"].balance
+    for body, scopes in ((Withdraw(account="alice", amount=1), ("trade", "read")),
+                         (Deposit(account="alice", amount=1), ("transfer",)),
+                         (PlaceOrder(symbol="BTC-PERP", side=1, qty=1, price=1), ("read",))):
+        effects = engine.handle(Routed(ref=7, account="alice", body=body, scopes=scopes), 0)
+        (reply,) = [e for dest, e in effects if dest == "gateway"]
+        assert type(reply) is Reply and type(reply.body) is Error
+        assert reply.body.reason == "missing_scope"
+        assert reply.body.detail["request"] == type(body).__name__
+        assert not [dest for dest, _ in effects if dest in ("matching", "liquidator")]
+    assert engine.accounts["alice"].balance == before
+    allowed = engine.handle(Routed(ref=8, account="alice", body=Withdraw(account="alice", amount=1),
+                                   scopes=("transfer",)), 0)
+    assert engine.accounts["alice"].balance == before - 1, allowed
+    gw = gateway()
+    log_on(gw)
+    routed = answer(gw.on_request(b"me", signed(GetAccount(req_id=2), 1, WALL_MS, 2), 0))
+    assert routed.scopes == ("trade",)
