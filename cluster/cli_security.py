@@ -30,6 +30,9 @@ def add_parsers(sub, common) -> None:
                         help="comma-separated CIDRs the key may log on from (default any)")
     create.add_argument("--unsigned-ok", action="store_true",
                         help="accept its requests unsigned too (default: every request signed)")
+    create.add_argument("--ed25519", action="store_true",
+                        help="an Ed25519 key: the venue keeps its public half; the private half "
+                             "is shown this once (sign with it: Client(ed25519_key=...))")
     create.set_defaults(fn=cmd_keys_create)
     keys.add_parser("list", parents=[common], help="every key, without secrets").set_defaults(
         fn=cmd_keys_list)
@@ -84,11 +87,13 @@ def cmd_keys_create(args) -> int:
     allow = [c for c in args.allow.split(",") if c]
     try:
         api_key, secret = create_key(topo.run_dir, args.name, scopes, allow,
-                                     require_signature=not args.unsigned_ok)
+                                     require_signature=not args.unsigned_ok,
+                                     ed25519=args.ed25519)
     except ValueError as exc:
         raise CliError("invalid_key", str(exc)) from None
     emit({"api_key": api_key, "secret": secret, "account": args.name, "scopes": scopes,
-          "allow": allow, "require_signature": not args.unsigned_ok}, args.json,
+          "allow": allow, "require_signature": not args.unsigned_ok or args.ed25519,
+          "kind": "ed25519" if args.ed25519 else "hmac-sha256"}, args.json,
          lambda d: f"{d['api_key']} for {d['account']} ({','.join(d['scopes'])})\n"
                    f"secret {d['secret']}  (shown once; kept in the run's key file)")
     return EXIT_OK

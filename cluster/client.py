@@ -40,7 +40,7 @@ from cluster.protocol import (
     MAX_UNITS, Notice, OrdersView, Ping, Signed, PlaceOrder, Pong, Reply, Report, SetLeverage, SetMarginMode,
     Withdraw, encode_one,
 )
-from cluster.signing import sign
+from cluster.signing import signer
 from cluster.transport import wake_reader
 from cluster.units import UnitError, from_units, to_units
 
@@ -65,7 +65,7 @@ class Client:
     def __init__(self, endpoint: str, *, api_key: str | None = None,
                  market_data: str | None = None, timeout: float = 5.0,
                  ctx: zmq.asyncio.Context | None = None, keepalive: float = KEEPALIVE_S,
-                 secret: bytes | None = None) -> None:
+                 secret: bytes | None = None, ed25519_key: bytes | None = None) -> None:
         self.endpoint = endpoint
         self.api_key = api_key
         self.market_data_endpoint = market_data
@@ -89,7 +89,8 @@ class Client:
         self._md = None
         self._reader = None
         self.keepalive = keepalive  # seconds of silence before the session is renewed; 0: never
-        self.secret = secret  # the API key's secret: every request is then sent Signed
+        # the API key's HMAC secret or Ed25519 private key: every request is then sent Signed
+        self._signer = signer(secret, ed25519_key)
         self.session = 0  # the gateway's session number (signed into every request)
         self._last_nonce = 0
         self.keepalives = 0  # times it was
@@ -225,7 +226,11 @@ class Client:
         session = 0 if type(message) is Logon else self.session
         ts_ms, nonce = time.time_ns() // 1_000_000, self.next_nonce()
         return Signed(req_id=message.req_id, ts_ms=ts_ms, nonce=nonce, body=body,
-                      sig=sign(self.secret, session, ts_ms, nonce, body))
+                      sig=self._signer(session, ts_ms, nonce, body))
+
+    def set_secret(self, secret: bytes | None = None, ed25519_key: bytes | None = None) -> None:
+        """Sign with another secret from now on (a rotated key's)."""
+        self._signer = signer(secret, ed25519_key)
 
     def take_logon(self, ack: LogonAck) -> None:
         """What a logon tells: the account, and the units to speak (symbols, collateral)."""
@@ -238,7 +243,7 @@ class Client:
         """Send one request and wait for its answer (an Error included)."""
         req_id = next(self._ids)
         message = msgspec.structs.replace(message, req_id=req_id)
-        if self.secret is not None:
+        if self._signer is not None:
             message = self.signed(message)
         fut = asyncio.get_running_loop().create_future()
         self._waiting[req_id] = fut

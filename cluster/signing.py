@@ -47,6 +47,49 @@ def verify(secret: bytes, session: int, ts_ms: int, nonce: int, body: bytes, sig
     return hmac.compare_digest(sign(secret, session, ts_ms, nonce, body), sig)
 
 
+# Ed25519: the venue holds only the public key; the client signs the same canonical bytes with
+# its private key. Needs `cryptography`; without it an Ed25519 key cannot log on (HMAC still can).
+try:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey, Ed25519PublicKey,
+    )
+except ImportError:  # pragma: no cover (a dependency; HMAC keys do not need it)
+    Ed25519PrivateKey = Ed25519PublicKey = None
+
+
+def ed25519_keypair() -> tuple[bytes, bytes]:
+    """(private key, public key), 32 raw bytes each."""
+    private = Ed25519PrivateKey.generate()
+    return private.private_bytes_raw(), private.public_key().public_bytes_raw()
+
+
+def sign_ed25519(private_key: bytes, session: int, ts_ms: int, nonce: int, body: bytes) -> bytes:
+    return Ed25519PrivateKey.from_private_bytes(private_key).sign(
+        canonical(session, ts_ms, nonce, body))
+
+
+def signer(secret: bytes | None = None, ed25519_key: bytes | None = None):
+    """What the SDK signs with: f(session, ts_ms, nonce, body) -> signature (None: unsigned)."""
+    if ed25519_key:
+        private = Ed25519PrivateKey.from_private_bytes(ed25519_key)
+        return lambda session, ts_ms, nonce, body: private.sign(
+            canonical(session, ts_ms, nonce, body))
+    if secret:
+        return lambda session, ts_ms, nonce, body: sign(secret, session, ts_ms, nonce, body)
+    return None
+
+
+def verify_ed25519(public_key, session: int, ts_ms: int, nonce: int, body: bytes,
+                   sig: bytes) -> bool:
+    """`public_key`: an Ed25519PublicKey (KeyEntry.public_key)."""
+    try:
+        public_key.verify(sig, canonical(session, ts_ms, nonce, body))
+    except InvalidSignature:
+        return False
+    return True
+
+
 def in_range(value: int) -> bool:
     """Whether a session, timestamp or nonce fits the canonical form (8 unsigned bytes)."""
     return 0 <= value < 2**64
@@ -57,17 +100,28 @@ class KeyEntry:
     `perpx keys create` (a topology account's key takes them from the topology, unless its entry
     names other scopes); a `revoked` key logs nothing on and its sessions end."""
 
-    __slots__ = ("secret", "require_signature", "allow", "account", "scopes", "revoked")
+    __slots__ = ("secret", "require_signature", "allow", "account", "scopes", "revoked",
+                 "public_key")
 
     def __init__(self, secret: bytes, require_signature: bool = False,
                  allow: tuple = (), account: str = "", scopes: tuple[str, ...] = (),
-                 revoked: bool = False) -> None:
-        self.secret = secret
+                 revoked: bool = False, public_key: bytes = b"") -> None:
+        self.secret = secret  # HMAC; b"" for an Ed25519 key
+        # an Ed25519 key's public half (then requests are signed with its private key)
+        self.public_key = (Ed25519PublicKey.from_public_bytes(public_key)
+                           if public_key and Ed25519PublicKey is not None else None)
+        if public_key and self.public_key is None:
+            raise ValueError("an Ed25519 key needs the cryptography package")
         self.require_signature = require_signature
         self.allow = allow  # ip_network objects; () = any address
         self.account = account
         self.scopes = scopes
         self.revoked = revoked
+
+    def verify(self, session: int, ts_ms: int, nonce: int, body: bytes, sig: bytes) -> bool:
+        if self.public_key is not None:
+            return verify_ed25519(self.public_key, session, ts_ms, nonce, body, sig)
+        return bool(self.secret) and verify(self.secret, session, ts_ms, nonce, body, sig)
 
     def allows(self, ip: str) -> bool:
         if not self.allow:
@@ -128,18 +182,20 @@ def load_keys(run_dir: str | os.PathLike) -> dict[str, KeyEntry]:
             if unknown:
                 raise ValueError(f"unknown scopes {unknown}; known: {', '.join(SCOPES)}")
             entries[api_key] = KeyEntry(
-                bytes.fromhex(raw["secret"]), bool(raw.get("require_signature", False)),
+                bytes.fromhex(raw.get("secret", "")), bool(raw.get("require_signature", False)),
                 tuple(ipaddress.ip_network(c, strict=False) for c in raw.get("allow", ())),
-                str(raw.get("account", "")), scopes, bool(raw.get("revoked", False)))
+                str(raw.get("account", "")), scopes, bool(raw.get("revoked", False)),
+                bytes.fromhex(raw.get("ed25519_public_key", "")))
         except (KeyError, ValueError, TypeError) as exc:
             raise ValueError(f"{path}: key {api_key!r}: {exc}") from None
     return entries
 
 
 def secret_for(run_dir: str | os.PathLike, api_key: str) -> bytes | None:
-    """The secret the SDK and CLI sign with, from the run's key file (None if it has none)."""
+    """The HMAC secret the SDK and CLI sign with, from the run's key file (None if it has none:
+    an Ed25519 key's private half is not kept there)."""
     entry = load_keys(run_dir).get(api_key)
-    return entry.secret if entry is not None else None
+    return entry.secret or None if entry is not None else None
 
 
 # ---------------------------------------------------------------------- key management (perpx keys)
@@ -152,16 +208,22 @@ def _validated(scopes: list[str], allow: list[str]) -> tuple[list[str], list[str
 
 
 def create_key(run_dir, account: str, scopes: list[str], allow: list[str] = (),
-               require_signature: bool = True) -> tuple[str, str]:
+               require_signature: bool = True, ed25519: bool = False) -> tuple[str, str]:
     """A new key for `account` in the run's key file: (api key, secret hex). The secret is shown
-    this once; the file keeps it for the gateway (and the SDK on this machine)."""
+    this once; the file keeps it for the gateway (and the SDK on this machine). An Ed25519 key's
+    secret is its private key, which the file does not keep (only the public key)."""
     scopes, allow = _validated(list(scopes), list(allow))
     path = key_file(run_dir)
     data = read_raw(path) if path.exists() else {"keys": {}}
     api_key = "k-" + secrets.token_hex(12)
-    secret = secrets.token_hex(32)
-    data["keys"][api_key] = {"secret": secret, "account": account, "scopes": scopes,
-                             "allow": allow, "require_signature": require_signature}
+    entry = {"account": account, "scopes": scopes, "allow": allow,
+             "require_signature": require_signature or ed25519}
+    if ed25519:
+        private, public = ed25519_keypair()
+        secret, entry["ed25519_public_key"] = private.hex(), public.hex()
+    else:
+        secret = entry["secret"] = secrets.token_hex(32)
+    data["keys"][api_key] = entry
     write_raw(path, data)
     return api_key, secret
 
@@ -185,6 +247,11 @@ def rotate_key(run_dir, api_key: str) -> str:
     entry = data["keys"].get(api_key)
     if entry is None or entry.get("revoked"):
         raise KeyError(api_key)
+    if "ed25519_public_key" in entry:
+        private, public = ed25519_keypair()
+        entry["ed25519_public_key"] = public.hex()
+        write_raw(path, data)
+        return private.hex()
     entry["secret"] = secrets.token_hex(32)
     write_raw(path, data)
     return entry["secret"]

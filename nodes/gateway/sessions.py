@@ -32,7 +32,7 @@ from cluster.protocol import (
     Withdraw,
 )
 from cluster.scopes import REQUIRED_SCOPES, missing_scope
-from cluster.signing import RECV_WINDOW_MS, KeyEntry, verify
+from cluster.signing import RECV_WINDOW_MS, KeyEntry
 
 MAX_PENDING_REFS = 200_000
 MAX_TRACKED_ADDRESSES = 100_000  # addresses with failed logons remembered (the oldest go first)
@@ -352,7 +352,7 @@ class Gateway:
         entry = self.keys.get(api_key)
         if entry is None:
             return refuse("invalid_signature", error="the key has no secret to sign with")
-        if not verify(entry.secret, session_id, msg.ts_ms, msg.nonce, msg.body, msg.sig):
+        if not entry.verify(session_id, msg.ts_ms, msg.nonce, msg.body, msg.sig):
             return refuse("invalid_signature", session=session_id, nonce=msg.nonce,
                           timestamp=msg.ts_ms)
         server_ms = (now_ns + self.wall_offset_ns) // 1_000_000

@@ -133,7 +133,7 @@ def test_keys_made_rotated_and_revoked_with_the_cli_while_the_cluster_runs(signi
                 assert time.monotonic() < deadline, "the rotation was never taken"
                 await asyncio.sleep(0.2)
             rotated = json.loads((cluster.run_dir / "keys.json").read_text())["keys"]
-            bob.secret = bytes.fromhex(rotated[made["api_key"]]["secret"])
+            bob.set_secret(bytes.fromhex(rotated[made["api_key"]]["secret"]))
             assert (await bob.account_view()).account == "bob"
             cluster.cli_json("keys", "revoke", made["api_key"])
             deadline = time.monotonic() + 15
@@ -147,5 +147,19 @@ def test_keys_made_rotated_and_revoked_with_the_cli_while_the_cluster_runs(signi
                 await asyncio.sleep(0.2)
         finally:
             await bob.close()
+        # an Ed25519 key: the key file keeps its public half; the SDK signs with the private one
+        ed = cluster.cli_json("keys", "create", "bob", "--scopes", "read", "--ed25519")
+        stored = json.loads((cluster.run_dir / "keys.json").read_text())["keys"][ed["api_key"]]
+        assert "secret" not in stored and ed["secret"] not in json.dumps(stored)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                async with Client(cluster.endpoint(), api_key=ed["api_key"],
+                                  ed25519_key=bytes.fromhex(ed["secret"])) as signed_ed:
+                    assert (await signed_ed.account_view()).account == "bob"
+                break
+            except RequestFailed as exc:
+                assert exc.error.reason == "invalid_api_key" and time.monotonic() < deadline
+                await asyncio.sleep(0.5 + exc.error.detail.get("retry_after_ms", 0) / 1000)
 
     asyncio.run(run())

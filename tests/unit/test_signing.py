@@ -186,3 +186,38 @@ def test_risk_rechecks_the_scope_of_every_account_operation():
     log_on(gw)
     routed = answer(gw.on_request(b"me", signed(GetAccount(req_id=2), 1, WALL_MS, 2), 0))
     assert routed.scopes == ("trade",)
+
+
+def test_an_ed25519_key_signs_with_its_private_half_and_the_venue_keeps_only_the_public():
+    from cluster.signing import ed25519_keypair, signer, sign_ed25519, verify_ed25519
+    private, public = ed25519_keypair()
+    gw = Gateway({}, {"BTC-PERP": {}}, keys={"ed": KeyEntry(b"", require_signature=True,
+                                                             account="alice", scopes=("read",),
+                                                             public_key=public)})
+    gw.wall_offset_ns = WALL_MS * MS
+    sign_with = signer(ed25519_key=private)
+
+    def envelope(message, session, nonce, sign=sign_with):
+        body = encode_one(message)
+        return Signed(req_id=message.req_id, ts_ms=WALL_MS, nonce=nonce, body=body,
+                      sig=sign(session, WALL_MS, nonce, body))
+
+    ack = answer(gw.on_request(b"me", envelope(Logon(req_id=1, api_key="ed"), 0, 1), 0, "1.2.3.4"))
+    assert type(ack) is LogonAck and ack.account == "alice"
+    assert type(answer(gw.on_request(b"me", envelope(GetAccount(req_id=2), ack.session, 2), 0))) \
+        is Routed
+    other, _ = ed25519_keypair()
+    forged = answer(gw.on_request(b"me", envelope(GetAccount(req_id=3), ack.session, 3,
+                                                  signer(ed25519_key=other)), 0))
+    assert forged.reason == "invalid_signature"
+    hmac_signed = answer(gw.on_request(b"me", envelope(GetAccount(req_id=4), ack.session, 4,
+                                                       signer(secret=public)), 0))
+    assert hmac_signed.reason == "invalid_signature"  # (its public key is no HMAC secret)
+    sig = sign_ed25519(private, 1, 2, 3, b"body")
+    public_key = KeyEntry(b"", public_key=public).public_key
+    assert verify_ed25519(public_key, 1, 2, 3, b"body", sig)
+    for bit in range(0, 64 * 8, 37):  # a flipped bit of the signature
+        flipped = bytearray(sig)
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        assert not verify_ed25519(public_key, 1, 2, 3, b"body", bytes(flipped))
+    assert not verify_ed25519(public_key, 1, 2, 4, b"body", sig)
