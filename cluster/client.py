@@ -40,6 +40,7 @@ from cluster.protocol import (
     MAX_UNITS, Notice, OrdersView, Ping, Signed, PlaceOrder, Pong, Reply, Report, SetLeverage, SetMarginMode,
     Withdraw, encode_one,
 )
+from cluster.backoff import Backoff
 from cluster.signing import signer
 from cluster.transport import wake_reader
 from cluster.units import UnitError, from_units, to_units
@@ -65,7 +66,8 @@ class Client:
     def __init__(self, endpoint: str, *, api_key: str | None = None,
                  market_data: str | None = None, timeout: float = 5.0,
                  ctx: zmq.asyncio.Context | None = None, keepalive: float = KEEPALIVE_S,
-                 secret: bytes | None = None, ed25519_key: bytes | None = None) -> None:
+                 secret: bytes | None = None, ed25519_key: bytes | None = None,
+                 backoff: Backoff | None = None) -> None:
         self.endpoint = endpoint
         self.api_key = api_key
         self.market_data_endpoint = market_data
@@ -91,6 +93,7 @@ class Client:
         self.keepalive = keepalive  # seconds of silence before the session is renewed; 0: never
         # the API key's HMAC secret or Ed25519 private key: every request is then sent Signed
         self._signer = signer(secret, ed25519_key)
+        self.backoff = backoff  # pacing and retries (cluster/backoff.py); None: neither
         self.session = 0  # the gateway's session number (signed into every request)
         self._last_nonce = 0
         self.keepalives = 0  # times it was
@@ -194,7 +197,7 @@ class Client:
             self._waiting.pop(0, None)
 
     async def request(self, message, *, raise_on_error: bool = True):
-        answer = await self._ask(message)
+        answer = await (self._ask(message) if self.backoff is None else self._ask_paced(message))
         if (type(answer) is Error and answer.reason == "not_logged_on" and self.account is not None
                 and self.api_key is not None and type(message) not in (Logon, Logout)):
             # The gateway forgot this session (it restarted, or the session expired), and refused
@@ -204,6 +207,33 @@ class Client:
             answer = await self._ask(message)
         if raise_on_error and type(answer) is Error:
             raise RequestFailed(answer)
+        return answer
+
+    async def _ask_paced(self, message):
+        """_ask within the client's own rate, sent again as cluster/backoff.py allows."""
+        backoff, waited = self.backoff, 0
+        for attempt in range(backoff.max_attempts):
+            for _ in range(3):  # (a wait refills the tokens: the second look finds them)
+                pace = backoff.pace_ms(message, time.monotonic_ns())
+                if not pace:
+                    break
+                await asyncio.sleep(pace / 1000)
+                waited += pace
+            try:
+                answer = await self._ask(message)
+            except asyncio.TimeoutError:
+                delay = backoff.retry_ms(message, attempt, waited, timed_out=True)
+                if delay is None:
+                    raise
+            else:
+                if type(answer) is not Error:
+                    return answer
+                delay = backoff.retry_ms(message, attempt, waited, reason=answer.reason,
+                                         retry_after_ms=answer.detail.get("retry_after_ms", 0))
+                if delay is None:
+                    return answer
+            await asyncio.sleep(delay / 1000)
+            waited += delay
         return answer
 
     async def _log_on(self) -> None:
