@@ -18,6 +18,7 @@ class Explanation(msgspec.Struct, kw_only=True):
     subject: str  # account, symbol or node the decision is about
     decision: str
     numbers: dict[str, int | str] = msgspec.field(default_factory=dict)
+    input_seq: int = 0  # the journaled input it explains (a journaled core's; 0 elsewhere)
 
 
 def counterparties_text(parties) -> str:
@@ -63,9 +64,19 @@ class AuditJournal:
         self.failed_writes = 0
         self.dropped = 0
         self.last_error: OSError | None = None  # None while writes succeed
+        self.input_seq = 0  # set by a journaled core's runner before each input it hands on
 
     def record(self, explanation: Explanation) -> None:
+        if self.input_seq and not explanation.input_seq:
+            explanation.input_seq = self.input_seq
         self._pending.append(self._enc.encode(explanation) + b"\n")
+
+    def mark(self) -> int:
+        return len(self._pending)
+
+    def truncate(self, mark: int) -> None:
+        """Drop what was recorded since `mark` (a replay re-derives records already written)."""
+        del self._pending[mark:]
 
     def flush(self) -> None:
         if not self._pending:

@@ -5,41 +5,56 @@ its owner's alone, 0600; the gateway reads a change within a second)."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 
 RULES = ("account_orders", "account_weight", "key_weight", "ip_weight", "exit_floor")
 
 
+def _command(group, name: str, text: str, example: str, parents):
+    """A subcommand as the CLI's own are made: a description, and an example in the epilog."""
+    return group.add_parser(name, parents=list(parents), help=text, description=text,
+                            epilog="example:\n  " + example,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _group(sub, name: str, text: str):
+    return sub.add_parser(name, help=text, description=text).add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+
+
 def add_parsers(sub, common) -> None:
-    limits = sub.add_parser("limits", help="rate limits in force, and why").add_subparsers(
-        dest="action", required=True)
-    show = limits.add_parser("show", parents=[common],
-                             help="an account's limits now (its own key, or --api-key of an admin)")
-    show.add_argument("name")
-    show.add_argument("--api-key")
+    limits = _group(sub, "limits", "rate limits in force, and why")
+    show = _command(limits, "show", "an account's rate limits now, what they are without the "
+                    "market, and why (its own key, or --api-key of an admin)",
+                    "perpx limits show alice", [common])
+    show.add_argument("name", help="the account")
+    show.add_argument("--api-key", metavar="KEY", help="log on with this key (an admin's, for "
+                      "another account)")
     show.set_defaults(fn=cmd_limits_show)
 
-    keys = sub.add_parser("keys", help="API keys and their secrets (admin)").add_subparsers(
-        dest="action", required=True)
-    create = keys.add_parser("create", parents=[common],
-                             help="a new key for an account; its secret is shown this once")
+    keys = _group(sub, "keys", "API keys and their secrets in the run's key file (admin)")
+    create = _command(keys, "create", "a new key for an account; its secret is shown this once",
+                      "perpx keys create alice --scopes read,trade --allow 127.0.0.1/32", [common])
     create.add_argument("name", help="the account")
-    create.add_argument("--scopes", default="trade",
-                        help="comma-separated: read, trade, transfer, admin (default trade)")
-    create.add_argument("--allow", default="",
-                        help="comma-separated CIDRs the key may log on from (default any)")
+    create.add_argument("--scopes", default="trade", metavar="LIST",
+                        help="comma-separated: read, trade, transfer, admin (default: trade)")
+    create.add_argument("--allow", default="", metavar="CIDRS",
+                        help="comma-separated CIDRs the key may log on from (default: any)")
     create.add_argument("--unsigned-ok", action="store_true",
                         help="accept its requests unsigned too (default: every request signed)")
     create.add_argument("--ed25519", action="store_true",
                         help="an Ed25519 key: the venue keeps its public half; the private half "
                              "is shown this once (sign with it: Client(ed25519_key=...))")
     create.set_defaults(fn=cmd_keys_create)
-    keys.add_parser("list", parents=[common], help="every key, without secrets").set_defaults(
-        fn=cmd_keys_list)
-    for verb, fn, text in (("revoke", cmd_keys_revoke, "end a key and its sessions"),
-                           ("rotate", cmd_keys_rotate, "a new secret for a key")):
-        one = keys.add_parser(verb, parents=[common], help=text)
-        one.add_argument("key")
+    _command(keys, "list", "every key: account, scopes, state, allow-list (never a secret)",
+             "perpx keys list", [common]).set_defaults(fn=cmd_keys_list)
+    for verb, fn, text in (("revoke", cmd_keys_revoke, "end a key; its sessions are refused at "
+                            "their next request"),
+                           ("rotate", cmd_keys_rotate, "a new secret for a key; what the old one "
+                            "signs is refused")):
+        one = _command(keys, verb, text, f"perpx keys {verb} k-0123abcd", [common])
+        one.add_argument("key", help="the API key")
         one.set_defaults(fn=fn)
 
 

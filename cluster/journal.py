@@ -152,7 +152,7 @@ class Journal:
                  segment_bytes: int = 64 * 1024 * 1024, keep_snapshots: int = 2,
                  clock_ns=None) -> None:
         self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.policy, self.interval_ns = parse_policy(fsync)
         self.segment_bytes = segment_bytes
         self.keep_snapshots = keep_snapshots
@@ -258,7 +258,7 @@ class Journal:
 
     # ------------------------------------------------------------------ snapshots
 
-    def write_snapshot(self, seq: int, ts_ns: int, state: bytes) -> Path:
+    def write_snapshot(self, seq: int, ts_ns: int, state: bytes, prune: bool = True) -> Path:
         """The core's state after input `seq`, written whole or not at all (temp file, fsync,
         rename); then older snapshots past `keep_snapshots`, and the segments only they needed,
         are pruned."""
@@ -270,7 +270,8 @@ class Journal:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         self._sync_dir()
-        self.prune()
+        if prune:
+            self.prune()
         return path
 
     def latest_snapshot(self) -> Frame | None:
@@ -323,3 +324,13 @@ def read_frames(directory: str | Path, after: int = 0) -> Iterator[Frame]:
             if frame.seq > after:
                 yield frame
         expect = frames[-1].seq + 1 if frames else first
+
+
+def torn_tail(directory: str | Path) -> TornTail | None:
+    """What opening the journal would cut from its last segment, without cutting it."""
+    segments = sorted(Path(directory).glob(f"{SEG_PREFIX}*{SEG_SUFFIX}"))
+    if not segments:
+        return None
+    last = segments[-1]
+    _, torn = _scan(last, last.read_bytes(), Journal._first_seq(last), last_segment=True)
+    return torn

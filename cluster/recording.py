@@ -4,6 +4,7 @@ NodeShell; handlers bound to it are called directly (`inbox`, `router`)."""
 
 from __future__ import annotations
 
+from cluster.links import LinkReceiver
 from cluster.transport import NodeShell
 
 
@@ -30,11 +31,39 @@ class RecordingShell:
         self.restarted = False  # as NodeShell: started again by the supervisor
         self.router_peers: dict[bytes, tuple[str, int]] = {}  # identity -> (address, fd)
         self.on_gone = None  # the client ROUTER's on_gone (a closed connection)
+        self.journal_path: str | None = None  # a journaled core journals here (None: not at all)
+        self.links_in = LinkReceiver(journaled=True)
+        self.input_seq = 0  # as AuditJournal: the journaled input being handled
+        self.timers: list = []  # (interval_ms, fn) as bound by every(); tests call them
 
     failed = NodeShell.failed  # the real error accounting, on this shell's stats and log
 
+    def journal_dir(self) -> str | None:
+        return self.journal_path
+
+    def sequenced_outboxes(self) -> list:
+        return []
+
+    def has_pending(self) -> bool:
+        return False
+
+    def next_numbers(self) -> dict[str, int]:
+        return {}
+
+    def set_next_numbers(self, numbers: dict[str, int]) -> None:
+        pass
+
+    def replay_done(self, audit_mark: int) -> None:
+        del self.sent[:]
+
     def record(self, explanation) -> None:
         self.explained.append(explanation)
+
+    def mark(self) -> int:
+        return len(self.explained)
+
+    def truncate(self, mark: int) -> None:
+        del self.explained[mark:]
 
     def peer(self, name: str) -> None:
         pass
@@ -42,8 +71,9 @@ class RecordingShell:
     def bind_pub(self, endpoint: str) -> None:
         pass
 
-    def bind_inbox(self, fn) -> None:
-        self.inbox = fn
+    def bind_inbox(self, fn, runs: bool = False) -> None:
+        # A journaled core's inbox takes runs of (link header, messages); here nothing is sequenced.
+        self.inbox = (lambda messages: fn([(None, messages)])) if runs else fn
 
     def subscribe(self, *args, **kwargs) -> None:
         pass
@@ -60,7 +90,7 @@ class RecordingShell:
         self.on_gone = on_gone
 
     def every(self, interval_ms: int, fn) -> None:
-        pass
+        self.timers.append((interval_ms, fn))
 
     publish = send
 

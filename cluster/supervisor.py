@@ -7,8 +7,10 @@ Failure policy, per node in the topology (`on_failure`):
 - "stop_all": the whole cluster stops (risk and matching: their state would be lost until journal
   replay and a hot standby exist).
 A node is found dead by polling its process every 100 ms (so a SIGKILL is noticed well within 1 s);
-a live node whose heartbeats stop for `heartbeat_timeout_ms` is reported unresponsive (a pause is
-not a crash: it is reported, and reported again when it recovers).
+a live node whose heartbeats stop for `heartbeat_timeout_ms` is reported unresponsive (a short pause
+is not a crash: it is reported, and reported again when it recovers); one silent for
+`hung_after_ms` is hung: the supervisor kills it (SIGKILL, so a process that is stopped cannot wake
+and act on what it held) and its failure policy applies as to a crash.
 
 Files under the run directory: log/<node>.log (structlog JSON), log/<node>.out (stdout/stderr),
 pid/<node>.pid, supervisor.pid, status.json (rewritten every 250 ms), run/ (ipc sockets, removed
@@ -22,6 +24,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -77,8 +80,9 @@ def last_line(path: Path, limit: int = 300) -> str:
 
 
 class Supervisor:
-    def __init__(self, topo: Topology, echo=None) -> None:
+    def __init__(self, topo: Topology, echo=None, resume: bool = False) -> None:
         self.topo = topo
+        self.resume = resume  # keep the journals of an earlier run: risk and matching replay them
         self.run = Path(topo.run_dir)
         self.nodes = {name: NodeProc(name) for name in NODE_NAMES}
         self.log = configure("supervisor", topo.log_dir)
@@ -101,10 +105,15 @@ class Supervisor:
     # ------------------------------------------------------------------ files
 
     def _prepare_dirs(self) -> None:
-        for sub in ("log", "pid", "run", "audit"):
+        if not self.resume:
+            shutil.rmtree(self.run / "journal", ignore_errors=True)
+        for sub in ("log", "pid", "run", "audit", "journal"):
             (self.run / sub).mkdir(parents=True, exist_ok=True)
         # the API keys' secrets (0600), never in the topology: the gateway, SDK and CLI read them
         ensure_key_file(self.run, [a.api_key for a in self.topo.accounts.values()])
+        copy = self.run / "journal" / "topology.toml"  # what `perpx audit verify` replays with
+        if not (self.resume and copy.exists()):
+            shutil.copyfile(self.topo.path, copy)
         self._clean_sockets()
         (self.run / "supervisor.pid").write_text(str(os.getpid()))
 
@@ -153,6 +162,7 @@ class Supervisor:
         out.close()
         node.ready = False
         node.state = "starting"
+        node.paused = False  # a new process: whatever stopped the old one did not stop it
         node.exit_code = None
         node.last_beat = 0.0
         (self.run / "pid" / f"{node.name}.pid").write_text(str(node.proc.pid))
@@ -350,6 +360,7 @@ class Supervisor:
     async def watch(self) -> None:
         """Poll processes and heartbeats until asked to stop or a failure stops the cluster."""
         timeout = self.topo.supervisor.heartbeat_timeout_ms / 1000
+        hung_after = self.topo.supervisor.hung_after_ms / 1000
         last_status = 0.0
         while not self._stopping.is_set():
             now = time.monotonic()
@@ -365,6 +376,9 @@ class Supervisor:
                     self._event("node_unresponsive", node.name, heartbeat_age_ms=age,
                                 paused_by_netsim=node.paused)
                     self.echo(f"supervisor: {node.name} sent no heartbeat for {age} ms")
+                elif hung_after and node.state == "unresponsive" and \
+                        now - node.last_beat > hung_after:
+                    self._kill_hung(node, int((now - node.last_beat) * 1000))
             if now - last_status >= STATUS_S:
                 self.write_status()
                 last_status = now
@@ -372,6 +386,22 @@ class Supervisor:
                 await asyncio.wait_for(self._stopping.wait(), POLL_S)
             except asyncio.TimeoutError:
                 pass
+
+    def _kill_hung(self, node: NodeProc, age_ms: int) -> None:
+        """A node silent past `hung_after_ms` is treated as dead: SIGKILL (a stopped process cannot
+        catch it, and never wakes to emit what it held), then the exit is handled as a crash."""
+        node.state = "hung"
+        policy = self.topo.nodes[node.name].on_failure
+        self._event("node_hung", node.name, heartbeat_age_ms=age_ms,
+                    hung_after_ms=self.topo.supervisor.hung_after_ms, action="kill",
+                    paused_by_netsim=node.paused, policy=policy)
+        self.echo(f"supervisor: {node.name} silent for {age_ms} ms "
+                  f"(> hung_after_ms {self.topo.supervisor.hung_after_ms}): killing it; "
+                  f"policy {policy}")
+        try:
+            node.proc.kill()
+        except ProcessLookupError:
+            pass
 
     def _on_exit(self, node: NodeProc, code: int) -> None:
         how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
@@ -444,9 +474,9 @@ class Supervisor:
 
 
 async def run_cluster(topo: Topology, demo_seconds: float | None = None, demo: bool = False,
-                      echo=None) -> int:
+                      echo=None, resume: bool = False) -> int:
     """Start, optionally drive demo traffic, watch until SIGINT/SIGTERM or failure, stop."""
-    sup = Supervisor(topo, echo=echo)
+    sup = Supervisor(topo, echo=echo, resume=resume)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, sup.request_stop)
@@ -484,9 +514,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="perpx-supervisor")
     parser.add_argument("--config", default=None)
     parser.add_argument("--run-dir", default=None)
+    parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
     topo = config.load(args.config, run_dir=args.run_dir)
-    return uvloop.run(run_cluster(topo))
+    return uvloop.run(run_cluster(topo, resume=args.resume))
 
 
 if __name__ == "__main__":

@@ -28,12 +28,19 @@ from zmq.utils.monitor import parse_monitor_message
 from cluster.audit import AuditJournal
 from cluster.config import Topology
 from cluster.logs import configure
-from cluster.protocol import Codec, Heartbeat, NetsimTable, NodeInbound, Ready, encode_one, wire_safe
+from cluster.links import LinkReceiver, LinkSender
+from cluster.protocol import (
+    Codec, Heartbeat, LinkSeq, NetsimTable, NodeInbound, Ready, ResendFrom, encode_one, wire_safe,
+)
 from netsim.shaper import PUB_LINKS, Shaper
 
 MAX_BATCH = 512
 HWM = 100_000
 BACKSTOP_MS = 20
+# The journaled cores (cluster/runner.py). Every link from or to one is sequenced (cluster/links.py);
+# a core's own numbering survives its restarts (it replays what it sent), the others' starts again.
+CORES = ("risk", "matching")
+LINK_IDLE_S = 0.5  # an idle sequenced link announces its next number this often
 
 # The hot path calls pyzmq's Cython socket methods directly, with int flags. Its convenience layer
 # costs more than the IO on this path: send() checks routing ids and groups, send_multipart()
@@ -159,14 +166,18 @@ def die_with_parent() -> None:
 class Outbox:
     """Messages for one PUSH/PUB destination, sent as one frame at flush. `link` is its netsim name."""
 
-    __slots__ = ("sock", "sync", "pending", "topic", "link")
+    __slots__ = ("sock", "sync", "pending", "topic", "link", "seq", "control", "sent")
 
-    def __init__(self, sock: zmq.asyncio.Socket, link: str, topic: bytes | None = None) -> None:
+    def __init__(self, sock: zmq.asyncio.Socket, link: str, topic: bytes | None = None,
+                 seq: LinkSender | None = None) -> None:
         self.sock = sock
         self.sync = zmq.Socket.shadow(sock.underlying)
         self.pending: list = []
         self.topic = topic
         self.link = link
+        self.seq = seq  # the link's numbering, when it is sequenced
+        self.control: list = []  # messages outside the sequence (ResendFrom), sent at flush
+        self.sent = False  # a numbered frame left since the last idle announcement
 
     def try_send(self, frame: bytes) -> bool:
         """Send without blocking. False when a PUSH peer's queue is full (the caller must wait:
@@ -223,6 +234,11 @@ class NodeShell:
         self.shaper: Shaper | None = None
         self._shaping_errors: set[tuple[str, int]] = set()
         self._skew_ns = 0
+        # Sequenced links (cluster/links.py): what arrived on each, and this process's incarnation
+        # for the links it numbers afresh at every start (a core's own numbering survives).
+        self.links_in = LinkReceiver(journaled=name in CORES)
+        self._announcing = False
+        self.incarnation = 0 if name in CORES else time.time_ns()
 
     # ------------------------------------------------------------------ clocks
 
@@ -246,11 +262,14 @@ class NodeShell:
         self._sockets.append(sock)
         return sock
 
-    def bind_inbox(self, on_messages: Callable[[list], None]) -> None:
-        """PULL on this node's inbox; frames are batches of NodeInbound messages."""
+    def bind_inbox(self, on_messages: Callable[[list], None], runs: bool = False) -> None:
+        """PULL on this node's inbox; frames are batches of NodeInbound messages. A frame on a
+        sequenced link is applied once and in order (cluster/links.py). With `runs`, the handler
+        gets [(header, messages)] per frame, the header saying which numbers were applied (None
+        for a frame that is not sequenced): what a journaled core records to replay them."""
         sock = self._socket(zmq.PULL)
         sock.bind(self.conf.inbox)
-        self._readers.append((sock, False, self._decoding(on_messages)))
+        self._readers.append((sock, False, self._inbox_decoding(on_messages, runs)))
 
     def subscribe(self, endpoint: str, topics: list[bytes], on_messages: Callable[[list], None],
                   raw: Callable[[list], None] | None = None) -> None:
@@ -296,7 +315,12 @@ class NodeShell:
             return
         sock = self._socket(zmq.PUSH)
         sock.connect(self.topo.nodes[name].inbox)
-        self._outboxes[name] = Outbox(sock, f"{self.name}->{name}")
+        link = f"{self.name}->{name}"
+        seq = LinkSender(link, self.incarnation) if name in CORES or self.name in CORES else None
+        self._outboxes[name] = Outbox(sock, link, seq=seq)
+        if seq is not None and not self._announcing:
+            self._announcing = True
+            self.every(int(LINK_IDLE_S * 1000), self._announce)
 
     def every(self, interval_ms: int, fn: Callable[[], None]) -> None:
         self._timers.append((interval_ms / 1000.0, fn))
@@ -366,9 +390,16 @@ class NodeShell:
         shaper = self.shaper
         for boxes in (self._outboxes.values(), self._pubs.values()):
             for box in boxes:
+                if box.seq is not None and (box.control or box.seq.resend_from
+                                            or box.seq.idle_due):
+                    await self._send_unsequenced(box)
                 if not box.pending:
                     continue
-                frame = encode(box.pending, box.link)
+                if box.seq is not None:
+                    box.sent = True
+                    frame = encode([box.seq.stamp(box.pending)] + box.pending, box.link)
+                else:
+                    frame = encode(box.pending, box.link)
                 box.pending = []
                 if frame is None:
                     continue
@@ -398,6 +429,89 @@ class NodeShell:
                 readiness = self._readiness.get(sock)
                 if readiness is not None:
                     readiness.poke()  # our sends may have consumed the signal its wait needs
+
+    async def _send_unsequenced(self, box: Outbox) -> None:
+        """A sequenced link's control messages, and the resends a receiver asked for (before any
+        new numbers, which the receiver would otherwise take for a gap). Through the link like
+        everything else on it: an announcement must not overtake the messages netsim holds."""
+        frames = []
+        if box.control:
+            frames.append([LinkSeq(link=box.link, incarnation=box.seq.incarnation)] + box.control)
+            box.control = []
+        if box.seq.idle_due:
+            box.seq.idle_due = False
+            if not box.pending:
+                frames.append([box.seq.idle()])
+        if box.seq.resend_from:
+            resent = box.seq.resend_frames()
+            self.stats["resent"] = self.stats.get("resent", 0) + sum(len(f) - 1 for f in resent)
+            frames += resent
+        shaper = self.shaper
+        link = shaper.get(box.link) if shaper is not None else None
+        for messages in frames:
+            frame = self._encode(messages, box.link)
+            if frame is None:
+                continue
+            if link is not None:
+                shaper.send(link, len(frame), partial(box.send_now, frame))
+            elif not box.try_send(frame):
+                await box.sock.send(frame)
+
+    def _announce(self) -> None:
+        """Idle sequenced links say their next number, so a receiver that missed the last
+        messages (it restarted, or they were in the queue of a process that died) asks for them
+        without waiting for traffic."""
+        for box in self._outboxes.values():
+            if box.seq is not None:
+                if not box.sent:
+                    box.seq.idle_due = True
+                    self._dirty = True
+                box.sent = False
+
+    def resend(self, request: ResendFrom) -> None:
+        """A receiver asked for a sequenced link's messages from `next_seq` on."""
+        box = self._outboxes.get(request.link.split("->", 1)[-1])
+        if box is not None and box.seq is not None and box.link == request.link:
+            box.seq.resend_from = request.next_seq if not box.seq.resend_from else min(
+                box.seq.resend_from, request.next_seq)
+            self.stats["resend_requests"] = self.stats.get("resend_requests", 0) + 1
+            self._dirty = True
+
+    def replay_done(self, audit_mark: int) -> None:
+        """After a journaled core replayed its inputs: what the replay sent on a sequenced link
+        is numbered and kept for resends (the receivers already have it, or will ask for it);
+        everything else it produced was said before the restart and is dropped."""
+        for box in self._outboxes.values():
+            if box.seq is not None and box.pending:
+                box.seq.stamp(box.pending)
+            box.pending = []
+        for box in self._pubs.values():
+            box.pending = []
+        for _, _, pending, _ in self._routers.values():
+            pending.clear()
+        self.audit.truncate(audit_mark)
+        self._dirty = False
+
+    def journal_dir(self) -> str:
+        return os.path.join(self.topo.run_dir, "journal", self.name)
+
+    def sequenced_outboxes(self) -> list[Outbox]:
+        return [box for box in self._outboxes.values() if box.seq is not None]
+
+    def has_pending(self) -> bool:
+        return any(box.pending for box in self._outboxes.values())
+
+    def next_numbers(self) -> dict[str, int]:
+        """Each sequenced outgoing link's next number, counting what is queued but not yet sent
+        (a snapshot taken mid-batch must not give those numbers out again)."""
+        return {box.link: box.seq.next_seq + len(box.pending)
+                for box in self._outboxes.values() if box.seq is not None}
+
+    def set_next_numbers(self, numbers: dict[str, int]) -> None:
+        for box in self._outboxes.values():
+            if box.seq is not None and box.link in numbers:
+                box.seq.next_seq = numbers[box.link]
+                box.seq.buffer.clear()
 
     def _flush_audit(self) -> None:
         """Write the journal; say so once when writes start failing (a full disk) and once when
@@ -520,6 +634,60 @@ class NodeShell:
             if messages:
                 stats["msgs_in"] += len(messages)
                 on_messages(messages)
+
+        return handle
+
+    def _inbox_decoding(self, on_messages: Callable[[list], None], runs: bool):
+        """Frames of the inbox: sequenced ones through `links_in` (duplicates dropped, a gap
+        asked for again), ResendFrom requests served here; the rest to the node."""
+        decode = self.codec.decode
+        stats = self.stats
+        links_in = self.links_in
+
+        def handle(frames: list) -> None:
+            out: list = []
+            asks: list = []
+            now = self.mono_ns()
+            for payload in frames:
+                try:
+                    batch = decode(payload)
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    stats["bad_frames"] += 1
+                    self.log.warning("bad_frame", error=str(exc), size=len(payload))
+                    continue
+                header = None
+                if batch and type(batch[0]) is LinkSeq:
+                    header = batch[0]
+                    batch = links_in.accept(header, batch[1:], now, asks)
+                    if header.first == 0:  # control: served here, not the node's input
+                        for msg in batch:
+                            if type(msg) is ResendFrom:
+                                self.resend(msg)
+                        continue
+                    if batch and header.count:
+                        header = LinkSeq(link=header.link, incarnation=header.incarnation,
+                                         first=header.first + header.count - len(batch),
+                                         count=len(batch))
+                if not batch:
+                    continue
+                if runs:
+                    out.append((header, batch))
+                else:
+                    out.extend(batch)
+            if links_in.given_up:
+                for link, expected, resumed in links_in.given_up:
+                    self.log.critical("link_messages_lost", link=link, expected=expected,
+                                      resumed_at=resumed, lost=resumed - expected)
+                links_in.given_up.clear()
+            for sender, request in asks:
+                box = self._outboxes.get(sender)
+                if box is not None and box.seq is not None:
+                    box.control.append(request)
+                    self._dirty = True
+                    stats["gaps"] = stats.get("gaps", 0) + 1
+            if out:
+                stats["msgs_in"] += len(out)
+                on_messages(out)
 
         return handle
 

@@ -38,8 +38,11 @@ def log(text: str) -> None:
     print(text, flush=True)
 
 
-def with_cluster(env: dict, fn):
-    with Cluster(env) as cluster:
+JOURNAL_OFF = {"enabled": False}
+
+
+def with_cluster(env: dict, fn, journal: dict | None = None):
+    with Cluster(env, journal=journal) as cluster:
         time.sleep(1.5)  # marks flowing, sockets connected
         topo = cluster.topo
         return fn(topo.nodes["gateway"].client, cluster.api_keys(), topo.symbols[SYMBOL].initial_price,
@@ -97,6 +100,17 @@ def run(seconds: float, bound_us: float) -> dict:
         return measured, {"idle": idle, "at_half_cluster_max": loaded}
 
     cluster_points, result["hop_latency_us"] = with_cluster({}, cluster_points_and_hops)
+    # The price of the journal (#18): the same cluster with risk and matching not journaling,
+    # searched the same way and measured at the same half-load rate, in this run.
+    log("cluster, journal off: searching the maximum sustainable rate")
+    nojournal_max, nojournal_steps = with_cluster({}, lambda e, k, p, _: find_max(
+        e, k, SYMBOL, p, seconds=seconds, p99_bound_us=bound_us, refine=REFINE, log=log),
+        journal=JOURNAL_OFF)
+    log(f"cluster, journal off, max: {nojournal_max:,.0f} orders/s; latency at half the "
+        f"journaled cluster's max")
+    nojournal_points = with_cluster({}, lambda e, k, p, venue: [
+        point(venue, e, k, p, half_cluster, seconds) for _ in range(HALF_LOAD_RUNS)],
+        journal=JOURNAL_OFF)
     result["null"] = {"max_orders_per_s": round(null_max),
                       "latency_us": {f"{int(f * 100)}%_of_null_max": p["latency_us"]
                                      for f, p in zip(fractions, null_points)},
@@ -106,6 +120,19 @@ def run(seconds: float, bound_us: float) -> dict:
                                         for f, p in zip(fractions, cluster_points)},
                          "steps": cluster_steps + cluster_points}
     result["half_cluster_max_rate"] = round(half_cluster)
+    off_p99 = [p["latency_us"].get("p99") for p in nojournal_points]
+    on_p99 = [p["latency_us"].get("p99") for p in cluster_points[len(rates):]]
+    off_med = statistics.median(off_p99) if all(off_p99) else None
+    on_med = statistics.median(on_p99) if all(on_p99) else None
+    result["journal"] = {
+        "fsync": "every_batch", "disk": disk_description(),
+        "max_orders_per_s": {"journal_on": round(cluster_max), "journal_off": round(nojournal_max)},
+        "throughput_ratio_on_off": round(cluster_max / nojournal_max, 3) if nojournal_max else None,
+        "p99_at_half_cluster_max_us": {"journal_on": on_med, "journal_off": off_med,
+                                       "journal_off_runs": off_p99},
+        "p99_ratio_on_off": round(on_med / off_med, 3) if on_med and off_med else None,
+        "steps_journal_off": nojournal_steps + nojournal_points,
+    }
     half_runs = {"null": null_points[len(rates):], "cluster": cluster_points[len(rates):]}
     runs = {name: [p["latency_us"].get("p99") for p in pts] for name, pts in half_runs.items()}
     result["p99_at_half_cluster_max_runs_us"] = runs
@@ -128,6 +155,16 @@ def run(seconds: float, bound_us: float) -> dict:
     n99, c99 = result["p99_at_half_cluster_max_us"]["null"], result["p99_at_half_cluster_max_us"]["cluster"]
     result["ratio_p99_at_half_load"] = round(c99 / n99, 3) if n99 and c99 else None
     return result
+
+
+def disk_description() -> str:
+    """What the journal writes to: the filesystem and device of perf/results' disk."""
+    try:
+        device = next(line.split() for line in Path("/proc/mounts").read_text().splitlines()
+                      if line.split()[1] == "/")
+        return f"{device[0]} ({device[2]}, {device[3].split(',')[0]}) at /"
+    except (OSError, StopIteration):
+        return "unknown"
 
 
 def markdown(r: dict) -> str:
@@ -164,10 +201,21 @@ def markdown(r: dict) -> str:
               f"- where the cluster's latency goes at half its max, per hop (median us; idle in "
               f"brackets; from pings through the order path): "
               f"{hops.line(r['hop_latency_us']['idle'], r['hop_latency_us']['at_half_cluster_max'])}",
+              f"- the journal's price (risk and matching journal every input, fsync every batch, "
+              f"on {r['journal']['disk']}): max {r['journal']['max_orders_per_s']['journal_on']:,} "
+              f"orders/s journaled vs {r['journal']['max_orders_per_s']['journal_off']:,} not: "
+              f"ratio **{r['journal']['throughput_ratio_on_off']}**; p99 at half the cluster's max "
+              f"{_us(r['journal']['p99_at_half_cluster_max_us']['journal_on'])} vs "
+              f"{_us(r['journal']['p99_at_half_cluster_max_us']['journal_off'])}: ratio "
+              f"**{r['journal']['p99_ratio_on_off']}**",
               f"- search steps that answered everything but missed the p99 bound (host stalls; a rate "
               f"fails after {TRIES} misses in a row): null {r['p99_misses_while_keeping_up']['null']}, "
               f"cluster {r['p99_misses_while_keeping_up']['cluster']}"]
     return "\n".join(lines) + "\n"
+
+
+def _us(value) -> str:
+    return f"{value:,.0f} us" if value else "-"
 
 
 def plot(r: dict, path: Path) -> None:

@@ -44,13 +44,14 @@ def cpu_seconds(pid: int) -> float:
 class Cluster:
     """A detached cluster in a temporary directory, with extra environment for its processes."""
 
-    def __init__(self, env: dict[str, str] | None = None) -> None:
+    def __init__(self, env: dict[str, str] | None = None, journal: dict | None = None) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="perpx-bench-"))
         self.run_dir = self.tmp / "run"
         self.config = config.write_tcp_topology(
             config.DEFAULT_CONFIG, self.tmp / "topology.toml", config.free_tcp_ports(20), self.run_dir,
             internal_ipc=True, node_settings={"risk": {"max_open_orders": BENCH_MAX_OPEN_ORDERS},
-                                              "gateway": {"rate_limits": BENCH_RATE_LIMITS}})
+                                              "gateway": {"rate_limits": BENCH_RATE_LIMITS}},
+            sections={"journal": journal} if journal else None)
         self.topo = config.load(self.config, run_dir=str(self.run_dir))
         self.env = {**os.environ, **(env or {})}
 

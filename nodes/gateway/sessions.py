@@ -27,9 +27,9 @@ from nodes.gateway.limits import REGIMES, Limiter
 
 from cluster.protocol import (
     PROTOCOL_VERSION, Ack, AdjustIsolatedMargin, AmendOrder, CancelAll, CancelOrder, Deposit, Error,
-    GetAccount, GetBook, GetLimits, GetOrders, Logon, LogonAck, Logout, Notice, Ping, PlaceOrder,
-    Pong, Regime, Reply, Report, Routed, SetLeverage, SetMarginMode, SignableRequest, Signed,
-    Withdraw,
+    GetAccount, GetBook, GetLimits, GetOrders, Logon, LogonAck, Logout, MaintenanceAlert, Notice,
+    Ping, PlaceOrder, Pong, Regime, Reply, Report, Routed, SetLeverage, SetMarginMode,
+    SignableRequest, Signed, Withdraw,
 )
 from cluster.scopes import REQUIRED_SCOPES, missing_scope
 from cluster.signing import RECV_WINDOW_MS, KeyEntry
@@ -451,6 +451,9 @@ class Gateway:
 
     def on_internal(self, msg) -> list[tuple]:
         t = type(msg)
+        if t is MaintenanceAlert:  # private: like a fill, to the account's sessions only
+            account = msg.account.partition(":")[0]  # "ACCOUNT:SYMBOL" for an isolated position
+            msg, t = Report(account=account, event=msg), Report
         if t is Report:
             out: list[tuple] = []
             requester = self.refs.pop(msg.ref, None) if msg.ref else None

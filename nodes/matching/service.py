@@ -1,5 +1,6 @@
 """Matching node shell: commands in from risk/liquidator, marks in from the oracle; every engine
-event goes to risk, market data (trades, L2 deltas) goes out on the matching PUB."""
+event goes to risk, market data (trades without their accounts, L2 deltas) goes out on the
+matching PUB."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from cluster.audit import Explanation
 from cluster.config import Topology
 from cluster.protocol import (
     MAX_BOOK_DEPTH, BookDelta, BookLevels, Error, GetBook, IndexMark, MarkPrice, OrderAccepted,
-    OrderAmended, OrderCancelled, OrderRejected, Ping, Pong, Reply, Routed, Trade,
+    OrderAmended, OrderCancelled, OrderRejected, Ping, Pong, Reply, Routed, Trade, public_trade,
 )
+from cluster.runner import CoreRunner
 from cluster.transport import NodeShell
 from nodes.matching.engine import MatchingEngine
 
@@ -46,24 +48,30 @@ def explanation(ev, now_ns: int) -> Explanation:
                        subject=ev.account, decision=DECISIONS[type(ev)], numbers=numbers)
 
 
+def make_engine(topo: Topology) -> MatchingEngine:
+    """Matching's core as the topology starts it (the node, and an offline replay, build it)."""
+    return MatchingEngine(topo.symbols)
+
+
 def build(shell: NodeShell, topo: Topology):
-    engine = MatchingEngine(topo.symbols)
+    engine = make_engine(topo)
     shell.peer("risk")
     shell.peer("gateway")
     shell.bind_pub(shell.conf.pub)
     topics = {name: b"md." + name.encode() for name in topo.symbols}
-    handle = engine.handle
-    record = shell.audit.record
+    audit = shell.audit
+    clock = [0]  # the input's time, for its explanations (the journaled one on replay)
 
     def emit(events: list) -> None:
         for ev in events:
             t = type(ev)
-            if t is BookDelta or t is Trade:
+            if t is BookDelta:
                 shell.publish(topics[ev.symbol], ev)
-                if t is BookDelta:
-                    continue
+                continue
+            if t is Trade:  # risk needs the accounts; market data names none
+                shell.publish(topics[ev.symbol], public_trade(ev))
             elif t is not OrderAccepted and explained(ev):
-                record(explanation(ev, shell.now_ns()))
+                audit.record(explanation(ev, clock[0]))
             shell.send("risk", ev)
 
     def failed(msg, exc: Exception) -> None:
@@ -91,21 +99,20 @@ def build(shell: NodeShell, topo: Topology):
             shell.send("gateway", Reply(ref=msg.ref, body=BookLevels(
                 req_id=body.req_id, symbol=body.symbol, book_seq=book_seq, bids=bids, asks=asks)))
 
-    def on_messages(messages: list) -> None:
-        for msg in messages:
-            if type(msg) is Routed:
-                query(msg)
-                continue
-            try:
-                emit(handle(msg))
-            except Exception as exc:  # one bad command must not take its batch with it
-                failed(msg, exc)
-
-    def on_marks(messages: list) -> None:
-        for msg in messages:
-            if type(msg) is IndexMark:
-                emit(handle(MarkPrice(symbol=msg.symbol, mark=msg.mark, index=msg.index,
-                                      seq=msg.seq, ts_ns=msg.ts_ns)))
+    def process(msg, now: int) -> None:
+        """One input (journaled by the runner first): a command, a client query, or a mark."""
+        clock[0] = now
+        t = type(msg)
+        if t is Routed:
+            query(msg)
+            return
+        if t is IndexMark:
+            msg = MarkPrice(symbol=msg.symbol, mark=msg.mark, index=msg.index, seq=msg.seq,
+                            ts_ns=msg.ts_ns)
+        try:
+            emit(engine.handle(msg))
+        except Exception as exc:  # one bad command must not take its batch with it
+            failed(msg, exc)
 
     def publish_snapshots() -> None:
         """Every book's levels with its book_seq, on its market data topic: a subscriber whose copy
@@ -114,11 +121,17 @@ def build(shell: NodeShell, topo: Topology):
             book_seq, bids, asks = engine.depth(symbol, MAX_BOOK_DEPTH)
             shell.publish(topic, BookLevels(symbol=symbol, book_seq=book_seq, bids=bids, asks=asks))
 
-    shell.bind_inbox(on_messages)
-    shell.subscribe(topo.nodes["oracle"].pub, [b"mark."], on_marks)
+    runner = CoreRunner(shell, engine, process, topo.journal)
+    shell.bind_inbox(runner.on_runs, runs=True)
+    shell.subscribe(topo.nodes["oracle"].pub, [b"mark."], runner.on_messages)
     shell.every(SNAPSHOT_MS, publish_snapshots)
+    shell.every(250, runner.maybe_snapshot)
+    recovered = runner.recover()
+    if recovered:
+        shell.log.info("matching_recovered", **recovered)
 
     def on_stop() -> None:
+        runner.close()
         shell.log.info("matching_final_state", state_hash=engine.state_hash(), seq=engine.seq,
                        trades=engine.trade_id)
 

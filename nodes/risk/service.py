@@ -5,21 +5,30 @@ liquidator, explanations to the audit journal."""
 from __future__ import annotations
 
 from cluster.config import Topology
-from cluster.protocol import Error, Ping, Pong, Reply, Routed
+from cluster.protocol import ClockTick, Error, Ping, Pong, Reply, Routed
+from cluster.runner import CoreRunner
 from cluster.transport import NodeShell
 from nodes.risk.ledger import RiskEngine
 
+MARK_CHECK_MS = 100  # how often the marks' ages are looked at with no order to look at them
+
+
+def make_engine(topo: Topology) -> RiskEngine:
+    """Risk's core as the topology starts it (the node, and an offline replay, build it here)."""
+    conf = topo.nodes["risk"]
+    return RiskEngine(topo.symbols, {a.name: a.deposit for a in topo.accounts.values()},
+                      max_open_orders=conf.max_open_orders,
+                      insurance_fund=topo.atoms(conf.insurance_fund, "insurance_fund"),
+                      backstops=topo.nodes["liquidator"].backstop_accounts,
+                      max_mark_age_ns=conf.max_mark_age_ms * 1_000_000)
+
 
 def build(shell: NodeShell, topo: Topology):
-    engine = RiskEngine(topo.symbols, {a.name: a.deposit for a in topo.accounts.values()},
-                        max_open_orders=shell.conf.max_open_orders,
-                        insurance_fund=topo.atoms(shell.conf.insurance_fund, "insurance_fund"),
-                        backstops=topo.nodes["liquidator"].backstop_accounts)
+    engine = make_engine(topo)
     for peer in ("matching", "gateway", "liquidator"):
         shell.peer(peer)
     send = shell.send
-    record = shell.audit.record
-    now_ns = shell.now_ns
+    audit = shell.audit
 
     def failed(msg, exc: Exception) -> None:
         """The engine raised on a message (a bug): log and count it; a client request gets an
@@ -29,36 +38,48 @@ def build(shell: NodeShell, topo: Topology):
             send("gateway", Reply(ref=msg.ref, body=Error(
                 req_id=0, reason="internal_error", detail={"error": type(exc).__name__})))
 
-    def on_messages(messages: list) -> None:
-        now = now_ns()
-        for msg in messages:
-            t = type(msg)
-            if t is Routed and type(msg.body) is Ping:
-                body = msg.body
-                hops = body.hops + [("risk", shell.mono_ns())]
-                send("matching", Routed(ref=msg.ref, account=msg.account,
-                                        body=Ping(req_id=body.req_id, hops=hops)))
-                continue
-            if t is Reply and type(msg.body) is Pong:
-                body = msg.body
-                send("gateway", Reply(ref=msg.ref, body=Pong(
-                    req_id=body.req_id, hops=body.hops + [("risk", shell.mono_ns())])))
-                continue
-            try:
-                effects = engine.handle(msg, now)
-            except Exception as exc:  # one bad message must not take its batch with it
-                failed(msg, exc)
-                continue
-            for dest, effect in effects:
-                if dest == "audit":
-                    record(effect)
-                else:
-                    send(dest, effect)
+    def process(msg, now: int) -> None:
+        """One input (journaled by the runner first)."""
+        t = type(msg)
+        if t is Routed and type(msg.body) is Ping:
+            body = msg.body
+            hops = body.hops + [("risk", shell.mono_ns())]
+            send("matching", Routed(ref=msg.ref, account=msg.account,
+                                    body=Ping(req_id=body.req_id, hops=hops)))
+            return
+        if t is Reply and type(msg.body) is Pong:
+            body = msg.body
+            send("gateway", Reply(ref=msg.ref, body=Pong(
+                req_id=body.req_id, hops=body.hops + [("risk", shell.mono_ns())])))
+            return
+        try:
+            effects = engine.handle(msg, now)
+        except Exception as exc:  # one bad message must not take its batch with it
+            failed(msg, exc)
+            return
+        for dest, effect in effects:
+            if dest == "audit":
+                audit.record(effect)
+            else:
+                send(dest, effect)
 
-    shell.bind_inbox(on_messages)
-    shell.subscribe(topo.nodes["oracle"].pub, [b"mark.", b"funding.", b"regime."], on_messages)
+    runner = CoreRunner(shell, engine, process, topo.journal)
+    shell.bind_inbox(runner.on_runs, runs=True)
+    shell.subscribe(topo.nodes["oracle"].pub, [b"mark.", b"funding.", b"regime."],
+                    runner.on_messages)
+    shell.every(250, runner.maybe_snapshot)
+    # The timer is an input (journaled): marks' ages and the funding clock's start replay alike.
+    shell.every(MARK_CHECK_MS, lambda: runner.on_messages([ClockTick()]))
+    recovered = runner.recover()
+    runner.on_start([ClockTick()])  # the funding clock starts before any rate can arrive
+    if recovered:
+        shell.log.info("risk_recovered", **recovered)
+        for name, acct in engine.accounts.items():  # the liquidator's view, afresh
+            if any(p.qty for p in acct.positions.values()):
+                send("liquidator", engine.account_risk(name))
 
     def on_stop() -> None:
+        runner.close()
         held, owed = engine.conservation()
         shell.log.info("risk_final_state", money_held=held, money_owed=owed,
                        conserved=held == owed, fee_pool=engine.fee_pool,

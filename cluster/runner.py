@@ -1,0 +1,200 @@
+"""The runner of a journaled core (risk, matching): every input is journaled before its effects
+leave the node, a snapshot is taken now and then, and a (re)started node rebuilds its state from the
+latest snapshot and the journal after it.
+
+    inputs (drained batch) -> links_in (once, in order) -> journal (group commit) -> process(msg, now)
+                                                                                  -> effects, flushed
+
+An input is one message, or the header of a run of messages that arrived on a sequenced link (the
+numbers applied: replaying it rebuilds what the node has received on each link). Each gets the next
+input sequence number (the journal's), which the audit records it causes carry (`input_seq`).
+
+Replay runs the same `process` on the same inputs with the same `now`: what it would send is
+dropped, except on sequenced links, where it is numbered and kept for resends (the receivers had it,
+or ask for it: cluster/links.py). So nothing a client was told is told twice, and nothing that was
+journaled but not yet sent when the node died is lost.
+
+Snapshots are taken in a forked child (copy-on-write: the node stops for the fork, not for the
+pickling and the write) when `snapshot_every` inputs or `snapshot_interval_s` have passed.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+
+from cluster.config import JournalConf
+from cluster.journal import Journal
+from cluster.protocol import LinkSeq, NodeInbound
+
+KEEP_FOR_RESENDS = 10_000  # last messages per sequenced link a snapshot carries
+
+
+def journal_dir(run_dir: str | Path, node: str) -> Path:
+    return Path(run_dir) / "journal" / node
+
+
+def snapshot_state(core, shell) -> bytes:
+    """The node's whole replayable state: the core, what each link delivered, and what it sent."""
+    return pickle.dumps({
+        "core": core.snapshot(), "links_in": shell.links_in, "out": shell.next_numbers(),
+        "resend": {box.link: list(box.seq.buffer)[-KEEP_FOR_RESENDS:]
+                   for box in shell.sequenced_outboxes()},
+    }, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def restore_state(core, shell, data: bytes) -> None:
+    state = pickle.loads(data)
+    core.restore(state["core"])
+    shell.links_in = state["links_in"]
+    shell.set_next_numbers(state["out"])
+    for box in shell.sequenced_outboxes():
+        box.seq.buffer.extend(state["resend"].get(box.link, ()))
+
+
+class CoreRunner:
+    def __init__(self, shell, core, process: Callable[[object, int], None],
+                 conf: JournalConf) -> None:
+        self.shell = shell
+        self.core = core
+        self.process = process
+        self.conf = conf
+        directory = shell.journal_dir()
+        self.journal = Journal(
+            directory, fsync=conf.fsync, segment_bytes=conf.segment_mb * 1024 * 1024,
+            keep_snapshots=conf.keep_snapshots, clock_ns=time.monotonic_ns,
+        ) if conf.enabled and directory is not None else None
+        self._encode = msgspec.msgpack.Encoder().encode
+        self._decode = msgspec.msgpack.Decoder(NodeInbound).decode
+        self._since_snapshot = 0
+        self._last_snapshot = time.monotonic()
+        self._child: int | None = None  # a snapshot being written
+        self.recovered: dict = {}
+        shell.runner = self
+
+    # ------------------------------------------------------------------ live inputs
+
+    def on_runs(self, runs: list) -> None:
+        """The inbox: [(header or None, messages)] as links_in applied them."""
+        now = self.shell.now_ns()
+        inputs: list = []
+        for header, messages in runs:
+            if header is not None:
+                inputs.append(header)
+            inputs.extend(messages)
+        self._run(inputs, now)
+
+    def on_messages(self, messages: list) -> None:
+        """A subscription (marks): inputs that are not sequenced."""
+        self._run(messages, self.shell.now_ns())
+
+    def on_start(self, messages: list) -> None:
+        """Inputs a node gives itself when it starts (the funding clock's start). An offline
+        replay (`shell.offline`) has them in the journal already, so it does not add them."""
+        if not getattr(self.shell, "offline", False):
+            self._run(messages, self.shell.now_ns())
+
+    def _run(self, inputs: list, now: int) -> None:
+        journal = self.journal
+        audit = self.shell.audit
+        process = self.process
+        if journal is not None:
+            encode = self._encode
+            seq = journal.append_batch([(now, encode(msg)) for msg in inputs])
+            self._since_snapshot += len(inputs)
+        else:
+            seq = 0
+        for msg in inputs:
+            if seq:
+                audit.input_seq = seq
+                seq += 1
+            if type(msg) is not LinkSeq:
+                process(msg, now)
+        audit.input_seq = 0
+
+    # ------------------------------------------------------------------ recovery
+
+    def recover(self) -> dict:
+        """Restore the latest snapshot and replay the journal after it. Returns what was done
+        (empty when there was nothing to recover)."""
+        if self.journal is None:
+            return {}
+        started = time.monotonic()
+        shell = self.shell
+        mark = shell.audit.mark()
+        snap = self.journal.latest_snapshot()
+        after = 0
+        if snap is not None:
+            restore_state(self.core, shell, snap.payload)
+            after = snap.seq
+        replayed = 0
+        links_in = shell.links_in
+        for frame in self.journal.read(after):
+            msg = self._decode(frame.payload)
+            if type(msg) is LinkSeq:
+                links_in.applied(msg)
+            else:
+                self.process(msg, frame.ts_ns)
+            replayed += 1
+        shell.replay_done(mark)
+        if snap is None and not replayed:
+            return {}
+        self.recovered = {
+            "snapshot_seq": after, "replayed": replayed, "input_seq": self.journal.next_seq - 1,
+            "torn_tail_bytes": self.journal.torn.cut_bytes if self.journal.torn else 0,
+            "ms": int((time.monotonic() - started) * 1000), "state_hash": self.core.state_hash(),
+        }
+        return self.recovered
+
+    # ------------------------------------------------------------------ snapshots
+
+    def maybe_snapshot(self) -> None:
+        """A timer: reap a finished snapshot child; start one when enough has happened."""
+        if self.journal is None:
+            return
+        if self._child is not None:
+            pid, status = os.waitpid(self._child, os.WNOHANG)
+            if pid == 0:
+                return
+            self._child = None
+            if os.waitstatus_to_exitcode(status) == 0:
+                self.journal.prune()
+            else:
+                self.shell.log.error("snapshot_failed", exit_code=os.waitstatus_to_exitcode(status))
+        due = self._since_snapshot >= self.conf.snapshot_every or (
+            self._since_snapshot and time.monotonic() - self._last_snapshot
+            >= self.conf.snapshot_interval_s)
+        if due and not self.shell.has_pending():
+            self.snapshot()
+
+    def snapshot(self, wait: bool = False) -> None:
+        seq = self.journal.next_seq - 1
+        self.journal.sync()  # the snapshot must never be ahead of the durable journal
+        self._since_snapshot = 0
+        self._last_snapshot = time.monotonic()
+        pid = os.fork()
+        if pid == 0:  # the child: a frozen copy of the state; pickle it, write it, leave
+            code = 1
+            try:
+                self.journal.write_snapshot(seq, time.time_ns(), snapshot_state(self.core, self.shell),
+                                            prune=False)
+                code = 0
+            finally:
+                os._exit(code)
+        self._child = pid
+        if wait:
+            while self._child is not None:
+                self.maybe_snapshot()
+                time.sleep(0.005)
+
+    def close(self) -> None:
+        if self._child is not None:
+            os.waitpid(self._child, 0)
+            self._child = None
+        if self.journal is not None:
+            self.journal.close()
