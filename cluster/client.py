@@ -102,7 +102,11 @@ class Client:
         self._keeper = None
 
     async def __aenter__(self) -> Client:
-        await self.connect()
+        try:
+            await self.connect()
+        except BaseException:  # a refused logon: release the socket and its context (a context
+            await self.close()  # left open holds the interpreter's exit)
+            raise
         return self
 
     async def __aexit__(self, *exc) -> None:

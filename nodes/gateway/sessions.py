@@ -349,12 +349,21 @@ class Gateway:
         else:
             api_key, session_id, last_nonce = (session.api_key, session.session_id,
                                                session.last_nonce)
+        if type(inner) is Logon:
+            failures = self.logon_failures.get(ip)
+            if api_key not in self.api_keys or (
+                    failures is not None and now_ns < failures.blocked_until_ns):
+                # an unknown key, or a paced address: refused (and counted) as a plain logon is,
+                # so that signing a guess goes no faster than sending it
+                return self.on_request(identity, inner, now_ns, ip)
         entry = self.keys.get(api_key)
         if entry is None:
             return refuse("invalid_signature", error="the key has no secret to sign with")
         if not entry.verify(session_id, msg.ts_ms, msg.nonce, msg.body, msg.sig):
-            return refuse("invalid_signature", session=session_id, nonce=msg.nonce,
-                          timestamp=msg.ts_ms)
+            detail = {"session": session_id, "nonce": msg.nonce, "timestamp": msg.ts_ms}
+            if type(inner) is Logon:  # a wrong secret is a failed logon
+                detail.update(self._pacing(self._failed_logon(ip, now_ns), now_ns, ip))
+            return refuse("invalid_signature", **detail)
         server_ms = (now_ns + self.wall_offset_ns) // 1_000_000
         if abs(server_ms - msg.ts_ms) > self.recv_window_ms:
             return refuse("stale_request", server_time=server_ms, timestamp=msg.ts_ms,

@@ -221,3 +221,24 @@ def test_an_ed25519_key_signs_with_its_private_half_and_the_venue_keeps_only_the
         flipped[bit // 8] ^= 1 << (bit % 8)
         assert not verify_ed25519(public_key, 1, 2, 3, b"body", bytes(flipped))
     assert not verify_ed25519(public_key, 1, 2, 4, b"body", sig)
+
+
+def test_signed_logons_with_a_wrong_secret_or_an_unknown_key_are_paced_like_plain_ones():
+    """Signing a guess must not bypass the pacing of failed logons: a wrong secret counts as a
+    failed logon, an unknown key is refused invalid_api_key, and a paced address is refused
+    before its signature is looked at."""
+    gw = gateway()
+    for attempt in range(1, 4):  # (the free failures)
+        wrong = answer(gw.on_request(b"x", signed(Logon(req_id=1, api_key="k"), 0, WALL_MS,
+                                                  attempt, b"w" * 32), 0, "10.0.0.5"))
+        assert (wrong.reason, wrong.detail["attempts"]) == ("invalid_signature", attempt)
+    unknown = answer(gw.on_request(b"x", signed(Logon(req_id=1, api_key="nope"), 0, WALL_MS, 9),
+                                   0, "10.0.0.5"))
+    assert (unknown.reason, unknown.detail["attempts"]) == ("invalid_api_key", 4)
+    assert unknown.detail["retry_after_ms"] == 1000
+    paced = answer(gw.on_request(b"x", signed(Logon(req_id=1, api_key="k"), 0, WALL_MS, 10),
+                                 0, "10.0.0.5"))
+    assert (paced.reason, paced.detail["retry_after_ms"]) == ("logon_delayed", 1000)
+    ok = answer(gw.on_request(b"x", signed(Logon(req_id=1, api_key="k"), 0, WALL_MS, 11),
+                              1000 * MS, "10.0.0.5"))
+    assert type(ok) is LogonAck
