@@ -43,7 +43,7 @@ from cluster.protocol import (
 )
 from cluster.backoff import Backoff
 from cluster.signing import signer
-from cluster.transport import wake_reader
+from cluster.sockets import wake_reader
 from cluster.units import UnitError, from_units, to_units
 
 
