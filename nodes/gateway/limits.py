@@ -211,7 +211,8 @@ class Limiter:
             if key:
                 limits = self.session(ip, key, account, now_ns)
             else:
-                limits = SessionLimits((self.bucket("ip_weight", ip, now_ns),), (), None,
+                weights = (self.bucket("ip_weight", ip, now_ns),)  # (an order too: refused
+                limits = SessionLimits(weights, weights, None,  # not_logged_on after this)
                                        self.offender("ip:" + ip, now_ns))
         buckets = limits.orders if t is PlaceOrder or t is AmendOrder else limits.weights
         offender = limits.offender

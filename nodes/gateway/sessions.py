@@ -337,6 +337,8 @@ class Gateway:
             inner = self._bodies.decode(msg.body)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             return refuse("invalid_message", error=f"signed body: {exc}"[:200])
+        if type(inner) is Ping:  # the trace starts here (as a plain Ping's: the node stamps it)
+            inner = Ping(req_id=inner.req_id, hops=[("gateway", now_ns)], full=inner.full)
         if inner.req_id != msg.req_id:
             return refuse("invalid_message", error="req_id differs from the signed body's",
                           body_req_id=inner.req_id)

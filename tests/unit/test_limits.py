@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from cluster.config import LimitsPolicy, Rule
 from cluster.protocol import (
-    Ack, CancelAll, CancelOrder, GetAccount, Logon, LogonAck, PlaceOrder, Reply, Routed,
+    Ack, AmendOrder, CancelAll, CancelOrder, GetAccount, Logon, LogonAck, PlaceOrder, Reply, Routed,
 )
 from nodes.gateway.limits import MS, WEIGHTS, Bucket, Limiter
 from nodes.gateway.sessions import Gateway
@@ -225,3 +225,12 @@ def test_a_scale_table_naming_no_rule_is_refused():
 
     with pytest.raises(ValueError, match="no rule account_order"):
         Limiter(LimitsPolicy(scale={"degraded": {"account_order": 0}}))
+
+
+def test_an_order_or_amend_before_logon_is_refused_not_logged_on_not_crashed():
+    """After a gateway restart a client's first order arrives with no session: it is charged to
+    its address and refused not_logged_on (the SDK logs on again), never an internal error."""
+    gw = Gateway({"k": ("alice", ("trade",))}, {"BTC-PERP": {}}, limits=tight())
+    for request in (order(1), AmendOrder(req_id=2, symbol="BTC-PERP", order_id=1, price=2)):
+        (_, _, refused), = gw.on_request(b"s", request, 0, "9.9.9.9")
+        assert refused.reason == "not_logged_on" and refused.usage["rule"] == "ip_weight"

@@ -242,3 +242,12 @@ def test_signed_logons_with_a_wrong_secret_or_an_unknown_key_are_paced_like_plai
     ok = answer(gw.on_request(b"x", signed(Logon(req_id=1, api_key="k"), 0, WALL_MS, 11),
                               1000 * MS, "10.0.0.5"))
     assert type(ok) is LogonAck
+
+
+def test_a_signed_full_ping_starts_its_trace_at_the_gateway_as_a_plain_one_does():
+    from cluster.protocol import Ping
+    gw = gateway()
+    session = log_on(gw).session
+    routed = answer(gw.on_request(b"me", signed(Ping(req_id=2, full=True, hops=[("x", 1)]),
+                                                session, WALL_MS, 2), 77))
+    assert type(routed) is Routed and routed.body.hops == [("gateway", 77)]
