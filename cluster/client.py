@@ -279,12 +279,13 @@ class Client:
         (default the client's)."""
         req_id = next(self._ids)
         message = msgspec.structs.replace(message, req_id=req_id)
-        if self._signer is not None:
-            message = self.signed(message)
         fut = asyncio.get_running_loop().create_future()
         self._waiting[req_id] = fut
         try:
-            frame = self._codec.encode([message])
+            if self._signer is not None:  # (the signed body is encoded here too)
+                frame = self._codec.encode([self.signed(message)])
+            else:
+                frame = self._codec.encode([message])
         except OverflowError:  # msgpack carries 64-bit integers; the venue takes up to MAX_UNITS
             self._waiting.pop(req_id, None)
             raise UnitError("out_of_range", f"a number in {type(message).__name__} does not fit "

@@ -251,3 +251,23 @@ def test_a_signed_full_ping_starts_its_trace_at_the_gateway_as_a_plain_one_does(
     routed = answer(gw.on_request(b"me", signed(Ping(req_id=2, full=True, hops=[("x", 1)]),
                                                 session, WALL_MS, 2), 77))
     assert type(routed) is Routed and routed.body.hops == [("gateway", 77)]
+
+
+def test_a_signed_request_with_a_number_beyond_64_bits_is_refused_out_of_range_by_the_sdk():
+    """(It crashed the CLI: the signed body was encoded outside the SDK's overflow check.)"""
+    import asyncio
+
+    import pytest
+
+    from cluster.client import Client
+    from cluster.protocol import CancelOrder
+    from cluster.units import UnitError
+
+    async def run():
+        client = Client("tcp://127.0.0.1:9", secret=SECRET)
+        with pytest.raises(UnitError) as refused:
+            await client._ask(CancelOrder(symbol="BTC-PERP", order_id=2**70))
+        assert refused.value.reason == "out_of_range" and not client._waiting
+        client.ctx.term()
+
+    asyncio.run(run())
