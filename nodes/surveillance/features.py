@@ -1,0 +1,476 @@
+"""Surveillance features per account x symbol x window: exact integers, updated per event.
+
+    feats = Features(symbols)
+    feats.handle(msg, now_ns)          # an EngineBatch of the private feed, a Notice, AccountRisk, ...
+    feats.values(now_ns)               # {(account, symbol): {feature: int}} over the rolling window
+
+Windows. Every counter lives in 10 s buckets kept for the rolling window (10 minutes, RTS 9's "max
+OTR in 10-minute buckets"), and in a session total that never expires: `values(now, "10m")` sums (or
+takes the maximum over) the buckets still in the window, `values(now, "session")` the totals. A
+bucket that leaves the window is subtracted when its key is next touched or read, never by a rescan.
+
+Counters (summed) and peaks (maximum over the window's buckets), per account x symbol:
+  orders, amends, cancels      messages the member sent (RTS 9 counts each; venue-decided cancels
+                               - IOC remainders, self-trade prevention - are not the member's)
+  order_qty, fills, fill_qty   lots accepted; own fills (maker or taker) and their lots
+  cxl_1ms/10ms/100ms           user cancels of an order less than 1/10/100 ms after it was accepted
+  spoof_cxl_qty                lots cancelled on side S within SPOOF_WINDOW_NS of an own fill on -S
+                               (MAR 2016/522 5(e): the trade on the other side, then the removal)
+  lev_changes                  leverage settings changed (risk's Notice)
+  burst_100ms      peak        cancels in any 100 ms
+  touch_1s         peak        top-of-book changes the account's commands made in any 1 s
+  layer_milli      peak        own lots resting away from the touch on one side per own lot at the
+                               touch on the other side (x1000; no touch order counts as one lot)
+  levels           peak        price levels the account occupies on one side
+  depth_share_ppm  peak        own lots within 1 % of mid / all lots within 1 % of mid
+  lev_jump_milli   peak        new / old leverage (x1000) of a raise
+  lev_then_order   peak        lots of an order placed within LEVERAGE_LEAD_NS after a raise
+  ignition_ppm     peak        own share of the symbol's traded lots over an aggressive episode x
+                               the mid's move in the episode's direction (ppm), counted once the
+                               account trades the other way within REVERSAL_NS (momentum ignition)
+Derived (from the above, at read time):
+  otr_num_milli    (orders + amends + cancels) / fills - 1, x1000 (zero fills: the message count)
+  otr_vol_milli    order_qty / fill_qty - 1, x1000 (zero fills: order_qty)
+  cxl_lt_1ms_ppm / cxl_lt_10ms_ppm / cxl_lt_100ms_ppm   share of orders cancelled that fast
+  spoof_milli      spoof_cxl_qty / fill_qty, x1000
+  liq_cluster      other accounts whose liquidation price (this symbol) is in the same 10 bps bucket
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from cluster.book_mirror import BookMirror
+from cluster.config import SymbolSpec
+from cluster.prices import liquidation_price
+from cluster.protocol import (
+    AccountRisk, BookDelta, BookLevels, EngineBatch, FundingRate, IndexMark, Notice, OrderAccepted,
+    OrderAmended, OrderCancelled, OrdersCancelled, Regime, Trade,
+)
+
+MS = 1_000_000
+BUCKET_NS = 10_000 * MS
+WINDOW_BUCKETS = 60  # 10 minutes of 10 s buckets
+BURST_NS = 100 * MS
+TOUCH_NS = 1_000 * MS
+SPOOF_WINDOW_NS = 1_000 * MS
+LEVERAGE_LEAD_NS = 60_000 * MS
+EPISODE_NS = 5_000 * MS
+REVERSAL_NS = 10_000 * MS
+LIQ_BUCKET_BPS = 10
+LIFETIMES = ((1 * MS, "cxl_1ms"), (10 * MS, "cxl_10ms"), (100 * MS, "cxl_100ms"))
+
+COUNTERS = ("orders", "amends", "cancels", "order_qty", "fills", "fill_qty", "cxl_1ms",
+            "cxl_10ms", "cxl_100ms", "spoof_cxl_qty", "lev_changes")
+PEAKS = ("burst_100ms", "touch_1s", "layer_milli", "levels", "depth_share_ppm",
+         "lev_jump_milli", "lev_then_order", "ignition_ppm")
+# What the ranking compares across the population (each higher = more suspicious).
+RANKED = ("otr_num_milli", "otr_vol_milli", "cxl_lt_1ms_ppm", "cxl_lt_10ms_ppm",
+          "cxl_lt_100ms_ppm", "burst_100ms", "touch_1s", "spoof_milli", "layer_milli", "levels",
+          "depth_share_ppm", "lev_changes", "lev_jump_milli", "lev_then_order", "ignition_ppm",
+          "liq_cluster")
+WINDOWS = ("10m", "session")
+
+
+def derived(c: dict[str, int]) -> dict[str, int]:
+    """The ratio features of one key's counters (RTS 9 OTR, cancel-lifetime shares, spoof ratio)."""
+    messages = c["orders"] + c["amends"] + c["cancels"]
+    fills, fill_qty, orders = c["fills"], c["fill_qty"], c["orders"]
+    return {
+        "otr_num_milli": messages * 1000 // fills - 1000 if fills else messages * 1000,
+        "otr_vol_milli": c["order_qty"] * 1000 // fill_qty - 1000 if fill_qty else c["order_qty"] * 1000,
+        "cxl_lt_1ms_ppm": c["cxl_1ms"] * 1_000_000 // orders if orders else 0,
+        "cxl_lt_10ms_ppm": c["cxl_10ms"] * 1_000_000 // orders if orders else 0,
+        "cxl_lt_100ms_ppm": c["cxl_100ms"] * 1_000_000 // orders if orders else 0,
+        "spoof_milli": c["spoof_cxl_qty"] * 1000 // max(fill_qty, 1),
+    }
+
+
+class Counters:
+    """One account x symbol: bucketed counters and peaks, and session totals."""
+
+    __slots__ = ("buckets", "sums", "session", "session_peaks", "last_ns")
+
+    def __init__(self) -> None:
+        self.last_ns = 0  # the latest event that changed this key (what an alert is timed from)
+        self.buckets: deque = deque()  # (bucket number, counts dict, peaks dict), oldest first
+        self.sums = dict.fromkeys(COUNTERS, 0)  # over the buckets held
+        self.session = dict.fromkeys(COUNTERS, 0)
+        self.session_peaks = dict.fromkeys(PEAKS, 0)
+
+    def _bucket(self, now_ns: int):
+        number = now_ns // BUCKET_NS
+        self.expire(number)
+        if not self.buckets or self.buckets[-1][0] != number:
+            self.buckets.append((number, {}, {}))
+        return self.buckets[-1]
+
+    def expire(self, number: int) -> None:
+        """Drop the buckets older than the window ending at bucket `number`."""
+        buckets, sums = self.buckets, self.sums
+        while buckets and buckets[0][0] <= number - WINDOW_BUCKETS:
+            for name, n in buckets.popleft()[1].items():
+                sums[name] -= n
+
+    def add(self, name: str, amount: int, now_ns: int) -> None:
+        self.last_ns = now_ns
+        counts = self._bucket(now_ns)[1]
+        counts[name] = counts.get(name, 0) + amount
+        self.sums[name] += amount
+        self.session[name] += amount
+
+    def peak(self, name: str, value: int, now_ns: int) -> None:
+        peaks = self._bucket(now_ns)[2]
+        if value > peaks.get(name, 0):
+            peaks[name] = value
+            self.last_ns = now_ns
+        if value > self.session_peaks[name]:
+            self.session_peaks[name] = value
+
+    def read(self, now_ns: int, window: str) -> dict[str, int]:
+        if window == "session":
+            out = dict(self.session)
+            out.update(self.session_peaks)
+            return out
+        self.expire(now_ns // BUCKET_NS)
+        out = dict(self.sums)
+        out.update(dict.fromkeys(PEAKS, 0))
+        for _, _, peaks in self.buckets:
+            for name, v in peaks.items():
+                if v > out[name]:
+                    out[name] = v
+        return out
+
+
+class OpenOrder:
+    __slots__ = ("account", "symbol", "side", "price", "remaining", "ts_ns")
+
+    def __init__(self, account: str, symbol: str, side: int, price: int, remaining: int,
+                 ts_ns: int) -> None:
+        self.account, self.symbol, self.side = account, symbol, side
+        self.price, self.remaining, self.ts_ns = price, remaining, ts_ns
+
+
+class Episode:
+    """An account's run of aggressive trades in one direction (momentum ignition)."""
+
+    __slots__ = ("direction", "start_ns", "start_mid", "own", "total", "closed_ns", "score")
+
+    def __init__(self, direction: int, start_ns: int, start_mid: int) -> None:
+        self.direction, self.start_ns, self.start_mid = direction, start_ns, start_mid
+        self.own = self.total = 0
+        self.closed_ns = 0  # when the episode's window ended (0: still open)
+        self.score = 0
+
+
+class Features:
+    def __init__(self, symbols: dict[str, SymbolSpec]) -> None:
+        self.specs = symbols
+        self.keys: dict[tuple[str, str], Counters] = {}
+        self.open: dict[int, OpenOrder] = {}
+        self.own: dict[tuple[str, str], dict[int, OpenOrder]] = {}  # resting orders per key
+        self.books = {s: BookMirror(s, empty_at_start=True) for s in sorted(symbols)}
+        self.cancel_times: dict[tuple[str, str], deque] = {}
+        self.touch_times: dict[tuple[str, str], deque] = {}
+        self.last_fill: dict[tuple[str, str, int], int] = {}  # (account, symbol, side) -> ts
+        self.leverage: dict[tuple[str, str], int] = {}
+        self.raised_at: dict[tuple[str, str], int] = {}
+        self.episodes: dict[tuple[str, str], Episode] = {}
+        self.marks: dict[str, int] = {}
+        self.liq: dict[tuple[str, str], int] = {}  # liquidation price, ticks
+        self.market: dict[str, dict[str, int]] = {s: {} for s in sorted(symbols)}
+        self.events = 0
+        self.last_event_ns = 0
+
+    # ------------------------------------------------------------------ input
+
+    def counters(self, key: tuple[str, str]) -> Counters:
+        c = self.keys.get(key)
+        if c is None:
+            c = self.keys[key] = Counters()
+        return c
+
+    def handle(self, msg, now_ns: int) -> None:
+        t = type(msg)
+        self.events += 1
+        self.last_event_ns = now_ns
+        if t is EngineBatch:
+            self._batch(msg.events, msg.ts_ns or now_ns)
+        elif t is Notice:
+            self._notice(msg, now_ns)
+        elif t is AccountRisk:
+            self._account_risk(msg)
+        elif t is BookLevels:
+            book = self.books.get(msg.symbol)
+            if book is not None:
+                book.offer(msg)
+        elif t is IndexMark:
+            self.marks[msg.symbol] = msg.mark
+            if msg.symbol in self.market:
+                self.market[msg.symbol]["basis_ppm"] = (
+                    (msg.mark - msg.index) * 1_000_000 // msg.index if msg.index else 0)
+        elif t is FundingRate:
+            if msg.symbol in self.market:
+                self.market[msg.symbol]["funding_e9"] = msg.rate_e9
+        elif t is Regime:
+            if msg.symbol in self.market:
+                self.market[msg.symbol]["realized_vol_ppm"] = msg.realized_vol_ppm
+
+    def _batch(self, events: list, now: int) -> None:
+        """One command's events, in the engine's order."""
+        actor = None
+        touched: set[tuple[str, str]] = set()
+        tops_before = {}
+        mids_before = {}
+        for ev in events:
+            t = type(ev)
+            symbol = ev.symbol
+            if symbol not in self.books:
+                continue
+            if symbol not in tops_before:
+                tops_before[symbol] = self._top(symbol)
+                mids_before[symbol] = self.mid(symbol)
+            if t is BookDelta:
+                self.books[symbol].apply(ev)
+                continue
+            if t is Trade:
+                self._trade(ev, now, mids_before[symbol])
+                if actor is None:
+                    actor = (ev.taker_account, symbol)
+                touched.add((ev.maker_account, symbol))
+                touched.add((ev.taker_account, symbol))
+                continue
+            if not ev.account:
+                continue
+            key = (ev.account, symbol)
+            if actor is None:
+                actor = key
+            touched.add(key)
+            if t is OrderAccepted:
+                self._accepted(ev, key, now)
+            elif t is OrderCancelled:
+                self._cancelled(ev.order_id, ev.reason, key, now)
+            elif t is OrdersCancelled:
+                for order_id, _ in ev.orders:
+                    self._cancelled(order_id, ev.reason, key, now)
+            elif t is OrderAmended:
+                self._amended(ev, key, now)
+        for symbol, before in tops_before.items():
+            self._close_episodes(symbol, now)
+            if actor is not None and actor[1] == symbol and self._top(symbol) != before:
+                times = self.touch_times.setdefault(actor, deque())
+                self._slide(times, now, TOUCH_NS)
+                self.counters(actor).peak("touch_1s", len(times), now)
+        for key in sorted(touched):
+            self._resting_shape(key, now)
+
+    @staticmethod
+    def _slide(times: deque, now: int, width: int) -> None:
+        """Add `now` to a sliding window of timestamps `width` wide (ending at now, inclusive)."""
+        times.append(now)
+        while times[0] <= now - width:
+            times.popleft()
+
+    def _top(self, symbol: str) -> tuple:
+        book = self.books[symbol]
+        bid = max(book.bids) if book.bids else 0
+        ask = min(book.asks) if book.asks else 0
+        return bid, book.bids.get(bid, 0), ask, book.asks.get(ask, 0)
+
+    def mid(self, symbol: str) -> int:
+        """The book's mid in ticks (the mark when a side is empty; 0 when neither is known)."""
+        bid, _, ask, _ = self._top(symbol)
+        if bid and ask:
+            return (bid + ask) // 2
+        return self.marks.get(symbol, 0)
+
+    def _accepted(self, ev: OrderAccepted, key, now: int) -> None:
+        c = self.counters(key)
+        c.add("orders", 1, now)
+        c.add("order_qty", ev.qty, now)
+        if ev.status == "new" and ev.price:
+            order = OpenOrder(ev.account, ev.symbol, ev.side, ev.price, ev.qty, now)
+            self.open[ev.order_id] = order
+            self.own.setdefault(key, {})[ev.order_id] = order
+        raised = self.raised_at.get(key)
+        if raised is not None and now - raised <= LEVERAGE_LEAD_NS:
+            c.peak("lev_then_order", ev.qty, now)
+
+    def _forget(self, order_id: int) -> OpenOrder | None:
+        order = self.open.pop(order_id, None)
+        if order is not None:
+            mine = self.own.get((order.account, order.symbol))
+            if mine is not None:
+                mine.pop(order_id, None)
+        return order
+
+    def _cancelled(self, order_id: int, reason: str, key, now: int) -> None:
+        order = self._forget(order_id)
+        if reason not in ("user", "mass_cancel"):
+            return  # the venue's decision (IOC rest, self-trade prevention), not a member message
+        c = self.counters(key)
+        c.add("cancels", 1, now)
+        times = self.cancel_times.setdefault(key, deque())
+        self._slide(times, now, BURST_NS)
+        c.peak("burst_100ms", len(times), now)
+        if order is None:
+            return
+        age = now - order.ts_ns
+        for limit, name in LIFETIMES:
+            if age < limit:
+                c.add(name, 1, now)
+        filled = self.last_fill.get((key[0], key[1], -order.side))
+        if filled is not None and now - filled <= SPOOF_WINDOW_NS:
+            c.add("spoof_cxl_qty", order.remaining, now)
+
+    def _amended(self, ev: OrderAmended, key, now: int) -> None:
+        if ev.reason == "user":
+            self.counters(key).add("amends", 1, now)
+        order = self.open.get(ev.order_id)
+        if order is not None:
+            order.price, order.remaining = ev.price or order.price, ev.remaining
+            if not ev.remaining:
+                self._forget(ev.order_id)
+
+    def _trade(self, ev: Trade, now: int, mid_before: int) -> None:
+        symbol = ev.symbol
+        for account, order_id, remaining, side in (
+                (ev.maker_account, ev.maker_order_id, ev.maker_remaining, -ev.taker_side),
+                (ev.taker_account, ev.taker_order_id, ev.taker_remaining, ev.taker_side)):
+            key = (account, symbol)
+            c = self.counters(key)
+            c.add("fills", 1, now)
+            c.add("fill_qty", ev.qty, now)
+            self.last_fill[(account, symbol, side)] = now
+            order = self.open.get(order_id)
+            if order is not None:
+                order.remaining = remaining
+                if not remaining:
+                    self._forget(order_id)
+            self._reversal(key, side, now)
+        for ep_key, ep in self.episodes.items():
+            if ep_key[1] == symbol and not ep.closed_ns:
+                ep.total += ev.qty
+        key = (ev.taker_account, symbol)
+        ep = self.episodes.get(key)
+        if ep is None or (ep.closed_ns and ep.direction == ev.taker_side):
+            # a new aggressive run (one in the same direction replaces a closed, unreversed one)
+            ep = self.episodes[key] = Episode(ev.taker_side, now, mid_before)
+            ep.total = ev.qty
+        if not ep.closed_ns and ep.direction == ev.taker_side:
+            ep.own += ev.qty
+
+    def _close_episodes(self, symbol: str, now: int) -> None:
+        """Episodes of `symbol` whose window has passed: their share x move, awaiting a reversal."""
+        for key, ep in self.episodes.items():
+            if key[1] != symbol or ep.closed_ns or now - ep.start_ns < EPISODE_NS:
+                continue
+            ep.closed_ns = now
+            mid = self.mid(symbol)
+            move_ppm = (mid - ep.start_mid) * ep.direction * 1_000_000 // ep.start_mid if ep.start_mid else 0
+            ep.score = max(0, move_ppm) * ep.own // max(ep.total, 1)
+
+    def _reversal(self, key, side: int, now: int) -> None:
+        ep = self.episodes.get(key)
+        if ep is None or not ep.closed_ns or side != -ep.direction:
+            return
+        if now - ep.closed_ns <= REVERSAL_NS and ep.score:
+            self.counters(key).peak("ignition_ppm", ep.score, now)
+        del self.episodes[key]
+
+    def _resting_shape(self, key, now: int) -> None:
+        """Layering and depth shape of one account's resting orders after a command."""
+        mine = self.own.get(key)
+        if not mine:
+            return
+        symbol = key[1]
+        book = self.books[symbol]
+        best = {1: max(book.bids) if book.bids else 0, -1: min(book.asks) if book.asks else 0}
+        at_touch = {1: 0, -1: 0}
+        away = {1: 0, -1: 0}
+        prices: dict[int, set] = {1: set(), -1: set()}
+        mid = self.mid(symbol)
+        band = mid // 100  # 1 % of mid
+        near = 0
+        for order in mine.values():
+            side = order.side
+            prices[side].add(order.price)
+            if order.price == best[side]:
+                at_touch[side] += order.remaining
+            else:
+                away[side] += order.remaining
+            if mid and abs(order.price - mid) <= band:
+                near += order.remaining
+        c = self.counters(key)
+        for side in (1, -1):
+            c.peak("layer_milli", away[side] * 1000 // max(at_touch[-side], 1), now)
+            c.peak("levels", len(prices[side]), now)
+        if near and mid:
+            depth = sum(q for p, q in book.bids.items() if p >= mid - band) + sum(
+                q for p, q in book.asks.items() if p <= mid + band)
+            c.peak("depth_share_ppm", near * 1_000_000 // max(depth, near), now)
+
+    def _notice(self, msg: Notice, now: int) -> None:
+        if msg.rule != "risk.leverage_changed":
+            return
+        symbol = msg.numbers.get("symbol")
+        before, after = msg.numbers.get("from"), msg.numbers.get("to")
+        if symbol not in self.specs or type(before) is not int or type(after) is not int:
+            return
+        key = (msg.subject, symbol)
+        c = self.counters(key)
+        c.add("lev_changes", 1, now)
+        self.leverage[key] = after
+        if before > 0 and after > before:
+            c.peak("lev_jump_milli", after * 1000 // before, now)
+            self.raised_at[key] = now
+
+    def _account_risk(self, msg: AccountRisk) -> None:
+        """Liquidation prices of the account's cross positions, for the clustering feature."""
+        for symbol in [s for (a, s) in self.liq if a == msg.account]:
+            if symbol not in msg.positions:
+                del self.liq[(msg.account, symbol)]
+        wallet = msg.balance + sum(cost for s, (_, cost) in msg.positions.items()
+                                   if s not in msg.isolated)
+        for symbol, (qty, cost) in sorted(msg.positions.items()):
+            spec = self.specs.get(symbol)
+            if spec is None or not qty:
+                continue
+            own_wallet = msg.isolated[symbol] + cost if symbol in msg.isolated else wallet
+            price, _ = liquidation_price(side=1 if qty > 0 else -1, qty=abs(qty), cost=cost,
+                                         wallet=own_wallet, tiers=spec.tiers,
+                                         mult=spec.atoms_per_tick_lot, fee_ppm=spec.forced_fee_ppm)
+            if price is None or price <= 0:
+                self.liq.pop((msg.account, symbol), None)
+            else:
+                self.liq[(msg.account, symbol)] = int(price)
+
+    # ------------------------------------------------------------------ output
+
+    def liq_clusters(self) -> dict[tuple[str, str], int]:
+        """Per account x symbol: how many other accounts' liquidation prices share its bucket."""
+        buckets: dict[tuple[str, int], int] = {}
+        where = {}
+        for (account, symbol), price in self.liq.items():
+            ref = self.marks.get(symbol) or self.specs[symbol].initial_price or price
+            width = max(1, ref * LIQ_BUCKET_BPS // 10_000)
+            bucket = (symbol, price // width)
+            buckets[bucket] = buckets.get(bucket, 0) + 1
+            where[(account, symbol)] = bucket
+        return {key: buckets[b] - 1 for key, b in where.items()}
+
+    def values(self, now_ns: int, window: str = "10m") -> dict[tuple[str, str], dict[str, int]]:
+        """Every active key's features (counters, peaks and derived) over `window`."""
+        clusters = self.liq_clusters()
+        out = {}
+        for key in sorted(set(self.keys) | set(clusters)):
+            c = self.keys.get(key)
+            raw = c.read(now_ns, window) if c is not None else {
+                **dict.fromkeys(COUNTERS, 0), **dict.fromkeys(PEAKS, 0)}
+            if c is not None and window == "10m" and not any(raw[n] for n in COUNTERS) and \
+                    not any(raw[n] for n in PEAKS) and key not in clusters:
+                continue  # nothing of it in the window
+            raw.update(derived(raw))
+            raw["liq_cluster"] = clusters.get(key, 0)
+            out[key] = raw
+        return out
