@@ -25,7 +25,7 @@ def settle_gc() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="perpx-node")
-    parser.add_argument("node", choices=config.NODE_NAMES)
+    parser.add_argument("node", choices=config.NODE_NAMES + config.OPTIONAL_NODES)
     parser.add_argument("--config", default=None)
     parser.add_argument("--run-dir", default=None)
     parser.add_argument("--restarted", action="store_true",

@@ -35,7 +35,7 @@ import zmq
 import zmq.asyncio
 
 from cluster.audit import AuditJournal, Explanation
-from cluster.config import NODE_NAMES, Topology
+from cluster.config import Topology, node_names
 from cluster.logs import configure
 from cluster.protocol import (
     AdminReply, AdminRequest, Codec, ControlMsg, FeedControl, Heartbeat, NetsimTable, Ready,
@@ -81,7 +81,7 @@ class Supervisor:
         self.topo = topo
         self.resume = resume  # keep the journals of an earlier run: risk and matching replay them
         self.run = Path(topo.run_dir)
-        self.nodes = {name: NodeProc(name) for name in NODE_NAMES}
+        self.nodes = {name: NodeProc(name) for name in node_names(topo)}
         self.log = configure("supervisor", topo.log_dir)
         self.echo = echo or (lambda text: print(text, file=sys.stderr, flush=True))
         self.events: list[dict] = []
