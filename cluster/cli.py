@@ -1,6 +1,7 @@
 """The `perpx` command line.
 
     perpx cluster up [--detach [--same-session]] [--demo] [--seconds N] [--config F] [--run-dir D]
+    perpx surveillance top [--k 20] [--since 15m] [--json] | explain ACCOUNT
     perpx cluster down | status [--json]
     perpx order place --account A --symbol S --side buy|sell --qty 0.01 [--price 30000.5] ... [--json]
     perpx order cancel --account A --symbol S (--order-id N | --client-order-id X) [--json]
@@ -947,6 +948,9 @@ def parser() -> argparse.ArgumentParser:
         "snapshots checked, final state hash, money, and any divergence or damage")
     verify.add_argument("path", nargs="?", help="the run directory (default: --run-dir or ./var)")
     verify.set_defaults(fn=cmd_audit_verify)
+
+    from nodes.surveillance.cli import add_commands as surveillance_commands  # top, explain
+    surveillance_commands(sub, common, period, sys.modules[__name__])
 
     netsim = sub.add_parser("netsim", help="the network simulator (a running cluster)"
                             ).add_subparsers(dest="action", required=True)
