@@ -32,6 +32,7 @@ class Venue:
         self.now = 0
         self.leverage: dict[str, int] = {}
         self.positions: dict[str, tuple[int, int]] = {}  # account -> (qty, cost atoms)
+        self.last_price = 0  # ticks, of the latest trade
         self.mark(mark)
 
     def feed(self, msg, now: int) -> None:
@@ -55,12 +56,12 @@ class Venue:
                   at)
 
     def place(self, account: str, side: int, qty: int, price: int = 0, at_ns: int = 0,
-              tif: str = "GTC") -> int:
+              tif: str = "GTC", post_only: bool = False) -> int:
         oid = self.next_id
         self.next_id += 1
         self.command(NewOrder(order_id=oid, account=account, symbol=self.symbol, side=side,
                               qty=qty, price=price, type="limit" if price else "market",
-                              tif=tif), at_ns)
+                              tif=tif, post_only=post_only), at_ns)
         return oid
 
     def cancel(self, account: str, oid: int, at_ns: int) -> None:
@@ -82,6 +83,7 @@ class Venue:
 
     def _position(self, ev: Trade) -> None:
         mult = self.specs[ev.symbol].atoms_per_tick_lot
+        self.last_price = ev.price
         for account, side in ((ev.taker_account, ev.taker_side), (ev.maker_account, -ev.taker_side)):
             qty, cost = self.positions.get(account, (0, 0))
             self.positions[account] = (qty + side * ev.qty, cost + side * ev.qty * ev.price * mult)

@@ -52,8 +52,9 @@ class SurveillanceCore:
         self.features.handle(msg, now_ns)
 
     def tick(self, now_ns: int) -> list[dict]:
-        """Rank the window's population; return the alerts this tick raised: a key whose score
-        crossed ALERT_MILLI, or doubled since its last alert, and every new drift alarm."""
+        """Rank the window's population; return the alerts this tick raised: a key whose top
+        contributor's z is above ALERT_MILLI (first time, or its score doubled since its last
+        alert), and every drift alarm."""
         values = self.features.values(now_ns)
         items = rank(values)
         drift = self.drift.feed(values)
@@ -62,7 +63,8 @@ class SurveillanceCore:
         for item in items:
             key = (item["account"], item["symbol"])
             last = self.alerted.get(key, 0)
-            if item["score"] < ALERT_MILLI or (last and item["score"] < 2 * last):
+            top_z = item["reasons"][0][2] if item["reasons"] else 0
+            if top_z <= ALERT_MILLI or (last and item["score"] < 2 * last):
                 continue
             self.alerted[key] = item["score"]
             counters = self.features.keys.get(key)

@@ -16,11 +16,12 @@ Counters (summed) and peaks (maximum over the window's buckets), per account x s
   cxl_1ms/10ms/100ms           user cancels of an order less than 1/10/100 ms after it was accepted
   spoof_cxl_qty                lots cancelled on side S within SPOOF_WINDOW_NS of an own fill on -S
                                (MAR 2016/522 5(e): the trade on the other side, then the removal)
+  spoof_fill_qty               the lots of those opposite fills (each fill counted once)
   lev_changes                  leverage settings changed (risk's Notice)
   burst_100ms      peak        cancels in any 100 ms
   touch_1s         peak        top-of-book changes the account's commands made in any 1 s
   layer_milli      peak        own lots resting away from the touch on one side per own lot at the
-                               touch on the other side (x1000; no touch order counts as one lot)
+                               touch on the other side (x1000; while the account has one there)
   levels           peak        price levels the account occupies on one side
   depth_share_ppm  peak        own lots within 1 % of mid / all lots within 1 % of mid
   lev_jump_milli   peak        new / old leverage (x1000) of a raise
@@ -32,12 +33,13 @@ Derived (from the above, at read time):
   otr_num_milli    (orders + amends + cancels) / fills - 1, x1000 (zero fills: the message count)
   otr_vol_milli    order_qty / fill_qty - 1, x1000 (zero fills: order_qty)
   cxl_lt_1ms_ppm / cxl_lt_10ms_ppm / cxl_lt_100ms_ppm   share of orders cancelled that fast
-  spoof_milli      spoof_cxl_qty / fill_qty, x1000
-  liq_cluster      other accounts whose liquidation price (this symbol) is in the same 10 bps bucket
+  spoof_milli      spoof_cxl_qty / spoof_fill_qty, x1000: large orders pulled after small trades
+  liq_cluster      other accounts whose liquidation price (this symbol) is within 10 bps of this one's
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections import deque
 
 from cluster.book_mirror import BookMirror
@@ -61,7 +63,7 @@ LIQ_BUCKET_BPS = 10
 LIFETIMES = ((1 * MS, "cxl_1ms"), (10 * MS, "cxl_10ms"), (100 * MS, "cxl_100ms"))
 
 COUNTERS = ("orders", "amends", "cancels", "order_qty", "fills", "fill_qty", "cxl_1ms",
-            "cxl_10ms", "cxl_100ms", "spoof_cxl_qty", "lev_changes")
+            "cxl_10ms", "cxl_100ms", "spoof_cxl_qty", "spoof_fill_qty", "lev_changes")
 PEAKS = ("burst_100ms", "touch_1s", "layer_milli", "levels", "depth_share_ppm",
          "lev_jump_milli", "lev_then_order", "ignition_ppm")
 # What the ranking compares across the population (each higher = more suspicious).
@@ -82,7 +84,7 @@ def derived(c: dict[str, int]) -> dict[str, int]:
         "cxl_lt_1ms_ppm": c["cxl_1ms"] * 1_000_000 // orders if orders else 0,
         "cxl_lt_10ms_ppm": c["cxl_10ms"] * 1_000_000 // orders if orders else 0,
         "cxl_lt_100ms_ppm": c["cxl_100ms"] * 1_000_000 // orders if orders else 0,
-        "spoof_milli": c["spoof_cxl_qty"] * 1000 // max(fill_qty, 1),
+        "spoof_milli": c["spoof_cxl_qty"] * 1000 // c["spoof_fill_qty"] if c["spoof_fill_qty"] else 0,
     }
 
 
@@ -154,10 +156,12 @@ class OpenOrder:
 class Episode:
     """An account's run of aggressive trades in one direction (momentum ignition)."""
 
-    __slots__ = ("direction", "start_ns", "start_mid", "own", "total", "closed_ns", "score")
+    __slots__ = ("direction", "start_ns", "start_mid", "best_mid", "own", "total", "closed_ns",
+                 "score")
 
     def __init__(self, direction: int, start_ns: int, start_mid: int) -> None:
         self.direction, self.start_ns, self.start_mid = direction, start_ns, start_mid
+        self.best_mid = start_mid  # the furthest the mid went in the episode's direction
         self.own = self.total = 0
         self.closed_ns = 0  # when the episode's window ended (0: still open)
         self.score = 0
@@ -172,11 +176,14 @@ class Features:
         self.books = {s: BookMirror(s, empty_at_start=True) for s in sorted(symbols)}
         self.cancel_times: dict[tuple[str, str], deque] = {}
         self.touch_times: dict[tuple[str, str], deque] = {}
-        self.last_fill: dict[tuple[str, str, int], int] = {}  # (account, symbol, side) -> ts
+        # (account, symbol, side) -> (last fill ts, lots of the run of fills to it not yet counted
+        # against a cancel)
+        self.last_fill: dict[tuple[str, str, int], tuple[int, int]] = {}
         self.leverage: dict[tuple[str, str], int] = {}
         self.raised_at: dict[tuple[str, str], int] = {}
         self.episodes: dict[tuple[str, str], Episode] = {}
         self.marks: dict[str, int] = {}
+        self.last_price: dict[str, int] = {}
         self.liq: dict[tuple[str, str], int] = {}  # liquidation price, ticks
         self.market: dict[str, dict[str, int]] = {s: {} for s in sorted(symbols)}
         self.events = 0
@@ -218,8 +225,7 @@ class Features:
 
     def _batch(self, events: list, now: int) -> None:
         """One command's events, in the engine's order."""
-        actor = None
-        touched: set[tuple[str, str]] = set()
+        actor = placed = None
         tops_before = {}
         mids_before = {}
         for ev in events:
@@ -237,17 +243,15 @@ class Features:
                 self._trade(ev, now, mids_before[symbol])
                 if actor is None:
                     actor = (ev.taker_account, symbol)
-                touched.add((ev.maker_account, symbol))
-                touched.add((ev.taker_account, symbol))
                 continue
             if not ev.account:
                 continue
             key = (ev.account, symbol)
             if actor is None:
                 actor = key
-            touched.add(key)
             if t is OrderAccepted:
                 self._accepted(ev, key, now)
+                placed = key
             elif t is OrderCancelled:
                 self._cancelled(ev.order_id, ev.reason, key, now)
             elif t is OrdersCancelled:
@@ -255,14 +259,15 @@ class Features:
                     self._cancelled(order_id, ev.reason, key, now)
             elif t is OrderAmended:
                 self._amended(ev, key, now)
+                placed = key
         for symbol, before in tops_before.items():
             self._close_episodes(symbol, now)
             if actor is not None and actor[1] == symbol and self._top(symbol) != before:
                 times = self.touch_times.setdefault(actor, deque())
                 self._slide(times, now, TOUCH_NS)
                 self.counters(actor).peak("touch_1s", len(times), now)
-        for key in sorted(touched):
-            self._resting_shape(key, now)
+        if placed is not None:  # the shape the account chose, as it placed or moved an order
+            self._resting_shape(placed, now)
 
     @staticmethod
     def _slide(times: deque, now: int, width: int) -> None:
@@ -278,11 +283,11 @@ class Features:
         return bid, book.bids.get(bid, 0), ask, book.asks.get(ask, 0)
 
     def mid(self, symbol: str) -> int:
-        """The book's mid in ticks (the mark when a side is empty; 0 when neither is known)."""
+        """The book's mid in ticks; with a side empty (swept), the last trade, else the mark."""
         bid, _, ask, _ = self._top(symbol)
         if bid and ask:
             return (bid + ask) // 2
-        return self.marks.get(symbol, 0)
+        return self.last_price.get(symbol) or self.marks.get(symbol, 0)
 
     def _accepted(self, ev: OrderAccepted, key, now: int) -> None:
         c = self.counters(key)
@@ -319,9 +324,13 @@ class Features:
         for limit, name in LIFETIMES:
             if age < limit:
                 c.add(name, 1, now)
-        filled = self.last_fill.get((key[0], key[1], -order.side))
-        if filled is not None and now - filled <= SPOOF_WINDOW_NS:
+        fill_key = (key[0], key[1], -order.side)
+        filled = self.last_fill.get(fill_key)
+        if filled is not None and now - filled[0] <= SPOOF_WINDOW_NS:
             c.add("spoof_cxl_qty", order.remaining, now)
+            if filled[1]:  # the fills' lots count once, however many orders they are cancelled with
+                c.add("spoof_fill_qty", filled[1], now)
+                self.last_fill[fill_key] = (filled[0], 0)
 
     def _amended(self, ev: OrderAmended, key, now: int) -> None:
         if ev.reason == "user":
@@ -334,6 +343,7 @@ class Features:
 
     def _trade(self, ev: Trade, now: int, mid_before: int) -> None:
         symbol = ev.symbol
+        self.last_price[symbol] = ev.price
         for account, order_id, remaining, side in (
                 (ev.maker_account, ev.maker_order_id, ev.maker_remaining, -ev.taker_side),
                 (ev.taker_account, ev.taker_order_id, ev.taker_remaining, ev.taker_side)):
@@ -341,7 +351,10 @@ class Features:
             c = self.counters(key)
             c.add("fills", 1, now)
             c.add("fill_qty", ev.qty, now)
-            self.last_fill[(account, symbol, side)] = now
+            fill_key = (account, symbol, side)
+            last = self.last_fill.get(fill_key)
+            recent = last[1] if last is not None and now - last[0] <= SPOOF_WINDOW_NS else 0
+            self.last_fill[fill_key] = (now, recent + ev.qty)  # lots filled, not yet counted
             order = self.open.get(order_id)
             if order is not None:
                 order.remaining = remaining
@@ -361,13 +374,19 @@ class Features:
             ep.own += ev.qty
 
     def _close_episodes(self, symbol: str, now: int) -> None:
-        """Episodes of `symbol` whose window has passed: their share x move, awaiting a reversal."""
+        """Episodes of `symbol`: follow the mid while open; once the window has passed, their
+        share x the furthest move in their direction, awaiting a reversal."""
+        mid = self.mid(symbol)
         for key, ep in self.episodes.items():
-            if key[1] != symbol or ep.closed_ns or now - ep.start_ns < EPISODE_NS:
+            if key[1] != symbol or ep.closed_ns:
+                continue
+            if (mid - ep.best_mid) * ep.direction > 0 and now - ep.start_ns <= EPISODE_NS:
+                ep.best_mid = mid
+            if now - ep.start_ns < EPISODE_NS:
                 continue
             ep.closed_ns = now
-            mid = self.mid(symbol)
-            move_ppm = (mid - ep.start_mid) * ep.direction * 1_000_000 // ep.start_mid if ep.start_mid else 0
+            move = (ep.best_mid - ep.start_mid) * ep.direction
+            move_ppm = move * 1_000_000 // ep.start_mid if ep.start_mid else 0
             ep.score = max(0, move_ppm) * ep.own // max(ep.total, 1)
 
     def _reversal(self, key, side: int, now: int) -> None:
@@ -379,7 +398,8 @@ class Features:
         del self.episodes[key]
 
     def _resting_shape(self, key, now: int) -> None:
-        """Layering and depth shape of one account's resting orders after a command."""
+        """Layering and depth shape of one account's resting orders after it placed or amended
+        one (what it chose, not what fills later left of it)."""
         mine = self.own.get(key)
         if not mine:
             return
@@ -403,7 +423,8 @@ class Features:
                 near += order.remaining
         c = self.counters(key)
         for side in (1, -1):
-            c.peak("layer_milli", away[side] * 1000 // max(at_touch[-side], 1), now)
+            if at_touch[-side]:  # the order to trade on the other side is at its touch
+                c.peak("layer_milli", away[side] * 1000 // at_touch[-side], now)
             c.peak("levels", len(prices[side]), now)
         if near and mid:
             depth = sum(q for p, q in book.bids.items() if p >= mid - band) + sum(
@@ -448,16 +469,22 @@ class Features:
     # ------------------------------------------------------------------ output
 
     def liq_clusters(self) -> dict[tuple[str, str], int]:
-        """Per account x symbol: how many other accounts' liquidation prices share its bucket."""
-        buckets: dict[tuple[str, int], int] = {}
-        where = {}
+        """Per account x symbol: how many other accounts' liquidation prices are within
+        LIQ_BUCKET_BPS of its own (of the mark): a window around each, not fixed buckets, so a
+        cluster is never split by a bucket edge."""
+        by_symbol: dict[str, list[tuple[int, str]]] = {}
         for (account, symbol), price in self.liq.items():
-            ref = self.marks.get(symbol) or self.specs[symbol].initial_price or price
+            by_symbol.setdefault(symbol, []).append((price, account))
+        out = {}
+        for symbol, entries in by_symbol.items():
+            entries.sort()
+            prices = [p for p, _ in entries]
+            ref = self.marks.get(symbol) or self.specs[symbol].initial_price or prices[0]
             width = max(1, ref * LIQ_BUCKET_BPS // 10_000)
-            bucket = (symbol, price // width)
-            buckets[bucket] = buckets.get(bucket, 0) + 1
-            where[(account, symbol)] = bucket
-        return {key: buckets[b] - 1 for key, b in where.items()}
+            for price, account in entries:
+                near = bisect_right(prices, price + width) - bisect_left(prices, price - width)
+                out[(account, symbol)] = near - 1
+        return out
 
     def values(self, now_ns: int, window: str = "10m") -> dict[tuple[str, str], dict[str, int]]:
         """Every active key's features (counters, peaks and derived) over `window`."""

@@ -1,13 +1,17 @@
 """Ranking: robust z of each feature against the population, score = sum of the top contributors,
 and EWMA/CUSUM drift alarms on each feature's population centre. Pure integers, deterministic.
 
-Robust z (Iglewicz & Hoaglin's modified z), in milli-z:
-    z = 0.6745 (x - median) / MAD                      when MAD > 0
-    z = (x - median) / (1.253314 MeanAD)               when MAD = 0 and MeanAD > 0
-    z = 0                                              when every value is the median
-rounded toward zero. A key's score is the sum of its TOP_N largest positive z (bounded, explainable:
-one extreme feature cannot hide that nothing else is odd, and the reasons name the contributors).
-Items are ordered by score, then account, then symbol: ties never depend on dict order.
+Robust z (Iglewicz & Hoaglin's modified z), in milli-z, capped at +-Z_CAP:
+    z = (x - median) / scale,  scale = max(MAD / 0.6745, FLOOR[feature])     when MAD > 0
+                               scale = max(1.253314 MeanAD, FLOOR[feature])  when MAD = 0
+rounded toward zero (0 when every value is the median and there is no floor). The floor is the
+smallest difference of a feature that matters (an order-to-trade ratio of 10, ESMA's example; a
+10 % share; one leverage doubling; ...): most features are zero for most accounts, where MAD and
+MeanAD shrink toward nothing and any non-zero value would otherwise be an extreme outlier.
+A key's score is the sum of its TOP_N largest positive z, each capped (bounded and explainable: one
+feature cannot drown the others, and the reasons name the contributors). It alerts when its top
+contributor is an outlier (z > 3.5). Items are ordered by score, then account, then symbol: ties
+never depend on dict order.
 
 Drift (RISK-ANALYTICS.md 2.3): every ranking tick feeds each feature's population median to a
 CUSUM and an EWMA. The in-control centre mu0 and sigma come from the first WARMUP ticks (sigma from
@@ -22,11 +26,20 @@ from math import isqrt
 from nodes.surveillance.features import RANKED
 
 TOP_N = 3
-ALERT_MILLI = 3_500  # a score above z = 3.5 (Iglewicz & Hoaglin's outlier cut) raises an alert
+ALERT_MILLI = 3_500  # a top contributor above z = 3.5 (Iglewicz & Hoaglin's outlier cut) alerts
+Z_CAP = 10_000
 WARMUP = 30
 EWMA_SHIFT = 3  # lambda = 1/8
 EWMA_L_MILLI = 3_000
 FIXED = 1_000  # the EWMA's fixed point
+# The smallest difference that matters, per feature (in the feature's own unit).
+FLOORS = {
+    "otr_num_milli": 10_000, "otr_vol_milli": 10_000, "cxl_lt_1ms_ppm": 100_000,
+    "cxl_lt_10ms_ppm": 100_000, "cxl_lt_100ms_ppm": 100_000, "burst_100ms": 5, "touch_1s": 10,
+    "spoof_milli": 2_000, "layer_milli": 10_000, "levels": 2, "depth_share_ppm": 500_000,
+    "lev_changes": 2, "lev_jump_milli": 1_000, "lev_then_order": 20, "ignition_ppm": 20,
+    "liq_cluster": 1,
+}
 
 
 def median_low(values: list[int]) -> int:
@@ -35,21 +48,25 @@ def median_low(values: list[int]) -> int:
     return ordered[(len(ordered) - 1) // 2]
 
 
-def robust_z(values: list[int]) -> list[int]:
-    """Milli-z of each value against the list (rounded toward zero)."""
+def robust_z(values: list[int], floor: int = 0) -> list[int]:
+    """Milli-z of each value against the list (rounded toward zero, capped at +-Z_CAP)."""
     if not values:
         return []
     med = median_low(values)
     deviations = [abs(v - med) for v in values]
     mad = median_low(deviations)
-    if mad:
-        return [_div0(6745 * (v - med), 10 * mad) for v in values]
-    total = sum(deviations)
-    if not total:
-        return [0] * len(values)
-    # (x - med) / (1.253314 * total / n) in milli: (x - med) * n * 1000 * 1e6 / (1253314 * total)
     n = len(values)
-    return [_div0((v - med) * n * 1_000_000_000, 1_253_314 * total) for v in values]
+    # scale x 1e7 in integers: MAD / 0.6745 = MAD x 1e7 / 6745000; 1.253314 MeanAD = 12533140 x
+    # sum / n / 1e7 (exact: numerator and denominator scaled by n)
+    if mad:
+        num, den = 10_000 * mad * n, 6745 * n  # scale = num / den
+    else:
+        num, den = 1_253_314 * sum(deviations), 1_000_000 * n
+    if floor * den > num:
+        num, den = floor, 1
+    if not num:
+        return [0] * n
+    return [max(-Z_CAP, min(Z_CAP, _div0((v - med) * 1000 * den, num))) for v in values]
 
 
 def _div0(a: int, b: int) -> int:
@@ -63,7 +80,7 @@ def rank(values: dict[tuple[str, str], dict[str, int]], features=RANKED, top_n: 
     z_milli)]}, the reasons being the top contributors (largest positive z first)."""
     keys = sorted(values)
     z_of: dict[str, list[int]] = {
-        name: robust_z([values[k][name] for k in keys]) for name in features}
+        name: robust_z([values[k][name] for k in keys], FLOORS.get(name, 0)) for name in features}
     items = []
     for i, key in enumerate(keys):
         contributions = sorted(((z_of[name][i], name) for name in features if z_of[name][i] > 0),
@@ -83,7 +100,7 @@ def explain(values: dict[tuple[str, str], dict[str, int]], account: str, feature
     out = []
     for name in features:
         column = [values[k][name] for k in keys]
-        zs = robust_z(column)
+        zs = robust_z(column, FLOORS.get(name, 0))
         med = median_low(column) if column else 0
         for i, key in enumerate(keys):
             if key[0] == account:

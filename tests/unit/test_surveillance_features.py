@@ -85,8 +85,8 @@ def test_cancel_after_opposite_fill_and_layering():
     v.place("x", 1, 1, 0, 1_100 * MS)  # takes s's small ask: s sold 1
     v.cancel("s", spoof, 1_300 * MS)  # then the bid goes, 200 ms after the opposite fill
     s = feats(v, "s")
-    assert s["spoof_cxl_qty"] == 100 and s["fill_qty"] == 1
-    assert s["spoof_milli"] == 100_000
+    assert s["spoof_cxl_qty"] == 100 and s["spoof_fill_qty"] == 1
+    assert s["spoof_milli"] == 100_000  # 100 lots pulled per lot traded on the other side
     # mm's quotes: nothing away from its touch, nothing cancelled after a fill
     assert feats(v, "mm")["spoof_milli"] == 0 and feats(v, "mm")["layer_milli"] == 1_000 * 10 // 10
 
