@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup cluster test test-fast bench bench-core bench-netsim probe load clean
+.PHONY: setup cluster test test-fast bench bench-core bench-netsim probe load clean surveillance-eval
 
 setup: $(STAMP)
 
@@ -53,6 +53,11 @@ load: $(STAMP) $(VENV)/.load
 $(VENV)/.load: pyproject.toml $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,load]'
 	touch $(VENV)/.load
+
+# Surveillance (#23): the ranking over generated flow with injected abuse at three difficulty levels,
+# several seeds, and clean runs: perf/results/surveillance-eval.{json,md,png}, about a minute.
+surveillance-eval: $(STAMP) $(VENV)/.bench
+	$(PY) -m perf.surveillance_eval $(SURV_EVAL_ARGS)
 
 clean:
 	rm -rf var .pytest_cache .hypothesis
