@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup cluster test test-fast bench bench-core bench-netsim probe load clean surveillance-eval
+.PHONY: setup cluster test test-fast bench bench-core bench-netsim probe load clean surveillance-eval surveillance-cost
 
 setup: $(STAMP)
 
@@ -58,6 +58,11 @@ $(VENV)/.load: pyproject.toml $(STAMP)
 # several seeds, and clean runs: perf/results/surveillance-eval.{json,md,png}, about a minute.
 surveillance-eval: $(STAMP) $(VENV)/.bench
 	$(PY) -m perf.surveillance_eval $(SURV_EVAL_ARGS)
+
+# The node's cost to the venue: max orders/s and CPU per order with and without it, alternating in
+# one run: perf/results/surveillance-cost.{json,md}, a few minutes.
+surveillance-cost: $(STAMP) $(VENV)/.bench
+	$(PY) -m perf.surveillance_cost $(SURV_COST_ARGS)
 
 clean:
 	rm -rf var .pytest_cache .hypothesis
