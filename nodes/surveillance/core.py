@@ -3,7 +3,7 @@
     core = SurveillanceCore(symbols)
     core.handle(msg, now_ns)        # private engine batches, risk's notices, oracle and book data
     alerts = core.tick(now_ns)      # rank; the items that newly crossed the alert score
-    core.queue                      # the latest ranking (accounts, then drift items)
+    core.queue                      # the latest ranking (accounts, crowded symbols, drift items)
 
 Advisory only: the core returns ranked items and alerts, and a `suggest` naming the existing
 admin command a person could apply. It has no output addressed to any node.
@@ -16,6 +16,7 @@ import hashlib
 import msgspec
 
 from cluster.config import SymbolSpec
+from nodes.surveillance.crowding import Crowding
 from nodes.surveillance.features import Features
 from nodes.surveillance.ranking import ALERT_MILLI, DriftBank, explain, rank
 
@@ -44,6 +45,8 @@ class SurveillanceCore:
     def __init__(self, symbols: dict[str, SymbolSpec]) -> None:
         self.features = Features(symbols)
         self.drift = DriftBank()
+        self.crowding = Crowding()
+        self.crowded: set[str] = set()  # symbols whose crowding item is raised
         self.queue: list[dict] = []
         self.alerted: dict[tuple[str, str], int] = {}  # key -> score when last alerted
         self.alerts = 0
@@ -58,7 +61,12 @@ class SurveillanceCore:
         values = self.features.values(now_ns)
         items = rank(values)
         drift = self.drift.feed(values)
-        self.queue = items + drift
+        crowded = []
+        for symbol in sorted(self.features.specs):
+            item = self.crowding.feed(symbol, self.features.market_sample(symbol))
+            if item is not None:
+                crowded.append(item)
+        self.queue = items + crowded + drift
         alerts = []
         for item in items:
             key = (item["account"], item["symbol"])
@@ -74,6 +82,11 @@ class SurveillanceCore:
                            "suggest": SUGGEST.get(top, "")})
         for item in drift:
             alerts.append({**item, "ts_ns": now_ns, "event_ns": now_ns, "suggest": ""})
+        for item in crowded:
+            if item["symbol"] not in self.crowded:  # raised once until it clears
+                alerts.append({**item, "ts_ns": now_ns, "event_ns": now_ns, "suggest":
+                               "crowded positioning: review the IM buffer; perpx cascade"})
+        self.crowded = {item["symbol"] for item in crowded}
         self.alerts += len(alerts)
         return alerts
 

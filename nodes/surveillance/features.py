@@ -185,6 +185,7 @@ class Features:
         self.marks: dict[str, int] = {}
         self.last_price: dict[str, int] = {}
         self.liq: dict[tuple[str, str], int] = {}  # liquidation price, ticks
+        self.positions: dict[tuple[str, str], int] = {}  # signed lots, from risk's AccountRisk
         self.market: dict[str, dict[str, int]] = {s: {} for s in sorted(symbols)}
         self.events = 0
         self.last_event_ns = 0
@@ -447,7 +448,14 @@ class Features:
             self.raised_at[key] = now
 
     def _account_risk(self, msg: AccountRisk) -> None:
-        """Liquidation prices of the account's cross positions, for the clustering feature."""
+        """Liquidation prices of the account's positions, for the clustering feature; its
+        position sizes, for open interest."""
+        for symbol in self.specs:
+            qty = msg.positions.get(symbol, (0, 0))[0]
+            if qty:
+                self.positions[(msg.account, symbol)] = qty
+            else:
+                self.positions.pop((msg.account, symbol), None)
         for symbol in [s for (a, s) in self.liq if a == msg.account]:
             if symbol not in msg.positions:
                 del self.liq[(msg.account, symbol)]
@@ -484,6 +492,19 @@ class Features:
             for price, account in entries:
                 near = bisect_right(prices, price + width) - bisect_left(prices, price - width)
                 out[(account, symbol)] = near - 1
+        return out
+
+    def market_sample(self, symbol: str) -> dict[str, int]:
+        """The symbol's crowding inputs now: funding, basis, realized vol (the oracle's) and open
+        interest (long lots) per lot of depth within 2 % of mid."""
+        out = dict(self.market.get(symbol, {}))
+        oi = sum(q for (a, s), q in self.positions.items() if s == symbol and q > 0)
+        mid = self.mid(symbol)
+        band = mid // 50
+        book = self.books[symbol]
+        depth = sum(q for p, q in book.bids.items() if p >= mid - band) + sum(
+            q for p, q in book.asks.items() if p <= mid + band)
+        out["oi_per_depth_milli"] = oi * 1000 // max(depth, 1)
         return out
 
     def values(self, now_ns: int, window: str = "10m") -> dict[tuple[str, str], dict[str, int]]:

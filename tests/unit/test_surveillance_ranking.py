@@ -91,3 +91,24 @@ def test_spoofer_among_market_makers_is_first_with_reasons():
     # explain lists every ranked feature of the account against the population
     rows = v.core.explain("spoof", t + MS)
     assert {r["feature"] for r in rows} >= {"spoof_milli", "otr_num_milli", "liq_cluster"}
+
+
+def test_crowding_index_long_side_when_carry_is_high_and_volatility_low():
+    from nodes.surveillance.crowding import MIN_HISTORY, Crowding
+
+    c = Crowding()
+    calm = {"funding_e9": 100_000, "basis_ppm": 200, "realized_vol_ppm": 5_000,
+            "oi_per_depth_milli": 500}
+    for i in range(MIN_HISTORY):  # an ordinary market, with a little noise
+        assert c.feed("S", {k: v + (i % 3) for k, v in calm.items()}) is None
+    crowded = {"funding_e9": 400_000, "basis_ppm": 900, "realized_vol_ppm": 2_000,
+               "oi_per_depth_milli": 1_500}
+    item = c.feed("S", crowded)
+    # medians (lower) of the 21 samples: the calm value + 1; the MADs are 1, under each floor.
+    # funding +299,999 e-9 / 10,000: capped at 10; basis +699 / 100: 6.99; vol -3,001 / 1,000:
+    # -3.001 (counts +3.001); OI / depth +999 / 100: 9.99
+    assert item["side"] == "long" and item["score"] == 10_000 + 6_990 + 3_001 + 9_990
+    assert [r[0] for r in item["reasons"]][:2] == ["funding_e9", "basis_ppm"]
+    mirrored = {**crowded, "funding_e9": -200_000, "basis_ppm": -500}  # shorts pay to stay
+    assert c.feed("S", mirrored)["side"] == "short"
+    assert Crowding().feed("S", mirrored) is None  # no history: no index
