@@ -93,9 +93,9 @@ class MarketMaker(Agent):
         fair = self.m.fair
         for level in range(self.rng.randint(1, 2)):
             q = size(self.rng)
-            self.live.append(self.place(BUY, q, fair - self.spread - 5 * level, now, post_only=True))
-            self.live.append(self.place(SELL, q, fair + self.spread + 5 * level, now,
-                                        post_only=True))
+            gap = self.spread + 5 * level
+            self.live.append(self.place(BUY, q, fair - gap, now, post_only=True))
+            self.live.append(self.place(SELL, q, fair + gap, now, post_only=True))
         period_ms = self.rng.randint(100, 300) if self.fast else self.rng.randint(500, 2_000)
         return now + period_ms * MS
 

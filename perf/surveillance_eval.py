@@ -148,8 +148,8 @@ def markdown(summary: dict, meta: dict) -> str:
         "injected: spoofer, layering ladder, quote stuffer, momentum igniter, leverage jumper and "
         "a group of liquidation-price clusterers. Easy / medium / hard = abuse 20x / 5x / 2x the "
         "median order (and the levels of perf/surveillance_agents.py LEVELS).", "",
-        "| level | P@10 | R@10 | P@20 | R@20 | min P@10 | alerted | first alert median / p90 / max (s) "
-        "| alerts <= 5 s | normal accounts alerted |",
+        "| level | P@10 | R@10 | P@20 | R@20 | min P@10 | alerted "
+        "| first alert median / p90 / max (s) | alerts <= 5 s | normal accounts alerted |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for level, s in summary.items():

@@ -84,6 +84,7 @@ class Venue:
     def _position(self, ev: Trade) -> None:
         mult = self.specs[ev.symbol].atoms_per_tick_lot
         self.last_price = ev.price
-        for account, side in ((ev.taker_account, ev.taker_side), (ev.maker_account, -ev.taker_side)):
+        for account, side in ((ev.taker_account, ev.taker_side),
+                              (ev.maker_account, -ev.taker_side)):
             qty, cost = self.positions.get(account, (0, 0))
             self.positions[account] = (qty + side * ev.qty, cost + side * ev.qty * ev.price * mult)

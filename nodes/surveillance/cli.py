@@ -1,4 +1,4 @@
-"""`perpx surveillance top [--k 20] [--since 15m] [--json]` and `perpx surveillance explain ACCOUNT`:
+"""`perpx surveillance top [--k 20] [--since 15m] [--json]`, `perpx surveillance explain ACCOUNT`:
 read what the surveillance node wrote under run_dir/surveillance (state.json, alerts.jsonl)."""
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ def _state(args) -> tuple[dict, object]:
     try:
         return json.loads((where / STATE).read_text()), where
     except (OSError, ValueError):
-        raise cli.CliError("no_surveillance", f"nothing in {where}/{STATE}: is the surveillance node "
-                       "in the topology and running?", cli.EXIT_REFUSED) from None
+        raise cli.CliError("no_surveillance", f"nothing in {where}/{STATE}: is the surveillance "
+                           "node in the topology and running?", cli.EXIT_REFUSED) from None
 
 
 def _reasons(reasons) -> str:
@@ -67,9 +67,9 @@ def cmd_top(args) -> int:
             "alerts_in_window": len(alerts)}
 
     def text(d: dict) -> str:
+        since = reports.iso(d["since_ns"]) if d["since_ns"] else "start"
         lines = [f"surveillance at {reports.iso(d['ts_ns'])}: {d['events']} events seen, "
-                 f"{d['alerts_in_window']} alerts since {reports.iso(d['since_ns']) if d['since_ns'] else 'start'}"
-                 " (advisory: a person decides)"]
+                 f"{d['alerts_in_window']} alerts since {since} (advisory: a person decides)"]
         lines.append(f"{'#':>3}  {'account':<12} {'symbol':<10} {'score':>7}  top contributors")
         for i, item in enumerate(d["queue"], 1):
             who = item["account"] or f"drift:{item.get('feature', '')}"

@@ -1,7 +1,7 @@
 """Surveillance features per account x symbol x window: exact integers, updated per event.
 
     feats = Features(symbols)
-    feats.handle(msg, now_ns)          # an EngineBatch of the private feed, a Notice, AccountRisk, ...
+    feats.handle(msg, now_ns)          # an EngineBatch of the private feed, a Notice, AccountRisk...
     feats.values(now_ns)               # {(account, symbol): {feature: int}} over the rolling window
 
 Windows. Every counter lives in 10 s buckets kept for the rolling window (10 minutes, RTS 9's "max
@@ -34,7 +34,7 @@ Derived (from the above, at read time):
   otr_vol_milli    order_qty / fill_qty - 1, x1000 (zero fills: order_qty)
   cxl_lt_1ms_ppm / cxl_lt_10ms_ppm / cxl_lt_100ms_ppm   share of orders cancelled that fast
   spoof_milli      spoof_cxl_qty / spoof_fill_qty, x1000: large orders pulled after small trades
-  liq_cluster      other accounts whose liquidation price (this symbol) is within 10 bps of this one's
+  liq_cluster      other accounts whose liquidation price (this symbol) is within 10 bps of its own
 """
 
 from __future__ import annotations
@@ -77,14 +77,15 @@ WINDOWS = ("10m", "session")
 def derived(c: dict[str, int]) -> dict[str, int]:
     """The ratio features of one key's counters (RTS 9 OTR, cancel-lifetime shares, spoof ratio)."""
     messages = c["orders"] + c["amends"] + c["cancels"]
-    fills, fill_qty, orders = c["fills"], c["fill_qty"], c["orders"]
+    fills, fill_qty, orders, ordered = c["fills"], c["fill_qty"], c["orders"], c["order_qty"]
+    pulled, opposite = c["spoof_cxl_qty"], c["spoof_fill_qty"]
     return {
         "otr_num_milli": messages * 1000 // fills - 1000 if fills else messages * 1000,
-        "otr_vol_milli": c["order_qty"] * 1000 // fill_qty - 1000 if fill_qty else c["order_qty"] * 1000,
+        "otr_vol_milli": ordered * 1000 // fill_qty - 1000 if fill_qty else ordered * 1000,
         "cxl_lt_1ms_ppm": c["cxl_1ms"] * 1_000_000 // orders if orders else 0,
         "cxl_lt_10ms_ppm": c["cxl_10ms"] * 1_000_000 // orders if orders else 0,
         "cxl_lt_100ms_ppm": c["cxl_100ms"] * 1_000_000 // orders if orders else 0,
-        "spoof_milli": c["spoof_cxl_qty"] * 1000 // c["spoof_fill_qty"] if c["spoof_fill_qty"] else 0,
+        "spoof_milli": pulled * 1000 // opposite if opposite else 0,
     }
 
 

@@ -2,8 +2,8 @@
 
 It is its own PUB socket (`nodes.matching.private`), not the market data PUB, which the gateway
 forwards to clients whole. Matching creates it only when the topology runs a surveillance node:
-without one the hot path pays nothing (`feed` is None, one `is not None` test per command). With one,
-a command costs an append; the batches go out on a timer, a frame every FLUSH_MS, so the private
+without one the hot path pays nothing (`feed` is None, one `is not None` test per command). With
+one, a command costs an append; the batches go out on a timer, a frame every FLUSH_MS, so the private
 feed adds one send per interval rather than one per command.
 """
 

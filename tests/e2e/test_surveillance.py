@@ -11,7 +11,6 @@ import time
 import msgspec
 import pytest
 
-from cluster import config
 from cluster.client import Client
 from cluster.journal import read_frames
 from cluster.protocol import BUY, SELL, LinkSeq, NodeInbound

@@ -55,7 +55,8 @@ def test_private_feed_carries_each_commands_events_with_accounts():
     shell.every = lambda ms, fn: timers.append(fn) or real_every(ms, fn)
     matching_service.build(shell, WITH)
     shell.inbox([NewOrder(ref=1, order_id=1, account="mm1", symbol=S, side=-1, qty=5, price=PRICE),
-                 NewOrder(ref=2, order_id=2, account="alice", symbol=S, side=1, qty=2, price=PRICE)])
+                 NewOrder(ref=2, order_id=2, account="alice", symbol=S, side=1, qty=2,
+                          price=PRICE)])
     for fn in timers:
         if getattr(fn, "__self__", None).__class__.__name__ == "PrivateFeed":
             fn()
