@@ -4,7 +4,8 @@ run (the node, and matching's private feed, exist only when the topology has [no
 Alternating with / without (ROUNDS times each, so that a drift of the shared host hits both alike):
 the maximum sustainable orders/s (perf.loadgen.find_max, the bench's search and p99 bound), then at
 one fixed rate (half the first maximum without the node) the CPU per answered order of the order
-path's nodes and of the surveillance node, and how many engine events the node saw.
+path's nodes and of the surveillance node (counted until the node has worked through what the step
+sent it: how long after the step that took is reported too), and how many events the node saw.
 Writes perf/results/surveillance-cost.{json,md}.
 """
 
@@ -51,19 +52,38 @@ def measure(surveillance: bool, seconds: float, bound_us: float, fixed_rate: flo
         out = {"surveillance": surveillance, "max_orders_per_s": round(best),
                "steps": len(steps)}
         rate = fixed_rate or best / 2
+        state = venue.run_dir / "surveillance" / "state.json"
+        caught_up_s = None
         cpu0 = venue.cpu()
         r = run_step(endpoint, keys, Step(rate=rate, seconds=seconds), SYMBOL, price)
+        if surveillance:  # the node works through what it was sent: until its count of the
+            # private feed's batches stops growing
+            ended, seen, deadline = time.monotonic(), -1, time.monotonic() + 60
+            while time.monotonic() < deadline:
+                time.sleep(0.6)  # a ranking tick writes the count every 0.5 s
+                now_seen = events(state)
+                if now_seen == seen:
+                    break
+                seen = now_seen
+            caught_up_s = round(time.monotonic() - ended - 0.6, 1)
         cpu1 = venue.cpu()
         answered = max(1, r["answered"])
         out["at_rate"] = {
             "rate": round(rate), "answered_per_s": round(r["achieved_per_s"]),
             "p99_us": r["latency_us"].get("p99"),
             "cpu_us_per_order": {n: round(1e6 * (cpu1[n] - cpu0[n]) / answered, 2)
-                                 for n in cpu1 if n in ORDER_PATH or n == "surveillance"}}
-        state = venue.run_dir / "surveillance" / "state.json"
-        if surveillance and state.exists():
-            out["events_seen"] = json.loads(state.read_text())["events"]
+                                 for n in cpu1 if n in ORDER_PATH or n == "surveillance"},
+            "surveillance_caught_up_after_s": caught_up_s}
+        if surveillance:
+            out["events_seen"] = events(state)
         return out
+
+
+def events(state: Path) -> int:
+    try:
+        return json.loads(state.read_text())["engine_batches"]
+    except (OSError, ValueError, KeyError):
+        return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         "p99_us_at_fixed_rate": {side: [r["at_rate"]["p99_us"] for r in runs
                                         if r["surveillance"] == flag]
                                  for side, flag in (("with", True), ("without", False))},
+        "surveillance_caught_up_after_s": [r["at_rate"]["surveillance_caught_up_after_s"]
+                                           for r in runs if r["surveillance"]],
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -112,8 +134,11 @@ def main(argv: list[str] | None = None) -> int:
         f"Throughput ratio with / without: **{summary['throughput_ratio_with_without']}**.", "",
         f"CPU per answered order at {summary['fixed_rate']:,} orders/s (us, median of rounds):", "",
         "| | " + " | ".join((*ORDER_PATH, "surveillance")) + " |", "|---|---|---|---|---|",
-        *[f"| {side} | " + " | ".join(str(cpu[side][n]) for n in (*ORDER_PATH, "surveillance"))
-          + " |" for side in ("without", "with")], ""])
+        *[f"| {side} | " + " | ".join(str(round(cpu[side][n], 1))
+                                      for n in (*ORDER_PATH, "surveillance"))
+          + " |" for side in ("without", "with")], "",
+        "The surveillance node had worked through a step's events this long after the step "
+        f"ended (s): {summary['surveillance_caught_up_after_s']}.", ""])
     (out / "surveillance-cost.md").write_text(md)
     print(md)
     return 0

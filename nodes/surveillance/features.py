@@ -39,7 +39,7 @@ Derived (from the above, at read time):
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left, bisect_right, insort
 from collections import deque
 
 from cluster.book_mirror import BookMirror
@@ -145,6 +145,61 @@ class Counters:
         return out
 
 
+class Levels:
+    """Lots by price on one side, with the prices kept sorted: the touch and a range's lots
+    without scanning every level (a book may hold tens of thousands)."""
+
+    __slots__ = ("qty", "prices")
+
+    def __init__(self) -> None:
+        self.qty: dict[int, int] = {}
+        self.prices: list[int] = []
+
+    def add(self, price: int, lots: int) -> None:
+        """Change the lots at `price` by `lots` (a level at zero goes)."""
+        self.put(price, self.qty.get(price, 0) + lots)
+
+    def put(self, price: int, lots: int) -> None:
+        if lots > 0:
+            if price not in self.qty:
+                insort(self.prices, price)
+            self.qty[price] = lots
+        elif price in self.qty:
+            del self.qty[price]
+            del self.prices[bisect_left(self.prices, price)]
+
+    def between(self, low: int, high: int) -> int:
+        """Lots at prices in [low, high]."""
+        prices, qty = self.prices, self.qty
+        return sum(qty[p] for p in prices[bisect_left(prices, low):bisect_right(prices, high)])
+
+
+class SortedBook(BookMirror):
+    """The L2 copy (BookMirror's sequence checks), with each side's prices kept sorted."""
+
+    def __init__(self, symbol: str) -> None:
+        super().__init__(symbol, empty_at_start=True)
+        self.sides = {1: Levels(), -1: Levels()}
+
+    def load(self, snapshot) -> None:
+        super().load(snapshot)
+        for sign, levels in ((1, self.bids), (-1, self.asks)):
+            side = self.sides[sign] = Levels()
+            side.qty = dict(levels)
+            side.prices = sorted(levels)
+
+    def apply(self, delta: BookDelta) -> bool:
+        before = self.book_seq
+        ok = super().apply(delta)
+        if ok and self.book_seq != before:  # applied (not an older one skipped)
+            self.sides[1 if delta.side > 0 else -1].put(delta.price, delta.qty)
+        return ok
+
+    def best(self, side: int) -> int:
+        prices = self.sides[side].prices
+        return (prices[-1] if side > 0 else prices[0]) if prices else 0
+
+
 class OpenOrder:
     __slots__ = ("account", "symbol", "side", "price", "remaining", "ts_ns")
 
@@ -173,8 +228,9 @@ class Features:
         self.specs = symbols
         self.keys: dict[tuple[str, str], Counters] = {}
         self.open: dict[int, OpenOrder] = {}
-        self.own: dict[tuple[str, str], dict[int, OpenOrder]] = {}  # resting orders per key
-        self.books = {s: BookMirror(s, empty_at_start=True) for s in sorted(symbols)}
+        # each key's resting lots by side and price
+        self.own: dict[tuple[str, str], dict[int, Levels]] = {}
+        self.books = {s: SortedBook(s) for s in sorted(symbols)}
         self.cancel_times: dict[tuple[str, str], deque] = {}
         self.touch_times: dict[tuple[str, str], deque] = {}
         # (account, symbol, side) -> (last fill ts, lots of the run of fills to it not yet counted
@@ -189,6 +245,7 @@ class Features:
         self.positions: dict[tuple[str, str], int] = {}  # signed lots, from risk's AccountRisk
         self.market: dict[str, dict[str, int]] = {s: {} for s in sorted(symbols)}
         self.events = 0
+        self.engine_batches = 0  # commands seen on the private feed
         self.last_event_ns = 0
 
     # ------------------------------------------------------------------ input
@@ -204,6 +261,7 @@ class Features:
         self.events += 1
         self.last_event_ns = now_ns
         if t is EngineBatch:
+            self.engine_batches += 1
             self._batch(msg.events, msg.ts_ns or now_ns)
         elif t is Notice:
             self._notice(msg, now_ns)
@@ -280,8 +338,7 @@ class Features:
 
     def _top(self, symbol: str) -> tuple:
         book = self.books[symbol]
-        bid = max(book.bids) if book.bids else 0
-        ask = min(book.asks) if book.asks else 0
+        bid, ask = book.best(1), book.best(-1)
         return bid, book.bids.get(bid, 0), ask, book.asks.get(ask, 0)
 
     def mid(self, symbol: str) -> int:
@@ -298,17 +355,23 @@ class Features:
         if ev.status == "new" and ev.price:
             order = OpenOrder(ev.account, ev.symbol, ev.side, ev.price, ev.qty, now)
             self.open[ev.order_id] = order
-            self.own.setdefault(key, {})[ev.order_id] = order
+            self._own(order, ev.qty)
         raised = self.raised_at.get(key)
         if raised is not None and now - raised <= LEVERAGE_LEAD_NS:
             c.peak("lev_then_order", ev.qty, now)
 
+    def _own(self, order: OpenOrder, lots: int) -> None:
+        """Add `lots` (negative: take) to the account's resting lots at the order's price."""
+        key = (order.account, order.symbol)
+        sides = self.own.get(key)
+        if sides is None:
+            sides = self.own[key] = {1: Levels(), -1: Levels()}
+        sides[order.side].add(order.price, lots)
+
     def _forget(self, order_id: int) -> OpenOrder | None:
         order = self.open.pop(order_id, None)
         if order is not None:
-            mine = self.own.get((order.account, order.symbol))
-            if mine is not None:
-                mine.pop(order_id, None)
+            self._own(order, -order.remaining)
         return order
 
     def _cancelled(self, order_id: int, reason: str, key, now: int) -> None:
@@ -339,7 +402,9 @@ class Features:
             self.counters(key).add("amends", 1, now)
         order = self.open.get(ev.order_id)
         if order is not None:
+            self._own(order, -order.remaining)
             order.price, order.remaining = ev.price or order.price, ev.remaining
+            self._own(order, order.remaining)
             if not ev.remaining:
                 self._forget(ev.order_id)
 
@@ -359,6 +424,7 @@ class Features:
             self.last_fill[fill_key] = (now, recent + ev.qty)  # lots filled, not yet counted
             order = self.open.get(order_id)
             if order is not None:
+                self._own(order, remaining - order.remaining)
                 order.remaining = remaining
                 if not remaining:
                     self._forget(order_id)
@@ -402,36 +468,30 @@ class Features:
     def _resting_shape(self, key, now: int) -> None:
         """Layering and depth shape of one account's resting orders after it placed or amended
         one (what it chose, not what fills later left of it)."""
-        mine = self.own.get(key)
-        if not mine:
+        sides = self.own.get(key)
+        if sides is None:
             return
         symbol = key[1]
         book = self.books[symbol]
-        best = {1: max(book.bids) if book.bids else 0, -1: min(book.asks) if book.asks else 0}
-        at_touch = {1: 0, -1: 0}
-        away = {1: 0, -1: 0}
-        prices: dict[int, set] = {1: set(), -1: set()}
-        mid = self.mid(symbol)
-        band = mid // 100  # 1 % of mid
-        near = 0
-        for order in mine.values():
-            side = order.side
-            prices[side].add(order.price)
-            if order.price == best[side]:
-                at_touch[side] += order.remaining
-            else:
-                away[side] += order.remaining
-            if mid and abs(order.price - mid) <= band:
-                near += order.remaining
+        at_touch = {side: sides[side].qty.get(book.best(side), 0) for side in (1, -1)}
         c = self.counters(key)
         for side in (1, -1):
+            levels = sides[side]
             if at_touch[-side]:  # the order to trade on the other side is at its touch
-                c.peak("layer_milli", away[side] * 1000 // at_touch[-side], now)
-            c.peak("levels", len(prices[side]), now)
+                away = sum(levels.qty.values()) - at_touch[side]
+                c.peak("layer_milli", away * 1000 // at_touch[-side], now)
+            c.peak("levels", len(levels.prices), now)
+        mid = self.mid(symbol)
+        band = mid // 100  # 1 % of mid
+        near = sides[1].between(mid - band, mid + band) + sides[-1].between(mid - band, mid + band)
         if near and mid:
-            depth = sum(q for p, q in book.bids.items() if p >= mid - band) + sum(
-                q for p, q in book.asks.items() if p <= mid + band)
-            c.peak("depth_share_ppm", near * 1_000_000 // max(depth, near), now)
+            c.peak("depth_share_ppm", near * 1_000_000 // max(self._depth(symbol, mid), near), now)
+
+    def _depth(self, symbol: str, mid: int) -> int:
+        """The book's lots within 1 % of mid (a bisect and the levels in the band)."""
+        band = mid // 100
+        book = self.books[symbol]
+        return book.sides[1].between(mid - band, mid) + book.sides[-1].between(mid, mid + band)
 
     def _notice(self, msg: Notice, now: int) -> None:
         if msg.rule != "risk.leverage_changed":
@@ -503,8 +563,7 @@ class Features:
         mid = self.mid(symbol)
         band = mid // 50
         book = self.books[symbol]
-        depth = sum(q for p, q in book.bids.items() if p >= mid - band) + sum(
-            q for p, q in book.asks.items() if p <= mid + band)
+        depth = book.sides[1].between(mid - band, mid) + book.sides[-1].between(mid, mid + band)
         out["oi_per_depth_milli"] = oi * 1000 // max(depth, 1)
         return out
 

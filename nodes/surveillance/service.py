@@ -58,6 +58,7 @@ def build(shell: NodeShell, topo: Topology):
             alerts_file.flush()
         state = {
             "ts_ns": now, "events": core.features.events, "alerts": core.alerts,
+            "engine_batches": core.features.engine_batches,
             "state_hash": core.state_hash(), "queue": core.queue[:QUEUE_KEEP],
             "features": [{"account": a, "symbol": s, "values": v}
                          for (a, s), v in core.features.values(now).items()],

@@ -273,3 +273,21 @@ def test_incremental_features_equal_recomputation(script, read_after_buckets):
                    for k, f in v.core.features.values(read_at).items()}
     incremental = {k: f for k, f in incremental.items() if any(f.values())}
     assert incremental == recompute(v.batches, read_at)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 30), st.integers(-5, 5)), max_size=80),
+       st.integers(0, 30), st.integers(0, 30))
+def test_sorted_levels_equal_a_plain_dict(changes, low, high):
+    from nodes.surveillance.features import Levels
+
+    levels, plain = Levels(), {}
+    for price, lots in changes:
+        new = max(0, plain.get(price, 0) + lots)
+        levels.put(price, new)
+        if new:
+            plain[price] = new
+        else:
+            plain.pop(price, None)
+    assert levels.qty == plain and levels.prices == sorted(plain)
+    assert levels.between(low, high) == sum(q for p, q in plain.items() if low <= p <= high)
