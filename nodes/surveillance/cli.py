@@ -11,17 +11,21 @@ from nodes.surveillance.ranking import explain as explain_rows
 STATE, ALERTS = "state.json", "alerts.jsonl"
 
 
-def add_commands(sub, common, period, cli) -> None:
-    """`cli`: the perpx CLI module as it runs (its CliError, emit, window; run as __main__ it is
-    not the importable cluster.cli, whose CliError the CLI's main() would not catch)."""
-    surv = sub.add_parser("surveillance", help="the advisory anomaly ranking (read-only)"
-                          ).add_subparsers(dest="action", required=True)
-    top = surv.add_parser("top", parents=[common, period], help="the ranked queue with reasons")
-    top.add_argument("--k", type=int, default=20, help="how many items (the review budget)")
+def add_commands(group, command, common, period, cli) -> None:
+    """`group`/`command`: the CLI's parser builders (description, example, help on every flag).
+    `cli`: the perpx CLI module as it runs (its CliError, emit, window; run as __main__ it is not
+    the importable cluster.cli, whose CliError the CLI's main() would not catch)."""
+    surv = group("surveillance", "the advisory anomaly ranking: a queue for a person to review "
+                 "(read-only; it changes nothing)")
+    top = command(surv, "top", "the ranked queue with each item's top contributing features, and "
+                  "the alerts raised in a window", "perpx surveillance top --k 10 --since 15m",
+                  (common, period))
+    top.add_argument("--k", type=cli.Number(kind="int", low=1, example="20"), default=20,
+                     metavar="N", help="how many items (the review budget; default: 20)")
     top.set_defaults(fn=cmd_top, since_default="15m", cli=cli)
-    exp = surv.add_parser("explain", parents=[common],
-                          help="every feature of one account against the population")
-    exp.add_argument("account")
+    exp = command(surv, "explain", "every feature of one account against the population: value, "
+                  "median, robust z", "perpx surveillance explain alice")
+    exp.add_argument("account", help="the account (`perpx accounts`)")
     exp.set_defaults(fn=cmd_explain, cli=cli)
 
 
