@@ -46,8 +46,6 @@ def _reasons(reasons) -> str:
 def cmd_top(args) -> int:
     from cluster import reports
     cli = args.cli
-    if args.k < 1:
-        raise cli.CliError("bad_k", f"--k {args.k}: at least 1")
     if args.since is None:
         args.since = args.since_default
     since, until = cli.window(args)

@@ -64,7 +64,7 @@ def test_refusals_say_why(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["error"] == "no_activity"
     assert cli.main(["surveillance", "top", "--k", "0", "--run-dir", str(tmp_path),
                      "--json"]) == 2
-    assert json.loads(capsys.readouterr().out)["error"] == "bad_k"
+    assert json.loads(capsys.readouterr().out)["error"] == "out_of_range"  # the CLI's Number
 
 
 def test_injectors_are_found_at_the_easy_level_and_clean_runs_have_no_positives():
