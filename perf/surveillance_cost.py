@@ -23,6 +23,7 @@ from perf.cluster_load import Cluster, cpu_seconds
 from perf.loadgen import Step, find_max, run_step
 
 SYMBOL = "BTC-PERP"
+SETTLE_S = 3.0  # after a fixed-rate step, before CPU is read again (with and without the node)
 ORDER_PATH = ("gateway", "risk", "matching")
 
 
@@ -42,23 +43,27 @@ class Venue(Cluster):
 
 
 def measure(surveillance: bool, seconds: float, bound_us: float, fixed_rate: float | None,
-            log) -> dict:
+            log, search: bool = True) -> dict:
     with Venue(surveillance) as venue:
         time.sleep(1.5)
         endpoint = venue.topo.nodes["gateway"].client
         keys, price = venue.api_keys(), venue.topo.symbols[SYMBOL].initial_price
-        best, steps = find_max(endpoint, keys, SYMBOL, price, seconds=seconds,
-                               p99_bound_us=bound_us, refine=3, log=log)
-        out = {"surveillance": surveillance, "max_orders_per_s": round(best),
+        if search:
+            best, steps = find_max(endpoint, keys, SYMBOL, price, seconds=seconds,
+                                   p99_bound_us=bound_us, refine=3, log=log)
+        else:
+            best, steps = 0.0, []
+        out = {"surveillance": surveillance, "max_orders_per_s": round(best) or None,
                "steps": len(steps)}
         rate = fixed_rate or best / 2
         state = venue.run_dir / "surveillance" / "state.json"
         caught_up_s = None
         cpu0 = venue.cpu()
         r = run_step(endpoint, keys, Step(rate=rate, seconds=seconds), SYMBOL, price)
+        ended = time.monotonic()
         if surveillance:  # the node works through what it was sent: until its count of the
             # private feed's batches stops growing
-            ended, seen, deadline = time.monotonic(), -1, time.monotonic() + 60
+            seen, deadline = -1, ended + 60
             while time.monotonic() < deadline:
                 time.sleep(0.6)  # a ranking tick writes the count every 0.5 s
                 now_seen = events(state)
@@ -66,6 +71,8 @@ def measure(surveillance: bool, seconds: float, bound_us: float, fixed_rate: flo
                     break
                 seen = now_seen
             caught_up_s = round(time.monotonic() - ended - 0.6, 1)
+        # both variants' CPU over the same window (idle nodes spend some: marks, timers)
+        time.sleep(max(0.0, ended + SETTLE_S - time.monotonic()))
         cpu1 = venue.cpu()
         answered = max(1, r["answered"])
         out["at_rate"] = {
@@ -91,26 +98,35 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--seconds", type=float, default=2.0)
     p.add_argument("--p99-bound-us", type=float, default=50_000)
+    p.add_argument("--fixed-rate", type=float, default=None,
+                   help="skip the maximum's search: only CPU per order at this rate")
     p.add_argument("--out", default="perf/results")
     args = p.parse_args(argv)
-    runs, fixed = [], None
+    runs, fixed, failed = [], args.fixed_rate, []
     for i in range(args.rounds):
         for with_node in (False, True):
             print(f"round {i + 1}: surveillance {'on' if with_node else 'off'}", flush=True)
-            r = measure(with_node, args.seconds, args.p99_bound_us, fixed,
-                        lambda t: print(t, flush=True))
+            try:
+                r = measure(with_node, args.seconds, args.p99_bound_us, fixed,
+                            lambda t: print(t, flush=True), search=args.fixed_rate is None)
+            except RuntimeError as exc:  # e.g. the load generator got no logon answer
+                failed.append({"round": i + 1, "surveillance": with_node, "error": str(exc)})
+                print(f"  failed: {exc}", flush=True)
+                continue
             fixed = fixed or r["max_orders_per_s"] / 2
             runs.append(r)
             print(json.dumps(r), flush=True)
-    on = [r["max_orders_per_s"] for r in runs if r["surveillance"]]
-    off = [r["max_orders_per_s"] for r in runs if not r["surveillance"]]
+    on = [r["max_orders_per_s"] for r in runs if r["surveillance"] and r["max_orders_per_s"]]
+    off = [r["max_orders_per_s"] for r in runs if not r["surveillance"] and r["max_orders_per_s"]]
     summary = {
         "max_orders_per_s": {"with": on, "without": off},
-        "throughput_ratio_with_without": round(statistics.median(on) / statistics.median(off), 3),
+        "throughput_ratio_with_without": (round(statistics.median(on) / statistics.median(off), 3)
+                                          if on and off else None),
+        "failed_rounds": failed,
         "fixed_rate": round(fixed),
         "cpu_us_per_order_at_fixed_rate": {
-            side: {n: statistics.median(r["at_rate"]["cpu_us_per_order"].get(n, 0) for r in runs
-                                        if r["surveillance"] == flag)
+            side: {n: statistics.median([r["at_rate"]["cpu_us_per_order"].get(n, 0) for r in runs
+                                         if r["surveillance"] == flag] or [0])
                    for n in (*ORDER_PATH, "surveillance")}
             for side, flag in (("with", True), ("without", False))},
         "p99_us_at_fixed_rate": {side: [r["at_rate"]["p99_us"] for r in runs
@@ -129,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.rounds} rounds, alternating; max sustainable orders/s (p99 <= "
         f"{args.p99_bound_us / 1000:g} ms, {args.seconds:g} s steps):", "",
         "| | max orders/s (each round) | median |", "|---|---|---|",
-        f"| without the node | {off} | {statistics.median(off):,.0f} |",
-        f"| with the node | {on} | {statistics.median(on):,.0f} |", "",
+        f"| without the node | {off} | {statistics.median(off) if off else '-'} |",
+        f"| with the node | {on} | {statistics.median(on) if on else '-'} |", "",
         f"Throughput ratio with / without: **{summary['throughput_ratio_with_without']}**.", "",
         f"CPU per answered order at {summary['fixed_rate']:,} orders/s (us, median of rounds):", "",
         "| | " + " | ".join((*ORDER_PATH, "surveillance")) + " |", "|---|---|---|---|---|",
