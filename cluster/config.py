@@ -56,6 +56,9 @@ class SupervisorConf(Conf, kw_only=True):
     admin: str = ""  # ROUTER: `perpx netsim ...` commands
     heartbeat_ms: int = 200
     heartbeat_timeout_ms: int = 1000
+    # A node silent this long is hung: killed, then handled as a crash by its on_failure policy
+    # (risk and matching come back from their journals). 0: only ever reported.
+    hung_after_ms: int = 10000
     ready_timeout_ms: int = 15000
     max_restarts: int = 3
     restart_window_s: int = 60
@@ -387,6 +390,7 @@ INT_RANGES = (
 )
 SUPERVISOR_RANGES = (
     ("heartbeat_ms", 1), ("ready_timeout_ms", 1), ("max_restarts", 0), ("restart_window_s", 1),
+    ("hung_after_ms", 0),
 )
 # Decimal settings: (key, lowest, lowest allowed itself?, highest, highest allowed itself?)
 DECIMAL_RANGES = (
@@ -414,6 +418,9 @@ def _out_of_range(conf: TopologyConf) -> list[str]:
     for key, low in SUPERVISOR_RANGES:
         if getattr(sup, key) < low:
             bad(f"supervisor.{key}", getattr(sup, key), f">= {low}")
+    if sup.hung_after_ms and sup.hung_after_ms <= sup.heartbeat_timeout_ms:
+        bad("supervisor.hung_after_ms", sup.hung_after_ms,
+            f"0 (never) or > supervisor.heartbeat_timeout_ms = {sup.heartbeat_timeout_ms}")
     if sup.heartbeat_timeout_ms <= sup.heartbeat_ms:
         bad("supervisor.heartbeat_timeout_ms", sup.heartbeat_timeout_ms,
             f"> supervisor.heartbeat_ms = {sup.heartbeat_ms}")

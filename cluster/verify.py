@@ -31,7 +31,10 @@ LOCKSTEP_LIMIT = 200_000  # inputs compared one by one to find where two replays
 
 
 class QuietShell(RecordingShell):
-    """A recording shell that keeps nothing: an offline replay's effects go nowhere."""
+    """A recording shell that keeps nothing: an offline replay's effects go nowhere, and its
+    inputs are the journal's only."""
+
+    offline = True
 
     def send(self, peer: str, message) -> None:
         pass
