@@ -50,10 +50,6 @@ def _replayer(node: str, topo):
     module = __import__(f"nodes.{node}.service", fromlist=["build"])
     shell = QuietShell(topo.nodes[node])
     module.build(shell, topo)
-    # What build() feeds the core itself at start-up (risk's first ClockTick, here at the offline
-    # shell's time 0) is a live input that the journal holds at its real time: the replay starts
-    # from the core as make_engine() builds it, or it ends on a state the live node never had.
-    shell.runner.core.restore(module.make_engine(topo).snapshot())
     return shell.runner.core, shell.runner.process
 
 
