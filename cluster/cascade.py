@@ -46,11 +46,10 @@ from cluster.ladder import build_ladder, maintenance_margin
 from cluster.prices import bankruptcy_price, round_price
 from cluster.protocol import AccountRisk
 from cluster.rules.stress import BPS, StressParams
-from cluster.units import ceil_div
+from cluster.units import PPM, ceil_div
 from nodes.liquidator.monitor import MaintenanceMonitor
 from nodes.risk import adl
 
-PPM = 1_000_000
 INSURANCE = "insurance"
 MARKET = "market"  # the outside liquidity: the makers whose resting orders the walks hit
 ROUND_NS = 100_000_000

@@ -19,11 +19,10 @@ import msgspec
 
 from cluster.journal import parse_policy
 from cluster.ladder import LadderError, Tier, build_ladder
-from cluster.units import UnitError, parse_decimal, rate_to_ppm, to_units
+from cluster.units import PPM as PPM_INT, UnitError, parse_decimal, rate_to_ppm, to_units
 
 DEFAULT_CONFIG = Path(__file__).with_name("topology.toml")
 E9 = Decimal("0.000000001")
-PPM_INT = 1_000_000
 NODE_NAMES = ("feeds", "oracle", "matching", "risk", "liquidator", "gateway")
 # Nodes a topology may leave out; the supervisor starts the ones it names, after the others.
 OPTIONAL_NODES = ("surveillance",)

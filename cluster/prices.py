@@ -25,9 +25,7 @@ import math
 from fractions import Fraction
 
 from cluster.ladder import Tier, maintenance_margin
-from cluster.units import ceil_div
-
-PPM = 1_000_000
+from cluster.units import PPM, ceil_div
 
 
 def trigger_margin(tiers: tuple[Tier, ...], value: int, fee_ppm: int) -> int:

@@ -121,14 +121,6 @@ class Readiness:
             self.waiter = None
 
 
-def wake_reader(sock: zmq.asyncio.Socket) -> None:
-    """After sending on a socket through its sync shadow, let pyzmq's asyncio side re-check it:
-    ZMQ_FD is edge-triggered and our send may have consumed the edge a waiting poll needed."""
-    schedule = getattr(sock, "_schedule_remaining_events", None)
-    if schedule is not None:
-        schedule()
-
-
 def die_with_parent() -> None:
     """Ask Linux to SIGTERM us when the supervisor dies, so no node outlives it."""
     try:

@@ -48,6 +48,8 @@ class Cluster:
             sections={"journal": journal} if journal else None)
         self.topo = config.load(self.config, run_dir=str(self.run_dir))
         self.env = {**os.environ, **(env or {})}
+        if self.env.get("PERPX_PIPELINE") == "null":  # the null pipeline's services, by module
+            self.env["PERPX_SERVICES"] = "perf.null_services"
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "cluster.cli", *args, "--run-dir",

@@ -12,9 +12,7 @@ from __future__ import annotations
 from cluster.config import SymbolSpec
 from cluster.protocol import AccountRisk, MaintenanceAlert
 from cluster.ladder import maintenance_margin
-from cluster.units import ceil_div
-
-PPM = 1_000_000
+from cluster.units import PPM, ceil_div
 
 
 class MaintenanceMonitor:

@@ -41,7 +41,7 @@ from nodes.matching.client_ids import ClientIds
 from nodes.matching.finished import FinishedOrders
 from nodes.matching.stops import StopBook, is_triggered
 
-PPM = 1_000_000
+from cluster.units import PPM
 DONE_MEMORY = 100_000  # finished order ids remembered, to tell "too late" from "unknown"
 COID_MEMORY = 10_000  # client order ids remembered per account, besides those of live orders
 

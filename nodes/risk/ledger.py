@@ -48,14 +48,13 @@ from cluster.protocol import (
     OrderRejected, OrdersCancelled, OrdersView, OrderTriggered, OrderView, PlaceOrder, PositionView,
     Regime, Reply, Report, Routed, SetLeverage, SetMarginMode, SetPosition, Trade, Withdraw,
 )
-from cluster.units import ceil_div
+from cluster.units import PPM, ceil_div
 from nodes.risk import adl
 from nodes.risk.accounts import AccountState, OpenOrder, Position, pending_units
 from nodes.risk.marks import FundingClock, MarkAges
 from cluster.funding import funding_payment
 from cluster.prices import bankruptcy_price, liquidation_price, round_price, trigger_margin
 
-PPM = 1_000_000
 E9 = 1_000_000_000
 INSURANCE = "insurance"
 
