@@ -47,6 +47,7 @@ class SurveillanceCore:
         self.drift = DriftBank()
         self.crowding = Crowding()
         self.crowded: set[str] = set()  # symbols whose crowding item is raised
+        self.drifting: set[str] = set()  # features whose drift item is raised
         self.queue: list[dict] = []
         self.alerted: dict[tuple[str, str], int] = {}  # key -> score when last alerted
         self.alerts = 0
@@ -57,7 +58,8 @@ class SurveillanceCore:
     def tick(self, now_ns: int) -> list[dict]:
         """Rank the window's population; return the alerts this tick raised: a key whose top
         contributor's z is above ALERT_MILLI (first time, or its score doubled since its last
-        alert), and every drift alarm."""
+        alert), a feature's drift or a symbol's crowding as it starts (the item stays in the
+        queue while it lasts)."""
         values = self.features.values(now_ns)
         items = rank(values)
         drift = self.drift.feed(values)
@@ -81,7 +83,9 @@ class SurveillanceCore:
                            "event_ns": counters.last_ns if counters else now_ns,
                            "suggest": SUGGEST.get(top, "")})
         for item in drift:
-            alerts.append({**item, "ts_ns": now_ns, "event_ns": now_ns, "suggest": ""})
+            if item["feature"] not in self.drifting:  # raised once while the drift lasts
+                alerts.append({**item, "ts_ns": now_ns, "event_ns": now_ns, "suggest": ""})
+        self.drifting = {item["feature"] for item in drift}
         for item in crowded:
             if item["symbol"] not in self.crowded:  # raised once until it clears
                 alerts.append({**item, "ts_ns": now_ns, "event_ns": now_ns, "suggest":

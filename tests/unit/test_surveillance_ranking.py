@@ -112,3 +112,27 @@ def test_crowding_index_long_side_when_carry_is_high_and_volatility_low():
     mirrored = {**crowded, "funding_e9": -200_000, "basis_ppm": -500}  # shorts pay to stay
     assert c.feed("S", mirrored)["side"] == "short"
     assert Crowding().feed("S", mirrored) is None  # no history: no index
+
+
+def test_a_lasting_drift_is_alerted_once_and_stays_queued():
+    from nodes.surveillance.core import SurveillanceCore
+    from nodes.surveillance.features import RANKED
+
+    class Population:  # the features' population, shifted at will
+        specs: dict = {}
+        keys: dict = {}
+        level = 5
+
+        def values(self, now):
+            return {(a, "S"): {**dict.fromkeys(RANKED, 0), "lev_changes": self.level}
+                    for a in ("a", "b", "c")}
+
+    core = SurveillanceCore({})
+    core.features = Population()
+    core.drift = DriftBank(features=("lev_changes",))
+    for t in range(WARMUP):
+        assert core.tick(t) == []
+    core.features.level = 50
+    raised = [a for t in range(WARMUP, WARMUP + 10) for a in core.tick(t) if a["kind"] == "drift"]
+    assert len(raised) == 1 and raised[0]["feature"] == "lev_changes"  # not one per tick
+    assert [i["feature"] for i in core.queue if i["kind"] == "drift"] == ["lev_changes"]
