@@ -24,6 +24,8 @@ from cluster.units import PPM as PPM_INT, UnitError, parse_decimal, rate_to_ppm,
 DEFAULT_CONFIG = Path(__file__).with_name("topology.toml")
 E9 = Decimal("0.000000001")
 NODE_NAMES = ("feeds", "oracle", "matching", "risk", "liquidator", "gateway")
+# The event-sourced cores: their inputs are journaled, their links sequenced (cluster/runner.py).
+JOURNALED_NODES = ("risk", "matching")
 # Nodes a topology may leave out; the supervisor starts the ones it names, after the others.
 OPTIONAL_NODES = ("surveillance",)
 

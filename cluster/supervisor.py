@@ -39,6 +39,7 @@ import zmq.asyncio
 from cluster.audit import AuditJournal, Explanation
 from cluster.config import Topology, node_names
 from cluster.logs import configure
+from cluster.runstate import status_path
 from cluster.protocol import (
     AdminReply, AdminRequest, Codec, ControlMsg, FeedControl, Heartbeat, NetsimTable, Ready,
     encode_one, field_at,
@@ -137,9 +138,9 @@ class Supervisor:
             },
             "events": self.events[-20:],
         }
-        tmp = self.run / "status.json.tmp"
+        tmp = status_path(self.run).with_suffix(".json.tmp")
         tmp.write_text(json.dumps(status, indent=1))
-        os.replace(tmp, self.run / "status.json")
+        os.replace(tmp, status_path(self.run))
 
     def _event(self, kind: str, node: str, **info) -> None:
         record = {"wall_ns": time.time_ns(), "mono_ns": time.monotonic_ns(), "event": kind,
@@ -155,6 +156,10 @@ class Supervisor:
             [sys.executable, "-m", "cluster.node", node.name, "--config", self.topo.path,
              "--run-dir", str(self.run)] + (["--restarted"] if restarted else []),
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            # Its own process group: a terminal's Ctrl-C (SIGINT to the foreground group) reaches
+            # the supervisor alone, which stops the demo (its summary asks the nodes) and then
+            # the nodes, in order. They still die with the supervisor (PDEATHSIG).
+            process_group=0,
         )
         out.close()
         node.ready = False

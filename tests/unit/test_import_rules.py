@@ -60,3 +60,21 @@ def test_a_planted_violation_is_found(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("def f():\n    from perf.null_services import build\n    import perf.bench\n")
     assert {"perf.null_services", "perf.bench"} <= imported(bad)
+
+
+def test_the_status_file_is_named_in_one_place():
+    """cluster/runstate.py reads it for everyone (the CLI, load and bench tools)."""
+    named = [str(p.relative_to(ROOT)) for p in sources("cluster", "nodes", "perf")
+             if any(isinstance(node, ast.Constant) and node.value == "status.json"
+                    for node in ast.walk(ast.parse(p.read_text())))]
+    assert named == ["cluster/runstate.py"]
+
+
+def test_the_band_and_the_protection_price_are_computed_in_one_place():
+    """cluster/rules/bands.py: matching enforces them, risk reserves and liquidates against them."""
+    import re
+
+    pattern = re.compile(r"(\bband_ppm|protection_ppm|slippage_ppm)\)? // PPM")
+    found = [str(p.relative_to(ROOT)) for p in sources("cluster", "nodes")
+             if pattern.search(p.read_text())]
+    assert found == ["cluster/rules/bands.py"], found
