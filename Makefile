@@ -5,6 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 .PHONY: setup cluster test test-fast test-deep test-timing mutate bench bench-core bench-netsim bench-rest probe load cascade-report clean
+.PHONY: surveillance-eval surveillance-cost
 
 setup: $(STAMP)
 
@@ -89,6 +90,16 @@ cascade-report: $(STAMP) $(VENV)/.report
 $(VENV)/.report: pyproject.toml $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,report]'
 	touch $(VENV)/.report
+
+# Surveillance (#23): the ranking over generated flow with injected abuse at three difficulty levels,
+# several seeds, and clean runs: perf/results/surveillance-eval.{json,md,png}, about a minute.
+surveillance-eval: $(STAMP) $(VENV)/.bench
+	$(PY) -m perf.surveillance_eval $(SURV_EVAL_ARGS)
+
+# The node's cost to the venue: max orders/s and CPU per order with and without it, alternating in
+# one run: perf/results/surveillance-cost.{json,md}, a few minutes.
+surveillance-cost: $(STAMP) $(VENV)/.bench
+	$(PY) -m perf.surveillance_cost $(SURV_COST_ARGS)
 
 clean:
 	rm -rf var .pytest_cache .hypothesis

@@ -1,6 +1,7 @@
 """The `perpx` command line.
 
     perpx cluster up [--detach [--same-session]] [--demo] [--seconds N] [--config F] [--run-dir D]
+    perpx surveillance top [--k 20] [--since 15m] [--json] | explain ACCOUNT
     perpx cluster down | status [--json]
     perpx order place --account A --symbol S --side buy|sell --qty 0.01 [--price 30000.5] ... [--json]
     perpx order cancel --account A --symbol S (--order-id N | --client-order-id X) [--json]
@@ -1323,6 +1324,10 @@ def parser() -> argparse.ArgumentParser:
                      "damaged", "perpx audit verify var --json")
     verify.add_argument("path", nargs="?", help="the run directory (default: --run-dir or ./var)")
     verify.set_defaults(fn=cmd_audit_verify)
+
+    # surveillance (advisory): nodes/surveillance/cli.py
+    from nodes.surveillance.cli import add_commands as surveillance_commands
+    surveillance_commands(group, command, common, period, sys.modules[__name__])
 
     # netsim
     netsim = group("netsim", "the network simulator between the nodes (a running cluster)")

@@ -25,9 +25,15 @@ DEFAULT_CONFIG = Path(__file__).with_name("topology.toml")
 E9 = Decimal("0.000000001")
 NODE_NAMES = ("feeds", "oracle", "matching", "risk", "liquidator", "gateway")
 # Nodes started only when the topology has a section for them (after the required ones).
-OPTIONAL_NODES = ("rest",)
 # The event-sourced cores: their inputs are journaled, their links sequenced (cluster/runner.py).
 JOURNALED_NODES = ("risk", "matching")
+# Nodes a topology may leave out; the supervisor starts the ones it names, after the others.
+OPTIONAL_NODES = ("surveillance", "rest")
+
+
+def node_names(topo) -> tuple[str, ...]:
+    """The nodes a topology runs: every required one, then the optional ones it names."""
+    return NODE_NAMES + tuple(n for n in OPTIONAL_NODES if n in topo.nodes)
 
 
 class ConfigError(ValueError):
@@ -96,6 +102,7 @@ class NodeConf(Conf, kw_only=True):
     inbox: str = ""
     client: str = ""  # gateway: client ROUTER
     pub: str = ""  # market data / index publisher
+    private: str = ""  # matching: the private engine feed (PUB), bound when surveillance runs
     on_failure: Literal["restart", "stop_all"] = "restart"
     # feeds
     venues: list[str] = msgspec.field(default_factory=list)
@@ -406,7 +413,7 @@ def load(path: str | os.PathLike | None = None, run_dir: str | None = None) -> T
         return endpoint.replace("{run}", run_s)
 
     for where, endpoint in [(f"nodes.{name}.{key}", getattr(n, key)) for name, n in conf.nodes.items()
-                            for key in ("inbox", "client", "pub")] + [
+                            for key in ("inbox", "client", "pub", "private")] + [
             (f"supervisor.{key}", getattr(conf.supervisor, key))
             for key in ("control", "netsim", "admin")]:
         if endpoint and not ENDPOINT.match(endpoint):
@@ -415,7 +422,8 @@ def load(path: str | os.PathLike | None = None, run_dir: str | None = None) -> T
 
     nodes = {
         name: msgspec.structs.replace(
-            n, inbox=expand(n.inbox), client=expand(n.client), pub=expand(n.pub)
+            n, inbox=expand(n.inbox), client=expand(n.client), pub=expand(n.pub),
+            private=expand(n.private),
         )
         for name, n in conf.nodes.items()
     }
@@ -619,7 +627,7 @@ def write_tcp_topology(base: Path | str, dest: Path, ports: list[int], run_dir: 
             if raw["supervisor"].get(key):
                 raw["supervisor"][key] = f"tcp://127.0.0.1:{ports.pop()}"
     for name, node in raw["nodes"].items():
-        for key in ("inbox", "client", "pub"):
+        for key in ("inbox", "client", "pub", "private"):
             if node.get(key) and (not internal_ipc or (name == "gateway" and key != "inbox")):
                 node[key] = f"tcp://127.0.0.1:{ports.pop()}"
         if node.get("http"):  # the REST facade's HTTP port

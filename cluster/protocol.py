@@ -518,6 +518,15 @@ EngineEvent = Union[
 ]
 
 
+class EngineBatch(Msg, tag=True, kw_only=True):
+    """Matching -> surveillance, on matching's private feed (its own PUB, bound only when the
+    topology has a surveillance node; never the market data, which names no account): the events
+    of the commands matching handled, with accounts, in order, stamped with the input's time."""
+
+    ts_ns: int
+    events: list[EngineEvent]
+
+
 # --------------------------------------------------------------------------------------------
 # Risk -> gateway: a reply to a request or a report for an account, and risk's own rejects.
 # --------------------------------------------------------------------------------------------
@@ -840,7 +849,7 @@ NodeInbound = Union[
     OrderTriggered, BookDelta, BookLevels, Report, Reply, Ping, Pong, AccountRisk,
     AccountRiskRequest, MaintenanceAlert, SpotTick, IndexMark, FundingRate, Regime, Notice,
     OracleMode, LiquidationStep, LiquidationResult, FeedControl, OracleSource, NetsimTable,
-    LinkSeq, ResendFrom, ClockTick,
+    LinkSeq, ResendFrom, ClockTick, EngineBatch,
 ]
 
 

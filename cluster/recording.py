@@ -71,6 +71,9 @@ class RecordingShell:
     def bind_pub(self, endpoint: str) -> None:
         pass
 
+    def bind_private_pub(self, endpoint: str):
+        return lambda frames: self.sent.append(("private", frames))
+
     def bind_inbox(self, fn, runs: bool = False) -> None:
         # A journaled core's inbox takes runs of (link header, messages); here nothing is sequenced.
         self.inbox = (lambda messages: fn([(None, messages)])) if runs else fn

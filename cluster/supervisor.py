@@ -38,7 +38,7 @@ import zmq.asyncio
 
 from cluster.signing import ensure_key_file
 from cluster.audit import AuditJournal, Explanation
-from cluster.config import NODE_NAMES, OPTIONAL_NODES, Topology
+from cluster.config import Topology, node_names
 from cluster.logs import configure
 from cluster.runstate import status_path
 from cluster.protocol import (
@@ -85,8 +85,7 @@ class Supervisor:
         self.topo = topo
         self.resume = resume  # keep the journals of an earlier run: risk and matching replay them
         self.run = Path(topo.run_dir)
-        self.nodes = {name: NodeProc(name) for name in NODE_NAMES + tuple(
-            n for n in OPTIONAL_NODES if n in topo.nodes)}
+        self.nodes = {name: NodeProc(name) for name in node_names(topo)}
         self.log = configure("supervisor", topo.log_dir)
         self.echo = echo or (lambda text: print(text, file=sys.stderr, flush=True))
         self.events: list[dict] = []

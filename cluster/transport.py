@@ -302,6 +302,22 @@ class NodeShell:
         self._pub_sock.bind(endpoint)
         self._pub_sync = zmq.Socket.shadow(self._pub_sock.underlying)
 
+    def bind_private_pub(self, endpoint: str) -> Callable[[list], None]:
+        """A second PUB, apart from the one the gateway forwards to clients (matching's private
+        feed to surveillance): returns a non-blocking send of [topic, payload] frames (a slow
+        subscriber's frames are dropped, as PUB does)."""
+        sock = self._socket(zmq.PUB)
+        sock.bind(endpoint)
+        sync = zmq.Socket.shadow(sock.underlying)
+
+        def send(frames: list) -> None:
+            try:
+                send_parts(sync, frames)
+            except zmq.Again:
+                self.stats["private_dropped"] = self.stats.get("private_dropped", 0) + 1
+
+        return send
+
     def peer(self, name: str) -> None:
         """PUSH to another node's inbox (connect; queued until the peer is up)."""
         if name in self._outboxes:

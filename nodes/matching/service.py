@@ -61,8 +61,15 @@ def build(shell: NodeShell, topo: Topology):
     topics = {name: b"md." + name.encode() for name in topo.symbols}
     audit = shell.audit
     clock = [0]  # the input's time, for its explanations (the journaled one on replay)
+    # surveillance: the private engine feed, only when the topology runs the node (feed.py)
+    private = None
+    if "surveillance" in topo.nodes and shell.conf.private:
+        from nodes.surveillance.feed import PrivateFeed
+        private = PrivateFeed(shell, shell.conf.private)
 
     def emit(events: list) -> None:
+        if private is not None:
+            private.add(clock[0], events)
         for ev in events:
             t = type(ev)
             if t is BookDelta:
@@ -127,6 +134,8 @@ def build(shell: NodeShell, topo: Topology):
     shell.every(SNAPSHOT_MS, publish_snapshots)
     shell.every(250, runner.maybe_snapshot)
     recovered = runner.recover()
+    if private is not None:
+        private.pending.clear()  # a replay's events: surveillance saw them before the restart
     if recovered:
         shell.log.info("matching_recovered", **recovered)
 

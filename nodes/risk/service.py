@@ -5,12 +5,16 @@ liquidator, explanations to the audit journal."""
 from __future__ import annotations
 
 from cluster.config import Topology
-from cluster.protocol import ClockTick, Error, Ping, Pong, Reply, Routed
+from cluster.protocol import AccountRisk, ClockTick, Error, Notice, Ping, Pong, Reply, Routed
 from cluster.runner import CoreRunner
 from cluster.transport import NodeShell
 from nodes.risk.ledger import RiskEngine
 
 MARK_CHECK_MS = 100  # how often the marks' ages are looked at with no order to look at them
+
+
+# Settings changes surveillance ranks (leverage anomalies; the others are context for a reviewer).
+SURVEILLED_RULES = frozenset({"risk.leverage_changed", "risk.margin_mode_changed"})
 
 
 def make_engine(topo: Topology) -> RiskEngine:
@@ -29,6 +33,10 @@ def build(shell: NodeShell, topo: Topology):
         shell.peer(peer)
     send = shell.send
     audit = shell.audit
+    # surveillance (advisory): account state and settings changes, copied when the node runs
+    watched = "surveillance" in topo.nodes
+    if watched:
+        shell.peer("surveillance")
 
     def failed(msg, exc: Exception) -> None:
         """The engine raised on a message (a bug): log and count it; a client request gets an
@@ -60,8 +68,14 @@ def build(shell: NodeShell, topo: Topology):
         for dest, effect in effects:
             if dest == "audit":
                 audit.record(effect)
+                if watched and effect.rule in SURVEILLED_RULES:
+                    send("surveillance", Notice(rule=effect.rule, subject=effect.subject,
+                                                decision=effect.decision, numbers=effect.numbers,
+                                                ts_ns=now))
             else:
                 send(dest, effect)
+                if watched and dest == "liquidator" and type(effect) is AccountRisk:
+                    send("surveillance", effect)
 
     runner = CoreRunner(shell, engine, process, topo.journal)
     shell.bind_inbox(runner.on_runs, runs=True)

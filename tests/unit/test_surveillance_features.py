@@ -1,0 +1,293 @@
+"""Surveillance features, each against a hand-computed value, and the incremental features against a
+from-scratch recomputation over the same event stream (hypothesis)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cluster.protocol import (
+    EngineBatch, OrderAccepted, OrderAmended, OrderCancelled, OrdersCancelled, Trade,
+)
+from nodes.surveillance.features import BUCKET_NS, WINDOW_BUCKETS
+from perf.surveillance_sim import MS, Venue
+
+S = "BTC-PERP"
+MID = 300_000  # ticks (30,000.0)
+
+
+def quoted(v: Venue, size: int = 10) -> tuple[int, int]:
+    """A market maker 'mm' quoting 1 tick-pair around the mid: bid 299990, ask 300010."""
+    return v.place("mm", 1, size, MID - 10, 0), v.place("mm", -1, size, MID + 10, 0)
+
+
+def feats(v: Venue, account: str, now: int | None = None, window: str = "10m") -> dict:
+    return v.core.features.values(v.now if now is None else now, window)[(account, S)]
+
+
+def test_order_to_trade_ratios_by_number_and_volume():
+    v = Venue()
+    _, ask = quoted(v)
+    v.place("x", 1, 3, 0, 5 * MS)  # buys 3 of mm's ask
+    v.cancel("mm", ask, 6 * MS)
+    mm = feats(v, "mm")
+    # mm: 2 orders + 1 cancel = 3 messages, 1 fill: 3/1 - 1 = 2; volume 20 lots / 3 filled - 1
+    assert (mm["orders"], mm["cancels"], mm["fills"]) == (2, 1, 1)
+    assert mm["otr_num_milli"] == 2_000
+    assert mm["otr_vol_milli"] == 20_000 // 3 - 1_000 == 5_666
+    x = feats(v, "x")
+    assert x["otr_num_milli"] == 0 and x["otr_vol_milli"] == 0  # 1 order, 1 fill, same lots
+
+
+def test_zero_trade_rule_counts_every_message():
+    v = Venue()
+    for i in range(4):
+        v.place("z", 1, 2, MID - 100 - i, i * MS)
+    z = feats(v, "z")
+    assert z["otr_num_milli"] == 4_000  # ESMA Q&A 3.19: orders without a trade
+    assert z["otr_vol_milli"] == 8_000
+
+
+def test_share_of_orders_cancelled_within_1_10_100_ms():
+    v = Venue()
+    ages_ns = [500_000, 5 * MS, 50 * MS, 500 * MS]
+    for i, age in enumerate(ages_ns):
+        t = i * 1_000 * MS
+        oid = v.place("f", 1, 1, MID - 100, t)
+        v.cancel("f", oid, t + age)
+    f = feats(v, "f")
+    assert (f["cxl_1ms"], f["cxl_10ms"], f["cxl_100ms"]) == (1, 2, 3)
+    assert (f["cxl_lt_1ms_ppm"], f["cxl_lt_10ms_ppm"], f["cxl_lt_100ms_ppm"]) == (
+        250_000, 500_000, 750_000)
+
+
+def test_max_cancels_in_any_100ms():
+    v = Venue()
+    times_ms = [0, 30, 60, 99, 150, 260]
+    oids = [v.place("b", 1, 1, MID - 200 - i, 0) for i in range(len(times_ms))]
+    for oid, t in zip(oids, times_ms):
+        v.cancel("b", oid, t * MS)
+    # (0, 30, 60, 99] all within 100 ms of 99; at 150: 60, 99, 150; at 260: 260 alone
+    assert feats(v, "b")["burst_100ms"] == 4
+
+
+def test_cancel_after_opposite_fill_and_layering():
+    v = Venue()
+    quoted(v)
+    v.place("mm", -1, 10, MID + 20, 0)
+    spoof = v.place("s", 1, 100, MID - 100, 1_000 * MS)  # large bid away from the touch
+    v.place("s", -1, 1, MID + 5, 1_000 * MS)  # small ask at the (new) touch
+    s = feats(v, "s")
+    assert s["layer_milli"] == 100 * 1_000 // 1  # 100 lots away on the bid per lot at the ask
+    assert s["levels"] == 1
+    v.place("x", 1, 1, 0, 1_100 * MS)  # takes s's small ask: s sold 1
+    v.cancel("s", spoof, 1_300 * MS)  # then the bid goes, 200 ms after the opposite fill
+    s = feats(v, "s")
+    assert s["spoof_cxl_qty"] == 100 and s["spoof_fill_qty"] == 1
+    assert s["spoof_milli"] == 100_000  # 100 lots pulled per lot traded on the other side
+    # mm's quotes: nothing away from its touch, nothing cancelled after a fill
+    assert feats(v, "mm")["spoof_milli"] == 0 and feats(v, "mm")["layer_milli"] == 1_000 * 10 // 10
+
+
+def test_cancel_long_after_the_fill_is_not_spoof():
+    v = Venue()
+    quoted(v)
+    bid = v.place("s", 1, 100, MID - 100, 0)
+    v.place("s", -1, 1, MID + 5, 0)
+    v.place("x", 1, 1, 0, 10 * MS)
+    v.cancel("s", bid, 10 * MS + 1_001 * MS)  # 1.001 s later: outside the 1 s window
+    assert feats(v, "s")["spoof_cxl_qty"] == 0
+
+
+def test_top_of_book_changes_per_second():
+    v = Venue()
+    quoted(v)  # mm changed the top twice at t=0
+    for i in range(5):  # q improves the bid 5 times within 400 ms, then once 2 s later
+        v.place("q", 1, 1, MID - 9 + i, i * 100 * MS)
+    v.place("q", 1, 1, MID - 2, 2_400 * MS)
+    v.place("q", 1, 1, MID - 500, 2_500 * MS)  # deep: top unchanged
+    assert feats(v, "q")["touch_1s"] == 5
+    assert feats(v, "mm")["touch_1s"] == 2
+
+
+def test_own_share_of_depth_within_one_percent():
+    v = Venue()
+    quoted(v)  # 20 lots within 1 % of the mid
+    v.place("t", 1, 20, MID - 50, MS)  # 20 more, 50 ticks (0.017 %) away
+    v.place("t", 1, 30, MID - 5_000, 2 * MS)  # 1.7 % away: not within 1 %
+    assert feats(v, "t")["depth_share_ppm"] == 20 * 1_000_000 // 40
+
+
+def test_leverage_changes_jump_and_order_after_raise():
+    v = Venue()
+    quoted(v)
+    v.set_leverage("l", 100, 1_000 * MS)  # 20x -> 100x
+    v.place("l", 1, 50, MID - 30, 30_000 * MS)  # 29 s after the raise
+    v.place("l", 1, 70, MID - 30, 62_000 * MS)  # 61 s after: not "shortly before"
+    v.set_leverage("l", 50, 63_000 * MS)  # a cut: changes count it, the jump does not
+    f = feats(v, "l")
+    assert f["lev_changes"] == 2
+    assert f["lev_jump_milli"] == 5_000
+    assert f["lev_then_order"] == 50
+
+
+def test_momentum_ignition_share_times_move_then_reversal():
+    v = Venue()
+    v.place("mm", 1, 10, MID - 10, 0)
+    for i in range(6):  # asks 300010 ... 300060, one lot each
+        v.place("mm", -1, 1, MID + 10 * (i + 1), 0)
+    v.place("i", 1, 5, 0, 1_000 * MS)  # sweeps 5 levels: best ask 300060, mid 300025
+    v.place("mm", 1, 1, MID - 900, 6_500 * MS)  # any event of the symbol after 5 s closes it
+    v.place("i", -1, 1, 0, 7_000 * MS)  # sells back within 10 s: a reversal
+    # move 25 ticks on 300000 = 83 ppm, all 5 traded lots of the episode were i's
+    assert feats(v, "i")["ignition_ppm"] == 25 * 1_000_000 // MID * 5 // 5 == 83
+
+
+def test_no_reversal_no_ignition():
+    v = Venue()
+    v.place("mm", 1, 10, MID - 10, 0)
+    for i in range(6):
+        v.place("mm", -1, 1, MID + 10 * (i + 1), 0)
+    v.place("i", 1, 5, 0, 1_000 * MS)
+    v.place("mm", 1, 1, MID - 900, 6_500 * MS)
+    v.place("i", -1, 1, 0, 17_000 * MS)  # 10.5 s after the close: too late
+    assert feats(v, "i")["ignition_ppm"] == 0
+
+
+def test_liquidation_prices_in_one_bucket():
+    v = Venue()
+    v.place("mm", 1, 100, MID - 10, 0)
+    v.place("mm", -1, 100, MID + 10, 0)
+    for name in ("c1", "c2", "c3", "far"):
+        v.place(name, 1, 10, 0, MS)  # each long 10 lots (0.01 BTC) at 300010
+    for name in ("c1", "c2", "c3"):
+        v.account_risk(name, margin=30_000_000, at_ns=2 * MS)  # the same margin: one price
+    v.account_risk("far", margin=100_000_000, at_ns=2 * MS)
+    values = v.core.features.values(v.now)
+    assert [values[(n, S)]["liq_cluster"] for n in ("c1", "c2", "c3", "far")] == [2, 2, 2, 0]
+    liq = v.core.features.liq
+    assert liq[("c1", S)] == liq[("c2", S)] and liq[("far", S)] < liq[("c1", S)]
+
+
+def test_window_forgets_session_remembers():
+    v = Venue()
+    oid = v.place("w", 1, 1, MID - 100, 0)
+    v.cancel("w", oid, MS // 2)
+    later = (WINDOW_BUCKETS + 1) * BUCKET_NS
+    assert ("w", S) not in v.core.features.values(later, "10m")
+    session = v.core.features.values(later, "session")[("w", S)]
+    assert session["cancels"] == 1 and session["burst_100ms"] == 1 and session["cxl_1ms"] == 1
+
+
+# ---------------------------------------------------------------- incremental == from scratch
+
+COUNTED = ("orders", "amends", "cancels", "order_qty", "fills", "fill_qty", "cxl_1ms", "cxl_10ms",
+           "cxl_100ms", "burst_100ms")
+
+
+def recompute(batches: list, now: int) -> dict:
+    """The counted features over the 10-minute window, straight from the whole stream."""
+    first_bucket = now // BUCKET_NS - WINDOW_BUCKETS + 1
+    accepted_at: dict[int, int] = {}
+    out: dict = defaultdict(lambda: dict.fromkeys(COUNTED, 0))
+    cancels: dict = defaultdict(list)
+
+    def counted(key, name, n, ts):
+        if ts // BUCKET_NS >= first_bucket:
+            out[key][name] += n
+
+    def cancel(key, oid, ts):
+        cancels[key].append(ts)
+        counted(key, "cancels", 1, ts)
+        if oid in accepted_at:
+            age = ts - accepted_at[oid]
+            for limit, name in ((MS, "cxl_1ms"), (10 * MS, "cxl_10ms"), (100 * MS, "cxl_100ms")):
+                if age < limit:
+                    counted(key, name, 1, ts)
+
+    for msg, ts in batches:
+        if type(msg) is not EngineBatch:
+            continue
+        for ev in msg.events:
+            t = type(ev)
+            if t is OrderAccepted:
+                key = (ev.account, ev.symbol)
+                counted(key, "orders", 1, ts)
+                counted(key, "order_qty", ev.qty, ts)
+                if ev.price:
+                    accepted_at[ev.order_id] = ts
+            elif t is OrderCancelled and ev.reason == "user":
+                cancel((ev.account, ev.symbol), ev.order_id, ts)
+            elif t is OrdersCancelled:
+                for oid, _ in ev.orders:
+                    cancel((ev.account, ev.symbol), oid, ts)
+            elif t is OrderAmended and ev.reason == "user":
+                counted((ev.account, ev.symbol), "amends", 1, ts)
+            elif t is Trade:
+                for account in (ev.maker_account, ev.taker_account):
+                    counted((account, ev.symbol), "fills", 1, ts)
+                    counted((account, ev.symbol), "fill_qty", ev.qty, ts)
+    for key, times in cancels.items():
+        for i, ts in enumerate(times):  # cancels in (ts - 100 ms, ts], at each cancel in window
+            if ts // BUCKET_NS >= first_bucket:
+                n = sum(1 for other in times[:i + 1] if other > ts - 100 * MS)
+                out[key]["burst_100ms"] = max(out[key]["burst_100ms"], n)
+    return {k: v for k, v in out.items() if any(v.values())}
+
+
+ops = st.lists(st.tuples(
+    st.sampled_from(["a", "b", "c"]),
+    st.sampled_from(["bid", "ask", "buy", "sell", "cancel", "cancel", "mass"]),
+    st.integers(1, 5),  # lots
+    st.integers(0, 20),  # ticks away from the mid
+    st.sampled_from([0, 200_000, 3 * MS, 40 * MS, 700 * MS, 9 * BUCKET_NS // 10, 35 * BUCKET_NS]),
+), min_size=1, max_size=60)
+
+
+@settings(max_examples=60, deadline=None)
+@given(ops, st.one_of(st.sampled_from([WINDOW_BUCKETS - 1, WINDOW_BUCKETS]), st.integers(0, 70)))
+def test_incremental_features_equal_recomputation(script, read_after_buckets):
+    v = Venue()
+    v.place("mm", 1, 50, MID - 30, 0)
+    v.place("mm", -1, 50, MID + 30, 0)
+    live: dict[str, list[int]] = defaultdict(list)
+    now = 0
+    for account, op, qty, away, gap in script:
+        now += gap
+        if op == "bid":
+            live[account].append(v.place(account, 1, qty, MID - 1 - away, now))
+        elif op == "ask":
+            live[account].append(v.place(account, -1, qty, MID + 1 + away, now))
+        elif op in ("buy", "sell"):
+            v.place(account, 1 if op == "buy" else -1, qty, 0, now)
+        elif op == "cancel" and live[account]:
+            v.cancel(account, live[account].pop(away % len(live[account])), now)
+        elif op == "mass":
+            from cluster.protocol import MassCancel
+            v.command(MassCancel(account=account, symbol=S), now)
+            live[account].clear()
+    read_at = (now // BUCKET_NS + read_after_buckets) * BUCKET_NS  # the window's edge at times
+    incremental = {k: {n: f[n] for n in COUNTED}
+                   for k, f in v.core.features.values(read_at).items()}
+    incremental = {k: f for k, f in incremental.items() if any(f.values())}
+    assert incremental == recompute(v.batches, read_at)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 30), st.integers(-5, 5)), max_size=80),
+       st.integers(0, 30), st.integers(0, 30))
+def test_sorted_levels_equal_a_plain_dict(changes, low, high):
+    from nodes.surveillance.features import Levels
+
+    levels, plain = Levels(), {}
+    for price, lots in changes:
+        new = max(0, plain.get(price, 0) + lots)
+        levels.put(price, new)
+        if new:
+            plain[price] = new
+        else:
+            plain.pop(price, None)
+    assert levels.qty == plain and levels.prices == sorted(plain)
+    assert levels.between(low, high) == sum(q for p, q in plain.items() if low <= p <= high)
