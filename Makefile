@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup cluster test test-fast test-deep test-timing mutate bench bench-core bench-netsim probe load clean
+.PHONY: setup cluster test test-fast test-deep test-timing mutate bench bench-core bench-netsim probe load cascade-report clean
 
 setup: $(STAMP)
 
@@ -72,6 +72,19 @@ load: $(STAMP) $(VENV)/.load
 $(VENV)/.load: pyproject.toml $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,load]'
 	touch $(VENV)/.load
+
+# The README's cascade demonstration (RISK-ANALYTICS 3.4's thin band, g*lambda = 0.8) swept over
+# shock x latency x depth with 10% recovery: var/cascade/sweep.{html,json}, plots by matplotlib.
+cascade-report: $(STAMP) $(VENV)/.report
+	mkdir -p var/cascade
+	$(VENV)/bin/perpx cascade band --size 4 --depth 5 --out var/cascade/thin-band.json
+	$(VENV)/bin/perpx cascade sweep --snapshot var/cascade/thin-band.json \
+		--shocks=-0.005,-0.01,-0.02,-0.04 --regimes calm --latencies 0,1,3 --depth-scales 1,2 \
+		--recovery 0.1 --permanent 0.3 --out-dir var/cascade
+
+$(VENV)/.report: pyproject.toml $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,report]'
+	touch $(VENV)/.report
 
 clean:
 	rm -rf var .pytest_cache .hypothesis

@@ -31,19 +31,24 @@ import msgspec
 
 from cluster.core import Snapshottable
 from cluster.config import SymbolSpec
+from cluster.rules.bands import band_limits, protection_price
 from cluster.protocol import (
     MARKET_TYPES, STOP_TYPES, Amend, BookDelta, Cancel, MarkPrice, MassCancel, NewOrder,
     OrderAccepted, OrderAmended, OrderCancelled, OrderRejected, OrdersCancelled, OrderTriggered,
-    SetPosition, Trade,
+    SetPosition, ShiftPosition, Trade,
 )
 from nodes.matching.book import Book, BookSide, Order
 from nodes.matching.client_ids import ClientIds
 from nodes.matching.finished import FinishedOrders
 from nodes.matching.stops import StopBook, is_triggered
 
-PPM = 1_000_000
 DONE_MEMORY = 100_000  # finished order ids remembered, to tell "too late" from "unknown"
 COID_MEMORY = 10_000  # client order ids remembered per account, besides those of live orders
+
+
+def _closing_room(position: int, side: int) -> int:
+    """Lots an order on `side` can close of `position` (0 when flat or when it would grow it)."""
+    return abs(position) if position and (position > 0) != (side > 0) else 0
 
 
 class MatchingEngine(Snapshottable):
@@ -66,6 +71,7 @@ class MatchingEngine(Snapshottable):
         self._dispatch = {
             NewOrder: self._new_order, Cancel: self._cancel, Amend: self._amend,
             MassCancel: self._mass_cancel, MarkPrice: self._mark, SetPosition: self._set_position,
+            ShiftPosition: self._set_position,
         }
 
     # ------------------------------------------------------------------ entry point
@@ -202,11 +208,11 @@ class MatchingEngine(Snapshottable):
         mark = book.mark
         if not mark:
             return None  # no mark yet: the band starts with the first mark
-        width = mark * spec.band_ppm // PPM
-        if mark - width <= price <= mark + width:
+        low, high = band_limits(mark, spec.band_ppm)
+        if low <= price <= high:
             return None
         return {"price": price, "mark": mark, "band_ppm": spec.band_ppm,
-                "min_price": mark - width, "max_price": mark + width}
+                "min_price": low, "max_price": high}
 
     # ------------------------------------------------------------------ matching
 
@@ -215,9 +221,7 @@ class MatchingEngine(Snapshottable):
         ref = book.mark or book.opposite(order.side).best() or 0
         if not ref:
             return 0
-        ppm = order.max_slippage_ppm or spec.protection_ppm
-        move = ref * ppm // PPM
-        return ref + move if order.side > 0 else max(1, ref - move)
+        return protection_price(ref, order.side, order.max_slippage_ppm or spec.protection_ppm)
 
     def _execute(self, book: Book, spec: SymbolSpec, order: Order, out: list) -> None:
         """Match `order` as taker, then rest it (GTC limit) or cancel what is left."""
@@ -229,7 +233,7 @@ class MatchingEngine(Snapshottable):
         opp = book.asks if order.side > 0 else book.bids
         best = opp.best()
         if best is not None and ((best <= order.price) if order.side > 0 else (best >= order.price)):
-            if order.tif == "FOK" and not self._fok_fillable(opp, order):
+            if order.tif == "FOK" and not self._fok_fillable(book, opp, order):
                 return self._emit_cancel(book.symbol, order, out, "fok_not_fillable",
                                          {"qty": order.remaining})
             touched, taker_gone = self._match(book, opp, order, out)
@@ -257,17 +261,29 @@ class MatchingEngine(Snapshottable):
             reason, detail = ("ioc_remainder" if order.tif == "IOC" else "fok_not_fillable"), {}
         self._emit_cancel(book.symbol, order, out, reason, detail)
 
-    def _fok_fillable(self, opp: BookSide, order: Order) -> bool:
+    def _fok_fillable(self, book: Book, opp: BookSide, order: Order) -> bool:
+        """Would the sweep fill all of `order`? Counts exactly what _match would take: a
+        same-account maker per the STP mode, and a reduce-only maker at what it still closes
+        once the earlier fills of this sweep have moved its position (as _reduce_only_fits)."""
         need = order.remaining
+        moved: dict[str, int] = {}  # maker account -> position change so far in this sweep
+        positions = book.positions
         for price in opp.sorted_prices():
             if not opp.crosses(price, order.price):
                 return False
             for maker in opp.levels[price].orders.values():
-                if maker.account == order.account:
+                account = maker.account
+                if account == order.account:
                     if order.stp != "cancel_maker":
                         return False  # matching would stop here
                     continue  # that maker is cancelled and the taker goes on
-                need -= maker.remaining
+                take = maker.remaining
+                if maker.reduce_only:
+                    position = positions.get(account, 0) + moved.get(account, 0)
+                    take = min(take, _closing_room(position, maker.side))
+                take = min(take, need)
+                moved[account] = moved.get(account, 0) + maker.side * take
+                need -= take
                 if need <= 0:
                     return True
         return False
@@ -357,7 +373,7 @@ class MatchingEngine(Snapshottable):
         """Before a resting reduce-only order fills: an earlier fill of the same sweep may have
         shrunk its position. Size it down to what still closes, or pull it (False)."""
         position = book.positions.get(maker.account, 0)
-        room = abs(position) if position and (position > 0) != (maker.side > 0) else 0
+        room = _closing_room(position, maker.side)
         if maker.remaining <= room:
             return True
         if room == 0:
@@ -466,10 +482,8 @@ class MatchingEngine(Snapshottable):
         return sum(o.remaining for o in orders.values() if o.side == side)
 
     def _reduce_only_room(self, book: Book, account: str, side: int) -> int:
-        position = book.positions.get(account, 0)
-        if position == 0 or (position > 0) == (side > 0):
-            return 0  # flat, or the order's side would grow the position
-        return abs(position) - self._reduce_only_total(book, account, side)
+        room = _closing_room(book.positions.get(account, 0), side)
+        return room - self._reduce_only_total(book, account, side) if room else 0
 
     def _recheck_reduce_only(self, book: Book, account: str, out: list) -> None:
         """Keep resting reduce-only orders within the position: oldest keep their size."""
@@ -535,7 +549,13 @@ class MatchingEngine(Snapshottable):
                     self._emit_cancel(book.symbol, order, out, "reduce_only_would_increase",
                                       {"position": book.positions.get(order.account, 0)})
                     continue
-                order.remaining = min(order.remaining, room)
+                if order.remaining > room:  # sized down, and the owner told, as at placement
+                    order.qty -= order.remaining - room
+                    order.remaining = room
+                    out.append(OrderAmended(
+                        seq=self.seq, ref=0, order_id=order.order_id, account=order.account,
+                        symbol=book.symbol, price=order.price, qty=order.qty,
+                        remaining=order.remaining, priority_kept=True, reason="reduce_only_resize"))
             if order.type == "limit":
                 bad = self._band_violation(book, spec, order.price)
                 if bad:
@@ -552,14 +572,17 @@ class MatchingEngine(Snapshottable):
         book.mark = cmd.mark
         self._fire_stops(book, "mark", cmd.mark, out)
 
-    def _set_position(self, cmd: SetPosition, out: list) -> None:
+    def _set_position(self, cmd: SetPosition | ShiftPosition, out: list) -> None:
         book = self.books.get(cmd.symbol)
         if book is None:
             out.append(OrderRejected(seq=self.seq, ref=0, order_id=0, account=cmd.account,
                                      symbol=cmd.symbol, reason="unknown_symbol",
                                      detail={"symbol": cmd.symbol}))
             return
-        book.positions[cmd.account] = cmd.qty
+        if type(cmd) is ShiftPosition:
+            book.positions[cmd.account] = book.positions.get(cmd.account, 0) + cmd.change
+        else:
+            book.positions[cmd.account] = cmd.qty
         if cmd.account in book.reduce_only:
             self._recheck_reduce_only(book, cmd.account, out)
 

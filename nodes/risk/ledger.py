@@ -42,19 +42,22 @@ from cluster.config import SymbolSpec
 from cluster.ladder import maintenance_margin, tier_for
 from cluster.protocol import (
     MARKET_TYPES, MAX_UNITS, STOP_TYPES, Ack, AccountRisk, AccountRiskRequest, AccountView,
-    AdjustIsolatedMargin, Amend, AmendOrder, Cancel, CancelAll, CancelOrder, Deleveraged, Deposit,
-    Error, Fill, FundingEntry, FundingRate, GetAccount, GetOrders, IndexMark, LiquidationResult,
+    AdjustIsolatedMargin, Amend, AmendOrder, Cancel, CancelAll, CancelOrder, ClockTick, Deleveraged,
+    Deposit, Error, Fill, FundingEntry, FundingRate, GetAccount, GetOrders, IndexMark, LiquidationResult,
     LiquidationStep, MassCancel, NewOrder, Notice, OrderAccepted, OrderAmended, OrderCancelled,
     OrderRejected, OrdersCancelled, OrdersView, OrderTriggered, OrderView, PlaceOrder, PositionView,
-    Regime, Reply, Report, Routed, SetLeverage, SetMarginMode, SetPosition, Trade, Withdraw,
+    Regime, Reply, Report, Routed, SetLeverage, SetMarginMode, ShiftPosition, Trade, Withdraw,
 )
-from cluster.units import ceil_div
+from cluster.rules.bands import band_limits, protection_price
+from cluster.units import PPM, ceil_div
 from nodes.risk import adl
 from nodes.risk.accounts import AccountState, OpenOrder, Position, pending_units
+from nodes.risk.marks import FundingClock, MarkAges
 from cluster.funding import funding_payment
-from cluster.prices import bankruptcy_price, liquidation_price, round_price, trigger_margin
+from cluster.prices import (
+    bankruptcy_price, forced_fee, liquidation_price, round_price, trigger_margin,
+)
 
-PPM = 1_000_000
 E9 = 1_000_000_000
 INSURANCE = "insurance"
 
@@ -81,7 +84,7 @@ BLANK_ORDER = NewOrder(order_id=0, account="", symbol="", side=1, qty=1)
 class RiskEngine(Snapshottable):
     def __init__(self, symbols: dict[str, SymbolSpec], deposits: dict[str, int],
                  max_open_orders: int = 200, insurance_fund: int = 0,
-                 backstops: list[str] | None = None) -> None:
+                 backstops: list[str] | None = None, max_mark_age_ns: int | None = None) -> None:
         self.specs = dict(symbols)
         self.accounts = {name: AccountState(name, amount) for name, amount in sorted(deposits.items())}
         # The insurance fund is an account: it can hold positions it took over at bankruptcy.
@@ -93,6 +96,8 @@ class RiskEngine(Snapshottable):
         self.backstops = [b for b in (backstops or []) if b in self.accounts]
         self.liq_orders: dict[int, LiqExec] = {}  # liquidation IOC order id -> its running result
         self.marks: dict[str, int] = {}
+        self.mark_ages = MarkAges(max_mark_age_ns)  # past the age, a symbol is reduce-only
+        self.funding_clock = FundingClock()  # each funding time settled once
         self.last: dict[str, int] = {}
         self.regimes: dict[str, str] = {s: "normal" for s in sorted(symbols)}
         self.orders: dict[int, OpenOrder] = {}
@@ -114,12 +119,15 @@ class RiskEngine(Snapshottable):
                 out.append(("liquidator", self.account_risk(account)))
         elif t is IndexMark:
             self._set_mark(msg.symbol, msg.mark, now_ns, out)
+            self.mark_ages.on_mark(msg.symbol, msg.ts_ns, now_ns, out)
         elif t is FundingRate:
             self._funding(msg, now_ns, out)
         elif t is Regime:
             self._regime(msg, now_ns, out)
         elif t is LiquidationStep:
             self._liquidation_step(msg, out)
+        elif t is ClockTick:
+            self._tick(now_ns, out)
         elif t is AccountRiskRequest:  # a (re)started liquidator: every account it must watch
             for name, acct in self.accounts.items():
                 if any(p.qty for p in acct.positions.values()):
@@ -174,6 +182,7 @@ class RiskEngine(Snapshottable):
             "regimes": sorted(self.regimes.items()), "pending": sorted(self.pending.items()),
             "liquidations": sorted((oid, x.liquidation_id, x.qty, x.notional, x.fee, x.fund_delta)
                                    for oid, x in self.liq_orders.items()),
+            "mark_ages": self.mark_ages.state(), "funding_clock": self.funding_clock.state(),
         }
 
     def state_hash(self) -> str:
@@ -254,8 +263,7 @@ class RiskEngine(Snapshottable):
         if otype not in MARKET_TYPES:
             return price
         ref = ref or trigger or self._price(symbol)
-        move = ref * (slippage_ppm or self.specs[symbol].protection_ppm) // PPM
-        return ref + move if side > 0 else max(1, ref - move)
+        return protection_price(ref, side, slippage_ppm or self.specs[symbol].protection_ppm)
 
     def _side_leverage(self, acct: AccountState, spec: SymbolSpec, symbol: str,
                        tier_notional: int) -> int:
@@ -419,6 +427,13 @@ class RiskEngine(Snapshottable):
                 if available >= 0:
                     break
 
+    def _tick(self, now_ns: int, out: list) -> None:
+        """The node's timer (a journaled input): the funding clock starts at the first tick, and
+        a mark that stopped coming turns its symbol reduce-only even when no order asks."""
+        self.funding_clock.begin({name: spec.funding_interval_s * E9
+                                  for name, spec in self.specs.items()}, now_ns)
+        self.mark_ages.check(self.specs, now_ns, out)
+
     def _set_mark(self, symbol: str, mark: int, now_ns: int, out: list) -> None:
         before = self.marks.get(symbol, 0)
         self.marks[symbol] = mark
@@ -505,6 +520,9 @@ class RiskEngine(Snapshottable):
         if len(acct.orders) >= self.max_open_orders:
             return self._reject(out, ref, acct.name, body.symbol, "too_many_open_orders", {
                 "open_orders": len(acct.orders), "limit": self.max_open_orders}, now_ns, coid)
+        stale = None if body.reduce_only else self.mark_ages.refusal(body.symbol, now_ns, out)
+        if stale is not None:
+            return self._reject(out, ref, acct.name, body.symbol, "mark_stale", stale, now_ns, coid)
         regime = self.regimes[body.symbol]
         if regime == "degraded" and not body.reduce_only:
             return self._reject(out, ref, acct.name, body.symbol, "symbol_reduce_only", {
@@ -779,7 +797,8 @@ class RiskEngine(Snapshottable):
     def _funding(self, msg: FundingRate, now_ns: int, out: list) -> None:
         """Settle funding for every open position of the symbol at the given mark."""
         spec = self.specs.get(msg.symbol)
-        if spec is None or msg.mark <= 0:
+        if spec is None or msg.mark <= 0 or not self.funding_clock.admit(
+                msg, spec.funding_interval_s * E9, now_ns, out):
             return
         self._set_mark(msg.symbol, msg.mark, now_ns, out)
         net = 0
@@ -806,7 +825,7 @@ class RiskEngine(Snapshottable):
         self.insurance_fund -= net  # payers rounded up, receivers down: the remainder is >= 0
         self._explain(out, now_ns, "risk.funding", msg.symbol, "funding_settled", {
             "rate_e9": msg.rate_e9, "mark": msg.mark, "payers": payers, "receivers": receivers,
-            "remainder_to_insurance": -net})
+            "remainder_to_insurance": -net, "funding_ts_ns": msg.funding_ts_ns})
 
     # ------------------------------------------------------------------ engine events
 
@@ -1040,7 +1059,7 @@ class RiskEngine(Snapshottable):
         """Charge the forced-execution fee of a liquidation fill to the insurance fund, never more
         than the margin balance left (a fee must not make the account bankrupt)."""
         spec = self.specs[symbol]
-        fee = min(ceil_div(notional * spec.forced_fee_ppm, PPM),
+        fee = min(forced_fee(notional, spec.forced_fee_ppm),
                   max(0, self._margin_balance(acct, symbol)))
         if fee:
             pos = acct.positions.get(symbol)
@@ -1104,8 +1123,16 @@ class RiskEngine(Snapshottable):
             mark = self._price(msg.symbol)
             price = msg.price
             if mark:  # keep the limit inside the band the book accepts (stricter, never looser)
-                width = mark * spec.band_ppm // PPM
-                price = max(price, mark - width) if closing_side < 0 else min(price, mark + width)
+                low, high = band_limits(mark, spec.band_ppm)
+                price = max(price, low) if closing_side < 0 else min(price, high)
+                if price > high if closing_side < 0 else price < low:
+                    # The bankruptcy price is past the band's far edge (a gap): the book cannot
+                    # take the close at or better than bankruptcy inside the band, and matching
+                    # would refuse the order. Nothing is sent; the liquidator goes on to the
+                    # backstop, which takes it at the bankruptcy price.
+                    return self._liquidation_result(
+                        out, lid, msg.kind, msg.account, msg.symbol,
+                        reason=f"bankruptcy_price_outside_band: {msg.price} vs {low}..{high}")
             order_id = self.next_order_id
             self.next_order_id += 1
             self.liq_orders[order_id] = LiqExec(lid)
@@ -1198,11 +1225,10 @@ class RiskEngine(Snapshottable):
         side = -1 if src.positions[symbol].qty > 0 else 1  # src closes
         self._settle(src, symbol, side, qty, price, 0)
         self._settle(dst, symbol, -side, qty, price, 0)
-        for acct in (src, dst):
+        for acct, change in ((src, side * qty), (dst, -side * qty)):
             self._reprice(acct, symbol)
-            pos = acct.positions.get(symbol)
-            out.append(("matching", SetPosition(account=acct.name, symbol=symbol,
-                                                qty=pos.qty if pos is not None else 0)))
+            # a change, not risk's quantity: matching may have traded the account since
+            out.append(("matching", ShiftPosition(account=acct.name, symbol=symbol, change=change)))
 
     # ------------------------------------------------------------------ views
 
