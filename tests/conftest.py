@@ -56,9 +56,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 class ClusterHandle:
     def __init__(self, tmp: Path, internal_ipc: bool = False,
-                 symbol_overrides: dict[str, dict] | None = None) -> None:
+                 symbol_overrides: dict[str, dict] | None = None,
+                 node_settings: dict[str, dict] | None = None) -> None:
         self.run_dir = tmp / "run"
         self._tmp, self._internal_ipc, self._overrides = tmp, internal_ipc, symbol_overrides
+        self._node_settings = node_settings
         self._configure()
         _HANDLES.append(self)  # reaped after the test whatever happened (reap_clusters)
 
@@ -66,7 +68,7 @@ class ClusterHandle:
         """The topology, on loopback ports free when chosen."""
         self.config_path = config.write_tcp_topology(
             config.DEFAULT_CONFIG, self._tmp / "topology.toml", config.free_tcp_ports(20),
-            self.run_dir, internal_ipc=self._internal_ipc)
+            self.run_dir, internal_ipc=self._internal_ipc, node_settings=self._node_settings)
         if self._overrides:
             raw = tomllib.loads(self.config_path.read_text())
             for symbol, changes in self._overrides.items():
