@@ -59,16 +59,22 @@ class ClusterHandle:
                  symbol_overrides: dict[str, dict] | None = None,
                  node_settings: dict[str, dict] | None = None) -> None:
         self.run_dir = tmp / "run"
+        self._tmp, self._internal_ipc, self._overrides = tmp, internal_ipc, symbol_overrides
+        self._node_settings = node_settings
+        self._configure()
+        _HANDLES.append(self)  # reaped after the test whatever happened (reap_clusters)
+
+    def _configure(self) -> None:
+        """The topology, on loopback ports free when chosen."""
         self.config_path = config.write_tcp_topology(
-            config.DEFAULT_CONFIG, tmp / "topology.toml", config.free_tcp_ports(20), self.run_dir,
-            internal_ipc=internal_ipc, node_settings=node_settings)
-        if symbol_overrides:
+            config.DEFAULT_CONFIG, self._tmp / "topology.toml", config.free_tcp_ports(20),
+            self.run_dir, internal_ipc=self._internal_ipc, node_settings=self._node_settings)
+        if self._overrides:
             raw = tomllib.loads(self.config_path.read_text())
-            for symbol, changes in symbol_overrides.items():
+            for symbol, changes in self._overrides.items():
                 raw["symbols"][symbol].update(changes)
             self.config_path.write_text(config._dump_toml(raw))
         self.topo = config.load(self.config_path, run_dir=str(self.run_dir))
-        _HANDLES.append(self)  # reaped after the test whatever happened (reap_clusters)
 
     def cli(self, *args: str, check: bool = False, timeout: float = 60) -> subprocess.CompletedProcess:
         cmd = [sys.executable, "-m", "cluster.cli", *args]
@@ -90,8 +96,18 @@ class ClusterHandle:
     def status(self) -> dict:
         return json.loads((self.run_dir / "status.json").read_text())
 
-    def up(self) -> dict:
-        return self.cli_json("cluster", "up", "--detach")
+    def up(self, attempts: int = 3) -> dict:
+        """Start it; a port taken between choosing it and binding it (other clusters share this
+        box's loopback) is retried on fresh ports, up to `attempts` starts."""
+        for attempt in range(attempts):
+            proc = self.cli("cluster", "up", "--detach", "--json")
+            if proc.returncode == 0:
+                return json.loads(proc.stdout)
+            if "Address already in use" not in proc.stdout or attempt == attempts - 1:
+                break
+            reap_run_dir(self.run_dir)
+            self._configure()
+        raise AssertionError(f"cluster up: {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
 
     def down(self) -> dict:
         return self.cli_json("cluster", "down")
