@@ -297,7 +297,9 @@ class Maker:
     def sample(self, name: str) -> dict:
         return {f"maker.{name}.quotes": self.quotes, f"maker.{name}.would_take": self.would_take,
                 f"maker.{name}.fills_taker": self.fills_taker,
-                f"maker.{name}.fills_maker": self.fills_maker, f"maker.{name}.fees": self.fees}
+                f"maker.{name}.fills_maker": self.fills_maker, f"maker.{name}.fees": self.fees,
+                f"maker.{name}.would_take_share":
+                    round(self.would_take / self.quotes, 4) if self.quotes else 0.0}
 
 
 async def _drain_reports(client: Client, handlers: list) -> None:
@@ -343,7 +345,7 @@ def audit_counters(records: list[tuple[int, dict]], until_ns: int) -> dict:
     """Cumulative counts up to `until_ns` (pure): liquidations started and paused, ADL events,
     the insurance fund's movement from liquidation steps and funding remainders."""
     liqs: set[str] = set()
-    paused = adl = fund = modes = 0
+    paused = adl = fund = modes = outliers = stale = 0
     for ts, r in records:
         if ts > until_ns:
             break
@@ -359,10 +361,16 @@ def audit_counters(records: list[tuple[int, dict]], until_ns: int) -> dict:
                     adl += 1
         elif rule == "risk.funding":
             fund += int(r["numbers"].get("remainder_to_insurance", 0) or 0)
-        elif r["node"] == "oracle" and rule.startswith("oracle.") and rule != "oracle.regime":
+        elif rule == "oracle.source_outlier":
+            outliers += 1
+        elif rule == "oracle.source_stale":
+            stale += 1
+        elif r["node"] == "oracle" and rule.startswith("oracle.") and rule != "oracle.regime" \
+                and not rule.startswith("oracle.source_"):
             modes += 1
     return {"liquidations": len(liqs), "liquidations_paused": paused, "adl_events": adl,
-            "insurance_fund_delta": fund, "oracle_changes": modes}
+            "insurance_fund_delta": fund, "oracle_changes": modes,
+            "oracle_outlier_exclusions": outliers, "oracle_stale_exclusions": stale}
 
 
 def build_samples(start_wall_ns: int, ticks: list[dict], orders: list[dict],

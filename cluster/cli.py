@@ -1028,6 +1028,11 @@ def parser() -> argparse.ArgumentParser:
     c_fund.add_argument("--notional", required=True)
     c_fund.add_argument("--side", choices=["long", "short"], required=True)
     c_fund.set_defaults(fn=cmd_calc_funding)
+
+    # chaos experiments (#22): their commands live in cluster/chaos_cli.py
+    from cluster import chaos_cli
+
+    chaos_cli.add_parser(sub)
     return p
 
 
