@@ -137,7 +137,10 @@ def _load_section(raw: dict) -> dict:
 
 def _curve(raw: dict) -> dict:
     """A latency-as-risk sweep: the same experiment once per value of one link setting."""
-    for key in ("links", "latencies", "x_label", "y"):
+    if raw.get("target", "links") not in ("links", "maker"):
+        raise ExperimentError(f"curve: target {raw['target']!r} is not links or maker")
+    for key in ("latencies", "x_label", "y") + (("links",) if raw.get("target", "links")
+                                                 == "links" else ()):
         if key not in raw:
             raise ExperimentError(f"curve: needs `{key}`")
     if len(raw["latencies"]) < 4:
@@ -179,6 +182,9 @@ def check_hypothesis(h: dict, i: int) -> dict:
         if "within" not in h:
             raise ExperimentError(f"{where}: recovers needs `within` (seconds after the heal)")
         out["within_s"] = _seconds(h["within"], f"{where}: within")
+        out["after"] = h.get("after", "heal")  # counted from the heal, or the first fault step
+        if out["after"] not in ("heal", "fault"):
+            raise ExperimentError(f"{where}: after {out['after']!r} is not heal or fault")
     return out
 
 
@@ -261,7 +267,9 @@ def evaluate(h: dict, samples: list[dict], fault_s: float, heal_s: float,
                           "evidence": f"{metric} = {shown} over {h['phase']} "
                                       + ", ".join(f"{k} {v}" for k, v in basis.items())}
     if h["check"] == "recovers":
-        window = [s for s in samples if s["t"] >= heal_s]
+        origin_name = h.get("after", "heal")
+        origin = fault_s if origin_name == "fault" else heal_s
+        window = [s for s in samples if s["t"] >= origin]
     series = [(s["t"], s[metric]) for s in window if metric in s]
     if not series:
         return verdict | {"verdict": NO_DATA, "observed": None,
@@ -297,20 +305,21 @@ def evaluate(h: dict, samples: list[dict], fault_s: float, heal_s: float,
     bad = [(t, v) for t, v in series if not _holds(op, v, want)]
     if not bad:
         return verdict | {"verdict": PASS, "observed": 0.0,
-                          "evidence": f"{metric} {op} {want} at every sample from the heal "
-                                      f"(t={heal_s:.1f}s) on"}
+                          "evidence": f"{metric} {op} {want} at every sample from the "
+                                      f"{origin_name} (t={origin:.1f}s) on"}
     last_t, last_v = bad[-1]
     later = [t for t, _ in series if t > last_t]
     if not later:
         return verdict | {"verdict": FAIL, "observed": None,
                           "evidence": f"{metric} still {last_v!r} at the last sample "
-                                      f"(t={last_t:.1f}s, {last_t - heal_s:.1f}s after the heal)"}
-    took = later[0] - heal_s
+                                      f"(t={last_t:.1f}s, {last_t - origin:.1f}s after the "
+                                      f"{origin_name})"}
+    took = later[0] - origin
     ok = took <= h["within_s"]
     return verdict | {"verdict": PASS if ok else FAIL, "observed": round(took, 1),
                       "evidence": f"{metric} {op} {want} from t={later[0]:.1f}s, {took:.1f}s "
-                                  f"after the heal (allowed {h['within_s']:g}s); before that "
-                                  f"{last_v!r} at t={last_t:.1f}s"}
+                                  f"after the {origin_name} (allowed {h['within_s']:g}s); "
+                                  f"before that {last_v!r} at t={last_t:.1f}s"}
 
 
 def _range(series: list[tuple[float, object]]):

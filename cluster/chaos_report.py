@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 MODES = ["normal", "carry", "book", "degraded"]
-REGIMES = ["normal", "high_volatility", "degraded"]
+REGIMES = {"normal": 0, "high_volatility": 1.5, "degraded": 3}  # on the modes' axis
 
 
 def _e(x) -> str:
@@ -80,7 +80,7 @@ def plots(run: dict) -> str | None:
         ax.step(t, [MODES.index(s.get(f"oracle_mode.{sym}", "normal"))
                     if s.get(f"oracle_mode.{sym}") in MODES else float("nan") for s in samples],
                 where="post", label=f"oracle {sym}")
-        ax.step(t, [REGIMES.index(s[f"regime.{sym}"]) - 0.1 if s.get(f"regime.{sym}") in REGIMES
+        ax.step(t, [REGIMES[s[f"regime.{sym}"]] - 0.1 if s.get(f"regime.{sym}") in REGIMES
                     else float("nan") for s in samples], where="post", ls="--",
                 label=f"regime {sym}")
     ax.set_yticks(range(4), MODES)

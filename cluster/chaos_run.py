@@ -528,13 +528,20 @@ async def _run(exp: dict, topo: config.Topology, echo) -> dict:
         await asyncio.sleep(exp["before_s"])
         log: list[dict] = []
 
+        admin = admin_sender(topo)
+        sent_at = [0.0]
+
+        def send(cmd: str, args: dict) -> dict:
+            sent_at[0] = time.monotonic()  # a fault takes effect from here, not from the reply
+            return admin(cmd, args)
+
         def say(record: dict) -> None:
-            record["t"] = round(time.monotonic() - mono0, 3)
+            record["t"] = round(sent_at[0] - mono0, 3)
+            record["answered_after_ms"] = round((time.monotonic() - sent_at[0]) * 1000, 1)
             echo(f"t={record['t']:6.2f}s  {record['action']:12} {record['command']} "
                  f"{json.dumps(record['args'])}" + ("" if record["ok"] else
                                                     f"  REFUSED: {record['error']}"))
 
-        send = admin_sender(topo)
         log = await asyncio.to_thread(scenario.run, plan, send, say)
         await sampling
         await asyncio.gather(*load_tasks, return_exceptions=True)

@@ -139,3 +139,12 @@ def test_every_shipped_experiment_loads():
     for path in paths:
         exp = chaos.load(path)
         assert exp["hypotheses"], path
+
+
+def test_recovers_can_count_from_the_first_fault():
+    down = series(nodes_running=lambda t, v: 5 if 3 <= t < 4.2 else 6)
+    h = hyp(metric="nodes_running", check="recovers", after="fault", within="1s", value=6)
+    v = chaos.evaluate(h, down, 3.0, 6.0)
+    assert v["verdict"] == FAIL and v["observed"] == 1.2 and "after the fault" in v["evidence"]
+    from_heal = hyp(metric="nodes_running", check="recovers", within="1s", value=6)
+    assert chaos.evaluate(from_heal, down, 3.0, 6.0)["verdict"] == PASS
