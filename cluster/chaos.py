@@ -119,7 +119,7 @@ def load(path: str | Path) -> dict:
 
 def _load_section(raw: dict) -> dict:
     known = {"rate", "symbol", "timeout", "makers", "quote_qty", "quote_offset_ppm", "quote_every",
-             "positions", "post_only_share"}
+             "positions", "post_only_share", "withdraw"}
     extra = set(raw) - known
     if extra:
         raise ExperimentError(f"load: unknown keys {sorted(extra)} (known: {sorted(known)})")
@@ -132,6 +132,7 @@ def _load_section(raw: dict) -> dict:
             "quote_offset_ppm": int(raw.get("quote_offset_ppm", 200)),
             "quote_every_s": _seconds(raw.get("quote_every", "200ms"), "load.quote_every"),
             "positions": list(raw.get("positions", [])),
+            "withdraw": dict(raw.get("withdraw", {})),  # account -> amount, before positions
             "post_only_share": float(raw.get("post_only_share", 0.1))}
 
 
@@ -191,8 +192,10 @@ def check_hypothesis(h: dict, i: int) -> dict:
 # ------------------------------------------------------------------ the checker (pure)
 
 
-def in_phase(t: float, phase: str, fault_s: float, heal_s: float) -> bool:
-    before, after = t < fault_s, t >= heal_s
+def in_phase(t: float, phase: str, fault_s: float, heal_s: float, width: float = 0.1) -> bool:
+    """Whether the sample covering [t, t + width) is in `phase`: a sample that overlaps the
+    fault window at all is part of it, so no order sent after the fault counts as before it."""
+    before, after = t + width <= fault_s + 1e-9, t >= heal_s
     return {"before": before, "during": not before and not after, "after": after,
             "outside": before or after, "all": True}[phase]
 

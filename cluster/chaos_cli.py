@@ -23,16 +23,16 @@ def curve_y(run: dict, names: list[str]) -> dict:
     return {y: run["finals"].get(y, last.get(y)) for y in names}
 
 
-def run_one(exp: dict, out: Path) -> dict:
+def run_one(exp: dict, run_root: Path) -> dict:
     """An experiment's report: one run, or one run per point of its curve."""
     from cluster.chaos_run import run_experiment, with_curve_point
 
     if not exp["curve"]:
-        return run_experiment(exp, out, echo=_say)
+        return run_experiment(exp, run_root, echo=_say)
     points = []
     for latency in exp["curve"]["latencies"]:
         _say(f"--- {exp['id']}: {exp['curve']['x_label']} = {latency}")
-        run = run_experiment(with_curve_point(exp, latency), out, echo=_say)
+        run = run_experiment(with_curve_point(exp, latency), run_root, echo=_say)
         _print_verdicts(run["verdicts"])
         points.append({"x": latency, "x_ms": chaos._seconds(latency, "x") * 1000,
                        "y": curve_y(run, exp["curve"]["y"]), "run": run})
@@ -65,7 +65,7 @@ def cmd_run(args) -> int:
             continue
         _say(f"=== {exp['id']}: {exp['name']}")
         started = time.monotonic()
-        report = run_one(exp, out)
+        report = run_one(exp, Path(args.run_root))
         js, page = chaos_report.write(report, out)
         if not exp["curve"]:
             _print_verdicts(report["verdicts"])
@@ -129,6 +129,8 @@ def add_parser(sub) -> None:
     run.add_argument("files", nargs="+")
     run.add_argument("--out", default=str(DEFAULT_OUT), help="where reports go")
     run.add_argument("--index", action="store_true", help="also write OUT/index.html")
+    run.add_argument("--run-root", default="var/chaos",
+                     help="where each experiment's cluster keeps its run directory (audit, logs)")
     run.set_defaults(fn=cmd_run)
     lst = chaos_p.add_parser("list", help="the experiments, runnable or waiting for a fault")
     lst.add_argument("--dir", default="experiments")

@@ -481,6 +481,11 @@ async def _run(exp: dict, topo: config.Topology, echo) -> dict:
         tasks.append(asyncio.create_task(observer.run(md)))
         tasks.append(asyncio.create_task(observer.run_feeds(ctx)))
         await md.next_mark(load["symbol"], timeout=20)
+        if load["withdraw"]:  # a smaller wallet than the topology's demo deposit
+            async with Client(gw.client, api_key=topo.accounts["admin"].api_key) as admin:
+                for account, amount in load["withdraw"].items():
+                    await admin.withdraw(account, admin.atoms(str(amount)))
+                    echo(f"withdrew {amount} from {account}")
         opened = [await open_position(topo, p, md, load["symbol"]) for p in load["positions"]]
         for o in opened:
             echo(f"position  {o['account']} {o['side']} {o['qty']} {o['symbol']} @ ticks "
@@ -564,11 +569,12 @@ async def _run(exp: dict, topo: config.Topology, echo) -> dict:
             "makers": {n: m.sample(n) for n, m in makers.items()}}
 
 
-def run_experiment(exp: dict, out_dir: Path, echo=print) -> dict:
-    """Run one experiment (or one point of its curve) on a fresh cluster; the run as a dict
-    (JSON-ready): samples, verdicts, timeline, audit records in the fault window."""
-    run_dir = out_dir / "run" / (exp["id"] + (f"-{exp['curve_point']}" if exp.get("curve_point")
-                                              else ""))
+def run_experiment(exp: dict, run_root: Path, echo=print) -> dict:
+    """Run one experiment (or one point of its curve) on a fresh cluster whose run directory
+    goes under `run_root`; the run as a dict (JSON-ready): samples, verdicts, timeline, audit
+    records in the fault window."""
+    run_dir = run_root / (exp["id"] + (f"-{exp['curve_point']}" if exp.get("curve_point")
+                                       else ""))
     cfg = write_topology(exp, run_dir)
     topo = config.load(cfg, run_dir=str(run_dir / "var"))
     var = run_dir / "var"

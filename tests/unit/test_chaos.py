@@ -148,3 +148,11 @@ def test_recovers_can_count_from_the_first_fault():
     assert v["verdict"] == FAIL and v["observed"] == 1.2 and "after the fault" in v["evidence"]
     from_heal = hyp(metric="nodes_running", check="recovers", within="1s", value=6)
     assert chaos.evaluate(from_heal, down, 3.0, 6.0)["verdict"] == PASS
+
+
+def test_a_sample_that_overlaps_the_fault_is_not_before_it():
+    # the fault starts 33 ms into the 5.0 s sample: that sample's orders may have met it
+    assert not chaos.in_phase(5.0, "before", fault_s=5.033, heal_s=7.0)
+    assert chaos.in_phase(5.0, "during", fault_s=5.033, heal_s=7.0)
+    assert chaos.in_phase(4.9, "before", fault_s=5.0, heal_s=7.0)
+    assert chaos.in_phase(7.0, "after", fault_s=5.0, heal_s=7.0)
