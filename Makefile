@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup cluster test test-fast bench bench-core bench-netsim probe load clean
+.PHONY: setup cluster test test-fast bench bench-core bench-netsim probe load clean chaos
 
 setup: $(STAMP)
 
@@ -53,6 +53,16 @@ load: $(STAMP) $(VENV)/.load
 $(VENV)/.load: pyproject.toml $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,load]'
 	touch $(VENV)/.load
+
+# Chaos experiments (#22): every experiments/*.toml that can run today, one fresh cluster each
+# (waiting ones are listed and skipped); perf/results/chaos/index.html + one HTML and JSON each.
+# Exit code 1 when any hypothesis failed (the index is written either way).
+chaos: $(STAMP) $(VENV)/.chaos
+	$(VENV)/bin/perpx chaos run experiments/*.toml --index --out perf/results/chaos $(CHAOS_ARGS)
+
+$(VENV)/.chaos: pyproject.toml $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,chaos]'
+	touch $(VENV)/.chaos
 
 clean:
 	rm -rf var .pytest_cache .hypothesis
