@@ -41,7 +41,7 @@ from cluster import chaos, config
 from cluster.audit import read as read_audit
 from cluster.client import Client, RequestFailed
 from cluster.protocol import (BUY, SELL, Codec, Fill, IndexMark, OrderAccepted, OrderCancelled,
-                              OrderRejected, Regime, SetMarginMode, SpotTick)
+                              OrderRejected, PlaceOrder, Regime, SetMarginMode, SpotTick)
 
 SAMPLE_S = 0.1
 RESENDS = 5  # an unknown outcome is asked again this many times before it counts as unanswered
@@ -160,8 +160,8 @@ class Probe:
         if rate <= 0:
             return
         symbol = self.load["symbol"]
-        every = max(1, round(1 / self.load["post_only_share"])) if self.load["post_only_share"] \
-            else 0
+        share = self.load["post_only_share"]
+        every = max(1, round(1 / share)) if share > 0 else 0  # one order in `every` rests
         n = 0
         loop = asyncio.get_running_loop()
         while True:
@@ -238,9 +238,7 @@ class Probe:
                 "fills_doubled": sum(1 for n in self.fill_ids.values() if n > 1)}
 
 
-def _place(symbol: str, coid: str, fields: dict):
-    from cluster.protocol import PlaceOrder
-
+def _place(symbol: str, coid: str, fields: dict) -> PlaceOrder:
     return PlaceOrder(symbol=symbol, qty=1, client_order_id=coid, **fields)
 
 
