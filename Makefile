@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup cluster test test-fast bench bench-core bench-netsim probe load clean chaos
+.PHONY: setup cluster test test-fast test-deep test-timing mutate bench bench-core bench-netsim probe load cascade-report clean chaos
 
 setup: $(STAMP)
 
@@ -24,6 +24,25 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not e2e"
+
+# Before resolving a money or matching change: every property test with new random seeds and 10x
+# its examples (hypothesis profile "deep"), plus the timing tests; CI's profile is derandomized.
+test-deep: $(STAMP)
+	HYPOTHESIS_PROFILE=deep PERPX_TIMING=1 $(PY) -m pytest -q -m "not e2e"
+
+# netsim's microsecond accuracy checks, skipped elsewhere: run them on a quiet machine.
+test-timing: $(STAMP)
+	PERPX_TIMING=1 $(PY) -m pytest -q -m timing
+
+# Mutation testing (mutmut) of risk, matching, liquidator and the money helpers against the fast
+# suite: perf/results/mutate/mutate.{json,md}. MUTATE_ARGS bounds it, e.g. "--sample 20" mutants
+# per package (default 40; 0 = all) or "--packages nodes/risk --budget-s 900".
+mutate: $(STAMP) $(VENV)/.mutate
+	$(PY) -m perf.mutate $(MUTATE_ARGS)
+
+$(VENV)/.mutate: pyproject.toml $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,mutate]'
+	touch $(VENV)/.mutate
 
 # The cluster against the null pipeline, open loop: perf/results/bench.{json,md,png}, < 10 minutes.
 bench: $(STAMP) $(VENV)/.bench
@@ -54,15 +73,24 @@ $(VENV)/.load: pyproject.toml $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,load]'
 	touch $(VENV)/.load
 
+# The README's cascade demonstration (RISK-ANALYTICS 3.4's thin band, g*lambda = 0.8) swept over
+# shock x latency x depth with 10% recovery: var/cascade/sweep.{html,json}, plots by matplotlib.
+cascade-report: $(STAMP) $(VENV)/.report
+	mkdir -p var/cascade
+	$(VENV)/bin/perpx cascade band --size 4 --depth 5 --out var/cascade/thin-band.json
+	$(VENV)/bin/perpx cascade sweep --snapshot var/cascade/thin-band.json \
+		--shocks=-0.005,-0.01,-0.02,-0.04 --regimes calm --latencies 0,1,3 --depth-scales 1,2 \
+		--recovery 0.1 --permanent 0.3 --out-dir var/cascade
+
+$(VENV)/.report: pyproject.toml $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,report]'
+	touch $(VENV)/.report
+
 # Chaos experiments (#22): every experiments/*.toml that can run today, one fresh cluster each
 # (waiting ones are listed and skipped); perf/results/chaos/index.html + one HTML and JSON each.
 # Exit code 1 when any hypothesis failed (the index is written either way).
-chaos: $(STAMP) $(VENV)/.chaos
+chaos: $(STAMP) $(VENV)/.report
 	$(VENV)/bin/perpx chaos run experiments/*.toml --index --out perf/results/chaos $(CHAOS_ARGS)
-
-$(VENV)/.chaos: pyproject.toml $(STAMP)
-	$(PY) -m pip install --quiet -e '.[dev,chaos]'
-	touch $(VENV)/.chaos
 
 clean:
 	rm -rf var .pytest_cache .hypothesis

@@ -64,7 +64,7 @@ def mmr(topo: Topology, symbol: str, notional: str) -> dict:
 def liq_price(topo: Topology, *, symbol: str, side: str, qty: str, entry: str, wallet: str,
               mode: str = "isolated", fee_rate: str | None = None, funding_rate_: str | None = None,
               funding_periods: int = 0, stop: str | None = None, stop_gap: str = "0.005",
-              other_mm: str = "0", other_upnl: str = "0") -> dict:
+              other_mm: str = "0", other_upnl: str = "0", other_fees: str = "0") -> dict:
     spec = _spec(topo, symbol)
     s = {"long": 1, "short": -1}[side]
     lots = to_units(qty, spec.lot_size, "qty", "qty_off_lot")
@@ -80,8 +80,9 @@ def liq_price(topo: Topology, *, symbol: str, side: str, qty: str, entry: str, w
     fee_ppm = rate_to_ppm(fee_rate, "fee rate") if fee_rate is not None else spec.forced_fee_ppm
     if mode == "cross":
         extra_mm, extra_upnl = _atoms(topo, other_mm, "other-mm"), _atoms(topo, other_upnl, "other-upnl")
+        extra_fees = _atoms(topo, other_fees, "other-fees")
     else:
-        extra_mm = extra_upnl = Fraction(0)
+        extra_mm = extra_upnl = extra_fees = Fraction(0)
     funding_total = 0
     if funding_rate_ is not None and funding_periods:
         rate = Fraction(parse_decimal(funding_rate_, "funding rate"))
@@ -89,7 +90,8 @@ def liq_price(topo: Topology, *, symbol: str, side: str, qty: str, entry: str, w
         funding_total = per_period * funding_periods
     wb_after = wb + funding_total
     lp, tier = liquidation_price(side=s, qty=lots, cost=cost, wallet=wb_after, tiers=spec.tiers,
-                                 mult=mult, fee_ppm=fee_ppm, other_mm=extra_mm, other_upnl=extra_upnl)
+                                 mult=mult, fee_ppm=fee_ppm, other_mm=extra_mm, other_upnl=extra_upnl,
+                                 other_fees=extra_fees)
     bp = bankruptcy_price(side=s, qty=lots, cost=cost, wallet=wb_after + extra_upnl, mult=mult)
 
     def price_out(p: Fraction | None) -> tuple[str | None, str | None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -122,21 +123,34 @@ def cmd_report(args) -> int:
     return EXIT_OK
 
 
+def _command(group, name: str, text: str, example: str):
+    """A subcommand as the CLI's own are made: a description, and an example in the epilog."""
+    return group.add_parser(name, help=text, description=text, epilog="example:\n  " + example,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def add_parser(sub) -> None:
-    chaos_p = sub.add_parser("chaos", help="chaos experiments: load, faults, hypotheses, verdicts"
-                             ).add_subparsers(dest="action", required=True)
-    run = chaos_p.add_parser("run", help="run experiments (experiments/*.toml) and report")
-    run.add_argument("files", nargs="+")
-    run.add_argument("--out", default=str(DEFAULT_OUT), help="where reports go")
+    text = "chaos experiments: load, faults, steady-state hypotheses, verdicts with evidence"
+    chaos_p = sub.add_parser("chaos", help=text, description=text).add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    run = _command(chaos_p, "run", "run experiments on fresh clusters, print each hypothesis' "
+                   "verdict with its evidence, write the reports; exit 0 only if all held",
+                   "perpx chaos run experiments/02-four-feeds-stale.toml")
+    run.add_argument("files", nargs="+", metavar="FILE", help="experiment TOML files")
+    run.add_argument("--out", default=str(DEFAULT_OUT),
+                     help=f"where the HTML and JSON reports go (default: {DEFAULT_OUT})")
     run.add_argument("--index", action="store_true", help="also write OUT/index.html")
     run.add_argument("--run-root", default="var/chaos",
-                     help="where each experiment's cluster keeps its run directory (audit, logs)")
+                     help="where each experiment's cluster keeps its run directory (audit, logs; "
+                          "default: var/chaos)")
     run.set_defaults(fn=cmd_run)
-    lst = chaos_p.add_parser("list", help="the experiments, runnable or waiting for a fault")
-    lst.add_argument("--dir", default="experiments")
-    lst.add_argument("--json", action="store_true")
+    lst = _command(chaos_p, "list", "the experiments: runnable, or waiting for a fault the venue "
+                   "does not have yet", "perpx chaos list")
+    lst.add_argument("--dir", default="experiments", help="default: experiments")
+    lst.add_argument("--json", action="store_true", help="one JSON array on stdout")
     lst.set_defaults(fn=cmd_list)
-    rep = chaos_p.add_parser("report", help="re-render a run's HTML from its JSON")
-    rep.add_argument("run", help="a run's JSON (OUT/NAME.json)")
+    rep = _command(chaos_p, "report", "re-render a run's HTML report from its JSON",
+                   "perpx chaos report perf/results/chaos/02-four-feeds-stale.json")
+    rep.add_argument("run", metavar="RUN", help="a run's JSON (OUT/NAME.json)")
     rep.add_argument("--out", help="where the HTML goes (default: beside the JSON)")
     rep.set_defaults(fn=cmd_report)

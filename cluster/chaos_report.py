@@ -1,7 +1,7 @@
 """Chaos run reports (#22): a JSON twin and one self-contained HTML file per experiment (plots
 rendered with matplotlib and embedded as base64 PNG), and an index page over a suite.
 
-matplotlib is an extra (`pip install -e '.[chaos]'`, which `make chaos` does): without it the
+matplotlib is an extra (`pip install -e '.[report]'`, which `make chaos` does): without it the
 HTML still carries the verdicts, the timeline and the explanations, and says the plots are
 missing and why.
 """
@@ -158,7 +158,7 @@ def _run_body(run: dict) -> str:
         parts.append("<p>makers: " + _e(json.dumps(run["makers"])) + "</p>")
     parts.append(f"<img alt='metrics' src='data:image/png;base64,{img}'>" if img else
                  "<p><i>plots missing: matplotlib is not installed (make chaos installs the "
-                 "[chaos] extra)</i></p>")
+                 "[report] extra)</i></p>")
     rows = "".join(f"<tr><td>{r['t']:.2f}</td><td>{_e(r['action'])}</td><td>{_e(r['command'])}"
                    f"</td><td><code>{_e(json.dumps(r['args']))}</code></td>"
                    f"<td>{'ok' if r['ok'] else _e(r['error'])}</td></tr>" for r in run["timeline"])

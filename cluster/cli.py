@@ -19,11 +19,14 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import math
 import time
 from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 
 import msgspec
@@ -44,6 +47,76 @@ class CliError(Exception):
         self.reason = reason
         self.code = code
         self.detail = detail  # the venue's numbers, as it sent them (for --json)
+
+
+# ------------------------------------------------------------------ one validation layer for numbers
+#
+# Every number a person types goes through Number (argparse's `type=`) before anything connects:
+# ASCII digits only (Python's Decimal would also take '３００００', '3_0000' and ' 30000 '), finite,
+# in the flag's range; a refusal exits 2 and names the flag. The grid (tick, lot, atom) is checked
+# when the symbol is known, by the SDK's exact conversions, also before anything is sent.
+
+ASCII_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+# A price relative to the oracle's mark: 'mark', 'mark-1%', 'mark+0.5%', 'mark-25' (price units).
+MARK_RELATIVE = re.compile(r"mark(?:([+-])((?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(%?))?")
+
+
+class Number:
+    """argparse type: an ASCII decimal in [low, high] (`low_open`: above low), as the exact text
+    (kind "decimal", for exact conversion to ticks, lots or atoms), an int or a float."""
+
+    def __init__(self, *, kind: str = "decimal", low=None, high=None, low_open: bool = False,
+                 example: str = "") -> None:
+        self.kind, self.low, self.high, self.low_open = kind, low, high, low_open
+        self.example = example
+        self.__name__ = "number" if kind != "int" else "whole number"  # argparse's error wording
+
+    def range_text(self) -> str:
+        low = "" if self.low is None else (f"above {self.low}" if self.low_open
+                                           else f"at least {self.low}")
+        high = "" if self.high is None else f"at most {self.high}"
+        return " and ".join(part for part in (low, high) if part)
+
+    def __call__(self, text: str):
+        example = f", e.g. {self.example}" if self.example else ""
+        if not ASCII_NUMBER.fullmatch(text):
+            raise argparse.ArgumentTypeError(
+                f"not_a_number: {text!r} is not a number: ASCII digits 0-9 with an optional sign and '.'"
+                f"{example}")
+        value = Decimal(text)
+        if self.kind == "int" and value != value.to_integral_value():
+            raise argparse.ArgumentTypeError(f"not_a_whole_number: {text} is not a whole number"
+                                             f"{example}")
+        if (self.low is not None and (value < self.low or (self.low_open and value == self.low))) \
+                or (self.high is not None and value > self.high):
+            raise argparse.ArgumentTypeError(f"out_of_range: {text} is out of range: "
+                                             f"{self.range_text()}"
+                                             f"{example}")
+        if self.kind == "int":
+            return int(value)
+        if self.kind == "float":
+            return float(value)
+        return text
+
+
+def price_type(text: str) -> str:
+    """argparse type of a price: a positive ASCII decimal, or one relative to the mark."""
+    if text.startswith("mark"):
+        if not MARK_RELATIVE.fullmatch(text):
+            raise argparse.ArgumentTypeError(
+                f"bad_price: {text!r}: a price relative to the mark is mark, mark-1%, mark+0.5% or mark-25")
+        return text
+    return Number(low=0, low_open=True, example="30000.5 or mark-1%")(text)
+
+
+TIMEOUT = Number(kind="float", low=0, low_open=True, high=3600, example="5")
+SECONDS = Number(kind="float", low=0, low_open=True, high=86_400, example="30")
+QTY = Number(low=0, low_open=True, example="0.01")
+MONEY = Number(low=0, low_open=True, example="1000")
+SIGNED_MONEY = Number(example="250 or -50")
+ORDER_ID = Number(kind="int", low=1, example="42")
+DECIMAL = Number()
+FRACTION = Number(low=0, high=1, example="0.005")
 
 
 def emit(data, as_json: bool, text=None) -> None:
@@ -74,6 +147,7 @@ def load_topology(args, *, starting: bool = False) -> config.Topology:
         status = run / "status.json"
         if status.exists():
             cfg = json.loads(status.read_text()).get("config")
+    cfg = cfg or os.environ.get("PERPX_CONFIG") or None
     try:
         return config.load(cfg, run_dir=str(run))
     except config.ConfigError as exc:
@@ -131,7 +205,7 @@ def cmd_cluster_up(args) -> int:
         while time.monotonic() < deadline:
             status = read_status(run)
             if status and status.get("state") == "running":
-                emit(status, args.json, render.cluster_status)
+                emit(with_liveness(status), args.json, render.cluster_status)
                 return EXIT_OK
             if proc.poll() is not None:
                 break
@@ -191,19 +265,102 @@ def cmd_cluster_down(args) -> int:
     return EXIT_OK
 
 
-def cmd_cluster_status(args) -> int:
-    run = run_dir_of(args)
-    status = read_status(run)
-    if status is None:
-        emit({"state": "absent", "run_dir": str(run)}, args.json, render.cluster_status)
-        return EXIT_REFUSED
+def with_liveness(status: dict) -> dict:
+    """status.json with what the processes say now: each node's `alive`, and `supervisor_dead`
+    for a cluster whose supervisor is gone though the file says it runs."""
     alive = pid_alive(status.get("supervisor_pid"))
     if not alive and status.get("state") in ("starting", "running"):
         status["state"] = "supervisor_dead"
     for node in status.get("nodes", {}).values():
         node["alive"] = pid_alive(node.get("pid"))
+    return status
+
+
+def no_cluster_hint(run: Path) -> str:
+    """What to do when `run` holds no cluster: start one, or point at the one running."""
+    hint = "`perpx cluster up --detach` starts one"
+    if not (Path.cwd() / "var").resolve() == run or not run.exists():
+        hint += ("; a cluster started in another directory is found with --run-dir DIR "
+                 "(or PERPX_RUN_DIR), DIR being that directory's var/")
+    return hint
+
+
+def cmd_cluster_status(args) -> int:
+    run = run_dir_of(args)
+    status = read_status(run)
+    if status is None:
+        emit({"state": "absent", "run_dir": str(run), "hint": no_cluster_hint(run)}, args.json,
+             render.cluster_status)
+        return EXIT_REFUSED
+    status = with_liveness(status)
     emit(status, args.json, render.cluster_status)
     return EXIT_OK if status["state"] == "running" else EXIT_REFUSED
+
+
+def require_cluster(args) -> None:
+    """Refuse at once, before waiting on a socket, when the run directory says its cluster is not
+    running (stopped, failed, its supervisor gone) or holds none; --config alone names a cluster
+    by its endpoints, which are then tried."""
+    run = run_dir_of(args)
+    status = read_status(run)
+    if status is None:
+        if getattr(args, "config", None):
+            return
+        raise CliError("no_cluster", f"no cluster in {run} (no status.json); "
+                       + no_cluster_hint(run))
+    state = with_liveness(status)["state"]
+    if state not in ("running", "starting"):
+        why = f" ({status['failure']})" if status.get("failure") else ""
+        raise CliError("cluster_not_running", f"the cluster in {run} is {state}{why}; "
+                       "`perpx cluster up --detach` starts it, `perpx cluster status` shows it")
+
+
+# ------------------------------------------------------------------ discovery (the topology)
+
+
+def pct(ppm: int) -> str:
+    """A rate in ppm as a percent: 50000 -> '5%', 200 -> '0.02%'."""
+    return f"{format((Decimal(ppm) / 10_000).normalize(), 'f')}%"
+
+
+def cmd_symbols(args) -> int:
+    """Every rule a trader needs before sending an order (what exchanges call exchangeInfo), from
+    the topology the cluster runs with: no cluster needed."""
+    topo = load_topology(args)
+
+    def money(atoms: int) -> str:
+        return from_units(atoms, topo.atom)
+
+    out = {"collateral": topo.collateral, "atom": str(topo.atom), "symbols": []}
+    for name, spec in sorted(topo.symbols.items()):
+        out["symbols"].append({
+            "symbol": name, "tick_size": str(spec.tick_size), "lot_size": str(spec.lot_size),
+            "min_qty": from_units(spec.min_qty, spec.lot_size),
+            "max_qty": from_units(spec.max_qty, spec.lot_size),
+            "max_notional": money(spec.max_notional),
+            "price_band": pct(spec.band_ppm), "market_protection": pct(spec.protection_ppm),
+            "maker_fee": pct(spec.maker_fee_ppm), "taker_fee": pct(spec.taker_fee_ppm),
+            "forced_fee": pct(spec.forced_fee_ppm),
+            "default_leverage": spec.default_leverage, "max_leverage": spec.max_leverage,
+            "funding_interval_s": spec.funding_interval_s,
+            "funding_cap": f"{format((Decimal(spec.funding_cap_e9) / 10**7).normalize(), 'f')}%",
+            "ladder": [{"tier": t.number, "notional_from": money(t.floor),
+                        "notional_to": money(t.cap), "max_leverage": t.max_leverage,
+                        "maintenance_rate": pct(t.mmr_ppm),
+                        "maintenance_amount": money(t.amount)} for t in spec.tiers],
+        })
+    emit(out, args.json, render.symbols)
+    return EXIT_OK
+
+
+def cmd_accounts(args) -> int:
+    """The topology's accounts: what `--account NAME` takes. Keys are not printed."""
+    topo = load_topology(args)
+    out = {"collateral": topo.collateral, "accounts": [
+        {"account": a.name, "scopes": list(a.scopes),
+         "initial_deposit": from_units(a.deposit, topo.atom)} for a in topo.accounts.values()]}
+    emit(out, args.json, render.accounts)
+    return EXIT_OK
 
 
 # ------------------------------------------------------------------ client commands
@@ -225,6 +382,7 @@ def api_key_for(topo: config.Topology, args) -> str:
 async def with_client(args, fn, *, logon: bool = True):
     from cluster.client import Client, RequestFailed
 
+    require_cluster(args)
     topo = load_topology(args)
     gw = topo.nodes["gateway"]
     key = api_key_for(topo, args) if logon else None
@@ -235,8 +393,14 @@ async def with_client(args, fn, *, logon: bool = True):
         if key is not None:
             from cluster.protocol import Logon
 
-            client.take_logon(await client.request(Logon(api_key=key)))
+            ack = await client.request(Logon(api_key=key))
             answered = True
+            named = getattr(args, "account", None)
+            if named and ack.account != named:  # never show or trade another account than named
+                raise CliError("key_of_another_account", f"the API key given logs on as "
+                               f"{ack.account!r}, not {named!r}: give {named}'s key, or name "
+                               f"{ack.account}")
+            client.take_logon(ack)
         return await fn(client, topo)
     except RequestFailed as exc:
         error = exc.error
@@ -293,6 +457,46 @@ def order_named(args) -> None:
         raise CliError("no_order", "give --order-id or --client-order-id")
 
 
+async def price_ticks(client, symbol: str, text: str | None, flag: str) -> int:
+    """A typed price (price_type) in ticks, 0 when not given. An absolute price must be on the
+    tick grid (never rounded); a relative one ('mark-1%', 'mark+25') is taken from the oracle's
+    next mark, and a percentage is rounded away from the mark onto the grid, so 'mark-1%' is at
+    least 1% below it."""
+    if text is None:
+        return 0
+    found = MARK_RELATIVE.fullmatch(text)
+    try:
+        if not found:
+            return client.ticks(symbol, text)
+        try:
+            mark = (await client.next_mark(symbol, MARK_WAIT_S)).mark
+        except TimeoutError:
+            raise CliError("no_mark", f"{flag} {text}: no mark for {symbol} from the oracle within "
+                           f"{MARK_WAIT_S:g} s", EXIT_REFUSED) from None
+        sign, amount, percent = found.groups()
+        if not sign:
+            return mark
+        offset = math.ceil(Fraction(Decimal(amount)) * mark / 100) if percent \
+            else client.ticks(symbol, amount)
+        ticks = mark + offset if sign == "+" else mark - offset
+    except UnitError as exc:
+        raise CliError(exc.reason, f"{flag}: {exc}") from None
+    if ticks <= 0:
+        raise CliError("bad_price", f"{flag} {text}: {client.price_str(symbol, ticks)} with the "
+                       f"mark at {client.price_str(symbol, mark)}; a price is above 0")
+    return ticks
+
+
+def qty_lots(client, symbol: str, text: str | None, flag: str) -> int:
+    """A typed quantity in lots (0 when not given), exactly on the lot grid."""
+    if text is None:
+        return 0
+    try:
+        return client.lots(symbol, text)
+    except UnitError as exc:
+        raise CliError(exc.reason, f"{flag}: {exc}") from None
+
+
 def cmd_order_place(args) -> int:
     from cluster.protocol import PlaceOrder
 
@@ -300,12 +504,9 @@ def cmd_order_place(args) -> int:
 
     async def run(client, topo):
         symbol = known_symbol(client, args.symbol)
-        try:
-            qty = client.lots(symbol, args.qty)
-            price = client.ticks(symbol, args.price) if args.price is not None else 0
-            trigger = client.ticks(symbol, args.trigger_price) if args.trigger_price else 0
-        except UnitError as exc:
-            raise CliError(exc.reason, str(exc)) from None
+        qty = qty_lots(client, symbol, args.qty, "--qty")
+        price = await price_ticks(client, symbol, args.price, "--price")
+        trigger = await price_ticks(client, symbol, args.trigger_price, "--trigger-price")
         order = PlaceOrder(symbol=symbol, side=side_of(args.side), qty=qty, price=price,
                            type=args.type, tif=args.tif, post_only=args.post_only,
                            reduce_only=args.reduce_only, client_order_id=args.client_order_id or "",
@@ -321,8 +522,9 @@ def cmd_order_place(args) -> int:
         deadline = time.monotonic() + args.wait
         while order_id and time.monotonic() < deadline:
             try:
-                r = await asyncio.wait_for(client.reports.get(), max(0.01, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(max(0.01, deadline - time.monotonic())):
+                    r = await client.reports.get()
+            except TimeoutError:
                 break
             if getattr(r.event, "order_id", None) == order_id or \
                     (seq and getattr(r.event, "seq", None) == seq):
@@ -339,6 +541,7 @@ def cmd_order_cancel(args) -> int:
     order_named(args)
 
     async def run(client, topo):
+        known_symbol(client, args.symbol)
         report = await client.cancel(args.symbol, args.order_id or 0, args.client_order_id or "")
         return order_answer(args, topo, {"result": report.event})
 
@@ -354,10 +557,9 @@ def cmd_order_amend(args) -> int:
 
     async def run(client, topo):
         known_symbol(client, args.symbol)
-        price = client.ticks(args.symbol, args.price) if args.price is not None else 0
-        qty = client.lots(args.symbol, args.qty) if args.qty is not None else 0
-        trigger = client.ticks(args.symbol, args.trigger_price) \
-            if args.trigger_price is not None else 0
+        price = await price_ticks(client, args.symbol, args.price, "--price")
+        qty = qty_lots(client, args.symbol, args.qty, "--qty")
+        trigger = await price_ticks(client, args.symbol, args.trigger_price, "--trigger-price")
         report = await client.amend(args.symbol, args.order_id or 0, price=price, qty=qty,
                                     client_order_id=args.client_order_id or "",
                                     trigger_price=trigger)
@@ -388,29 +590,29 @@ def cmd_order_list(args) -> int:
         data = to_jsonable(view)
         units = Units.of(topo)
         for order in data["orders"]:
+            if order["status"] == "new" and order["remaining"] < order["qty"]:
+                order["status"] = "partially_filled"  # the venue's "new" means "still open"
             order["human"] = {**units.numbers("", {k: order[k] for k in (
                 "price", "qty", "remaining", "trigger_price")}, order["symbol"]),
                 "reserved": from_units(order["reserved"], topo.atom)}
+        data["collateral"] = topo.collateral
         emit(data, args.json, render.orders)
         return EXIT_OK
 
     return asyncio.run(with_client(args, run))
 
 
-MARK_WAIT_S = 2.0  # the oracle publishes marks every few hundred ms
+MARK_WAIT_S = 3.0  # the oracle publishes marks every few hundred ms; a new SUB joins slowly
 
 
 def cmd_watch(args) -> int:
     """A symbol's market data as it happens (cluster/watch.py), for --seconds or until Ctrl-C."""
     from cluster.watch import watch
 
-    if args.seconds is not None and not 0 < args.seconds <= 86_400:
-        raise CliError("bad_seconds", f"--seconds {args.seconds}: more than 0, at most a day")
+    require_cluster(args)
+    topology_symbol(args, args.symbol)
 
     async def run(client, topo):
-        if args.symbol not in topo.symbols:
-            raise CliError("unknown_symbol", f"{args.symbol!r} is not one of "
-                           f"{', '.join(sorted(topo.symbols))}")
         client.symbols = {name: spec.public() for name, spec in topo.symbols.items()}
         await watch(client, args.symbol, args.seconds, args.json)
         return EXIT_OK
@@ -421,8 +623,20 @@ def cmd_watch(args) -> int:
         return EXIT_OK
 
 
+def topology_symbol(args, symbol: str) -> str:
+    """`symbol` if the cluster's topology lists it, else a usage error (exit 2) naming those it
+    does, before anything is sent (as `order place` does after logon)."""
+    topo = load_topology(args)
+    if symbol not in topo.symbols:
+        raise CliError("unknown_symbol", f"unknown symbol {symbol!r}; known: "
+                       f"{', '.join(sorted(topo.symbols))}")
+    return symbol
+
+
 def cmd_book(args) -> int:
     """The book's levels, with the oracle's next mark, index and mode for the symbol."""
+    require_cluster(args)
+    topology_symbol(args, args.symbol)
 
     async def run(client, topo):
         await client.subscribe(b"mark." + args.symbol.encode())  # before: the SUB joins slowly
@@ -438,7 +652,7 @@ def cmd_book(args) -> int:
 
         try:
             mark = await client.next_mark(args.symbol, MARK_WAIT_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             mark = None
         prices = None if mark is None else {
             "mark": price(mark.mark), "index": price(mark.index), "last": price(mark.last),
@@ -469,6 +683,10 @@ def cmd_account_show(args) -> int:
                                               .normalize(), "f")
             for key in ("unrealized_pnl", "initial_margin", "maintenance_margin", "isolated_margin"):
                 pos[f"{key}_human"] = from_units(pos[key], topo.atom)
+        data["units"] = {  # what the integers are; every *_human / human figure is in trader's units
+            "money": f"atoms of {topo.collateral} ({topo.atom} each)",
+            "prices": "ticks (entry_price: the exact average entry in ticks, as decimal text)",
+            "quantities": "lots"}
         units = Units.of(topo)
         for fill in data["fills"]:
             fill["human"] = units.event(fill)
@@ -589,6 +807,15 @@ def journals(args) -> list:
     return records
 
 
+def liquidation_id(text: str) -> int:
+    """argparse type: a liquidation id as `explain account` prints it (liq-N) or N."""
+    number = text.removeprefix("liq-")
+    if not (number.isascii() and number.isdigit()) or int(number) < 1:
+        raise argparse.ArgumentTypeError(f"bad_liquidation_id: {text!r} is not a liquidation id: "
+                                         "liq-N or N, as `perpx explain account` prints it")
+    return int(number)
+
+
 def cmd_explain_liquidation(args) -> int:
     from cluster import reports
 
@@ -653,6 +880,7 @@ def admin_call(args, cmd: str, cmd_args: dict) -> dict:
 
     from cluster.protocol import AdminReply, AdminRequest, encode_one
 
+    require_cluster(args)
     topo = load_topology(args)
     if not topo.supervisor.admin:
         raise CliError("no_admin_endpoint", "the topology has no supervisor.admin endpoint")
@@ -784,13 +1012,16 @@ def cmd_calc_mmr(args) -> int:
 def cmd_calc_liq(args) -> int:
     from cluster import calc
 
-    if args.mode == "isolated" and (args.other_mm != "0" or args.other_upnl != "0"):
-        raise CliError("isolated_has_no_others", "--other-mm/--other-upnl apply to --mode cross")
+    if args.mode == "isolated" and (args.other_mm != "0" or args.other_upnl != "0"
+                                    or args.other_fees != "0"):
+        raise CliError("isolated_has_no_others",
+                       "--other-mm/--other-fees/--other-upnl apply to --mode cross")
     return _calc(args, lambda topo: calc.liq_price(
         topo, symbol=args.symbol, side=args.side, qty=args.qty, entry=args.entry,
         wallet=args.wallet, mode=args.mode, fee_rate=args.fee_rate,
         funding_rate_=args.funding_rate, funding_periods=args.funding_periods, stop=args.stop,
-        stop_gap=args.stop_gap, other_mm=args.other_mm, other_upnl=args.other_upnl))
+        stop_gap=args.stop_gap, other_mm=args.other_mm, other_upnl=args.other_upnl,
+        other_fees=args.other_fees))
 
 
 def cmd_calc_funding(args) -> int:
@@ -804,230 +1035,403 @@ def cmd_calc_funding(args) -> int:
 # ------------------------------------------------------------------ parser
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="perpx", description="perpx: a perpetual-futures exchange cluster")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", help="topology TOML (default: the running cluster's, or built-in)")
-    common.add_argument("--run-dir", help="run directory (default ./var or $PERPX_RUN_DIR)")
-    common.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    common.add_argument("--timeout", type=float, default=5.0)
-    sub = p.add_subparsers(dest="command", required=True)
+class Parser(argparse.ArgumentParser):
+    """argparse with its refusals as CliError: exit 2, the flag named, a stable reason code (the
+    `reason: ` a Number puts first in its message, else bad_usage), and JSON with --json."""
 
-    cluster = sub.add_parser("cluster").add_subparsers(dest="action", required=True)
-    up = cluster.add_parser("up", parents=[common], help="start the cluster")
-    up.add_argument("--detach", action="store_true", help="run in the background")
+    def error(self, message: str):
+        found = re.match(r"(argument \S+: )([a-z_]+): (.*)", message, re.S)
+        if found:
+            raise CliError(found.group(2), found.group(1) + found.group(3))
+        raise CliError("bad_usage", f"{message} (see `{self.prog} --help`)")
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("perpx")
+    except PackageNotFoundError:
+        return "unknown (not installed: `make setup`)"
+
+
+def parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = Parser(prog="perpx", formatter_class=fmt, description=(
+        "perpx: run, trade on, watch, break and explain a perpetual-futures exchange cluster.\n\n"
+        "Prices, quantities and money are typed in trader's units (30000.5, 0.01, 250) and\n"
+        "converted exactly to the venue's ticks, lots and atoms; a value off the grid is refused,\n"
+        "never rounded. Exit codes: 0 ok, 1 the venue refused (reason and numbers on stdout),\n"
+        "2 bad input or no cluster, 3 no answer in --timeout (outcome unknown)."),
+        epilog="example:\n  perpx cluster up --detach && perpx symbols && perpx book BTC-PERP\n\n"
+               "`perpx COMMAND --help` describes each command, its flags' units and defaults.")
+    p.add_argument("--version", action="version", version=f"perpx {version()}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", help="topology TOML (default: the running "
+                        "cluster's, from the run directory; else $PERPX_CONFIG; else built-in)")
+    common.add_argument("--run-dir", metavar="DIR", help="run directory of the cluster "
+                        "(default: $PERPX_RUN_DIR, else ./var)")
+    common.add_argument("--json", action="store_true", help="print one JSON object, for scripts")
+    common.add_argument("--timeout", type=TIMEOUT, default=5.0, metavar="SECONDS",
+                        help="how long to wait for each answer, in seconds, above 0 and at most "
+                             "3600 (default: 5)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(group, name: str, text: str, example: str, parents=(common,)):
+        return group.add_parser(name, parents=list(parents), help=text, description=text,
+                                epilog="example:\n  " + example, formatter_class=fmt)
+
+    def group(name: str, text: str):
+        g = sub.add_parser(name, help=text, description=text, formatter_class=fmt)
+        return g.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def who(cmd, *, account: bool = True) -> None:
+        if account:
+            cmd.add_argument("--account", metavar="NAME", help="an account of the topology "
+                             "(`perpx accounts`); its API key is looked up there")
+        cmd.add_argument("--api-key", metavar="KEY", help="log on with this key instead "
+                         "(default: $PERPX_API_KEY when no account is named); it must be the "
+                         "named account's")
+
+    price_help = ("in price units on the symbol's tick grid (e.g. 30000.5), or relative to the "
+                  "oracle's mark: mark, mark-1%%, mark+0.5%% (rounded away from the mark onto the "
+                  "grid), mark-25 (price units)")
+
+    # cluster
+    cluster = group("cluster", "start, stop and inspect the local cluster")
+    up = command(cluster, "up", "start the cluster (every node its own process)",
+                 "perpx cluster up --detach     # or: perpx cluster up --demo --seconds 20")
+    up.add_argument("--detach", action="store_true", help="run in the background and return "
+                    "once every node is ready; state in the run directory")
     up.add_argument("--same-session", action="store_true",
                     help="with --detach: stay in this session, so in this scheduling group when the "
                          "kernel groups by session (autogroup), e.g. beside a load generator")
-    up.add_argument("--demo", action="store_true", help="drive demo traffic and print it")
+    up.add_argument("--demo", action="store_true", help="drive demo traffic (two market makers, "
+                    "two takers) and print it")
     up.add_argument("--resume", action="store_true",
                     help="keep the journals of the run dir's last run: risk and matching restore "
                          "their state from them (default: start afresh)")
-    up.add_argument("--seconds", type=float, default=None,
-                    help="stop after N seconds (default: $DEMO_SECONDS, else run until Ctrl-C)")
+    up.add_argument("--seconds", type=SECONDS, default=None, metavar="SECONDS",
+                    help="stop after this many seconds (default: $DEMO_SECONDS, else run until "
+                         "Ctrl-C)")
     up.set_defaults(fn=cmd_cluster_up)
-    cluster.add_parser("down", parents=[common]).set_defaults(fn=cmd_cluster_down)
-    cluster.add_parser("status", parents=[common]).set_defaults(fn=cmd_cluster_status)
+    command(cluster, "down", "stop every node and remove the ipc sockets",
+            "perpx cluster down").set_defaults(fn=cmd_cluster_down)
+    command(cluster, "status", "the nodes: state, pid, liveness, restarts, heartbeat age; exit 0 "
+            "only when running", "perpx cluster status --json").set_defaults(fn=cmd_cluster_status)
 
-    order = sub.add_parser("order").add_subparsers(dest="action", required=True)
-    place = order.add_parser("place", parents=[common])
-    place.add_argument("--account")
-    place.add_argument("--api-key")
-    place.add_argument("--symbol", required=True)
-    place.add_argument("--side", choices=["buy", "sell"], required=True)
-    place.add_argument("--qty", required=True, help="in contract units, e.g. 0.01")
-    place.add_argument("--price", help="limit price, e.g. 30000.5")
+    # discovery
+    command(sub, "symbols", "every rule a trader needs before sending an order, per symbol: tick, "
+            "lot, limits, price band, fees, leverage ladder, funding (exchangeInfo)",
+            "perpx symbols --json").set_defaults(fn=cmd_symbols)
+    command(sub, "accounts", "the topology's accounts: name, scopes, initial deposit (no keys "
+            "printed)", "perpx accounts").set_defaults(fn=cmd_accounts)
+
+    # orders
+    order = group("order", "place, amend, cancel and list orders")
+    place = command(order, "place", "send an order; prints the venue's answer and the fills that "
+                    "follow within --wait",
+                    "perpx order place --account alice --symbol BTC-PERP --side buy --qty 0.01 "
+                    "--price mark-1% --client-order-id bid-1")
+    who(place)
+    place.add_argument("--symbol", required=True, help="e.g. BTC-PERP (`perpx symbols`)")
+    place.add_argument("--side", choices=["buy", "sell"], required=True, help="buy or sell")
+    place.add_argument("--qty", type=QTY, required=True, metavar="QTY",
+                       help="in contracts on the symbol's lot grid, above 0, e.g. 0.01")
+    place.add_argument("--price", type=price_type, metavar="PRICE",
+                       help="limit price (not for market orders), " + price_help)
     place.add_argument("--type", default="limit", choices=[
-        "limit", "market", "stop_market", "stop_limit", "take_profit_market", "take_profit_limit"])
-    place.add_argument("--tif", default="GTC", choices=["GTC", "IOC", "FOK"])
-    place.add_argument("--post-only", action="store_true")
-    place.add_argument("--reduce-only", action="store_true")
-    place.add_argument("--client-order-id")
-    place.add_argument("--trigger-price")
-    place.add_argument("--trigger-by", default="mark", choices=["mark", "last"])
+        "limit", "market", "stop_market", "stop_limit", "take_profit_market", "take_profit_limit"],
+        help="default: limit")
+    place.add_argument("--tif", default="GTC", choices=["GTC", "IOC", "FOK"],
+                       help="time in force (default: GTC)")
+    place.add_argument("--post-only", action="store_true", help="refused if it would take")
+    place.add_argument("--reduce-only", action="store_true",
+                       help="only ever shrinks the position (sized down to it)")
+    place.add_argument("--client-order-id", metavar="ID", help="your id, up to 36 characters: "
+                       "names the order in amend/cancel, and sending it again returns the first "
+                       "answer, never a second order")
+    place.add_argument("--trigger-price", type=price_type, metavar="PRICE",
+                       help="stops and take-profits: the trigger, " + price_help)
+    place.add_argument("--trigger-by", default="mark", choices=["mark", "last"],
+                       help="the price a trigger watches (default: mark)")
     place.add_argument("--stp", default="cancel_taker",
                        choices=["cancel_taker", "cancel_maker", "cancel_both"],
                        help="self-trade prevention: which side is cancelled when this order "
-                            "would trade with the account's own")
-    place.add_argument("--max-slippage", help="market orders: how far from mark the order may "
-                       "trade, as a fraction (0.005 = 0.5%%); default the symbol's")
-    place.add_argument("--wait", type=float, default=0.3, help="seconds to collect fills after the ack")
+                            "would trade with the account's own (default: cancel_taker)")
+    place.add_argument("--max-slippage", type=FRACTION, metavar="FRACTION",
+                       help="market orders: how far from mark the order may trade, as a fraction "
+                            "(0.005 = 0.5%%; default: the symbol's)")
+    place.add_argument("--wait", type=Number(kind="float", low=0, high=60, example="0.3"),
+                       default=0.3, metavar="SECONDS",
+                       help="seconds to collect fills after the answer, 0 to 60 (default: 0.3)")
     place.set_defaults(fn=cmd_order_place)
     existing = argparse.ArgumentParser(add_help=False)  # cancel and amend name an order
-    existing.add_argument("--account")
-    existing.add_argument("--api-key")
-    existing.add_argument("--symbol", required=True)
-    existing.add_argument("--order-id", type=int)
-    existing.add_argument("--client-order-id")
-    order.add_parser("cancel", parents=[common, existing]).set_defaults(fn=cmd_order_cancel)
-    amend = order.add_parser("amend", parents=[common, existing])
-    amend.add_argument("--price", help="new limit price, e.g. 30001")
-    amend.add_argument("--qty", help="new total quantity (filled part included), e.g. 0.02")
-    amend.add_argument("--trigger-price", help="a waiting stop or take-profit's new trigger")
+    who(existing)
+    existing.add_argument("--symbol", required=True, help="the order's symbol")
+    existing.add_argument("--order-id", type=ORDER_ID, metavar="N",
+                          help="the venue's order id (from the ACCEPTED line or `order list`)")
+    existing.add_argument("--client-order-id", metavar="ID", help="or the id you gave it")
+    command(order, "cancel", "cancel one order, named by --order-id or --client-order-id",
+            "perpx order cancel --account alice --symbol BTC-PERP --client-order-id bid-1",
+            (common, existing)).set_defaults(fn=cmd_order_cancel)
+    amend = command(order, "amend", "change a resting order's price, quantity or trigger: a "
+                    "quantity decrease at the same price keeps its place in the queue",
+                    "perpx order amend --account alice --symbol BTC-PERP --client-order-id bid-1 "
+                    "--qty 0.005", (common, existing))
+    amend.add_argument("--price", type=price_type, metavar="PRICE", help="new limit price, "
+                       + price_help)
+    amend.add_argument("--qty", type=QTY, metavar="QTY",
+                       help="new total quantity in contracts (filled part included), e.g. 0.02")
+    amend.add_argument("--trigger-price", type=price_type, metavar="PRICE",
+                       help="a waiting stop or take-profit's new trigger, " + price_help)
     amend.set_defaults(fn=cmd_order_amend)
-    wipe = order.add_parser("cancel-all", parents=[common],
-                            help="cancel every open order (in one symbol, or all), as one event")
-    wipe.add_argument("--account")
-    wipe.add_argument("--api-key")
+    wipe = command(order, "cancel-all", "cancel every open order (in one symbol, or all), as one "
+                   "event", "perpx order cancel-all --account alice --symbol BTC-PERP")
+    who(wipe)
     wipe.add_argument("--symbol", default="", help="one symbol (default: all)")
     wipe.set_defaults(fn=cmd_order_cancel_all)
-    listing = order.add_parser("list", parents=[common], help="the account's open orders")
-    listing.add_argument("--account")
-    listing.add_argument("--api-key")
+    listing = command(order, "list", "the account's open orders: terms, status (new or "
+                      "partially_filled), margin held", "perpx order list --account alice")
+    who(listing)
     listing.add_argument("--symbol", default="", help="one symbol (default: all)")
     listing.set_defaults(fn=cmd_order_list)
 
-    book = sub.add_parser("book", parents=[common])
-    book.add_argument("symbol")
-    book.add_argument("--depth", type=int, default=10)
+    # market data
+    book = command(sub, "book", "a symbol's book levels with the oracle's mark, index and mode",
+                   "perpx book BTC-PERP --depth 5")
+    book.add_argument("symbol", help="e.g. BTC-PERP")
+    book.add_argument("--depth", type=Number(kind="int", low=1, high=1000, example="10"),
+                      default=10, metavar="LEVELS", help="levels a side, 1 to 1000 (default: 10)")
     book.set_defaults(fn=cmd_book)
-    watch = sub.add_parser("watch", parents=[common], help="a symbol's market data as it happens")
-    watch.add_argument("symbol")
-    watch.add_argument("--seconds", type=float, help="stop after this long (default: Ctrl-C)")
+    watch = command(sub, "watch", "a symbol's market data as it happens, one timestamped line "
+                    "per event: trades, top of book, mark, funding, regime, oracle mode",
+                    "perpx watch BTC-PERP --seconds 10")
+    watch.add_argument("symbol", help="e.g. BTC-PERP")
+    watch.add_argument("--seconds", type=SECONDS, metavar="SECONDS",
+                       help="stop after this many seconds, at most a day (default: Ctrl-C)")
     watch.set_defaults(fn=cmd_watch)
+    command(sub, "ping", "a round trip through the order path with each hop's time",
+            "perpx ping").set_defaults(fn=cmd_ping)
 
-    account = sub.add_parser("account").add_subparsers(dest="action", required=True)
-    show = account.add_parser("show", parents=[common])
-    show.add_argument("name")
-    show.add_argument("--api-key")
+    # accounts
+    account = group("account", "an account's state, settings and transfers")
+    show = command(account, "show", "balances, positions (entry, mark, PnL, margins, "
+                   "liquidation price), latest fills and funding", "perpx account show alice",
+                   (common,))
+    show.add_argument("name", help="the account (its key from the topology, or --api-key)")
+    show.add_argument("--api-key", metavar="KEY", help="log on with this key; it must be NAME's")
     show.set_defaults(fn=cmd_account_show)
-    lev = account.add_parser("leverage", parents=[common], help="set leverage for a symbol")
-    lev.add_argument("name")
-    lev.add_argument("--symbol", required=True)
-    lev.add_argument("--leverage", type=int, required=True)
-    lev.add_argument("--api-key")
+    lev = command(account, "leverage", "set the leverage for a symbol (capped by the ladder tier "
+                  "the position falls into)", "perpx account leverage alice --symbol BTC-PERP "
+                  "--leverage 50")
+    lev.add_argument("name", help="the account (`perpx accounts`)")
+    lev.add_argument("--symbol", required=True, help="e.g. BTC-PERP")
+    lev.add_argument("--leverage", type=Number(kind="int", low=1, high=1000, example="20"),
+                     required=True, metavar="X", help="a whole multiple, 1 to the symbol's "
+                     "maximum (`perpx symbols`)")
+    lev.add_argument("--api-key", metavar="KEY", help="log on with this key; it must be NAME's")
     lev.set_defaults(fn=cmd_account_leverage)
-    mode = account.add_parser("mode", parents=[common], help="cross or isolated margin for a symbol")
-    mode.add_argument("name")
-    mode.add_argument("--symbol", required=True)
-    mode.add_argument("--mode", choices=["cross", "isolated"], required=True)
-    mode.add_argument("--api-key")
+    mode = command(account, "mode", "cross or isolated margin for a symbol (only when flat)",
+                   "perpx account mode alice --symbol ETH-PERP --mode isolated")
+    mode.add_argument("name", help="the account (`perpx accounts`)")
+    mode.add_argument("--symbol", required=True, help="e.g. ETH-PERP")
+    mode.add_argument("--mode", choices=["cross", "isolated"], required=True,
+                      help="cross: the position shares the wallet; isolated: it has its own")
+    mode.add_argument("--api-key", metavar="KEY", help="log on with this key; it must be NAME's")
     mode.set_defaults(fn=cmd_account_mode)
-    margin = account.add_parser("margin", parents=[common],
-                                help="move collateral into (+) or out of (-) an isolated position")
-    margin.add_argument("name")
-    margin.add_argument("--symbol", required=True)
-    margin.add_argument("--amount", required=True, help="e.g. 100 or -50, in collateral units")
-    margin.add_argument("--api-key")
+    margin = command(account, "margin", "move collateral into (+) or out of (-) an isolated "
+                     "position", "perpx account margin alice --symbol ETH-PERP --amount 250")
+    margin.add_argument("name", help="the account (`perpx accounts`)")
+    margin.add_argument("--symbol", required=True, help="the isolated position's symbol")
+    margin.add_argument("--amount", type=SIGNED_MONEY, required=True, metavar="AMOUNT",
+                        help="in collateral (e.g. USDC) on its atom grid: 100 in, -50 out")
+    margin.add_argument("--api-key", metavar="KEY", help="log on with this key; it must be NAME's")
     margin.set_defaults(fn=cmd_account_margin)
     for verb in ("deposit", "withdraw"):
-        tr = account.add_parser(verb, parents=[common], help=f"{verb} collateral (admin scope)")
-        tr.add_argument("name")
-        tr.add_argument("--amount", required=True)
-        tr.add_argument("--admin", help="an admin-scoped account in the topology")
-        tr.add_argument("--api-key", help="an admin-scoped API key")
+        tr = command(account, verb, f"{verb} collateral (needs an admin-scoped key)",
+                     f"perpx account {verb} alice --amount 500")
+        tr.add_argument("name", help="the account credited or debited")
+        tr.add_argument("--amount", type=MONEY, required=True, metavar="AMOUNT",
+                        help="in collateral (e.g. USDC), above 0, on its atom grid")
+        tr.add_argument("--admin", metavar="NAME", help="an admin-scoped account of the topology "
+                        "(default: the first one)")
+        tr.add_argument("--api-key", metavar="KEY", help="an admin-scoped API key")
         tr.set_defaults(fn=cmd_account_transfer)
 
-    sub.add_parser("ping", parents=[common]).set_defaults(fn=cmd_ping)
-
-    explain = sub.add_parser("explain", help="explain a decision from the audit journal"
-                             ).add_subparsers(dest="action", required=True)
-    ex_liq = explain.add_parser("liquidation", parents=[common], help="a liquidation's whole path")
-    ex_liq.add_argument("id", type=int)
+    # post-incident
+    explain = group("explain", "explain the venue's decisions from the audit journals")
+    ex_liq = command(explain, "liquidation", "a liquidation's whole path, step by step",
+                     "perpx explain liquidation liq-1796622411222001")
+    ex_liq.add_argument("id", type=liquidation_id, help="the id as printed (liq-N) or N")
     ex_liq.set_defaults(fn=cmd_explain_liquidation)
     period = argparse.ArgumentParser(add_help=False)  # a window of the journals (cli.window)
-    period.add_argument("--since", help="ISO time, epoch seconds, or an age like 15m (ago), 2h, 1d")
-    period.add_argument("--until")
-    ex_acct = explain.add_parser("account", parents=[common, period], help="every decision about "
-                                 "an account: refusals, venue cancels, settings, liquidations")
-    ex_acct.add_argument("name")
-    ex_acct.add_argument("--limit", type=int, default=50, help="the newest N (0: all)")
+    period.add_argument("--since", metavar="TIME", help="ISO time, epoch seconds, or an age like "
+                        "15m (ago), 2h, 1d (default: the journals' start)")
+    period.add_argument("--until", metavar="TIME", help="as --since (default: now)")
+    ex_acct = command(explain, "account", "every decision about an account: refusals, venue "
+                      "cancels, settings, liquidations", "perpx explain account alice --since 15m",
+                      (common, period))
+    ex_acct.add_argument("name", help="the account (`perpx accounts`)")
+    ex_acct.add_argument("--limit", type=Number(kind="int", low=0, example="50"), default=50,
+                         metavar="N", help="the newest N decisions, 0 for all (default: 50)")
     ex_acct.set_defaults(fn=cmd_explain_account)
-    incident = sub.add_parser("incident", help="post-incident summaries").add_subparsers(
-        dest="action", required=True)
-    report = incident.add_parser("report", parents=[common, period],
-                                 help="liquidations, degraded modes, insurance fund, ADL in a window")
-    report.add_argument("--format", choices=["md", "json"], default="md")
+    incident = group("incident", "post-incident summaries")
+    report = command(incident, "report", "liquidations, oracle modes, regimes, insurance fund and "
+                     "ADL in a window, with a summary of what happened for how long",
+                     "perpx incident report --since 15m", (common, period))
+    report.add_argument("--format", choices=["md", "json"], default="md",
+                        help="default: md (markdown)")
     report.set_defaults(fn=cmd_incident_report)
 
-    audit = sub.add_parser("audit", help="the journals of a run").add_subparsers(
-        dest="action", required=True)
-    verify = audit.add_parser(
-        "verify", parents=[common], help="replay every journal of a run offline: inputs, "
-        "snapshots checked, final state hash, money, and any divergence or damage")
+    # journals
+    audit = group("audit", "the journals of a run")
+    verify = command(audit, "verify", "replay every journal of a run offline: inputs, snapshots "
+                     "checked, final state hash, money, and any divergence or damage; exit 1 when "
+                     "damaged", "perpx audit verify var --json")
     verify.add_argument("path", nargs="?", help="the run directory (default: --run-dir or ./var)")
     verify.set_defaults(fn=cmd_audit_verify)
 
-    netsim = sub.add_parser("netsim", help="the network simulator (a running cluster)"
-                            ).add_subparsers(dest="action", required=True)
-    netsim.add_parser("show", parents=[common]).set_defaults(
-        fn=lambda a: _admin(a, "netsim_show", {}))
-    ns_set = netsim.add_parser("set", parents=[common], help="shape one link, e.g. gateway->risk")
-    ns_set.add_argument("link")
-    ns_set.add_argument("--latency", help="e.g. 2ms (constant model, or the model's centre)")
-    ns_set.add_argument("--jitter", help="uniform +- jitter, e.g. 200us")
+    # netsim
+    netsim = group("netsim", "the network simulator between the nodes (a running cluster)")
+    command(netsim, "show", "the link table: each shaped link's model, loss, bandwidth, state",
+            "perpx netsim show").set_defaults(fn=lambda a: _admin(a, "netsim_show", {}))
+    ns_set = command(netsim, "set", "shape one directed link (`perpx netsim show` lists them)",
+                     "perpx netsim set 'gateway->risk' --latency 2ms --jitter 200us --loss 0.01")
+    ns_set.add_argument("link", help="e.g. gateway->risk (quote it: > is a shell redirect)")
+    ns_set.add_argument("--latency", metavar="DURATION", help="e.g. 2ms, 300us (constant model, "
+                        "or the model's centre)")
+    ns_set.add_argument("--jitter", metavar="DURATION", help="uniform +- jitter, e.g. 200us")
     ns_set.add_argument("--model", choices=["constant", "uniform", "normal", "lognormal", "pareto",
-                                            "empirical"])
-    for flag in ("--min", "--max", "--mean", "--stddev", "--median"):
-        ns_set.add_argument(flag)
-    ns_set.add_argument("--sigma", type=float)
-    ns_set.add_argument("--alpha", type=float)
-    ns_set.add_argument("--csv", help="empirical: a file of delay samples, one per line")
-    ns_set.add_argument("--spec", help="a full latency model as JSON (e.g. a mixture)")
-    ns_set.add_argument("--loss", type=float)
-    ns_set.add_argument("--rto")
-    ns_set.add_argument("--bandwidth", help="e.g. 10mbit")
-    ns_set.add_argument("--queue-limit", dest="queue_limit", type=int)
-    ns_set.add_argument("--on-full", dest="on_full", choices=["block", "drop"])
-    ns_set.add_argument("--seed", type=int)
+                                            "empirical", "mixture"],
+                        help="latency model (default: constant with --latency); mixture needs "
+                             "--spec")
+    for flag, what in (("--min", "uniform, pareto: the least delay"),
+                       ("--max", "uniform: the largest delay"), ("--mean", "normal: the mean"),
+                       ("--stddev", "normal: the standard deviation"),
+                       ("--median", "lognormal: the median")):
+        ns_set.add_argument(flag, metavar="DURATION", help=f"{what}, e.g. 1ms")
+    # netsim's own ranges (netsim.control, netsim.models) are checked there, naming the field
+    ns_set.add_argument("--sigma", type=Number(kind="float", example="0.5"),
+                        help="lognormal: the log's standard deviation, above 0")
+    ns_set.add_argument("--alpha", type=Number(kind="float", example="2"),
+                        help="pareto: the tail index, above 0")
+    ns_set.add_argument("--csv", metavar="FILE",
+                        help="empirical: a file of delay samples, one per line")
+    ns_set.add_argument("--spec", metavar="JSON", help="a full latency model as JSON, e.g. "
+                        '\'{"model": "mixture", "parts": [[0.99, {...}], [0.01, {...}]]}\'')
+    ns_set.add_argument("--loss", type=Number(kind="float", example="0.01"),
+                        metavar="FRACTION", help="fraction of messages lost, 0 to below 1 "
+                        "(0.01 = 1%%); a reliable link delivers them after --rto")
+    ns_set.add_argument("--rto", metavar="DURATION", help="retransmission delay of a lost "
+                        "message on a reliable link, e.g. 50ms")
+    ns_set.add_argument("--bandwidth", metavar="RATE", help="e.g. 10mbit, 1gbit")
+    ns_set.add_argument("--queue-limit", dest="queue_limit",
+                        type=Number(kind="int", example="1000"), metavar="MESSAGES",
+                        help="messages in flight on the link before --on-full applies, at least 1 "
+                             "(default: 100000)")
+    ns_set.add_argument("--on-full", dest="on_full", choices=["block", "drop"],
+                        help="what a full queue does (default: block)")
+    ns_set.add_argument("--seed", type=Number(kind="int", example="7"),
+                        help="the link's random seed (default: 1)")
     ns_set.add_argument("--down", action="store_true", help="partition the link")
-    ns_set.add_argument("--reorder", action="store_true")
+    ns_set.add_argument("--reorder", action="store_true",
+                        help="market-data links only: let jitter reorder messages")
     ns_set.set_defaults(fn=cmd_netsim_set)
-    ns_clear = netsim.add_parser("clear", parents=[common])
-    ns_clear.add_argument("link", nargs="?")
+    ns_clear = command(netsim, "clear", "unshape one link, or every link", "perpx netsim clear")
+    ns_clear.add_argument("link", nargs="?", help="default: every link")
     ns_clear.set_defaults(fn=lambda a: _admin(a, "netsim_clear", {"link": a.link}))
-    ns_prof = netsim.add_parser("profile", parents=[common], help="colo, same-dc, cross-region, ...")
-    ns_prof.add_argument("name")
+    ns_prof = command(netsim, "profile", "apply a named profile of netsim/profiles.toml",
+                      "perpx netsim profile same-dc")
+    ns_prof.add_argument("name", help="colo, same-dc, cross-region, noisy-commodity")
     ns_prof.set_defaults(fn=lambda a: _admin(a, "netsim_profile", {"name": a.name}))
-    ns_part = netsim.add_parser("partition", parents=[common], help="take links down (or --heal)")
-    ns_part.add_argument("links", nargs="*")
-    ns_part.add_argument("--heal", action="store_true")
+    ns_part = command(netsim, "partition", "take links down (messages queue), or --heal them "
+                      "(released in order)", "perpx netsim partition 'risk->matching'")
+    ns_part.add_argument("links", nargs="*", help="e.g. risk->matching")
+    ns_part.add_argument("--heal", action="store_true", help="bring the links back up")
     ns_part.set_defaults(fn=lambda a: _admin(a, "netsim_partition",
                                              {"links": a.links, "down": not a.heal}))
-    ns_run = netsim.add_parser("run", parents=[common], help="apply a scenario timeline")
-    ns_run.add_argument("scenario")
+    ns_run = command(netsim, "run", "apply a scenario timeline; ends by healing everything",
+                     "perpx netsim run examples/scenarios/stale-feeds.toml")
+    ns_run.add_argument("scenario", help="a scenario TOML (netsim/scenario.py)")
     ns_run.set_defaults(fn=cmd_netsim_run)
-    ns_fault = netsim.add_parser("fault", parents=[common], help="kill, pause, resume or skew a node")
-    ns_fault.add_argument("node")
-    ns_fault.add_argument("op", choices=["kill", "pause", "resume", "skew"])
-    ns_fault.add_argument("--by", help="skew: e.g. 250ms or -1s")
+    ns_fault = command(netsim, "fault", "kill, pause, resume or skew a node",
+                       "perpx netsim fault matching pause")
+    ns_fault.add_argument("node", help="gateway, risk, matching, oracle, liquidator, feeds")
+    ns_fault.add_argument("op", choices=["kill", "pause", "resume", "skew"],
+                          help="kill (the supervisor's policy applies), pause (SIGSTOP), resume, "
+                               "skew its clock by --by")
+    ns_fault.add_argument("--by", metavar="DURATION", help="skew: e.g. 250ms or -1s (write "
+                          "--by=-1s)")
     ns_fault.set_defaults(fn=cmd_netsim_fault)
-    ns_feed = netsim.add_parser("feed", parents=[common], help="break one venue's spot feed")
+    ns_feed = command(netsim, "feed", "break one venue's spot feed (or heal them)",
+                      "perpx netsim feed bravo freeze --duration 8s")
     ns_feed.add_argument("venue", help="a venue name, or all (heal)")
-    ns_feed.add_argument("op", choices=["freeze", "delay", "bias", "spike", "heal", "shock"])
-    ns_feed.add_argument("--duration", help="freeze/spike: how long; delay: how late, e.g. 8s")
-    ns_feed.add_argument("--ppm", type=int, help="bias/spike/shock: relative move in ppm")
+    ns_feed.add_argument("op", choices=["freeze", "delay", "bias", "spike", "heal", "shock"],
+                         help="freeze (stop quoting), delay, bias (a steady offset), spike, heal, "
+                              "shock (a market move on every venue)")
+    ns_feed.add_argument("--duration", metavar="DURATION",
+                         help="freeze/spike: how long; delay: how late, e.g. 8s")
+    ns_feed.add_argument("--ppm", type=Number(kind="int", example="20000"),  # range: FeedControl's
+                         help="bias/spike/shock: relative move in ppm (10000 = 1%%)")
     ns_feed.add_argument("--symbol", help="shock: the symbol")
     ns_feed.set_defaults(fn=cmd_netsim_feed)
 
-    calc = sub.add_parser("calc", help="offline risk calculator").add_subparsers(dest="action",
-                                                                                  required=True)
-    c_mmr = calc.add_parser("mmr", parents=[common], help="ladder tier and maintenance margin")
-    c_mmr.add_argument("--symbol", required=True)
-    c_mmr.add_argument("--notional", required=True)
+    # calculator
+    calc = group("calc", "the risk node's own formulas, offline (no cluster needed)")
+    c_mmr = command(calc, "mmr", "ladder tier and maintenance margin of a notional",
+                    "perpx calc mmr --symbol BTC-PERP --notional 60000")
+    c_mmr.add_argument("--symbol", required=True, help="e.g. BTC-PERP")
+    c_mmr.add_argument("--notional", type=DECIMAL, required=True, metavar="AMOUNT",
+                       help="position value in collateral (e.g. USDC)")
     c_mmr.set_defaults(fn=cmd_calc_mmr)
-    c_liq = calc.add_parser("liq-price", parents=[common], help="liquidation and bankruptcy price")
-    c_liq.add_argument("--symbol", required=True)
-    c_liq.add_argument("--side", choices=["long", "short"], required=True)
-    c_liq.add_argument("--qty", required=True)
-    c_liq.add_argument("--entry", required=True)
-    c_liq.add_argument("--wallet", required=True, help="isolated margin, or the cross wallet")
-    c_liq.add_argument("--mode", choices=["isolated", "cross"], default="isolated")
-    c_liq.add_argument("--other-mm", default="0", help="cross: other positions' maintenance margin")
-    c_liq.add_argument("--other-upnl", default="0", help="cross: other positions' unrealized PnL")
-    c_liq.add_argument("--fee-rate", help="forced-execution fee rate (default: the symbol's)")
-    c_liq.add_argument("--funding-rate")
-    c_liq.add_argument("--funding-periods", type=int, default=0)
-    c_liq.add_argument("--stop")
-    c_liq.add_argument("--stop-gap", default="0.005", help="warn when the stop is closer than this")
+    c_liq = command(calc, "liq-price", "liquidation and bankruptcy price of a position",
+                    "perpx calc liq-price --symbol BTC-PERP --side long --qty 1 --entry 30000 "
+                    "--wallet 3000")
+    c_liq.add_argument("--symbol", required=True, help="e.g. BTC-PERP")
+    c_liq.add_argument("--side", choices=["long", "short"], required=True,
+                       help="the position's side")
+    c_liq.add_argument("--qty", type=DECIMAL, required=True, help="in contracts")
+    c_liq.add_argument("--entry", type=DECIMAL, required=True, help="entry price")
+    c_liq.add_argument("--wallet", type=DECIMAL, required=True, metavar="AMOUNT",
+                       help="isolated margin, or the cross wallet, in collateral")
+    c_liq.add_argument("--mode", choices=["isolated", "cross"], default="isolated",
+                       help="default: isolated")
+    c_liq.add_argument("--other-mm", type=DECIMAL, default="0", metavar="AMOUNT",
+                       help="cross: the other positions' maintenance margin (default: 0)")
+    c_liq.add_argument("--other-upnl", type=DECIMAL, default="0", metavar="AMOUNT",
+                       help="cross: the other positions' unrealized PnL (default: 0)")
+    c_liq.add_argument("--other-fees", type=DECIMAL, default="0", metavar="AMOUNT",
+                       help="cross: the other positions' forced-execution fees, which the trigger "
+                            "counts (default: 0)")
+    c_liq.add_argument("--fee-rate", type=DECIMAL, metavar="FRACTION",
+                       help="forced-execution fee rate (default: the symbol's)")
+    c_liq.add_argument("--funding-rate", type=DECIMAL, metavar="FRACTION",
+                       help="per period, e.g. 0.0001 (= 0.01%%)")
+    c_liq.add_argument("--funding-periods", type=Number(kind="int", low=0, example="3"),
+                       default=0, metavar="N", help="periods of that funding paid (default: 0)")
+    c_liq.add_argument("--stop", type=DECIMAL, metavar="PRICE", help="a stop price to check")
+    c_liq.add_argument("--stop-gap", type=DECIMAL, default="0.005", metavar="FRACTION",
+                       help="warn when the stop is closer than this to the liquidation price "
+                            "(default: 0.005 = 0.5%%)")
     c_liq.set_defaults(fn=cmd_calc_liq)
-    c_fund = calc.add_parser("funding", parents=[common], help="funding rate and payment")
-    c_fund.add_argument("--premium-index", required=True)
-    c_fund.add_argument("--interest-rate", default="0.0001")
-    c_fund.add_argument("--cap", default="0.0075")
-    c_fund.add_argument("--notional", required=True)
-    c_fund.add_argument("--side", choices=["long", "short"], required=True)
+    c_fund = command(calc, "funding", "funding rate and payment",
+                     "perpx calc funding --premium-index 0.0003 --notional 30000 --side long")
+    c_fund.add_argument("--premium-index", type=DECIMAL, required=True, metavar="FRACTION",
+                        help="e.g. 0.0003 (= 0.03%%)")
+    c_fund.add_argument("--interest-rate", type=DECIMAL, default="0.0001", metavar="FRACTION",
+                        help="per period (default: 0.0001 = 0.01%%)")
+    c_fund.add_argument("--cap", type=DECIMAL, default="0.0075", metavar="FRACTION",
+                        help="the rate's cap either way (default: 0.0075 = 0.75%%)")
+    c_fund.add_argument("--notional", type=DECIMAL, required=True, metavar="AMOUNT",
+                        help="position value in collateral (e.g. USDC)")
+    c_fund.add_argument("--side", choices=["long", "short"], required=True,
+                        help="the position's side (longs pay a positive rate)")
     c_fund.set_defaults(fn=cmd_calc_funding)
+    from cluster import stress_cli  # perpx stress, perpx cascade [snapshot|sweep] (#24)
+
+    stress_cli.register(sub, common)
 
     # chaos experiments (#22): their commands live in cluster/chaos_cli.py
     from cluster import chaos_cli
@@ -1036,17 +1440,41 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def joined_negative_values(argv: list[str]) -> list[str]:
+    """'--price -inf' as '--price=-inf': argparse takes a value starting with '-' that is not a
+    plain negative number for an option and would say "expected one argument"; joined, the
+    value reaches the flag's own check, which says what is wrong with it."""
+    out: list[str] = []
+    for token in argv:
+        if out and out[-1] in VALUE_FLAGS and token[:1] == "-" and token[:2] != "--":
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
+
+
+VALUE_FLAGS = ("--price", "--trigger-price", "--qty", "--timeout", "--amount", "--seconds",
+               "--wait", "--leverage", "--depth", "--loss", "--ppm", "--notional", "--entry",
+               "--wallet", "--stop", "--other-mm", "--other-upnl", "--cap", "--premium-index",
+               "--interest-rate", "--funding-rate", "--fee-rate", "--order-id", "--limit", "--by",
+               "--max-slippage", "--sigma", "--alpha", "--queue-limit", "--seed", "--stop-gap")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    as_json = "--json" in argv
     try:
+        args = parser().parse_args(joined_negative_values(argv))
+        as_json = getattr(args, "json", False)
         return args.fn(args)
     except CliError as exc:
-        as_json = getattr(args, "json", False)
         payload = {"error": exc.reason, "message": str(exc)}
         if exc.detail is not None:
             payload["detail"] = exc.detail
         if as_json:
             print(json.dumps(payload))
+        elif exc.code == EXIT_REFUSED:  # the venue's answer, like an order's REJECTED: stdout
+            print(f"REFUSED    {exc.reason}\n           {exc}")
         else:
             print(f"perpx: {exc.reason}: {exc}", file=sys.stderr)
         return exc.code

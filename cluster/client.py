@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 from decimal import Decimal
 from typing import Union
 
@@ -63,8 +64,8 @@ class Client:
                  ctx: zmq.asyncio.Context | None = None, keepalive: float = KEEPALIVE_S) -> None:
         self.endpoint = endpoint
         self.api_key = api_key
+        self.timeout = bounded_timeout(timeout)
         self.market_data_endpoint = market_data
-        self.timeout = timeout
         self._own_ctx = ctx is None
         self.ctx = ctx or zmq.asyncio.Context()
         self._codec = _server_codec()
@@ -118,17 +119,17 @@ class Client:
                 await asyncio.sleep(min(self.keepalive, 1.0))  # the gateway is away: try again
 
     async def close(self) -> None:
+        """Log out and release the sockets, in at most about LOGOUT_S + 2 x TASK_STOP_S whatever
+        the gateway does: a stop is a stop."""
         if self._keeper is not None:  # first: it must not log on again after the logout
-            self._keeper.cancel()
-            await asyncio.gather(self._keeper, return_exceptions=True)
+            await stop_tasks([self._keeper])
         if self.account is not None and self._reader is not None and not self._reader.done():
             try:  # tell the gateway, so it does not keep the session until it expires
-                await asyncio.wait_for(self.request(Logout(), raise_on_error=False), 1.0)
-            except (asyncio.TimeoutError, zmq.ZMQError):
+                await self._ask(Logout(), timeout=LOGOUT_S)
+            except (TimeoutError, zmq.ZMQError):
                 pass
         if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
+            await stop_tasks([self._reader])
         for sock in (self._sock, self._md):
             if sock is not None:
                 sock.close(linger=0)
@@ -176,7 +177,7 @@ class Client:
         fut = asyncio.get_running_loop().create_future()
         self._waiting[0] = fut
         try:
-            return await asyncio.wait_for(fut, timeout or self.timeout)
+            return await answer_within(fut, bounded_timeout(timeout) if timeout else self.timeout)
         finally:
             self._waiting.pop(0, None)
 
@@ -205,8 +206,9 @@ class Client:
         self.symbols = ack.symbols
         self.collateral, self.atom = ack.collateral, ack.atom
 
-    async def _ask(self, message):
-        """Send one request and wait for its answer (an Error included)."""
+    async def _ask(self, message, timeout: float | None = None):
+        """Send one request and wait for its answer (an Error included), at most `timeout` s
+        (default the client's)."""
         req_id = next(self._ids)
         message = msgspec.structs.replace(message, req_id=req_id)
         fut = asyncio.get_running_loop().create_future()
@@ -221,7 +223,7 @@ class Client:
         self._last_sent = asyncio.get_running_loop().time()
         wake_reader(self._sock)  # the send may have eaten the edge our reader's poll waits for
         try:
-            return await asyncio.wait_for(fut, self.timeout)
+            return await answer_within(fut, timeout or self.timeout)
         finally:
             self._waiting.pop(req_id, None)
 
@@ -284,7 +286,8 @@ class Client:
             self._md.setsockopt(zmq.SUBSCRIBE, topic)
 
     async def market_data(self) -> list:
-        """The next batch of market data messages (Trade, BookDelta, IndexMark, alerts)."""
+        """The next batch of market data messages (Trade, BookDelta, IndexMark, notices, ...):
+        public, naming no account (an account's alerts come with its reports)."""
         topic, frame = await self._md.recv_multipart()
         return self._md_codec.decode(frame)
 
@@ -299,7 +302,8 @@ class Client:
                     if type(msg) is IndexMark and msg.symbol == symbol:
                         return msg
 
-        return await asyncio.wait_for(first(), timeout)
+        async with asyncio.timeout(bounded_timeout(timeout)):
+            return await first()
 
     # ------------------------------------------------------------------ units
 
@@ -326,6 +330,42 @@ class Client:
         return from_units(atoms, Decimal(self.atom))
 
 
+LOGOUT_S = 1.0  # how long close() waits for the gateway to acknowledge a logout
+TASK_STOP_S = 1.0  # how long a cancelled task may take to finish
+
+
+def bounded_timeout(seconds: float) -> float:
+    """`seconds` if it is a usable bound on a wait (finite, above 0), else ValueError: an infinite
+    or NaN timeout would be a wait with no end, and zero or less one that cannot succeed."""
+    if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"timeout {seconds!r}: a finite number of seconds above 0")
+    return float(seconds)
+
+
+async def answer_within(fut: asyncio.Future, seconds: float):
+    """`fut`'s result, or TimeoutError after `seconds`. Not asyncio.wait_for: on Python 3.11 it
+    returns the result when a cancel arrives together with the answer, so the cancel is lost and a
+    loop that was told to stop goes on (the demo that ran 10 minutes past its stop). A timeout
+    scope re-raises a cancel that came from outside."""
+    async with asyncio.timeout(seconds):
+        return await fut
+
+
+async def stop_tasks(tasks, grace: float = TASK_STOP_S) -> list[asyncio.Task]:
+    """Cancel `tasks` and wait for them at most `grace` s; the ones still running are returned
+    (their owner says so and goes on stopping) instead of being awaited without end."""
+    tasks = [t for t in tasks if t is not None]
+    for task in tasks:
+        task.cancel()
+    if not tasks:
+        return []
+    _, pending = await asyncio.wait(tasks, timeout=grace)
+    for task in tasks:  # a task that ended with an error has said it; do not warn at exit
+        if task.done() and not task.cancelled():
+            task.exception()
+    return list(pending)
+
+
 def wire_units(units: int, what: str) -> int:
     """`units` if the wire can carry them (the venue judges sign and size rules), else UnitError."""
     if abs(units) > MAX_UNITS:
@@ -333,4 +373,4 @@ def wire_units(units: int, what: str) -> int:
     return units
 
 
-__all__ = ["Client", "RequestFailed", "encode_one"]
+__all__ = ["Client", "RequestFailed", "answer_within", "bounded_timeout", "encode_one", "stop_tasks"]

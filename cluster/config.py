@@ -335,15 +335,9 @@ def load(path: str | os.PathLike | None = None, run_dir: str | None = None) -> T
         }
     except UnitError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    try:
-        parse_policy(conf.journal.fsync)
-    except ValueError as exc:
-        raise ConfigError(f"{path}: journal.fsync: {exc}") from None
-    for key, low in (("snapshot_every", 1), ("snapshot_interval_s", 1), ("segment_mb", 1),
-                     ("keep_snapshots", 1)):
-        if getattr(conf.journal, key) < low:
-            raise ConfigError(f"{path}: journal.{key} = {getattr(conf.journal, key)} "
-                              f"(must be >= {low})")
+    problems = _out_of_range(conf)
+    if problems:
+        raise ConfigError(f"{path}: " + "; ".join(problems))
     if len({a.api_key for a in accounts.values()}) != len(accounts):
         raise ConfigError(f"{path}: api keys must be unique")
 
@@ -367,11 +361,140 @@ def load(path: str | os.PathLike | None = None, run_dir: str | None = None) -> T
     sup = msgspec.structs.replace(conf.supervisor, control=expand(conf.supervisor.control),
                                   netsim=expand(conf.supervisor.netsim),
                                   admin=expand(conf.supervisor.admin))
+    _distinct_endpoints(path, nodes, sup)
     return Topology(
         path=str(path), run_dir=run_s, name=conf.cluster.name, seed=conf.cluster.seed,
         collateral=conf.cluster.collateral, atom=atom, supervisor=sup, nodes=nodes,
         symbols=symbols, accounts=accounts, journal=conf.journal,
     )
+
+
+# The lowest value of each integer setting of a node or of the supervisor. A setting is checked on every node that carries it (every node's table has the same keys), so a
+# value nobody reads is still refused rather than kept as a trap for the day someone does.
+INT_RANGES = (
+    ("interval_ms", 1), ("check_interval_ms", 1), ("max_open_orders", 1), ("max_mark_age_ms", 1),
+    ("stale_after_ms", 1), ("min_sources", 1), ("max_carry_ms", 0), ("book_max_ms", 0),
+    ("recovery_ms", 0),
+)
+SUPERVISOR_RANGES = (
+    ("heartbeat_ms", 1), ("ready_timeout_ms", 1), ("max_restarts", 0), ("restart_window_s", 1),
+)
+# Decimal settings: (key, lowest, lowest allowed itself?, highest, highest allowed itself?)
+DECIMAL_RANGES = (
+    ("insurance_fund", 0, True, None, False), ("insurance_floor", 0, True, None, False),
+    ("chunk_position_share", 0, False, 1, True), ("chunk_depth_share", 0, False, 1, True),
+    ("outlier_band", 0, False, 1, False), ("book_band", 0, False, 1, False),
+)
+
+
+def _range_text(low, low_ok: bool, high, high_ok: bool) -> str:
+    if high is None:
+        return f">= {low}" if low_ok else f"> {low}"
+    return f"{'[' if low_ok else '('}{low}, {high}{']' if high_ok else ')'}"
+
+
+def _out_of_range(conf: TopologyConf) -> list[str]:
+    """Every setting outside its range and every broken cross-field rule, each named by its path
+    with the value and what is allowed (all of them, so one edit fixes a file)."""
+    problems: list[str] = []
+
+    def bad(where: str, value, allowed: str) -> None:
+        problems.append(f"{where} = {value!r} is out of range (allowed: {allowed})")
+
+    sup = conf.supervisor
+    for key, low in SUPERVISOR_RANGES:
+        if getattr(sup, key) < low:
+            bad(f"supervisor.{key}", getattr(sup, key), f">= {low}")
+    if sup.heartbeat_timeout_ms <= sup.heartbeat_ms:
+        bad("supervisor.heartbeat_timeout_ms", sup.heartbeat_timeout_ms,
+            f"> supervisor.heartbeat_ms = {sup.heartbeat_ms}")
+    venues = conf.nodes["feeds"].venues
+    if not venues or len(set(venues)) != len(venues) or not all(venues):
+        bad("nodes.feeds.venues", venues, "at least one venue, names non-empty and distinct")
+    names = [a.name for a in conf.accounts]
+    for name, node in conf.nodes.items():
+        for key, low in INT_RANGES:
+            if getattr(node, key) < low:
+                bad(f"nodes.{name}.{key}", getattr(node, key), f">= {low}")
+        for key, low, low_ok, high, high_ok in DECIMAL_RANGES:
+            text = getattr(node, key)
+            try:
+                value = parse_decimal(text, f"nodes.{name}.{key}")
+            except UnitError:
+                bad(f"nodes.{name}.{key}", text, "a decimal number " +
+                    _range_text(low, low_ok, high, high_ok))
+                continue
+            if value < low or (value == low and not low_ok) or \
+                    (high is not None and (value > high or (value == high and not high_ok))):
+                bad(f"nodes.{name}.{key}", text, _range_text(low, low_ok, high, high_ok))
+        for venue, weight in sorted(node.weights.items()):
+            if venue not in venues:
+                bad(f"nodes.{name}.weights.{venue}", weight,
+                    f"weights only for the venues of nodes.feeds.venues {venues}")
+            elif weight < 1:
+                bad(f"nodes.{name}.weights.{venue}", weight, ">= 1")
+        for backstop in node.backstop_accounts:
+            if backstop not in names:
+                bad(f"nodes.{name}.backstop_accounts", backstop, "names of [[accounts]]")
+    journal = conf.journal
+    try:
+        parse_policy(journal.fsync)
+    except ValueError as exc:
+        bad("journal.fsync", journal.fsync, str(exc))
+    for key in ("snapshot_every", "snapshot_interval_s", "segment_mb", "keep_snapshots"):
+        if getattr(journal, key) < 1:
+            bad(f"journal.{key}", getattr(journal, key), ">= 1")
+    oracle = conf.nodes["oracle"]
+    if venues and oracle.min_sources > len(venues):  # else the book shows no mark, ever
+        bad("nodes.oracle.min_sources", oracle.min_sources,
+            f"1..{len(venues)}, the number of nodes.feeds.venues")
+    seen: dict[str, int] = {}
+    for i, account in enumerate(conf.accounts):
+        where = f"accounts[{i}]"
+        if not account.name or account.name == "insurance":  # risk's own account for the fund
+            bad(f"{where}.name", account.name, "a non-empty name other than 'insurance'")
+        elif account.name in seen:  # a second table with the same name would silently win
+            bad(f"{where}.name", account.name,
+                f"a name no other account has (accounts[{seen[account.name]}] has it)")
+        seen.setdefault(account.name, i)
+        if not account.api_key:
+            bad(f"{where}.api_key", account.api_key, "a non-empty key")
+        try:
+            negative = parse_decimal(account.deposit, f"{where}.deposit") < 0
+        except UnitError:
+            negative = False  # reported with the unit conversion, which names it
+        if negative:
+            bad(f"{where}.deposit", account.deposit, ">= 0")
+    return problems
+
+
+def _distinct_endpoints(path: Path, nodes: dict[str, NodeConf], sup: SupervisorConf) -> None:
+    """Two sockets on one endpoint cannot work: the second bind fails, or (ipc) takes the path over
+    silently and the first node's peers talk to the wrong node (risk's inbox on matching's path:
+    every order ended outcome_unknown with its margin never released)."""
+    places = [(f"nodes.{name}.{key}", getattr(n, key)) for name, n in nodes.items()
+              for key in ("inbox", "client", "pub")]
+    places += [(f"supervisor.{key}", getattr(sup, key)) for key in ("control", "netsim", "admin")]
+    taken: list[tuple[str, str]] = []
+    for where, endpoint in places:
+        if not endpoint:
+            continue
+        for other_where, other in taken:
+            if _same_endpoint(endpoint, other):
+                raise ConfigError(f"{path}: {where} = {endpoint!r} is already {other_where}'s "
+                                  f"endpoint ({other!r}) (allowed: an endpoint no other socket uses)")
+        taken.append((where, endpoint))
+
+
+def _same_endpoint(a: str, b: str) -> bool:
+    """One socket address: the same text, or tcp ports that meet (same host, or a wildcard)."""
+    if a == b:
+        return True
+    if not (a.startswith("tcp://") and b.startswith("tcp://")):
+        return False
+    (host_a, _, port_a), (host_b, _, port_b) = a[6:].rpartition(":"), b[6:].rpartition(":")
+    wildcard = {"*", "0.0.0.0", "[::]"}
+    return port_a == port_b and (host_a == host_b or host_a in wildcard or host_b in wildcard)
 
 
 ENDPOINT = re.compile(r"^(tcp://(\[[0-9a-fA-F:.]+\]|[^\s:\[\]]+):\d{1,5}|ipc://\S+)$")

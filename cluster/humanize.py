@@ -11,15 +11,17 @@ leverage, ppm, ids) is shown as it is.
 from __future__ import annotations
 
 from decimal import Decimal
+from fractions import Fraction
 
 from cluster.audit import counterparties_of
-from cluster.units import UnitError, from_units, parse_decimal
+from cluster.units import from_units
 
 TICKS, LOTS, ATOMS = "ticks", "lots", "atoms"
 
 FIELD_UNITS: dict[str, str] = {
     **dict.fromkeys(("price", "mark", "min_price", "max_price", "maker_price", "trigger_price",
-                     "protection_price", "best", "observed_price", "bankruptcy_price", "avg_price"),
+                     "protection_price", "best", "observed_price", "bankruptcy_price", "avg_price",
+                     "index", "last_good_index", "book_mid"),
                    TICKS),
     **dict.fromkeys(("qty", "min_qty", "max_qty", "remaining", "position", "room", "filled",
                      "reserved_by_reduce_only", "position_after"), LOTS),
@@ -68,16 +70,18 @@ class Units:
         overrides = REASON_UNITS.get(reason) or REASON_UNITS.get(reason.partition(".")[2], {})
         out: dict[str, object] = {}
         for key, value in detail.items():
+            if key.endswith(("_ppm", "_e9")) and isinstance(value, int) \
+                    and not isinstance(value, bool):  # a rate reads as a percent: band 5%
+                name, _, scale = key.rpartition("_")
+                out[name] = percent(value, 10_000 if scale == "ppm" else 10_000_000)
+                continue
             unit = overrides.get(key) or FIELD_UNITS.get(key)
             size = self.unit_size(unit, symbol) if unit else None
             out[key] = value
             if size is not None and isinstance(value, int) and not isinstance(value, bool):
                 out[key] = from_units(value, size)
             elif size is not None and isinstance(value, str):  # an average: a decimal of units
-                try:
-                    out[key] = format((parse_decimal(value) * size).normalize(), "f")
-                except UnitError:
-                    pass
+                out[key] = average_text(value, size)
         return out
 
     def money(self, atoms: int) -> str:
@@ -114,6 +118,23 @@ class Units:
 
 
 EVENT_FIELDS = ("price", "qty", "remaining", "fee", "trigger_price", "observed_price")
+
+
+def average_text(value: str, size: Decimal) -> str:
+    """A journaled average in units ('3004.5', or a fraction such as '419471/2') times the unit
+    size, as a decimal (cluster.calc.exact: exact when it ends, else '~' and 10 places); text
+    that is neither is shown as it is."""
+    from cluster.calc import exact
+
+    try:
+        return exact(Fraction(value) * Fraction(size))
+    except (ValueError, ZeroDivisionError):
+        return value
+
+
+def percent(value: int, per_percent: int) -> str:
+    """An integer rate (ppm: per_percent 10,000; e9: 10,000,000) as an exact percent: '5%'."""
+    return f"{format((Decimal(value) / per_percent).normalize(), 'f')}%"
 
 
 def describe(numbers: dict) -> str:

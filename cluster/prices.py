@@ -12,7 +12,8 @@ effective wallet WB, tier (mmr, amount) and forced fee rate f:
     P = (WB + amount - C) / (Q*mult*(mmr + f - s))
 
 choosing the tier whose notional range holds Q*mult*P. Isolated: WB is the position's margin.
-Cross: WB = cross wallet - other positions' MM + their unrealized PnL. Bankruptcy (equity = 0):
+Cross: WB = cross wallet - the other positions' MM and forced fees (what the trigger counts for
+them, trigger_margin) + their unrealized PnL. Bankruptcy (equity = 0):
 P = (C - WB) / (s*Q*mult), where a cross WB counts the other positions at their unrealized PnL
 only (at zero equity there is no maintenance left to keep).
 Funding lives in cluster/funding.py (the oracle computes rates, risk settles payments).
@@ -23,16 +24,25 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
-from cluster.ladder import Tier
+from cluster.ladder import Tier, maintenance_margin
+from cluster.units import ceil_div
 
 PPM = 1_000_000
 
 
+def trigger_margin(tiers: tuple[Tier, ...], value: int, fee_ppm: int) -> int:
+    """What the liquidation trigger requires of one position worth `value` atoms at mark: its
+    maintenance margin plus the forced-execution fee on its notional (rounded up)."""
+    return maintenance_margin(tiers, value) + ceil_div(abs(value) * fee_ppm, PPM)
+
+
 def liquidation_price(*, side: int, qty, cost, wallet, tiers: tuple[Tier, ...], mult: int,
-                      fee_ppm: int, other_mm=0, other_upnl=0) -> tuple[Fraction | None, Tier]:
+                      fee_ppm: int, other_mm=0, other_upnl=0,
+                      other_fees=0) -> tuple[Fraction | None, Tier]:
     """(price in ticks, tier at that price); None when no positive price liquidates (a long
-    with more margin than its notional)."""
-    wb = Fraction(wallet) - other_mm + other_upnl
+    with more margin than its notional). Cross: `other_mm` and `other_fees` are the other
+    positions' maintenance margin and forced fees (the trigger counts both)."""
+    wb = Fraction(wallet) - other_mm - other_fees + other_upnl
     scale = Fraction(qty) * mult  # atoms per tick of price at this size
     fallback: tuple[Fraction | None, Tier] | None = None
     for tier in tiers:

@@ -330,6 +330,7 @@ class Cancel(Msg, tag=True, kw_only=True):
     symbol: Name
     order_id: Id = 0
     client_order_id: str = ""
+    reason: str = ""  # set when the venue cancels (risk: "margin_repriced"); a client's is "user"
 
 
 class MassCancel(Msg, tag=True, kw_only=True):
@@ -392,7 +393,8 @@ class OrderRejected(Msg, tag=True, kw_only=True):
 
 
 class Trade(Msg, tag=True, kw_only=True):
-    """One match: both sides in one event. The maker's price; liquidity flags follow from roles."""
+    """One match: both sides in one event. The maker's price; liquidity flags follow from roles.
+    Risk gets it whole; the public market data copy names no account (`public_trade`)."""
 
     seq: int
     trade_id: int
@@ -513,8 +515,13 @@ class Report(Msg, tag=True, kw_only=True):
     account: str
     event: Union[
         OrderAccepted, OrderRejected, OrderCancelled, OrdersCancelled, OrderAmended,
-        OrderTriggered, Fill, Deleveraged,
+        OrderTriggered, Fill, Deleveraged, MaintenanceAlert,
     ]
+
+
+def public_trade(trade: Trade) -> Trade:
+    """A trade as market data shows it: price, size, aggressor side and order ids, no account."""
+    return msgspec.structs.replace(trade, taker_account="", maker_account="")
 
 
 class Reply(Msg, tag=True, kw_only=True):
@@ -595,7 +602,10 @@ class FundingRate(Msg, tag=True, kw_only=True):
     rate_e9: int  # the funding rate in units of 1e-9 (0.0001 = 100_000)
     mark: int
     seq: int = 0
-    ts_ns: int = 0
+    ts_ns: int = 0  # when it was published (later than funding_ts_ns for a catch-up)
+    # The funding time it settles: a multiple of the interval since the epoch. Risk settles each
+    # funding time once (its funding clock); 0: not named, settled as it comes.
+    funding_ts_ns: int = 0
 
 
 class Regime(Msg, tag=True, kw_only=True):
@@ -663,7 +673,8 @@ class LiquidationResult(Msg, tag=True, kw_only=True):
 
 
 class MaintenanceAlert(Msg, tag=True, kw_only=True):
-    """Liquidator's finding: an account whose equity is at or below maintenance (+ forced fee)."""
+    """Liquidator's finding: an account whose equity is at or below maintenance (+ forced fee).
+    Private: the gateway sends it, as a Report, only to that account's sessions."""
 
     account: str
     equity: int
@@ -763,6 +774,14 @@ class ResendFrom(Msg, tag=True, kw_only=True):
     next_seq: Id
 
 
+class ClockTick(Msg, tag=True, kw_only=True):
+    """A journaled core's own timer, made an input: what a timer decides (a mark that aged past
+    its limit, the funding clock's start) is journaled like any message, so replay decides it
+    again at the same time."""
+
+    ts_ns: int = 0
+
+
 ControlMsg = Union[Ready, Heartbeat]
 AdminMsg = Union[AdminRequest, AdminReply]
 
@@ -773,7 +792,7 @@ NodeInbound = Union[
     OrderTriggered, BookDelta, BookLevels, Report, Reply, Ping, Pong, AccountRisk,
     AccountRiskRequest, MaintenanceAlert, SpotTick, IndexMark, FundingRate, Regime, Notice,
     OracleMode, LiquidationStep, LiquidationResult, FeedControl, OracleSource, NetsimTable,
-    LinkSeq, ResendFrom,
+    LinkSeq, ResendFrom, ClockTick,
 ]
 
 

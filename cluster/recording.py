@@ -32,6 +32,7 @@ class RecordingShell:
         self.journal_path: str | None = None  # a journaled core journals here (None: not at all)
         self.links_in = LinkReceiver(journaled=True)
         self.input_seq = 0  # as AuditJournal: the journaled input being handled
+        self.timers: list = []  # (interval_ms, fn) as bound by every(); tests call them
 
     failed = NodeShell.failed  # the real error accounting, on this shell's stats and log
 
@@ -86,7 +87,7 @@ class RecordingShell:
         self.router = fn
 
     def every(self, interval_ms: int, fn) -> None:
-        pass
+        self.timers.append((interval_ms, fn))
 
     publish = send
 

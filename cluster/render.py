@@ -15,6 +15,8 @@ def table(rows: list[list[str]], header: list[str]) -> list[str]:
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
 
     def numeric(text: str) -> bool:
+        # rates, leverages and durations read as numbers
+        text = text.removesuffix("%").removesuffix("x").removesuffix(" us").removesuffix(" ms")
         return text == "-" or text.replace(".", "", 1).replace("-", "", 1).replace(",", "").isdigit()
 
     lines = []
@@ -31,7 +33,7 @@ def cluster_status(status: dict) -> str:
             + (f" ({status['failure']})" if status.get("failure") else "")
             + f"  run dir {status.get('run_dir', '?')}")
     if "nodes" not in status:
-        return head
+        return head + (f"\n{status['hint']}" if status.get("hint") else "")
     rows = []
     for name, node in status["nodes"].items():
         stats = node.get("stats") or {}
@@ -176,6 +178,33 @@ def ack(data: dict) -> str:
     return "  ".join(part for part in (data["action"].upper(), symbol, numbers) if part)
 
 
+def symbols(data: dict) -> str:
+    """`perpx symbols`: one block per symbol, its trading rules and its maintenance ladder."""
+    cur = data["collateral"]
+    lines = [f"collateral {cur} (amounts in steps of {data['atom']})"]
+    for s in data["symbols"]:
+        lines += ["", f"{s['symbol']}",
+                  f"  tick {s['tick_size']}  lot {s['lot_size']}  qty {s['min_qty']} to "
+                  f"{s['max_qty']}  max notional {s['max_notional']} {cur}",
+                  f"  price band {s['price_band']} of mark  market orders within "
+                  f"{s['market_protection']} of mark  fees maker {s['maker_fee']} taker "
+                  f"{s['taker_fee']} forced {s['forced_fee']}",
+                  f"  leverage default {s['default_leverage']}x, max {s['max_leverage']}x  funding "
+                  f"every {s['funding_interval_s'] / 3600:g} h, capped at {s['funding_cap']}", ""]
+        rows = [[t["tier"], t["notional_from"], t["notional_to"], f"{t['max_leverage']}x",
+                 t["maintenance_rate"], t["maintenance_amount"]] for t in s["ladder"]]
+        lines += ["  " + line for line in table(rows, [
+            "tier", f"notional from ({cur})", f"to ({cur})", "max leverage", "maint. rate",
+            f"maint. amount ({cur})"])]
+    return "\n".join(lines)
+
+
+def accounts(data: dict) -> str:
+    """`perpx accounts`: the topology's accounts (what --account takes)."""
+    rows = [[a["account"], ",".join(a["scopes"]), a["initial_deposit"]] for a in data["accounts"]]
+    return "\n".join(table(rows, ["account", "scopes", f"initial deposit ({data['collateral']})"]))
+
+
 def orders(data: dict) -> str:
     """An account's open orders, one row each."""
     rows = []
@@ -190,7 +219,8 @@ def orders(data: dict) -> str:
         return f"account {data['account']}: no open orders"
     return "\n".join([f"account {data['account']}: {len(rows)} open orders", ""] + table(
         rows, ["id", "symbol", "side", "type", "price", "qty", "remaining", "trigger", "flags",
-               "client id", "reserved", "status"]))
+               "client id", f"reserved ({data.get('collateral', '')})".replace(" ()", ""),
+               "status"]))
 
 
 def fields(data: dict) -> str:
@@ -204,19 +234,33 @@ def fields(data: dict) -> str:
             value = describe({k: v for k, v in value.items() if v is not None})
         elif isinstance(value, list):
             value = " .. ".join(str(v) for v in value)
+        elif isinstance(value, str) and value.startswith("~"):  # an inexact figure: 6 decimals
+            whole, _, decimals = value.partition(".")
+            value = f"{whole}.{decimals[:6]}" if len(decimals) > 6 else value
         rows.append((key.replace("_", " "), str(value)))
     width = max((len(k) for k, _ in rows), default=0)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+def duration_us(us: float) -> str:
+    """A duration in microseconds in the unit that reads best: '232 us' below a millisecond,
+    '12.6 ms' above (three significant digits), '1,234 ms' from 100 ms."""
+    if abs(us) < 1000:
+        return f"{us:.0f} us"
+    if abs(us) < 100_000:
+        return f"{us / 1000:.3g} ms"
+    return f"{us / 1000:,.0f} ms"
 
 
 def ping(data: dict) -> str:
     """The round trip, and what each hop of the order path took (the nodes' monotonic stamps)."""
     rows, here, before = [], "client", 0.0
     for hop in data["hops"]:
-        rows.append([f"{here}->{hop['node']}", f"{hop['since_send_us'] - before:,.0f}"])
+        rows.append([f"{here}->{hop['node']}", duration_us(hop["since_send_us"] - before)])
         here, before = hop["node"], hop["since_send_us"]
-    rows.append([f"{here}->client", f"{data['rtt_us'] - before:,.0f}"])
-    return "\n".join([f"round trip {data['rtt_us']:,.0f} us", ""] + table(rows, ["hop", "us"]))
+    rows.append([f"{here}->client", duration_us(data["rtt_us"] - before)])
+    return "\n".join([f"round trip {duration_us(data['rtt_us'])}", ""] + table(rows, ["hop",
+                                                                                    "time"]))
 
 
 def latency_model(spec: dict) -> str:

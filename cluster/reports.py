@@ -12,6 +12,7 @@ from collections import Counter
 from datetime import datetime, timezone
 
 from cluster.audit import Explanation, counterparties_of, read
+from cluster.humanize import describe
 
 _RELATIVE = re.compile(r"^-?(\d+)(s|m|h|d)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -118,6 +119,11 @@ def incident(records: list[Explanation], since_ns: int | None, until_ns: int | N
              if r.node == "oracle" and r.rule != "oracle.regime"]
     regimes = [_record(r) | {"symbol": r.subject} for r in window if r.rule == "oracle.regime"]
     buffers = [_record(r) | {"symbol": r.subject} for r in window if r.rule == "risk.im_buffer"]
+    # risk's own view of the oracle: a symbol reduce-only on a stale mark and back, and funding
+    # times settled late, skipped or repeated (each settled once: risk's funding clock)
+    mark_ages = [_record(r) | {"symbol": r.subject} for r in window if r.rule == "risk.mark_age"]
+    funding_clock = [_record(r) | {"symbol": r.subject} for r in window if r.rule in (
+        "risk.funding_late", "risk.funding_missed", "risk.funding_already_settled")]
     funding_remainder = sum(int(r.numbers.get("remainder_to_insurance", 0))
                             for r in window if r.rule == "risk.funding")
     fund_from_liquidations = sum(l["insurance_fund_delta"] for l in liquidations)
@@ -128,10 +134,12 @@ def incident(records: list[Explanation], since_ns: int | None, until_ns: int | N
     venue_cancels = Counter(r.rule for r in window if r.decision in ("cancel", "resize"))
     return {
         "since": iso(since_ns) if since_ns else None, "until": iso(until_ns) if until_ns else None,
+        "since_ns": since_ns, "until_ns": until_ns,
         "liquidations": [{k: v for k, v in l.items() if k != "steps"} for l in liquidations],
         "liquidations_by_status": dict(Counter(l["status"] for l in liquidations)),
         "paused_liquidations": paused,
         "oracle_mode_changes": modes, "regime_changes": regimes, "im_buffer_changes": buffers,
+        "mark_age_changes": mark_ages, "funding_clock_events": funding_clock,
         "insurance_fund": {"from_liquidations": fund_from_liquidations,
                            "from_funding_remainders": funding_remainder,
                            "total": fund_from_liquidations + funding_remainder},
@@ -140,11 +148,90 @@ def incident(records: list[Explanation], since_ns: int | None, until_ns: int | N
     }
 
 
-def incident_markdown(report: dict, units) -> str:
-    """In trader's units (`units`: cluster.humanize.Units): contracts, prices and collateral."""
+def mode_spells(changes: list[dict], end_ns: int) -> dict[str, list[tuple[str, int, int]]]:
+    """Per symbol, the spells its oracle spent outside `normal`: (mode, from ns, to ns), from the
+    journaled mode changes ('previous->mode'); a spell still open ends at `end_ns`."""
+    spells: dict[str, list[tuple[str, int, int]]] = {}
+    current: dict[str, tuple[str, int]] = {}
+    for c in sorted(changes, key=lambda c: c["ts_ns"]):
+        if "->" not in c["decision"] or c["rule"].startswith("oracle.source_"):
+            continue
+        symbol, mode = c["symbol"], c["decision"].split("->", 1)[1]
+        if symbol in current:
+            was, since = current.pop(symbol)
+            spells.setdefault(symbol, []).append((was, since, c["ts_ns"]))
+        if mode != "normal":
+            current[symbol] = (mode, c["ts_ns"])
+    for symbol, (mode, since) in current.items():
+        spells.setdefault(symbol, []).append((mode, since, max(since, end_ns)))
+    return spells
+
+
+def seconds_text(ns: int) -> str:
+    """A span for a person: '850 ms', '12.3 s', '4 min 5 s', '2 h 3 min'."""
+    if ns < 1_000_000_000:
+        return f"{ns // 1_000_000} ms"
+    s = ns / 1e9
+    if s < 60:
+        return f"{s:.3g} s"
+    if s < 3600:
+        return f"{int(s // 60)} min {int(s % 60)} s"
+    return f"{int(s // 3600)} h {int(s % 3600 // 60)} min"
+
+
+def decision_numbers_text(record: dict, units) -> str:
+    """A journaled decision's numbers in trader's units, with the ages a venue never had (-1:
+    it was not stale) left out."""
+    numbers = {k: v for k, v in record["numbers"].items()
+               if not (k.endswith("_ms") and isinstance(v, int) and v < 0) and k != "venue"}
+    return describe(units.numbers(record["rule"], numbers, record.get("symbol", "")))
+
+
+def incident_summary(report: dict, units, now_ns: int) -> list[str]:
+    """What happened, for how long, in a few lines: the window, the liquidations and what they
+    cost, the time each symbol's oracle spent outside normal, regimes, ADL, refusals."""
+    since, until = report.get("since_ns"), report.get("until_ns")
+    end_ns = until or now_ns
+    span = f" ({seconds_text(end_ns - since)})" if since else ""
+    out = [f"- window: {report['since'] or 'the journals start'} .. {report['until'] or 'now'}"
+           f"{span}"]
+    liqs = report["liquidations"]
+    by_status = ", ".join(f"{status} {n}" for status, n in sorted(
+        report["liquidations_by_status"].items()))
+    fees = sum(l["forced_fees"] for l in liqs)
+    out.append(f"- liquidations: {len(liqs)}" + (f" ({by_status}); forced fees "
+                                                  f"{units.money(fees)}" if liqs else ""))
+    fund = report["insurance_fund"]["total"]
+    out.append(f"- insurance fund: {'+' if fund > 0 else ''}{units.money(fund)}")
+    spells = mode_spells(report["oracle_mode_changes"], end_ns)
+    for symbol, found in sorted(spells.items()):
+        total: Counter[str] = Counter()
+        for mode, start, stop in found:
+            total[mode] += stop - start
+        out.append(f"- oracle {symbol}: outside normal {len(found)} time(s), "
+                   + ", ".join(f"{mode} {seconds_text(ns)}" for mode, ns in total.items()))
+    if not spells:
+        out.append("- oracle: normal throughout" if not report["oracle_mode_changes"]
+                   else "- oracle: sources changed, the index mode stayed normal")
+    regimes = [f"{r['symbol']} {r['decision']} at {r['time'][11:19]}"
+               for r in report["regime_changes"]]
+    if regimes:
+        out.append("- volatility regimes: " + ", ".join(regimes))
+    out.append(f"- auto-deleveraging: {len(report['adl_events'])} event(s)")
+    refused = sum(report["rejects_by_rule"].values())
+    cancels = sum(report["venue_cancels_by_rule"].values())
+    out.append(f"- refusals: {refused}; orders the venue cancelled or resized: {cancels}")
+    return out
+
+
+def incident_markdown(report: dict, units, now_ns: int | None = None) -> str:
+    """In trader's units (`units`: cluster.humanize.Units): contracts, prices, collateral and
+    rates in percent; a summary of what happened for how long first."""
     money = units.money
     lines = [f"# Incident report {report['since'] or 'start'} .. {report['until'] or 'now'}", ""]
-    lines += ["## Liquidations", ""]
+    lines += ["## Summary", ""]
+    lines += incident_summary(report, units, now_ns if now_ns is not None else time.time_ns())
+    lines += ["", "## Liquidations", ""]
     if report["liquidations"]:
         lines += ["| id | account | symbol | status | path | closed (contracts) | forced fees | fund delta |",
                   "|---|---|---|---|---|---|---|---|"]
@@ -158,11 +245,13 @@ def incident_markdown(report: dict, units) -> str:
     else:
         lines.append("None.")
     lines += ["", "## Oracle modes and regimes", ""]
-    changes = report["oracle_mode_changes"] + report["regime_changes"] + report["im_buffer_changes"]
+    changes = report["oracle_mode_changes"] + report["regime_changes"] + \
+        report["im_buffer_changes"] + report["mark_age_changes"] + report["funding_clock_events"]
     if changes:
         for c in sorted(changes, key=lambda c: c["ts_ns"]):
-            lines.append(f"- {c['time']} {c['symbol']}: {c['rule']} {c['decision']} "
-                         f"({', '.join(f'{k}={v}' for k, v in list(c['numbers'].items())[:6])})")
+            numbers = decision_numbers_text(c, units)
+            lines.append(f"- {c['time']} {c['symbol']}: {c['rule']} {c['decision']}"
+                         + (f" ({numbers})" if numbers else ""))
     else:
         lines.append("None.")
     fund = report["insurance_fund"]

@@ -1,4 +1,5 @@
-"""`perpx watch SYMBOL`: a symbol's market data as it happens, one line per event: trades, the top
+"""`perpx watch SYMBOL`: a symbol's market data as it happens, one line per event, led by its UTC
+time: trades, the top
 of the book when it changes (kept by cluster.book_mirror from the delta stream), the mark and
 index (at most once a second), funding rates, volatility regime changes, the oracle's mode and
 sources, and venue notices. Bounded by --seconds, or until Ctrl-C.
@@ -107,23 +108,34 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
+def timestamped(line: str, wall: float) -> str:
+    """A line for a person, led by the UTC time of day it was said, to the millisecond."""
+    seconds = int(wall)
+    return f"{time.strftime('%H:%M:%S', time.gmtime(seconds))}.{int((wall - seconds) * 1000):03d}" \
+        f"  {line}"
+
+
 async def watch(client, symbol: str, seconds: float | None, as_json: bool, say=_say) -> int:
     """Subscribe, take a snapshot for the top of book, then say each event until `seconds` have
     passed; the number of lines said."""
     w = Watcher(client, symbol, as_json=as_json)
     await client.subscribe(*topics(symbol))
     await w.book.resync(client)  # after subscribing, so no delta after the snapshot is missed
+    def said(line: str) -> str:  # JSON lines carry their own fields; a person's get the time
+        return line if as_json else timestamped(line, time.time())
+
     first = w.top_line()
     if first and not as_json:
-        say(first)
+        say(said(first))
         w.events += 1
     deadline = None if seconds is None else time.monotonic() + seconds
     while deadline is None or time.monotonic() < deadline:
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        try:
-            batch = await asyncio.wait_for(client.market_data(), left)
-        except asyncio.TimeoutError:
+        try:  # a timeout scope, not wait_for: a Ctrl-C's cancel is never lost (client.answer_within)
+            async with asyncio.timeout(left):
+                batch = await client.market_data()
+        except TimeoutError:
             break
         for line in w.lines(batch, time.monotonic()):
-            say(line)
+            say(said(line))
     return w.events

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 from decimal import Decimal
 
 from cluster import config
@@ -56,7 +57,8 @@ def main() -> None:
     parser.add_argument("--symbol", default="BTC-PERP")
     parser.add_argument("--spread", default="0.001", help="each side's distance from mark")
     parser.add_argument("--qty", default="0.01")
-    parser.add_argument("--config", help="topology TOML (default: the built-in one)")
+    parser.add_argument("--config", default=os.environ.get("PERPX_CONFIG"),
+                        help="topology TOML (default: $PERPX_CONFIG, else the built-in one)")
     args = parser.parse_args()
     topo = config.load(args.config)  # None: the built-in topology
     gateway = topo.nodes["gateway"]

@@ -1,17 +1,27 @@
 """`make load`: locust headless against a running cluster for LOAD_SECONDS (default 60), starting
 one when none is up (and stopping what it started). Extra locust flags, e.g. --processes 2 or
 --master/--worker, come through LOCUST_ARGS. Writes perf/results/locust_stats.csv (+ the other
-CSVs) and perf/results/locust.html.
+CSVs), perf/results/locust.html and, merged from every locust process's HDR histograms,
+perf/results/load_latency.{json,md}: microsecond percentiles per request name and the venue's
+refusals by reason (also appended to locust.html).
+
+The exit code is locust's: 1 when a request failed for a system reason (no answer, a socket
+error, internal_error: perf/locustfile.py SYSTEM_REASONS), 0 when every request was answered,
+however many the venue refused by its rules (those are successes named `refused: <reason>`).
 """
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import shlex
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
+
+from cluster.render import duration_us as duration
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "perf" / "results"
@@ -46,6 +56,8 @@ def main() -> int:
         started = True
         print(f"make load: started a cluster in {run_dir}", flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
+    for old in RESULTS.glob("load_latency.*.json"):  # one per locust process of this run only
+        old.unlink()
     cmd = [sys.executable, "-m", "locust", "-f", str(ROOT / "perf" / "locustfile.py"), "--headless",
            "-u", users, "-r", rate, "-t", f"{seconds}s", "--stop-timeout", "5",
            "--csv", str(RESULTS / "locust"), "--html", str(RESULTS / "locust.html"),
@@ -57,11 +69,87 @@ def main() -> int:
         if started:
             perpx("cluster", "down", "--run-dir", str(run_dir))
             print("make load: stopped the cluster it started", flush=True)
-    print(f"make load: {RESULTS / 'locust_stats.csv'}, {RESULTS / 'locust.html'}")
-    if code == 1:  # locust's "some requests failed": refusals are answers too, and are reported
-        print("make load: some requests were refused or timed out; see locust_failures.csv")
-        return 0
+    report = merge_latency(RESULTS)
+    if report is not None:
+        (RESULTS / "load_latency.json").write_text(json.dumps(report, indent=1))
+        table = latency_markdown(report)
+        (RESULTS / "load_latency.md").write_text(table)
+        add_to_html(RESULTS / "locust.html", report)
+        print(table, end="")
+    print(f"make load: {RESULTS / 'locust_stats.csv'}, {RESULTS / 'locust.html'}, "
+          f"{RESULTS / 'load_latency.md'}")
+    if code == 1:
+        print("make load: requests failed for system reasons (no answer, internal_error, ...); "
+              "see locust_failures.csv. The venue's refusals are not among them.")
     return code
+
+
+PERCENTILES = (50, 90, 99, 99.9)
+
+
+def merge_latency(results: Path) -> dict | None:
+    """Every locust process's histograms merged: per request name the count and the p50..max in
+    microseconds; the refusals by request and reason."""
+    from hdrh.histogram import HdrHistogram
+
+    merged: dict[str, HdrHistogram] = {}
+    refusals: Counter[tuple[str, str]] = Counter()
+    files = sorted(results.glob("load_latency.*.json"))
+    for path in files:
+        if path.name.count(".") != 2:  # load_latency.<pid>.json only
+            continue
+        data = json.loads(path.read_text())
+        for name, encoded in data["histograms"].items():
+            hist = HdrHistogram.decode(encoded.encode())
+            if name in merged:
+                merged[name].add(hist)
+            else:
+                merged[name] = hist
+        for name, reason, n in data["refusals"]:
+            refusals[(name, reason)] += n
+    if not merged and not refusals:
+        return None
+    return {
+        "unit": "us",
+        "requests": {name: {"count": h.get_total_count(),
+                            **{f"p{p:g}": h.get_value_at_percentile(p) for p in PERCENTILES},
+                            "max": h.get_max_value()} for name, h in sorted(merged.items())},
+        "refusals": [{"request": name, "reason": reason, "count": n}
+                     for (name, reason), n in sorted(refusals.items(), key=lambda x: -x[1])],
+    }
+
+
+def latency_markdown(report: dict) -> str:
+    lines = ["| request | count | " + " | ".join(f"p{p:g}" for p in PERCENTILES) + " | max |",
+             "|---|---:|" + "---:|" * (len(PERCENTILES) + 1)]
+    for name, row in report["requests"].items():
+        lines.append(f"| {name} | {row['count']} | " + " | ".join(
+            duration(row[f"p{p:g}"]) for p in PERCENTILES) + f" | {duration(row['max'])} |")
+    if report["refusals"]:
+        lines += ["", "The venue's refusals (rules working, not failures):", "",
+                  "| request | reason | count |", "|---|---|---:|"]
+        lines += [f"| {r['request']} | {r['reason']} | {r['count']} |" for r in report["refusals"]]
+    return "\n".join(lines) + "\n"
+
+
+def add_to_html(page: Path, report: dict) -> None:
+    """The microsecond table appended to locust's report, before </body>."""
+    if not page.exists():
+        return
+    rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{row['count']}</td>" + "".join(
+        f"<td>{duration(row[f'p{p:g}'])}</td>" for p in PERCENTILES) +
+        f"<td>{duration(row['max'])}</td></tr>" for name, row in report["requests"].items())
+    refused = "".join(f"<tr><td>{html.escape(r['request'])}</td><td>{html.escape(r['reason'])}"
+                      f"</td><td>{r['count']}</td></tr>" for r in report["refusals"])
+    section = ("<section id='perpx-latency'><h2>Latency, microsecond resolution (HDR histogram)"
+               "</h2><table><tr><th>request</th><th>count</th>" + "".join(
+                   f"<th>p{p:g}</th>" for p in PERCENTILES) + "<th>max</th></tr>" + rows +
+               "</table><h2>The venue's refusals by reason (not failures)</h2><table><tr>"
+               "<th>request</th><th>reason</th><th>count</th></tr>" + refused +
+               "</table></section>")
+    text = page.read_text()
+    at = text.rfind("</body>")
+    page.write_text(text[:at] + section + text[at:] if at >= 0 else text + section)
 
 
 if __name__ == "__main__":

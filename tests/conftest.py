@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -20,7 +21,34 @@ from cluster import config
 # one run happened to draw; `make test` on a workstation draws new ones every run, which is where
 # new failures are found (and then pinned as examples).
 settings.register_profile("ci", derandomize=True, print_blob=True)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+# Before resolving a money or matching change: new random seeds and 10x the examples of every
+# property test (`make test-deep`). A test's own max_examples is scaled, not replaced.
+settings.register_profile("deep", derandomize=False, print_blob=True)
+# Mutation testing (`make mutate`): the CI examples, no deadline (mutmut's trampolines slow every
+# call) and no example database, so a mutant's verdict depends on nothing a previous one saved.
+settings.register_profile("mutate", derandomize=True, deadline=None, database=None)
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "default")
+settings.load_profile(PROFILE)
+DEEP_FACTOR = 10 if PROFILE == "deep" else 1
+
+
+def pytest_collection_modifyitems(config, items):
+    """Timing tests need a quiet machine: skipped unless asked for (PERPX_TIMING=1, as
+    `make test-timing` and `make test-deep` do), whatever -m says. Under the deep profile every
+    property test runs DEEP_FACTOR times its own max_examples (a test's @settings would otherwise
+    override the profile's)."""
+    skip = pytest.mark.skip(reason="timing test: run `make test-timing` on a quiet machine")
+    for item in items:
+        if "timing" in item.keywords and os.environ.get("PERPX_TIMING") != "1":
+            item.add_marker(skip)
+        test = getattr(item, "obj", None)
+        if DEEP_FACTOR > 1 and getattr(test, "is_hypothesis_test", False) \
+                and not getattr(test, "_perpx_deepened", False):
+            own = test._hypothesis_internal_use_settings
+            test._hypothesis_internal_use_settings = settings(
+                own, max_examples=own.max_examples * DEEP_FACTOR)
+            test._perpx_deepened = True  # a parametrized test is one function, scaled once
+
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,6 +66,7 @@ class ClusterHandle:
                 raw["symbols"][symbol].update(changes)
             self.config_path.write_text(config._dump_toml(raw))
         self.topo = config.load(self.config_path, run_dir=str(self.run_dir))
+        _HANDLES.append(self)  # reaped after the test whatever happened (reap_clusters)
 
     def cli(self, *args: str, check: bool = False, timeout: float = 60) -> subprocess.CompletedProcess:
         cmd = [sys.executable, "-m", "cluster.cli", *args]
@@ -78,9 +107,9 @@ class ClusterHandle:
         return self.topo.accounts[account].api_key
 
 
-def perpx_processes(run_dir: Path) -> list[str]:
-    """Command lines of live processes started for this run directory."""
-    found = []
+def _perpx_pids(run_dir: Path) -> dict[int, str]:
+    """pid -> command line of each live (not zombie) process started for this run directory."""
+    found = {}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -90,21 +119,59 @@ def perpx_processes(run_dir: Path) -> list[str]:
         except OSError:
             continue
         if str(run_dir) in cmdline and stat.split(") ")[-1][:1] != "Z":
-            found.append(cmdline)
+            found[int(pid)] = cmdline
     return found
+
+
+def perpx_processes(run_dir: Path) -> list[str]:
+    """Command lines of live processes started for this run directory."""
+    return list(_perpx_pids(run_dir).values())
+
+
+def stop_and_reap(handle: ClusterHandle, grace_s: float = 5.0) -> list[str]:
+    """Stop the cluster if anything of it runs, wait (polling) for its processes to exit, then
+    SIGKILL by pid whatever its run directory still names (a detached supervisor or node that
+    outlived a failed test). Returns the command lines it had to kill."""
+    if not _perpx_pids(handle.run_dir):
+        return []
+    try:
+        handle.cli("cluster", "down", timeout=30)
+    except subprocess.TimeoutExpired:
+        pass
+    deadline = time.monotonic() + grace_s
+    while _perpx_pids(handle.run_dir) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    leftovers = _perpx_pids(handle.run_dir)
+    for pid in leftovers:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return list(leftovers.values())
+
+
+_HANDLES: list[ClusterHandle] = []
+
+
+@pytest.fixture(autouse=True)
+def reap_clusters():
+    """Every cluster a test configured is stopped and its processes killed after the test, even
+    when the test failed between `up()` and its own `try`."""
+    first = len(_HANDLES)
+    yield
+    handles, _HANDLES[first:] = _HANDLES[first:], []
+    for handle in handles:
+        stop_and_reap(handle)
 
 
 @pytest.fixture
 def cluster(tmp_path):
     handle = ClusterHandle(tmp_path)
-    handle.up()
     try:
+        handle.up()  # inside the try: a start that fails half-way is stopped too
         yield handle
     finally:
-        handle.cli("cluster", "down")
-        deadline = time.monotonic() + 5
-        while perpx_processes(handle.run_dir) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        stop_and_reap(handle)
 
 
 @pytest.fixture
@@ -114,4 +181,4 @@ def cluster_handle(tmp_path):
     try:
         yield handle
     finally:
-        handle.cli("cluster", "down")
+        stop_and_reap(handle)

@@ -9,7 +9,7 @@ import msgspec
 
 from cluster.audit import Explanation
 from cluster.config import Topology
-from cluster.protocol import ClientRequest, Codec, Error, MaintenanceAlert, Notice, Ping, Pong, Reply
+from cluster.protocol import ClientRequest, Codec, Error, Notice, Ping, Pong, Reply
 from cluster.transport import NodeShell
 from nodes.gateway.invalid import describe_invalid, readable_req_ids
 from nodes.gateway.sessions import Gateway
@@ -103,9 +103,6 @@ def build(shell: NodeShell, topo: Topology):
 
     def on_internal(messages: list) -> None:
         for msg in messages:
-            if type(msg) is MaintenanceAlert:
-                shell.publish(b"alert." + msg.account.encode(), msg)
-                continue
             if type(msg) is Notice:
                 shell.publish(b"notice." + msg.subject.encode(), msg)
                 continue

@@ -17,8 +17,8 @@ import msgspec
 
 from cluster.protocol import (
     PROTOCOL_VERSION, Ack, AdjustIsolatedMargin, AmendOrder, CancelAll, CancelOrder, Deposit, Error,
-    GetAccount, GetBook, GetOrders, Logon, LogonAck, Logout, Ping, PlaceOrder, Reply, Report, Routed,
-    SetLeverage, SetMarginMode, Withdraw,
+    GetAccount, GetBook, GetOrders, Logon, LogonAck, Logout, MaintenanceAlert, Ping, PlaceOrder,
+    Reply, Report, Routed, SetLeverage, SetMarginMode, Withdraw,
 )
 
 MAX_PENDING_REFS = 200_000
@@ -156,6 +156,9 @@ class Gateway:
 
     def on_internal(self, msg) -> list[tuple]:
         t = type(msg)
+        if t is MaintenanceAlert:  # private: like a fill, to the account's sessions only
+            account = msg.account.partition(":")[0]  # "ACCOUNT:SYMBOL" for an isolated position
+            msg, t = Report(account=account, event=msg), Report
         if t is Report:
             out: list[tuple] = []
             requester = self.refs.pop(msg.ref, None) if msg.ref else None

@@ -2,7 +2,8 @@
 steps go to risk (which carries them out exactly and answers with a LiquidationResult).
 
 Trigger: equity <= maintenance margin + forced-execution fee (the cross wallet as a whole, or one
-isolated position on its own margin), on a fresh mark, not while the oracle is degraded.
+isolated position on its own margin), on a fresh mark from the index (oracle mode normal or
+carry), not while the oracle prices from the book or is degraded (HOLD_MODES).
 
 Path, one liquidation per (account or isolated position), one symbol at a time:
 1. cancel the account's open orders in the symbol; re-check.
@@ -11,7 +12,9 @@ Path, one liquidation per (account or isolated position), one symbol at a time:
    and of the visible depth within the bankruptcy price; re-check after each.
 3. what the book cannot take within the bankruptcy price goes to the backstop accounts;
 4. what is left is taken over by the insurance fund at the bankruptcy price,
-5. unless that would take the fund below its floor: auto-deleveraging instead.
+5. unless that would take the fund below its floor: auto-deleveraging instead;
+6. what ADL finds no profitable position for, the fund takes after all, below its floor if need
+   be: a bankrupt position never stays with its trader to be liquidated again and again.
 Every step is an explanation record (mark, equity, MM, tier, chunk, price, fee, fund delta,
 counterparties) under the subject "liq-<id>".
 """
@@ -36,6 +39,12 @@ from nodes.liquidator.monitor import MaintenanceMonitor
 PPM = 1_000_000
 MS = 1_000_000
 INSURANCE = "insurance"
+# The oracle modes the liquidator holds off in (with pause_when_degraded): it liquidates on a mark
+# from the index (normal) or the last good index carried for a few seconds (carry), never on one
+# priced from the venue's own book (book: the venue's prices would liquidate its own traders) nor
+# on a frozen one (degraded). A hold is a `liquidation.paused` record with the mode; the
+# liquidation starts on the first fresh mark from a mode it trusts.
+HOLD_MODES = ("book", "degraded")
 
 
 class LiquidatorConf(msgspec.Struct, frozen=True, kw_only=True):
@@ -101,8 +110,8 @@ class LiquidationEngine:
         mark, ts, mode = info
         if now_ns - ts > self.conf.max_mark_age_ns:
             return "stale_mark"
-        if mode == "degraded" and self.conf.pause_when_degraded:
-            return "oracle_degraded"
+        if mode in HOLD_MODES and self.conf.pause_when_degraded:
+            return f"oracle_{mode}"
         return None
 
     def _explain(self, out: list, now_ns: int, liq: Liquidation, step: str, decision: str,
@@ -256,7 +265,8 @@ class LiquidationEngine:
     def _finish(self, liq: Liquidation, status: str, now_ns: int, out: list) -> list:
         liq.status = status
         self.active.pop(liq.key, None)
-        self.monitor.below.pop(liq.key, None)  # a later breach is a new liquidation
+        if status != "incomplete":  # a later breach is a new liquidation
+            self.monitor.below.pop(liq.key, None)
         self._explain(out, now_ns, liq, "end", status, {"insurance_fund": self.insurance_fund})
         return out
 
@@ -292,17 +302,31 @@ class LiquidationEngine:
             liq.phase = "backstop"
             out.append(("risk", LiquidationStep(kind="backstop", qty=abs(qty), **step)))
             return
-        if liq.phase == "backstop":
+        if liq.phase in ("backstop", "adl"):
             mark = self.mark_info[liq.symbol][0]
             loss = max(0, (bp - mark) * (1 if qty > 0 else -1)) * abs(qty) * \
                 self.specs[liq.symbol].atoms_per_tick_lot
             after = self.insurance_fund - loss
-            use_fund = after >= self.conf.insurance_floor
-            self._explain(out, now_ns, liq, "plan", "insurance" if use_fund else "adl", {
-                "insurance_fund": self.insurance_fund, "takeover_loss_at_mark": loss,
-                "fund_after": after, "floor": self.conf.insurance_floor, "bankruptcy_price": bp,
-                "position": qty})
-            liq.phase = "insurance" if use_fund else "adl"
-            out.append(("risk", LiquidationStep(kind=liq.phase, qty=abs(qty), **step)))
+            above_floor = after >= self.conf.insurance_floor
+            numbers = {"insurance_fund": self.insurance_fund, "takeover_loss_at_mark": loss,
+                       "fund_after": after, "floor": self.conf.insurance_floor,
+                       "bankruptcy_price": bp, "position": qty}
+            if liq.phase == "backstop":
+                self._explain(out, now_ns, liq, "plan", "insurance" if above_floor else "adl",
+                              numbers)
+                liq.phase = "insurance" if above_floor else "adl"
+            else:
+                # ADL found too few profitable positions to close against (maybe none): the fund
+                # is the last resort, below its floor if need be (the venue's capital stands
+                # behind it), rather than leaving a bankrupt position with its trader and
+                # liquidating it again on every tick.
+                self._explain(out, now_ns, liq, "plan",
+                              "insurance" if above_floor else "insurance_below_floor",
+                              {**numbers, "adl_taken": liq.last_qty})
+                liq.phase = "last_resort"
+            out.append(("risk", LiquidationStep(
+                kind="adl" if liq.phase == "adl" else "insurance", qty=abs(qty), **step)))
             return
-        self._finish(liq, "incomplete", now_ns, out)  # ADL found no one to close against
+        # Risk could not carry out the fund's takeover (no price, no position): the position stays
+        # with the trader and the alert stands, so this is not started again on every tick.
+        self._finish(liq, "incomplete", now_ns, out)

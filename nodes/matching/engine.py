@@ -46,6 +46,11 @@ DONE_MEMORY = 100_000  # finished order ids remembered, to tell "too late" from 
 COID_MEMORY = 10_000  # client order ids remembered per account, besides those of live orders
 
 
+def _closing_room(position: int, side: int) -> int:
+    """Lots an order on `side` can close of `position` (0 when flat or when it would grow it)."""
+    return abs(position) if position and (position > 0) != (side > 0) else 0
+
+
 class MatchingEngine(Snapshottable):
     def __init__(self, symbols: dict[str, SymbolSpec], coid_memory: int = COID_MEMORY) -> None:
         self.specs = dict(symbols)
@@ -229,7 +234,7 @@ class MatchingEngine(Snapshottable):
         opp = book.asks if order.side > 0 else book.bids
         best = opp.best()
         if best is not None and ((best <= order.price) if order.side > 0 else (best >= order.price)):
-            if order.tif == "FOK" and not self._fok_fillable(opp, order):
+            if order.tif == "FOK" and not self._fok_fillable(book, opp, order):
                 return self._emit_cancel(book.symbol, order, out, "fok_not_fillable",
                                          {"qty": order.remaining})
             touched, taker_gone = self._match(book, opp, order, out)
@@ -257,17 +262,29 @@ class MatchingEngine(Snapshottable):
             reason, detail = ("ioc_remainder" if order.tif == "IOC" else "fok_not_fillable"), {}
         self._emit_cancel(book.symbol, order, out, reason, detail)
 
-    def _fok_fillable(self, opp: BookSide, order: Order) -> bool:
+    def _fok_fillable(self, book: Book, opp: BookSide, order: Order) -> bool:
+        """Would the sweep fill all of `order`? Counts exactly what _match would take: a
+        same-account maker per the STP mode, and a reduce-only maker at what it still closes
+        once the earlier fills of this sweep have moved its position (as _reduce_only_fits)."""
         need = order.remaining
+        moved: dict[str, int] = {}  # maker account -> position change so far in this sweep
+        positions = book.positions
         for price in opp.sorted_prices():
             if not opp.crosses(price, order.price):
                 return False
             for maker in opp.levels[price].orders.values():
-                if maker.account == order.account:
+                account = maker.account
+                if account == order.account:
                     if order.stp != "cancel_maker":
                         return False  # matching would stop here
                     continue  # that maker is cancelled and the taker goes on
-                need -= maker.remaining
+                take = maker.remaining
+                if maker.reduce_only:
+                    position = positions.get(account, 0) + moved.get(account, 0)
+                    take = min(take, _closing_room(position, maker.side))
+                take = min(take, need)
+                moved[account] = moved.get(account, 0) + maker.side * take
+                need -= take
                 if need <= 0:
                     return True
         return False
@@ -357,7 +374,7 @@ class MatchingEngine(Snapshottable):
         """Before a resting reduce-only order fills: an earlier fill of the same sweep may have
         shrunk its position. Size it down to what still closes, or pull it (False)."""
         position = book.positions.get(maker.account, 0)
-        room = abs(position) if position and (position > 0) != (maker.side > 0) else 0
+        room = _closing_room(position, maker.side)
         if maker.remaining <= room:
             return True
         if room == 0:
@@ -466,10 +483,8 @@ class MatchingEngine(Snapshottable):
         return sum(o.remaining for o in orders.values() if o.side == side)
 
     def _reduce_only_room(self, book: Book, account: str, side: int) -> int:
-        position = book.positions.get(account, 0)
-        if position == 0 or (position > 0) == (side > 0):
-            return 0  # flat, or the order's side would grow the position
-        return abs(position) - self._reduce_only_total(book, account, side)
+        room = _closing_room(book.positions.get(account, 0), side)
+        return room - self._reduce_only_total(book, account, side) if room else 0
 
     def _recheck_reduce_only(self, book: Book, account: str, out: list) -> None:
         """Keep resting reduce-only orders within the position: oldest keep their size."""
@@ -535,7 +550,13 @@ class MatchingEngine(Snapshottable):
                     self._emit_cancel(book.symbol, order, out, "reduce_only_would_increase",
                                       {"position": book.positions.get(order.account, 0)})
                     continue
-                order.remaining = min(order.remaining, room)
+                if order.remaining > room:  # sized down, and the owner told, as at placement
+                    order.qty -= order.remaining - room
+                    order.remaining = room
+                    out.append(OrderAmended(
+                        seq=self.seq, ref=0, order_id=order.order_id, account=order.account,
+                        symbol=book.symbol, price=order.price, qty=order.qty,
+                        remaining=order.remaining, priority_kept=True, reason="reduce_only_resize"))
             if order.type == "limit":
                 bad = self._band_violation(book, spec, order.price)
                 if bad:
@@ -588,10 +609,11 @@ class MatchingEngine(Snapshottable):
         if order is None:
             return
         order.ref = cmd.ref
+        reason = cmd.reason or "user"
         if order.type in STOP_TYPES and self.stops[cmd.symbol].remove(order.order_id) is not None:
-            self._emit_cancel(cmd.symbol, order, out, "user", {})  # still untriggered
+            self._emit_cancel(cmd.symbol, order, out, reason, {})  # still untriggered
         else:
-            self._pull(self.books[cmd.symbol], order, out, "user", {})
+            self._pull(self.books[cmd.symbol], order, out, reason, {})
 
     def _mass_cancel(self, cmd: MassCancel, out: list) -> None:
         if cmd.symbol and cmd.symbol not in self.books:

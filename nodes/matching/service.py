@@ -1,5 +1,6 @@
 """Matching node shell: commands in from risk/liquidator, marks in from the oracle; every engine
-event goes to risk, market data (trades, L2 deltas) goes out on the matching PUB."""
+event goes to risk, market data (trades without their accounts, L2 deltas) goes out on the
+matching PUB."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from cluster.audit import Explanation
 from cluster.config import Topology
 from cluster.protocol import (
     MAX_BOOK_DEPTH, BookDelta, BookLevels, Error, GetBook, IndexMark, MarkPrice, OrderAccepted,
-    OrderAmended, OrderCancelled, OrderRejected, Ping, Pong, Reply, Routed, Trade,
+    OrderAmended, OrderCancelled, OrderRejected, Ping, Pong, Reply, Routed, Trade, public_trade,
 )
 from cluster.runner import CoreRunner
 from cluster.transport import NodeShell
@@ -64,10 +65,11 @@ def build(shell: NodeShell, topo: Topology):
     def emit(events: list) -> None:
         for ev in events:
             t = type(ev)
-            if t is BookDelta or t is Trade:
+            if t is BookDelta:
                 shell.publish(topics[ev.symbol], ev)
-                if t is BookDelta:
-                    continue
+                continue
+            if t is Trade:  # risk needs the accounts; market data names none
+                shell.publish(topics[ev.symbol], public_trade(ev))
             elif t is not OrderAccepted and explained(ev):
                 audit.record(explanation(ev, clock[0]))
             shell.send("risk", ev)

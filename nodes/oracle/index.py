@@ -1,10 +1,11 @@
 """Oracle core: index from several spot venues with fallbacks, mark price, funding rate and
 volatility regime. Pure: `now_ns` is passed in.
 
-Index = weighted median of the healthy venues (fresh and not outliers, see sources.py) while at
-least `min_sources` are healthy; otherwise the fallback chain (fallback.py): carry the last good
-index, then the venue's own book mid clamped to a band around it, then *degraded* with the mark
-frozen. Every mode change is published with its reason and numbers (stale venues and their ages,
+Index = weighted median of the healthy venues (fresh and not outliers, see sources.py; no venue
+counts for half of the weight) while at least `min_sources` are healthy; otherwise the fallback
+chain (fallback.py): carry the last good index, then the venue's own book (its impact price: the
+mean fill of the impact notional on each side, so a thin quote cannot set it) clamped to a band
+around it, then *degraded* with the mark frozen. Every mode change is published with its reason and numbers (stale venues and their ages,
 outliers and their deviations, since when), and the published regime becomes "degraded" so risk
 takes reduce-only orders only on that symbol and the liquidator holds off.
 
@@ -88,10 +89,38 @@ class SymbolState:
 
 
 class Oracle:
-    def __init__(self, specs: dict[str, SymbolSpec], conf: OracleConf | None = None) -> None:
+    def __init__(self, specs: dict[str, SymbolSpec], conf: OracleConf | None = None,
+                 restarted: bool = False) -> None:
         self.specs = dict(specs)
         self.conf = conf or OracleConf(venues=[], weights={})
         self.symbols = {s: SymbolState(specs[s], self.conf) for s in sorted(specs)}
+        self.restarted = restarted  # started again while the venue ran (see _publish_symbol)
+
+    def snapshot(self) -> bytes:
+        """What an oracle must not lose in a restart: per symbol, the funding time it owes next,
+        the last rate (the mark's funding term), the interval's premium samples and the basis
+        average. The rest (feeds, book copy, fallback mode, volatility) is rebuilt from the
+        live streams within seconds."""
+        return msgspec.json.encode({symbol: {
+            "next_funding_ns": st.next_funding_ns, "last_rate_e9": st.last_rate_e9,
+            "premium": [st.premium.weighted.numerator, st.premium.weighted.denominator,
+                        st.premium.weights, st.premium.n],
+            "basis": [list(st.basis.samples), st.basis.next_ns],
+        } for symbol, st in self.symbols.items()})
+
+    def restore(self, data: bytes) -> None:
+        for symbol, saved in msgspec.json.decode(data).items():
+            st = self.symbols.get(symbol)
+            if st is None:
+                continue
+            st.next_funding_ns = saved["next_funding_ns"]
+            st.last_rate_e9 = saved["last_rate_e9"]
+            numerator, denominator, st.premium.weights, st.premium.n = saved["premium"]
+            st.premium.weighted = Fraction(numerator, denominator)
+            samples, st.basis.next_ns = saved["basis"]
+            st.basis.samples.clear()
+            st.basis.samples.extend(samples)
+            st.basis.total = sum(st.basis.samples)
 
     def on_spot(self, tick: SpotTick, now_ns: int) -> None:
         state = self.symbols.get(tick.symbol)
@@ -124,6 +153,22 @@ class Oracle:
             return (max(book.bids) + min(book.asks)) // 2
         return None
 
+    def _book_price(self, spec: SymbolSpec, state: SymbolState) -> int | None:
+        """The book's price for the fallback: the mean of the impact bid and ask (the average
+        fill of the impact notional on each side, as the funding premium uses them), or None
+        when either side is thinner than that. So it takes the impact notional (200 USD x max
+        leverage) of depth on both sides to price the index from the book: a 0.001-BTC quote
+        (its raw mid once moved the mark +2%) leaves the book unusable instead."""
+        book = state.book
+        if not (book.synced and book.bids and book.asks):
+            return None
+        mult = spec.atoms_per_tick_lot
+        bid = impact_price(sorted(book.bids.items(), reverse=True), spec.impact_notional, mult)
+        ask = impact_price(sorted(book.asks.items()), spec.impact_notional, mult)
+        if bid is None or ask is None:
+            return None
+        return round((bid + ask) / 2)
+
     def publish(self, now_ns: int) -> list:
         """Per symbol: mode changes, IndexMark, FundingRate at funding times, regime changes."""
         out: list = []
@@ -140,7 +185,8 @@ class Oracle:
         if len(report.healthy) >= self.conf.fallback.min_sources:
             quorum = weighted_median(report.healthy, self.conf.weights)
         mid = self._book_mid(state)
-        index, transition = state.fallback.step(now_ns, quorum, mid)
+        book_price = self._book_price(spec, state) if quorum is None else None
+        index, transition = state.fallback.step(now_ns, quorum, book_price)
         if transition is not None:
             numbers = {"healthy": len(report.healthy), "min_sources": self.conf.fallback.min_sources,
                        "last_good_index": state.fallback.last_good,
@@ -149,6 +195,9 @@ class Oracle:
                        **{f"outlier.{v}_ppm": dev for v, dev in report.outliers.items()}}
             if mid is not None:
                 numbers["book_mid"] = mid
+            if book_price is not None:
+                numbers["book_impact_price"] = book_price
+            numbers["impact_notional"] = spec.impact_notional
             out.append(OracleMode(symbol=symbol, mode=transition.mode, previous=transition.previous,
                                   reason=transition.reason, numbers=numbers, ts_ns=now_ns))
         if index is None:
@@ -157,7 +206,11 @@ class Oracle:
         state.index = index
         interval_ns = spec.funding_interval_s * 1_000_000_000
         if not state.next_funding_ns:
-            state.next_funding_ns = (now_ns // interval_ns + 1) * interval_ns
+            # Funding times are the epoch's multiples of the interval. A fresh start's first is
+            # the next one; a restart that lost its state catches up the last one (risk's funding
+            # clock refuses it if it was settled already).
+            due = (now_ns // interval_ns + (0 if self.restarted else 1)) * interval_ns
+            state.next_funding_ns = due
         state.basis.offer(mid, index, now_ns)
         if mid is not None:
             self._sample_premium(spec, state, index)
@@ -178,11 +231,15 @@ class Oracle:
             rate = funding_rate(state.premium.value(), Fraction(spec.interest_e9, 1_000_000_000),
                                 Fraction(spec.funding_cap_e9, 1_000_000_000))
             state.last_rate_e9 = to_e9(rate)
-            out.append(FundingRate(symbol=symbol, rate_e9=state.last_rate_e9, mark=mark,
-                                   seq=state.seq, ts_ns=now_ns))
-            state.premium = PremiumAverage()
+            # One rate per funding time due, each named: after an outage every funding time it
+            # missed is caught up (late, and risk explains it), at the rate of the premium
+            # samples kept across the restart (snapshot/restore) and taken since.
             while state.next_funding_ns <= now_ns:
+                out.append(FundingRate(symbol=symbol, rate_e9=state.last_rate_e9, mark=mark,
+                                       seq=state.seq, ts_ns=now_ns,
+                                       funding_ts_ns=state.next_funding_ns))
                 state.next_funding_ns += interval_ns
+            state.premium = PremiumAverage()
         if mode == "normal":
             state.vol.add(index, now_ns)
         regime = "degraded" if mode == "degraded" else state.vol.regime

@@ -3,6 +3,8 @@ rates, regimes and mode changes out on the oracle PUB; mode changes into the aud
 
 from __future__ import annotations
 
+import os
+
 import msgspec
 
 from cluster.audit import Explanation
@@ -12,13 +14,34 @@ from cluster.transport import NodeShell
 from nodes.oracle.index import Oracle, OracleConf
 
 PUBLISH_MS = 100
+SNAPSHOT_MS = 1_000  # the state a restart must not lose is saved this often (oracle.snapshot())
 PREFIXES = {IndexMark: b"mark.", FundingRate: b"funding.", Regime: b"regime.", OracleMode: b"oracle.",
             OracleSource: b"oracle."}
 
 
 def build(shell: NodeShell, topo: Topology):
-    oracle = Oracle(topo.symbols, OracleConf.from_nodes(shell.conf, topo.nodes["feeds"]))
+    oracle = Oracle(topo.symbols, OracleConf.from_nodes(shell.conf, topo.nodes["feeds"]),
+                    restarted=shell.restarted)
+    saved = os.path.join(topo.run_dir, "state", "oracle.snapshot")
+    if shell.restarted:  # a first start begins afresh; a restart resumes its funding interval
+        try:
+            with open(saved, "rb") as f:
+                oracle.restore(f.read())
+            shell.log.info("oracle_state_restored", path=saved)
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # lost or unreadable: catch up
+            shell.log.warning("oracle_state_not_restored", path=saved, error=str(exc))
     shell.bind_pub(shell.conf.pub)
+
+    def save() -> None:
+        """Written whole to a temporary file and renamed over the old one, so a kill mid-write
+        leaves the previous snapshot, never half of one."""
+        try:
+            os.makedirs(os.path.dirname(saved), exist_ok=True)
+            with open(saved + ".tmp", "wb") as f:
+                f.write(oracle.snapshot())
+            os.replace(saved + ".tmp", saved)
+        except OSError as exc:
+            shell.log.warning("oracle_state_not_saved", path=saved, error=str(exc))
 
     def on_spot(messages: list) -> None:
         now = shell.now_ns()
@@ -57,4 +80,5 @@ def build(shell: NodeShell, topo: Topology):
     shell.subscribe(topo.nodes["feeds"].pub, [b"spot."], on_spot)
     shell.subscribe(topo.nodes["matching"].pub, [b"md."], on_md)
     shell.every(PUBLISH_MS, publish)
+    shell.every(SNAPSHOT_MS, save)
     return None

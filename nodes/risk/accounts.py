@@ -39,9 +39,19 @@ def pending_units(price: int, trigger_price: int, remaining: int) -> int:
 
 
 class OpenOrder:
+    """An open order as risk holds it. Besides its terms, what its reservation is made of (set by
+    the ledger's pricing, see RiskEngine._reprice): `worst` is the worst price it can fill at
+    (its limit, or a market order's protection price); `closing`/`opening` split its remaining
+    lots into the part that closes the position (capacity shared oldest order first) and the part
+    that opens; `im` is its share of its side's initial margin; `base` is im + the fees the cross
+    wallet pays; `lossq` the lots whose fill below (above) mark the cross wallet pays;
+    `close_cost` what closing costs an isolated position (fee + loss against mark); `hold` what a
+    margin-raising amend holds until matching answers it."""
+
     __slots__ = ("order_id", "account", "symbol", "side", "price", "qty", "remaining", "reserve",
                  "reduce_only", "type", "trigger_price", "ref", "accepted", "client_order_id",
-                 "counted")
+                 "counted", "slippage_ppm", "worst", "opening", "closing", "im", "base", "lossq",
+                 "fee_close", "close_cost", "hold")
 
     def __init__(self, cmd: NewOrder) -> None:
         self.order_id = cmd.order_id
@@ -59,6 +69,10 @@ class OpenOrder:
         self.ref = cmd.ref
         self.accepted = False
         self.client_order_id = cmd.client_order_id
+        self.slippage_ppm = cmd.max_slippage_ppm
+        self.worst = cmd.price
+        self.opening = self.closing = self.im = self.base = self.lossq = 0
+        self.fee_close = self.close_cost = self.hold = 0
 
 
 class AccountState:
@@ -66,7 +80,7 @@ class AccountState:
 
     __slots__ = ("name", "balance", "fees_paid", "positions", "orders", "order_margin",
                  "leverage", "modes", "funding_history", "fills", "_by_symbol", "_pending",
-                 "_by_coid")
+                 "_by_coid", "sides")
 
     def __init__(self, name: str, balance: int) -> None:
         self.name = name
@@ -86,6 +100,9 @@ class AccountState:
         # client order id -> the open order matching knows by it (the first placed: a resubmission
         # is matching's duplicate, dropped when its answer comes), for amends that name it so.
         self._by_coid: dict[str, OpenOrder] = {}
+        # (symbol, side) -> [remaining lots of every order, opening value (atoms), initial margin
+        # of that opening value]: what a new order on that side adds to (RiskEngine._price_new).
+        self.sides: dict[tuple[str, int], list[int]] = {}
 
     def mode(self, symbol: str) -> str:
         return self.modes.get(symbol, "cross")
@@ -103,7 +120,14 @@ class AccountState:
     def order_by_client_id(self, client_order_id: str) -> OpenOrder | None:
         return self._by_coid.get(client_order_id) if client_order_id else None
 
-    def add_order(self, order: OpenOrder) -> None:
+    def side_totals(self, symbol: str, side: int) -> list[int]:
+        return self.sides.get((symbol, side)) or [0, 0, 0]
+
+    def add_order(self, order: OpenOrder, mult: int) -> None:
+        totals = self.sides.setdefault((order.symbol, order.side), [0, 0, 0])
+        totals[0] += order.remaining
+        totals[1] += order.worst * order.opening * mult
+        totals[2] += order.im
         self.orders[order.order_id] = order
         self._by_symbol.setdefault(order.symbol, {})[order.order_id] = order
         if order.client_order_id:
@@ -112,14 +136,19 @@ class AccountState:
 
     def recount(self, order: OpenOrder) -> None:
         """Call after an order's price, trigger, remaining or flags change."""
-        now = 0 if order.reduce_only else pending_units(order.price, order.trigger_price,
-                                                        order.remaining)
+        now = 0 if order.reduce_only else pending_units(order.price or order.worst,
+                                                        order.trigger_price, order.remaining)
         if now != order.counted:
             key = (order.symbol, order.side)
             self._pending[key] = self._pending.get(key, 0) + now - order.counted
             order.counted = now
 
-    def remove_order(self, order: OpenOrder) -> None:
+    def remove_order(self, order: OpenOrder, mult: int) -> None:
+        totals = self.sides.get((order.symbol, order.side))
+        if totals is not None:  # over-counts the rest until the next re-pricing: never under
+            totals[0] -= order.remaining
+            totals[1] -= order.worst * order.opening * mult
+            totals[2] -= order.im
         if order.counted:
             key = (order.symbol, order.side)
             self._pending[key] -= order.counted
@@ -140,7 +169,7 @@ class AccountState:
             by_symbol.setdefault(o.symbol, set()).add(o.order_id)
             if not o.reduce_only:
                 pending[(o.symbol, o.side)] = pending.get((o.symbol, o.side), 0) + \
-                    pending_units(o.price, o.trigger_price, o.remaining)
+                    pending_units(o.price or o.worst, o.trigger_price, o.remaining)
         assert by_symbol == {s: set(d) for s, d in self._by_symbol.items()}, "order index out of step"
         for coid, o in self._by_coid.items():
             assert self.orders.get(o.order_id) is o and o.client_order_id == coid, "coid index"

@@ -3,7 +3,8 @@
 Score = PnL% x effective leverage (BitMEX's form): PnL% = unrealized PnL / |cost|, effective
 leverage = |notional at mark| / margin balance. Only profitable positions on the opposite side of
 the bankrupt one are candidates; the highest score goes first, ties by account name (deterministic).
-The quantile (5 = front of the queue ... 1 = back) is what venues show their users.
+The quantile (5 = front of the queue ... 1 = back; 0 = not in the queue, a position without
+profit) is what venues show their users.
 """
 
 from __future__ import annotations
@@ -27,5 +28,10 @@ def ranking(candidates: list[tuple[str, int, int, int, int]]) -> list[tuple[str,
 
 
 def quantiles(ranked: list[tuple[str, Fraction]]) -> dict[str, int]:
-    n = len(ranked)
-    return {account: 5 - (5 * i) // n for i, (account, _) in enumerate(ranked)}
+    """Quantiles over the positions ADL can take (score > 0); any other position is 0: a
+    position at a loss, or without PnL, is never deleveraged, so it is in no queue."""
+    queue = [account for account, s in ranked if s > 0]
+    n = len(queue)
+    shown = {account: 0 for account, _ in ranked}
+    shown.update({account: 5 - (5 * i) // n for i, account in enumerate(queue)})
+    return shown

@@ -30,6 +30,7 @@ fee on its whole quantity, and the immediate loss of a buy above (sell below) ma
 from __future__ import annotations
 
 import hashlib
+from bisect import bisect_left, bisect_right, insort
 from decimal import Decimal
 from fractions import Fraction
 
@@ -41,8 +42,8 @@ from cluster.config import SymbolSpec
 from cluster.ladder import maintenance_margin, tier_for
 from cluster.protocol import (
     MARKET_TYPES, MAX_UNITS, STOP_TYPES, Ack, AccountRisk, AccountRiskRequest, AccountView,
-    AdjustIsolatedMargin, Amend, AmendOrder, Cancel, CancelAll, CancelOrder, Deleveraged, Deposit,
-    Error, Fill, FundingEntry, FundingRate, GetAccount, GetOrders, IndexMark, LiquidationResult,
+    AdjustIsolatedMargin, Amend, AmendOrder, Cancel, CancelAll, CancelOrder, ClockTick, Deleveraged,
+    Deposit, Error, Fill, FundingEntry, FundingRate, GetAccount, GetOrders, IndexMark, LiquidationResult,
     LiquidationStep, MassCancel, NewOrder, Notice, OrderAccepted, OrderAmended, OrderCancelled,
     OrderRejected, OrdersCancelled, OrdersView, OrderTriggered, OrderView, PlaceOrder, PositionView,
     Regime, Reply, Report, Routed, SetLeverage, SetMarginMode, SetPosition, Trade, Withdraw,
@@ -50,8 +51,9 @@ from cluster.protocol import (
 from cluster.units import ceil_div
 from nodes.risk import adl
 from nodes.risk.accounts import AccountState, OpenOrder, Position, pending_units
+from nodes.risk.marks import FundingClock, MarkAges
 from cluster.funding import funding_payment
-from cluster.prices import bankruptcy_price, liquidation_price, round_price
+from cluster.prices import bankruptcy_price, liquidation_price, round_price, trigger_margin
 
 PPM = 1_000_000
 E9 = 1_000_000_000
@@ -80,7 +82,7 @@ BLANK_ORDER = NewOrder(order_id=0, account="", symbol="", side=1, qty=1)
 class RiskEngine(Snapshottable):
     def __init__(self, symbols: dict[str, SymbolSpec], deposits: dict[str, int],
                  max_open_orders: int = 200, insurance_fund: int = 0,
-                 backstops: list[str] | None = None) -> None:
+                 backstops: list[str] | None = None, max_mark_age_ns: int | None = None) -> None:
         self.specs = dict(symbols)
         self.accounts = {name: AccountState(name, amount) for name, amount in sorted(deposits.items())}
         # The insurance fund is an account: it can hold positions it took over at bankruptcy.
@@ -92,10 +94,15 @@ class RiskEngine(Snapshottable):
         self.backstops = [b for b in (backstops or []) if b in self.accounts]
         self.liq_orders: dict[int, LiqExec] = {}  # liquidation IOC order id -> its running result
         self.marks: dict[str, int] = {}
+        self.mark_ages = MarkAges(max_mark_age_ns)  # past the age, a symbol is reduce-only
+        self.funding_clock = FundingClock()  # each funding time settled once
         self.last: dict[str, int] = {}
         self.regimes: dict[str, str] = {s: "normal" for s in sorted(symbols)}
         self.orders: dict[int, OpenOrder] = {}
         self.pending: dict[int, int] = {}  # ref -> order_id sent but not yet answered by matching
+        # symbol -> side -> ({worst price: {order_id: order}}, sorted worst prices): _mark_moved
+        self._by_worst: dict[str, dict[int, tuple[dict, list]]] = {
+            s: {1: ({}, []), -1: ({}, [])} for s in sorted(symbols)}
         self.next_order_id = 1
 
     # ------------------------------------------------------------------ entry point
@@ -109,13 +116,16 @@ class RiskEngine(Snapshottable):
             for account in self._trade(msg, out):
                 out.append(("liquidator", self.account_risk(account)))
         elif t is IndexMark:
-            self.marks[msg.symbol] = msg.mark
+            self._set_mark(msg.symbol, msg.mark, now_ns, out)
+            self.mark_ages.on_mark(msg.symbol, msg.ts_ns, now_ns, out)
         elif t is FundingRate:
             self._funding(msg, now_ns, out)
         elif t is Regime:
             self._regime(msg, now_ns, out)
         elif t is LiquidationStep:
             self._liquidation_step(msg, out)
+        elif t is ClockTick:
+            self._tick(now_ns, out)
         elif t is AccountRiskRequest:  # a (re)started liquidator: every account it must watch
             for name, acct in self.accounts.items():
                 if any(p.qty for p in acct.positions.values()):
@@ -157,7 +167,10 @@ class RiskEngine(Snapshottable):
                                     for s, p in a.positions.items()),
                 "orders": sorted((o.order_id, o.symbol, o.side, o.type, o.price, o.qty, o.remaining,
                                   o.reserve, o.reduce_only, o.trigger_price, o.accepted,
-                                  o.client_order_id) for o in a.orders.values()),
+                                  o.client_order_id, o.slippage_ppm, o.worst, o.opening,
+                                  o.closing, o.im, o.base, o.lossq, o.fee_close, o.close_cost,
+                                  o.hold) for o in a.orders.values()),
+                "sides": sorted((s, side, *totals) for (s, side), totals in a.sides.items()),
                 "funding": list(a.funding_history), "fills": list(a.fills),
             }
         return {
@@ -167,6 +180,7 @@ class RiskEngine(Snapshottable):
             "regimes": sorted(self.regimes.items()), "pending": sorted(self.pending.items()),
             "liquidations": sorted((oid, x.liquidation_id, x.qty, x.notional, x.fee, x.fund_delta)
                                    for oid, x in self.liq_orders.items()),
+            "mark_ages": self.mark_ages.state(), "funding_clock": self.funding_clock.state(),
         }
 
     def state_hash(self) -> str:
@@ -227,96 +241,213 @@ class RiskEngine(Snapshottable):
             return acct.balance - acct.order_margin
         return self.cross_equity(acct) - self.position_margin(acct, cross_only=True) - acct.order_margin
 
-    def _worst_price(self, symbol: str, side: int, otype: str, price: int, trigger: int) -> int:
+    # ------------------------------------------------------------------ what an order reserves
+    #
+    # Per account, symbol and side, the open orders are priced together, oldest first:
+    # - closing capacity: the lots of an opposite position close first, shared oldest order
+    #   first (so 20 sells against a 1-lot long cannot each count the same lot as a close);
+    # - initial margin of the side's opening value at the leverage of the tier of |position| +
+    #   that whole opening value (ten small orders sit in the tier of their sum), x the buffer;
+    # - the taker fee; and the loss at once of filling at the worst price against the mark
+    #   (a buy above it, a sell below it), on what opens and on what closes a cross position.
+    # A close of an isolated position is paid from its own margin: its fee and loss are checked
+    # against the isolated equity (`close_cost`), not held on the cross wallet.
+
+    def _worst_price(self, symbol: str, side: int, otype: str, price: int, trigger: int,
+                     slippage_ppm: int = 0, ref: int = 0) -> int:
+        """The worst price an order can fill at: its limit, or for a market order the protection
+        price matching gives it (reference moved by the client's max slippage, else the
+        symbol's protection; inward rounding, never below 1 tick)."""
         if otype not in MARKET_TYPES:
             return price
-        ref = trigger or self._price(symbol)
-        move = ref * self.specs[symbol].protection_ppm // PPM
-        return ref + move if side > 0 else ref - move
+        ref = ref or trigger or self._price(symbol)
+        move = ref * (slippage_ppm or self.specs[symbol].protection_ppm) // PPM
+        return ref + move if side > 0 else max(1, ref - move)
 
-    def reserve_for(self, acct: AccountState, order: OpenOrder, price: int | None = None,
-                    remaining: int | None = None, trigger: int | None = None) -> int:
-        """Margin an open order holds; `price`/`remaining`/`trigger` price a proposed amend."""
-        return self._reserve_and_notional(acct, order, price, remaining, trigger)[0]
+    def _side_leverage(self, acct: AccountState, spec: SymbolSpec, symbol: str,
+                       tier_notional: int) -> int:
+        lev = acct.leverage.get(symbol) or spec.default_leverage
+        cap = tier_for(spec.tiers, tier_notional).max_leverage
+        return cap if cap < lev else lev
 
-    def _reserve_and_notional(self, acct: AccountState, order: OpenOrder, price: int | None = None,
-                              remaining: int | None = None,
-                              trigger: int | None = None) -> tuple[int, int]:
-        """(margin the order holds, |position notional| were it all to fill; 0 for reduce-only).
+    def _costs(self, order: OpenOrder, spec: SymbolSpec, mark: int, isolated: bool) -> int:
+        """Fill in the order's fee and loss terms from its im/opening/closing; its reserve."""
+        mult = spec.atoms_per_tick_lot
+        worst = order.worst
+        fee_ppm = spec.taker_fee_ppm if spec.taker_fee_ppm > 0 else 0
+        fee_open = -(-(worst * order.opening * mult * fee_ppm) // PPM)
+        fee_close = -(-(worst * order.closing * mult * fee_ppm) // PPM)
+        gap = order.side * (worst - mark) if mark else 0
+        per_lot = gap * mult if gap > 0 else 0
+        order.fee_close = fee_close
+        order.close_cost = fee_close + per_lot * order.closing  # checked when isolated
+        if isolated:
+            order.base = order.im + fee_open
+            order.lossq = order.opening
+        else:
+            order.base = order.im + fee_open + fee_close
+            order.lossq = order.opening + order.closing
+        return order.base + per_lot * order.lossq + order.hold
 
-        IM on the opening part at the worst price, leverage capped at the tier of the notional
-        after the fill, x the regime's buffer; plus the taker fee on all of it; plus the loss at
-        once against mark of buying above (selling below) it.
-        """
-        price = order.price if price is None else price
-        remaining = order.remaining if remaining is None else remaining
-        if remaining <= 0:
-            return 0, 0
-        # Every order pays for this check, so _worst_price, _price, initial_margin and tier_for
-        # are written out here (same arithmetic; the unit tests pin them against each other).
-        symbol = order.symbol
+    def _price_new(self, acct: AccountState, order: OpenOrder,
+                   exclude: OpenOrder | None = None) -> tuple[int, int]:
+        """(reserve, tier notional) of `order` priced as the newest order on its side, after every
+        other open order of the account on that side (`exclude`: the order an amend replaces).
+        O(1): the side's totals are kept by add_order/remove_order and _reprice."""
+        symbol, side = order.symbol, order.side
         spec = self.specs[symbol]
         mult = spec.atoms_per_tick_lot
-        side = order.side
-        mark = self.marks.get(symbol) or self.last.get(symbol, 0)
-        if order.type in MARKET_TYPES:
-            ref = (order.trigger_price if trigger is None else trigger) or mark
-            move = ref * spec.protection_ppm // PPM
-            worst = ref + move if side > 0 else ref - move
-        else:
-            worst = price
-        fee_ppm = spec.taker_fee_ppm
-        fee = -(-(worst * remaining * mult * fee_ppm) // PPM) if fee_ppm > 0 else 0
-        if order.reduce_only:
-            return fee, 0
-        opening, after = remaining, 0
+        qty_others, open_others, im_others = acct.side_totals(symbol, side)
+        if exclude is not None:
+            qty_others -= exclude.remaining
+            open_others -= exclude.worst * exclude.opening * mult
+            im_others -= exclude.im
         pos = acct.positions.get(symbol)
-        if pos is not None:
-            if pos.qty and (pos.qty > 0) != (side > 0):  # closes first, opens the rest
-                opening = max(0, remaining - abs(pos.qty))
-            after = abs(self._position_value(symbol, pos))
-        opening_value = worst * opening * mult
-        after += opening_value
-        lev = acct.leverage.get(symbol) or spec.default_leverage
-        tiers = spec.tiers
-        cap = tiers[-1].max_leverage
-        tier_notional = abs(after)
-        for tier in tiers:
-            if tier_notional <= tier.cap:
-                cap = tier.max_leverage
-                break
-        if cap < lev:
-            lev = cap
-        im = -(-(abs(opening_value) * spec.im_buffer_ppm[self.regimes[symbol]]) // (lev * PPM))
-        gap = side * (worst - mark)
-        loss = gap * opening * mult if mark and gap > 0 else 0
-        return im + fee + loss, after
+        pqty = pos.qty if pos is not None else 0
+        value = abs(self._position_value(symbol, pos)) if pqty else 0
+        capacity = abs(pqty) - qty_others if pqty and (pqty > 0) != (side > 0) else 0
+        remaining = order.remaining
+        order.closing = closing = min(remaining, capacity) if capacity > 0 else 0
+        order.opening = 0 if order.reduce_only else remaining - closing
+        total_open = open_others + order.worst * order.opening * mult
+        tier_notional = value + total_open
+        lev = self._side_leverage(acct, spec, symbol, tier_notional)
+        im = -(-(total_open * spec.im_buffer_ppm[self.regimes[symbol]]) // (lev * PPM)) - im_others
+        order.im = im if im > 0 else 0
+        mark = self.marks.get(symbol) or self.last.get(symbol, 0)
+        return self._costs(order, spec, mark, pos is not None and pos.isolated), tier_notional
 
-    def _set_reserve(self, acct: AccountState, order: OpenOrder) -> None:
-        """Re-derive what an order holds after its terms or the account's position changed."""
-        acct.recount(order)
-        new = self.reserve_for(acct, order)
-        acct.order_margin += new - order.reserve
-        order.reserve = new
+    def reserve_for(self, acct: AccountState, order: OpenOrder) -> int:
+        """What `order` would reserve were it placed now, after the account's other orders."""
+        probe = OpenOrder(msgspec.structs.replace(
+            BLANK_ORDER, order_id=order.order_id, account=order.account, symbol=order.symbol,
+            side=order.side, qty=order.qty, type=order.type, price=order.price,
+            trigger_price=order.trigger_price, reduce_only=order.reduce_only,
+            max_slippage_ppm=order.slippage_ppm))
+        probe.remaining, probe.worst = order.remaining, order.worst
+        return self._price_new(acct, probe, exclude=order)[0]
 
-    def _refresh_reserves(self, acct: AccountState, symbol: str) -> None:
-        """Re-derive what every open order in `symbol` holds after the position, leverage or IM
-        buffer changed (their own terms did not: their pending-notional counts stand). A fill
-        runs this for each side's account, so it is kept to the formula itself."""
-        reserve = self._reserve_and_notional
+    def _reprice(self, acct: AccountState, symbol: str) -> None:
+        """Re-derive every open order's reserve in `symbol` after the position, leverage, buffer
+        or an order changed (fills, amends, triggers, transfers). Per account and symbol only."""
+        orders = acct._by_symbol.get(symbol)
+        if not orders:
+            acct.sides.pop((symbol, 1), None)
+            acct.sides.pop((symbol, -1), None)
+            return
+        spec = self.specs[symbol]
+        mult = spec.atoms_per_tick_lot
+        pos = acct.positions.get(symbol)
+        pqty = pos.qty if pos is not None else 0
+        value = abs(self._position_value(symbol, pos)) if pqty else 0
+        isolated = pos is not None and pos.isolated
+        mark = self.marks.get(symbol) or self.last.get(symbol, 0)
+        buffer = spec.im_buffer_ppm[self.regimes[symbol]]
         change = 0
-        for order in acct.orders_in(symbol):
-            new = reserve(acct, order)[0]
-            change += new - order.reserve
-            order.reserve = new
+        for side in (1, -1):
+            mine = [o for o in orders.values() if o.side == side]  # oldest first
+            if not mine:
+                acct.sides.pop((symbol, side), None)
+                continue
+            capacity = abs(pqty) if pqty and (pqty > 0) != (side > 0) else 0
+            total_qty = total_open = 0
+            for o in mine:
+                o.closing = o.remaining if o.remaining < capacity else capacity
+                capacity -= o.closing
+                o.opening = 0 if o.reduce_only else o.remaining - o.closing
+                total_qty += o.remaining
+                total_open += o.worst * o.opening * mult
+            lev = self._side_leverage(acct, spec, symbol, value + total_open)
+            prefix = im_before = 0
+            for o in mine:  # each order's share: the growth of the side's IM it causes
+                prefix += o.worst * o.opening * mult
+                im = -(-(prefix * buffer) // (lev * PPM))
+                o.im = im - im_before
+                im_before = im
+                new = self._costs(o, spec, mark, isolated)
+                change += new - o.reserve
+                o.reserve = new
+            acct.sides[(symbol, side)] = [total_qty, total_open, im_before]
         acct.order_margin += change
 
-    def _forget(self, order: OpenOrder) -> None:
+    def _index_worst(self, order: OpenOrder, add: bool) -> None:
+        """Keep `order` in its symbol's index by worst price (what a mark move re-prices)."""
+        levels, prices = self._by_worst[order.symbol][order.side]
+        level = levels.get(order.worst)
+        if add:
+            if level is None:
+                level = levels[order.worst] = {}
+                insort(prices, order.worst)
+            level[order.order_id] = order
+        elif level is not None:
+            level.pop(order.order_id, None)
+            if not level:
+                del levels[order.worst]
+                del prices[bisect_left(prices, order.worst)]
+
+    def _mark_moved(self, symbol: str, before: int, mark: int, now_ns: int, out: list) -> None:
+        """Re-price the loss-against-mark term of the orders it changed for: the buys whose worst
+        price is above the lower of the two marks, the sells below the higher. Resting orders sit
+        on their side of the mark, so a tick touches few orders, whatever the book holds.
+
+        An account that can no longer cover what its re-priced orders now hold has those orders
+        cancelled (newest first, until the rest is covered): filled, they would leave it
+        below its trigger (a 125x bid filled after a 4.7% fall left its account at -1,125)."""
+        low, high = (min(before, mark), max(before, mark)) if before else (mark, mark)
+        mult = self.specs[symbol].atoms_per_tick_lot
+        (buy_levels, buy_prices), (sell_levels, sell_prices) = (self._by_worst[symbol][1],
+                                                                self._by_worst[symbol][-1])
+        touched = [buy_levels[p] for p in buy_prices[bisect_right(buy_prices, low):]]
+        touched += [sell_levels[p] for p in sell_prices[:bisect_left(sell_prices, high)]]
+        grown: dict[str, list[OpenOrder]] = {}
+        for level in touched:
+            for o in level.values():
+                gap = o.side * (o.worst - mark)
+                per_lot = gap * mult if gap > 0 else 0
+                o.close_cost = o.fee_close + per_lot * o.closing
+                new = o.base + per_lot * o.lossq + o.hold
+                if new != o.reserve:
+                    self.accounts[o.account].order_margin += new - o.reserve
+                    if new > o.reserve and o.accepted:
+                        grown.setdefault(o.account, []).append(o)
+                    o.reserve = new
+        for name in sorted(grown):
+            acct = self.accounts[name]
+            available = self.available(acct)
+            if available >= 0:
+                continue
+            for o in sorted(grown[name], key=lambda o: -o.order_id):
+                out.append(("matching", Cancel(account=name, symbol=symbol, order_id=o.order_id,
+                                                   reason="margin_repriced")))
+                self._explain(out, now_ns, "risk.reserve_repriced", name, "cancel", {
+                    "symbol": symbol, "order_id": o.order_id, "mark": mark, "mark_before": before,
+                    "worst_price": o.worst, "reserve": o.reserve, "available": available})
+                available += o.reserve
+                if available >= 0:
+                    break
+
+    def _tick(self, now_ns: int, out: list) -> None:
+        """The node's timer (a journaled input): the funding clock starts at the first tick, and
+        a mark that stopped coming turns its symbol reduce-only even when no order asks."""
+        self.funding_clock.begin({name: spec.funding_interval_s * E9
+                                  for name, spec in self.specs.items()}, now_ns)
+        self.mark_ages.check(self.specs, now_ns, out)
+
+    def _set_mark(self, symbol: str, mark: int, now_ns: int, out: list) -> None:
+        before = self.marks.get(symbol, 0)
+        self.marks[symbol] = mark
+        if mark != before and symbol in self._by_worst:
+            self._mark_moved(symbol, before, mark, now_ns, out)
+
+    def _forget(self, order: OpenOrder, reprice: bool = True) -> None:
         acct = self.accounts[order.account]
         acct.order_margin -= order.reserve
         order.reserve = 0
-        acct.remove_order(order)
+        self._index_worst(order, add=False)
+        acct.remove_order(order, self.specs[order.symbol].atoms_per_tick_lot)
         del self.orders[order.order_id]
+        if reprice and order.closing:  # the lots it was to close pass to the next order
+            self._reprice(acct, order.symbol)
 
     # ------------------------------------------------------------------ requests
 
@@ -388,6 +519,9 @@ class RiskEngine(Snapshottable):
         if len(acct.orders) >= self.max_open_orders:
             return self._reject(out, ref, acct.name, body.symbol, "too_many_open_orders", {
                 "open_orders": len(acct.orders), "limit": self.max_open_orders}, now_ns, coid)
+        stale = None if body.reduce_only else self.mark_ages.refusal(body.symbol, now_ns, out)
+        if stale is not None:
+            return self._reject(out, ref, acct.name, body.symbol, "mark_stale", stale, now_ns, coid)
         regime = self.regimes[body.symbol]
         if regime == "degraded" and not body.reduce_only:
             return self._reject(out, ref, acct.name, body.symbol, "symbol_reduce_only", {
@@ -402,34 +536,94 @@ class RiskEngine(Snapshottable):
             max_slippage_ppm=body.max_slippage_ppm,
         )
         order = OpenOrder(cmd)
-        required, after = self._reserve_and_notional(acct, order)
+        order.worst = self._worst_price(body.symbol, body.side, body.type, body.price,
+                                        body.trigger_price, body.max_slippage_ppm)
+        required, after = self._price_new(acct, order)
         if not body.reduce_only:
-            after += acct.pending_ticks_lots(body.symbol, body.side) * spec.atoms_per_tick_lot
             limit = spec.tiers[-1].cap
-            if after > limit:
+            if after > limit:  # the position and every order opening on that side
                 return self._reject(out, ref, acct.name, body.symbol, "position_limit", {
                     "notional_after": after, "limit": limit,
                     "tier": tier_for(spec.tiers, after).number}, now_ns, coid)
-        available = self.available(acct)
-        if required > available:
-            return self._reject(out, ref, acct.name, body.symbol, "insufficient_margin", {
-                "required": required, "available": available, "equity": self.cross_equity(acct),
-                "position_margin": self.position_margin(acct, cross_only=True),
-                "order_margin": acct.order_margin, "leverage": self._leverage(acct, body.symbol),
-                "im_buffer_ppm": spec.im_buffer_ppm[regime]}, now_ns, coid)
+        problem = self._margin_problem(acct, order, required)
+        if problem is not None:
+            return self._reject(out, ref, acct.name, body.symbol, *problem, now_ns, coid)
         self.next_order_id += 1
         order.reserve = required
         acct.order_margin += required
-        acct.add_order(order)
+        acct.add_order(order, spec.atoms_per_tick_lot)
+        self._index_worst(order, add=True)
         self.orders[order.order_id] = order
         if ref:
             self.pending[ref] = order.order_id
         out.append(("matching", cmd))
 
+    def _margin_problem(self, acct: AccountState, order: OpenOrder, extra: int,
+                        exclude: OpenOrder | None = None) -> tuple[str, dict] | None:
+        """(reason, numbers) when the cross wallet cannot hold `extra` more for `order`, or when
+        its closing part would take an isolated position past what its margin can pay; None
+        when it may go. A cross close frees the position's IM on the lots it closes, so a close
+        is refused only when its loss against mark and fee exceed what is left over."""
+        symbol = order.symbol
+        spec = self.specs[symbol]
+        pos = acct.positions.get(symbol)
+        freed = 0
+        opposite = pos is not None and pos.qty and (pos.qty > 0) != (order.side > 0)
+        if opposite and pos.isolated:
+            # Whichever order fills first closes first: a market order placed after a resting
+            # close takes the close itself. So this order is checked as closing all it can,
+            # on top of what the others' closes (as shared) would cost.
+            value = self._position_value(symbol, pos)
+            closing = min(order.remaining, abs(pos.qty))
+            mark = self._price(symbol)
+            gap = order.side * (order.worst - mark) if mark else 0
+            fee_ppm = spec.taker_fee_ppm if spec.taker_fee_ppm > 0 else 0
+            own = -(-(order.worst * closing * spec.atoms_per_tick_lot * fee_ppm) // PPM) + (
+                gap * closing * spec.atoms_per_tick_lot if gap > 0 else 0)
+            spent = own
+            for o in acct.orders_in(symbol):
+                if o.side == order.side and o.closing and o is not exclude:
+                    spent += o.close_cost
+                    closing += o.closing
+            left = max(0, abs(pos.qty) - closing)
+            left_value = value * left // abs(pos.qty)
+            # what the position keeps must stay above its trigger; closed, it must not be
+            # below zero (a price past bankruptcy would make the insurance fund pay)
+            need = trigger_margin(spec.tiers, left_value, spec.forced_fee_ppm) + 1 if left \
+                else 0
+            equity = self.isolated_equity(symbol, pos)
+            if equity - spent < need:
+                bp = self._prices_for(acct, symbol, pos)[1]
+                return "close_beyond_isolated_margin", {
+                    "closing_qty": min(order.remaining, abs(pos.qty)),
+                    "worst_price": order.worst, "mark": mark, "close_cost": own,
+                    "other_closes_cost": spent - own, "isolated_equity": equity,
+                    "required_after": need, "qty_left": left, "bankruptcy_price": bp}
+        elif order.closing:
+            value = self._position_value(symbol, pos)
+            freed = self.initial_margin(acct, symbol, value) * order.closing // abs(pos.qty)
+        available = self.available(acct)
+        if extra > available + freed:
+            detail = {
+                "required": extra, "available": available, "equity": self.cross_equity(acct),
+                "position_margin": self.position_margin(acct, cross_only=True),
+                "order_margin": acct.order_margin, "leverage": self._leverage(acct, symbol),
+                "im_buffer_ppm": spec.im_buffer_ppm[self.regimes[symbol]],
+                "initial_margin": order.im, "worst_price": order.worst,
+                "opening_qty": order.opening, "closing_qty": order.closing}
+            if freed:
+                detail["released_margin"] = freed
+            if exclude is not None:
+                detail["order_id"] = exclude.order_id
+            return "insufficient_margin", detail
+        return None
+
     def _amend(self, acct: AccountState, ref: int, body: AmendOrder, now_ns: int, out: list) -> None:
         # The order as matching will find it (by id, else by client id), so that an amend that
         # names its order either way is checked as a new order would be: against the position
-        # limit when it grows, and against the margin it would add.
+        # limit when it grows, and against the margin it would add. What it adds is held from
+        # now until matching answers (released on a refusal), so that nothing else (another
+        # order, a withdrawal) can spend the same margin in between.
         order = self.orders.get(body.order_id) if body.order_id else \
             acct.order_by_client_id(body.client_order_id)
         if order is not None and order.account == acct.name and order.symbol == body.symbol \
@@ -437,23 +631,32 @@ class RiskEngine(Snapshottable):
             price = body.price or order.price
             remaining = max(0, (body.qty or order.qty) - (order.qty - order.remaining))
             trigger = body.trigger_price or order.trigger_price
-            reserve, after = self._reserve_and_notional(acct, order, price=price,
-                                                        remaining=remaining, trigger=trigger)
             spec = self.specs[order.symbol]
-            if not order.reduce_only and pending_units(price, trigger, remaining) > order.counted:
-                others = acct.pending_ticks_lots(order.symbol, order.side) - order.counted
-                after += others * spec.atoms_per_tick_lot
+            probe = OpenOrder(msgspec.structs.replace(
+                BLANK_ORDER, order_id=order.order_id, account=acct.name, symbol=order.symbol,
+                side=order.side, qty=max(1, remaining), type=order.type, price=price,
+                trigger_price=trigger, reduce_only=order.reduce_only,
+                max_slippage_ppm=order.slippage_ppm))
+            probe.remaining = remaining
+            probe.worst = self._worst_price(order.symbol, order.side, order.type, price, trigger,
+                                            order.slippage_ppm)
+            reserve, after = self._price_new(acct, probe, exclude=order)
+            if not order.reduce_only and \
+                    pending_units(price or probe.worst, trigger, remaining) > order.counted:
                 limit = spec.tiers[-1].cap
                 if after > limit:
                     return self._reject(out, ref, acct.name, body.symbol, "position_limit", {
                         "notional_after": after, "limit": limit, "order_id": order.order_id,
                         "tier": tier_for(spec.tiers, after).number}, now_ns, body.client_order_id)
             extra = reserve - order.reserve
-            available = self.available(acct)
-            if extra > available:
-                return self._reject(out, ref, acct.name, body.symbol, "insufficient_margin", {
-                    "required": extra, "available": available, "order_id": order.order_id},
-                    now_ns, body.client_order_id)
+            problem = self._margin_problem(acct, probe, extra, exclude=order)
+            if problem is not None:
+                return self._reject(out, ref, acct.name, body.symbol, *problem, now_ns,
+                                    body.client_order_id)
+            if extra > 0:
+                order.hold += extra
+                order.reserve += extra
+                acct.order_margin += extra
         out.append(("matching", Amend(ref=ref, account=acct.name, symbol=body.symbol,
                                       order_id=body.order_id, client_order_id=body.client_order_id,
                                       price=body.price, qty=body.qty,
@@ -478,11 +681,11 @@ class RiskEngine(Snapshottable):
                 "tier": tier.number, "notional": notional}, now_ns)
         before = self._leverage(acct, body.symbol)
         acct.leverage[body.symbol] = body.leverage
-        self._refresh_reserves(acct, body.symbol)
+        self._reprice(acct, body.symbol)
         problem = self._requirement_problem(acct, body.symbol)
         if problem is not None:
             acct.leverage[body.symbol] = before
-            self._refresh_reserves(acct, body.symbol)
+            self._reprice(acct, body.symbol)
             return self._refuse(out, ref, acct.name, "leverage_change_insufficient_margin", {
                 "symbol": body.symbol, "requested": body.leverage, "current": before, **problem},
                 now_ns)
@@ -588,14 +791,15 @@ class RiskEngine(Snapshottable):
         out.append(("gateway", Notice(rule="risk.im_buffer", subject=msg.symbol,
                                       decision="im_buffer_changed", numbers=numbers, ts_ns=now_ns)))
         for acct in self.accounts.values():
-            self._refresh_reserves(acct, msg.symbol)
+            self._reprice(acct, msg.symbol)
 
     def _funding(self, msg: FundingRate, now_ns: int, out: list) -> None:
         """Settle funding for every open position of the symbol at the given mark."""
         spec = self.specs.get(msg.symbol)
-        if spec is None or msg.mark <= 0:
+        if spec is None or msg.mark <= 0 or not self.funding_clock.admit(
+                msg, spec.funding_interval_s * E9, now_ns, out):
             return
-        self.marks[msg.symbol] = msg.mark
+        self._set_mark(msg.symbol, msg.mark, now_ns, out)
         net = 0
         payers = receivers = 0
         for acct in self.accounts.values():
@@ -620,7 +824,7 @@ class RiskEngine(Snapshottable):
         self.insurance_fund -= net  # payers rounded up, receivers down: the remainder is >= 0
         self._explain(out, now_ns, "risk.funding", msg.symbol, "funding_settled", {
             "rate_e9": msg.rate_e9, "mark": msg.mark, "payers": payers, "receivers": receivers,
-            "remainder_to_insurance": -net})
+            "remainder_to_insurance": -net, "funding_ts_ns": msg.funding_ts_ns})
 
     # ------------------------------------------------------------------ engine events
 
@@ -636,7 +840,7 @@ class RiskEngine(Snapshottable):
                     order.accepted = True
                     if ev.qty != order.qty:  # reduce-only sized down
                         order.qty = order.remaining = ev.qty
-                        self._set_reserve(self.accounts[order.account], order)
+                        self._order_changed(order)
         elif t is OrderRejected:
             if ev.order_id in self.liq_orders:
                 self._liquidation_order_done(ev.order_id, ev.account, ev.symbol, out, ev.reason)
@@ -647,6 +851,8 @@ class RiskEngine(Snapshottable):
                 order = self.orders.get(ev.order_id)
                 if order is not None and not order.accepted:  # the new order itself was refused
                     self._forget(order)
+                elif order is not None and order.hold:  # an amend refused: release its hold
+                    self._release_hold(order)
         elif t is OrderCancelled:
             if ev.duplicate:  # the answer to a resubmitted client order id, not a cancel
                 self._drop_pending(ev.ref)
@@ -659,10 +865,15 @@ class RiskEngine(Snapshottable):
                 if ev.order_id in self.liq_orders:
                     self._liquidation_order_done(ev.order_id, ev.account, ev.symbol, out, ev.reason)
         elif t is OrdersCancelled:
+            symbols = set()
             for order_id, _ in ev.orders:
                 order = self.orders.get(order_id)
                 if order is not None:
-                    self._forget(order)
+                    self._forget(order, reprice=False)
+                    symbols.add(order.symbol)
+            acct = self.accounts.get(ev.account)
+            for symbol in sorted(symbols) if acct is not None else ():
+                self._reprice(acct, symbol)
             if ev.ref < 0:  # a liquidation's "cancel" step
                 out.append(("gateway", Report(ref=0, account=ev.account, event=ev)))
                 self._liquidation_result(out, -ev.ref, "cancel", ev.account, ev.symbol,
@@ -674,15 +885,33 @@ class RiskEngine(Snapshottable):
                 order.price, order.qty, order.remaining = ev.price, ev.qty, ev.remaining
                 if ev.trigger_price:  # a waiting stop moved: its worst fill price moved with it
                     order.trigger_price = ev.trigger_price
-                self._set_reserve(self.accounts[order.account], order)
+                self._release_hold(order)  # the amend's answer: the terms now price it
+                self._order_changed(order)
         elif t is OrderTriggered:
             order = self.orders.get(ev.order_id)
             if order is not None:
                 order.type = "market" if order.type in MARKET_TYPES else "limit"
-                self._set_reserve(self.accounts[order.account], order)
+                # matching prices a triggered market order from the mark at that moment
+                self._order_changed(order, ref=self._price(order.symbol) or ev.observed_price)
         else:
             return
         out.append(("gateway", Report(ref=getattr(ev, "ref", 0), account=ev.account, event=ev)))
+
+    def _release_hold(self, order: OpenOrder) -> None:
+        if order.hold:
+            self.accounts[order.account].order_margin -= order.hold
+            order.reserve -= order.hold
+            order.hold = 0
+
+    def _order_changed(self, order: OpenOrder, ref: int = 0) -> None:
+        """Its price, trigger, type or size changed: re-index it and re-price its symbol."""
+        acct = self.accounts[order.account]
+        self._index_worst(order, add=False)
+        order.worst = self._worst_price(order.symbol, order.side, order.type, order.price,
+                                        order.trigger_price, order.slippage_ppm, ref)
+        self._index_worst(order, add=True)
+        acct.recount(order)
+        self._reprice(acct, order.symbol)
 
     def _drop_pending(self, ref: int) -> None:
         order_id = self.pending.pop(ref, None)
@@ -706,21 +935,25 @@ class RiskEngine(Snapshottable):
             (ev.maker_account, ev.maker_order_id, -ev.taker_side, ev.maker_remaining, maker_fee, "maker"),
         ):
             acct = self.accounts[account]
-            self._settle(acct, ev.symbol, side, ev.qty, ev.price, fee)
             if liq is not None and liquidity == "taker":
-                fee = self._forced_fee(acct, ev.symbol, notional)
+                # the forced fee is charged inside the settlement: before a closed isolated
+                # position's cash goes back to the cross wallet, so it is capped by its margin
+                fee = self._settle(acct, ev.symbol, side, ev.qty, ev.price, fee,
+                                   forced_notional=notional)
                 liq.qty += ev.qty
                 liq.notional += notional
                 liq.fee += fee
+            else:
+                self._settle(acct, ev.symbol, side, ev.qty, ev.price, fee)
             order = self.orders.get(order_id)
             coid = order.client_order_id if order is not None else ""
             if order is not None:
                 order.remaining = remaining
                 if remaining == 0:
-                    self._forget(order)
+                    self._forget(order, reprice=False)  # re-priced just below
                 else:
                     acct.recount(order)
-            self._refresh_reserves(acct, ev.symbol)  # the position changed what orders open
+            self._reprice(acct, ev.symbol)  # the position changed what orders open and close
             fill = Fill(seq=ev.seq, trade_id=ev.trade_id, order_id=order_id, account=account,
                         symbol=ev.symbol, side=side, price=ev.price, qty=ev.qty,
                         remaining=remaining, liquidity=liquidity, fee=fee, client_order_id=coid)
@@ -733,11 +966,14 @@ class RiskEngine(Snapshottable):
         return (ev.taker_account, ev.maker_account)
 
     def _settle(self, acct: AccountState, symbol: str, side: int, qty: int, price: int,
-                fee: int) -> None:
-        """Book one side of a fill: cash, fee, position, and the isolated margin moves."""
+                fee: int, forced_notional: int = 0) -> int:
+        """Book one side of a fill: cash, fee, position, and the isolated margin moves. A
+        liquidation fill (`forced_notional`) is charged its forced fee once the fill is booked
+        and before an isolated position's cash goes back; returns that fee."""
         mult = self.specs[symbol].atoms_per_tick_lot
         acct.fees_paid += fee
         self.fee_pool += fee
+        forced = 0
         pos = acct.positions.get(symbol)
         if pos is None:
             pos = acct.positions[symbol] = Position(acct.mode(symbol))
@@ -754,13 +990,22 @@ class RiskEngine(Snapshottable):
                 share = abs(pos.cost) * closing // before
                 pos.cost -= share if pos.cost > 0 else -share
             pos.qty += side * closing
+            if forced_notional:
+                forced = self._forced_fee(acct, symbol, forced_notional)
             if pos.isolated:
-                self._release_isolated(acct, pos, before)
+                self._release_isolated(acct, symbol, pos)
+        elif forced_notional:
+            forced = self._forced_fee(acct, symbol, forced_notional)
         if opening:
             value = price * opening * mult
-            if pos.isolated:  # bring the opening margin and fee in from the cross wallet
+            if pos.isolated:
+                # bring in from the cross wallet the opening margin, the fee and the loss at once
+                # of a fill worse than the mark, so that the position starts with its IM at mark
+                # (without the loss, a 100x long bought 1.2% above mark began below its trigger)
+                mark = self._price(symbol)
+                gap = side * (price - mark) if mark else 0
                 move = max(0, self.initial_margin(acct, symbol, value, tier_notional=abs(
-                    pos.cost) + value) + fee_open)
+                    pos.cost) + value) + fee_open + (gap * opening * mult if gap > 0 else 0))
                 acct.balance -= move
                 pos.iso_cash += move
             self._pay(acct, pos, side * value + fee_open)
@@ -768,6 +1013,7 @@ class RiskEngine(Snapshottable):
             pos.cost += side * value
         if pos.qty == 0 and not pos.iso_cash:
             del acct.positions[symbol]
+        return forced
 
     @staticmethod
     def _pay(acct: AccountState, pos: Position, amount: int) -> None:
@@ -776,11 +1022,14 @@ class RiskEngine(Snapshottable):
         else:
             acct.balance -= amount
 
-    def _release_isolated(self, acct: AccountState, pos: Position, qty_before: int) -> None:
-        """After an isolated position shrank: keep margin for what is left, return the rest.
+    def _release_isolated(self, acct: AccountState, symbol: str, pos: Position) -> None:
+        """After an isolated position shrank: keep its initial margin at mark, return the rest.
 
-        A fully closed position returns all its cash; if that cash is negative (it closed beyond
-        bankruptcy), the insurance fund absorbs the loss instead of the cross wallet.
+        What may go back is the lower of its wallet (margin plus realized, no unrealized gain)
+        and its equity at mark (which counts the open loss), less the IM of what is left: the
+        position stays as safe as a new one of its size, long or short. A fully closed position
+        returns all its cash; if that cash is negative (it closed beyond bankruptcy), the
+        insurance fund absorbs the loss instead of the cross wallet.
         """
         if pos.qty == 0:
             if pos.iso_cash >= 0:
@@ -789,9 +1038,10 @@ class RiskEngine(Snapshottable):
                 self.insurance_fund += pos.iso_cash
             pos.iso_cash = 0
             return
-        wallet = pos.iso_cash + pos.cost  # margin plus realized, excluding unrealized
-        keep = ceil_div(wallet * abs(pos.qty), qty_before)
-        release = min(wallet - keep, pos.iso_cash)
+        value = self._position_value(symbol, pos)
+        wallet = pos.iso_cash + pos.cost
+        equity = pos.iso_cash + value
+        release = (wallet if wallet < equity else equity) - self.initial_margin(acct, symbol, value)
         if release > 0:
             pos.iso_cash -= release
             acct.balance += release
@@ -874,6 +1124,15 @@ class RiskEngine(Snapshottable):
             if mark:  # keep the limit inside the band the book accepts (stricter, never looser)
                 width = mark * spec.band_ppm // PPM
                 price = max(price, mark - width) if closing_side < 0 else min(price, mark + width)
+                if price > mark + width if closing_side < 0 else price < mark - width:
+                    # The bankruptcy price is past the band's far edge (a gap): the book cannot
+                    # take the close at or better than bankruptcy inside the band, and matching
+                    # would refuse the order. Nothing is sent; the liquidator goes on to the
+                    # backstop, which takes it at the bankruptcy price.
+                    return self._liquidation_result(
+                        out, lid, msg.kind, msg.account, msg.symbol,
+                        reason=f"bankruptcy_price_outside_band: {msg.price} vs "
+                               f"{mark - width}..{mark + width}")
             order_id = self.next_order_id
             self.next_order_id += 1
             self.liq_orders[order_id] = LiqExec(lid)
@@ -967,7 +1226,7 @@ class RiskEngine(Snapshottable):
         self._settle(src, symbol, side, qty, price, 0)
         self._settle(dst, symbol, -side, qty, price, 0)
         for acct in (src, dst):
-            self._refresh_reserves(acct, symbol)
+            self._reprice(acct, symbol)
             pos = acct.positions.get(symbol)
             out.append(("matching", SetPosition(account=acct.name, symbol=symbol,
                                                 qty=pos.qty if pos is not None else 0)))
@@ -992,8 +1251,9 @@ class RiskEngine(Snapshottable):
         else:
             others = [(s, p) for s, p in acct.positions.items() if s != symbol and not p.isolated]
             wallet = acct.balance + sum(p.cost for p in acct.positions.values() if not p.isolated)
-            other_mm = sum(maintenance_margin(self.specs[s].tiers, self._position_value(s, p))
-                           for s, p in others)
+            # what the trigger counts for the others: their MM and their forced fees
+            other_mm = sum(trigger_margin(self.specs[s].tiers, self._position_value(s, p),
+                                          self.specs[s].forced_fee_ppm) for s, p in others)
             other_upnl = sum(self._position_value(s, p) - p.cost for s, p in others)
         lp, _ = liquidation_price(side=side, qty=abs(pos.qty), cost=pos.cost, wallet=wallet,
                                   tiers=spec.tiers, mult=spec.atoms_per_tick_lot,

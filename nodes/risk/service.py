@@ -5,10 +5,12 @@ liquidator, explanations to the audit journal."""
 from __future__ import annotations
 
 from cluster.config import Topology
-from cluster.protocol import Error, Ping, Pong, Reply, Routed
+from cluster.protocol import ClockTick, Error, Ping, Pong, Reply, Routed
 from cluster.runner import CoreRunner
 from cluster.transport import NodeShell
 from nodes.risk.ledger import RiskEngine
+
+MARK_CHECK_MS = 100  # how often the marks' ages are looked at with no order to look at them
 
 
 def make_engine(topo: Topology) -> RiskEngine:
@@ -17,7 +19,8 @@ def make_engine(topo: Topology) -> RiskEngine:
     return RiskEngine(topo.symbols, {a.name: a.deposit for a in topo.accounts.values()},
                       max_open_orders=conf.max_open_orders,
                       insurance_fund=topo.atoms(conf.insurance_fund, "insurance_fund"),
-                      backstops=topo.nodes["liquidator"].backstop_accounts)
+                      backstops=topo.nodes["liquidator"].backstop_accounts,
+                      max_mark_age_ns=conf.max_mark_age_ms * 1_000_000)
 
 
 def build(shell: NodeShell, topo: Topology):
@@ -65,7 +68,10 @@ def build(shell: NodeShell, topo: Topology):
     shell.subscribe(topo.nodes["oracle"].pub, [b"mark.", b"funding.", b"regime."],
                     runner.on_messages)
     shell.every(250, runner.maybe_snapshot)
+    # The timer is an input (journaled): marks' ages and the funding clock's start replay alike.
+    shell.every(MARK_CHECK_MS, lambda: runner.on_messages([ClockTick()]))
     recovered = runner.recover()
+    runner.on_messages([ClockTick()])  # the funding clock starts before any rate can arrive
     if recovered:
         shell.log.info("risk_recovered", **recovered)
         for name, acct in engine.accounts.items():  # the liquidator's view, afresh

@@ -83,14 +83,17 @@ def test_cli_session_over_ipc_leaves_nothing_behind(tmp_path):
         off_lot = handle.cli_json("order", "place", "--account", "bob", "--symbol", "ETH-PERP",
                                   "--side", "buy", "--qty", "0.505", "--price", price, ok=False)
         assert off_lot["error"] == "qty_off_lot"
-        # refused by the venue under the request's own id (answered now, not at the timeout),
-        # naming the field; and a price the wire cannot carry is refused before sending
+        # refused before sending, in the flag's own units, naming it: a quantity below the range,
+        # a price the wire cannot carry, a number written in another notation
         negative = handle.cli_json("order", "place", "--account", "bob", "--symbol", "ETH-PERP",
                                    "--side", "buy", "--qty", "-1", "--price", price, ok=False)
-        assert negative["error"] == "invalid_message" and "PlaceOrder.qty" in negative["message"]
+        assert negative["error"] == "out_of_range" and "--qty" in negative["message"]
         huge = handle.cli_json("order", "place", "--account", "bob", "--symbol", "ETH-PERP",
-                               "--side", "buy", "--qty", "0.5", "--price", "1e30", ok=False)
+                               "--side", "buy", "--qty", "0.5", "--price", "1" + "0" * 30, ok=False)
         assert huge["error"] == "out_of_range"
+        exponent = handle.cli_json("order", "place", "--account", "bob", "--symbol", "ETH-PERP",
+                                   "--side", "buy", "--qty", "0.5", "--price", "1e3", ok=False)
+        assert exponent["error"] == "not_a_number" and "--price" in exponent["message"]
         # amend by client order id: a smaller quantity keeps priority, a new price does not
         low = f"{float(price) * 0.98:.2f}"
         rest = handle.cli_json("order", "place", "--account", "bob", "--symbol", "ETH-PERP",
@@ -148,6 +151,9 @@ def test_cli_session_over_ipc_leaves_nothing_behind(tmp_path):
         assert re.search(r"matching\.self_trade_prevention +cancel +ETH-PERP", why), why
         # the market as it happens: the top of book first, and the mark within the second
         seen = handle.cli("watch", "ETH-PERP", "--seconds", "1.5", check=True).stdout.splitlines()
+        clock = r"\d\d:\d\d:\d\d\.\d{3}  "  # each line led by its UTC time
+        assert all(re.match(clock, line) for line in seen), seen
+        seen = [line[14:] for line in seen]
         assert seen[0].startswith("TOP      bid") and any(l.startswith("MARK ") for l in seen), seen
         # the terminal forms of the tools around the venue
         assert handle.cli("ping", check=True).stdout.startswith("round trip ")

@@ -42,3 +42,58 @@ async def test_funding_is_settled_every_interval(tmp_path):
             assert a.positions[0].funding_paid == -sum(f.payment for f in a.funding)
     finally:
         handle.down()
+
+
+async def test_defect_8_an_oracle_killed_around_a_funding_time_neither_skips_nor_repeats_one(tmp_path):
+    """Issue 17, defect 8, through the real processes: SIGKILL the oracle just before a funding
+    time; the supervisor restarts it, it resumes from its snapshot, and risk settles every
+    funding time once: consecutive multiples of the interval, none missing, none twice."""
+    import json
+    import os
+    import signal
+    import time
+
+    interval_s = 3
+    interval = interval_s * 1_000_000_000
+    handle = ClusterHandle(tmp_path, symbol_overrides={SYMBOL: {"funding_interval_s": interval_s}})
+    handle.up()
+
+    def settled() -> list[int]:
+        path = handle.run_dir / "audit" / "risk.jsonl"
+        records = [json.loads(line) for line in path.read_text().splitlines()] \
+            if path.exists() else []
+        # the funding time each settlement was for (before it was named: the one just passed)
+        return [r["numbers"].get("funding_ts_ns") or r["ts_ns"] // interval * interval
+                for r in records if r["rule"] == "risk.funding" and r["subject"] == SYMBOL]
+
+    async def until(predicate, seconds: float):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if value := predicate():
+                return value
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"not in {seconds} s: {settled()}")
+
+    try:
+        async with Client(handle.endpoint(), api_key=handle.api_key("alice"),
+                          market_data=handle.md_endpoint()) as alice, \
+                Client(handle.endpoint(), api_key=handle.api_key("bob")) as bob:
+            price = (await wait_mark(alice, SYMBOL)).mark
+            await alice.place(SYMBOL, BUY, qty=100, price=price)
+            await bob.place(SYMBOL, SELL, qty=100, price=price)
+            first = (await until(settled, 15))[0]
+            # kill it 0.3 s before the next funding time: it is down (restarting) across it
+            await asyncio.sleep(max(0.0, (first + interval - time.time_ns()) / 1e9 - 0.3))
+            pid = handle.node_pids()["oracle"]
+            os.kill(pid, signal.SIGKILL)
+            await until(lambda: handle.node_pids()["oracle"] != pid
+                        and handle.status()["nodes"]["oracle"]["state"] == "running", 15)
+            times = await until(lambda: (t := settled()) and t[-1] >= first + 2 * interval and t,
+                                20)
+            assert times == list(range(first, times[-1] + 1, interval)), times
+            log = (handle.run_dir / "log" / "oracle.log").read_text()
+            assert "oracle_state_restored" in log
+            a = await alice.account_view()
+            assert len(a.funding) == len(times)  # one payment per funding time
+    finally:
+        handle.down()

@@ -69,5 +69,7 @@ def test_the_hop_profile_accounts_for_each_link_and_sees_a_delay_on_one():
         shaped = hops.profile(gateway, lambda: time.sleep(0.6))
     assert 5_000 <= shaped["risk->matching"]["p50"] < 5_000 + idle["risk->matching"]["p50"] + 2_000
     others = [h for h in hops.HOPS if h != "risk->matching"]
-    assert all(shaped[h]["p50"] < 2_000 for h in others), shaped
+    # each other hop within 2 ms of its own idle median (not a flat 2 ms: a loaded box's hops
+    # sit higher); 5 ms landing on the wrong hop still shows
+    assert all(shaped[h]["p50"] < idle[h]["p50"] + 2_000 for h in others), (idle, shaped)
     assert "risk->matching 5," in hops.line(idle, shaped)

@@ -13,7 +13,7 @@ import pytest
 from cluster.book_mirror import BookMirror
 from cluster.client import Client
 from cluster.protocol import BUY, SELL
-from tests.e2e.helpers import wait_mark
+from tests.e2e.helpers import wait_mark, wait_netsim_applied
 
 pytestmark = pytest.mark.e2e
 SYMBOL = "ETH-PERP"
@@ -57,8 +57,8 @@ async def trade_and_watch(cluster) -> tuple[BookMirror, object]:
 
 
 def test_a_lossy_market_data_link_is_noticed_and_resynced_never_wrong(cluster):
-    cluster.cli_json("netsim", "set", "gateway->subscribers", "--loss", "0.3")
-    time.sleep(0.7)  # the table reaches every node within its republish period
+    wait_netsim_applied(cluster, cluster.cli_json("netsim", "set", "gateway->subscribers",
+                                                  "--loss", "0.3"), "gateway")
     mirror, final = asyncio.run(trade_and_watch(cluster))
     assert mirror.gaps > 0 and mirror.resyncs > 1, (mirror.gaps, mirror.resyncs)
     if mirror.synced and mirror.book_seq == final.book_seq:
@@ -92,11 +92,45 @@ async def mirror_without_asking(cluster) -> tuple[BookMirror, object]:
 
 
 def test_a_subscriber_heals_from_published_snapshots_without_asking(cluster):
-    cluster.cli_json("netsim", "set", "gateway->subscribers", "--loss", "0.3")
-    time.sleep(0.7)
+    wait_netsim_applied(cluster, cluster.cli_json("netsim", "set", "gateway->subscribers",
+                                                  "--loss", "0.3"), "gateway")
     try:
         mirror, final = asyncio.run(mirror_without_asking(cluster))
     finally:
         cluster.cli_json("netsim", "clear")
     assert mirror.resyncs >= 1 and mirror.synced, (mirror.gaps, mirror.resyncs)
     assert mirror.book_seq == final.book_seq and mirror.levels(1000) == (final.bids, final.asks)
+
+
+def test_leak_an_anonymous_subscriber_sees_trades_but_no_account(cluster):
+    """Issue 17, the leak: an anonymous subscriber to every topic saw ('trade', 'taker1', 'mm2')
+    97 times in a few seconds. Public market data names no account; the trader's own session
+    still gets its fills."""
+    from cluster.protocol import Fill, Trade
+
+    async def run() -> tuple[list, list, list]:
+        async with Client(cluster.endpoint(), market_data=cluster.md_endpoint()) as anyone, \
+                maker_and_watcher(cluster) as (mm, bob, mark):
+            await anyone.subscribe(b"")
+            await asyncio.sleep(0.3)  # the subscription reaches the gateway's PUB
+            await mm.place(SYMBOL, SELL, 3, mark + 50)
+            await bob.place(SYMBOL, BUY, 3, mark + 50)
+            frames, trades = [], []
+            deadline = time.monotonic() + 5
+            while not trades and time.monotonic() < deadline:
+                try:
+                    topic, frame = await asyncio.wait_for(anyone._md.recv_multipart(), 0.5)
+                except asyncio.TimeoutError:
+                    continue
+                frames.append(frame)
+                trades += [m for m in anyone._md_codec.decode(frame) if type(m) is Trade]
+            fills = []
+            while not fills:  # its own fill, on its own session (reports are waited for)
+                report = await asyncio.wait_for(bob.reports.get(), 5)
+                fills += [report.event] if type(report.event) is Fill else []
+            return frames, trades, fills
+
+    frames, trades, fills = asyncio.run(run())
+    assert trades and (trades[0].taker_account, trades[0].maker_account) == ("", "")
+    assert not [f for f in frames if b"mm1" in f or b"bob" in f]
+    assert fills and fills[0].qty == 3  # bob's own session: his fill

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from cluster.client import Client
+from tests.e2e.helpers import poll, wait_netsim_applied
 
 pytestmark = pytest.mark.e2e
 HOPS = ("client->gateway", "gateway->risk", "risk->matching", "matching->risk", "risk->gateway")
@@ -30,15 +31,16 @@ async def hop_deltas(cluster, n: int = 9) -> dict[str, float]:
 
 def test_ping_shows_the_delay_on_exactly_the_shaped_link(cluster):
     base = asyncio.run(hop_deltas(cluster))
-    cluster.cli_json("netsim", "set", "risk->matching", "--latency", "3ms")
-    time.sleep(0.7)  # the table reaches every node within its republish period
+    wait_netsim_applied(cluster, cluster.cli_json("netsim", "set", "risk->matching", "--latency",
+                                                  "3ms"), "risk")
     shaped = asyncio.run(hop_deltas(cluster))
-    assert 3_000 <= shaped["risk->matching"] <= 3_000 + base["risk->matching"] + 1_000, shaped
+    # Slack of 2 ms over the unshaped hop (medians of 9 pings): a loaded 2-core box moves a hop's
+    # median by over 1 ms now and then; 3 ms landing on the wrong link still shows.
+    assert 3_000 <= shaped["risk->matching"] <= 3_000 + base["risk->matching"] + 2_000, shaped
     for link in ("gateway->risk", "matching->risk", "risk->gateway"):
-        assert shaped[link] < base[link] + 1_000, (link, base, shaped)
-    cluster.cli_json("netsim", "clear")
-    time.sleep(0.7)
-    assert asyncio.run(hop_deltas(cluster))["risk->matching"] < 1_500
+        assert shaped[link] < base[link] + 2_000, (link, base, shaped)
+    wait_netsim_applied(cluster, cluster.cli_json("netsim", "clear"), "risk")
+    assert asyncio.run(hop_deltas(cluster))["risk->matching"] < base["risk->matching"] + 2_000
 
 
 def test_an_extreme_latency_model_delays_messages_and_never_takes_a_node_down(cluster):
@@ -46,9 +48,9 @@ def test_an_extreme_latency_model_delays_messages_and_never_takes_a_node_down(cl
     # the risk node and stop the venue); every sample is capped at an hour instead.
     refused = cluster.cli_json("netsim", "set", "risk->gateway", "--model", "pareto", ok=False)
     assert "pareto needs 'min'" in refused["message"]
-    cluster.cli_json("netsim", "set", "risk->gateway", "--model", "pareto", "--min", "1ms",
-                     "--alpha", "0.000000001")
-    time.sleep(0.7)
+    wait_netsim_applied(cluster, cluster.cli_json(
+        "netsim", "set", "risk->gateway", "--model", "pareto", "--min", "1ms",
+        "--alpha", "0.000000001"), "risk")
 
     async def ping(timeout: float):
         async with Client(cluster.endpoint(), timeout=timeout) as c:
@@ -59,8 +61,7 @@ def test_an_extreme_latency_model_delays_messages_and_never_takes_a_node_down(cl
     status = cluster.cli_json("cluster", "status")
     assert status["state"] == "running", status
     assert status["nodes"]["risk"]["alive"] and status["nodes"]["risk"]["restarts"] == 0
-    cluster.cli_json("netsim", "clear")
-    time.sleep(0.7)
+    wait_netsim_applied(cluster, cluster.cli_json("netsim", "clear"), "risk")
     assert [n for n, _ in asyncio.run(ping(5.0)).hops][-1] == "gateway"
 
 
@@ -193,21 +194,21 @@ def test_clock_skew_moves_one_nodes_clock_and_clear_restores_it(cluster):
     assert bad["error"] == "bad_duration" and "1e40ms" in bad["message"]
     table = cluster.cli_json("netsim", "fault", "oracle", "skew", "--by", "400ms")
     assert table["skew_ns"] == {"oracle": 400_000_000}
-    time.sleep(0.7)  # the table reaches every node within its republish period
-    assert 250 < asyncio.run(mark_clock_offset_ms(cluster)) < 550  # 400 ms, less delivery time
+    # a skew logs no link change: poll the marks' clock until it moved (or 5 s passed)
+    offset = poll(lambda: (lambda ms: ms if ms > 250 else 0)(
+        asyncio.run(mark_clock_offset_ms(cluster))), 5, 0)
+    assert 250 < offset < 550  # 400 ms, less delivery time
     events = [e for e in cluster.status()["events"] if e["event"] == "netsim_skew"]
     assert events and events[-1]["node"] == "oracle" and events[-1]["ns"] == 400_000_000
     cluster.cli_json("netsim", "clear")
-    time.sleep(0.7)
-    assert abs(asyncio.run(mark_clock_offset_ms(cluster))) < 150
+    assert poll(lambda: abs(asyncio.run(mark_clock_offset_ms(cluster))) < 150, 5, 0)
 
 
 def test_an_order_held_by_a_partition_is_unknown_not_refused_and_a_retry_is_safe(cluster):
     """risk->matching partitioned: the CLI cannot know the order's fate, so it says so (exit 3,
     outcome_unknown) rather than refusal or "is the cluster up?"; after the heal the order is
     live, and the same client order id sent again returns its first answer, not a second order."""
-    cluster.cli_json("netsim", "partition", "risk->matching")
-    time.sleep(0.7)
+    wait_netsim_applied(cluster, cluster.cli_json("netsim", "partition", "risk->matching"), "risk")
     mark = float(cluster.cli_json("book", "BTC-PERP")["prices"]["mark"])
     order = ("order", "place", "--account", "mm1", "--symbol", "BTC-PERP", "--side", "sell",
              "--qty", "0.5", "--price", f"{mark * 1.02:.1f}", "--client-order-id", "held-1")
@@ -217,8 +218,8 @@ def test_an_order_held_by_a_partition_is_unknown_not_refused_and_a_retry_is_safe
     assert answer["error"] == "outcome_unknown" and "--client-order-id" in answer["message"]
     pending = cluster.cli_json("order", "list", "--account", "mm1")["orders"]
     assert [(o["client_order_id"], o["status"]) for o in pending] == [("held-1", "pending")]
-    cluster.cli_json("netsim", "partition", "risk->matching", "--heal")
-    time.sleep(0.7)
+    wait_netsim_applied(cluster, cluster.cli_json("netsim", "partition", "risk->matching",
+                                                  "--heal"), "risk")
     again = cluster.cli_json(*order)
     assert again["result"]["type"] == "OrderAccepted" and again["result"]["duplicate"] is True
     live = cluster.cli_json("order", "list", "--account", "mm1")["orders"]

@@ -18,6 +18,12 @@ import zmq.asyncio
 from netsim.models import LogNormal
 from netsim.shaper import Shaper
 
+# The two distribution checks time 3,000 messages to the microsecond: on a loaded 2-core box (CI,
+# or five sessions sharing one) the bare path alone swings by hundreds of microseconds and they
+# fail for reasons that are not netsim's. They run in `make test-timing` / `make test-deep`, on a
+# quiet machine, not in `make test`; the FIFO-order check below has no time bound and stays.
+timing = pytest.mark.timing
+
 MS = 1_000_000
 N = 3_000
 GAP_S = 0.001
@@ -108,6 +114,7 @@ def check(latency: dict, expected: dict[float, int], tmp_path) -> None:
                          f"run: {missed}")
 
 
+@timing
 @pytest.mark.timeout(90)
 def test_constant_1ms_with_200us_jitter(tmp_path):
     # uniform +-200us around 1ms: p50 1.0ms, p90 1.16ms, p99 1.196ms
@@ -115,6 +122,7 @@ def test_constant_1ms_with_200us_jitter(tmp_path):
           {0.5: 1_000_000, 0.9: 1_160_000, 0.99: 1_196_000}, tmp_path)
 
 
+@timing
 @pytest.mark.timeout(90)
 def test_lognormal(tmp_path):
     model = LogNormal(800_000, 0.4)

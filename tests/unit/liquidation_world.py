@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections import deque
 
+from cluster.ladder import maintenance_margin
 from cluster.protocol import (
-    AccountRisk, BookDelta, CancelAll, IndexMark, LiquidationResult, MarkPrice, PlaceOrder, Routed,
+    AccountRisk, BookDelta, CancelAll, IndexMark, LiquidationResult, LiquidationStep, MarkPrice,
+    NewOrder, OrderCancelled, OrderRejected, PlaceOrder, Routed, Trade,
 )
 from nodes.liquidator.engine import LiquidationEngine, LiquidatorConf
 from nodes.matching.engine import MatchingEngine
@@ -14,6 +16,12 @@ from tests.unit.pipeline import TOPO
 
 USD = 1_000_000
 SEC = 1_000_000_000
+PPM = 1_000_000
+INSURANCE = "insurance"
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
 
 
 class World:
@@ -30,6 +38,12 @@ class World:
         self.gateway: list = []
         self.results: list[LiquidationResult] = []
         self.ref = 0
+        # What the world saw, written from the rules (PERP-MECHANICS.md), not from the ledger's
+        # helpers: for the property tests' checks and coverage events.
+        self.seen: set[str] = set()
+        self.problems: list[str] = []  # broken rules, with the numbers
+        self._liq_cash: dict[int, int] = {}  # liquidation IOC id -> fund cash its fills moved
+        self._liq_fees: dict[int, int] = {}  # ... and forced fees its account paid
 
     def _check_money(self) -> None:
         held, owed = self.risk.conservation()
@@ -45,9 +59,11 @@ class World:
         while queue:
             dest, msg = queue.popleft()
             if dest == "risk":
-                queue.extend(self.risk.handle(msg, self.now))
+                queue.extend(self._risk_handle(msg))
                 self._check_money()
             elif dest == "matching":
+                if type(msg) is NewOrder and msg.ref < 0:
+                    self._check_liquidation_order(msg)
                 for ev in self.matching.handle(msg):
                     if type(ev) is BookDelta:
                         self.liq.on_book(ev)
@@ -63,6 +79,123 @@ class World:
                 self.audit.append(msg)
             else:
                 self.gateway.append(msg)
+
+    # ------------------------------------------------------------------ the checks
+
+    def _fund_cash(self) -> int:
+        return self.risk.accounts[INSURANCE].balance
+
+    def _value(self, symbol: str, qty: int) -> int:
+        spec = self.risk.specs[symbol]
+        return qty * self.risk.marks[symbol] * spec.atoms_per_tick_lot
+
+    def _fund_equity(self) -> int:
+        fund = self.risk.accounts[INSURANCE]
+        return fund.balance + sum(self._value(s, p.qty) for s, p in fund.positions.items())
+
+    def margin_balance(self, account: str, symbol: str) -> int:
+        """Cross: wallet + every cross position at mark; isolated: its cash + it at mark."""
+        acct = self.risk.accounts[account]
+        pos = acct.positions.get(symbol)
+        if pos is not None and pos.isolated:
+            return pos.iso_cash + self._value(symbol, pos.qty)
+        return acct.balance + sum(self._value(s, p.qty) for s, p in acct.positions.items()
+                                  if not p.isolated)
+
+    def _check_liquidation_order(self, order: NewOrder) -> None:
+        mark = self.matching.books[order.symbol].mark
+        width = mark * self.risk.specs[order.symbol].band_ppm // PPM
+        if mark and not mark - width <= order.price <= mark + width:
+            self.problems.append(f"liquidation order {order.order_id} at {order.price} outside the "
+                                 f"band {mark - width}..{mark + width}")
+
+    def _risk_handle(self, msg) -> list:
+        risk = self.risk
+        t = type(msg)
+        liq_fill = t is Trade and msg.taker_order_id in risk.liq_orders
+        cash, fund = self._fund_cash(), self._fund_equity()
+        taker = risk.accounts[msg.taker_account] if liq_fill else None
+        fees_before = taker.fees_paid if taker else 0
+        margin_before = self.margin_balance(msg.taker_account, msg.symbol) if liq_fill else 0
+        iso = liq_fill and taker.positions[msg.symbol].isolated
+        out = risk.handle(msg, self.now)
+        if liq_fill:
+            oid = msg.taker_order_id
+            fee = taker.fees_paid - fees_before
+            full = ceil_div(msg.qty * msg.price * risk.specs[msg.symbol].atoms_per_tick_lot
+                            * risk.specs[msg.symbol].forced_fee_ppm, PPM)
+            # the margin balance the fill leaves, before its fee: the fill's price against the mark
+            after_fill = margin_before - msg.taker_side * msg.qty * (
+                msg.price - risk.marks[msg.symbol]) * risk.specs[msg.symbol].atoms_per_tick_lot
+            if not iso:
+                if fee > max(0, after_fill):
+                    self.problems.append(f"forced fee {fee} above the margin balance {after_fill}")
+            if fee < full:
+                self.seen.add("forced fee capped")
+            if fee > full:
+                self.problems.append(f"forced fee {fee} above its rate's {full}")
+            self._liq_fees[oid] = self._liq_fees.get(oid, 0) + fee
+            self._liq_cash[oid] = self._liq_cash.get(oid, 0) + self._fund_cash() - cash
+        results = [m for d, m in out if type(m) is LiquidationResult]
+        for result in results:
+            self.seen.add(f"step {result.kind}")
+            if t is LiquidationStep:  # a transfer: the fund's change at mark, in this step
+                moved = self._fund_equity() - fund
+                if result.fund_delta != moved:
+                    self.problems.append(f"{result.kind} step reports fund delta "
+                                         f"{result.fund_delta}, the fund moved {moved}")
+                # what the fund's own takeover made or lost at mark; the rest is a deficit cover
+                taken = sum(lots for name, lots, _ in result.counterparties if name == INSURANCE)
+                side = 1 if msg.qty and result.position_after >= 0 and taken and \
+                    self.risk.accounts[INSURANCE].positions[msg.symbol].qty > 0 else -1
+                takeover = side * taken * (self.risk.marks[msg.symbol] - msg.price) * \
+                    self.risk.specs[msg.symbol].atoms_per_tick_lot
+                if moved < takeover:
+                    self.seen.add("deficit covered by the fund")
+            elif result.kind == "reduce":
+                oid = msg.taker_order_id if t is Trade else msg.order_id
+                moved = self._liq_cash.pop(oid, 0)
+                if t is not Trade:  # the closing answer: the cover of a deficit, if any
+                    moved += self._fund_cash() - cash
+                fees = self._liq_fees.pop(oid, 0)
+                if result.fee != fees:
+                    self.problems.append(f"reduce step reports fee {result.fee}, charged {fees}")
+                if result.fund_delta != moved:
+                    self.problems.append(f"reduce step reports fund delta {result.fund_delta}, "
+                                         f"the fund's cash moved {moved} (fees {fees})")
+                if moved < fees:
+                    self.seen.add("deficit covered by the fund")
+        return out
+
+    def unliquidated(self) -> list[str]:
+        """Accounts (or isolated positions) at or below their trigger at the current marks, that
+        no liquidation is working on: equity <= maintenance margin + forced fee at mark."""
+        found = []
+        for name, acct in self.risk.accounts.items():
+            if name == INSURANCE:
+                continue
+            subjects = [(name, [s for s, p in acct.positions.items() if p.qty and not p.isolated])]
+            subjects += [(f"{name}:{s}", [s]) for s, p in acct.positions.items()
+                         if p.qty and p.isolated]
+            for key, symbols in subjects:
+                if not symbols or key in self.liq.active:
+                    continue
+                equity = self.margin_balance(name, symbols[0])
+                need = 0
+                for s in symbols:
+                    spec = self.risk.specs[s]
+                    value = self._value(s, acct.positions[s].qty)
+                    need += maintenance_margin(spec.tiers, value) + ceil_div(
+                        abs(value) * spec.forced_fee_ppm, PPM)
+                if equity <= need:
+                    found.append(f"{key}: equity {equity} <= {need}")
+        return found
+
+    def negative_wallets(self) -> list[str]:
+        """Accounts left with no position and a negative wallet (a loss someone must make good)."""
+        return [f"{name}: {acct.balance}" for name, acct in self.risk.accounts.items()
+                if name != INSURANCE and acct.balance < 0
+                and not any(p.qty for p in acct.positions.values())]
 
     def place(self, account: str, side: int, qty: int, price: int, symbol: str = "BTC-PERP", **kw):
         self.ref += 1

@@ -1,16 +1,49 @@
 """A deliberately naive matching model: one flat list of resting orders, best order found by a full
 scan every time. Slow and obvious; the fast engine must agree with it trade for trade.
 
-Covers limit GTC/IOC/FOK, market with protection price, post-only, reduce-only (sizing and re-check),
-self-trade prevention, cancel, amend, mass cancel and the price band. Stops are covered by example
-tests instead.
+Covers limit GTC/IOC/FOK, market with protection price (the symbol's or the order's slippage),
+post-only, reduce-only (sizing and re-check), self-trade prevention, cancel, amend, mass cancel, the
+price band, positions set from outside, and stops and take-profits (on the mark or the last trade
+price; a triggered one is an order like any other then, checked again for reduce-only room and,
+a limit, for the band).
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 PPM = 1_000_000
+
+
+MARKETS = ("market", "stop_market", "take_profit_market")
+STOPS = ("stop_market", "stop_limit", "take_profit_market", "take_profit_limit")
+
+
+def fires_on_rise(otype: str, side: int) -> bool:
+    """A buy stop and a sell take-profit wait for the price to rise to the trigger."""
+    return (side > 0) if otype.startswith("stop") else (side < 0)
+
+
+def fires(otype: str, side: int, trigger: int, price: int) -> bool:
+    return price >= trigger if fires_on_rise(otype, side) else price <= trigger
+
+
+@dataclass
+class NStop:
+    id: int
+    account: str
+    side: int
+    type: str
+    price: int
+    qty: int
+    tif: str
+    ro: bool
+    po: bool
+    stp: str
+    trigger: int
+    by: str
+    slippage: int
 
 
 @dataclass
@@ -33,6 +66,8 @@ class NaiveBook:
         self.resting: list[NOrder] = []
         self.positions: dict[str, int] = {}
         self.mark = 0
+        self.last = 0  # last trade price
+        self.stops: list[NStop] = []  # waiting stops and take-profits
         self.clock = 0
         self.trades: list[tuple] = []  # (price, qty, taker_id, maker_id)
         self.cancelled: dict[int, int] = {}  # order id -> cancelled quantity (summed)
@@ -87,20 +122,30 @@ class NaiveBook:
                 self.resting.remove(o)
 
     # commands
-    def new(self, oid, account, side, qty, otype, price, tif, po, ro, stp, slippage=0) -> str:
+    def new(self, oid, account, side, qty, otype, price, tif, po, ro, stp, slippage=0,
+            trigger=0, by="mark") -> str:
         s = self.spec
         self.clock += 1
         if qty < s.min_qty or qty > s.max_qty:
             return "rejected"
-        market = otype == "market"
+        market = otype in MARKETS
         if market and (price or po):
             return "rejected"
         if not market:
             if price < 1 or (po and tif != "GTC"):
                 return "rejected"
-            if price * qty * s.atoms_per_tick_lot > s.max_notional or not self._band_ok(price):
+            if price * qty * s.atoms_per_tick_lot > s.max_notional:
                 return "rejected"
-        if ro:
+            if otype == "limit" and not self._band_ok(price):  # a stop-limit: when it triggers
+                return "rejected"
+        stop = otype in STOPS
+        if stop:
+            ref = self.mark if by == "mark" else self.last
+            if trigger < 1 or (ref and fires(otype, side, trigger, ref)):
+                return "rejected"
+        elif trigger:
+            return "rejected"
+        if ro and not stop:
             room = self._ro_room(account, side)
             if room <= 0:
                 return "rejected"
@@ -108,9 +153,45 @@ class NaiveBook:
         if not market and po:
             if self._queue(side, price):
                 return "rejected"
+        if stop:
+            self.stops.append(NStop(oid, account, side, otype, price, qty, tif, ro, po, stp,
+                                    trigger, by, slippage))
+            return "accepted"
         o = NOrder(oid, account, side, price, qty, qty, ro, po, stp, self.clock)
         self._execute(o, market, tif, slippage)
         return "accepted"
+
+    def _fire(self, by: str, price: int) -> None:
+        """Every waiting stop on `by` that `price` reaches, in the order the price crossed them."""
+        if not price:
+            return
+        hit = [t for t in self.stops if t.by == by and fires(t.type, t.side, t.trigger, price)]
+        for t in hit:
+            self.stops.remove(t)
+        rising = sorted((t for t in hit if fires_on_rise(t.type, t.side)), key=lambda t: (t.trigger, t.id))
+        falling = sorted((t for t in hit if not fires_on_rise(t.type, t.side)),
+                         key=lambda t: (-t.trigger, t.id))
+        for t in rising + falling:
+            market = t.type in MARKETS
+            qty = t.qty
+            if t.ro:
+                room = self._ro_room(t.account, t.side)
+                if room <= 0:
+                    self.cancelled[t.id] = self.cancelled.get(t.id, 0) + qty
+                    continue
+                qty = min(qty, room)
+            if not market and not self._band_ok(t.price):
+                self.cancelled[t.id] = self.cancelled.get(t.id, 0) + qty
+                continue
+            self.clock += 1
+            o = NOrder(t.id, t.account, t.side, 0 if market else t.price, qty, qty, t.ro, t.po,
+                       t.stp, self.clock)
+            self._execute(o, market, "IOC" if market and t.tif == "GTC" else t.tif, t.slippage)
+
+    def set_position(self, account: str, qty: int) -> None:
+        self.positions[account] = qty
+        if any(r.account == account and r.ro for r in self.resting):
+            self._recheck(account)
 
     def _execute(self, o: NOrder, market: bool, tif: str, slippage: int = 0) -> None:
         if market:
@@ -122,19 +203,11 @@ class NaiveBook:
                 return
             move = ref * (slippage or self.spec.protection_ppm) // PPM
             o.price = ref + move if o.side > 0 else max(1, ref - move)
-        if tif == "FOK":
-            need = o.remaining
-            ok = False
-            for m in self._queue(o.side, o.price):
-                if m.account == o.account:
-                    if o.stp != "cancel_maker":
-                        break
-                    continue
-                need -= m.remaining
-                if need <= 0:
-                    ok = True
-                    break
-            if not ok:
+        if tif == "FOK":  # all or nothing, by trying it: on a copy, then for real if it fills
+            trial = copy.deepcopy(self)
+            trial_order = copy.deepcopy(o)
+            trial._execute(trial_order, False, "IOC")
+            if trial_order.remaining != 0:
                 self._cancel(o, o.remaining)
                 return
         touched = []
@@ -166,6 +239,7 @@ class NaiveBook:
             o.remaining -= x
             m.remaining -= x
             self.trades.append((m.price, x, o.id, m.id))
+            self.last = m.price
             self.positions[o.account] = self.positions.get(o.account, 0) + o.side * x
             self.positions[m.account] = self.positions.get(m.account, 0) - o.side * x
             touched += [o.account, m.account]
@@ -174,6 +248,8 @@ class NaiveBook:
         for acct in dict.fromkeys(touched):
             if any(r.account == acct and r.ro for r in self.resting):
                 self._recheck(acct)
+        if touched:  # before the taker rests: a stop the trade fires goes first
+            self._fire("last", self.last)
         if o.remaining <= 0:
             return
         if tif == "GTC" and not market:
@@ -187,17 +263,22 @@ class NaiveBook:
                 self._cancel(o, o.remaining)
                 self.resting.remove(o)
                 return True
+        for t in self.stops:
+            if t.id == oid and t.account == account:
+                self.stops.remove(t)
+                return True
         return False
 
     def mass_cancel(self, account: str) -> None:
         for o in [o for o in self.resting if o.account == account]:
             self._cancel(o, o.remaining)
             self.resting.remove(o)
+        self.stops = [t for t in self.stops if t.account != account]
 
     def amend(self, oid: int, account: str, price: int, qty: int) -> bool:
         o = next((o for o in self.resting if o.id == oid and o.account == account), None)
         if o is None:
-            return False
+            return self._amend_stop(oid, account, price, qty)
         s = self.spec
         new_price, new_qty = price or o.price, qty or o.qty
         filled = o.qty - o.remaining
@@ -222,5 +303,24 @@ class NaiveBook:
         self._execute(o, False, "GTC")
         return True
 
+    def _amend_stop(self, oid: int, account: str, price: int, qty: int) -> bool:
+        """A waiting stop: new price and quantity, checked as a new one would be, but not yet for
+        the band or reduce-only room (those are checked when it triggers)."""
+        t = next((t for t in self.stops if t.id == oid and t.account == account), None)
+        if t is None:
+            return False
+        s = self.spec
+        market = t.type in MARKETS
+        new_price, new_qty = price or t.price, qty or t.qty
+        if (market and price) or not s.min_qty <= new_qty <= s.max_qty:
+            return False
+        if not market and new_price * new_qty * s.atoms_per_tick_lot > s.max_notional:
+            return False
+        if t.po and new_price != t.price and self._queue(t.side, new_price):
+            return False
+        t.price, t.qty = new_price, new_qty
+        return True
+
     def set_mark(self, mark: int) -> None:
         self.mark = mark
+        self._fire("mark", mark)

@@ -11,14 +11,17 @@ TOPO = config.load()
 
 
 class Pipeline:
-    def __init__(self, deposits: dict[str, int], check=None) -> None:
-        self.risk = RiskEngine(TOPO.symbols, deposits)
+    def __init__(self, deposits: dict[str, int], check=None, observe=None,
+                 insurance_fund: int = 0) -> None:
+        self.risk = RiskEngine(TOPO.symbols, deposits, insurance_fund=insurance_fund)
         self.matching = MatchingEngine(TOPO.symbols)
         self.replies: list = []  # everything risk sent to the gateway
         self.audit: list = []
         self.log: list = []
         self.wire: list = []  # every message that crosses a link: risk's outputs, matching's events
         self.check = check or (lambda event, before: None)
+        # Sees every message risk handled and what risk sent on (a money model follows along).
+        self.observe = observe or (lambda msg, effects: None)
         self.ref = 0
 
     def balances(self) -> dict[str, tuple[int, dict[str, tuple[int, str]]]]:
@@ -32,6 +35,7 @@ class Pipeline:
         effects = self.risk.handle(msg, 0)
         held, owed = self.risk.conservation()
         assert held == owed, f"money not conserved after {msg}"
+        self.observe(msg, effects)
         self.check(msg, before)
         return effects
 

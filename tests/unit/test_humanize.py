@@ -21,7 +21,7 @@ def test_units_follow_the_name_and_the_rule():
     assert str(TICK) == "0.1" and str(LOT) == "0.001" and str(TOPO.atom) == "0.000001"
     band = UNITS.numbers("price_out_of_band", {"price": 300005, "band_ppm": 50000,
                                                "min_price": 285000}, SYMBOL)
-    assert band == {"price": "30000.5", "band_ppm": 50000, "min_price": "28500"}
+    assert band == {"price": "30000.5", "band": "5%", "min_price": "28500"}  # rates in percent
     # a `limit` is orders for one rule and collateral for another
     assert UNITS.numbers("too_many_open_orders", {"open_orders": 200, "limit": 200}, SYMBOL) == \
         {"open_orders": 200, "limit": 200}
@@ -95,3 +95,14 @@ def test_an_applied_setting_names_its_symbol_and_numbers():
     data = to_jsonable(ack)
     data["human"] = UNITS.numbers(ack.action, ack.detail)
     assert render.ack(data) == "LEVERAGE_CHANGED  BTC-PERP  from 20, to 5, available 1.25"
+
+
+def test_an_average_reads_as_a_decimal_price_never_a_fraction():
+    # the liquidator journals an average in ticks as an exact fraction: 419471/2 ticks of 0.1
+    assert UNITS.numbers("liquidation.ioc", {"avg_price": "419471/2"}, SYMBOL) == \
+        {"avg_price": "20973.55"}
+    assert UNITS.numbers("liquidation.ioc", {"avg_price": "300335"}, SYMBOL) == \
+        {"avg_price": "30033.5"}
+    assert UNITS.numbers("liquidation.ioc", {"avg_price": "1000000/3"}, SYMBOL) == \
+        {"avg_price": "~33333.3333333333"}
+    assert UNITS.numbers("liquidation.ioc", {"avg_price": "n/a"}, SYMBOL) == {"avg_price": "n/a"}

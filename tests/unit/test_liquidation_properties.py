@@ -1,38 +1,60 @@
-"""Random crashes through risk + matching + the liquidator: money is conserved after every event
-(the harness checks), positions stay balanced and agree between risk and matching, and no account
-is left liquidatable-and-forgotten with an active liquidation stuck."""
+"""Random crashes through risk + matching + the liquidator, with whales, thin and stale books and
+gaps past bankruptcy, so that every part of the liquidation path is reached (the events say how
+often). After every event money is conserved (the harness checks), and the world checks, from the
+rules rather than the ledger's helpers (liquidation_world.World):
+- every liquidation order is inside the price band when it reaches matching;
+- a forced fee never exceeds its rate, nor the margin balance the fill leaves;
+- each step's fund delta is what its own fees, takeovers and deficit covers moved;
+once the world settles:
+- no account (or isolated position) at or below its trigger on a fresh mark is left unliquidated;
+- no account is left with no position and a negative wallet;
+- positions balance and agree between risk and matching; no liquidation is left running."""
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings, target
 from hypothesis import strategies as st
 
+from cluster.protocol import Routed, SetMarginMode
 from tests.unit.liquidation_world import USD, World
 
 BTC = "BTC-PERP"
-TRADERS = ("a", "b", "c", "d")
+TRADERS = ("a", "b", "c", "d", "whale")
 
 trade = st.fixed_dictionaries({
     "buyer": st.sampled_from(TRADERS), "seller": st.sampled_from(TRADERS),
     "lots": st.integers(1_000, 20_000), "offset": st.integers(-300, 300)})
-move = st.fixed_dictionaries({"mark_ppm": st.integers(-80_000, 80_000),
-                              "bid_lots": st.integers(0, 3_000)})
+# a whale's position reaches the ladder's upper tiers (MMR 10% past 20M), where the bankruptcy
+# price lies outside the band and the liquidation order must be kept inside it
+whale = st.fixed_dictionaries({"whale_lots": st.integers(300_000, 900_000),
+                               "whale_side": st.sampled_from((1, -1))})
+# a mark move; the market maker's quotes follow, or (stale) stay where they were
+move = st.fixed_dictionaries({"mark_ppm": st.integers(-90_000, 90_000),
+                              "bid_lots": st.sampled_from((0, 300, 3_000, 30_000)),
+                              "requote": st.booleans()})
 mode = st.fixed_dictionaries({"account": st.sampled_from(TRADERS),
                               "isolated": st.booleans(), "leverage": st.integers(20, 100)})
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(mode, max_size=4),
-       st.lists(st.sampled_from([trade, trade, move]).flatmap(lambda s: s), min_size=4, max_size=25),
-       st.integers(0, 200_000), st.booleans())
-def test_liquidations_under_random_crashes_keep_the_books_straight(modes, script, fund, backstop):
-    from cluster.protocol import SetMarginMode, Routed
+def fill(w: World, buyer: str, seller: str, lots: int, price: int) -> None:
+    w.place(seller, -1, lots, price)
+    w.place(buyer, 1, lots, price, tif="IOC")
+    w.cancel_all(seller)
 
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(mode, max_size=4),
+       st.lists(st.sampled_from([trade, trade, trade, move, move, whale]).flatmap(lambda s: s),
+                min_size=6, max_size=25),
+       st.sampled_from((0, 5_000, 30_000, 200_000, 1_000_000)), st.booleans())
+def test_liquidations_reach_every_step_and_keep_the_rules(modes, script, fund, backstop):
     w = World({"a": 30_000 * USD, "b": 30_000 * USD, "c": 5_000 * USD, "d": 200_000 * USD,
-               "mm": 50_000_000 * USD, "bs": 500_000 * USD},
+               "whale": 6_000_000 * USD, "mm": 500_000_000 * USD, "bs": 500_000 * USD},
               insurance=fund * USD, floor=20_000 * USD, backstops=["bs"] if backstop else [])
     mark = 300_000
     w.mark(mark)
+    w.risk.accounts["whale"].leverage[BTC] = 10
+    w.risk.accounts["mm"].leverage[BTC] = 5
     for m in modes:
         w.risk.accounts[m["account"]].leverage[BTC] = m["leverage"]
         if m["isolated"]:
@@ -41,20 +63,26 @@ def test_liquidations_under_random_crashes_keep_the_books_straight(modes, script
                 symbol=BTC, mode="isolated")))
     for step in script:
         if "buyer" in step:
-            if step["buyer"] == step["seller"]:
-                continue
-            price = mark + step["offset"]
-            w.place(step["seller"], -1, step["lots"], price)
-            w.place(step["buyer"], 1, step["lots"], price, tif="IOC")
-            w.cancel_all(step["seller"])
+            if step["buyer"] != step["seller"]:
+                fill(w, step["buyer"], step["seller"], step["lots"], mark + step["offset"])
+        elif "whale_lots" in step:
+            if step["whale_side"] > 0:
+                fill(w, "whale", "mm", step["whale_lots"], mark)
+            else:
+                fill(w, "mm", "whale", step["whale_lots"], mark)
         else:
             mark = max(150_000, mark + mark * step["mark_ppm"] // 1_000_000)
-            w.cancel_all("mm")
-            if step["bid_lots"]:
+            if step["requote"]:
+                w.cancel_all("mm")
+            if step["bid_lots"]:  # quotes within the band of the mark before the move
                 w.place("mm", 1, step["bid_lots"], mark - 200)
                 w.place("mm", -1, step["bid_lots"], mark + 200)
             w.mark(mark)
+    w.mark(mark)  # a fresh mark: the world settles on it
     risk, matching = w.risk, w.matching
+    assert not w.problems, w.problems
+    assert not w.unliquidated(), w.unliquidated()
+    assert not w.negative_wallets(), w.negative_wallets()
     total = sum(a.positions[BTC].qty for a in risk.accounts.values() if BTC in a.positions)
     assert total == 0
     for name, acct in risk.accounts.items():
@@ -64,3 +92,10 @@ def test_liquidations_under_random_crashes_keep_the_books_straight(modes, script
     assert not w.liq.active, [(l.key, l.phase) for l in w.liq.active.values()]
     ends = [e.decision for e in w.audit if e.rule == "liquidation.end"]
     assert set(ends) <= {"restored", "closed", "incomplete"}
+    starts = sum(1 for e in w.audit if e.rule == "liquidation.trigger")
+    event("liquidation" if starts else "no liquidation")
+    for state in sorted(w.seen):
+        event(state)
+    if any(r.counterparties and r.counterparties[0][0] == "insurance" for r in w.results):
+        event("insurance takeover")
+    target(float(len(w.seen)), label="liquidation states reached")

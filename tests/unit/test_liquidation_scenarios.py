@@ -238,3 +238,121 @@ def test_a_backstop_takes_only_what_its_margin_carries_after_the_loss_at_mark():
     assert equity > view.maintenance_margin + ceil_div(
         backstop.qty * 260_000 * MULT * FORCED_FEE_PPM, 1_000_000)  # not liquidatable itself
     assert not [r for r in w.results if r.account == "bs"]
+
+
+def test_defect_14_a_losing_position_is_never_in_the_adl_queue():
+    """Issue 17 defect 14: a short with -1,000 USD of uPnL was shown in ADL quantile 5, though ADL
+    takes only profitable positions. Losing (and flat-PnL) positions now show quantile 0, and
+    the quantiles spread over the profitable ones only."""
+    w = World({"long": 100_000 * USD, "loser": 100_000 * USD, "winner": 100_000 * USD,
+               "even": 100_000 * USD, "mm": 10_000_000 * USD}, insurance=1_000_000 * USD)
+    w.mark(300_000)
+    w.place("mm", 1, 1_000, 300_000)
+    w.place("loser", -1, 1_000, 300_000)  # short 1 BTC at 30,000
+    w.place("mm", 1, 1_000, 310_000 - 50)
+    w.mark(310_000)
+    w.place("mm", 1, 1_000, 310_000)
+    w.place("even", -1, 1_000, 310_000)  # short 1 BTC at 31,000: no PnL at the mark
+    w.place("mm", 1, 1_000, 320_000)
+    w.mark(320_000)
+    w.place("mm", 1, 1_000, 320_000)
+    w.place("winner", -1, 1_000, 320_000)
+    w.mark(310_000)  # loser -1,000 USD, even 0, winner +1,000 USD
+    assert (w.position("loser"), w.position("even"), w.position("winner")) == (-1_000,) * 3
+    quantile = {a: w.risk.adl_quantile(a, BTC) for a in ("loser", "even", "winner")}
+    assert quantile == {"loser": 0, "even": 0, "winner": 5}, quantile
+    view = {p.symbol: p.adl_quantile for p in w.risk.account_view("loser").positions}
+    assert view == {BTC: 0}
+
+
+def test_defect_13_adl_without_a_counterparty_ends_with_the_fund_and_never_loops():
+    """Issue 17 defect 13: alice's bankrupt long could go only to ADL (a small fund at its floor,
+    no bids, no backstop), and the one short, b's, is at a loss (sold at 27,000, mark 27,900), so
+    ADL found no one. The liquidation ended "incomplete", the account was still under water, and
+    every tick started it again (20 liquidations in 2 s), the position staying with alice. Now the
+    fund takes what ADL could not, at the bankruptcy price, even below its floor, and says so."""
+    w = World({"alice": 20_000 * USD, "b": 1_000_000 * USD, "x": 1_000_000 * USD, "mm": 0},
+              insurance=1_000 * USD, floor=1_000 * USD)
+    for acct in ("alice", "b", "x"):
+        w.risk.accounts[acct].leverage[BTC] = 20
+    w.mark(270_000)
+    w.place("b", -1, 10_000, 270_000)
+    w.place("x", 1, 10_000, 270_000)  # b short 10 BTC at 27,000
+    for mark in range(280_000, 300_001, 10_000):
+        w.mark(mark)
+    w.place("x", -1, 10_000, 300_000)
+    w.place("alice", 1, 10_000, 300_000)  # x passes its long to alice at 30,000
+    assert (w.position("alice"), w.position("b"), w.position("x")) == (10_000, -10_000, 0)
+    fund_before = w.risk.insurance_fund
+    for _ in range(20):  # two seconds of marks below alice's bankruptcy price (~28,015)
+        w.mark(279_000)
+    triggers = [e for e in w.audit if e.rule == "liquidation.trigger"
+                and e.numbers["account"] == "alice"]
+    assert len(triggers) == 1, [e.decision for e in w.audit if e.rule == "liquidation.end"]
+    assert kinds(w) == ["cancel", "backstop", "adl", "insurance"], kinds(w)
+    adl, last = w.results[-2], w.results[-1]
+    assert adl.qty == 0 and adl.reason == "no_taker"
+    bankruptcy = last.counterparties[0][2]
+    assert last.counterparties == [("insurance", 10_000, bankruptcy)]
+    assert 279_000 < bankruptcy < 281_000
+    assert (w.position("alice"), w.position("insurance"), w.position("b")) == (0, 10_000, -10_000)
+    plan = [e for e in w.audit if e.rule == "liquidation.plan"][-1]
+    assert plan.decision == "insurance_below_floor"
+    assert plan.numbers["fund_after"] < plan.numbers["floor"]
+    assert plan.numbers["takeover_loss_at_mark"] == (bankruptcy - 279_000) * 10_000 * MULT
+    assert [e.decision for e in w.audit if e.rule == "liquidation.end"] == ["closed"]
+    # the fund's equity carries the loss at the mark: below its floor (here, below zero)
+    assert w.risk.fund_equity() < 0 <= w.risk.accounts["alice"].balance
+    assert w.risk.insurance_fund != fund_before
+
+
+def _risk_with_a_long(deposit_usd: int):
+    """Risk alone: `a` long 1 BTC at 30,000 (bought from mm), mark 30,000."""
+    from cluster.protocol import IndexMark, Trade
+    from nodes.risk.ledger import RiskEngine
+
+    risk = RiskEngine(config.load().symbols, {"a": deposit_usd * USD, "mm": 10_000_000 * USD},
+                      insurance_fund=1_000_000 * USD)
+    risk.handle(IndexMark(symbol=BTC, index=300_000, mark=300_000, last=0, seq=0, ts_ns=0), 0)
+    risk.handle(Trade(seq=1, trade_id=1, symbol=BTC, price=300_000, qty=1_000, taker_side=1,
+                      taker_order_id=901, taker_account="a", taker_remaining=0,
+                      maker_order_id=902, maker_account="mm", maker_remaining=0), 0)
+    return risk
+
+
+def test_a_takeover_past_the_bankruptcy_price_leaves_the_deficit_with_the_fund():
+    """Risk carries out a step at the liquidator's price; if that price is past the account's
+    bankruptcy (the liquidator decided on an older state), the cross wallet, left with no
+    position, would be negative: the fund makes it whole and the step's fund delta says so."""
+    from cluster.protocol import LiquidationResult, LiquidationStep
+
+    risk = _risk_with_a_long(5_000)  # bankrupt at about 25,000
+    fund = risk.fund_equity()
+    wallet = risk.accounts["a"].balance + 300_000 * 1_000 * MULT  # its cash, the long sold at 30,000
+    out = risk.handle(LiquidationStep(liquidation_id=7, kind="insurance", account="a", symbol=BTC,
+                                      qty=1_000, price=240_000), 0)
+    result = next(m for _, m in out if type(m) is LiquidationResult)
+    deficit = wallet - 60_000 * 1_000 * MULT  # sold at 24,000: 6,000 USD below the entry
+    assert deficit < 0
+    assert risk.accounts["a"].balance == 0 and risk.accounts["a"].positions.get(BTC) is None
+    gain_at_mark = (300_000 - 240_000) * 1_000 * MULT  # the fund took the long below the mark
+    assert result.fund_delta == gain_at_mark + deficit == risk.fund_equity() - fund
+
+
+def test_a_liquidation_order_is_kept_inside_the_band_or_not_sent():
+    """The bankruptcy price of a well-margined long lies far under the mark: its IOC goes at the
+    band's lower edge (it still never sells under bankruptcy). A bankruptcy price past the band's
+    far edge (a gap) cannot be met inside the band: nothing is sent, and the step says why."""
+    from cluster.protocol import LiquidationResult, LiquidationStep, NewOrder
+
+    risk = _risk_with_a_long(8_000)  # 3.75x: bankrupt near 22,000, the band ends at 28,500
+    out = risk.handle(LiquidationStep(liquidation_id=8, kind="reduce", account="a", symbol=BTC,
+                                      qty=1_000, price=220_000), 0)
+    order = next(m for _, m in out if type(m) is NewOrder)
+    assert (order.side, order.price, order.tif, order.reduce_only) == (-1, 285_000, "IOC", True)
+    out = risk.handle(LiquidationStep(liquidation_id=9, kind="reduce", account="a", symbol=BTC,
+                                      qty=1_000, price=316_000), 0)
+    assert not [m for _, m in out if type(m) is NewOrder]
+    result = next(m for _, m in out if type(m) is LiquidationResult)
+    assert (result.qty, result.position_after) == (0, 1_000)
+    assert result.reason == "bankruptcy_price_outside_band: 316000 vs 285000..315000"

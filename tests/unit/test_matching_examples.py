@@ -327,3 +327,79 @@ def test_an_amend_meets_the_quantity_rules_of_a_new_order():
     big = eng.handle(Amend(account="m", symbol=S, order_id=1, qty=SPECS[S].max_qty + 1))[0]
     assert big.reason == "qty_out_of_range"
     assert eng.orders[1].qty == 8
+
+
+def test_defect_12_a_fok_never_fills_partially_behind_a_reduce_only_maker(eng):
+    """Issue 17 defect 12: a long 1,000 rests a plain sell of 1,000 and, behind it, a reduce-only
+    sell of 1,000. A FOK buy of 2,000 counted both makers at full size and was let in; the sweep
+    took the plain sell, which flattened the position, pulled the reduce-only one, and the FOK
+    ended with 1,000 of 2,000 filled. The check now counts what the sweep will take: 1,000."""
+    eng.handle(SetPosition(account="a", symbol=S, qty=1_000))
+    eng.handle(order(1, "a", -1, 1_000, 1000))
+    eng.handle(order(2, "a", -1, 1_000, 1001, reduce_only=True))
+    ev = eng.handle(order(3, "b", 1, 2_000, 1001, tif="FOK"))
+    assert trades(ev) == []
+    assert [(e.order_id, e.remaining, e.reason) for e in ev if type(e) is OrderCancelled] == [
+        (3, 2_000, "fok_not_fillable")]
+    assert eng.position("a", S) == 1_000 and eng.position("b", S) == 0
+    assert eng.depth(S, 5)[2] == [(1000, 1_000), (1001, 1_000)]  # nothing taken, nothing pulled
+    ev = eng.handle(order(4, "b", 1, 1_500, 1001, tif="FOK"))  # the same for any size above 1,000
+    assert trades(ev) == [] and ev[-1].reason == "fok_not_fillable"
+    ev = eng.handle(order(5, "b", 1, 1_000, 1001, tif="FOK"))  # what the sweep takes: filled whole
+    assert trades(ev) == [(1000, 1_000, 1)]
+    assert [(e.order_id, e.reason) for e in ev if type(e) is OrderCancelled] == [
+        (2, "reduce_only_position_changed")]
+    eng.validate_internal_state()
+
+
+def test_defect_12_a_fok_counts_a_reduce_only_maker_at_what_it_still_closes(eng):
+    """The resize case: a long 1,300 rests a plain sell of 1,200 and a reduce-only sell of 300; once
+    the plain one fills, the reduce-only one closes only the 100 left. With another 200 for sale
+    above, a FOK of 1,600 (1,700 counted at full size) is refused, and one of 1,500 fills whole."""
+    eng.handle(SetPosition(account="a", symbol=S, qty=1_300))
+    eng.handle(order(1, "a", -1, 1_200, 1000))
+    eng.handle(order(2, "a", -1, 300, 1000, reduce_only=True))
+    eng.handle(order(3, "c", -1, 200, 1001))
+    ev = eng.handle(order(4, "b", 1, 1_600, 1001, tif="FOK"))
+    assert trades(ev) == [] and ev[-1].reason == "fok_not_fillable"
+    ev = eng.handle(order(5, "b", 1, 1_500, 1001, tif="FOK"))
+    assert trades(ev) == [(1000, 1_200, 1), (1000, 100, 2), (1001, 200, 3)]
+    assert [(e.order_id, e.remaining) for e in ev if type(e) is OrderAmended] == [(2, 100)]
+    assert eng.position("a", S) == 0 and eng.position("b", S) == 1_500
+    eng.validate_internal_state()
+
+
+def test_a_triggered_stop_limit_outside_the_band_is_cancelled_not_traded(eng):
+    """A stop-limit's price is not band-checked while it waits (the band moves with the mark); it
+    is when it triggers: a buy stop at 1,010 limited at 1,061 triggers on a mark of 1,010, whose
+    band ends at 1,060, and is cancelled with the band's numbers instead of buying at 1,040."""
+    eng.handle(order(1, "m", -1, 5, 1040))
+    ev = eng.handle(order(2, "t", 1, 5, 1061, type="stop_limit", trigger_price=1010))
+    assert ev[0].status == "untriggered"
+    ev = eng.handle(MarkPrice(symbol=S, mark=1010))
+    assert kinds(ev) == ["OrderTriggered", "OrderCancelled"] and trades(ev) == []
+    assert (ev[1].reason, ev[1].detail["max_price"], ev[1].detail["price"]) == (
+        "price_out_of_band", 1060, 1061)
+    # the same stop limited inside the band trades
+    eng.handle(order(3, "t", 1, 5, 1060, type="stop_limit", trigger_price=1012))
+    ev = eng.handle(MarkPrice(symbol=S, mark=1012))
+    assert trades(ev) == [(1040, 5, 1)]
+    eng.validate_internal_state()
+
+
+@pytest.mark.parametrize("side, maker_price, slippage, protection", [
+    (1, 1052, 0, 1051),  # 1,001 x 5% = 50.05: 1,051 (inward), not 1,052
+    (-1, 950, 0, 951),
+    (1, 1004, 2_000, 1003),  # 1,001 x 0.2% = 2.002: 1,003, not 1,004
+    (-1, 998, 2_000, 999),
+])
+def test_the_market_protection_price_rounds_towards_the_mark(eng, side, maker_price, slippage,
+                                                              protection):
+    eng.handle(MarkPrice(symbol=S, mark=1010 if maker_price > 1050 else 1000))
+    eng.handle(order(1, "m", -side, 5, maker_price))  # rests inside that mark's band
+    eng.handle(MarkPrice(symbol=S, mark=1001))
+    ev = eng.handle(order(2, "t", side, 5, type="market", tif="IOC", max_slippage_ppm=slippage))
+    assert trades(ev) == []
+    assert (ev[-1].reason, ev[-1].detail) == (
+        "market_protection", {"protection_price": protection, "best": maker_price})
+    eng.validate_internal_state()

@@ -139,8 +139,12 @@ def modes(out):
 
 
 def test_weighted_median():
-    assert weighted_median({"a": 100, "b": 200, "c": 300}, {"c": 5}) == 300
     assert weighted_median({"a": 100, "b": 200, "c": 300}, {}) == 200
+    assert weighted_median({"a": 100, "b": 200, "c": 300, "d": 400}, {"d": 3}) == 300
+    # c holds 5 of 7: it was the index alone; capped below the others' weight, it is not
+    assert weighted_median({"a": 100, "b": 200, "c": 300}, {"c": 5}) == 200
+    # two venues: no rule can stop one of them being the index (a declared min_sources < 3)
+    assert weighted_median({"a": 100, "c": 300}, {"c": 5}) == 300
 
 
 def test_one_stale_feed_is_excluded_and_the_method_is_unchanged():
@@ -167,7 +171,7 @@ def test_four_stale_then_carry_book_degraded_and_recovery_with_hysteresis():
     all5 = dict(zip(VENUES, (300_000, 300_010, 300_020, 300_030, 300_040)))
     tick(o, all5, 0)
     assert marks(o.publish(0))[0].index == 300_010
-    book(o, [(301_000, 100)], [(301_200, 100)])  # book mid 301,100
+    book(o, [(301_000, 1_000)], [(301_200, 1_000)])  # 1 BTC a side: impact price 301,100
     # from t=0 only echo keeps ticking: at 2.5 s four venues are stale
     tick(o, {"echo": 300_040}, 2_500 * MS)
     out = o.publish(2_500 * MS)

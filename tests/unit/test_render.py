@@ -95,12 +95,18 @@ def test_faults_ping_and_calculator_in_words():
         "FEED FREEZE  venue bravo  for 3 s"
     ping = render.ping({"rtt_us": 1500.0, "hops": [{"node": "gateway", "since_send_us": 500.0},
                                                    {"node": "risk", "since_send_us": 700.0}]})
-    assert ping.splitlines()[0] == "round trip 1,500 us"
+    assert ping.splitlines()[0] == "round trip 1.5 ms"  # was "1,500 us": us below 1 ms, ms above
     assert [line.split() for line in ping.splitlines()[4:]] == [
-        ["client->gateway", "500"], ["gateway->risk", "200"], ["risk->client", "800"]]
+        ["client->gateway", "500", "us"], ["gateway->risk", "200", "us"],
+        ["risk->client", "800", "us"]]
+    assert [render.duration_us(us) for us in (0.4, 999, 1000, 12_593, 206_086)] == [
+        "0 us", "999 us", "1 ms", "12.6 ms", "206 ms"]
     calc = render.fields({"symbol": "BTC-PERP", "funding_received": None, "tier_range": ["0", "5"],
                           "stop": {"stop": "28000", "warning": None}})
     assert calc.splitlines() == ["symbol      BTC-PERP", "tier range  0 .. 5", "stop        stop 28000"]
+    # an inexact figure to 6 decimals on the terminal (its JSON keeps calc's 10)
+    assert render.fields({"distance_pct": "~9.4567404427", "exact": "27000"}).splitlines() == [
+        "distance pct  ~9.456740", "exact         27000"]
 
 
 def test_a_liquidation_in_contracts_prices_and_collateral():

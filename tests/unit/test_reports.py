@@ -104,3 +104,34 @@ def test_explain_account_finds_its_decisions_and_its_part_in_others():
                                          "required 2.5, available 1")
     assert render.decisions({"account": "x", "decisions": []}, None) == \
         "account x: no decisions in the journals for this window"
+
+
+def test_incident_summary_says_what_happened_for_how_long_in_trader_units():
+    from cluster.audit import Explanation
+
+    s = 1_000_000_000
+    t0 = 1_800_000_000 * s
+
+    def mode(at, decision, **numbers):
+        return Explanation(ts_ns=t0 + at, node="oracle", rule="oracle.quorum_lost",
+                           subject="BTC-PERP", decision=decision, numbers=numbers)
+
+    records = [
+        mode(0, "normal->carry", healthy=1, min_sources=3, last_good_index=300_005,
+             last_good_age_ms=0, **{"outlier.bravo_ppm": 42_000}),
+        Explanation(ts_ns=t0 + 1 * s, node="oracle", rule="oracle.source_stale", subject="BTC-PERP",
+                    decision="bravo: healthy->stale", numbers={"venue": "bravo", "age_ms": -1,
+                                                             "deviation_ppm": 0}),
+        mode(4 * s, "carry->degraded"),
+        mode(16 * s, "degraded->normal"),
+        mode(20 * s, "normal->carry"),  # still in carry when the window ends
+    ]
+    report = reports.incident(records, t0, t0 + 30 * s)
+    md = reports.incident_markdown(report, Units.of(config.load()))
+    summary = md.split("## Summary")[1].split("## Liquidations")[0]
+    assert "(30 s)" in summary
+    assert "- oracle BTC-PERP: outside normal 3 time(s), carry 14 s, degraded 12 s" in summary
+    assert "- liquidations: 0" in summary and "- auto-deleveraging: 0 event(s)" in summary
+    # prices, not ticks; rates in percent; an age the venue never had is not shown
+    assert "last good index 30000.5" in md and "outlier.bravo 4.2%" in md
+    assert "age_ms=-1" not in md and "age ms -1" not in md and "300005" not in md

@@ -65,12 +65,14 @@ def test_isolated_long_brings_in_im_and_fee_and_a_crash_never_touches_the_cross_
     pipe.mark(BTC, 250_000)
     assert a.balance == before
     assert pipe.risk.isolated_equity(BTC, pos) < 0
-    # alice sells at 25,000 (deep loss): cross wallet unchanged, the fund absorbs the deficit
+    # alice's own close past bankruptcy is refused (the insurance fund would pay for it): the
+    # position is the liquidator's; the cross wallet still does not move
     pipe.request("mm", PlaceOrder(symbol=BTC, side=1, qty=1000, price=250_000))
-    pipe.request("alice", PlaceOrder(symbol=BTC, side=-1, qty=1000, price=250_000, reduce_only=True))
-    assert BTC not in a.positions
-    assert a.balance == before
-    assert pipe.risk.insurance_fund < 0
+    refused = body(pipe.request("alice", PlaceOrder(symbol=BTC, side=-1, qty=1000, price=250_000,
+                                                    reduce_only=True)))
+    assert (type(refused), refused.reason) == (OrderRejected, "close_beyond_isolated_margin")
+    assert refused.detail["isolated_equity"] < 0 and refused.detail["bankruptcy_price"] == 285_000
+    assert pos.qty == 1000 and a.balance == before and pipe.risk.insurance_fund == 0
     held, owed = pipe.risk.conservation()
     assert held == owed
 

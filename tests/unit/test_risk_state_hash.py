@@ -4,11 +4,12 @@ that decides what the engine does next (so a field added later cannot silently f
 from __future__ import annotations
 
 from cluster.protocol import (
-    FundingEntry, IndexMark, NewOrder, OrderAccepted, PlaceOrder, Routed, SetLeverage,
+    FundingEntry, FundingRate, IndexMark, NewOrder, OrderAccepted, PlaceOrder, Routed, SetLeverage,
     SetMarginMode, Trade,
 )
 from nodes.risk.accounts import AccountState, OpenOrder, Position
 from nodes.risk.ledger import LiqExec, RiskEngine
+from nodes.risk.marks import FundingClock, MarkAges
 from tests.unit.changes import changed
 from tests.unit.pipeline import TOPO
 
@@ -22,13 +23,17 @@ DERIVED = {
     OpenOrder: {"account", "ref", "counted"},  # its account's key; `pending`; price x remaining
     Position: set(),
     LiqExec: set(),
+    MarkAges: {"max_age_ns"},  # configuration
+    FundingClock: set(),
 }
 
 
 def busy_engine() -> RiskEngine:
     """An engine with a position, an open order, a pending placement, a mark and settings."""
-    risk = RiskEngine(TOPO.symbols, {"a": 500_000 * USD, "b": 500_000 * USD})
+    risk = RiskEngine(TOPO.symbols, {"a": 500_000 * USD, "b": 500_000 * USD},
+                      max_mark_age_ns=10**18)
     risk.handle(IndexMark(symbol=SYMBOL, index=PRICE, mark=PRICE, last=PRICE, seq=1, ts_ns=1), 0)
+    risk.mark_ages.stale["ETH-PERP"] = 2  # a symbol whose mark stopped (this one's is fresh)
     risk.handle(Routed(ref=1, account="a", body=SetLeverage(symbol=SYMBOL, leverage=5)), 0)
     risk.handle(Routed(ref=2, account="b", body=SetMarginMode(symbol=SYMBOL, mode="isolated")), 0)
     for ref, account, side in ((3, "a", 1), (4, "b", -1)):
@@ -45,6 +50,9 @@ def busy_engine() -> RiskEngine:
     risk.accounts["a"].funding_history.append(FundingEntry(
         ts_ns=5, symbol=SYMBOL, rate_e9=100, qty=4, mark=PRICE, payment=-3))
     risk.liq_orders[99] = LiqExec(7, 1_000)  # a liquidation IOC that has moved the fund by 1,000
+    interval = TOPO.symbols[SYMBOL].funding_interval_s * 1_000_000_000
+    risk.handle(FundingRate(symbol=SYMBOL, rate_e9=100, mark=PRICE, ts_ns=interval,
+                            funding_ts_ns=interval), interval)
     return risk
 
 
@@ -58,6 +66,8 @@ def _holders(risk: RiskEngine):
     yield next(iter(acct.orders.values()))
     yield acct.positions[SYMBOL]
     yield risk.liq_orders[99]
+    yield risk.mark_ages
+    yield risk.funding_clock
 
 
 def test_every_slot_that_decides_the_future_is_in_the_hash():
@@ -74,9 +84,10 @@ def test_every_slot_that_decides_the_future_is_in_the_hash():
 
 
 def test_every_engine_attribute_is_in_the_hash():
-    # configuration, and `orders`: an index over the accounts' orders
+    # configuration, and `orders`, `_by_worst`: indexes over the accounts' orders
     names = [n for n in vars(busy_engine())
-             if n not in ("specs", "max_open_orders", "backstops", "orders")]
+             if n not in ("specs", "max_open_orders", "backstops", "orders", "_by_worst",
+                          "mark_ages", "funding_clock")]  # those two: their slots are checked one by one
     for name in names:
         risk = busy_engine()
         before = risk.state_hash()

@@ -50,3 +50,11 @@ def test_each_event_in_words_and_the_top_only_when_it_moves():
     assert w.lines([OracleSource(symbol=S, venue="bravo", status="stale", previous="healthy",
                                  age_ms=2_100)], 12) == [
         "SOURCE   bravo healthy -> stale  silent 2100 ms"]
+
+
+def test_a_persons_lines_are_led_by_the_utc_time_to_the_millisecond():
+    from cluster.watch import timestamped
+
+    # 2026-12-07 06:51:06.716 UTC
+    assert timestamped("TRADE  x", 1796626266.716) == "06:51:06.716  TRADE  x"
+    assert timestamped("MARK", 1796626266.0) == "06:51:06.000  MARK"

@@ -1,0 +1,237 @@
+"""Random orders, closes, amends, cancels, marks and funding through the risk + matching cores
+(issue #17's acceptance property). After every step:
+
+- an account that was above its liquidation trigger stays above it through any step that does
+  not move a mark or pay funding: what the pre-trade check accepted, filled at the marks of
+  acceptance, never takes an account to its trigger (cross wallet and each isolated position);
+- a cross wallet with no cross position is never negative, unless its account was already at or
+  below its trigger (a liquidation in progress);
+- the insurance fund moves only by funding remainders (no liquidator runs here, and no account
+  in good standing can make it pay);
+- money is conserved (the pipeline checks it after every event).
+
+The trigger is written out here: margin balance <= MM (the ladder) + forced fee on the notional.
+Run with --hypothesis-show-statistics to see how often each state is reached.
+"""
+
+from __future__ import annotations
+
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+
+from cluster.ladder import maintenance_margin
+from cluster.protocol import (
+    AmendOrder, CancelAll, CancelOrder, Fill, FundingRate, OrderAccepted, OrderCancelled, OrderRejected,
+    PlaceOrder, SetLeverage, SetMarginMode, Withdraw,
+)
+from tests.unit.pipeline import TOPO, Pipeline
+
+USD = 1_000_000
+SYMBOLS = sorted(TOPO.symbols)
+TRADERS = ("a", "b", "c")
+SIZE = {s: TOPO.symbols[s].initial_price // 10 for s in SYMBOLS}  # lots of ~10% of a unit price
+
+KINDS = (["place"] * 6 + ["close"] * 4 + ["quote"] * 3 + ["mark"] * 3 + ["amend"] * 2
+         + ["cancel"] + ["pull"] * 3 + ["funding"] + ["settings"] * 2 + ["withdraw"])
+
+
+@st.composite
+def step(draw):
+    kind = draw(st.sampled_from(KINDS))
+    s = {"kind": kind, "symbol": draw(st.sampled_from(SYMBOLS)),
+         "account": draw(st.sampled_from(TRADERS)), "side": draw(st.sampled_from((1, -1)))}
+    if kind in ("place", "close", "quote"):
+        s["lots"] = draw(st.integers(1, 1_500))
+        # offsets in ppm of the mark: inside, at and (rarely) past the 5% band
+        s["offset_ppm"] = draw(st.sampled_from((0, 500, 2_000, 10_000, 30_000, 49_000, 50_000)))
+        s["type"] = draw(st.sampled_from(("limit", "limit", "limit", "market")))
+        s["slippage_ppm"] = draw(st.sampled_from((0, 0, 20_000, 100_000, 1_000_000)))
+        s["reduce_only"] = draw(st.booleans())
+        s["share_ppm"] = draw(st.sampled_from((250_000, 500_000, 750_000, 1_000_000)))
+    elif kind == "mark":
+        s["move_ppm"] = draw(st.sampled_from((-40_000, -15_000, -5_000, -1_000, 1_000, 5_000,
+                                              15_000, 40_000)))
+    elif kind == "amend":
+        s["pick"] = draw(st.integers(0, 10))
+        s["grow"] = draw(st.sampled_from((2, 3, 10)))
+        s["offset_ppm"] = draw(st.sampled_from((0, 2_000, 20_000)))
+    elif kind == "cancel":
+        s["pick"] = draw(st.integers(0, 10))
+    elif kind == "funding":
+        s["rate_e9"] = draw(st.sampled_from((-3_000_000, -100_000, 100_000, 3_000_000)))
+    elif kind == "settings":
+        s["mode"] = draw(st.sampled_from(("cross", "isolated")))
+        s["leverage"] = draw(st.sampled_from((5, 20, 50, 100, 125)))
+    elif kind == "withdraw":
+        s["amount"] = draw(st.sampled_from((100 * USD, 1_000 * USD, 5_000 * USD)))
+    return s
+
+
+def gaps(pipe: Pipeline, name: str) -> dict[str, int]:
+    """Margin balance less the trigger's requirement, per subject ("cross" and each isolated
+    symbol) that holds a position: <= 0 means at or below the trigger."""
+    risk = pipe.risk
+    acct = risk.accounts[name]
+    out: dict[str, int] = {}
+    cross_balance, cross_need, cross_any = acct.balance, 0, False
+    for symbol, pos in acct.positions.items():
+        if not pos.qty:
+            continue
+        spec = TOPO.symbols[symbol]
+        value = pos.qty * risk.marks[symbol] * spec.atoms_per_tick_lot
+        need = maintenance_margin(spec.tiers, value) + -(-abs(value) * spec.forced_fee_ppm
+                                                         // 1_000_000)
+        if pos.isolated:
+            out[symbol] = pos.iso_cash + value - need
+        else:
+            cross_balance += value
+            cross_need += need
+            cross_any = True
+    if cross_any:
+        out["cross"] = cross_balance - cross_need
+    return out
+
+
+def in_good_standing(pipe: Pipeline, name: str) -> bool:
+    return all(g > 0 for g in gaps(pipe, name).values())
+
+
+def price_at(mark: int, side: int, offset_ppm: int) -> int:
+    """`offset_ppm` worse than the mark for `side` (a buy above, a sell below)."""
+    return max(1, mark + side * (mark * offset_ppm // 1_000_000))
+
+
+def apply(pipe: Pipeline, s: dict) -> None:
+    risk = pipe.risk
+    symbol, name, side = s["symbol"], s["account"], s["side"]
+    acct = risk.accounts[name]
+    mark = risk.marks[symbol]
+    kind = s["kind"]
+    if kind == "quote":  # the market maker rests liquidity on one side, near or far away
+        offset = max(500, s["offset_ppm"])
+        pipe.request("mm", PlaceOrder(symbol=symbol, side=side, qty=s["lots"] * 2,
+                                      price=price_at(mark, -side, offset)))
+    elif kind == "pull":  # ... and pulls it: a thin book, where closes fill far from the mark
+        pipe.request("mm", CancelAll(symbol=symbol))
+    elif kind in ("place", "close"):
+        pos = acct.positions.get(symbol)
+        lots = s["lots"]
+        reduce_only = False
+        if kind == "close":
+            if pos is None or not pos.qty:
+                return
+            side = -1 if pos.qty > 0 else 1
+            lots = max(1, abs(pos.qty) * s["share_ppm"] // 1_000_000)
+            reduce_only = s["reduce_only"]
+            event("a close is placed" if lots < abs(pos.qty) else "a full close is placed")
+        if s["type"] == "market":
+            body = PlaceOrder(symbol=symbol, side=side, qty=lots, type="market", tif="IOC",
+                              max_slippage_ppm=s["slippage_ppm"], reduce_only=reduce_only)
+        else:
+            # a taker-ish price: crosses the maker's quotes when the offset is large enough
+            body = PlaceOrder(symbol=symbol, side=side, qty=lots, reduce_only=reduce_only,
+                              price=price_at(mark, side, s["offset_ppm"]))
+        replies = pipe.request(name, body)
+        for r in replies:
+            ev = getattr(r, "event", None)
+            if type(ev) is OrderRejected:
+                event(f"refused: {ev.reason}")
+            elif type(ev) is OrderAccepted:
+                event(f"{kind} accepted")
+            elif type(ev) is Fill and ev.account == name and \
+                    ev.side * (ev.price - mark) * 100 > mark:
+                event(f"{kind} filled more than 1% worse than the mark")
+    elif kind == "mark":
+        new = max(1, mark + mark * s["move_ppm"] // 1_000_000)
+        initial = TOPO.symbols[symbol].initial_price
+        if abs(new - initial) * 4 > initial:  # stay within 25% of where the walk began
+            new = mark - (mark * s["move_ppm"] // 1_000_000)
+        pipe.mark(symbol, new)
+        if any(getattr(getattr(r, "event", None), "reason", "") == "margin_repriced"
+               for r in pipe.replies):
+            event("a resting order is cancelled: margin_repriced")
+    elif kind == "amend":
+        mine = sorted(acct.orders)
+        if not mine:
+            return
+        order = acct.orders[mine[s["pick"] % len(mine)]]
+        replies = pipe.request(name, AmendOrder(
+            symbol=order.symbol, order_id=order.order_id, qty=order.qty * s["grow"],
+            price=price_at(risk.marks[order.symbol], order.side, s["offset_ppm"])
+            if order.price else 0))
+        event("an amend is answered " + ("refused" if any(type(getattr(r, "event", None)) is
+                                                          OrderRejected for r in replies)
+                                         else "applied"))
+    elif kind == "cancel":
+        mine = sorted(acct.orders)
+        if mine:
+            order = acct.orders[mine[s["pick"] % len(mine)]]
+            pipe.request(name, CancelOrder(symbol=order.symbol, order_id=order.order_id))
+    elif kind == "funding":
+        pipe.send(FundingRate(symbol=symbol, rate_e9=s["rate_e9"], mark=mark))
+    elif kind == "settings":
+        pipe.request(name, SetMarginMode(symbol=symbol, mode=s["mode"]))
+        pipe.request(name, SetLeverage(symbol=symbol, leverage=s["leverage"]))
+    elif kind == "withdraw":
+        pipe.request("admin", Withdraw(account=name, amount=s["amount"]))
+
+
+SEED = [  # positions at the start: quotes, then a long, a short, an isolated 50x long
+    {"kind": "settings", "symbol": "BTC-PERP", "account": "c", "side": 1, "mode": "isolated",
+     "leverage": 50},
+    {"kind": "quote", "symbol": "BTC-PERP", "account": "mm", "side": 1, "lots": 3_000,
+     "offset_ppm": 0, "type": "limit", "slippage_ppm": 0, "reduce_only": False,
+     "share_ppm": 0},
+    {"kind": "quote", "symbol": "ETH-PERP", "account": "mm", "side": 1, "lots": 3_000,
+     "offset_ppm": 0, "type": "limit", "slippage_ppm": 0, "reduce_only": False,
+     "share_ppm": 0},
+]
+for _trader, _side in (("a", 1), ("b", -1), ("c", 1)):
+    SEED.append({"kind": "place", "symbol": "BTC-PERP", "account": _trader, "side": _side,
+                 "lots": 300, "offset_ppm": 1_000, "type": "limit", "slippage_ppm": 0,
+                 "reduce_only": False, "share_ppm": 0})
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.lists(step(), min_size=20, max_size=60))
+def test_no_accepted_order_takes_an_account_to_its_trigger_and_the_fund_pays_only_funding(script):
+    pipe = Pipeline({"mm": 10**9 * USD, "a": 3_000 * USD, "b": 3_000 * USD, "c": 3_000 * USD,
+                     "admin": 0})
+    for symbol in SYMBOLS:
+        pipe.mark(symbol, TOPO.symbols[symbol].initial_price)
+    risk = pipe.risk
+    names = ("mm", *TRADERS)
+    for s in SEED + script:
+        standing = {n: in_good_standing(pipe, n) for n in names}
+        fund = risk.insurance_fund
+        apply(pipe, s)
+        moved = s["kind"] in ("mark", "funding")
+        for n in names:
+            acct = risk.accounts[n]
+            if standing[n] and not moved:
+                assert in_good_standing(pipe, n), (s, n, gaps(pipe, n))
+            if standing[n] and not any(p.qty and not p.isolated for p in acct.positions.values()):
+                assert acct.balance >= 0, (s, n, acct.balance)
+            assert acct.order_margin == sum(o.reserve for o in acct.orders.values())
+        if s["kind"] == "funding":
+            paid = [a.funding_history[0].payment for a in risk.accounts.values()
+                    if a.funding_history and a.funding_history[0].symbol == s["symbol"]
+                    and a.funding_history[0].rate_e9 == s["rate_e9"]
+                    and a.funding_history[0].mark == risk.marks[s["symbol"]]]
+            assert risk.insurance_fund - fund >= 0
+            assert risk.insurance_fund - fund <= len(paid)  # one atom of rounding per payment
+        elif all(standing.values()):
+            assert risk.insurance_fund == fund, (s, risk.insurance_fund - fund)
+        # what the states reached were
+        for n in TRADERS:
+            for symbol, pos in risk.accounts[n].positions.items():
+                if pos.qty:
+                    event(f"{'isolated' if pos.isolated else 'cross'} position held")
+            if not in_good_standing(pipe, n):
+                event("an account below its trigger (after a mark or funding)")
+        if moved and s["kind"] == "mark":
+            event("mark moved")
+    trades = sum(1 for m in pipe.wire if type(m).__name__ == "Trade")
+    event("trades: " + ("none" if not trades else "1-5" if trades <= 5 else "6+"))
+    for acct in risk.accounts.values():
+        acct.check_indexes()
