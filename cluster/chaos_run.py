@@ -518,6 +518,11 @@ async def _run(exp: dict, topo: config.Topology, echo) -> dict:
                     tick["nodes_running"] = sum(1 for n in nodes.values()
                                                 if n["state"] == "running")
                     tick["node_restarts"] = sum(n["restarts"] for n in nodes.values())
+                    tick["node_errors"] = sum(n.get("stats", {}).get("errors", 0)
+                                              for n in nodes.values())
+                    for name, n in nodes.items():  # per-node counters from the heartbeats
+                        if "msgs_in" in n.get("stats", {}):
+                            tick[f"msgs_in.{name}"] = n["stats"]["msgs_in"]
                 except (OSError, ValueError, KeyError):
                     pass
                 for name, m in makers.items():
