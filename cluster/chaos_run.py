@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -572,16 +572,26 @@ async def _run(exp: dict, topo: config.Topology, echo) -> dict:
             "makers": {n: m.sample(n) for n, m in makers.items()}}
 
 
+def fresh_run_dir(exp: dict, run_root: Path) -> Path:
+    """The experiment's (or curve point's) run directory, emptied: `cluster up` keeps a run
+    directory's audit journals (it removes only the input journals), so a previous run's
+    liquidations would be counted as this one's."""
+    run_dir = run_root / (exp["id"] + (f"-{exp['curve_point']}" if exp.get("curve_point")
+                                       else ""))
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return run_dir
+
+
 def run_experiment(exp: dict, run_root: Path, echo=print) -> dict:
     """Run one experiment (or one point of its curve) on a fresh cluster whose run directory
     goes under `run_root`; the run as a dict (JSON-ready): samples, verdicts, timeline, audit
     records in the fault window."""
-    run_dir = run_root / (exp["id"] + (f"-{exp['curve_point']}" if exp.get("curve_point")
-                                       else ""))
+    run_dir = fresh_run_dir(exp, run_root)
     cfg = write_topology(exp, run_dir)
     topo = config.load(cfg, run_dir=str(run_dir / "var"))
     var = run_dir / "var"
     started = time.monotonic()
+    began_ns = time.time_ns()
     up = _cli("cluster", "up", "--detach", "--same-session", "--config", str(cfg),
               "--run-dir", str(var), "--json")
     if up.returncode != 0:
@@ -596,7 +606,7 @@ def run_experiment(exp: dict, run_root: Path, echo=print) -> dict:
         if down.returncode != 0:
             echo(f"cluster down: {down.stdout}{down.stderr}")
     measured["finals"]["money_conserved"] = money_conserved(var)
-    records = audit_series(var)
+    records = [r for r in audit_series(var) if r[0] >= began_ns]
     samples = build_samples(measured["start_wall_ns"], measured.pop("ticks"),
                             measured.pop("orders"), records, measured["end_s"])
     run = measured | {"samples": samples}

@@ -47,3 +47,16 @@ def test_orders_are_bucketed_by_intended_time_and_series_carried_forward():
     assert samples[1]["oracle_mode.BTC-PERP"] == "normal" and samples[2]["oracle_mode.BTC-PERP"] == "carry"
     assert samples[-1]["oracle_mode.BTC-PERP"] == "carry"
     assert samples[20]["liquidations"] == 1 and samples[0]["liquidations"] == 0
+
+
+def test_a_rerun_starts_from_an_empty_run_directory(tmp_path):
+    # a second run of the same experiment counted the first one's liquidations (the audit
+    # journals survive `cluster up`): the fund moved twice as much as it did
+    from cluster.chaos_run import fresh_run_dir
+
+    exp = {"id": "08-x", "curve_point": "200ms"}
+    old = tmp_path / "08-x-200ms" / "var" / "audit"
+    old.mkdir(parents=True)
+    (old / "liquidator.jsonl").write_text('{"rule": "liquidation.insurance"}\n')
+    run_dir = fresh_run_dir(exp, tmp_path)
+    assert run_dir == tmp_path / "08-x-200ms" and not run_dir.exists()
