@@ -132,6 +132,16 @@ class Observer:
             del self.mark_history[:100]
         return out
 
+    async def wait_mark(self, symbol: str, timeout_s: float = 20.0) -> int:
+        """The latest mark of `symbol` once there is one (the observer is the market-data
+        socket's only reader: a second reader would race it for the messages)."""
+        deadline = time.monotonic() + timeout_s
+        while symbol not in self.marks:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no mark for {symbol} in {timeout_s:g} s")
+            await asyncio.sleep(0.05)
+        return self.marks[symbol].mark
+
     def mark_as_of(self, symbol: str, when: float) -> int | None:
         """The mark as a client that sees market data `now - when` late knew it."""
         for t, marks in reversed(self.mark_history):
@@ -307,7 +317,7 @@ async def _drain_reports(client: Client, handlers: list) -> None:
             handle(report)
 
 
-async def open_position(topo, spec: dict, md_client: Client, symbol_default: str) -> dict:
+async def open_position(topo, spec: dict, observer: Observer, symbol_default: str) -> dict:
     """A leveraged position for the experiment: the counterparty rests an order at the mark and
     the account takes it (`side` is the account's). Returns what was opened."""
     gw = topo.nodes["gateway"]
@@ -316,7 +326,7 @@ async def open_position(topo, spec: dict, md_client: Client, symbol_default: str
     async with Client(gw.client, api_key=topo.accounts[spec["account"]].api_key) as acct, \
             Client(gw.client, api_key=topo.accounts[spec.get("counterparty", "mm2")].api_key) \
             as cp:
-        mark = (await md_client.next_mark(symbol)).mark
+        mark = await observer.wait_mark(symbol)
         if spec.get("mode"):
             await acct.request(SetMarginMode(symbol=symbol, mode=spec["mode"]))
         if spec.get("leverage"):
@@ -478,13 +488,14 @@ async def _run(exp: dict, topo: config.Topology, echo) -> dict:
     try:
         tasks.append(asyncio.create_task(observer.run(md)))
         tasks.append(asyncio.create_task(observer.run_feeds(ctx)))
-        await md.next_mark(load["symbol"], timeout=20)
+        await observer.wait_mark(load["symbol"])
         if load["withdraw"]:  # a smaller wallet than the topology's demo deposit
             async with Client(gw.client, api_key=topo.accounts["admin"].api_key) as admin:
                 for account, amount in load["withdraw"].items():
                     await admin.withdraw(account, admin.atoms(str(amount)))
                     echo(f"withdrew {amount} from {account}")
-        opened = [await open_position(topo, p, md, load["symbol"]) for p in load["positions"]]
+        opened = [await open_position(topo, p, observer, load["symbol"])
+                  for p in load["positions"]]
         for o in opened:
             echo(f"position  {o['account']} {o['side']} {o['qty']} {o['symbol']} @ ticks "
                  f"{o['price']}: {o['answer']}")
