@@ -43,14 +43,13 @@ import msgspec
 
 from cluster.config import SymbolSpec
 from cluster.ladder import build_ladder, maintenance_margin
-from cluster.prices import bankruptcy_price, round_price
+from cluster.prices import bankruptcy_price, forced_fee, round_price
 from cluster.protocol import AccountRisk
 from cluster.rules.stress import BPS, StressParams
-from cluster.units import ceil_div
+from cluster.units import PPM, ceil_div
 from nodes.liquidator.monitor import MaintenanceMonitor
 from nodes.risk import adl
 
-PPM = 1_000_000
 INSURANCE = "insurance"
 MARKET = "market"  # the outside liquidity: the makers whose resting orders the walks hit
 ROUND_NS = 100_000_000
@@ -661,7 +660,7 @@ class Cascade:
             return 0
         balance = (acct.isolated[symbol] + self.value(acct, symbol)) if symbol in acct.isolated \
             and symbol in acct.positions else self.equity(acct)
-        fee = min(ceil_div(notional * rate, PPM), max(0, balance))
+        fee = min(forced_fee(notional, rate), max(0, balance))
         if fee:
             if symbol in acct.isolated and symbol in acct.positions:
                 acct.isolated[symbol] -= fee

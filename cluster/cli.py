@@ -35,7 +35,8 @@ from cluster import config
 from cluster import render
 from cluster.humanize import Units, describe
 from cluster.protocol import to_jsonable
-from cluster.units import UnitError, from_units, rate_to_ppm
+from cluster.runstate import read_status, status_path
+from cluster.units import PLAIN_DECIMAL, UnitError, from_units, rate_to_ppm
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
 
@@ -56,7 +57,7 @@ class CliError(Exception):
 # in the flag's range; a refusal exits 2 and names the flag. The grid (tick, lot, atom) is checked
 # when the symbol is known, by the SDK's exact conversions, also before anything is sent.
 
-ASCII_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+ASCII_NUMBER = re.compile(PLAIN_DECIMAL)  # and no exponent: a person types 1000, not 1e3
 # A price relative to the oracle's mark: 'mark', 'mark-1%', 'mark+0.5%', 'mark-25' (price units).
 MARK_RELATIVE = re.compile(r"mark(?:([+-])((?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(%?))?")
 
@@ -144,21 +145,12 @@ def load_topology(args, *, starting: bool = False) -> config.Topology:
     cfg = getattr(args, "config", None)
     run = run_dir_of(args)
     if not cfg and not starting:
-        status = run / "status.json"
-        if status.exists():
-            cfg = json.loads(status.read_text()).get("config")
+        cfg = (read_status(run) or {}).get("config")
     cfg = cfg or os.environ.get("PERPX_CONFIG") or None
     try:
         return config.load(cfg, run_dir=str(run))
     except config.ConfigError as exc:
         raise CliError("bad_config", str(exc)) from None
-
-
-def read_status(run: Path) -> dict | None:
-    try:
-        return json.loads((run / "status.json").read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -190,7 +182,7 @@ def cmd_cluster_up(args) -> int:
     if args.detach:
         (run / "log").mkdir(parents=True, exist_ok=True)
         try:
-            (run / "status.json").unlink()
+            status_path(run).unlink()
         except FileNotFoundError:
             pass
         out = open(run / "log" / "supervisor.out", "ab")  # noqa: SIM115
@@ -218,14 +210,27 @@ def cmd_cluster_up(args) -> int:
             why = last_line(run / "log" / "supervisor.out")
             failure = f"the supervisor exited with {proc.returncode}" + (f": {why}" if why else "")
         raise CliError("start_failed", f"cluster did not start: {failure or 'timeout'}"
-                       f" (see {run}/log/)", EXIT_REFUSED)
+                       f" (see {run}/log/){start_failure_hint(failure or '')}", EXIT_REFUSED)
     import uvloop
 
     from cluster.supervisor import run_cluster
 
     seconds = args.seconds if args.seconds is not None else (
         float(os.environ["DEMO_SECONDS"]) if os.environ.get("DEMO_SECONDS") else None)
-    return uvloop.run(run_cluster(topo, demo_seconds=seconds, demo=args.demo, resume=args.resume))
+    code = uvloop.run(run_cluster(topo, demo_seconds=seconds, demo=args.demo, resume=args.resume))
+    hint = start_failure_hint((read_status(run) or {}).get("failure") or "")
+    if code and hint:
+        print(f"perpx:{hint}", file=sys.stderr)
+    return code
+
+
+def start_failure_hint(failure: str) -> str:
+    """What to do about a start that failed for a reason the person can act on."""
+    if "Address already in use" in failure:
+        return ("; another cluster (another checkout's, or one started with another --run-dir) "
+                "or program holds that port: stop it (`perpx cluster down --run-dir DIR`), or give "
+                "this one other ports (a topology of your own: --config FILE or PERPX_CONFIG)")
+    return ""
 
 
 def cmd_cluster_down(args) -> int:
@@ -791,7 +796,11 @@ def cmd_account_transfer(args) -> int:
 def cmd_audit_verify(args) -> int:
     from cluster import verify
 
-    result = verify.verify(args.path or run_dir_of(args))
+    run = Path(args.path).resolve() if args.path else run_dir_of(args)
+    if not (run / "journal" / verify.TOPOLOGY_COPY).exists():  # nothing to verify: not damage
+        raise CliError("no_journals", f"no journals in {run} (no journal/{verify.TOPOLOGY_COPY},"
+                       " which `perpx cluster up` writes); " + no_cluster_hint(run))
+    result = verify.verify(run)
     emit(result, args.json, verify.text)
     return EXIT_OK if result["ok"] else EXIT_REFUSED
 
@@ -800,7 +809,11 @@ def journals(args) -> list:
     """The audit journals' records; lines that could not be read are skipped and said (stderr)."""
     from cluster import reports
 
-    records, unreadable = reports.load(str(run_dir_of(args)))
+    run = run_dir_of(args)
+    if not (run / "audit").is_dir():  # the wrong directory, not a quiet venue: say so
+        raise CliError("no_journals", f"no audit journals in {run} (no audit/ directory); "
+                       + no_cluster_hint(run))
+    records, unreadable = reports.load(str(run))
     if unreadable:
         print("perpx: skipped unreadable journal lines (torn or damaged writes): "
               + ", ".join(f"{name} {n}" for name, n in unreadable.items()), file=sys.stderr)
@@ -1437,7 +1450,20 @@ def parser() -> argparse.ArgumentParser:
     from cluster import chaos_cli
 
     chaos_cli.add_parser(sub)
+    numbers_through_one_layer(p)
     return p
+
+
+def numbers_through_one_layer(parser: argparse.ArgumentParser) -> None:
+    """A flag declared `type=int` or `type=float` (by a module that adds its own commands) still
+    goes through Number: Python's int() and float() take '３', '1_0', ' 5 ', and float() 'nan'
+    and 'inf'. The flag's range is its command's to check."""
+    for action in parser._actions:
+        if action.type is int or action.type is float:
+            action.type = Number(kind="int" if action.type is int else "float")
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):  # aliases share a parser
+                numbers_through_one_layer(sub)
 
 
 def joined_negative_values(argv: list[str]) -> list[str]:

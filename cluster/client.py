@@ -39,7 +39,7 @@ from cluster.protocol import (
     MAX_UNITS, OrdersView, Ping, PlaceOrder, Pong, Reply, Report, SetLeverage, SetMarginMode,
     Withdraw, encode_one,
 )
-from cluster.transport import wake_reader
+from cluster.sockets import wake_reader
 from cluster.units import UnitError, from_units, to_units
 
 

@@ -19,12 +19,13 @@ import msgspec
 
 from cluster.journal import parse_policy
 from cluster.ladder import LadderError, Tier, build_ladder
-from cluster.units import UnitError, parse_decimal, rate_to_ppm, to_units
+from cluster.units import PPM as PPM_INT, UnitError, parse_decimal, rate_to_ppm, to_units
 
 DEFAULT_CONFIG = Path(__file__).with_name("topology.toml")
 E9 = Decimal("0.000000001")
-PPM_INT = 1_000_000
 NODE_NAMES = ("feeds", "oracle", "matching", "risk", "liquidator", "gateway")
+# The event-sourced cores: their inputs are journaled, their links sequenced (cluster/runner.py).
+JOURNALED_NODES = ("risk", "matching")
 
 
 class ConfigError(ValueError):
@@ -49,6 +50,9 @@ class SupervisorConf(Conf, kw_only=True):
     admin: str = ""  # ROUTER: `perpx netsim ...` commands
     heartbeat_ms: int = 200
     heartbeat_timeout_ms: int = 1000
+    # A node silent this long is hung: killed, then handled as a crash by its on_failure policy
+    # (risk and matching come back from their journals). 0: only ever reported.
+    hung_after_ms: int = 10000
     ready_timeout_ms: int = 15000
     max_restarts: int = 3
     restart_window_s: int = 60
@@ -378,6 +382,7 @@ INT_RANGES = (
 )
 SUPERVISOR_RANGES = (
     ("heartbeat_ms", 1), ("ready_timeout_ms", 1), ("max_restarts", 0), ("restart_window_s", 1),
+    ("hung_after_ms", 0),
 )
 # Decimal settings: (key, lowest, lowest allowed itself?, highest, highest allowed itself?)
 DECIMAL_RANGES = (
@@ -405,6 +410,9 @@ def _out_of_range(conf: TopologyConf) -> list[str]:
     for key, low in SUPERVISOR_RANGES:
         if getattr(sup, key) < low:
             bad(f"supervisor.{key}", getattr(sup, key), f">= {low}")
+    if sup.hung_after_ms and sup.hung_after_ms <= sup.heartbeat_timeout_ms:
+        bad("supervisor.hung_after_ms", sup.hung_after_ms,
+            f"0 (never) or > supervisor.heartbeat_timeout_ms = {sup.heartbeat_timeout_ms}")
     if sup.heartbeat_timeout_ms <= sup.heartbeat_ms:
         bad("supervisor.heartbeat_timeout_ms", sup.heartbeat_timeout_ms,
             f"> supervisor.heartbeat_ms = {sup.heartbeat_ms}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import msgspec
 
-PPM = 1_000_000
+from cluster.units import PPM
 
 
 class Tier(msgspec.Struct, frozen=True, kw_only=True):

@@ -14,6 +14,9 @@ from cluster import config
 from cluster.transport import NodeShell, die_with_parent
 
 
+SERVICES_ENV = "PERPX_SERVICES"  # a module whose build(node) returns that node's build(shell, topo)
+
+
 def settle_gc() -> None:
     """Move everything built at start-up out of the collector's sight, and collect the young
     generation less often: the hot path allocates many short-lived containers (freed by reference
@@ -35,10 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     topo = config.load(args.config, run_dir=args.run_dir)
     shell = NodeShell(args.node, topo)
     shell.restarted = args.restarted
-    if os.environ.get("PERPX_PIPELINE") == "null":  # the null pipeline (perf/): hops, no logic
-        from perf.null_services import build
-
-        on_stop = build(args.node)(shell, topo)
+    # Another set of services, named by module (the benchmarks' null pipeline: hops, no logic),
+    # or the venue's own.
+    services = os.environ.get(SERVICES_ENV)
+    if services:
+        on_stop = importlib.import_module(services).build(args.node)(shell, topo)
     else:
         on_stop = importlib.import_module(f"nodes.{args.node}.service").build(shell, topo)
     settle_gc()

@@ -25,15 +25,18 @@ import math
 from fractions import Fraction
 
 from cluster.ladder import Tier, maintenance_margin
-from cluster.units import ceil_div
+from cluster.units import PPM, ceil_div
 
-PPM = 1_000_000
+
+def forced_fee(notional: int, fee_ppm: int) -> int:
+    """The forced-execution fee on a notional (either sign), rounded up: against the account."""
+    return ceil_div(abs(notional) * fee_ppm, PPM)
 
 
 def trigger_margin(tiers: tuple[Tier, ...], value: int, fee_ppm: int) -> int:
     """What the liquidation trigger requires of one position worth `value` atoms at mark: its
-    maintenance margin plus the forced-execution fee on its notional (rounded up)."""
-    return maintenance_margin(tiers, value) + ceil_div(abs(value) * fee_ppm, PPM)
+    maintenance margin plus the forced-execution fee on its notional."""
+    return maintenance_margin(tiers, value) + forced_fee(value, fee_ppm)
 
 
 def liquidation_price(*, side: int, qty, cost, wallet, tiers: tuple[Tier, ...], mult: int,

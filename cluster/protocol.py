@@ -357,7 +357,17 @@ class SetPosition(Msg, tag=True, kw_only=True):
     qty: int
 
 
-EngineCommand = Union[NewOrder, Amend, Cancel, MassCancel, MarkPrice, SetPosition]
+class ShiftPosition(Msg, tag=True, kw_only=True):
+    """A position moved outside the book (ADL, backstop or insurance takeover), as a change.
+    Risk sends it while trades matching made may still be on their way to risk: an absolute
+    quantity from risk's view would undo them in matching's, a change commutes with them."""
+
+    account: Name
+    symbol: Name
+    change: int
+
+
+EngineCommand = Union[NewOrder, Amend, Cancel, MassCancel, MarkPrice, SetPosition, ShiftPosition]
 
 
 # --------------------------------------------------------------------------------------------
@@ -787,7 +797,7 @@ AdminMsg = Union[AdminRequest, AdminReply]
 
 # One message type per internal link, decoded by one typed decoder each.
 NodeInbound = Union[
-    Routed, NewOrder, Amend, Cancel, MassCancel, MarkPrice, SetPosition,
+    Routed, NewOrder, Amend, Cancel, MassCancel, MarkPrice, SetPosition, ShiftPosition,
     OrderAccepted, OrderRejected, Trade, OrderCancelled, OrdersCancelled, OrderAmended,
     OrderTriggered, BookDelta, BookLevels, Report, Reply, Ping, Pong, AccountRisk,
     AccountRiskRequest, MaintenanceAlert, SpotTick, IndexMark, FundingRate, Regime, Notice,

@@ -93,6 +93,12 @@ class CoreRunner:
         """A subscription (marks): inputs that are not sequenced."""
         self._run(messages, self.shell.now_ns())
 
+    def on_start(self, messages: list) -> None:
+        """Inputs a node gives itself when it starts (the funding clock's start). An offline
+        replay (`shell.offline`) has them in the journal already, so it does not add them."""
+        if not getattr(self.shell, "offline", False):
+            self._run(messages, self.shell.now_ns())
+
     def _run(self, inputs: list, now: int) -> None:
         journal = self.journal
         audit = self.shell.audit

@@ -219,6 +219,7 @@ def load_snapshot(args) -> cz.Snapshot:
             raise cli.CliError(exc.reason, str(exc)) from None
     from cluster.client import Client
 
+    cli.require_cluster(args)  # a stopped cluster is said at once, not after --timeout
     topo = cli.load_topology(args)
     gw = topo.nodes["gateway"]
 

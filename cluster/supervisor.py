@@ -7,8 +7,10 @@ Failure policy, per node in the topology (`on_failure`):
 - "stop_all": the whole cluster stops (risk and matching: their state would be lost until journal
   replay and a hot standby exist).
 A node is found dead by polling its process every 100 ms (so a SIGKILL is noticed well within 1 s);
-a live node whose heartbeats stop for `heartbeat_timeout_ms` is reported unresponsive (a pause is
-not a crash: it is reported, and reported again when it recovers).
+a live node whose heartbeats stop for `heartbeat_timeout_ms` is reported unresponsive (a short pause
+is not a crash: it is reported, and reported again when it recovers); one silent for
+`hung_after_ms` is hung: the supervisor kills it (SIGKILL, so a process that is stopped cannot wake
+and act on what it held) and its failure policy applies as to a crash.
 
 Files under the run directory: log/<node>.log (structlog JSON), log/<node>.out (stdout/stderr),
 pid/<node>.pid, supervisor.pid, status.json (rewritten every 250 ms), run/ (ipc sockets, removed
@@ -37,6 +39,7 @@ import zmq.asyncio
 from cluster.audit import AuditJournal, Explanation
 from cluster.config import NODE_NAMES, Topology
 from cluster.logs import configure
+from cluster.runstate import status_path
 from cluster.protocol import (
     AdminReply, AdminRequest, Codec, ControlMsg, FeedControl, Heartbeat, NetsimTable, Ready,
     encode_one, field_at,
@@ -135,9 +138,9 @@ class Supervisor:
             },
             "events": self.events[-20:],
         }
-        tmp = self.run / "status.json.tmp"
+        tmp = status_path(self.run).with_suffix(".json.tmp")
         tmp.write_text(json.dumps(status, indent=1))
-        os.replace(tmp, self.run / "status.json")
+        os.replace(tmp, status_path(self.run))
 
     def _event(self, kind: str, node: str, **info) -> None:
         record = {"wall_ns": time.time_ns(), "mono_ns": time.monotonic_ns(), "event": kind,
@@ -153,10 +156,15 @@ class Supervisor:
             [sys.executable, "-m", "cluster.node", node.name, "--config", self.topo.path,
              "--run-dir", str(self.run)] + (["--restarted"] if restarted else []),
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            # Its own process group: a terminal's Ctrl-C (SIGINT to the foreground group) reaches
+            # the supervisor alone, which stops the demo (its summary asks the nodes) and then
+            # the nodes, in order. They still die with the supervisor (PDEATHSIG).
+            process_group=0,
         )
         out.close()
         node.ready = False
         node.state = "starting"
+        node.paused = False  # a new process: whatever stopped the old one did not stop it
         node.exit_code = None
         node.last_beat = 0.0
         (self.run / "pid" / f"{node.name}.pid").write_text(str(node.proc.pid))
@@ -354,6 +362,7 @@ class Supervisor:
     async def watch(self) -> None:
         """Poll processes and heartbeats until asked to stop or a failure stops the cluster."""
         timeout = self.topo.supervisor.heartbeat_timeout_ms / 1000
+        hung_after = self.topo.supervisor.hung_after_ms / 1000
         last_status = 0.0
         while not self._stopping.is_set():
             now = time.monotonic()
@@ -369,6 +378,9 @@ class Supervisor:
                     self._event("node_unresponsive", node.name, heartbeat_age_ms=age,
                                 paused_by_netsim=node.paused)
                     self.echo(f"supervisor: {node.name} sent no heartbeat for {age} ms")
+                elif hung_after and node.state == "unresponsive" and \
+                        now - node.last_beat > hung_after:
+                    self._kill_hung(node, int((now - node.last_beat) * 1000))
             if now - last_status >= STATUS_S:
                 self.write_status()
                 last_status = now
@@ -376,6 +388,22 @@ class Supervisor:
                 await asyncio.wait_for(self._stopping.wait(), POLL_S)
             except asyncio.TimeoutError:
                 pass
+
+    def _kill_hung(self, node: NodeProc, age_ms: int) -> None:
+        """A node silent past `hung_after_ms` is treated as dead: SIGKILL (a stopped process cannot
+        catch it, and never wakes to emit what it held), then the exit is handled as a crash."""
+        node.state = "hung"
+        policy = self.topo.nodes[node.name].on_failure
+        self._event("node_hung", node.name, heartbeat_age_ms=age_ms,
+                    hung_after_ms=self.topo.supervisor.hung_after_ms, action="kill",
+                    paused_by_netsim=node.paused, policy=policy)
+        self.echo(f"supervisor: {node.name} silent for {age_ms} ms "
+                  f"(> hung_after_ms {self.topo.supervisor.hung_after_ms}): killing it; "
+                  f"policy {policy}")
+        try:
+            node.proc.kill()
+        except ProcessLookupError:
+            pass
 
     def _on_exit(self, node: NodeProc, code: int) -> None:
         how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"

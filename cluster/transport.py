@@ -25,7 +25,7 @@ import zmq
 import zmq.asyncio
 
 from cluster.audit import AuditJournal
-from cluster.config import Topology
+from cluster.config import JOURNALED_NODES, Topology
 from cluster.logs import configure
 from cluster.links import LinkReceiver, LinkSender
 from cluster.protocol import (
@@ -38,7 +38,7 @@ HWM = 100_000
 BACKSTOP_MS = 20
 # The journaled cores (cluster/runner.py). Every link from or to one is sequenced (cluster/links.py);
 # a core's own numbering survives its restarts (it replays what it sent), the others' starts again.
-CORES = ("risk", "matching")
+CORES = JOURNALED_NODES
 LINK_IDLE_S = 0.5  # an idle sequenced link announces its next number this often
 
 # The hot path calls pyzmq's Cython socket methods directly, with int flags. Its convenience layer
@@ -119,14 +119,6 @@ class Readiness:
             if backstop is not None:
                 backstop.cancel()
             self.waiter = None
-
-
-def wake_reader(sock: zmq.asyncio.Socket) -> None:
-    """After sending on a socket through its sync shadow, let pyzmq's asyncio side re-check it:
-    ZMQ_FD is edge-triggered and our send may have consumed the edge a waiting poll needed."""
-    schedule = getattr(sock, "_schedule_remaining_events", None)
-    if schedule is not None:
-        schedule()
 
 
 def die_with_parent() -> None:

@@ -5,9 +5,14 @@ A value that is not a whole number of units is an error, never rounded silently.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation, localcontext
 
 PPM = 1_000_000
+# A decimal as people and programs write it, in ASCII: Python's Decimal also reads fullwidth or
+# other scripts' digits ('３００００'), underscores ('3_0000') and surrounding spaces (' 30000 ').
+PLAIN_DECIMAL = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
+DECIMAL_TEXT = re.compile(PLAIN_DECIMAL + r"(?:[eE][+-]?[0-9]+)?")  # str(Decimal) may use E
 
 
 class UnitError(ValueError):
@@ -25,6 +30,9 @@ def parse_decimal(text: str | int | Decimal, what: str = "value") -> Decimal:
         raise UnitError("not_a_number", f"{what} {text!r} is not a decimal number") from None
     if not value.is_finite():
         raise UnitError("not_a_number", f"{what} {text!r} is not finite")
+    if not DECIMAL_TEXT.fullmatch(str(text)):
+        raise UnitError("not_a_number", f"{what} {text!r} is not a decimal number: ASCII digits "
+                        "0-9 with an optional sign and '.'")
     return value
 
 

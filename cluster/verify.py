@@ -25,13 +25,16 @@ from cluster.journal import (
 from cluster.protocol import LinkSeq, NodeInbound
 from cluster.recording import RecordingShell
 
-JOURNALED = ("risk", "matching")
+JOURNALED = config.JOURNALED_NODES
 TOPOLOGY_COPY = "topology.toml"  # the run's topology, beside its journals (the supervisor writes it)
 LOCKSTEP_LIMIT = 200_000  # inputs compared one by one to find where two replays part
 
 
 class QuietShell(RecordingShell):
-    """A recording shell that keeps nothing: an offline replay's effects go nowhere."""
+    """A recording shell that keeps nothing: an offline replay's effects go nowhere, and its
+    inputs are the journal's only."""
+
+    offline = True
 
     def send(self, peer: str, message) -> None:
         pass

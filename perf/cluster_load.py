@@ -18,6 +18,7 @@ from pathlib import Path
 from cluster import config
 from cluster.client import Client
 from cluster.protocol import BUY, SELL
+from cluster.runstate import read_status
 
 ROOT = Path(__file__).resolve().parent.parent
 ACCOUNTS = ("mm1", "mm2", "taker1", "taker2", "alice", "bob")
@@ -48,6 +49,8 @@ class Cluster:
             sections={"journal": journal} if journal else None)
         self.topo = config.load(self.config, run_dir=str(self.run_dir))
         self.env = {**os.environ, **(env or {})}
+        if self.env.get("PERPX_PIPELINE") == "null":  # the null pipeline's services, by module
+            self.env["PERPX_SERVICES"] = "perf.null_services"
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "cluster.cli", *args, "--run-dir",
@@ -59,7 +62,7 @@ class Cluster:
         return [self.topo.accounts[a].api_key for a in ACCOUNTS]
 
     def node_pids(self) -> dict[str, int]:
-        status = json.loads((self.run_dir / "status.json").read_text())
+        status = read_status(self.run_dir) or {"nodes": {}}
         return {name: node["pid"] for name, node in status["nodes"].items()}
 
     def node_cpu_seconds(self) -> dict[str, float]:

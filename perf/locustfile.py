@@ -35,6 +35,7 @@ from hdrh.histogram import HdrHistogram
 from locust import User, between, events, task
 
 from cluster import config
+from cluster.runstate import read_status
 from cluster.protocol import (
     Ack, AmendOrder, CancelOrder, Codec, Error, IndexMark, Logon, LogonAck, MarketData, PlaceOrder,
     Report, SetLeverage, SetMarginMode,
@@ -59,9 +60,8 @@ def record_latency(name: str, micros: int) -> None:
 def topology() -> config.Topology:
     run = Path(os.environ.get("PERPX_RUN_DIR", "var")).resolve()
     cfg = os.environ.get("PERPX_CONFIG")
-    status = run / "status.json"
-    if not cfg and status.exists():
-        cfg = json.loads(status.read_text()).get("config")
+    if not cfg:
+        cfg = (read_status(run) or {}).get("config")
     return config.load(cfg, run_dir=str(run))
 
 

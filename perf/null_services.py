@@ -6,7 +6,8 @@ logic, as the physical limit of this host for this topology.
 gateway: decodes client frames, accepts any logon, wraps a PlaceOrder as Routed -> risk;
 risk: Routed(PlaceOrder) -> NewOrder -> matching, and OrderAccepted -> Report -> gateway;
 matching: NewOrder -> OrderAccepted -> risk. feeds, oracle and liquidator only heartbeat.
-A node runs its null service when PERPX_PIPELINE=null is in its environment.
+A node runs its null service when PERPX_SERVICES=perf.null_services is in its environment
+(perf.cluster_load.Cluster sets it for PERPX_PIPELINE=null).
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from collections import Counter
 from pathlib import Path
 
 from cluster.render import duration_us as duration
+from cluster.runstate import read_status
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "perf" / "results"
@@ -29,7 +30,7 @@ RESULTS = ROOT / "perf" / "results"
 
 def running(run_dir: Path) -> bool:
     try:
-        status = json.loads((run_dir / "status.json").read_text())
+        status = read_status(run_dir) or {}
         os.kill(int(status["supervisor_pid"]), 0)
         return status.get("state") == "running"
     except (OSError, ValueError, KeyError):

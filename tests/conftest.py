@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -138,10 +139,16 @@ def stop_and_reap(handle: ClusterHandle, grace_s: float = 5.0) -> list[str]:
         handle.cli("cluster", "down", timeout=30)
     except subprocess.TimeoutExpired:
         pass
+    return reap_run_dir(handle.run_dir, grace_s)
+
+
+def reap_run_dir(run_dir: Path, grace_s: float = 5.0) -> list[str]:
+    """Wait (polling) for the processes of a run directory to exit, then SIGKILL by pid the ones
+    left. Returns the command lines it had to kill."""
     deadline = time.monotonic() + grace_s
-    while _perpx_pids(handle.run_dir) and time.monotonic() < deadline:
+    while _perpx_pids(run_dir) and time.monotonic() < deadline:
         time.sleep(0.05)
-    leftovers = _perpx_pids(handle.run_dir)
+    leftovers = _perpx_pids(run_dir)
     for pid in leftovers:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -182,3 +189,27 @@ def cluster_handle(tmp_path):
         yield handle
     finally:
         stop_and_reap(handle)
+
+
+@pytest.fixture
+def bench_cluster():
+    """perf.cluster_load.Cluster, the venue `make bench` drives (`with bench_cluster(env) as
+    venue:`): each one made is stopped, its processes killed and its directory removed after the
+    test, also when its start failed half-way (its __exit__ never runs then)."""
+    from perf.cluster_load import Cluster
+
+    made: list[Cluster] = []
+
+    def make(env: dict[str, str] | None = None) -> Cluster:
+        made.append(Cluster(env))
+        return made[-1]
+
+    try:
+        yield make
+    finally:
+        for venue in made:
+            if _perpx_pids(venue.run_dir):
+                venue.cli("cluster", "down")
+            reap_run_dir(venue.run_dir)
+            shutil.rmtree(venue.tmp, ignore_errors=True)
+

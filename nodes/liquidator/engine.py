@@ -36,7 +36,7 @@ from cluster.protocol import (
 )
 from nodes.liquidator.monitor import MaintenanceMonitor
 
-PPM = 1_000_000
+from cluster.units import PPM
 MS = 1_000_000
 INSURANCE = "insurance"
 # The oracle modes the liquidator holds off in (with pause_when_degraded): it liquidates on a mark

@@ -12,9 +12,7 @@ from __future__ import annotations
 from cluster.config import SymbolSpec
 from cluster.protocol import AccountRisk, MaintenanceAlert
 from cluster.ladder import maintenance_margin
-from cluster.units import ceil_div
-
-PPM = 1_000_000
+from cluster.prices import forced_fee
 
 
 class MaintenanceMonitor:
@@ -47,8 +45,7 @@ class MaintenanceMonitor:
         spec = self.specs[symbol]
         mark = self.marks.get(symbol)
         value = qty * mark * spec.atoms_per_tick_lot if mark else cost
-        return value, maintenance_margin(spec.tiers, value), \
-            ceil_div(abs(value) * spec.forced_fee_ppm, PPM)
+        return value, maintenance_margin(spec.tiers, value), forced_fee(value, spec.forced_fee_ppm)
 
     def assess(self, account: str) -> tuple[int, int, int]:
         """(equity, maintenance margin, forced-execution fee) of the cross wallet at the marks."""

@@ -31,17 +31,17 @@ import msgspec
 
 from cluster.core import Snapshottable
 from cluster.config import SymbolSpec
+from cluster.rules.bands import band_limits, protection_price
 from cluster.protocol import (
     MARKET_TYPES, STOP_TYPES, Amend, BookDelta, Cancel, MarkPrice, MassCancel, NewOrder,
     OrderAccepted, OrderAmended, OrderCancelled, OrderRejected, OrdersCancelled, OrderTriggered,
-    SetPosition, Trade,
+    SetPosition, ShiftPosition, Trade,
 )
 from nodes.matching.book import Book, BookSide, Order
 from nodes.matching.client_ids import ClientIds
 from nodes.matching.finished import FinishedOrders
 from nodes.matching.stops import StopBook, is_triggered
 
-PPM = 1_000_000
 DONE_MEMORY = 100_000  # finished order ids remembered, to tell "too late" from "unknown"
 COID_MEMORY = 10_000  # client order ids remembered per account, besides those of live orders
 
@@ -71,6 +71,7 @@ class MatchingEngine(Snapshottable):
         self._dispatch = {
             NewOrder: self._new_order, Cancel: self._cancel, Amend: self._amend,
             MassCancel: self._mass_cancel, MarkPrice: self._mark, SetPosition: self._set_position,
+            ShiftPosition: self._set_position,
         }
 
     # ------------------------------------------------------------------ entry point
@@ -207,11 +208,11 @@ class MatchingEngine(Snapshottable):
         mark = book.mark
         if not mark:
             return None  # no mark yet: the band starts with the first mark
-        width = mark * spec.band_ppm // PPM
-        if mark - width <= price <= mark + width:
+        low, high = band_limits(mark, spec.band_ppm)
+        if low <= price <= high:
             return None
         return {"price": price, "mark": mark, "band_ppm": spec.band_ppm,
-                "min_price": mark - width, "max_price": mark + width}
+                "min_price": low, "max_price": high}
 
     # ------------------------------------------------------------------ matching
 
@@ -220,9 +221,7 @@ class MatchingEngine(Snapshottable):
         ref = book.mark or book.opposite(order.side).best() or 0
         if not ref:
             return 0
-        ppm = order.max_slippage_ppm or spec.protection_ppm
-        move = ref * ppm // PPM
-        return ref + move if order.side > 0 else max(1, ref - move)
+        return protection_price(ref, order.side, order.max_slippage_ppm or spec.protection_ppm)
 
     def _execute(self, book: Book, spec: SymbolSpec, order: Order, out: list) -> None:
         """Match `order` as taker, then rest it (GTC limit) or cancel what is left."""
@@ -573,14 +572,17 @@ class MatchingEngine(Snapshottable):
         book.mark = cmd.mark
         self._fire_stops(book, "mark", cmd.mark, out)
 
-    def _set_position(self, cmd: SetPosition, out: list) -> None:
+    def _set_position(self, cmd: SetPosition | ShiftPosition, out: list) -> None:
         book = self.books.get(cmd.symbol)
         if book is None:
             out.append(OrderRejected(seq=self.seq, ref=0, order_id=0, account=cmd.account,
                                      symbol=cmd.symbol, reason="unknown_symbol",
                                      detail={"symbol": cmd.symbol}))
             return
-        book.positions[cmd.account] = cmd.qty
+        if type(cmd) is ShiftPosition:
+            book.positions[cmd.account] = book.positions.get(cmd.account, 0) + cmd.change
+        else:
+            book.positions[cmd.account] = cmd.qty
         if cmd.account in book.reduce_only:
             self._recheck_reduce_only(book, cmd.account, out)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import msgspec
 
-PPM = 1_000_000
+from cluster.units import PPM
 MODES = ("normal", "carry", "book", "degraded")
 
 

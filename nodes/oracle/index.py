@@ -30,14 +30,13 @@ from cluster.funding import PremiumAverage, funding_rate, impact_price, premium,
 from cluster.protocol import (
     BookDelta, BookLevels, FundingRate, IndexMark, OracleMode, OracleSource, Regime, SpotTick, Trade,
 )
-from cluster.units import rate_to_ppm
+from cluster.units import PPM, rate_to_ppm
 from nodes.oracle.basis import BasisAverage
 from nodes.oracle.fallback import Fallback, FallbackConf
 from nodes.oracle.sources import classify, median, weighted_median
 from nodes.oracle.volatility import RealizedVol
 
 REGIME_REPEAT_NS = 1_000_000_000  # a regime is repeated this often, changed or not
-PPM = 1_000_000
 MS = 1_000_000
 
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import msgspec
 
-from cluster.units import ceil_div
+from cluster.units import PPM, ceil_div
 
-PPM = 1_000_000
 
 
 class SourceReport(msgspec.Struct, frozen=True, kw_only=True):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import deque
 from math import isqrt
 
-PPM = 1_000_000
+from cluster.units import PPM
 HYSTERESIS_PPM = 800_000
 
 

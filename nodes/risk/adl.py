@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-PPM = 1_000_000
+from cluster.units import PPM
 
 
 def score(qty: int, cost: int, value: int, margin_balance: int) -> Fraction:

@@ -46,16 +46,18 @@ from cluster.protocol import (
     Deposit, Error, Fill, FundingEntry, FundingRate, GetAccount, GetOrders, IndexMark, LiquidationResult,
     LiquidationStep, MassCancel, NewOrder, Notice, OrderAccepted, OrderAmended, OrderCancelled,
     OrderRejected, OrdersCancelled, OrdersView, OrderTriggered, OrderView, PlaceOrder, PositionView,
-    Regime, Reply, Report, Routed, SetLeverage, SetMarginMode, SetPosition, Trade, Withdraw,
+    Regime, Reply, Report, Routed, SetLeverage, SetMarginMode, ShiftPosition, Trade, Withdraw,
 )
-from cluster.units import ceil_div
+from cluster.rules.bands import band_limits, protection_price
+from cluster.units import PPM, ceil_div
 from nodes.risk import adl
 from nodes.risk.accounts import AccountState, OpenOrder, Position, pending_units
 from nodes.risk.marks import FundingClock, MarkAges
 from cluster.funding import funding_payment
-from cluster.prices import bankruptcy_price, liquidation_price, round_price, trigger_margin
+from cluster.prices import (
+    bankruptcy_price, forced_fee, liquidation_price, round_price, trigger_margin,
+)
 
-PPM = 1_000_000
 E9 = 1_000_000_000
 INSURANCE = "insurance"
 
@@ -261,8 +263,7 @@ class RiskEngine(Snapshottable):
         if otype not in MARKET_TYPES:
             return price
         ref = ref or trigger or self._price(symbol)
-        move = ref * (slippage_ppm or self.specs[symbol].protection_ppm) // PPM
-        return ref + move if side > 0 else max(1, ref - move)
+        return protection_price(ref, side, slippage_ppm or self.specs[symbol].protection_ppm)
 
     def _side_leverage(self, acct: AccountState, spec: SymbolSpec, symbol: str,
                        tier_notional: int) -> int:
@@ -1058,7 +1059,7 @@ class RiskEngine(Snapshottable):
         """Charge the forced-execution fee of a liquidation fill to the insurance fund, never more
         than the margin balance left (a fee must not make the account bankrupt)."""
         spec = self.specs[symbol]
-        fee = min(ceil_div(notional * spec.forced_fee_ppm, PPM),
+        fee = min(forced_fee(notional, spec.forced_fee_ppm),
                   max(0, self._margin_balance(acct, symbol)))
         if fee:
             pos = acct.positions.get(symbol)
@@ -1122,17 +1123,16 @@ class RiskEngine(Snapshottable):
             mark = self._price(msg.symbol)
             price = msg.price
             if mark:  # keep the limit inside the band the book accepts (stricter, never looser)
-                width = mark * spec.band_ppm // PPM
-                price = max(price, mark - width) if closing_side < 0 else min(price, mark + width)
-                if price > mark + width if closing_side < 0 else price < mark - width:
+                low, high = band_limits(mark, spec.band_ppm)
+                price = max(price, low) if closing_side < 0 else min(price, high)
+                if price > high if closing_side < 0 else price < low:
                     # The bankruptcy price is past the band's far edge (a gap): the book cannot
                     # take the close at or better than bankruptcy inside the band, and matching
                     # would refuse the order. Nothing is sent; the liquidator goes on to the
                     # backstop, which takes it at the bankruptcy price.
                     return self._liquidation_result(
                         out, lid, msg.kind, msg.account, msg.symbol,
-                        reason=f"bankruptcy_price_outside_band: {msg.price} vs "
-                               f"{mark - width}..{mark + width}")
+                        reason=f"bankruptcy_price_outside_band: {msg.price} vs {low}..{high}")
             order_id = self.next_order_id
             self.next_order_id += 1
             self.liq_orders[order_id] = LiqExec(lid)
@@ -1225,11 +1225,10 @@ class RiskEngine(Snapshottable):
         side = -1 if src.positions[symbol].qty > 0 else 1  # src closes
         self._settle(src, symbol, side, qty, price, 0)
         self._settle(dst, symbol, -side, qty, price, 0)
-        for acct in (src, dst):
+        for acct, change in ((src, side * qty), (dst, -side * qty)):
             self._reprice(acct, symbol)
-            pos = acct.positions.get(symbol)
-            out.append(("matching", SetPosition(account=acct.name, symbol=symbol,
-                                                qty=pos.qty if pos is not None else 0)))
+            # a change, not risk's quantity: matching may have traded the account since
+            out.append(("matching", ShiftPosition(account=acct.name, symbol=symbol, change=change)))
 
     # ------------------------------------------------------------------ views
 

@@ -71,7 +71,7 @@ def build(shell: NodeShell, topo: Topology):
     # The timer is an input (journaled): marks' ages and the funding clock's start replay alike.
     shell.every(MARK_CHECK_MS, lambda: runner.on_messages([ClockTick()]))
     recovered = runner.recover()
-    runner.on_messages([ClockTick()])  # the funding clock starts before any rate can arrive
+    runner.on_start([ClockTick()])  # the funding clock starts before any rate can arrive
     if recovered:
         shell.log.info("risk_recovered", **recovered)
         for name, acct in engine.accounts.items():  # the liquidator's view, afresh

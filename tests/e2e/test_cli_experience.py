@@ -55,3 +55,26 @@ def test_the_terminal_against_a_cluster_up_and_then_down(tmp_path):
     late = handle.cli("ping")  # status.json says stopped: said at once, not after --timeout
     assert late.returncode == 2 and "cluster_not_running" in late.stderr, late
     assert "is stopped" in late.stderr and time.monotonic() - started < 4, late
+
+
+def test_a_start_on_a_port_someone_holds_says_what_to_do(tmp_path):
+    """Two checkouts on one host both start on the built-in ports: the second start failed with
+    'Address already in use' and nothing more; it now names the ways out."""
+    import socket
+
+    handle = ClusterHandle(tmp_path)
+    gateway = handle.topo.nodes["gateway"].client  # tcp://127.0.0.1:PORT
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(("127.0.0.1", int(gateway.rsplit(":", 1)[1])))
+    holder.listen()
+    try:
+        detached = handle.cli("cluster", "up", "--detach", timeout=90)
+        assert detached.returncode == 1 and "Address already in use" in detached.stdout, detached
+        assert "--config FILE or PERPX_CONFIG" in detached.stdout, detached
+        foreground = handle.cli("cluster", "up", "--seconds", "1", timeout=90)
+        assert foreground.returncode == 1, foreground
+        assert "--config FILE or PERPX_CONFIG" in foreground.stderr, foreground
+    finally:
+        holder.close()
+        handle.cli("cluster", "down")

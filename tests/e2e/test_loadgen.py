@@ -3,23 +3,41 @@ real cluster: every order is answered, none rejected, latencies recorded, nothin
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
 
 import pytest
 
-from perf.cluster_load import ACCOUNTS, Cluster
+from perf.cluster_load import ACCOUNTS
 from perf.loadgen import Step, kept_up, run_step
+from tests.e2e.helpers import wait_netsim_applied
 
 pytestmark = pytest.mark.e2e
 
 
+def wait_marks(venue, timeout: float = 10.0) -> None:
+    """Until the oracle's first mark reaches market data: risk prices orders from then on."""
+    from cluster.client import Client
+
+    async def first_mark() -> None:
+        gateway = venue.topo.nodes["gateway"]
+        async with Client(gateway.client, api_key=venue.api_keys()[0],
+                          market_data=gateway.pub) as client:
+            await client.next_mark("BTC-PERP", timeout)
+
+    asyncio.run(first_mark())
+
+
 @pytest.mark.parametrize("pipeline", ["null", "cluster"])
-def test_one_open_loop_step_is_answered_in_full(pipeline):
+def test_one_open_loop_step_is_answered_in_full(pipeline, bench_cluster):
     env = {"PERPX_PIPELINE": "null"} if pipeline == "null" else {}
-    with Cluster(env) as venue:
-        time.sleep(1.0)
+    with bench_cluster(env) as venue:
+        if pipeline == "cluster":
+            wait_marks(venue)
+        else:  # sockets connect lazily, and the null pipeline publishes no state to wait for
+            time.sleep(1.0)
         for name, pid in venue.node_pids().items():  # one scheduling group with the generator
             assert os.getsid(pid) == os.getsid(0), name
         topo = venue.topo
@@ -36,14 +54,14 @@ def test_one_open_loop_step_is_answered_in_full(pipeline):
     assert 0 < lat["p50"] <= lat["p99"] <= lat["p99.9"] < 5_000_000
 
 
-def test_latency_measured_includes_a_delay_injected_on_the_answer_path():
+def test_latency_measured_includes_a_delay_injected_on_the_answer_path(bench_cluster):
     """The instrument's clock and units: 20 ms added by netsim on gateway->client shows up, once,
     in the latencies (a wrong timestamp, a unit slip or a lost histogram would not)."""
-    with Cluster({"PERPX_PIPELINE": "null"}) as venue:
-        time.sleep(1.0)
+    with bench_cluster({"PERPX_PIPELINE": "null"}) as venue:
+        time.sleep(1.0)  # sockets connect lazily; the null pipeline publishes no state to wait for
         done = venue.cli("netsim", "set", "gateway->client", "--latency", "20ms")
         assert done.returncode == 0, done.stderr
-        time.sleep(0.5)  # the table reaches the gateway
+        wait_netsim_applied(venue, json.loads(done.stdout), "gateway")
         topo = venue.topo
         r = run_step(topo.nodes["gateway"].client, venue.api_keys(), Step(rate=1_000, seconds=1.0, idle_ms=30),
                      "BTC-PERP", topo.symbols["BTC-PERP"].initial_price)
@@ -54,18 +72,19 @@ def test_latency_measured_includes_a_delay_injected_on_the_answer_path():
     assert 20_000 <= lat["p50"] < 40_000 and lat["p50"] <= lat["p99"], lat
 
 
-def test_the_hop_profile_accounts_for_each_link_and_sees_a_delay_on_one():
+def test_the_hop_profile_accounts_for_each_link_and_sees_a_delay_on_one(bench_cluster):
     """perf.hops, as make bench uses it: every hop of the order path measured, and 5 ms injected on
     risk->matching shows on that hop only."""
     from perf import hops
 
-    with Cluster({}) as venue:
-        time.sleep(1.0)
+    with bench_cluster({}) as venue:
+        wait_marks(venue)
         gateway = venue.topo.nodes["gateway"].client
         idle = hops.profile(gateway, lambda: time.sleep(0.6))
         assert idle["pings"] >= 20 and all(0 < idle[h]["p50"] <= idle[h]["p99"] for h in hops.HOPS)
-        assert venue.cli("netsim", "set", "risk->matching", "--latency", "5ms").returncode == 0
-        time.sleep(0.6)  # the table reaches risk
+        done = venue.cli("netsim", "set", "risk->matching", "--latency", "5ms")
+        assert done.returncode == 0, done.stderr
+        wait_netsim_applied(venue, json.loads(done.stdout), "risk")
         shaped = hops.profile(gateway, lambda: time.sleep(0.6))
     assert 5_000 <= shaped["risk->matching"]["p50"] < 5_000 + idle["risk->matching"]["p50"] + 2_000
     others = [h for h in hops.HOPS if h != "risk->matching"]

@@ -105,6 +105,8 @@ class World:
     def _check_liquidation_order(self, order: NewOrder) -> None:
         mark = self.matching.books[order.symbol].mark
         width = mark * self.risk.specs[order.symbol].band_ppm // PPM
+        if order.price in (mark - width, mark + width):
+            self.seen.add("liquidation order at the band edge")
         if mark and not mark - width <= order.price <= mark + width:
             self.problems.append(f"liquidation order {order.order_id} at {order.price} outside the "
                                  f"band {mark - width}..{mark + width}")
@@ -127,9 +129,13 @@ class World:
             # the margin balance the fill leaves, before its fee: the fill's price against the mark
             after_fill = margin_before - msg.taker_side * msg.qty * (
                 msg.price - risk.marks[msg.symbol]) * risk.specs[msg.symbol].atoms_per_tick_lot
-            if not iso:
-                if fee > max(0, after_fill):
-                    self.problems.append(f"forced fee {fee} above the margin balance {after_fill}")
+            if not iso and fee > max(0, after_fill):
+                self.problems.append(f"forced fee {fee} above the margin balance {after_fill}")
+            pos = taker.positions.get(msg.symbol)
+            if fee and pos is not None and pos.qty:  # a fee never takes a margin balance below 0
+                left = self.margin_balance(msg.taker_account, msg.symbol)
+                if left < 0:
+                    self.problems.append(f"forced fee {fee} left a margin balance of {left}")
             if fee < full:
                 self.seen.add("forced fee capped")
             if fee > full:

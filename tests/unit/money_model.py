@@ -13,14 +13,13 @@ The rules, as modelled:
 - a fill first closes the open position, then opens the rest; the closing part takes its share of
   the fee (rounded down), the opening part the rest;
 - closing part of a position removes its share of the cost basis, truncated toward zero;
-- an isolated position: opening moves IM (at the tier of the entry notional after the fill) plus
-  the opening fee in from the cross wallet; its fills, fees and funding settle in its own cash; a
-  full close returns that cash to the wallet, or, if negative, the insurance fund absorbs it; a
-  partial close releases what the remaining IM at the mark does not need, out of the lower of its
-  wallet and its equity at the mark (#17 defect 2); an opening fill worse than the mark also brings
-  in that loss at once (#17 defect 16);
-- a liquidation fill's forced fee is charged once the close is booked and before an isolated
-  position's cash goes back, capped by the margin balance left (#17 defect 7);
+- an isolated position: opening moves in from the cross wallet IM (at the tier of the entry
+  notional after the fill) plus the opening fee plus the loss at once of a fill worse than the
+  mark (a buy above it, a sell below it), so it starts with its IM at mark; its fills, fees and
+  funding settle in its own cash; a full close returns that cash to the wallet, or, if negative,
+  the insurance fund absorbs it; a partial close releases per `isolated_release` (#17 defect 2);
+- a liquidation fill's forced fee is charged once the fill's closing part is booked and before an
+  isolated position's cash goes back (#17 defect 7), capped by the margin balance at that moment;
 - funding: |qty| x mark x mult x rate per position, longs pay when the rate is > 0; payers round
   up, receivers down, the remainder goes to the insurance fund;
 - a cross account left by a liquidation with no cross position and a negative wallet is made whole
@@ -78,20 +77,29 @@ def max_leverage_for(spec, notional: int) -> int:
     return spec.tiers[-1].max_leverage
 
 
+def exact_initial_margin(spec, leverage_setting: int, buffer_ppm: int, notional: int,
+                         tier_notional: int) -> Fraction:
+    """notional / leverage x buffer; the leverage is the setting capped by the tier of
+    `tier_notional`."""
+    lev = min(leverage_setting, max_leverage_for(spec, tier_notional))
+    return Fraction(abs(notional) * buffer_ppm, lev * MILLION)
+
+
 def initial_margin(spec, leverage_setting: int, buffer_ppm: int, notional: int,
                    tier_notional: int) -> int:
-    """notional / leverage x buffer, rounded up (against the account); the leverage is the
-    setting capped by the tier of `tier_notional`."""
-    lev = min(leverage_setting, max_leverage_for(spec, tier_notional))
-    return round_up(Fraction(abs(notional) * buffer_ppm, lev * MILLION))
+    """Initial margin in atoms, rounded up (against the account)."""
+    return round_up(exact_initial_margin(spec, leverage_setting, buffer_ppm, notional,
+                                         tier_notional))
 
 
-def isolated_release_new_rule(iso_cash: int, cost: int, qty_after: int, qty_before: int,
-                              im_at_mark: int, equity_at_mark: int) -> int:
-    """#17 defect 2: release only what the remaining position's IM at the mark does not need, out
-    of the lower of its wallet (cash + cost: margin and realized, no unrealized gain) and its
-    equity at the mark (which counts the open loss), for longs and shorts alike."""
-    return max(0, min(iso_cash + cost, equity_at_mark) - im_at_mark)
+def isolated_release(iso_cash: int, cost: int, equity_at_mark: int, im_at_mark: int) -> int:
+    """What a partial close of an isolated position sends back to the cross wallet (#17 defect 2,
+    the README's "Cross and isolated"): the lower of its wallet (margin plus realized PnL: cash +
+    cost, no unrealized gain) and its equity at mark (which counts the open loss), less the IM at
+    mark of what is left; never negative. Long or short alike: what is left stays as safe as a
+    new position of its size."""
+    wallet = iso_cash + cost
+    return max(0, min(wallet, equity_at_mark) - im_at_mark)
 
 
 @dataclass
@@ -114,8 +122,7 @@ class Acct:
 class MoneyModel:
     def __init__(self, specs, deposits: dict[str, int], insurance_fund: int = 0,
                  modes: dict[str, dict[str, str]] | None = None,
-                 leverage: dict[str, dict[str, int]] | None = None,
-                 release=isolated_release_new_rule) -> None:
+                 leverage: dict[str, dict[str, int]] | None = None) -> None:
         self.specs = specs
         self.accounts = {n: Acct(b) for n, b in deposits.items()}
         self.accounts.setdefault(INSURANCE, Acct(0)).balance += insurance_fund
@@ -123,14 +130,11 @@ class MoneyModel:
             self.accounts[name].mode.update(m)
         for name, m in (leverage or {}).items():
             self.accounts[name].leverage.update(m)
-        self.release = release  # a test may hold the ledger to another release rule
         self.fee_pool = 0
         self.marks: dict[str, int] = {}
-        self.last: dict[str, int] = {}  # last trade price: the value of a position with no mark
         self.regime: dict[str, str] = {s: "normal" for s in specs}
         self.liq_orders: dict[int, str] = {}  # liquidation IOC order id -> account
-        # What the generators' coverage asserts.
-        self.seen: dict[str, int] = {}
+        self.seen: dict[str, int] = {}  # states reached: what the generators' coverage asserts
 
     # ------------------------------------------------------------------ valuation
 
@@ -143,11 +147,8 @@ class MoneyModel:
     def _buffer(self, symbol: str) -> int:
         return self.specs[symbol].im_buffer_ppm[self.regime[symbol]]
 
-    def _mark(self, symbol: str) -> int:
-        return self.marks.get(symbol) or self.last.get(symbol, 0)
-
     def _value(self, symbol: str, pos: Pos) -> int:
-        mark = self._mark(symbol)
+        mark = self.marks.get(symbol)
         return pos.qty * mark * self.specs[symbol].atoms_per_tick_lot if mark else pos.cost
 
     def cross_equity(self, acct: Acct) -> int:
@@ -183,13 +184,17 @@ class MoneyModel:
         self._transfers(msg, effects)
 
     def _transfers(self, msg, effects) -> None:
-        """Isolated margin moved by request, when risk acknowledged it."""
+        """Settings and isolated margin moved by request, when risk acknowledged them."""
         body = getattr(msg, "body", None)
-        if type(body).__name__ != "AdjustIsolatedMargin":
+        kind = type(body).__name__
+        if kind not in ("AdjustIsolatedMargin", "SetLeverage"):
             return
         for dest, out in effects:
             if dest == "gateway" and type(out) is Reply and type(out.body) is Ack:
                 acct = self.accounts[msg.account]
+                if kind == "SetLeverage":  # moves no money: later IM uses the new setting
+                    acct.leverage[body.symbol] = body.leverage
+                    continue
                 acct.balance -= body.amount
                 acct.positions[body.symbol].iso += body.amount
                 self._note("isolated transfer")
@@ -222,7 +227,6 @@ class MoneyModel:
         maker_fee = trading_fee(notional, spec.maker_fee_ppm)
         if maker_fee < 0:
             self._note("maker rebate")
-        self.last[ev.symbol] = ev.price
         taker = self.accounts[ev.taker_account]
         self._fill(taker, ev.symbol, ev.taker_side, ev.qty, ev.price, taker_fee,
                    forced_notional=notional if liquidation else 0)
@@ -239,7 +243,7 @@ class MoneyModel:
             fee = cap
             self._note("forced fee capped")
         pos = acct.positions.get(symbol)
-        if pos is not None and pos.mode == "isolated":  # before its cash goes back (defect 7)
+        if pos is not None and pos.mode == "isolated":
             pos.iso -= fee
         else:
             acct.balance -= fee
@@ -277,6 +281,7 @@ class MoneyModel:
 
     def _fill(self, acct: Acct, symbol: str, side: int, qty: int, price: int, fee: int,
               forced_notional: int = 0) -> None:
+        """One side of a fill; a liquidation's (`forced_notional`) also pays the forced fee."""
         spec = self.specs[symbol]
         mult = spec.atoms_per_tick_lot
         acct.fees_paid += fee
@@ -303,10 +308,10 @@ class MoneyModel:
             share = 0 if closing == before else toward_zero(Fraction(pos.cost * closing, before))
             pos.cost = 0 if closing == before else pos.cost - share
             pos.qty += side * closing
+            if forced_notional:  # before the position's cash goes back, capped by what it has
+                self._forced_fee(acct, symbol, forced_notional)
             self._note(("isolated " if isolated else "cross ")
                        + ("full close" if pos.qty == 0 else "partial close"))
-            if forced_notional:  # a liquidation fill's forced fee, once the close is booked
-                self._forced_fee(acct, symbol, forced_notional)
             if isolated:
                 if pos.qty == 0:
                     if pos.iso >= 0:
@@ -316,18 +321,17 @@ class MoneyModel:
                         self._note("isolated deficit to insurance")
                     pos.iso = 0
                 else:
-                    self._release(acct, symbol, pos, before)
+                    self._release(acct, symbol, pos)
         elif forced_notional:
             self._forced_fee(acct, symbol, forced_notional)
         if opening:
             value = price * opening * mult
             if isolated:
-                # IM, the opening fee, and the loss at once of a fill worse than the mark
-                # (#17 defect 16: the position starts with its IM at the mark)
                 im = initial_margin(spec, self._lev(acct, symbol), self._buffer(symbol), value,
                                     abs(pos.cost) + value)
-                mark = self._mark(symbol)
-                loss_at_once = max(0, side * (price - mark) * opening * mult) if mark else 0
+                mark = self.marks.get(symbol) or 0
+                worse_by = side * (price - mark) if mark else 0  # ticks past the mark, against it
+                loss_at_once = worse_by * opening * mult if worse_by > 0 else 0
                 move = max(0, im + fee_open + loss_at_once)
                 acct.balance -= move
                 pos.iso += move
@@ -337,15 +341,18 @@ class MoneyModel:
         if pos.qty == 0 and pos.iso == 0:
             del acct.positions[symbol]
 
-    def _release(self, acct: Acct, symbol: str, pos: Pos, qty_before: int) -> None:
+    def _release(self, acct: Acct, symbol: str, pos: Pos) -> None:
         spec = self.specs[symbol]
         mark = self.marks.get(symbol) or 0
         value = abs(pos.qty) * mark * spec.atoms_per_tick_lot
-        im = initial_margin(spec, self._lev(acct, symbol), self._buffer(symbol), value, value)
+        exact_im = exact_initial_margin(spec, self._lev(acct, symbol), self._buffer(symbol),
+                                        value, value)
         equity = pos.iso + (pos.qty * mark * spec.atoms_per_tick_lot if mark else pos.cost)
-        amount = self.release(pos.iso, pos.cost, pos.qty, qty_before, im, equity)
+        amount = isolated_release(pos.iso, pos.cost, equity, round_up(exact_im))
         if amount:
             self._note("isolated release")
+            if exact_im.denominator != 1:
+                self._note("isolated release, IM rounded up")
         pos.iso -= amount
         acct.balance += amount
 

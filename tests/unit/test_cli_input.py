@@ -69,6 +69,18 @@ def test_every_command_takes_numbers_through_the_same_layer(capsys, args, flag):
     assert code == 2 and flag in out["message"], out
 
 
+def test_no_flag_of_any_command_reads_numbers_with_plain_int_or_float(capsys):
+    """Commands other modules add (perpx stress, cascade) get the same layer: before it,
+    `perpx stress --depth ３` ran with a depth of 3 (Python's int takes fullwidth digits)."""
+    found = [(path, action) for path, p in commands(cli.parser()) for action in p._actions
+             if action.type in (int, float)]
+    assert found == []
+    code, out = run(capsys, "stress", "--notional", "BTC-PERP=600000", "--depth", "３")
+    assert code == 2 and out["error"] == "not_a_number" and "--depth" in out["message"], out
+    code, out = run(capsys, "cascade", "band", "--accounts", "1_0", "--out", "x.json")
+    assert code == 2 and "--accounts" in out["message"], out
+
+
 def test_usage_errors_without_json_go_to_stderr_with_the_reason(capsys):
     assert main(PLACE + ["--qty", "3_0"]) == 2
     captured = capsys.readouterr()
@@ -177,3 +189,35 @@ def test_every_command_has_a_description_an_example_and_described_flags():
     assert "mark-1%" in place and "(default: GTC)" in place and "in contracts" in place
     netsim_set = dict(found)[("netsim", "set")].format_help()
     assert "mixture" in netsim_set and "MESSAGES" in netsim_set
+
+
+@pytest.mark.parametrize("text", ["３００００", "3_0000", " 30000 ", "30000\n", "٣٠٠٠٠"])
+def test_every_exact_conversion_reads_ascii_digits_only(capsys, text):
+    """units.to_units is where every typed number becomes units (the SDK's ticks/lots/atoms, calc,
+    stress and cascade flags): before, Python's Decimal read these as 30000."""
+    from cluster.units import UnitError, to_units
+
+    with pytest.raises(UnitError) as refused:
+        to_units(text, Decimal("0.1"), "price", "off_grid")
+    assert refused.value.reason == "not_a_number"
+    assert to_units("30000", Decimal("0.1"), "price", "off_grid") == 300000
+    assert to_units(Decimal("1000").normalize(), Decimal("1"), "x", "r") == 1000  # str: '1E+3'
+    code, out = run(capsys, "cascade", "band", "--size", text, "--out", "never.json")
+    assert code == 2 and out["error"] == "not_a_number" and "--size" in out["message"], out
+
+
+@pytest.mark.parametrize("args", [
+    ["cascade", "--from-cluster"],  # waited --timeout (5 s) before
+    ["cascade", "snapshot", "--from-cluster", "--out", "never.json"],
+    ["stress", "alice"], ["book", "BTC-PERP"], ["ping"], ["netsim", "show"],
+    ["incident", "report"], ["explain", "account", "alice"],  # printed an empty report, exit 0
+    ["explain", "liquidation", "liq-1"],
+    ["audit", "verify"],  # was 'NOT CONSISTENT', exit 1, as if a journal were damaged
+])
+def test_a_command_on_a_directory_with_no_cluster_says_so_at_once(capsys, tmp_path, args):
+    import time
+
+    started = time.monotonic()
+    code, out = run(capsys, *args, "--run-dir", str(tmp_path / "var"))
+    assert code == 2 and out["error"] in ("no_cluster", "no_journals"), out
+    assert "--run-dir" in out["message"] and time.monotonic() - started < 2, out

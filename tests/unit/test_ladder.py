@@ -69,3 +69,14 @@ def test_loader_rejects_a_wrong_stated_amount_and_bad_shapes():
         build_ladder([(0, 10, 5_000, None), (10 * USD, 10, 4_000, None)], 20 * USD)
     with pytest.raises(LadderError, match="above the initial margin rate"):
         build_ladder([(0, 125, 10_000, None)], 20 * USD)
+
+
+@pytest.mark.parametrize("mmr_ppm, accepted",
+                         [(0, False), (1, True), (999_999, True), (1_000_000, False)])
+def test_mmr_bounds_are_exclusive_of_zero_and_one(mmr_ppm, accepted):
+    """0 < mmr < 1, in ppm 1 .. 999,999 (a 1x tier, so 1/leverage does not bind first)."""
+    if accepted:
+        assert build_ladder([(0, 1, mmr_ppm, None)], 10 * USD)[0].mmr_ppm == mmr_ppm
+    else:
+        with pytest.raises(LadderError):
+            build_ladder([(0, 1, mmr_ppm, None)], 10 * USD)

@@ -28,10 +28,18 @@ trade = st.fixed_dictionaries({
 # price lies outside the band and the liquidation order must be kept inside it
 whale = st.fixed_dictionaries({"whale_lots": st.integers(300_000, 900_000),
                                "whale_side": st.sampled_from((1, -1))})
-# a mark move; the market maker's quotes follow, or (stale) stay where they were
-move = st.fixed_dictionaries({"mark_ppm": st.integers(-90_000, 90_000),
+# a mark move; the market maker's quotes follow, or (stale) stay where they were. Small moves walk
+# an account into its trigger with equity left; gaps jump past bankruptcy.
+move = st.fixed_dictionaries({"mark_ppm": st.one_of(st.integers(-15_000, 15_000),
+                                                    st.integers(-90_000, 90_000)),
                               "bid_lots": st.sampled_from((0, 300, 3_000, 30_000)),
                               "requote": st.booleans()})
+# last, maybe, a trend against a whale at tier 6 (MMR 10% less the tier's amount: 5.8% of 30M,
+# and the forced fee), the quotes following each move: it reaches its trigger with its bankruptcy
+# price past the band, so its liquidation orders must be clamped to the band's edge
+trend = st.one_of(st.none(), st.fixed_dictionaries({
+    "lots": st.integers(900_000, 1_000_000), "side": st.sampled_from((1, -1)),
+    "step_ppm": st.integers(5_000, 15_000)}))
 mode = st.fixed_dictionaries({"account": st.sampled_from(TRADERS),
                               "isolated": st.booleans(), "leverage": st.integers(20, 100)})
 
@@ -46,10 +54,10 @@ def fill(w: World, buyer: str, seller: str, lots: int, price: int) -> None:
 @given(st.lists(mode, max_size=4),
        st.lists(st.sampled_from([trade, trade, trade, move, move, whale]).flatmap(lambda s: s),
                 min_size=6, max_size=25),
-       st.sampled_from((0, 5_000, 30_000, 200_000, 1_000_000)), st.booleans())
-def test_liquidations_reach_every_step_and_keep_the_rules(modes, script, fund, backstop):
+       st.sampled_from((200_000, 0, 1_000_000, 5_000, 30_000)), st.booleans(), trend)
+def test_liquidations_reach_every_step_and_keep_the_rules(modes, script, fund, backstop, trend):
     w = World({"a": 30_000 * USD, "b": 30_000 * USD, "c": 5_000 * USD, "d": 200_000 * USD,
-               "whale": 6_000_000 * USD, "mm": 500_000_000 * USD, "bs": 500_000 * USD},
+               "whale": 7_000_000 * USD, "mm": 500_000_000 * USD, "bs": 500_000 * USD},
               insurance=fund * USD, floor=20_000 * USD, backstops=["bs"] if backstop else [])
     mark = 300_000
     w.mark(mark)
@@ -70,6 +78,8 @@ def test_liquidations_reach_every_step_and_keep_the_rules(modes, script, fund, b
                 fill(w, "whale", "mm", step["whale_lots"], mark)
             else:
                 fill(w, "mm", "whale", step["whale_lots"], mark)
+            if abs(w.position("whale")) * mark * 100 > 20_000_000 * USD:
+                event("whale at tier 6 or above")
         else:
             mark = max(150_000, mark + mark * step["mark_ppm"] // 1_000_000)
             if step["requote"]:
@@ -77,6 +87,23 @@ def test_liquidations_reach_every_step_and_keep_the_rules(modes, script, fund, b
             if step["bid_lots"]:  # quotes within the band of the mark before the move
                 w.place("mm", 1, step["bid_lots"], mark - 200)
                 w.place("mm", -1, step["bid_lots"], mark + 200)
+            w.mark(mark)
+    if trend is not None:
+        w.cancel_all("whale")
+        if trend["side"] > 0:
+            fill(w, "whale", "mm", trend["lots"], mark)
+        else:
+            fill(w, "mm", "whale", trend["lots"], mark)
+        if abs(w.position("whale")) * mark * 100 > 20_000_000 * USD:
+            event("whale at tier 6 or above")
+        for _ in range(40):  # at most 40 moves of 0.5..1.5%: the trigger is some 17% away
+            if any(e.rule == "liquidation.trigger" and e.numbers["account"] == "whale"
+                   for e in w.audit) or not w.position("whale"):
+                break
+            mark = max(150_000, mark - trend["side"] * mark * trend["step_ppm"] // 1_000_000)
+            w.cancel_all("mm")
+            w.place("mm", 1, 50_000, mark - 200)
+            w.place("mm", -1, 50_000, mark + 200)
             w.mark(mark)
     w.mark(mark)  # a fresh mark: the world settles on it
     risk, matching = w.risk, w.matching

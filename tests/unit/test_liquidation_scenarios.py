@@ -356,3 +356,36 @@ def test_a_liquidation_order_is_kept_inside_the_band_or_not_sent():
     result = next(m for _, m in out if type(m) is LiquidationResult)
     assert (result.qty, result.position_after) == (0, 1_000)
     assert result.reason == "bankruptcy_price_outside_band: 316000 vs 285000..315000"
+
+
+def test_an_adl_transfer_does_not_undo_a_trade_still_on_its_way_to_risk():
+    """Risk tells matching of a position moved outside the book while matching's trades for the
+    same account may still be on their way to risk. Found by the liquidation property test (a
+    whale's reduce fill and another account's ADL in flight together): risk's absolute quantity
+    overwrote the fill in matching, and the two disagreed by its 1,935 lots."""
+    from cluster.protocol import LiquidationStep, PlaceOrder, Routed, Trade
+
+    w = World({"a": 30_000 * USD, "b": 30_000 * USD, "c": 30_000 * USD})
+    w.mark(300_000)
+    w.place("b", 1, 1_000, 300_000)
+    w.place("a", -1, 1_000, 300_000, tif="IOC")  # b long 1,000, a short 1,000
+    w.mark(310_000)  # b is in profit: first in a's ADL queue
+    w.place("b", -1, 500, 310_000)
+    # c's IOC buys b's 500 in matching; the trade has not reached risk yet
+    w.ref += 1
+    to_matching = [m for d, m in w.risk.handle(Routed(ref=w.ref, account="c", body=PlaceOrder(
+        symbol=BTC, side=1, qty=500, price=310_000, tif="IOC")), w.now) if d == "matching"]
+    in_flight = [ev for m in to_matching for ev in w.matching.handle(m)]
+    assert [ev.qty for ev in in_flight if type(ev) is Trade] == [500]
+    assert w.matching.position("b", BTC) == 500
+    # ADL closes a's short against b's long as risk sees it (1,000)
+    step = LiquidationStep(liquidation_id=1, kind="adl", account="a", symbol=BTC, price=310_000,
+                           qty=1_000)
+    for dest, msg in w.risk.handle(step, w.now):
+        if dest == "matching":
+            w.matching.handle(msg)
+    for ev in in_flight:
+        w.risk.handle(ev, w.now)
+    assert w.position("b") == -500
+    for name in ("a", "b", "c"):
+        assert w.matching.position(name, BTC) == w.position(name), name

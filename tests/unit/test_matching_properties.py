@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 from cluster import config
 from cluster.protocol import (
     MARKET_TYPES, Amend, Cancel, MarkPrice, MassCancel, NewOrder, OrderAccepted, OrderAmended,
-    OrderCancelled, OrderRejected, OrdersCancelled, OrderTriggered, SetPosition, Trade,
+    OrderCancelled, OrderRejected, OrdersCancelled, OrderTriggered, SetPosition, ShiftPosition,
+    Trade,
 )
 from nodes.matching.engine import MatchingEngine
 from tests.unit.naive_book import NaiveBook
@@ -62,7 +63,7 @@ amend_cmd = st.fixed_dictionaries({"kind": st.just("amend"), "pick": st.integers
                                    "qty": st.sampled_from((0, 1, 5, 30))})
 mass_cmd = st.fixed_dictionaries({"kind": st.just("mass"), "account": st.sampled_from(ACCOUNTS)})
 mark_cmd = st.fixed_dictionaries({"kind": st.just("mark"), "move": st.integers(-12, 12)})
-# a liquidation or ADL moves a position outside the book: risk tells matching with SetPosition
+# a liquidation or ADL moves a position outside the book: risk tells matching with ShiftPosition
 shift_cmd = st.fixed_dictionaries({"kind": st.just("shift"), "src": st.sampled_from(ACCOUNTS),
                                    "dst": st.sampled_from(ACCOUNTS), "qty": st.integers(-15, 15)})
 # sampled_from over strategies keeps the mix even (one_of would favour the first alternatives
@@ -129,16 +130,15 @@ def to_engine_commands(generated) -> list:
 
 
 def resolve_shifts(engine: MatchingEngine, cmd):
-    """The positions seeded at the start, or a shift as the two SetPositions risk would send
+    """The positions seeded at the start, or a shift as the two ShiftPositions risk would send
     (positions stay balanced once a group is applied: src gives dst)."""
     if type(cmd) is not tuple:
         return [cmd]
     if cmd[0] == "seed":
         return cmd[1]
     _, src, dst, qty = cmd
-    pos = engine.books[SYMBOL].positions
-    return [SetPosition(account=src, symbol=SYMBOL, qty=pos.get(src, 0) - qty),
-            SetPosition(account=dst, symbol=SYMBOL, qty=pos.get(dst, 0) + qty)]
+    return [ShiftPosition(account=src, symbol=SYMBOL, change=-qty),
+            ShiftPosition(account=dst, symbol=SYMBOL, change=qty)]
 
 
 def apply_naive(naive: NaiveBook, cmd) -> None:
@@ -157,6 +157,8 @@ def apply_naive(naive: NaiveBook, cmd) -> None:
         naive.set_mark(cmd.mark)
     elif t is SetPosition:
         naive.set_position(cmd.account, cmd.qty)
+    elif t is ShiftPosition:
+        naive.set_position(cmd.account, naive.positions.get(cmd.account, 0) + cmd.change)
 
 
 def engine_resting(engine: MatchingEngine) -> list[tuple]:
