@@ -42,6 +42,7 @@ from cluster.audit import read as read_audit
 from cluster.client import Client, RequestFailed
 from cluster.protocol import (BUY, SELL, Codec, Fill, IndexMark, OrderAccepted, OrderCancelled,
                               OrderRejected, PlaceOrder, Regime, SetMarginMode, SpotTick)
+from cluster.runstate import read_status
 
 SAMPLE_S = 0.1
 RESENDS = 5  # an unknown outcome is asked again this many times before it counts as unanswered
@@ -518,14 +519,13 @@ async def _run(exp: dict, topo: config.Topology, echo) -> dict:
         end_s = exp["before_s"] + chaos._seconds(plan["end"], "end") + exp["observe_s"]
         stop_at = t0 + end_s
         ticks: list[dict] = []
-        status_path = Path(topo.run_dir) / "status.json"
 
         async def sampler() -> None:
             while loop.time() < stop_at + SAMPLE_S:
                 now = time.monotonic()
                 tick = {"t": round(now - mono0, 3)} | observer.sample(now)
                 try:
-                    nodes = json.loads(status_path.read_text())["nodes"]
+                    nodes = (read_status(topo.run_dir) or {})["nodes"]
                     tick["nodes_running"] = sum(1 for n in nodes.values()
                                                 if n["state"] == "running")
                     tick["node_restarts"] = sum(n["restarts"] for n in nodes.values())
