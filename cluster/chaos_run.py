@@ -84,6 +84,7 @@ class Observer:
         self.topo = topo
         self.honest = set(honest_venues)
         self.marks: dict[str, IndexMark] = {}
+        self.mark_seen: dict[str, float] = {}  # symbol -> when its latest mark arrived
         self.regimes: dict[str, str] = {}
         self.spot: dict[str, dict[str, tuple[int, float]]] = {}  # symbol -> venue -> (price, t)
         self.mark_history: list[tuple[float, dict[str, int]]] = []  # for a delayed maker's view
@@ -94,6 +95,7 @@ class Observer:
             for msg in await client.market_data():
                 if type(msg) is IndexMark:
                     self.marks[msg.symbol] = msg
+                    self.mark_seen[msg.symbol] = time.monotonic()
                 elif type(msg) is Regime:
                     self.regimes[msg.symbol] = msg.regime
 
@@ -123,6 +125,7 @@ class Observer:
             out[f"oracle_mode.{symbol}"] = m.mode
             out[f"mark.{symbol}"] = m.mark
             out[f"index.{symbol}"] = m.index
+            out[f"mark_age_ms.{symbol}"] = int((now - self.mark_seen[symbol]) * 1000)
             median = self.honest_median(symbol, now)
             if median:
                 out[f"mark_gap_ppm.{symbol}"] = abs(m.mark - median) * 1_000_000 // median
