@@ -6,7 +6,7 @@
     perpx order cancel --account A --symbol S (--order-id N | --client-order-id X) [--json]
     perpx book SYMBOL [--depth N] [--json]
     perpx account show ACCOUNT [--json]
-    perpx ping [--json]
+    perpx ping [--local] [--json]
 
 Commands that talk to a running cluster find it through <run-dir>/status.json (default ./var),
 or through --config. Exit codes: 0 ok, 1 the venue refused (reason in the output), 2 bad input or
@@ -384,14 +384,28 @@ def api_key_for(topo: config.Topology, args) -> str:
     return topo.accounts[account].api_key
 
 
-async def with_client(args, fn, *, logon: bool = True):
+def public_key_for(topo: config.Topology, args) -> str | None:
+    """The key for public reads (book, watch, ping): the one given, else the topology's first
+    read-scoped account; the gateway serves nothing but logon and a local ping before logon."""
+    if (getattr(args, "api_key", None) or getattr(args, "account", None)
+            or os.environ.get("PERPX_API_KEY")):
+        return api_key_for(topo, args)
+    return next((a.api_key for a in topo.accounts.values() if "read" in a.scopes), None)
+
+
+async def with_client(args, fn, *, logon: bool | str = True):
+    """`logon`: True (an account's key is needed), "public" (public_key_for) or False. Requests
+    are signed when the run's key file holds the key's secret."""
     from cluster.client import Client, RequestFailed
+    from cluster.signing import secret_for
 
     require_cluster(args)
     topo = load_topology(args)
     gw = topo.nodes["gateway"]
-    key = api_key_for(topo, args) if logon else None
-    client = Client(gw.client, api_key=None, market_data=gw.pub, timeout=args.timeout)
+    key = (public_key_for(topo, args) if logon == "public"
+           else api_key_for(topo, args) if logon else None)
+    client = Client(gw.client, api_key=None, market_data=gw.pub, timeout=args.timeout,
+                    secret=secret_for(topo.run_dir, key) if key else None)
     answered = False  # whether the venue answered anything: then it is up, and a request is late
     try:
         await client.connect()
@@ -623,7 +637,7 @@ def cmd_watch(args) -> int:
         return EXIT_OK
 
     try:
-        return asyncio.run(with_client(args, run, logon=False))
+        return asyncio.run(with_client(args, run, logon="public"))
     except KeyboardInterrupt:
         return EXIT_OK
 
@@ -666,7 +680,7 @@ def cmd_book(args) -> int:
               "asks": human(book.asks), "prices": prices}, args.json, render.book)
         return EXIT_OK
 
-    return asyncio.run(with_client(args, run, logon=False))
+    return asyncio.run(with_client(args, run, logon="public"))
 
 
 def cmd_account_show(args) -> int:
@@ -710,7 +724,7 @@ def cmd_account_show(args) -> int:
 def cmd_ping(args) -> int:
     async def run(client, topo):
         start = time.monotonic_ns()
-        pong = await client.ping()
+        pong = await client.ping(full=not args.local)
         end = time.monotonic_ns()
         hops = [{"node": n, "mono_ns": t, "since_send_us": (t - start) / 1000} for n, t in pong.hops]
         emit({"rtt_us": (end - start) / 1000, "hops": hops,
@@ -718,7 +732,7 @@ def cmd_ping(args) -> int:
              render.ping)
         return EXIT_OK
 
-    return asyncio.run(with_client(args, run, logon=False))
+    return asyncio.run(with_client(args, run, logon=False if args.local else "public"))
 
 
 def _account_change(args, action) -> int:
@@ -1225,8 +1239,12 @@ def parser() -> argparse.ArgumentParser:
     watch.add_argument("--seconds", type=SECONDS, metavar="SECONDS",
                        help="stop after this many seconds, at most a day (default: Ctrl-C)")
     watch.set_defaults(fn=cmd_watch)
-    command(sub, "ping", "a round trip through the order path with each hop's time",
-            "perpx ping").set_defaults(fn=cmd_ping)
+    ping = command(sub, "ping", "a round trip through the order path with each hop's time "
+                   "(logged on: a read key of the topology, or --account/--api-key)", "perpx ping")
+    ping.add_argument("--local", action="store_true",
+                      help="answered by the gateway alone (no logon needed)")
+    who(ping)
+    ping.set_defaults(fn=cmd_ping)
 
     # accounts
     account = group("account", "an account's state, settings and transfers")
@@ -1445,6 +1463,10 @@ def parser() -> argparse.ArgumentParser:
     from cluster import stress_cli  # perpx stress, perpx cascade [snapshot|sweep] (#24)
 
     stress_cli.register(sub, common)
+
+    from cluster import cli_security  # `limits`, `keys` (#20): its own module, for clean merges
+
+    cli_security.add_parsers(sub, common)
 
     # chaos experiments (#22): their commands live in cluster/chaos_cli.py
     from cluster import chaos_cli

@@ -26,6 +26,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import time
+from collections import deque
 from decimal import Decimal
 from typing import Union
 
@@ -35,10 +37,12 @@ import zmq.asyncio
 
 from cluster.protocol import (
     Ack, AccountView, AdjustIsolatedMargin, AmendOrder, BookLevels, CancelAll, CancelOrder, Codec,
-    Deposit, Error, GetAccount, GetBook, GetOrders, IndexMark, Logon, LogonAck, Logout, MarketData,
-    MAX_UNITS, OrdersView, Ping, PlaceOrder, Pong, Reply, Report, SetLeverage, SetMarginMode,
+    Deposit, Error, GetAccount, GetBook, GetLimits, GetOrders, IndexMark, Logon, LogonAck, Logout, MarketData,
+    MAX_UNITS, Notice, OrdersView, Ping, Signed, PlaceOrder, Pong, Reply, Report, SetLeverage, SetMarginMode,
     Withdraw, encode_one,
 )
+from cluster.backoff import Backoff
+from cluster.signing import signer
 from cluster.sockets import wake_reader
 from cluster.units import UnitError, from_units, to_units
 
@@ -50,18 +54,21 @@ class RequestFailed(Exception):
 
 
 REPORTS_KEPT = 10_000
+NOTICES_KEPT = 1000
 KEEPALIVE_S = 60.0  # the gateway forgets a session silent for 10 minutes
 
 
 def _server_codec() -> Codec:
     return Codec(Union[LogonAck, Error, Report, Pong, BookLevels, AccountView, Ack, Reply,
-                       OrdersView])
+                       OrdersView, Notice])
 
 
 class Client:
     def __init__(self, endpoint: str, *, api_key: str | None = None,
                  market_data: str | None = None, timeout: float = 5.0,
-                 ctx: zmq.asyncio.Context | None = None, keepalive: float = KEEPALIVE_S) -> None:
+                 ctx: zmq.asyncio.Context | None = None, keepalive: float = KEEPALIVE_S,
+                 secret: bytes | None = None, ed25519_key: bytes | None = None,
+                 backoff: Backoff | None = None) -> None:
         self.endpoint = endpoint
         self.api_key = api_key
         self.timeout = bounded_timeout(timeout)
@@ -76,6 +83,7 @@ class Client:
         # never reads them keeps the newest REPORTS_KEPT, and `reports_dropped` says how many went.
         self.reports: asyncio.Queue[Report] = asyncio.Queue(maxsize=REPORTS_KEPT)
         self.reports_dropped = 0
+        self.notices: deque[Notice] = deque(maxlen=NOTICES_KEPT)
         self.relogons = 0  # times the client logged on again after the gateway forgot it
         self.account: str | None = None
         self.symbols: dict[str, dict] = {}
@@ -84,12 +92,21 @@ class Client:
         self._md = None
         self._reader = None
         self.keepalive = keepalive  # seconds of silence before the session is renewed; 0: never
+        # the API key's HMAC secret or Ed25519 private key: every request is then sent Signed
+        self._signer = signer(secret, ed25519_key)
+        self.backoff = backoff  # pacing and retries (cluster/backoff.py); None: neither
+        self.session = 0  # the gateway's session number (signed into every request)
+        self._last_nonce = 0
         self.keepalives = 0  # times it was
         self._last_sent = 0.0  # loop time of the last request sent
         self._keeper = None
 
     async def __aenter__(self) -> Client:
-        await self.connect()
+        try:
+            await self.connect()
+        except BaseException:  # a refused logon: release the socket and its context (a context
+            await self.close()  # left open holds the interpreter's exit)
+            raise
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -153,6 +170,9 @@ class Client:
                     self._dispatch(msg)
 
     def _dispatch(self, msg) -> None:
+        if type(msg) is Notice:  # a private notice (e.g. a limit that changed, and why)
+            self.notices.append(msg)
+            return
         key = msg.ref if type(msg) is Report else getattr(msg, "req_id", 0)
         # key 0: an answer to no request of ours (an error about bytes we could not have sent
         # through request()); recv_any() waits under 0 for those.
@@ -182,7 +202,7 @@ class Client:
             self._waiting.pop(0, None)
 
     async def request(self, message, *, raise_on_error: bool = True):
-        answer = await self._ask(message)
+        answer = await (self._ask(message) if self.backoff is None else self._ask_paced(message))
         if (type(answer) is Error and answer.reason == "not_logged_on" and self.account is not None
                 and self.api_key is not None and type(message) not in (Logon, Logout)):
             # The gateway forgot this session (it restarted, or the session expired), and refused
@@ -194,15 +214,63 @@ class Client:
             raise RequestFailed(answer)
         return answer
 
+    async def _ask_paced(self, message):
+        """_ask within the client's own rate, sent again as cluster/backoff.py allows."""
+        backoff, waited = self.backoff, 0
+        for attempt in range(backoff.max_attempts):
+            for _ in range(3):  # (a wait refills the tokens: the second look finds them)
+                pace = backoff.pace_ms(message, time.monotonic_ns())
+                if not pace:
+                    break
+                await asyncio.sleep(pace / 1000)
+                waited += pace
+            try:
+                answer = await self._ask(message)
+            except asyncio.TimeoutError:
+                delay = backoff.retry_ms(message, attempt, waited, timed_out=True)
+                if delay is None:
+                    raise
+            else:
+                if type(answer) is not Error:
+                    return answer
+                delay = backoff.retry_ms(message, attempt, waited, reason=answer.reason,
+                                         retry_after_ms=answer.detail.get("retry_after_ms", 0))
+                if delay is None:
+                    return answer
+            await asyncio.sleep(delay / 1000)
+            waited += delay
+        return answer
+
     async def _log_on(self) -> None:
         ack = await self._ask(Logon(api_key=self.api_key))
         if type(ack) is Error:
             raise RequestFailed(ack)
         self.take_logon(ack)
 
+    # ------------------------------------------------------------------ signing (cluster/signing.py)
+
+    def next_nonce(self) -> int:
+        """Above the last one, and above any earlier connection's with this key (the gateway
+        keeps the last logon nonce per key): microseconds of the wall clock."""
+        self._last_nonce = max(self._last_nonce + 1, time.time_ns() // 1000)
+        return self._last_nonce
+
+    def signed(self, message) -> Signed:
+        """`message` inside a Signed: its bytes, a timestamp, a nonce and their HMAC."""
+        body = encode_one(message)
+        session = 0 if type(message) is Logon else self.session
+        ts_ms, nonce = time.time_ns() // 1_000_000, self.next_nonce()
+        return Signed(req_id=message.req_id, ts_ms=ts_ms, nonce=nonce, body=body,
+                      sig=self._signer(session, ts_ms, nonce, body))
+
+    def set_secret(self, secret: bytes | None = None, ed25519_key: bytes | None = None) -> None:
+        """Sign with another secret from now on (a rotated key's)."""
+        self._signer = signer(secret, ed25519_key)
+
     def take_logon(self, ack: LogonAck) -> None:
         """What a logon tells: the account, and the units to speak (symbols, collateral)."""
         self.account = ack.account
+        self.session = ack.session
         self.symbols = ack.symbols
         self.collateral, self.atom = ack.collateral, ack.atom
 
@@ -214,7 +282,10 @@ class Client:
         fut = asyncio.get_running_loop().create_future()
         self._waiting[req_id] = fut
         try:
-            frame = self._codec.encode([message])
+            if self._signer is not None:  # (the signed body is encoded here too)
+                frame = self._codec.encode([self.signed(message)])
+            else:
+                frame = self._codec.encode([message])
         except OverflowError:  # msgpack carries 64-bit integers; the venue takes up to MAX_UNITS
             self._waiting.pop(req_id, None)
             raise UnitError("out_of_range", f"a number in {type(message).__name__} does not fit "
@@ -253,8 +324,13 @@ class Client:
         """The account's open orders (OrdersView), in `symbol` or all."""
         return await self.request(GetOrders(symbol=symbol))
 
-    async def ping(self):
-        return await self.request(Ping())
+    async def limits(self, account: str = "") -> Ack:
+        """The rate limits in force for this session's account (or, admin, another's) and why."""
+        return await self.request(GetLimits(account=account))
+
+    async def ping(self, full: bool = False):
+        """Answered by the gateway; `full`: through risk and matching and back (logged on)."""
+        return await self.request(Ping(full=full))
 
     async def set_leverage(self, symbol: str, leverage: int) -> Ack:
         return await self.request(SetLeverage(symbol=symbol, leverage=leverage))

@@ -13,7 +13,7 @@ import socket
 import tomllib
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -58,6 +58,38 @@ class SupervisorConf(Conf, kw_only=True):
     restart_window_s: int = 60
 
 
+class Rule(Conf, frozen=True, kw_only=True):
+    """`limit` tokens per `window_ms`, at most `burst` at once (0: the same as limit)."""
+
+    limit: Annotated[int, msgspec.Meta(ge=0)]
+    window_ms: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    burst: Annotated[int, msgspec.Meta(ge=0)] = 0
+
+    @property
+    def capacity(self) -> int:
+        return self.burst or self.limit
+
+
+class LimitsPolicy(Conf, frozen=True, kw_only=True):
+    """The gateway's rate limits (nodes/gateway/limits.py), [nodes.gateway.rate_limits]."""
+
+    enabled: bool = True
+    key_weight: Rule = Rule(limit=1000, window_ms=1000, burst=2000)
+    ip_weight: Rule = Rule(limit=3000, window_ms=1000, burst=6000)
+    account_weight: Rule = Rule(limit=2000, window_ms=1000, burst=4000)
+    account_orders: Rule = Rule(limit=300, window_ms=1000, burst=600)
+    exit_floor: Rule = Rule(limit=20, window_ms=1000, burst=40)  # cancels and reduce-only
+    ban_after: int = 100  # refusals within ban_window_ms that ban the key (or address)
+    ban_window_ms: int = 60_000
+    ban_ms: int = 30_000
+    # Limits that tighten with the market: regime -> rule -> scale in ppm of the rule above
+    # (0: nothing but exits at the floor). The most severe regime of any symbol is in force.
+    scale: dict[Literal["high_volatility", "degraded"], dict[str, Annotated[int, msgspec.Meta(
+        ge=0, le=1_000_000)]]] = msgspec.field(default_factory=lambda: {
+            "high_volatility": {"account_orders": 500_000},
+            "degraded": {"account_orders": 0}})
+
+
 class NodeConf(Conf, kw_only=True):
     inbox: str = ""
     client: str = ""  # gateway: client ROUTER
@@ -78,6 +110,16 @@ class NodeConf(Conf, kw_only=True):
     chunk_depth_share: str = "0.5"  # ... and of the visible depth within the bankruptcy price
     max_mark_age_ms: int = 3000  # never act on an older mark
     pause_when_degraded: bool = True
+    # gateway: sessions, and logons that fail (each failure past the free ones doubles the wait
+    # before the next attempt from that address; at max_logon_failures it is locked out)
+    max_sessions_per_ip: int = 64
+    max_sessions_per_key: int = 16
+    free_logon_failures: int = 3
+    logon_delay_ms: int = 1000
+    max_logon_failures: int = 10
+    logon_lockout_ms: int = 300_000
+    rate_limits: LimitsPolicy = msgspec.field(default_factory=LimitsPolicy)
+    recv_window_ms: int = 5000  # a signed request this far from the gateway's clock is refused
     # oracle
     weights: dict[str, int] = msgspec.field(default_factory=dict)  # venue -> weight (default 1)
     stale_after_ms: int = 2000
@@ -127,7 +169,7 @@ class AccountConf(Conf, kw_only=True):
     name: str
     api_key: str
     deposit: str = "0"
-    scopes: list[Literal["trade", "read", "admin"]] = msgspec.field(default_factory=lambda: ["trade"])
+    scopes: list[Literal["trade", "read", "transfer", "admin"]] = msgspec.field(default_factory=lambda: ["trade"])
 
 
 class JournalConf(Conf, kw_only=True):

@@ -99,8 +99,12 @@ class CancelAll(Msg, tag=True, kw_only=True):
 
 
 class Ping(Msg, tag=True, kw_only=True):
+    """Answered by the gateway alone, unless a logged-on session asks for the `full` path
+    (gateway -> risk -> matching and back, each hop stamped)."""
+
     req_id: Id = 0
     hops: list[tuple[str, int]] = field(default_factory=list)  # (node, monotonic ns)
+    full: bool = False
 
 
 class Logout(Msg, tag=True, kw_only=True):
@@ -162,12 +166,35 @@ class Withdraw(Msg, tag=True, kw_only=True):
     amount: Annotated[int, Meta(ge=1, le=2**62)]  # atoms
 
 
+class GetLimits(Msg, tag=True, kw_only=True):
+    """The rate limits in force for an account now, and why (answered by the gateway with an Ack
+    whose detail holds them); `account` "" is the session's own, another needs the admin scope."""
+
+    req_id: Id = 0
+    account: Name = ""
+
+
+class Signed(Msg, tag=True, kw_only=True):
+    """A request signed with its API key's secret (cluster/signing.py): `body` is the request's
+    msgpack bytes as signed; `req_id` repeats the request's, for a refusal before it is read."""
+
+    req_id: Id = 0
+    ts_ms: Annotated[int, Meta(ge=0, le=2**63 - 1)]
+    nonce: Annotated[int, Meta(ge=0, le=2**63 - 1)]
+    sig: Annotated[bytes, Meta(max_length=64)]
+    body: Annotated[bytes, Meta(max_length=65536)]
+
+
 AccountRequest = Union[SetLeverage, SetMarginMode, AdjustIsolatedMargin, Deposit, Withdraw]
 ADMIN_REQUESTS = (Deposit, Withdraw)
 
 ClientRequest = Union[
     Logon, Logout, PlaceOrder, AmendOrder, CancelOrder, CancelAll, Ping, GetBook, GetAccount, SetLeverage,
-    SetMarginMode, AdjustIsolatedMargin, Deposit, Withdraw, GetOrders,
+    SetMarginMode, AdjustIsolatedMargin, Deposit, Withdraw, GetOrders, GetLimits, Signed,
+]
+SignableRequest = Union[  # what a Signed body may hold (not another Signed)
+    Logon, Logout, PlaceOrder, AmendOrder, CancelOrder, CancelAll, Ping, GetBook, GetAccount,
+    SetLeverage, SetMarginMode, AdjustIsolatedMargin, Deposit, Withdraw, GetOrders, GetLimits,
 ]
 
 
@@ -182,6 +209,7 @@ class Error(Msg, tag=True, kw_only=True):
     req_id: int = 0
     reason: str
     detail: Detail = field(default_factory=dict)
+    usage: Detail = field(default_factory=dict)  # the tightest rate limit: rule, used, limit, window_ms
 
 
 class LogonAck(Msg, tag=True, kw_only=True):
@@ -191,11 +219,13 @@ class LogonAck(Msg, tag=True, kw_only=True):
     symbols: dict[str, dict[str, Union[int, str]]] = field(default_factory=dict)
     collateral: str = ""  # what money is counted in, and its atom ("0.000001"): amounts are atoms
     atom: str = ""
+    usage: Detail = field(default_factory=dict)  # the tightest rate limit: rule, used, limit, window_ms
 
 
 class Pong(Msg, tag=True, kw_only=True):
     req_id: int = 0
     hops: list[tuple[str, int]] = field(default_factory=list)
+    usage: Detail = field(default_factory=dict)  # the tightest rate limit: rule, used, limit, window_ms
 
 
 class BookLevels(Msg, tag=True, kw_only=True):
@@ -207,6 +237,7 @@ class BookLevels(Msg, tag=True, kw_only=True):
     book_seq: int
     bids: list[tuple[int, int]]  # (price ticks, qty lots), best first
     asks: list[tuple[int, int]]
+    usage: Detail = field(default_factory=dict)  # the tightest rate limit: rule, used, limit, window_ms
 
 
 class Ack(Msg, tag=True, kw_only=True):
@@ -215,6 +246,7 @@ class Ack(Msg, tag=True, kw_only=True):
     req_id: int = 0
     action: str
     detail: Detail = field(default_factory=dict)
+    usage: Detail = field(default_factory=dict)  # the tightest rate limit: rule, used, limit, window_ms
 
 
 class PositionView(Msg, tag=True, kw_only=True):
@@ -263,6 +295,7 @@ class AccountView(Msg, tag=True, kw_only=True):
     im_buffer_ppm: dict[str, int] = field(default_factory=dict)
     funding: list[FundingEntry] = field(default_factory=list)  # latest first, at most 20
     fills: list[Fill] = field(default_factory=list)  # the account's fills, latest first, at most 20
+    usage: Detail = field(default_factory=dict)  # the tightest rate limit: rule, used, limit, window_ms
 
 
 class OrderView(Msg, tag=True, kw_only=True):
@@ -286,6 +319,7 @@ class OrdersView(Msg, tag=True, kw_only=True):
     req_id: int = 0
     account: str
     orders: list[OrderView]
+    usage: Detail = field(default_factory=dict)  # the tightest rate limit: rule, used, limit, window_ms
 
 
 # --------------------------------------------------------------------------------------------
@@ -527,6 +561,7 @@ class Report(Msg, tag=True, kw_only=True):
         OrderAccepted, OrderRejected, OrderCancelled, OrdersCancelled, OrderAmended,
         OrderTriggered, Fill, Deleveraged, MaintenanceAlert,
     ]
+    usage: Detail = field(default_factory=dict)  # the tightest rate limit: rule, used, limit, window_ms
 
 
 def public_trade(trade: Trade) -> Trade:
@@ -555,6 +590,9 @@ class Routed(Msg, tag=True, kw_only=True):
         PlaceOrder, AmendOrder, CancelOrder, CancelAll, Ping, GetBook, GetAccount, SetLeverage,
         SetMarginMode, AdjustIsolatedMargin, Deposit, Withdraw, GetOrders,
     ]
+    # the API key's scopes, re-checked by risk (cluster/scopes.py); None: not told (a test's or
+    # an internal request), checked at the gateway only
+    scopes: Union[tuple[str, ...], None] = None
 
 
 class SpotTick(Msg, tag=True, kw_only=True):

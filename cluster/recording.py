@@ -29,6 +29,8 @@ class RecordingShell:
         self.audit = self  # the audit journal: what the node explained lands in `explained`
         self.explained: list = []
         self.restarted = False  # as NodeShell: started again by the supervisor
+        self.router_peers: dict[bytes, tuple[str, int]] = {}  # identity -> (address, fd)
+        self.on_gone = None  # the client ROUTER's on_gone (a closed connection)
         self.journal_path: str | None = None  # a journaled core journals here (None: not at all)
         self.links_in = LinkReceiver(journaled=True)
         self.input_seq = 0  # as AuditJournal: the journaled input being handled
@@ -83,8 +85,9 @@ class RecordingShell:
         self.sent.append(("client", message))
 
     def bind_router(self, name: str, endpoint: str, fn, on_gone=None,
-                    max_message: int = -1) -> None:
+                    max_message: int = -1, track_peers: bool = False) -> None:
         self.router = fn
+        self.on_gone = on_gone
 
     def every(self, interval_ms: int, fn) -> None:
         self.timers.append((interval_ms, fn))

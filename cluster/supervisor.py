@@ -36,6 +36,7 @@ import msgspec
 import zmq
 import zmq.asyncio
 
+from cluster.signing import ensure_key_file
 from cluster.audit import AuditJournal, Explanation
 from cluster.config import NODE_NAMES, Topology
 from cluster.logs import configure
@@ -109,6 +110,8 @@ class Supervisor:
             shutil.rmtree(self.run / "journal", ignore_errors=True)
         for sub in ("log", "pid", "run", "audit", "journal"):
             (self.run / sub).mkdir(parents=True, exist_ok=True)
+        # the API keys' secrets (0600), never in the topology: the gateway, SDK and CLI read them
+        ensure_key_file(self.run, [a.api_key for a in self.topo.accounts.values()])
         copy = self.run / "journal" / "topology.toml"  # what `perpx audit verify` replays with
         if not (self.resume and copy.exists()):
             shutil.copyfile(self.topo.path, copy)

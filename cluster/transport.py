@@ -23,6 +23,7 @@ from functools import partial
 import msgspec
 import zmq
 import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
 
 from cluster.audit import AuditJournal
 from cluster.config import JOURNALED_NODES, Topology
@@ -50,6 +51,8 @@ _send = zmq.backend.Socket.send
 _recv = zmq.backend.Socket.recv
 NOBLOCK = int(zmq.NOBLOCK)
 MORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
+SRCFD = int(zmq.SRCFD)
+PEER_SWEEP_MS = 1000  # disconnects are also read before every batch; this catches idle periods
 
 
 def send_parts(sock: zmq.Socket, parts: list) -> None:
@@ -70,6 +73,28 @@ def recv_parts(sock: zmq.Socket, first_has_more: bool = False) -> list[bytes]:
     while True:
         frame = _recv(sock, NOBLOCK, False)
         parts.append(frame.bytes)
+        if not frame.more:
+            return parts
+
+
+def recv_router_parts(sock: zmq.Socket, peers: dict, by_fd: dict,
+                      sweep: Callable[[], None]) -> list[bytes]:
+    """recv_parts for a ROUTER whose peers are tracked: the first time an identity is seen, its
+    connection's address and file descriptor are read from the frame (libzmq's metadata), so that
+    the disconnect (a monitor event naming the fd) can be mapped back to the identity.
+
+    The fd may be one a closed connection had: libzmq queues that connection's disconnect event
+    before it closes the fd, so `sweep` (reading the pending disconnects) runs first."""
+    identity = _recv(sock, NOBLOCK)
+    parts = [identity]
+    while True:
+        frame = _recv(sock, NOBLOCK, False)
+        parts.append(frame.bytes)
+        if identity not in peers:
+            sweep()
+            fd = frame.get(SRCFD)
+            peers[identity] = (frame.get("Peer-Address") or "local", fd)
+            by_fd[fd] = identity
         if not frame.more:
             return parts
 
@@ -190,6 +215,11 @@ class NodeShell:
         self.exit_code = 0  # EX_SOFTWARE (70) when a node task died: the process says it failed
         self.restarted = False  # started again by the supervisor while the cluster ran
         self._readiness: dict[zmq.asyncio.Socket, Readiness] = {}  # drained socket -> its waiter
+        # A tracked ROUTER's peers: identity -> (address, fd), fd -> identity, and the monitor
+        # socket that says which fd closed (client sessions are released when they close).
+        self.router_peers: dict[bytes, tuple[str, int]] = {}
+        self._peer_fds: dict[int, bytes] = {}
+        self._peer_monitor: tuple[zmq.Socket, Callable[[bytes], None] | None] | None = None
         # netsim: None when the network simulator is compiled out (PERPX_NETSIM=off)
         self.netsim_enabled = os.environ.get("PERPX_NETSIM", "on") != "off" and bool(
             topo.supervisor.netsim)
@@ -247,16 +277,24 @@ class NodeShell:
 
     def bind_router(self, name: str, endpoint: str, on_frames: Callable[[list], None],
                     on_gone: Callable[[bytes], None] | None = None,
-                    max_message: int = -1) -> None:
+                    max_message: int = -1, track_peers: bool = False) -> None:
         """A ROUTER for client sessions; `on_frames` gets [identity, payload] lists, `on_gone` the
-        identity of a peer that has disconnected (learnt when a reply to it cannot be routed).
-        A peer that sends a message over `max_message` bytes is disconnected by libzmq."""
+        identity of a peer that has disconnected (learnt when a reply to it cannot be routed,
+        and, with `track_peers`, when its connection closes). A peer that sends a message over
+        `max_message` bytes is disconnected by libzmq. With `track_peers` (one ROUTER per node),
+        `router_peers` gives each identity's address."""
         sock = self._socket(zmq.ROUTER)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unroutable replies raise instead of vanishing
         sock.setsockopt(zmq.MAXMSGSIZE, max_message)
+        handler = self._shaped_inbound(f"client->{self.name}", on_frames)
+        if track_peers:
+            monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+            self._sockets.append(monitor)
+            self._peer_monitor = (zmq.Socket.shadow(monitor.underlying), on_gone)
+            self.every(PEER_SWEEP_MS, self.sweep_closed_peers)
         sock.bind(endpoint)
         self._routers[name] = (sock, zmq.Socket.shadow(sock.underlying), [], on_gone)
-        self._readers.append((sock, True, self._shaped_inbound(f"client->{self.name}", on_frames)))
+        self._readers.append((sock, True, handler))
 
     def bind_pub(self, endpoint: str) -> None:
         self._pub_sock = self._socket(zmq.PUB)
@@ -284,6 +322,23 @@ class NodeShell:
         carry, and log it with the traceback. The caller answers that message and goes on."""
         self.stats["errors"] += 1
         self.log.error(event, message=what, error=repr(exc), exc_info=exc)
+
+    def sweep_closed_peers(self) -> None:
+        """Forget the peers whose connections closed (monitor events), telling on_gone."""
+        if self._peer_monitor is None:
+            return
+        monitor, on_gone = self._peer_monitor
+        for _ in range(100_000):  # bounded: at most this many disconnects per sweep
+            try:
+                event = parse_monitor_message(recv_parts(monitor))
+            except zmq.Again:
+                return
+            identity = self._peer_fds.pop(event["value"], None)
+            if identity is None:
+                continue
+            self.router_peers.pop(identity, None)
+            if on_gone is not None:
+                on_gone(identity)
 
     # ------------------------------------------------------------------ output (queued)
 
@@ -631,7 +686,10 @@ class NodeShell:
     async def _drain(self, sock: zmq.asyncio.Socket, multipart: bool, handler) -> None:
         sync = zmq.Socket.shadow(sock.underlying)
         is_router = sock.socket_type == zmq.ROUTER  # (an enum: once)
-        if multipart:
+        if is_router and self._peer_monitor is not None:
+            recv = partial(recv_router_parts, sync, self.router_peers, self._peer_fds,
+                           self.sweep_closed_peers)
+        elif multipart:
             recv = partial(recv_parts, sync, is_router)
         else:
             recv = partial(_recv, sync, NOBLOCK)

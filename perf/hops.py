@@ -15,25 +15,29 @@ import threading
 import time
 from collections.abc import Callable
 
+from cluster import config
 from cluster.client import Client
 
 HOPS = ("client->gateway", "gateway->risk", "risk->matching", "matching->risk", "risk->gateway",
         "gateway->client")
 PING_INTERVAL_S = 0.005  # ~200 pings/s: nothing next to the load they measure
+PING_ACCOUNT = "bob"  # the full path is for a logged-on session (a demo account of the topology)
 
 
-def profile(endpoint: str, during: Callable[[], object], interval_s: float = PING_INTERVAL_S) -> dict:
+def profile(endpoint: str, during: Callable[[], object], interval_s: float = PING_INTERVAL_S,
+            api_key: str | None = None) -> dict:
     """Run `during()` while pinging; per hop, the median and p99 in us (and how many pings)."""
+    api_key = api_key or config.load().accounts[PING_ACCOUNT].api_key
     samples: list[list[float]] = []
     stop = threading.Event()
     failure: list[BaseException] = []
 
     async def ping_until_stopped() -> None:
-        async with Client(endpoint, timeout=10.0) as client:
-            await client.ping()  # connected before the clock starts
+        async with Client(endpoint, api_key=api_key, timeout=10.0) as client:
+            await client.ping(full=True)  # connected before the clock starts
             while not stop.is_set():
                 sent = time.monotonic_ns()
-                pong = await client.ping()
+                pong = await client.ping(full=True)
                 back = time.monotonic_ns()
                 stamps = [sent] + [t for _, t in pong.hops] + [back]
                 if [n for n, _ in pong.hops] == ["gateway", "risk", "matching", "risk", "gateway"]:

@@ -22,7 +22,7 @@ from nodes.gateway import service as gateway_service
 from nodes.matching import service as matching_service
 from nodes.risk import service as risk_service
 from perf import null_services
-from perf.cluster_load import BENCH_MAX_OPEN_ORDERS, ORDER_PATH
+from perf.cluster_load import BENCH_MAX_OPEN_ORDERS, BENCH_RATE_LIMITS, ORDER_PATH
 from perf.loadgen import ENCODER, bench_order
 
 SYMBOL = "BTC-PERP"
@@ -37,6 +37,9 @@ def _shells(pipeline: str, topo) -> dict[str, RecordingShell]:
         conf = topo.nodes[name]
         if name == "risk":
             conf = msgspec.structs.replace(conf, max_open_orders=BENCH_MAX_OPEN_ORDERS)
+        if name == "gateway":
+            conf = msgspec.structs.replace(conf, rate_limits=msgspec.convert(
+                BENCH_RATE_LIMITS, config.LimitsPolicy))
         shells[name] = RecordingShell(conf)
         build = null_services.build(name) if pipeline == "null" else CLUSTER_BUILDERS[name]
         build(shells[name], topo)

@@ -56,11 +56,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 class ClusterHandle:
     def __init__(self, tmp: Path, internal_ipc: bool = False,
-                 symbol_overrides: dict[str, dict] | None = None) -> None:
+                 symbol_overrides: dict[str, dict] | None = None,
+                 node_settings: dict[str, dict] | None = None) -> None:
         self.run_dir = tmp / "run"
         self.config_path = config.write_tcp_topology(
             config.DEFAULT_CONFIG, tmp / "topology.toml", config.free_tcp_ports(20), self.run_dir,
-            internal_ipc=internal_ipc)
+            internal_ipc=internal_ipc, node_settings=node_settings)
         if symbol_overrides:
             raw = tomllib.loads(self.config_path.read_text())
             for symbol, changes in symbol_overrides.items():

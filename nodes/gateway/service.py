@@ -9,10 +9,11 @@ import msgspec
 
 from cluster.audit import Explanation
 from cluster.config import Topology
-from cluster.protocol import ClientRequest, Codec, Error, Notice, Ping, Pong, Reply
+from cluster.protocol import ClientRequest, Codec, Error, Notice, Ping, Pong, Regime, Reply
+from cluster.signing import key_file, load_keys
 from cluster.transport import NodeShell
 from nodes.gateway.invalid import describe_invalid, readable_req_ids
-from nodes.gateway.sessions import Gateway
+from nodes.gateway.sessions import Gateway, LogonPolicy
 
 ROUTER = "clients"
 SESSION_IDLE_NS = 600 * 1_000_000_000  # a session silent for 10 minutes is forgotten
@@ -21,6 +22,9 @@ SESSION_IDLE_NS = 600 * 1_000_000_000  # a session silent for 10 minutes is forg
 # before the gateway ever holds it in memory.
 MAX_CLIENT_FRAME = 64 * 1024
 MAX_CLIENT_MESSAGE = 1024 * 1024
+THROTTLES = frozenset({"rate_limited", "banned", "logon_delayed", "logon_locked_out"})
+THROTTLE_JOURNAL_NS = 1_000_000_000
+KEY_FILE_CHECK_MS = 500  # how often the key file is looked at (perpx keys create/revoke/rotate)
 
 
 def build(shell: NodeShell, topo: Topology):
@@ -28,12 +32,15 @@ def build(shell: NodeShell, topo: Topology):
     # (that would take a billion requests a second), so late answers cannot be misdelivered.
     gateway = Gateway({a.api_key: (a.name, a.scopes) for a in topo.accounts.values()},
                       {name: spec.public() for name, spec in topo.symbols.items()},
-                      first_ref=time.time_ns(), collateral=(topo.collateral, str(topo.atom)))
+                      first_ref=time.time_ns(), collateral=(topo.collateral, str(topo.atom)),
+                      policy=LogonPolicy.from_conf(shell.conf), limits=shell.conf.rate_limits,
+                      keys=load_keys(topo.run_dir), recv_window_ms=shell.conf.recv_window_ms)
     client_codec = Codec(ClientRequest)
     shell.peer("risk")
     shell.peer("matching")
     stats = shell.stats
     stats["client_rejects"] = 0
+    stats["throttles_unjournaled"] = 0
 
     def apply(effects: list[tuple], requester: bytes | None = None) -> None:
         """Send what the core decided; its own refusals of `requester`'s request are journaled
@@ -43,18 +50,34 @@ def build(shell: NodeShell, topo: Topology):
                 if requester is not None and type(effect[2]) is Error:
                     explain_refusal(requester, effect[2])
                 shell.reply(ROUTER, effect[1], effect[2])
+            elif effect[0] == "explain":
+                shell.audit.record(effect[1])
             else:
                 shell.send(effect[0], effect[1])
 
+    throttles_journaled: dict[tuple[str, str], int] = {}  # (subject, reason) -> when, mono ns
+
     def explain_refusal(identity: bytes, error: Error) -> None:
         """Every refusal the gateway itself decides: counted, and journaled under the session's
-        account (or, before logon, its identity) with the numbers the client was sent."""
+        account (or, before logon, its identity) with the numbers the client was sent. A flood's
+        throttles are journaled once a second per subject and reason (the rest counted), so
+        that refusing a flood never costs a disk write per frame."""
         stats["client_rejects"] += 1
         session = gateway.sessions.get(identity)
+        subject = session.account if session is not None else identity.hex()
+        if error.reason in THROTTLES:
+            now = shell.mono_ns()
+            if now - throttles_journaled.get((subject, error.reason), -THROTTLE_JOURNAL_NS) \
+                    < THROTTLE_JOURNAL_NS:
+                stats["throttles_unjournaled"] += 1
+                return
+            if len(throttles_journaled) >= 100_000:
+                throttles_journaled.clear()
+            throttles_journaled[(subject, error.reason)] = now
         shell.audit.record(Explanation(
             ts_ns=shell.now_ns(), node="gateway", rule=f"gateway.{error.reason}",
-            subject=session.account if session is not None else identity.hex(),
-            decision="reject", numbers={"req_id": error.req_id, **error.detail}))
+            subject=subject, decision="reject",
+            numbers={"req_id": error.req_id, **error.detail}))
 
     def refuse(identity: bytes, reason: str, error: str, req_id: int = 0) -> None:
         """A frame refused before the core saw it (malformed, invalid, too large) or a core bug."""
@@ -62,10 +85,15 @@ def build(shell: NodeShell, topo: Topology):
         explain_refusal(identity, refusal)
         shell.reply(ROUTER, identity, refusal)
 
+    peers = shell.router_peers
+
     def on_client(frames: list) -> None:
         now = shell.mono_ns()
+        gateway.wall_offset_ns = shell.now_ns() - now
         for parts in frames:
             identity = parts[0]
+            peer = peers.get(identity)
+            ip = peer[0] if peer is not None else ""
             if len(parts) != 2:
                 refuse(identity, "malformed_message", f"expected 1 payload frame, got {len(parts) - 1}")
                 continue
@@ -91,9 +119,10 @@ def build(shell: NodeShell, topo: Topology):
                 continue
             for req in requests:
                 if type(req) is Ping:  # the trace starts here: hops a client sent are dropped
-                    req = Ping(req_id=req.req_id, hops=[("gateway", shell.mono_ns())])
+                    req = Ping(req_id=req.req_id, hops=[("gateway", shell.mono_ns())],
+                               full=req.full)
                 try:
-                    effects = gateway.on_request(identity, req, now)
+                    effects = gateway.on_request(identity, req, now, ip)
                 except Exception as exc:  # a bug: answer this request, keep serving the rest
                     shell.failed("message_failed", type(req).__name__, exc)
                     refuse(identity, "internal_error", type(exc).__name__,
@@ -116,6 +145,13 @@ def build(shell: NodeShell, topo: Topology):
                 continue
             apply(effects)
 
+    def on_regime(messages: list) -> None:
+        now = shell.mono_ns()
+        gateway.wall_offset_ns = shell.now_ns() - now
+        for msg in messages:
+            if type(msg) is Regime:
+                apply(gateway.on_regime(msg, now))
+
     def forward(frames: list) -> None:
         for parts in frames:
             shell.publish_raw(parts)
@@ -131,12 +167,40 @@ def build(shell: NodeShell, topo: Topology):
             stats["sessions_disconnected"] += 1
             shell.log.info("session_disconnected", account=account, sessions=len(gateway.sessions))
 
+    keys_path = key_file(topo.run_dir)
+
+    def key_file_version() -> tuple[int, int] | None:
+        try:
+            st = keys_path.stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    keys_seen = [key_file_version()]
+
+    def reload_keys() -> None:
+        """The key file changed (a key made, revoked or rotated): serve by it from now on; a file
+        that does not read leaves the keys as they were."""
+        version = key_file_version()
+        if version == keys_seen[0]:
+            return
+        keys_seen[0] = version
+        try:
+            keys = load_keys(topo.run_dir)
+        except (OSError, ValueError) as exc:
+            shell.log.error("key_file_unreadable", error=str(exc)[:300])
+            return
+        changed = gateway.set_keys(keys)
+        shell.log.info("keys_reloaded", keys=len(keys), sessions_changed=changed)
+
     stats["sessions_disconnected"] = 0
+    shell.every(KEY_FILE_CHECK_MS, reload_keys)
     shell.every(10_000, expire)
     shell.bind_router(ROUTER, shell.conf.client, on_client, on_gone=gone,
-                      max_message=MAX_CLIENT_MESSAGE)
+                      max_message=MAX_CLIENT_MESSAGE, track_peers=True)
     shell.bind_pub(shell.conf.pub)
     shell.bind_inbox(on_internal)
     shell.subscribe(topo.nodes["matching"].pub, [b""], None, raw=forward)
     shell.subscribe(topo.nodes["oracle"].pub, [b""], None, raw=forward)
+    shell.subscribe(topo.nodes["oracle"].pub, [b"regime."], on_regime)  # limits that tighten
     return None

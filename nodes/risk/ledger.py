@@ -49,6 +49,7 @@ from cluster.protocol import (
     Regime, Reply, Report, Routed, SetLeverage, SetMarginMode, ShiftPosition, Trade, Withdraw,
 )
 from cluster.rules.bands import band_limits, protection_price
+from cluster.scopes import missing_scope
 from cluster.units import PPM, ceil_div
 from nodes.risk import adl
 from nodes.risk.accounts import AccountState, OpenOrder, Position, pending_units
@@ -482,6 +483,11 @@ class RiskEngine(Snapshottable):
             out.append(("gateway", Reply(ref=msg.ref, body=Error(
                 req_id=0, reason="unknown_account", detail={"account": msg.account}))))
             return
+        if msg.scopes is not None:
+            missing = missing_scope(body, msg.scopes)
+            if missing is not None:  # the gateway let it through: a bug or a forged Routed
+                self._refuse(out, msg.ref, acct.name, "missing_scope", missing, now_ns)
+                return
         t = type(body)
         if t is PlaceOrder:
             self._place(acct, msg.ref, body, now_ns, out)

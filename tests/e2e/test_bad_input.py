@@ -47,7 +47,9 @@ async def test_random_bytes_and_wrong_types_get_reasons_and_change_nothing(clust
             assert type(await bob.account_view()) is AccountView
         assert len(reasons) == len(garbage) + len(WRONG_TYPED)
         after = await bob.account_view()
-        assert msgspec.structs.replace(after, req_id=0) == msgspec.structs.replace(before, req_id=0)
+        # (the rate-limit usage an answer carries counts the garbage too: not account state)
+        assert msgspec.structs.replace(after, req_id=0, usage={}) == \
+            msgspec.structs.replace(before, req_id=0, usage={})
     status = cluster.status()
     assert status["nodes"]["gateway"]["state"] == "running"
     assert status["nodes"]["gateway"]["restarts"] == 0

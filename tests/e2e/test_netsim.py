@@ -11,6 +11,7 @@ import time
 import pytest
 
 from cluster.client import Client
+from cluster.protocol import Logon
 from tests.e2e.helpers import poll, wait_netsim_applied
 
 pytestmark = pytest.mark.e2e
@@ -20,10 +21,10 @@ HOPS = ("client->gateway", "gateway->risk", "risk->matching", "matching->risk", 
 async def hop_deltas(cluster, n: int = 9) -> dict[str, float]:
     """Median microseconds between consecutive ping hops (gateway->risk is hops[1] - hops[0]...)."""
     per_link: dict[str, list[float]] = {h: [] for h in HOPS[1:]}
-    async with Client(cluster.endpoint()) as c:
-        await c.ping()  # warm up the connection
+    async with Client(cluster.endpoint(), api_key=cluster.api_key("bob")) as c:
+        await c.ping(full=True)  # warm up the connection
         for _ in range(n):
-            stamps = [t for _, t in (await c.ping()).hops]
+            stamps = [t for _, t in (await c.ping(full=True)).hops]
             for i, link in enumerate(HOPS[1:]):
                 per_link[link].append((stamps[i + 1] - stamps[i]) / 1000)
     return {link: statistics.median(v) for link, v in per_link.items()}
@@ -54,7 +55,8 @@ def test_an_extreme_latency_model_delays_messages_and_never_takes_a_node_down(cl
 
     async def ping(timeout: float):
         async with Client(cluster.endpoint(), timeout=timeout) as c:
-            return await c.ping()
+            await c.request(Logon(api_key=cluster.api_key("bob")))  # (gateway only: not delayed)
+            return await c.ping(full=True)
 
     with pytest.raises(asyncio.TimeoutError):  # the answer is an hour away
         asyncio.run(ping(1.0))

@@ -54,8 +54,8 @@ def test_killed_gateway_is_noticed_within_a_second_and_restarted(cluster):
     assert asyncio.run(session_across_the_restart()) == ("bob", 1)  # the SDK logged on again
 
     async def ping() -> list:
-        async with Client(cluster.endpoint()) as c:
-            return (await c.ping()).hops
+        async with Client(cluster.endpoint(), api_key=cluster.api_key("bob")) as c:
+            return (await c.ping(full=True)).hops
 
     hops = asyncio.run(ping())
     assert [n for n, _ in hops] == ["gateway", "risk", "matching", "risk", "gateway"]

@@ -64,7 +64,7 @@ requests = st.one_of(
     st.builds(CancelAll, req_id=st.integers(0, 9)),
     st.builds(GetBook, req_id=st.integers(0, 9), symbol=st.sampled_from(("BTC-PERP", "X"))),
     st.builds(GetAccount, req_id=st.integers(0, 9)),
-    st.builds(Ping, req_id=st.integers(0, 9)),
+    st.builds(Ping, req_id=st.integers(0, 9), full=st.booleans()),
     st.builds(SetLeverage, req_id=st.integers(0, 9), symbol=st.just("BTC-PERP"), leverage=st.just(5)),
     st.builds(Deposit, req_id=st.integers(0, 9), account=st.just("alice"), amount=st.just(1)),
 )
@@ -135,10 +135,14 @@ def test_an_oversized_frame_is_refused_undecoded_and_a_clients_ping_hops_are_dro
     assert [(p, m.reason) for p, m in shell.sent] == [("client", "frame_too_large")]
     assert str(gateway_service.MAX_CLIENT_FRAME) in shell.sent[0][1].detail["error"]
     shell.sent.clear()
-    forged = Ping(req_id=9, hops=[("matching", 1)] * 1000)  # a client cannot make hops grow
+    forged = Ping(req_id=9, hops=[("matching", 1)] * 1000, full=True)  # hops cannot be made to grow
     shell.router([[me, msgspec.msgpack.encode(forged)]])
     (peer, routed), = shell.sent
-    assert peer == "risk" and routed.body.hops == [("gateway", 0)]
+    assert peer == "risk" and routed.body.hops == [("gateway", 0)] and routed.body.full
+    shell.sent.clear()
+    shell.router([[me, msgspec.msgpack.encode(Ping(req_id=10, hops=[("matching", 1)] * 1000))]])
+    (peer, pong), = shell.sent  # the gateway answers a plain ping itself
+    assert peer == "client" and pong.req_id == 10 and pong.hops == [("gateway", 0)]
 
 
 def test_the_gateways_own_refusals_are_journaled_and_relayed_ones_are_not():

@@ -68,10 +68,10 @@ def test_risk_answers_the_request_its_engine_raised_on_and_handles_the_rest(monk
 def test_gateway_answers_the_request_it_raised_on_and_serves_the_rest(monkeypatch):
     real = Gateway.on_request
 
-    def buggy(self, identity, msg, now_ns=0):
+    def buggy(self, identity, msg, *args):
         if getattr(msg, "req_id", 0) == 2:
             raise RuntimeError("a bug")
-        return real(self, identity, msg, now_ns)
+        return real(self, identity, msg, *args)
 
     monkeypatch.setattr(Gateway, "on_request", buggy)
     shell = RecordingShell(TOPO.nodes["gateway"])
