@@ -242,7 +242,16 @@ class Probe:
             self.done.add(event.order_id)
 
     async def finals(self) -> dict:
-        view = await self.client.open_orders()
+        try:
+            view = await self.client.open_orders()
+        except RequestFailed as exc:
+            # The gateway bans a key after ban_after refusals (the probe's orders refused while
+            # limits are tightened count): wait out the ban once, within its own retry_after.
+            wait_ms = int(exc.error.detail.get("retry_after_ms", 0) or 0)
+            if not 0 < wait_ms <= 35_000:
+                return {"finals_error": f"{exc.error.reason}: {exc.error.detail}"}
+            await asyncio.sleep(wait_ms / 1000 + 0.2)
+            view = await self.client.open_orders()
         open_ids = {o.order_id for o in view.orders}
         lost = sorted(set(self.acked_resting) - open_ids - self.done)
         doubled = sorted(c for c, ids in self.order_ids.items() if len(ids) > 1)
