@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup cluster test test-fast test-deep test-timing mutate bench bench-core bench-netsim bench-rest probe load cascade-report clean
+.PHONY: setup cluster test test-fast test-deep test-timing mutate bench bench-core bench-netsim bench-rest probe load cascade-report clean chaos
 .PHONY: surveillance-eval surveillance-cost
 
 setup: $(STAMP)
@@ -100,6 +100,12 @@ surveillance-eval: $(STAMP) $(VENV)/.bench
 # one run: perf/results/surveillance-cost.{json,md}, a few minutes.
 surveillance-cost: $(STAMP) $(VENV)/.bench
 	$(PY) -m perf.surveillance_cost $(SURV_COST_ARGS)
+
+# Chaos experiments (#22): every experiments/*.toml that can run today, one fresh cluster each
+# (waiting ones are listed and skipped); perf/results/chaos/index.html + one HTML and JSON each.
+# Exit code 1 when any hypothesis failed (the index is written either way).
+chaos: $(STAMP) $(VENV)/.report
+	$(VENV)/bin/perpx chaos run experiments/*.toml --index --out perf/results/chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf var .pytest_cache .hypothesis

@@ -1472,6 +1472,11 @@ def parser() -> argparse.ArgumentParser:
     from cluster import cli_security  # `limits`, `keys` (#20): its own module, for clean merges
 
     cli_security.add_parsers(sub, common)
+
+    # chaos experiments (#22): their commands live in cluster/chaos_cli.py
+    from cluster import chaos_cli
+
+    chaos_cli.add_parser(sub)
     numbers_through_one_layer(p)
     return p
 

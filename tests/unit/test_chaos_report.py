@@ -1,0 +1,61 @@
+"""The chaos report: one self-contained HTML page (and its JSON) from a run, with or without
+matplotlib; opened in headless Chromium when one is installed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from cluster import chaos, chaos_report
+from tests.unit.test_chaos import hyp, series
+
+
+def a_run() -> dict:
+    samples = series(answered=lambda t, v: 1 if 3 <= t < 6 else v,
+                     **{"oracle_mode.BTC-PERP": lambda t, v: "carry" if 3 <= t < 6.5 else v})
+    exp = {"hypotheses": [hyp(metric="answered_ratio", op=">=", value=0.99, phase="during"),
+                          hyp(metric="oracle_mode.BTC-PERP", check="recovers", within="1s",
+                              value="normal")]}
+    run = {"samples": samples, "fault_s": 3.0, "heal_s": 6.0, "end_s": 10.0,
+           "finals": {"acked_orders_lost": 0}, "positions": [], "makers": {},
+           "timeline": [{"t": 3.0, "action": "partition", "command": "netsim_partition",
+                         "args": {"links": ["gateway->risk"]}, "ok": True, "error": ""},
+                        {"t": 6.0, "action": "heal_at_end", "command": "netsim_clear",
+                         "args": {}, "ok": True, "error": ""}],
+           "explanations": [{"t": 3.2, "node": "oracle", "rule": "oracle.carry",
+                             "subject": "BTC-PERP", "decision": "carry",
+                             "numbers": {"stale": "alpha"}}], "explanations_total": 1}
+    run["verdicts"] = chaos.evaluate_all(exp, run)
+    run["passed"] = chaos.passed(run["verdicts"])
+    run["experiment"] = {"id": "demo", "name": "a <partition>", "description": "d"}
+    return run
+
+
+def test_the_page_carries_verdicts_evidence_timeline_and_explanations(tmp_path):
+    run = a_run()
+    assert not run["passed"]
+    js, page = chaos_report.write(run, tmp_path)
+    text = page.read_text()
+    assert "a &lt;partition&gt;" in text  # escaped
+    assert text.count("class='FAIL'") >= 1 and "answered_ratio = 0.25" in text
+    assert "netsim_partition" in text and "oracle.carry" in text
+    assert ("data:image/png;base64," in text) or ("matplotlib is not installed" in text)
+    assert json.loads(js.read_text())["verdicts"] == run["verdicts"]
+    index = chaos_report.index([{"id": "demo", "name": "demo", "status": "FAIL", "why": "x"},
+                                {"id": "w", "name": "waits", "status": "SKIPPED",
+                                 "why": "waiting for failover"}], tmp_path)
+    assert "waiting for failover" in index.read_text() and "demo.html" in index.read_text()
+
+
+CHROMIUM = shutil.which("chromium-headless-shell") or shutil.which("chromium")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no headless Chromium on this host")
+def test_the_page_renders_in_headless_chromium(tmp_path):
+    _, page = chaos_report.write(a_run(), tmp_path)
+    dom = subprocess.run([CHROMIUM, "--no-sandbox", "--disable-gpu", "--dump-dom",
+                          page.as_uri()], capture_output=True, text=True, timeout=60).stdout
+    assert "<h1>a &lt;partition&gt;" in dom and "answered_ratio = 0.25" in dom
