@@ -215,11 +215,13 @@ def check_agreement(run: Run) -> None:
 # States the property test's examples must reach, with the least share of examples that must
 # reach each. Hypothesis's random runs vary widely (isolated full closes: 29% to 86% of 120
 # examples across runs of the default profile; the derandomized CI run: 69%), so the floors are
-# set under the worst run seen; at least half of the examples trade, as the issue asks.
+# set under the worst run seen; at least half of the examples trade, as the issue asks. Funding:
+# the derandomized run reached 21% alone and 17% inside the whole suite (the examples hypothesis
+# derives depend on more than the seed), so its floor is 15%.
 COVERAGE = {"trade": 0.5, "cross partial close": 0.3, "isolated partial close": 0.25,
             "cross full close": 0.15, "isolated full close": 0.15, "isolated release": 0.15,
             "isolated release, IM rounded up": 0.1,
-            "funding paid": 0.2, "funding received": 0.2, "maker rebate": 0.2,
+            "funding paid": 0.15, "funding received": 0.15, "maker rebate": 0.2,
             "forced fee": 0.1, "insurance takeover": 0.05, "isolated transfer": 0.05}
 
 
