@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
 from cluster import config
@@ -45,7 +46,11 @@ def cpu_seconds(pid: int) -> float:
 class Cluster:
     """A detached cluster in a temporary directory, with extra environment for its processes."""
 
-    def __init__(self, env: dict[str, str] | None = None, journal: dict | None = None) -> None:
+    def __init__(self, env: dict[str, str] | None = None, journal: dict | None = None,
+                 optional: tuple[str, ...] = ()) -> None:
+        """`optional`: which of the topology's optional nodes (surveillance, the REST facade) run;
+        none by default, so the bench measures the venue's order path and each optional node's
+        price is measured on its own (make surveillance-cost, make bench-rest)."""
         self.tmp = Path(tempfile.mkdtemp(prefix="perpx-bench-"))
         self.run_dir = self.tmp / "run"
         self.config = config.write_tcp_topology(
@@ -53,6 +58,11 @@ class Cluster:
             internal_ipc=True, node_settings={"risk": {"max_open_orders": BENCH_MAX_OPEN_ORDERS},
                                               "gateway": {"rate_limits": BENCH_RATE_LIMITS}},
             sections={"journal": journal} if journal else None)
+        raw = tomllib.loads(self.config.read_text())
+        for name in config.OPTIONAL_NODES:
+            if name not in optional:
+                raw["nodes"].pop(name, None)
+        self.config.write_text(config._dump_toml(raw))
         self.topo = config.load(self.config, run_dir=str(self.run_dir))
         self.env = {**os.environ, **(env or {})}
         if self.env.get("PERPX_PIPELINE") == "null":  # the null pipeline's services, by module

@@ -15,10 +15,8 @@ import argparse
 import json
 import statistics
 import time
-import tomllib
 from pathlib import Path
 
-from cluster import config
 from perf.cluster_load import Cluster, cpu_seconds
 from perf.loadgen import Step, find_max, run_step
 
@@ -31,12 +29,7 @@ class Venue(Cluster):
     """A bench cluster, with or without the surveillance node."""
 
     def __init__(self, surveillance: bool) -> None:
-        super().__init__()
-        if not surveillance:
-            raw = tomllib.loads(Path(self.config).read_text())
-            del raw["nodes"]["surveillance"]
-            Path(self.config).write_text(config._dump_toml(raw))
-            self.topo = config.load(self.config, run_dir=str(self.run_dir))
+        super().__init__(optional=("surveillance",) if surveillance else ())
 
     def cpu(self) -> dict[str, float]:
         return {name: cpu_seconds(pid) for name, pid in self.node_pids().items()}
