@@ -83,6 +83,10 @@ class LiquidationEngine:
         self.by_id: dict[int, Liquidation] = {}
         self.paused: dict[str, None] = {}
         self.insurance_fund = 0
+        # Takeovers asked of risk and not answered yet: liquidation id -> their loss at mark. Each
+        # counts against the fund until risk's answer (and its new balance) comes, so two
+        # liquidations at once cannot both spend the same room above the floor.
+        self.committed: dict[int, int] = {}
         self.next_id = id_base + 1
 
     # ------------------------------------------------------------------ inputs
@@ -248,6 +252,7 @@ class LiquidationEngine:
         liq = self.by_id.get(result.liquidation_id)
         if liq is None or liq.status != "active":
             return out
+        self.committed.pop(liq.id, None)  # risk's answer: the balance it sent before it is current
         avg = str(Fraction(result.notional, result.qty * self.specs[liq.symbol].atoms_per_tick_lot)
                   .limit_denominator(10**6)) if result.qty else "0"
         self._explain(out, now_ns, liq, result.kind, "done", {
@@ -264,6 +269,7 @@ class LiquidationEngine:
 
     def _finish(self, liq: Liquidation, status: str, now_ns: int, out: list) -> list:
         liq.status = status
+        self.committed.pop(liq.id, None)
         self.active.pop(liq.key, None)
         if status != "incomplete":  # a later breach is a new liquidation
             self.monitor.below.pop(liq.key, None)
@@ -306,9 +312,11 @@ class LiquidationEngine:
             mark = self.mark_info[liq.symbol][0]
             loss = max(0, (bp - mark) * (1 if qty > 0 else -1)) * abs(qty) * \
                 self.specs[liq.symbol].atoms_per_tick_lot
-            after = self.insurance_fund - loss
+            committed = sum(v for k, v in self.committed.items() if k != liq.id)
+            after = self.insurance_fund - committed - loss
             above_floor = after >= self.conf.insurance_floor
             numbers = {"insurance_fund": self.insurance_fund, "takeover_loss_at_mark": loss,
+                       "committed_to_other_takeovers": committed,
                        "fund_after": after, "floor": self.conf.insurance_floor,
                        "bankruptcy_price": bp, "position": qty}
             if liq.phase == "backstop":
@@ -324,6 +332,8 @@ class LiquidationEngine:
                               "insurance" if above_floor else "insurance_below_floor",
                               {**numbers, "adl_taken": liq.last_qty})
                 liq.phase = "last_resort"
+            if liq.phase != "adl":
+                self.committed[liq.id] = loss
             out.append(("risk", LiquidationStep(
                 kind="adl" if liq.phase == "adl" else "insurance", qty=abs(qty), **step)))
             return

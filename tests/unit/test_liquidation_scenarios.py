@@ -389,3 +389,27 @@ def test_an_adl_transfer_does_not_undo_a_trade_still_on_its_way_to_risk():
     assert w.position("b") == -500
     for name in ("a", "b", "c"):
         assert w.matching.position(name, BTC) == w.position(name), name
+
+
+def test_two_takeovers_at_once_never_take_the_fund_below_its_floor():
+    """Found by `make chaos` experiment 8: two liquidations at once each checked the fund's
+    takeover against the same balance, and together took it below its floor with no ADL. A
+    takeover the liquidator has asked for counts against the fund until risk answers it."""
+    w = World({"alice": 20_000 * USD, "bob": 20_000 * USD, "c": 500_000 * USD, "mm": 0},
+              insurance=3_000 * USD, floor=1_000 * USD)
+    w.mark(300_000)
+    for acct in ("alice", "bob", "c"):
+        w.risk.accounts[acct].leverage[BTC] = 20
+    w.place("c", -1, 20_000, 300_000)
+    w.place("alice", 1, 10_000, 300_000)
+    w.place("bob", 1, 10_000, 300_000)
+    assert (w.position("alice"), w.position("bob"), w.position("c")) == (10_000, 10_000, -20_000)
+    # a gap under both bankruptcy prices (~28,015): no bids, no backstop. Each takeover alone
+    # costs the fund ~1,150 of its 2,000 above the floor; both together would cost ~2,300.
+    w.mark(279_000)
+    plans = [(e.subject, e.decision) for e in w.audit
+             if e.rule.startswith("liquidation") and e.numbers.get("floor") is not None
+             and e.decision in ("insurance", "adl")]
+    assert sorted(d for _, d in plans) == ["adl", "insurance"], plans
+    assert w._fund_equity() >= 1_000 * USD, w._fund_equity()  # its cash + the long it took at mark
+    assert (w.position("alice"), w.position("bob")) == (0, 0)
