@@ -53,3 +53,47 @@ def poll(check, timeout: float, step: float = 0.1):
         if value or time.monotonic() >= deadline:
             return value
         time.sleep(step)
+
+
+def log_events(cluster, node: str, *events: str) -> list[dict]:
+    """`node`'s structured log records whose event is one of `events`."""
+    path = cluster.run_dir / "log" / f"{node}.log"
+    lines = path.read_text().splitlines() if path.exists() else []
+    wanted = {f'"{e}"' for e in events}
+    out = []
+    for line in lines:
+        if any(w in line for w in wanted):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if record.get("event") in events:
+                out.append(record)
+    return out
+
+
+def shock(cluster, symbol: str, ppm: int, timeout: float = 5.0) -> None:
+    """Move every simulated venue's price of `symbol` by `ppm` at once, and return only once the
+    feeds process has logged applying it. The control socket is a PUSH with no answer, so a
+    frame lost before its connection was up would otherwise show as a venue that ignored a
+    crash; it is sent again once (never twice applied: the second send happens only when the
+    first was not logged in `timeout`)."""
+    import msgspec
+    import zmq
+
+    from cluster.protocol import FeedControl
+
+    before = len(log_events(cluster, "feeds", "feed_shock"))
+    frame = msgspec.msgpack.encode([FeedControl(action="shock", symbol=symbol, ppm=ppm)])
+    for _ in range(2):
+        sock = zmq.Context.instance().socket(zmq.PUSH)
+        sock.setsockopt(zmq.LINGER, 2000)
+        sock.connect(cluster.topo.nodes["feeds"].inbox)
+        sock.send(frame)
+        sock.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(log_events(cluster, "feeds", "feed_shock")) > before:
+                return
+            time.sleep(0.02)
+    raise AssertionError(f"the feeds process never logged the {ppm} ppm shock of {symbol}")

@@ -13,7 +13,8 @@ import pytest
 from cluster.client import Client
 from cluster.protocol import BUY, SELL, SetMarginMode
 from tests.e2e.helpers import wait_mark
-from tests.e2e.test_liquidation import liquidations, requote, shock
+from tests.e2e.helpers import shock
+from tests.e2e.test_liquidation import liquidations, requote
 
 pytestmark = pytest.mark.e2e
 SYMBOL = "BTC-PERP"
@@ -40,7 +41,7 @@ async def open_positions(cluster) -> None:
 
 
 async def crash_live(cluster, until: float) -> set[str]:
-    shock(cluster.topo.nodes["feeds"].inbox, -80_000)
+    shock(cluster, SYMBOL, -80_000)
     async with Client(cluster.endpoint(), api_key=cluster.api_key("alice"),
                       market_data=cluster.md_endpoint()) as watcher, \
             Client(cluster.endpoint(), api_key=cluster.api_key("mm1")) as mm, \

@@ -7,25 +7,15 @@ import asyncio
 import json
 import time
 
-import msgspec
 import pytest
-import zmq
 
 from cluster.client import Client
-from cluster.protocol import BUY, SELL, FeedControl, SetMarginMode
-from tests.e2e.helpers import wait_mark
+from cluster.protocol import BUY, SELL, SetMarginMode
+from tests.e2e.helpers import shock, wait_mark
 
 pytestmark = pytest.mark.e2e
 SYMBOL = "BTC-PERP"
 
-
-def shock(endpoint: str, ppm: int) -> None:
-    ctx = zmq.Context.instance()
-    sock = ctx.socket(zmq.PUSH)
-    sock.setsockopt(zmq.LINGER, 1000)
-    sock.connect(endpoint)
-    sock.send(msgspec.msgpack.encode([FeedControl(action="shock", symbol=SYMBOL, ppm=ppm)]))
-    sock.close()
 
 
 def liquidations(run_dir) -> list[dict]:
@@ -58,7 +48,7 @@ async def test_crash_liquidates_and_explain_shows_the_path(cluster):
         view = await alice.account_view()
         assert view.positions[0].mode == "isolated" and view.positions[0].qty == 5_000
 
-        shock(cluster.topo.nodes["feeds"].inbox, -30_000)  # every venue 3% lower
+        shock(cluster, SYMBOL, -30_000)  # every venue 3% lower
         deadline = time.monotonic() + 20
         found = []
         while time.monotonic() < deadline and not found:
