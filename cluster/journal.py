@@ -21,8 +21,12 @@ read (a bad checksum with frames after it, a gap, a bad frame in an earlier segm
 crash explains: `JournalCorrupt` names the file, the offset and the sequence, and nothing is cut.
 
 Durability (`fsync` policy), for the group commit of one drained batch (`append_batch`):
-- "every_batch" (default): the batch is written and fsynced before `append_batch` returns, so the
-  effects of those inputs may leave the node: nothing acknowledged is lost to a power cut.
+- "every_batch" (default): no effect of an input leaves the node before the input is fsynced, so
+  nothing acknowledged is lost to a power cut. Inline (`deferred=False`), `append_batch` fsyncs
+  before it returns. Deferred (the runner's choice), it only writes; `start_sync` fsyncs everything
+  written so far on a background thread and `durable_seq` says how far the disk has it, so the
+  node handles the next batch while the disk works and holds each batch's effects until the
+  fsync covering it is done (a pipelined group commit: cluster/runner.py).
 - "interval_ms:N": written at once (a process crash loses nothing: the OS has the bytes), fsynced
   when N ms have passed since the last fsync; a power cut may lose up to N ms.
 - "off": written, never fsynced by the journal (benchmarks; the OS flushes when it likes).
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import os
 import struct
+from concurrent.futures import Executor, Future
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,7 +155,7 @@ class Journal:
 
     def __init__(self, directory: str | Path, fsync: str = "every_batch",
                  segment_bytes: int = 64 * 1024 * 1024, keep_snapshots: int = 2,
-                 clock_ns=None) -> None:
+                 clock_ns=None, deferred: bool = False) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.policy, self.interval_ns = parse_policy(fsync)
@@ -163,6 +168,9 @@ class Journal:
         self._fd: int | None = None
         self._seg_size = 0
         self._open()
+        self.deferred = deferred and self.policy == "every_batch"
+        self.durable_seq = self.next_seq - 1  # every input up to this one is on disk (by policy)
+        self._inflight: Future | None = None  # a deferred fsync the disk is doing
 
     # ------------------------------------------------------------------ files
 
@@ -198,6 +206,7 @@ class Journal:
         self._seg_size = torn.offset if torn is not None else len(data)
 
     def _roll(self) -> None:
+        self._wait_inflight()  # never close the file a background fsync is working on
         if self._fd is not None:
             if self.policy != "off":
                 os.fsync(self._fd)
@@ -233,6 +242,8 @@ class Journal:
         os.write(self._fd, buf)
         self._seg_size += len(buf)
         self.next_seq = seq
+        if self.deferred:
+            return first  # durable once a start_sync issued after this returns has finished
         if self.policy == "every_batch":
             os.fsync(self._fd)
         elif self.policy == "interval":
@@ -240,21 +251,50 @@ class Journal:
             if now - self._last_sync >= self.interval_ns:
                 os.fsync(self._fd)
                 self._last_sync = now
+        self.durable_seq = seq - 1  # (as far as the policy asks: it chose what a power cut may take)
         return first
 
     def append(self, ts_ns: int, payload: bytes) -> int:
         return self.append_batch([(ts_ns, payload)])
 
+    @property
+    def unsynced(self) -> bool:
+        """Inputs written that a deferred fsync has yet to cover."""
+        return self.durable_seq < self.next_seq - 1
+
+    def start_sync(self, executor: Executor) -> tuple[Future, int]:
+        """fsync everything written so far on `executor`; the future finishes when the disk has
+        it, and the returned sequence is what it covers (give it to `synced`). One at a time."""
+        assert self._inflight is None, "one deferred fsync at a time"
+        self._inflight = executor.submit(os.fsync, self._fd)
+        return self._inflight, self.next_seq - 1
+
+    def synced(self, upto: int) -> None:
+        """A deferred fsync covering inputs up to `upto` has finished (it raised if it failed)."""
+        done, self._inflight = self._inflight, None
+        if done is not None:
+            done.result()  # an fsync error is not retried: the page cache may have lost the data
+        self.durable_seq = max(self.durable_seq, upto)
+
+    def _wait_inflight(self) -> None:
+        if self._inflight is not None:
+            self._inflight.result()
+
     def sync(self) -> None:
+        """fsync now, on this thread (a snapshot, a stop)."""
+        self._wait_inflight()
         if self._fd is not None:
             os.fsync(self._fd)
+            self.durable_seq = self.next_seq - 1
 
     def close(self) -> None:
+        self._wait_inflight()
         if self._fd is not None:
             if self.policy != "off":
                 os.fsync(self._fd)
             os.close(self._fd)
             self._fd = None
+        self.durable_seq = self.next_seq - 1
 
     # ------------------------------------------------------------------ snapshots
 

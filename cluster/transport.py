@@ -191,6 +191,8 @@ class Outbox:
 
 
 class NodeShell:
+    holds_until_durable = True  # flush() holds a journaled core's effects until their fsync
+
     def __init__(self, name: str, topo: Topology, *, log_dir: str | None = None) -> None:
         self.name = name
         self.topo = topo
@@ -212,6 +214,12 @@ class NodeShell:
         self._sockets: list[zmq.asyncio.Socket] = []
         self._stop: asyncio.Event | None = None  # created in run(), inside the loop
         self._dirty = False
+        # A journaled core's gate (cluster/runner.py): while inputs it handled are not yet on disk,
+        # what they caused is held here, and leaves when the fsync covering them has finished.
+        self.durability = None
+        self._sync_state = "idle"  # idle | syncing (outputs held) | synced (to release) | releasing
+        self._held: list[tuple[Outbox, list]] = []
+        self._held_replies: list[tuple[str, list]] = []
         self._audit_failing = False
         self.exit_code = 0  # EX_SOFTWARE (70) when a node task died: the process says it failed
         self.restarted = False  # started again by the supervisor while the cluster ran
@@ -397,52 +405,100 @@ class NodeShell:
 
     async def flush(self) -> None:
         self._flush_audit()  # explanations may come without any message to send
+        if self.durability is not None:
+            if self._sync_state == "synced":  # an fsync finished: what it covers leaves first
+                self._sync_state = "releasing"
+                try:
+                    await self._send_held()
+                finally:
+                    self._sync_state = "idle"
+            if self._sync_state != "idle":
+                return  # held: these wait for the fsync after the one in flight
+            if self._dirty and self.durability.needs_sync():
+                self._dirty = False
+                self._hold()
+                self._sync_state = "syncing"
+                self.durability.start_sync(self._on_durable)
+                return
         if not self._dirty:
             return
         self._dirty = False
-        encode = self._encode
-        shaper = self.shaper
         for boxes in (self._outboxes.values(), self._pubs.values()):
             for box in boxes:
                 if box.seq is not None and (box.control or box.seq.resend_from
                                             or box.seq.idle_due):
                     await self._send_unsequenced(box)
-                if not box.pending:
-                    continue
-                if box.seq is not None:
-                    box.sent = True
-                    frame = encode([box.seq.stamp(box.pending)] + box.pending, box.link)
-                else:
-                    frame = encode(box.pending, box.link)
-                box.pending = []
-                if frame is None:
-                    continue
-                link = shaper.get(box.link) if shaper is not None else None
-                if link is not None:
-                    shaper.send(link, len(frame), partial(box.send_now, frame))
-                    continue
-                if not box.try_send(frame):
-                    await box.sock.send(frame)  # the peer's queue is full: wait, never drop
-        for sock, sync, pending, gone in self._routers.values():
+                if box.pending:
+                    messages, box.pending = box.pending, []
+                    await self._send_box(box, messages)
+        for name, (_, _, pending, _) in self._routers.items():
             if pending:
-                by_identity: dict[bytes, list] = {}
-                for identity, message in pending:
-                    by_identity.setdefault(identity, []).append(message)
+                replies = list(pending)
                 pending.clear()
-                link = shaper.get(f"{self.name}->client") if shaper is not None else None
-                for identity, messages in by_identity.items():
-                    payload = encode(messages, f"{self.name}->client")
-                    if payload is None:
-                        continue
-                    frames = [identity, payload]
-                    if link is not None:
-                        shaper.send(link, len(frames[1]),
-                                    partial(self._reply_now, sync, frames, gone))
-                    else:
-                        self._reply_now(sync, frames, gone)
-                readiness = self._readiness.get(sock)
-                if readiness is not None:
-                    readiness.poke()  # our sends may have consumed the signal its wait needs
+                self._send_replies(name, replies)
+
+    def _hold(self) -> None:
+        """Take everything queued to send: it waits for the fsync about to start."""
+        for boxes in (self._outboxes.values(), self._pubs.values()):
+            for box in boxes:
+                if box.pending:
+                    self._held.append((box, box.pending))
+                    box.pending = []
+        for name, (_, _, pending, _) in self._routers.items():
+            if pending:
+                self._held_replies.append((name, list(pending)))
+                pending.clear()
+
+    def _on_durable(self) -> None:
+        """The fsync covering what `_hold` took has finished (on the loop)."""
+        self._sync_state = "synced"
+        asyncio.ensure_future(self.flush())
+
+    async def _send_held(self) -> None:
+        held, self._held = self._held, []
+        replies, self._held_replies = self._held_replies, []
+        for box, messages in held:
+            await self._send_box(box, messages)
+        for name, pending in replies:
+            self._send_replies(name, pending)
+        self._dirty = True  # what came while the disk worked is the next fsync's (if anything)
+
+    async def _send_box(self, box: Outbox, messages: list) -> None:
+        """One PUSH/PUB frame of `messages` (numbered on a sequenced link)."""
+        if box.seq is not None:
+            box.sent = True
+            frame = self._encode([box.seq.stamp(messages)] + messages, box.link)
+        else:
+            frame = self._encode(messages, box.link)
+        if frame is None:
+            return
+        shaper = self.shaper
+        link = shaper.get(box.link) if shaper is not None else None
+        if link is not None:
+            shaper.send(link, len(frame), partial(box.send_now, frame))
+        elif not box.try_send(frame):
+            await box.sock.send(frame)  # the peer's queue is full: wait, never drop
+
+    def _send_replies(self, router: str, pending: list) -> None:
+        """Replies to clients of ROUTER `router`: one frame per identity."""
+        sock, sync, _, gone = self._routers[router]
+        by_identity: dict[bytes, list] = {}
+        for identity, message in pending:
+            by_identity.setdefault(identity, []).append(message)
+        shaper = self.shaper
+        link = shaper.get(f"{self.name}->client") if shaper is not None else None
+        for identity, messages in by_identity.items():
+            payload = self._encode(messages, f"{self.name}->client")
+            if payload is None:
+                continue
+            frames = [identity, payload]
+            if link is not None:
+                shaper.send(link, len(frames[1]), partial(self._reply_now, sync, frames, gone))
+            else:
+                self._reply_now(sync, frames, gone)
+        readiness = self._readiness.get(sock)
+        if readiness is not None:
+            readiness.poke()  # our sends may have consumed the signal its wait needs
 
     async def _send_unsequenced(self, box: Outbox) -> None:
         """A sequenced link's control messages, and the resends a receiver asked for (before any
@@ -513,12 +569,16 @@ class NodeShell:
         return [box for box in self._outboxes.values() if box.seq is not None]
 
     def has_pending(self) -> bool:
-        return any(box.pending for box in self._outboxes.values())
+        return (any(box.pending for box in self._outboxes.values()) or bool(self._held)
+                or self._sync_state != "idle")
 
     def next_numbers(self) -> dict[str, int]:
         """Each sequenced outgoing link's next number, counting what is queued but not yet sent
         (a snapshot taken mid-batch must not give those numbers out again)."""
-        return {box.link: box.seq.next_seq + len(box.pending)
+        held: dict[str, int] = {}
+        for box, messages in self._held:
+            held[box.link] = held.get(box.link, 0) + len(messages)
+        return {box.link: box.seq.next_seq + len(box.pending) + held.get(box.link, 0)
                 for box in self._outboxes.values() if box.seq is not None}
 
     def set_next_numbers(self, numbers: dict[str, int]) -> None:
@@ -804,7 +864,9 @@ class NodeShell:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         if on_stop is not None:
-            on_stop()
+            on_stop()  # a journaled core's runner closes its journal: on disk, so what is held
+        if self._sync_state == "syncing":  # may leave
+            self._sync_state = "synced"
         await self.flush()
         if self.shaper is not None:
             self.shaper.close()
