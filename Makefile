@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 .PHONY: setup cluster test test-fast test-deep test-timing mutate bench bench-core bench-netsim bench-rest probe load cascade-report clean chaos
-.PHONY: surveillance-eval surveillance-cost
+.PHONY: surveillance-eval surveillance-cost fuzz
 
 setup: $(STAMP)
 
@@ -48,6 +48,12 @@ $(VENV)/.mutate: pyproject.toml $(STAMP)
 # The cluster against the null pipeline, open loop: perf/results/bench.{json,md,png}, < 10 minutes.
 bench: $(STAMP) $(VENV)/.bench
 	$(PY) -m perf.bench
+
+# 100,000 hostile frames at a running venue's gateway and internal inboxes: nothing dies, nothing
+# changes, each is refused with a reason or counted (perf/results/fuzz.{json,md}). FUZZ_ARGS, e.g.
+# "--frames 20000 --seed 3".
+fuzz: $(STAMP)
+	$(PY) -m perf.fuzz $(FUZZ_ARGS)
 
 # Where the CPU goes at one offered rate, per node: CPU, us per order, run-queue wait, py-spy.
 # PROBE_ARGS passes flags, e.g. PROBE_ARGS="--pipeline null --rate 90000 --spy".

@@ -1,0 +1,442 @@
+"""Hostile frames against a running venue: the gateway's client socket and every node's internal
+inbox get random bytes, truncated and oversized frames, valid msgpack of wrong shapes (including
+messages with the right type tag and wrong fields) and signed requests with one bit flipped.
+
+What must hold (the report's `checks`, all true or the run fails):
+- no node died or restarted, and no node counted an error in its handlers (a node never dies on
+  a message, and never answers one with `internal_error`);
+- every frame sent to the gateway on a session was answered with a reason (frames past libzmq's
+  size limit, sent on throwaway connections, end that connection and nothing else);
+- every frame sent to an internal inbox that its decoder refuses was counted by that node
+  (`bad_frames`); a frame that would decode to a real message is never sent (that is a forged
+  message, which only authentication stops: issue #20 item 5);
+- the venue's state is what it was: every account's cash, fees, positions and open orders, and
+  every book, equal before and after.
+
+    python -m perf.fuzz [--frames 100000] [--seed 1]     (make fuzz: perf/results/fuzz.{json,md})
+
+The suite runs a short version (tests/e2e/test_fuzz.py) against its own cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sys
+import time
+import typing
+from collections import Counter
+from pathlib import Path
+
+import msgspec
+import zmq
+import zmq.asyncio
+
+from cluster import protocol
+from cluster.client import Client
+from cluster.protocol import (
+    BUY, SELL, ClockTick, Codec, Error, FeedControl, GetAccount, IndexMark, NodeInbound,
+    PlaceOrder, Signed,
+)
+from cluster.runstate import read_status
+from cluster.signing import create_key
+
+RESULTS = Path(__file__).resolve().parent / "results"
+MAX_CLIENT_MESSAGE = 1024 * 1024  # the gateway's libzmq limit (nodes/gateway/service.py)
+CHUNK = 200  # frames sent before waiting for their answers
+ANSWER_WAIT_S = 10.0
+CLIENT_KINDS = ("random_bytes", "wrong_shape", "tagged_wrong_fields", "truncated", "bit_flipped",
+                "oversized")
+INTERNAL_KINDS = ("random_bytes", "wrong_shape", "tagged_wrong_fields", "truncated")
+
+
+def _tags(union) -> list[tuple[str, list[str]]]:
+    """(type tag, field names) of each message type in a protocol union."""
+    out = []
+    for t in typing.get_args(union):
+        info = msgspec.inspect.type_info(t)
+        out.append((t.__name__, [f.name for f in info.fields]))
+    return out
+
+
+CLIENT_TAGS = _tags(protocol.ClientRequest)
+NODE_TAGS = _tags(NodeInbound)
+
+
+def _value(rng: random.Random, depth: int = 0):
+    """Any msgpack value, weighted to the ones decoders get wrong: edges of integers, strings
+    that are not text, deep nesting."""
+    choice = rng.randrange(12 if depth < 3 else 8)
+    if choice == 0:
+        return rng.choice((0, -1, 1, 2**63 - 1, -(2**63), 2**64 - 1, 2**31, -(2**31)))
+    if choice == 1:
+        return rng.randrange(-(2**40), 2**40)
+    if choice == 2:
+        return rng.choice((0.5, -1e308, float("inf"), float("nan")))
+    if choice == 3:
+        return rng.choice(("", "BTC-PERP", "x" * rng.randrange(1, 300), "\u0000", "é" * 5))
+    if choice == 4:
+        return rng.randbytes(rng.randrange(0, 40))
+    if choice == 5:
+        return rng.choice((None, True, False))
+    if choice == 6:
+        return rng.choice(("GTC", "IOC", "FOK", "buy", "cross", "isolated", "limit"))
+    if choice == 7:
+        return msgspec.msgpack.Ext(rng.randrange(-128, 128), rng.randbytes(rng.randrange(0, 9)))
+    if choice in (8, 9):
+        return [_value(rng, depth + 1) for _ in range(rng.randrange(0, 6))]
+    return {_key(rng): _value(rng, depth + 1) for _ in range(rng.randrange(0, 5))}
+
+
+def _key(rng: random.Random):
+    """A map key: mostly strings, sometimes what no struct field is (numbers, bytes, None)."""
+    if rng.random() < 0.8:
+        return f"k{rng.randrange(9)}"
+    return rng.choice((0, -1, 2**63 - 1, 1.5, b"\xff", None, True))
+
+
+def _encode(value) -> bytes:
+    try:
+        return msgspec.msgpack.encode(value)
+    except (OverflowError, TypeError, msgspec.EncodeError):
+        return msgspec.msgpack.encode([value] if not isinstance(value, list) else [])
+
+
+def _tagged(rng: random.Random, tags) -> dict:
+    """A message with a real type tag and fields of the wrong type, missing, or unknown."""
+    tag, names = rng.choice(tags)
+    msg = {"type": tag}
+    for name in names:
+        if rng.random() < 0.7:
+            msg[name] = _value(rng, 1)
+    if rng.random() < 0.3:
+        msg[f"x{rng.randrange(99)}"] = _value(rng, 1)
+    return msg
+
+
+def _corrupt(rng: random.Random, kind: str, valid: bytes, tags) -> bytes:
+    if kind == "random_bytes":
+        return rng.randbytes(rng.choice((0, 1, 2, 3, 8, 64, 700, 5000)))
+    if kind == "wrong_shape":
+        return _encode(_value(rng) if rng.random() < 0.5 else [_value(rng, 1)
+                                                               for _ in range(rng.randrange(1, 4))])
+    if kind == "tagged_wrong_fields":
+        return _encode([_tagged(rng, tags) for _ in range(rng.randrange(1, 4))])
+    if kind == "truncated":
+        return valid[:rng.randrange(0, len(valid))]
+    if kind == "bit_flipped":
+        at = rng.randrange(len(valid) * 8)
+        flipped = bytearray(valid)
+        flipped[at // 8] ^= 1 << (at % 8)
+        return bytes(flipped)
+    if kind == "oversized":  # over the gateway's frame limit, under libzmq's: answered
+        return _encode([{"type": "Ping", "pad": "p" * rng.randrange(70_000, MAX_CLIENT_MESSAGE // 2)}])
+    raise ValueError(kind)
+
+
+# ---------------------------------------------------------------------------------- the venue
+
+
+def _project(view, orders) -> dict:
+    """An account's state that no mark or clock moves: cash, fees, positions, open orders."""
+    return {
+        "balance": view.balance, "fees_paid": view.fees_paid,
+        "isolated_margin": view.isolated_margin, "open_orders": view.open_orders,
+        "positions": sorted((p.symbol, p.qty, p.cost, p.mode, p.leverage) for p in view.positions),
+        "orders": sorted((o.order_id, o.symbol, o.side, o.price, o.qty)
+                         for o in orders.orders),
+    }
+
+
+async def venue_state(clients: dict[str, Client], symbols: list[str]) -> dict:
+    state = {}
+    for name, client in clients.items():
+        state[name] = _project(await client.account_view(), await client.open_orders())
+    any_client = next(iter(clients.values()))
+    for symbol in symbols:
+        book = await any_client.book(symbol, depth=50)
+        state[f"book:{symbol}"] = {"bids": book.bids, "asks": book.asks}
+    return state
+
+
+def _secret(run_dir: Path, api_key: str) -> bytes | None:
+    try:
+        entry = json.loads((run_dir / "keys.json").read_text())["keys"][api_key]
+    except (OSError, ValueError, KeyError):
+        return None
+    secret = entry.get("secret")
+    return bytes.fromhex(secret) if secret else None
+
+
+def node_stats(run_dir: Path) -> dict[str, dict]:
+    status = read_status(run_dir) or {"nodes": {}}
+    return {name: {"pid": n.get("pid"), "restarts": n.get("restarts", 0),
+                   "exit_code": n.get("exit_code"), "stats": dict(n.get("stats") or {})}
+            for name, n in status["nodes"].items()}
+
+
+# ---------------------------------------------------------------------------------- the run
+
+
+class Tally:
+    """The answers a fuzzing session got, by reason."""
+
+    def __init__(self, client: Client) -> None:
+        self.answers = 0
+        self.refused = 0
+        self.reasons: Counter = Counter()
+        original = client._dispatch
+
+        self.not_refusals: list[str] = []
+
+        def dispatch(msg) -> None:
+            self.answers += 1
+            self.refused += type(msg) is Error
+            self.reasons[msg.reason if type(msg) is Error else type(msg).__name__] += 1
+            if type(msg) is not Error and len(self.not_refusals) < 20:
+                self.not_refusals.append(repr(msg)[:300])
+            original(msg)
+
+        client._dispatch = dispatch
+
+
+async def fuzz_gateway(endpoint: str, api_key: str, secret: bytes, frames: int,
+                       rng: random.Random) -> dict:
+    """`frames` hostile frames on one signed session; every one answered with a reason."""
+    sent: Counter = Counter()
+    async with Client(endpoint, api_key=api_key, secret=secret, timeout=10) as client:
+        await client.account_view()
+        tally = Tally(client)
+        price = 1
+        for start in range(0, frames, CHUNK):
+            before = tally.refused
+            n = min(CHUNK, frames - start)
+            for _ in range(n):
+                kind = rng.choice(CLIENT_KINDS)
+                order = PlaceOrder(req_id=start + 1, symbol="BTC-PERP", side=rng.choice((BUY, SELL)),
+                                   qty=1, price=price)
+                valid = client._codec.encode([client.signed(order)])
+                frame = _corrupt(rng, kind, valid, CLIENT_TAGS)
+                sent[kind] += 1
+                await client._sock.send(frame)
+            deadline = time.monotonic() + ANSWER_WAIT_S
+            while tally.refused - before < n and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
+            if tally.refused - before < n:
+                return {"sent": dict(sent), "answers": tally.answers, "refused": tally.refused,
+                        "reasons": dict(tally.reasons), "unanswered_chunk_at": start}
+        await client.account_view()  # the session still serves
+    return {"sent": dict(sent), "answers": tally.answers, "refused": tally.refused,
+            "reasons": dict(tally.reasons),
+            "not_refusals": tally.not_refusals}
+
+
+def fuzz_too_big(endpoint: str, count: int) -> int:
+    """Frames past libzmq's limit, each on its own connection: the gateway drops that connection
+    (and only it). Returns how many were sent."""
+    ctx = zmq.Context.instance()
+    for _ in range(count):
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 500)
+        sock.connect(endpoint)
+        sock.send(b"\x91" + b"\xc6" + (MAX_CLIENT_MESSAGE * 2).to_bytes(4, "big") +
+                  b"\x00" * (MAX_CLIENT_MESSAGE * 2))
+        sock.close()
+    return count
+
+
+def internal_valid_frames() -> list[bytes]:
+    """Real internal frames, for truncation (never sent whole)."""
+    enc = msgspec.msgpack.encode
+    return [enc([IndexMark(symbol="BTC-PERP", index=30_000, mark=30_001, last=30_000, seq=9,
+                           ts_ns=time.time_ns(), sources=5, mode="normal")]),
+            enc([ClockTick()]),
+            enc([FeedControl(action="shock", symbol="BTC-PERP", ppm=-500_000)])]
+
+
+def fuzz_internal(topo, frames: int, rng: random.Random) -> dict[str, dict]:
+    """Garbage to every node's inbox; returns per node what was sent and how much its decoder
+    must refuse (frames that would decode to real messages are not sent)."""
+    codec = Codec(NodeInbound)
+    valid = internal_valid_frames()
+    ctx = zmq.Context.instance()
+    targets = {name: node.inbox for name, node in topo.nodes.items() if getattr(node, "inbox", "")}
+    out: dict[str, dict] = {}
+    listening = {}
+    for name, endpoint in sorted(targets.items()):
+        sock = ctx.socket(zmq.PUSH)
+        sock.setsockopt(zmq.LINGER, 5000)
+        sock.setsockopt(zmq.SNDHWM, 0)
+        sock.setsockopt(zmq.IMMEDIATE, 1)  # queue only on a connection: is anyone listening?
+        sock.connect(endpoint)
+        if sock.poll(2000, zmq.POLLOUT):
+            listening[name] = sock
+        else:  # a node with no inbox (the oracle only subscribes)
+            sock.close(linger=0)
+            out[name] = {"sent": {}, "must_refuse": 0, "empty_batches": 0, "not_sent_valid": 0,
+                         "no_listener": True}
+    per_node = max(1, frames // max(1, len(listening)))
+    for name, sock in listening.items():
+        sent: Counter = Counter()
+        refused = empty = skipped = 0
+        while sum(sent.values()) < per_node:
+            kind = rng.choice(INTERNAL_KINDS)
+            frame = _corrupt(rng, kind, rng.choice(valid), NODE_TAGS)
+            try:
+                decoded = codec.decode(frame)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                decoded = None
+            if decoded:  # a real message: a forgery, not garbage (authentication's job)
+                skipped += 1
+                continue
+            if decoded is None:
+                refused += 1
+            else:
+                empty += 1  # an empty batch: decodes, carries nothing
+            sock.send(frame)
+            sent[kind] += 1
+        sock.close()
+        out[name] = {"sent": dict(sent), "must_refuse": refused, "empty_batches": empty,
+                     "not_sent_valid": skipped}
+    return out
+
+
+async def _clients(topo, run_dir: Path, accounts: list[str]) -> dict[str, Client]:
+    clients = {}
+    for name in accounts:
+        key = topo.accounts[name].api_key
+        client = Client(topo.nodes["gateway"].client, api_key=key, secret=_secret(run_dir, key),
+                        timeout=10)
+        await client.connect()
+        clients[name] = client
+    return clients
+
+
+async def _seed_state(clients: dict[str, Client], topo) -> None:
+    """Resting orders on both sides, so that books and open orders are not empty."""
+    price = topo.symbols["BTC-PERP"].initial_price
+    mm = clients[next(iter(clients))]
+    await mm.place("BTC-PERP", BUY, 2, price - price // 20)
+    await mm.place("BTC-PERP", SELL, 3, price + price // 20)
+
+
+async def wait_counted(run_dir: Path, before: dict, internal: dict, timeout: float) -> dict:
+    """Each node's bad_frames, once it has counted what it must refuse (heartbeats carry it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        now = node_stats(run_dir)
+        counted = {name: now.get(name, {}).get("stats", {}).get("bad_frames", 0)
+                   - before.get(name, {}).get("stats", {}).get("bad_frames", 0)
+                   for name in internal}
+        if all(counted[n] >= internal[n]["must_refuse"] for n in internal) or \
+                time.monotonic() > deadline:
+            return counted
+        await asyncio.sleep(0.2)
+
+
+async def run(topo, run_dir: Path, frames: int, seed: int, too_big: int = 3) -> dict:
+    """Fuzz a running venue; the report, with `ok` true when every check holds."""
+    rng = random.Random(seed)
+    started = time.monotonic()
+    accounts = [a for a in topo.accounts][:4]
+    clients = await _clients(topo, run_dir, accounts)
+    try:
+        await _seed_state(clients, topo)
+        symbols = sorted(topo.symbols)
+        state_before = await venue_state(clients, symbols)
+        nodes_before = node_stats(run_dir)
+        # A signed key of its own, for the hostile session (trade scope: only a valid signature
+        # would let a request through).
+        api_key, secret = create_key(run_dir, accounts[0], ["trade"], require_signature=True)
+        deadline = time.monotonic() + 10
+        while True:  # the gateway reads the key file every 500 ms
+            try:
+                async with Client(topo.nodes["gateway"].client, api_key=api_key,
+                                  secret=bytes.fromhex(secret), timeout=5):
+                    break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.3)
+        client_frames = frames * 6 // 10
+        gateway = await fuzz_gateway(topo.nodes["gateway"].client, api_key, bytes.fromhex(secret),
+                                     client_frames, rng)
+        big = fuzz_too_big(topo.nodes["gateway"].client, too_big)
+        internal = fuzz_internal(topo, frames - client_frames, rng)
+        counted = await wait_counted(run_dir, nodes_before, internal, timeout=15)
+        await asyncio.sleep(0.5)
+        nodes_after = node_stats(run_dir)
+        state_after = await venue_state(clients, symbols)
+    finally:
+        for client in clients.values():
+            await client.close()
+    sent_client = sum(gateway["sent"].values())
+    checks = {
+        "no_node_died_or_restarted": all(
+            nodes_after.get(n, {}).get("pid") == b["pid"] and
+            nodes_after.get(n, {}).get("restarts") == b["restarts"] for n, b in nodes_before.items()),
+        "no_handler_errors": all(
+            nodes_after.get(n, {}).get("stats", {}).get("errors", 0) == b["stats"].get("errors", 0)
+            for n, b in nodes_before.items()),
+        "every_client_frame_refused_with_a_reason": "unanswered_chunk_at" not in gateway
+        and gateway["refused"] >= sent_client,
+        "no_internal_error_answers": gateway["reasons"].get("internal_error", 0) == 0,
+        "every_refused_internal_frame_counted": all(
+            counted[n] >= internal[n]["must_refuse"] for n in internal),
+        "state_unchanged": state_before == state_after,
+    }
+    report = {
+        "seed": seed, "frames": frames, "seconds": round(time.monotonic() - started, 1),
+        "gateway": {**gateway, "too_big_connections": big}, "internal": {
+            n: {**internal[n], "counted_bad_frames": counted[n]} for n in internal},
+        "checks": checks, "ok": all(checks.values()),
+    }
+    if not checks["state_unchanged"]:
+        report["state_diff"] = {k: {"before": state_before.get(k), "after": state_after.get(k)}
+                                for k in set(state_before) | set(state_after)
+                                if state_before.get(k) != state_after.get(k)}
+    return report
+
+
+def markdown(report: dict) -> str:
+    g = report["gateway"]
+    lines = [f"# perpx fuzz (seed {report['seed']}, {report['frames']:,} frames, "
+             f"{report['seconds']} s)", "",
+             "| target | frames sent | must be refused (the rest: empty batches) | refused or counted |",
+             "|---|---|---|---|",
+             f"| gateway (signed session) | {sum(g['sent'].values()):,} | all | "
+             f"{g['refused']:,} refusals |"]
+    for name, n in sorted(report["internal"].items()):
+        if n.get("no_listener"):
+            lines.append(f"| {name} inbox | (not bound: nothing listens) | | |")
+            continue
+        lines.append(f"| {name} inbox | {sum(n['sent'].values()):,} | {n['must_refuse']:,} | "
+                     f"{n['counted_bad_frames']:,} bad_frames |")
+    lines += ["", "Gateway answers by reason: " + ", ".join(
+        f"{k} {v:,}" for k, v in sorted(g["reasons"].items(), key=lambda kv: -kv[1])), "",
+        "| check | holds |", "|---|---|"]
+    lines += [f"| {k} | {'yes' if v else '**NO**'} |" for k, v in report["checks"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m perf.fuzz", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frames", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    from perf.cluster_load import Cluster
+
+    with Cluster(optional=("surveillance",)) as cluster:
+        report = asyncio.run(run(cluster.topo, cluster.run_dir, args.frames, args.seed))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "fuzz.json").write_text(json.dumps(report, indent=1) + "\n")
+    (RESULTS / "fuzz.md").write_text(markdown(report))
+    print(markdown(report))
+    print(f"written: {RESULTS / 'fuzz.json'}, fuzz.md")
+    return 0 if report["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
