@@ -37,6 +37,7 @@ import msgspec
 import zmq
 import zmq.asyncio
 
+from cluster import curve
 from cluster import chaos, config
 from cluster.audit import read as read_audit
 from cluster.client import Client, RequestFailed
@@ -100,9 +101,8 @@ class Observer:
                     self.regimes[msg.symbol] = msg.regime
 
     async def run_feeds(self, ctx: zmq.asyncio.Context) -> None:
-        sock = ctx.socket(zmq.SUB)
+        sock = curve.tools_socket(ctx, zmq.SUB, self.topo, self.topo.nodes["feeds"].pub)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(self.topo.nodes["feeds"].pub)
         sock.setsockopt(zmq.SUBSCRIBE, b"")
         codec = Codec(SpotTick)
         try:
@@ -446,9 +446,8 @@ def admin_sender(topo: config.Topology, timeout_s: float = 5.0):
 
     def send(cmd: str, args: dict) -> dict:
         with lock:
-            sock = ctx.socket(zmq.DEALER)
+            sock = curve.tools_socket(ctx, zmq.DEALER, topo, topo.supervisor.admin)
             sock.setsockopt(zmq.LINGER, 0)
-            sock.connect(topo.supervisor.admin)
             try:
                 sock.send(encode_one(AdminRequest(cmd=cmd, args=args)))
                 if not sock.poll(int(timeout_s * 1000)):

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import msgspec
 
+from cluster import curve
 from cluster import config
 from cluster import render
 from cluster.humanize import Units, describe
@@ -913,9 +914,8 @@ def admin_call(args, cmd: str, cmd_args: dict) -> dict:
     if not topo.supervisor.admin:
         raise CliError("no_admin_endpoint", "the topology has no supervisor.admin endpoint")
     ctx = zmq.Context.instance()
-    sock = ctx.socket(zmq.DEALER)
+    sock = curve.tools_socket(ctx, zmq.DEALER, topo, topo.supervisor.admin)
     sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(topo.supervisor.admin)
     try:
         sock.send(encode_one(AdminRequest(cmd=cmd, args=cmd_args)))
         if not sock.poll(int(args.timeout * 1000)):

@@ -62,6 +62,8 @@ class SupervisorConf(Conf, kw_only=True):
     # (risk and matching come back from their journals). 0: only ever reported.
     hung_after_ms: int = 10000
     ready_timeout_ms: int = 15000
+    # CurveZMQ on every internal link, clients checked against the run's keys (cluster/curve.py)
+    curve: bool = True
     max_restarts: int = 3
     restart_window_s: int = 60
 

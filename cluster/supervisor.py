@@ -36,6 +36,7 @@ import msgspec
 import zmq
 import zmq.asyncio
 
+from cluster import curve
 from cluster.signing import ensure_key_file
 from cluster.audit import AuditJournal, Explanation
 from cluster.config import Topology, node_names
@@ -97,6 +98,8 @@ class Supervisor:
         self._netsim_pub = None
         self._admin = None
         self._feeds = None
+        self._zap: curve.ZapHandler | None = None
+        self._curve_refusals = 0
         # venue -> action -> (the fault, when it ends on the monotonic clock, or None: until healed)
         self._feed_faults: dict[str, dict[str, tuple[FeedControl, float | None]]] = {}
         self._tasks: list[asyncio.Task] = []
@@ -112,6 +115,7 @@ class Supervisor:
             (self.run / sub).mkdir(parents=True, exist_ok=True)
         # the API keys' secrets (0600), never in the topology: the gateway, SDK and CLI read them
         ensure_key_file(self.run, [a.api_key for a in self.topo.accounts.values()])
+        curve.create_for(self.topo)  # the internal links' keys, afresh for this run
         copy = self.run / "journal" / "topology.toml"  # what `perpx audit verify` replays with
         if not (self.resume and copy.exists()):
             shutil.copyfile(self.topo.path, copy)
@@ -144,6 +148,13 @@ class Supervisor:
         tmp = status_path(self.run).with_suffix(".json.tmp")
         tmp.write_text(json.dumps(status, indent=1))
         os.replace(tmp, status_path(self.run))
+
+    def _curve_refused(self, address: str, mechanism: str) -> None:
+        """A connection to the supervisor's sockets without one of the cluster's keys."""
+        self._curve_refusals += 1
+        if self._curve_refusals <= 10 or self._curve_refusals % 1000 == 0:
+            self.log.warning("curve_refused", address=address, mechanism=mechanism,
+                             count=self._curve_refusals)
 
     def _event(self, kind: str, node: str, **info) -> None:
         record = {"wall_ns": time.time_ns(), "mono_ns": time.monotonic_ns(), "event": kind,
@@ -324,22 +335,36 @@ class Supervisor:
 
     async def start(self) -> None:
         self._prepare_dirs()
+        keyring = curve.load(self.topo)
+        if keyring is not None:  # before any server socket: no handshake goes unchecked
+            self._zap = curve.ZapHandler(self._ctx, keyring, self._curve_refused)
+            self._tasks.append(asyncio.create_task(self._zap.serve()))
+
+        def serve(sock) -> None:
+            if keyring is not None:
+                keyring.server(sock, "supervisor")
+
         self._control = self._ctx.socket(zmq.PULL)
         self._control.setsockopt(zmq.LINGER, 0)
+        serve(self._control)
         self._control.bind(self.topo.supervisor.control)
         self._control_task = asyncio.create_task(self._control_loop())
         if self.topo.supervisor.netsim:
             self._netsim_pub = self._ctx.socket(zmq.PUB)
             self._netsim_pub.setsockopt(zmq.LINGER, 0)
+            serve(self._netsim_pub)
             self._netsim_pub.bind(self.topo.supervisor.netsim)
             self._tasks.append(asyncio.create_task(self._netsim_loop()))
         if self.topo.supervisor.admin:
             self._admin = self._ctx.socket(zmq.ROUTER)
             self._admin.setsockopt(zmq.LINGER, 0)
+            serve(self._admin)
             self._admin.bind(self.topo.supervisor.admin)
             self._feeds = self._ctx.socket(zmq.PUSH)
             self._feeds.setsockopt(zmq.LINGER, 0)
             self._feeds.setsockopt(zmq.SNDHWM, 100)
+            if keyring is not None:
+                keyring.client(self._feeds, "supervisor", self.topo.nodes["feeds"].inbox)
             self._feeds.connect(self.topo.nodes["feeds"].inbox)
             self._tasks.append(asyncio.create_task(self._admin_loop()))
         for node in self.nodes.values():
@@ -464,7 +489,8 @@ class Supervisor:
             self._control_task.cancel()
         for task in self._tasks:
             task.cancel()
-        for sock in (self._control, self._netsim_pub, self._admin, self._feeds):
+        for sock in (self._control, self._netsim_pub, self._admin, self._feeds,
+                     self._zap.sock if self._zap is not None else None):
             if sock is not None:
                 sock.close(linger=0)
         self.audit.close()

@@ -25,6 +25,7 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
+from cluster import curve
 from cluster.audit import AuditJournal
 from cluster.config import JOURNALED_NODES, Topology
 from cluster.logs import configure
@@ -238,6 +239,14 @@ class NodeShell:
         # Sequenced links (cluster/links.py): what arrived on each, and this process's incarnation
         # for the links it numbers afresh at every start (a core's own numbering survives).
         self.links_in = LinkReceiver(journaled=name in CORES)
+        # CurveZMQ on the internal links (cluster/curve.py): the ZAP handler is bound before any
+        # server socket, so no handshake is ever accepted unchecked.
+        self.keyring = curve.load(topo)
+        self._zap: curve.ZapHandler | None = None
+        if self.keyring is not None:
+            self._zap = curve.ZapHandler(self.ctx, self.keyring, self._curve_refused)
+            self._sockets.append(self._zap.sock)
+            self._background.append(self._zap.serve)
         self._announcing = False
         self.incarnation = 0 if name in CORES else time.time_ns()
 
@@ -252,6 +261,23 @@ class NodeShell:
         return time.monotonic_ns()
 
     # ------------------------------------------------------------------ sockets
+
+    def _serve_internal(self, sock: zmq.Socket) -> None:
+        """An internal server socket: CURVE with this node's key, when the run has it on."""
+        if self.keyring is not None:
+            self.keyring.server(sock, self.name)
+
+    def _connect(self, sock: zmq.Socket, endpoint: str) -> None:
+        """Connect; to an internal endpoint with CURVE (this node's key, the server's)."""
+        if self.keyring is not None:
+            self.keyring.client(sock, self.name, endpoint)
+        sock.connect(endpoint)
+
+    def _curve_refused(self, address: str, mechanism: str) -> None:
+        """A connection to an internal socket without one of the cluster's keys: refused."""
+        count = self.stats["curve_refused"] = self.stats.get("curve_refused", 0) + 1
+        if count <= 10 or count % 1000 == 0:  # said, but a flood does not flood the log
+            self.log.warning("curve_refused", address=address, mechanism=mechanism, count=count)
 
     def _socket(self, kind: int) -> zmq.asyncio.Socket:
         sock = self.ctx.socket(kind)
@@ -269,6 +295,7 @@ class NodeShell:
         gets [(header, messages)] per frame, the header saying which numbers were applied (None
         for a frame that is not sequenced): what a journaled core records to replay them."""
         sock = self._socket(zmq.PULL)
+        self._serve_internal(sock)
         sock.bind(self.conf.inbox)
         self._readers.append((sock, False, self._inbox_decoding(on_messages, runs)))
 
@@ -278,7 +305,7 @@ class NodeShell:
         sock = self._socket(zmq.SUB)
         for topic in topics:
             sock.setsockopt(zmq.SUBSCRIBE, topic)
-        sock.connect(endpoint)
+        self._connect(sock, endpoint)
         if raw is not None:
             self._readers.append((sock, True, raw))
         else:
@@ -307,6 +334,8 @@ class NodeShell:
 
     def bind_pub(self, endpoint: str) -> None:
         self._pub_sock = self._socket(zmq.PUB)
+        if self.name != "gateway":  # the gateway's is market data, for clients
+            self._serve_internal(self._pub_sock)
         self._pub_sock.bind(endpoint)
         self._pub_sync = zmq.Socket.shadow(self._pub_sock.underlying)
 
@@ -315,6 +344,7 @@ class NodeShell:
         feed to surveillance): returns a non-blocking send of [topic, payload] frames (a slow
         subscriber's frames are dropped, as PUB does)."""
         sock = self._socket(zmq.PUB)
+        self._serve_internal(sock)
         sock.bind(endpoint)
         sync = zmq.Socket.shadow(sock.underlying)
 
@@ -331,7 +361,7 @@ class NodeShell:
         if name in self._outboxes:
             return
         sock = self._socket(zmq.PUSH)
-        sock.connect(self.topo.nodes[name].inbox)
+        self._connect(sock, self.topo.nodes[name].inbox)
         link = f"{self.name}->{name}"
         seq = LinkSender(link, self.incarnation) if name in CORES or self.name in CORES else None
         self._outboxes[name] = Outbox(sock, link, seq=seq)
@@ -823,7 +853,7 @@ class NodeShell:
         sup = self.topo.supervisor
         sock = self._socket(zmq.PUSH)
         sock.setsockopt(zmq.SNDHWM, 10)
-        sock.connect(sup.control)
+        self._connect(sock, sup.control)
         pid = os.getpid()
         parent = os.getppid()
         await sock.send(encode_one(Ready(node=self.name, pid=pid)))

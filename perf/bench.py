@@ -41,8 +41,8 @@ def log(text: str) -> None:
 JOURNAL_OFF = {"enabled": False}
 
 
-def with_cluster(env: dict, fn, journal: dict | None = None):
-    with Cluster(env, journal=journal) as cluster:
+def with_cluster(env: dict, fn, journal: dict | None = None, curve: bool = True):
+    with Cluster(env, journal=journal, curve=curve) as cluster:
         time.sleep(1.5)  # marks flowing, sockets connected
         topo = cluster.topo
         return fn(topo.nodes["gateway"].client, cluster.api_keys(), topo.symbols[SYMBOL].initial_price,
@@ -102,15 +102,20 @@ def run(seconds: float, bound_us: float) -> dict:
     cluster_points, result["hop_latency_us"] = with_cluster({}, cluster_points_and_hops)
     # The price of the journal (#18): the same cluster with risk and matching not journaling,
     # searched the same way and measured at the same half-load rate, in this run.
-    log("cluster, journal off: searching the maximum sustainable rate")
-    nojournal_max, nojournal_steps = with_cluster({}, lambda e, k, p, _: find_max(
-        e, k, SYMBOL, p, seconds=seconds, p99_bound_us=bound_us, refine=REFINE, log=log),
-        journal=JOURNAL_OFF)
-    log(f"cluster, journal off, max: {nojournal_max:,.0f} orders/s; latency at half the "
-        f"journaled cluster's max")
-    nojournal_points = with_cluster({}, lambda e, k, p, venue: [
-        point(venue, e, k, p, half_cluster, seconds) for _ in range(HALF_LOAD_RUNS)],
-        journal=JOURNAL_OFF)
+    def without(label: str, **venue) -> tuple[float, list, list]:
+        """The same cluster without one safety feature: its max, searched the same way, and
+        its p99 at the same half-load rate, in this run."""
+        log(f"cluster, {label}: searching the maximum sustainable rate")
+        top, steps = with_cluster({}, lambda e, k, p, _: find_max(
+            e, k, SYMBOL, p, seconds=seconds, p99_bound_us=bound_us, refine=REFINE, log=log),
+            **venue)
+        log(f"cluster, {label}, max: {top:,.0f} orders/s; latency at half the full cluster's max")
+        pts = with_cluster({}, lambda e, k, p, v: [
+            point(v, e, k, p, half_cluster, seconds) for _ in range(HALF_LOAD_RUNS)], **venue)
+        return top, steps, pts
+
+    nojournal_max, nojournal_steps, nojournal_points = without("journal off", journal=JOURNAL_OFF)
+    nocurve_max, nocurve_steps, nocurve_points = without("CurveZMQ off", curve=False)
     result["null"] = {"max_orders_per_s": round(null_max),
                       "latency_us": {f"{int(f * 100)}%_of_null_max": p["latency_us"]
                                      for f, p in zip(fractions, null_points)},
@@ -132,6 +137,16 @@ def run(seconds: float, bound_us: float) -> dict:
                                        "journal_off_runs": off_p99},
         "p99_ratio_on_off": round(on_med / off_med, 3) if on_med and off_med else None,
         "steps_journal_off": nojournal_steps + nojournal_points,
+    }
+    plain_p99 = [p["latency_us"].get("p99") for p in nocurve_points]
+    plain_med = statistics.median(plain_p99) if all(plain_p99) else None
+    result["curve"] = {  # the price of encrypting and authenticating the internal links
+        "max_orders_per_s": {"curve_on": round(cluster_max), "curve_off": round(nocurve_max)},
+        "throughput_ratio_on_off": round(cluster_max / nocurve_max, 3) if nocurve_max else None,
+        "p99_at_half_cluster_max_us": {"curve_on": on_med, "curve_off": plain_med,
+                                       "curve_off_runs": plain_p99},
+        "p99_ratio_on_off": round(on_med / plain_med, 3) if on_med and plain_med else None,
+        "steps_curve_off": nocurve_steps + nocurve_points,
     }
     half_runs = {"null": null_points[len(rates):], "cluster": cluster_points[len(rates):]}
     runs = {name: [p["latency_us"].get("p99") for p in pts] for name, pts in half_runs.items()}
@@ -208,6 +223,13 @@ def markdown(r: dict) -> str:
               f"{_us(r['journal']['p99_at_half_cluster_max_us']['journal_on'])} vs "
               f"{_us(r['journal']['p99_at_half_cluster_max_us']['journal_off'])}: ratio "
               f"**{r['journal']['p99_ratio_on_off']}**",
+              f"- CurveZMQ's price (every internal link encrypted and authenticated): max "
+              f"{r['curve']['max_orders_per_s']['curve_on']:,} orders/s with it vs "
+              f"{r['curve']['max_orders_per_s']['curve_off']:,} without: ratio "
+              f"**{r['curve']['throughput_ratio_on_off']}**; p99 at half the cluster's max "
+              f"{_us(r['journal']['p99_at_half_cluster_max_us']['journal_on'])} vs "
+              f"{_us(r['curve']['p99_at_half_cluster_max_us']['curve_off'])}: ratio "
+              f"**{r['curve']['p99_ratio_on_off']}**",
               f"- search steps that answered everything but missed the p99 bound (host stalls; a rate "
               f"fails after {TRIES} misses in a row): null {r['p99_misses_while_keeping_up']['null']}, "
               f"cluster {r['p99_misses_while_keeping_up']['cluster']}"]

@@ -47,7 +47,7 @@ class Cluster:
     """A detached cluster in a temporary directory, with extra environment for its processes."""
 
     def __init__(self, env: dict[str, str] | None = None, journal: dict | None = None,
-                 optional: tuple[str, ...] = ()) -> None:
+                 optional: tuple[str, ...] = (), curve: bool = True) -> None:
         """`optional`: which of the topology's optional nodes (surveillance, the REST facade) run;
         none by default, so the bench measures the venue's order path and each optional node's
         price is measured on its own (make surveillance-cost, make bench-rest)."""
@@ -62,6 +62,7 @@ class Cluster:
         for name in config.OPTIONAL_NODES:
             if name not in optional:
                 raw["nodes"].pop(name, None)
+        raw["supervisor"]["curve"] = curve  # CurveZMQ on the internal links (its price: bench)
         self.config.write_text(config._dump_toml(raw))
         self.topo = config.load(self.config, run_dir=str(self.run_dir))
         self.env = {**os.environ, **(env or {})}

@@ -34,6 +34,7 @@ import msgspec
 import zmq
 import zmq.asyncio
 
+from cluster import curve
 from cluster import protocol
 from cluster.client import Client
 from cluster.protocol import (
@@ -260,6 +261,7 @@ def fuzz_internal(topo, frames: int, rng: random.Random) -> dict[str, dict]:
     """Garbage to every node's inbox; returns per node what was sent and how much its decoder
     must refuse (frames that would decode to real messages are not sent)."""
     codec = Codec(NodeInbound)
+    keyring = curve.load(topo)
     valid = internal_valid_frames()
     ctx = zmq.Context.instance()
     targets = {name: node.inbox for name, node in topo.nodes.items() if getattr(node, "inbox", "")}
@@ -270,6 +272,8 @@ def fuzz_internal(topo, frames: int, rng: random.Random) -> dict[str, dict]:
         sock.setsockopt(zmq.LINGER, 5000)
         sock.setsockopt(zmq.SNDHWM, 0)
         sock.setsockopt(zmq.IMMEDIATE, 1)  # queue only on a connection: is anyone listening?
+        if keyring is not None:  # past the handshake with the tools' key: the decoders are tested
+            keyring.client(sock, curve.TOOLS, endpoint)
         sock.connect(endpoint)
         if sock.poll(2000, zmq.POLLOUT):
             listening[name] = sock

@@ -31,6 +31,11 @@ def build(shell: NodeShell, topo: Topology):
         except (OSError, ValueError, KeyError, TypeError) as exc:  # lost or unreadable: catch up
             shell.log.warning("oracle_state_not_restored", path=saved, error=str(exc))
     shell.bind_pub(shell.conf.pub)
+    # Funding rates go to risk on its inbox, not only on the PUB: a PUSH queues what it sends
+    # until the connection is up, and the link is numbered (cluster/links.py), so a rate a
+    # restarted oracle catches up is not lost while risk's subscription reconnects (a PUB drops
+    # whatever it sends before a subscriber has joined).
+    shell.peer("risk")
 
     def save() -> None:
         """Written whole to a temporary file and renamed over the old one, so a kill mid-write
@@ -57,6 +62,8 @@ def build(shell: NodeShell, topo: Topology):
         for msg in oracle.publish(shell.now_ns()):
             t = type(msg)
             shell.publish(PREFIXES[t] + msg.symbol.encode(), msg)
+            if t is FundingRate:
+                shell.send("risk", msg)
             if t is IndexMark or (t is Regime and not msg.changed):  # a repeat: nothing new
                 continue
             shell.log.info(t.__name__, **msgspec.structs.asdict(msg))

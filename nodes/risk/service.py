@@ -79,8 +79,8 @@ def build(shell: NodeShell, topo: Topology):
 
     runner = CoreRunner(shell, engine, process, topo.journal)
     shell.bind_inbox(runner.on_runs, runs=True)
-    shell.subscribe(topo.nodes["oracle"].pub, [b"mark.", b"funding.", b"regime."],
-                    runner.on_messages)
+    # (funding rates come on the inbox: the oracle pushes them, so none is lost to a reconnect)
+    shell.subscribe(topo.nodes["oracle"].pub, [b"mark.", b"regime."], runner.on_messages)
     shell.every(250, runner.maybe_snapshot)
     # The timer is an input (journaled): marks' ages and the funding clock's start replay alike.
     shell.every(MARK_CHECK_MS, lambda: runner.on_messages([ClockTick()]))

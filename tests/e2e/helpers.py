@@ -81,14 +81,15 @@ def shock(cluster, symbol: str, ppm: int, timeout: float = 5.0) -> None:
     import msgspec
     import zmq
 
+    from cluster import curve
     from cluster.protocol import FeedControl
 
     before = len(log_events(cluster, "feeds", "feed_shock"))
     frame = msgspec.msgpack.encode([FeedControl(action="shock", symbol=symbol, ppm=ppm)])
     for _ in range(2):
-        sock = zmq.Context.instance().socket(zmq.PUSH)
+        sock = curve.tools_socket(zmq.Context.instance(), zmq.PUSH, cluster.topo,
+                                  cluster.topo.nodes["feeds"].inbox)
         sock.setsockopt(zmq.LINGER, 2000)
-        sock.connect(cluster.topo.nodes["feeds"].inbox)
         sock.send(frame)
         sock.close()
         deadline = time.monotonic() + timeout

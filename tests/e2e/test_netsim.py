@@ -147,9 +147,11 @@ def test_the_admin_socket_refuses_garbage_and_keeps_serving(cluster):
 
     from cluster.protocol import AdminReply, AdminRequest
 
-    sock = zmq.Context.instance().socket(zmq.DEALER)
+    from cluster import curve
+
+    sock = curve.tools_socket(zmq.Context.instance(), zmq.DEALER, cluster.topo,
+                              cluster.topo.supervisor.admin)
     sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(cluster.topo.supervisor.admin)
     try:
         not_utf8 = msgspec.msgpack.encode(AdminRequest(cmd="abc")).replace(b"abc", b"a\xffc")
         for payload in (b"\x00garbage", msgspec.msgpack.encode({"cmd": 3}), not_utf8,

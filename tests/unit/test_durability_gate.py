@@ -10,7 +10,7 @@ import asyncio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cluster import config
+from cluster import config, curve
 from cluster.journal import Journal
 from cluster.recording import RecordingLog
 from cluster.transport import NodeShell
@@ -67,6 +67,7 @@ class Wire:
 
 def make_shell(tmp_path) -> NodeShell:
     topo = config.load(run_dir=str(tmp_path))
+    curve.create_for(topo)
     shell = NodeShell("risk", topo, log_dir=str(tmp_path))
     shell.log = RecordingLog()
     shell.peer("gateway")

@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 from cluster import audit as audit_module
-from cluster import config
+from cluster import config, curve
 from cluster.audit import AuditJournal, Explanation
 from cluster.protocol import Codec, NodeInbound, OrderRejected, Report, wire_safe
 from cluster.recording import RecordingLog
@@ -38,10 +38,13 @@ def test_wire_safe_writes_only_the_numbers_msgpack_cannot_carry_as_strings():
 @pytest.fixture
 def shell(tmp_path):
     topo = config.load(run_dir=str(tmp_path))
+    curve.create_for(topo)
     node = NodeShell("risk", topo, log_dir=str(tmp_path))
     node.log = RecordingLog()
     yield node
     node.audit.close()
+    for sock in node._sockets:
+        sock.close(linger=0)
     node.ctx.term()
 
 

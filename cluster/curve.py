@@ -1,0 +1,153 @@
+"""CurveZMQ on the internal links: every socket between the cluster's own processes is encrypted and
+authenticated, so a local process that can reach an internal endpoint but holds none of the
+cluster's keys cannot inject a mark, a fill, a heartbeat, a netsim table or a feed fault: its
+handshake is refused (ZAP, RFC 27) and nothing it sends is ever read.
+
+Keys: one CURVE keypair per process role (each node, the supervisor, and `tools` for the CLI and
+tests), made afresh at every `cluster up` in `<run>/curve.json` (mode 0600, like keys.json: the
+run directory's permissions are the trust boundary). A server socket (an inbox, an internal PUB,
+the supervisor's control, netsim and admin sockets) takes only clients whose public key is in that
+file. The client-facing sockets stay plain (the gateway's ROUTER and market data, the REST facade):
+clients are authenticated by their signed requests instead.
+
+`[supervisor] curve = false` in the topology turns it off (a measurement of its price: make bench
+reports the ratio).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import zmq
+from zmq.utils import z85
+
+CURVE_FILE = "curve.json"
+TOOLS = "tools"  # the CLI's, the chaos runner's and the tests' own key
+ZAP_ENDPOINT = "inproc://zeromq.zap.01"
+
+
+def keyring_path(run_dir: str | os.PathLike) -> Path:
+    return Path(run_dir) / CURVE_FILE
+
+
+def create_keyring(run_dir: str | os.PathLike, names: list[str]) -> None:
+    """A fresh keypair for each of `names` (and the tools), written 0600 atomically."""
+    keys = {}
+    for name in [*names, TOOLS]:
+        public, secret = zmq.curve_keypair()
+        keys[name] = {"public": public.decode(), "secret": secret.decode()}
+    path = keyring_path(run_dir)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"keys": keys}, fh)
+    os.replace(tmp, path)
+
+
+def create_for(topo) -> None:
+    """The keyring of a run of `topo` (its nodes and the supervisor), when CURVE is on."""
+    if topo.supervisor.curve:
+        create_keyring(topo.run_dir, [*topo.nodes, "supervisor"])
+
+
+class Keyring:
+    """The cluster's CURVE keys, and which endpoints are internal (whose server is which role)."""
+
+    def __init__(self, keys: dict[str, dict], servers: dict[str, str]) -> None:
+        self.keys = keys
+        self.servers = servers  # endpoint -> the role whose key serves it
+        self.allowed = {z85.decode(k["public"].encode()) for k in keys.values()}
+
+    def server(self, sock: zmq.Socket, me: str) -> None:
+        """Before bind: serve CURVE with `me`'s key (clients checked by the ZAP handler)."""
+        sock.curve_secretkey = self.keys[me]["secret"].encode()
+        sock.curve_publickey = self.keys[me]["public"].encode()
+        sock.curve_server = True
+
+    def client(self, sock: zmq.Socket, me: str, endpoint: str) -> bool:
+        """Before connect: CURVE to `endpoint`'s server when it is internal; False when it is
+        not (a client-facing endpoint, plain)."""
+        role = self.servers.get(endpoint)
+        if role is None:
+            return False
+        sock.curve_secretkey = self.keys[me]["secret"].encode()
+        sock.curve_publickey = self.keys[me]["public"].encode()
+        sock.curve_serverkey = self.keys[role]["public"].encode()
+        return True
+
+
+def internal_endpoints(topo) -> dict[str, str]:
+    """Every internal endpoint and the role that binds it. The gateway's market data PUB and the
+    client sockets are not here: they face clients."""
+    out: dict[str, str] = {}
+    for name, node in topo.nodes.items():
+        if getattr(node, "inbox", ""):
+            out[node.inbox] = name
+        if getattr(node, "pub", "") and name != "gateway":
+            out[node.pub] = name
+        if getattr(node, "private", ""):
+            out[node.private] = name
+    sup = topo.supervisor
+    for endpoint in (sup.control, sup.netsim, sup.admin):
+        if endpoint:
+            out[endpoint] = "supervisor"
+    return out
+
+
+def load(topo) -> Keyring | None:
+    """The run's keyring, or None when the topology turns CURVE off. A missing or unreadable
+    file with CURVE on is an error: internal links never fall back to plain."""
+    if not topo.supervisor.curve:
+        return None
+    data = json.loads(keyring_path(topo.run_dir).read_text())
+    return Keyring(data["keys"], internal_endpoints(topo))
+
+
+class ZapHandler:
+    """Answers libzmq's authentication requests for a context's CURVE servers: only the cluster's
+    own public keys get in. Bound before any server socket, so no handshake happens unchecked
+    (requests wait in its queue until the owner's loop reads them)."""
+
+    def __init__(self, ctx: zmq.Context, keyring: Keyring, on_refused=None) -> None:
+        self.sock = ctx.socket(zmq.REP)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.bind(ZAP_ENDPOINT)
+        self.keyring = keyring
+        self.on_refused = on_refused
+        self.refused = 0
+
+    def answer(self, request: list[bytes]) -> list[bytes]:
+        if len(request) < 6:
+            return [b"1.0", request[1] if len(request) > 1 else b"", b"500", b"bad request",
+                    b"", b""]
+        version, request_id, _domain, address, _identity, mechanism, *credentials = request
+        ok = (version == b"1.0" and mechanism == b"CURVE" and len(credentials) == 1
+              and credentials[0] in self.keyring.allowed)
+        if not ok:
+            self.refused += 1
+            if self.on_refused is not None:
+                self.on_refused(address.decode(errors="replace"), mechanism.decode(errors="replace"))
+            return [b"1.0", request_id, b"400", b"not one of the cluster's keys", b"", b""]
+        return [b"1.0", request_id, b"200", b"OK", b"", b""]
+
+    async def serve(self) -> None:
+        """On an asyncio context's loop: answer requests until cancelled."""
+        while True:
+            request = await self.sock.recv_multipart()
+            await self.sock.send_multipart(self.answer(request))
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+
+
+def tools_socket(ctx: zmq.Context, kind: int, topo, endpoint: str) -> zmq.Socket:
+    """A socket for a tool (CLI, chaos runner, tests) connected to an internal endpoint with the
+    tools' key, when the run has CURVE on."""
+    sock = ctx.socket(kind)
+    keyring = load(topo)
+    if keyring is not None:
+        keyring.client(sock, TOOLS, endpoint)
+    sock.connect(endpoint)
+    return sock
