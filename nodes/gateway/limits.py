@@ -12,8 +12,9 @@ buckets (SessionLimits, made at logon), so admitting a request looks nothing up.
 Cancels and reduce-only orders ("exits") that the buckets refuse, or that come during a ban, are
 admitted against the account's floor bucket: a trader can always get out, at the floor's rate.
 
-Each refusal is a violation of its key (or, before logon, its address); `ban_after` violations
-within `ban_window_ms` ban it (Binance's 429 -> 418) for `ban_ms`, doubled for every ban before
+Each refusal is a violation of its key (or, before logon, its address), except one the market
+made (every bucket refusing it has a limit of 0: the degraded regime allows no opening orders, and
+no pace of the client's would get through); `ban_after` violations within `ban_window_ms` ban it (Binance's 429 -> 418) for `ban_ms`, doubled for every ban before
 (at most MAX_BAN_DOUBLINGS times), and every request but exits is refused until the ban ends.
 """
 
@@ -249,13 +250,20 @@ class Limiter:
         usage = _tightest(buckets)
         if now_ns < offender.banned_until_ns:
             return self._banned(offender, now_ns), usage
-        self._violation(offender, now_ns)
-        if now_ns < offender.banned_until_ns:  # this refusal was the one too many
-            return self._banned(offender, now_ns), usage
+        # Closed by the market (a limit of 0, the degraded regime's for opening orders): no pace
+        # of the client's would get through, so it is no violation: a bot retrying is told so,
+        # and is not banned from its reads and exits for orders the market refused.
+        counts = not all(b.limit <= 0 for _, b, _ in refused)
+        if counts:
+            self._violation(offender, now_ns)
+            if now_ns < offender.banned_until_ns:  # this refusal was the one too many
+                return self._banned(offender, now_ns), usage
         wait, bucket, c = max(refused, key=lambda r: (r[0] < 0, r[0]))
         detail = bucket.usage()
         detail.update(cost=c, retry_after_ms=-(-wait // MS) if wait > 0 else -1,
                       violations=offender.violations, ban_after=self.policy.ban_after)
+        if not counts:
+            detail["counts_toward_ban"] = 0
         if self.regime != "normal":
             detail["regime"] = self.regime
         return ("rate_limited", detail), usage

@@ -234,3 +234,23 @@ def test_an_order_or_amend_before_logon_is_refused_not_logged_on_not_crashed():
     for request in (order(1), AmendOrder(req_id=2, symbol="BTC-PERP", order_id=1, price=2)):
         (_, _, refused), = gw.on_request(b"s", request, 0, "9.9.9.9")
         assert refused.reason == "not_logged_on" and refused.usage["rule"] == "ip_weight"
+
+
+def test_orders_the_degraded_regime_refuses_never_ban_the_bot_that_retries_them():
+    """Found by the chaos experiments: with opening orders at a limit of 0, every retry counted
+    as a violation, and a bot was banned (even from reading its orders) for orders the market
+    refused. A refusal no pace would get through is no violation; pacing refusals still are."""
+    limiter = Limiter(tight(account_orders=Rule(limit=3, window_ms=1000), ban_after=3,
+                            ban_window_ms=10_000, ban_ms=4000))
+    args = ("ip", "k", "alice")
+    limiter.set_regime("degraded")
+    for i in range(20):
+        refused, _ = limiter.admit(order(i), i * MS, *args)
+        assert refused[0] == "rate_limited" and refused[1]["limit"] == 0
+        assert refused[1]["counts_toward_ban"] == 0 and refused[1]["violations"] == 0
+    assert limiter.admit(GetAccount(), 20 * MS, *args)[0] is None  # not banned: reads go on
+    assert limiter.admit(order(30, reduce_only=True), 20 * MS, *args)[0] is None  # exits too
+    limiter.set_regime("normal")  # a flood at a limit the client can keep is still a violation
+    answers = [limiter.admit(order(40 + i), 5000 * MS, *args)[0] for i in range(7)]
+    assert [a[0] if a else None for a in answers] == [None] * 3 + ["rate_limited"] * 2 + [
+        "banned"] * 2
