@@ -358,6 +358,13 @@ def _command(group, name: str, text: str, example: str, parents):
 
 
 def register(sub, common: argparse.ArgumentParser) -> None:
+    from cluster.cli import Number  # (the CLI imports this module: loaded by now)
+
+    # every number a range: a bad one is refused by argparse with its reason, before any work
+    levels = Number(kind="int", low=1, high=100_000, example="50")
+    rounds = Number(kind="int", low=1, high=1_000_000, example="2000")
+    share = Number(low=0, high=1, example="0.3")
+    positive = Number(low=0, low_open=True, example="5")
     stress = _command(sub, "stress", "a live account's portfolio stress grid (correlation regimes)",
                       "perpx stress alice     # or offline: perpx stress --notional "
                       "BTC-PERP=600000 --notional ETH-PERP=-450000", [common])
@@ -367,21 +374,22 @@ def register(sub, common: argparse.ArgumentParser) -> None:
                              "(repeat), instead of an account")
     stress.add_argument("--api-key", help="log on with this key instead of the account's own")
     stress.add_argument("--params", help="stress parameter file (default: the published one)")
-    stress.add_argument("--depth", type=int, default=50, help="book levels for the liquidity add-on")
+    stress.add_argument("--depth", type=levels, default=50, help="book levels for the liquidity add-on")
     stress.set_defaults(fn=cmd_stress)
 
     source = argparse.ArgumentParser(add_help=False)
     source.add_argument("--snapshot", help="a snapshot JSON file")
     source.add_argument("--from-cluster", action="store_true", help="snapshot the running cluster")
-    source.add_argument("--book-depth", type=int, default=1000,
+    source.add_argument("--book-depth", type=levels, default=1000,
                         help="book levels per side read from the cluster (default: 1000)")
     source.add_argument("--params", help="stress parameter file (regimes, scan ranges)")
     engine = argparse.ArgumentParser(add_help=False)
     engine.add_argument("--symbol", default="BTC-PERP", help="the symbol the shock hits")
-    engine.add_argument("--shock-rounds", type=int, default=1, help="spread the shock over N rounds")
-    engine.add_argument("--recovery", default="0", help="consumed depth refilled per round (0.1)")
-    engine.add_argument("--permanent", default="1", help="share of impact that stays (0.3)")
-    engine.add_argument("--max-rounds", type=int, default=2000,
+    engine.add_argument("--shock-rounds", type=Number(kind="int", low=1, high=1000, example="4"),
+                        default=1, help="spread the shock over N rounds")
+    engine.add_argument("--recovery", type=share, default="0", help="consumed depth refilled per round (0.1)")
+    engine.add_argument("--permanent", type=share, default="1", help="share of impact that stays (0.3)")
+    engine.add_argument("--max-rounds", type=rounds, default=2000,
                         help="stop a cascade after this many rounds (default: 2000)")
     engine.add_argument("--close", choices=["full", "venue"], default="full",
                         help="full: one walk per liquidated position (the closed-form model); "
@@ -390,20 +398,23 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     cascade = _command(sub, "cascade", "simulate a liquidation cascade over a snapshot",
                        "perpx cascade --from-cluster --shock -0.08 --latency 1",
                        [common, source, engine])
-    cascade.add_argument("--shock", default="-0.08", help="the symbol's exogenous move (-0.08)")
+    cascade.add_argument("--shock", type=Number(low=-1, low_open=True, high=1, example="-0.08"),
+                         default="-0.08", help="the symbol's exogenous move (-0.08)")
     cascade.add_argument("--regime", default="calm", help="how the other symbols co-move")
-    cascade.add_argument("--latency", type=int, default=0, help="rounds from trigger to execution")
-    cascade.add_argument("--depth-scale", default="1", help="every book level x this")
+    cascade.add_argument("--latency", type=Number(kind="int", low=0, high=1000, example="1"),
+                         default=0, help="rounds from trigger to execution")
+    cascade.add_argument("--depth-scale", type=positive, default="1", help="every book level x this")
     cascade.add_argument("--out", help="also write the result JSON here")
     cascade.set_defaults(fn=cmd_cascade)
     actions = cascade.add_subparsers(dest="cascade_action")
     band = _command(actions, "band", "write RISK-ANALYTICS 3.4's toy market (a linear band) as a "
                     "snapshot: longs liquidated every $10 below $60,000",
                     "perpx cascade band --size 5 --depth 10 --out band.json", [common])
-    band.add_argument("--size", default="5", help="BTC per account (s)")
-    band.add_argument("--depth", default="10", help="BTC bid per $10 level (d); g*lambda = s/d")
-    band.add_argument("--accounts", type=int, default=600, help="accounts in the band (600)")
-    band.add_argument("--fund", default="0", help="insurance fund, USD")
+    band.add_argument("--size", type=positive, default="5", help="BTC per account (s)")
+    band.add_argument("--depth", type=positive, default="10", help="BTC bid per $10 level (d); g*lambda = s/d")
+    band.add_argument("--accounts", type=Number(kind="int", low=1, high=100_000, example="600"),
+                      default=600, help="accounts in the band (600)")
+    band.add_argument("--fund", type=Number(low=0, example="100000"), default="0", help="insurance fund, USD")
     band.add_argument("--out", required=True, help="the snapshot file to write")
     band.set_defaults(fn=cmd_band)
     snap = _command(actions, "snapshot", "write the running cluster's state as a snapshot",
@@ -418,6 +429,6 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     sweep.add_argument("--regimes", default="calm,crisis", help="correlation regimes, comma-separated")
     sweep.add_argument("--latencies", default="0,1,3", help="rounds from trigger to execution")
     sweep.add_argument("--depth-scales", default="1,0.5", help="book depth multipliers")
-    sweep.add_argument("--a-max", default="2", help="amplification defining the critical depth")
+    sweep.add_argument("--a-max", type=positive, default="2", help="amplification defining the critical depth")
     sweep.add_argument("--out-dir", default="cascade-sweep", help="where sweep.json and the HTML go")
     sweep.set_defaults(fn=cmd_sweep)

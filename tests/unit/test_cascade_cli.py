@@ -43,7 +43,12 @@ def test_cascade_json_is_the_simulator_output_and_repeatable(band, tmp_path, cap
     (["--shock", "-0.00001"], "too_precise"),
     (["--symbol", "XRP"], "unknown_symbol"),
     (["--regime", "panic"], "unknown_regime"),
-    (["--recovery", "2"], "bad_params"),
+    (["--recovery", "2"], "out_of_range"),  # (argparse, before any work)
+    (["--latency", "-1"], "out_of_range"),
+    (["--max-rounds", "0"], "out_of_range"),
+    (["--depth-scale", "0"], "out_of_range"),
+    (["--shock", "-1"], "out_of_range"),
+    (["--shock-rounds", "1.5"], "not_a_whole_number"),
 ])
 def test_cascade_refuses_bad_input_with_a_reason(band, capsys, args, reason):
     assert main(["cascade", "--snapshot", str(band), "--json", *args]) == 2
