@@ -51,8 +51,6 @@ FINALS = ("acked_orders_lost", "money_conserved", "orders_doubled", "fills_doubl
 # listed as waiting for it and skipped with that reason, never run with a stand-in.
 FEATURES = {
     "failover": "a hot standby that takes over a matching or risk primary (#18's standby)",
-    "rate_limits": "a timeline step that tightens the gateway's rate limits (wip-security's "
-                   "limits, which tighten with the regime, landed; no experiment drives them yet)",
 }
 PASS, FAIL, NO_DATA = "PASS", "FAIL", "NO DATA"
 

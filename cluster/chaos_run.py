@@ -49,6 +49,7 @@ SAMPLE_S = 0.1
 RESENDS = 5  # an unknown outcome is asked again this many times before it counts as unanswered
 MAX_RESTING = 100  # probe orders left resting (the topology allows 200 open orders per account)
 PROBE_ACCOUNT = "taker1"
+LIMITS_EVERY_S = 0.25  # how often the limits in force are read (as the probe's account sees them)
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -531,10 +532,23 @@ async def _run(exp: dict, topo: config.Topology, echo) -> dict:
         stop_at = t0 + end_s
         ticks: list[dict] = []
 
+        limits_seen: dict = {}
+
+        async def limits_poller() -> None:
+            """The limits in force, as the probe's account sees them (GetLimits, weight 1)."""
+            while loop.time() < stop_at:
+                try:
+                    view = (await md.limits()).detail
+                    limits_seen.update({"limit.account_orders": view.get("account_orders.limit"),
+                                        "limit.regime": view.get("regime")})
+                except Exception:  # a refused or late answer: the series keeps its last value
+                    pass
+                await asyncio.sleep(LIMITS_EVERY_S)
+
         async def sampler() -> None:
             while loop.time() < stop_at + SAMPLE_S:
                 now = time.monotonic()
-                tick = {"t": round(now - mono0, 3)} | observer.sample(now)
+                tick = {"t": round(now - mono0, 3)} | observer.sample(now) | limits_seen
                 try:
                     nodes = (read_status(topo.run_dir) or {})["nodes"]
                     tick["nodes_running"] = sum(1 for n in nodes.values()
@@ -553,6 +567,7 @@ async def _run(exp: dict, topo: config.Topology, echo) -> dict:
                 await asyncio.sleep(SAMPLE_S)
 
         sampling = asyncio.create_task(sampler())
+        polling = asyncio.create_task(limits_poller())
         load_tasks = [asyncio.create_task(probe.run(t0, stop_at))]
         load_tasks += [asyncio.create_task(m.run(stop_at)) for m in makers.values()]
         await asyncio.sleep(exp["before_s"])
@@ -574,6 +589,7 @@ async def _run(exp: dict, topo: config.Topology, echo) -> dict:
 
         log = await asyncio.to_thread(scenario.run, plan, send, say)
         await sampling
+        await asyncio.gather(polling, return_exceptions=True)
         await asyncio.gather(*load_tasks, return_exceptions=True)
         finals = await probe.finals()
         for c in maker_clients:

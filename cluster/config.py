@@ -144,7 +144,7 @@ class NodeConf(Conf, kw_only=True):
     http: str = ""  # HOST:PORT it serves HTTP on
     quote_asset: str = "USDT"  # Binance's name for the collateral: BTC-PERP <-> BTCUSDT
     weight_per_minute: int = 2400  # request weight per client address per minute (429 past it)
-    secrets: str = ""  # TOML file api_key = "secret"; empty: each demo key's is "secret-" + key
+    secrets: str = ""  # TOML file api_key = "secret"; empty: the run's key file (perpx keys)
 
 
 class TierConf(Conf, kw_only=True):

@@ -169,6 +169,32 @@ def write_raw(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+KEY_FILE_CHECK_MS = 500  # how often the gateway and the REST facade look at the key file
+
+
+class KeyFileWatch:
+    """Has the run's key file changed since last asked (made, rotated or revoked keys)? By its
+    modification time and size: a rewrite is atomic (write_raw), so a reader sees old or new."""
+
+    def __init__(self, run_dir: str | os.PathLike) -> None:
+        self.path = key_file(run_dir)
+        self.seen = self._version()
+
+    def _version(self) -> tuple[int, int] | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    def changed(self) -> bool:
+        version = self._version()
+        if version == self.seen:
+            return False
+        self.seen = version
+        return True
+
+
 def load_keys(run_dir: str | os.PathLike) -> dict[str, KeyEntry]:
     """API key -> its entry, from the run's key file ({} when there is none)."""
     path = key_file(run_dir)

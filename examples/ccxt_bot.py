@@ -5,8 +5,9 @@ Every cycle it reads the mark price (fetch_funding_rate) and its position (fetch
 replaces its two quotes around the mark (cancel_all_orders, create_order post-only), skewed
 against its inventory, and reports any new fills (fetch_my_trades). On exit it cancels its quotes.
 
-    python examples/ccxt_bot.py --url http://127.0.0.1:7720 --key demo-key-mm2 \
-        --secret secret-demo-key-mm2 --seconds 10
+    perpx keys create mm2 --scopes read,trade          # shows API_KEY and SECRET once
+    python examples/ccxt_bot.py --url http://127.0.0.1:7720 --key API_KEY --secret SECRET \
+        --seconds 10
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from pathlib import Path
 import aiohttp
 import uvloop
 
+from cluster.signing import secret_for
 from cluster import config
 from cluster.client import Client
 from cluster.protocol import BUY, OrderAccepted, OrderCancelled
@@ -106,7 +107,7 @@ async def run(rates: list[int], seconds: float) -> dict:
                 return type(report.event) in (OrderAccepted, OrderCancelled) or report
 
             base = "http://" + topo.nodes["rest"].http
-            secret = "secret-" + key
+            secret = secret_for(cluster.run_dir, key).hex()  # the key file's, as a REST user has it
             connector = aiohttp.TCPConnector(limit=64)
             async with aiohttp.ClientSession(connector=connector) as http:
                 async def rest_send() -> bool:

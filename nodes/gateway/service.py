@@ -10,7 +10,7 @@ import msgspec
 from cluster.audit import Explanation
 from cluster.config import Topology
 from cluster.protocol import ClientRequest, Codec, Error, Notice, Ping, Pong, Regime, Reply
-from cluster.signing import key_file, load_keys
+from cluster.signing import KEY_FILE_CHECK_MS, KeyFileWatch, load_keys
 from cluster.transport import NodeShell
 from nodes.gateway.invalid import describe_invalid, readable_req_ids
 from nodes.gateway.sessions import Gateway, LogonPolicy
@@ -24,7 +24,6 @@ MAX_CLIENT_FRAME = 64 * 1024
 MAX_CLIENT_MESSAGE = 1024 * 1024
 THROTTLES = frozenset({"rate_limited", "banned", "logon_delayed", "logon_locked_out"})
 THROTTLE_JOURNAL_NS = 1_000_000_000
-KEY_FILE_CHECK_MS = 500  # how often the key file is looked at (perpx keys create/revoke/rotate)
 
 
 def build(shell: NodeShell, topo: Topology):
@@ -167,24 +166,13 @@ def build(shell: NodeShell, topo: Topology):
             stats["sessions_disconnected"] += 1
             shell.log.info("session_disconnected", account=account, sessions=len(gateway.sessions))
 
-    keys_path = key_file(topo.run_dir)
-
-    def key_file_version() -> tuple[int, int] | None:
-        try:
-            st = keys_path.stat()
-        except OSError:
-            return None
-        return st.st_mtime_ns, st.st_size
-
-    keys_seen = [key_file_version()]
+    key_file_watch = KeyFileWatch(topo.run_dir)
 
     def reload_keys() -> None:
         """The key file changed (a key made, revoked or rotated): serve by it from now on; a file
         that does not read leaves the keys as they were."""
-        version = key_file_version()
-        if version == keys_seen[0]:
+        if not key_file_watch.changed():
             return
-        keys_seen[0] = version
         try:
             keys = load_keys(topo.run_dir)
         except (OSError, ValueError) as exc:

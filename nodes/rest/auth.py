@@ -25,14 +25,18 @@ DEFAULT_RECV_WINDOW_MS = 5_000
 BAN_AFTER_REFUSALS = 50  # 429s within one minute before the IP is answered 418
 
 
-def load_secrets(path: str, api_keys: list[str]) -> dict[str, str]:
-    """api key -> HMAC secret: the one place the facade learns secrets, so it can be switched to
-    the venue's own key store when keys get secrets (#20). From `path` (TOML `key = "secret"`)
-    when given; otherwise each demo key's secret is "secret-" + the key (a local demo only)."""
+def load_secrets(path: str, run_dir: str = "") -> dict[str, str]:
+    """api key -> the HMAC secret a REST client signs with: the one place the facade learns
+    secrets. From the run's key file (#20: `perpx keys create|rotate|revoke`), each key's secret
+    as its hex text, the string a ccxt user configures (revoked and Ed25519 keys have none here);
+    or from `path` (TOML `key = "secret"`) when the topology names one."""
     if path:
         table = tomllib.loads(Path(path).read_text())
         return {str(k): str(v) for k, v in table.items()}
-    return {key: "secret-" + key for key in api_keys}
+    from cluster.signing import load_keys
+
+    return {key: entry.secret.hex() for key, entry in load_keys(run_dir).items()
+            if entry.secret and not entry.revoked}
 
 
 def sign(secret: str, payload: str) -> str:

@@ -30,6 +30,7 @@ class ApiError(Exception):
         return {"code": self.code, "msg": self.msg}
 
 
+BAD_KEY = "Invalid API-key, IP, or permissions for action."
 # perpx reason -> (HTTP status, Binance code, message or None for "<reason>: <numbers>")
 REASONS: dict[str, tuple[int, int, str | None]] = {
     "insufficient_margin": (400, -2019, INSUFFICIENT),
@@ -43,8 +44,15 @@ REASONS: dict[str, tuple[int, int, str | None]] = {
     "leverage_above_tier_max": (400, -4028, None),
     "rate_limited": (429, -1003, None),
     "banned": (418, -1003, None),
-    "invalid_api_key": (401, -2015, "Invalid API-key, IP, or permissions for action."),
-    "missing_scope": (401, -2015, "Invalid API-key, IP, or permissions for action."),
+    "invalid_api_key": (401, -2015, BAD_KEY),
+    "missing_scope": (401, -2015, BAD_KEY),
+    # the gateway's refusals of the key itself (#20): ccxt's AuthenticationError
+    "key_revoked": (401, -2015, BAD_KEY),
+    "ip_not_allowed": (401, -2015, BAD_KEY),
+    "signature_required": (401, -2015, BAD_KEY),
+    "invalid_signature": (401, -2015, BAD_KEY),
+    "logon_locked_out": (429, -1003, None),
+    "logon_delayed": (429, -1003, None),
     "not_logged_on": (503, -1001, "Internal error; unable to process your request. Please try again."),
     "qty_out_of_range": (400, -1013, None),
     "too_many_open_orders": (400, -2010, None),

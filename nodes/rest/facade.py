@@ -56,12 +56,26 @@ class Session:
             report = await self.client.reports.get()
             self.take(report.event)
 
+    async def close(self) -> None:
+        if self.pump is not None:
+            self.pump.cancel()
+        await self.client.close()
+
     def take(self, event) -> OrderRecord | None:
         rec = self.records.on_event(event, now_ms())
         for listener in self.listeners:
             listener(event, rec)
         self.changed.set()
         return rec
+
+
+def _gateway_secret(secret: str) -> bytes | None:
+    """The gateway's HMAC key for a secret the facade holds as text: the key file's bytes (its
+    hex text decoded); a secret from a TOML file that is not hex signs nothing (unsigned keys)."""
+    try:
+        return bytes.fromhex(secret) or None
+    except ValueError:
+        return None
 
 
 class Facade:
@@ -73,7 +87,8 @@ class Facade:
         self.by_id = {m.id: m for m in self.markets.values()}
         self.symbols = {name: SymbolRecords() for name in topo.symbols}
         self.books = {name: BookMirror(name) for name in topo.symbols}
-        self.secrets = load_secrets(secrets_file, [a.api_key for a in topo.accounts.values()])
+        self.secrets_file = secrets_file
+        self.secrets = load_secrets(secrets_file, topo.run_dir)
         self.limiter = WeightLimiter(weight_per_minute)
         self.timeout = timeout
         self.sessions: dict[str, Session] = {}
@@ -135,7 +150,10 @@ class Facade:
 
     async def _log_on(self, api_key: str) -> Session:
         gw = self.topo.nodes["gateway"]
-        client = Client(gw.client, api_key=api_key, timeout=self.timeout, ctx=self.ctx)
+        # the user's own key, signing when the key asks for signed requests (the same secret)
+        secret = self.secrets.get(api_key, "")
+        client = Client(gw.client, api_key=api_key, timeout=self.timeout, ctx=self.ctx,
+                        secret=_gateway_secret(secret))
         try:
             await client.connect()
         except RequestFailed as exc:
@@ -172,9 +190,7 @@ class Facade:
 
     async def close(self) -> None:
         for session in self.sessions.values():
-            if session.pump is not None:
-                session.pump.cancel()
-            await session.client.close()
+            await session.close()
         self.sessions.clear()
 
     async def ask(self, session: Session, message):
@@ -750,6 +766,18 @@ class Facade:
                  "isAutoAddMargin": False, "leverage": int(r["leverage"]), "maxNotionalValue": "0"}
                 for r in self._positions(view, all_symbols=True)
                 if not params.get("symbol") or r["symbol"] == params["symbol"]]
+
+    def reload_secrets(self) -> int:
+        """Read the key file again (keys created, rotated or revoked while the facade runs);
+        sessions of a key whose secret changed or went are ended. Returns how many changed."""
+        fresh = load_secrets(self.secrets_file, self.topo.run_dir)
+        changed = [k for k in set(self.secrets) | set(fresh) if self.secrets.get(k) != fresh.get(k)]
+        self.secrets = fresh
+        for api_key in changed:
+            session = self.sessions.pop(api_key, None)
+            if session is not None:
+                asyncio.ensure_future(session.close())
+        return len(changed)
 
     async def listen_key(self, api_key: str, params: dict, method: str = "POST") -> dict:
         """POST: a listenKey for the key's user data stream (valid 60 min, PUT extends it);

@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from cluster.config import Topology
 from cluster.protocol import Codec, MarketData, NetsimTable
 from cluster.runstate import status_path
+from cluster.signing import KEY_FILE_CHECK_MS, KeyFileWatch
 from cluster.transport import NodeShell
 from nodes.rest.facade import Facade, now_ms
 from nodes.rest.metrics import Metrics
@@ -175,6 +176,20 @@ def build(shell: NodeShell, topo: Topology):
         except Exception as exc:  # the client went away: the reader ends too
             shell.log.info("ws_write_ended", error=repr(exc)[:200])
 
+    key_file_watch = KeyFileWatch(topo.run_dir)
+
+    def reload_keys() -> None:
+        """Keys made, rotated or revoked with `perpx keys` while the facade runs (as the gateway)."""
+        if conf.secrets or not key_file_watch.changed():
+            return
+        try:
+            changed = facade.reload_secrets()
+        except (OSError, ValueError) as exc:
+            shell.log.error("key_file_unreadable", error=str(exc)[:300])
+            return
+        shell.log.info("keys_reloaded", keys=len(facade.secrets), changed=changed)
+
+    shell.every(KEY_FILE_CHECK_MS, reload_keys)
     host, port = split_endpoint(conf.http)
     server = _Server(uvicorn.Config(app, host=host, port=port, loop="none", http="httptools",
                                     ws="websockets", lifespan="off", log_level="warning",

@@ -23,6 +23,7 @@ import pytest
 from cluster import config
 from cluster.client import Client
 from cluster.protocol import BUY, SELL
+from cluster.signing import secret_for
 from tests.conftest import ROOT, ClusterHandle, perpx_processes
 
 pytestmark = pytest.mark.e2e
@@ -65,9 +66,14 @@ def venue(tmp_path_factory):
             asyncio.run(asyncio.sleep(0.05))
 
 
+def rest_secret(venue, key: str) -> str:
+    """The key's secret as a REST user configures it: the key file's hex text (#20)."""
+    return secret_for(venue.run_dir, key).hex()
+
+
 def exchange(venue, account: str, secret: str | None = None):
     key = venue.api_key(account)
-    return ccxt.binanceusdm(ccxt_config(venue.base, key, secret or "secret-" + key))
+    return ccxt.binanceusdm(ccxt_config(venue.base, key, secret or rest_secret(venue, key)))
 
 
 def quote_book(venue, mark_ticks: int) -> list[int]:
@@ -275,7 +281,7 @@ def test_public_data_and_funding(venue):
 def test_async_client_and_auth(venue):
     async def run():
         key = venue.api_key("bob")
-        ex = ccxt_async.binanceusdm(ccxt_config(venue.base, key, "secret-" + key))
+        ex = ccxt_async.binanceusdm(ccxt_config(venue.base, key, rest_secret(venue, key)))
         bad = ccxt_async.binanceusdm(ccxt_config(venue.base, key, "wrong-secret"))
         try:
             await ex.load_markets()
@@ -298,6 +304,32 @@ def test_async_client_and_auth(venue):
     assert Decimal(str(balance["total"])) == Decimal(view["human"]["equity"])
 
 
+def test_a_key_made_with_perpx_keys_trades_over_rest_until_it_is_revoked(venue):
+    """#20's key file is the facade's key store: a key `perpx keys create` makes (signed
+    requests required at the gateway) works with ccxt at once, the facade signing its gateway
+    session with it; revoked, it is refused."""
+    made = venue.cli_json("keys", "create", "bob", "--scopes", "read,trade")
+    ex = ccxt.binanceusdm(ccxt_config(venue.base, made["api_key"], made["secret"]))
+    deadline = time.monotonic() + 5
+    while True:  # the facade and the gateway read the key file every 500 ms
+        try:
+            balance = ex.fetch_balance()["USDT"]
+            break
+        except ccxt.AuthenticationError:
+            assert time.monotonic() < deadline, "the new key was never taken"
+            time.sleep(0.2)
+    assert Decimal(str(balance["total"])) == Decimal(account_show(venue, "bob")["human"]["equity"])
+    venue.cli_json("keys", "revoke", made["api_key"])
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            ex.fetch_balance()
+        except ccxt.AuthenticationError:
+            break
+        assert time.monotonic() < deadline, "the revoked key still trades"
+        time.sleep(0.2)
+
+
 def test_ccxt_bot_example_quotes_gets_filled_and_cleans_up(venue):
     async def clear_book():  # an ask below the mark would refuse the bot's post-only bid
         for account in ("mm1", "mm2"):
@@ -307,7 +339,7 @@ def test_ccxt_bot_example_quotes_gets_filled_and_cleans_up(venue):
     asyncio.run(clear_book())
     key = venue.api_key("mm2")
     bot = subprocess.Popen([sys.executable, "examples/ccxt_bot.py", "--url", venue.base, "--key", key,
-                            "--secret", "secret-" + key, "--seconds", "3", "--interval", "0.3",
+                            "--secret", rest_secret(venue, key), "--seconds", "3", "--interval", "0.3",
                             "--spread-bps", "0.3"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
 
@@ -346,7 +378,7 @@ def pro_exchange(venue, account: str):
     import ccxt.pro as ccxtpro
 
     key = venue.api_key(account)
-    conf = ccxt_config(venue.base, key, "secret-" + key)
+    conf = ccxt_config(venue.base, key, rest_secret(venue, key))
     conf["urls"]["api"]["ws"] = {"linear": venue.base.replace("http://", "ws://") + "/ws"}
     return ccxtpro.binanceusdm(conf)
 
@@ -544,7 +576,7 @@ def test_bad_http_input_gets_binance_errors_and_changes_nothing(venue):
         from nodes.rest.auth import sign
 
         query = f"timestamp={int(time.time() * 1000)}&{query}"
-        return f"{query}&signature={sign('secret-' + key, query)}".encode()
+        return f"{query}&signature={sign(rest_secret(venue, key), query)}".encode()
 
     open_before = account_show(venue, "bob")["open_orders"]
     cases = [

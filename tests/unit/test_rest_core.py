@@ -112,8 +112,25 @@ def test_brackets_are_the_ladder():
 
 # ---------------------------------------------------------------------------- auth
 
-SECRETS = load_secrets("", ["k1"])
+SECRETS = {"k1": "secret-k1"}  # (the facade reads them from the run's key file: test_ccxt)
 NOW = 1_800_000_000_000
+
+
+def test_the_facade_takes_its_secrets_from_the_run_key_file(tmp_path):
+    """#20's key file is the one key store: a key made with `perpx keys create` signs REST
+    requests with its secret's hex text; a revoked or Ed25519 key has no REST secret."""
+    from cluster.signing import create_key, ensure_key_file, revoke_key, secret_for
+
+    ensure_key_file(tmp_path, ["demo-a"])
+    made, secret = create_key(tmp_path, "alice", ["trade"])
+    gone, _ = create_key(tmp_path, "alice", ["read"])
+    revoke_key(tmp_path, gone)
+    create_key(tmp_path, "alice", ["read"], ed25519=True)
+    secrets = load_secrets("", str(tmp_path))
+    assert secrets == {"demo-a": secret_for(tmp_path, "demo-a").hex(), made: secret}
+    query = f"timestamp={NOW}&symbol=BTCUSDT"
+    assert verify(f"{query}&signature={sign(secret, query)}", made, secrets, NOW)["symbol"] == \
+        "BTCUSDT"
 
 
 def signed(query: str, secret: str = "secret-k1") -> str:
