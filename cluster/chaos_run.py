@@ -553,6 +553,8 @@ async def _run(exp: dict, topo: config.Topology, echo) -> dict:
                     nodes = (read_status(topo.run_dir) or {})["nodes"]
                     tick["nodes_running"] = sum(1 for n in nodes.values()
                                                 if n["state"] == "running")
+                    # (however many nodes the experiment's topology runs)
+                    tick["nodes_down"] = len(nodes) - tick["nodes_running"]
                     tick["node_restarts"] = sum(n["restarts"] for n in nodes.values())
                     tick["node_errors"] = sum(n.get("stats", {}).get("errors", 0)
                                               for n in nodes.values())
