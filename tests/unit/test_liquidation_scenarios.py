@@ -413,3 +413,96 @@ def test_two_takeovers_at_once_never_take_the_fund_below_its_floor():
     assert sorted(d for _, d in plans) == ["adl", "insurance"], plans
     assert w._fund_equity() >= 1_000 * USD, w._fund_equity()  # its cash + the long it took at mark
     assert (w.position("alice"), w.position("bob")) == (0, 0)
+
+
+def test_adl_stops_at_the_first_taker_that_covers_it_and_leaves_the_rest_of_the_queue_alone():
+    """Mutation survivor (#26: `_adl_takers` break -> return): the queue is walked only until the
+    bankrupt quantity is placed; later profitable positions are not touched, and the takers
+    found so far are what the step uses."""
+    w = World({"alice": 20_000 * USD, "b": 30_000 * USD, "c": 200_000 * USD,
+               "mm": 10_000_000 * USD}, insurance=1_000 * USD, floor=1_000 * USD)
+    w.mark(300_000)
+    for acct in ("alice", "b", "c"):
+        w.risk.accounts[acct].leverage[BTC] = 20
+    w.place("b", -1, 10_000, 300_000)
+    w.place("alice", 1, 10_000, 300_000)
+    w.place("c", -1, 5_000, 300_000)
+    w.place("mm", 1, 5_000, 300_000)
+    assert (w.position("b"), w.position("c"), w.position("mm")) == (-10_000, -5_000, 5_000)
+    w.mark(279_000)  # alice bankrupt, no bids, a fund too small: ADL
+    assert kinds(w)[-1] == "adl", kinds(w)
+    dl = [g.event for g in w.gateway if type(g) is Report and type(g.event) is Deleveraged]
+    assert [(d.account, d.rank, d.qty) for d in dl] == [("b", 1, -10_000)]  # b covers it all
+    assert (w.position("alice"), w.position("b"), w.position("c")) == (0, 0, -5_000)
+    assert w.results[-1].counterparties == [("b", 10_000, dl[0].price)]
+
+
+
+def test_an_isolated_liquidation_price_on_a_whole_tick_is_shown_exactly():
+    """Mutation survivor (#26: `_prices_for` isolated other_mm 0 -> 1): an isolated position's
+    liquidation price counts nothing of the account's other positions. With its wallet set so
+    that the exact price is a whole tick (from the trigger's definition: wallet + qty x mult x
+    (P - entry) = MM(P) + forced fee(P), tier 1), the view shows that tick; one atom more of
+    'other' margin would move it a tick up."""
+    from cluster.units import PPM
+
+    spec = config.load().symbols[BTC]
+    t1 = spec.tiers[0]
+    w = World({"alice": 100_000 * USD, "mm": 10_000_000 * USD})
+    w.mark(300_000)
+    w.risk.accounts["alice"].modes[BTC] = "isolated"
+    w.risk.accounts["alice"].leverage[BTC] = 10
+    open_long(w, "alice", 100)
+    pos = w.risk.accounts["alice"].positions[BTC]
+    assert pos.isolated and pos.cost == 100 * MULT * 300_000
+    liq = 280_000
+    scale = 100 * MULT
+    rate = t1.mmr_ppm + spec.forced_fee_ppm
+    assert liq * scale * (PPM - rate) % PPM == 0  # a whole-atom wallet puts it on the tick
+    wallet = pos.cost - liq * scale * (PPM - rate) // PPM - t1.amount
+    pos.iso_cash = wallet - pos.cost
+    view = w.risk.account_view("alice")
+    (shown,) = view.positions
+    assert shown.liquidation_price == liq, (shown.liquidation_price, liq)
+
+
+def test_a_long_taken_over_by_the_fund_when_its_loss_fits_above_the_floor():
+    """Mutation survivor (#26: the backstop's loss estimate `(1 if qty > 0 else -1)` made 2): the
+    fund takes a bankrupt long over when its loss at the mark leaves the fund above its floor,
+    here with half the loss to spare (a doubled estimate would send it to ADL)."""
+    w = World({"alice": 20_000 * USD, "b": 30_000 * USD, "mm": 0}, insurance=1, floor=1)
+    w.mark(300_000)
+    for acct in ("alice", "b"):
+        w.risk.accounts[acct].leverage[BTC] = 20
+    w.place("b", -1, 10_000, 300_000)
+    w.place("alice", 1, 10_000, 300_000)
+    (pos,) = w.risk.account_view("alice").positions
+    loss = (pos.bankruptcy_price - 279_000) * 10_000 * MULT  # taken over at bankruptcy, worth the mark
+    assert loss > 0
+    floor = 10_000 * USD
+    w = World({"alice": 20_000 * USD, "b": 30_000 * USD, "mm": 0},
+              insurance=floor + loss * 3 // 2, floor=floor)
+    w.mark(300_000)
+    for acct in ("alice", "b"):
+        w.risk.accounts[acct].leverage[BTC] = 20
+    w.place("b", -1, 10_000, 300_000)
+    w.place("alice", 1, 10_000, 300_000)
+    w.mark(279_000)  # a gap below the bankruptcy price, no bids, no backstop accounts
+    assert kinds(w) == ["cancel", "backstop", "insurance"], kinds(w)
+    assert w.position("insurance") == 10_000 and w.position("b") == -10_000
+
+
+def test_a_bid_exactly_at_the_bankruptcy_price_is_depth_the_liquidator_uses():
+    """Mutation survivor (#26: `_depth_within` bids `>= limit` made `>`): the reduction IOC is
+    limited at the bankruptcy price, so a bid exactly there fills it and counts as depth."""
+    w = World({"alice": 20_000 * USD, "mm": 10_000_000 * USD}, insurance=1_000_000 * USD)
+    w.mark(300_000)
+    open_long(w, "alice", 10_000, leverage=20)
+    (pos,) = w.risk.account_view("alice").positions
+    w.mark(290_000)
+    w.cancel_all("mm")
+    w.place("mm", 1, 1_000, pos.bankruptcy_price)  # one bid, exactly at the bankruptcy price
+    w.mark(pos.bankruptcy_price + 500)  # under water, the bid inside the band
+    reduces = [r for r in w.results if r.kind == "reduce"]
+    assert reduces and all(r.notional == r.qty * pos.bankruptcy_price * MULT for r in reduces), \
+        kinds(w)

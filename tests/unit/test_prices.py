@@ -89,9 +89,13 @@ def test_tier_is_chosen_at_the_liquidation_price():
 
 
 def test_fully_collateralised_long_has_no_liquidation_price():
-    price, _ = liquidation_price(side=1, qty=1000, cost=1000 * 300_000 * 100, wallet=40_000 * USD,
-                                 tiers=TOPO.symbols["BTC-PERP"].tiers, mult=100, fee_ppm=0)
+    price, tier = liquidation_price(side=1, qty=1000, cost=1000 * 300_000 * 100,
+                                    wallet=40_000 * USD, tiers=TOPO.symbols["BTC-PERP"].tiers,
+                                    mult=100, fee_ppm=0)
     assert price is None
+    # the tier named is the position's first one, not whichever tier also found no price
+    # (#26 mutation survivor: the fallback's `tier.number == 1` made 2)
+    assert tier.number == 1
 
 
 def test_bybit_bankruptcy_example():
