@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "var" / "mutate"
 OUT = ROOT / "perf" / "results" / "mutate"
 EQUIVALENT = ROOT / "perf" / "mutate_equivalent.json"
-COPY = ["cluster", "nodes", "netsim", "perf", "tests", "examples", "pyproject.toml", "README.md",
+COPY = ["cluster", "nodes", "netsim", "perf", "tests", "examples", "experiments", "pyproject.toml", "README.md",
         "Makefile"]
 PACKAGES = {  # name in the report -> source paths mutated
     "nodes/risk": ["nodes/risk"],
