@@ -65,6 +65,20 @@ def point(venue: Cluster, endpoint, keys, price, rate: float, seconds: float) ->
     return r
 
 
+def safety_price(name: str, on_max: float, on_med, off_max: float, off_steps: list,
+                 off_points: list) -> dict:
+    """The cluster with and without one safety feature (`name`: journal, curve), in one run: the
+    maxima, the p99 at the same half-load rate, and their ratios."""
+    off_runs = [p["latency_us"].get("p99") for p in off_points]
+    off_med = statistics.median(off_runs) if all(off_runs) else None
+    on, off = f"{name}_on", f"{name}_off"
+    return {"max_orders_per_s": {on: round(on_max), off: round(off_max)},
+            "throughput_ratio_on_off": round(on_max / off_max, 3) if off_max else None,
+            "p99_at_half_cluster_max_us": {on: on_med, off: off_med, f"{off}_runs": off_runs},
+            "p99_ratio_on_off": round(on_med / off_med, 3) if on_med and off_med else None,
+            f"steps_{off}": off_steps + off_points}
+
+
 def run(seconds: float, bound_us: float) -> dict:
     result: dict = {"machine": {"python": platform.python_version(), "cpus": CPUS},
                     "p99_bound_us": bound_us, "step_seconds": seconds,
@@ -125,29 +139,13 @@ def run(seconds: float, bound_us: float) -> dict:
                                         for f, p in zip(fractions, cluster_points)},
                          "steps": cluster_steps + cluster_points}
     result["half_cluster_max_rate"] = round(half_cluster)
-    off_p99 = [p["latency_us"].get("p99") for p in nojournal_points]
     on_p99 = [p["latency_us"].get("p99") for p in cluster_points[len(rates):]]
-    off_med = statistics.median(off_p99) if all(off_p99) else None
     on_med = statistics.median(on_p99) if all(on_p99) else None
-    result["journal"] = {
-        "fsync": "every_batch", "disk": disk_description(),
-        "max_orders_per_s": {"journal_on": round(cluster_max), "journal_off": round(nojournal_max)},
-        "throughput_ratio_on_off": round(cluster_max / nojournal_max, 3) if nojournal_max else None,
-        "p99_at_half_cluster_max_us": {"journal_on": on_med, "journal_off": off_med,
-                                       "journal_off_runs": off_p99},
-        "p99_ratio_on_off": round(on_med / off_med, 3) if on_med and off_med else None,
-        "steps_journal_off": nojournal_steps + nojournal_points,
-    }
-    plain_p99 = [p["latency_us"].get("p99") for p in nocurve_points]
-    plain_med = statistics.median(plain_p99) if all(plain_p99) else None
-    result["curve"] = {  # the price of encrypting and authenticating the internal links
-        "max_orders_per_s": {"curve_on": round(cluster_max), "curve_off": round(nocurve_max)},
-        "throughput_ratio_on_off": round(cluster_max / nocurve_max, 3) if nocurve_max else None,
-        "p99_at_half_cluster_max_us": {"curve_on": on_med, "curve_off": plain_med,
-                                       "curve_off_runs": plain_p99},
-        "p99_ratio_on_off": round(on_med / plain_med, 3) if on_med and plain_med else None,
-        "steps_curve_off": nocurve_steps + nocurve_points,
-    }
+    result["journal"] = {"fsync": "every_batch", "disk": disk_description(), **safety_price(
+        "journal", cluster_max, on_med, nojournal_max, nojournal_steps, nojournal_points)}
+    # the price of encrypting and authenticating the internal links
+    result["curve"] = safety_price("curve", cluster_max, on_med, nocurve_max, nocurve_steps,
+                                   nocurve_points)
     half_runs = {"null": null_points[len(rates):], "cluster": cluster_points[len(rates):]}
     runs = {name: [p["latency_us"].get("p99") for p in pts] for name, pts in half_runs.items()}
     result["p99_at_half_cluster_max_runs_us"] = runs
