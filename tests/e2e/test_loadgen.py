@@ -91,4 +91,6 @@ def test_the_hop_profile_accounts_for_each_link_and_sees_a_delay_on_one(bench_cl
     # each other hop within 2 ms of its own idle median (not a flat 2 ms: a loaded box's hops
     # sit higher); 5 ms landing on the wrong hop still shows
     assert all(shaped[h]["p50"] < idle[h]["p50"] + 2_000 for h in others), (idle, shaped)
-    assert "risk->matching 5," in hops.line(idle, shaped)
+    # the line shows that hop's shaped median beside its idle one (5 ms plus the hop's own time)
+    assert (f"risk->matching {shaped['risk->matching']['p50']:,.0f} "
+            f"({idle['risk->matching']['p50']:,.0f})") in hops.line(idle, shaped)
