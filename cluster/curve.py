@@ -110,12 +110,15 @@ class ZapHandler:
     own public keys get in. Bound before any server socket, so no handshake happens unchecked
     (requests wait in its queue until the owner's loop reads them)."""
 
-    def __init__(self, ctx: zmq.Context, keyring: Keyring, on_refused=None) -> None:
+    def __init__(self, ctx: zmq.Context, keyring: Keyring, log, stats: dict | None = None) -> None:
+        """`log`: the owner's logger; `stats`: its counters (a node's go out in its heartbeats),
+        where `curve_refused` is kept."""
         self.sock = ctx.socket(zmq.REP)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.bind(ZAP_ENDPOINT)
         self.keyring = keyring
-        self.on_refused = on_refused
+        self.log = log
+        self.stats = stats if stats is not None else {}
         self.refused = 0
 
     def answer(self, request: list[bytes]) -> list[bytes]:
@@ -127,8 +130,11 @@ class ZapHandler:
               and credentials[0] in self.keyring.allowed)
         if not ok:
             self.refused += 1
-            if self.on_refused is not None:
-                self.on_refused(address.decode(errors="replace"), mechanism.decode(errors="replace"))
+            self.stats["curve_refused"] = self.refused
+            # said, but a flood does not flood the log
+            if self.refused <= 10 or self.refused % 1000 == 0:
+                self.log.warning("curve_refused", address=address.decode(errors="replace"),
+                                 mechanism=mechanism.decode(errors="replace"), count=self.refused)
             return [b"1.0", request_id, b"400", b"not one of the cluster's keys", b"", b""]
         return [b"1.0", request_id, b"200", b"OK", b"", b""]
 

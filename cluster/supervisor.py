@@ -99,7 +99,6 @@ class Supervisor:
         self._admin = None
         self._feeds = None
         self._zap: curve.ZapHandler | None = None
-        self._curve_refusals = 0
         # venue -> action -> (the fault, when it ends on the monotonic clock, or None: until healed)
         self._feed_faults: dict[str, dict[str, tuple[FeedControl, float | None]]] = {}
         self._tasks: list[asyncio.Task] = []
@@ -148,13 +147,6 @@ class Supervisor:
         tmp = status_path(self.run).with_suffix(".json.tmp")
         tmp.write_text(json.dumps(status, indent=1))
         os.replace(tmp, status_path(self.run))
-
-    def _curve_refused(self, address: str, mechanism: str) -> None:
-        """A connection to the supervisor's sockets without one of the cluster's keys."""
-        self._curve_refusals += 1
-        if self._curve_refusals <= 10 or self._curve_refusals % 1000 == 0:
-            self.log.warning("curve_refused", address=address, mechanism=mechanism,
-                             count=self._curve_refusals)
 
     def _event(self, kind: str, node: str, **info) -> None:
         record = {"wall_ns": time.time_ns(), "mono_ns": time.monotonic_ns(), "event": kind,
@@ -337,7 +329,7 @@ class Supervisor:
         self._prepare_dirs()
         keyring = curve.load(self.topo)
         if keyring is not None:  # before any server socket: no handshake goes unchecked
-            self._zap = curve.ZapHandler(self._ctx, keyring, self._curve_refused)
+            self._zap = curve.ZapHandler(self._ctx, keyring, self.log)
             self._tasks.append(asyncio.create_task(self._zap.serve()))
 
         def serve(sock) -> None:

@@ -244,7 +244,7 @@ class NodeShell:
         self.keyring = curve.load(topo)
         self._zap: curve.ZapHandler | None = None
         if self.keyring is not None:
-            self._zap = curve.ZapHandler(self.ctx, self.keyring, self._curve_refused)
+            self._zap = curve.ZapHandler(self.ctx, self.keyring, self.log, self.stats)
             self._sockets.append(self._zap.sock)
             self._background.append(self._zap.serve)
         self._announcing = False
@@ -272,12 +272,6 @@ class NodeShell:
         if self.keyring is not None:
             self.keyring.client(sock, self.name, endpoint)
         sock.connect(endpoint)
-
-    def _curve_refused(self, address: str, mechanism: str) -> None:
-        """A connection to an internal socket without one of the cluster's keys: refused."""
-        count = self.stats["curve_refused"] = self.stats.get("curve_refused", 0) + 1
-        if count <= 10 or count % 1000 == 0:  # said, but a flood does not flood the log
-            self.log.warning("curve_refused", address=address, mechanism=mechanism, count=count)
 
     def _socket(self, kind: int) -> zmq.asyncio.Socket:
         sock = self.ctx.socket(kind)

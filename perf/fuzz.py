@@ -42,7 +42,7 @@ from cluster.protocol import (
     PlaceOrder, Signed,
 )
 from cluster.runstate import read_status
-from cluster.signing import create_key
+from cluster.signing import create_key, secret_for
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MAX_CLIENT_MESSAGE = 1024 * 1024  # the gateway's libzmq limit (nodes/gateway/service.py)
@@ -162,15 +162,6 @@ async def venue_state(clients: dict[str, Client], symbols: list[str]) -> dict:
     return state
 
 
-def _secret(run_dir: Path, api_key: str) -> bytes | None:
-    try:
-        entry = json.loads((run_dir / "keys.json").read_text())["keys"][api_key]
-    except (OSError, ValueError, KeyError):
-        return None
-    secret = entry.get("secret")
-    return bytes.fromhex(secret) if secret else None
-
-
 def node_stats(run_dir: Path) -> dict[str, dict]:
     status = read_status(run_dir) or {"nodes": {}}
     return {name: {"pid": n.get("pid"), "restarts": n.get("restarts", 0),
@@ -218,7 +209,8 @@ async def fuzz_gateway(endpoint: str, api_key: str, secret: bytes, frames: int,
                 kind = rng.choice(CLIENT_KINDS)
                 order = PlaceOrder(req_id=start + 1, symbol="BTC-PERP", side=rng.choice((BUY, SELL)),
                                    qty=1, price=price)
-                valid = client._codec.encode([client.signed(order)])
+                valid = client._codec.encode([client.signed(order)]) \
+                    if kind in ("truncated", "bit_flipped") else b""  # (only these start from it)
                 frame = _corrupt(rng, kind, valid, CLIENT_TAGS)
                 sent[kind] += 1
                 await client._sock.send(frame)
@@ -311,7 +303,7 @@ async def _clients(topo, run_dir: Path, accounts: list[str]) -> dict[str, Client
     clients = {}
     for name in accounts:
         key = topo.accounts[name].api_key
-        client = Client(topo.nodes["gateway"].client, api_key=key, secret=_secret(run_dir, key),
+        client = Client(topo.nodes["gateway"].client, api_key=key, secret=secret_for(run_dir, key),
                         timeout=10)
         await client.connect()
         clients[name] = client

@@ -29,20 +29,10 @@ def wait_netsim_applied(cluster, table: dict, node: str, timeout: float = 5.0) -
     """Poll `node`'s log until it has applied netsim table `table["version"]` or a later one,
     instead of sleeping through a republish period. A node logs `netsim_link` with the table's
     version for each of its own links (the sender's side) that the table changed."""
-    path = cluster.run_dir / "log" / f"{node}.log"
     version = table["version"]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        lines = path.read_text().splitlines() if path.exists() else []
-        for line in lines:
-            if '"netsim_link"' in line:
-                try:
-                    if json.loads(line).get("version", -1) >= version:
-                        return
-                except ValueError:  # a line being written
-                    continue
-        time.sleep(0.05)
-    raise AssertionError(f"{node} had not applied netsim table v{version} after {timeout} s")
+    if not poll(lambda: any(r.get("version", -1) >= version
+                            for r in log_events(cluster, node, "netsim_link")), timeout, 0.05):
+        raise AssertionError(f"{node} had not applied netsim table v{version} after {timeout} s")
 
 
 def poll(check, timeout: float, step: float = 0.1):
@@ -92,9 +82,6 @@ def shock(cluster, symbol: str, ppm: int, timeout: float = 5.0) -> None:
         sock.setsockopt(zmq.LINGER, 2000)
         sock.send(frame)
         sock.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if len(log_events(cluster, "feeds", "feed_shock")) > before:
-                return
-            time.sleep(0.02)
+        if poll(lambda: len(log_events(cluster, "feeds", "feed_shock")) > before, timeout, 0.02):
+            return
     raise AssertionError(f"the feeds process never logged the {ppm} ppm shock of {symbol}")

@@ -24,7 +24,7 @@ from cluster import config
 from cluster.client import Client
 from cluster.protocol import BUY, SELL
 from cluster.signing import secret_for
-from tests.conftest import ROOT, ClusterHandle, perpx_processes
+from tests.conftest import ROOT, ClusterHandle, stop_and_reap
 
 pytestmark = pytest.mark.e2e
 
@@ -54,16 +54,12 @@ def venue(tmp_path_factory):
     raw["nodes"]["rest"]["weight_per_minute"] = WEIGHT_PER_MINUTE
     handle.config_path.write_text(config._dump_toml(raw))
     handle.topo = config.load(handle.config_path, run_dir=str(handle.run_dir))
-    handle.up()
     handle.base = "http://" + handle.topo.nodes["rest"].http
     try:
+        handle.up()  # inside the try: a start that fails half-way is stopped too
         yield handle
     finally:
-        handle.cli("cluster", "down")
-        for _ in range(100):
-            if not perpx_processes(handle.run_dir):
-                break
-            asyncio.run(asyncio.sleep(0.05))
+        stop_and_reap(handle)
 
 
 def rest_secret(venue, key: str) -> str:

@@ -10,7 +10,7 @@ import pytest
 
 from perf import fuzz
 from perf.cluster_load import BENCH_RATE_LIMITS
-from tests.conftest import ClusterHandle
+from tests.conftest import ClusterHandle, stop_and_reap
 
 pytestmark = pytest.mark.e2e
 
@@ -19,11 +19,11 @@ pytestmark = pytest.mark.e2e
 def venue(tmp_path):
     # the session's own rate limits must not be what answers: the frames' content must be
     handle = ClusterHandle(tmp_path, node_settings={"gateway": {"rate_limits": BENCH_RATE_LIMITS}})
-    handle.up()
     try:
+        handle.up()  # inside the try: a start that fails half-way is stopped too
         yield handle
     finally:
-        handle.cli("cluster", "down")
+        stop_and_reap(handle)
 
 
 def test_hostile_frames_kill_nothing_change_nothing_and_each_gets_a_reason(venue):

@@ -15,7 +15,7 @@ import zmq
 from cluster.client import Client, RequestFailed, _server_codec
 from cluster.protocol import Error, Logon, Ping
 
-from tests.conftest import ClusterHandle, perpx_processes
+from tests.conftest import ClusterHandle, stop_and_reap
 from tests.e2e.helpers import log_events, shock
 
 pytestmark = pytest.mark.e2e
@@ -28,14 +28,11 @@ BAN = {"ban_after": 50, "ban_window_ms": 10_000, "ban_ms": 1500}
 def limited(tmp_path):
     handle = ClusterHandle(tmp_path, node_settings={"gateway": {"rate_limits": {
         "key_weight": KEY_WEIGHT, **BAN}}})
-    handle.up()
     try:
+        handle.up()  # inside the try: a start that fails half-way is stopped too
         yield handle
     finally:
-        handle.cli("cluster", "down")
-        deadline = time.monotonic() + 5
-        while perpx_processes(handle.run_dir) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        stop_and_reap(handle)
 
 
 class Flood(threading.Thread):
@@ -149,14 +146,11 @@ ORDERS = {"limit": 20, "window_ms": 1000, "burst": 20}
 def orders_limited(tmp_path):
     handle = ClusterHandle(tmp_path, node_settings={"gateway": {"rate_limits": {
         "account_orders": ORDERS}}})
-    handle.up()
     try:
+        handle.up()  # inside the try: a start that fails half-way is stopped too
         yield handle
     finally:
-        handle.cli("cluster", "down")
-        deadline = time.monotonic() + 5
-        while perpx_processes(handle.run_dir) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        stop_and_reap(handle)
 
 
 async def burst_of_orders(client: Client, n: int, price: int) -> tuple[int, list[Error]]:

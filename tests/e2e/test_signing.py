@@ -13,7 +13,7 @@ import pytest
 from cluster.client import Client, RequestFailed
 from cluster.protocol import Deposit, GetAccount, Signed, encode_one
 from cluster.signing import sign
-from tests.conftest import ClusterHandle, perpx_processes
+from tests.conftest import ClusterHandle, stop_and_reap
 
 pytestmark = pytest.mark.e2e
 
@@ -25,14 +25,11 @@ def signing_cluster(tmp_path):
     # alice's key must sign everything and may only come from 127.0.0.1
     (handle.run_dir / "keys.json").write_text(json.dumps({"keys": {handle.api_key("alice"): {
         "secret": "ab" * 32, "require_signature": True, "allow": ["127.0.0.1/32"]}}}))
-    handle.up()
     try:
+        handle.up()  # inside the try: a start that fails half-way is stopped too
         yield handle
     finally:
-        handle.cli("cluster", "down")
-        deadline = time.monotonic() + 5
-        while perpx_processes(handle.run_dir) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        stop_and_reap(handle)
 
 
 def test_signed_requests_and_each_refusal_with_its_numbers(signing_cluster):

@@ -30,6 +30,18 @@ def open_long(world, account, lots, price=300_000, leverage=None):
     assert world.position(account) == lots
 
 
+def crossed_at_20x(deposits: dict[str, int], trades: list[tuple[str, int, int]], **fund) -> World:
+    """A world at mark 30,000 in which `trades` (account, side, lots) rest and fill in order at
+    30,000, every trading account but the market maker at 20x."""
+    w = World(deposits, **fund)
+    w.mark(300_000)
+    for acct in {a for a, _, _ in trades} - {"mm"}:
+        w.risk.accounts[acct].leverage[BTC] = 20
+    for acct, side, lots in trades:
+        w.place(acct, side, lots, 300_000)
+    return w
+
+
 def test_deep_book_reduces_incrementally_down_through_two_tiers():
     w = World({"whale": 1_500_000 * USD, "mm": 100_000_000 * USD}, insurance=100_000 * USD)
     w.mark(300_000)
@@ -91,14 +103,9 @@ def test_thin_book_partial_fills_then_backstop_then_insurance():
 
 
 def test_small_insurance_fund_means_adl_in_rank_order():
-    w = World({"alice": 20_000 * USD, "b": 30_000 * USD, "c": 200_000 * USD, "mm": 0},
-              insurance=1_000 * USD, floor=1_000 * USD)
-    w.mark(300_000)
-    for acct in ("alice", "b", "c"):
-        w.risk.accounts[acct].leverage[BTC] = 20
-    w.place("b", -1, 5_000, 300_000)
-    w.place("c", -1, 5_000, 300_000)
-    w.place("alice", 1, 10_000, 300_000)
+    w = crossed_at_20x({"alice": 20_000 * USD, "b": 30_000 * USD, "c": 200_000 * USD, "mm": 0},
+                       [("b", -1, 5_000), ("c", -1, 5_000), ("alice", 1, 10_000)],
+                       insurance=1_000 * USD, floor=1_000 * USD)
     assert (w.position("b"), w.position("c")) == (-5_000, -5_000)
     # the mark gaps below alice's bankruptcy price (~28,015): no bids, no backstop, and a
     # takeover would cost the fund more than it has above its floor -> auto-deleveraging
@@ -395,14 +402,9 @@ def test_two_takeovers_at_once_never_take_the_fund_below_its_floor():
     """Found by `make chaos` experiment 8: two liquidations at once each checked the fund's
     takeover against the same balance, and together took it below its floor with no ADL. A
     takeover the liquidator has asked for counts against the fund until risk answers it."""
-    w = World({"alice": 20_000 * USD, "bob": 20_000 * USD, "c": 500_000 * USD, "mm": 0},
-              insurance=3_000 * USD, floor=1_000 * USD)
-    w.mark(300_000)
-    for acct in ("alice", "bob", "c"):
-        w.risk.accounts[acct].leverage[BTC] = 20
-    w.place("c", -1, 20_000, 300_000)
-    w.place("alice", 1, 10_000, 300_000)
-    w.place("bob", 1, 10_000, 300_000)
+    w = crossed_at_20x({"alice": 20_000 * USD, "bob": 20_000 * USD, "c": 500_000 * USD, "mm": 0},
+                       [("c", -1, 20_000), ("alice", 1, 10_000), ("bob", 1, 10_000)],
+                       insurance=3_000 * USD, floor=1_000 * USD)
     assert (w.position("alice"), w.position("bob"), w.position("c")) == (10_000, 10_000, -20_000)
     # a gap under both bankruptcy prices (~28,015): no bids, no backstop. Each takeover alone
     # costs the fund ~1,150 of its 2,000 above the floor; both together would cost ~2,300.
@@ -419,15 +421,10 @@ def test_adl_stops_at_the_first_taker_that_covers_it_and_leaves_the_rest_of_the_
     """Mutation survivor (#26: `_adl_takers` break -> return): the queue is walked only until the
     bankrupt quantity is placed; later profitable positions are not touched, and the takers
     found so far are what the step uses."""
-    w = World({"alice": 20_000 * USD, "b": 30_000 * USD, "c": 200_000 * USD,
-               "mm": 10_000_000 * USD}, insurance=1_000 * USD, floor=1_000 * USD)
-    w.mark(300_000)
-    for acct in ("alice", "b", "c"):
-        w.risk.accounts[acct].leverage[BTC] = 20
-    w.place("b", -1, 10_000, 300_000)
-    w.place("alice", 1, 10_000, 300_000)
-    w.place("c", -1, 5_000, 300_000)
-    w.place("mm", 1, 5_000, 300_000)
+    w = crossed_at_20x({"alice": 20_000 * USD, "b": 30_000 * USD, "c": 200_000 * USD,
+                        "mm": 10_000_000 * USD},
+                       [("b", -1, 10_000), ("alice", 1, 10_000), ("c", -1, 5_000), ("mm", 1, 5_000)],
+                       insurance=1_000 * USD, floor=1_000 * USD)
     assert (w.position("b"), w.position("c"), w.position("mm")) == (-10_000, -5_000, 5_000)
     w.mark(279_000)  # alice bankrupt, no bids, a fund too small: ADL
     assert kinds(w)[-1] == "adl", kinds(w)
@@ -435,7 +432,6 @@ def test_adl_stops_at_the_first_taker_that_covers_it_and_leaves_the_rest_of_the_
     assert [(d.account, d.rank, d.qty) for d in dl] == [("b", 1, -10_000)]  # b covers it all
     assert (w.position("alice"), w.position("b"), w.position("c")) == (0, 0, -5_000)
     assert w.results[-1].counterparties == [("b", 10_000, dl[0].price)]
-
 
 
 def test_an_isolated_liquidation_price_on_a_whole_tick_is_shown_exactly():
@@ -470,23 +466,13 @@ def test_a_long_taken_over_by_the_fund_when_its_loss_fits_above_the_floor():
     """Mutation survivor (#26: the backstop's loss estimate `(1 if qty > 0 else -1)` made 2): the
     fund takes a bankrupt long over when its loss at the mark leaves the fund above its floor,
     here with half the loss to spare (a doubled estimate would send it to ADL)."""
-    w = World({"alice": 20_000 * USD, "b": 30_000 * USD, "mm": 0}, insurance=1, floor=1)
-    w.mark(300_000)
-    for acct in ("alice", "b"):
-        w.risk.accounts[acct].leverage[BTC] = 20
-    w.place("b", -1, 10_000, 300_000)
-    w.place("alice", 1, 10_000, 300_000)
-    (pos,) = w.risk.account_view("alice").positions
+    deposits = {"alice": 20_000 * USD, "b": 30_000 * USD, "mm": 0}
+    trades = [("b", -1, 10_000), ("alice", 1, 10_000)]
+    (pos,) = crossed_at_20x(deposits, trades).risk.account_view("alice").positions
     loss = (pos.bankruptcy_price - 279_000) * 10_000 * MULT  # taken over at bankruptcy, worth the mark
     assert loss > 0
     floor = 10_000 * USD
-    w = World({"alice": 20_000 * USD, "b": 30_000 * USD, "mm": 0},
-              insurance=floor + loss * 3 // 2, floor=floor)
-    w.mark(300_000)
-    for acct in ("alice", "b"):
-        w.risk.accounts[acct].leverage[BTC] = 20
-    w.place("b", -1, 10_000, 300_000)
-    w.place("alice", 1, 10_000, 300_000)
+    w = crossed_at_20x(deposits, trades, insurance=floor + loss * 3 // 2, floor=floor)
     w.mark(279_000)  # a gap below the bankruptcy price, no bids, no backstop accounts
     assert kinds(w) == ["cancel", "backstop", "insurance"], kinds(w)
     assert w.position("insurance") == 10_000 and w.position("b") == -10_000
