@@ -119,6 +119,7 @@ class Replication:
         self.last_ack = 0.0
         self.waiters: deque = deque()  # (upto, callback, since)
         self.checking_since = 0.0  # a witness query about our epoch is out
+        self.stepped_aside = False  # the witness is not heard: no beats (see _witness_lost)
         # standby side
         self.last_beat = 0.0
         self.primary_epoch = 0
@@ -153,7 +154,8 @@ class Replication:
         shell._connect(self._dealer, peer)
 
     def _send_router(self, message) -> None:
-        if self.standby_id is None:
+        if self.standby_id is None or self.stepped_aside or \
+                self._shaped(f"{self.instance}->{self.other}"):
             return
         try:
             self._router.send_multipart([self.standby_id, self.codec.encode([message])],
@@ -162,16 +164,19 @@ class Replication:
             self.shell.stats["repl_dropped"] = self.shell.stats.get("repl_dropped", 0) + 1
 
     def _send_dealer(self, message) -> None:
+        if self._shaped(f"{self.instance}->{self.other}"):
+            return  # netsim cut the pair's link (each side drops what it would send)
         try:
             self._dealer.send(self.codec.encode([message]), zmq.NOBLOCK)
         except zmq.ZMQError:
             pass
 
     def _shaped(self, link: str) -> bool:
-        """netsim's partition of the pair's link (`<node>.a-><node>.b` either way): dropped."""
+        """Is netsim's link between the pair (`risk->risk.b`, `risk.b->risk`) down? The
+        replication link honours partitions only (it is not latency-shaped)."""
         shaper = self.shell.shaper
-        settings = shaper.get(link) if shaper is not None else None
-        return settings is not None and getattr(settings, "loss", 0) >= 1.0
+        found = shaper.get(link) if shaper is not None else None
+        return found is not None and bool(found.settings.down)
 
     async def _serve(self) -> None:
         self._sockets()
@@ -200,9 +205,6 @@ class Replication:
             except (msgspec.DecodeError, msgspec.ValidationError):
                 self.shell.stats["bad_frames"] += 1
                 continue
-            link = f"{self.other}->{self.instance}"
-            if self._shaped(link):
-                continue
             for message in messages:
                 try:
                     if routed:
@@ -225,9 +227,24 @@ class Replication:
         else:
             self._standby_tick(now)
 
+    def _witness_lost(self) -> bool:
+        """A primary that has not heard the witness (the gateway: its clients) for twice the
+        witness's own silence threshold steps aside: it stops beating, so the standby, if the
+        witness can still reach it, takes over. It goes on beating once it hears the witness."""
+        heard = self.shell.last_heard_from(self.conf.witness)
+        if not heard:
+            return False  # not yet heard at all (a start): nothing to conclude
+        lost = (time.monotonic_ns() - heard) // 1_000_000 > 2 * self.conf.witness_silence_ms
+        if lost != self.stepped_aside:
+            self.stepped_aside = lost
+            self._explain("stepped_aside" if lost else "witness_heard_again", {
+                "input_seq": self.journal.next_seq - 1,
+                "witness_silent_ms": (time.monotonic_ns() - heard) // 1_000_000})
+        return lost
+
     def _primary_tick(self, now: float) -> None:
         if self.standby_id is not None and self.standby_state != "detached" and \
-                not self._shaped(f"{self.instance}->{self.other}"):
+                not self._witness_lost() and not self._shaped(f"{self.instance}->{self.other}"):
             self._send_router(ReplBeat(epoch=self.epoch, next_seq=self.journal.next_seq))
         lag = self.journal.next_seq - max(self.acked, 1) if self.standby_state != "none" else 0
         self.shell.stats["standby_lag_inputs"] = max(0, lag)
@@ -273,7 +290,7 @@ class Replication:
         """A batch just journaled: to the standby, as written."""
         if self.standby_id is None or self.standby_state in ("none", "detached"):
             return
-        if self._shaped(f"{self.instance}->{self.other}"):
+        if self.stepped_aside or self._shaped(f"{self.instance}->{self.other}"):
             return
         self._send_router(ReplBatch(epoch=self.epoch, first=first, items=items))
 
@@ -298,6 +315,8 @@ class Replication:
             if msg.epoch > self.epoch:
                 self.fence(f"the other instance is at epoch {msg.epoch}", msg.epoch)
                 return
+            if self.stepped_aside:
+                return  # no witness: let the standby take over if the witness can reach it
             if self.shell.role != "primary":
                 self._router_reply(identity, ReplRole(instance=self.instance, role=self.shell.role,
                                                      epoch=self.epoch, next_seq=self.journal.next_seq))
@@ -317,6 +336,8 @@ class Replication:
             self._release(self.acked)
 
     def _router_reply(self, identity: bytes, message) -> None:
+        if self._shaped(f"{self.instance}->{self.other}"):
+            return
         try:
             self._router.send_multipart([identity, self.codec.encode([message])], zmq.NOBLOCK)
         except zmq.ZMQError:
@@ -325,8 +346,8 @@ class Replication:
     def _attach(self, identity: bytes, hello: ReplHello) -> None:
         """A standby said hello: stream it what it lacks (from our journal, or our state when
         the journals diverged or ours no longer reaches back that far), then live batches."""
-        if self.standby_id == identity and self.standby_state in ("catching_up", "in_sync"):
-            return  # a repeated hello while we stream
+        # (A hello while we stream means the standby hears no beats or lost frames, e.g. across
+        # a cut of the pair's link: start again from where it says it is; it skips repeats.)
         started = time.monotonic()
         journal = self.journal
         self.standby_id = identity
