@@ -13,7 +13,6 @@ The shell owns IO, clocks and signals; the node's logic gets decoded messages an
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import signal
 import time
@@ -148,15 +147,6 @@ class Readiness:
             if backstop is not None:
                 backstop.cancel()
             self.waiter = None
-
-
-def die_with_parent() -> None:
-    """Ask Linux to SIGTERM us when the supervisor dies, so no node outlives it."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 class Outbox:
@@ -1085,7 +1075,6 @@ class NodeShell:
         sock.setsockopt(zmq.SNDHWM, 10)
         self._connect(sock, sup.control)
         pid = os.getpid()
-        parent = os.getppid()
         await sock.send(encode_one(Ready(node=self.instance, pid=pid)))
         seq = 0
         while True:
@@ -1096,9 +1085,6 @@ class NodeShell:
                           zmq.NOBLOCK)
             except zmq.Again:
                 pass
-            if os.getppid() != parent:  # supervisor gone (belt and braces beside PDEATHSIG)
-                self.log.warning("supervisor_gone")
-                self._stop.set()
             await asyncio.sleep(sup.heartbeat_ms / 1000.0)
 
     async def run(self, on_stop: Callable[[], None] | None = None) -> None:
