@@ -45,7 +45,8 @@ $(VENV)/.mutate: pyproject.toml $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,mutate]'
 	touch $(VENV)/.mutate
 
-# The cluster against the null pipeline, open loop: perf/results/bench.{json,md,png}, < 10 minutes.
+# The cluster against the null pipeline, open loop, with each safety feature's price (journal,
+# CurveZMQ, hot standbys) and a mixed workload: perf/results/bench.{json,md,png}, ~15 minutes.
 bench: $(STAMP) $(VENV)/.bench
 	$(PY) -m perf.bench
 

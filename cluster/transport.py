@@ -808,8 +808,6 @@ class NodeShell:
         asked for again), ResendFrom requests served here; the rest to the node."""
         decode = self.codec.decode
         stats = self.stats
-        links_in = self.links_in
-
         last_heard = self.last_heard
         fences = self._fences
 
@@ -817,6 +815,10 @@ class NodeShell:
             out: list = []
             asks: list = []
             now = self.mono_ns()
+            # Read at every call, never captured: a snapshot's restore (recovery, a standby's
+            # resync) replaces the receiver, and a stale one took every peer for new and asked
+            # for everything again (trades applied twice after a restart from a snapshot).
+            links_in = self.links_in
             for payload in frames:
                 try:
                     batch = decode(payload)
