@@ -1006,7 +1006,14 @@ def _duration_ns_arg(text: str, what: str) -> int:
         raise CliError("bad_duration", f"{what}: {exc}") from None
 
 
+FAULT_OPS = ("kill", "pause", "resume", "skew")
+
+
 def cmd_netsim_fault(args) -> int:
+    if args.node in FAULT_OPS and args.op not in FAULT_OPS:  # `fault kill risk` reads as well
+        args.node, args.op = args.op, args.node
+    if args.op not in FAULT_OPS:
+        raise CliError("unknown_fault", f"unknown fault {args.op!r}: {', '.join(FAULT_OPS)}")
     if args.op == "skew":
         ns = _duration_ns_arg(args.by or "0", "--by")
         return _admin(args, "skew", {"node": args.node, "ns": ns})
@@ -1407,9 +1414,8 @@ def parser() -> argparse.ArgumentParser:
     ns_fault = command(netsim, "fault", "kill, pause, resume or skew a node",
                        "perpx netsim fault matching pause")
     ns_fault.add_argument("node", help="gateway, risk, matching, oracle, liquidator, feeds")
-    ns_fault.add_argument("op", choices=["kill", "pause", "resume", "skew"],
-                          help="kill (the supervisor's policy applies), pause (SIGSTOP), resume, "
-                               "skew its clock by --by")
+    ns_fault.add_argument("op", help="kill (the supervisor's policy applies), pause (SIGSTOP), "
+                          "resume, skew its clock by --by (`fault kill risk` works too)")
     ns_fault.add_argument("--by", metavar="DURATION", help="skew: e.g. 250ms or -1s (write "
                           "--by=-1s)")
     which = ns_fault.add_mutually_exclusive_group()

@@ -25,7 +25,7 @@ import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
 from cluster import curve
-from cluster.audit import AuditJournal
+from cluster.audit import AuditJournal, Explanation
 from cluster.config import JOURNALED_NODES, Topology
 from cluster.logs import configure
 from cluster.links import LinkReceiver, LinkSender
@@ -258,6 +258,7 @@ class NodeShell:
         self.failover = None  # this core's Replication
         self.witness = None  # failover.Witness, in the witness node
         self._fences: dict[str, int] = {}  # core -> current epoch
+        self._refusals_said: set[tuple[str, int]] = set()
         self.last_heard: dict[str, int] = {}  # sequenced link -> monotonic ns of its last frame
         self._deferred: list[tuple[zmq.Socket, str]] = []  # a standby's subscriptions
         self._controls: dict[str, zmq.Socket] = {}  # endpoint -> PUSH for control frames
@@ -879,6 +880,13 @@ class NodeShell:
             return True
         if header.epoch < known:
             self.stats["fenced_frames"] = self.stats.get("fenced_frames", 0) + 1
+            if (header.link, header.epoch) not in self._refusals_said:  # once per link and epoch
+                self._refusals_said.add((header.link, header.epoch))
+                self.audit.record(Explanation(
+                    ts_ns=time.time_ns(), node=self.name, rule="failover.frame_refused",
+                    subject=header.link, decision="refused",
+                    numbers={"epoch": header.epoch, "current_epoch": known, "first": header.first,
+                             "count": header.count}))
             return False
         if header.epoch > known:
             self._fences[sender] = header.epoch
