@@ -181,7 +181,16 @@ def with_standbys(topo: config.Topology) -> config.Topology:
 
     raw = tomllib.loads(Path(topo.path).read_text())
     for core in config.JOURNALED_NODES:
-        raw["nodes"][core]["standby"] = True
+        node = raw["nodes"][core]
+        node["standby"] = True
+        if node.get("inbox", "").startswith("tcp://"):  # the standby's own, on the same host
+            host = node["inbox"][len("tcp://"):].rpartition(":")[0]
+            keys = ["repl", "standby_inbox", "standby_repl"] + (["standby_pub"] if node.get("pub")
+                                                                else [])
+            keys += ["standby_private"] if node.get("private") else []
+            for key, port in zip([k for k in keys if not node.get(k)], config.free_tcp_ports(
+                    len([k for k in keys if not node.get(k)]))):
+                node[key] = f"tcp://{host}:{port}"
     run = Path(topo.run_dir)
     run.mkdir(parents=True, exist_ok=True)
     path = run / "topology-standby.toml"
