@@ -93,6 +93,11 @@ def robust_z(values: list[int], floor: int = 0) -> list[int]:
     if not values:
         return []
     med, _, num, den = robust_scale(values, floor)
+    return _z(values, med, num, den)
+
+
+def _z(values: list[int], med: int, num: int, den: int) -> list[int]:
+    """Milli-z of each value: (v - med) / (num / den), rounded toward zero, capped."""
     if not num:
         return [0] * len(values)
     return [max(-Z_CAP, min(Z_CAP, _div0((v - med) * 1000 * den, num))) for v in values]
@@ -144,8 +149,8 @@ def peer_stats(values: dict[tuple[str, str], dict[str, int]], features=RANKED):
         per_key: dict = {k: {} for k in mine}
         for feature in features:
             column = [values[k][feature] for k in group]
-            med, mad, _, _ = robust_scale(column, FLOORS.get(feature, 0))
-            zs = dict(zip(group, robust_z(column, FLOORS.get(feature, 0))))
+            med, mad, num, den = robust_scale(column, FLOORS.get(feature, 0))
+            zs = dict(zip(group, _z(column, med, num, den)))
             for k in mine:
                 per_key[k][feature] = (zs[k], med, mad)
         for k in mine:
