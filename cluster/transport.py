@@ -13,7 +13,6 @@ The shell owns IO, clocks and signals; the node's logic gets decoded messages an
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import signal
 import time
@@ -26,7 +25,7 @@ import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
 from cluster import curve
-from cluster.audit import AuditJournal
+from cluster.audit import AuditJournal, Explanation
 from cluster.config import JOURNALED_NODES, Topology
 from cluster.logs import configure
 from cluster.links import LinkReceiver, LinkSender
@@ -150,19 +149,11 @@ class Readiness:
             self.waiter = None
 
 
-def die_with_parent() -> None:
-    """Ask Linux to SIGTERM us when the supervisor dies, so no node outlives it."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
 class Outbox:
     """Messages for one PUSH/PUB destination, sent as one frame at flush. `link` is its netsim name."""
 
-    __slots__ = ("sock", "sync", "pending", "topic", "link", "seq", "control", "sent", "endpoint")
+    __slots__ = ("sock", "sync", "pending", "topic", "link", "seq", "control", "sent", "endpoint",
+                 "shape_link")
 
     def __init__(self, sock: zmq.asyncio.Socket, link: str, topic: bytes | None = None,
                  seq: LinkSender | None = None, endpoint: str = "") -> None:
@@ -172,6 +163,7 @@ class Outbox:
         self.pending: list = []
         self.topic = topic
         self.link = link
+        self.shape_link = link  # netsim's name: the processes at its ends (a standby's differs)
         self.seq = seq  # the link's numbering, when it is sequenced
         self.control: list = []  # messages outside the sequence (ResendFrom), sent at flush
         self.sent = False  # a numbered frame left since the last idle announcement
@@ -266,6 +258,7 @@ class NodeShell:
         self.failover = None  # this core's Replication
         self.witness = None  # failover.Witness, in the witness node
         self._fences: dict[str, int] = {}  # core -> current epoch
+        self._refusals_said: set[tuple[str, int]] = set()
         self.last_heard: dict[str, int] = {}  # sequenced link -> monotonic ns of its last frame
         self._deferred: list[tuple[zmq.Socket, str]] = []  # a standby's subscriptions
         self._controls: dict[str, zmq.Socket] = {}  # endpoint -> PUSH for control frames
@@ -320,7 +313,7 @@ class NodeShell:
         self._readers.append((sock, False, self._inbox_decoding(on_messages, runs)))
 
     def subscribe(self, endpoint: str, topics: list[bytes], on_messages: Callable[[list], None],
-                  raw: Callable[[list], None] | None = None) -> None:
+                  raw: Callable[[list], None] | None = None, always: bool = False) -> None:
         """SUB to a publisher. Frames are [topic, batch]; `raw` gets the frames undecoded."""
         sock = self._socket(zmq.SUB)
         for topic in topics:
@@ -329,7 +322,7 @@ class NodeShell:
         endpoints = [endpoint] + [n.standby_pub for n in self.topo.nodes.values()
                                   if n.standby and n.pub == endpoint and n.standby_pub]
         for each in endpoints:
-            if self.role == "standby":
+            if self.role == "standby" and not always:
                 self._deferred.append((sock, each))  # a standby hears nothing until promoted
             else:
                 self._connect(sock, each)
@@ -394,7 +387,8 @@ class NodeShell:
         seq = LinkSender(link, self.incarnation) if name in CORES or self.name in CORES else None
         if seq is not None:
             seq.epoch = self.epoch
-        self._outboxes[name] = Outbox(sock, link, seq=seq, endpoint=endpoint)
+        box = self._outboxes[name] = Outbox(sock, link, seq=seq, endpoint=endpoint)
+        box.shape_link = f"{self.instance}->{name}"
         if seq is not None and not self._announcing:
             self._announcing = True
             self.every(int(LINK_IDLE_S * 1000), self._announce)
@@ -484,7 +478,11 @@ class NodeShell:
                 finally:
                     self._sync_state = "idle"
             if self._sync_state != "idle":
-                return  # held: these wait for the fsync after the one in flight
+                # Held: these wait for the fsync (and standby) after the one in flight. What
+                # carries no effect still leaves: resends of what was sent, control messages,
+                # and idle announcements (a witness must go on hearing a live primary).
+                await self._send_control_frames()
+                return
             if self._dirty and self.durability.needs_sync():
                 self._dirty = False
                 self._hold()
@@ -507,6 +505,11 @@ class NodeShell:
                 replies = list(pending)
                 pending.clear()
                 self._send_replies(name, replies)
+
+    async def _send_control_frames(self) -> None:
+        for box in self._outboxes.values():
+            if box.seq is not None and (box.control or box.seq.resend_from or box.seq.idle_due):
+                await self._send_unsequenced(box)
 
     def _hold(self) -> None:
         """Take everything queued to send: it waits for the fsync about to start."""
@@ -544,7 +547,7 @@ class NodeShell:
         if frame is None:
             return
         shaper = self.shaper
-        link = shaper.get(box.link) if shaper is not None else None
+        link = shaper.get(box.shape_link) if shaper is not None else None
         if link is not None:
             shaper.send(link, len(frame), partial(box.send_now, frame))
         elif not box.try_send(frame):
@@ -589,7 +592,7 @@ class NodeShell:
             self.stats["resent"] = self.stats.get("resent", 0) + sum(len(f) - 1 for f in resent)
             frames += resent
         shaper = self.shaper
-        link = shaper.get(box.link) if shaper is not None else None
+        link = shaper.get(box.shape_link) if shaper is not None else None
         for messages in frames:
             frame = self._encode(messages, box.link)
             if frame is None:
@@ -806,8 +809,6 @@ class NodeShell:
         asked for again), ResendFrom requests served here; the rest to the node."""
         decode = self.codec.decode
         stats = self.stats
-        links_in = self.links_in
-
         last_heard = self.last_heard
         fences = self._fences
 
@@ -815,6 +816,10 @@ class NodeShell:
             out: list = []
             asks: list = []
             now = self.mono_ns()
+            # Read at every call, never captured: a snapshot's restore (recovery, a standby's
+            # resync) replaces the receiver, and a stale one took every peer for new and asked
+            # for everything again (trades applied twice after a restart from a snapshot).
+            links_in = self.links_in
             for payload in frames:
                 try:
                     batch = decode(payload)
@@ -875,6 +880,13 @@ class NodeShell:
             return True
         if header.epoch < known:
             self.stats["fenced_frames"] = self.stats.get("fenced_frames", 0) + 1
+            if (header.link, header.epoch) not in self._refusals_said:  # once per link and epoch
+                self._refusals_said.add((header.link, header.epoch))
+                self.audit.record(Explanation(
+                    ts_ns=time.time_ns(), node=self.name, rule="failover.frame_refused",
+                    subject=header.link, decision="refused",
+                    numbers={"epoch": header.epoch, "current_epoch": known, "first": header.first,
+                             "count": header.count}))
             return False
         if header.epoch > known:
             self._fences[sender] = header.epoch
@@ -930,6 +942,7 @@ class NodeShell:
         self.log.warning("primary_followed", node=msg.node, instance=msg.instance,
                          epoch=msg.epoch, old=box.endpoint, new=endpoint)
         box.endpoint = endpoint
+        box.shape_link = f"{self.instance}->{msg.instance}"
         self.stats["primary_changes"] = self.stats.get("primary_changes", 0) + 1
         if box.seq is not None:  # say our next number at once: the new primary asks for the rest
             box.seq.idle_due = True
@@ -956,7 +969,7 @@ class NodeShell:
             self._controls[endpoint] = sock
         frame = self.codec.encode([LinkSeq(link=f"{self.name}->{node}", epoch=self.epoch), message])
         shaper = self.shaper
-        link = shaper.get(f"{self.name}->{node}") if shaper is not None else None
+        link = shaper.get(f"{self.instance}->{target}") if shaper is not None else None
         sync = zmq.Socket.shadow(sock.underlying)
         if link is not None:
             shaper.send(link, len(frame), partial(self._control_now, sync, frame))
@@ -1072,7 +1085,6 @@ class NodeShell:
         sock.setsockopt(zmq.SNDHWM, 10)
         self._connect(sock, sup.control)
         pid = os.getpid()
-        parent = os.getppid()
         await sock.send(encode_one(Ready(node=self.instance, pid=pid)))
         seq = 0
         while True:
@@ -1083,18 +1095,16 @@ class NodeShell:
                           zmq.NOBLOCK)
             except zmq.Again:
                 pass
-            if os.getppid() != parent:  # supervisor gone (belt and braces beside PDEATHSIG)
-                self.log.warning("supervisor_gone")
-                self._stop.set()
             await asyncio.sleep(sup.heartbeat_ms / 1000.0)
 
     async def run(self, on_stop: Callable[[], None] | None = None) -> None:
         self._stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         if self.netsim_enabled:
-            self.shaper = Shaper(self.name, loop)
+            self.shaper = Shaper(self.instance, loop, clock_of=self.name)
             self.shaper.on_error = self._shaping_failed
-            self.subscribe(self.topo.supervisor.netsim, [b""], None, raw=self._on_netsim)
+            self.subscribe(self.topo.supervisor.netsim, [b""], None, raw=self._on_netsim,
+                           always=True)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         tasks = [asyncio.create_task(self._drain(s, m, h)) for s, m, h in self._readers]
