@@ -28,6 +28,7 @@ FIELD_UNITS: dict[str, str] = {
     **dict.fromkeys(("notional", "max_notional", "notional_after", "required", "available",
                      "equity", "position_margin", "order_margin", "fee", "amount", "balance",
                      "initial_margin", "isolated_margin", "isolated_cash", "isolated_equity", "removable",
+                     "pending_close_cost",
                      "maintenance_margin", "forced_fee", "fund_delta", "insurance_fund"), ATOMS),
 }
 # Names whose unit depends on the rule that used them (elsewhere they are plain numbers).

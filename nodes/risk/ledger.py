@@ -747,11 +747,13 @@ class RiskEngine(Snapshottable):
         else:
             equity = self.isolated_equity(body.symbol, pos)
             im = self.initial_margin(acct, body.symbol, self._position_value(body.symbol, pos))
-            removable = max(0, equity - im)
+            pending = self._pending_close_cost(acct, body.symbol)
+            removable = max(0, equity - im - pending)
             if -amount > removable:
                 return self._refuse(out, ref, acct.name, "isolated_margin_below_requirement", {
                     "symbol": body.symbol, "requested": -amount, "removable": removable,
-                    "isolated_equity": equity, "initial_margin": im}, now_ns)
+                    "isolated_equity": equity, "initial_margin": im,
+                    "pending_close_cost": pending}, now_ns)
         acct.balance -= amount
         pos.iso_cash += amount
         self._ack(out, ref, acct.name, "isolated_margin_adjusted", {
@@ -943,6 +945,8 @@ class RiskEngine(Snapshottable):
             (ev.maker_account, ev.maker_order_id, -ev.taker_side, ev.maker_remaining, maker_fee, "maker"),
         ):
             acct = self.accounts[account]
+            held = acct.positions.get(ev.symbol)
+            qty_before = held.qty if held is not None else 0
             if liq is not None and liquidity == "taker":
                 # the forced fee is charged inside the settlement: before a closed isolated
                 # position's cash goes back to the cross wallet, so it is capped by its margin
@@ -962,6 +966,7 @@ class RiskEngine(Snapshottable):
                 else:
                     acct.recount(order)
             self._reprice(acct, ev.symbol)  # the position changed what orders open and close
+            self._release_shrunk(acct, ev.symbol, qty_before)
             fill = Fill(seq=ev.seq, trade_id=ev.trade_id, order_id=order_id, account=account,
                         symbol=ev.symbol, side=side, price=ev.price, qty=ev.qty,
                         remaining=remaining, liquidity=liquidity, fee=fee, client_order_id=coid)
@@ -1000,8 +1005,10 @@ class RiskEngine(Snapshottable):
             pos.qty += side * closing
             if forced_notional:
                 forced = self._forced_fee(acct, symbol, forced_notional)
-            if pos.isolated:
+            if pos.isolated and not pos.qty:  # closed: all its cash goes back (or the fund pays)
                 self._release_isolated(acct, symbol, pos)
+            # a partial close releases margin only once the orders are re-priced
+            # (`_release_shrunk`): what the resting closes still cost must stay in the position
         elif forced_notional:
             forced = self._forced_fee(acct, symbol, forced_notional)
         if opening:
@@ -1030,11 +1037,30 @@ class RiskEngine(Snapshottable):
         else:
             acct.balance -= amount
 
+    def _pending_close_cost(self, acct: AccountState, symbol: str) -> int:
+        """What the account's resting closes of its isolated position in `symbol` cost it when
+        they fill at their worst prices (fee + loss against the mark): the close check
+        (`close_beyond_isolated_margin`) accepted them counting on that much of the isolated
+        equity, so neither a release nor a transfer out may take it."""
+        return sum(o.close_cost for o in acct.orders_in(symbol) if o.closing)
+
+    def _release_shrunk(self, acct: AccountState, symbol: str, qty_before: int) -> None:
+        """After a fill or a transfer (orders re-priced): an isolated position that shrank
+        without closing or flipping releases what it no longer needs."""
+        pos = acct.positions.get(symbol)
+        if pos is not None and pos.isolated and pos.qty and (pos.qty > 0) == (qty_before > 0) \
+                and abs(pos.qty) < abs(qty_before):
+            self._release_isolated(acct, symbol, pos)
+
     def _release_isolated(self, acct: AccountState, symbol: str, pos: Position) -> None:
-        """After an isolated position shrank: keep its initial margin at mark, return the rest.
+        """After an isolated position shrank: keep its initial margin at mark and what its
+        resting closes cost, return the rest.
 
         What may go back is the lower of its wallet (margin plus realized, no unrealized gain)
-        and its equity at mark (which counts the open loss), less the IM of what is left: the
+        and its equity at mark (which counts the open loss), less the IM of what is left and
+        less the fee and loss at once of the closes still resting (the close check accepted
+        them against this equity; released, a sell resting 4.9% below the mark of a 50x long
+        closed the rest 248,523,112 atoms past bankruptcy, paid by the insurance fund): the
         position stays as safe as a new one of its size, long or short. A fully closed position
         returns all its cash; if that cash is negative (it closed beyond bankruptcy), the
         insurance fund absorbs the loss instead of the cross wallet.
@@ -1049,7 +1075,8 @@ class RiskEngine(Snapshottable):
         value = self._position_value(symbol, pos)
         wallet = pos.iso_cash + pos.cost
         equity = pos.iso_cash + value
-        release = (wallet if wallet < equity else equity) - self.initial_margin(acct, symbol, value)
+        release = (wallet if wallet < equity else equity) - self.initial_margin(
+            acct, symbol, value) - self._pending_close_cost(acct, symbol)
         if release > 0:
             pos.iso_cash -= release
             acct.balance += release
@@ -1230,10 +1257,13 @@ class RiskEngine(Snapshottable):
                            price: int, out: list) -> None:
         """`qty` lots of src's position move to dst at `price`, like a trade without fees."""
         side = -1 if src.positions[symbol].qty > 0 else 1  # src closes
+        held = {acct.name: acct.positions[symbol].qty if symbol in acct.positions else 0
+                for acct in (src, dst)}
         self._settle(src, symbol, side, qty, price, 0)
         self._settle(dst, symbol, -side, qty, price, 0)
         for acct, change in ((src, side * qty), (dst, -side * qty)):
             self._reprice(acct, symbol)
+            self._release_shrunk(acct, symbol, held[acct.name])
             # a change, not risk's quantity: matching may have traded the account since
             out.append(("matching", ShiftPosition(account=acct.name, symbol=symbol, change=change)))
 
