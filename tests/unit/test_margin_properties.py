@@ -7,7 +7,10 @@ risk + matching cores (issue #17's acceptance property). After every step:
   The cross wallet only while it covers what its orders hold (available >= 0): a mark move can
   leave an account short of that, and the README re-prices and cancels only the orders whose
   loss against that mark grew (the next point), so its other orders (another symbol's, say)
-  still rest and may fill at the terms they were accepted on;
+  still rest and may fill at the terms they were accepted on. Likewise an isolated position
+  only while its resting closes still pass the close check at the mark (`closes_covered`);
+- what no mark move or funding touched keeps passing it: a fill, a transfer out or any request
+  leaves an isolated position's accepted closes payable;
 - after a mark move, an account that no longer covers its orders holds no opening order that
   the move made hold more (README "What an order reserves": those are cancelled, newest first).
   A close is left out: it may be accepted on the IM it frees (available < 0 by design), and a
@@ -28,6 +31,7 @@ from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
 from cluster.ladder import maintenance_margin
+from cluster.prices import trigger_margin
 from cluster.protocol import (
     Ack, AdjustIsolatedMargin, AmendOrder, CancelAll, CancelOrder, Fill, FundingRate, OrderAccepted,
     OrderCancelled, OrderRejected, PlaceOrder, SetLeverage, SetMarginMode, Withdraw,
@@ -99,6 +103,27 @@ def gaps(pipe: Pipeline, name: str) -> dict[str, int]:
             cross_any = True
     if cross_any:
         out["cross"] = cross_balance - cross_need
+    return out
+
+
+def closes_covered(pipe: Pipeline, name: str) -> dict[str, bool]:
+    """Per isolated position: do its resting closes, filled at their worst prices against the
+    mark now, still leave what remains above its trigger (or, all closed, at zero or more)? The
+    close check (`close_beyond_isolated_margin`) made it so when it accepted them; a mark move or
+    funding may undo it (the README re-checks only the cross wallet then), nothing else may."""
+    risk = pipe.risk
+    acct = risk.accounts[name]
+    out: dict[str, bool] = {}
+    for symbol, pos in acct.positions.items():
+        if not (pos.qty and pos.isolated):
+            continue
+        spec = TOPO.symbols[symbol]
+        left = abs(pos.qty) - sum(o.closing for o in acct.orders_in(symbol))
+        value = pos.qty * risk.marks[symbol] * spec.atoms_per_tick_lot
+        need = trigger_margin(spec.tiers, value * left // abs(pos.qty), spec.forced_fee_ppm) + 1 \
+            if left else 0
+        cost = sum(o.close_cost for o in acct.orders_in(symbol) if o.closing)
+        out[symbol] = pos.iso_cash + value - cost >= need
     return out
 
 
@@ -256,6 +281,7 @@ def test_no_accepted_order_takes_an_account_to_its_trigger_and_the_fund_pays_onl
     for s in SEED + script:
         standing = {n: in_good_standing(pipe, n) for n in names}
         covered = {n: risk.available(risk.accounts[n]) >= 0 for n in names}
+        closes = {n: closes_covered(pipe, n) for n in names}
         reserves = {o.order_id: o.reserve for o in risk.orders.values()}
         fund = risk.insurance_fund
         apply(pipe, s)
@@ -264,10 +290,12 @@ def test_no_accepted_order_takes_an_account_to_its_trigger_and_the_fund_pays_onl
             acct = risk.accounts[n]
             if standing[n] and not moved:
                 for subject, gap in gaps(pipe, n).items():
-                    if subject != "cross" or covered[n]:
+                    if covered[n] if subject == "cross" else closes[n].get(subject, True):
                         assert gap > 0, (s, n, subject, gaps(pipe, n))
                     else:
-                        event("an uncovered cross wallet's resting orders may fill")
+                        event("an uncovered wallet's resting orders may fill")
+                for symbol, ok in closes_covered(pipe, n).items():
+                    assert ok or not closes[n].get(symbol, True), (s, n, symbol)
             if s["kind"] == "mark" and risk.available(acct) < 0:
                 grown = [o.order_id for o in acct.orders_in(s["symbol"]) if not o.closing
                          and o.reserve > reserves.get(o.order_id, o.reserve)]
