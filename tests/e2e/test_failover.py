@@ -237,3 +237,39 @@ def test_the_failover_soak_short_version(tmp_path):
     assert report["ok"], report
     assert report["fills_heard"] > 100 and report["orders_acknowledged"] > 100, report
     assert report["failover_ms"]["n"] == 2 and report["failover_ms"]["max"] < 2000, report
+
+
+def test_a_partition_between_the_primary_and_the_gateway_moves_the_venue_to_the_standby(tmp_path):
+    """risk's primary cut off from the gateway (its clients), its standby not: the primary no
+    longer hears the witness and steps aside; the witness no longer hears it and grants the
+    standby's promotion; the gateway follows the new primary and orders are served again. Healed,
+    the old primary learns the newer epoch, is fenced and comes back as the standby."""
+    handle = ClusterHandle(tmp_path, internal_ipc=True, node_settings=PAIRS)
+    handle.up()
+    poll(lambda: in_sync(handle, "risk"), 20)
+
+    async def scenario():
+        async with Client(handle.endpoint(), api_key=handle.api_key("mm1"),
+                          market_data=handle.md_endpoint()) as maker:
+            mark = (await maker.next_mark(SYMBOL, 10.0)).mark
+            old, epoch = primary(handle, "risk")
+            handle.cli("netsim", "partition", f"{old}->gateway", f"gateway->{old}", check=True)
+            t0 = time.monotonic()
+            await asyncio.to_thread(poll, lambda: (primary(handle, "risk") or (old,))[0] != old, 20)
+            moved = time.monotonic() - t0
+            answer = await maker.place(SYMBOL, 1, 1, mark - 300, client_order_id="after-cut")
+            handle.cli("netsim", "partition", "--heal", check=True)
+            await asyncio.to_thread(poll, lambda: in_sync(handle, "risk"), 30)
+            return old, epoch, moved, answer
+
+    try:
+        old, epoch, moved, answer = asyncio.run(scenario())
+        assert type(answer.event).__name__ == "OrderAccepted", answer
+        other = "risk.b" if old == "risk" else "risk"
+        assert audit(handle, old, "failover.stepped_aside"), "the cut-off primary stepped aside"
+        promoted = audit(handle, other, "failover.promoted")
+        assert len(promoted) == 1 and promoted[0]["numbers"]["epoch"] == epoch + 1
+        assert audit(handle, old, "failover.fenced"), "healed, the old primary was fenced"
+        print(f"the venue moved to the standby {moved:.2f} s after the cut (seen by status)")
+    finally:
+        handle.down()
