@@ -18,8 +18,11 @@ pytestmark = pytest.mark.e2e
 HOPS = ("client->gateway", "gateway->risk", "risk->matching", "matching->risk", "risk->gateway")
 
 
-async def hop_deltas(cluster, n: int = 9) -> dict[str, float]:
-    """Median microseconds between consecutive ping hops (gateway->risk is hops[1] - hops[0]...)."""
+async def hop_deltas(cluster, n: int = 15) -> dict[str, float]:
+    """Least microseconds between consecutive ping hops over `n` pings (gateway->risk is
+    hops[1] - hops[0]...). The least, not the median: a shaped delay is added to every message,
+    while a loaded host's noise (scheduling, an fsync the journaled hops wait for) only ever
+    adds; the median of 9 moved by 2 ms on an unshaped hop under load."""
     per_link: dict[str, list[float]] = {h: [] for h in HOPS[1:]}
     async with Client(cluster.endpoint(), api_key=cluster.api_key("bob")) as c:
         await c.ping(full=True)  # warm up the connection
@@ -27,7 +30,7 @@ async def hop_deltas(cluster, n: int = 9) -> dict[str, float]:
             stamps = [t for _, t in (await c.ping(full=True)).hops]
             for i, link in enumerate(HOPS[1:]):
                 per_link[link].append((stamps[i + 1] - stamps[i]) / 1000)
-    return {link: statistics.median(v) for link, v in per_link.items()}
+    return {link: min(v) for link, v in per_link.items()}
 
 
 def test_ping_shows_the_delay_on_exactly_the_shaped_link(cluster):
@@ -35,8 +38,8 @@ def test_ping_shows_the_delay_on_exactly_the_shaped_link(cluster):
     wait_netsim_applied(cluster, cluster.cli_json("netsim", "set", "risk->matching", "--latency",
                                                   "3ms"), "risk")
     shaped = asyncio.run(hop_deltas(cluster))
-    # Slack of 2 ms over the unshaped hop (medians of 9 pings): a loaded 2-core box moves a hop's
-    # median by over 1 ms now and then; 3 ms landing on the wrong link still shows.
+    # Slack of 2 ms over the unshaped hop (the least of 15 pings): 3 ms landing on the wrong
+    # link still shows.
     assert 3_000 <= shaped["risk->matching"] <= 3_000 + base["risk->matching"] + 2_000, shaped
     for link in ("gateway->risk", "matching->risk", "risk->gateway"):
         assert shaped[link] < base[link] + 2_000, (link, base, shaped)
