@@ -807,7 +807,7 @@ class RiskEngine(Snapshottable):
                 msg, spec.funding_interval_s * E9, now_ns, out):
             return
         self._set_mark(msg.symbol, msg.mark, now_ns, out)
-        net = 0
+        net = paid = 0
         payers = receivers = 0
         for acct in self.accounts.values():
             pos = acct.positions.get(msg.symbol)
@@ -823,6 +823,7 @@ class RiskEngine(Snapshottable):
             pos.funding -= payment
             net += payment
             payers += payment < 0
+            paid -= min(payment, 0)
             receivers += payment > 0
             acct.funding_history.appendleft(FundingEntry(
                 ts_ns=msg.ts_ns or now_ns, symbol=msg.symbol, rate_e9=msg.rate_e9, qty=pos.qty,
@@ -831,7 +832,8 @@ class RiskEngine(Snapshottable):
         self.insurance_fund -= net  # payers rounded up, receivers down: the remainder is >= 0
         self._explain(out, now_ns, "risk.funding", msg.symbol, "funding_settled", {
             "rate_e9": msg.rate_e9, "mark": msg.mark, "payers": payers, "receivers": receivers,
-            "remainder_to_insurance": -net, "funding_ts_ns": msg.funding_ts_ns})
+            "paid": paid, "received": paid + net, "remainder_to_insurance": -net,
+            "funding_ts_ns": msg.funding_ts_ns})
 
     # ------------------------------------------------------------------ engine events
 
