@@ -547,6 +547,9 @@ class Fill(Msg, tag=True, kw_only=True):
     liquidity: Literal["maker", "taker"]
     fee: int  # atoms; negative = rebate
     client_order_id: str = ""
+    # atoms: what closing part of a position made or lost against its cost, before the fee (the
+    # wallet moves by realized_pnl - fee); 0 for a fill that only opens
+    realized_pnl: int = 0
 
 
 class Deleveraged(Msg, tag=True, kw_only=True):

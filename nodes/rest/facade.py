@@ -722,8 +722,9 @@ class Facade:
         return rows[0] if params.get("symbol") else rows
 
     async def income(self, session: Session, params: dict) -> list:
-        """FUNDING_FEE (the venue's funding ledger, latest 20 per account) and COMMISSION (the fills
-        this facade saw). REALIZED_PNL is not listed: fills do not carry it."""
+        """FUNDING_FEE (the venue's funding ledger, latest 20 per account); COMMISSION and
+        REALIZED_PNL (a fill that closes part of a position: its realized PnL as risk booked it,
+        before the fee) from the fills this facade's session of the key received."""
         market = self.market(params, required=False)
         kind = params.get("incomeType")
         start, end = bn.parse_ms(params, "startTime"), bn.parse_ms(params, "endTime")
@@ -738,14 +739,23 @@ class Facade:
                 rows.append({"symbol": m.id, "incomeType": "FUNDING_FEE", "income": m.money(entry.payment),
                              "asset": self.quote, "info": "FUNDING_FEE", "time": entry.ts_ns // 1_000_000,
                              "tranId": entry.ts_ns // 1000, "tradeId": ""})
-        if kind in (None, "COMMISSION"):
+        if kind in (None, "COMMISSION", "REALIZED_PNL"):
             for ms, fill in session.records.fills:
                 m = self.markets[fill.symbol]
                 if market and m is not market:
                     continue
-                rows.append({"symbol": m.id, "incomeType": "COMMISSION", "income": m.money(-fill.fee),
-                             "asset": self.quote, "info": "COMMISSION", "time": ms,
-                             "tranId": fill.trade_id * 2 + (fill.side > 0), "tradeId": str(fill.trade_id)})
+                # tranIds: 4 per trade (its two sides, commission and realized PnL of each)
+                tran = fill.trade_id * 4 + 2 * (fill.side > 0)
+                if kind != "REALIZED_PNL":
+                    rows.append({"symbol": m.id, "incomeType": "COMMISSION",
+                                 "income": m.money(-fill.fee), "asset": self.quote,
+                                 "info": "COMMISSION", "time": ms, "tranId": tran,
+                                 "tradeId": str(fill.trade_id)})
+                if kind != "COMMISSION" and fill.realized_pnl:
+                    rows.append({"symbol": m.id, "incomeType": "REALIZED_PNL",
+                                 "income": m.money(fill.realized_pnl), "asset": self.quote,
+                                 "info": "REALIZED_PNL", "time": ms, "tranId": tran + 1,
+                                 "tradeId": str(fill.trade_id)})
         rows = [r for r in rows if (start is None or r["time"] >= start) and (end is None or r["time"] <= end)]
         rows.sort(key=lambda r: r["time"])
         return rows[:limit] if start is not None else rows[-limit:]

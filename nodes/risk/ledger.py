@@ -947,13 +947,13 @@ class RiskEngine(Snapshottable):
             if liq is not None and liquidity == "taker":
                 # the forced fee is charged inside the settlement: before a closed isolated
                 # position's cash goes back to the cross wallet, so it is capped by its margin
-                fee = self._settle(acct, ev.symbol, side, ev.qty, ev.price, fee,
-                                   forced_notional=notional)
+                fee, realized = self._settle(acct, ev.symbol, side, ev.qty, ev.price, fee,
+                                             forced_notional=notional)
                 liq.qty += ev.qty
                 liq.notional += notional
                 liq.fee += fee
             else:
-                self._settle(acct, ev.symbol, side, ev.qty, ev.price, fee)
+                _, realized = self._settle(acct, ev.symbol, side, ev.qty, ev.price, fee)
             order = self.orders.get(order_id)
             coid = order.client_order_id if order is not None else ""
             if order is not None:
@@ -965,7 +965,8 @@ class RiskEngine(Snapshottable):
             self._reprice(acct, ev.symbol)  # the position changed what orders open and close
             fill = Fill(seq=ev.seq, trade_id=ev.trade_id, order_id=order_id, account=account,
                         symbol=ev.symbol, side=side, price=ev.price, qty=ev.qty,
-                        remaining=remaining, liquidity=liquidity, fee=fee, client_order_id=coid)
+                        remaining=remaining, liquidity=liquidity, fee=fee, client_order_id=coid,
+                        realized_pnl=realized)
             acct.fills.appendleft(fill)
             out.append(("gateway", Report(account=account, event=fill)))
         if liq is not None:
@@ -975,14 +976,15 @@ class RiskEngine(Snapshottable):
         return (ev.taker_account, ev.maker_account)
 
     def _settle(self, acct: AccountState, symbol: str, side: int, qty: int, price: int,
-                fee: int, forced_notional: int = 0) -> int:
+                fee: int, forced_notional: int = 0) -> tuple[int, int]:
         """Book one side of a fill: cash, fee, position, and the isolated margin moves. A
         liquidation fill (`forced_notional`) is charged its forced fee once the fill is booked
-        and before an isolated position's cash goes back; returns that fee."""
+        and before an isolated position's cash goes back. Returns (that fee, the realized PnL
+        of the closing part: its proceeds less the cost it takes off the position)."""
         mult = self.specs[symbol].atoms_per_tick_lot
         acct.fees_paid += fee
         self.fee_pool += fee
-        forced = 0
+        forced = realized = 0
         pos = acct.positions.get(symbol)
         if pos is None:
             pos = acct.positions[symbol] = Position(acct.mode(symbol))
@@ -993,11 +995,13 @@ class RiskEngine(Snapshottable):
         if closing:
             before = abs(pos.qty)
             self._pay(acct, pos, side * price * closing * mult + fee_close)
+            cost_before = pos.cost
             if closing == before:
                 pos.cost = 0
             else:
                 share = abs(pos.cost) * closing // before
                 pos.cost -= share if pos.cost > 0 else -share
+            realized = -side * price * closing * mult - (cost_before - pos.cost)
             pos.qty += side * closing
             if forced_notional:
                 forced = self._forced_fee(acct, symbol, forced_notional)
@@ -1022,7 +1026,7 @@ class RiskEngine(Snapshottable):
             pos.cost += side * value
         if pos.qty == 0 and not pos.iso_cash:
             del acct.positions[symbol]
-        return forced
+        return forced, realized
 
     @staticmethod
     def _pay(acct: AccountState, pos: Position, amount: int) -> None:

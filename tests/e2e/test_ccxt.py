@@ -274,6 +274,36 @@ def test_public_data_and_funding(venue):
     assert rates and all(r["symbol"] == S for r in rates)
 
 
+def test_income_realized_pnl_commission_and_funding_add_up_to_the_wallet(venue):
+    """A round trip by taker2 (new to this module): income's REALIZED_PNL rows are the closing
+    fills' realized PnL as `perpx account show` lists them, and every income row together is
+    exactly what taker2's wallet moved by, to the atom."""
+    quote_book(venue, current_mark(venue))
+    atom = Decimal(str(venue.topo.atom))
+    wallet_before = account_show(venue, "taker2")["wallet_balance"]
+    ex = exchange(venue, "taker2")
+    ex.load_markets()
+    ex.create_order(S, "market", "buy", 0.05)
+    ex.create_order(S, "market", "sell", 0.03)
+    ex.create_order(S, "market", "sell", 0.02)  # flat again
+    view = account_show(venue, "taker2")
+    assert not view["positions"]
+    income = ex.fapiPrivateGetIncome({"symbol": "BTCUSDT"})
+    realized = {int(r["tradeId"]): Decimal(r["income"]) for r in income
+                if r["incomeType"] == "REALIZED_PNL"}
+    closing = {f["trade_id"]: Decimal(f["realized_pnl"]) * atom for f in view["fills"]
+               if f["side"] < 0}
+    assert realized and realized == {t: pnl for t, pnl in closing.items() if pnl}
+    assert all(f["realized_pnl"] == 0 for f in view["fills"] if f["side"] > 0)  # opening fills
+    assert sum(Decimal(r["income"]) for r in income) == \
+        (view["wallet_balance"] - wallet_before) * atom
+    only = ex.fapiPrivateGetIncome({"symbol": "BTCUSDT", "incomeType": "REALIZED_PNL"})
+    assert {r["incomeType"] for r in only} == {"REALIZED_PNL"} and len(only) == len(realized)
+    trades = ex.fetch_my_trades(S)
+    assert {int(t["id"]): Decimal(t["info"]["realizedPnl"]) for t in trades
+            if t["side"] == "sell"} == closing
+
+
 def test_async_client_and_auth(venue):
     async def run():
         key = venue.api_key("bob")
