@@ -57,6 +57,9 @@ class Logon(Msg, tag=True, kw_only=True):
     req_id: Id = 0
     api_key: Annotated[str, Meta(max_length=128)]
     version: int = PROTOCOL_VERSION
+    # the client address this logon is for, named by a forwarder (the REST facade, on a session of
+    # its own key with the "forward" scope); refused from any other session (#25)
+    forwarded_for: Annotated[str, Meta(max_length=64)] = ""
 
 
 class PlaceOrder(Msg, tag=True, kw_only=True):

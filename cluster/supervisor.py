@@ -37,7 +37,7 @@ import zmq
 import zmq.asyncio
 
 from cluster import curve
-from cluster.signing import ensure_key_file
+from cluster.signing import ensure_forwarder_key, ensure_key_file
 from cluster.audit import AuditJournal, Explanation
 from cluster.config import Topology, node_names
 from cluster.logs import configure
@@ -114,6 +114,8 @@ class Supervisor:
             (self.run / sub).mkdir(parents=True, exist_ok=True)
         # the API keys' secrets (0600), never in the topology: the gateway, SDK and CLI read them
         ensure_key_file(self.run, [a.api_key for a in self.topo.accounts.values()])
+        if "rest" in self.topo.nodes:
+            ensure_forwarder_key(self.run)  # the facade's forwarding key (#25)
         curve.create_for(self.topo)  # the internal links' keys, afresh for this run
         copy = self.run / "journal" / "topology.toml"  # what `perpx audit verify` replays with
         if not (self.resume and copy.exists()):

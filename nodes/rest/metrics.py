@@ -140,7 +140,7 @@ class ClusterCollector:
             requests.add_metric([route, str(status)], n)
         yield requests
         yield GaugeMetricFamily("perpx_rest_sessions", "gateway sessions the facade holds (one per "
-                                "API key)", value=len(self.facade.sessions))
+                                "API key and client address)", value=len(self.facade.sessions))
         yield GaugeMetricFamily("perpx_ws_connections", "open WebSocket connections",
                                 value=len(self.facade.streams.connections))
         yield CounterMetricFamily("perpx_ws_events", "WebSocket events sent",
