@@ -360,8 +360,10 @@ class Gateway:
             if api_key not in self.api_keys or (
                     failures is not None and now_ns < failures.blocked_until_ns):
                 # an unknown key, or a paced address: refused (and counted) as a plain logon is,
-                # so that signing a guess goes no faster than sending it
-                return self.on_request(identity, inner, now_ns, ip)
+                # so that signing a guess goes no faster than sending it (signed=True: _logon
+                # refuses these before it reads it, and a forwarder's session, which takes only
+                # signed requests, must hear the reason, not signature_required)
+                return self.on_request(identity, inner, now_ns, ip, signed=True)
         entry = self.keys.get(api_key)
         if entry is None:
             return refuse("invalid_signature", error="the key has no secret to sign with")

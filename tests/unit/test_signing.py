@@ -348,11 +348,18 @@ def test_a_forwarded_logon_is_signed_by_the_clients_key_and_paces_the_client_add
     ok = answer(gw.on_request(b"f", signed(Logon(req_id=3, api_key="k", forwarded_for="127.0.0.2"),
                                            0, WALL_MS, 3), 0, "127.0.0.1"))
     assert type(ok) is LogonAck and gw.sessions[b"f"].ip == "127.0.0.2"
+    # a key the gateway does not know (yet): refused as unknown, and paced, at the client's address
+    assert type(answer(gw.on_request(b"h", signed(Logon(req_id=1, api_key="fwd"), 0, WALL_MS, 6,
+                                                  FWD_SECRET), 0, "127.0.0.1"))) is LogonAck
+    unknown = answer(gw.on_request(b"h", signed(Logon(req_id=2, api_key="new", forwarded_for=
+                                                      "127.0.0.4"), 0, WALL_MS, 7), 0, "127.0.0.1"))
+    assert (unknown.reason, unknown.detail["ip"], unknown.detail["attempts"]) == (
+        "invalid_api_key", "127.0.0.4", 1)
     # the forwarding key cannot be forwarded (a client address cannot gain the scope)
-    assert type(answer(gw.on_request(b"g", signed(Logon(req_id=1, api_key="fwd"), 0, WALL_MS, 4,
+    assert type(answer(gw.on_request(b"g", signed(Logon(req_id=1, api_key="fwd"), 0, WALL_MS, 8,
                                                   FWD_SECRET), 0, "127.0.0.1"))) is LogonAck
     chained = answer(gw.on_request(b"g", signed(Logon(req_id=2, api_key="fwd",
                                                       forwarded_for="127.0.0.9"),
-                                                0, WALL_MS, 5, FWD_SECRET), 0, "127.0.0.1"))
+                                                0, WALL_MS, 9, FWD_SECRET), 0, "127.0.0.1"))
     assert (chained.reason, chained.detail["api_key_scopes"]) == ("forwarding_not_allowed",
                                                                   "forward")
