@@ -13,7 +13,8 @@ text format). One scrape target for the whole venue:
   (admission to the first answer), liquidation steps by kind (the liquidator), the insurance fund
   and funding settlements, payments and amounts (risk), and each node's drained-batch sizes (the
   frames waiting on a socket when it woke: its inbox backlog, up to the 512 of a full drain);
-- the failover epoch and role of each node, when its status carries them (#19), else epoch 0;
+- the failover epoch and role of each node, when its status carries them (#19: risk and matching
+  with a standby), else epoch 0; a standby's lag in inputs and seconds;
 - netsim: the link table the supervisor publishes (shaped links, latency model, loss, partitions).
 
 Names follow Prometheus conventions: counters end in _total, durations are _seconds.
@@ -60,9 +61,11 @@ HISTOGRAMS = {
                      "frames drained per wake of a node's socket: what was waiting (the "
                      "backlog), up to a full drain of 512"),
 }
-# plain stats exported under their own names below, not as perpx_node_<stat>_total
+# plain stats exported under their own names below, not as perpx_node_<stat>_total (#19's
+# epoch and role_primary are perpx_node_epoch and perpx_node_role; its lags are gauges)
 SPECIAL_STATS = frozenset({"insurance_fund_atoms", "funding_settlements", "funding_payments",
-                           "funding_paid_atoms", "funding_received_atoms"})
+                           "funding_paid_atoms", "funding_received_atoms", "epoch",
+                           "role_primary", "standby_lag_inputs", "standby_lag_ms"})
 
 
 class MarketGauges:
@@ -214,8 +217,13 @@ class ClusterCollector:
                                  "heartbeat", labels=["node"])
         epoch = GaugeMetricFamily("perpx_node_epoch", "the node's failover epoch (0: the node "
                                   "reports none)", labels=["node"])
-        role = GaugeMetricFamily("perpx_node_role", "1 for the node's failover role",
+        role = GaugeMetricFamily("perpx_node_role", "1 for the node's failover role (primary, "
+                                 "standby, down) when it runs with a standby",
                                  labels=["node", "role"])
+        lag_inputs = GaugeMetricFamily("perpx_node_standby_lag_inputs", "inputs a standby has "
+                                       "not applied yet", labels=["node"])
+        lag_seconds = GaugeMetricFamily("perpx_node_standby_lag_seconds", "age of the oldest "
+                                        "input a standby has not applied", labels=["node"])
         stats: dict[str, CounterMetricFamily] = {}
         labelled = {family: CounterMetricFamily(metric, doc, labels=["node", label])
                     for family, (metric, label, doc) in LABELLED.items()}  # (even with no sample)
@@ -236,8 +244,11 @@ class ClusterCollector:
             epoch.add_metric([name], found_epoch if isinstance(found_epoch, (int, float)) else 0)
             if isinstance(node.get("role"), str):
                 role.add_metric([name, node["role"]], 1.0)
+                if node["role"] == "standby":
+                    lag_inputs.add_metric([name], node_stats.get("standby_lag_inputs", 0))
+                    lag_seconds.add_metric([name], node_stats.get("standby_lag_ms", 0) / 1000)
             for stat, value in sorted(node_stats.items()):
-                if not isinstance(value, (int, float)) or stat == "epoch":
+                if not isinstance(value, (int, float)):
                     continue
                 parts = split(stat)
                 if parts is not None:
@@ -259,6 +270,8 @@ class ClusterCollector:
         yield beat
         yield epoch
         yield role
+        yield lag_inputs
+        yield lag_seconds
         yield from stats.values()
         yield from labelled.values()
         yield from self._histograms(histograms, status)

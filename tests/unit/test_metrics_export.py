@@ -62,8 +62,14 @@ def test_labelled_stats_become_families(tmp_path):
     risk = {"insurance_fund_atoms": 100_000_250_000, "funding_paid_atoms": 1_500_000,
             "funding_payments": 4}
     out = scrape(tmp_path, {
-        "gateway": {"state": "running", "stats": gateway, "epoch": 3, "role": "primary"},
-        "risk": {"state": "running", "stats": risk}})
+        "gateway": {"state": "running", "stats": gateway},
+        "risk": {"state": "running", "stats": risk},
+        # #19's shape: the role and epoch in the status, the same (and the lag) in the stats
+        "matching": {"state": "running", "role": "primary", "epoch": 3,
+                     "stats": {"epoch": 3, "role_primary": 1, "standby_lag_inputs": 0}},
+        "matching.b": {"state": "running", "role": "standby", "epoch": 3,
+                       "stats": {"epoch": 3, "role_primary": 0, "standby_lag_inputs": 4,
+                                 "standby_lag_ms": 250}}})
     assert out[m("perpx_rejects_total", node="gateway", reason="insufficient_margin")] == 3
     assert out[m("perpx_throttles_total", node="gateway", rule="key_weight")] == 1
     lat = {"node": "gateway", "type": "PlaceOrder"}
@@ -81,7 +87,12 @@ def test_labelled_stats_become_families(tmp_path):
     assert out[m("perpx_funding_paid_total", node="risk")] == 1.5
     assert out[m("perpx_funding_payments_total", node="risk")] == 4
     assert m("perpx_node_insurance_fund_atoms_total", node="risk") not in out
-    assert out[m("perpx_node_epoch", node="gateway")] == 3
-    assert out[m("perpx_node_epoch", node="risk")] == 0
-    assert out[m("perpx_node_role", node="gateway", role="primary")] == 1
+    assert out[m("perpx_node_epoch", node="matching")] == 3
+    assert out[m("perpx_node_epoch", node="gateway")] == 0
+    assert out[m("perpx_node_role", node="matching", role="primary")] == 1
+    assert out[m("perpx_node_role", node="matching.b", role="standby")] == 1
+    assert out[m("perpx_node_standby_lag_inputs", node="matching.b")] == 4
+    assert out[m("perpx_node_standby_lag_seconds", node="matching.b")] == 0.25
+    assert not [k for k in out if k[0].startswith(("perpx_node_epoch_total",
+                                                   "perpx_node_role_primary"))]
     assert not [k for k in out if "bad" in k[0]]
