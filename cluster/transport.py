@@ -322,7 +322,9 @@ class NodeShell:
             sock.setsockopt(zmq.SUBSCRIBE, topic)
         # A core with a standby publishes from whichever instance is primary: hear both.
         endpoints = [endpoint] + [n.standby_pub for n in self.topo.nodes.values()
-                                  if n.standby and n.pub == endpoint and n.standby_pub]
+                                  if n.standby and n.pub == endpoint and n.standby_pub] + [
+            n.standby_private for n in self.topo.nodes.values()
+            if n.standby and n.private == endpoint and n.standby_private]
         for each in endpoints:
             if self.role == "standby" and not always:
                 self._deferred.append((sock, each))  # a standby hears nothing until promoted
