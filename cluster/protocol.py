@@ -57,6 +57,9 @@ class Logon(Msg, tag=True, kw_only=True):
     req_id: Id = 0
     api_key: Annotated[str, Meta(max_length=128)]
     version: int = PROTOCOL_VERSION
+    # the client address this logon is for, named by a forwarder (the REST facade, on a session of
+    # its own key with the "forward" scope); refused from any other session (#25)
+    forwarded_for: Annotated[str, Meta(max_length=64)] = ""
 
 
 class PlaceOrder(Msg, tag=True, kw_only=True):
@@ -548,6 +551,9 @@ class Fill(Msg, tag=True, kw_only=True):
     liquidity: Literal["maker", "taker"]
     fee: int  # atoms; negative = rebate
     client_order_id: str = ""
+    # atoms: what closing part of a position made or lost against its cost, before the fee (the
+    # wallet moves by realized_pnl - fee); 0 for a fill that only opens
+    realized_pnl: int = 0
 
 
 class Deleveraged(Msg, tag=True, kw_only=True):

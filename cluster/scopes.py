@@ -10,7 +10,11 @@ from cluster.protocol import (
     GetLimits, GetOrders, Ping, PlaceOrder, SetLeverage, SetMarginMode, Withdraw,
 )
 
-SCOPES = ("read", "trade", "transfer", "admin")
+# "forward": the REST facade's own key (#25): a session logged on with it may log users on for the
+# client address it names (Logon.forwarded_for), so that per-address limits and allow-lists apply
+# to the real client; it may make no account request itself
+SCOPES = ("read", "trade", "transfer", "admin", "forward")
+FORWARD = "forward"
 ANY_SCOPE = SCOPES
 
 REQUIRED_SCOPES: dict[type, tuple[str, ...]] = {

@@ -808,7 +808,7 @@ class RiskEngine(Snapshottable):
                 msg, spec.funding_interval_s * E9, now_ns, out):
             return
         self._set_mark(msg.symbol, msg.mark, now_ns, out)
-        net = 0
+        net = paid = 0
         payers = receivers = 0
         for acct in self.accounts.values():
             pos = acct.positions.get(msg.symbol)
@@ -824,6 +824,7 @@ class RiskEngine(Snapshottable):
             pos.funding -= payment
             net += payment
             payers += payment < 0
+            paid -= min(payment, 0)
             receivers += payment > 0
             acct.funding_history.appendleft(FundingEntry(
                 ts_ns=msg.ts_ns or now_ns, symbol=msg.symbol, rate_e9=msg.rate_e9, qty=pos.qty,
@@ -832,7 +833,8 @@ class RiskEngine(Snapshottable):
         self.insurance_fund -= net  # payers rounded up, receivers down: the remainder is >= 0
         self._explain(out, now_ns, "risk.funding", msg.symbol, "funding_settled", {
             "rate_e9": msg.rate_e9, "mark": msg.mark, "payers": payers, "receivers": receivers,
-            "remainder_to_insurance": -net, "funding_ts_ns": msg.funding_ts_ns})
+            "paid": paid, "received": paid + net, "remainder_to_insurance": -net,
+            "funding_ts_ns": msg.funding_ts_ns})
 
     # ------------------------------------------------------------------ engine events
 
@@ -946,13 +948,13 @@ class RiskEngine(Snapshottable):
             if liq is not None and liquidity == "taker":
                 # the forced fee is charged inside the settlement: before a closed isolated
                 # position's cash goes back to the cross wallet, so it is capped by its margin
-                fee = self._settle(acct, ev.symbol, side, ev.qty, ev.price, fee,
-                                   forced_notional=notional)
+                fee, realized = self._settle(acct, ev.symbol, side, ev.qty, ev.price, fee,
+                                             forced_notional=notional)
                 liq.qty += ev.qty
                 liq.notional += notional
                 liq.fee += fee
             else:
-                self._settle(acct, ev.symbol, side, ev.qty, ev.price, fee)
+                _, realized = self._settle(acct, ev.symbol, side, ev.qty, ev.price, fee)
             order = self.orders.get(order_id)
             coid = order.client_order_id if order is not None else ""
             if order is not None:
@@ -964,7 +966,8 @@ class RiskEngine(Snapshottable):
             self._reprice(acct, ev.symbol)  # the position changed what orders open and close
             fill = Fill(seq=ev.seq, trade_id=ev.trade_id, order_id=order_id, account=account,
                         symbol=ev.symbol, side=side, price=ev.price, qty=ev.qty,
-                        remaining=remaining, liquidity=liquidity, fee=fee, client_order_id=coid)
+                        remaining=remaining, liquidity=liquidity, fee=fee, client_order_id=coid,
+                        realized_pnl=realized)
             acct.fills.appendleft(fill)
             out.append(("gateway", Report(account=account, event=fill)))
         if liq is not None:
@@ -974,14 +977,15 @@ class RiskEngine(Snapshottable):
         return (ev.taker_account, ev.maker_account)
 
     def _settle(self, acct: AccountState, symbol: str, side: int, qty: int, price: int,
-                fee: int, forced_notional: int = 0) -> int:
+                fee: int, forced_notional: int = 0) -> tuple[int, int]:
         """Book one side of a fill: cash, fee, position, and the isolated margin moves. A
         liquidation fill (`forced_notional`) is charged its forced fee once the fill is booked
-        and before an isolated position's cash goes back; returns that fee."""
+        and before an isolated position's cash goes back. Returns (that fee, the realized PnL
+        of the closing part: its proceeds less the cost it takes off the position)."""
         mult = self.specs[symbol].atoms_per_tick_lot
         acct.fees_paid += fee
         self.fee_pool += fee
-        forced = 0
+        forced = realized = 0
         pos = acct.positions.get(symbol)
         if pos is None:
             pos = acct.positions[symbol] = Position(acct.mode(symbol))
@@ -992,11 +996,13 @@ class RiskEngine(Snapshottable):
         if closing:
             before = abs(pos.qty)
             self._pay(acct, pos, side * price * closing * mult + fee_close)
+            cost_before = pos.cost
             if closing == before:
                 pos.cost = 0
             else:
                 share = abs(pos.cost) * closing // before
                 pos.cost -= share if pos.cost > 0 else -share
+            realized = -side * price * closing * mult - (cost_before - pos.cost)
             pos.qty += side * closing
             if forced_notional:
                 forced = self._forced_fee(acct, symbol, forced_notional)
@@ -1021,7 +1027,7 @@ class RiskEngine(Snapshottable):
             pos.cost += side * value
         if pos.qty == 0 and not pos.iso_cash:
             del acct.positions[symbol]
-        return forced
+        return forced, realized
 
     @staticmethod
     def _pay(acct: AccountState, pos: Position, amount: int) -> None:
