@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from cluster.protocol import (
     AdjustIsolatedMargin, AmendOrder, CancelAll, CancelOrder, Deposit, GetAccount, GetBook,
-    GetLimits, GetOrders, Ping, PlaceOrder, SetLeverage, SetMarginMode, Withdraw,
+    GetLimits, GetOrders, Ping, PlaceOrder, SetAccountMarginMode, SetLeverage, SetMarginMode,
+    Withdraw,
 )
 
 SCOPES = ("read", "trade", "transfer", "admin")
@@ -17,7 +18,7 @@ REQUIRED_SCOPES: dict[type, tuple[str, ...]] = {
     PlaceOrder: ("trade",), AmendOrder: ("trade",), CancelOrder: ("trade",),
     CancelAll: ("trade",), SetLeverage: ("trade",), SetMarginMode: ("trade",),
     AdjustIsolatedMargin: ("trade",), GetAccount: ("trade", "read", "admin"),
-    GetOrders: ("trade", "read", "admin"),
+    GetOrders: ("trade", "read", "admin"), SetAccountMarginMode: ("trade",),
     Deposit: ("admin",), Withdraw: ("transfer", "admin"),
     GetBook: ANY_SCOPE, Ping: ANY_SCOPE,  # (Ping: the full path; the gateway-local one is free)
     GetLimits: ANY_SCOPE,

@@ -62,6 +62,9 @@ class StressParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     max_diversification_bps: int
     liquidity_allowance_bps: int = 0
     floor_at_ladder: bool = True
+    # A portfolio account's initial requirement is its stress requirement x this (Deribit's
+    # mm_factor 0.8: maintenance = 0.8 x initial, so initial = maintenance x 1.25)
+    im_factor_bps: int = 12_500
     scan_bps: dict[str, int] = msgspec.field(default_factory=dict)
     correlation_bps: dict[str, int] = msgspec.field(default_factory=dict)  # "A/B" -> bps
     regimes: list[RegimeSpec] = msgspec.field(default_factory=list)
@@ -125,6 +128,9 @@ def check_params(params: StressParams) -> None:
         raise StressError("bad_params", "max_diversification_bps must be in [0, 10000]")
     if not 0 <= params.liquidity_allowance_bps <= BPS:
         raise StressError("bad_params", "liquidity_allowance_bps must be in [0, 10000]")
+    if not BPS <= params.im_factor_bps <= 10 * BPS:
+        raise StressError("bad_params", f"im_factor_bps {params.im_factor_bps} not in "
+                          "[10000, 100000]: initial must not be below maintenance")
     if params.grid_buckets < 1:
         raise StressError("bad_params", "grid_buckets must be >= 1")
     if not params.regimes:
@@ -327,3 +333,44 @@ def portfolio_requirement(params: StressParams, ladder_mm: int, stress_requireme
     if stress_requirement > ladder_mm or not params.floor_at_ladder:
         return stress_requirement, "stress"
     return ladder_mm, "ladder"
+
+
+def portfolio_initial(params: StressParams, ladder_im: int, stress_requirement: int
+                      ) -> tuple[int, str]:
+    """Initial requirement of an account in the `portfolio` margin mode: the stress requirement
+    x im_factor_bps (rounded up), when it is higher than the summed per-symbol IM (leverage and
+    IM buffer as for a cross account); the same floor rule as `portfolio_requirement`, so that
+    initial >= maintenance whichever side binds."""
+    stress_im = ceil_div(stress_requirement * params.im_factor_bps, BPS)
+    if stress_im > ladder_im or not params.floor_at_ladder:
+        return stress_im, "stress"
+    return ladder_im, "ladder"
+
+
+class PortfolioMargin(msgspec.Struct, frozen=True, kw_only=True):
+    """Both requirements of a portfolio account and what decided them."""
+
+    maintenance: int
+    maintenance_source: str  # "stress" | "ladder"
+    initial: int
+    initial_source: str
+    stress: StressResult
+
+
+def portfolio_margin(params: StressParams, legs: list[Leg], ladder_mm: int, ladder_im: int
+                     ) -> PortfolioMargin:
+    """The one definition risk (initial and maintenance) and the liquidator (maintenance, with
+    the book it sees on each leg for the liquidity add-on) both apply to a portfolio account."""
+    result = stress(params, legs)
+    mm, mm_source = portfolio_requirement(params, ladder_mm, result.requirement)
+    im, im_source = portfolio_initial(params, ladder_im, result.requirement)
+    return PortfolioMargin(maintenance=mm, maintenance_source=mm_source, initial=im,
+                           initial_source=im_source, stress=result)
+
+
+def binding_move(result: StressResult) -> dict[str, int]:
+    """The worst joint move (bps per symbol) of the regime that binds."""
+    for regime in result.regimes:
+        if regime.name == result.binding_regime:
+            return dict(regime.worst_move_bps)
+    return {}
