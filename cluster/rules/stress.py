@@ -272,6 +272,7 @@ def liquidity_addon(leg: Leg, scan_bps: int, allowance_bps: int) -> LiquidityAdd
     allowance. What the book cannot take is charged at the farther of the last level and a full
     scan move (a book too thin to close into is the liquidity risk itself)."""
     levels = (leg.bids if leg.qty > 0 else leg.asks) or []
+    closing = -1 if leg.qty > 0 else 1  # a long closes by selling into the bids
     need = abs(leg.qty)
     slippage = 0
     last = leg.mark
@@ -279,11 +280,13 @@ def liquidity_addon(leg: Leg, scan_bps: int, allowance_bps: int) -> LiquidityAdd
         if need == 0:
             break
         take = min(need, qty)
-        slippage += take * abs(price - leg.mark) * leg.mult
+        # only what is worse than the mark costs: a bid above the mark (a book not yet
+        # re-quoted after a move) is no slippage, not a charge as if it were below
+        slippage += take * max(0, closing * (price - leg.mark)) * leg.mult
         need -= take
         last = price
     if need:
-        per_lot = max(abs(last - leg.mark), ceil_div(leg.mark * scan_bps, BPS))
+        per_lot = max(closing * (last - leg.mark), ceil_div(leg.mark * scan_bps, BPS))
         slippage += need * per_lot * leg.mult
     allowance = abs(leg.notional) * allowance_bps // BPS  # a credit: rounds down
     return LiquidityAddon(symbol=leg.symbol, qty=leg.qty, slippage=slippage, unfilled_qty=need,

@@ -192,6 +192,8 @@ class LiquidationEngine:
                             "liquidity_addon": sum(a.addon for a in pm.stress.liquidity)})
             for s, bps in sg.binding_move(pm.stress).items():
                 numbers[f"worst_move_bps.{s}"] = bps
+            for s, notional in pm.stress.notional.items():  # what the grid priced: legs at marks
+                numbers[f"notional.{s}"] = notional
         self._explain(out, now_ns, liq, "trigger", "liquidate", numbers)
         liq.phase = "cancel"
         out.append(("risk", LiquidationStep(liquidation_id=liq.id, kind="cancel", account=account,
