@@ -5,6 +5,8 @@ explanation of a regime shift that moves a portfolio account's requirement."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import msgspec
 import pytest
 
@@ -338,3 +340,22 @@ def test_a_decorrelated_fall_liquidates_the_portfolio_twin_exactly_at_its_requir
     assert [e.numbers["qty"] for e in w.audit if e.rule == "liquidation.reduce"] == [smallest]
     assert [e.decision for e in w.audit if e.rule == "liquidation.end"] == ["restored"]
     assert due(mark)[0] is False and 0 < w.position("alice") < LONG_BTC
+    README_FIGURES["fall_to"] = f"liquidates it at {mark // 10:,}"
+    README_FIGURES["chunk"] = f"(on the hedged example: {Decimal(smallest) / 1000} BTC"
+
+
+README_FIGURES = {
+    "requirements": f"asks {Decimal(STRESS) / USD:,.2f} maintenance and {Decimal(STRESS_IM) / USD:,.2f}"
+                    f" initial in\n  portfolio mode, against {LADDER_MM // USD:,} and {LADDER_IM // USD:,}",
+}
+
+
+def test_the_readme_quotes_these_figures():
+    """The README's portfolio-mode paragraph, against the numbers the tests above derive."""
+    from pathlib import Path
+
+    if "fall_to" not in README_FIGURES:
+        test_a_decorrelated_fall_liquidates_the_portfolio_twin_exactly_at_its_requirement()
+    text = (Path(__file__).parents[2] / "README.md").read_text()
+    for name, figure in README_FIGURES.items():
+        assert figure in text, (name, figure)
