@@ -251,11 +251,15 @@ class StressResult(msgspec.Struct, frozen=True, kw_only=True):
     grid: dict[str, list[tuple[int, int, int]]]  # symbol -> (k, move bps, leg PnL) per grid point
 
 
-def regime_result(params: StressParams, regime: RegimeSpec, ws: dict[str, int]) -> RegimeResult:
+def regime_result(params: StressParams, regime: RegimeSpec, ws: dict[str, int],
+                  explain: bool = True) -> RegimeResult:
     symbols = sorted(ws)
     rws = {s: sum(params.rho_e8(regime, s, t) * ws[t] for t in symbols) for s in symbols}
     q = max(0, sum(ws[s] * rws[s] for s in symbols))
     loss = -(-ceil_isqrt(q) // BPS)
+    if not explain:  # the number only (a margin check): no move, no split
+        return RegimeResult(name=regime.name, q_e8=q, loss=loss, worst_move_bps={},
+                            contribution={})
     if loss == 0:
         return RegimeResult(name=regime.name, q_e8=q, loss=0,
                             worst_move_bps={s: 0 for s in symbols},
@@ -305,15 +309,17 @@ def grid_rows(params: StressParams, symbol: str, notional: int) -> list[tuple[in
     return rows
 
 
-def stress(params: StressParams, legs: list[Leg]) -> StressResult:
-    """The stress requirement of a set of positions (one cross account), with its explanation."""
+def stress(params: StressParams, legs: list[Leg], explain: bool = True) -> StressResult:
+    """The stress requirement of a set of positions (one cross account), with its explanation
+    (`explain` False: the same numbers, without the worst moves, splits and grid rows, which
+    cost most of the time; for margin checks on every order)."""
     notional: dict[str, int] = {}
     for leg in legs:
         if leg.mark <= 0 or leg.mult <= 0:
             raise StressError("no_mark", f"{leg.symbol}: need a positive mark and multiplier")
         notional[leg.symbol] = notional.get(leg.symbol, 0) + leg.notional
     ws = {s: weighted_sensitivity(n, params.scan(s)) for s, n in sorted(notional.items())}
-    regimes = [regime_result(params, r, ws) for r in params.regimes]
+    regimes = [regime_result(params, r, ws, explain) for r in params.regimes]
     worst = max(regimes, key=lambda r: r.loss)  # first of the worst, in file order
     floor = ceil_div((BPS - params.max_diversification_bps) * sum(abs(v) for v in ws.values()), BPS)
     liquidity = [liquidity_addon(leg, params.scan(leg.symbol), params.liquidity_allowance_bps)
@@ -325,7 +331,7 @@ def stress(params: StressParams, legs: list[Leg]) -> StressResult:
         binding_regime=worst.name, worst_regime_loss=worst.loss, diversification_floor=floor,
         binding=worst.name if worst.loss >= floor else "floor", liquidity=liquidity,
         requirement=base + sum(a.addon for a in liquidity),
-        grid={s: grid_rows(params, s, n) for s, n in sorted(notional.items())})
+        grid={s: grid_rows(params, s, n) for s, n in sorted(notional.items())} if explain else {})
 
 
 def portfolio_requirement(params: StressParams, ladder_mm: int, stress_requirement: int
@@ -360,11 +366,11 @@ class PortfolioMargin(msgspec.Struct, frozen=True, kw_only=True):
     stress: StressResult
 
 
-def portfolio_margin(params: StressParams, legs: list[Leg], ladder_mm: int, ladder_im: int
-                     ) -> PortfolioMargin:
+def portfolio_margin(params: StressParams, legs: list[Leg], ladder_mm: int, ladder_im: int,
+                     explain: bool = True) -> PortfolioMargin:
     """The one definition risk (initial and maintenance) and the liquidator (maintenance, with
     the book it sees on each leg for the liquidity add-on) both apply to a portfolio account."""
-    result = stress(params, legs)
+    result = stress(params, legs, explain)
     mm, mm_source = portfolio_requirement(params, ladder_mm, result.requirement)
     im, im_source = portfolio_initial(params, ladder_im, result.requirement)
     return PortfolioMargin(maintenance=mm, maintenance_source=mm_source, initial=im,

@@ -183,7 +183,7 @@ class LiquidationEngine:
             "forced_fee": fee, "position": qty,
             "tier": tier_for(self.specs[symbol].tiers, value).number,
             "isolated": int(key != account)}
-        pm = self.monitor.portfolio.get(account) if state.portfolio and key == account else None
+        pm = self.monitor.explain_portfolio(account) if state.portfolio and key == account else None
         if pm is not None:  # what decided the requirement: the grid's binding regime and move
             numbers.update({"portfolio": 1, "maintenance_source": pm.maintenance_source,
                             "stress_requirement": pm.stress.requirement,

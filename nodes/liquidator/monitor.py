@@ -29,7 +29,8 @@ class MaintenanceMonitor:
         self.specs = dict(symbols)
         self._stress_params = stress_params
         self.books = books or {}
-        self.portfolio: dict[str, sg.PortfolioMargin] = {}  # account -> the last one assessed
+        # account -> (legs, summed ladder MM) of its last assessment, for explaining a trigger
+        self.portfolio: dict[str, tuple[list[sg.Leg], int]] = {}
         self.marks: dict[str, int] = {}
         self.accounts: dict[str, AccountRisk] = {}
         self.holders: dict[str, dict[str, None]] = {s: {} for s in sorted(symbols)}
@@ -101,11 +102,15 @@ class MaintenanceMonitor:
             if state.portfolio and qty:
                 legs.append(self._leg(symbol, qty, cost))
         if state.portfolio and legs:
-            pm = sg.portfolio_margin(self.stress_params, legs, mm, 0)
             if replace is None:
-                self.portfolio[account] = pm
-            mm = pm.maintenance
+                self.portfolio[account] = (legs, mm)
+            mm = sg.portfolio_margin(self.stress_params, legs, mm, 0, explain=False).maintenance
         return equity, mm, fee
+
+    def explain_portfolio(self, account: str) -> sg.PortfolioMargin | None:
+        """The last assessment of a portfolio account, with its explanation."""
+        last = self.portfolio.get(account)
+        return sg.portfolio_margin(self.stress_params, *last, 0) if last is not None else None
 
     def assess_isolated(self, account: str, symbol: str) -> tuple[int, int, int]:
         state = self.accounts[account]

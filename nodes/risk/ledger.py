@@ -248,18 +248,18 @@ class RiskEngine(Snapshottable):
         ladder = sum(self.initial_margin(acct, s, self._position_value(s, p))
                      for s, p in acct.positions.items() if not (cross_only and p.isolated))
         if acct.portfolio and acct.positions:
-            return self.portfolio_margin(acct, ladder_im=ladder).initial
+            return self.portfolio_margin(acct, ladder_im=ladder, explain=False).initial
         return ladder
 
     def maintenance_margin(self, acct: AccountState) -> int:
         ladder = sum(maintenance_margin(self.specs[s].tiers, self._position_value(s, p))
                      for s, p in acct.positions.items())
         if acct.portfolio and acct.positions:
-            return self.portfolio_margin(acct, ladder_mm=ladder).maintenance
+            return self.portfolio_margin(acct, ladder_mm=ladder, explain=False).maintenance
         return ladder
 
     def portfolio_margin(self, acct: AccountState, ladder_mm: int | None = None,
-                         ladder_im: int | None = None) -> sg.PortfolioMargin:
+                         ladder_im: int | None = None, explain: bool = True) -> sg.PortfolioMargin:
         """The account's requirements in the `portfolio` mode (cluster/rules/stress.py), its
         positions at risk's marks. Risk sees no book: no liquidity add-on here (the liquidator,
         which mirrors the books, adds it to the maintenance it triggers on)."""
@@ -275,7 +275,7 @@ class RiskEngine(Snapshottable):
         if ladder_im is None:
             ladder_im = sum(self.initial_margin(acct, s, self._position_value(s, p))
                             for s, p in acct.positions.items())
-        return sg.portfolio_margin(self.stress_params, legs, ladder_mm, ladder_im)
+        return sg.portfolio_margin(self.stress_params, legs, ladder_mm, ladder_im, explain)
 
     def available(self, acct: AccountState) -> int:
         """What the cross wallet can still commit: equity less cross IM and order reservations."""
@@ -903,7 +903,7 @@ class RiskEngine(Snapshottable):
                 continue
             new = self._portfolio_numbers(acct)
             self.regimes[symbol] = before
-            old = self.portfolio_margin(acct)
+            old = self.portfolio_margin(acct, explain=False)
             self.regimes[symbol] = after
             if old.initial == new["initial_margin"]:
                 continue
