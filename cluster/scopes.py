@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from cluster.protocol import (
     AdjustIsolatedMargin, AmendOrder, CancelAll, CancelOrder, Deposit, GetAccount, GetBook,
-    GetLimits, GetOrders, Ping, PlaceOrder, SetLeverage, SetMarginMode, Withdraw,
+    GetLimits, GetOrders, Ping, PlaceOrder, SetAccountMarginMode, SetLeverage, SetMarginMode,
+    Withdraw,
 )
 
 # "forward": the REST facade's own key (#25): a session logged on with it may log users on for the
@@ -21,7 +22,7 @@ REQUIRED_SCOPES: dict[type, tuple[str, ...]] = {
     PlaceOrder: ("trade",), AmendOrder: ("trade",), CancelOrder: ("trade",),
     CancelAll: ("trade",), SetLeverage: ("trade",), SetMarginMode: ("trade",),
     AdjustIsolatedMargin: ("trade",), GetAccount: ("trade", "read", "admin"),
-    GetOrders: ("trade", "read", "admin"),
+    GetOrders: ("trade", "read", "admin"), SetAccountMarginMode: ("trade",),
     Deposit: ("admin",), Withdraw: ("transfer", "admin"),
     GetBook: ANY_SCOPE, Ping: ANY_SCOPE,  # (Ping: the full path; the gateway-local one is free)
     GetLimits: ANY_SCOPE,

@@ -14,7 +14,8 @@ MARK_CHECK_MS = 100  # how often the marks' ages are looked at with no order to 
 
 
 # Settings changes surveillance ranks (leverage anomalies; the others are context for a reviewer).
-SURVEILLED_RULES = frozenset({"risk.leverage_changed", "risk.margin_mode_changed"})
+SURVEILLED_RULES = frozenset({"risk.leverage_changed", "risk.margin_mode_changed",
+                              "risk.account_margin_mode_changed"})
 
 
 def make_engine(topo: Topology) -> RiskEngine:
