@@ -44,10 +44,11 @@ class World:
         self.problems: list[str] = []  # broken rules, with the numbers
         self._liq_cash: dict[int, int] = {}  # liquidation IOC id -> fund cash its fills moved
         self._liq_fees: dict[int, int] = {}  # ... and forced fees its account paid
-        # (step kinds, funding rate): a funding payment that reaches risk just before the next
-        # liquidation step of one of those kinds, as it can in the cluster (no order holds between
-        # the oracle's and the liquidator's links); the step was priced on the wallet before it.
-        self.funding_before_step: tuple[tuple[str, ...], int] | None = None
+        # A funding payment that reaches risk just before `account`'s next liquidation step of one
+        # of `kinds`, as it can in the cluster (no order holds between the oracle's and the
+        # liquidator's links): the step was priced on the wallet before the payment. `payer`: the
+        # account pays it (the rate's sign is its position's), else it receives it.
+        self.funding_before_step: dict | None = None  # kinds, account, rate_e9, payer
         self.cross_deficits = 0  # cross deficits the fund covered so far
 
     def _check_money(self) -> None:
@@ -64,12 +65,8 @@ class World:
         while queue:
             dest, msg = queue.popleft()
             if dest == "risk":
-                if type(msg) is LiquidationStep and self.funding_before_step and \
-                        msg.kind in self.funding_before_step[0]:
-                    rate_e9 = self.funding_before_step[1]
-                    self.funding_before_step = None
-                    queue.extend(self._risk_handle(FundingRate(
-                        symbol=msg.symbol, rate_e9=rate_e9, mark=self.risk.marks[msg.symbol])))
+                if type(msg) is LiquidationStep and self._funding_lands_before(msg):
+                    queue.extend(self._risk_handle(self._funding_for(msg)))
                     self._check_money()
                 queue.extend(self._risk_handle(msg))
                 self._check_money()
@@ -91,6 +88,18 @@ class World:
                 self.audit.append(msg)
             else:
                 self.gateway.append(msg)
+
+    def _funding_lands_before(self, step: LiquidationStep) -> bool:
+        armed = self.funding_before_step
+        return armed is not None and step.kind in armed["kinds"] and step.account == \
+            armed["account"] and self.position(step.account, step.symbol) != 0
+
+    def _funding_for(self, step: LiquidationStep) -> FundingRate:
+        armed, self.funding_before_step = self.funding_before_step, None
+        long = self.position(step.account, step.symbol) > 0
+        sign = (1 if long else -1) * (1 if armed["payer"] else -1)  # longs pay a rate > 0
+        return FundingRate(symbol=step.symbol, rate_e9=sign * armed["rate_e9"],
+                           mark=self.risk.marks[step.symbol])
 
     # ------------------------------------------------------------------ the checks
 

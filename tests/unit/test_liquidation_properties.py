@@ -40,31 +40,25 @@ move = st.fixed_dictionaries({"mark_ppm": st.one_of(st.integers(-15_000, 15_000)
 # cluster's links give no order between the oracle's rate and the liquidator's step): the step's
 # price (the bankruptcy price) was worked out on the wallet before the payment, so a payer's
 # takeover or IOC at that price can leave its wallet below zero, a deficit the fund must cover and
-# no one else. It lands while a step of the drawn kinds is on its way (the fund's or ADL's takeover
-# is the path's last step: a later step is priced afresh); `payer`: the whale pays it.
+# no one else. It lands before the account's first step of the drawn kinds (the fund's or ADL's
+# takeover is the path's last step: a later step is priced afresh); `payer`: the account pays it.
 funding_in_flight = st.fixed_dictionaries({
-    "funding_before": st.sampled_from((("insurance", "adl"), ("insurance", "adl"), ("backstop",),
-                                       ("reduce",))),
+    "kinds": st.sampled_from((("insurance", "adl"), ("insurance", "adl"), ("backstop",),
+                              ("reduce",))),
     "rate_e9": st.integers(100_000, 3_000_000), "payer": st.booleans()})
-lag = st.fixed_dictionaries({"lag_ppm": st.integers(-40_000, 40_000), "funding": funding_in_flight})
-# last, maybe, a trend against a whale at tier 6 (MMR 10% less the tier's amount: 5.8% of 30M,
+lag = st.fixed_dictionaries({"lag_ppm": st.integers(-40_000, 40_000), "funding": funding_in_flight,
+                             "account": st.sampled_from(TRADERS)})
+# last, a trend against a whale at tier 6 (MMR 10% less the tier's amount: 5.8% of 30M,
 # and the forced fee), the quotes following each move: it reaches its trigger with its bankruptcy
-# price past the band, so its liquidation orders must be clamped to the band's edge
-trend = st.one_of(st.none(), st.fixed_dictionaries({
+# price past the band, so its liquidation orders must be clamped to the band's edge. A funding
+# payment the whale owes lands before its takeover (insurance or ADL), priced before it: a cross
+# deficit. Always drawn: hypothesis's derandomized run drew st.none() for all 120 examples when
+# it was optional, and reached no whale liquidation at all.
+trend = st.fixed_dictionaries({
     "lots": st.integers(900_000, 1_000_000), "side": st.sampled_from((1, -1)),
-    "step_ppm": st.integers(5_000, 15_000), "funding": funding_in_flight}))
+    "step_ppm": st.integers(5_000, 15_000), "funding_e9": st.integers(100_000, 3_000_000)})
 mode = st.fixed_dictionaries({"account": st.sampled_from(TRADERS),
                               "isolated": st.booleans(), "leverage": st.integers(20, 100)})
-
-
-def mark_with_funding_in_flight(w: World, mark: int, funding: dict) -> None:
-    """A new mark; a funding payment reaches risk just before the first liquidation step of the
-    drawn kinds, if one comes."""
-    whale = w.position("whale")
-    sign = (1 if whale >= 0 else -1) * (1 if funding["payer"] else -1)  # longs pay a rate > 0
-    w.funding_before_step = (funding["funding_before"], sign * funding["rate_e9"])
-    w.mark(mark)
-    w.funding_before_step = None
 
 
 def fill(w: World, buyer: str, seller: str, lots: int, price: int) -> None:
@@ -105,7 +99,9 @@ def test_liquidations_reach_every_step_and_keep_the_rules(modes, script, fund, b
                 event("whale at tier 6 or above")
         elif "lag_ppm" in step:
             mark = max(150_000, mark + mark * step["lag_ppm"] // 1_000_000)
-            mark_with_funding_in_flight(w, mark, step["funding"])
+            w.funding_before_step = {**step["funding"], "account": step["account"]}
+            w.mark(mark)
+            w.funding_before_step = None
         else:
             mark = max(150_000, mark + mark * step["mark_ppm"] // 1_000_000)
             if step["requote"]:
@@ -114,7 +110,9 @@ def test_liquidations_reach_every_step_and_keep_the_rules(modes, script, fund, b
                 w.place("mm", 1, step["bid_lots"], mark - 200)
                 w.place("mm", -1, step["bid_lots"], mark + 200)
             w.mark(mark)
-    if trend is not None:
+    if trend is not None:  # the whale's payment waits for its takeover, however late it comes
+        w.funding_before_step = {"kinds": ("insurance", "adl"), "account": "whale",
+                                 "rate_e9": trend["funding_e9"], "payer": True}
         w.cancel_all("whale")
         if trend["side"] > 0:
             fill(w, "whale", "mm", trend["lots"], mark)
@@ -130,7 +128,7 @@ def test_liquidations_reach_every_step_and_keep_the_rules(modes, script, fund, b
             w.cancel_all("mm")
             w.place("mm", 1, 50_000, mark - 200)
             w.place("mm", -1, 50_000, mark + 200)
-            mark_with_funding_in_flight(w, mark, trend["funding"])
+            w.mark(mark)
     w.mark(mark)  # a fresh mark: the world settles on it
     risk, matching = w.risk, w.matching
     assert not w.problems, w.problems
@@ -157,9 +155,11 @@ def test_liquidations_reach_every_step_and_keep_the_rules(modes, script, fund, b
 
 
 # States the property test above must reach, with the least share of its examples. Measured
-# (120 examples): cross deficit covered 49% derandomized, 50-54% in three random runs; the other
-# states swing with hypothesis's targeting (ADL 5-51%, forced fee capped 1-46%, the band edge 2-65%
-# across runs), so their floors are low: they say the state is still reached at all.
+# (120 examples): cross deficit covered 58% derandomized alone and inside the whole fast suite
+# (hypothesis also draws from constants in the modules imported, so the suite's examples differ
+# from a lone run's: an optional trend once gave 47% alone and 0% in the suite), 53-57% in three
+# random runs. Other states swing with hypothesis's targeting (ADL 7-51%, forced fee capped
+# 1-55%, the band edge 13-67% across runs and contexts); their floors say they are reached at all.
 COVERAGE = {"step reduce": 0.4, "step backstop": 0.3, "insurance takeover": 0.1,
             "cross deficit covered by the fund": 0.3}
 REACHED: Counter = Counter()  # state -> examples of the property test that reached it
