@@ -11,7 +11,7 @@ import sys
 import uvloop
 
 from cluster import config
-from cluster.transport import NodeShell, die_with_parent
+from cluster.transport import NodeShell
 
 
 SERVICES_ENV = "PERPX_SERVICES"  # a module whose build(node) returns that node's build(shell, topo)
@@ -28,23 +28,32 @@ def settle_gc() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="perpx-node")
-    parser.add_argument("node", choices=config.NODE_NAMES + config.OPTIONAL_NODES)
+    parser.add_argument("node", choices=config.NODE_NAMES + config.OPTIONAL_NODES + tuple(
+        f"{n}.b" for n in config.JOURNALED_NODES), help="a node, or a core's standby (<node>.b)")
     parser.add_argument("--config", default=None)
     parser.add_argument("--run-dir", default=None)
     parser.add_argument("--restarted", action="store_true",
                         help="the supervisor restarted this node while the cluster ran")
     args = parser.parse_args(argv)
-    die_with_parent()
+    # A node outlives its supervisor (#19): it goes on serving, and a restarted supervisor adopts
+    # it (cluster/supervisor.py); `perpx cluster down` stops whatever is left.
     topo = config.load(args.config, run_dir=args.run_dir)
-    shell = NodeShell(args.node, topo)
+    node, _, standby = args.node.partition(".")
+    if standby and not topo.nodes[node].standby:
+        parser.error(f"{args.node}: the topology gives {node} no standby")
+    shell = NodeShell(node, topo, instance=args.node)
     shell.restarted = args.restarted
+    if topo.nodes[node].standby and (standby or args.restarted):
+        # A core's second instance starts as its standby, and so does any restarted instance:
+        # it learns from the other (or the witness) who is primary (cluster/failover.py).
+        shell.role = "standby"
     # Another set of services, named by module (the benchmarks' null pipeline: hops, no logic),
     # or the venue's own.
     services = os.environ.get(SERVICES_ENV)
     if services:
-        on_stop = importlib.import_module(services).build(args.node)(shell, topo)
+        on_stop = importlib.import_module(services).build(node)(shell, topo)
     else:
-        on_stop = importlib.import_module(f"nodes.{args.node}.service").build(shell, topo)
+        on_stop = importlib.import_module(f"nodes.{node}.service").build(shell, topo)
     settle_gc()
     uvloop.run(shell.run(on_stop))
     return shell.exit_code

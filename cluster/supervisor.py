@@ -39,6 +39,7 @@ import zmq.asyncio
 from cluster import curve
 from cluster.signing import ensure_key_file
 from cluster.audit import AuditJournal, Explanation
+from cluster.failover import FENCED_EXIT
 from cluster.config import Topology, node_names
 from cluster.logs import configure
 from cluster.runstate import status_path
@@ -58,10 +59,62 @@ STATUS_S = 0.25
 STOP_GRACE_S = 5.0
 
 
+class Adopted:
+    """A node process a restarted supervisor found running (not its child): the few Popen
+    methods the supervisor uses, by pid. Its exit status is not ours to read: -9 stands for it."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and not process_alive(self.pid):
+            self.returncode = -signal.SIGKILL
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        deadline = time.monotonic() + (timeout or 5.0)
+        while self.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.returncode
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ")[-1][:1] != "Z"
+    except (ProcessLookupError, OSError):
+        return False
+
+
+def running_instance(run: Path, instance: str) -> int | None:
+    """The pid of `instance`'s node process of this run, if its pid file names one that runs
+    (checked by its command line, so a reused pid is not taken for it)."""
+    try:
+        pid = int((run / "pid" / f"{instance}.pid").read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    args = [a.decode(errors="replace") for a in cmdline]
+    if "cluster.node" in args and instance in args and str(run) in args and process_alive(pid):
+        return pid
+    return None
+
+
 class NodeProc:
     def __init__(self, name: str) -> None:
         self.name = name
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen | Adopted | None = None
         self.ready = False
         self.last_beat = 0.0
         self.beats = 0
@@ -82,11 +135,16 @@ def last_line(path: Path, limit: int = 300) -> str:
 
 
 class Supervisor:
-    def __init__(self, topo: Topology, echo=None, resume: bool = False) -> None:
+    def __init__(self, topo: Topology, echo=None, resume: bool = False, adopt: bool = False) -> None:
         self.topo = topo
-        self.resume = resume  # keep the journals of an earlier run: risk and matching replay them
+        self.resume = resume or adopt  # keep the journals of an earlier run: risk and matching replay them
+        # A supervisor that died left its nodes serving: take over the ones still running
+        # (from their pid files, then their heartbeats) instead of starting a second set.
+        self.adopt = adopt
         self.run = Path(topo.run_dir)
-        self.nodes = {name: NodeProc(name) for name in node_names(topo)}
+        # one process per node, two for a core with a standby ("<node>.b": cluster/failover.py)
+        self.nodes = {instance: NodeProc(instance) for name in node_names(topo)
+                      for instance in topo.instances(name)}
         self.log = configure("supervisor", topo.log_dir)
         self.echo = echo or (lambda text: print(text, file=sys.stderr, flush=True))
         self.events: list[dict] = []
@@ -114,6 +172,13 @@ class Supervisor:
             (self.run / sub).mkdir(parents=True, exist_ok=True)
         # the API keys' secrets (0600), never in the topology: the gateway, SDK and CLI read them
         ensure_key_file(self.run, [a.api_key for a in self.topo.accounts.values()])
+        if self.adopt:  # the running nodes hold the run's keys and sockets: keep them, but
+            sup = self.topo.supervisor  # the dead supervisor's own ipc files are ours to bind
+            for endpoint in (sup.control, sup.netsim, sup.admin):
+                if endpoint.startswith("ipc://"):
+                    Path(endpoint[len("ipc://"):]).unlink(missing_ok=True)
+            (self.run / "supervisor.pid").write_text(str(os.getpid()))
+            return
         curve.create_for(self.topo)  # the internal links' keys, afresh for this run
         copy = self.run / "journal" / "topology.toml"  # what `perpx audit verify` replays with
         if not (self.resume and copy.exists()):
@@ -140,6 +205,7 @@ class Supervisor:
                     "pid": n.proc.pid if n.proc else None, "state": n.state, "ready": n.ready,
                     "heartbeat_age_ms": int((now - n.last_beat) * 1000) if n.last_beat else None,
                     "restarts": len(n.restarts), "exit_code": n.exit_code, "stats": n.stats,
+                    **self._role(n),
                 } for n in self.nodes.values()
             },
             "events": self.events[-20:],
@@ -147,6 +213,40 @@ class Supervisor:
         tmp = status_path(self.run).with_suffix(".json.tmp")
         tmp.write_text(json.dumps(status, indent=1))
         os.replace(tmp, status_path(self.run))
+
+    def _role(self, n: NodeProc) -> dict:
+        """A core instance's failover role as its heartbeats say (cluster/failover.py)."""
+        if n.name.partition(".")[0] not in self.topo.nodes or \
+                not self.topo.nodes[n.name.partition(".")[0]].standby:
+            return {}
+        stats = n.stats or {}
+        role = "primary" if stats.get("role_primary") else "standby"
+        if n.state not in ("running", "starting", "unresponsive"):
+            role = "down"
+        elif role == "primary":  # a paused old primary still says so: the higher epoch is it
+            node = n.name.partition(".")[0]
+            rivals = [self.nodes[i].stats or {} for i in self.topo.instances(node) if i != n.name]
+            if any(r.get("role_primary") and r.get("epoch", 0) > stats.get("epoch", 0)
+                   and self.nodes[i].state in ("running", "unresponsive")
+                   for r, i in zip(rivals, [i for i in self.topo.instances(node) if i != n.name])):
+                role = "superseded"
+        return {"role": role, "epoch": stats.get("epoch", 0),
+                "in_sync": bool(stats.get("standby_in_sync", 0)),
+                "standby_lag_inputs": stats.get("standby_lag_inputs", 0),
+                "standby_lag_ms": stats.get("standby_lag_ms", 0)}
+
+    def primary_of(self, node: str) -> str:
+        """The instance of core `node` that heartbeats say is primary (the highest epoch)."""
+        best = None
+        for instance in self.topo.instances(node):
+            proc = self.nodes[instance]
+            stats = proc.stats or {}
+            if stats.get("role_primary") and proc.state in ("running", "unresponsive") and (
+                    best is None or stats.get("epoch", 0) > best[0]):
+                best = (stats.get("epoch", 0), instance)
+        if best is None:
+            raise ControlError(f"no instance of {node} says it is primary")
+        return best[1]
 
     def _event(self, kind: str, node: str, **info) -> None:
         record = {"wall_ns": time.time_ns(), "mono_ns": time.monotonic_ns(), "event": kind,
@@ -192,6 +292,9 @@ class Supervisor:
                 node.state = "running"
                 node.last_beat = now
             elif type(msg) is Heartbeat:
+                if not node.ready and isinstance(node.proc, Adopted):
+                    node.ready = True  # an adopted node: its heartbeat is its Ready
+                    node.state = "running"
                 if node.state == "unresponsive":
                     self._event("node_responsive_again", node.name)
                     self.echo(f"supervisor: {node.name} is responsive again")
@@ -248,7 +351,21 @@ class Supervisor:
         if cmd == "status":
             return {"state": self.state, "nodes": {n.name: n.state for n in self.nodes.values()}}
         if cmd == "fault":
-            return self._fault(args.get("node", ""), args.get("op", ""))
+            node = args.get("node", "")
+            if args.get("primary") or args.get("standby"):
+                if node not in self.topo.nodes or not self.topo.nodes[node].standby:
+                    raise ControlError(f"{node!r} has no standby: --primary/--standby name a "
+                                       "core instance (risk, matching with standby = true)")
+                primary = self.primary_of(node)
+                node = primary if args.get("primary") else next(
+                    i for i in self.topo.instances(node) if i != primary)
+            result = self._fault(node, args.get("op", ""))
+            seconds = args.get("seconds")
+            if seconds and args.get("op") == "pause":
+                pid = result["pid"]
+                asyncio.get_running_loop().call_later(float(seconds), self._resume, node, pid)
+                result["resume_after_s"] = seconds
+            return result
         if cmd == "feed":
             try:  # array-like wire structs: build, then validate by a round trip
                 control = msgspec.msgpack.decode(msgspec.msgpack.encode(FeedControl(**args)),
@@ -325,6 +442,18 @@ class Supervisor:
         self._applied(f"fault_{op}", node_name, {"pid": pid})
         return {"node": node_name, "op": op, "pid": pid}
 
+    def _resume(self, instance: str, pid: int) -> None:
+        """The end of a timed pause: the same process (a restarted one was never paused)."""
+        node = self.nodes.get(instance)
+        if node is None or node.proc is None or node.proc.pid != pid or node.proc.poll() is not None:
+            return
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            return
+        node.paused = False
+        self._applied("fault_resume", instance, {"pid": pid, "timed": 1})
+
     async def start(self) -> None:
         self._prepare_dirs()
         keyring = curve.load(self.topo)
@@ -359,8 +488,21 @@ class Supervisor:
                 keyring.client(self._feeds, "supervisor", self.topo.nodes["feeds"].inbox)
             self._feeds.connect(self.topo.nodes["feeds"].inbox)
             self._tasks.append(asyncio.create_task(self._admin_loop()))
+        adopted = {}
         for node in self.nodes.values():
-            self._spawn(node)
+            pid = running_instance(self.run, node.name) if self.adopt else None
+            if pid is not None:
+                node.proc = Adopted(pid)
+                node.state = "adopting"  # ready at its first heartbeat to us
+                adopted[node.name] = pid
+            else:
+                self._spawn(node)
+        if self.adopt:
+            self._event("nodes_adopted", "supervisor", adopted=adopted,
+                        started=[n for n in self.nodes if n not in adopted])
+            self.echo(f"supervisor: adopted {len(adopted)} running nodes"
+                      + (f", started {len(self.nodes) - len(adopted)}"
+                         if len(adopted) < len(self.nodes) else ""))
         deadline = time.monotonic() + self.topo.supervisor.ready_timeout_ms / 1000
         while not all(n.ready for n in self.nodes.values()):
             for n in self.nodes.values():
@@ -413,7 +555,7 @@ class Supervisor:
         """A node silent past `hung_after_ms` is treated as dead: SIGKILL (a stopped process cannot
         catch it, and never wakes to emit what it held), then the exit is handled as a crash."""
         node.state = "hung"
-        policy = self.topo.nodes[node.name].on_failure
+        policy = self.topo.nodes[node.name.partition(".")[0]].on_failure
         self._event("node_hung", node.name, heartbeat_age_ms=age_ms,
                     hung_after_ms=self.topo.supervisor.hung_after_ms, action="kill",
                     paused_by_netsim=node.paused, policy=policy)
@@ -429,9 +571,15 @@ class Supervisor:
         how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
         node.exit_code = code
         node.state = "dead"
-        policy = self.topo.nodes[node.name].on_failure
+        policy = self.topo.nodes[node.name.partition(".")[0]].on_failure
         self._event("node_died", node.name, how=how, policy=policy)
         now = time.monotonic()
+        if code == FENCED_EXIT:  # a superseded primary: it comes back as the standby, always
+            self.echo(f"supervisor: {node.name} was fenced (a newer epoch is primary); "
+                      "starting it again as the standby")
+            self._spawn(node, restarted=True)
+            self._event("node_restarted", node.name, pid=node.proc.pid, why="fenced")
+            return
         window = self.topo.supervisor.restart_window_s
         while node.restarts and now - node.restarts[0] > window:
             node.restarts.popleft()
@@ -497,11 +645,11 @@ class Supervisor:
 
 
 async def run_cluster(topo: Topology, demo_seconds: float | None = None, demo: bool = False,
-                      echo=None, resume: bool = False) -> int:
+                      echo=None, resume: bool = False, adopt: bool = False) -> int:
     """Start, optionally drive demo traffic, watch until SIGINT/SIGTERM or failure, stop."""
-    sup = Supervisor(topo, echo=echo, resume=resume)
+    sup = Supervisor(topo, echo=echo, resume=resume, adopt=adopt)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # (a closed terminal: stop cleanly)
         loop.add_signal_handler(sig, sup.request_stop)
     demo_task = None
     try:
@@ -538,9 +686,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=None)
     parser.add_argument("--run-dir", default=None)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--adopt", action="store_true",
+                        help="take over the nodes of this run that are still running")
     args = parser.parse_args(argv)
     topo = config.load(args.config, run_dir=args.run_dir)
-    return uvloop.run(run_cluster(topo, resume=args.resume))
+    return uvloop.run(run_cluster(topo, resume=args.resume, adopt=args.adopt))
 
 
 if __name__ == "__main__":
