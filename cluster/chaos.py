@@ -137,10 +137,10 @@ def _load_section(raw: dict) -> dict:
 
 def _curve(raw: dict) -> dict:
     """A latency-as-risk sweep: the same experiment once per value of one link setting."""
-    if raw.get("target", "links") not in ("links", "maker"):
-        raise ExperimentError(f"curve: target {raw['target']!r} is not links or maker")
-    for key in ("latencies", "x_label", "y") + (("links",) if raw.get("target", "links")
-                                                 == "links" else ()):
+    if raw.get("target", "links") != "links":
+        raise ExperimentError(f"curve: target {raw['target']!r} is not links (a client's own "
+                              "link is client:NAME->gateway / gateway->client:NAME)")
+    for key in ("latencies", "x_label", "y", "links"):
         if key not in raw:
             raise ExperimentError(f"curve: needs `{key}`")
     if len(raw["latencies"]) < 4:
