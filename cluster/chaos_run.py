@@ -325,6 +325,7 @@ class Maker:
 
     def sample(self, name: str) -> dict:
         return {f"maker.{name}.quotes": self.quotes, f"maker.{name}.would_take": self.would_take,
+                f"maker.{name}.refused": self.refused,
                 f"maker.{name}.fills_taker": self.fills_taker,
                 f"maker.{name}.fills_maker": self.fills_maker, f"maker.{name}.fees": self.fees,
                 f"maker.{name}.would_take_share":
@@ -335,8 +336,9 @@ class ExitBot:
     """A bot getting out of a long position in slices (the issue's "bot's exits"): every `every`
     it decides to sell `qty` lots reduce-only, IOC, at most `slippage_ppm` under the mark it sees
     then. An exit the venue refuses (a throttle: retried after its retry_after_ms; a refusal
-    with no retry time: after 50 ms) or that finds no bid in its band (retried with the mark as it
-    is then) is tried again until `deadline` after the decision. Per exit it records:
+    with no retry time: after 50 ms) or that finds no bid in its band (retried 100 ms later with
+    the mark as it is then) is tried again until `deadline` after the decision. Per exit it
+    records:
 
     - delay_ms: decision to the last fill (an exit filled at its first attempt is not delayed);
     - throttled: attempts refused by a rate limit; missed: not filled by the deadline;
@@ -345,6 +347,7 @@ class ExitBot:
     """
 
     RETRY_NO_TIME_S = 0.05
+    RETRY_UNFILLED_S = 0.1  # a bot that finds no bid waits this long before looking again
 
     def __init__(self, client: Client, observer: Observer, symbol: str, conf: dict) -> None:
         self.client, self.observer, self.symbol, self.conf = client, observer, symbol, conf
@@ -413,6 +416,10 @@ class ExitBot:
                 continue
             self.on_report(answer)  # the answer is the order's first event, not repeated later
             await self._settled(event.order_id, record, deadline)
+            if record["filled"] < want:  # no bid in its band: look again a little later
+                record["unfilled"] = record.get("unfilled", 0) + 1
+                await asyncio.sleep(max(0.0, min(self.RETRY_UNFILLED_S,
+                                                 deadline - time.monotonic())))
         if record["filled"]:
             avg = record["notional"] / record["filled"]
             record["slippage_ppm"] = round((record["mark"] - avg) * 1_000_000 / record["mark"])
@@ -520,9 +527,10 @@ def audit_counters(records: list[tuple[int, dict]], until_ns: int) -> dict:
 
 
 def build_samples(start_wall_ns: int, ticks: list[dict], orders: list[dict],
-                  records: list[tuple[int, dict]], end_s: float) -> list[dict]:
-    """Merge the probe orders (by intended time), the sampled series and the audit counters into
-    one sample per 100 ms (pure)."""
+                  records: list[tuple[int, dict]], end_s: float,
+                  exits: list[dict] = ()) -> list[dict]:
+    """Merge the probe orders (by intended time), the exit bot's exits (by decision time), the
+    sampled series and the audit counters into one sample per 100 ms (pure)."""
     n = int(end_s / SAMPLE_S) + 1
     samples = [{"t": round(i * SAMPLE_S, 1), "sent": 0, "answered": 0, "rejected": 0,
                 "unknown": 0, "lat_ms": []} for i in range(n)]
@@ -536,6 +544,13 @@ def build_samples(start_wall_ns: int, ticks: list[dict], orders: list[dict],
             s["rejected"] += 1
         if o.get("unknown"):
             s["unknown"] += 1
+    for e in exit_samples(exits):
+        s = samples[min(n - 1, int(e.pop("t") / SAMPLE_S))]
+        for key, value in e.items():
+            if key.startswith("exit_"):  # a value per exit: kept as a list
+                s.setdefault(key, []).append(value)
+            else:
+                s[key] = s.get(key, 0) + value
     j = 0
     last: dict = {}
     for s in samples:  # the latest sampled value at or before each sample's time
@@ -729,6 +744,14 @@ async def _run(exp: dict, topo: config.Topology, echo, proxies: dict | None = No
                                 f"{name}'s first mark through its proxy")
             tasks.append(asyncio.create_task(_drain_reports(c, [makers[name].on_report])))
         tasks.append(asyncio.create_task(_drain_reports(md, [probe.on_report])))
+        exit_bot = None
+        if load["exits"]:  # its own connection, as a bot's exits would have
+            xc = Client(gw.client, api_key=topo.accounts[load["exits"]["account"]].api_key,
+                        ctx=ctx, timeout=load["timeout_s"] * 3)
+            await xc.connect()
+            maker_clients.append(xc)
+            exit_bot = ExitBot(xc, observer, load["symbol"], load["exits"])
+            tasks.append(asyncio.create_task(_drain_reports(xc, [exit_bot.on_report])))
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         start_wall = time.time_ns()
@@ -777,6 +800,8 @@ async def _run(exp: dict, topo: config.Topology, echo, proxies: dict | None = No
         polling = asyncio.create_task(limits_poller())
         load_tasks = [asyncio.create_task(probe.run(t0, stop_at))]
         load_tasks += [asyncio.create_task(m.run(stop_at)) for m in makers.values()]
+        if exit_bot is not None:
+            load_tasks.append(asyncio.create_task(exit_bot.run(mono0, stop_at)))
         await asyncio.sleep(exp["before_s"])
         log: list[dict] = []
 
@@ -824,7 +849,7 @@ async def _run(exp: dict, topo: config.Topology, echo, proxies: dict | None = No
             finals[f"maker.{name}.would_take_share_during"] = round(would_take / len(quoted), 4)
     return {"start_wall_ns": start_wall, "fault_s": fault_s, "heal_s": heal_s, "end_s": end_s,
             "timeline": log, "ticks": ticks, "orders": probe.orders, "finals": finals,
-            "positions": opened,
+            "positions": opened, "exits": exit_bot.exits if exit_bot else [],
             "makers": {n: m.sample(n) for n, m in makers.items()}}
 
 
@@ -882,7 +907,8 @@ def run_experiment(exp: dict, run_root: Path, echo=print) -> dict:
         measured["client_links"] = link_stats
     records = [r for r in audit_series(var) if r[0] >= began_ns]
     samples = build_samples(measured["start_wall_ns"], measured.pop("ticks"),
-                            measured.pop("orders"), records, measured["end_s"])
+                            measured.pop("orders"), records, measured["end_s"],
+                            measured["exits"])
     run = measured | {"samples": samples}
     verdicts = chaos.evaluate_all(exp, run)
     lo = measured["start_wall_ns"] + int((measured["fault_s"] - 1) * 1e9)
