@@ -365,11 +365,10 @@ class ExitBot:
     async def run(self, mono0: float, stop_at: float) -> None:
         loop = asyncio.get_running_loop()
         every = self.conf["every_s"]
+        start = loop.time()
         n = 0
         while True:
-            intended = loop.time() if n == 0 else start + n * every
-            if n == 0:
-                start = intended
+            intended = start + n * every  # open loop: on time whatever the last exit did
             if intended >= stop_at - self.conf["deadline_s"]:
                 break  # an exit must have its whole deadline inside the run
             delay = intended - loop.time()

@@ -44,6 +44,7 @@ CHUNK = 65_536
 STATS_EVERY_S = 0.5
 DELAYS_KEPT = 20_000  # per direction and setting: the most recent chunk delays measured
 UNSHAPED = "unshaped"
+END = (0, b"", 0, "")  # a stream's end, queued behind its last chunk
 
 
 def client_links(name: str) -> tuple[str, str]:
@@ -75,6 +76,7 @@ class Direction:
         self.held: list[tuple[asyncio.Queue, bytes, int, str]] = []  # while partitioned
         # per setting: the delay of each chunk handed over while it was in force (the last ones)
         self.measured: dict[str, deque[float]] = {UNSHAPED: deque(maxlen=DELAYS_KEPT)}
+        self.ends: list[asyncio.Queue] = []  # streams that ended while bytes were held
         self.chunks = self.bytes = 0
 
     def configure(self, raw: dict) -> None:
@@ -94,11 +96,21 @@ class Direction:
             return
         queue.put_nowait((due, chunk, now, self.setting))
 
+    def end(self, queue: asyncio.Queue) -> None:
+        """The stream's end keeps its place behind what it sent before (held ones included)."""
+        if any(q is queue for q, *_ in self.held):
+            self.ends.append(queue)
+        else:
+            queue.put_nowait(END)
+
     def release(self) -> None:
         held, self.held = self.held, []
         for index, due in self.link.heal(time.monotonic_ns()):
             queue, chunk, handed, setting = held[index]
             queue.put_nowait((due, chunk, handed, setting))
+        ends, self.ends = self.ends, []
+        for queue in ends:
+            queue.put_nowait(END)
 
     def stats(self) -> dict:
         """Chunks and bytes carried, and per setting the measured delays of its chunks (ms)."""
@@ -174,9 +186,8 @@ class ClientLinkProxy:
         while True:
             chunk = await reader.read(CHUNK)
             if not chunk:
-                # the end of the stream keeps its place behind what is still in flight
-                queue.put_nowait((0, b"", 0, ""))
-                await asyncio.Event().wait()
+                direction.end(queue)
+                await asyncio.Event().wait()  # the writer's end closes the connection
             direction.offer(queue, chunk)
 
     async def _write(self, queue: asyncio.Queue, writer, direction: Direction) -> None:

@@ -115,3 +115,33 @@ async def test_a_partitioned_client_link_holds_its_bytes_in_order_until_healed()
         await proxy.close()
         server.close()
     assert got == b"one,two,"
+
+
+async def test_a_stream_that_ends_while_partitioned_ends_after_its_held_bytes():
+    received = []
+
+    async def sink(reader, writer):
+        while data := await reader.read(4096):
+            received.append(data)
+        writer.close()
+
+    server = await asyncio.start_server(sink, "127.0.0.1", 0)
+    proxy = ClientLinkProxy("mm1", {"client": ("127.0.0.1", server.sockets[0].getsockname()[1])})
+    try:
+        host, _, p = (await proxy.start())["client"].removeprefix("tcp://").partition(":")
+        _reader, writer = await asyncio.open_connection(host, int(p))
+        proxy.apply(2, {UP: {"down": True}})
+        writer.write(b"last words")
+        await writer.drain()
+        writer.close()
+        await asyncio.sleep(0.1)
+        assert received == []
+        proxy.apply(3, {})
+        for _ in range(100):  # bounded: up to 5 s
+            if b"".join(received) == b"last words":
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await proxy.close()
+        server.close()
+    assert b"".join(received) == b"last words"
