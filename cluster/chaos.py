@@ -121,7 +121,7 @@ def load(path: str | Path) -> dict:
 
 def _load_section(raw: dict) -> dict:
     known = {"rate", "symbol", "timeout", "makers", "quote_qty", "quote_offset_ppm", "quote_every",
-             "positions", "post_only_share", "withdraw", "exits"}
+             "positions", "post_only_share", "withdraw", "exits", "quote_around"}
     extra = set(raw) - known
     if extra:
         raise ExperimentError(f"load: unknown keys {sorted(extra)} (known: {sorted(known)})")
@@ -136,7 +136,17 @@ def _load_section(raw: dict) -> dict:
             "positions": list(raw.get("positions", [])),
             "withdraw": dict(raw.get("withdraw", {})),  # account -> amount, before positions
             "post_only_share": float(raw.get("post_only_share", 0.1)),
-            "exits": _exits(raw["exits"]) if "exits" in raw else None}
+            "exits": _exits(raw["exits"]) if "exits" in raw else None,
+            "quote_around": _quote_around(raw.get("quote_around", "mark"))}
+
+
+def _quote_around(value) -> str:
+    """What the makers quote around: the venue's mark (default), or the index (the external
+    venues' price, as a maker hedging elsewhere would; its quotes then do not feed the mark's
+    basis back into the mark)."""
+    if value not in ("mark", "index"):
+        raise ExperimentError(f"load.quote_around: {value!r} is not mark or index")
+    return value
 
 
 def _exits(raw: dict) -> dict:

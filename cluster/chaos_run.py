@@ -266,7 +266,7 @@ class Maker:
 
     def __init__(self, client: Client, observer: Observer, load: dict, own_marks: bool = False):
         self.client, self.observer, self.load = client, observer, load
-        self.own_marks: dict[str, int] | None = {} if own_marks else None
+        self.own_marks: dict[str, IndexMark] | None = {} if own_marks else None
         self.quotes = self.would_take = self.refused = self.fills_maker = self.fills_taker = 0
         self.fees = 0
         # (monotonic send time, ms) of each place request's round trip, as the maker saw it
@@ -278,12 +278,13 @@ class Maker:
         while True:
             for msg in await self.client.market_data():
                 if type(msg) is IndexMark:
-                    self.own_marks[msg.symbol] = msg.mark
+                    self.own_marks[msg.symbol] = msg
 
     def _mark(self, symbol: str) -> int | None:
-        if self.own_marks is not None:
-            return self.own_marks.get(symbol)
-        return self.observer.marks[symbol].mark if symbol in self.observer.marks else None
+        """The price it quotes around (load.quote_around: the mark, or the index)."""
+        seen = self.own_marks.get(symbol) if self.own_marks is not None else \
+            self.observer.marks.get(symbol)
+        return None if seen is None else getattr(seen, self.load["quote_around"])
 
     async def run(self, stop_at: float) -> None:
         symbol = self.load["symbol"]

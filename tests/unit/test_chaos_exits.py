@@ -81,3 +81,20 @@ def test_experiments_10_and_10b_run_the_same_bot():
     assert ten["scenario"]["steps"] == control["scenario"]["steps"]
     assert control["topology"]["nodes"]["gateway"]["rate_limits"]["scale"][
         "high_volatility"]["account_orders"] == 1_000_000
+
+
+def test_makers_quote_around_the_mark_or_the_index():
+    from cluster.chaos_run import Maker, Observer
+    from cluster.protocol import IndexMark
+
+    observer = Observer.__new__(Observer)
+    observer.marks = {"BTC-PERP": IndexMark(symbol="BTC-PERP", index=276_662, mark=282_455,
+                                            last=299_650, seq=1, ts_ns=1, sources=5,
+                                            mode="normal")}
+    by = {around: Maker(None, observer, chaos._load_section({"quote_around": around}))
+          for around in ("mark", "index")}
+    assert by["mark"]._mark("BTC-PERP") == 282_455 and by["index"]._mark("BTC-PERP") == 276_662
+    assert by["mark"]._mark("ETH-PERP") is None
+    assert chaos._load_section({})["quote_around"] == "mark"
+    with pytest.raises(chaos.ExperimentError, match="quote_around"):
+        chaos._load_section({"quote_around": "last"})
