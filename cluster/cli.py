@@ -1004,7 +1004,13 @@ def cmd_netsim_fault(args) -> int:
     if args.op == "skew":
         ns = _duration_ns_arg(args.by or "0", "--by")
         return _admin(args, "skew", {"node": args.node, "ns": ns})
-    return _admin(args, "fault", {"node": args.node, "op": args.op}, render.node_fault)
+    which = {"primary": True} if getattr(args, "primary", False) else (
+        {"standby": True} if getattr(args, "standby", False) else {})
+    if args.seconds is not None:
+        if args.op != "pause" or not 0.05 <= args.seconds <= 600:
+            raise CliError("out_of_range", "--seconds goes with pause, 0.05 to 600")
+        which["seconds"] = args.seconds
+    return _admin(args, "fault", {"node": args.node, "op": args.op, **which}, render.node_fault)
 
 
 def cmd_netsim_feed(args) -> int:
@@ -1400,6 +1406,12 @@ def parser() -> argparse.ArgumentParser:
                                "skew its clock by --by")
     ns_fault.add_argument("--by", metavar="DURATION", help="skew: e.g. 250ms or -1s (write "
                           "--by=-1s)")
+    which = ns_fault.add_mutually_exclusive_group()
+    which.add_argument("--primary", action="store_true", help="risk/matching with a standby: "
+                       "the instance that is primary now")
+    which.add_argument("--standby", action="store_true", help="... the one that is standby now")
+    ns_fault.add_argument("--seconds", type=float, default=None, metavar="SECONDS",
+                          help="pause: resume after this many seconds (0.05 to 600)")
     ns_fault.set_defaults(fn=cmd_netsim_fault)
     ns_feed = command(netsim, "feed", "break one venue's spot feed (or heal them)",
                       "perpx netsim feed bravo freeze --duration 8s")

@@ -105,6 +105,14 @@ class NodeConf(Conf, kw_only=True):
     client: str = ""  # gateway: client ROUTER
     pub: str = ""  # market data / index publisher
     private: str = ""  # matching: the private engine feed (PUB), bound when surveillance runs
+    # risk, matching: a hot standby (cluster/failover.py), a second process "<node>.b" with its own
+    # endpoints; `repl` is each instance's replication socket. Over ipc they default to the
+    # primary's paths with ".b" (and ".repl"); over tcp every one must be given.
+    standby: bool = False
+    repl: str = ""
+    standby_inbox: str = ""
+    standby_pub: str = ""
+    standby_repl: str = ""
     on_failure: Literal["restart", "stop_all"] = "restart"
     # feeds
     venues: list[str] = msgspec.field(default_factory=list)
@@ -199,6 +207,18 @@ class JournalConf(Conf, kw_only=True):
     keep_snapshots: int = 2
 
 
+class FailoverConf(Conf, kw_only=True):
+    """`[failover]`: how a core's standby decides that its primary is gone (cluster/failover.py)."""
+
+    beat_ms: Annotated[int, msgspec.Meta(ge=10, le=10_000)] = 100  # primary -> standby
+    promote_after_ms: Annotated[int, msgspec.Meta(ge=50, le=600_000)] = 600  # no beat this long
+    witness: str = "gateway"  # the client-facing node that must have lost the primary too
+    witness_silence_ms: Annotated[int, msgspec.Meta(ge=10, le=600_000)] = 450
+    # a standby this late with its acknowledgement: the primary asks the witness, then goes on alone
+    ack_timeout_ms: Annotated[int, msgspec.Meta(ge=10, le=600_000)] = 500
+    announce_ms: Annotated[int, msgspec.Meta(ge=50, le=60_000)] = 1000  # PrimaryIs, again
+
+
 class TopologyConf(Conf, kw_only=True):
     cluster: ClusterConf = msgspec.field(default_factory=ClusterConf)
     supervisor: SupervisorConf
@@ -206,6 +226,7 @@ class TopologyConf(Conf, kw_only=True):
     symbols: dict[str, SymbolConf]
     accounts: list[AccountConf] = msgspec.field(default_factory=list)
     journal: JournalConf = msgspec.field(default_factory=JournalConf)
+    failover: FailoverConf = msgspec.field(default_factory=FailoverConf)
 
 
 class SymbolSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -264,9 +285,25 @@ class Topology(msgspec.Struct, frozen=True, kw_only=True):
     symbols: dict[str, SymbolSpec]
     accounts: dict[str, Account]
     journal: JournalConf = msgspec.field(default_factory=JournalConf)
+    failover: FailoverConf = msgspec.field(default_factory=FailoverConf)
 
     def node(self, name: str) -> NodeConf:
         return self.nodes[name]
+
+    def instances(self, name: str) -> tuple[str, ...]:
+        """The processes of node `name`: itself, and "<name>.b" when it has a standby."""
+        conf = self.nodes.get(name)
+        return (name, f"{name}.b") if conf is not None and conf.standby else (name,)
+
+    def instance_endpoints(self, instance: str) -> NodeConf:
+        """An instance's own endpoints: the standby process binds its `standby_*` ones (and no
+        private feed: surveillance hears the first instance)."""
+        node, _, b = instance.partition(".")
+        conf = self.nodes[node]
+        if not b:
+            return conf
+        return msgspec.structs.replace(conf, inbox=conf.standby_inbox, pub=conf.standby_pub,
+                                       repl=conf.standby_repl, private="")
 
     @property
     def log_dir(self) -> str:
@@ -403,6 +440,9 @@ def load(path: str | os.PathLike | None = None, run_dir: str | None = None) -> T
     if len({a.api_key for a in accounts.values()}) != len(accounts):
         raise ConfigError(f"{path}: api keys must be unique")
 
+    if any(n.standby for n in conf.nodes.values()) and conf.failover.witness not in conf.nodes:
+        raise ConfigError(f"{path}: failover.witness = {conf.failover.witness!r} is not a node of "
+                          "this topology (the client-facing node a standby asks before promoting)")
     rest = conf.nodes.get("rest")
     if rest is not None and not (HTTP_ENDPOINT.match(rest.http)
                                  and 0 < int(rest.http.rsplit(":", 1)[1]) < 65536):
@@ -429,6 +469,9 @@ def load(path: str | os.PathLike | None = None, run_dir: str | None = None) -> T
         )
         for name, n in conf.nodes.items()
     }
+    for name, n in list(nodes.items()):
+        if n.standby:
+            nodes[name] = _standby_endpoints(path, name, n, expand)
     sup = msgspec.structs.replace(conf.supervisor, control=expand(conf.supervisor.control),
                                   netsim=expand(conf.supervisor.netsim),
                                   admin=expand(conf.supervisor.admin))
@@ -436,7 +479,7 @@ def load(path: str | os.PathLike | None = None, run_dir: str | None = None) -> T
     return Topology(
         path=str(path), run_dir=run_s, name=conf.cluster.name, seed=conf.cluster.seed,
         collateral=conf.cluster.collateral, atom=atom, supervisor=sup, nodes=nodes,
-        symbols=symbols, accounts=accounts, journal=conf.journal,
+        symbols=symbols, accounts=accounts, journal=conf.journal, failover=conf.failover,
     )
 
 
@@ -543,12 +586,45 @@ def _out_of_range(conf: TopologyConf) -> list[str]:
     return problems
 
 
+def _b_path(endpoint: str, suffix: str = "") -> str:
+    """ipc://DIR/risk.inbox -> ipc://DIR/risk.b.inbox (suffix: ".repl" -> ipc://DIR/risk.b.repl)."""
+    stem, dot, ext = endpoint.rpartition(".")
+    if not dot or "/" in ext:
+        stem, ext = endpoint, ""
+    return f"{stem}.b{suffix or ('.' + ext if ext else '')}"
+
+
+def _standby_endpoints(path: Path, name: str, n: NodeConf, expand) -> NodeConf:
+    """A standby's endpoints: given, or (ipc) the primary's paths with ".b"."""
+    if name not in JOURNALED_NODES:
+        raise ConfigError(f"{path}: nodes.{name}.standby = true: only a journaled core "
+                          f"({', '.join(JOURNALED_NODES)}) has a standby")
+    given = {k: expand(getattr(n, k)) for k in ("repl", "standby_inbox", "standby_pub",
+                                                "standby_repl")}
+    if n.inbox.startswith("ipc://"):
+        stem = n.inbox.rpartition(".")[0] if n.inbox.endswith(".inbox") else n.inbox
+        given["repl"] = given["repl"] or f"{stem}.repl"
+        given["standby_inbox"] = given["standby_inbox"] or _b_path(n.inbox)
+        given["standby_repl"] = given["standby_repl"] or _b_path(given["repl"])
+        if n.pub:
+            given["standby_pub"] = given["standby_pub"] or _b_path(n.pub)
+    missing = [k for k, v in given.items() if not v and (k != "standby_pub" or n.pub)]
+    if missing:
+        raise ConfigError(f"{path}: nodes.{name}.standby = true over tcp needs "
+                          + ", ".join(f"nodes.{name}.{k}" for k in missing))
+    for key, endpoint in given.items():
+        if endpoint and not ENDPOINT.match(endpoint):
+            raise ConfigError(f"{path}: nodes.{name}.{key} = {endpoint!r} is not a ZeroMQ endpoint")
+    return msgspec.structs.replace(n, **given)
+
+
 def _distinct_endpoints(path: Path, nodes: dict[str, NodeConf], sup: SupervisorConf) -> None:
     """Two sockets on one endpoint cannot work: the second bind fails, or (ipc) takes the path over
     silently and the first node's peers talk to the wrong node (risk's inbox on matching's path:
     every order ended outcome_unknown with its margin never released)."""
     places = [(f"nodes.{name}.{key}", getattr(n, key)) for name, n in nodes.items()
-              for key in ("inbox", "client", "pub")]
+              for key in ("inbox", "client", "pub", "repl", "standby_inbox", "standby_pub",
+                          "standby_repl")]
     places += [(f"supervisor.{key}", getattr(sup, key)) for key in ("control", "netsim", "admin")]
     taken: list[tuple[str, str]] = []
     for where, endpoint in places:
@@ -632,6 +708,10 @@ def write_tcp_topology(base: Path | str, dest: Path, ports: list[int], run_dir: 
         for key in ("inbox", "client", "pub", "private"):
             if node.get(key) and (not internal_ipc or (name == "gateway" and key != "inbox")):
                 node[key] = f"tcp://127.0.0.1:{ports.pop()}"
+        if node.get("standby") and not internal_ipc:
+            for key in ("repl", "standby_inbox", "standby_pub", "standby_repl"):
+                if key != "standby_pub" or node.get("pub"):
+                    node[key] = f"tcp://127.0.0.1:{ports.pop()}"
         if node.get("http"):  # the REST facade's HTTP port
             node["http"] = f"127.0.0.1:{ports.pop()}"
     dest.write_text(_dump_toml(raw))

@@ -296,6 +296,21 @@ class Journal:
             self._fd = None
         self.durable_seq = self.next_seq - 1
 
+    def reset(self, seq: int) -> None:
+        """Forget every frame and snapshot: the journal continues after input `seq` (a standby
+        that takes its primary's state; the caller writes that state as a snapshot at `seq`)."""
+        self._wait_inflight()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        for path in self.segments() + self.snapshots():
+            path.unlink()
+        self._sync_dir()
+        self.next_seq = seq + 1
+        self.durable_seq = seq
+        self._seg_size = 0
+        self.torn = None
+
     # ------------------------------------------------------------------ snapshots
 
     def write_snapshot(self, seq: int, ts_ns: int, state: bytes, prune: bool = True) -> Path:

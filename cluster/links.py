@@ -30,7 +30,7 @@ GIVE_UP_AFTER = 6  # requests for one gap before it is accepted as lost (and sai
 class LinkSender:
     """One outgoing sequenced link."""
 
-    __slots__ = ("link", "incarnation", "next_seq", "buffer", "resend_from", "idle_due")
+    __slots__ = ("link", "incarnation", "next_seq", "buffer", "resend_from", "idle_due", "epoch")
 
     def __init__(self, link: str, incarnation: int = 0, buffer_size: int = RESEND_BUFFER) -> None:
         self.link = link
@@ -39,17 +39,19 @@ class LinkSender:
         self.buffer: deque = deque(maxlen=buffer_size)
         self.resend_from = 0  # a receiver asked for everything from this number (0: nothing)
         self.idle_due = False  # announce the next number (nothing was sent for a while)
+        self.epoch = 0  # the sender's failover epoch, on every header (cluster/failover.py)
 
     def stamp(self, messages: list) -> LinkSeq:
         """Number `messages` (sent now, in this order) and keep them for resends."""
         header = LinkSeq(link=self.link, incarnation=self.incarnation, first=self.next_seq,
-                         count=len(messages))
+                         count=len(messages), epoch=self.epoch)
         self.next_seq += len(messages)
         self.buffer.extend(messages)
         return header
 
     def idle(self) -> LinkSeq:
-        return LinkSeq(link=self.link, incarnation=self.incarnation, first=self.next_seq, count=0)
+        return LinkSeq(link=self.link, incarnation=self.incarnation, first=self.next_seq, count=0,
+                       epoch=self.epoch)
 
     def oldest(self) -> int:
         return self.next_seq - len(self.buffer)
@@ -64,7 +66,7 @@ class LinkSender:
         for first in range(start, self.next_seq, chunk):
             part = held[first - self.oldest():first - self.oldest() + chunk]
             frames.append([LinkSeq(link=self.link, incarnation=self.incarnation, first=first,
-                                   count=len(part))] + part)
+                                   count=len(part), epoch=self.epoch)] + part)
         return frames
 
 

@@ -28,7 +28,8 @@ def settle_gc() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="perpx-node")
-    parser.add_argument("node", choices=config.NODE_NAMES + config.OPTIONAL_NODES)
+    parser.add_argument("node", choices=config.NODE_NAMES + config.OPTIONAL_NODES + tuple(
+        f"{n}.b" for n in config.JOURNALED_NODES), help="a node, or a core's standby (<node>.b)")
     parser.add_argument("--config", default=None)
     parser.add_argument("--run-dir", default=None)
     parser.add_argument("--restarted", action="store_true",
@@ -36,15 +37,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     die_with_parent()
     topo = config.load(args.config, run_dir=args.run_dir)
-    shell = NodeShell(args.node, topo)
+    node, _, standby = args.node.partition(".")
+    if standby and not topo.nodes[node].standby:
+        parser.error(f"{args.node}: the topology gives {node} no standby")
+    shell = NodeShell(node, topo, instance=args.node)
     shell.restarted = args.restarted
+    if topo.nodes[node].standby and (standby or args.restarted):
+        # A core's second instance starts as its standby, and so does any restarted instance:
+        # it learns from the other (or the witness) who is primary (cluster/failover.py).
+        shell.role = "standby"
     # Another set of services, named by module (the benchmarks' null pipeline: hops, no logic),
     # or the venue's own.
     services = os.environ.get(SERVICES_ENV)
     if services:
-        on_stop = importlib.import_module(services).build(args.node)(shell, topo)
+        on_stop = importlib.import_module(services).build(node)(shell, topo)
     else:
-        on_stop = importlib.import_module(f"nodes.{args.node}.service").build(shell, topo)
+        on_stop = importlib.import_module(f"nodes.{node}.service").build(shell, topo)
     settle_gc()
     uvloop.run(shell.run(on_stop))
     return shell.exit_code

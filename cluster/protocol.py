@@ -822,6 +822,7 @@ class LinkSeq(Msg, tag=True, kw_only=True):
     incarnation: int = 0
     first: Id = 0
     count: Id = 0
+    epoch: Id = 0  # the sender's epoch (cluster/failover.py): a receiver refuses a superseded one
 
 
 class ResendFrom(Msg, tag=True, kw_only=True):
@@ -839,6 +840,104 @@ class ClockTick(Msg, tag=True, kw_only=True):
     ts_ns: int = 0
 
 
+# --------------------------------------------------------------------------------------------
+# Failover (cluster/failover.py): a core's primary streams its journal to a hot standby, which
+# promotes itself, with a witness's consent, under a higher epoch.
+# --------------------------------------------------------------------------------------------
+
+
+class ReplHello(Msg, tag=True, kw_only=True):
+    """Standby -> the other instance's replication socket: "I have every input below `next_seq`
+    (the last one's checksum is `last_crc`); stream me the rest"."""
+
+    instance: Name
+    epoch: Id
+    next_seq: Id
+    last_crc: int = 0
+
+
+class ReplRole(Msg, tag=True, kw_only=True):
+    """An instance that is not streaming says what it is (a standby too, or a fenced primary)."""
+
+    instance: Name
+    role: Name
+    epoch: Id
+    next_seq: Id
+
+
+class ReplSnapshot(Msg, tag=True, kw_only=True):
+    """Primary -> standby: start from this state (the input `seq` and everything before it)."""
+
+    epoch: Id
+    seq: Id
+    ts_ns: int
+    state: bytes
+
+
+class ReplBatch(Msg, tag=True, kw_only=True):
+    """Primary -> standby: journal frames from `first` on, as (ts_ns, payload)."""
+
+    epoch: Id
+    first: Id
+    items: list[tuple[int, bytes]]
+
+
+class ReplBeat(Msg, tag=True, kw_only=True):
+    epoch: Id
+    next_seq: Id
+
+
+class ReplAck(Msg, tag=True, kw_only=True):
+    """Standby -> primary: every input below `next_seq` is on the standby's disk too."""
+
+    instance: Name
+    epoch: Id
+    next_seq: Id
+
+
+ReplMsg = Union[ReplHello, ReplRole, ReplSnapshot, ReplBatch, ReplBeat, ReplAck]
+
+
+class WitnessQuery(Msg, tag=True, kw_only=True):
+    """A core's instance -> the witness (a control frame in its inbox). `propose`: a standby asks
+    to promote to `epoch` (granted only if the witness has not heard the node's primary for a
+    while either); otherwise a primary that waited too long for its standby asks which epoch is
+    current before acting alone."""
+
+    node: Name
+    instance: Name
+    epoch: Id
+    propose: bool = False
+    next_seq: Id = 0
+
+
+class WitnessReply(Msg, tag=True, kw_only=True):
+    node: Name
+    granted: bool
+    epoch: Id  # the epoch the witness knows as current for the node (after a grant: the new one)
+    silent_ms: int
+    reason: Name = ""
+
+
+class PrimaryIs(Msg, tag=True, kw_only=True):
+    """A core's new primary -> every node: send my node's inputs to `instance` from now on;
+    frames of a lower epoch are refused."""
+
+    node: Name
+    instance: Name
+    epoch: Id
+    next_seq: Id = 0
+
+
+class StandbyDetached(Msg, tag=True, kw_only=True):
+    """Primary -> witness: my standby stopped answering, I go on alone from `next_seq`; no
+    standby that lacks these inputs may be promoted."""
+
+    node: Name
+    epoch: Id
+    next_seq: Id
+
+
 ControlMsg = Union[Ready, Heartbeat]
 AdminMsg = Union[AdminRequest, AdminReply]
 
@@ -849,7 +948,8 @@ NodeInbound = Union[
     OrderTriggered, BookDelta, BookLevels, Report, Reply, Ping, Pong, AccountRisk,
     AccountRiskRequest, MaintenanceAlert, SpotTick, IndexMark, FundingRate, Regime, Notice,
     OracleMode, LiquidationStep, LiquidationResult, FeedControl, OracleSource, NetsimTable,
-    LinkSeq, ResendFrom, ClockTick, EngineBatch,
+    LinkSeq, ResendFrom, ClockTick, EngineBatch, WitnessQuery, WitnessReply, PrimaryIs,
+    StandbyDetached,
 ]
 
 

@@ -92,7 +92,7 @@ class RecordingShell:
         self.router = fn
         self.on_gone = on_gone
 
-    def every(self, interval_ms: int, fn) -> None:
+    def every(self, interval_ms: int, fn, always: bool = False) -> None:
         self.timers.append((interval_ms, fn))
 
     publish = send

@@ -35,17 +35,24 @@ def cluster_status(status: dict) -> str:
     if "nodes" not in status:
         return head + (f"\n{status['hint']}" if status.get("hint") else "")
     rows = []
+    pairs = any("role" in node for node in status["nodes"].values())
     for name, node in status["nodes"].items():
         stats = node.get("stats") or {}
         beat = node.get("heartbeat_age_ms")
-        rows.append([name, node.get("state", "?"), node.get("pid") or "-",
-                     "yes" if node.get("alive") else "no", node.get("restarts", 0),
-                     f"{beat} ms" if beat is not None else "-", stats.get("msgs_in", 0),
-                     stats.get("errors", 0)])
+        row = [name, node.get("state", "?"), node.get("pid") or "-",
+               "yes" if node.get("alive") else "no", node.get("restarts", 0),
+               f"{beat} ms" if beat is not None else "-", stats.get("msgs_in", 0),
+               stats.get("errors", 0)]
+        if pairs:  # a core's pair: who is primary, its epoch, how far its standby is behind
+            role = node.get("role")
+            lag = (f"{node.get('standby_lag_inputs', 0)} inputs / {node.get('standby_lag_ms', 0)} ms"
+                   if role == "primary" else "")
+            row += [role or "", node.get("epoch", "") if role else "", lag]
+        rows.append(row)
     lines = [head, f"clients {status.get('client_endpoint', '?')}  market data "
              f"{status.get('market_data_endpoint', '?')}", ""]
     lines += table(rows, ["node", "state", "pid", "alive", "restarts", "heartbeat", "msgs in",
-                          "errors"])
+                          "errors"] + (["role", "epoch", "standby lag"] if pairs else []))
     events = status.get("events") or []
     if events:
         lines += ["", "recent events:"]

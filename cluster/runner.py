@@ -48,10 +48,13 @@ def journal_dir(run_dir: str | Path, node: str) -> Path:
 
 
 def snapshot_state(core, shell) -> bytes:
-    """The node's whole replayable state: the core, what each link delivered, and what it sent."""
+    """The node's whole replayable state: the core, what each link delivered, and what it sent.
+    What is numbered but not sent yet (held for an fsync, or queued) is in the resend lists with
+    its numbers, so a snapshot never waits for the node to be idle."""
+    unsent = shell.unsent_by_link() if hasattr(shell, "unsent_by_link") else {}
     return pickle.dumps({
         "core": core.snapshot(), "links_in": shell.links_in, "out": shell.next_numbers(),
-        "resend": {box.link: list(box.seq.buffer)[-KEEP_FOR_RESENDS:]
+        "resend": {box.link: (list(box.seq.buffer) + unsent.get(box.link, []))[-KEEP_FOR_RESENDS:]
                    for box in shell.sequenced_outboxes()},
     }, protocol=pickle.HIGHEST_PROTOCOL)
 
@@ -89,6 +92,14 @@ class CoreRunner:
         self._child: int | None = None  # a snapshot being written
         self.recovered: dict = {}
         shell.runner = self
+        # A hot standby (cluster/failover.py): this process streams to it, or follows it.
+        self.repl = None
+        topo = getattr(shell, "topo", None)
+        node_conf = topo.nodes.get(shell.name) if topo is not None else None
+        if self.journal is not None and node_conf is not None and node_conf.standby and \
+                not getattr(shell, "offline", False):
+            from cluster.failover import Replication
+            self.repl = Replication(self, shell, topo)
 
     # ------------------------------------------------------------------ live inputs
 
@@ -109,7 +120,8 @@ class CoreRunner:
     def on_start(self, messages: list) -> None:
         """Inputs a node gives itself when it starts (the funding clock's start). An offline
         replay (`shell.offline`) has them in the journal already, so it does not add them."""
-        if not getattr(self.shell, "offline", False):
+        if not getattr(self.shell, "offline", False) and \
+                getattr(self.shell, "role", "primary") == "primary":
             self._run(messages, self.shell.now_ns())
 
     def _run(self, inputs: list, now: int) -> None:
@@ -118,8 +130,11 @@ class CoreRunner:
         process = self.process
         if journal is not None:
             encode = self._encode
-            seq = journal.append_batch([(now, encode(msg)) for msg in inputs])
+            items = [(now, encode(msg)) for msg in inputs]
+            seq = journal.append_batch(items)
             self._since_snapshot += len(inputs)
+            if self.repl is not None:
+                self.repl.stream(seq, items)
         else:
             seq = 0
         for msg in inputs:
@@ -151,13 +166,51 @@ class CoreRunner:
                 self.shell.exit_code = 70
                 self.shell.stop()
                 return
-            on_durable()
+            if self.repl is not None:
+                self.repl.after_durable(upto, on_durable)
+            else:
+                on_durable()
 
         asyncio.wrap_future(future, loop=loop).add_done_callback(finished)
 
     def sync_now(self) -> None:
         """Everything written on disk before returning (a stop: what is held may then leave)."""
         self.journal.sync()
+
+    # ------------------------------------------------------------------ a standby's inputs
+
+    def apply_replicated(self, items: list) -> None:
+        """A batch its primary journaled: journal it under the same numbers (on disk before we
+        acknowledge it), apply it as a replay does (what it would send is numbered for resends,
+        not sent; its explanations were written by the primary)."""
+        journal = self.journal
+        shell = self.shell
+        mark = shell.audit.mark()
+        seq = journal.append_batch(items)
+        if journal.deferred:
+            journal.sync()
+        decode = self._decode
+        links_in = shell.links_in
+        audit = shell.audit
+        for ts_ns, payload in items:
+            msg = decode(payload)
+            audit.input_seq = seq
+            seq += 1
+            if type(msg) is LinkSeq:
+                links_in.applied(msg)
+            else:
+                self.process(msg, ts_ns)
+        audit.input_seq = 0
+        shell.replay_done(mark)
+        self._since_snapshot += len(items)
+
+    def restore_replicated(self, seq: int, ts_ns: int, state: bytes) -> None:
+        """Start over from the primary's state after input `seq` (our journal diverged from its,
+        or lacks what it pruned): our journal restarts there, with that snapshot."""
+        restore_state(self.core, self.shell, state)
+        self.journal.reset(seq)
+        self.journal.write_snapshot(seq, ts_ns, state, prune=False)
+        self._since_snapshot = 0
 
     # ------------------------------------------------------------------ recovery
 
@@ -211,7 +264,7 @@ class CoreRunner:
         due = self._since_snapshot >= self.conf.snapshot_every or (
             self._since_snapshot and time.monotonic() - self._last_snapshot
             >= self.conf.snapshot_interval_s)
-        if due and not self.shell.has_pending():
+        if due and getattr(self.shell, "snapshot_safe", lambda: True)():
             self.snapshot()
 
     def snapshot(self, wait: bool = False) -> None:

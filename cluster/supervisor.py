@@ -39,6 +39,7 @@ import zmq.asyncio
 from cluster import curve
 from cluster.signing import ensure_key_file
 from cluster.audit import AuditJournal, Explanation
+from cluster.failover import FENCED_EXIT
 from cluster.config import Topology, node_names
 from cluster.logs import configure
 from cluster.runstate import status_path
@@ -86,7 +87,9 @@ class Supervisor:
         self.topo = topo
         self.resume = resume  # keep the journals of an earlier run: risk and matching replay them
         self.run = Path(topo.run_dir)
-        self.nodes = {name: NodeProc(name) for name in node_names(topo)}
+        # one process per node, two for a core with a standby ("<node>.b": cluster/failover.py)
+        self.nodes = {instance: NodeProc(instance) for name in node_names(topo)
+                      for instance in topo.instances(name)}
         self.log = configure("supervisor", topo.log_dir)
         self.echo = echo or (lambda text: print(text, file=sys.stderr, flush=True))
         self.events: list[dict] = []
@@ -140,6 +143,7 @@ class Supervisor:
                     "pid": n.proc.pid if n.proc else None, "state": n.state, "ready": n.ready,
                     "heartbeat_age_ms": int((now - n.last_beat) * 1000) if n.last_beat else None,
                     "restarts": len(n.restarts), "exit_code": n.exit_code, "stats": n.stats,
+                    **self._role(n),
                 } for n in self.nodes.values()
             },
             "events": self.events[-20:],
@@ -147,6 +151,32 @@ class Supervisor:
         tmp = status_path(self.run).with_suffix(".json.tmp")
         tmp.write_text(json.dumps(status, indent=1))
         os.replace(tmp, status_path(self.run))
+
+    def _role(self, n: NodeProc) -> dict:
+        """A core instance's failover role as its heartbeats say (cluster/failover.py)."""
+        if n.name.partition(".")[0] not in self.topo.nodes or \
+                not self.topo.nodes[n.name.partition(".")[0]].standby:
+            return {}
+        stats = n.stats or {}
+        role = "primary" if stats.get("role_primary") else "standby"
+        if n.state not in ("running", "starting", "unresponsive"):
+            role = "down"
+        return {"role": role, "epoch": stats.get("epoch", 0),
+                "standby_lag_inputs": stats.get("standby_lag_inputs", 0),
+                "standby_lag_ms": stats.get("standby_lag_ms", 0)}
+
+    def primary_of(self, node: str) -> str:
+        """The instance of core `node` that heartbeats say is primary (the highest epoch)."""
+        best = None
+        for instance in self.topo.instances(node):
+            proc = self.nodes[instance]
+            stats = proc.stats or {}
+            if stats.get("role_primary") and proc.state in ("running", "unresponsive") and (
+                    best is None or stats.get("epoch", 0) > best[0]):
+                best = (stats.get("epoch", 0), instance)
+        if best is None:
+            raise ControlError(f"no instance of {node} says it is primary")
+        return best[1]
 
     def _event(self, kind: str, node: str, **info) -> None:
         record = {"wall_ns": time.time_ns(), "mono_ns": time.monotonic_ns(), "event": kind,
@@ -248,7 +278,21 @@ class Supervisor:
         if cmd == "status":
             return {"state": self.state, "nodes": {n.name: n.state for n in self.nodes.values()}}
         if cmd == "fault":
-            return self._fault(args.get("node", ""), args.get("op", ""))
+            node = args.get("node", "")
+            if args.get("primary") or args.get("standby"):
+                if node not in self.topo.nodes or not self.topo.nodes[node].standby:
+                    raise ControlError(f"{node!r} has no standby: --primary/--standby name a "
+                                       "core instance (risk, matching with standby = true)")
+                primary = self.primary_of(node)
+                node = primary if args.get("primary") else next(
+                    i for i in self.topo.instances(node) if i != primary)
+            result = self._fault(node, args.get("op", ""))
+            seconds = args.get("seconds")
+            if seconds and args.get("op") == "pause":
+                pid = result["pid"]
+                asyncio.get_running_loop().call_later(float(seconds), self._resume, node, pid)
+                result["resume_after_s"] = seconds
+            return result
         if cmd == "feed":
             try:  # array-like wire structs: build, then validate by a round trip
                 control = msgspec.msgpack.decode(msgspec.msgpack.encode(FeedControl(**args)),
@@ -324,6 +368,18 @@ class Supervisor:
             node.paused = False
         self._applied(f"fault_{op}", node_name, {"pid": pid})
         return {"node": node_name, "op": op, "pid": pid}
+
+    def _resume(self, instance: str, pid: int) -> None:
+        """The end of a timed pause: the same process (a restarted one was never paused)."""
+        node = self.nodes.get(instance)
+        if node is None or node.proc is None or node.proc.pid != pid or node.proc.poll() is not None:
+            return
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            return
+        node.paused = False
+        self._applied("fault_resume", instance, {"pid": pid, "timed": 1})
 
     async def start(self) -> None:
         self._prepare_dirs()
@@ -413,7 +469,7 @@ class Supervisor:
         """A node silent past `hung_after_ms` is treated as dead: SIGKILL (a stopped process cannot
         catch it, and never wakes to emit what it held), then the exit is handled as a crash."""
         node.state = "hung"
-        policy = self.topo.nodes[node.name].on_failure
+        policy = self.topo.nodes[node.name.partition(".")[0]].on_failure
         self._event("node_hung", node.name, heartbeat_age_ms=age_ms,
                     hung_after_ms=self.topo.supervisor.hung_after_ms, action="kill",
                     paused_by_netsim=node.paused, policy=policy)
@@ -429,9 +485,15 @@ class Supervisor:
         how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
         node.exit_code = code
         node.state = "dead"
-        policy = self.topo.nodes[node.name].on_failure
+        policy = self.topo.nodes[node.name.partition(".")[0]].on_failure
         self._event("node_died", node.name, how=how, policy=policy)
         now = time.monotonic()
+        if code == FENCED_EXIT:  # a superseded primary: it comes back as the standby, always
+            self.echo(f"supervisor: {node.name} was fenced (a newer epoch is primary); "
+                      "starting it again as the standby")
+            self._spawn(node, restarted=True)
+            self._event("node_restarted", node.name, pid=node.proc.pid, why="fenced")
+            return
         window = self.topo.supervisor.restart_window_s
         while node.restarts and now - node.restarts[0] > window:
             node.restarts.popleft()

@@ -31,7 +31,8 @@ from cluster.config import JOURNALED_NODES, Topology
 from cluster.logs import configure
 from cluster.links import LinkReceiver, LinkSender
 from cluster.protocol import (
-    Codec, Heartbeat, LinkSeq, NetsimTable, NodeInbound, Ready, ResendFrom, encode_one, wire_safe,
+    Codec, Heartbeat, LinkSeq, NetsimTable, NodeInbound, PrimaryIs, Ready, ResendFrom,
+    StandbyDetached, WitnessQuery, WitnessReply, encode_one, wire_safe,
 )
 from netsim.shaper import PUB_LINKS, Shaper
 
@@ -41,7 +42,9 @@ BACKSTOP_MS = 20
 # The journaled cores (cluster/runner.py). Every link from or to one is sequenced (cluster/links.py);
 # a core's own numbering survives its restarts (it replays what it sent), the others' starts again.
 CORES = JOURNALED_NODES
-LINK_IDLE_S = 0.5  # an idle sequenced link announces its next number this often
+# An idle sequenced link announces its next number this often; it is also how a failover witness
+# hears an idle primary (its silence threshold must be well above this).
+LINK_IDLE_S = 0.2
 
 # The hot path calls pyzmq's Cython socket methods directly, with int flags. Its convenience layer
 # costs more than the IO on this path: send() checks routing ids and groups, send_multipart()
@@ -159,15 +162,18 @@ def die_with_parent() -> None:
 class Outbox:
     """Messages for one PUSH/PUB destination, sent as one frame at flush. `link` is its netsim name."""
 
-    __slots__ = ("sock", "sync", "pending", "topic", "link", "seq", "control", "sent")
+    __slots__ = ("sock", "sync", "pending", "topic", "link", "seq", "control", "sent", "endpoint",
+                 "shape_link")
 
     def __init__(self, sock: zmq.asyncio.Socket, link: str, topic: bytes | None = None,
-                 seq: LinkSender | None = None) -> None:
+                 seq: LinkSender | None = None, endpoint: str = "") -> None:
+        self.endpoint = endpoint  # a PUSH's peer (moved when a core's primary changes)
         self.sock = sock
         self.sync = zmq.Socket.shadow(sock.underlying)
         self.pending: list = []
         self.topic = topic
         self.link = link
+        self.shape_link = link  # netsim's name: the processes at its ends (a standby's differs)
         self.seq = seq  # the link's numbering, when it is sequenced
         self.control: list = []  # messages outside the sequence (ResendFrom), sent at flush
         self.sent = False  # a numbered frame left since the last idle announcement
@@ -194,13 +200,17 @@ class Outbox:
 class NodeShell:
     holds_until_durable = True  # flush() holds a journaled core's effects until their fsync
 
-    def __init__(self, name: str, topo: Topology, *, log_dir: str | None = None) -> None:
+    def __init__(self, name: str, topo: Topology, *, log_dir: str | None = None,
+                 instance: str | None = None) -> None:
         self.name = name
+        # The process: the node itself, or its hot standby "<name>.b" (cluster/failover.py), which
+        # binds its own endpoints and keeps its own journal, audit file and log.
+        self.instance = instance or name
         self.topo = topo
-        self.conf = topo.nodes.get(name)
+        self.conf = topo.instance_endpoints(self.instance) if name in topo.nodes else None
         self.ctx = zmq.asyncio.Context()
-        self.log = configure(name, log_dir if log_dir is not None else topo.log_dir)
-        self.audit = AuditJournal(os.path.join(topo.run_dir, "audit", f"{name}.jsonl"))
+        self.log = configure(self.instance, log_dir if log_dir is not None else topo.log_dir)
+        self.audit = AuditJournal(os.path.join(topo.run_dir, "audit", f"{self.instance}.jsonl"))
         self.codec = Codec(NodeInbound)
         self.stats: dict[str, int] = {"frames_in": 0, "msgs_in": 0, "bad_frames": 0, "errors": 0}
         self._readers: list[tuple[zmq.asyncio.Socket, bool, Callable[[list], None]]] = []
@@ -249,6 +259,24 @@ class NodeShell:
             self._background.append(self._zap.serve)
         self._announcing = False
         self.incarnation = 0 if name in CORES else time.time_ns()
+        # Failover (cluster/failover.py). A core with a standby is "primary" or "standby"; a
+        # standby binds its inbox but reads no input, subscribes to nothing and runs no timer
+        # until promoted. Every node keeps, per core, the epoch it knows as current (frames of
+        # an older one are refused) and when it last heard each sequenced link (a witness asks).
+        self.role = "primary"
+        self.epoch = 0
+        self.failover = None  # this core's Replication
+        self.witness = None  # failover.Witness, in the witness node
+        self._fences: dict[str, int] = {}  # core -> current epoch
+        self.last_heard: dict[str, int] = {}  # sequenced link -> monotonic ns of its last frame
+        self._deferred: list[tuple[zmq.Socket, str]] = []  # a standby's subscriptions
+        self._controls: dict[str, zmq.Socket] = {}  # endpoint -> PUSH for control frames
+        self._fenced = False
+        self._loop_started = False
+        self._first_output_logged = True
+        if any(n.standby for n in topo.nodes.values()) and name == topo.failover.witness:
+            from cluster.failover import Witness
+            self.witness = Witness(self, topo)
 
     # ------------------------------------------------------------------ clocks
 
@@ -294,12 +322,19 @@ class NodeShell:
         self._readers.append((sock, False, self._inbox_decoding(on_messages, runs)))
 
     def subscribe(self, endpoint: str, topics: list[bytes], on_messages: Callable[[list], None],
-                  raw: Callable[[list], None] | None = None) -> None:
+                  raw: Callable[[list], None] | None = None, always: bool = False) -> None:
         """SUB to a publisher. Frames are [topic, batch]; `raw` gets the frames undecoded."""
         sock = self._socket(zmq.SUB)
         for topic in topics:
             sock.setsockopt(zmq.SUBSCRIBE, topic)
-        self._connect(sock, endpoint)
+        # A core with a standby publishes from whichever instance is primary: hear both.
+        endpoints = [endpoint] + [n.standby_pub for n in self.topo.nodes.values()
+                                  if n.standby and n.pub == endpoint and n.standby_pub]
+        for each in endpoints:
+            if self.role == "standby" and not always:
+                self._deferred.append((sock, each))  # a standby hears nothing until promoted
+            else:
+                self._connect(sock, each)
         if raw is not None:
             self._readers.append((sock, True, raw))
         else:
@@ -355,16 +390,25 @@ class NodeShell:
         if name in self._outboxes:
             return
         sock = self._socket(zmq.PUSH)
-        self._connect(sock, self.topo.nodes[name].inbox)
+        endpoint = self.topo.nodes[name].inbox
+        self._connect(sock, endpoint)
         link = f"{self.name}->{name}"
         seq = LinkSender(link, self.incarnation) if name in CORES or self.name in CORES else None
-        self._outboxes[name] = Outbox(sock, link, seq=seq)
+        if seq is not None:
+            seq.epoch = self.epoch
+        box = self._outboxes[name] = Outbox(sock, link, seq=seq, endpoint=endpoint)
+        box.shape_link = f"{self.instance}->{name}"
         if seq is not None and not self._announcing:
             self._announcing = True
             self.every(int(LINK_IDLE_S * 1000), self._announce)
 
-    def every(self, interval_ms: int, fn: Callable[[], None]) -> None:
-        self._timers.append((interval_ms / 1000.0, fn))
+    def every(self, interval_ms: int, fn: Callable[[], None], always: bool = False) -> None:
+        """A timer; a standby runs only those marked `always` (its inputs come from its primary)."""
+        self._timers.append((interval_ms / 1000.0, fn, always))
+
+    def every_now(self, interval_ms: int, fn: Callable[[], None]) -> None:
+        """A timer started while the node runs."""
+        asyncio.ensure_future(self._timer(interval_ms / 1000.0, fn, True))
 
     def background(self, start: Callable[[], Awaitable]) -> None:
         """A coroutine the node runs beside its sockets (a server); like a drain task, its end
@@ -429,6 +473,12 @@ class NodeShell:
 
     async def flush(self) -> None:
         self._flush_audit()  # explanations may come without any message to send
+        if self._fenced:
+            self.fence()
+            return
+        if not self._first_output_logged and self._dirty and self.role == "primary":
+            self._first_output_logged = True  # a promoted standby's first output: failover time
+            self.log.info("failover_first_output", epoch=self.epoch, wall_ns=time.time_ns())
         if self.durability is not None:
             if self._sync_state == "synced":  # an fsync finished: what it covers leaves first
                 self._sync_state = "releasing"
@@ -437,7 +487,11 @@ class NodeShell:
                 finally:
                     self._sync_state = "idle"
             if self._sync_state != "idle":
-                return  # held: these wait for the fsync after the one in flight
+                # Held: these wait for the fsync (and standby) after the one in flight. What
+                # carries no effect still leaves: resends of what was sent, control messages,
+                # and idle announcements (a witness must go on hearing a live primary).
+                await self._send_control_frames()
+                return
             if self._dirty and self.durability.needs_sync():
                 self._dirty = False
                 self._hold()
@@ -460,6 +514,11 @@ class NodeShell:
                 replies = list(pending)
                 pending.clear()
                 self._send_replies(name, replies)
+
+    async def _send_control_frames(self) -> None:
+        for box in self._outboxes.values():
+            if box.seq is not None and (box.control or box.seq.resend_from or box.seq.idle_due):
+                await self._send_unsequenced(box)
 
     def _hold(self) -> None:
         """Take everything queued to send: it waits for the fsync about to start."""
@@ -497,7 +556,7 @@ class NodeShell:
         if frame is None:
             return
         shaper = self.shaper
-        link = shaper.get(box.link) if shaper is not None else None
+        link = shaper.get(box.shape_link) if shaper is not None else None
         if link is not None:
             shaper.send(link, len(frame), partial(box.send_now, frame))
         elif not box.try_send(frame):
@@ -530,7 +589,8 @@ class NodeShell:
         everything else on it: an announcement must not overtake the messages netsim holds."""
         frames = []
         if box.control:
-            frames.append([LinkSeq(link=box.link, incarnation=box.seq.incarnation)] + box.control)
+            frames.append([LinkSeq(link=box.link, incarnation=box.seq.incarnation,
+                                   epoch=box.seq.epoch)] + box.control)
             box.control = []
         if box.seq.idle_due:
             box.seq.idle_due = False
@@ -541,7 +601,7 @@ class NodeShell:
             self.stats["resent"] = self.stats.get("resent", 0) + sum(len(f) - 1 for f in resent)
             frames += resent
         shaper = self.shaper
-        link = shaper.get(box.link) if shaper is not None else None
+        link = shaper.get(box.shape_link) if shaper is not None else None
         for messages in frames:
             frame = self._encode(messages, box.link)
             if frame is None:
@@ -587,7 +647,7 @@ class NodeShell:
         self._dirty = False
 
     def journal_dir(self) -> str:
-        return os.path.join(self.topo.run_dir, "journal", self.name)
+        return os.path.join(self.topo.run_dir, "journal", self.instance)
 
     def sequenced_outboxes(self) -> list[Outbox]:
         return [box for box in self._outboxes.values() if box.seq is not None]
@@ -595,6 +655,24 @@ class NodeShell:
     def has_pending(self) -> bool:
         return (any(box.pending for box in self._outboxes.values()) or bool(self._held)
                 or self._sync_state != "idle")
+
+    def snapshot_safe(self) -> bool:
+        """Can a snapshot describe what was sent? Not while held messages are being released:
+        those taken for sending but not yet numbered are in neither the resend buffers nor the
+        unsent lists (everything else is: `unsent_by_link`)."""
+        return self._sync_state != "releasing"
+
+    def unsent_by_link(self) -> dict[str, list]:
+        """Per sequenced link, what is numbered (next_numbers counts it) but not yet sent, in
+        the order it will be: held for an fsync first, then queued."""
+        out: dict[str, list] = {}
+        for box, messages in self._held:
+            if box.seq is not None:
+                out.setdefault(box.link, []).extend(messages)
+        for box in self._outboxes.values():
+            if box.seq is not None and box.pending:
+                out.setdefault(box.link, []).extend(box.pending)
+        return out
 
     def next_numbers(self) -> dict[str, int]:
         """Each sequenced outgoing link's next number, counting what is queued but not yet sent
@@ -742,6 +820,9 @@ class NodeShell:
         stats = self.stats
         links_in = self.links_in
 
+        last_heard = self.last_heard
+        fences = self._fences
+
         def handle(frames: list) -> None:
             out: list = []
             asks: list = []
@@ -756,12 +837,18 @@ class NodeShell:
                 header = None
                 if batch and type(batch[0]) is LinkSeq:
                     header = batch[0]
-                    batch = links_in.accept(header, batch[1:], now, asks)
+                    if header.first:  # numbered (data or an idle announcement): the sender lives
+                        if fences and not self._epoch_ok(header):
+                            continue
+                        last_heard[header.link] = now
                     if header.first == 0:  # control: served here, not the node's input
-                        for msg in batch:
-                            if type(msg) is ResendFrom:
-                                self.resend(msg)
+                        for msg in batch[1:]:
+                            self._on_control(msg)
                         continue
+                    if self.role != "primary":  # a standby takes no input but its primary's
+                        stats["standby_dropped"] = stats.get("standby_dropped", 0) + 1
+                        continue
+                    batch = links_in.accept(header, batch[1:], now, asks)
                     if batch and header.count:
                         header = LinkSeq(link=header.link, incarnation=header.incarnation,
                                          first=header.first + header.count - len(batch),
@@ -788,6 +875,153 @@ class NodeShell:
                 on_messages(out)
 
         return handle
+
+    # ------------------------------------------------------------------ failover (cluster/failover.py)
+
+    def _epoch_ok(self, header: LinkSeq) -> bool:
+        """A frame from a core whose epoch has been superseded is refused (fencing); a newer one
+        becomes the epoch this node knows."""
+        sender = header.link.partition("->")[0]
+        known = self._fences.get(sender)
+        if known is None:
+            return True
+        if header.epoch < known:
+            self.stats["fenced_frames"] = self.stats.get("fenced_frames", 0) + 1
+            return False
+        if header.epoch > known:
+            self._fences[sender] = header.epoch
+        return True
+
+    def _on_control(self, msg) -> None:
+        t = type(msg)
+        if t is ResendFrom:
+            if self.role == "primary":
+                self.resend(msg)
+        elif t is PrimaryIs:
+            self.follow_primary(msg)
+        elif t is WitnessQuery and self.witness is not None:
+            self.witness.on_query(msg)
+        elif t is WitnessReply and self.failover is not None:
+            self.failover.on_witness(msg)
+        elif t is StandbyDetached and self.witness is not None:
+            self.witness.on_detached(msg)
+
+    def known_epoch(self, node: str) -> int:
+        return self._fences.get(node, 1)
+
+    def set_fence(self, node: str, epoch: int) -> None:
+        if epoch > self._fences.get(node, 0):
+            self._fences[node] = epoch
+            self.log.info("epoch_fence", node=node, epoch=epoch)
+
+    def last_heard_from(self, node: str) -> int:
+        prefix = node + "->"
+        return max((t for link, t in self.last_heard.items() if link.startswith(prefix)), default=0)
+
+    def follow_primary(self, msg: PrimaryIs) -> None:
+        """A core's new primary: send it that node's inputs from now on (the sequenced link's
+        resend asks fill what went to the old one), and refuse the old epoch."""
+        if self.failover is not None and msg.node == self.name:
+            self.failover.on_primary_is(msg)
+            return
+        known = self._fences.get(msg.node, 0)
+        if msg.epoch < known:
+            return
+        self._fences[msg.node] = msg.epoch
+        box = self._outboxes.get(msg.node)
+        if box is None:
+            return
+        endpoint = self.topo.instance_endpoints(msg.instance).inbox
+        if endpoint == box.endpoint:
+            return
+        try:
+            box.sock.disconnect(box.endpoint)
+        except zmq.ZMQError:
+            pass
+        self._connect(box.sock, endpoint)
+        self.log.warning("primary_followed", node=msg.node, instance=msg.instance,
+                         epoch=msg.epoch, old=box.endpoint, new=endpoint)
+        box.endpoint = endpoint
+        box.shape_link = f"{self.instance}->{msg.instance}"
+        self.stats["primary_changes"] = self.stats.get("primary_changes", 0) + 1
+        if box.seq is not None:  # say our next number at once: the new primary asks for the rest
+            box.seq.idle_due = True
+            self._dirty = True
+
+    def send_control(self, target: str, message) -> None:
+        """A control frame (outside any sequence) to a node or instance's inbox, at once."""
+        node = target.partition(".")[0]
+        if node not in self.topo.nodes:
+            return
+        endpoint = self.topo.instance_endpoints(target).inbox
+        if not endpoint:
+            return  # a node with no inbox (the REST facade) has nothing to be told
+        sock = self._controls.get(endpoint)
+        if sock is None:
+            sock = self._socket(zmq.PUSH)
+            sock.setsockopt(zmq.SNDHWM, 1000)
+            sock.setsockopt(zmq.LINGER, 0)
+            try:
+                self._connect(sock, endpoint)
+            except zmq.ZMQError as exc:
+                self.log.error("control_connect_failed", endpoint=endpoint, error=repr(exc))
+                return
+            self._controls[endpoint] = sock
+        frame = self.codec.encode([LinkSeq(link=f"{self.name}->{node}", epoch=self.epoch), message])
+        shaper = self.shaper
+        link = shaper.get(f"{self.instance}->{target}") if shaper is not None else None
+        sync = zmq.Socket.shadow(sock.underlying)
+        if link is not None:
+            shaper.send(link, len(frame), partial(self._control_now, sync, frame))
+        else:
+            self._control_now(sync, frame)
+
+    @staticmethod
+    def _control_now(sync: zmq.Socket, frame: bytes) -> None:
+        try:
+            _send(sync, frame, NOBLOCK)
+        except zmq.ZMQError:
+            pass
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        for box in self._outboxes.values():
+            if box.seq is not None:
+                box.seq.epoch = epoch
+
+    def promote(self, epoch: int) -> None:
+        """This standby is the primary now: number under the new epoch, take inputs, hear the
+        subscriptions, run the timers, and say every link's next number (receivers ask for what
+        the old primary never sent)."""
+        self.set_epoch(epoch)
+        self._fences[self.name] = epoch
+        self.role = "primary"
+        for sock, endpoint in self._deferred:
+            self._connect(sock, endpoint)
+        self._deferred.clear()
+        for box in self._outboxes.values():
+            if box.seq is not None:
+                box.seq.idle_due = True
+        self._dirty = True
+        self._first_output_logged = False
+        asyncio.ensure_future(self.flush())
+
+    def fence(self) -> int:
+        """Superseded: drop every output not yet sent (held for the fsync, or queued) and send
+        nothing more. Returns how many messages were refused."""
+        self._fenced = True
+        dropped = sum(len(m) for _, m in self._held) + sum(len(m) for _, m in self._held_replies)
+        self._held, self._held_replies = [], []
+        for boxes in (self._outboxes.values(), self._pubs.values()):
+            for box in boxes:
+                dropped += len(box.pending)
+                box.pending = []
+                box.control = []
+        for _, _, pending, _ in self._routers.values():
+            dropped += len(pending)
+            pending.clear()
+        self._dirty = False
+        return dropped
 
     async def _drain(self, sock: zmq.asyncio.Socket, multipart: bool, handler) -> None:
         sync = zmq.Socket.shadow(sock.underlying)
@@ -830,12 +1064,14 @@ class NodeShell:
                 # sends: flush() pokes its waiter after sending, the timeout is a backstop.
                 await readiness.wait(idle_timeout)
 
-    async def _timer(self, interval: float, fn: Callable[[], None]) -> None:
+    async def _timer(self, interval: float, fn: Callable[[], None], always: bool = True) -> None:
         loop = asyncio.get_running_loop()
         next_at = loop.time()
         while True:
             next_at += interval
             await asyncio.sleep(max(0.0, next_at - loop.time()))
+            if self.role != "primary" and not always:
+                continue
             try:
                 fn()
             except Exception:
@@ -850,12 +1086,12 @@ class NodeShell:
         self._connect(sock, sup.control)
         pid = os.getpid()
         parent = os.getppid()
-        await sock.send(encode_one(Ready(node=self.name, pid=pid)))
+        await sock.send(encode_one(Ready(node=self.instance, pid=pid)))
         seq = 0
         while True:
             seq += 1
             try:
-                sock.send(encode_one(Heartbeat(node=self.name, pid=pid, seq=seq,
+                sock.send(encode_one(Heartbeat(node=self.instance, pid=pid, seq=seq,
                                                mono_ns=time.monotonic_ns(), stats=dict(self.stats))),
                           zmq.NOBLOCK)
             except zmq.Again:
@@ -869,13 +1105,14 @@ class NodeShell:
         self._stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         if self.netsim_enabled:
-            self.shaper = Shaper(self.name, loop)
+            self.shaper = Shaper(self.instance, loop, clock_of=self.name)
             self.shaper.on_error = self._shaping_failed
-            self.subscribe(self.topo.supervisor.netsim, [b""], None, raw=self._on_netsim)
+            self.subscribe(self.topo.supervisor.netsim, [b""], None, raw=self._on_netsim,
+                           always=True)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         tasks = [asyncio.create_task(self._drain(s, m, h)) for s, m, h in self._readers]
-        tasks += [asyncio.create_task(self._timer(i, f)) for i, f in self._timers]
+        tasks += [asyncio.create_task(self._timer(i, f, a)) for i, f, a in self._timers]
         tasks += [asyncio.create_task(start()) for start in self._background]
         tasks.append(asyncio.create_task(self._heartbeat()))
         for task in tasks:
@@ -889,7 +1126,7 @@ class NodeShell:
         await asyncio.gather(*tasks, return_exceptions=True)
         if on_stop is not None:
             on_stop()  # a journaled core's runner closes its journal: on disk, so what is held
-        if self._sync_state == "syncing":  # may leave
+        if self._sync_state == "syncing" and not self._fenced:  # may leave
             self._sync_state = "synced"
         await self.flush()
         if self.shaper is not None:

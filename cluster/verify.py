@@ -71,9 +71,64 @@ def _restored(node: str, topo, path: Path):
     return core, process
 
 
-def verify_node(node: str, directory: Path, topo) -> dict:
+def _start(node: str, directory: Path, topo, upto: int | None = None):
+    """(start seq, core, process) for a replay of `directory`: from the beginning when its first
+    segment is there, else from the latest snapshot at or before `upto` (None: the earliest)."""
+    snaps = _snapshots(directory)
+    segments = sorted(directory.glob(f"{SEG_PREFIX}*{SEG_SUFFIX}"))
+    first_seg = int(segments[0].name[len(SEG_PREFIX):-len(SEG_SUFFIX)]) if segments else None
+    if first_seg == 1 or (first_seg is None and not snaps):
+        return 0, *_replayer(node, topo)
+    usable = [(seq, path) for seq, path in snaps
+              if (first_seg is None or seq + 1 >= first_seg) and (upto is None or seq <= upto)]
+    if not usable:
+        return None, None, None
+    seq, path = usable[0] if upto is None else usable[-1]
+    return seq, *_restored(node, topo, path)
+
+
+def _last_input(directory: Path) -> int:
+    last = max([seq for seq, _ in _snapshots(directory)], default=0)
+    for frame in read_frames(directory, last):
+        last = frame.seq
+    return last
+
+
+def verify_pair(node: str, primary: Path, standby: Path, topo) -> dict:
+    """A core and its hot standby (cluster/failover.py): both journals replayed to the last input
+    both have must give one state hash, and the frames both hold must be the same inputs."""
+    report: dict = {"node": node, "instances": [primary.name, standby.name], "ok": False}
+    try:
+        upto = min(_last_input(primary), _last_input(standby))
+        decode = msgspec.msgpack.Decoder(NodeInbound).decode
+        hashes, frames = [], []
+        for directory in (primary, standby):
+            start, core, process = _start(node, directory, topo, upto)
+            if core is None:
+                report["error"] = f"{directory.name} cannot be replayed to input {upto}"
+                return report
+            held = {}
+            for frame in read_frames(directory, start):
+                if frame.seq > upto:
+                    break
+                _apply(process, frame, decode)
+                held[frame.seq] = (frame.ts_ns, frame.payload)
+            hashes.append(core.state_hash())
+            frames.append(held)
+        common = sorted(set(frames[0]) & set(frames[1]))
+        differ = [seq for seq in common if frames[0][seq] != frames[1][seq]]
+        report.update(common_input=upto, state_hashes=hashes, equal=hashes[0] == hashes[1],
+                      frames_compared=len(common), frames_differing=len(differ),
+                      first_differing_input=differ[0] if differ else None)
+        report["ok"] = report["equal"] and not differ
+    except JournalCorrupt as exc:
+        report["error"] = str(exc)
+    return report
+
+
+def verify_node(node: str, directory: Path, topo, label: str | None = None) -> dict:
     decode = msgspec.msgpack.Decoder(NodeInbound).decode
-    report: dict = {"node": node, "journal": str(directory), "ok": False}
+    report: dict = {"node": label or node, "journal": str(directory), "ok": False}
     try:
         snaps = _snapshots(directory)
         segments = sorted(directory.glob(f"{SEG_PREFIX}*{SEG_SUFFIX}"))
@@ -181,9 +236,14 @@ def verify(run_dir: str | Path) -> dict:
         return {"run_dir": str(run), "ok": False,
                 "error": f"no journal in {run} (expected {copy}, written by `perpx cluster up`)"}
     topo = config.load(copy, run_dir=str(run))
-    nodes = [verify_node(node, run / "journal" / node, topo)
-             for node in JOURNALED if (run / "journal" / node).is_dir()]
-    return {"run_dir": str(run), "ok": bool(nodes) and all(n["ok"] for n in nodes), "nodes": nodes}
+    nodes = [verify_node(node, run / "journal" / instance, topo, label=instance)
+             for node in JOURNALED for instance in (node, f"{node}.b")
+             if (run / "journal" / instance).is_dir()]
+    pairs = [verify_pair(node, run / "journal" / node, run / "journal" / f"{node}.b", topo)
+             for node in JOURNALED if (run / "journal" / f"{node}.b").is_dir()
+             and (run / "journal" / node).is_dir()]
+    return {"run_dir": str(run), "ok": bool(nodes) and all(n["ok"] for n in nodes + pairs),
+            "nodes": nodes, "pairs": pairs}
 
 
 def text(result: dict) -> str:
@@ -212,4 +272,12 @@ def text(result: dict) -> str:
                              f"first difference {end.get('first_difference')}")
         if "divergence" in n:
             lines.append(f"  divergence: {n['divergence']}")
+    for p in result.get("pairs", []):
+        if "error" in p:
+            lines.append(f"{p['node']} pair: FAILED  {p['error']}")
+            continue
+        lines.append(f"{p['node']} pair ({' + '.join(p['instances'])}): "
+                     f"{'ok' if p['ok'] else 'FAILED'}  at input {p['common_input']:,} both replay "
+                     f"to {'the same state' if p['equal'] else 'DIFFERENT states'}; "
+                     f"{p['frames_compared']:,} inputs compared, {p['frames_differing']} differ")
     return "\n".join(lines)

@@ -36,9 +36,22 @@ PEERS = {
 }
 
 
+# A core with a hot standby (cluster/failover.py) runs as two processes, "<core>" and "<core>.b":
+# a link names the processes at its ends, so a fault can cut one instance off (a partition
+# between the primary and the gateway, or between the primary and its standby) and not the other.
+STANDBY_CORES = ("risk", "matching")
+
+
+def _instances(node: str) -> tuple[str, ...]:
+    return (node, f"{node}.b") if node in STANDBY_CORES else (node,)
+
+
 def known_links() -> list[str]:
-    links = [f"{a}->{b}" for a, peers in PEERS.items() for b in peers]
-    return sorted(links + list(PUB_LINKS.values()) + list(CLIENT_LINKS))
+    links = [f"{x}->{y}" for a, peers in PEERS.items() for b in peers
+             for x in _instances(a) for y in _instances(b)]
+    pairs = [f"{x}->{y}" for core in STANDBY_CORES for x in _instances(core)
+             for y in _instances(core) if x != y]
+    return sorted(links + pairs + list(PUB_LINKS.values()) + list(CLIENT_LINKS))
 
 
 def unreliable(link: str) -> bool:
@@ -105,8 +118,9 @@ def _run_all(batch: list[Callable[[], None]]) -> None:
 class Shaper:
     """The links this node sends on, configured from the supervisor's NetsimTable."""
 
-    def __init__(self, node: str, loop) -> None:
-        self.node = node
+    def __init__(self, node: str, loop, clock_of: str | None = None) -> None:
+        self.node = node  # the process: a core's standby ("risk.b") has links of its own
+        self.clock_of = clock_of or node  # whose clock skew applies (the node's)
         self.loop = loop
         self.links: dict[str, Link] = {}
         self.version = -1
@@ -126,7 +140,7 @@ class Shaper:
         if version == self.version:
             return []
         self.version = version
-        self.skew_ns = skew.get(self.node, 0)
+        self.skew_ns = skew.get(self.clock_of, 0)
         changed = []
         wanted = {name: settings for name, spec in links.items() if self.mine(name)
                   for settings in (msgspec.convert(spec, LinkSettings),)

@@ -132,7 +132,7 @@ def build(shell: NodeShell, topo: Topology):
     shell.bind_inbox(runner.on_runs, runs=True)
     shell.subscribe(topo.nodes["oracle"].pub, [b"mark."], runner.on_messages)
     shell.every(SNAPSHOT_MS, publish_snapshots)
-    shell.every(250, runner.maybe_snapshot)
+    shell.every(250, runner.maybe_snapshot, always=True)
     recovered = runner.recover()
     if private is not None:
         private.pending.clear()  # a replay's events: surveillance saw them before the restart

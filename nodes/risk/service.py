@@ -81,7 +81,7 @@ def build(shell: NodeShell, topo: Topology):
     shell.bind_inbox(runner.on_runs, runs=True)
     # (funding rates come on the inbox: the oracle pushes them, so none is lost to a reconnect)
     shell.subscribe(topo.nodes["oracle"].pub, [b"mark.", b"regime."], runner.on_messages)
-    shell.every(250, runner.maybe_snapshot)
+    shell.every(250, runner.maybe_snapshot, always=True)
     # The timer is an input (journaled): marks' ages and the funding clock's start replay alike.
     shell.every(MARK_CHECK_MS, lambda: runner.on_messages([ClockTick()]))
     recovered = runner.recover()

@@ -52,7 +52,7 @@ def test_private_feed_carries_each_commands_events_with_accounts():
     shell = RecordingShell(WITH.nodes["matching"])
     timers = []
     real_every = shell.every
-    shell.every = lambda ms, fn: timers.append(fn) or real_every(ms, fn)
+    shell.every = lambda ms, fn, always=False: timers.append(fn) or real_every(ms, fn)
     matching_service.build(shell, WITH)
     shell.inbox([NewOrder(ref=1, order_id=1, account="mm1", symbol=S, side=-1, qty=5, price=PRICE),
                  NewOrder(ref=2, order_id=2, account="alice", symbol=S, side=1, qty=2,
