@@ -169,6 +169,19 @@ def _verdict_table(verdicts: list[dict]) -> str:
             f"<th>evidence</th></tr>{rows}</table>")
 
 
+def _client_links_table(stats: dict) -> str:
+    """Each client's netsim links (netsim/proxy.py): per setting in force during the run, the
+    delay its proxy measured on the chunks it carried."""
+    rows = "".join(
+        f"<tr><td>{_e(link)}</td><td><code>{_e(setting)}</code></td><td>{m['chunks']}</td>"
+        f"<td>{m['p50']}</td><td>{m['p99']}</td><td>{m['max']}</td></tr>"
+        for client in stats.values() for link, s in client.get("links", {}).items()
+        for setting, m in s.get("measured_ms", {}).items())
+    return ("<h3>netsim client links: the delay applied, as measured</h3><table><tr><th>link"
+            "</th><th>setting</th><th>chunks</th><th>p50 ms</th><th>p99 ms</th><th>max ms</th>"
+            f"</tr>{rows}</table>")
+
+
 def _run_body(run: dict) -> str:
     img = plots(run)
     parts = [_verdict_table(run["verdicts"])]
@@ -181,6 +194,8 @@ def _run_body(run: dict) -> str:
             for p in run["positions"]) + "</p>")
     if run.get("makers"):
         parts.append("<p>makers: " + _e(json.dumps(run["makers"])) + "</p>")
+    if run.get("client_links"):
+        parts.append(_client_links_table(run["client_links"]))
     parts.append(f"<img alt='metrics' src='data:image/png;base64,{img}'>" if img else
                  "<p><i>plots missing: matplotlib is not installed (make chaos installs the "
                  "[report] extra)</i></p>")
