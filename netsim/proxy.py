@@ -62,6 +62,23 @@ def client_link_name(link: str) -> str | None:
     return None
 
 
+DEFAULT = msgspec.to_builtins(LinkSettings())
+
+
+def describe(raw: dict) -> str:
+    """A setting in the words it was set with: its fields that differ from the defaults
+    ("latency 200ms", "latency {model: lognormal, ...}, loss 0.01"); "unshaped" for none."""
+    words = []
+    for key, value in sorted(raw.items()):
+        if DEFAULT.get(key) == value:
+            continue
+        if key == "latency" and isinstance(value, dict) and value.get("model") == "constant":
+            words.append(f"latency {value.get('latency')}")
+        else:
+            words.append(f"{key} {json.dumps(value, sort_keys=True)}")
+    return ", ".join(words) or UNSHAPED
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[max(0, -(-len(ordered) * q // 100) - 1)]
@@ -83,7 +100,7 @@ class Direction:
         settings = msgspec.convert({**raw, "on_full": "block"}, LinkSettings)
         was_down = self.link.settings.down
         self.link.configure(settings)
-        self.setting = json.dumps(raw, sort_keys=True) if raw else UNSHAPED
+        self.setting = describe(raw)
         self.measured.setdefault(self.setting, deque(maxlen=DELAYS_KEPT))
         if was_down and not settings.down:
             self.release()

@@ -79,8 +79,7 @@ async def test_the_proxy_delays_each_direction_as_the_table_says_and_measures_it
                         DOWN: {"latency": {"model": "constant", "latency": "40ms"}}})
         shaped = [await _round_trip(reader, writer, b"x%d" % i) for i in range(3)]
         stats = proxy.stats()["links"]
-        setting = '{"latency": {"latency": "60ms", "model": "constant"}}'
-        up = stats[UP]["measured_ms"][setting]
+        up = stats[UP]["measured_ms"]["latency 60ms"]
         down = next(v for k, v in stats[DOWN]["measured_ms"].items() if "40ms" in k)
         writer.close()
     finally:
@@ -145,3 +144,16 @@ async def test_a_stream_that_ends_while_partitioned_ends_after_its_held_bytes():
         await proxy.close()
         server.close()
     assert b"".join(received) == b"last words"
+
+
+def test_a_setting_is_described_in_the_words_it_was_set_with():
+    from netsim.control import NetsimState
+    from netsim.proxy import describe
+
+    table = NetsimState().handle("netsim_set", {"link": DOWN, "settings": {"latency": "200ms",
+                                                                          "loss": 0.01}})
+    assert describe(table["links"][DOWN]) == "latency 200ms, loss 0.01"
+    assert describe({}) == "unshaped"
+    assert describe({"down": True}) == "down true"
+    assert describe({"latency": {"model": "lognormal", "median": "1ms", "sigma": 0.5}}) == \
+        'latency {"median": "1ms", "model": "lognormal", "sigma": 0.5}'
