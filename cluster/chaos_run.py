@@ -50,7 +50,7 @@ SAMPLE_S = 0.1
 RESENDS = 5  # an unknown outcome is asked again this many times before it counts as unanswered
 MAX_RESTING = 100  # probe orders left resting (the topology allows 200 open orders per account)
 PROBE_ACCOUNT = "taker1"
-PROXY_START_S = 20
+PROXY_START_S = 20  # a netsim client-link proxy prints its ready line within this
 LIMITS_EVERY_S = 0.25  # how often the limits in force are read (as the probe's account sees them)
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -257,7 +257,8 @@ def _place(symbol: str, coid: str, fields: dict) -> PlaceOrder:
 
 
 class Maker:
-    """Quotes post-only both sides around the mark every `quote_every`. Counts its quotes, the
+    """Quotes post-only both sides around the mark (or the index: load.quote_around) every
+    `quote_every`, serially (cancel all, bid, ask: a round trip each). Counts its quotes, the
     ones refused as would-take, its fills and fees, and times its requests' round trips.
 
     A maker behind a netsim client link (netsim/proxy.py) reads the mark from its own market-data
@@ -871,20 +872,39 @@ def fresh_run_dir(exp: dict, run_root: Path) -> Path:
     return run_dir
 
 
+START_ATTEMPTS = 3
+PORT_TAKEN = "Address already in use"
+
+
+def start_cluster(exp: dict, run_root: Path, echo=print) -> tuple[Path, config.Topology]:
+    """A fresh cluster for the experiment: (its topology file, its topology). The free ports a
+    topology is written with can be taken by another program before the cluster binds them
+    (other clusters run on this machine); such a start is tried again on new ports, up to
+    START_ATTEMPTS times. Any other failure is raised at once."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        run_dir = fresh_run_dir(exp, run_root)
+        cfg = write_topology(exp, run_dir)
+        topo = config.load(cfg, run_dir=str(run_dir / "var"))
+        up = _cli("cluster", "up", "--detach", "--same-session", "--config", str(cfg),
+                  "--run-dir", str(run_dir / "var"), "--json")
+        if up.returncode == 0:
+            return cfg, topo
+        failure = f"{up.stdout}{up.stderr}"
+        if PORT_TAKEN not in failure or attempt == START_ATTEMPTS:
+            raise RuntimeError(f"cluster did not start: {failure}")
+        echo(f"cluster did not start (a port was taken meanwhile); again on new ports "
+             f"({attempt}/{START_ATTEMPTS})")
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
 def run_experiment(exp: dict, run_root: Path, echo=print) -> dict:
     """Run one experiment (or one point of its curve) on a fresh cluster whose run directory
     goes under `run_root`; the run as a dict (JSON-ready): samples, verdicts, timeline, audit
     records in the fault window."""
-    run_dir = fresh_run_dir(exp, run_root)
-    cfg = write_topology(exp, run_dir)
-    topo = config.load(cfg, run_dir=str(run_dir / "var"))
-    var = run_dir / "var"
     started = time.monotonic()
     began_ns = time.time_ns()
-    up = _cli("cluster", "up", "--detach", "--same-session", "--config", str(cfg),
-              "--run-dir", str(var), "--json")
-    if up.returncode != 0:
-        raise RuntimeError(f"cluster did not start: {up.stdout}{up.stderr}")
+    cfg, topo = start_cluster(exp, run_root, echo)
+    var = Path(topo.run_dir)
     echo(f"cluster up in {time.monotonic() - started:.1f}s ({var})")
     proxies = None
     link_stats: dict = {}

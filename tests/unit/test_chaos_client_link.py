@@ -1,5 +1,5 @@
-"""The chaos runner's part of a client's own netsim link: which clients an experiment shapes, and
-the figures a report shows from what the proxy measured."""
+"""The chaos runner's shell helpers: which clients an experiment shapes through a netsim proxy,
+the figures a report shows from what the proxy measured, and a start that lost a port race."""
 
 from __future__ import annotations
 
@@ -47,3 +47,32 @@ def test_the_figures_are_the_shaped_settings_measurement_not_the_unshaped_one():
                        "client_link.client:mm1->gateway.delay_ms_max": 55.0}
     assert client_link_figures({"mm1": {"links": {"x": {"measured_ms": {"unshaped": {
         "chunks": 1, "p50": 0, "p99": 0, "min": 0, "max": 0}}}}}}) == {}
+
+
+def test_a_start_that_lost_a_port_race_is_tried_again_on_new_ports(tmp_path, monkeypatch):
+    import subprocess
+
+    from cluster import chaos_run
+
+    answers = [(1, '{"error": "start_failed", "message": "... Address already in use ..."}'),
+               (0, '{"ok": true}')]
+    seen = []
+
+    def fake_cli(*args, **_):
+        seen.append(args)
+        code, out = answers.pop(0)
+        return subprocess.CompletedProcess(args, code, out, "")
+
+    monkeypatch.setattr(chaos_run, "_cli", fake_cli)
+    exp = chaos.load("experiments/01-two-feeds-stale.toml")
+    said = []
+    cfg, topo = chaos_run.start_cluster(exp, tmp_path, said.append)
+    assert len(seen) == 2 and "again on new ports (1/3)" in said[0]
+    assert cfg.exists() and topo.run_dir.startswith(str(tmp_path))
+
+    answers[:] = [(1, "the supervisor exited with 1: ValueError: bad topology")]
+    with pytest.raises(RuntimeError, match="bad topology"):
+        chaos_run.start_cluster(exp, tmp_path, said.append)
+    answers[:] = [(1, PORT := "Address already in use")] * 3
+    with pytest.raises(RuntimeError, match=PORT):
+        chaos_run.start_cluster(exp, tmp_path, said.append)
