@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 .PHONY: setup cluster test test-fast test-deep test-timing mutate bench bench-core bench-netsim bench-rest probe load cascade-report clean chaos
-.PHONY: surveillance-eval surveillance-cost fuzz
+.PHONY: surveillance-eval surveillance-cost fuzz failover-soak
 
 setup: $(STAMP)
 
@@ -45,7 +45,8 @@ $(VENV)/.mutate: pyproject.toml $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,mutate]'
 	touch $(VENV)/.mutate
 
-# The cluster against the null pipeline, open loop: perf/results/bench.{json,md,png}, < 10 minutes.
+# The cluster against the null pipeline, open loop, with each safety feature's price (journal,
+# CurveZMQ, hot standbys) and a mixed workload: perf/results/bench.{json,md,png}, ~15 minutes.
 bench: $(STAMP) $(VENV)/.bench
 	$(PY) -m perf.bench
 
@@ -54,6 +55,12 @@ bench: $(STAMP) $(VENV)/.bench
 # "--frames 20000 --seed 3".
 fuzz: $(STAMP)
 	$(PY) -m perf.fuzz $(FUZZ_ARGS)
+
+# #19's soak: open-loop mixed orders while risk's and matching's primaries are killed in turn,
+# 20 times; lost / doubled / unheard fills, money, pair state hashes, failover time
+# (perf/results/failover-soak-kill.{json,md}). SOAK_ARGS, e.g. "--fault pause --kills 10".
+failover-soak: $(STAMP)
+	$(PY) -m perf.failover_soak $(SOAK_ARGS)
 
 # Where the CPU goes at one offered rate, per node: CPU, us per order, run-queue wait, py-spy.
 # PROBE_ARGS passes flags, e.g. PROBE_ARGS="--pipeline null --rate 90000 --spy".

@@ -66,8 +66,12 @@ def _deep_merge(base: dict, changes: dict) -> None:
 def write_topology(exp: dict, run_dir: Path) -> Path:
     """The built-in topology on free loopback ports, with the experiment's overrides."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    # a core's standby needs endpoints of its own: ports are given out with the others
+    standby = {name: {"standby": True} for name, node in
+               (exp["topology"] or {}).get("nodes", {}).items() if node.get("standby")}
     path = config.write_tcp_topology(config.DEFAULT_CONFIG, run_dir / "topology.toml",
-                                     config.free_tcp_ports(20), run_dir / "var")
+                                     config.free_tcp_ports(28), run_dir / "var",
+                                     node_settings=standby)
     if exp["topology"]:
         raw = tomllib.loads(path.read_text())
         _deep_merge(raw, exp["topology"])
@@ -499,7 +503,7 @@ def audit_counters(records: list[tuple[int, dict]], until_ns: int) -> dict:
     """Cumulative counts up to `until_ns` (pure): liquidations started and paused, ADL events,
     the insurance fund's movement from liquidation steps and funding remainders."""
     liqs: set[str] = set()
-    paused = adl = fund = modes = outliers = stale = 0
+    paused = adl = fund = modes = outliers = stale = promotions = fenced = refused = 0
     for ts, r in records:
         if ts > until_ns:
             break
@@ -515,6 +519,11 @@ def audit_counters(records: list[tuple[int, dict]], until_ns: int) -> dict:
                     adl += 1
         elif rule == "risk.funding":
             fund += int(r["numbers"].get("remainder_to_insurance", 0) or 0)
+        elif rule == "failover.promoted":
+            promotions += 1
+        elif rule == "failover.fenced":
+            fenced += 1
+            refused += int(r["numbers"].get("refused_sends", 0) or 0)
         elif rule == "oracle.source_outlier":
             outliers += 1
         elif rule == "oracle.source_stale":
@@ -524,7 +533,9 @@ def audit_counters(records: list[tuple[int, dict]], until_ns: int) -> dict:
             modes += 1
     return {"liquidations": len(liqs), "liquidations_paused": paused, "adl_events": adl,
             "insurance_fund_delta": fund, "oracle_changes": modes,
-            "oracle_outlier_exclusions": outliers, "oracle_stale_exclusions": stale}
+            "oracle_outlier_exclusions": outliers, "oracle_stale_exclusions": stale,
+            "failover_promotions": promotions, "primaries_fenced": fenced,
+            "fenced_refused_sends": refused}
 
 
 def build_samples(start_wall_ns: int, ticks: list[dict], orders: list[dict],

@@ -181,16 +181,20 @@ def cmd_cluster_up(args) -> int:
     if status and pid_alive(status.get("supervisor_pid")) and status.get("state") in ("starting", "running"):
         raise CliError("already_running", f"a cluster is already running from {run} "
                        f"(supervisor pid {status['supervisor_pid']}); `perpx cluster down` first")
+    # Its supervisor died but nodes still serve: the new supervisor adopts them (never a second set).
+    adopt = bool(status) and status.get("state") in ("starting", "running") and any(
+        pid_alive(n.get("pid")) for n in (status.get("nodes") or {}).values())
     if args.detach:
         (run / "log").mkdir(parents=True, exist_ok=True)
         try:
-            status_path(run).unlink()
+            if not adopt:  # (adopting: the file names the nodes until the new supervisor writes)
+                status_path(run).unlink()
         except FileNotFoundError:
             pass
         out = open(run / "log" / "supervisor.out", "ab")  # noqa: SIM115
         proc = subprocess.Popen(
             [sys.executable, "-m", "cluster.supervisor", "--config", topo.path, "--run-dir", str(run)]
-            + (["--resume"] if args.resume else []),
+            + (["--resume"] if args.resume else []) + (["--adopt"] if adopt else []),
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=not args.same_session,
         )
@@ -198,7 +202,8 @@ def cmd_cluster_up(args) -> int:
         deadline = time.monotonic() + topo.supervisor.ready_timeout_ms / 1000 + 5
         while time.monotonic() < deadline:
             status = read_status(run)
-            if status and status.get("state") == "running":
+            if status and status.get("state") == "running" and \
+                    status.get("supervisor_pid") == proc.pid:
                 emit(with_liveness(status), args.json, render.cluster_status)
                 return EXIT_OK
             if proc.poll() is not None:
@@ -219,7 +224,8 @@ def cmd_cluster_up(args) -> int:
 
     seconds = args.seconds if args.seconds is not None else (
         float(os.environ["DEMO_SECONDS"]) if os.environ.get("DEMO_SECONDS") else None)
-    code = uvloop.run(run_cluster(topo, demo_seconds=seconds, demo=args.demo, resume=args.resume))
+    code = uvloop.run(run_cluster(topo, demo_seconds=seconds, demo=args.demo, resume=args.resume,
+                                  adopt=adopt))
     hint = start_failure_hint((read_status(run) or {}).get("failure") or "")
     if code and hint:
         print(f"perpx:{hint}", file=sys.stderr)
@@ -1000,7 +1006,14 @@ def _duration_ns_arg(text: str, what: str) -> int:
         raise CliError("bad_duration", f"{what}: {exc}") from None
 
 
+FAULT_OPS = ("kill", "pause", "resume", "skew")
+
+
 def cmd_netsim_fault(args) -> int:
+    if args.node in FAULT_OPS and args.op not in FAULT_OPS:  # `fault kill risk` reads as well
+        args.node, args.op = args.op, args.node
+    if args.op not in FAULT_OPS:
+        raise CliError("unknown_fault", f"unknown fault {args.op!r}: {', '.join(FAULT_OPS)}")
     if args.op == "skew":
         ns = _duration_ns_arg(args.by or "0", "--by")
         return _admin(args, "skew", {"node": args.node, "ns": ns})
@@ -1401,9 +1414,8 @@ def parser() -> argparse.ArgumentParser:
     ns_fault = command(netsim, "fault", "kill, pause, resume or skew a node",
                        "perpx netsim fault matching pause")
     ns_fault.add_argument("node", help="gateway, risk, matching, oracle, liquidator, feeds")
-    ns_fault.add_argument("op", choices=["kill", "pause", "resume", "skew"],
-                          help="kill (the supervisor's policy applies), pause (SIGSTOP), resume, "
-                               "skew its clock by --by")
+    ns_fault.add_argument("op", help="kill (the supervisor's policy applies), pause (SIGSTOP), "
+                          "resume, skew its clock by --by (`fault kill risk` works too)")
     ns_fault.add_argument("--by", metavar="DURATION", help="skew: e.g. 250ms or -1s (write "
                           "--by=-1s)")
     which = ns_fault.add_mutually_exclusive_group()

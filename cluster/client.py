@@ -317,8 +317,9 @@ class Client:
     async def book(self, symbol: str, depth: int = 10):
         return await self.request(GetBook(symbol=symbol, depth=depth))
 
-    async def account_view(self):
-        return await self.request(GetAccount())
+    async def account_view(self, fills: int = 20):
+        """The account (with its latest `fills`, up to the 100 risk keeps)."""
+        return await self.request(GetAccount(fills=fills))
 
     async def open_orders(self, symbol: str = ""):
         """The account's open orders (OrdersView), in `symbol` or all."""

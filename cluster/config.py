@@ -113,6 +113,7 @@ class NodeConf(Conf, kw_only=True):
     standby_inbox: str = ""
     standby_pub: str = ""
     standby_repl: str = ""
+    standby_private: str = ""  # matching.b's private feed to surveillance
     on_failure: Literal["restart", "stop_all"] = "restart"
     # feeds
     venues: list[str] = msgspec.field(default_factory=list)
@@ -303,7 +304,7 @@ class Topology(msgspec.Struct, frozen=True, kw_only=True):
         if not b:
             return conf
         return msgspec.structs.replace(conf, inbox=conf.standby_inbox, pub=conf.standby_pub,
-                                       repl=conf.standby_repl, private="")
+                                       repl=conf.standby_repl, private=conf.standby_private)
 
     @property
     def log_dir(self) -> str:
@@ -608,6 +609,10 @@ def _standby_endpoints(path: Path, name: str, n: NodeConf, expand) -> NodeConf:
         given["standby_repl"] = given["standby_repl"] or _b_path(given["repl"])
         if n.pub:
             given["standby_pub"] = given["standby_pub"] or _b_path(n.pub)
+        if n.private:
+            given["standby_private"] = expand(n.standby_private) or _b_path(n.private)
+    if n.private and "standby_private" not in given:
+        given["standby_private"] = expand(n.standby_private)
     missing = [k for k, v in given.items() if not v and (k != "standby_pub" or n.pub)]
     if missing:
         raise ConfigError(f"{path}: nodes.{name}.standby = true over tcp needs "
@@ -624,7 +629,7 @@ def _distinct_endpoints(path: Path, nodes: dict[str, NodeConf], sup: SupervisorC
     every order ended outcome_unknown with its margin never released)."""
     places = [(f"nodes.{name}.{key}", getattr(n, key)) for name, n in nodes.items()
               for key in ("inbox", "client", "pub", "repl", "standby_inbox", "standby_pub",
-                          "standby_repl")]
+                          "standby_repl", "standby_private")]
     places += [(f"supervisor.{key}", getattr(sup, key)) for key in ("control", "netsim", "admin")]
     taken: list[tuple[str, str]] = []
     for where, endpoint in places:
@@ -709,8 +714,9 @@ def write_tcp_topology(base: Path | str, dest: Path, ports: list[int], run_dir: 
             if node.get(key) and (not internal_ipc or (name == "gateway" and key != "inbox")):
                 node[key] = f"tcp://127.0.0.1:{ports.pop()}"
         if node.get("standby") and not internal_ipc:
-            for key in ("repl", "standby_inbox", "standby_pub", "standby_repl"):
-                if key != "standby_pub" or node.get("pub"):
+            for key in ("repl", "standby_inbox", "standby_pub", "standby_repl", "standby_private"):
+                if (key != "standby_pub" or node.get("pub")) and \
+                        (key != "standby_private" or node.get("private")):
                     node[key] = f"tcp://127.0.0.1:{ports.pop()}"
         if node.get("http"):  # the REST facade's HTTP port
             node["http"] = f"127.0.0.1:{ports.pop()}"

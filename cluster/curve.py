@@ -89,7 +89,7 @@ def internal_endpoints(topo) -> dict[str, str]:
             out[node.pub] = name
         if getattr(node, "private", ""):
             out[node.private] = name
-        for key in ("repl", "standby_inbox", "standby_pub", "standby_repl"):
+        for key in ("repl", "standby_inbox", "standby_pub", "standby_repl", "standby_private"):
             if getattr(node, key, ""):
                 out[getattr(node, key)] = name  # a standby serves with its node's key
     sup = topo.supervisor

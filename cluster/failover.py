@@ -50,6 +50,8 @@ from cluster.protocol import (
 )
 
 CHUNK = 2000  # journal frames per catch-up message
+REATTACH_AFTER_S = 1.0  # a repeated hello sooner than this is not a new attach
+RECENT_INPUTS = 100_000  # the primary keeps its latest inputs in memory for catching a standby up
 HELLO_EVERY_S = 0.2
 STARTUP_GRACE_S = 5.0
 EPOCH_FILE = "epoch"
@@ -111,8 +113,11 @@ class Replication:
             shell.set_fence(self.node, self.epoch)
         self.codec = Codec(ReplMsg)
         # primary side
+        self.recent: deque = deque(maxlen=RECENT_INPUTS)  # (ts_ns, payload) of the latest inputs
+        self.recent_next = self.journal.next_seq  # the seq after recent[-1]
         self.standby_id: bytes | None = None
         self.standby_state = "none"  # none | catching_up | in_sync | detached
+        self.attached_at = -1e9
         self.catch_up_target = 0
         self.catch_up_started = 0.0
         self.acked = 0  # the standby has every input below this on disk
@@ -126,6 +131,7 @@ class Replication:
         self.primary_seen = False
         self.proposed_at = 0.0
         self.last_input_ts = 0
+        self.synced = False  # our primary said we are in sync (it waits for our acks)
         self.last_mark: int | None = None  # frame_mark of our last journaled input
         self.applied_batches = 0
         self.started = time.monotonic()
@@ -245,7 +251,9 @@ class Replication:
     def _primary_tick(self, now: float) -> None:
         if self.standby_id is not None and self.standby_state != "detached" and \
                 not self._witness_lost() and not self._shaped(f"{self.instance}->{self.other}"):
-            self._send_router(ReplBeat(epoch=self.epoch, next_seq=self.journal.next_seq))
+            self._send_router(ReplBeat(epoch=self.epoch, next_seq=self.journal.next_seq,
+                                       in_sync=self.standby_state == "in_sync"))
+        self.shell.stats["standby_in_sync"] = int(self.standby_state == "in_sync")
         lag = self.journal.next_seq - max(self.acked, 1) if self.standby_state != "none" else 0
         self.shell.stats["standby_lag_inputs"] = max(0, lag)
         oldest = self.waiters[0][2] if self.waiters else 0.0
@@ -261,6 +269,11 @@ class Replication:
         if not self.primary_seen or now - self.last_beat >= HELLO_EVERY_S * 2:
             self._hello()
         silent = now - (self.last_beat or self.started)
+        if self.primary_seen and not self.synced:
+            # A standby still catching up may lack inputs whose effects its primary already let
+            # out (it does not wait for a standby that is not in sync): it never takes over. If
+            # the primary is gone, the primary comes back from its own journal instead.
+            return
         # Never having heard a primary (a start, or both instances down) is not the same as
         # losing one: wait STARTUP_GRACE_S before asking to take over.
         wait = self.conf.promote_after_ms / 1000 if self.primary_seen else max(
@@ -274,20 +287,35 @@ class Replication:
     def _hello(self) -> None:
         if self.last_mark is None:
             frame = self._frame(self.journal.next_seq - 1) if self.journal.next_seq > 1 else None
-            self.last_mark = frame_mark(frame.ts_ns, frame.payload) if frame is not None else 0
+            self.last_mark = frame_mark(*frame) if frame is not None else 0
         last = self.last_mark
         self._send_dealer(ReplHello(instance=self.instance, epoch=self.epoch,
                                     next_seq=self.journal.next_seq, last_crc=last))
 
     def _frame(self, seq: int):
-        for frame in self.journal.read(seq - 1):
-            return frame
-        return None
+        """Input `seq` as (ts_ns, payload), from memory (None when it is not there: the journal
+        is never scanned on the node's loop; a standby that far behind gets our state)."""
+        held = self._recent_from(seq) if self.recent else None
+        return held[0] if held else None
 
     # ------------------------------------------------------------------ primary
 
+    def _recent_from(self, seq: int) -> list | None:
+        """Our inputs from `seq` on, from memory (None: not all of them are there)."""
+        oldest = self.recent_next - len(self.recent)
+        if seq < oldest or seq > self.recent_next:
+            return None
+        return list(self.recent)[seq - oldest:] if seq < self.recent_next else []
+
+    def _remember(self, first: int, items: list) -> None:
+        if first != self.recent_next:
+            self.recent.clear()  # (a gap in what we kept: start the memory again here)
+        self.recent.extend(items)
+        self.recent_next = first + len(items)
+
     def stream(self, first: int, items: list) -> None:
-        """A batch just journaled: to the standby, as written."""
+        """A batch just journaled: to the standby, as written (and kept for catch-ups)."""
+        self._remember(first, items)
         if self.standby_id is None or self.standby_state in ("none", "detached"):
             return
         if self.stepped_aside or self._shaped(f"{self.instance}->{self.other}"):
@@ -349,6 +377,9 @@ class Replication:
         # (A hello while we stream means the standby hears no beats or lost frames, e.g. across
         # a cut of the pair's link: start again from where it says it is; it skips repeats.)
         started = time.monotonic()
+        if identity == self.standby_id and started - self.attached_at < REATTACH_AFTER_S and \
+                self.standby_state != "detached":
+            return  # a hello sent before our stream reached it: the stream is on its way
         journal = self.journal
         self.standby_id = identity
         self.standby_state = "catching_up"
@@ -359,27 +390,20 @@ class Replication:
         resync = start > journal.next_seq
         if not resync and start > 1:
             frame = self._frame(start - 1)
-            resync = frame is None or frame_mark(frame.ts_ns, frame.payload) != hello.last_crc
+            resync = frame is None or frame_mark(*frame) != hello.last_crc
         sent = 0
-        if not resync:
-            try:
-                chunk: list = []
-                first = start
-                for frame in journal.read(start - 1):
-                    chunk.append((frame.ts_ns, frame.payload))
-                    if len(chunk) >= CHUNK:
-                        self._send_router(ReplBatch(epoch=self.epoch, first=first, items=chunk))
-                        first += len(chunk)
-                        sent += len(chunk)
-                        chunk = []
-                if chunk:
-                    self._send_router(ReplBatch(epoch=self.epoch, first=first, items=chunk))
-                    sent += len(chunk)
-                if start + sent != journal.next_seq:
-                    resync = True  # our journal no longer has that far back (pruned)
-            except Exception as exc:  # noqa: BLE001 (a journal read error: send our state)
-                self.log.warning("catch_up_from_journal_failed", error=repr(exc))
-                resync = True
+        held = None if resync else self._recent_from(start)
+        if held is None or self.recent_next != journal.next_seq:
+            resync = True  # not all in memory: our state instead (never a journal scan here)
+        else:
+            for first in range(0, len(held), CHUNK):
+                part = held[first:first + CHUNK]
+                self._send_router(ReplBatch(epoch=self.epoch, first=start + first, items=part))
+                sent += len(part)
+        if resync and not self.shell.snapshot_safe():
+            self.standby_state = "none"  # mid-release: our numbering is not describable; the
+            self.standby_id = None  # standby says hello again in a moment
+            return
         if resync:
             from cluster.runner import snapshot_state
             seq = journal.next_seq - 1
@@ -392,6 +416,7 @@ class Replication:
             "ms": int((time.monotonic() - started) * 1000)})
         if journal.next_seq == start and not resync:
             self.standby_state = "in_sync"
+        self.attached_at = time.monotonic()
 
     def on_witness(self, reply: WitnessReply) -> None:
         """The witness's answer: to our promotion (standby) or about our epoch (primary)."""
@@ -455,6 +480,9 @@ class Replication:
         self.last_beat = time.monotonic()
         self.primary_seen = True
         self.shell.stats["repl_in"] = self.shell.stats.get("repl_in", 0) + 1
+        if t is ReplBeat:
+            self.synced = msg.in_sync
+            self.shell.stats["standby_in_sync"] = int(msg.in_sync)
         if t is ReplBatch:
             self._apply(msg)
         elif t is ReplSnapshot:
@@ -473,7 +501,9 @@ class Replication:
             return
         if skip:
             items = items[skip:]
+        first = journal.next_seq
         self.runner.apply_replicated(items)
+        self._remember(first, items)  # (promoted, we catch our own next standby up from memory)
         self.applied_batches += 1
         self.last_input_ts = items[-1][0]
         self.last_mark = frame_mark(*items[-1])

@@ -11,7 +11,7 @@ import sys
 import uvloop
 
 from cluster import config
-from cluster.transport import NodeShell, die_with_parent
+from cluster.transport import NodeShell
 
 
 SERVICES_ENV = "PERPX_SERVICES"  # a module whose build(node) returns that node's build(shell, topo)
@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--restarted", action="store_true",
                         help="the supervisor restarted this node while the cluster ran")
     args = parser.parse_args(argv)
-    die_with_parent()
+    # A node outlives its supervisor (#19): it goes on serving, and a restarted supervisor adopts
+    # it (cluster/supervisor.py); `perpx cluster down` stops whatever is left.
     topo = config.load(args.config, run_dir=args.run_dir)
     node, _, standby = args.node.partition(".")
     if standby and not topo.nodes[node].standby:

@@ -121,6 +121,7 @@ class GetBook(Msg, tag=True, kw_only=True):
 
 class GetAccount(Msg, tag=True, kw_only=True):
     req_id: Id = 0
+    fills: Annotated[int, Meta(ge=0, le=100)] = 20  # latest fills in the answer (risk keeps 100)
 
 
 class GetOrders(Msg, tag=True, kw_only=True):
@@ -294,7 +295,7 @@ class AccountView(Msg, tag=True, kw_only=True):
     isolated_margin: int = 0  # sum of isolated wallets (not part of `balance`)
     im_buffer_ppm: dict[str, int] = field(default_factory=dict)
     funding: list[FundingEntry] = field(default_factory=list)  # latest first, at most 20
-    fills: list[Fill] = field(default_factory=list)  # the account's fills, latest first, at most 20
+    fills: list[Fill] = field(default_factory=list)  # latest first, as many as GetAccount.fills
     usage: Detail = field(default_factory=dict)  # the tightest rate limit: rule, used, limit, window_ms
 
 
@@ -885,6 +886,7 @@ class ReplBatch(Msg, tag=True, kw_only=True):
 class ReplBeat(Msg, tag=True, kw_only=True):
     epoch: Id
     next_seq: Id
+    in_sync: bool = False  # the primary waits for this standby's acknowledgements
 
 
 class ReplAck(Msg, tag=True, kw_only=True):

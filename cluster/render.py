@@ -46,7 +46,9 @@ def cluster_status(status: dict) -> str:
         if pairs:  # a core's pair: who is primary, its epoch, how far its standby is behind
             role = node.get("role")
             lag = (f"{node.get('standby_lag_inputs', 0)} inputs / {node.get('standby_lag_ms', 0)} ms"
-                   if role == "primary" else "")
+                   + ("" if node.get("in_sync") else " (catching up)")
+                   if role == "primary" else ("in sync" if node.get("in_sync") else "catching up")
+                   if role == "standby" else "")
             row += [role or "", node.get("epoch", "") if role else "", lag]
         rows.append(row)
     lines = [head, f"clients {status.get('client_endpoint', '?')}  market data "

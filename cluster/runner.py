@@ -229,6 +229,7 @@ class CoreRunner:
             after = snap.seq
         replayed = 0
         links_in = shell.links_in
+        repl = self.repl
         for frame in self.journal.read(after):
             msg = self._decode(frame.payload)
             if type(msg) is LinkSeq:
@@ -236,6 +237,8 @@ class CoreRunner:
             else:
                 self.process(msg, frame.ts_ns)
             replayed += 1
+            if repl is not None:  # the latest inputs in memory: a standby catches up from them
+                repl._remember(frame.seq, [(frame.ts_ns, frame.payload)])
         shell.replay_done(mark)
         if snap is None and not replayed:
             return {}

@@ -59,10 +59,62 @@ STATUS_S = 0.25
 STOP_GRACE_S = 5.0
 
 
+class Adopted:
+    """A node process a restarted supervisor found running (not its child): the few Popen
+    methods the supervisor uses, by pid. Its exit status is not ours to read: -9 stands for it."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and not process_alive(self.pid):
+            self.returncode = -signal.SIGKILL
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        deadline = time.monotonic() + (timeout or 5.0)
+        while self.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.returncode
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ")[-1][:1] != "Z"
+    except (ProcessLookupError, OSError):
+        return False
+
+
+def running_instance(run: Path, instance: str) -> int | None:
+    """The pid of `instance`'s node process of this run, if its pid file names one that runs
+    (checked by its command line, so a reused pid is not taken for it)."""
+    try:
+        pid = int((run / "pid" / f"{instance}.pid").read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    args = [a.decode(errors="replace") for a in cmdline]
+    if "cluster.node" in args and instance in args and str(run) in args and process_alive(pid):
+        return pid
+    return None
+
+
 class NodeProc:
     def __init__(self, name: str) -> None:
         self.name = name
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen | Adopted | None = None
         self.ready = False
         self.last_beat = 0.0
         self.beats = 0
@@ -83,9 +135,12 @@ def last_line(path: Path, limit: int = 300) -> str:
 
 
 class Supervisor:
-    def __init__(self, topo: Topology, echo=None, resume: bool = False) -> None:
+    def __init__(self, topo: Topology, echo=None, resume: bool = False, adopt: bool = False) -> None:
         self.topo = topo
-        self.resume = resume  # keep the journals of an earlier run: risk and matching replay them
+        self.resume = resume or adopt  # keep the journals of an earlier run: risk and matching replay them
+        # A supervisor that died left its nodes serving: take over the ones still running
+        # (from their pid files, then their heartbeats) instead of starting a second set.
+        self.adopt = adopt
         self.run = Path(topo.run_dir)
         # one process per node, two for a core with a standby ("<node>.b": cluster/failover.py)
         self.nodes = {instance: NodeProc(instance) for name in node_names(topo)
@@ -117,6 +172,13 @@ class Supervisor:
             (self.run / sub).mkdir(parents=True, exist_ok=True)
         # the API keys' secrets (0600), never in the topology: the gateway, SDK and CLI read them
         ensure_key_file(self.run, [a.api_key for a in self.topo.accounts.values()])
+        if self.adopt:  # the running nodes hold the run's keys and sockets: keep them, but
+            sup = self.topo.supervisor  # the dead supervisor's own ipc files are ours to bind
+            for endpoint in (sup.control, sup.netsim, sup.admin):
+                if endpoint.startswith("ipc://"):
+                    Path(endpoint[len("ipc://"):]).unlink(missing_ok=True)
+            (self.run / "supervisor.pid").write_text(str(os.getpid()))
+            return
         curve.create_for(self.topo)  # the internal links' keys, afresh for this run
         copy = self.run / "journal" / "topology.toml"  # what `perpx audit verify` replays with
         if not (self.resume and copy.exists()):
@@ -161,7 +223,15 @@ class Supervisor:
         role = "primary" if stats.get("role_primary") else "standby"
         if n.state not in ("running", "starting", "unresponsive"):
             role = "down"
+        elif role == "primary":  # a paused old primary still says so: the higher epoch is it
+            node = n.name.partition(".")[0]
+            rivals = [self.nodes[i].stats or {} for i in self.topo.instances(node) if i != n.name]
+            if any(r.get("role_primary") and r.get("epoch", 0) > stats.get("epoch", 0)
+                   and self.nodes[i].state in ("running", "unresponsive")
+                   for r, i in zip(rivals, [i for i in self.topo.instances(node) if i != n.name])):
+                role = "superseded"
         return {"role": role, "epoch": stats.get("epoch", 0),
+                "in_sync": bool(stats.get("standby_in_sync", 0)),
                 "standby_lag_inputs": stats.get("standby_lag_inputs", 0),
                 "standby_lag_ms": stats.get("standby_lag_ms", 0)}
 
@@ -222,6 +292,9 @@ class Supervisor:
                 node.state = "running"
                 node.last_beat = now
             elif type(msg) is Heartbeat:
+                if not node.ready and isinstance(node.proc, Adopted):
+                    node.ready = True  # an adopted node: its heartbeat is its Ready
+                    node.state = "running"
                 if node.state == "unresponsive":
                     self._event("node_responsive_again", node.name)
                     self.echo(f"supervisor: {node.name} is responsive again")
@@ -415,8 +488,21 @@ class Supervisor:
                 keyring.client(self._feeds, "supervisor", self.topo.nodes["feeds"].inbox)
             self._feeds.connect(self.topo.nodes["feeds"].inbox)
             self._tasks.append(asyncio.create_task(self._admin_loop()))
+        adopted = {}
         for node in self.nodes.values():
-            self._spawn(node)
+            pid = running_instance(self.run, node.name) if self.adopt else None
+            if pid is not None:
+                node.proc = Adopted(pid)
+                node.state = "adopting"  # ready at its first heartbeat to us
+                adopted[node.name] = pid
+            else:
+                self._spawn(node)
+        if self.adopt:
+            self._event("nodes_adopted", "supervisor", adopted=adopted,
+                        started=[n for n in self.nodes if n not in adopted])
+            self.echo(f"supervisor: adopted {len(adopted)} running nodes"
+                      + (f", started {len(self.nodes) - len(adopted)}"
+                         if len(adopted) < len(self.nodes) else ""))
         deadline = time.monotonic() + self.topo.supervisor.ready_timeout_ms / 1000
         while not all(n.ready for n in self.nodes.values()):
             for n in self.nodes.values():
@@ -559,11 +645,11 @@ class Supervisor:
 
 
 async def run_cluster(topo: Topology, demo_seconds: float | None = None, demo: bool = False,
-                      echo=None, resume: bool = False) -> int:
+                      echo=None, resume: bool = False, adopt: bool = False) -> int:
     """Start, optionally drive demo traffic, watch until SIGINT/SIGTERM or failure, stop."""
-    sup = Supervisor(topo, echo=echo, resume=resume)
+    sup = Supervisor(topo, echo=echo, resume=resume, adopt=adopt)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # (a closed terminal: stop cleanly)
         loop.add_signal_handler(sig, sup.request_stop)
     demo_task = None
     try:
@@ -600,9 +686,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=None)
     parser.add_argument("--run-dir", default=None)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--adopt", action="store_true",
+                        help="take over the nodes of this run that are still running")
     args = parser.parse_args(argv)
     topo = config.load(args.config, run_dir=args.run_dir)
-    return uvloop.run(run_cluster(topo, resume=args.resume))
+    return uvloop.run(run_cluster(topo, resume=args.resume, adopt=args.adopt))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ The shell owns IO, clocks and signals; the node's logic gets decoded messages an
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import signal
 import time
@@ -26,7 +25,7 @@ import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
 from cluster import curve
-from cluster.audit import AuditJournal
+from cluster.audit import AuditJournal, Explanation
 from cluster.config import JOURNALED_NODES, Topology
 from cluster.logs import configure
 from cluster.links import LinkReceiver, LinkSender
@@ -150,15 +149,6 @@ class Readiness:
             self.waiter = None
 
 
-def die_with_parent() -> None:
-    """Ask Linux to SIGTERM us when the supervisor dies, so no node outlives it."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
 class Outbox:
     """Messages for one PUSH/PUB destination, sent as one frame at flush. `link` is its netsim name."""
 
@@ -268,6 +258,7 @@ class NodeShell:
         self.failover = None  # this core's Replication
         self.witness = None  # failover.Witness, in the witness node
         self._fences: dict[str, int] = {}  # core -> current epoch
+        self._refusals_said: set[tuple[str, int]] = set()
         self.last_heard: dict[str, int] = {}  # sequenced link -> monotonic ns of its last frame
         self._deferred: list[tuple[zmq.Socket, str]] = []  # a standby's subscriptions
         self._controls: dict[str, zmq.Socket] = {}  # endpoint -> PUSH for control frames
@@ -329,7 +320,9 @@ class NodeShell:
             sock.setsockopt(zmq.SUBSCRIBE, topic)
         # A core with a standby publishes from whichever instance is primary: hear both.
         endpoints = [endpoint] + [n.standby_pub for n in self.topo.nodes.values()
-                                  if n.standby and n.pub == endpoint and n.standby_pub]
+                                  if n.standby and n.pub == endpoint and n.standby_pub] + [
+            n.standby_private for n in self.topo.nodes.values()
+            if n.standby and n.private == endpoint and n.standby_private]
         for each in endpoints:
             if self.role == "standby" and not always:
                 self._deferred.append((sock, each))  # a standby hears nothing until promoted
@@ -818,8 +811,6 @@ class NodeShell:
         asked for again), ResendFrom requests served here; the rest to the node."""
         decode = self.codec.decode
         stats = self.stats
-        links_in = self.links_in
-
         last_heard = self.last_heard
         fences = self._fences
 
@@ -827,6 +818,10 @@ class NodeShell:
             out: list = []
             asks: list = []
             now = self.mono_ns()
+            # Read at every call, never captured: a snapshot's restore (recovery, a standby's
+            # resync) replaces the receiver, and a stale one took every peer for new and asked
+            # for everything again (trades applied twice after a restart from a snapshot).
+            links_in = self.links_in
             for payload in frames:
                 try:
                     batch = decode(payload)
@@ -887,6 +882,13 @@ class NodeShell:
             return True
         if header.epoch < known:
             self.stats["fenced_frames"] = self.stats.get("fenced_frames", 0) + 1
+            if (header.link, header.epoch) not in self._refusals_said:  # once per link and epoch
+                self._refusals_said.add((header.link, header.epoch))
+                self.audit.record(Explanation(
+                    ts_ns=time.time_ns(), node=self.name, rule="failover.frame_refused",
+                    subject=header.link, decision="refused",
+                    numbers={"epoch": header.epoch, "current_epoch": known, "first": header.first,
+                             "count": header.count}))
             return False
         if header.epoch > known:
             self._fences[sender] = header.epoch
@@ -1085,7 +1087,6 @@ class NodeShell:
         sock.setsockopt(zmq.SNDHWM, 10)
         self._connect(sock, sup.control)
         pid = os.getpid()
-        parent = os.getppid()
         await sock.send(encode_one(Ready(node=self.instance, pid=pid)))
         seq = 0
         while True:
@@ -1096,9 +1097,6 @@ class NodeShell:
                           zmq.NOBLOCK)
             except zmq.Again:
                 pass
-            if os.getppid() != parent:  # supervisor gone (belt and braces beside PDEATHSIG)
-                self.log.warning("supervisor_gone")
-                self._stop.set()
             await asyncio.sleep(sup.heartbeat_ms / 1000.0)
 
     async def run(self, on_stop: Callable[[], None] | None = None) -> None:

@@ -109,6 +109,15 @@ def to_command(step: dict) -> tuple[str, dict]:
         return "netsim_partition", {"links": step.get("links", []), "down": action == "partition"}
     if action == "fault":
         return "fault", {"node": step["node"], "op": step["op"]}
+    if action == "failover":  # #19: a core's primary (or standby) killed or paused
+        kind, _, which = step["op"].partition("-")
+        if kind not in ("kill", "pause") or which not in ("primary", "standby"):
+            raise ScenarioError(f"failover op {step['op']!r}: kill-primary, pause-primary, "
+                                "kill-standby or pause-standby")
+        args = {"node": step["node"], "op": kind, which: True}
+        if kind == "pause":  # resumed by the supervisor after this long (the same process)
+            args["seconds"] = duration_ns(step.get("duration", "3s")) / 1e9
+        return "fault", args
     if action == "skew":
         return "skew", {"node": step["node"], "ns": signed_duration_ns(step.get("by", 0))}
     if action == "feed":

@@ -7,7 +7,11 @@
 4. latency (p50/p99/p99.9) of both at 25%, 50% and 75% of the null pipeline's maximum, and of both
    at half the cluster's maximum, HALF_LOAD_RUNS times each (median p99 -> ratio_p99_at_half_load);
    then the cluster's latency per hop, idle and at half its maximum (perf.hops);
-5. perf/results/bench.json, bench.md and bench.png (latency percentiles against offered load).
+5. the same cluster without the journal, without CurveZMQ, and with hot standbys (#19): each
+   safety feature's price as ratios of this run;
+6. a mixed workload (quotes, cancels, IOCs that trade) on the null pipeline, the cluster and the
+   cluster with standbys;
+7. perf/results/bench.json, bench.md and bench.png (latency percentiles against offered load).
 Every process started is stopped at the end; every step is bounded in count and time.
 """
 
@@ -41,9 +45,10 @@ def log(text: str) -> None:
 JOURNAL_OFF = {"enabled": False}
 
 
-def with_cluster(env: dict, fn, journal: dict | None = None, curve: bool = True):
-    with Cluster(env, journal=journal, curve=curve) as cluster:
-        time.sleep(1.5)  # marks flowing, sockets connected
+def with_cluster(env: dict, fn, journal: dict | None = None, curve: bool = True,
+                 standby: bool = False):
+    with Cluster(env, journal=journal, curve=curve, standby=standby) as cluster:
+        time.sleep(1.5 if not standby else 3.0)  # marks flowing, sockets connected, pairs in sync
         topo = cluster.topo
         return fn(topo.nodes["gateway"].client, cluster.api_keys(), topo.symbols[SYMBOL].initial_price,
                   cluster)
@@ -130,6 +135,20 @@ def run(seconds: float, bound_us: float) -> dict:
 
     nojournal_max, nojournal_steps, nojournal_points = without("journal off", journal=JOURNAL_OFF)
     nocurve_max, nocurve_steps, nocurve_points = without("CurveZMQ off", curve=False)
+    # The price of a hot standby for risk and matching (#19): every input in two journals before
+    # its effects leave. Measured the same way (its max, and p99 at the same half-load rate).
+    standby_max, standby_steps, standby_points = without("with standbys", standby=True)
+    # The mixed workload (quotes, cancels, and IOCs that trade and settle two accounts): the IOC
+    # that never fills is the cheapest path through the venue, and the safety costs show on fills.
+    mixed = {}
+    for label, env, venue in (("null", {"PERPX_PIPELINE": "null"}, {}), ("cluster", {}, {}),
+                              ("cluster_with_standbys", {}, {"standby": True})):
+        log(f"mixed workload, {label}: searching the maximum sustainable rate")
+        top, steps = with_cluster(env, lambda e, k, p, _: find_max(
+            e, k, SYMBOL, p, seconds=seconds, p99_bound_us=bound_us, refine=3, log=log,
+            mix="mixed"), **venue)
+        mixed[label] = {"max_orders_per_s": round(top), "steps": steps}
+        log(f"mixed workload, {label}, max: {top:,.0f} orders/s")
     result["null"] = {"max_orders_per_s": round(null_max),
                       "latency_us": {f"{int(f * 100)}%_of_null_max": p["latency_us"]
                                      for f, p in zip(fractions, null_points)},
@@ -146,6 +165,22 @@ def run(seconds: float, bound_us: float) -> dict:
     # the price of encrypting and authenticating the internal links
     result["curve"] = safety_price("curve", cluster_max, on_med, nocurve_max, nocurve_steps,
                                    nocurve_points)
+    # standbys: their price against the journal-only cluster (on = with standbys)
+    standby_runs = [p["latency_us"].get("p99") for p in standby_points]
+    standby_med = statistics.median(standby_runs) if all(standby_runs) else None
+    result["standby"] = {
+        "max_orders_per_s": {"with_standbys": round(standby_max), "journal_only": round(cluster_max)},
+        "throughput_ratio": round(standby_max / cluster_max, 3) if cluster_max else None,
+        "p99_at_half_cluster_max_us": {"with_standbys": standby_med, "journal_only": on_med,
+                                       "with_standbys_runs": standby_runs},
+        "p99_ratio": round(standby_med / on_med, 3) if standby_med and on_med else None,
+        "steps_with_standbys": standby_steps + standby_points}
+    result["mixed"] = {**mixed, "ratio_cluster_to_null": round(
+        mixed["cluster"]["max_orders_per_s"] / mixed["null"]["max_orders_per_s"], 3)
+        if mixed["null"]["max_orders_per_s"] else None,
+        "ratio_standbys_to_cluster": round(mixed["cluster_with_standbys"]["max_orders_per_s"]
+                                           / mixed["cluster"]["max_orders_per_s"], 3)
+        if mixed["cluster"]["max_orders_per_s"] else None}
     half_runs = {"null": null_points[len(rates):], "cluster": cluster_points[len(rates):]}
     runs = {name: [p["latency_us"].get("p99") for p in pts] for name, pts in half_runs.items()}
     result["p99_at_half_cluster_max_runs_us"] = runs
@@ -228,6 +263,20 @@ def markdown(r: dict) -> str:
               f"{_us(r['journal']['p99_at_half_cluster_max_us']['journal_on'])} vs "
               f"{_us(r['curve']['p99_at_half_cluster_max_us']['curve_off'])}: ratio "
               f"**{r['curve']['p99_ratio_on_off']}**",
+              f"- the hot standbys' price (#19: every input in the standby's journal too before its "
+              f"effects leave): max {r['standby']['max_orders_per_s']['with_standbys']:,} orders/s "
+              f"with standbys vs {r['standby']['max_orders_per_s']['journal_only']:,} journal only: "
+              f"ratio **{r['standby']['throughput_ratio']}** (goal >= 0.75); p99 at half the "
+              f"cluster's max {_us(r['standby']['p99_at_half_cluster_max_us']['with_standbys'])} vs "
+              f"{_us(r['standby']['p99_at_half_cluster_max_us']['journal_only'])}: ratio "
+              f"**{r['standby']['p99_ratio']}**",
+              f"- mixed workload (a resting quote, an order far away and its cancel, and an IOC that "
+              f"trades with the quote and settles two accounts, per unit of four), max orders/s: "
+              f"null {r['mixed']['null']['max_orders_per_s']:,}, cluster "
+              f"{r['mixed']['cluster']['max_orders_per_s']:,} (ratio to null "
+              f"**{r['mixed']['ratio_cluster_to_null']}**), cluster with standbys "
+              f"{r['mixed']['cluster_with_standbys']['max_orders_per_s']:,} (ratio to the cluster "
+              f"**{r['mixed']['ratio_standbys_to_cluster']}**)",
               f"- search steps that answered everything but missed the p99 bound (host stalls; a rate "
               f"fails after {TRIES} misses in a row): null {r['p99_misses_while_keeping_up']['null']}, "
               f"cluster {r['p99_misses_while_keeping_up']['cluster']}"]

@@ -47,7 +47,7 @@ class Cluster:
     """A detached cluster in a temporary directory, with extra environment for its processes."""
 
     def __init__(self, env: dict[str, str] | None = None, journal: dict | None = None,
-                 optional: tuple[str, ...] = (), curve: bool = True) -> None:
+                 optional: tuple[str, ...] = (), curve: bool = True, standby: bool = False) -> None:
         """`optional`: which of the topology's optional nodes (surveillance, the REST facade) run;
         none by default, so the bench measures the venue's order path and each optional node's
         price is measured on its own (make surveillance-cost, make bench-rest)."""
@@ -55,7 +55,9 @@ class Cluster:
         self.run_dir = self.tmp / "run"
         self.config = config.write_tcp_topology(
             config.DEFAULT_CONFIG, self.tmp / "topology.toml", config.free_tcp_ports(20), self.run_dir,
-            internal_ipc=True, node_settings={"risk": {"max_open_orders": BENCH_MAX_OPEN_ORDERS},
+            internal_ipc=True, node_settings={"risk": {"max_open_orders": BENCH_MAX_OPEN_ORDERS,
+                                                       "standby": standby},
+                                              "matching": {"standby": standby},
                                               "gateway": {"rate_limits": BENCH_RATE_LIMITS}},
             sections={"journal": journal} if journal else None)
         raw = tomllib.loads(self.config.read_text())

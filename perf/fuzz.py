@@ -257,6 +257,8 @@ def fuzz_internal(topo, frames: int, rng: random.Random) -> dict[str, dict]:
     valid = internal_valid_frames()
     ctx = zmq.Context.instance()
     targets = {name: node.inbox for name, node in topo.nodes.items() if getattr(node, "inbox", "")}
+    targets.update({f"{name}.b": node.standby_inbox for name, node in topo.nodes.items()
+                    if getattr(node, "standby", False)})  # a standby's inbox is a door too
     out: dict[str, dict] = {}
     listening = {}
     for name, endpoint in sorted(targets.items()):
@@ -421,10 +423,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m perf.fuzz", description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--curve-off", action="store_true",
+                        help="internal links without CurveZMQ: anyone local reaches the decoders")
+    parser.add_argument("--standby", action="store_true", help="risk and matching with standbys")
     args = parser.parse_args(argv)
     from perf.cluster_load import Cluster
 
-    with Cluster(optional=("surveillance",)) as cluster:
+    with Cluster(optional=("surveillance",), curve=not args.curve_off,
+                 standby=args.standby) as cluster:
         report = asyncio.run(run(cluster.topo, cluster.run_dir, args.frames, args.seed))
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "fuzz.json").write_text(json.dumps(report, indent=1) + "\n")

@@ -40,6 +40,7 @@ class Step:
     poisson: bool = False
     seed: int = 1
     idle_ms: float = 5.0  # the venue counts as idle when single orders are answered this fast
+    mix: str = "ioc"  # "ioc": the IOC that never fills; "mixed": quotes, cancels, fills (below)
 
 
 ANSWERS = Codec(LogonAck | Error | Report)
@@ -60,13 +61,42 @@ def bench_order(symbol: str, price: int) -> PlaceOrder:
     return PlaceOrder(symbol=symbol, side=1, qty=1, price=price - price // 50, tif="IOC")
 
 
+def mixed_orders(symbol: str, price: int, sessions: int, tag: str):
+    """The mixed workload, request n -> (session, order): in units of four per pair of sessions
+    (maker, taker), a quote one tick off `price` that rests (post-only), an order far away and its
+    cancel (by client order id), and a one-lot IOC from the taker that crosses the best quote: a
+    trade that settles two accounts. Sides alternate unit by unit, so positions stay small and
+    the quotes left by IOCs that arrived first never cross each other."""
+    from cluster.protocol import CancelOrder
+    pairs = max(1, sessions // 2)
+    far = price // 200  # 0.5% away: inside the price band, never reached by the IOCs (0.25%)
+
+    def make(n: int):
+        unit, step = divmod(n, 4)
+        pair = unit % pairs
+        side = 1 if (unit // pairs) % 2 == 0 else -1
+        maker, taker = 2 * pair % sessions, (2 * pair + 1) % sessions
+        if step == 0:
+            return maker, PlaceOrder(symbol=symbol, side=side, qty=1, price=price - side,
+                                     post_only=True)
+        if step == 1:
+            return maker, PlaceOrder(symbol=symbol, side=side, qty=1, price=price - side * far,
+                                     client_order_id=f"{tag}-{unit}")
+        if step == 2:
+            return maker, CancelOrder(symbol=symbol, client_order_id=f"{tag}-{unit}")
+        return taker, PlaceOrder(symbol=symbol, side=-side, qty=1, price=price - side * (far // 2),
+                                 tif="IOC")
+
+    return make
+
+
 def _answer_key(msg) -> int:
     """The req_id an answer belongs to (a Report carries it as `ref`); 0 for none."""
     return msg.ref if type(msg) is Report else getattr(msg, "req_id", 0)
 
 
 def _worker(endpoint: str, keys: list[str], rate: float, seconds: float, sessions: int,
-            poisson: bool, seed: int, symbol: str, price: int, out) -> None:
+            poisson: bool, seed: int, symbol: str, price: int, out, mix: str = "ioc") -> None:
     ctx = zmq.Context()
     socks = []
     for i in range(sessions):
@@ -104,13 +134,20 @@ def _worker(endpoint: str, keys: list[str], rate: float, seconds: float, session
     next_at = start
     sent = 0
     order = bench_order(symbol, price)
+    # (client order ids unique to this worker's step: an id seen before gets its first answer)
+    mixed = mixed_orders(symbol, price, sessions, f"{seed}.{time.time_ns() % 10**9}") \
+        if mix == "mixed" else None
     deadline = start + int((seconds + DRAIN_S) * 1e9)
     while True:
         now = monotonic_ns()
         while sent < total and next_at <= now:
             req_id = sent + 1
             intended[req_id] = next_at
-            send(socks[sent % sessions], encode([replace(order, req_id=req_id)]), 0)
+            if mixed is None:
+                send(socks[sent % sessions], encode([replace(order, req_id=req_id)]), 0)
+            else:
+                session, message = mixed(sent)
+                send(socks[session], encode([replace(message, req_id=req_id)]), 0)
             sent += 1
             next_at += int(rng.expovariate(1.0) * interval) if poisson else int(interval)
         if sent >= total and not intended:
@@ -199,7 +236,8 @@ def run_step(endpoint: str, keys: list[str], step: Step, symbol: str, price: int
         proc = mp.Process(target=_worker, args=(endpoint, keys, step.rate / step.workers,
                                                 step.seconds, step.sessions or len(keys),
                                                 step.poisson,
-                                                step.seed * 100 + w, symbol, price, child))
+                                                step.seed * 100 + w, symbol, price, child,
+                                                step.mix))
         proc.start()
         pipes.append(parent)
         procs.append(proc)
@@ -245,12 +283,13 @@ TRIES = 3
 
 def find_max(endpoint: str, keys: list[str], symbol: str, price: int, *, start: float = 500,
              growth: float = 1.6, seconds: float = 3.0, p99_bound_us: float = 50_000,
-             refine: int = 3, limit: float = 400_000, log=print) -> tuple[float, list[dict]]:
+             refine: int = 3, limit: float = 400_000, log=print,
+             mix: str = "ioc") -> tuple[float, list[dict]]:
     """Step the offered rate up until it is not sustainable, then bisect; (max rate, all steps)."""
     steps: list[dict] = []
 
     def measure(rate: float, tries_left: int = TRIES - 1) -> bool:
-        r = run_step(endpoint, keys, Step(rate=rate, seconds=seconds), symbol, price)
+        r = run_step(endpoint, keys, Step(rate=rate, seconds=seconds, mix=mix), symbol, price)
         r["sustainable"] = sustainable(r, p99_bound_us)
         steps.append(r)
         r["kept_up"] = kept_up(r)

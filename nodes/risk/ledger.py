@@ -500,7 +500,8 @@ class RiskEngine(Snapshottable):
         elif t is CancelAll:
             out.append(("matching", MassCancel(ref=msg.ref, account=acct.name, symbol=body.symbol)))
         elif t is GetAccount:
-            out.append(("gateway", Reply(ref=msg.ref, body=self.account_view(acct.name, body.req_id))))
+            out.append(("gateway", Reply(ref=msg.ref, body=self.account_view(
+                acct.name, body.req_id, body.fills))))
         elif t is GetOrders:
             out.append(("gateway", Reply(ref=msg.ref, body=self.orders_view(acct, body))))
         elif t is SetLeverage:
@@ -1286,7 +1287,7 @@ class RiskEngine(Snapshottable):
             status="pending" if not o.accepted else "untriggered" if o.type in STOP_TYPES
             else "new") for o in sorted(orders, key=lambda o: o.order_id)])
 
-    def account_view(self, account: str, req_id: int = 0) -> AccountView:
+    def account_view(self, account: str, req_id: int = 0, fills: int = 20) -> AccountView:
         acct = self.accounts[account]
         cross_equity = self.cross_equity(acct)
         positions = []
@@ -1322,5 +1323,5 @@ class RiskEngine(Snapshottable):
             isolated_margin=sum(p.iso_cash + p.cost for p in acct.positions.values() if p.isolated),
             im_buffer_ppm={s: self.specs[s].im_buffer_ppm[r] for s, r in self.regimes.items()
                            if r != "normal"},
-            funding=list(acct.funding_history)[:20], fills=list(acct.fills)[:20],
+            funding=list(acct.funding_history)[:20], fills=list(acct.fills)[:fills],
         )

@@ -21,12 +21,15 @@ MAX_FRAME = 2_000  # batches per frame
 class PrivateFeed:
     def __init__(self, shell, endpoint: str) -> None:
         self._send = shell.bind_private_pub(endpoint)
+        self._shell = shell
         self._enc = msgspec.msgpack.Encoder()
         self.pending: list[EngineBatch] = []
         shell.every(FLUSH_MS, self.flush)
 
     def add(self, now_ns: int, events: list) -> None:
-        if events:
+        # A hot standby (#19) applies its primary's inputs but publishes nothing: the primary's
+        # feed carried these events; its own starts when it is promoted.
+        if events and getattr(self._shell, "role", "primary") == "primary":
             self.pending.append(EngineBatch(ts_ns=now_ns, events=events))
 
     def flush(self) -> None:

@@ -37,3 +37,29 @@ def test_hostile_frames_kill_nothing_change_nothing_and_each_gets_a_reason(venue
     inboxes = {n: r for n, r in report["internal"].items() if not r.get("no_listener")}
     assert {"risk", "matching", "liquidator", "gateway", "feeds"} <= set(inboxes)
     assert all(r["must_refuse"] > 0 for r in inboxes.values())
+
+
+def test_with_curve_off_and_standbys_the_decoders_still_refuse_everything(tmp_path):
+    """#20 item 6 as asked: the internal fuzz with CurveZMQ off (any local process reaches every
+    decoder, no key needed), here with risk and matching running hot standbys whose inboxes are
+    fuzzed too: nothing dies, nothing changes, every frame is refused or counted."""
+    import tomllib
+
+    from cluster import config
+
+    handle = ClusterHandle(tmp_path, internal_ipc=True, node_settings={
+        "gateway": {"rate_limits": BENCH_RATE_LIMITS}, "risk": {"standby": True},
+        "matching": {"standby": True}})
+    raw = tomllib.loads(handle.config_path.read_text())
+    raw["supervisor"]["curve"] = False
+    handle.config_path.write_text(config._dump_toml(raw))
+    handle.topo = config.load(handle.config_path, run_dir=str(handle.run_dir))
+    try:
+        handle.up()
+        report = asyncio.run(fuzz.run(handle.topo, handle.run_dir, frames=1500, seed=11, too_big=1))
+        assert report["ok"], {k: v for k, v in report.items() if k != "internal"}
+        inboxes = {n: r for n, r in report["internal"].items() if not r.get("no_listener")}
+        assert {"risk", "risk.b", "matching", "matching.b"} <= set(inboxes)
+        assert all(r["must_refuse"] > 0 for r in inboxes.values())
+    finally:
+        stop_and_reap(handle)

@@ -40,6 +40,13 @@ def result() -> dict:
                   "throughput_ratio_on_off": 0.937,
                   "p99_at_half_cluster_max_us": {"curve_on": 4_184.1, "curve_off": 4_000.0},
                   "p99_ratio_on_off": 1.046},
+        "standby": {"max_orders_per_s": {"with_standbys": 130_000, "journal_only": 159_209},
+                    "throughput_ratio": 0.817,
+                    "p99_at_half_cluster_max_us": {"with_standbys": 5_000.0, "journal_only": 4_184.1},
+                    "p99_ratio": 1.195},
+        "mixed": {"null": {"max_orders_per_s": 200_000}, "cluster": {"max_orders_per_s": 60_000},
+                  "cluster_with_standbys": {"max_orders_per_s": 50_000},
+                  "ratio_cluster_to_null": 0.3, "ratio_standbys_to_cluster": 0.833},
     }
 
 
@@ -55,3 +62,7 @@ def test_the_markdown_carries_the_table_the_ratios_the_costs_and_the_hops():
     assert "4,184 us vs 3,900 us: ratio **1.073**" in md and "/dev/vda (ext4, rw)" in md
     assert "159,209 orders/s with it vs 170,000 without: ratio **0.937**" in md
     assert "4,184 us vs 4,000 us: ratio **1.046**" in md
+    assert "130,000 orders/s with standbys vs 159,209 journal only: ratio **0.817**" in md
+    assert "5,000 us vs 4,184 us: ratio **1.195**" in md
+    assert "null 200,000, cluster 60,000 (ratio to null **0.3**)" in md
+    assert "cluster with standbys 50,000 (ratio to the cluster **0.833**)" in md

@@ -63,3 +63,30 @@ def test_a_rate_served_by_refusing_orders_is_not_sustainable(monkeypatch):
     best, steps = loadgen.find_max("ep", ["k"], "S", 100, seconds=1, log=lambda _: None)
     assert 0 < best <= 20_000
     assert all(not s["sustainable"] for s in steps if s["rejected"])
+
+
+def test_the_mixed_workload_quotes_cancels_and_crosses_without_crossing_its_own_quotes():
+    """Each unit of four: a post-only quote one tick off, a far order and its cancel on the maker's
+    session, and a one-lot IOC from the other session that reaches the quote but not the far
+    order; sides alternate per pair, so quotes left behind never cross each other."""
+    from cluster.protocol import CancelOrder, PlaceOrder
+    from perf.loadgen import mixed_orders
+
+    price = 300_000
+    make = mixed_orders("BTC-PERP", price, sessions=6, tag="t")
+    orders = [make(n) for n in range(48)]
+    quotes = [(s, o) for s, o in orders if type(o) is PlaceOrder and o.post_only]
+    fars = [(s, o) for s, o in orders if type(o) is PlaceOrder and o.client_order_id]
+    cancels = [(s, o) for s, o in orders if type(o) is CancelOrder]
+    iocs = [(s, o) for s, o in orders if type(o) is PlaceOrder and o.tif == "IOC"]
+    assert len(quotes) == len(fars) == len(cancels) == len(iocs) == 12
+    assert [o.client_order_id for _, o in cancels] == [o.client_order_id for _, o in fars]
+    assert len({o.client_order_id for _, o in fars}) == 12
+    assert all(sc == sf for (sc, _), (sf, _) in zip(cancels, fars))  # same session, in order
+    for (sq, q), (st, t), (_, f) in zip(quotes, iocs, fars):
+        assert sq != st and t.side == -q.side and t.qty == 1
+        assert q.price == price - q.side  # one tick inside: bids below asks
+        reach = t.price <= q.price if t.side == -1 else t.price >= q.price
+        misses_far = t.price > f.price if t.side == -1 else t.price < f.price
+        assert reach and misses_far
+    assert {q.side for _, q in quotes} == {1, -1}
