@@ -15,9 +15,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# Runs the local cluster with demo traffic; Ctrl-C stops it, DEMO_SECONDS=N stops it after N s.
+# Runs the local cluster with demo traffic (risk and matching with hot standbys); Ctrl-C stops it,
+# DEMO_SECONDS=N stops it after N s.
 cluster: $(STAMP)
-	$(VENV)/bin/perpx cluster up --demo
+	$(VENV)/bin/perpx cluster up --demo --standby
 
 # The whole suite: unit, property (hypothesis) and end-to-end tests with real processes.
 test: $(STAMP)

@@ -174,8 +174,38 @@ def pid_alive(pid: int | None) -> bool:
 # ------------------------------------------------------------------ cluster commands
 
 
+def with_standbys(topo: config.Topology) -> config.Topology:
+    """`cluster up --standby`: the topology with a hot standby for risk and matching (#19),
+    written beside the run (RUN/topology-standby.toml) so every process reads the same one."""
+    import tomllib
+
+    raw = tomllib.loads(Path(topo.path).read_text())
+    for core in config.JOURNALED_NODES:
+        node = raw["nodes"][core]
+        node["standby"] = True
+        if node.get("inbox", "").startswith("tcp://"):  # the standby's own, on the same host
+            host = node["inbox"][len("tcp://"):].rpartition(":")[0]
+            keys = ["repl", "standby_inbox", "standby_repl"] + (["standby_pub"] if node.get("pub")
+                                                                else [])
+            keys += ["standby_private"] if node.get("private") else []
+            for key, port in zip([k for k in keys if not node.get(k)], config.free_tcp_ports(
+                    len([k for k in keys if not node.get(k)]))):
+                node[key] = f"tcp://{host}:{port}"
+    run = Path(topo.run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    path = run / "topology-standby.toml"
+    raw["cluster"]["run_dir"] = str(run)
+    path.write_text(config._dump_toml(raw))
+    try:
+        return config.load(path, run_dir=str(run))
+    except config.ConfigError as exc:
+        raise CliError("bad_config", f"--standby: {exc}") from None
+
+
 def cmd_cluster_up(args) -> int:
     topo = load_topology(args, starting=True)
+    if getattr(args, "standby", False):
+        topo = with_standbys(topo)
     run = Path(topo.run_dir)
     status = read_status(run)
     if status and pid_alive(status.get("supervisor_pid")) and status.get("state") in ("starting", "running"):
@@ -1156,6 +1186,8 @@ def parser() -> argparse.ArgumentParser:
                          "kernel groups by session (autogroup), e.g. beside a load generator")
     up.add_argument("--demo", action="store_true", help="drive demo traffic (two market makers, "
                     "two takers) and print it")
+    up.add_argument("--standby", action="store_true",
+                    help="run risk and matching each with a hot standby (README: Failover)")
     up.add_argument("--resume", action="store_true",
                     help="keep the journals of the run dir's last run: risk and matching restore "
                          "their state from them (default: start afresh)")

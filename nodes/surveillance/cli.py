@@ -23,8 +23,8 @@ def add_commands(group, command, common, period, cli) -> None:
     top.add_argument("--k", type=cli.Number(kind="int", low=1, example="20"), default=20,
                      metavar="N", help="how many items (the review budget; default: 20)")
     top.set_defaults(fn=cmd_top, since_default="15m", cli=cli)
-    exp = command(surv, "explain", "every feature of one account against the population: value, "
-                  "median, robust z", "perpx surveillance explain alice")
+    exp = command(surv, "explain", "every feature of one account against its peer group: value, "
+                  "the group's median and MAD, robust z", "perpx surveillance explain alice")
     exp.add_argument("account", help="the account (`perpx accounts`)")
     exp.set_defaults(fn=cmd_explain, cli=cli)
 
@@ -40,7 +40,18 @@ def _state(args) -> tuple[dict, object]:
 
 
 def _reasons(reasons) -> str:
-    return ", ".join(f"{name}={value} (z {z / 1000:.1f})" for name, value, z in reasons)
+    """feature=value (z, and for an account's item the peer group's median and MAD)."""
+    return ", ".join(f"{name}={value} (z {z / 1000:.1f}" + (
+        f", peers' median {peer[0]} MAD {peer[1]})" if peer else ")")
+        for name, value, z, *peer in reasons)
+
+
+def _who(item: dict) -> str:
+    """An item's subject; an account's with the peer group it was compared with."""
+    if not item["account"]:
+        return f"drift:{item.get('feature', '')}" if item["kind"] == "drift" else item["kind"]
+    return item["account"] + (f" [{item['peer_group']} of {item['peers']}]"
+                              if "peer_group" in item else "")
 
 
 def cmd_top(args) -> int:
@@ -72,16 +83,16 @@ def cmd_top(args) -> int:
         since = reports.iso(d["since_ns"]) if d["since_ns"] else "start"
         lines = [f"surveillance at {reports.iso(d['ts_ns'])}: {d['events']} events seen, "
                  f"{d['alerts_in_window']} alerts since {since} (advisory: a person decides)"]
-        lines.append(f"{'#':>3}  {'account':<12} {'symbol':<10} {'score':>7}  top contributors")
+        lines.append(f"{'#':>3}  {'account [peer group of n]':<26} {'symbol':<10} {'score':>7}  "
+                     "top contributors")
         for i, item in enumerate(d["queue"], 1):
-            who = item["account"] or f"drift:{item.get('feature', '')}"
-            lines.append(f"{i:>3}  {who:<12} {item['symbol']:<10} {item['score'] / 1000:>7.1f}  "
-                         f"{_reasons(item['reasons'])}")
+            lines.append(f"{i:>3}  {_who(item):<26} {item['symbol']:<10} "
+                         f"{item['score'] / 1000:>7.1f}  {_reasons(item['reasons'])}")
         if d["alerts"]:
             lines.append("alerts (highest score first):")
             for a in d["alerts"]:
                 lag = (a["ts_ns"] - a["event_ns"]) / 1e9
-                lines.append(f"  {reports.iso(a['ts_ns'])} {a['account'] or a.get('feature', '')} "
+                lines.append(f"  {reports.iso(a['ts_ns'])} {_who(a)} "
                              f"{a['symbol']} score {a['score'] / 1000:.1f} ({lag:.1f} s after the "
                              f"event): {_reasons(a['reasons'])}" + (
                                  f"; suggest: {a['suggest']}" if a.get("suggest") else ""))
@@ -109,10 +120,12 @@ def cmd_explain(args) -> int:
         for item in d["queue"]:
             lines.append(f"  {item['symbol']}: score {item['score'] / 1000:.1f}: "
                          f"{_reasons(item['reasons'])}")
-        lines.append(f"  {'symbol':<10} {'feature':<18} {'value':>12} {'median':>12} {'z':>7}")
+        lines.append(f"  {'symbol':<10} {'peer group':<14} {'feature':<18} {'value':>12} "
+                     f"{'median':>12} {'MAD':>10} {'z':>7}")
         for r in d["features"]:
-            lines.append(f"  {r['symbol']:<10} {r['feature']:<18} {r['value']:>12} "
-                         f"{r['median']:>12} {r['z_milli'] / 1000:>7.1f}")
+            group = f"{r['peer_group']} of {r['peers']}"
+            lines.append(f"  {r['symbol']:<10} {group:<14} {r['feature']:<18} {r['value']:>12} "
+                         f"{r['median']:>12} {r['mad']:>10} {r['z_milli'] / 1000:>7.1f}")
         return "\n".join(lines) + "\n"
 
     cli.emit(data, args.json, text)

@@ -13,6 +13,7 @@ Counters (summed) and peaks (maximum over the window's buckets), per account x s
   orders, amends, cancels      messages the member sent (RTS 9 counts each; venue-decided cancels
                                - IOC remainders, self-trade prevention - are not the member's)
   order_qty, fills, fill_qty   lots accepted; own fills (maker or taker) and their lots
+  maker_qty                    the lots of own fills as the maker (passive: the peer group's basis)
   cxl_1ms/10ms/100ms           user cancels of an order less than 1/10/100 ms after it was accepted
   spoof_cxl_qty                lots cancelled on side S within SPOOF_WINDOW_NS of an own fill on -S
                                (MAR 2016/522 5(e): the trade on the other side, then the removal)
@@ -23,6 +24,8 @@ Counters (summed) and peaks (maximum over the window's buckets), per account x s
   layer_milli      peak        own lots resting away from the touch on one side per own lot at the
                                touch on the other side (x1000; while the account has one there)
   levels           peak        price levels the account occupies on one side
+  two_sided        peak        the smaller side of the account's resting lots as it placed or moved
+                               an order (> 0: it quoted both sides at once; the peer group's basis)
   depth_share_ppm  peak        own lots within 1 % of mid / all lots within 1 % of mid
   lev_jump_milli   peak        new / old leverage (x1000) of a raise
   lev_then_order   peak        lots of an order placed within LEVERAGE_LEAD_NS after a raise
@@ -34,6 +37,7 @@ Derived (from the above, at read time):
   otr_vol_milli    order_qty / fill_qty - 1, x1000 (zero fills: order_qty)
   cxl_lt_1ms_ppm / cxl_lt_10ms_ppm / cxl_lt_100ms_ppm   share of orders cancelled that fast
   spoof_milli      spoof_cxl_qty / spoof_fill_qty, x1000: large orders pulled after small trades
+  passive_ppm      maker_qty / fill_qty (ppm; 0 without fills): not ranked, it picks the peer group
   liq_cluster      other accounts whose liquidation price (this symbol) is within 10 bps of its own
 """
 
@@ -62,10 +66,10 @@ REVERSAL_NS = 10_000 * MS
 LIQ_BUCKET_BPS = 10
 LIFETIMES = ((1 * MS, "cxl_1ms"), (10 * MS, "cxl_10ms"), (100 * MS, "cxl_100ms"))
 
-COUNTERS = ("orders", "amends", "cancels", "order_qty", "fills", "fill_qty", "cxl_1ms",
-            "cxl_10ms", "cxl_100ms", "spoof_cxl_qty", "spoof_fill_qty", "lev_changes")
+COUNTERS = ("orders", "amends", "cancels", "order_qty", "fills", "fill_qty", "maker_qty",
+            "cxl_1ms", "cxl_10ms", "cxl_100ms", "spoof_cxl_qty", "spoof_fill_qty", "lev_changes")
 PEAKS = ("burst_100ms", "touch_1s", "layer_milli", "levels", "depth_share_ppm",
-         "lev_jump_milli", "lev_then_order", "ignition_ppm")
+         "lev_jump_milli", "lev_then_order", "ignition_ppm", "two_sided")
 # What the ranking compares across the population (each higher = more suspicious).
 RANKED = ("otr_num_milli", "otr_vol_milli", "cxl_lt_1ms_ppm", "cxl_lt_10ms_ppm",
           "cxl_lt_100ms_ppm", "burst_100ms", "touch_1s", "spoof_milli", "layer_milli", "levels",
@@ -86,6 +90,7 @@ def derived(c: dict[str, int]) -> dict[str, int]:
         "cxl_lt_10ms_ppm": c["cxl_10ms"] * 1_000_000 // orders if orders else 0,
         "cxl_lt_100ms_ppm": c["cxl_100ms"] * 1_000_000 // orders if orders else 0,
         "spoof_milli": pulled * 1000 // opposite if opposite else 0,
+        "passive_ppm": c["maker_qty"] * 1_000_000 // fill_qty if fill_qty else 0,
     }
 
 
@@ -411,13 +416,15 @@ class Features:
     def _trade(self, ev: Trade, now: int, mid_before: int) -> None:
         symbol = ev.symbol
         self.last_price[symbol] = ev.price
-        for account, order_id, remaining, side in (
-                (ev.maker_account, ev.maker_order_id, ev.maker_remaining, -ev.taker_side),
-                (ev.taker_account, ev.taker_order_id, ev.taker_remaining, ev.taker_side)):
+        for account, order_id, remaining, side, passive in (
+                (ev.maker_account, ev.maker_order_id, ev.maker_remaining, -ev.taker_side, True),
+                (ev.taker_account, ev.taker_order_id, ev.taker_remaining, ev.taker_side, False)):
             key = (account, symbol)
             c = self.counters(key)
             c.add("fills", 1, now)
             c.add("fill_qty", ev.qty, now)
+            if passive:
+                c.add("maker_qty", ev.qty, now)
             fill_key = (account, symbol, side)
             last = self.last_fill.get(fill_key)
             recent = last[1] if last is not None and now - last[0] <= SPOOF_WINDOW_NS else 0
@@ -481,6 +488,8 @@ class Features:
                 away = sum(levels.qty.values()) - at_touch[side]
                 c.peak("layer_milli", away * 1000 // at_touch[-side], now)
             c.peak("levels", len(levels.prices), now)
+        # resting on both sides at once: a quoter (two-sided market making, or bait and spoof)
+        c.peak("two_sided", min(sum(sides[1].qty.values()), sum(sides[-1].qty.values())), now)
         mid = self.mid(symbol)
         band = mid // 100  # 1 % of mid
         near = sides[1].between(mid - band, mid + band) + sides[-1].between(mid - band, mid + band)

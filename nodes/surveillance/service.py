@@ -6,6 +6,11 @@ Advisory by construction: the node binds an inbox and subscribes; it connects to
 inbox (it has no `peer`), so nothing it computes can reach a limit, a margin rule or an order. Its
 output is files under run_dir/surveillance: alerts.jsonl (appended, one alert a line) and
 state.json (the latest queue and every key's features, replaced atomically).
+
+Its own state survives a restart: every SNAPSHOT_MS, and as it stops, the core's state goes to
+run_dir/surveillance/snapshot.msgpack (nodes/surveillance/snapshot.py: written whole or not at
+all); a node that starts with one restores it, the buckets that left the window meanwhile dropped.
+A snapshot it cannot read is logged with its reason and the node starts empty.
 """
 
 from __future__ import annotations
@@ -19,19 +24,55 @@ from cluster.protocol import BookLevels
 from cluster.transport import NodeShell
 from nodes.surveillance.core import SurveillanceCore
 from nodes.surveillance.feed import TOPIC
+from nodes.surveillance.snapshot import FILE, SnapshotError, dump, load, write_atomic
 
 RANK_MS = 500  # alerts within 5 s of their event (RTS 7): ranking every half second
 QUEUE_KEEP = 200
+SNAPSHOT_MS = 5_000
 
 
 def out_dir(topo: Topology) -> Path:
     return Path(topo.run_dir) / "surveillance"
 
 
+def run_token(topo: Topology) -> str:
+    """This run of the venue: the supervisor copies the topology into the journal directory when
+    a run starts afresh (and keeps it on --resume), so the copy's inode and time name the run."""
+    try:
+        st = (Path(topo.run_dir) / "journal" / "topology.toml").stat()
+    except OSError:
+        return ""
+    return f"{st.st_ino}:{st.st_mtime_ns}"
+
+
+def restore(shell: NodeShell, topo: Topology, path: Path, run: str) -> SurveillanceCore:
+    """The core from the snapshot at `path`, else (none, unreadable or another run's: logged) an
+    empty one."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return SurveillanceCore(topo.symbols)
+    now = shell.now_ns()
+    try:
+        core = load(raw, topo.symbols, now, run)
+    except SnapshotError as exc:
+        shell.log.warning("surveillance_snapshot_refused", reason=exc.reason, detail=exc.detail,
+                          path=str(path), bytes=len(raw))
+        return SurveillanceCore(topo.symbols)
+    f = core.features
+    shell.log.info("surveillance_restored", keys=len(f.keys), open_orders=len(f.open),
+                   buckets=sum(len(c.buckets) for c in f.keys.values()), events=f.events,
+                   age_ms=(now - f.last_event_ns) // 1_000_000 if f.last_event_ns else None,
+                   state_hash=core.state_hash())
+    return core
+
+
 def build(shell: NodeShell, topo: Topology):
-    core = SurveillanceCore(topo.symbols)
     where = out_dir(topo)
     where.mkdir(parents=True, exist_ok=True)
+    snapshot_path = where / FILE
+    run = run_token(topo)
+    core = restore(shell, topo, snapshot_path, run)
     alerts_file = open(where / "alerts.jsonl", "a", encoding="utf-8")
 
     def on_messages(messages: list) -> None:
@@ -73,9 +114,17 @@ def build(shell: NodeShell, topo: Topology):
     shell.subscribe(topo.nodes["matching"].private, [TOPIC], on_messages)
     shell.subscribe(topo.nodes["matching"].pub, [b"md."], on_book)
     shell.subscribe(topo.nodes["oracle"].pub, [b"mark.", b"funding.", b"regime."], on_messages)
+    def save() -> None:
+        try:
+            write_atomic(snapshot_path, dump(core, run))
+        except OSError as exc:  # a full disk: the node goes on ranking; the last snapshot stays
+            shell.failed("surveillance_snapshot_failed", str(snapshot_path), exc)
+
     shell.every(RANK_MS, rank)
+    shell.every(SNAPSHOT_MS, save)
 
     def on_stop() -> None:
+        save()
         alerts_file.close()
         shell.log.info("surveillance_final_state", state_hash=core.state_hash(),
                        events=core.features.events, alerts=core.alerts)

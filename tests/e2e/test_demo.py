@@ -15,7 +15,8 @@ pytestmark = pytest.mark.e2e
 
 
 def test_demo_trades_explains_its_rejects_and_stops_clean(cluster_handle):
-    proc = cluster_handle.cli("cluster", "up", "--demo", "--seconds", "5", timeout=90)
+    # as `make cluster` runs it: risk and matching with hot standbys
+    proc = cluster_handle.cli("cluster", "up", "--demo", "--standby", "--seconds", "5", timeout=90)
     out = proc.stdout
     assert proc.returncode == 0, (out, proc.stderr)
     assert re.search(r"^TRADE ", out, re.M) and re.search(r"^MARK ", out, re.M), out

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import time
 
 import msgspec
@@ -15,7 +17,7 @@ from cluster.client import Client
 from cluster.journal import read_frames
 from cluster.protocol import BUY, SELL, LinkSeq, NodeInbound
 from cluster.verify import verify_node
-from tests.e2e.helpers import wait_mark
+from tests.e2e.helpers import log_events, poll, wait_mark
 
 pytestmark = pytest.mark.e2e
 S = "BTC-PERP"
@@ -98,3 +100,49 @@ async def test_spoofer_ranked_first_alerted_within_5s_and_venue_state_unchanged(
         assert not [link for link in links if link.startswith("surveillance")], links
         replayed = verify_node(node, run / "journal" / node, without)
         assert replayed["state_hash"] == final_hash(run, node), replayed
+
+
+def features_of(cluster, account: str) -> tuple[int, dict | None]:
+    """(the node's pid that wrote state.json, `account`'s features in it) as the node last
+    ranked."""
+    try:
+        state = json.loads((cluster.run_dir / "surveillance" / "state.json").read_text())
+    except (OSError, ValueError):
+        return 0, None
+    for row in state["features"]:
+        if row["account"] == account and row["symbol"] == S:
+            return state["ts_ns"], row["values"]
+    return state["ts_ns"], None
+
+
+async def test_an_accounts_counters_survive_a_kill_of_the_node(cluster):
+    """kill -9 of the surveillance node: the supervisor restarts it and it restores its last
+    periodic snapshot, so alice's counters are what they were (without it: an empty window)."""
+    await trade(cluster)
+    settled: list = []
+
+    def stable():  # the node has ranked everything alice did: the same twice, 0.6 s apart
+        _, values = features_of(cluster, "alice")
+        settled.append(values)
+        return values and len(settled) > 1 and settled[-2] == values
+
+    assert poll(stable, 15, 0.6), settled[-2:]
+    before = settled[-1]
+    assert before["orders"] == 6 and before["lev_changes"] == 1 and before["spoof_cxl_qty"] > 0
+    snapshot = cluster.run_dir / "surveillance" / "snapshot.msgpack"
+    settled_at = time.time_ns()
+    assert poll(lambda: snapshot.exists() and snapshot.stat().st_mtime_ns > settled_at, 12, 0.2)
+    pid = cluster.node_pids()["surveillance"]
+    os.kill(pid, signal.SIGKILL)
+
+    def restarted():
+        node = cluster.status()["nodes"]["surveillance"]
+        return node["pid"] != pid and node["state"] == "running" and node["ready"]
+
+    assert poll(restarted, 30, 0.2), cluster.status()["nodes"]["surveillance"]
+    [restored] = log_events(cluster, "surveillance", "surveillance_restored")
+    assert restored["keys"] >= 6 and restored["events"] > 0
+    killed_at = time.time_ns()
+    after = poll(lambda: (lambda ts, v: v if ts > killed_at else None)(
+        *features_of(cluster, "alice")), 10, 0.2)
+    assert after == before

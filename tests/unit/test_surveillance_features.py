@@ -41,6 +41,21 @@ def test_order_to_trade_ratios_by_number_and_volume():
     assert x["otr_num_milli"] == 0 and x["otr_vol_milli"] == 0  # 1 order, 1 fill, same lots
 
 
+def test_passive_lots_and_two_sided_quoting_pick_the_peer_group():
+    v = Venue()
+    bid, ask = quoted(v)  # mm rests 10 lots on each side at once
+    v.place("x", 1, 3, 0, 5 * MS)  # x takes 3 of mm's ask
+    v.place("r", -1, 4, MID + 5, 6 * MS)  # r rests one order, on one side only
+    mm, x, r = feats(v, "mm"), feats(v, "x"), feats(v, "r")
+    assert (mm["maker_qty"], mm["fill_qty"], mm["passive_ppm"]) == (3, 3, 1_000_000)
+    assert mm["two_sided"] == 10  # the smaller side as it placed its ask: 10 lots each
+    assert (x["maker_qty"], x["fill_qty"], x["passive_ppm"], x["two_sided"]) == (0, 3, 0, 0)
+    assert (r["two_sided"], r["passive_ppm"]) == (0, 0)  # no fill: no passive share
+    v.place("mm", 1, 2, 0, 7 * MS)  # mm lifts r's ask: 2 lots as the taker
+    mm = feats(v, "mm")
+    assert (mm["maker_qty"], mm["fill_qty"], mm["passive_ppm"]) == (3, 5, 600_000)
+
+
 def test_zero_trade_rule_counts_every_message():
     v = Venue()
     for i in range(4):
@@ -183,8 +198,8 @@ def test_window_forgets_session_remembers():
 
 # ---------------------------------------------------------------- incremental == from scratch
 
-COUNTED = ("orders", "amends", "cancels", "order_qty", "fills", "fill_qty", "cxl_1ms", "cxl_10ms",
-           "cxl_100ms", "burst_100ms")
+COUNTED = ("orders", "amends", "cancels", "order_qty", "fills", "fill_qty", "maker_qty", "cxl_1ms",
+           "cxl_10ms", "cxl_100ms", "burst_100ms")
 
 
 def recompute(batches: list, now: int) -> dict:
@@ -229,6 +244,7 @@ def recompute(batches: list, now: int) -> dict:
                 for account in (ev.maker_account, ev.taker_account):
                     counted((account, ev.symbol), "fills", 1, ts)
                     counted((account, ev.symbol), "fill_qty", ev.qty, ts)
+                counted((ev.maker_account, ev.symbol), "maker_qty", ev.qty, ts)
     for key, times in cancels.items():
         for i, ts in enumerate(times):  # cancels in (ts - 100 ms, ts], at each cancel in window
             if ts // BUCKET_NS >= first_bucket:

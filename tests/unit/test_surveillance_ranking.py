@@ -136,3 +136,76 @@ def test_a_lasting_drift_is_alerted_once_and_stays_queued():
     raised = [a for t in range(WARMUP, WARMUP + 10) for a in core.tick(t) if a["kind"] == "drift"]
     assert len(raised) == 1 and raised[0]["feature"] == "lev_changes"  # not one per tick
     assert [i["feature"] for i in core.queue if i["kind"] == "drift"] == ["lev_changes"]
+
+
+# ---------------------------------------------------------------- peer groups and families
+
+
+def styled(style: str, **features) -> dict:
+    """A key's values with the counters its peer group is read from."""
+    basis = {"quoter": {"two_sided": 5, "fill_qty": 10, "maker_qty": 10},
+             "maker": {"two_sided": 0, "fill_qty": 10, "maker_qty": 5},
+             "taker": {"two_sided": 0, "fill_qty": 10, "maker_qty": 4},
+             "unfilled": {"two_sided": 0, "fill_qty": 0, "maker_qty": 0}}[style]
+    return {**basis, **features}
+
+
+def test_peer_group_by_two_sided_quoting_then_passive_share():
+    from nodes.surveillance.ranking import peer_group
+
+    assert peer_group(styled("quoter")) == "quoter"  # both sides at once, whatever it traded
+    assert peer_group(styled("maker")) == "maker"  # exactly half its lots passive
+    assert peer_group(styled("taker")) == "taker"  # 4 of 10
+    assert peer_group(styled("unfilled")) == "unfilled"
+    assert peer_group({}) == "unfilled"  # a key with only settings or a position
+
+
+def test_a_value_normal_for_quoters_is_an_outlier_among_takers():
+    from nodes.surveillance.ranking import PEER_MIN, peer_stats, rank
+
+    assert PEER_MIN <= 8  # both groups have their own median and MAD
+    rows = {f"q{i}": styled("quoter", f=v) for i, v in enumerate([10, 12, 14, 16, 18, 20, 22, 40])}
+    rows.update({f"t{i}": styled("taker", f=1) for i in range(7)})
+    rows["t7"] = styled("taker", f=20)
+    stats = peer_stats(values(**rows), features=("f",))
+    # quoters: lower median 16; |deviations| 6 4 2 0 2 4 6 24 -> MAD 4; z = 0.6745 (x - 16) / 4
+    assert stats[("q7", "S")] == ("quoter", 8, {"f": (4047, 16, 4)})  # 24 x 0.6745 / 4 = 4.047
+    assert stats[("q5", "S")][2]["f"] == (674, 16, 4)  # 20: 4 x 0.6745 / 4
+    # takers: median 1, MAD 0: mean |dev| = 19 / 8; z = 19 / (1.253314 x 19 / 8) = 6.383
+    assert stats[("t7", "S")] == ("taker", 8, {"f": (6383, 1, 0)})
+    items = {it["account"]: it for it in rank(values(**rows), features=("f",))}
+    assert items["t7"]["reasons"] == [("f", 20, 6383, 1, 0)]  # the peers' median and MAD
+    assert (items["t7"]["peer_group"], items["t7"]["peers"]) == ("taker", 8)
+    assert items["q5"]["reasons"] == [("f", 20, 674, 16, 4)]  # the same 20, among quoters
+
+
+def test_a_group_smaller_than_peer_min_is_compared_with_everyone():
+    from nodes.surveillance.ranking import peer_stats
+
+    rows = {f"t{i}": styled("taker", f=0) for i in range(8)}
+    rows["lone"] = styled("quoter", f=9)  # the only quoter: no median of its own group
+    stats = peer_stats(values(**rows), features=("f",))
+    # all 9: median 0, MAD 0, mean |dev| 1; z = 9 / 1.253314 = 7.1809
+    assert stats[("lone", "S")] == ("all", 9, {"f": (7180, 0, 0)})
+    assert stats[("t0", "S")][:2] == ("taker", 8)
+
+
+def test_one_family_counts_once_in_the_score():
+    rows = {f"n{i}": styled("unfilled", otr_num_milli=0, otr_vol_milli=0) for i in range(7)}
+    rows["x"] = styled("unfilled", otr_num_milli=50_000, otr_vol_milli=30_000)
+    [top, *_] = rank(values(**rows), features=("otr_num_milli", "otr_vol_milli"))
+    # MAD 0; 1.253314 x mean |dev| (6,266 and 3,760) is under the floor 10,000: z = x / 10,000
+    assert top["account"] == "x" and top["score"] == 5_000  # the family's largest, not 5 + 3
+    assert top["reasons"] == [("otr_num_milli", 50_000, 5_000, 0, 0)]
+
+
+def test_an_outlier_ranks_above_a_larger_sum_of_unremarkable_deviations():
+    # per feature: six keys at 0..5, then a and b; lower median 3, MAD 2, z = 0.6745 (x - 3) / 2
+    rows = {f"n{i}": styled("unfilled", f1=i, f2=i, f3=i) for i in range(6)}
+    rows["a"] = styled("unfilled", f1=15, f2=6, f3=6)  # z 4.047 (an outlier), 1.011, 1.011
+    rows["b"] = styled("unfilled", f1=6, f2=13, f3=13)  # z 1.011, 3.372, 3.372: none above 3.5
+    items = rank(values(**rows), features=("f1", "f2", "f3"))
+    a, b = (next(it for it in items if it["account"] == n) for n in "ab")
+    assert (a["score"], a["alert_score"]) == (4047 + 1011 + 1011, 4047)
+    assert (b["score"], b["alert_score"]) == (1011 + 3372 + 3372, 0)
+    assert [it["account"] for it in items][:2] == ["a", "b"]  # a's outlier first, then by score
