@@ -115,13 +115,16 @@ def test_a_bad_hypothesis_is_refused_by_name(fields, message):
         chaos.check_hypothesis({"name": "h", "value": 0, **fields}, 0)
 
 
-def test_an_experiment_waiting_for_a_fault_is_loaded_but_not_run(tmp_path):
-    path = tmp_path / "failover.toml"
-    path.write_text('name = "x"\nrequires = ["failover"]\nend = "5s"\n'
-                    '[[step]]\nat = "1s"\naction = "failover"\nnode = "matching"\n'
+def test_an_experiment_waiting_for_a_fault_is_loaded_but_not_run(tmp_path, monkeypatch):
+    # failover has landed (netsim.scenario knows it): a fault that does not exist stands in
+    monkeypatch.setitem(chaos.FEATURES, "teleport", "a fault no timeline can express yet")
+    assert chaos.feature_available("failover") and not chaos.feature_available("teleport")
+    path = tmp_path / "teleport.toml"
+    path.write_text('name = "x"\nrequires = ["teleport"]\nend = "5s"\n'
+                    '[[step]]\nat = "1s"\naction = "teleport"\nnode = "matching"\n'
                     '[[hypothesis]]\nname = "h"\nmetric = "acked_orders_lost"\nvalue = 0\n')
     exp = chaos.load(path)
-    assert exp["waiting_for"] == ["failover"] and exp["scenario"] is None
+    assert exp["waiting_for"] == ["teleport"] and exp["scenario"] is None
 
 
 def test_a_bad_step_in_the_timeline_is_refused_when_loaded(tmp_path):

@@ -22,16 +22,21 @@ RECORDS = [
     rec(2.2, "liquidation.adl", subject="liq-2", fund_delta=0),
     rec(2.3, "liquidation.paused", "paused", "liq-3"),
     rec(3.0, "liquidation.reduce", subject="liq-2", fund_delta=30),
+    rec(4.0, "failover.promoted", "promoted", "matching", node="supervisor"),
+    rec(5.0, "failover.fenced", "fenced", "matching", node="matching", refused_sends=3),
 ]
 
 
 def test_audit_counters_count_up_to_a_time():
     assert audit_counters(RECORDS, START + int(1.5 * S)) == {
         "liquidations": 0, "liquidations_paused": 0, "adl_events": 0, "insurance_fund_delta": 0,
-        "oracle_changes": 1, "oracle_outlier_exclusions": 1, "oracle_stale_exclusions": 0}
+        "oracle_changes": 1, "oracle_outlier_exclusions": 1, "oracle_stale_exclusions": 0,
+        "failover_promotions": 0, "primaries_fenced": 0, "fenced_refused_sends": 0}
     end = audit_counters(RECORDS, START + 10 * S)
     assert end["liquidations"] == 2 and end["adl_events"] == 1 and end["liquidations_paused"] == 1
     assert end["insurance_fund_delta"] == -470
+    assert (end["failover_promotions"], end["primaries_fenced"], end["fenced_refused_sends"]) == \
+        (1, 1, 3)
 
 
 def test_orders_are_bucketed_by_intended_time_and_series_carried_forward():
