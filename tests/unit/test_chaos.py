@@ -116,15 +116,31 @@ def test_a_bad_hypothesis_is_refused_by_name(fields, message):
 
 
 def test_an_experiment_waiting_for_a_fault_is_loaded_but_not_run(tmp_path, monkeypatch):
-    # failover has landed (netsim.scenario knows it): a fault that does not exist stands in
-    monkeypatch.setitem(chaos.FEATURES, "teleport", "a fault no timeline can express yet")
-    assert chaos.feature_available("failover") and not chaos.feature_available("teleport")
+    # (every fault the shipped experiments name exists now: a made-up one waits)
+    monkeypatch.setitem(chaos.FEATURES, "teleport", "a node moved to another host mid-run")
     path = tmp_path / "teleport.toml"
     path.write_text('name = "x"\nrequires = ["teleport"]\nend = "5s"\n'
                     '[[step]]\nat = "1s"\naction = "teleport"\nnode = "matching"\n'
                     '[[hypothesis]]\nname = "h"\nmetric = "acked_orders_lost"\nvalue = 0\n')
     exp = chaos.load(path)
     assert exp["waiting_for"] == ["teleport"] and exp["scenario"] is None
+
+
+def test_a_failover_experiment_is_runnable_now(tmp_path):
+    """#19 landed: the `failover` action is a timeline step, not a wait."""
+    path = tmp_path / "failover.toml"
+    path.write_text('name = "x"\nrequires = ["failover"]\nend = "5s"\n'
+                    '[[step]]\nat = "1s"\naction = "failover"\nnode = "matching"\n'
+                    'op = "pause-primary"\nduration = "2s"\n'
+                    '[[hypothesis]]\nname = "h"\nmetric = "acked_orders_lost"\nvalue = 0\n')
+    exp = chaos.load(path)
+    assert exp["waiting_for"] == [] and exp["scenario"] is not None
+    from netsim import scenario
+    assert scenario.to_command({"action": "failover", "node": "risk", "op": "kill-primary"}) == (
+        "fault", {"node": "risk", "op": "kill", "primary": True})
+    cmd, args = scenario.to_command({"action": "failover", "node": "risk", "op": "pause-standby",
+                                     "duration": "3s"})
+    assert args == {"node": "risk", "op": "pause", "standby": True, "seconds": 3.0}
 
 
 def test_a_bad_step_in_the_timeline_is_refused_when_loaded(tmp_path):

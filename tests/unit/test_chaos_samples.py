@@ -22,8 +22,8 @@ RECORDS = [
     rec(2.2, "liquidation.adl", subject="liq-2", fund_delta=0),
     rec(2.3, "liquidation.paused", "paused", "liq-3"),
     rec(3.0, "liquidation.reduce", subject="liq-2", fund_delta=30),
-    rec(4.0, "failover.promoted", "promoted", "matching", node="supervisor"),
-    rec(5.0, "failover.fenced", "fenced", "matching", node="matching", refused_sends=3),
+    rec(4.0, "failover.promoted", "promoted", "risk.b", node="risk", epoch=2),
+    rec(7.0, "failover.fenced", "fenced", "risk", node="risk", epoch=1, refused_sends=12),
 ]
 
 
@@ -35,8 +35,10 @@ def test_audit_counters_count_up_to_a_time():
     end = audit_counters(RECORDS, START + 10 * S)
     assert end["liquidations"] == 2 and end["adl_events"] == 1 and end["liquidations_paused"] == 1
     assert end["insurance_fund_delta"] == -470
-    assert (end["failover_promotions"], end["primaries_fenced"], end["fenced_refused_sends"]) == \
-        (1, 1, 3)
+    # #19: a promotion, then the resumed old primary fenced with what it held
+    assert audit_counters(RECORDS, START + 5 * S)["failover_promotions"] == 1
+    assert audit_counters(RECORDS, START + 5 * S)["primaries_fenced"] == 0
+    assert (end["primaries_fenced"], end["fenced_refused_sends"]) == (1, 12)
 
 
 def test_orders_are_bucketed_by_intended_time_and_series_carried_forward():
