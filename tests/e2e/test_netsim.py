@@ -233,3 +233,42 @@ def test_an_order_held_by_a_partition_is_unknown_not_refused_and_a_retry_is_safe
     live = cluster.cli_json("order", "list", "--account", "mm1")["orders"]
     assert [(o["client_order_id"], o["status"]) for o in live] == [("held-1", "new")]
     cluster.cli_json("order", "cancel-all", "--account", "mm1")
+
+
+def test_one_clients_own_link_is_shaped_by_netsim_and_no_one_elses(cluster):
+    """`gateway->client:bob` set in netsim delays what bob receives through his proxy (and
+    nothing on the direct path); the proxy measures it; clearing it takes the delay away."""
+    from cluster.chaos_run import Proxies
+
+    proxies = Proxies(cluster.config_path, cluster.run_dir, cluster.topo, ["bob"])
+    via = proxies.listening["bob"]["client"]
+
+    async def rtt_ms(endpoint: str, n: int = 5) -> float:
+        async with Client(endpoint, api_key=cluster.api_key("bob")) as c:
+            await c.ping()
+            times = []
+            for _ in range(n):
+                t = time.monotonic()
+                await c.ping()
+                times.append((time.monotonic() - t) * 1000)
+            return statistics.median(times)
+
+    try:
+        before = asyncio.run(rtt_ms(via))
+        cluster.cli_json("netsim", "set", "gateway->client:bob", "--latency", "80ms")
+        shaped = poll(lambda: (lambda ms: ms if ms >= 80 else None)(asyncio.run(rtt_ms(via, 3))),
+                      10.0, 0.05)
+        direct = asyncio.run(rtt_ms(cluster.endpoint()))
+        cluster.cli_json("netsim", "clear")
+        cleared = poll(lambda: (lambda ms: ms if ms < 40 else None)(asyncio.run(rtt_ms(via, 3))),
+                       10.0, 0.05)
+    finally:
+        stats = proxies.stop()
+    assert before < 40, before
+    assert shaped and 80 <= shaped < 80 + 200, shaped  # with a loaded host's slack
+    assert direct < 40, direct  # bob's direct connection, and everyone else's, unshaped
+    assert cleared, "the delay stayed after netsim clear"
+    measured = stats["bob"]["links"]["gateway->client:bob"]["measured_ms"]
+    eighty = next(v for k, v in measured.items() if "80ms" in k)
+    assert 80 <= eighty["p50"] < 80 + 50, eighty
+    assert stats["bob"]["links"]["client:bob->gateway"]["measured_ms"]["unshaped"]["p50"] < 20
