@@ -17,7 +17,10 @@ The rules, as modelled:
   notional after the fill) plus the opening fee plus the loss at once of a fill worse than the
   mark (a buy above it, a sell below it), so it starts with its IM at mark; its fills, fees and
   funding settle in its own cash; a full close returns that cash to the wallet, or, if negative,
-  the insurance fund absorbs it; a partial close releases per `isolated_release` (#17 defect 2);
+  the insurance fund absorbs it; a partial close releases per `isolated_release` (#17 defect 2),
+  keeping also what the account's resting closes of it cost (fee and loss at their worst prices).
+  That one figure is NOT modelled: the model follows no orders, so it takes the ledger's
+  (`resting_close_cost`, given by the test); the rest of the release is modelled;
 - a liquidation fill's forced fee is charged once the fill's closing part is booked and before an
   isolated position's cash goes back (#17 defect 7), capped by the margin balance at that moment;
 - funding: |qty| x mark x mult x rate per position, longs pay when the rate is > 0; payers round
@@ -122,8 +125,11 @@ class Acct:
 class MoneyModel:
     def __init__(self, specs, deposits: dict[str, int], insurance_fund: int = 0,
                  modes: dict[str, dict[str, str]] | None = None,
-                 leverage: dict[str, dict[str, int]] | None = None) -> None:
+                 leverage: dict[str, dict[str, int]] | None = None,
+                 resting_close_cost=None) -> None:
         self.specs = specs
+        # (account, symbol) -> what its resting closes of an isolated position cost (the ledger's)
+        self.resting_close_cost = resting_close_cost or (lambda account, symbol: 0)
         self.accounts = {n: Acct(b) for n, b in deposits.items()}
         self.accounts.setdefault(INSURANCE, Acct(0)).balance += insurance_fund
         for name, m in (modes or {}).items():
@@ -348,7 +354,9 @@ class MoneyModel:
         exact_im = exact_initial_margin(spec, self._lev(acct, symbol), self._buffer(symbol),
                                         value, value)
         equity = pos.iso + (pos.qty * mark * spec.atoms_per_tick_lot if mark else pos.cost)
-        amount = isolated_release(pos.iso, pos.cost, equity, round_up(exact_im))
+        name = next(n for n, a in self.accounts.items() if a is acct)
+        amount = isolated_release(pos.iso, pos.cost, equity,
+                                  round_up(exact_im) + self.resting_close_cost(name, symbol))
         if amount:
             self._note("isolated release")
             if exact_im.denominator != 1:

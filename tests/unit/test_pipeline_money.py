@@ -93,7 +93,7 @@ class Run:
     def __init__(self) -> None:
         self.model = MoneyModel(TOPO.symbols, DEPOSITS, INSURANCE_FUND,
                                 modes={n: {s: "isolated" for s in SYMBOLS} for n in ISOLATED},
-                                leverage=LEVERAGE)
+                                leverage=LEVERAGE, resting_close_cost=self._resting_close_cost)
         self.pipe = Pipeline(DEPOSITS, observe=self._observe, insurance_fund=INSURANCE_FUND)
         self.marks = {s: TOPO.symbols[s].initial_price for s in SYMBOLS}
         self.liquidations = 0
@@ -106,6 +106,11 @@ class Run:
                 self._ok(name, SetMarginMode(symbol=s, mode="isolated"))
             for name, levs in LEVERAGE.items():
                 self._ok(name, SetLeverage(symbol=s, leverage=levs[s]))
+
+    def _resting_close_cost(self, account: str, symbol: str) -> int:
+        """The ledger's own figure (the model follows no orders): read after the message, the
+        state the ledger released from (it releases after re-pricing the account's orders)."""
+        return self.pipe.risk._pending_close_cost(self.pipe.risk.accounts[account], symbol)
 
     def _observe(self, msg, effects) -> None:
         self.model.observe(msg, effects)
