@@ -45,6 +45,9 @@ PHASES = ("before", "during", "after", "outside", "all")
 # Window aggregates over the probe orders whose intended send time falls in the phase.
 METRICS = ("answered_ratio", "p50_ms", "p99_ms", "throughput_per_s", "unknown", "rejected_ratio",
            "sent")
+# The same over the exit bot's exits decided in the phase ([load] exits; cluster.chaos_run.ExitBot).
+EXIT_METRICS = ("exits", "exits_missed", "exits_delayed", "exits_throttled", "exit_delay_p50_ms",
+                "exit_delay_max_ms", "exit_slippage_p50_ppm", "exit_slippage_max_ppm")
 # End-of-run scalars the runner measures (check = "final").
 FINALS = ("acked_orders_lost", "money_conserved", "orders_doubled", "fills_doubled")
 # Faults a timeline may need that the venue does not have yet; an experiment requiring one is
@@ -118,7 +121,7 @@ def load(path: str | Path) -> dict:
 
 def _load_section(raw: dict) -> dict:
     known = {"rate", "symbol", "timeout", "makers", "quote_qty", "quote_offset_ppm", "quote_every",
-             "positions", "post_only_share", "withdraw"}
+             "positions", "post_only_share", "withdraw", "exits", "quote_around"}
     extra = set(raw) - known
     if extra:
         raise ExperimentError(f"load: unknown keys {sorted(extra)} (known: {sorted(known)})")
@@ -132,15 +135,43 @@ def _load_section(raw: dict) -> dict:
             "quote_every_s": _seconds(raw.get("quote_every", "200ms"), "load.quote_every"),
             "positions": list(raw.get("positions", [])),
             "withdraw": dict(raw.get("withdraw", {})),  # account -> amount, before positions
-            "post_only_share": float(raw.get("post_only_share", 0.1))}
+            "post_only_share": float(raw.get("post_only_share", 0.1)),
+            "exits": _exits(raw["exits"]) if "exits" in raw else None,
+            "quote_around": _quote_around(raw.get("quote_around", "mark"))}
+
+
+def _quote_around(value) -> str:
+    """What the makers quote around: the venue's mark (default), or the index (the external
+    venues' price, as a maker hedging elsewhere would; its quotes then do not feed the mark's
+    basis back into the mark)."""
+    if value not in ("mark", "index"):
+        raise ExperimentError(f"load.quote_around: {value!r} is not mark or index")
+    return value
+
+
+def _exits(raw: dict) -> dict:
+    """[load] exits = { account = "taker1", every = "250ms", qty = 1, slippage_ppm = 20000,
+    deadline = "2s" }: a bot selling its long in reduce-only IOC slices (chaos_run.ExitBot)."""
+    known = {"account", "every", "qty", "slippage_ppm", "deadline"}
+    if not isinstance(raw, dict) or set(raw) - known or "account" not in raw:
+        raise ExperimentError(f"load.exits: needs `account`, knows {sorted(known)}; got {raw!r}")
+    out = {"account": raw["account"], "every_s": _seconds(raw.get("every", "250ms"), "exits.every"),
+           "qty": raw.get("qty", 1), "slippage_ppm": raw.get("slippage_ppm", 20_000),
+           "deadline_s": _seconds(raw.get("deadline", "2s"), "exits.deadline")}
+    if not (isinstance(out["qty"], int) and out["qty"] > 0 and out["every_s"] > 0
+            and isinstance(out["slippage_ppm"], int) and 0 < out["slippage_ppm"] < 1_000_000
+            and out["deadline_s"] > 0):
+        raise ExperimentError(f"load.exits: qty (lots) and slippage_ppm are positive integers "
+                              f"(slippage under 1,000,000), every and deadline positive; got {raw!r}")
+    return out
 
 
 def _curve(raw: dict) -> dict:
     """A latency-as-risk sweep: the same experiment once per value of one link setting."""
-    if raw.get("target", "links") not in ("links", "maker"):
-        raise ExperimentError(f"curve: target {raw['target']!r} is not links or maker")
-    for key in ("latencies", "x_label", "y") + (("links",) if raw.get("target", "links")
-                                                 == "links" else ()):
+    if raw.get("target", "links") != "links":
+        raise ExperimentError(f"curve: target {raw['target']!r} is not links (a client's own "
+                              "link is client:NAME->gateway / gateway->client:NAME)")
+    for key in ("latencies", "x_label", "y", "links"):
         if key not in raw:
             raise ExperimentError(f"curve: needs `{key}`")
     if len(raw["latencies"]) < 4:
@@ -156,13 +187,13 @@ def check_hypothesis(h: dict, i: int) -> dict:
         if key not in h:
             raise ExperimentError(f"{where}: needs `{key}`")
     metric = h["metric"]
-    check = h.get("check", "aggregate" if metric in METRICS else
+    check = h.get("check", "aggregate" if metric in METRICS + EXIT_METRICS else
                   "final" if metric in FINALS else "always")
     if check not in CHECKS:
         raise ExperimentError(f"{where}: check {check!r} is not one of {', '.join(CHECKS)}")
-    if check == "aggregate" and metric not in METRICS:
+    if check == "aggregate" and metric not in METRICS + EXIT_METRICS:
         raise ExperimentError(f"{where}: {metric!r} is not a window aggregate "
-                              f"({', '.join(METRICS)})")
+                              f"({', '.join(METRICS + EXIT_METRICS)})")
     if check == "final" and metric not in FINALS:
         raise ExperimentError(f"{where}: {metric!r} is not an end-of-run figure "
                               f"({', '.join(FINALS)})")
@@ -205,9 +236,36 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
+def exit_aggregate(samples: list[dict], metric: str) -> tuple[float | None, dict]:
+    """An aggregate over the exits decided in the samples given (their counts, and the delays
+    and slippages of the filled ones); None when no exit was decided there."""
+    exits = sum(s.get("exits", 0) for s in samples)
+    counts = {k: sum(s.get(k, 0) for s in samples)
+              for k in ("exits_missed", "exits_delayed", "exits_throttled")}
+    delays = [x for s in samples for x in s.get("exit_delay_ms", ())]
+    slips = [x for s in samples for x in s.get("exit_slippage_ppm", ())]
+    basis = {"exits": exits, **{k.removeprefix("exits_"): v for k, v in counts.items()}}
+    if delays:
+        basis |= {"delay_ms_p50": percentile(delays, 50), "delay_ms_max": max(delays)}
+    if slips:
+        basis |= {"slippage_ppm_p50": percentile(slips, 50), "slippage_ppm_max": max(slips)}
+    if not exits:
+        return None, basis
+    if metric == "exits":
+        return exits, basis
+    if metric in counts:
+        return counts[metric], basis
+    values = delays if metric.startswith("exit_delay") else slips
+    if not values:
+        return None, basis
+    return (percentile(values, 50) if "_p50_" in metric else max(values)), basis
+
+
 def aggregate(samples: list[dict], metric: str) -> tuple[float | None, dict]:
     """A window aggregate over the samples given; (None, evidence) when there is nothing to
     compute it from."""
+    if metric in EXIT_METRICS:
+        return exit_aggregate(samples, metric)
     sent = sum(s.get("sent", 0) for s in samples)
     answered = sum(s.get("answered", 0) for s in samples)
     latencies = [ms for s in samples for ms in s.get("lat_ms", ())]

@@ -51,6 +51,27 @@ def _bands(ax, run: dict) -> None:
     ax.axvline(run["heal_s"], color="tab:green", lw=0.8, alpha=0.8)
 
 
+def _exit_panel(ax, exits: list[dict]) -> None:
+    """The bot's exits at their decision times: how long each took to fill (a missed one at its
+    deadline, as an x) and how far under the mark at the decision it filled."""
+    filled = [e for e in exits if not e["missed"]]
+    ax.scatter([e["t"] for e in filled], [max(e["delay_ms"], 1) for e in filled], s=12,
+               color="tab:blue", label="exit delay (decision to fill)")
+    missed = [e for e in exits if e["missed"]]
+    if missed:
+        ax.scatter([e["t"] for e in missed], [max(e.get("delay_ms", 0), 1000) for e in missed],
+                   marker="x", color="tab:red", label="missed")
+    ax.set_yscale("log")
+    ax.set_ylabel("exit delay ms")
+    ax.legend(loc="upper left", fontsize=7)
+    right = ax.twinx()
+    right.scatter([e["t"] for e in filled if "slippage_ppm" in e],
+                  [e["slippage_ppm"] / 1e4 for e in filled if "slippage_ppm" in e], s=10,
+                  marker="^", color="tab:orange", label="fill under the decision's mark, %")
+    right.set_ylabel("slippage %")
+    right.legend(loc="upper right", fontsize=7)
+
+
 def plots(run: dict) -> str | None:
     """The run's figure as base64 PNG; None when matplotlib is not installed."""
     try:
@@ -64,7 +85,9 @@ def plots(run: dict) -> str | None:
     t, thr, p50, p99 = _window_series(samples)
     symbols = sorted({k.split(".", 1)[1] for s in samples for k in s
                       if k.startswith("oracle_mode.")})
-    fig, axes = plt.subplots(5, 1, figsize=(10, 11), sharex=True)
+    exits = [e for e in run.get("exits", []) if "missed" in e]  # finished exits (ExitBot)
+    fig, axes = plt.subplots(6 if exits else 5, 1, figsize=(10, 13 if exits else 11),
+                             sharex=True)
     ax = axes[0]
     ax.plot(t, thr, color="tab:blue")
     ax.set_ylabel("answered/s (1 s)")
@@ -95,7 +118,9 @@ def plots(run: dict) -> str | None:
     ax.step(t, [s.get("insurance_fund_delta", 0) / 1e6 for s in samples], where="post",
             color="tab:purple")
     ax.set_ylabel("insurance fund delta (collateral)")
-    ax.set_xlabel("seconds since the load started")
+    if exits:
+        _exit_panel(axes[5], exits)
+    axes[-1].set_xlabel("seconds since the load started")
     for ax in axes:
         _bands(ax, run)
         ax.grid(alpha=0.3)
@@ -144,6 +169,19 @@ def _verdict_table(verdicts: list[dict]) -> str:
             f"<th>evidence</th></tr>{rows}</table>")
 
 
+def _client_links_table(stats: dict) -> str:
+    """Each client's netsim links (netsim/proxy.py): per setting in force during the run, the
+    delay its proxy measured on the chunks it carried."""
+    rows = "".join(
+        f"<tr><td>{_e(link)}</td><td><code>{_e(setting)}</code></td><td>{m['chunks']}</td>"
+        f"<td>{m['p50']}</td><td>{m['p99']}</td><td>{m['max']}</td></tr>"
+        for client in stats.values() for link, s in client.get("links", {}).items()
+        for setting, m in s.get("measured_ms", {}).items())
+    return ("<h3>netsim client links: the delay applied, as measured</h3><table><tr><th>link"
+            "</th><th>setting</th><th>chunks</th><th>p50 ms</th><th>p99 ms</th><th>max ms</th>"
+            f"</tr>{rows}</table>")
+
+
 def _run_body(run: dict) -> str:
     img = plots(run)
     parts = [_verdict_table(run["verdicts"])]
@@ -156,6 +194,8 @@ def _run_body(run: dict) -> str:
             for p in run["positions"]) + "</p>")
     if run.get("makers"):
         parts.append("<p>makers: " + _e(json.dumps(run["makers"])) + "</p>")
+    if run.get("client_links"):
+        parts.append(_client_links_table(run["client_links"]))
     parts.append(f"<img alt='metrics' src='data:image/png;base64,{img}'>" if img else
                  "<p><i>plots missing: matplotlib is not installed (make chaos installs the "
                  "[report] extra)</i></p>")

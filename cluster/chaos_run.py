@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import select
 import shutil
 import statistics
 import subprocess
@@ -49,6 +50,7 @@ SAMPLE_S = 0.1
 RESENDS = 5  # an unknown outcome is asked again this many times before it counts as unanswered
 MAX_RESTING = 100  # probe orders left resting (the topology allows 200 open orders per account)
 PROBE_ACCOUNT = "taker1"
+PROXY_START_S = 20  # a netsim client-link proxy prints its ready line within this
 LIMITS_EVERY_S = 0.25  # how often the limits in force are read (as the probe's account sees them)
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -93,7 +95,6 @@ class Observer:
         self.mark_seen: dict[str, float] = {}  # symbol -> when its latest mark arrived
         self.regimes: dict[str, str] = {}
         self.spot: dict[str, dict[str, tuple[int, float]]] = {}  # symbol -> venue -> (price, t)
-        self.mark_history: list[tuple[float, dict[str, int]]] = []  # for a delayed maker's view
 
     async def run(self, client: Client) -> None:
         await client.subscribe(b"mark.", b"regime.")
@@ -136,9 +137,6 @@ class Observer:
                 out[f"mark_gap_ppm.{symbol}"] = abs(m.mark - median) * 1_000_000 // median
         for symbol, regime in self.regimes.items():
             out[f"regime.{symbol}"] = regime
-        self.mark_history.append((now, {s: m.mark for s, m in self.marks.items()}))
-        if len(self.mark_history) > 600:
-            del self.mark_history[:100]
         return out
 
     async def wait_mark(self, symbol: str, timeout_s: float = 20.0) -> int:
@@ -150,14 +148,6 @@ class Observer:
                 raise TimeoutError(f"no mark for {symbol} in {timeout_s:g} s")
             await asyncio.sleep(0.05)
         return self.marks[symbol].mark
-
-    def mark_as_of(self, symbol: str, when: float) -> int | None:
-        """The mark as a client that sees market data `now - when` late knew it."""
-        for t, marks in reversed(self.mark_history):
-            if t <= when and symbol in marks:
-                return marks[symbol]
-        first = self.mark_history[0][1] if self.mark_history else {}
-        return first.get(symbol)
 
 
 class Probe:
@@ -271,36 +261,55 @@ def _place(symbol: str, coid: str, fields: dict) -> PlaceOrder:
 
 
 class Maker:
-    """Quotes post-only both sides around the mark every `quote_every`; with `latency_s` it sees
-    the mark that late and its requests leave that late (its own link, which netsim does not
-    shape per client). Counts its quotes, the ones refused as would-take, its fills and fees."""
+    """Quotes post-only both sides around the mark (or the index: load.quote_around) every
+    `quote_every`, serially (cancel all, bid, ask: a round trip each). Counts its quotes, the
+    ones refused as would-take, its fills and fees, and times its requests' round trips.
 
-    def __init__(self, client: Client, observer: Observer, load: dict, latency_s: float = 0.0):
+    A maker behind a netsim client link (netsim/proxy.py) reads the mark from its own market-data
+    connection through that link (`own_marks`, fed by `follow_marks`), so it sees the mark as
+    late as the link makes it; otherwise it reads the observer's."""
+
+    def __init__(self, client: Client, observer: Observer, load: dict, own_marks: bool = False):
         self.client, self.observer, self.load = client, observer, load
-        self.latency_s = latency_s
+        self.own_marks: dict[str, IndexMark] | None = {} if own_marks else None
         self.quotes = self.would_take = self.refused = self.fills_maker = self.fills_taker = 0
         self.fees = 0
+        # (monotonic send time, ms) of each place request's round trip, as the maker saw it
+        self.rtt_ms: list[tuple[float, float]] = []
+        self.quoted: list[tuple[float, int]] = []  # (send time, would-take count so far) per quote
+
+    async def follow_marks(self) -> None:
+        await self.client.subscribe(b"mark.")
+        while True:
+            for msg in await self.client.market_data():
+                if type(msg) is IndexMark:
+                    self.own_marks[msg.symbol] = msg
+
+    def _mark(self, symbol: str) -> int | None:
+        """The price it quotes around (load.quote_around: the mark, or the index)."""
+        seen = self.own_marks.get(symbol) if self.own_marks is not None else \
+            self.observer.marks.get(symbol)
+        return None if seen is None else getattr(seen, self.load["quote_around"])
 
     async def run(self, stop_at: float) -> None:
         symbol = self.load["symbol"]
         loop = asyncio.get_running_loop()
         off = self.load["quote_offset_ppm"]
         while loop.time() < stop_at:
-            view_at = time.monotonic() - self.latency_s
-            mark = self.observer.mark_as_of(symbol, view_at) if self.latency_s else \
-                (self.observer.marks[symbol].mark if symbol in self.observer.marks else None)
+            mark = self._mark(symbol)
             if mark:
-                if self.latency_s:
-                    await asyncio.sleep(self.latency_s)
                 try:
                     await self.client.cancel_all(symbol)
                     for side, price in ((BUY, mark - mark * off // 1_000_000),
                                         (SELL, mark + mark * off // 1_000_000)):
+                        sent = time.monotonic()
                         report = await self.client.place(symbol, side, self.load["quote_qty"],
                                                          price, post_only=True)
+                        self.rtt_ms.append((sent, (time.monotonic() - sent) * 1000))
                         self.quotes += 1
                         if type(report.event) is OrderRejected:
                             self._refused(report.event.reason)
+                        self.quoted.append((sent, self.would_take))
                 except RequestFailed as exc:
                     self._refused(exc.error.reason)
                 except asyncio.TimeoutError:
@@ -322,10 +331,133 @@ class Maker:
 
     def sample(self, name: str) -> dict:
         return {f"maker.{name}.quotes": self.quotes, f"maker.{name}.would_take": self.would_take,
+                f"maker.{name}.refused": self.refused,
                 f"maker.{name}.fills_taker": self.fills_taker,
                 f"maker.{name}.fills_maker": self.fills_maker, f"maker.{name}.fees": self.fees,
                 f"maker.{name}.would_take_share":
                     round(self.would_take / self.quotes, 4) if self.quotes else 0.0}
+
+
+class ExitBot:
+    """A bot getting out of a long position in slices (the issue's "bot's exits"): every `every`
+    it decides to sell `qty` lots reduce-only, IOC, at most `slippage_ppm` under the mark it sees
+    then. An exit the venue refuses (a throttle: retried after its retry_after_ms; a refusal
+    with no retry time: after 50 ms) or that finds no bid in its band (retried 100 ms later with
+    the mark as it is then) is tried again until `deadline` after the decision. Per exit it
+    records:
+
+    - delay_ms: decision to the last fill (an exit filled at its first attempt is not delayed);
+    - throttled: attempts refused by a rate limit; missed: not filled by the deadline;
+    - slippage_ppm: how far under the mark at the decision its average fill price was (positive:
+      worse for the bot), so a delay's cost is counted in the price, not only in time.
+    """
+
+    RETRY_NO_TIME_S = 0.05
+    RETRY_UNFILLED_S = 0.1  # a bot that finds no bid waits this long before looking again
+
+    def __init__(self, client: Client, observer: Observer, symbol: str, conf: dict) -> None:
+        self.client, self.observer, self.symbol, self.conf = client, observer, symbol, conf
+        self.exits: list[dict] = []
+        self.events: dict[int, list] = {}  # order id -> its fills and cancel (reports)
+        self._tasks: set[asyncio.Task] = set()
+
+    def on_report(self, report) -> None:
+        event = report.event
+        if type(event) in (Fill, OrderCancelled) and event.symbol == self.symbol:
+            self.events.setdefault(event.order_id, []).append(event)
+            if len(self.events) > 5_000:  # bounded: the oldest orders' events go first
+                del self.events[next(iter(self.events))]
+
+    async def run(self, mono0: float, stop_at: float) -> None:
+        loop = asyncio.get_running_loop()
+        every = self.conf["every_s"]
+        start = loop.time()
+        n = 0
+        while True:
+            intended = start + n * every  # open loop: on time whatever the last exit did
+            if intended >= stop_at - self.conf["deadline_s"]:
+                break  # an exit must have its whole deadline inside the run
+            delay = intended - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            n += 1
+            mark = self.observer.marks.get(self.symbol)
+            if mark is None:
+                continue
+            record = {"t": time.monotonic() - mono0, "mark": mark.mark, "attempts": 0,
+                      "throttled": 0, "filled": 0, "notional": 0}
+            self.exits.append(record)
+            task = asyncio.create_task(self._exit(record, n))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=self.conf["deadline_s"] + 2)
+
+    async def _exit(self, record: dict, n: int) -> None:
+        conf = self.conf
+        decided = time.monotonic()
+        deadline = decided + conf["deadline_s"]
+        want = conf["qty"]
+        while record["filled"] < want and time.monotonic() < deadline:
+            mark = self.observer.marks[self.symbol].mark
+            price = mark - mark * conf["slippage_ppm"] // 1_000_000
+            record["attempts"] += 1
+            try:
+                answer = await asyncio.wait_for(self.client.request(PlaceOrder(
+                    symbol=self.symbol, side=SELL, qty=want - record["filled"], price=price,
+                    tif="IOC", reduce_only=True, client_order_id=f"x{n}.{record['attempts']}"),
+                    raise_on_error=False), max(0.05, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                break
+            event = getattr(answer, "event", None)
+            if event is None or type(event) is OrderRejected:  # refused: nothing changed
+                reason = answer.reason if event is None else event.reason
+                record.setdefault("refusals", []).append(reason)
+                detail = answer.detail if event is None else event.detail
+                if reason == "rate_limited":
+                    record["throttled"] += 1
+                wait_s = (detail.get("retry_after_ms", 0) or 0) / 1000 or self.RETRY_NO_TIME_S
+                await asyncio.sleep(max(0.0, min(wait_s, deadline - time.monotonic())))
+                continue
+            self.on_report(answer)  # the answer is the order's first event, not repeated later
+            await self._settled(event.order_id, record, deadline)
+            if record["filled"] < want:  # no bid in its band: look again a little later
+                record["unfilled"] = record.get("unfilled", 0) + 1
+                await asyncio.sleep(max(0.0, min(self.RETRY_UNFILLED_S,
+                                                 deadline - time.monotonic())))
+        if record["filled"]:
+            avg = record["notional"] / record["filled"]
+            record["slippage_ppm"] = round((record["mark"] - avg) * 1_000_000 / record["mark"])
+        record["missed"] = record["filled"] < want
+        if not record["missed"]:
+            record["delay_ms"] = round((record["done"] - decided) * 1000, 1)
+        record["delayed"] = record["attempts"] > 1 and not record["missed"]
+
+    async def _settled(self, order_id: int, record: dict, deadline: float) -> None:
+        """Wait (polling, bounded by the deadline) until the IOC is filled or its rest cancelled;
+        count its fills into the record."""
+        counted = 0
+        while True:
+            events = self.events.get(order_id, [])
+            for ev in events[counted:]:
+                if type(ev) is Fill:
+                    record["filled"] += ev.qty
+                    record["notional"] += ev.price * ev.qty
+                    record["done"] = time.monotonic()
+            counted = len(events)
+            if any(type(ev) is OrderCancelled or (type(ev) is Fill and ev.remaining == 0)
+                   for ev in events) or time.monotonic() >= deadline:
+                return
+            await asyncio.sleep(0.01)
+
+
+def exit_samples(exits: list[dict]) -> list[dict]:
+    """The exits as sample contributions by decision time (pure; merged by build_samples)."""
+    return [{"t": e["t"], "exits": 1, "exits_missed": int(e["missed"]),
+             "exits_delayed": int(e["delayed"]), "exits_throttled": int(e["throttled"] > 0),
+             **({"exit_delay_ms": e["delay_ms"]} if "delay_ms" in e else {}),
+             **({"exit_slippage_ppm": e["slippage_ppm"]} if "slippage_ppm" in e else {})}
+            for e in exits if "missed" in e]
 
 
 async def _drain_reports(client: Client, handlers: list) -> None:
@@ -407,9 +539,10 @@ def audit_counters(records: list[tuple[int, dict]], until_ns: int) -> dict:
 
 
 def build_samples(start_wall_ns: int, ticks: list[dict], orders: list[dict],
-                  records: list[tuple[int, dict]], end_s: float) -> list[dict]:
-    """Merge the probe orders (by intended time), the sampled series and the audit counters into
-    one sample per 100 ms (pure)."""
+                  records: list[tuple[int, dict]], end_s: float,
+                  exits: list[dict] = ()) -> list[dict]:
+    """Merge the probe orders (by intended time), the exit bot's exits (by decision time), the
+    sampled series and the audit counters into one sample per 100 ms (pure)."""
     n = int(end_s / SAMPLE_S) + 1
     samples = [{"t": round(i * SAMPLE_S, 1), "sent": 0, "answered": 0, "rejected": 0,
                 "unknown": 0, "lat_ms": []} for i in range(n)]
@@ -423,6 +556,13 @@ def build_samples(start_wall_ns: int, ticks: list[dict], orders: list[dict],
             s["rejected"] += 1
         if o.get("unknown"):
             s["unknown"] += 1
+    for e in exit_samples(exits):
+        s = samples[min(n - 1, int(e.pop("t") / SAMPLE_S))]
+        for key, value in e.items():
+            if key.startswith("exit_"):  # a value per exit: kept as a list
+                s.setdefault(key, []).append(value)
+            else:
+                s[key] = s.get(key, 0) + value
     j = 0
     last: dict = {}
     for s in samples:  # the latest sampled value at or before each sample's time
@@ -479,14 +619,11 @@ def honest_venues(topo: config.Topology, plan: dict | None) -> list[str]:
 
 def with_curve_point(exp: dict, latency: str) -> dict:
     """The experiment with one point of its curve applied: the named links slowed from the
-    start of the run (steps at 0 s, before every other step), or the maker's own latency."""
+    start of the timeline (steps at 0 s, before every other step)."""
     from netsim import scenario
 
     curve = exp["curve"]
     point = dict(exp, curve_point=latency)
-    if curve.get("target", "links") == "maker":
-        point["maker_latency_s"] = chaos._seconds(latency, "curve latency")
-        return point
     steps = [{"at": "0s", "at_ns": 0, "action": "set", "link": link, "latency": latency}
              for link in curve["links"]]
     for step in steps:
@@ -497,7 +634,86 @@ def with_curve_point(exp: dict, latency: str) -> dict:
     return point
 
 
-async def _run(exp: dict, topo: config.Topology, echo) -> dict:
+def shaped_clients(exp: dict) -> list[str]:
+    """The clients whose own links the experiment shapes (client:NAME->gateway or
+    gateway->client:NAME in its timeline or curve): each connects through a netsim proxy."""
+    from netsim.proxy import client_link_name
+
+    links = [step.get("link", "") for step in (exp["scenario"] or {}).get("steps", [])]
+    links += [link for step in (exp["scenario"] or {}).get("steps", [])
+              for link in step.get("links", [])]
+    links += (exp["curve"] or {}).get("links", [])
+    return sorted({n for n in map(client_link_name, links) if n})
+
+
+class Proxies:
+    """One netsim client-link proxy process per shaped client (netsim/proxy.py), started after
+    the cluster and stopped, by its own pid, before it."""
+
+    def __init__(self, cfg: Path, var: Path, topo: config.Topology, names: list[str]) -> None:
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.listening: dict[str, dict[str, str]] = {}
+        self.stats_path = {n: var / f"netsim-proxy-{n}.json" for n in names}
+        gw = topo.nodes["gateway"]
+        try:
+            for name in names:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "netsim.proxy", "--config", str(cfg), "--run-dir",
+                     str(var), "--client", name, "--upstream", f"client={gw.client}",
+                     "--upstream", f"pub={gw.pub}", "--stats", str(self.stats_path[name])],
+                    stdout=subprocess.PIPE, text=True, cwd=ROOT)
+                self.procs[name] = proc
+                if not select.select([proc.stdout], [], [], PROXY_START_S)[0]:
+                    raise RuntimeError(f"netsim proxy for {name}: not ready in {PROXY_START_S} s")
+                line = proc.stdout.readline()  # its ready line (or EOF if it failed)
+                if not line:
+                    raise RuntimeError(f"netsim proxy for {name} did not start "
+                                       f"(exit {proc.wait(timeout=5)})")
+                self.listening[name] = json.loads(line)["listening"]
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> dict[str, dict]:
+        """Stop each proxy; what each measured (netsim.proxy.ClientLinkProxy.stats)."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        out = {}
+        for name, proc in self.procs.items():
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+            if proc.stdout:
+                proc.stdout.close()
+            try:
+                out[name] = json.loads(self.stats_path[name].read_text())
+            except (OSError, ValueError):
+                pass
+        self.procs.clear()
+        return out
+
+
+def client_link_figures(stats: dict[str, dict]) -> dict:
+    """Per shaped link, the delay its proxy measured under the setting it carried most chunks
+    with (the fault's, not the unshaped before and after): `client_link.LINK.delay_ms_p50`, ..."""
+    out: dict = {}
+    for client in stats.values():
+        for link, s in client.get("links", {}).items():
+            shaped = {k: v for k, v in s.get("measured_ms", {}).items() if k != "unshaped"}
+            if not shaped:
+                continue
+            setting, m = max(shaped.items(), key=lambda kv: kv[1]["chunks"])
+            out[f"client_link.{link}.set"] = setting
+            for key in ("chunks", "p50", "p99", "max"):
+                out[f"client_link.{link}.delay_ms_{key}" if key != "chunks"
+                    else f"client_link.{link}.chunks"] = m[key]
+    return out
+
+
+async def _run(exp: dict, topo: config.Topology, echo, proxies: dict | None = None) -> dict:
     from netsim import scenario
 
     load = exp["load"]
@@ -527,14 +743,27 @@ async def _run(exp: dict, topo: config.Topology, echo) -> dict:
         makers: dict[str, Maker] = {}
         maker_clients = []
         for name in load["makers"]:
-            c = Client(gw.client, api_key=topo.accounts[name].api_key, ctx=ctx,
+            via = (proxies or {}).get(name)  # behind its own netsim link: both its connections
+            c = Client(via["client"] if via else gw.client, api_key=topo.accounts[name].api_key,
+                       market_data=via["pub"] if via else None, ctx=ctx,
                        timeout=load["timeout_s"] * 3)
             await c.connect()
             maker_clients.append(c)
-            makers[name] = Maker(c, observer, load, exp.get("maker_latency_s", 0.0) if
-                                 name == load["makers"][0] else 0.0)
+            makers[name] = Maker(c, observer, load, own_marks=bool(via))
+            if via:
+                tasks.append(asyncio.create_task(makers[name].follow_marks()))
+                await _wait_for(lambda m=makers[name]: load["symbol"] in m.own_marks, 20.0,
+                                f"{name}'s first mark through its proxy")
             tasks.append(asyncio.create_task(_drain_reports(c, [makers[name].on_report])))
         tasks.append(asyncio.create_task(_drain_reports(md, [probe.on_report])))
+        exit_bot = None
+        if load["exits"]:  # its own connection, as a bot's exits would have
+            xc = Client(gw.client, api_key=topo.accounts[load["exits"]["account"]].api_key,
+                        ctx=ctx, timeout=load["timeout_s"] * 3)
+            await xc.connect()
+            maker_clients.append(xc)
+            exit_bot = ExitBot(xc, observer, load["symbol"], load["exits"])
+            tasks.append(asyncio.create_task(_drain_reports(xc, [exit_bot.on_report])))
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         start_wall = time.time_ns()
@@ -583,6 +812,8 @@ async def _run(exp: dict, topo: config.Topology, echo) -> dict:
         polling = asyncio.create_task(limits_poller())
         load_tasks = [asyncio.create_task(probe.run(t0, stop_at))]
         load_tasks += [asyncio.create_task(m.run(stop_at)) for m in makers.values()]
+        if exit_bot is not None:
+            load_tasks.append(asyncio.create_task(exit_bot.run(mono0, stop_at)))
         await asyncio.sleep(exp["before_s"])
         log: list[dict] = []
 
@@ -617,10 +848,29 @@ async def _run(exp: dict, topo: config.Topology, echo) -> dict:
     heals = [r for r in log if r["action"] == "heal_at_end"]
     fault_s = faults[0]["t"] if faults else exp["before_s"]
     heal_s = heals[0]["t"] if heals else end_s
+    for name, m in makers.items():  # while the faults were in force: its round trips, quotes
+        during = [ms for sent, ms in m.rtt_ms if fault_s <= sent - mono0 < heal_s]
+        if during:
+            finals[f"maker.{name}.rtt_ms_p50_during"] = round(statistics.median(during), 1)
+        quoted = [(sent, wt) for sent, wt in m.quoted if fault_s <= sent - mono0 < heal_s]
+        if quoted:
+            before = [wt for sent, wt in m.quoted if sent - mono0 < fault_s]
+            would_take = quoted[-1][1] - (before[-1] if before else 0)
+            finals[f"maker.{name}.quotes_during"] = len(quoted)
+            finals[f"maker.{name}.would_take_during"] = would_take
+            finals[f"maker.{name}.would_take_share_during"] = round(would_take / len(quoted), 4)
     return {"start_wall_ns": start_wall, "fault_s": fault_s, "heal_s": heal_s, "end_s": end_s,
             "timeline": log, "ticks": ticks, "orders": probe.orders, "finals": finals,
-            "positions": opened,
+            "positions": opened, "exits": exit_bot.exits if exit_bot else [],
             "makers": {n: m.sample(n) for n, m in makers.items()}}
+
+
+async def _wait_for(ready, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no {what} in {timeout_s:g} s")
+        await asyncio.sleep(0.05)
 
 
 def fresh_run_dir(exp: dict, run_root: Path) -> Path:
@@ -633,33 +883,63 @@ def fresh_run_dir(exp: dict, run_root: Path) -> Path:
     return run_dir
 
 
+START_ATTEMPTS = 3
+PORT_TAKEN = "Address already in use"
+
+
+def start_cluster(exp: dict, run_root: Path, echo=print) -> tuple[Path, config.Topology]:
+    """A fresh cluster for the experiment: (its topology file, its topology). The free ports a
+    topology is written with can be taken by another program before the cluster binds them
+    (other clusters run on this machine); such a start is tried again on new ports, up to
+    START_ATTEMPTS times. Any other failure is raised at once."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        run_dir = fresh_run_dir(exp, run_root)
+        cfg = write_topology(exp, run_dir)
+        topo = config.load(cfg, run_dir=str(run_dir / "var"))
+        up = _cli("cluster", "up", "--detach", "--same-session", "--config", str(cfg),
+                  "--run-dir", str(run_dir / "var"), "--json")
+        if up.returncode == 0:
+            return cfg, topo
+        failure = f"{up.stdout}{up.stderr}"
+        if PORT_TAKEN not in failure or attempt == START_ATTEMPTS:
+            raise RuntimeError(f"cluster did not start: {failure}")
+        echo(f"cluster did not start (a port was taken meanwhile); again on new ports "
+             f"({attempt}/{START_ATTEMPTS})")
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
 def run_experiment(exp: dict, run_root: Path, echo=print) -> dict:
     """Run one experiment (or one point of its curve) on a fresh cluster whose run directory
     goes under `run_root`; the run as a dict (JSON-ready): samples, verdicts, timeline, audit
     records in the fault window."""
-    run_dir = fresh_run_dir(exp, run_root)
-    cfg = write_topology(exp, run_dir)
-    topo = config.load(cfg, run_dir=str(run_dir / "var"))
-    var = run_dir / "var"
     started = time.monotonic()
     began_ns = time.time_ns()
-    up = _cli("cluster", "up", "--detach", "--same-session", "--config", str(cfg),
-              "--run-dir", str(var), "--json")
-    if up.returncode != 0:
-        raise RuntimeError(f"cluster did not start: {up.stdout}{up.stderr}")
+    cfg, topo = start_cluster(exp, run_root, echo)
+    var = Path(topo.run_dir)
     echo(f"cluster up in {time.monotonic() - started:.1f}s ({var})")
+    proxies = None
+    link_stats: dict = {}
     try:
         import uvloop
 
-        measured = uvloop.run(_run(exp, topo, echo))
+        proxies = Proxies(cfg, var, topo, shaped_clients(exp))
+        for name, where in proxies.listening.items():
+            echo(f"netsim proxy for {name}: {where}")
+        measured = uvloop.run(_run(exp, topo, echo, proxies.listening))
     finally:
+        if proxies is not None:
+            link_stats = proxies.stop()
         down = _cli("cluster", "down", "--run-dir", str(var), "--json")
         if down.returncode != 0:
             echo(f"cluster down: {down.stdout}{down.stderr}")
     measured["finals"]["money_conserved"] = money_conserved(var)
+    measured["finals"] |= client_link_figures(link_stats)
+    if link_stats:
+        measured["client_links"] = link_stats
     records = [r for r in audit_series(var) if r[0] >= began_ns]
     samples = build_samples(measured["start_wall_ns"], measured.pop("ticks"),
-                            measured.pop("orders"), records, measured["end_s"])
+                            measured.pop("orders"), records, measured["end_s"],
+                            measured["exits"])
     run = measured | {"samples": samples}
     verdicts = chaos.evaluate_all(exp, run)
     lo = measured["start_wall_ns"] + int((measured["fault_s"] - 1) * 1e9)

@@ -817,6 +817,14 @@ def cmd_account_mode(args) -> int:
     return _account_change(args, lambda c, t: c.set_margin_mode(args.symbol, args.mode))
 
 
+def cmd_account_margin_mode(args) -> int:
+    """The account's margin mode as a whole (#24): cross (each symbol's ladder) or portfolio."""
+    from cluster.protocol import SetAccountMarginMode
+
+    args.account = args.name
+    return _account_change(args, lambda c, t: c.request(SetAccountMarginMode(mode=args.mode)))
+
+
 def cmd_account_margin(args) -> int:
     args.account = args.name
     return _account_change(args, lambda c, t: c.adjust_isolated_margin(
@@ -1324,6 +1332,15 @@ def parser() -> argparse.ArgumentParser:
                       help="cross: the position shares the wallet; isolated: it has its own")
     mode.add_argument("--api-key", metavar="KEY", help="log on with this key; it must be NAME's")
     mode.set_defaults(fn=cmd_account_mode)
+    account_mode = command(
+        account, "margin-mode", "the account's margin mode as a whole: cross (each symbol's "
+        "ladder, summed) or portfolio (the stress grid's requirement when higher; `perpx stress`)",
+        "perpx account margin-mode alice portfolio")
+    account_mode.add_argument("name", help="the account (`perpx accounts`)")
+    account_mode.add_argument("mode", choices=["cross", "portfolio"], help="the mode to switch to")
+    account_mode.add_argument("--api-key", metavar="KEY", help="log on with this key; it must be "
+                              "NAME's")
+    account_mode.set_defaults(fn=cmd_account_margin_mode)
     margin = command(account, "margin", "move collateral into (+) or out of (-) an isolated "
                      "position", "perpx account margin alice --symbol ETH-PERP --amount 250")
     margin.add_argument("name", help="the account (`perpx accounts`)")

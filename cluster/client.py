@@ -63,12 +63,23 @@ def _server_codec() -> Codec:
                        OrdersView, Notice])
 
 
+class Forwarding:
+    """A forwarder's logon (#25, the REST facade): first its own key's (the "forward" scope,
+    signed with `secret`), then the client's key for the client's `address`. `lock` serializes
+    the logons of every connection sharing the keys (their logon nonces must arrive in order)."""
+
+    def __init__(self, api_key: str, secret: bytes, address: str,
+                 lock: asyncio.Lock | None = None) -> None:
+        self.api_key, self.secret, self.address = api_key, secret, address
+        self.lock = lock or asyncio.Lock()
+
+
 class Client:
     def __init__(self, endpoint: str, *, api_key: str | None = None,
                  market_data: str | None = None, timeout: float = 5.0,
                  ctx: zmq.asyncio.Context | None = None, keepalive: float = KEEPALIVE_S,
                  secret: bytes | None = None, ed25519_key: bytes | None = None,
-                 backoff: Backoff | None = None) -> None:
+                 backoff: Backoff | None = None, forwarding: Forwarding | None = None) -> None:
         self.endpoint = endpoint
         self.api_key = api_key
         self.timeout = bounded_timeout(timeout)
@@ -100,6 +111,7 @@ class Client:
         self.keepalives = 0  # times it was
         self._last_sent = 0.0  # loop time of the last request sent
         self._keeper = None
+        self.forwarding = forwarding
 
     async def __aenter__(self) -> Client:
         try:
@@ -130,7 +142,11 @@ class Client:
                 await asyncio.sleep(self.keepalive - idle)
                 continue
             try:
-                await self._log_on()
+                if self.forwarding is None:
+                    await self._log_on()
+                else:  # a logon again would leave the account for a moment (reports missed);
+                    await self._ask(Ping())  # any request keeps a session (a lost one logs on
+                    # again at its next request)
                 self.keepalives += 1
             except (asyncio.TimeoutError, RequestFailed, zmq.ZMQError):
                 await asyncio.sleep(min(self.keepalive, 1.0))  # the gateway is away: try again
@@ -242,7 +258,19 @@ class Client:
         return answer
 
     async def _log_on(self) -> None:
-        ack = await self._ask(Logon(api_key=self.api_key))
+        forwarding = self.forwarding
+        if forwarding is None:
+            ack = await self._ask(Logon(api_key=self.api_key))
+        else:
+            async with forwarding.lock:
+                own, self._signer = self._signer, signer(forwarding.secret)
+                try:
+                    ack = await self._ask(Logon(api_key=forwarding.api_key))
+                finally:
+                    self._signer = own
+                if type(ack) is not Error:
+                    ack = await self._ask(Logon(api_key=self.api_key,
+                                                forwarded_for=forwarding.address))
         if type(ack) is Error:
             raise RequestFailed(ack)
         self.take_logon(ack)

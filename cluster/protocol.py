@@ -57,6 +57,9 @@ class Logon(Msg, tag=True, kw_only=True):
     req_id: Id = 0
     api_key: Annotated[str, Meta(max_length=128)]
     version: int = PROTOCOL_VERSION
+    # the client address this logon is for, named by a forwarder (the REST facade, on a session of
+    # its own key with the "forward" scope); refused from any other session (#25)
+    forwarded_for: Annotated[str, Meta(max_length=64)] = ""
 
 
 class PlaceOrder(Msg, tag=True, kw_only=True):
@@ -186,16 +189,29 @@ class Signed(Msg, tag=True, kw_only=True):
     body: Annotated[bytes, Meta(max_length=65536)]
 
 
-AccountRequest = Union[SetLeverage, SetMarginMode, AdjustIsolatedMargin, Deposit, Withdraw]
+class SetAccountMarginMode(Msg, tag=True, kw_only=True):
+    """The account's margin mode as a whole (#24): "cross" (each symbol's ladder, summed) or
+    "portfolio" (the stress grid's requirement when it is higher, cluster/rules/stress.py).
+    Refused, with the numbers, while the switch would leave the account under its initial
+    requirement, or while a symbol is set to isolated margin."""
+
+    req_id: Id = 0
+    mode: Literal["cross", "portfolio"]
+
+
+AccountRequest = Union[SetLeverage, SetMarginMode, AdjustIsolatedMargin, Deposit, Withdraw,
+                       SetAccountMarginMode]
 ADMIN_REQUESTS = (Deposit, Withdraw)
 
 ClientRequest = Union[
     Logon, Logout, PlaceOrder, AmendOrder, CancelOrder, CancelAll, Ping, GetBook, GetAccount, SetLeverage,
     SetMarginMode, AdjustIsolatedMargin, Deposit, Withdraw, GetOrders, GetLimits, Signed,
+    SetAccountMarginMode,
 ]
 SignableRequest = Union[  # what a Signed body may hold (not another Signed)
     Logon, Logout, PlaceOrder, AmendOrder, CancelOrder, CancelAll, Ping, GetBook, GetAccount,
     SetLeverage, SetMarginMode, AdjustIsolatedMargin, Deposit, Withdraw, GetOrders, GetLimits,
+    SetAccountMarginMode,
 ]
 
 
@@ -297,6 +313,10 @@ class AccountView(Msg, tag=True, kw_only=True):
     funding: list[FundingEntry] = field(default_factory=list)  # latest first, at most 20
     fills: list[Fill] = field(default_factory=list)  # latest first, as many as GetAccount.fills
     usage: Detail = field(default_factory=dict)  # the tightest rate limit: rule, used, limit, window_ms
+    # "cross" | "portfolio" (then maintenance_margin / position_margin are the portfolio
+    # requirements, without the liquidity add-on: risk sees no book), and what decided them
+    margin_mode: str = "cross"
+    portfolio: Detail = field(default_factory=dict)
 
 
 class OrderView(Msg, tag=True, kw_only=True):
@@ -548,6 +568,9 @@ class Fill(Msg, tag=True, kw_only=True):
     liquidity: Literal["maker", "taker"]
     fee: int  # atoms; negative = rebate
     client_order_id: str = ""
+    # atoms: what closing part of a position made or lost against its cost, before the fee (the
+    # wallet moves by realized_pnl - fee); 0 for a fill that only opens
+    realized_pnl: int = 0
 
 
 class Deleveraged(Msg, tag=True, kw_only=True):
@@ -598,7 +621,7 @@ class Routed(Msg, tag=True, kw_only=True):
     account: str
     body: Union[
         PlaceOrder, AmendOrder, CancelOrder, CancelAll, Ping, GetBook, GetAccount, SetLeverage,
-        SetMarginMode, AdjustIsolatedMargin, Deposit, Withdraw, GetOrders,
+        SetMarginMode, AdjustIsolatedMargin, Deposit, Withdraw, GetOrders, SetAccountMarginMode,
     ]
     # the API key's scopes, re-checked by risk (cluster/scopes.py); None: not told (a test's or
     # an internal request), checked at the gateway only
@@ -689,6 +712,7 @@ class AccountRisk(Msg, tag=True, kw_only=True):
     isolated: dict[str, int] = field(default_factory=dict)  # symbol -> isolated cash, atoms
     insurance_fund: int = 0  # the fund's cash after this change
     leverage: dict[str, int] = field(default_factory=dict)  # symbol -> leverage setting
+    portfolio: bool = False  # the account's margin mode is "portfolio" (SetAccountMarginMode)
 
 
 class AccountRiskRequest(Msg, tag=True, kw_only=True):

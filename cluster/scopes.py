@@ -7,17 +7,22 @@ from __future__ import annotations
 
 from cluster.protocol import (
     AdjustIsolatedMargin, AmendOrder, CancelAll, CancelOrder, Deposit, GetAccount, GetBook,
-    GetLimits, GetOrders, Ping, PlaceOrder, SetLeverage, SetMarginMode, Withdraw,
+    GetLimits, GetOrders, Ping, PlaceOrder, SetAccountMarginMode, SetLeverage, SetMarginMode,
+    Withdraw,
 )
 
-SCOPES = ("read", "trade", "transfer", "admin")
+# "forward": the REST facade's own key (#25): a session logged on with it may log users on for the
+# client address it names (Logon.forwarded_for), so that per-address limits and allow-lists apply
+# to the real client; it may make no account request itself
+SCOPES = ("read", "trade", "transfer", "admin", "forward")
+FORWARD = "forward"
 ANY_SCOPE = SCOPES
 
 REQUIRED_SCOPES: dict[type, tuple[str, ...]] = {
     PlaceOrder: ("trade",), AmendOrder: ("trade",), CancelOrder: ("trade",),
     CancelAll: ("trade",), SetLeverage: ("trade",), SetMarginMode: ("trade",),
     AdjustIsolatedMargin: ("trade",), GetAccount: ("trade", "read", "admin"),
-    GetOrders: ("trade", "read", "admin"),
+    GetOrders: ("trade", "read", "admin"), SetAccountMarginMode: ("trade",),
     Deposit: ("admin",), Withdraw: ("transfer", "admin"),
     GetBook: ANY_SCOPE, Ping: ANY_SCOPE,  # (Ping: the full path; the gateway-local one is free)
     GetLimits: ANY_SCOPE,

@@ -254,6 +254,21 @@ def create_key(run_dir, account: str, scopes: list[str], allow: list[str] = (),
     return api_key, secret
 
 
+FORWARDER_KEY = "rest-forwarder"  # the REST facade's key with the "forward" scope (#25)
+
+
+def ensure_forwarder_key(run_dir) -> None:
+    """The REST facade's forwarding key in the run's key file, made at `cluster up` when the
+    topology runs the facade: signed logons only; kept as it is when already there."""
+    path = key_file(run_dir)
+    data = read_raw(path) if path.exists() else {"keys": {}}
+    if FORWARDER_KEY in data["keys"]:
+        return
+    data["keys"][FORWARDER_KEY] = {"account": "rest", "scopes": ["forward"], "allow": [],
+                                   "require_signature": True, "secret": secrets.token_hex(32)}
+    write_raw(path, data)
+
+
 def revoke_key(run_dir, api_key: str) -> dict:
     """Mark a key revoked (kept, for the record: a revoked key is never made valid again)."""
     path = key_file(run_dir)

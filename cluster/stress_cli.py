@@ -86,15 +86,24 @@ def cmd_stress(args) -> int:
         cross_equity = view.equity - sum(p.isolated_margin + p.unrealized_pnl
                                          for p in view.positions if p.mode == "isolated")
         money = lambda atoms: from_units(atoms, topo.atom)  # noqa: E731
+        # the requirement in force: what risk holds the account to (the view's maintenance, the
+        # summed ladder in cross mode) and, in portfolio mode, this grid's with the book add-on
+        in_force = requirement if view.margin_mode == "portfolio" else ladder
         data = {"account": view.account, "params_version": params.version, "stress": result,
                 "ladder_maintenance": ladder, "portfolio_requirement": requirement,
                 "portfolio_source": source, "cross_equity": cross_equity,
                 "equity_over_stress": cross_equity - result["requirement"],
+                "margin_mode": view.margin_mode, "requirement_in_force": in_force,
+                "in_force": f"{source} (portfolio mode)" if view.margin_mode == "portfolio"
+                else "ladder (cross mode)",
+                "equity_over_requirement": cross_equity - in_force,
                 "human": {"collateral": topo.collateral,
                           "stress_requirement": money(result["requirement"]),
                           "ladder_maintenance": money(ladder),
                           "cross_equity": money(cross_equity),
-                          "equity_over_stress": money(cross_equity - result["requirement"])}}
+                          "equity_over_stress": money(cross_equity - result["requirement"]),
+                          "requirement_in_force": money(in_force),
+                          "equity_over_requirement": money(cross_equity - in_force)}}
         cli.emit(data, args.json, render_stress)
         return cli.EXIT_OK
 
@@ -151,6 +160,9 @@ def render_stress(d: dict) -> str:
                      f"{d['portfolio_source']}")
         lines.append(f"  cross equity {h['cross_equity']}, {h['equity_over_stress']} over the "
                      "stress requirement")
+    if "requirement_in_force" in h:
+        lines.append(f"  in force: {d['in_force']}, maintenance {h['requirement_in_force']}; "
+                     f"equity {h['equity_over_requirement']} over it")
     return "\n".join(lines)
 
 

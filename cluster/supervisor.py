@@ -37,7 +37,7 @@ import zmq
 import zmq.asyncio
 
 from cluster import curve
-from cluster.signing import ensure_key_file
+from cluster.signing import ensure_forwarder_key, ensure_key_file
 from cluster.audit import AuditJournal, Explanation
 from cluster.failover import FENCED_EXIT
 from cluster.config import Topology, node_names
@@ -172,6 +172,8 @@ class Supervisor:
             (self.run / sub).mkdir(parents=True, exist_ok=True)
         # the API keys' secrets (0600), never in the topology: the gateway, SDK and CLI read them
         ensure_key_file(self.run, [a.api_key for a in self.topo.accounts.values()])
+        if "rest" in self.topo.nodes:
+            ensure_forwarder_key(self.run)  # the facade's forwarding key (#25)
         if self.adopt:  # the running nodes hold the run's keys and sockets: keep them, but
             sup = self.topo.supervisor  # the dead supervisor's own ipc files are ours to bind
             for endpoint in (sup.control, sup.netsim, sup.admin):

@@ -29,6 +29,7 @@ from cluster.audit import AuditJournal, Explanation
 from cluster.config import JOURNALED_NODES, Topology
 from cluster.logs import configure
 from cluster.links import LinkReceiver, LinkSender
+from cluster.stats import power_of_two_keys
 from cluster.protocol import (
     Codec, Heartbeat, LinkSeq, NetsimTable, NodeInbound, PrimaryIs, Ready, ResendFrom,
     StandbyDetached, WitnessQuery, WitnessReply, encode_one, wire_safe,
@@ -36,6 +37,7 @@ from cluster.protocol import (
 from netsim.shaper import PUB_LINKS, Shaper
 
 MAX_BATCH = 512
+BATCH_KEYS = power_of_two_keys("batch_frames", MAX_BATCH)  # cluster/stats.py
 HWM = 100_000
 BACKSTOP_MS = 20
 # The journaled cores (cluster/runner.py). Every link from or to one is sequenced (cluster/links.py);
@@ -1053,6 +1055,9 @@ class NodeShell:
                 pass
             if frames:
                 stats["frames_in"] += len(frames)
+                # what was waiting on the socket at this wake (its backlog, up to MAX_BATCH)
+                key = BATCH_KEYS[(len(frames) - 1).bit_length()]
+                stats[key] = stats.get(key, 0) + 1
                 try:
                     handler(frames)
                 except Exception:  # a node never dies on a message; the log says why

@@ -3,7 +3,9 @@ that change them. Pure: the supervisor owns one, publishes its table, and carrie
 
 Commands (AdminRequest.cmd / args):
     netsim_show                          -> the table
-    netsim_set     link, settings        -> shape one link (settings merge into what it had)
+    netsim_set     link, settings        -> shape one link (settings merge into what it had); a
+                                            link is a node link (known_links) or one client's
+                                            (client:NAME->gateway, gateway->client:NAME: its proxy)
     netsim_clear   [link]                -> back to no shaping (held messages are released)
     netsim_profile name [profiles]       -> every link from a named hardware profile (+ overrides)
     netsim_partition links, down         -> take links down / heal them
@@ -19,6 +21,7 @@ import msgspec
 
 from netsim.link import LinkSettings
 from netsim.models import build, duration_ns, rate_bps
+from netsim.proxy import client_link_name
 from netsim.shaper import PUB_LINKS, known_links, unreliable
 
 PROFILES = Path(__file__).with_name("profiles.toml")
@@ -31,8 +34,10 @@ class ControlError(ValueError):
 
 
 def _check_link(link: str) -> str:
-    if link not in known_links():
-        raise ControlError(f"unknown link {link!r}; links are: {', '.join(known_links())}")
+    if link not in known_links() and client_link_name(link) is None:
+        raise ControlError(f"unknown link {link!r}; links are: {', '.join(known_links())}, "
+                           "and one client's client:NAME->gateway / gateway->client:NAME "
+                           "(netsim/proxy.py)")
     return link
 
 
@@ -52,6 +57,9 @@ def _settings(raw: dict, link: str) -> LinkSettings:
             raise ControlError(f"{link} cannot reorder: it is a reliable link, which delivers in "
                                "order as the TCP connection it models does; reorder applies to "
                                f"the market-data links ({', '.join(sorted(PUB_LINKS.values()))})")
+        if settings.on_full == "drop" and client_link_name(link):
+            raise ControlError(f"{link} cannot drop: it carries a TCP stream through a proxy, "
+                               "and a dropped chunk would cut a frame in two; it blocks")
         if settings.on_full not in ("block", "drop"):
             raise ControlError("on_full must be block or drop")
         if settings.bandwidth and rate_bps(settings.bandwidth) < 1:

@@ -131,6 +131,8 @@ class Shaper:
 
     def mine(self, link: str) -> bool:
         src, _, dst = link.partition("->")
+        if dst.startswith("client:"):  # one client's link: its proxy shapes it (netsim/proxy.py)
+            return False
         return src == self.node or (link == "client->gateway" and self.node == "gateway")
 
     def apply(self, version: int, links: dict[str, dict], skew: dict[str, int]) -> list[str]:

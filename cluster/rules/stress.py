@@ -62,6 +62,9 @@ class StressParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     max_diversification_bps: int
     liquidity_allowance_bps: int = 0
     floor_at_ladder: bool = True
+    # A portfolio account's initial requirement is its stress requirement x this (Deribit's
+    # mm_factor 0.8: maintenance = 0.8 x initial, so initial = maintenance x 1.25)
+    im_factor_bps: int = 12_500
     scan_bps: dict[str, int] = msgspec.field(default_factory=dict)
     correlation_bps: dict[str, int] = msgspec.field(default_factory=dict)  # "A/B" -> bps
     regimes: list[RegimeSpec] = msgspec.field(default_factory=list)
@@ -125,6 +128,9 @@ def check_params(params: StressParams) -> None:
         raise StressError("bad_params", "max_diversification_bps must be in [0, 10000]")
     if not 0 <= params.liquidity_allowance_bps <= BPS:
         raise StressError("bad_params", "liquidity_allowance_bps must be in [0, 10000]")
+    if not BPS <= params.im_factor_bps <= 10 * BPS:
+        raise StressError("bad_params", f"im_factor_bps {params.im_factor_bps} not in "
+                          "[10000, 100000]: initial must not be below maintenance")
     if params.grid_buckets < 1:
         raise StressError("bad_params", "grid_buckets must be >= 1")
     if not params.regimes:
@@ -245,11 +251,15 @@ class StressResult(msgspec.Struct, frozen=True, kw_only=True):
     grid: dict[str, list[tuple[int, int, int]]]  # symbol -> (k, move bps, leg PnL) per grid point
 
 
-def regime_result(params: StressParams, regime: RegimeSpec, ws: dict[str, int]) -> RegimeResult:
+def regime_result(params: StressParams, regime: RegimeSpec, ws: dict[str, int],
+                  explain: bool = True) -> RegimeResult:
     symbols = sorted(ws)
     rws = {s: sum(params.rho_e8(regime, s, t) * ws[t] for t in symbols) for s in symbols}
     q = max(0, sum(ws[s] * rws[s] for s in symbols))
     loss = -(-ceil_isqrt(q) // BPS)
+    if not explain:  # the number only (a margin check): no move, no split
+        return RegimeResult(name=regime.name, q_e8=q, loss=loss, worst_move_bps={},
+                            contribution={})
     if loss == 0:
         return RegimeResult(name=regime.name, q_e8=q, loss=0,
                             worst_move_bps={s: 0 for s in symbols},
@@ -266,6 +276,7 @@ def liquidity_addon(leg: Leg, scan_bps: int, allowance_bps: int) -> LiquidityAdd
     allowance. What the book cannot take is charged at the farther of the last level and a full
     scan move (a book too thin to close into is the liquidity risk itself)."""
     levels = (leg.bids if leg.qty > 0 else leg.asks) or []
+    closing = -1 if leg.qty > 0 else 1  # a long closes by selling into the bids
     need = abs(leg.qty)
     slippage = 0
     last = leg.mark
@@ -273,11 +284,13 @@ def liquidity_addon(leg: Leg, scan_bps: int, allowance_bps: int) -> LiquidityAdd
         if need == 0:
             break
         take = min(need, qty)
-        slippage += take * abs(price - leg.mark) * leg.mult
+        # only what is worse than the mark costs: a bid above the mark (a book not yet
+        # re-quoted after a move) is no slippage, not a charge as if it were below
+        slippage += take * max(0, closing * (price - leg.mark)) * leg.mult
         need -= take
         last = price
     if need:
-        per_lot = max(abs(last - leg.mark), ceil_div(leg.mark * scan_bps, BPS))
+        per_lot = max(closing * (last - leg.mark), ceil_div(leg.mark * scan_bps, BPS))
         slippage += need * per_lot * leg.mult
     allowance = abs(leg.notional) * allowance_bps // BPS  # a credit: rounds down
     return LiquidityAddon(symbol=leg.symbol, qty=leg.qty, slippage=slippage, unfilled_qty=need,
@@ -296,15 +309,17 @@ def grid_rows(params: StressParams, symbol: str, notional: int) -> list[tuple[in
     return rows
 
 
-def stress(params: StressParams, legs: list[Leg]) -> StressResult:
-    """The stress requirement of a set of positions (one cross account), with its explanation."""
+def stress(params: StressParams, legs: list[Leg], explain: bool = True) -> StressResult:
+    """The stress requirement of a set of positions (one cross account), with its explanation
+    (`explain` False: the same numbers, without the worst moves, splits and grid rows, which
+    cost most of the time; for margin checks on every order)."""
     notional: dict[str, int] = {}
     for leg in legs:
         if leg.mark <= 0 or leg.mult <= 0:
             raise StressError("no_mark", f"{leg.symbol}: need a positive mark and multiplier")
         notional[leg.symbol] = notional.get(leg.symbol, 0) + leg.notional
     ws = {s: weighted_sensitivity(n, params.scan(s)) for s, n in sorted(notional.items())}
-    regimes = [regime_result(params, r, ws) for r in params.regimes]
+    regimes = [regime_result(params, r, ws, explain) for r in params.regimes]
     worst = max(regimes, key=lambda r: r.loss)  # first of the worst, in file order
     floor = ceil_div((BPS - params.max_diversification_bps) * sum(abs(v) for v in ws.values()), BPS)
     liquidity = [liquidity_addon(leg, params.scan(leg.symbol), params.liquidity_allowance_bps)
@@ -316,7 +331,7 @@ def stress(params: StressParams, legs: list[Leg]) -> StressResult:
         binding_regime=worst.name, worst_regime_loss=worst.loss, diversification_floor=floor,
         binding=worst.name if worst.loss >= floor else "floor", liquidity=liquidity,
         requirement=base + sum(a.addon for a in liquidity),
-        grid={s: grid_rows(params, s, n) for s, n in sorted(notional.items())})
+        grid={s: grid_rows(params, s, n) for s, n in sorted(notional.items())} if explain else {})
 
 
 def portfolio_requirement(params: StressParams, ladder_mm: int, stress_requirement: int
@@ -327,3 +342,44 @@ def portfolio_requirement(params: StressParams, ladder_mm: int, stress_requireme
     if stress_requirement > ladder_mm or not params.floor_at_ladder:
         return stress_requirement, "stress"
     return ladder_mm, "ladder"
+
+
+def portfolio_initial(params: StressParams, ladder_im: int, stress_requirement: int
+                      ) -> tuple[int, str]:
+    """Initial requirement of an account in the `portfolio` margin mode: the stress requirement
+    x im_factor_bps (rounded up), when it is higher than the summed per-symbol IM (leverage and
+    IM buffer as for a cross account); the same floor rule as `portfolio_requirement`, so that
+    initial >= maintenance whichever side binds."""
+    stress_im = ceil_div(stress_requirement * params.im_factor_bps, BPS)
+    if stress_im > ladder_im or not params.floor_at_ladder:
+        return stress_im, "stress"
+    return ladder_im, "ladder"
+
+
+class PortfolioMargin(msgspec.Struct, frozen=True, kw_only=True):
+    """Both requirements of a portfolio account and what decided them."""
+
+    maintenance: int
+    maintenance_source: str  # "stress" | "ladder"
+    initial: int
+    initial_source: str
+    stress: StressResult
+
+
+def portfolio_margin(params: StressParams, legs: list[Leg], ladder_mm: int, ladder_im: int,
+                     explain: bool = True) -> PortfolioMargin:
+    """The one definition risk (initial and maintenance) and the liquidator (maintenance, with
+    the book it sees on each leg for the liquidity add-on) both apply to a portfolio account."""
+    result = stress(params, legs, explain)
+    mm, mm_source = portfolio_requirement(params, ladder_mm, result.requirement)
+    im, im_source = portfolio_initial(params, ladder_im, result.requirement)
+    return PortfolioMargin(maintenance=mm, maintenance_source=mm_source, initial=im,
+                           initial_source=im_source, stress=result)
+
+
+def binding_move(result: StressResult) -> dict[str, int]:
+    """The worst joint move (bps per symbol) of the regime that binds."""
+    for regime in result.regimes:
+        if regime.name == result.binding_regime:
+            return dict(regime.worst_move_bps)
+    return {}

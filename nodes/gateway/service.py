@@ -9,8 +9,11 @@ import msgspec
 
 from cluster.audit import Explanation
 from cluster.config import Topology
-from cluster.protocol import ClientRequest, Codec, Error, Notice, Ping, Pong, Regime, Reply
+from cluster.protocol import (
+    ClientRequest, Codec, Error, Notice, OrderRejected, Ping, Pong, Regime, Reply, Report, Routed,
+)
 from cluster.signing import KEY_FILE_CHECK_MS, KeyFileWatch, load_keys
+from cluster.stats import LATENCY_BOUNDS_US, count, observe
 from cluster.transport import NodeShell
 from nodes.gateway.invalid import describe_invalid, readable_req_ids
 from nodes.gateway.sessions import Gateway, LogonPolicy
@@ -24,6 +27,7 @@ MAX_CLIENT_FRAME = 64 * 1024
 MAX_CLIENT_MESSAGE = 1024 * 1024
 THROTTLES = frozenset({"rate_limited", "banned", "logon_delayed", "logon_locked_out"})
 THROTTLE_JOURNAL_NS = 1_000_000_000
+MAX_TIMED_REFS = 100_000  # requests in flight whose latency is measured (the oldest go first)
 
 
 def build(shell: NodeShell, topo: Topology):
@@ -41,6 +45,10 @@ def build(shell: NodeShell, topo: Topology):
     stats["client_rejects"] = 0
     stats["throttles_unjournaled"] = 0
 
+    # Latency by request type, from admission to the first answer carrying the request's ref
+    # (risk's or matching's), for /metrics: ref -> (request type, admitted at, mono ns).
+    in_flight: dict[int, tuple[str, int]] = {}
+
     def apply(effects: list[tuple], requester: bytes | None = None) -> None:
         """Send what the core decided; its own refusals of `requester`'s request are journaled
         (refusals relayed from risk were journaled there)."""
@@ -52,7 +60,24 @@ def build(shell: NodeShell, topo: Topology):
             elif effect[0] == "explain":
                 shell.audit.record(effect[1])
             else:
+                if type(effect[1]) is Routed:
+                    if len(in_flight) >= MAX_TIMED_REFS:  # answers that never came
+                        del in_flight[next(iter(in_flight))]
+                    in_flight[effect[1].ref] = (type(effect[1].body).__name__, shell.mono_ns())
                 shell.send(effect[0], effect[1])
+
+    def answered(msg) -> None:
+        """A request's answer from risk or matching: its latency, and a refusal by reason."""
+        t = type(msg)
+        ref = msg.ref
+        if t is Reply and type(msg.body) is Error:
+            count(stats, "rejects", msg.body.reason)
+        elif t is Report and type(msg.event) is OrderRejected:
+            count(stats, "rejects", msg.event.reason)
+        timed = in_flight.pop(ref, None) if ref else None
+        if timed is not None:
+            observe(stats, "request_latency_us", timed[0], (shell.mono_ns() - timed[1]) // 1000,
+                    LATENCY_BOUNDS_US)
 
     throttles_journaled: dict[tuple[str, str], int] = {}  # (subject, reason) -> when, mono ns
 
@@ -62,9 +87,12 @@ def build(shell: NodeShell, topo: Topology):
         throttles are journaled once a second per subject and reason (the rest counted), so
         that refusing a flood never costs a disk write per frame."""
         stats["client_rejects"] += 1
+        count(stats, "rejects", error.reason)
         session = gateway.sessions.get(identity)
         subject = session.account if session is not None else identity.hex()
         if error.reason in THROTTLES:
+            rule = error.detail.get("rule") or error.reason  # a bucket's rule; a ban; logon pacing
+            count(stats, "throttles", str(rule))
             now = shell.mono_ns()
             if now - throttles_journaled.get((subject, error.reason), -THROTTLE_JOURNAL_NS) \
                     < THROTTLE_JOURNAL_NS:
@@ -137,6 +165,8 @@ def build(shell: NodeShell, topo: Topology):
             if type(msg) is Reply and type(msg.body) is Pong:
                 msg = Reply(ref=msg.ref, body=Pong(
                     req_id=msg.body.req_id, hops=msg.body.hops + [("gateway", shell.mono_ns())]))
+            if type(msg) is Reply or type(msg) is Report:
+                answered(msg)
             try:
                 effects = gateway.on_internal(msg)
             except Exception as exc:  # a bug: log it, keep serving the rest of the batch

@@ -16,6 +16,7 @@ its attempts and when it may try again, without the key being looked at.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import OrderedDict
 
 import msgspec
@@ -31,7 +32,7 @@ from cluster.protocol import (
     Ping, PlaceOrder, Pong, Regime, Reply, Report, Routed, SetLeverage, SetMarginMode,
     SignableRequest, Signed, Withdraw,
 )
-from cluster.scopes import REQUIRED_SCOPES, missing_scope
+from cluster.scopes import FORWARD, REQUIRED_SCOPES, missing_scope
 from cluster.signing import RECV_WINDOW_MS, KeyEntry
 
 MAX_PENDING_REFS = 200_000
@@ -346,6 +347,9 @@ class Gateway:
         if type(inner) is Logon:
             api_key, session_id, last_nonce = inner.api_key, 0, self.logon_nonces.get(
                 inner.api_key, -1)
+            if inner.forwarded_for:  # a forwarder's logon paces the client it speaks for
+                forwarded, refused = self._forwarded_ip(identity, inner, ip)
+                ip = ip if refused is not None else forwarded
         elif session is None:
             return refuse("not_logged_on", request=type(inner).__name__)
         else:
@@ -356,8 +360,10 @@ class Gateway:
             if api_key not in self.api_keys or (
                     failures is not None and now_ns < failures.blocked_until_ns):
                 # an unknown key, or a paced address: refused (and counted) as a plain logon is,
-                # so that signing a guess goes no faster than sending it
-                return self.on_request(identity, inner, now_ns, ip)
+                # so that signing a guess goes no faster than sending it (signed=True: _logon
+                # refuses these before it reads it, and a forwarder's session, which takes only
+                # signed requests, must hear the reason, not signature_required)
+                return self.on_request(identity, inner, now_ns, ip, signed=True)
         entry = self.keys.get(api_key)
         if entry is None:
             return refuse("invalid_signature", error="the key has no secret to sign with")
@@ -384,6 +390,12 @@ class Gateway:
             return [("client", identity, Error(req_id=msg.req_id, reason="unsupported_version",
                                                detail={"version": msg.version,
                                                        "supported": PROTOCOL_VERSION}))]
+        if msg.forwarded_for:  # from here on the logon is the client's, from its address
+            ip, refused = self._forwarded_ip(identity, msg, ip)
+            if refused is not None:
+                if refused.reason == "forwarding_not_allowed":  # a failed logon of the sender
+                    refused.detail.update(self._pacing(self._failed_logon(ip, now_ns), now_ns, ip))
+                return [("client", identity, refused)]
         failures = self.logon_failures.get(ip)
         if failures is not None and now_ns < failures.blocked_until_ns:
             # Paced: refused without looking at the key, so guessing goes no faster.
@@ -429,6 +441,29 @@ class Gateway:
         return [("client", identity, LogonAck(
             req_id=msg.req_id, account=account, session=session.session_id, symbols=self.symbols,
             collateral=self.collateral[0], atom=self.collateral[1]))]
+
+    def _forwarded_ip(self, identity: bytes, msg: Logon, ip: str) -> tuple[str, Error | None]:
+        """(the client address a forwarded logon is for, None), or (the sender's address, the
+        refusal): only a session of a key with the "forward" scope (the REST facade's) may name
+        one, for a key that is not itself a forwarder, and it must be an IP address."""
+        current = self.sessions.get(identity)
+        claimed = msg.forwarded_for
+        if current is None or FORWARD not in current.scopes or current.closed is not None:
+            return ip, Error(req_id=msg.req_id, reason="forwarding_not_allowed", detail={
+                "forwarded_for": claimed, "required": FORWARD,
+                "session_scopes": ",".join(current.scopes) if current is not None else "",
+                "why": "only the REST facade's own session may name a client address"})
+        found = self.api_keys.get(msg.api_key)
+        if found is not None and FORWARD in found[1]:
+            return ip, Error(req_id=msg.req_id, reason="forwarding_not_allowed", detail={
+                "forwarded_for": claimed, "api_key_scopes": ",".join(found[1]),
+                "why": "a forwarding key logs on only for itself"})
+        try:
+            address = str(ipaddress.ip_address(claimed))
+        except ValueError:
+            return ip, Error(req_id=msg.req_id, reason="invalid_forwarded_address", detail={
+                "forwarded_for": claimed, "error": "not an IPv4 or IPv6 address"})
+        return address, None
 
     def _failed_logon(self, ip: str, now_ns: int) -> LogonFailures:
         failures = self.logon_failures.pop(ip, None)

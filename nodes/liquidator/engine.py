@@ -34,6 +34,7 @@ from cluster.protocol import (
     AccountRisk, BookDelta, BookLevels, IndexMark, LiquidationResult, LiquidationStep,
     MaintenanceAlert,
 )
+from cluster.rules import stress as sg
 from nodes.liquidator.monitor import MaintenanceMonitor
 
 from cluster.units import PPM
@@ -70,14 +71,15 @@ class Liquidation:
 
 
 class LiquidationEngine:
-    def __init__(self, specs: dict[str, SymbolSpec], conf: LiquidatorConf, id_base: int = 0) -> None:
+    def __init__(self, specs: dict[str, SymbolSpec], conf: LiquidatorConf, id_base: int = 0,
+                 stress_params: sg.StressParams | None = None) -> None:
         self.specs = dict(specs)
         self.conf = conf
-        self.monitor = MaintenanceMonitor(specs)
         # Copies of matching's books from its deltas, healed by its published snapshots (a lost
         # delta, or a restart while matching runs); they size the reduction chunks, while the
-        # IOCs themselves meet the real book.
+        # IOCs themselves meet the real book. A portfolio account's liquidity add-on walks them.
         self.books = {s: BookMirror(s, empty_at_start=True) for s in sorted(specs)}
+        self.monitor = MaintenanceMonitor(specs, stress_params, books=self.books)
         self.mark_info: dict[str, tuple[int, int, str]] = {}  # symbol -> (mark, ts_ns, mode)
         self.active: dict[str, Liquidation] = {}  # key -> running liquidation
         self.by_id: dict[int, Liquidation] = {}
@@ -104,6 +106,7 @@ class LiquidationEngine:
         book = self.books.get(ev.symbol)
         if book is not None:
             book.feed([ev])
+            self.monitor.on_book(ev.symbol)
 
     # ------------------------------------------------------------------ decisions
 
@@ -175,11 +178,23 @@ class LiquidationEngine:
         equity, mm, fee = self._assess(liq)
         qty = state.positions[symbol][0]
         value = self.monitor._position(symbol, qty, state.positions[symbol][1])[0]
-        self._explain(out, now_ns, liq, "trigger", "liquidate", {
+        numbers = {
             "mark": self.mark_info[symbol][0], "equity": equity, "maintenance_margin": mm,
             "forced_fee": fee, "position": qty,
             "tier": tier_for(self.specs[symbol].tiers, value).number,
-            "isolated": int(key != account)})
+            "isolated": int(key != account)}
+        pm = self.monitor.explain_portfolio(account) if state.portfolio and key == account else None
+        if pm is not None:  # what decided the requirement: the grid's binding regime and move
+            numbers.update({"portfolio": 1, "maintenance_source": pm.maintenance_source,
+                            "stress_requirement": pm.stress.requirement,
+                            "binding": pm.stress.binding,
+                            "binding_regime": pm.stress.binding_regime,
+                            "liquidity_addon": sum(a.addon for a in pm.stress.liquidity)})
+            for s, bps in sg.binding_move(pm.stress).items():
+                numbers[f"worst_move_bps.{s}"] = bps
+            for s, notional in pm.stress.notional.items():  # what the grid priced: legs at marks
+                numbers[f"notional.{s}"] = notional
+        self._explain(out, now_ns, liq, "trigger", "liquidate", numbers)
         liq.phase = "cancel"
         out.append(("risk", LiquidationStep(liquidation_id=liq.id, kind="cancel", account=account,
                                             symbol=symbol)))
@@ -220,12 +235,18 @@ class LiquidationEngine:
         to_lower_tier = q - tier.floor // per_lot if tier.number > 1 else q
         equity, mm, fee = self._assess(liq)
         _, pos_mm, pos_fee = self.monitor._position(liq.symbol, qty, cost)
+        state = self.monitor.accounts[liq.account]
+        portfolio = state.portfolio and liq.key == liq.account
 
         def healthy(x: int) -> bool:
             left = q - x
-            _, mm_left, fee_left = self.monitor._position(
-                liq.symbol, left if qty > 0 else -left, cost * left // q)
+            signed, cost_left = left if qty > 0 else -left, cost * left // q
             close_fee = x * per_lot * spec.forced_fee_ppm // PPM
+            if portfolio:  # the grid's requirement of what would be left (not additive)
+                _, need, fee_after = self.monitor.assess(
+                    liq.account, replace={liq.symbol: (signed, cost_left)})
+                return equity - close_fee - x * slip > need + fee_after
+            _, mm_left, fee_left = self.monitor._position(liq.symbol, signed, cost_left)
             return equity - close_fee - x * slip > (mm - pos_mm + mm_left) + (fee - pos_fee + fee_left)
 
         lo, hi = 1, q

@@ -5,6 +5,11 @@ Trigger (the risk issue's rule): equity <= maintenance margin + forced-execution
 position's notional at mark, for the cross wallet as a whole and for each isolated position on its
 own margin (an alert's `account` is then "ACCOUNT:SYMBOL"). The liquidation path itself (cancel, incremental reduction, backstop,
 insurance fund, ADL) comes with the liquidation issue.
+
+An account in the `portfolio` margin mode (AccountRisk.portfolio) is held to the one requirement
+cluster/rules/stress.py defines for it (portfolio_margin: the stress grid when higher than the
+summed ladder), each leg's liquidity add-on walked in the book this node mirrors, so that it is
+liquidated exactly when its equity falls to that requirement + the forced fee.
 """
 
 from __future__ import annotations
@@ -13,11 +18,19 @@ from cluster.config import SymbolSpec
 from cluster.protocol import AccountRisk, MaintenanceAlert
 from cluster.ladder import maintenance_margin
 from cluster.prices import forced_fee
+from cluster.rules import stress as sg
 
 
 class MaintenanceMonitor:
-    def __init__(self, symbols: dict[str, SymbolSpec]) -> None:
+    def __init__(self, symbols: dict[str, SymbolSpec], stress_params: sg.StressParams | None = None,
+                 books: dict | None = None) -> None:
+        """`books`: symbol -> a mirror with `bids`/`asks` ({price: lots}), for the liquidity
+        add-on of portfolio accounts; `stress_params` default to the published file."""
         self.specs = dict(symbols)
+        self._stress_params = stress_params
+        self.books = books or {}
+        # account -> (legs, summed ladder MM) of its last assessment, for explaining a trigger
+        self.portfolio: dict[str, tuple[list[sg.Leg], int]] = {}
         self.marks: dict[str, int] = {}
         self.accounts: dict[str, AccountRisk] = {}
         self.holders: dict[str, dict[str, None]] = {s: {} for s in sorted(symbols)}
@@ -35,6 +48,18 @@ class MaintenanceMonitor:
                 self.holders[symbol][state.account] = None
         self._dirty[state.account] = None
 
+    @property
+    def stress_params(self) -> sg.StressParams:
+        if self._stress_params is None:
+            self._stress_params = sg.load_params()
+        return self._stress_params
+
+    def on_book(self, symbol: str) -> None:
+        """The book moved: a portfolio account holding the symbol has a new liquidity add-on."""
+        for account in self.holders.get(symbol, ()):
+            if self.accounts[account].portfolio:
+                self._dirty[account] = None
+
     def on_mark(self, symbol: str, mark: int) -> None:
         if symbol in self.holders and self.marks.get(symbol) != mark:
             self.marks[symbol] = mark
@@ -47,18 +72,45 @@ class MaintenanceMonitor:
         value = qty * mark * spec.atoms_per_tick_lot if mark else cost
         return value, maintenance_margin(spec.tiers, value), forced_fee(value, spec.forced_fee_ppm)
 
-    def assess(self, account: str) -> tuple[int, int, int]:
-        """(equity, maintenance margin, forced-execution fee) of the cross wallet at the marks."""
+    def _leg(self, symbol: str, qty: int, cost: int) -> sg.Leg:
+        """A position as the stress grid takes it, with the mirrored book it would close into."""
+        mult = self.specs[symbol].atoms_per_tick_lot
+        mark = self.marks.get(symbol) or max(1, abs(cost) // (abs(qty) * mult))
+        book = self.books.get(symbol)
+        bids = sorted(book.bids.items(), reverse=True) if book is not None else None
+        asks = sorted(book.asks.items()) if book is not None else None
+        return sg.Leg(symbol=symbol, qty=qty, mark=mark, mult=mult, bids=bids, asks=asks)
+
+    def assess(self, account: str, replace: dict[str, tuple[int, int]] | None = None
+               ) -> tuple[int, int, int]:
+        """(equity, maintenance margin, forced-execution fee) of the cross wallet at the marks;
+        `replace` (symbol -> (qty, cost)): the requirement and fee as they would be with those
+        positions instead (the part of a close the liquidator plans), the equity as it is."""
         state = self.accounts[account]
         equity, mm, fee = state.balance, 0, 0
+        legs = []
         for symbol, (qty, cost) in state.positions.items():
             if symbol in state.isolated:
                 continue
             value, p_mm, p_fee = self._position(symbol, qty, cost)
             equity += value
+            if replace and symbol in replace:
+                qty, cost = replace[symbol]
+                _, p_mm, p_fee = self._position(symbol, qty, cost)
             mm += p_mm
             fee += p_fee
+            if state.portfolio and qty:
+                legs.append(self._leg(symbol, qty, cost))
+        if state.portfolio and legs:
+            if replace is None:
+                self.portfolio[account] = (legs, mm)
+            mm = sg.portfolio_margin(self.stress_params, legs, mm, 0, explain=False).maintenance
         return equity, mm, fee
+
+    def explain_portfolio(self, account: str) -> sg.PortfolioMargin | None:
+        """The last assessment of a portfolio account, with its explanation."""
+        last = self.portfolio.get(account)
+        return sg.portfolio_margin(self.stress_params, *last, 0) if last is not None else None
 
     def assess_isolated(self, account: str, symbol: str) -> tuple[int, int, int]:
         state = self.accounts[account]

@@ -8,6 +8,7 @@ from cluster.config import Topology
 from cluster.protocol import (
     AccountRisk, AccountRiskRequest, BookDelta, BookLevels, IndexMark, LiquidationResult,
 )
+from cluster.stats import count
 from cluster.transport import NodeShell
 from cluster.units import rate_to_ppm
 from nodes.liquidator.engine import LiquidationEngine, LiquidatorConf
@@ -30,6 +31,15 @@ def build(shell: NodeShell, topo: Topology):
         for dest, msg in effects:
             if dest == "audit":
                 shell.audit.record(msg)
+                # for /metrics, as the journal has them: steps carried out by kind, and
+                # liquidations started and ended by outcome
+                step = msg.rule.removeprefix("liquidation.")
+                if msg.decision == "done":
+                    count(shell.stats, "liquidation_steps", step)
+                elif step == "trigger":
+                    count(shell.stats, "liquidations", "started")
+                elif step == "end":
+                    count(shell.stats, "liquidations", msg.decision)
                 if msg.rule in ("liquidation.trigger", "liquidation.end", "liquidation.paused"):
                     shell.log.warning(msg.rule, subject=msg.subject, decision=msg.decision,
                                       **{k: v for k, v in msg.numbers.items() if k != "step"})

@@ -37,9 +37,10 @@ class BasisAverage:
         self.next_ns = (now_ns // self.every_ns + 1) * self.every_ns
 
     def value(self) -> int:
-        """The mean of the samples in ticks, rounded half away from zero; 0 before the first."""
-        n = len(self.samples)
-        if not n:
-            return 0
+        """The mean over the whole window in ticks, rounded half away from zero: a sample not yet
+        taken (the oracle's first minutes) counts as 0, no evidence of a basis, like a one-sided
+        book. Divided by the samples so far instead, one quote in a fresh venue moved the mark by
+        1/n of its distance (1/2 to 1/4 in a chaos run's first seconds), not the 1/60 promised."""
+        n = self.samples.maxlen or 1
         magnitude = (2 * abs(self.total) + n) // (2 * n)
         return magnitude if self.total >= 0 else -magnitude

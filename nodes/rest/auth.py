@@ -28,15 +28,18 @@ BAN_AFTER_REFUSALS = 50  # 429s within one minute before the IP is answered 418
 def load_secrets(path: str, run_dir: str = "") -> dict[str, str]:
     """api key -> the HMAC secret a REST client signs with: the one place the facade learns
     secrets. From the run's key file (#20: `perpx keys create|rotate|revoke`), each key's secret
-    as its hex text, the string a ccxt user configures (revoked and Ed25519 keys have none here);
+    as its hex text, the string a ccxt user configures (revoked and Ed25519 keys have none here,
+    nor has the facade's own forwarding key: it is no REST user's);
     or from `path` (TOML `key = "secret"`) when the topology names one."""
     if path:
         table = tomllib.loads(Path(path).read_text())
         return {str(k): str(v) for k, v in table.items()}
     from cluster.signing import load_keys
 
+    from cluster.scopes import FORWARD
+
     return {key: entry.secret.hex() for key, entry in load_keys(run_dir).items()
-            if entry.secret and not entry.revoked}
+            if entry.secret and not entry.revoked and FORWARD not in entry.scopes}
 
 
 def sign(secret: str, payload: str) -> str:

@@ -51,6 +51,8 @@ REASONS: dict[str, tuple[int, int, str | None]] = {
     "ip_not_allowed": (401, -2015, BAD_KEY),
     "signature_required": (401, -2015, BAD_KEY),
     "invalid_signature": (401, -2015, BAD_KEY),
+    # sessions per key (client addresses in use) or per address at the gateway's cap
+    "too_many_sessions": (429, -1003, None),
     "logon_locked_out": (429, -1003, None),
     "logon_delayed": (429, -1003, None),
     "not_logged_on": (503, -1001, "Internal error; unable to process your request. Please try again."),
@@ -70,6 +72,8 @@ def refusal(reason: str, detail: dict | None = None, *, unknown_order_code: int 
         msg = f"{reason}: {numbers}" if numbers else reason
         if reason == "qty_out_of_range":
             msg = f"Filter failure: LOT_SIZE ({numbers})"
+    elif msg is BAD_KEY:  # which of key, address or permission, with the numbers (ccxt goes by code)
+        msg = f"{msg} ({reason}: {numbers})" if numbers else f"{msg} ({reason})"
     retry = 0
     if status in (418, 429):
         retry = max(1, -(-int((detail or {}).get("retry_after_ms", 1000)) // 1000))

@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl
 import zmq.asyncio
 
 from cluster.book_mirror import BookMirror
-from cluster.client import Client, RequestFailed
+from cluster.client import Client, Forwarding, RequestFailed
 from cluster.config import Topology
 from cluster.protocol import (
     MARKET_TYPES, Ack, AccountView, BookDelta, BookLevels, CancelOrder, Error, Fill, GetAccount,
@@ -34,6 +34,8 @@ from nodes.rest.records import (
 from nodes.rest.streams import Streams
 
 FINAL_WAIT_S = 1.0  # an IOC / FOK / market order is answered once final (newOrderRespType RESULT)
+SESSION_IDLE_S = 300.0  # a client address's session unused this long is ended (the gateway's
+# session cap per key counts addresses in use)
 BOOK_WAIT_S = 2.0  # a book copy out of sync resyncs from the next published snapshot (every 1 s)
 
 
@@ -41,20 +43,38 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class Session:
-    """One API key's gateway session and what the facade learnt from its reports."""
+class KeyRecords:
+    """What the facade learnt of one API key's account from execution reports, shared by that
+    key's sessions (one per client address), with the user data stream listeners."""
 
-    def __init__(self, client: Client) -> None:
-        self.client = client
+    def __init__(self) -> None:
         self.records = AccountRecords()
         self.listeners: list[Callable[[object, OrderRecord | None], None]] = []  # user data streams
-        self.pump: asyncio.Task | None = None
         self.changed = asyncio.Event()
+        self.feeder: Session | None = None  # the one session whose unasked reports are taken
+
+
+class Session:
+    """One gateway session: an API key as used from one client address (with forwarding; else
+    one per key). Every session of an account gets each of its events once (the direct answer
+    to the requester, a copy to the others), so only the key's feeder session takes the reports
+    nobody asked for, and calls the listeners; a requester takes its own answers into the
+    shared records too (answers only set states: taking one twice changes nothing)."""
+
+    def __init__(self, client: Client, shared: KeyRecords, address: str = "") -> None:
+        self.client = client
+        self.shared = shared
+        self.records = shared.records
+        self.changed = shared.changed
+        self.address = address
+        self.pump: asyncio.Task | None = None
+        self.used_s = time.monotonic()  # its last request (idle sessions are ended)
 
     async def run_pump(self) -> None:
         while True:
             report = await self.client.reports.get()
-            self.take(report.event)
+            if self.shared.feeder is self:
+                self.take(report.event)
 
     async def close(self) -> None:
         if self.pump is not None:
@@ -63,8 +83,9 @@ class Session:
 
     def take(self, event) -> OrderRecord | None:
         rec = self.records.on_event(event, now_ms())
-        for listener in self.listeners:
-            listener(event, rec)
+        if self.shared.feeder is self:
+            for listener in self.shared.listeners:
+                listener(event, rec)
         self.changed.set()
         return rec
 
@@ -91,8 +112,13 @@ class Facade:
         self.secrets = load_secrets(secrets_file, topo.run_dir)
         self.limiter = WeightLimiter(weight_per_minute)
         self.timeout = timeout
-        self.sessions: dict[str, Session] = {}
-        self._logons: dict[str, asyncio.Future] = {}
+        # (api key, client address) -> its gateway session; the address is "" without forwarding
+        self.sessions: dict[tuple[str, str], Session] = {}
+        self.keys: dict[str, KeyRecords] = {}
+        self._logons: dict[tuple[str, str], asyncio.Future] = {}
+        self.forwarder: tuple[str, bytes] | None = None  # the facade's forwarding key, secret
+        self._forward_lock = asyncio.Lock()
+        self._load_forwarder()
         self.ctx = zmq.asyncio.Context()
         self.stats = {"requests": 0, "errors": 0, "orders": 0, "sessions": 0}
         self.request_counts: dict[tuple[str, int], int] = {}  # (route, status) -> count
@@ -111,8 +137,8 @@ class Facade:
         touched: dict[str, list] = {}
         for msg in messages:
             if type(msg) is MaintenanceAlert:
-                for api_key, session in self.sessions.items():
-                    if session.client.account == msg.account:
+                for api_key, shared in self.keys.items():
+                    if shared.feeder is not None and shared.feeder.client.account == msg.account:
                         self.streams.user_event(api_key, msg, None, self.quote, ms)
                 continue
             symbol = getattr(msg, "symbol", None)
@@ -135,25 +161,44 @@ class Facade:
 
     # ------------------------------------------------------------------ sessions
 
-    async def session(self, api_key: str) -> Session:
-        found = self.sessions.get(api_key)
+    def _load_forwarder(self) -> None:
+        """The facade's forwarding key (`rest-forwarder`, made at `cluster up`): with it each REST
+        client's gateway session is logged on for the client's own address, so the gateway's
+        per-address limits, session caps and allow-lists apply to it. Without it (a secrets file,
+        or a run made before it) every client of a key shares one session from the facade's."""
+        self.forwarder = None
+        if self.secrets_file:
+            return
+        from cluster.scopes import FORWARD
+        from cluster.signing import FORWARDER_KEY, load_keys
+
+        entry = load_keys(self.topo.run_dir).get(FORWARDER_KEY)
+        if entry is not None and FORWARD in entry.scopes and entry.secret and not entry.revoked:
+            self.forwarder = (FORWARDER_KEY, entry.secret)
+
+    async def session(self, api_key: str, address: str = "") -> Session:
+        slot = (api_key, address if self.forwarder is not None else "")
+        found = self.sessions.get(slot)
         if found is not None:
             return found
-        pending = self._logons.get(api_key)
+        pending = self._logons.get(slot)
         if pending is None:
-            pending = self._logons[api_key] = asyncio.ensure_future(self._log_on(api_key))
+            pending = self._logons[slot] = asyncio.ensure_future(self._log_on(*slot))
         try:
             return await asyncio.shield(pending)
         finally:
             if pending.done():
-                self._logons.pop(api_key, None)
+                self._logons.pop(slot, None)
 
-    async def _log_on(self, api_key: str) -> Session:
+    async def _log_on(self, api_key: str, address: str) -> Session:
         gw = self.topo.nodes["gateway"]
         # the user's own key, signing when the key asks for signed requests (the same secret)
         secret = self.secrets.get(api_key, "")
+        forwarding = None
+        if self.forwarder is not None:
+            forwarding = Forwarding(*self.forwarder, address, self._forward_lock)
         client = Client(gw.client, api_key=api_key, timeout=self.timeout, ctx=self.ctx,
-                        secret=_gateway_secret(secret))
+                        secret=_gateway_secret(secret), forwarding=forwarding)
         try:
             await client.connect()
         except RequestFailed as exc:
@@ -163,18 +208,46 @@ class Facade:
             await client.close()
             raise ApiError(503, -1007, "Timeout waiting for response from backend server. "
                            "Send status unknown; execution status unknown.") from None
-        session = Session(client)
-        session.listeners.append(lambda event, rec: self._user_event(api_key, session, event, rec))
+        shared = self.keys.get(api_key)
+        if shared is None:
+            shared = self.keys[api_key] = KeyRecords()
+            shared.listeners.append(lambda event, rec: self._user_event(api_key, event, rec))
+        session = Session(client, shared, address)
+        if shared.feeder is None:
+            shared.feeder = session
         session.pump = asyncio.create_task(session.run_pump())
-        self.sessions[api_key] = session
+        self.sessions[(api_key, address)] = session
         self.stats["sessions"] += 1
         return session
 
-    def _user_event(self, api_key: str, session: Session, event, rec) -> None:
+    def expire_idle(self, idle_s: float = SESSION_IDLE_S) -> int:
+        """End the sessions no request used for `idle_s`, so that the gateway's per-key session
+        cap counts the client addresses still in use; a key's feeder stays while a user data
+        stream of the key is open. Returns how many ended."""
+        now = time.monotonic()
+        streaming = {c.api_key for c in self.streams.connections}
+        idle = [slot for slot, s in self.sessions.items() if now - s.used_s > idle_s and not (
+            slot[0] in streaming and self.keys[slot[0]].feeder is s)]
+        for slot in idle:
+            self._end(slot)
+        return len(idle)
+
+    def _end(self, slot: tuple[str, str]) -> None:
+        """Close one session; its key's reports come through another of its sessions, if any."""
+        session = self.sessions.pop(slot, None)
+        if session is None:
+            return
+        shared = self.keys[slot[0]]
+        if shared.feeder is session:
+            shared.feeder = next((s for (k, _), s in self.sessions.items() if k == slot[0]), None)
+        asyncio.ensure_future(session.close())
+
+    def _user_event(self, api_key: str, event, rec) -> None:
         if not any(c.api_key == api_key for c in self.streams.connections):
             return
         self.streams.user_event(api_key, event, rec, self.quote, now_ms())
-        if type(event) is Fill and api_key not in self._account_updates:
+        session = self.keys[api_key].feeder
+        if type(event) is Fill and api_key not in self._account_updates and session is not None:
             self._account_updates.add(api_key)  # one AccountView for a burst of fills
             asyncio.ensure_future(self._account_update(api_key, session))
 
@@ -226,12 +299,13 @@ class Facade:
             if signed:
                 payload = body if method in ("POST", "PUT") and body else query
                 params = verify(payload, api_key, self.secrets, now_ms())
-                session = await self.session(api_key)
+                session = await self.session(api_key, address)
+                session.used_s = time.monotonic()
                 result = await handler(session, params)
             else:
                 params = dict(parse_qsl(raw, keep_blank_values=True))
                 if path == "/fapi/v1/listenKey":
-                    result = await handler(api_key, params, method)
+                    result = await handler(api_key, params, method, address)
                 else:
                     result = await handler(params)
             status = 200
@@ -722,8 +796,9 @@ class Facade:
         return rows[0] if params.get("symbol") else rows
 
     async def income(self, session: Session, params: dict) -> list:
-        """FUNDING_FEE (the venue's funding ledger, latest 20 per account) and COMMISSION (the fills
-        this facade saw). REALIZED_PNL is not listed: fills do not carry it."""
+        """FUNDING_FEE (the venue's funding ledger, latest 20 per account); COMMISSION and
+        REALIZED_PNL (a fill that closes part of a position: its realized PnL as risk booked it,
+        before the fee) from the fills this facade's session of the key received."""
         market = self.market(params, required=False)
         kind = params.get("incomeType")
         start, end = bn.parse_ms(params, "startTime"), bn.parse_ms(params, "endTime")
@@ -738,14 +813,23 @@ class Facade:
                 rows.append({"symbol": m.id, "incomeType": "FUNDING_FEE", "income": m.money(entry.payment),
                              "asset": self.quote, "info": "FUNDING_FEE", "time": entry.ts_ns // 1_000_000,
                              "tranId": entry.ts_ns // 1000, "tradeId": ""})
-        if kind in (None, "COMMISSION"):
+        if kind in (None, "COMMISSION", "REALIZED_PNL"):
             for ms, fill in session.records.fills:
                 m = self.markets[fill.symbol]
                 if market and m is not market:
                     continue
-                rows.append({"symbol": m.id, "incomeType": "COMMISSION", "income": m.money(-fill.fee),
-                             "asset": self.quote, "info": "COMMISSION", "time": ms,
-                             "tranId": fill.trade_id * 2 + (fill.side > 0), "tradeId": str(fill.trade_id)})
+                # tranIds: 4 per trade (its two sides, commission and realized PnL of each)
+                tran = fill.trade_id * 4 + 2 * (fill.side > 0)
+                if kind != "REALIZED_PNL":
+                    rows.append({"symbol": m.id, "incomeType": "COMMISSION",
+                                 "income": m.money(-fill.fee), "asset": self.quote,
+                                 "info": "COMMISSION", "time": ms, "tranId": tran,
+                                 "tradeId": str(fill.trade_id)})
+                if kind != "COMMISSION" and fill.realized_pnl:
+                    rows.append({"symbol": m.id, "incomeType": "REALIZED_PNL",
+                                 "income": m.money(fill.realized_pnl), "asset": self.quote,
+                                 "info": "REALIZED_PNL", "time": ms, "tranId": tran + 1,
+                                 "tradeId": str(fill.trade_id)})
         rows = [r for r in rows if (start is None or r["time"] >= start) and (end is None or r["time"] <= end)]
         rows.sort(key=lambda r: r["time"])
         return rows[:limit] if start is not None else rows[-limit:]
@@ -773,13 +857,14 @@ class Facade:
         fresh = load_secrets(self.secrets_file, self.topo.run_dir)
         changed = [k for k in set(self.secrets) | set(fresh) if self.secrets.get(k) != fresh.get(k)]
         self.secrets = fresh
-        for api_key in changed:
-            session = self.sessions.pop(api_key, None)
-            if session is not None:
-                asyncio.ensure_future(session.close())
+        forwarder = self.forwarder
+        self._load_forwarder()
+        for slot in [s for s in self.sessions if s[0] in changed or self.forwarder != forwarder]:
+            self._end(slot)  # (a rotated forwarding key: every session logs on afresh)
         return len(changed)
 
-    async def listen_key(self, api_key: str, params: dict, method: str = "POST") -> dict:
+    async def listen_key(self, api_key: str, params: dict, method: str = "POST",
+                         address: str = "") -> dict:
         """POST: a listenKey for the key's user data stream (valid 60 min, PUT extends it);
         DELETE: closes it. Sent with X-MBX-APIKEY only, unsigned (as Binance)."""
         if api_key not in self.secrets:
@@ -787,7 +872,7 @@ class Facade:
         if method == "DELETE":
             self.streams.close_listen_key(api_key)
             return {}
-        await self.session(api_key)  # its reports start flowing now
+        await self.session(api_key, address)  # its reports start flowing now
         return {"listenKey": self.streams.new_listen_key(api_key, now_ms())}
 
 

@@ -8,6 +8,13 @@ text format). One scrape target for the whole venue:
 - every node, from the supervisor's status file (rewritten every 250 ms from the nodes'
   heartbeats): up, restarts, heartbeat age, and each counter a node reports in its heartbeat
   (frames and messages in, rejects, errors, resends ...) as perpx_node_<name>_total{node};
+- from the nodes' labelled stats (cluster/stats.py): rejects by reason and throttles by rule (the
+  gateway, its own refusals and those relayed from risk), the gateway's latency by request type
+  (admission to the first answer), liquidation steps by kind (the liquidator), the insurance fund
+  and funding settlements, payments and amounts (risk), and each node's drained-batch sizes (the
+  frames waiting on a socket when it woke: its inbox backlog, up to the 512 of a full drain);
+- the failover epoch and role of each node, when its status carries them (#19: risk and matching
+  with a standby), else epoch 0; a standby's lag in inputs and seconds;
 - netsim: the link table the supervisor publishes (shaped links, latency model, loss, partitions).
 
 Names follow Prometheus conventions: counters end in _total, durations are _seconds.
@@ -21,15 +28,44 @@ import time
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from cluster.protocol import (
     FundingRate, IndexMark, NetsimTable, OracleMode, OracleSource, Regime, Trade,
 )
+from cluster.stats import INF, LATENCY_BOUNDS_US, split
+from cluster.transport import BATCH_KEYS
 
 STATUS_MAX_AGE_S = 5.0  # an older status file means no supervisor: nodes are reported down
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 STAT_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+# labelled counters of the nodes' stats: family -> (metric name, label, help)
+LABELLED = {
+    "rejects": ("perpx_rejects", "reason", "requests refused, by reason (the gateway's own "
+                "refusals and those it relays from risk and matching)"),
+    "throttles": ("perpx_throttles", "rule", "requests refused by a rate limit, by the rule "
+                  "(bucket) that refused them; 'banned' and logon pacing by their reason"),
+    "liquidation_steps": ("perpx_liquidation_steps", "kind", "liquidation steps carried out "
+                          "(the liquidator's 'done' records), by kind"),
+    "liquidations": ("perpx_liquidations", "outcome", "liquidations 'started', and ended by "
+                     "outcome (closed, restored, incomplete)"),
+}
+# histograms of the nodes' stats: family -> (metric name, label or "", scale to the unit,
+# bucket bounds (every series shows them all), help)
+HISTOGRAMS = {
+    "request_latency_us": ("perpx_gateway_request_seconds", "type", 1e-6, LATENCY_BOUNDS_US,
+                           "the gateway's latency from admitting a request to its first "
+                           "answer, by type"),
+    "batch_frames": ("perpx_node_batch_frames", "", 1,
+                     tuple(int(k.rsplit("|", 1)[1]) for k in BATCH_KEYS),
+                     "frames drained per wake of a node's socket: what was waiting (the "
+                     "backlog), up to a full drain of 512"),
+}
+# plain stats exported under their own names below, not as perpx_node_<stat>_total (#19's
+# epoch and role_primary are perpx_node_epoch and perpx_node_role; its lags are gauges)
+SPECIAL_STATS = frozenset({"insurance_fund_atoms", "funding_settlements", "funding_payments",
+                           "funding_paid_atoms", "funding_received_atoms", "epoch",
+                           "role_primary", "standby_lag_inputs", "standby_lag_ms"})
 
 
 class MarketGauges:
@@ -73,6 +109,7 @@ class ClusterCollector:
 
     def __init__(self, facade, market: MarketGauges, status_path: Path, books: dict) -> None:
         self.facade, self.market, self.status_path, self.books = facade, market, status_path, books
+        self.atom = float(facade.topo.atom)
 
     def collect(self):
         yield from self._facade()
@@ -106,7 +143,7 @@ class ClusterCollector:
             requests.add_metric([route, str(status)], n)
         yield requests
         yield GaugeMetricFamily("perpx_rest_sessions", "gateway sessions the facade holds (one per "
-                                "API key)", value=len(self.facade.sessions))
+                                "API key and client address)", value=len(self.facade.sessions))
         yield GaugeMetricFamily("perpx_ws_connections", "open WebSocket connections",
                                 value=len(self.facade.streams.connections))
         yield CounterMetricFamily("perpx_ws_events", "WebSocket events sent",
@@ -178,7 +215,20 @@ class ClusterCollector:
                                        "window", labels=["node"])
         beat = GaugeMetricFamily("perpx_node_heartbeat_age_seconds", "since the node's last "
                                  "heartbeat", labels=["node"])
+        epoch = GaugeMetricFamily("perpx_node_epoch", "the node's failover epoch (0: the node "
+                                  "reports none)", labels=["node"])
+        role = GaugeMetricFamily("perpx_node_role", "1 for the node's failover role (primary, "
+                                 "standby, down) when it runs with a standby",
+                                 labels=["node", "role"])
+        lag_inputs = GaugeMetricFamily("perpx_node_standby_lag_inputs", "inputs a standby has "
+                                       "not applied yet", labels=["node"])
+        lag_seconds = GaugeMetricFamily("perpx_node_standby_lag_seconds", "age of the oldest "
+                                        "input a standby has not applied", labels=["node"])
         stats: dict[str, CounterMetricFamily] = {}
+        labelled = {family: CounterMetricFamily(metric, doc, labels=["node", label])
+                    for family, (metric, label, doc) in LABELLED.items()}  # (even with no sample)
+        histograms: dict[str, dict[tuple, dict[str, int]]] = {}  # family -> labels -> key -> n
+        special: dict[str, dict[str, int]] = {}  # stat -> node -> value
         try:
             fresh = time.time() - self.status_path.stat().st_mtime < STATUS_MAX_AGE_S
             status = json.loads(self.status_path.read_text()) if fresh else {"nodes": {}}
@@ -189,8 +239,25 @@ class ClusterCollector:
             restarts.add_metric([name], node.get("restarts", 0))
             if node.get("heartbeat_age_ms") is not None:
                 beat.add_metric([name], node["heartbeat_age_ms"] / 1000)
-            for stat, value in sorted((node.get("stats") or {}).items()):
-                if not (STAT_NAME.match(stat) and isinstance(value, (int, float))):
+            node_stats = node.get("stats") or {}
+            found_epoch = node.get("epoch", node_stats.get("epoch", 0))
+            epoch.add_metric([name], found_epoch if isinstance(found_epoch, (int, float)) else 0)
+            if isinstance(node.get("role"), str):
+                role.add_metric([name, node["role"]], 1.0)
+                if node["role"] == "standby":
+                    lag_inputs.add_metric([name], node_stats.get("standby_lag_inputs", 0))
+                    lag_seconds.add_metric([name], node_stats.get("standby_lag_ms", 0) / 1000)
+            for stat, value in sorted(node_stats.items()):
+                if not isinstance(value, (int, float)):
+                    continue
+                parts = split(stat)
+                if parts is not None:
+                    self._labelled(name, parts, value, labelled, histograms)
+                    continue
+                if stat in SPECIAL_STATS:
+                    special.setdefault(stat, {})[name] = value
+                    continue
+                if not STAT_NAME.match(stat):
                     continue
                 family = stats.get(stat)
                 if family is None:
@@ -201,7 +268,65 @@ class ClusterCollector:
         yield up
         yield restarts
         yield beat
+        yield epoch
+        yield role
+        yield lag_inputs
+        yield lag_seconds
         yield from stats.values()
+        yield from labelled.values()
+        yield from self._histograms(histograms, status)
+        yield from self._money(special)
+
+    @staticmethod
+    def _labelled(node: str, parts, value, labelled: dict, histograms: dict) -> None:
+        family, labels = parts
+        if family in LABELLED and len(labels) == 1:
+            labelled[family].add_metric([node, labels[0]], value)
+        elif family in HISTOGRAMS and len(labels) == (2 if HISTOGRAMS[family][1] else 1):
+            histograms.setdefault(family, {}).setdefault((node, *labels[:-1]), {})[labels[-1]] = value
+        elif family.endswith("_sum") and family[:-4] in HISTOGRAMS:
+            histograms.setdefault(family, {})[(node, *labels)] = value
+
+    def _histograms(self, histograms: dict, status: dict):
+        nodes = status.get("nodes", {})
+        for family, (metric, label, scale, known, doc) in HISTOGRAMS.items():
+            out = HistogramMetricFamily(metric, doc, labels=["node", label] if label else ["node"])
+            sums = histograms.get(family + "_sum", {})
+            for labels, counts in sorted(histograms.get(family, {}).items()):
+                bounds = sorted(set(known) | {int(b) for b in counts if b.isdigit()})
+                buckets, total = [], 0
+                for bound in bounds:
+                    total += counts.get(str(bound), 0)
+                    buckets.append((f"{bound * scale:g}", total))
+                buckets.append(("+Inf", total + counts.get(INF, 0)))
+                if family == "batch_frames":  # its sum is the node's frames_in
+                    value = (nodes.get(labels[0], {}).get("stats") or {}).get("frames_in", 0)
+                else:
+                    value = sums.get(labels, 0)
+                out.add_metric(list(labels), buckets, value * scale)
+            yield out
+
+    def _money(self, special: dict):
+        """Risk's insurance fund and funding settlements, in the collateral's units."""
+        fund = GaugeMetricFamily("perpx_insurance_fund", "the insurance fund's cash (collateral)",
+                                 labels=["node"])
+        for node, atoms in sorted(special.get("insurance_fund_atoms", {}).items()):
+            fund.add_metric([node], atoms * self.atom)
+        yield fund
+        for stat, metric, doc, scale in (
+                ("funding_settlements", "perpx_funding_settlements", "funding times settled "
+                 "(one per symbol and funding time)", 1),
+                ("funding_payments", "perpx_funding_payments", "funding payments made or "
+                 "received by accounts", 1),
+                ("funding_paid_atoms", "perpx_funding_paid", "funding paid by accounts "
+                 "(collateral)", self.atom),
+                ("funding_received_atoms", "perpx_funding_received", "funding received by "
+                 "accounts (collateral; the rounding remainder goes to the insurance fund)",
+                 self.atom)):
+            family = CounterMetricFamily(metric, doc, labels=["node"])
+            for node, value in sorted(special.get(stat, {}).items()):
+                family.add_metric([node], value * scale)
+            yield family
 
 
 class Metrics:

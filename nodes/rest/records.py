@@ -177,7 +177,8 @@ def trade_json(when_ms: int, fill: Fill, market: Market, quote: str) -> dict:
         "symbol": market.id, "id": fill.trade_id, "orderId": fill.order_id, "side": SIDE_NAMES[fill.side],
         "price": market.price(fill.price), "qty": market.qty(fill.qty),
         "quoteQty": market.quote_value(fill.price * fill.qty), "commission": market.money(fill.fee),
-        "commissionAsset": quote, "time": when_ms, "maker": fill.liquidity == "maker",
+        "commissionAsset": quote, "realizedPnl": market.money(fill.realized_pnl),
+        "time": when_ms, "maker": fill.liquidity == "maker",
         "buyer": fill.side != SELL, "positionSide": "BOTH",
     }
 

@@ -190,6 +190,13 @@ def build(shell: NodeShell, topo: Topology):
         shell.log.info("keys_reloaded", keys=len(facade.secrets), changed=changed)
 
     shell.every(KEY_FILE_CHECK_MS, reload_keys)
+
+    def expire_sessions() -> None:
+        ended = facade.expire_idle()
+        if ended:
+            shell.log.info("sessions_expired", count=ended, sessions=len(facade.sessions))
+
+    shell.every(30_000, expire_sessions)
     host, port = split_endpoint(conf.http)
     server = _Server(uvicorn.Config(app, host=host, port=port, loop="none", http="httptools",
                                     ws="websockets", lifespan="off", log_level="warning",

@@ -80,7 +80,7 @@ class AccountState:
 
     __slots__ = ("name", "balance", "fees_paid", "positions", "orders", "order_margin",
                  "leverage", "modes", "funding_history", "fills", "_by_symbol", "_pending",
-                 "_by_coid", "sides")
+                 "_by_coid", "sides", "portfolio")
 
     def __init__(self, name: str, balance: int) -> None:
         self.name = name
@@ -103,6 +103,9 @@ class AccountState:
         # (symbol, side) -> [remaining lots of every order, opening value (atoms), initial margin
         # of that opening value]: what a new order on that side adds to (RiskEngine._price_new).
         self.sides: dict[tuple[str, int], list[int]] = {}
+        # The account's margin mode as a whole: False "cross" (each symbol's ladder, summed),
+        # True "portfolio" (cluster/rules/stress.py portfolio_margin; no isolated symbol then)
+        self.portfolio = False
 
     def mode(self, symbol: str) -> str:
         return self.modes.get(symbol, "cross")

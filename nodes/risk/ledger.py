@@ -47,7 +47,9 @@ from cluster.protocol import (
     LiquidationStep, MassCancel, NewOrder, Notice, OrderAccepted, OrderAmended, OrderCancelled,
     OrderRejected, OrdersCancelled, OrdersView, OrderTriggered, OrderView, PlaceOrder, PositionView,
     Regime, Reply, Report, Routed, SetLeverage, SetMarginMode, ShiftPosition, Trade, Withdraw,
+    SetAccountMarginMode,
 )
+from cluster.rules import stress as sg
 from cluster.rules.bands import band_limits, protection_price
 from cluster.scopes import missing_scope
 from cluster.units import PPM, ceil_div
@@ -61,6 +63,14 @@ from cluster.prices import (
 
 E9 = 1_000_000_000
 INSURANCE = "insurance"
+_STRESS: list[sg.StressParams] = []
+
+
+def default_stress_params() -> sg.StressParams:
+    """The published parameter file, read once per process."""
+    if not _STRESS:
+        _STRESS.append(sg.load_params())
+    return _STRESS[0]
 
 
 class LiqExec:
@@ -85,8 +95,11 @@ BLANK_ORDER = NewOrder(order_id=0, account="", symbol="", side=1, qty=1)
 class RiskEngine(Snapshottable):
     def __init__(self, symbols: dict[str, SymbolSpec], deposits: dict[str, int],
                  max_open_orders: int = 200, insurance_fund: int = 0,
-                 backstops: list[str] | None = None, max_mark_age_ns: int | None = None) -> None:
+                 backstops: list[str] | None = None, max_mark_age_ns: int | None = None,
+                 stress_params: sg.StressParams | None = None) -> None:
         self.specs = dict(symbols)
+        # the published stress grid: a `portfolio` account's requirements (#24)
+        self.stress_params = stress_params or default_stress_params()
         self.accounts = {name: AccountState(name, amount) for name, amount in sorted(deposits.items())}
         # The insurance fund is an account: it can hold positions it took over at bankruptcy.
         self.accounts.setdefault(INSURANCE, AccountState(INSURANCE, 0)).balance += insurance_fund
@@ -166,6 +179,7 @@ class RiskEngine(Snapshottable):
             accounts[name] = {
                 "balance": a.balance, "fees_paid": a.fees_paid, "order_margin": a.order_margin,
                 "leverage": sorted(a.leverage.items()), "modes": sorted(a.modes.items()),
+                "portfolio": a.portfolio,
                 "positions": sorted((s, p.qty, p.cost, p.mode, p.iso_cash, p.funding)
                                     for s, p in a.positions.items()),
                 "orders": sorted((o.order_id, o.symbol, o.side, o.type, o.price, o.qty, o.remaining,
@@ -231,12 +245,37 @@ class RiskEngine(Snapshottable):
                                              for s, p in acct.positions.items() if p.isolated)
 
     def position_margin(self, acct: AccountState, cross_only: bool = False) -> int:
-        return sum(self.initial_margin(acct, s, self._position_value(s, p))
-                   for s, p in acct.positions.items() if not (cross_only and p.isolated))
+        ladder = sum(self.initial_margin(acct, s, self._position_value(s, p))
+                     for s, p in acct.positions.items() if not (cross_only and p.isolated))
+        if acct.portfolio and acct.positions:
+            return self.portfolio_margin(acct, ladder_im=ladder, explain=False).initial
+        return ladder
 
     def maintenance_margin(self, acct: AccountState) -> int:
-        return sum(maintenance_margin(self.specs[s].tiers, self._position_value(s, p))
-                   for s, p in acct.positions.items())
+        ladder = sum(maintenance_margin(self.specs[s].tiers, self._position_value(s, p))
+                     for s, p in acct.positions.items())
+        if acct.portfolio and acct.positions:
+            return self.portfolio_margin(acct, ladder_mm=ladder, explain=False).maintenance
+        return ladder
+
+    def portfolio_margin(self, acct: AccountState, ladder_mm: int | None = None,
+                         ladder_im: int | None = None, explain: bool = True) -> sg.PortfolioMargin:
+        """The account's requirements in the `portfolio` mode (cluster/rules/stress.py), its
+        positions at risk's marks. Risk sees no book: no liquidity add-on here (the liquidator,
+        which mirrors the books, adds it to the maintenance it triggers on)."""
+        legs = []
+        for s, p in sorted(acct.positions.items()):
+            if p.qty:
+                mult = self.specs[s].atoms_per_tick_lot
+                mark = self._price(s) or max(1, abs(p.cost) // (abs(p.qty) * mult))
+                legs.append(sg.Leg(symbol=s, qty=p.qty, mark=mark, mult=mult))
+        if ladder_mm is None:
+            ladder_mm = sum(maintenance_margin(self.specs[s].tiers, self._position_value(s, p))
+                            for s, p in acct.positions.items())
+        if ladder_im is None:
+            ladder_im = sum(self.initial_margin(acct, s, self._position_value(s, p))
+                            for s, p in acct.positions.items())
+        return sg.portfolio_margin(self.stress_params, legs, ladder_mm, ladder_im, explain)
 
     def available(self, acct: AccountState) -> int:
         """What the cross wallet can still commit: equity less cross IM and order reservations."""
@@ -510,6 +549,8 @@ class RiskEngine(Snapshottable):
             self._set_mode(acct, msg.ref, body, now_ns, out)
         elif t is AdjustIsolatedMargin:
             self._adjust_isolated(acct, msg.ref, body, now_ns, out)
+        elif t is SetAccountMarginMode:
+            self._set_account_mode(acct, msg.ref, body, now_ns, out)
         elif t is Deposit or t is Withdraw:
             self._transfer(acct, msg.ref, body, now_ns, out)
         else:
@@ -719,6 +760,9 @@ class RiskEngine(Snapshottable):
         if body.symbol not in self.specs:
             return self._refuse(out, ref, acct.name, "unknown_symbol", {"symbol": body.symbol}, now_ns)
         before = acct.mode(body.symbol)
+        if acct.portfolio and body.mode == "isolated":  # one wallet, one requirement
+            return self._refuse(out, ref, acct.name, "isolated_in_portfolio_mode", {
+                "symbol": body.symbol, "margin_mode": "portfolio"}, now_ns)
         pos = acct.positions.get(body.symbol)
         open_orders = acct.open_count(body.symbol)
         if before != body.mode and ((pos is not None and pos.qty) or open_orders):
@@ -728,6 +772,52 @@ class RiskEngine(Snapshottable):
         acct.modes[body.symbol] = body.mode
         self._ack(out, ref, acct.name, "margin_mode_changed", {
             "symbol": body.symbol, "from": before, "to": body.mode}, now_ns)
+
+    def _portfolio_numbers(self, acct: AccountState) -> dict:
+        """What decided a portfolio account's requirements, for explanations and views."""
+        pm = self.portfolio_margin(acct)
+        r = pm.stress
+        numbers = {"initial_margin": pm.initial, "initial_source": pm.initial_source,
+                   "maintenance_margin": pm.maintenance,
+                   "maintenance_source": pm.maintenance_source,
+                   "stress_requirement": r.requirement, "binding": r.binding,
+                   "binding_regime": r.binding_regime, "params_version": r.version}
+        for symbol, bps in sg.binding_move(r).items():
+            numbers[f"worst_move_bps.{symbol}"] = bps
+        return numbers
+
+    def _set_account_mode(self, acct: AccountState, ref: int, body: SetAccountMarginMode,
+                          now_ns: int, out: list) -> None:
+        """Cross <-> portfolio for the account as a whole. Portfolio needs every symbol in cross
+        margin: the grid prices one wallet, and an isolated position is its own wallet with its
+        own trigger, which the grid's offsets must not reach into. The switch is refused when
+        it would leave the cross wallet short of its initial requirement (available < 0)."""
+        before = "portfolio" if acct.portfolio else "cross"
+        if body.mode == "portfolio":
+            isolated = sorted(s for s in self.specs if acct.mode(s) == "isolated") or sorted(
+                s for s, p in acct.positions.items() if p.isolated)
+            if isolated:
+                return self._refuse(out, ref, acct.name, "portfolio_with_isolated_symbols", {
+                    "symbols": ",".join(isolated), "count": len(isolated),
+                    "margin_mode": before}, now_ns)
+        acct.portfolio = body.mode == "portfolio"
+        available = self.available(acct)
+        if before != body.mode and available < 0:
+            numbers = {"from": before, "to": body.mode, "available": available,
+                       "required": -available, "equity": self.cross_equity(acct),
+                       "order_margin": acct.order_margin,
+                       "position_margin": self.position_margin(acct)}
+            if acct.portfolio:
+                numbers.update(self._portfolio_numbers(acct))
+            acct.portfolio = before == "portfolio"
+            numbers["position_margin_now"] = self.position_margin(acct)
+            return self._refuse(out, ref, acct.name, "margin_mode_change_insufficient_margin",
+                                numbers, now_ns)
+        detail = {"from": before, "to": body.mode, "available": available,
+                  "maintenance_margin": self.maintenance_margin(acct)}
+        if acct.portfolio and acct.positions:
+            detail.update(self._portfolio_numbers(acct))
+        self._ack(out, ref, acct.name, "account_margin_mode_changed", detail, now_ns)
 
     def _adjust_isolated(self, acct: AccountState, ref: int, body: AdjustIsolatedMargin,
                          now_ns: int, out: list) -> None:
@@ -800,6 +890,28 @@ class RiskEngine(Snapshottable):
                                       decision="im_buffer_changed", numbers=numbers, ts_ns=now_ns)))
         for acct in self.accounts.values():
             self._reprice(acct, msg.symbol)
+        self._explain_portfolio_shift(msg.symbol, before, now_ns, out)
+
+    def _explain_portfolio_shift(self, symbol: str, before: str, now_ns: int, out: list) -> None:
+        """A regime shift moves a portfolio account's initial requirement only where the summed
+        ladder IM (which carries the IM buffer) binds it, not where the stress grid does: each
+        account whose requirement did change gets one record, old -> new, with the stress
+        grid's binding correlation regime and its worst joint move."""
+        after = self.regimes[symbol]
+        for name, acct in self.accounts.items():
+            pos = acct.positions.get(symbol)
+            if not acct.portfolio or pos is None or not pos.qty:
+                continue
+            new = self._portfolio_numbers(acct)
+            self.regimes[symbol] = before
+            old = self.portfolio_margin(acct, explain=False)
+            self.regimes[symbol] = after
+            if old.initial == new["initial_margin"]:
+                continue
+            self._explain(out, now_ns, "risk.portfolio_requirement", name, "requirement_changed", {
+                "symbol": symbol, "from_regime": before, "regime": after,
+                "from_initial_margin": old.initial, "from_initial_source": old.initial_source,
+                **new})
 
     def _funding(self, msg: FundingRate, now_ns: int, out: list) -> None:
         """Settle funding for every open position of the symbol at the given mark."""
@@ -808,7 +920,7 @@ class RiskEngine(Snapshottable):
                 msg, spec.funding_interval_s * E9, now_ns, out):
             return
         self._set_mark(msg.symbol, msg.mark, now_ns, out)
-        net = 0
+        net = paid = 0
         payers = receivers = 0
         for acct in self.accounts.values():
             pos = acct.positions.get(msg.symbol)
@@ -824,6 +936,7 @@ class RiskEngine(Snapshottable):
             pos.funding -= payment
             net += payment
             payers += payment < 0
+            paid -= min(payment, 0)
             receivers += payment > 0
             acct.funding_history.appendleft(FundingEntry(
                 ts_ns=msg.ts_ns or now_ns, symbol=msg.symbol, rate_e9=msg.rate_e9, qty=pos.qty,
@@ -832,7 +945,8 @@ class RiskEngine(Snapshottable):
         self.insurance_fund -= net  # payers rounded up, receivers down: the remainder is >= 0
         self._explain(out, now_ns, "risk.funding", msg.symbol, "funding_settled", {
             "rate_e9": msg.rate_e9, "mark": msg.mark, "payers": payers, "receivers": receivers,
-            "remainder_to_insurance": -net, "funding_ts_ns": msg.funding_ts_ns})
+            "paid": paid, "received": paid + net, "remainder_to_insurance": -net,
+            "funding_ts_ns": msg.funding_ts_ns})
 
     # ------------------------------------------------------------------ engine events
 
@@ -946,13 +1060,13 @@ class RiskEngine(Snapshottable):
             if liq is not None and liquidity == "taker":
                 # the forced fee is charged inside the settlement: before a closed isolated
                 # position's cash goes back to the cross wallet, so it is capped by its margin
-                fee = self._settle(acct, ev.symbol, side, ev.qty, ev.price, fee,
-                                   forced_notional=notional)
+                fee, realized = self._settle(acct, ev.symbol, side, ev.qty, ev.price, fee,
+                                             forced_notional=notional)
                 liq.qty += ev.qty
                 liq.notional += notional
                 liq.fee += fee
             else:
-                self._settle(acct, ev.symbol, side, ev.qty, ev.price, fee)
+                _, realized = self._settle(acct, ev.symbol, side, ev.qty, ev.price, fee)
             order = self.orders.get(order_id)
             coid = order.client_order_id if order is not None else ""
             if order is not None:
@@ -964,7 +1078,8 @@ class RiskEngine(Snapshottable):
             self._reprice(acct, ev.symbol)  # the position changed what orders open and close
             fill = Fill(seq=ev.seq, trade_id=ev.trade_id, order_id=order_id, account=account,
                         symbol=ev.symbol, side=side, price=ev.price, qty=ev.qty,
-                        remaining=remaining, liquidity=liquidity, fee=fee, client_order_id=coid)
+                        remaining=remaining, liquidity=liquidity, fee=fee, client_order_id=coid,
+                        realized_pnl=realized)
             acct.fills.appendleft(fill)
             out.append(("gateway", Report(account=account, event=fill)))
         if liq is not None:
@@ -974,14 +1089,15 @@ class RiskEngine(Snapshottable):
         return (ev.taker_account, ev.maker_account)
 
     def _settle(self, acct: AccountState, symbol: str, side: int, qty: int, price: int,
-                fee: int, forced_notional: int = 0) -> int:
+                fee: int, forced_notional: int = 0) -> tuple[int, int]:
         """Book one side of a fill: cash, fee, position, and the isolated margin moves. A
         liquidation fill (`forced_notional`) is charged its forced fee once the fill is booked
-        and before an isolated position's cash goes back; returns that fee."""
+        and before an isolated position's cash goes back. Returns (that fee, the realized PnL
+        of the closing part: its proceeds less the cost it takes off the position)."""
         mult = self.specs[symbol].atoms_per_tick_lot
         acct.fees_paid += fee
         self.fee_pool += fee
-        forced = 0
+        forced = realized = 0
         pos = acct.positions.get(symbol)
         if pos is None:
             pos = acct.positions[symbol] = Position(acct.mode(symbol))
@@ -992,11 +1108,13 @@ class RiskEngine(Snapshottable):
         if closing:
             before = abs(pos.qty)
             self._pay(acct, pos, side * price * closing * mult + fee_close)
+            cost_before = pos.cost
             if closing == before:
                 pos.cost = 0
             else:
                 share = abs(pos.cost) * closing // before
                 pos.cost -= share if pos.cost > 0 else -share
+            realized = -side * price * closing * mult - (cost_before - pos.cost)
             pos.qty += side * closing
             if forced_notional:
                 forced = self._forced_fee(acct, symbol, forced_notional)
@@ -1021,7 +1139,7 @@ class RiskEngine(Snapshottable):
             pos.cost += side * value
         if pos.qty == 0 and not pos.iso_cash:
             del acct.positions[symbol]
-        return forced
+        return forced, realized
 
     @staticmethod
     def _pay(acct: AccountState, pos: Position, amount: int) -> None:
@@ -1246,7 +1364,8 @@ class RiskEngine(Snapshottable):
                            positions={s: (p.qty, p.cost) for s, p in items if p.qty},
                            isolated={s: p.iso_cash for s, p in items if p.isolated},
                            insurance_fund=self.fund_equity(),
-                           leverage={s: self._leverage(acct, s) for s, p in items if p.qty})
+                           leverage={s: self._leverage(acct, s) for s, p in items if p.qty},
+                           portfolio=acct.portfolio)
 
     def _prices_for(self, acct: AccountState, symbol: str, pos: Position) -> tuple[int, int]:
         """(liquidation, bankruptcy) price in ticks, rounded against the position; 0 = none."""
@@ -1324,4 +1443,6 @@ class RiskEngine(Snapshottable):
             im_buffer_ppm={s: self.specs[s].im_buffer_ppm[r] for s, r in self.regimes.items()
                            if r != "normal"},
             funding=list(acct.funding_history)[:20], fills=list(acct.fills)[:fills],
+            margin_mode="portfolio" if acct.portfolio else "cross",
+            portfolio=self._portfolio_numbers(acct) if acct.portfolio and acct.positions else {},
         )

@@ -14,7 +14,8 @@ MARK_CHECK_MS = 100  # how often the marks' ages are looked at with no order to 
 
 
 # Settings changes surveillance ranks (leverage anomalies; the others are context for a reviewer).
-SURVEILLED_RULES = frozenset({"risk.leverage_changed", "risk.margin_mode_changed"})
+SURVEILLED_RULES = frozenset({"risk.leverage_changed", "risk.margin_mode_changed",
+                              "risk.account_margin_mode_changed"})
 
 
 def make_engine(topo: Topology) -> RiskEngine:
@@ -46,6 +47,10 @@ def build(shell: NodeShell, topo: Topology):
             send("gateway", Reply(ref=msg.ref, body=Error(
                 req_id=0, reason="internal_error", detail={"error": type(exc).__name__})))
 
+    stats = shell.stats
+    stats.update(funding_settlements=0, funding_payments=0, funding_paid_atoms=0,
+                 funding_received_atoms=0, insurance_fund_atoms=engine.insurance_fund)
+
     def process(msg, now: int) -> None:
         """One input (journaled by the runner first)."""
         t = type(msg)
@@ -68,6 +73,12 @@ def build(shell: NodeShell, topo: Topology):
         for dest, effect in effects:
             if dest == "audit":
                 audit.record(effect)
+                if effect.rule == "risk.funding":  # for /metrics (nodes/rest/metrics.py)
+                    numbers = effect.numbers
+                    stats["funding_settlements"] += 1
+                    stats["funding_payments"] += numbers["payers"] + numbers["receivers"]
+                    stats["funding_paid_atoms"] += numbers["paid"]
+                    stats["funding_received_atoms"] += numbers["received"]
                 if watched and effect.rule in SURVEILLED_RULES:
                     send("surveillance", Notice(rule=effect.rule, subject=effect.subject,
                                                 decision=effect.decision, numbers=effect.numbers,
@@ -82,6 +93,9 @@ def build(shell: NodeShell, topo: Topology):
     # (funding rates come on the inbox: the oracle pushes them, so none is lost to a reconnect)
     shell.subscribe(topo.nodes["oracle"].pub, [b"mark.", b"regime."], runner.on_messages)
     shell.every(250, runner.maybe_snapshot, always=True)
+    # for /metrics: each instance its engine's fund (a standby's is its copy of the primary's)
+    shell.every(200, lambda: stats.__setitem__("insurance_fund_atoms", engine.insurance_fund),
+                always=True)
     # The timer is an input (journaled): marks' ages and the funding clock's start replay alike.
     shell.every(MARK_CHECK_MS, lambda: runner.on_messages([ClockTick()]))
     recovered = runner.recover()

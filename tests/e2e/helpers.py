@@ -85,3 +85,38 @@ def shock(cluster, symbol: str, ppm: int, timeout: float = 5.0) -> None:
         if poll(lambda: len(log_events(cluster, "feeds", "feed_shock")) > before, timeout, 0.02):
             return
     raise AssertionError(f"the feeds process never logged the {ppm} ppm shock of {symbol}")
+
+
+class HeardFills:
+    """The fills some clients heard, as (account, trade id), drained from their report queues:
+    what a test compares with the venue (nothing heard twice, nothing missing)."""
+
+    def __init__(self, *clients: Client) -> None:
+        self.clients = clients
+        self.heard: list[tuple[str, int]] = []
+
+    def collect(self) -> None:
+        for client in self.clients:
+            while not client.reports.empty():
+                event = client.reports.get_nowait().event
+                if type(event).__name__ == "Fill":
+                    self.heard.append((event.account, event.trade_id))
+
+    async def until(self, trades: int, timeout: float = 10.0) -> None:
+        """Until both sides of `trades` trades are heard (each side by its own client)."""
+        deadline = time.monotonic() + timeout
+        while len(set(self.heard)) < 2 * trades and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            self.collect()
+
+
+async def quote_and_cross(maker: Client, taker: Client, symbol: str) -> int:
+    """Five asks and five bids of 3 lots, 10 ticks apart around the mark, and two takers that
+    cross some of them: three trades (ask1 and ask2 by the buy, bid1 by the sell). The mark."""
+    mark = (await maker.next_mark(symbol, 10.0)).mark
+    for i in range(1, 6):
+        await maker.place(symbol, -1, 3, mark + 10 * i, client_order_id=f"ask{i}")
+        await maker.place(symbol, 1, 3, mark - 10 * i, client_order_id=f"bid{i}")
+    await taker.place(symbol, 1, 4, mark + 20, tif="IOC")
+    await taker.place(symbol, -1, 2, mark - 10, tif="IOC")
+    return mark

@@ -14,7 +14,7 @@ import pytest
 
 from cluster.client import Client
 from tests.conftest import ClusterHandle
-from tests.e2e.helpers import poll
+from tests.e2e.helpers import HeardFills, poll, quote_and_cross
 from tests.e2e.test_recovery import orders, stable
 
 pytestmark = pytest.mark.e2e
@@ -49,37 +49,27 @@ def audit(handle, instance: str, rule: str) -> list[dict]:
             if r.get("rule") == rule]
 
 
-def test_kill_the_primary_of_risk_then_of_matching_nothing_acknowledged_is_lost(tmp_path):
+def started_pairs(tmp_path, *nodes: str) -> ClusterHandle:
+    """A cluster whose risk and matching run with standbys, once `nodes`' pairs are in sync."""
     handle = ClusterHandle(tmp_path, internal_ipc=True, node_settings=PAIRS)
     handle.up()
-    fills_heard: list[tuple[str, int]] = []
-    for node in ("risk", "matching"):
+    for node in nodes:
         poll(lambda n=node: in_sync(handle, n), 20)
+    return handle
+
+
+def test_kill_the_primary_of_risk_then_of_matching_nothing_acknowledged_is_lost(tmp_path):
+    handle = started_pairs(tmp_path, "risk", "matching")
+    fills = HeardFills()
+    fills_heard = fills.heard
 
     async def scenario():
         async with Client(handle.endpoint(), api_key=handle.api_key("mm1"),
                           market_data=handle.md_endpoint()) as maker, \
                 Client(handle.endpoint(), api_key=handle.api_key("taker1")) as taker:
-            mark = (await maker.next_mark(SYMBOL, 10.0)).mark
-            for i in range(1, 6):
-                await maker.place(SYMBOL, -1, 3, mark + 10 * i, client_order_id=f"ask{i}")
-                await maker.place(SYMBOL, 1, 3, mark - 10 * i, client_order_id=f"bid{i}")
-            await taker.place(SYMBOL, 1, 4, mark + 20, tif="IOC")
-            await taker.place(SYMBOL, -1, 2, mark - 10, tif="IOC")
-
-            def collect(client):
-                while not client.reports.empty():
-                    ev = client.reports.get_nowait().event
-                    if type(ev).__name__ == "Fill":
-                        fills_heard.append((ev.account, ev.trade_id))
-
-            async def heard(trades: int) -> None:
-                deadline = time.monotonic() + 10
-                while len(set(fills_heard)) < 2 * trades and time.monotonic() < deadline:
-                    await asyncio.sleep(0.05)
-                    collect(maker)
-                    collect(taker)
-
+            fills.clients = (maker, taker)
+            mark = await quote_and_cross(maker, taker, SYMBOL)
+            heard = fills.until
             await heard(3)
             before = {name: (stable(await c.account_view()), orders(await c.open_orders()))
                       for name, c in (("maker", maker), ("taker", taker))}
@@ -125,10 +115,8 @@ def test_a_paused_primary_wakes_fenced_and_comes_back_as_the_standby(tmp_path):
     """SIGSTOP of matching's primary for 3 s under traffic: the standby promotes; the old primary,
     resumed, sends nothing under its old epoch (what it held is counted as refused) and is
     started again as the standby, which catches up; no fill is heard twice."""
-    handle = ClusterHandle(tmp_path, internal_ipc=True, node_settings=PAIRS)
-    handle.up()
+    handle = started_pairs(tmp_path, "matching")
     fills_heard: list[tuple[str, int]] = []
-    poll(lambda: in_sync(handle, "matching"), 20)
 
     async def scenario():
         async with Client(handle.endpoint(), api_key=handle.api_key("mm1"),
@@ -182,9 +170,7 @@ def test_a_partition_between_primary_and_standby_promotes_nothing(tmp_path):
     """The pair's own link cut: the witness still hears the primary, so the standby is refused;
     the primary stops waiting for its standby after ack_timeout_ms (said, with the numbers) and
     goes on serving on its own disk; healed, the standby catches up and is in sync again."""
-    handle = ClusterHandle(tmp_path, internal_ipc=True, node_settings=PAIRS)
-    handle.up()
-    poll(lambda: in_sync(handle, "risk"), 20)
+    handle = started_pairs(tmp_path, "risk")
 
     async def scenario():
         async with Client(handle.endpoint(), api_key=handle.api_key("mm1"),
@@ -237,3 +223,37 @@ def test_the_failover_soak_short_version(tmp_path):
     assert report["ok"], report
     assert report["fills_heard"] > 100 and report["orders_acknowledged"] > 100, report
     assert report["failover_ms"]["n"] == 2 and report["failover_ms"]["max"] < 2000, report
+
+
+def test_a_partition_between_the_primary_and_the_gateway_moves_the_venue_to_the_standby(tmp_path):
+    """risk's primary cut off from the gateway (its clients), its standby not: the primary no
+    longer hears the witness and steps aside; the witness no longer hears it and grants the
+    standby's promotion; the gateway follows the new primary and orders are served again. Healed,
+    the old primary learns the newer epoch, is fenced and comes back as the standby."""
+    handle = started_pairs(tmp_path, "risk")
+
+    async def scenario():
+        async with Client(handle.endpoint(), api_key=handle.api_key("mm1"),
+                          market_data=handle.md_endpoint()) as maker:
+            mark = (await maker.next_mark(SYMBOL, 10.0)).mark
+            old, epoch = primary(handle, "risk")
+            handle.cli("netsim", "partition", f"{old}->gateway", f"gateway->{old}", check=True)
+            t0 = time.monotonic()
+            await asyncio.to_thread(poll, lambda: (primary(handle, "risk") or (old,))[0] != old, 20)
+            moved = time.monotonic() - t0
+            answer = await maker.place(SYMBOL, 1, 1, mark - 300, client_order_id="after-cut")
+            handle.cli("netsim", "partition", "--heal", check=True)
+            await asyncio.to_thread(poll, lambda: in_sync(handle, "risk"), 30)
+            return old, epoch, moved, answer
+
+    try:
+        old, epoch, moved, answer = asyncio.run(scenario())
+        assert type(answer.event).__name__ == "OrderAccepted", answer
+        other = "risk.b" if old == "risk" else "risk"
+        assert audit(handle, old, "failover.stepped_aside"), "the cut-off primary stepped aside"
+        promoted = audit(handle, other, "failover.promoted")
+        assert len(promoted) == 1 and promoted[0]["numbers"]["epoch"] == epoch + 1
+        assert audit(handle, old, "failover.fenced"), "healed, the old primary was fenced"
+        print(f"the venue moved to the standby {moved:.2f} s after the cut (seen by status)")
+    finally:
+        handle.down()

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from cluster.client import Client
+from tests.e2e.helpers import HeardFills, quote_and_cross
 from tests.e2e.test_supervision import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -56,34 +57,17 @@ def node_log(cluster, node: str, event: str) -> list[dict]:
 
 
 def test_risk_and_matching_killed_in_turn_come_back_with_everything_acknowledged(cluster):
-    fills_heard: list[tuple[str, int]] = []  # (account, trade id): each side hears its own
+    fills = HeardFills()
+    fills_heard = fills.heard  # (account, trade id): each side hears its own
 
     async def scenario():
         async with Client(cluster.endpoint(), api_key=cluster.api_key("mm1"),
                           market_data=cluster.md_endpoint()) as maker, \
                 Client(cluster.endpoint(), api_key=cluster.api_key("taker1")) as taker:
-            mark = (await maker.next_mark(SYMBOL, 10.0)).mark
+            fills.clients = (maker, taker)
             # Makers on both sides, a taker that crosses some of them: fills, positions, fees.
-            for i in range(1, 6):
-                await maker.place(SYMBOL, -1, 3, mark + 10 * i, client_order_id=f"ask{i}")
-                await maker.place(SYMBOL, 1, 3, mark - 10 * i, client_order_id=f"bid{i}")
-            await taker.place(SYMBOL, 1, 4, mark + 20, tif="IOC")
-            await taker.place(SYMBOL, -1, 2, mark - 10, tif="IOC")
-
-            def collect(client):
-                while not client.reports.empty():
-                    ev = client.reports.get_nowait().event
-                    if type(ev).__name__ == "Fill":
-                        fills_heard.append((ev.account, ev.trade_id))
-
-            async def heard(trades: int) -> None:
-                """Until both sides have heard `trades` trades' fills (each side its own)."""
-                deadline = time.monotonic() + 10
-                while len(set(fills_heard)) < 2 * trades and time.monotonic() < deadline:
-                    await asyncio.sleep(0.05)
-                    collect(maker)
-                    collect(taker)
-
+            mark = await quote_and_cross(maker, taker, SYMBOL)
+            heard = fills.until
             await heard(3)  # ask1 and ask2 taken by the buy, bid1 by the sell
             before = {name: (stable(await c.account_view()), orders(await c.open_orders()))
                       for name, c in (("maker", maker), ("taker", taker))}

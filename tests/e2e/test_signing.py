@@ -12,7 +12,7 @@ import pytest
 
 from cluster.client import Client, RequestFailed
 from cluster.protocol import Deposit, GetAccount, Signed, encode_one
-from cluster.signing import sign
+from cluster.signing import FORWARDER_KEY, sign
 from tests.conftest import ClusterHandle, stop_and_reap
 
 pytestmark = pytest.mark.e2e
@@ -37,7 +37,10 @@ def test_signed_requests_and_each_refusal_with_its_numbers(signing_cluster):
     keys = cluster.run_dir / "keys.json"
     assert stat.S_IMODE(keys.stat().st_mode) == 0o600
     entries = json.loads(keys.read_text())["keys"]
-    assert set(entries) == {a.api_key for a in cluster.topo.accounts.values()}  # made at up
+    # made at up: the accounts' keys, and the REST facade's forwarding key (#25)
+    assert set(entries) == {a.api_key for a in cluster.topo.accounts.values()} | {FORWARDER_KEY}
+    assert entries[FORWARDER_KEY]["scopes"] == ["forward"]
+    assert entries[FORWARDER_KEY]["require_signature"] is True
     assert "secret" not in cluster.config_path.read_text()
     secret = bytes.fromhex(entries[cluster.api_key("alice")]["secret"])
 

@@ -6,8 +6,8 @@ from collections import deque
 
 from cluster.ladder import maintenance_margin
 from cluster.protocol import (
-    AccountRisk, BookDelta, CancelAll, IndexMark, LiquidationResult, LiquidationStep, MarkPrice,
-    NewOrder, OrderCancelled, OrderRejected, PlaceOrder, Routed, Trade,
+    AccountRisk, BookDelta, CancelAll, FundingRate, IndexMark, LiquidationResult, LiquidationStep,
+    MarkPrice, NewOrder, OrderCancelled, OrderRejected, PlaceOrder, Routed, Trade,
 )
 from nodes.liquidator.engine import LiquidationEngine, LiquidatorConf
 from nodes.matching.engine import MatchingEngine
@@ -44,6 +44,12 @@ class World:
         self.problems: list[str] = []  # broken rules, with the numbers
         self._liq_cash: dict[int, int] = {}  # liquidation IOC id -> fund cash its fills moved
         self._liq_fees: dict[int, int] = {}  # ... and forced fees its account paid
+        # A funding payment that reaches risk just before `account`'s next liquidation step of one
+        # of `kinds`, as it can in the cluster (no order holds between the oracle's and the
+        # liquidator's links): the step was priced on the wallet before the payment. `payer`: the
+        # account pays it (the rate's sign is its position's), else it receives it.
+        self.funding_before_step: dict | None = None  # kinds, account, rate_e9, payer
+        self.cross_deficits = 0  # cross deficits the fund covered so far
 
     def _check_money(self) -> None:
         held, owed = self.risk.conservation()
@@ -59,6 +65,9 @@ class World:
         while queue:
             dest, msg = queue.popleft()
             if dest == "risk":
+                if type(msg) is LiquidationStep and self._funding_lands_before(msg):
+                    queue.extend(self._risk_handle(self._funding_for(msg)))
+                    self._check_money()
                 queue.extend(self._risk_handle(msg))
                 self._check_money()
             elif dest == "matching":
@@ -80,6 +89,18 @@ class World:
             else:
                 self.gateway.append(msg)
 
+    def _funding_lands_before(self, step: LiquidationStep) -> bool:
+        armed = self.funding_before_step
+        return armed is not None and step.kind in armed["kinds"] and step.account == \
+            armed["account"] and self.position(step.account, step.symbol) != 0
+
+    def _funding_for(self, step: LiquidationStep) -> FundingRate:
+        armed, self.funding_before_step = self.funding_before_step, None
+        long = self.position(step.account, step.symbol) > 0
+        sign = (1 if long else -1) * (1 if armed["payer"] else -1)  # longs pay a rate > 0
+        return FundingRate(symbol=step.symbol, rate_e9=sign * armed["rate_e9"],
+                           mark=self.risk.marks[step.symbol])
+
     # ------------------------------------------------------------------ the checks
 
     def _fund_cash(self) -> int:
@@ -92,6 +113,12 @@ class World:
     def _fund_equity(self) -> int:
         fund = self.risk.accounts[INSURANCE]
         return fund.balance + sum(self._value(s, p.qty) for s, p in fund.positions.items())
+
+    def equity(self, account: str) -> int:
+        """Everything an account has at mark: wallet, isolated cash and every position."""
+        acct = self.risk.accounts[account]
+        return acct.balance + sum(p.iso_cash + self._value(s, p.qty)
+                                  for s, p in acct.positions.items())
 
     def margin_balance(self, account: str, symbol: str) -> int:
         """Cross: wallet + every cross position at mark; isolated: its cash + it at mark."""
@@ -120,6 +147,14 @@ class World:
         fees_before = taker.fees_paid if taker else 0
         margin_before = self.margin_balance(msg.taker_account, msg.symbol) if liq_fill else 0
         iso = liq_fill and taker.positions[msg.symbol].isolated
+        transfer = t is LiquidationStep and msg.kind in ("backstop", "insurance", "adl")
+        if transfer:
+            equities = {name: self.equity(name) for name in risk.accounts if name != INSURANCE}
+            subject = risk.accounts.get(msg.account)
+            pos = subject.positions.get(msg.symbol) if subject is not None else None
+            cross_subject = pos is not None and pos.qty != 0 and not pos.isolated
+            wallet_before = subject.balance if subject is not None else 0
+            held_long = pos is not None and pos.qty > 0
         out = risk.handle(msg, self.now)
         if liq_fill:
             oid = msg.taker_order_id
@@ -143,8 +178,12 @@ class World:
             self._liq_fees[oid] = self._liq_fees.get(oid, 0) + fee
             self._liq_cash[oid] = self._liq_cash.get(oid, 0) + self._fund_cash() - cash
         results = [m for d, m in out if type(m) is LiquidationResult]
+        if transfer and results:
+            self._check_transfer(msg, results[0], equities, cross_subject, wallet_before, held_long)
         for result in results:
             self.seen.add(f"step {result.kind}")
+            liq = self.liq.by_id.get(result.liquidation_id)
+            cross = liq is not None and liq.key == liq.account
             if t is LiquidationStep:  # a transfer: the fund's change at mark, in this step
                 moved = self._fund_equity() - fund
                 if result.fund_delta != moved:
@@ -152,12 +191,11 @@ class World:
                                          f"{result.fund_delta}, the fund moved {moved}")
                 # what the fund's own takeover made or lost at mark; the rest is a deficit cover
                 taken = sum(lots for name, lots, _ in result.counterparties if name == INSURANCE)
-                side = 1 if msg.qty and result.position_after >= 0 and taken and \
-                    self.risk.accounts[INSURANCE].positions[msg.symbol].qty > 0 else -1
-                takeover = side * taken * (self.risk.marks[msg.symbol] - msg.price) * \
+                took = 1 if transfer and held_long else -1  # the side the takers take
+                takeover = took * taken * (self.risk.marks[msg.symbol] - msg.price) * \
                     self.risk.specs[msg.symbol].atoms_per_tick_lot
-                if moved < takeover:
-                    self.seen.add("deficit covered by the fund")
+                if moved < takeover and not cross:
+                    self.seen.add("isolated deficit covered by the fund")
             elif result.kind == "reduce":
                 oid = msg.taker_order_id if t is Trade else msg.order_id
                 moved = self._liq_cash.pop(oid, 0)
@@ -170,8 +208,57 @@ class World:
                     self.problems.append(f"reduce step reports fund delta {result.fund_delta}, "
                                          f"the fund's cash moved {moved} (fees {fees})")
                 if moved < fees:
-                    self.seen.add("deficit covered by the fund")
+                    self._deficit_covered(cross, "reduce")
         return out
+
+    def _deficit_covered(self, cross: bool, kind: str) -> None:
+        if not cross:
+            self.seen.add("isolated deficit covered by the fund")
+            return
+        self.seen.add("cross deficit covered by the fund")
+        self.seen.add(f"cross deficit covered at the {kind} step")
+        self.cross_deficits += 1
+
+    def _check_transfer(self, msg: LiquidationStep, result: LiquidationResult,
+                        equities: dict[str, int], cross_subject: bool, wallet_before: int,
+                        held_long: bool) -> None:
+        """A takeover (backstop, insurance, ADL) moves the position at the step's price and
+        nothing else: each taker's equity at mark changes by its lots' value at mark against that
+        price, no one else's (no one pays for another's loss); a cross subject left with no cross
+        position keeps what the sale left it, or, were that negative, the fund makes it 0."""
+        if result.kind == "adl" and self.cross_deficits:
+            self.seen.add("adl after a cross deficit")
+        mult = self.risk.specs[msg.symbol].atoms_per_tick_lot
+        mark = self.risk.marks[msg.symbol]
+        took = 1 if held_long else -1  # the side the takers take
+        fair: dict[str, int] = {}
+        for name, lots, price in result.counterparties:
+            fair[name] = fair.get(name, 0) + took * lots * (mark - price) * mult
+        for name, before in equities.items():
+            if name == msg.account:
+                continue
+            change = self.equity(name) - before
+            if change != fair.get(name, 0):
+                self.problems.append(f"{result.kind} step {msg.liquidation_id} of {msg.account} "
+                                     f"changed {name}'s equity by {change}, its takeover at "
+                                     f"{msg.price} is worth {fair.get(name, 0)} at mark {mark}")
+        if not cross_subject or not result.qty:
+            return
+        acct = self.risk.accounts[msg.account]
+        # the sale of `qty` lots at the step's price, into the wallet (which holds the cost paid)
+        left = wallet_before + took * result.qty * msg.price * mult
+        if any(p.qty for p in acct.positions.values() if not p.isolated):
+            if acct.balance != left:
+                self.problems.append(f"{msg.account}'s wallet {acct.balance} after the "
+                                     f"{result.kind} step, the sale leaves {left}")
+        elif left < 0:
+            if acct.balance != 0:
+                self.problems.append(f"{msg.account} closed with a deficit of {-left}, its wallet "
+                                     f"is {acct.balance}, not 0")
+            self._deficit_covered(True, result.kind)
+        elif acct.balance != left:
+            self.problems.append(f"{msg.account}'s wallet {acct.balance} after the {result.kind} "
+                                 f"step, the sale leaves {left}")
 
     def unliquidated(self) -> list[str]:
         """Accounts (or isolated positions) at or below their trigger at the current marks, that

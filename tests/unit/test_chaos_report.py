@@ -59,3 +59,40 @@ def test_the_page_renders_in_headless_chromium(tmp_path):
     dom = subprocess.run([CHROMIUM, "--no-sandbox", "--disable-gpu", "--dump-dom",
                           page.as_uri()], capture_output=True, text=True, timeout=60).stdout
     assert "<h1>a &lt;partition&gt;" in dom and "answered_ratio = 0.25" in dom
+
+
+def test_a_run_with_an_exit_bot_plots_its_exits_on_the_timeline():
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run = a_run()
+    run["exits"] = [{"t": 1.0, "missed": False, "delay_ms": 6.0, "slippage_ppm": 200},
+                    {"t": 3.2, "missed": False, "delay_ms": 1_100.0, "slippage_ppm": 56_000},
+                    {"t": 3.6, "missed": True}, {"t": 9.9, "attempts": 1}]  # last: unfinished
+    made = []
+    real = plt.subplots
+    plt.subplots = lambda *a, **k: made.append(real(*a, **k)) or made[-1]
+    try:
+        assert chaos_report.plots(run)
+    finally:
+        plt.subplots = real
+    axes = made[0][1]
+    assert len(axes) == 6 and axes[5].get_ylabel() == "exit delay ms"
+    assert len(axes[5].collections) == 2  # the filled exits and the missed one
+    assert len(a_run().get("exits", [])) == 0 and chaos_report.plots(a_run())
+
+
+def test_a_run_through_a_client_link_shows_the_delay_netsim_applied_as_measured(tmp_path):
+    run = a_run()
+    run["client_links"] = {"mm1": {"links": {"gateway->client:mm1": {"measured_ms": {
+        "unshaped": {"chunks": 40, "p50": 0.15, "p99": 0.9, "min": 0.05, "max": 1.2},
+        '{"latency": "200ms"}': {"chunks": 31, "p50": 200.84, "p99": 203.1, "min": 200.1,
+                                 "max": 204.0}}}}}}
+    _js, page = chaos_report.write(run, tmp_path)
+    text = page.read_text()
+    assert "netsim client links" in text and "gateway-&gt;client:mm1" in text
+    assert "<td>31</td><td>200.84</td><td>203.1</td><td>204.0</td>" in text
+    assert "netsim client links" not in chaos_report.render(a_run() | {"passed": False})

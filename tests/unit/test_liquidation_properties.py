@@ -12,6 +12,8 @@ once the world settles:
 
 from __future__ import annotations
 
+from collections import Counter
+
 from hypothesis import HealthCheck, event, given, settings, target
 from hypothesis import strategies as st
 
@@ -34,12 +36,27 @@ move = st.fixed_dictionaries({"mark_ppm": st.one_of(st.integers(-15_000, 15_000)
                                                     st.integers(-90_000, 90_000)),
                               "bid_lots": st.sampled_from((0, 300, 3_000, 30_000)),
                               "requote": st.booleans()})
-# last, maybe, a trend against a whale at tier 6 (MMR 10% less the tier's amount: 5.8% of 30M,
+# A funding payment that reaches risk while a liquidation's step is on its way there (the
+# cluster's links give no order between the oracle's rate and the liquidator's step): the step's
+# price (the bankruptcy price) was worked out on the wallet before the payment, so a payer's
+# takeover or IOC at that price can leave its wallet below zero, a deficit the fund must cover and
+# no one else. It lands before the account's first step of the drawn kinds (the fund's or ADL's
+# takeover is the path's last step: a later step is priced afresh); `payer`: the account pays it.
+funding_in_flight = st.fixed_dictionaries({
+    "kinds": st.sampled_from((("insurance", "adl"), ("insurance", "adl"), ("backstop",),
+                              ("reduce",))),
+    "rate_e9": st.integers(100_000, 3_000_000), "payer": st.booleans()})
+lag = st.fixed_dictionaries({"lag_ppm": st.integers(-40_000, 40_000), "funding": funding_in_flight,
+                             "account": st.sampled_from(TRADERS)})
+# last, a trend against a whale at tier 6 (MMR 10% less the tier's amount: 5.8% of 30M,
 # and the forced fee), the quotes following each move: it reaches its trigger with its bankruptcy
-# price past the band, so its liquidation orders must be clamped to the band's edge
-trend = st.one_of(st.none(), st.fixed_dictionaries({
+# price past the band, so its liquidation orders must be clamped to the band's edge. A funding
+# payment the whale owes lands before its takeover (insurance or ADL), priced before it: a cross
+# deficit. Always drawn: hypothesis's derandomized run drew st.none() for all 120 examples when
+# it was optional, and reached no whale liquidation at all.
+trend = st.fixed_dictionaries({
     "lots": st.integers(900_000, 1_000_000), "side": st.sampled_from((1, -1)),
-    "step_ppm": st.integers(5_000, 15_000)}))
+    "step_ppm": st.integers(5_000, 15_000), "funding_e9": st.integers(100_000, 3_000_000)})
 mode = st.fixed_dictionaries({"account": st.sampled_from(TRADERS),
                               "isolated": st.booleans(), "leverage": st.integers(20, 100)})
 
@@ -52,9 +69,9 @@ def fill(w: World, buyer: str, seller: str, lots: int, price: int) -> None:
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(mode, max_size=4),
-       st.lists(st.sampled_from([trade, trade, trade, move, move, whale]).flatmap(lambda s: s),
+       st.lists(st.sampled_from([trade, trade, trade, move, move, whale, lag]).flatmap(lambda s: s),
                 min_size=6, max_size=25),
-       st.sampled_from((200_000, 0, 1_000_000, 5_000, 30_000)), st.booleans(), trend)
+       st.sampled_from((5_000, 200_000, 0, 1_000_000, 30_000)), st.booleans(), trend)
 def test_liquidations_reach_every_step_and_keep_the_rules(modes, script, fund, backstop, trend):
     w = World({"a": 30_000 * USD, "b": 30_000 * USD, "c": 5_000 * USD, "d": 200_000 * USD,
                "whale": 7_000_000 * USD, "mm": 500_000_000 * USD, "bs": 500_000 * USD},
@@ -80,6 +97,11 @@ def test_liquidations_reach_every_step_and_keep_the_rules(modes, script, fund, b
                 fill(w, "mm", "whale", step["whale_lots"], mark)
             if abs(w.position("whale")) * mark * 100 > 20_000_000 * USD:
                 event("whale at tier 6 or above")
+        elif "lag_ppm" in step:
+            mark = max(150_000, mark + mark * step["lag_ppm"] // 1_000_000)
+            w.funding_before_step = {**step["funding"], "account": step["account"]}
+            w.mark(mark)
+            w.funding_before_step = None
         else:
             mark = max(150_000, mark + mark * step["mark_ppm"] // 1_000_000)
             if step["requote"]:
@@ -88,7 +110,9 @@ def test_liquidations_reach_every_step_and_keep_the_rules(modes, script, fund, b
                 w.place("mm", 1, step["bid_lots"], mark - 200)
                 w.place("mm", -1, step["bid_lots"], mark + 200)
             w.mark(mark)
-    if trend is not None:
+    if trend is not None:  # the whale's payment waits for its takeover, however late it comes
+        w.funding_before_step = {"kinds": ("insurance", "adl"), "account": "whale",
+                                 "rate_e9": trend["funding_e9"], "payer": True}
         w.cancel_all("whale")
         if trend["side"] > 0:
             fill(w, "whale", "mm", trend["lots"], mark)
@@ -121,8 +145,35 @@ def test_liquidations_reach_every_step_and_keep_the_rules(modes, script, fund, b
     assert set(ends) <= {"restored", "closed", "incomplete"}
     starts = sum(1 for e in w.audit if e.rule == "liquidation.trigger")
     event("liquidation" if starts else "no liquidation")
-    for state in sorted(w.seen):
-        event(state)
     if any(r.counterparties and r.counterparties[0][0] == "insurance" for r in w.results):
-        event("insurance takeover")
+        w.seen.add("insurance takeover")
+    REACHED["examples"] += 1
+    for state in sorted(w.seen):
+        REACHED[state] += 1
+        event(state)  # shown by pytest --hypothesis-show-statistics
     target(float(len(w.seen)), label="liquidation states reached")
+
+
+# States the property test above must reach, with the least share of its examples. Measured
+# (120 examples): cross deficit covered 58% derandomized alone and inside the whole fast suite
+# (hypothesis also draws from constants in the modules imported, so the suite's examples differ
+# from a lone run's: an optional trend once gave 47% alone and 0% in the suite), 53-57% in three
+# random runs. Other states swing with hypothesis's targeting (ADL 7-51%, forced fee capped
+# 1-55%, the band edge 13-67% across runs and contexts); their floors say they are reached at all.
+COVERAGE = {"step reduce": 0.4, "step backstop": 0.3, "insurance takeover": 0.1,
+            "cross deficit covered by the fund": 0.3}
+REACHED: Counter = Counter()  # state -> examples of the property test that reached it
+
+
+def test_generators_reach_the_money_states():
+    """Runs after the property test above and reads what its examples reached (or runs it, when
+    it was not selected): a generator that stops reaching a state fails here, not silently."""
+    if REACHED["examples"] < 50:
+        REACHED.clear()
+        test_liquidations_reach_every_step_and_keep_the_rules()
+    examples = REACHED["examples"]
+    shares = {what: REACHED[what] / examples for what in COVERAGE}
+    print({what: f"{share:.0%}" for what, share in shares.items()})
+    short = {what: f"{share:.0%}" for what, share in shares.items() if share < COVERAGE[what]}
+    assert not short, f"states reached by too few of {examples} examples: {short}"
+

@@ -123,7 +123,10 @@ def to_engine_commands(generated) -> list:
     for c in script:
         if c["kind"] in ("new", "stop"):
             market = c["type"] in MARKET_TYPES
-            limit = 0 if market else _price(c["price"], mark)
+            where, sign, offset, slippage = c["price"]
+            if where == "protection":  # a bid on the edge of market sells, an ask of market buys:
+                sign = -c["side"]  # where the other side's market orders meet them (or stop)
+            limit = 0 if market else _price((where, sign, offset, slippage), mark)
             stop = c["kind"] == "stop"
             out.append(NewOrder(
                 order_id=next_id, account=c["account"], symbol=SYMBOL, side=c["side"], qty=c["qty"],

@@ -315,3 +315,21 @@ def test_a_quote_away_from_the_index_moves_the_mark_by_a_sixtieth_per_sample():
         t += 5 * SEC
         mark = mark_at(t)
     assert mark == 300_000 + 3_003  # half the window at 6,005, half at 0: 3,002.5, half away from 0
+
+
+def test_a_fresh_oracle_moves_the_mark_by_a_sixtieth_of_its_first_basis_sample_too():
+    """In the oracle's first five minutes the samples not yet taken count as no basis (0): the
+    first quote 6,005 ticks above the index moves the mark by 100 (1/60), not by all of it (the
+    mean of one sample), so a venue's own book cannot drag the mark of a fresh venue."""
+    from nodes.oracle.basis import BasisAverage
+
+    basis = BasisAverage()
+    basis.offer(306_005, 300_000, 1_000 * SEC)
+    assert basis.value() == 100  # round(6,005 / 60), half away from zero
+    basis.offer(306_005, 300_000, 1_005 * SEC)
+    assert basis.value() == 200  # round(12,010 / 60)
+    basis.offer(None, 300_000, 1_010 * SEC)  # one-sided: a 0 sample
+    assert basis.value() == 200
+    negative = BasisAverage()
+    negative.offer(293_995, 300_000, 1_000 * SEC)
+    assert negative.value() == -100

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from cluster.protocol import (
     AdjustIsolatedMargin, AmendOrder, CancelAll, FundingRate, LiquidationStep, PlaceOrder, Regime,
-    SetLeverage, SetMarginMode, Trade,
+    SetAccountMarginMode, SetLeverage, SetMarginMode, Trade,
 )
 from nodes.risk.ledger import RiskEngine
 from tests.unit.money_model import MoneyModel
@@ -37,6 +37,7 @@ INSURANCE_FUND = 100_000 * USD
 ISOLATED = ("i", "j")  # isolated in every symbol; j at 100x, so marks reach its liquidation;
 # i at 7x and 13x, whose IM is rarely a whole atom (20x and 100x divide a tick-lot's atoms)
 TRADERS = ("a", "b", "i", "j")
+PORTFOLIO = ("a",)  # the `portfolio` margin mode (#24): moves no money, decides what is accepted
 LEVERAGE = {"i": {"BTC-PERP": 7, "ETH-PERP": 13}, "j": {s: 100 for s in SYMBOLS}}
 
 # Weighted kinds: one index drawn from a list with repeats (st.one_of would collapse repeats).
@@ -97,6 +98,8 @@ class Run:
         self.marks = {s: TOPO.symbols[s].initial_price for s in SYMBOLS}
         self.liquidations = 0
         self.trades = 0
+        for name in PORTFOLIO:
+            self._ok(name, SetAccountMarginMode(mode="portfolio"))
         for s in SYMBOLS:
             self.pipe.mark(s, self.marks[s])
             for name in ISOLATED:
@@ -113,6 +116,12 @@ class Run:
     def _ok(self, account: str, body) -> None:
         replies = self.pipe.request(account, body)
         assert all(type(r.body).__name__ == "Ack" for r in replies), replies
+
+    def portfolio_seen(self) -> set[str]:
+        """States of the portfolio mode this history reached (it moves no money itself)."""
+        traded = any(type(m) is Trade and PORTFOLIO[0] in (m.taker_account, m.maker_account)
+                     for m in self.pipe.wire)
+        return {"portfolio account traded"} if traded else set()
 
     def position(self, account: str, symbol: str) -> int:
         pos = self.pipe.risk.accounts[account].positions.get(symbol)
@@ -222,7 +231,8 @@ COVERAGE = {"trade": 0.5, "cross partial close": 0.3, "isolated partial close": 
             "cross full close": 0.15, "isolated full close": 0.15, "isolated release": 0.15,
             "isolated release, IM rounded up": 0.1,
             "funding paid": 0.15, "funding received": 0.15, "maker rebate": 0.2,
-            "forced fee": 0.1, "insurance takeover": 0.05, "isolated transfer": 0.05}
+            "forced fee": 0.1, "insurance takeover": 0.05, "isolated transfer": 0.05,
+            "portfolio account traded": 0.3}
 
 
 REACHED: Counter = Counter()  # state -> examples of the property test below that reached it
@@ -234,7 +244,7 @@ def test_ledger_matches_the_money_model(script):
     run = Run().play(script)
     check_agreement(run)
     REACHED["examples"] += 1
-    for what in run.model.seen:
+    for what in [*run.model.seen, *run.portfolio_seen()]:
         REACHED[what] += 1
         event(what)  # shown by pytest --hypothesis-show-statistics
     target(float(run.trades), label="trades")

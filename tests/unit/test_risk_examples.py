@@ -266,3 +266,30 @@ def test_open_orders_are_listed_with_their_terms_status_and_reservation():
     assert body(pipe.request("a", GetOrders(symbol="ETH-PERP"))).orders == []
     assert [o.order_id for o in body(pipe.request("a", GetOrders(symbol=BTC))).orders] == \
         [limit.order_id, stop.order_id]
+
+
+def test_fills_carry_the_realized_pnl_of_what_they_close_before_the_fee():
+    """REST income's REALIZED_PNL: bob buys 1 BTC at 30,000 and 1 at 30,100 (cost 60,100), sells
+    0.5 at 30,300 (closes 1/4 of the cost: 15,025; realized 15,150 - 15,025 = +125), then flips
+    to short with a 2 BTC sale at 29,900: 1.5 closed against the 45,075 left (-225), 0.5 opened
+    (nothing realized). A short closed higher loses: bought back at 30,000, -50. The wallet moves
+    by each realized PnL less each fee, to the atom."""
+    from cluster.protocol import Fill
+
+    pipe = fresh(bob=100_000, mm=1_000_000)
+    b = pipe.risk.accounts["bob"]
+
+    def fill_of(replies):
+        return [r.event for r in replies if type(r) is not Reply and type(r.event) is Fill
+                and r.event.account == "bob"][-1]
+
+    realized = []
+    for side, qty, price in ((1, 1000, 300_000), (1, 1000, 301_000), (-1, 500, 303_000),
+                             (-1, 2000, 299_000), (1, 500, 300_000)):
+        wallet = view(pipe, "bob").wallet_balance
+        pipe.request("mm", PlaceOrder(symbol=BTC, side=-side, qty=qty, price=price))
+        fill = fill_of(pipe.request("bob", PlaceOrder(symbol=BTC, side=side, qty=qty, price=price)))
+        assert view(pipe, "bob").wallet_balance - wallet == fill.realized_pnl - fill.fee
+        realized.append(fill.realized_pnl)
+    assert realized == [0, 0, 125 * USD, -225 * USD, -50 * USD]
+    assert b.positions.get(BTC) is None or b.positions[BTC].qty == 0

@@ -271,3 +271,95 @@ def test_a_signed_request_with_a_number_beyond_64_bits_is_refused_out_of_range_b
         client.ctx.term()
 
     asyncio.run(run())
+
+
+FWD_SECRET = b"f" * 32
+
+
+def forwarding_gateway(**policy) -> Gateway:
+    """alice's key allows 127.0.0.2 only; "fwd" is the facade's key with the forward scope."""
+    from nodes.gateway.sessions import LogonPolicy
+
+    gw = Gateway({"k": ("alice", ("trade",)), "open": ("bob", ("trade",))}, {"BTC-PERP": {}},
+                 keys={"k": KeyEntry(SECRET, allow=(ipaddress.ip_network("127.0.0.2/32"),)),
+                       "fwd": KeyEntry(FWD_SECRET, require_signature=True, account="rest",
+                                       scopes=("forward",))},
+                 policy=LogonPolicy(**policy))
+    gw.wall_offset_ns = WALL_MS * MS
+    return gw
+
+
+def test_only_the_facades_forwarding_session_may_name_a_client_address():
+    """#25: the gateway's address rules apply to a REST client's own address, which only the
+    facade (a session of a key with the "forward" scope) may name; an ordinary client that
+    claims one is refused with the reason and paced as a failed logon."""
+    gw = forwarding_gateway()
+    # an ordinary client, not logged on, and one logged on with a trading key
+    claim = Logon(req_id=2, api_key="open", forwarded_for="127.0.0.2")
+    refused = answer(gw.on_request(b"c", claim, 0, "10.0.0.7"))
+    assert (refused.reason, refused.detail["required"], refused.detail["session_scopes"],
+            refused.detail["attempts"]) == ("forwarding_not_allowed", "forward", "", 1)
+    assert type(answer(gw.on_request(b"c", Logon(req_id=3, api_key="open"), 0, "10.0.0.7"))) \
+        is LogonAck
+    refused = answer(gw.on_request(b"c", claim, 0, "10.0.0.7"))
+    assert (refused.reason, refused.detail["session_scopes"]) == ("forwarding_not_allowed", "trade")
+    assert gw.sessions[b"c"].ip == "10.0.0.7" and gw.sessions[b"c"].account == "bob"  # unchanged
+    # the facade: its own key (signed), then alice's logon for 127.0.0.2: the session is hers,
+    # from 127.0.0.2, with 127.0.0.2's buckets; 127.0.0.3 is outside her allow-list
+    fwd = answer(gw.on_request(b"f", signed(Logon(req_id=1, api_key="fwd"), 0, WALL_MS, 1,
+                                            FWD_SECRET), 0, "127.0.0.1"))
+    assert type(fwd) is LogonAck and gw.sessions[b"f"].scopes == ("forward",)
+    own = signed(GetAccount(req_id=4), fwd.session, WALL_MS, 2, FWD_SECRET)
+    assert answer(gw.on_request(b"f", own, 0, "127.0.0.1")).reason == "missing_scope"
+    # every request of the forwarding session is signed: a forwarded logon by the client's key
+    plain = answer(gw.on_request(b"f", Logon(req_id=5, api_key="k", forwarded_for="127.0.0.2"),
+                                 0, "127.0.0.1"))
+    assert plain.reason == "signature_required"
+
+    def forwarded(req_id: int, address: str, nonce: int):
+        return answer(gw.on_request(b"f", signed(Logon(req_id=req_id, api_key="k",
+                                                       forwarded_for=address), 0, WALL_MS, nonce),
+                                    0, "127.0.0.1"))
+
+    bad = forwarded(5, "localhost", 1)
+    assert (bad.reason, bad.detail["forwarded_for"]) == ("invalid_forwarded_address", "localhost")
+    outside = forwarded(6, "127.0.0.3", 2)
+    assert (outside.reason, outside.detail["ip"]) == ("ip_not_allowed", "127.0.0.3")
+    assert gw.logon_failures["127.0.0.3"].count == 1 and "127.0.0.1" not in gw.logon_failures
+    ok = forwarded(7, "127.0.0.2", 3)
+    assert type(ok) is LogonAck and ok.account == "alice"
+    session = gw.sessions[b"f"]
+    assert (session.ip, session.scopes) == ("127.0.0.2", ("trade",))
+    assert gw.sessions_by_ip == {"10.0.0.7": 1, "127.0.0.2": 1}  # bob's, and alice's
+    # now alice's session: it may not forward again (its key has no forward scope)
+    again = forwarded(8, "127.0.0.2", 4)
+    assert again.reason == "forwarding_not_allowed"
+
+
+def test_a_forwarded_logon_is_signed_by_the_clients_key_and_paces_the_client_address():
+    gw = forwarding_gateway()
+    assert type(answer(gw.on_request(b"f", signed(Logon(req_id=1, api_key="fwd"), 0, WALL_MS, 1,
+                                                  FWD_SECRET), 0, "127.0.0.1"))) is LogonAck
+    wrong = answer(gw.on_request(b"f", signed(Logon(req_id=2, api_key="k",
+                                                    forwarded_for="127.0.0.2"),
+                                              0, WALL_MS, 2, b"w" * 32), 0, "127.0.0.1"))
+    assert (wrong.reason, wrong.detail["ip"]) == ("invalid_signature", "127.0.0.2")
+    assert "127.0.0.1" not in gw.logon_failures  # the facade's own address is not paced
+    ok = answer(gw.on_request(b"f", signed(Logon(req_id=3, api_key="k", forwarded_for="127.0.0.2"),
+                                           0, WALL_MS, 3), 0, "127.0.0.1"))
+    assert type(ok) is LogonAck and gw.sessions[b"f"].ip == "127.0.0.2"
+    # a key the gateway does not know (yet): refused as unknown, and paced, at the client's address
+    assert type(answer(gw.on_request(b"h", signed(Logon(req_id=1, api_key="fwd"), 0, WALL_MS, 6,
+                                                  FWD_SECRET), 0, "127.0.0.1"))) is LogonAck
+    unknown = answer(gw.on_request(b"h", signed(Logon(req_id=2, api_key="new", forwarded_for=
+                                                      "127.0.0.4"), 0, WALL_MS, 7), 0, "127.0.0.1"))
+    assert (unknown.reason, unknown.detail["ip"], unknown.detail["attempts"]) == (
+        "invalid_api_key", "127.0.0.4", 1)
+    # the forwarding key cannot be forwarded (a client address cannot gain the scope)
+    assert type(answer(gw.on_request(b"g", signed(Logon(req_id=1, api_key="fwd"), 0, WALL_MS, 8,
+                                                  FWD_SECRET), 0, "127.0.0.1"))) is LogonAck
+    chained = answer(gw.on_request(b"g", signed(Logon(req_id=2, api_key="fwd",
+                                                      forwarded_for="127.0.0.9"),
+                                                0, WALL_MS, 9, FWD_SECRET), 0, "127.0.0.1"))
+    assert (chained.reason, chained.detail["api_key_scopes"]) == ("forwarding_not_allowed",
+                                                                  "forward")

@@ -84,6 +84,19 @@ def test_liquidity_addon_walks_the_book_and_charges_what_it_cannot_take():
     assert r.requirement == max(r.worst_regime_loss, r.diversification_floor) + 284
 
 
+def test_a_level_better_than_the_mark_costs_nothing():
+    """After a fall the book may still bid above the new mark: selling a long into it is no
+    slippage. Charged as |price - mark| (before), a $1,800 bid gap on 20 BTC read as 36,000."""
+    long = Leg(symbol="BTC-PERP", qty=4, mark=1000, mult=2, bids=[(1010, 2), (995, 2)])
+    assert sg.liquidity_addon(long, PARAMS.scan("BTC-PERP"), 0).slippage == 2 * 5 * 2
+    short = Leg(symbol="ETH-PERP", qty=-4, mark=1000, mult=2, asks=[(990, 3), (1004, 1)])
+    assert sg.liquidity_addon(short, PARAMS.scan("ETH-PERP"), 0).slippage == 1 * 4 * 2
+    # what the book cannot take is charged at least the scan move, whatever the last level
+    thin = Leg(symbol="BTC-PERP", qty=3, mark=1000, mult=1, bids=[(1010, 1)])
+    a = sg.liquidity_addon(thin, PARAMS.scan("BTC-PERP"), 0)
+    assert (a.unfilled_qty, a.slippage) == (2, 2 * 120)
+
+
 def test_portfolio_requirement_never_below_the_ladder_unless_the_file_says_so():
     assert sg.portfolio_requirement(PARAMS, 100, 250) == (250, "stress")
     assert sg.portfolio_requirement(PARAMS, 300, 250) == (300, "ladder")
