@@ -181,14 +181,12 @@ class CoreRunner:
 
     def apply_replicated(self, items: list) -> None:
         """A batch its primary journaled: journal it under the same numbers (on disk before we
-        acknowledge it), apply it as a replay does (what it would send is numbered for resends,
+        acknowledge it: the caller fsyncs), apply it as a replay does (what it would send is numbered for resends,
         not sent; its explanations were written by the primary)."""
         journal = self.journal
         shell = self.shell
         mark = shell.audit.mark()
-        seq = journal.append_batch(items)
-        if journal.deferred:
-            journal.sync()
+        seq = journal.append_batch(items)  # (fsynced by the caller, once for what it drained)
         decode = self._decode
         links_in = shell.links_in
         audit = shell.audit

@@ -29,7 +29,7 @@ from cluster.audit import AuditJournal, Explanation
 from cluster.config import JOURNALED_NODES, Topology
 from cluster.logs import configure
 from cluster.links import LinkReceiver, LinkSender
-from cluster.stats import power_of_two_keys
+from cluster.stats import labeled, power_of_two_keys
 from cluster.protocol import (
     Codec, Heartbeat, LinkSeq, NetsimTable, NodeInbound, PrimaryIs, Ready, ResendFrom,
     StandbyDetached, WitnessQuery, WitnessReply, encode_one, wire_safe,
@@ -260,6 +260,8 @@ class NodeShell:
         self.failover = None  # this core's Replication
         self.witness = None  # failover.Witness, in the witness node
         self._fences: dict[str, int] = {}  # core -> current epoch
+        # messages per sequenced link, in and out (labelled stats: cluster/stats.py), keys made once
+        self._link_keys: dict[tuple[str, str], str] = {}
         self._refusals_said: set[tuple[str, int]] = set()
         self.last_heard: dict[str, int] = {}  # sequenced link -> monotonic ns of its last frame
         self._deferred: list[tuple[zmq.Socket, str]] = []  # a standby's subscriptions
@@ -541,9 +543,16 @@ class NodeShell:
             self._send_replies(name, pending)
         self._dirty = True  # what came while the disk worked is the next fsync's (if anything)
 
+    def _count_link(self, family: str, link: str, n: int) -> None:
+        key = self._link_keys.get((family, link))
+        if key is None:
+            key = self._link_keys[(family, link)] = labeled(family, link)
+        self.stats[key] = self.stats.get(key, 0) + n
+
     async def _send_box(self, box: Outbox, messages: list) -> None:
         """One PUSH/PUB frame of `messages` (numbered on a sequenced link)."""
         if box.seq is not None:
+            self._count_link("link_messages_out", box.link, len(messages))
             box.sent = True
             frame = self._encode([box.seq.stamp(messages)] + messages, box.link)
         else:
@@ -846,6 +855,8 @@ class NodeShell:
                         stats["standby_dropped"] = stats.get("standby_dropped", 0) + 1
                         continue
                     batch = links_in.accept(header, batch[1:], now, asks)
+                    if batch:
+                        self._count_link("link_messages_in", header.link, len(batch))
                     if batch and header.count:
                         header = LinkSeq(link=header.link, incarnation=header.incarnation,
                                          first=header.first + header.count - len(batch),

@@ -3,8 +3,9 @@ logic, as the physical limit of this host for this topology.
 
     client -> gateway -> risk -> matching -> risk -> gateway -> client
 
-gateway: decodes client frames, accepts any logon, wraps a PlaceOrder as Routed -> risk;
-risk: Routed(PlaceOrder) -> NewOrder -> matching, and OrderAccepted -> Report -> gateway;
+gateway: decodes client frames, accepts any logon, wraps a PlaceOrder (or a CancelOrder: the
+bench's mixed workload) as Routed -> risk;
+risk: Routed(PlaceOrder or CancelOrder) -> NewOrder -> matching, and OrderAccepted -> Report -> gateway;
 matching: NewOrder -> OrderAccepted -> risk. feeds, oracle and liquidator only heartbeat.
 A node runs its null service when PERPX_SERVICES=perf.null_services is in its environment
 (perf.cluster_load.Cluster sets it for PERPX_PIPELINE=null).
@@ -16,8 +17,8 @@ import msgspec
 
 from cluster.config import Topology
 from cluster.protocol import (
-    ClientRequest, Codec, Error, Logon, LogonAck, NewOrder, OrderAccepted, PlaceOrder, Report,
-    Routed,
+    CancelOrder, ClientRequest, Codec, Error, Logon, LogonAck, NewOrder, OrderAccepted, PlaceOrder,
+    Report, Routed,
 )
 from cluster.transport import NodeShell
 
@@ -44,7 +45,7 @@ def build_gateway(shell: NodeShell, topo: Topology):
                 if type(req) is Logon:
                     shell.reply(ROUTER, identity, LogonAck(req_id=req.req_id, account="null",
                                                            session=0, symbols=symbols))
-                elif type(req) is PlaceOrder:
+                elif type(req) is PlaceOrder or type(req) is CancelOrder:
                     ref = next_ref[0]
                     next_ref[0] += 1
                     refs[ref] = (identity, req.req_id)
@@ -75,6 +76,11 @@ def build_risk(shell: NodeShell, topo: Topology):
                 shell.send("matching", NewOrder(
                     ref=msg.ref, order_id=next_id[0], account=msg.account, symbol=b.symbol,
                     side=b.side, qty=b.qty, type=b.type, price=b.price, tif=b.tif))
+                next_id[0] += 1
+            elif t is Routed and type(msg.body) is CancelOrder:  # the same hops, no logic
+                shell.send("matching", NewOrder(
+                    ref=msg.ref, order_id=next_id[0], account=msg.account, symbol=msg.body.symbol,
+                    side=1, qty=1, type="limit", price=1, tif="GTC"))
                 next_id[0] += 1
             elif t is OrderAccepted:
                 shell.send("gateway", Report(ref=msg.ref, account=msg.account, event=msg))

@@ -16,6 +16,8 @@ Rules (see README "Matching rules"):
   resting reduce-only orders on that side, rejected when that is zero, and re-checked (sized down
   or cancelled, newest first) whenever the position shrinks or flips;
 - self-trade prevention (always on), chosen by the taker: cancel_taker, cancel_maker, cancel_both;
+- a stop triggered by a trade enters after the taker that traded has rested or been cancelled
+  (it queues behind it, and may trade against it);
 - amend: a quantity decrease at the same price keeps priority; a price change or quantity increase
   re-queues the order (and may trade, unless post-only, which rejects the amend instead); an
   untriggered stop or take-profit may also move its trigger (not to where it would fire at once);
@@ -224,33 +226,45 @@ class MatchingEngine(Snapshottable):
         return protection_price(ref, order.side, order.max_slippage_ppm or spec.protection_ppm)
 
     def _execute(self, book: Book, spec: SymbolSpec, order: Order, out: list) -> None:
-        """Match `order` as taker, then rest it (GTC limit) or cancel what is left."""
+        """Match `order` as taker, then rest it (GTC limit) or cancel what is left; only then fire
+        the stops its trades reached. A stop triggered by this order's trade is a new order after
+        it: it queues behind this order's remainder and may trade against it (fired before the
+        remainder rested, a triggered sell below a resting buy's limit left the book crossed)."""
+        if self._take(book, spec, order, out):
+            self._fire_stops(book, "last", book.last, out)
+
+    def _take(self, book: Book, spec: SymbolSpec, order: Order, out: list) -> bool:
+        """The matching part of _execute: True if `order` traded."""
         is_market = order.type in MARKET_TYPES
         if is_market:
             order.price = self._protection_price(book, spec, order)
             if not order.price:
-                return self._emit_cancel(book.symbol, order, out, "no_liquidity", {})
+                self._emit_cancel(book.symbol, order, out, "no_liquidity", {})
+                return False
+        traded = False
         opp = book.asks if order.side > 0 else book.bids
         best = opp.best()
         if best is not None and ((best <= order.price) if order.side > 0 else (best >= order.price)):
             if order.tif == "FOK" and not self._fok_fillable(book, opp, order):
-                return self._emit_cancel(book.symbol, order, out, "fok_not_fillable",
-                                         {"qty": order.remaining})
+                self._emit_cancel(book.symbol, order, out, "fok_not_fillable",
+                                  {"qty": order.remaining})
+                return False
             touched, taker_gone = self._match(book, opp, order, out)
-            if touched:
-                self._after_trades(book, touched, out)
+            traded = touched is not None
+            if traded and book.reduce_only:
+                self._recheck_after_trades(book, touched, out)
             if taker_gone:
-                return
+                return traded
             if order.remaining == 0:
                 self._finish(order.order_id, "filled")
                 self._untrack(order)
-                return
+                return traded
         elif order.tif == "FOK":
-            return self._emit_cancel(book.symbol, order, out, "fok_not_fillable",
-                                     {"qty": order.remaining})
+            self._emit_cancel(book.symbol, order, out, "fok_not_fillable", {"qty": order.remaining})
+            return False
         if order.tif == "GTC" and not is_market:
             self._rest(book, order, out)
-            return
+            return traded
         if is_market:
             best = opp.best()
             if best is None:
@@ -260,6 +274,7 @@ class MatchingEngine(Snapshottable):
         else:
             reason, detail = ("ioc_remainder" if order.tif == "IOC" else "fok_not_fillable"), {}
         self._emit_cancel(book.symbol, order, out, reason, detail)
+        return traded
 
     def _fok_fillable(self, book: Book, opp: BookSide, order: Order) -> bool:
         """Would the sweep fill all of `order`? Counts exactly what _match would take: a
@@ -468,12 +483,10 @@ class MatchingEngine(Snapshottable):
 
     # ------------------------------------------------------------------ after trades
 
-    def _after_trades(self, book: Book, touched: list[str], out: list) -> None:
-        if book.reduce_only:
-            for account in dict.fromkeys(touched):
-                if account in book.reduce_only:
-                    self._recheck_reduce_only(book, account, out)
-        self._fire_stops(book, "last", book.last, out)
+    def _recheck_after_trades(self, book: Book, touched: list[str], out: list) -> None:
+        for account in dict.fromkeys(touched):
+            if account in book.reduce_only:
+                self._recheck_reduce_only(book, account, out)
 
     def _reduce_only_total(self, book: Book, account: str, side: int) -> int:
         orders = book.reduce_only.get(account)

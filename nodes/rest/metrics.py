@@ -49,6 +49,10 @@ LABELLED = {
                           "(the liquidator's 'done' records), by kind"),
     "liquidations": ("perpx_liquidations", "outcome", "liquidations 'started', and ended by "
                      "outcome (closed, restored, incomplete)"),
+    "link_messages_in": ("perpx_link_messages_in", "link", "messages a node applied from each "
+                         "sequenced link (duplicates and refused epochs not counted)"),
+    "link_messages_out": ("perpx_link_messages_out", "link", "messages a node sent on each "
+                          "sequenced link (resends not counted)"),
 }
 # histograms of the nodes' stats: family -> (metric name, label or "", scale to the unit,
 # bucket bounds (every series shows them all), help)
@@ -244,7 +248,7 @@ class ClusterCollector:
             epoch.add_metric([name], found_epoch if isinstance(found_epoch, (int, float)) else 0)
             if isinstance(node.get("role"), str):
                 role.add_metric([name, node["role"]], 1.0)
-                if node["role"] == "standby":
+                if node["role"] == "primary":  # (the primary measures its standby's lag)
                     lag_inputs.add_metric([name], node_stats.get("standby_lag_inputs", 0))
                     lag_seconds.add_metric([name], node_stats.get("standby_lag_ms", 0) / 1000)
             for stat, value in sorted(node_stats.items()):

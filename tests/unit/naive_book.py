@@ -248,14 +248,13 @@ class NaiveBook:
         for acct in dict.fromkeys(touched):
             if any(r.account == acct and r.ro for r in self.resting):
                 self._recheck(acct)
-        if touched:  # before the taker rests: a stop the trade fires goes first
+        if o.remaining > 0:
+            if tif == "GTC" and not market:
+                self.resting.append(o)
+            else:
+                self._cancel(o, o.remaining)
+        if touched:  # a stop the trade fires is a new order after the taker: it rests behind it
             self._fire("last", self.last)
-        if o.remaining <= 0:
-            return
-        if tif == "GTC" and not market:
-            self.resting.append(o)
-        else:
-            self._cancel(o, o.remaining)
 
     def cancel(self, oid: int, account: str) -> bool:
         for o in self.resting:

@@ -65,11 +65,14 @@ def test_labelled_stats_become_families(tmp_path):
         "gateway": {"state": "running", "stats": gateway},
         "risk": {"state": "running", "stats": risk},
         # #19's shape: the role and epoch in the status, the same (and the lag) in the stats
+        # (the primary measures how far its standby is behind: the lag is the primary's stat)
         "matching": {"state": "running", "role": "primary", "epoch": 3,
-                     "stats": {"epoch": 3, "role_primary": 1, "standby_lag_inputs": 0}},
+                     "stats": {"epoch": 3, "role_primary": 1, "standby_lag_inputs": 4,
+                               "standby_lag_ms": 250, "link_messages_out|matching->risk": 7,
+                               "link_messages_in|risk->matching": 5}},
         "matching.b": {"state": "running", "role": "standby", "epoch": 3,
-                       "stats": {"epoch": 3, "role_primary": 0, "standby_lag_inputs": 4,
-                                 "standby_lag_ms": 250}}})
+                       "stats": {"epoch": 3, "role_primary": 0, "standby_lag_inputs": 0,
+                                 "standby_lag_ms": 0}}})
     assert out[m("perpx_rejects_total", node="gateway", reason="insufficient_margin")] == 3
     assert out[m("perpx_throttles_total", node="gateway", rule="key_weight")] == 1
     lat = {"node": "gateway", "type": "PlaceOrder"}
@@ -91,8 +94,10 @@ def test_labelled_stats_become_families(tmp_path):
     assert out[m("perpx_node_epoch", node="gateway")] == 0
     assert out[m("perpx_node_role", node="matching", role="primary")] == 1
     assert out[m("perpx_node_role", node="matching.b", role="standby")] == 1
-    assert out[m("perpx_node_standby_lag_inputs", node="matching.b")] == 4
-    assert out[m("perpx_node_standby_lag_seconds", node="matching.b")] == 0.25
+    assert out[m("perpx_node_standby_lag_inputs", node="matching")] == 4
+    assert out[m("perpx_node_standby_lag_seconds", node="matching")] == 0.25
+    assert out[m("perpx_link_messages_out_total", node="matching", link="matching->risk")] == 7
+    assert out[m("perpx_link_messages_in_total", node="matching", link="risk->matching")] == 5
     assert not [k for k in out if k[0].startswith(("perpx_node_epoch_total",
                                                    "perpx_node_role_primary"))]
     assert not [k for k in out if "bad" in k[0]]
