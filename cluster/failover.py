@@ -38,6 +38,7 @@ import os
 import time
 import zlib
 from collections import deque
+from itertools import islice
 from pathlib import Path
 
 import msgspec
@@ -188,14 +189,13 @@ class Replication:
 
     async def _serve(self) -> None:
         self._sockets()
-        loop = asyncio.get_running_loop()
         reader = asyncio.create_task(self._read(self._router, routed=True))
         follower = asyncio.create_task(self._read(self._dealer, routed=False))
         try:
             while True:
                 await asyncio.sleep(self.conf.beat_ms / 1000)
                 try:
-                    self.tick(loop.time())
+                    self.tick()
                 except Exception:
                     self.shell.stats["errors"] += 1
                     self.log.exception("failover_tick_failed")
@@ -242,7 +242,7 @@ class Replication:
 
     # ------------------------------------------------------------------ the timer
 
-    def tick(self, _now: float) -> None:
+    def tick(self) -> None:
         if self.fenced:
             return
         now = time.monotonic()
@@ -313,8 +313,8 @@ class Replication:
     def _frame(self, seq: int):
         """Input `seq` as (ts_ns, payload), from memory (None when it is not there: the journal
         is never scanned on the node's loop; a standby that far behind gets our state)."""
-        held = self._recent_from(seq) if self.recent else None
-        return held[0] if held else None
+        oldest = self.recent_next - len(self.recent)
+        return self.recent[seq - oldest] if oldest <= seq < self.recent_next else None
 
     # ------------------------------------------------------------------ primary
 
@@ -323,7 +323,7 @@ class Replication:
         oldest = self.recent_next - len(self.recent)
         if seq < oldest or seq > self.recent_next:
             return None
-        return list(self.recent)[seq - oldest:] if seq < self.recent_next else []
+        return list(islice(self.recent, seq - oldest, None))
 
     def _remember(self, first: int, items: list) -> None:
         if first != self.recent_next:

@@ -226,12 +226,12 @@ class Supervisor:
         if n.state not in ("running", "starting", "unresponsive"):
             role = "down"
         elif role == "primary":  # a paused old primary still says so: the higher epoch is it
-            node = n.name.partition(".")[0]
-            rivals = [self.nodes[i].stats or {} for i in self.topo.instances(node) if i != n.name]
-            if any(r.get("role_primary") and r.get("epoch", 0) > stats.get("epoch", 0)
-                   and self.nodes[i].state in ("running", "unresponsive")
-                   for r, i in zip(rivals, [i for i in self.topo.instances(node) if i != n.name])):
-                role = "superseded"
+            for rival in (self.nodes[i] for i in self.topo.instances(n.name.partition(".")[0])
+                          if i != n.name):
+                theirs = rival.stats or {}
+                if theirs.get("role_primary") and rival.state in ("running", "unresponsive") \
+                        and theirs.get("epoch", 0) > stats.get("epoch", 0):
+                    role = "superseded"
         return {"role": role, "epoch": stats.get("epoch", 0),
                 "in_sync": bool(stats.get("standby_in_sync", 0)),
                 "standby_lag_inputs": stats.get("standby_lag_inputs", 0),

@@ -265,9 +265,8 @@ class NodeShell:
         self._refusals_said: set[tuple[str, int]] = set()
         self.last_heard: dict[str, int] = {}  # sequenced link -> monotonic ns of its last frame
         self._deferred: list[tuple[zmq.Socket, str]] = []  # a standby's subscriptions
-        self._controls: dict[str, zmq.Socket] = {}  # endpoint -> PUSH for control frames
+        self._controls: dict[str, zmq.Socket] = {}  # endpoint -> its control PUSH (sync shadow)
         self._fenced = False
-        self._loop_started = False
         self._first_output_logged = True
         if any(n.standby for n in topo.nodes.values()) and name == topo.failover.witness:
             from cluster.failover import Witness
@@ -498,11 +497,9 @@ class NodeShell:
         if not self._dirty:
             return
         self._dirty = False
+        await self._send_control_frames()  # (before any new numbers on the same link)
         for boxes in (self._outboxes.values(), self._pubs.values()):
             for box in boxes:
-                if box.seq is not None and (box.control or box.seq.resend_from
-                                            or box.seq.idle_due):
-                    await self._send_unsequenced(box)
                 if box.pending:
                     messages, box.pending = box.pending, []
                     await self._send_box(box, messages)
@@ -971,8 +968,8 @@ class NodeShell:
         endpoint = self.topo.instance_endpoints(target).inbox
         if not endpoint:
             return  # a node with no inbox (the REST facade) has nothing to be told
-        sock = self._controls.get(endpoint)
-        if sock is None:
+        sync = self._controls.get(endpoint)
+        if sync is None:
             sock = self._socket(zmq.PUSH)
             sock.setsockopt(zmq.SNDHWM, 1000)
             sock.setsockopt(zmq.LINGER, 0)
@@ -981,11 +978,10 @@ class NodeShell:
             except zmq.ZMQError as exc:
                 self.log.error("control_connect_failed", endpoint=endpoint, error=repr(exc))
                 return
-            self._controls[endpoint] = sock
+            sync = self._controls[endpoint] = zmq.Socket.shadow(sock.underlying)
         frame = self.codec.encode([LinkSeq(link=f"{self.name}->{node}", epoch=self.epoch), message])
         shaper = self.shaper
         link = shaper.get(f"{self.instance}->{target}") if shaper is not None else None
-        sync = zmq.Socket.shadow(sock.underlying)
         if link is not None:
             shaper.send(link, len(frame), partial(self._control_now, sync, frame))
         else:
