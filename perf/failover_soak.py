@@ -184,7 +184,8 @@ async def soak(handle, kills: int, fault: str, pause_s: float, seed: int, echo) 
     # The takers spread their orders over the expected run, so the crossing lasts to the end.
     expected_s = 2.0 + kills * (pause_s + 1.2)
     interval = expected_s / TAKER_ORDERS
-    tasks = [asyncio.create_task(reader(c, records[a], stop)) for a, c in clients.items()]
+    reading = asyncio.Event()  # set once the last reports are in
+    tasks = [asyncio.create_task(reader(c, records[a], reading)) for a, c in clients.items()]
     tasks += [asyncio.create_task(maker(clients[a], records[a], mark, stop, random.Random(rng.random())))
               for a in MAKERS]
     tasks += [asyncio.create_task(taker(clients[a], records[a], mark, stop, random.Random(rng.random()),
@@ -214,17 +215,30 @@ async def soak(handle, kills: int, fault: str, pause_s: float, seed: int, echo) 
     finally:
         stop.set()
         await asyncio.gather(*tasks[len(clients):], return_exceptions=True)
-        await asyncio.sleep(1.5)  # the last reports
+        # The last reports: until every fill the venue booked was heard, or 20 s (a loaded host
+        # delivers late; what is still missing after that is judged "never heard").
+        deadline = time.monotonic() + 20
+        while True:
+            venue = await venue_view(clients)
+            if time.monotonic() > deadline or not any(judge(records, venue)[
+                    k] for k in ("fills_never_heard", "acknowledged_orders_lost")):
+                break
+            await asyncio.sleep(0.5)
+        reading.set()
         await asyncio.gather(*tasks[:len(clients)], return_exceptions=True)
+    for client in clients.values():
+        await client.close()
+    return {"records": records, "venue": venue, "faults": faults}
+
+
+async def venue_view(clients: dict) -> dict:
     venue = {}
     for account, client in clients.items():
         view = await client.account_view(fills=100)
         open_orders = await client.open_orders(SYMBOL)
         venue[account] = {"fills": [(f.trade_id, f.order_id, f.qty) for f in view.fills],
                           "open": {o.order_id: o.remaining for o in open_orders.orders}}
-    for client in clients.values():
-        await client.close()
-    return {"records": records, "venue": venue, "faults": faults}
+    return venue
 
 
 def judge(records: dict, venue: dict) -> dict:
@@ -234,7 +248,9 @@ def judge(records: dict, venue: dict) -> dict:
         duplicate += [(account, t) for t in set(heard) if heard.count(t) > 1]
         booked = {t for t, _, _ in venue[account]["fills"]}
         unheard += [(account, t) for t in booked - set(heard)]
-        phantom += [(account, t) for t in set(heard) - booked]
+        # risk keeps an account's latest 100 fills: a full list says nothing of older ones
+        oldest = min(booked) if len(booked) >= 100 else None
+        phantom += [(account, t) for t in set(heard) - booked if oldest is None or t > oldest]
         for order_id, remaining in rec.resting.items():
             if order_id in rec.cancelled or remaining == 0:
                 continue
@@ -332,9 +348,13 @@ def run(kills: int, fault: str, pause_s: float, seed: int, tmp: Path, echo=print
         "journals_verified": verified.get("ok"),
         "old_primaries_fenced": fenced, "refused_sends_of_fenced_primaries": refused_sends,
     }
-    report["ok"] = (all(report[k] == 0 for k in verdict) and report["money_conserved"]
-                    and all(p["equal"] for p in report["pairs"].values()) and len(report["pairs"]) == 2
-                    and all(f["promoted"] for f in result["faults"]))
+    failed = [f"{k}: {report[k]} {report['examples'][k]}" for k in verdict if report[k]]
+    failed += [] if report["money_conserved"] else [f"money not conserved: {risk.get('money')}"]
+    failed += [] if len(report["pairs"]) == 2 else [f"pairs compared: {sorted(report['pairs'])}"]
+    failed += [f"pair {n} differs: {p}" for n, p in report["pairs"].items() if not p["equal"]]
+    failed += [f"no promotion after {f}" for f in result["faults"] if not f["promoted"]]
+    report["failed"] = failed  # first in the test's message: the report itself is long
+    report["ok"] = not failed
     return report
 
 

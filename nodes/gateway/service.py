@@ -37,7 +37,8 @@ def build(shell: NodeShell, topo: Topology):
                       {name: spec.public() for name, spec in topo.symbols.items()},
                       first_ref=time.time_ns(), collateral=(topo.collateral, str(topo.atom)),
                       policy=LogonPolicy.from_conf(shell.conf), limits=shell.conf.rate_limits,
-                      keys=load_keys(topo.run_dir), recv_window_ms=shell.conf.recv_window_ms)
+                      keys=load_keys(topo.run_dir), recv_window_ms=shell.conf.recv_window_ms,
+                      started_ms=time.time_ns() // 1_000_000)
     client_codec = Codec(ClientRequest)
     shell.peer("risk")
     shell.peer("matching")

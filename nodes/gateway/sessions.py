@@ -106,7 +106,7 @@ class Gateway:
                  collateral: tuple[str, str] = ("", ""),
                  policy: LogonPolicy | None = None, limits: LimitsPolicy | None = None,
                  keys: dict[str, KeyEntry] | None = None,
-                 recv_window_ms: int = RECV_WINDOW_MS) -> None:
+                 recv_window_ms: int = RECV_WINDOW_MS, started_ms: int = 0) -> None:
         self.topology_keys = dict(api_keys)  # api key -> (account, scopes), the topology's
         self.api_keys: dict[str, tuple[str, tuple[str, ...]]] = {}  # ... and the key file's
         self.policy = policy or LogonPolicy()
@@ -115,6 +115,9 @@ class Gateway:
         self.keys: dict[str, KeyEntry] = {}  # api key -> secret, signature rule, IP allow-list
         self.recv_window_ms = recv_window_ms
         self.logon_nonces: dict[str, int] = {}  # api key -> nonce of its last signed logon
+        # The nonces seen before a restart are gone with it: a signed request older than this
+        # gateway's start is refused, so one captured before the restart cannot be replayed.
+        self.started_ms = started_ms
         self._bodies = msgspec.msgpack.Decoder(SignableRequest)
         self.sessions_by_ip: dict[str, int] = {}
         self.sessions_by_key: dict[str, int] = {}
@@ -376,6 +379,10 @@ class Gateway:
         if abs(server_ms - msg.ts_ms) > self.recv_window_ms:
             return refuse("stale_request", server_time=server_ms, timestamp=msg.ts_ms,
                           recv_window=self.recv_window_ms, off_by_ms=server_ms - msg.ts_ms)
+        if msg.ts_ms < self.started_ms:
+            return refuse("stale_request", server_time=server_ms, timestamp=msg.ts_ms,
+                          recv_window=self.recv_window_ms, gateway_started=self.started_ms,
+                          why="signed before this gateway started, so its nonce cannot be checked")
         if msg.nonce <= last_nonce:
             return refuse("replayed_request", nonce=msg.nonce, last_nonce=last_nonce)
         if type(inner) is Logon:

@@ -220,7 +220,7 @@ def test_the_failover_soak_short_version(tmp_path):
     from perf.failover_soak import run
 
     report = run(kills=2, fault="kill", pause_s=1.5, seed=7, tmp=tmp_path, echo=lambda _: None)
-    assert report["ok"], report
+    assert report["ok"], (report["failed"], report)
     assert report["fills_heard"] > 100 and report["orders_acknowledged"] > 100, report
     assert report["failover_ms"]["n"] == 2 and report["failover_ms"]["max"] < 2000, report
 

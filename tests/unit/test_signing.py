@@ -363,3 +363,20 @@ def test_a_forwarded_logon_is_signed_by_the_clients_key_and_paces_the_client_add
                                                 0, WALL_MS, 9, FWD_SECRET), 0, "127.0.0.1"))
     assert (chained.reason, chained.detail["api_key_scopes"]) == ("forwarding_not_allowed",
                                                                   "forward")
+
+
+def test_a_logon_captured_before_a_restart_is_refused_by_the_restarted_gateway():
+    # #20: the nonces a gateway saw die with it. A signed logon replayed to its successor inside
+    # recv_window would pass the nonce check, so the successor refuses what was signed before
+    # it started, and says so; what is signed after its start is served.
+    before = gateway(require_signature=True)
+    captured = signed(Logon(req_id=1, api_key="k"), 0, WALL_MS - 1_000, 1)
+    assert type(answer(before.on_request(b"me", captured, 0, "10.0.0.1"))) is LogonAck
+    restarted = Gateway({"k": ("alice", ("trade",))}, {"BTC-PERP": {}},
+                        keys={"k": KeyEntry(SECRET, require_signature=True)}, started_ms=WALL_MS)
+    restarted.wall_offset_ns = WALL_MS * MS
+    replayed = answer(restarted.on_request(b"thief", captured, 0, "10.0.0.9"))
+    assert replayed.reason == "stale_request" and replayed.detail["gateway_started"] == WALL_MS
+    assert replayed.detail["timestamp"] == WALL_MS - 1_000 and "before" in replayed.detail["why"]
+    fresh = signed(Logon(req_id=1, api_key="k"), 0, WALL_MS, 2)
+    assert type(answer(restarted.on_request(b"me", fresh, 0, "10.0.0.1"))) is LogonAck
