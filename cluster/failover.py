@@ -134,7 +134,8 @@ class Replication:
         self.proposed_at = 0.0
         self.last_input_ts = 0
         self.synced = False  # our primary said we are in sync (it waits for our acks)
-        self.ack_due = False  # applied inputs not yet acknowledged
+        self.ack_due = False  # journaled inputs not yet acknowledged
+        self.unapplied: list[tuple[int, list]] = []  # (first seq, inputs) journaled, not applied
         self.last_mark: int | None = None  # frame_mark of our last journaled input
         self.applied_batches = 0
         self.started = time.monotonic()
@@ -235,9 +236,10 @@ class Replication:
             if self.ack_due:
                 self.ack_due = False
                 if self.journal.policy != "off":  # (a benchmark's journal is never fsynced)
-                    self.journal.sync()  # everything applied above, on our disk, then said so
+                    self.journal.sync()  # everything journaled above, on our disk, then said so
                 self._send_dealer(ReplAck(instance=self.instance, epoch=self.epoch,
                                           next_seq=self.journal.next_seq))
+            self.apply_journaled()  # (with no await since the ack: nothing sees it unapplied)
             await self.shell.flush()
 
     # ------------------------------------------------------------------ the timer
@@ -502,13 +504,22 @@ class Replication:
             self.synced = msg.in_sync
             self.shell.stats["standby_in_sync"] = int(msg.in_sync)
         if t is ReplBatch:
-            self._apply(msg)
+            self._journal(msg)
         elif t is ReplSnapshot:
+            self.apply_journaled()
             self._restore(msg)
         elif t is ReplBeat and msg.next_seq > self.journal.next_seq + 0 and not self.applied_batches:
             self._hello()  # we are behind and nothing is streaming: ask
 
-    def _apply(self, batch: ReplBatch) -> None:
+    def apply_journaled(self) -> None:
+        """Apply what the drain journaled. The acknowledgement goes first: it says the inputs are
+        on our disk (all a failover needs: a standby applies its journal before it serves), and
+        the primary, which holds its answers until then, need not also wait for our apply."""
+        pending, self.unapplied = self.unapplied, []
+        for seq, items in pending:
+            self.runner.apply_replicated(seq, items)
+
+    def _journal(self, batch: ReplBatch) -> None:
         journal = self.journal
         items = batch.items
         if batch.first > journal.next_seq:
@@ -520,7 +531,7 @@ class Replication:
         if skip:
             items = items[skip:]
         first = journal.next_seq
-        self.runner.apply_replicated(items)
+        self.unapplied.append((self.runner.journal_replicated(items), items))
         self._remember(first, items)  # (promoted, we catch our own next standby up from memory)
         self.applied_batches += 1
         self.last_input_ts = items[-1][0]
@@ -540,6 +551,7 @@ class Replication:
     def promote(self, reply: WitnessReply) -> None:
         now = time.monotonic()
         silent_ms = int((now - (self.last_beat or self.started)) * 1000)
+        self.apply_journaled()  # (empty: the drain applies before it awaits; kept as the rule)
         self.epoch = reply.epoch
         write_epoch(self.dir, self.epoch)
         self.standby_state = "none"

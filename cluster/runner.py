@@ -179,14 +179,16 @@ class CoreRunner:
 
     # ------------------------------------------------------------------ a standby's inputs
 
-    def apply_replicated(self, items: list) -> None:
-        """A batch its primary journaled: journal it under the same numbers (on disk before we
-        acknowledge it: the caller fsyncs), apply it as a replay does (what it would send is numbered for resends,
+    def journal_replicated(self, items: list) -> int:
+        """A batch its primary journaled: journal it under the same numbers (the caller fsyncs,
+        once for what it drained, and acknowledges before it applies). Returns its first seq."""
+        return self.journal.append_batch(items)
+
+    def apply_replicated(self, seq: int, items: list) -> None:
+        """Apply a journaled batch as a replay does (what it would send is numbered for resends,
         not sent; its explanations were written by the primary)."""
-        journal = self.journal
         shell = self.shell
         mark = shell.audit.mark()
-        seq = journal.append_batch(items)  # (fsynced by the caller, once for what it drained)
         decode = self._decode
         links_in = shell.links_in
         audit = shell.audit

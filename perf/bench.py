@@ -311,12 +311,43 @@ def plot(r: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def standby_price(seconds: float, bound_us: float, rounds: int = 2) -> dict:
+    """Only the hot standbys' price (#19), quicker than the whole bench: the journal-only cluster
+    and the cluster with standbys, searched the same way, in A B B A order `rounds` times over
+    (the host drifts), and the ratio of the medians."""
+    runs: dict[str, list[float]] = {"journal_only": [], "with_standbys": []}
+    order = [("journal_only", False), ("with_standbys", True)]
+    for n in range(rounds):
+        for label, standby in (order if n % 2 == 0 else order[::-1]):
+            log(f"round {n + 1}, {label}: searching the maximum sustainable rate")
+            top, _ = with_cluster({}, lambda e, k, p, _: find_max(
+                e, k, SYMBOL, p, seconds=seconds, p99_bound_us=bound_us, refine=REFINE, log=log),
+                standby=standby)
+            log(f"round {n + 1}, {label}: max {top:,.0f} orders/s")
+            runs[label].append(round(top))
+    medians = {k: statistics.median(v) for k, v in runs.items()}
+    return {"max_orders_per_s_runs": runs, "max_orders_per_s_median": medians,
+            "throughput_ratio": round(medians["with_standbys"] / medians["journal_only"], 3),
+            "machine": {"python": platform.python_version(), "cpus": CPUS},
+            "step_seconds": seconds, "p99_bound_us": bound_us,
+            "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench")
     parser.add_argument("--seconds", type=float, default=3.0, help="per load step")
     parser.add_argument("--p99-bound-ms", type=float, default=50.0)
+    parser.add_argument("--only", choices=("standby",),
+                        help="measure one safety feature's price alone (bench-standby.json)")
     args = parser.parse_args(argv)
     started = time.monotonic()
+    if args.only == "standby":
+        result = standby_price(args.seconds, args.p99_bound_ms * 1000)
+        result["bench_seconds"] = round(time.monotonic() - started, 1)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "bench-standby.json").write_text(json.dumps(result, indent=2))
+        print(json.dumps(result, indent=2))
+        return 0
     result = run(args.seconds, args.p99_bound_ms * 1000)
     result["bench_seconds"] = round(time.monotonic() - started, 1)
     RESULTS.mkdir(parents=True, exist_ok=True)

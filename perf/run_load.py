@@ -64,8 +64,18 @@ def main() -> int:
            "--csv", str(RESULTS / "locust"), "--html", str(RESULTS / "locust.html"),
            "--only-summary", *shlex.split(os.environ.get("LOCUST_ARGS", ""))]
     env = {**os.environ, "PERPX_RUN_DIR": str(run_dir)}
+    metrics_url = facade_metrics_url(run_dir)
+    before = scrape(metrics_url)
     try:
         code = subprocess.run(cmd, cwd=ROOT, env=env, timeout=seconds + 120).returncode
+        after = scrape(metrics_url)
+        if before is not None and after is not None:
+            moved = metrics_moved(before[1], after[1])
+            (RESULTS / "load_metrics.prom").write_text(after[0])
+            (RESULTS / "load_metrics.md").write_text(metrics_markdown(metrics_url, moved))
+            print(metrics_markdown(metrics_url, moved), end="")
+        elif metrics_url:
+            print(f"make load: {metrics_url} did not answer; no metrics table", flush=True)
     finally:
         if started:
             perpx("cluster", "down", "--run-dir", str(run_dir))
@@ -86,6 +96,53 @@ def main() -> int:
 
 
 PERCENTILES = (50, 90, 99, 99.9)
+
+
+def facade_metrics_url(run_dir: Path) -> str | None:
+    """The REST facade's /metrics of the running cluster (None: the topology has no facade)."""
+    from cluster import config
+    try:
+        topo = config.load(Path(read_status(run_dir)["config"]), run_dir=str(run_dir))
+    except (OSError, ValueError, KeyError, TypeError, config.ConfigError):
+        return None
+    rest = topo.nodes.get("rest")
+    return f"http://{rest.http}/metrics" if rest is not None and rest.http else None
+
+
+def scrape(url: str | None) -> tuple[str, dict[tuple, float]] | None:
+    """(the exposition text, {(sample name, labels): value}) of one /metrics read, or None."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+    if url is None:
+        return None
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return None
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    return text, samples
+
+
+def metrics_moved(before: dict, after: dict) -> list[tuple[str, str, float]]:
+    """What the load moved: every counter (`_total`) and histogram count (`_count`) that grew,
+    as (name, labels, increase), largest first within each name."""
+    moved = []
+    for (name, labels), value in after.items():
+        if name.endswith(("_total", "_count")):
+            grown = value - before.get((name, labels), 0.0)
+            if grown > 0:
+                moved.append((name, ",".join(f"{k}={v}" for k, v in labels), grown))
+    return sorted(moved, key=lambda m: (m[0], -m[2]))
+
+
+def metrics_markdown(url: str, moved: list[tuple[str, str, float]]) -> str:
+    lines = [f"What the venue's own metrics ({url}) counted during the load (increase):", "",
+             "| metric | labels | increase |", "|---|---|---:|"]
+    lines += [f"| {name} | {labels} | {grown:,.0f} |" for name, labels, grown in moved]
+    return "\n".join(lines) + "\n\n"
 
 
 def merge_latency(results: Path) -> dict | None:
