@@ -623,9 +623,24 @@ class Routed(Msg, tag=True, kw_only=True):
         PlaceOrder, AmendOrder, CancelOrder, CancelAll, Ping, GetBook, GetAccount, SetLeverage,
         SetMarginMode, AdjustIsolatedMargin, Deposit, Withdraw, GetOrders, SetAccountMarginMode,
     ]
-    # the API key's scopes, re-checked by risk (cluster/scopes.py); None: not told (a test's or
-    # an internal request), checked at the gateway only
+    # the API key's scopes as the gateway saw them. Risk does not trust them once it holds its own
+    # key table (KeyTable): then `key_id` decides. None: not told (a test's core, with no table)
     scopes: Union[tuple[str, ...], None] = None
+    # which API key the session logged on with, as cluster/signing.py key_id() names it (a
+    # fingerprint: no bearer key in risk's journal); risk checks its scopes in its own table
+    key_id: Name = ""
+
+
+class KeyTable(Msg, tag=True, kw_only=True):
+    """Risk's own view of which API key may do what (#20): every key that logs on, by key_id(),
+    with its account and scopes (the topology's keys with the run's key file over them,
+    cluster/signing.py key_table), and the revoked ones with their accounts. Risk's shell reads
+    the key file and hands this to its core as a journaled input, so a replay checks each request
+    against the table that was in force when it was handled. Never accepted from the wire: it is
+    in JournalInbound, not NodeInbound (an inbox refuses it at decode)."""
+
+    keys: dict[str, tuple[str, tuple[str, ...]]]
+    revoked: dict[str, str] = {}
 
 
 class SpotTick(Msg, tag=True, kw_only=True):
@@ -977,6 +992,10 @@ NodeInbound = Union[
     LinkSeq, ResendFrom, ClockTick, EngineBatch, WitnessQuery, WitnessReply, PrimaryIs,
     StandbyDetached,
 ]
+
+# What a journaled core's journal holds: what its inboxes take, and the inputs its own shell gives
+# it that no other process may send (KeyTable).
+JournalInbound = Union[NodeInbound, KeyTable]
 
 
 class Codec:

@@ -38,7 +38,7 @@ import msgspec
 
 from cluster.config import JournalConf
 from cluster.journal import Journal
-from cluster.protocol import LinkSeq, NodeInbound
+from cluster.protocol import JournalInbound, LinkSeq
 
 KEEP_FOR_RESENDS = 10_000  # last messages per sequenced link a snapshot carries
 
@@ -86,7 +86,7 @@ class CoreRunner:
             self._fsyncs = ThreadPoolExecutor(1, thread_name_prefix="journal-fsync")
             shell.durability = self  # the shell asks before anything leaves
         self._encode = msgspec.msgpack.Encoder().encode
-        self._decode = msgspec.msgpack.Decoder(NodeInbound).decode
+        self._decode = msgspec.msgpack.Decoder(JournalInbound).decode
         self._since_snapshot = 0
         self._last_snapshot = time.monotonic()
         self._child: int | None = None  # a snapshot being written

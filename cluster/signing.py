@@ -133,6 +133,34 @@ class KeyEntry:
         return any(address in network for network in self.allow)
 
 
+def key_id(api_key: str) -> str:
+    """How the gateway names a session's key to risk (Routed.key_id) and risk's key table names
+    it: a fingerprint, so that no bearer key travels the internal links or lands in a journal."""
+    return hashlib.sha256(api_key.encode()).hexdigest()[:24]
+
+
+def topology_keys(topo) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """API key -> (account, scopes), as the topology gives them (without the key file)."""
+    return {a.api_key: (a.name, tuple(a.scopes)) for a in topo.accounts.values()}
+
+
+def key_table(topology: dict[str, tuple[str, tuple[str, ...]]],
+              keys: dict[str, KeyEntry]) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Which API key logs on as which account with which scopes: the topology's keys with the
+    key file's entries over them. A revoked key is gone; a key made by `perpx keys create` names
+    its account and scopes (trade when none); a topology key's entry may name other scopes. The
+    one rule the gateway serves sessions by and risk re-checks requests by."""
+    table = dict(topology)
+    for api_key, entry in keys.items():
+        if entry.revoked:
+            table.pop(api_key, None)
+        elif entry.account:
+            table[api_key] = (entry.account, tuple(entry.scopes) or ("trade",))
+        elif entry.scopes and api_key in table:
+            table[api_key] = (table[api_key][0], tuple(entry.scopes))
+    return table
+
+
 def key_file(run_dir: str | os.PathLike) -> Path:
     return Path(run_dir) / KEY_FILE
 

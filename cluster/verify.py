@@ -22,7 +22,7 @@ from cluster.journal import (
     SEG_PREFIX, SEG_SUFFIX, SNAP_PREFIX, SNAP_SUFFIX, JournalCorrupt, read_frames, read_snapshot,
     torn_tail,
 )
-from cluster.protocol import LinkSeq, NodeInbound
+from cluster.protocol import JournalInbound, LinkSeq
 from cluster.recording import RecordingShell
 
 JOURNALED = config.JOURNALED_NODES
@@ -100,7 +100,7 @@ def verify_pair(node: str, primary: Path, standby: Path, topo) -> dict:
     report: dict = {"node": node, "instances": [primary.name, standby.name], "ok": False}
     try:
         upto = min(_last_input(primary), _last_input(standby))
-        decode = msgspec.msgpack.Decoder(NodeInbound).decode
+        decode = msgspec.msgpack.Decoder(JournalInbound).decode
         hashes, frames = [], []
         for directory in (primary, standby):
             start, core, process = _start(node, directory, topo, upto)
@@ -127,7 +127,7 @@ def verify_pair(node: str, primary: Path, standby: Path, topo) -> dict:
 
 
 def verify_node(node: str, directory: Path, topo, label: str | None = None) -> dict:
-    decode = msgspec.msgpack.Decoder(NodeInbound).decode
+    decode = msgspec.msgpack.Decoder(JournalInbound).decode
     report: dict = {"node": label or node, "journal": str(directory), "ok": False}
     try:
         snaps = _snapshots(directory)
@@ -209,7 +209,7 @@ def _first_divergence(node, topo, directory, start_seq, snaps, bad: dict) -> dic
 def _lockstep(node, topo, directory, start_seq, first_snap, seq: int, path: Path) -> dict:
     """Two replays that end apart: the whole one, brought to `seq`, and the one restored from the
     snapshot at `seq`, stepped together; the first input after which their states differ."""
-    decode = msgspec.msgpack.Decoder(NodeInbound).decode
+    decode = msgspec.msgpack.Decoder(JournalInbound).decode
     if start_seq == 0:
         a, a_process = _replayer(node, topo)
     else:

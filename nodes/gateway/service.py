@@ -12,7 +12,7 @@ from cluster.config import Topology
 from cluster.protocol import (
     ClientRequest, Codec, Error, Notice, OrderRejected, Ping, Pong, Regime, Reply, Report, Routed,
 )
-from cluster.signing import KEY_FILE_CHECK_MS, KeyFileWatch, load_keys
+from cluster.signing import KEY_FILE_CHECK_MS, KeyFileWatch, load_keys, topology_keys
 from cluster.stats import LATENCY_BOUNDS_US, count, observe
 from cluster.transport import NodeShell
 from nodes.gateway.invalid import describe_invalid, readable_req_ids
@@ -33,7 +33,7 @@ MAX_TIMED_REFS = 100_000  # requests in flight whose latency is measured (the ol
 def build(shell: NodeShell, topo: Topology):
     # Refs start at the wall clock in ns: a restart begins past every ref its predecessor used
     # (that would take a billion requests a second), so late answers cannot be misdelivered.
-    gateway = Gateway({a.api_key: (a.name, a.scopes) for a in topo.accounts.values()},
+    gateway = Gateway(topology_keys(topo),
                       {name: spec.public() for name, spec in topo.symbols.items()},
                       first_ref=time.time_ns(), collateral=(topo.collateral, str(topo.atom)),
                       policy=LogonPolicy.from_conf(shell.conf), limits=shell.conf.rate_limits,

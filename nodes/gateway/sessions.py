@@ -33,7 +33,7 @@ from cluster.protocol import (
     SignableRequest, Signed, Withdraw,
 )
 from cluster.scopes import FORWARD, REQUIRED_SCOPES, missing_scope
-from cluster.signing import RECV_WINDOW_MS, KeyEntry
+from cluster.signing import RECV_WINDOW_MS, KeyEntry, key_id, key_table
 
 MAX_PENDING_REFS = 200_000
 MAX_TRACKED_ADDRESSES = 100_000  # addresses with failed logons remembered (the oldest go first)
@@ -77,7 +77,7 @@ class LogonFailures:
 
 class Session:
     __slots__ = ("session_id", "account", "scopes", "allowed", "last_seen_ns", "ip", "api_key",
-                 "limits", "last_nonce", "must_sign", "closed")
+                 "limits", "last_nonce", "must_sign", "closed", "key_id")
 
     def __init__(self, session_id: int, account: str, scopes: tuple[str, ...], now_ns: int,
                  ip: str = "", api_key: str = "") -> None:
@@ -86,6 +86,7 @@ class Session:
         self.scopes = scopes
         self.ip = ip
         self.api_key = api_key
+        self.key_id = key_id(api_key)  # how risk knows the key (Routed.key_id)
         self.limits = None  # its rate-limit buckets (limits.SessionLimits), given at logon
         self.last_nonce = -1  # of its last signed request: a nonce must grow (no replays)
         self.must_sign = False  # its key requires every request signed
@@ -196,7 +197,8 @@ class Gateway:
             return [("matching", Routed(ref=self._ref(identity, msg.req_id, usage), account="",
                                         body=msg))]
         return [("risk", Routed(ref=self._ref(identity, msg.req_id, usage),
-                                account=session.account, body=msg, scopes=session.scopes))]
+                                account=session.account, body=msg, scopes=session.scopes,
+                                key_id=session.key_id))]
 
     def _admit(self, session: Session, msg) -> Error | None:
         """Refuse before the request leaves the gateway (scopes now; IP lists, rate limits later)."""
@@ -273,15 +275,7 @@ class Gateway:
         longer allows, is refused at its next request (and ended); one whose scopes or signature
         rule changed is served by the new ones. Returns how many sessions changed."""
         self.keys = dict(keys)
-        table = dict(self.topology_keys)
-        for api_key, entry in keys.items():
-            if entry.revoked:
-                table.pop(api_key, None)
-            elif entry.account:
-                table[api_key] = (entry.account, entry.scopes or ("trade",))
-            elif entry.scopes and api_key in table:
-                table[api_key] = (table[api_key][0], entry.scopes)
-        self.api_keys = table
+        self.api_keys = table = key_table(self.topology_keys, keys)
         changed = 0
         for session in self.sessions.values():
             found, entry = table.get(session.api_key), keys.get(session.api_key)

@@ -47,14 +47,14 @@ from cluster.protocol import (
     LiquidationStep, MassCancel, NewOrder, Notice, OrderAccepted, OrderAmended, OrderCancelled,
     OrderRejected, OrdersCancelled, OrdersView, OrderTriggered, OrderView, PlaceOrder, PositionView,
     Regime, Reply, Report, Routed, SetLeverage, SetMarginMode, ShiftPosition, Trade, Withdraw,
-    SetAccountMarginMode,
+    SetAccountMarginMode, KeyTable,
 )
 from cluster.rules import stress as sg
 from cluster.rules.bands import band_limits, protection_price
-from cluster.scopes import missing_scope
 from cluster.units import PPM, ceil_div
 from nodes.risk import adl
 from nodes.risk.accounts import AccountState, OpenOrder, Position, pending_units
+from nodes.risk.keys import KeyScopes
 from nodes.risk.marks import FundingClock, MarkAges
 from cluster.funding import funding_payment
 from cluster.prices import (
@@ -120,6 +120,7 @@ class RiskEngine(Snapshottable):
         self._by_worst: dict[str, dict[int, tuple[dict, list]]] = {
             s: {1: ({}, []), -1: ({}, [])} for s in sorted(symbols)}
         self.next_order_id = 1
+        self.keys = KeyScopes()  # risk's own view of each API key's account and scopes (#20)
 
     # ------------------------------------------------------------------ entry point
 
@@ -142,6 +143,8 @@ class RiskEngine(Snapshottable):
             self._liquidation_step(msg, out)
         elif t is ClockTick:
             self._tick(now_ns, out)
+        elif t is KeyTable:  # which key may do what (nodes/risk/keys.py), from risk's shell
+            self.keys.set(msg)
         elif t is AccountRiskRequest:  # a (re)started liquidator: every account it must watch
             for name, acct in self.accounts.items():
                 if any(p.qty for p in acct.positions.values()):
@@ -198,6 +201,7 @@ class RiskEngine(Snapshottable):
             "liquidations": sorted((oid, x.liquidation_id, x.qty, x.notional, x.fee, x.fund_delta)
                                    for oid, x in self.liq_orders.items()),
             "mark_ages": self.mark_ages.state(), "funding_clock": self.funding_clock.state(),
+            "keys": self.keys.state(),
         }
 
     def state_hash(self) -> str:
@@ -522,11 +526,10 @@ class RiskEngine(Snapshottable):
             out.append(("gateway", Reply(ref=msg.ref, body=Error(
                 req_id=0, reason="unknown_account", detail={"account": msg.account}))))
             return
-        if msg.scopes is not None:
-            missing = missing_scope(body, msg.scopes)
-            if missing is not None:  # the gateway let it through: a bug or a forged Routed
-                self._refuse(out, msg.ref, acct.name, "missing_scope", missing, now_ns)
-                return
+        refused = self.keys.refusal(msg)  # by risk's own key table, not the message's scopes
+        if refused is not None:  # the gateway let it through: a bug, a forged Routed, a revocation
+            self._refuse(out, msg.ref, acct.name, refused[0], refused[1], now_ns)
+            return
         t = type(body)
         if t is PlaceOrder:
             self._place(acct, msg.ref, body, now_ns, out)

@@ -7,7 +7,9 @@ from __future__ import annotations
 from cluster.config import Topology
 from cluster.protocol import AccountRisk, ClockTick, Error, Notice, Ping, Pong, Reply, Routed
 from cluster.runner import CoreRunner
+from cluster.signing import KEY_FILE_CHECK_MS, KeyFileWatch, load_keys, topology_keys
 from cluster.transport import NodeShell
+from nodes.risk.keys import key_table_input
 from nodes.risk.ledger import RiskEngine
 
 MARK_CHECK_MS = 100  # how often the marks' ages are looked at with no order to look at them
@@ -89,7 +91,43 @@ def build(shell: NodeShell, topo: Topology):
                     send("surveillance", effect)
 
     runner = CoreRunner(shell, engine, process, topo.journal)
-    shell.bind_inbox(runner.on_runs, runs=True)
+
+    # Risk's own key table (nodes/risk/keys.py): the run's key file, read as the gateway reads it,
+    # handed to the core as a journaled input whenever it says something new.
+    key_file_watch = KeyFileWatch(topo.run_dir)
+    # (read again at the first tick as primary: a promoted standby's primary may have died before
+    # it journaled the file's latest change)
+    key_file_watch.seen = None
+    key_source = topology_keys(topo)
+
+    def refresh_keys(start: bool = False) -> None:
+        if not start and not key_file_watch.changed():
+            return
+        try:
+            table = key_table_input(key_source, load_keys(topo.run_dir))
+        except (OSError, ValueError) as exc:  # the keys stay as they were (the gateway's rule)
+            shell.log.error("key_file_unreadable", error=str(exc)[:300])
+            if engine.keys.table is not None:
+                return
+            table = key_table_input(key_source, {})  # a first start: the topology's keys only
+        if not engine.keys.holds(table):
+            (runner.on_start if start else runner.on_messages)([table])
+            if engine.keys.holds(table):  # (a standby's start applies none: its primary's comes)
+                shell.log.info("key_table_applied", keys=len(table.keys),
+                               revoked=len(table.revoked))
+
+    def on_inbox(runs: list) -> None:
+        # A key risk does not know may have been made since it last looked (the gateway reads the
+        # file on its own timer): look now, before the request is judged by the old table.
+        known = engine.keys.table
+        if known is not None:
+            for _, messages in runs:
+                if any(type(m) is Routed and m.key_id not in known for m in messages):
+                    refresh_keys()
+                    break
+        runner.on_runs(runs)
+
+    shell.bind_inbox(on_inbox, runs=True)
     # (funding rates come on the inbox: the oracle pushes them, so none is lost to a reconnect)
     shell.subscribe(topo.nodes["oracle"].pub, [b"mark.", b"regime."], runner.on_messages)
     shell.every(250, runner.maybe_snapshot, always=True)
@@ -100,6 +138,8 @@ def build(shell: NodeShell, topo: Topology):
     shell.every(MARK_CHECK_MS, lambda: runner.on_messages([ClockTick()]))
     recovered = runner.recover()
     runner.on_start([ClockTick()])  # the funding clock starts before any rate can arrive
+    refresh_keys(start=True)  # (a primary only: a standby has its primary's table)
+    shell.every(KEY_FILE_CHECK_MS, refresh_keys)
     if recovered:
         shell.log.info("risk_recovered", **recovered)
         for name, acct in engine.accounts.items():  # the liquidator's view, afresh

@@ -15,7 +15,7 @@ import pytest
 
 from cluster.client import Client
 from cluster.journal import read_frames
-from cluster.protocol import BUY, SELL, LinkSeq, NodeInbound
+from cluster.protocol import BUY, SELL, JournalInbound, LinkSeq
 from cluster.verify import verify_node
 from tests.e2e.helpers import log_events, poll, wait_mark
 
@@ -93,7 +93,7 @@ async def test_spoofer_ranked_first_alerted_within_5s_and_venue_state_unchanged(
     run = cluster.run_dir
     without = msgspec.structs.replace(
         cluster.topo, nodes={n: c for n, c in cluster.topo.nodes.items() if n != "surveillance"})
-    decode = msgspec.msgpack.Decoder(NodeInbound).decode
+    decode = msgspec.msgpack.Decoder(JournalInbound).decode
     for node in ("matching", "risk"):
         links = {m.link for f in read_frames(run / "journal" / node, 0)
                  if type(m := decode(f.payload)) is LinkSeq}

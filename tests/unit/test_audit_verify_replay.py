@@ -4,7 +4,7 @@ start from no input at all, as the live node did, or every snapshot looks damage
 from __future__ import annotations
 
 from cluster import config, verify
-from cluster.protocol import ClockTick
+from cluster.protocol import ClockTick, KeyTable
 from cluster.recording import RecordingShell
 
 STARTED_NS = 1_796_646_325_037_923_747  # a live risk node's first tick (journal input 1)
@@ -32,6 +32,8 @@ def test_an_offline_replay_of_the_start_up_tick_reaches_the_live_state():
 
     core, process = verify._replayer("risk", topo)
     process(ClockTick(), STARTED_NS)  # what the journal holds as input 1
+    assert live_core.keys.table is not None  # input 2: risk's key table, as the file said then
+    process(KeyTable(keys=live_core.keys.table, revoked=live_core.keys.revoked), STARTED_NS)
     assert core.funding_clock.state() == live_core.funding_clock.state()
     assert core.mark_ages.state() == live_core.mark_ages.state()
     assert core.state_hash() == live_core.state_hash()

@@ -8,6 +8,7 @@ from __future__ import annotations
 from cluster.audit import Explanation
 from cluster.protocol import IndexMark, NewOrder, Notice, OrderRejected, PlaceOrder, Report, Routed
 from cluster.recording import RecordingShell
+from cluster.signing import key_id
 from nodes.risk import service as risk_service
 from nodes.risk.ledger import RiskEngine
 from tests.unit.pipeline import TOPO
@@ -83,7 +84,8 @@ def test_defect_10_the_topologys_max_mark_age_reaches_risk():
     risk_service.build(shell, TOPO)
     assert TOPO.nodes["risk"].max_mark_age_ms == 3_000
     shell.inbox([IndexMark(symbol=S, index=PRICE, mark=PRICE, last=0, seq=1, ts_ns=-3_001 * MS),
-                 Routed(ref=1, account="mm1", body=PlaceOrder(symbol=S, side=1, qty=1, price=PRICE))])
+                 Routed(ref=1, account="mm1", body=PlaceOrder(symbol=S, side=1, qty=1, price=PRICE),
+                        key_id=key_id(TOPO.accounts["mm1"].api_key))])  # (as the gateway names it)
     answers = [m for peer, m in shell.sent if peer == "gateway" and type(m) is Report]
     assert answers[0].event.reason == "mark_stale" and answers[0].event.detail["mark_age_ms"] == 3_001
     assert [(e.rule, e.decision) for e in shell.explained] == [

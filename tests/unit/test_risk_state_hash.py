@@ -4,10 +4,11 @@ that decides what the engine does next (so a field added later cannot silently f
 from __future__ import annotations
 
 from cluster.protocol import (
-    FundingEntry, FundingRate, IndexMark, NewOrder, OrderAccepted, PlaceOrder, Routed, SetLeverage,
+    FundingEntry, FundingRate, IndexMark, KeyTable, NewOrder, OrderAccepted, PlaceOrder, Routed, SetLeverage,
     SetMarginMode, Trade,
 )
 from nodes.risk.accounts import AccountState, OpenOrder, Position
+from nodes.risk.keys import KeyScopes
 from nodes.risk.ledger import LiqExec, RiskEngine
 from nodes.risk.marks import FundingClock, MarkAges
 from tests.unit.changes import changed
@@ -25,6 +26,7 @@ DERIVED = {
     LiqExec: set(),
     MarkAges: {"max_age_ns"},  # configuration
     FundingClock: set(),
+    KeyScopes: set(),
 }
 
 
@@ -53,6 +55,9 @@ def busy_engine() -> RiskEngine:
     interval = TOPO.symbols[SYMBOL].funding_interval_s * 1_000_000_000
     risk.handle(FundingRate(symbol=SYMBOL, rate_e9=100, mark=PRICE, ts_ns=interval,
                             funding_ts_ns=interval), interval)
+    # risk's own key table (the requests above came with none, as a core driven directly does)
+    risk.handle(KeyTable(keys={"k1": ("a", ("trade",)), "k2": ("b", ("read",))},
+                         revoked={"k3": "a", "k4": "b"}), interval)
     return risk
 
 
@@ -68,6 +73,7 @@ def _holders(risk: RiskEngine):
     yield risk.liq_orders[99]
     yield risk.mark_ages
     yield risk.funding_clock
+    yield risk.keys
 
 
 def test_every_slot_that_decides_the_future_is_in_the_hash():
@@ -88,7 +94,7 @@ def test_every_engine_attribute_is_in_the_hash():
     names = [n for n in vars(busy_engine())
              if n not in ("specs", "max_open_orders", "backstops", "orders", "_by_worst",
                           "stress_params",  # configuration: the published grid
-                          "mark_ages", "funding_clock")]  # those two: their slots are checked one by one
+                          "mark_ages", "funding_clock", "keys")]  # those: their slots one by one
     for name in names:
         risk = busy_engine()
         before = risk.state_hash()

@@ -12,6 +12,7 @@ from cluster.protocol import (
     SetLeverage, Trade,
 )
 from cluster.recording import RecordingShell
+from cluster.signing import key_id
 from nodes.matching import service as matching_service
 from nodes.risk import service as risk_service
 from nodes.surveillance import service as surveillance_service
@@ -71,9 +72,11 @@ def test_private_feed_carries_each_commands_events_with_accounts():
 def risk_run(topo):
     shell = RecordingShell(topo.nodes["risk"])
     on_stop = risk_service.build(shell, topo)
-    shell.inbox([Routed(ref=1, account="alice", body=SetLeverage(symbol=S, leverage=50)),
+    alice = key_id(topo.accounts["alice"].api_key)  # the key the gateway names to risk
+    shell.inbox([Routed(ref=1, account="alice", body=SetLeverage(symbol=S, leverage=50),
+                        key_id=alice),
                  Routed(ref=2, account="alice", body=PlaceOrder(symbol=S, side=1, qty=3,
-                                                                price=PRICE))])
+                                                                price=PRICE), key_id=alice)])
     return shell, final_hash(shell, on_stop, "risk_final_state")
 
 

@@ -1,0 +1,86 @@
+"""Risk's own view of which API key may do what (#20). Pure.
+
+The gateway checks a request's scope at admission; risk checks it again for every account
+operation it executes, by its own table rather than by what the message says, so that a Routed
+sent by something other than the gateway (or let through by a gateway bug) moves nothing its key
+may not move. The table comes in as an input (KeyTable: risk's shell reads the run's key file),
+journaled like any other, so a replay refuses and accepts exactly what the live node did.
+
+    keys.refusal(routed) -> None | (reason, numbers)
+
+The reasons and numbers are the gateway's: `invalid_api_key` (a key risk does not know),
+`key_revoked` (a revoked key, or one that is not this account's), `missing_scope` (the scope
+needed, the scopes the key has), `not_your_account` (a transfer on another account's balance
+without the admin scope: `transfer` moves only the key's own account's money).
+"""
+
+from __future__ import annotations
+
+from cluster.protocol import Deposit, KeyTable, Routed, Withdraw
+from cluster.scopes import REQUIRED_SCOPES, missing_scope
+from cluster.signing import key_id, key_table
+
+
+class KeyScopes:
+    __slots__ = ("table", "revoked")
+
+    def __init__(self) -> None:
+        # key_id -> (account, scopes); None until the shell hands a table in (a core driven
+        # directly, as in most unit tests: then the message's own `scopes` are checked, if any)
+        self.table: dict[str, tuple[str, tuple[str, ...]]] | None = None
+        self.revoked: dict[str, str] = {}  # key_id -> its account ("" when it named none)
+
+    def set(self, msg: KeyTable) -> None:
+        self.table = {k: (account, tuple(scopes)) for k, (account, scopes) in msg.keys.items()}
+        self.revoked = dict(msg.revoked)
+
+    def holds(self, msg: KeyTable) -> bool:
+        """Whether `msg` is the table in force already (then the shell need not journal it)."""
+        return self.table is not None and self.revoked == msg.revoked and self.table == {
+            k: (account, tuple(scopes)) for k, (account, scopes) in msg.keys.items()}
+
+    def refusal(self, msg: Routed) -> tuple[str, dict] | None:
+        body = msg.body
+        t = type(body)
+        if t not in REQUIRED_SCOPES:
+            return None
+        table = self.table
+        if table is None:
+            scopes = msg.scopes
+            if scopes is None:
+                return None
+        else:
+            found = table.get(msg.key_id)
+            if found is None:
+                if msg.key_id in self.revoked:
+                    return "key_revoked", {"account": msg.account,
+                                           "key_account": self.revoked[msg.key_id]}
+                return "invalid_api_key", {"account": msg.account, "key_id": msg.key_id,
+                                           "why": "not a key of this venue's key table"}
+            account, scopes = found
+            if account != msg.account:
+                return "key_revoked", {"account": msg.account, "key_account": account}
+        missing = missing_scope(body, scopes)
+        if missing is not None:
+            return "missing_scope", missing
+        if (t is Withdraw or t is Deposit) and body.account != msg.account \
+                and "admin" not in scopes:
+            return "not_your_account", {"account": body.account, "session_account": msg.account,
+                                        "required": "admin", "scopes": ",".join(scopes)}
+        return None
+
+    def state(self) -> dict | None:
+        if self.table is None:
+            return None
+        return {"keys": sorted((k, a, list(s)) for k, (a, s) in self.table.items()),
+                "revoked": sorted(self.revoked.items())}
+
+
+def key_table_input(topology: dict[str, tuple[str, tuple[str, ...]]], entries: dict) -> KeyTable:
+    """The KeyTable risk's shell journals: the topology's keys and the key file's `entries`
+    (cluster/signing.py load_keys), by key_id, in a canonical order."""
+    table = key_table(topology, entries)
+    revoked = {key_id(api_key): entry.account or (topology.get(api_key) or ("",))[0]
+               for api_key, entry in entries.items() if entry.revoked}
+    return KeyTable(keys={key_id(k): table[k] for k in sorted(table)},
+                    revoked={k: revoked[k] for k in sorted(revoked)})

@@ -1,0 +1,99 @@
+"""Risk re-checks every account operation by its own key table (#20), on the real cluster: a Routed
+forged on the gateway -> risk link (sent with the run's tools key, which CurveZMQ lets in) that
+claims scopes its key does not have, or names a revoked key, is refused at risk with the gateway's
+reason and numbers, and moves nothing; the journal, key table included, replays to the live
+state."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import msgspec
+import pytest
+import zmq
+
+from cluster import curve
+from cluster.client import Client
+from cluster.protocol import Deposit, Routed, SetLeverage, Withdraw
+from cluster.signing import key_id
+from cluster.verify import verify_node
+from tests.e2e.helpers import log_events, poll
+
+pytestmark = pytest.mark.e2e
+
+EVERY_SCOPE = ("read", "trade", "transfer", "admin")
+
+
+def final_hash(run_dir, node: str) -> str:
+    for line in (run_dir / "log" / f"{node}.log").read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("event") == f"{node}_final_state":
+            return rec["state_hash"]
+    raise AssertionError(f"no {node}_final_state in {node}.log")
+
+
+def test_a_forged_routed_at_risk_is_refused_by_risks_own_key_table(cluster):
+    topo = cluster.topo
+    alice_key = cluster.api_key("alice")  # the topology's: trade only
+    assert tuple(topo.accounts["alice"].scopes) == ("trade",)
+    # a transfer key for alice, made and then revoked as an operator does
+    made = cluster.cli_json("keys", "create", "alice", "--scopes", "transfer,trade")
+    cluster.cli_json("keys", "revoke", made["api_key"])
+    assert poll(lambda: any(r.get("revoked") == 1 for r in
+                            log_events(cluster, "risk", "key_table_applied")), 10), \
+        log_events(cluster, "risk", "key_table_applied")
+
+    async def alice_view():
+        async with Client(cluster.endpoint(), api_key=alice_key) as alice:
+            view = await alice.account_view()
+            return view.balance, view.available, [(p.symbol, p.qty) for p in view.positions]
+
+    before = asyncio.run(alice_view())
+    forged = [
+        # alice's trade-only key claiming every scope: a withdrawal, a deposit
+        Routed(ref=10**15 + 1, account="alice", body=Withdraw(account="alice", amount=10**6),
+               scopes=EVERY_SCOPE, key_id=key_id(alice_key)),
+        Routed(ref=10**15 + 2, account="alice", body=Deposit(account="alice", amount=10**12),
+               scopes=EVERY_SCOPE, key_id=key_id(alice_key)),
+        # the revoked key, with the scope it had
+        Routed(ref=10**15 + 3, account="alice", body=Withdraw(account="alice", amount=10**6),
+               scopes=EVERY_SCOPE, key_id=key_id(made["api_key"])),
+        # no key named at all (what risk accepted before, trusting `scopes`)
+        Routed(ref=10**15 + 4, account="alice", body=SetLeverage(symbol="BTC-PERP", leverage=3),
+               scopes=EVERY_SCOPE),
+    ]
+    sock = curve.tools_socket(zmq.Context.instance(), zmq.PUSH, topo, topo.nodes["risk"].inbox)
+    sock.setsockopt(zmq.LINGER, 2000)
+    sock.send(msgspec.msgpack.encode(forged))
+    sock.close()
+
+    def refusals():
+        decisions = cluster.cli_json("explain", "account", "alice")["decisions"]
+        return [d for d in decisions if d.get("rule") in (
+            "risk.missing_scope", "risk.key_revoked", "risk.invalid_api_key")]
+
+    poll(lambda: len(refusals()) >= 4, 15)
+    found = refusals()
+    assert len(found) == 4, found
+    by_rule: dict = {}
+    for d in found:
+        by_rule.setdefault(d["rule"], []).append(d)
+    scope = sorted(by_rule["risk.missing_scope"], key=lambda d: d["numbers"]["request"])
+    assert [(d["numbers"]["request"], d["numbers"]["required"], d["numbers"]["scopes"])
+            for d in scope] == [("Deposit", "admin", "trade"),
+                                ("Withdraw", "transfer or admin", "trade")], scope
+    (revoked,) = by_rule["risk.key_revoked"]
+    assert revoked["numbers"]["key_account"] == "alice"
+    (unknown,) = by_rule["risk.invalid_api_key"]
+    assert unknown["numbers"]["key_id"] == ""
+    assert asyncio.run(alice_view()) == before  # nothing moved ...
+    applied = [d["rule"] for d in cluster.cli_json("explain", "account", "alice")["decisions"]
+               if d["node"] == "risk" and d["decision"] == "applied"]
+    assert applied == [], applied  # ... and no setting changed
+    assert cluster.status()["nodes"]["risk"]["restarts"] == 0
+
+    # the journal, with the key tables risk read, replays to the state the node ended in
+    cluster.down()
+    replayed = verify_node("risk", cluster.run_dir / "journal" / "risk", topo)
+    assert replayed["ok"] and replayed["state_hash"] == final_hash(cluster.run_dir, "risk"), replayed
