@@ -433,7 +433,7 @@ def public_key_for(topo: config.Topology, args) -> str | None:
 
 async def with_client(args, fn, *, logon: bool | str = True):
     """`logon`: True (an account's key is needed), "public" (public_key_for) or False. Requests
-    are signed when the run's key file holds the key's secret."""
+    are signed when the run's key file holds the key's secret (or $PERPX_API_SECRET gives it)."""
     from cluster.client import Client, RequestFailed
     from cluster.signing import secret_for
 
@@ -442,8 +442,15 @@ async def with_client(args, fn, *, logon: bool | str = True):
     gw = topo.nodes["gateway"]
     key = (public_key_for(topo, args) if logon == "public"
            else api_key_for(topo, args) if logon else None)
+    secret = secret_for(topo.run_dir, key) if key else None
+    if key and os.environ.get("PERPX_API_SECRET"):  # a key's secret where there is no key file
+        try:
+            secret = bytes.fromhex(os.environ["PERPX_API_SECRET"])
+        except ValueError:
+            raise CliError("bad_secret", "PERPX_API_SECRET: the key's secret in hex, as "
+                           "`perpx keys create` showed it") from None
     client = Client(gw.client, api_key=None, market_data=gw.pub, timeout=args.timeout,
-                    secret=secret_for(topo.run_dir, key) if key else None)
+                    secret=secret)
     answered = False  # whether the venue answered anything: then it is up, and a request is late
     try:
         await client.connect()
@@ -1612,4 +1619,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # (`python -m cluster.cli`: run the imported module's main, so that the CliError a command
+    # module raises, imported from cluster.cli, is the one main catches, not __main__'s copy)
+    from cluster.cli import main as imported_main
+
+    sys.exit(imported_main())

@@ -47,6 +47,9 @@ def add_parsers(sub, common) -> None:
                         help="an Ed25519 key: the venue keeps its public half; the private half "
                              "is shown this once (sign with it: Client(ed25519_key=...))")
     create.set_defaults(fn=cmd_keys_create)
+    wire = ("through the gateway as this admin-scoped key, signed (with its secret from the run's "
+            "key file or $PERPX_API_SECRET), instead of editing the key file here")
+    create.add_argument("--api-key", metavar="ADMIN_KEY", help=wire)
     _command(keys, "list", "every key: account, scopes, state, allow-list (never a secret)",
              "perpx keys list", [common]).set_defaults(fn=cmd_keys_list)
     for verb, fn, text in (("revoke", cmd_keys_revoke, "end a key; its sessions are refused at "
@@ -55,6 +58,7 @@ def add_parsers(sub, common) -> None:
                             "signs is refused")):
         one = _command(keys, verb, text, f"perpx keys {verb} k-0123abcd", [common])
         one.add_argument("key", help="the API key")
+        one.add_argument("--api-key", metavar="ADMIN_KEY", help=wire)
         one.set_defaults(fn=fn)
 
 
@@ -91,8 +95,21 @@ def render_limits(detail: dict) -> str:
     return "\n".join(lines)
 
 
+def _over_the_wire(args, request) -> dict:
+    """A ManageKey sent through the gateway as the admin key --api-key names: the Ack's detail."""
+    from cluster.cli import with_client
+
+    args.account = None  # (the admin key's own account is whatever it logs on as)
+
+    async def run(client, topo):
+        return (await client.request(request)).detail
+
+    return asyncio.run(with_client(args, run))
+
+
 def cmd_keys_create(args) -> int:
     from cluster.cli import EXIT_OK, CliError, emit, load_topology
+    from cluster.protocol import ManageKey
     from cluster.signing import create_key
 
     topo = load_topology(args)
@@ -100,12 +117,18 @@ def cmd_keys_create(args) -> int:
         raise CliError("unknown_account", f"no account {args.name!r} in {topo.path}")
     scopes = [s for s in args.scopes.split(",") if s]
     allow = [c for c in args.allow.split(",") if c]
-    try:
-        api_key, secret = create_key(topo.run_dir, args.name, scopes, allow,
-                                     require_signature=not args.unsigned_ok,
-                                     ed25519=args.ed25519)
-    except ValueError as exc:
-        raise CliError("invalid_key", str(exc)) from None
+    if args.api_key:
+        made = _over_the_wire(args, ManageKey(
+            action="create", account=args.name, scopes=scopes, allow=allow,
+            require_signature=not args.unsigned_ok, ed25519=args.ed25519))
+        api_key, secret = str(made["api_key"]), str(made["secret"])
+    else:
+        try:
+            api_key, secret = create_key(topo.run_dir, args.name, scopes, allow,
+                                         require_signature=not args.unsigned_ok,
+                                         ed25519=args.ed25519)
+        except ValueError as exc:
+            raise CliError("invalid_key", str(exc)) from None
     emit({"api_key": api_key, "secret": secret, "account": args.name, "scopes": scopes,
           "allow": allow, "require_signature": not args.unsigned_ok or args.ed25519,
           "kind": "ed25519" if args.ed25519 else "hmac-sha256"}, args.json,
@@ -146,23 +169,37 @@ def cmd_keys_revoke(args) -> int:
     from cluster.signing import revoke_key
 
     topo = load_topology(args)
-    _known_key(topo, args.key)
-    revoke_key(topo.run_dir, args.key)
+    if args.api_key:
+        from cluster.protocol import ManageKey
+        _over_the_wire(args, ManageKey(action="revoke", api_key=args.key))
+    else:
+        _known_key(topo, args.key)
+        revoke_key(topo.run_dir, args.key)
     emit({"api_key": args.key, "revoked": True}, args.json,
          lambda d: f"{d['api_key']} revoked: its sessions end at their next request")
     return EXIT_OK
 
 
 def cmd_keys_rotate(args) -> int:
-    from cluster.cli import EXIT_OK, CliError, emit, load_topology
+    from cluster.cli import CliError, load_topology
     from cluster.signing import rotate_key
 
     topo = load_topology(args)
+    if args.api_key:
+        from cluster.protocol import ManageKey
+        secret = str(_over_the_wire(args, ManageKey(action="rotate", api_key=args.key))["secret"])
+        return _rotated(args, secret)
     _known_key(topo, args.key)
     try:
         secret = rotate_key(topo.run_dir, args.key)
     except (KeyError, FileNotFoundError):
         raise CliError("unknown_key", f"{args.key!r} is revoked or has no secret yet") from None
+    return _rotated(args, secret)
+
+
+def _rotated(args, secret: str) -> int:
+    from cluster.cli import EXIT_OK, emit
+
     emit({"api_key": args.key, "secret": secret}, args.json,
          lambda d: f"{d['api_key']}: new secret {d['secret']} (the old one is refused)")
     return EXIT_OK

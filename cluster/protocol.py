@@ -178,6 +178,23 @@ class GetLimits(Msg, tag=True, kw_only=True):
     account: Name = ""
 
 
+class ManageKey(Msg, tag=True, kw_only=True):
+    """Admin scope, signed only: make, revoke or rotate an API key of the run's key file through
+    the gateway, which writes the file as `perpx keys` does (`perpx keys create|revoke|rotate
+    --api-key ADMIN_KEY`). Answered by an Ack (key_created, key_revoked, key_rotated) whose detail
+    carries a made or rotated key's secret, this once. create: `account`, `scopes`, `allow`
+    (CIDRs), `require_signature`, `ed25519`; revoke and rotate: `api_key`."""
+
+    req_id: Id = 0
+    action: Literal["create", "revoke", "rotate"]
+    account: Name = ""
+    scopes: Annotated[list[Name], Meta(max_length=8)] = []
+    allow: Annotated[list[Name], Meta(max_length=64)] = []
+    require_signature: bool = True
+    ed25519: bool = False
+    api_key: Name = ""
+
+
 class Signed(Msg, tag=True, kw_only=True):
     """A request signed with its API key's secret (cluster/signing.py): `body` is the request's
     msgpack bytes as signed; `req_id` repeats the request's, for a refusal before it is read."""
@@ -206,12 +223,12 @@ ADMIN_REQUESTS = (Deposit, Withdraw)
 ClientRequest = Union[
     Logon, Logout, PlaceOrder, AmendOrder, CancelOrder, CancelAll, Ping, GetBook, GetAccount, SetLeverage,
     SetMarginMode, AdjustIsolatedMargin, Deposit, Withdraw, GetOrders, GetLimits, Signed,
-    SetAccountMarginMode,
+    SetAccountMarginMode, ManageKey,
 ]
 SignableRequest = Union[  # what a Signed body may hold (not another Signed)
     Logon, Logout, PlaceOrder, AmendOrder, CancelOrder, CancelAll, Ping, GetBook, GetAccount,
     SetLeverage, SetMarginMode, AdjustIsolatedMargin, Deposit, Withdraw, GetOrders, GetLimits,
-    SetAccountMarginMode,
+    SetAccountMarginMode, ManageKey,
 ]
 
 

@@ -16,6 +16,7 @@ from cluster.signing import KEY_FILE_CHECK_MS, KeyFileWatch, load_keys, topology
 from cluster.stats import LATENCY_BOUNDS_US, count, observe
 from cluster.transport import NodeShell
 from nodes.gateway.invalid import describe_invalid, readable_req_ids
+from nodes.gateway.key_admin import manage_key
 from nodes.gateway.sessions import Gateway, LogonPolicy
 
 ROUTER = "clients"
@@ -60,6 +61,8 @@ def build(shell: NodeShell, topo: Topology):
                 shell.reply(ROUTER, effect[1], effect[2])
             elif effect[0] == "explain":
                 shell.audit.record(effect[1])
+            elif effect[0] == "keys":  # an admin's ManageKey: the key file, written here
+                manage(*effect[1:])
             else:
                 if type(effect[1]) is Routed:
                     if len(in_flight) >= MAX_TIMED_REFS:  # answers that never came
@@ -198,6 +201,27 @@ def build(shell: NodeShell, topo: Topology):
             shell.log.info("session_disconnected", account=account, sessions=len(gateway.sessions))
 
     key_file_watch = KeyFileWatch(topo.run_dir)
+    account_names = frozenset(topo.accounts)
+    topology_key_accounts = {k: account for k, (account, _) in topology_keys(topo).items()}
+
+    def manage(identity: bytes, msg, by: str, usage: dict) -> None:
+        """`perpx keys` over the wire (nodes/gateway/key_admin.py); served by at once."""
+        try:
+            answer, numbers = manage_key(topo.run_dir, account_names, topology_key_accounts,
+                                         msg, by)
+        except (OSError, ValueError) as exc:  # the key file unreadable or unwritable
+            answer, numbers = Error(req_id=msg.req_id, reason="key_file_error",
+                                    detail={"error": str(exc)[:200]}), None
+        answer = msgspec.structs.replace(answer, usage=usage)
+        if numbers is None:
+            explain_refusal(identity, answer)
+        else:
+            shell.audit.record(Explanation(ts_ns=shell.now_ns(), node="gateway",
+                                           rule=f"gateway.{answer.action}",
+                                           subject=numbers["account"], decision="applied",
+                                           numbers=numbers))
+            reload_keys()
+        shell.reply(ROUTER, identity, answer)
 
     def reload_keys() -> None:
         """The key file changed (a key made, revoked or rotated): serve by it from now on; a file

@@ -28,8 +28,8 @@ from nodes.gateway.limits import REGIMES, Limiter
 
 from cluster.protocol import (
     PROTOCOL_VERSION, Ack, AdjustIsolatedMargin, AmendOrder, CancelAll, CancelOrder, Deposit, Error,
-    GetAccount, GetBook, GetLimits, GetOrders, Logon, LogonAck, Logout, MaintenanceAlert, Notice,
-    Ping, PlaceOrder, Pong, Regime, Reply, Report, Routed, SetLeverage, SetMarginMode,
+    GetAccount, GetBook, GetLimits, GetOrders, Logon, LogonAck, Logout, MaintenanceAlert, ManageKey,
+    Notice, Ping, PlaceOrder, Pong, Regime, Reply, Report, Routed, SetLeverage, SetMarginMode,
     SignableRequest, Signed, Withdraw,
 )
 from cluster.scopes import FORWARD, REQUIRED_SCOPES, missing_scope
@@ -190,6 +190,11 @@ class Gateway:
             return [("client", identity, msgspec.structs.replace(refused, usage=usage))]
         if t is GetLimits:
             return [("client", identity, self._limits_view(session, msg, usage, now_ns))]
+        if t is ManageKey:  # the shell writes the key file (nodes/gateway/key_admin.py)
+            if not signed:  # a secret is made or changed only for a request signed with one
+                return [("client", identity, Error(req_id=msg.req_id, reason="signature_required",
+                                                   detail={"request": "ManageKey"}, usage=usage))]
+            return [("keys", identity, msg, session.account, usage)]
         if t is GetBook:
             if msg.symbol not in self.symbols:
                 return [("client", identity, Error(req_id=msg.req_id, reason="unknown_symbol",
