@@ -1,7 +1,7 @@
 """Which API key scope each client request needs (#20): one table, checked by the gateway at
-admission and again by risk for every account operation it is handed (Routed.scopes), so that a
-request let through by mistake, or sent by something other than the gateway, still moves nothing
-its key may not move."""
+admission and again by risk for every account operation it is handed, by the scopes its own key
+table gives the key the Routed names (nodes/risk/keys.py), so that a request let through by
+mistake, or sent by something other than the gateway, still moves nothing its key may not move."""
 
 from __future__ import annotations
 
