@@ -22,17 +22,23 @@ from cluster.signing import key_id, key_table
 
 
 class KeyScopes:
-    __slots__ = ("table", "revoked")
+    __slots__ = ("table", "revoked", "allowed")
 
     def __init__(self) -> None:
         # key_id -> (account, scopes); None until the shell hands a table in (a core driven
         # directly, as in most unit tests: then the message's own `scopes` are checked, if any)
         self.table: dict[str, tuple[str, tuple[str, ...]]] | None = None
         self.revoked: dict[str, str] = {}  # key_id -> its account ("" when it named none)
+        # key_id -> the request types its scopes allow: worked out once per table, as the
+        # gateway's Session.allowed is, since this runs for every request (derived from `table`)
+        self.allowed: dict[str, frozenset] = {}
 
     def set(self, msg: KeyTable) -> None:
         self.table = {k: (account, tuple(scopes)) for k, (account, scopes) in msg.keys.items()}
         self.revoked = dict(msg.revoked)
+        self.allowed = {k: frozenset(t for t, needed in REQUIRED_SCOPES.items()
+                                     if any(scope in scopes for scope in needed))
+                        for k, (_, scopes) in self.table.items()}
 
     def holds(self, msg: KeyTable) -> bool:
         """Whether `msg` is the table in force already (then the shell need not journal it)."""
@@ -51,6 +57,9 @@ class KeyScopes:
                 return None
         else:
             found = table.get(msg.key_id)
+            if found is not None and found[0] == msg.account and t in self.allowed[msg.key_id] \
+                    and t is not Withdraw and t is not Deposit:
+                return None  # (the common case, in two lookups)
             if found is None:
                 if msg.key_id in self.revoked:
                     return "key_revoked", {"account": msg.account,

@@ -26,7 +26,7 @@ DERIVED = {
     LiqExec: set(),
     MarkAges: {"max_age_ns"},  # configuration
     FundingClock: set(),
-    KeyScopes: set(),
+    KeyScopes: {"allowed"},  # worked out from `table`
 }
 
 
