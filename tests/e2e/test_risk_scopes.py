@@ -1,8 +1,8 @@
 """Risk re-checks every account operation by its own key table (#20), on the real cluster: a Routed
 forged on the gateway -> risk link (sent with the run's tools key, which CurveZMQ lets in) that
-claims scopes its key does not have, or names a revoked key, is refused at risk with the gateway's
-reason and numbers, and moves nothing; the journal, key table included, replays to the live
-state."""
+claims scopes its key does not have, or names a revoked key, is refused at risk with the
+gateway's reason and numbers, and moves nothing; a forged key table is not even decoded; the
+journal, key table included, replays to the live state."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import zmq
 
 from cluster import curve
 from cluster.client import Client
-from cluster.protocol import Deposit, Routed, SetLeverage, Withdraw
+from cluster.protocol import Deposit, KeyTable, Routed, SetLeverage, Withdraw
 from cluster.signing import key_id
 from cluster.verify import verify_node
 from tests.e2e.helpers import log_events, poll
@@ -50,6 +50,12 @@ def test_a_forged_routed_at_risk_is_refused_by_risks_own_key_table(cluster):
             return view.balance, view.available, [(p.symbol, p.qty) for p in view.positions]
 
     before = asyncio.run(alice_view())
+    sock = curve.tools_socket(zmq.Context.instance(), zmq.PUSH, topo, topo.nodes["risk"].inbox)
+    sock.setsockopt(zmq.LINGER, 2000)
+    # first a key table of its own, giving alice's key every scope: no inbox takes a KeyTable
+    # (only risk's shell makes one), so the frame is refused at decode and counted
+    sock.send(msgspec.msgpack.encode([KeyTable(keys={key_id(alice_key): ("alice", EVERY_SCOPE)})]))
+    assert poll(lambda: log_events(cluster, "risk", "bad_frame"), 10)
     forged = [
         # alice's trade-only key claiming every scope: a withdrawal, a deposit
         Routed(ref=10**15 + 1, account="alice", body=Withdraw(account="alice", amount=10**6),
@@ -63,8 +69,6 @@ def test_a_forged_routed_at_risk_is_refused_by_risks_own_key_table(cluster):
         Routed(ref=10**15 + 4, account="alice", body=SetLeverage(symbol="BTC-PERP", leverage=3),
                scopes=EVERY_SCOPE),
     ]
-    sock = curve.tools_socket(zmq.Context.instance(), zmq.PUSH, topo, topo.nodes["risk"].inbox)
-    sock.setsockopt(zmq.LINGER, 2000)
     sock.send(msgspec.msgpack.encode(forged))
     sock.close()
 
