@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import msgspec
 import pytest
@@ -16,7 +17,7 @@ import zmq
 from cluster import curve
 from cluster.client import Client
 from cluster.protocol import Deposit, KeyTable, Routed, SetLeverage, Withdraw
-from cluster.signing import key_id
+from cluster.signing import KEY_FILE_CHECK_MS, key_id
 from cluster.verify import verify_node
 from tests.e2e.helpers import log_events, poll
 
@@ -101,3 +102,45 @@ def test_a_forged_routed_at_risk_is_refused_by_risks_own_key_table(cluster):
     cluster.down()
     replayed = verify_node("risk", cluster.run_dir / "journal" / "risk", topo)
     assert replayed["ok"] and replayed["state_hash"] == final_hash(cluster.run_dir, "risk"), replayed
+
+
+def test_a_promoted_standby_holds_its_primarys_key_table(tmp_path):
+    """The key table reaches risk's standby as the journaled input it is: after the primary is
+    killed, the promoted standby refuses the revoked key without having read the key file for
+    it (it logs no key table of its own), and both journals replay to one state."""
+    from tests.e2e.test_failover import in_sync, primary, started_pairs
+
+    handle = started_pairs(tmp_path, "risk")
+    try:
+        made = handle.cli_json("keys", "create", "alice", "--scopes", "transfer,trade")
+        handle.cli_json("keys", "revoke", made["api_key"])
+        assert poll(lambda: any(r.get("revoked") == 1 for r in
+                                log_events(handle, "risk", "key_table_applied")), 10)
+        assert poll(lambda: in_sync(handle, "risk"), 20)
+        old, epoch = primary(handle, "risk")
+        assert old == "risk"
+        handle.cli("netsim", "fault", "risk", "kill", "--primary", check=True)
+        assert poll(lambda: (primary(handle, "risk") or ("", 0))[0] == "risk.b", 20), \
+            handle.status()["nodes"]["risk.b"]
+        assert log_events(handle, "risk.b", "failover_promoted")  # (its log is where we look)
+        time.sleep(KEY_FILE_CHECK_MS / 1000 * 2)  # (its own look at the file, had it needed one)
+        assert log_events(handle, "risk.b", "key_table_applied") == []
+        sock = curve.tools_socket(zmq.Context.instance(), zmq.PUSH, handle.topo,
+                                  handle.topo.nodes["risk"].standby_inbox)
+        sock.setsockopt(zmq.LINGER, 2000)
+        sock.send(msgspec.msgpack.encode([Routed(
+            ref=10**15 + 9, account="alice", body=Withdraw(account="alice", amount=10**6),
+            scopes=EVERY_SCOPE, key_id=key_id(made["api_key"]))]))
+        sock.close()
+
+        def refused():
+            decisions = handle.cli_json("explain", "account", "alice")["decisions"]
+            return [d for d in decisions if d["rule"] == "risk.key_revoked"]
+
+        assert poll(refused, 10), handle.cli_json("explain", "account", "alice")
+        handle.down()
+        verified = handle.cli_json("audit", "verify", str(handle.run_dir))
+        pairs = {p["node"]: p for p in verified["pairs"]}
+        assert pairs["risk"]["equal"], pairs["risk"]
+    finally:
+        handle.down()
