@@ -4,11 +4,15 @@ is refused, and the table is an input like any other (replayed, snapshotted, has
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from cluster.config import load
 from cluster.protocol import (
     Deposit, Error, GetAccount, KeyTable, Logon, NewOrder, PlaceOrder, Reply, Routed, SetLeverage,
     Withdraw,
 )
+from cluster.scopes import REQUIRED_SCOPES, SCOPES
 from cluster.signing import KeyEntry, key_id, topology_keys
 from nodes.gateway.sessions import Gateway
 from nodes.risk.keys import key_table_input
@@ -140,3 +144,32 @@ def test_the_gateway_and_risk_name_a_key_alike_and_agree_on_its_scopes():
         assert to == "risk" and routed.key_id == key_id(api_key) and api_key not in routed.key_id
         ((_, answer),) = [e for e in risk.handle(routed, 1) if e[0] == "gateway"]
         assert answer.body.account == account
+
+
+SCOPE_SETS = st.lists(st.sampled_from(SCOPES), unique=True, max_size=4).map(tuple)
+BODIES = st.sampled_from([
+    PlaceOrder(symbol=SYMBOL, side=1, qty=1, price=PRICE), GetAccount(),
+    SetLeverage(symbol=SYMBOL, leverage=2), Withdraw(account="alice", amount=1),
+    Withdraw(account="bob", amount=1), Deposit(account="bob", amount=1)])
+
+
+@settings(max_examples=200, deadline=None)
+@given(SCOPE_SETS, SCOPE_SETS, SCOPE_SETS, BODIES, st.sampled_from(["k1", "k2", "k3", ""]),
+       st.sampled_from(["alice", "bob"]))
+def test_what_the_message_claims_never_decides(held, claimed, other_claim, body, key, account):
+    """Whatever scopes a Routed claims, risk's answer is the one its table gives the key: the
+    same for any claim, and a pass exactly when the key is the account's and its scopes allow
+    the request (an admin's on another account's balance)."""
+    from nodes.risk.keys import KeyScopes
+
+    keys = KeyScopes()
+    keys.set(KeyTable(keys={"k1": ("alice", held), "k2": ("bob", ("admin",))},
+                      revoked={"k3": "alice"}))
+    answer, *others = [keys.refusal(Routed(ref=1, account=account, body=body, scopes=claim,
+                                           key_id=key)) for claim in (claimed, other_claim, None)]
+    assert others == [answer, answer], (answer, others)
+    found = {"k1": ("alice", held), "k2": ("bob", ("admin",))}.get(key)
+    may = (found is not None and found[0] == account
+           and any(s in found[1] for s in REQUIRED_SCOPES[type(body)])
+           and (getattr(body, "account", account) == account or "admin" in found[1]))
+    assert (answer is None) == may, (answer, held, body, key, account)
