@@ -80,7 +80,9 @@ class Run:
     def __init__(self) -> None:
         from cluster import config
 
-        if RUN_BASE.exists():
+        if RUN_BASE.exists():  # an earlier run's cluster (an interrupted one) is stopped first
+            subprocess.run([sys.executable, "-m", "cluster.cli", "cluster", "down", "--run-dir",
+                            str(RUN_BASE / "run")], cwd=ROOT, capture_output=True, timeout=60)
             shutil.rmtree(RUN_BASE)
         RUN_BASE.mkdir(parents=True)
         self.run_dir = RUN_BASE / "run"
