@@ -149,6 +149,7 @@ def read_jsonl(path: Path, offset: int = 0) -> list[dict]:
     with path.open("rb") as f:
         f.seek(offset)
         data = f.read()
+    data = data[:data.rfind(b"\n") + 1]  # a line still being written is read next time
     return [json.loads(line) for line in data.decode().splitlines() if line.strip()]
 
 
@@ -203,8 +204,8 @@ def wait_liquidator_idle(run: Run, quiet: float, bound: float) -> bool:
 
 
 async def open_levered(run: Run) -> list[dict]:
-    """Each LEVERED account's legs, filled against mm1 at the touch (mm1's remainder cancelled,
-    so the load's book is left as it was but for what was taken)."""
+    """Each LEVERED account's legs, filled against mm1 one tick inside the spread (so the load's
+    book is left as it was; mm1's remainder, if any, cancelled)."""
     from cluster.protocol import SetMarginMode
 
     opened = []
