@@ -339,7 +339,8 @@ async def wait_counted(run_dir: Path, before: dict, internal: dict, timeout: flo
 # What may reach a core while the fuzz runs: the venue's own timer, marks and funding, and what
 # the cores and the liquidator say to each other. Nothing from a client: every client frame is
 # refused at the gateway, so nothing comes on a gateway's link, and nothing unsequenced but these.
-OWN_INPUTS = {"ClockTick", "IndexMark", "Regime", "FundingRate"}
+OWN_INPUTS = {"ClockTick", "IndexMark", "Regime", "FundingRate",
+              "KeyTable"}  # (risk's key table, from its own shell: never from an inbox)
 
 
 def core_inputs_during(run_dir: Path, topo, windows: list[tuple[int, int]]) -> dict[str, dict]:
@@ -349,7 +350,7 @@ def core_inputs_during(run_dir: Path, topo, windows: list[tuple[int, int]]) -> d
     that put no input in it changed none of its state."""
     from cluster.config import JOURNALED_NODES
     from cluster.journal import read_frames
-    decode = msgspec.msgpack.Decoder(protocol.NodeInbound).decode
+    decode = msgspec.msgpack.Decoder(protocol.JournalInbound).decode
     out = {}
     for node in JOURNALED_NODES:
         for instance in topo.instances(node) if hasattr(topo, "instances") else (node,):

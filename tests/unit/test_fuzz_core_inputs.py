@@ -6,7 +6,9 @@ from types import SimpleNamespace
 import msgspec
 
 from cluster.journal import Journal
-from cluster.protocol import ClockTick, GetAccount, IndexMark, LinkSeq, PlaceOrder, Routed
+from cluster.protocol import (
+    ClockTick, GetAccount, IndexMark, KeyTable, LinkSeq, PlaceOrder, Routed,
+)
 from perf.fuzz import core_inputs_during
 
 TOPO = SimpleNamespace(instances=lambda node: (node,))
@@ -24,7 +26,7 @@ def test_the_venue_s_own_inputs_pass_and_a_client_s_or_a_stray_one_is_foreign(tm
     order = PlaceOrder(req_id=1, symbol="BTC-PERP", side=1, qty=1, price=1)
     journal(tmp_path, "risk", [
         (5, Routed(ref=1, account="a", body=GetAccount())),  # before the window: not counted
-        (10, ClockTick()), (11, mark),
+        (10, ClockTick()), (11, mark), (11, KeyTable(keys={})),  # (risk's own: journal-only)
         (12, LinkSeq(link="gateway->risk", first=7, count=1)),  # a header: not an input itself
         (12, Routed(ref=2, account="a", body=order)),
         (13, Routed(ref=3, account="b", body=order)),  # from the inbox with no link: a stray
@@ -36,7 +38,8 @@ def test_the_venue_s_own_inputs_pass_and_a_client_s_or_a_stray_one_is_foreign(tm
         "unsequenced: IndexMark": 1, "unsequenced: ClockTick": 1}, "foreign": [],
         "foreign_count": 0}
     risk = found["risk"]
-    assert risk["inputs"] == 4 and risk["foreign_count"] == 2, risk
+    assert risk["inputs"] == 5 and risk["foreign_count"] == 2, risk
+    assert risk["by_source"]["unsequenced: KeyTable"] == 1
     assert risk["by_source"]["gateway->risk: Routed PlaceOrder (a)"] == 1
     assert [f.split(" ", 2)[2] for f in risk["foreign"]] == [
         "gateway->risk: Routed PlaceOrder (a)", "unsequenced: Routed PlaceOrder (b)"]
