@@ -29,8 +29,11 @@ Counters (summed) and peaks (maximum over the window's buckets), per account x s
   depth_share_ppm  peak        own lots within 1 % of mid / all lots within 1 % of mid
   lev_jump_milli   peak        new / old leverage (x1000) of a raise
   lev_then_order   peak        lots of an order placed within LEVERAGE_LEAD_NS after a raise
-  sweep_lots       peak        lots one aggressive order took from the book (the push that starts
-                               a momentum ignition, seen as it happens, before any reversal)
+  sweep_lots       peak        lots of one order that traded as it arrived (an aggressive order:
+                               its size as sent, what it took from the book when that was more,
+                               e.g. an amend): the push that starts a momentum ignition, seen as it
+                               happens, before any reversal; an order larger than the book's side
+                               empties it and counts whole
   ignition_ppm     peak        own share of the symbol's traded lots over an aggressive episode x
                                the mid's move in the episode's direction (ppm), counted once the
                                account trades the other way within REVERSAL_NS (momentum ignition)
@@ -301,7 +304,7 @@ class Features:
 
     def _batch(self, events: list, now: int) -> None:
         """One command's events, in the engine's order."""
-        actor = placed = first_fill = None
+        actor = placed = first_fill = accepted = None
         swept = 0
         tops_before = {}
         mids_before = {}
@@ -332,7 +335,7 @@ class Features:
                 actor = key
             if t is OrderAccepted:
                 self._accepted(ev, key, now)
-                placed = key
+                placed, accepted = key, ev
             elif t is OrderCancelled:
                 self._cancelled(ev.order_id, ev.reason, key, now)
             elif t is OrdersCancelled:
@@ -349,7 +352,9 @@ class Features:
                 self.counters(actor).peak("touch_1s", len(times), now)
         if placed is not None:  # the shape the account chose, as it placed or moved an order
             self._resting_shape(placed, now)
-        if first_fill is not None:  # one command: one aggressor's order
+        if first_fill is not None:  # one command: one aggressor's order, as large as it was sent
+            if accepted is not None and accepted.order_id == first_fill.taker_order_id:
+                swept = max(swept, accepted.qty)  # more than the book held: the side emptied
             self.counters((first_fill.taker_account, first_fill.symbol)).peak(
                 "sweep_lots", swept, now)
 

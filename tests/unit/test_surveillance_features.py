@@ -238,9 +238,12 @@ def recompute(batches: list, now: int) -> dict:
         if type(msg) is not EngineBatch:
             continue
         taken: dict = defaultdict(int)  # (account, symbol, aggressive order) -> lots it took
+        sent = {ev.order_id: ev.qty for ev in msg.events if type(ev) is OrderAccepted}
         for ev in msg.events:
             if type(ev) is Trade:
                 taken[(ev.taker_account, ev.symbol, ev.taker_order_id)] += ev.qty
+        for account, symbol, oid in list(taken):  # an aggressive order counts as large as sent
+            taken[(account, symbol, oid)] = max(taken[(account, symbol, oid)], sent.get(oid, 0))
         for (account, symbol, _), lots in taken.items():
             if ts // BUCKET_NS >= first_bucket:
                 key = (account, symbol)

@@ -66,6 +66,13 @@ def test_sweep_lots_is_the_aggressors_order_only():
     assert f[("i", S)]["sweep_lots"] == 10
     assert f[("mm", S)]["sweep_lots"] == 0  # the maker's lots were taken, it took none
     assert f[("r", S)]["sweep_lots"] == 0
+    # 30 lots sent into the 6 left: the side emptied, the order counts as sent (the push)
+    v.place("j", 1, 30, MID + 100, 5 * MS, tif="IOC")
+    f = v.core.features.values(6 * MS)
+    assert (f[("j", S)]["fill_qty"], f[("j", S)]["sweep_lots"]) == (6, 30)
+    # an order that trades nothing on arrival is no push, however large
+    v.place("k", 1, 50, MID - 20, 7 * MS)
+    assert v.core.features.values(8 * MS)[("k", S)]["sweep_lots"] == 0
 
 
 def test_the_ignition_push_alerts_before_the_reversal():
