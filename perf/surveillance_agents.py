@@ -205,7 +205,7 @@ class QuoteStuffer(Abuser):
         t = now
         for _ in range(burst):
             bid, ask = self.m.top()
-            if ask - bid > 1:  # room to improve the bid (a burst into a 1-tick spread sends nothing)
+            if ask - bid > 1:  # room to improve the bid (into a 1-tick spread it sends nothing)
                 self.began(t)  # its first order, not a burst that sent none
                 oid = self.place(BUY, 1, bid + 1, t)
                 self.v.cancel(self.name, oid, t + MS)

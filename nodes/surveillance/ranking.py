@@ -59,7 +59,9 @@ FLOORS = {
     "otr_num_milli": 10_000, "otr_vol_milli": 10_000, "cxl_lt_1ms_ppm": 100_000,
     "cxl_lt_10ms_ppm": 100_000, "cxl_lt_100ms_ppm": 100_000, "burst_100ms": 5, "touch_1s": 10,
     "spoof_milli": 2_000, "layer_milli": 10_000, "levels": 2, "depth_share_ppm": 500_000,
-    "lev_changes": 2, "lev_jump_milli": 1_000, "lev_then_order": 20, "sweep_lots": 20, "ignition_ppm": 20,
+    "lev_changes": 2, "lev_jump_milli": 1_000, "lev_then_order": 20,
+    "sweep_lots": 20,  # lots, as lev_then_order's: twice the evaluation's median order
+    "ignition_ppm": 20,
     "liq_cluster": 1,
 }
 

@@ -5,9 +5,14 @@ once the reversal has come."""
 
 from __future__ import annotations
 
+import random
+
 from nodes.surveillance.features import OTR_MIN_MESSAGES
 from nodes.surveillance.ranking import rank
+from perf.surveillance_agents import LEVELS, Market, QuoteStuffer
 from perf.surveillance_sim import MS, Venue
+
+S_NS = 1_000 * MS
 
 S = "BTC-PERP"
 MID = 300_000
@@ -96,3 +101,19 @@ def test_sweep_and_ignition_count_once_as_one_family():
     # floors 20 lots and 20 ppm: z 5.0 and 3.0; the family's largest, not their sum
     assert top["account"] == "x" and top["score"] == 5_000
     assert top["reasons"] == [("sweep_lots", 100, 5_000, 0, 0)]
+
+
+def test_the_stuffers_time_to_first_alert_counts_from_its_first_order():
+    v = Venue()
+    bid = v.place("mm", 1, 10, MID - 1, 0)
+    v.place("mm", -1, 10, MID, 0)  # a 1-tick spread: no room to improve the bid
+    rng = random.Random(1)
+    stuffer = QuoteStuffer("x-stuffer", v, Market(v, rng), rng, level=LEVELS["hard"], start_ns=0)
+    after = stuffer.act(1_000 * MS)
+    assert stuffer.started_ns is None  # a burst that sent nothing is no abusive action yet
+    assert ("x-stuffer", S) not in v.core.features.keys
+    v.cancel("mm", bid, after - MS)
+    v.place("mm", 1, 10, MID - 5, after - MS)  # the spread opens
+    stuffer.act(after)
+    assert stuffer.started_ns == after
+    assert v.core.features.values(after + S_NS // 2)[("x-stuffer", S)]["orders"] > 0
