@@ -180,6 +180,7 @@ def with_standbys(topo: config.Topology) -> config.Topology:
     import tomllib
 
     raw = tomllib.loads(Path(topo.path).read_text())
+    wanted: list[tuple[dict, str, str]] = []  # (node, key, host) of each endpoint to give
     for core in config.JOURNALED_NODES:
         node = raw["nodes"][core]
         node["standby"] = True
@@ -188,9 +189,20 @@ def with_standbys(topo: config.Topology) -> config.Topology:
             keys = ["repl", "standby_inbox", "standby_repl"] + (["standby_pub"] if node.get("pub")
                                                                 else [])
             keys += ["standby_private"] if node.get("private") else []
-            for key, port in zip([k for k in keys if not node.get(k)], config.free_tcp_ports(
-                    len([k for k in keys if not node.get(k)]))):
-                node[key] = f"tcp://{host}:{port}"
+            wanted += [(node, key, host) for key in keys if not node.get(key)]
+    # Free now is not enough: the topology's own ports are not bound before `up`, so a port it
+    # names is free too. Every port is picked once, none the topology already has.
+    taken = {int(m) for m in re.findall(r":(\d+)\b", Path(topo.path).read_text())}
+    ports: list[int] = []
+    for _ in range(20):
+        if len(ports) >= len(wanted):
+            break
+        for port in config.free_tcp_ports(len(wanted) - len(ports)):
+            if port not in taken:
+                taken.add(port)
+                ports.append(port)
+    for (node, key, host), port in zip(wanted, ports):
+        node[key] = f"tcp://{host}:{port}"
     run = Path(topo.run_dir)
     run.mkdir(parents=True, exist_ok=True)
     path = run / "topology-standby.toml"

@@ -201,12 +201,12 @@ class QuoteStuffer(Abuser):
     def act(self, now: int) -> int:
         if now < self.start_ns:
             return self.start_ns
-        self.began(now)
         burst = self.level["burst"]
         t = now
         for _ in range(burst):
             bid, ask = self.m.top()
-            if ask - bid > 1:
+            if ask - bid > 1:  # room to improve the bid (into a 1-tick spread it sends nothing)
+                self.began(t)  # its first order, not a burst that sent none
                 oid = self.place(BUY, 1, bid + 1, t)
                 self.v.cancel(self.name, oid, t + MS)
             t += 1_000_000_000 // max(burst, 1) // 2  # the burst lasts half a second

@@ -36,6 +36,7 @@ SUGGEST = {
     "lev_changes": "review leverage changes",
     "lev_jump_milli": "leverage jump; review before the next large order",
     "lev_then_order": "leverage raised before a large order",
+    "sweep_lots": "a large aggressive order; review for momentum ignition (a trade back)",
     "ignition_ppm": "possible momentum ignition; review trades",
     "liq_cluster": "liquidation prices crowd one bucket; review with perpx cascade",
 }

@@ -29,12 +29,18 @@ Counters (summed) and peaks (maximum over the window's buckets), per account x s
   depth_share_ppm  peak        own lots within 1 % of mid / all lots within 1 % of mid
   lev_jump_milli   peak        new / old leverage (x1000) of a raise
   lev_then_order   peak        lots of an order placed within LEVERAGE_LEAD_NS after a raise
+  sweep_lots       peak        lots of one order that traded as it arrived (an aggressive order:
+                               its size as sent, what it took from the book when that was more,
+                               e.g. an amend): the push that starts a momentum ignition, seen as it
+                               happens, before any reversal; an order larger than the book's side
+                               empties it and counts whole
   ignition_ppm     peak        own share of the symbol's traded lots over an aggressive episode x
                                the mid's move in the episode's direction (ppm), counted once the
                                account trades the other way within REVERSAL_NS (momentum ignition)
 Derived (from the above, at read time):
-  otr_num_milli    (orders + amends + cancels) / fills - 1, x1000 (zero fills: the message count)
-  otr_vol_milli    order_qty / fill_qty - 1, x1000 (zero fills: order_qty)
+  otr_num_milli    (orders + amends + cancels) / fills - 1, x1000 (zero fills: the message count);
+                   0 below OTR_MIN_MESSAGES messages in the window (no ratio over a handful)
+  otr_vol_milli    order_qty / fill_qty - 1, x1000 (zero fills: order_qty); the same minimum
   cxl_lt_1ms_ppm / cxl_lt_10ms_ppm / cxl_lt_100ms_ppm   share of orders cancelled that fast
   spoof_milli      spoof_cxl_qty / spoof_fill_qty, x1000: large orders pulled after small trades
   passive_ppm      maker_qty / fill_qty (ppm; 0 without fills): not ranked, it picks the peer group
@@ -64,17 +70,22 @@ LEVERAGE_LEAD_NS = 60_000 * MS
 EPISODE_NS = 5_000 * MS
 REVERSAL_NS = 10_000 * MS
 LIQ_BUCKET_BPS = 10
+# An order-to-trade ratio needs this many messages (orders, amends, cancels) in the window before it
+# counts: 2-4 unfilled retail orders, or a market maker's first quotes before anyone has traded
+# with it, are no ratio (by the zero-trade rule they would read as the lots ordered, 40-100, the
+# most extreme values in the population); every abusive ratio in the evaluation has far more.
+OTR_MIN_MESSAGES = 10
 LIFETIMES = ((1 * MS, "cxl_1ms"), (10 * MS, "cxl_10ms"), (100 * MS, "cxl_100ms"))
 
 COUNTERS = ("orders", "amends", "cancels", "order_qty", "fills", "fill_qty", "maker_qty",
             "cxl_1ms", "cxl_10ms", "cxl_100ms", "spoof_cxl_qty", "spoof_fill_qty", "lev_changes")
 PEAKS = ("burst_100ms", "touch_1s", "layer_milli", "levels", "depth_share_ppm",
-         "lev_jump_milli", "lev_then_order", "ignition_ppm", "two_sided")
+         "lev_jump_milli", "lev_then_order", "sweep_lots", "ignition_ppm", "two_sided")
 # What the ranking compares across the population (each higher = more suspicious).
 RANKED = ("otr_num_milli", "otr_vol_milli", "cxl_lt_1ms_ppm", "cxl_lt_10ms_ppm",
           "cxl_lt_100ms_ppm", "burst_100ms", "touch_1s", "spoof_milli", "layer_milli", "levels",
-          "depth_share_ppm", "lev_changes", "lev_jump_milli", "lev_then_order", "ignition_ppm",
-          "liq_cluster")
+          "depth_share_ppm", "lev_changes", "lev_jump_milli", "lev_then_order", "sweep_lots",
+          "ignition_ppm", "liq_cluster")
 WINDOWS = ("10m", "session")
 
 
@@ -83,9 +94,12 @@ def derived(c: dict[str, int]) -> dict[str, int]:
     messages = c["orders"] + c["amends"] + c["cancels"]
     fills, fill_qty, orders, ordered = c["fills"], c["fill_qty"], c["orders"], c["order_qty"]
     pulled, opposite = c["spoof_cxl_qty"], c["spoof_fill_qty"]
+    enough = messages >= OTR_MIN_MESSAGES
     return {
-        "otr_num_milli": messages * 1000 // fills - 1000 if fills else messages * 1000,
-        "otr_vol_milli": ordered * 1000 // fill_qty - 1000 if fill_qty else ordered * 1000,
+        "otr_num_milli": 0 if not enough else (
+            messages * 1000 // fills - 1000 if fills else messages * 1000),
+        "otr_vol_milli": 0 if not enough else (
+            ordered * 1000 // fill_qty - 1000 if fill_qty else ordered * 1000),
         "cxl_lt_1ms_ppm": c["cxl_1ms"] * 1_000_000 // orders if orders else 0,
         "cxl_lt_10ms_ppm": c["cxl_10ms"] * 1_000_000 // orders if orders else 0,
         "cxl_lt_100ms_ppm": c["cxl_100ms"] * 1_000_000 // orders if orders else 0,
@@ -290,7 +304,8 @@ class Features:
 
     def _batch(self, events: list, now: int) -> None:
         """One command's events, in the engine's order."""
-        actor = placed = None
+        actor = placed = first_fill = accepted = None
+        swept = 0
         tops_before = {}
         mids_before = {}
         for ev in events:
@@ -308,6 +323,10 @@ class Features:
                 self._trade(ev, now, mids_before[symbol])
                 if actor is None:
                     actor = (ev.taker_account, symbol)
+                if first_fill is None:
+                    first_fill = ev
+                if ev.taker_order_id == first_fill.taker_order_id and symbol == first_fill.symbol:
+                    swept += ev.qty  # the aggressor's order's fills (a command could hold others)
                 continue
             if not ev.account:
                 continue
@@ -316,7 +335,7 @@ class Features:
                 actor = key
             if t is OrderAccepted:
                 self._accepted(ev, key, now)
-                placed = key
+                placed, accepted = key, ev
             elif t is OrderCancelled:
                 self._cancelled(ev.order_id, ev.reason, key, now)
             elif t is OrdersCancelled:
@@ -333,6 +352,11 @@ class Features:
                 self.counters(actor).peak("touch_1s", len(times), now)
         if placed is not None:  # the shape the account chose, as it placed or moved an order
             self._resting_shape(placed, now)
+        if first_fill is not None:  # one command: one aggressor's order, as large as it was sent
+            if accepted is not None and accepted.order_id == first_fill.taker_order_id:
+                swept = max(swept, accepted.qty)  # more than the book held: the side emptied
+            self.counters((first_fill.taker_account, first_fill.symbol)).peak(
+                "sweep_lots", swept, now)
 
     @staticmethod
     def _slide(times: deque, now: int, width: int) -> None:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from cluster.protocol import (
     EngineBatch, OrderAccepted, OrderAmended, OrderCancelled, OrdersCancelled, Trade,
 )
-from nodes.surveillance.features import BUCKET_NS, WINDOW_BUCKETS
+from nodes.surveillance.features import BUCKET_NS, OTR_MIN_MESSAGES, WINDOW_BUCKETS
 from perf.surveillance_sim import MS, Venue
 
 S = "BTC-PERP"
@@ -32,13 +32,19 @@ def test_order_to_trade_ratios_by_number_and_volume():
     _, ask = quoted(v)
     v.place("x", 1, 3, 0, 5 * MS)  # buys 3 of mm's ask
     v.cancel("mm", ask, 6 * MS)
+    for i in range(4):  # 4 more bids of 5 lots, 2 of them cancelled: 6 messages
+        oid = v.place("mm", 1, 5, MID - 100 - i, (7 + 2 * i) * MS)
+        if i < 2:
+            v.cancel("mm", oid, (8 + 2 * i) * MS)
     mm = feats(v, "mm")
-    # mm: 2 orders + 1 cancel = 3 messages, 1 fill: 3/1 - 1 = 2; volume 20 lots / 3 filled - 1
-    assert (mm["orders"], mm["cancels"], mm["fills"]) == (2, 1, 1)
-    assert mm["otr_num_milli"] == 2_000
-    assert mm["otr_vol_milli"] == 20_000 // 3 - 1_000 == 5_666
-    x = feats(v, "x")
-    assert x["otr_num_milli"] == 0 and x["otr_vol_milli"] == 0  # 1 order, 1 fill, same lots
+    assert (mm["orders"], mm["cancels"], mm["fills"]) == (6, 3, 1)  # 9 messages
+    assert mm["otr_num_milli"] == 0 and mm["otr_vol_milli"] == 0  # 9 < OTR_MIN_MESSAGES: no ratio
+    v.cancel("mm", oid, 20 * MS)
+    mm = feats(v, "mm")
+    # mm: 6 orders + 4 cancels = 10 messages, 1 fill: 10/1 - 1 = 9; volume 40 lots / 3 filled - 1
+    assert (mm["orders"], mm["cancels"], mm["fills"], mm["order_qty"]) == (6, 4, 1, 40)
+    assert mm["otr_num_milli"] == 9_000
+    assert mm["otr_vol_milli"] == 40_000 // 3 - 1_000 == 12_333
 
 
 def test_passive_lots_and_two_sided_quoting_pick_the_peer_group():
@@ -56,13 +62,19 @@ def test_passive_lots_and_two_sided_quoting_pick_the_peer_group():
     assert (mm["maker_qty"], mm["fill_qty"], mm["passive_ppm"]) == (3, 5, 600_000)
 
 
-def test_zero_trade_rule_counts_every_message():
+def test_zero_trade_rule_counts_every_message_once_there_are_enough():
     v = Venue()
     for i in range(4):
         v.place("z", 1, 2, MID - 100 - i, i * MS)
+    # 4 unfilled orders (a retail account's, a market maker's first quotes) are no ratio: by the
+    # zero-trade rule they would read 4 and 8, above most accounts that trade
+    assert feats(v, "z")["otr_num_milli"] == 0 and feats(v, "z")["otr_vol_milli"] == 0
+    for i in range(4, OTR_MIN_MESSAGES):
+        v.place("z", 1, 2, MID - 100 - i, i * MS)
     z = feats(v, "z")
-    assert z["otr_num_milli"] == 4_000  # ESMA Q&A 3.19: orders without a trade
-    assert z["otr_vol_milli"] == 8_000
+    assert z["orders"] == OTR_MIN_MESSAGES == 10
+    assert z["otr_num_milli"] == 10_000  # ESMA Q&A 3.19: orders without a trade
+    assert z["otr_vol_milli"] == 20_000
 
 
 def test_share_of_orders_cancelled_within_1_10_100_ms():
@@ -199,7 +211,7 @@ def test_window_forgets_session_remembers():
 # ---------------------------------------------------------------- incremental == from scratch
 
 COUNTED = ("orders", "amends", "cancels", "order_qty", "fills", "fill_qty", "maker_qty", "cxl_1ms",
-           "cxl_10ms", "cxl_100ms", "burst_100ms")
+           "cxl_10ms", "cxl_100ms", "burst_100ms", "sweep_lots")
 
 
 def recompute(batches: list, now: int) -> dict:
@@ -225,6 +237,17 @@ def recompute(batches: list, now: int) -> dict:
     for msg, ts in batches:
         if type(msg) is not EngineBatch:
             continue
+        taken: dict = defaultdict(int)  # (account, symbol, aggressive order) -> lots it took
+        sent = {ev.order_id: ev.qty for ev in msg.events if type(ev) is OrderAccepted}
+        for ev in msg.events:
+            if type(ev) is Trade:
+                taken[(ev.taker_account, ev.symbol, ev.taker_order_id)] += ev.qty
+        for account, symbol, oid in list(taken):  # an aggressive order counts as large as sent
+            taken[(account, symbol, oid)] = max(taken[(account, symbol, oid)], sent.get(oid, 0))
+        for (account, symbol, _), lots in taken.items():
+            if ts // BUCKET_NS >= first_bucket:
+                key = (account, symbol)
+                out[key]["sweep_lots"] = max(out[key]["sweep_lots"], lots)
         for ev in msg.events:
             t = type(ev)
             if t is OrderAccepted:
