@@ -11,7 +11,7 @@ Rounds (one round = one liquidation-engine cycle):
      wallet or isolated position), newly breached accounts are scheduled `latency_rounds` later;
   3. due liquidations are re-checked (one restored by a bounce is let go, as the liquidator does),
      then closed: each position sold into the residual book, limited at its bankruptcy price
-     (cluster/prices.py); what the book cannot take goes to the insurance fund at the bankruptcy
+     (cluster/rules/prices.py); what the book cannot take goes to the insurance fund at the bankruptcy
      price unless that takes the fund below its floor, then to auto-deleveraging in the venue's
      queue order (nodes/risk/adl.py); a cross account left below zero is made whole by the fund;
   4. impact: a walk moves the mark by the depth it consumed (block-shaped book: a level's share
@@ -42,11 +42,11 @@ from typing import Literal
 import msgspec
 
 from cluster.config import SymbolSpec
-from cluster.ladder import build_ladder, maintenance_margin
-from cluster.prices import bankruptcy_price, forced_fee, round_price
+from cluster.rules.ladder import build_ladder, maintenance_margin
+from cluster.rules.prices import bankruptcy_price, forced_fee, round_price
 from cluster.protocol import AccountRisk
 from cluster.rules.stress import BPS, StressParams
-from cluster.units import PPM, ceil_div
+from cluster.rules.units import PPM, ceil_div
 from nodes.liquidator.monitor import MaintenanceMonitor
 from nodes.risk import adl
 
@@ -544,7 +544,7 @@ class Cascade:
         return done
 
     def bankruptcy(self, acct: Acct, symbol: str) -> int:
-        """The ledger's bankruptcy price of one position (cluster/prices.py): a cross position's
+        """The ledger's bankruptcy price of one position (cluster/rules/prices.py): a cross position's
         wallet counts the other cross positions at their unrealized PnL."""
         qty, cost = acct.positions[symbol]
         side = 1 if qty > 0 else -1
@@ -940,7 +940,7 @@ def r_map(snap: Snapshot, bucket_bps: int = 10, buckets: int = 100) -> dict:
     notional resting in the same bucket (the bucket width cancels). Downside buckets pair long
     thresholds with bids, upside ones short thresholds with asks. R >= 1: a cascade that reaches
     the bucket sustains itself there; an empty bucket with thresholds in it is "inf"."""
-    from cluster.prices import liquidation_price
+    from cluster.rules.prices import liquidation_price
 
     specs = {s: spec_of(s, sym) for s, sym in snap.symbols.items()}
     out = {}

@@ -39,7 +39,7 @@ import msgspec
 from cluster.core import Snapshottable
 from cluster.audit import Explanation
 from cluster.config import SymbolSpec
-from cluster.ladder import maintenance_margin, tier_for
+from cluster.rules.ladder import maintenance_margin, tier_for
 from cluster.protocol import (
     MARKET_TYPES, MAX_UNITS, STOP_TYPES, Ack, AccountRisk, AccountRiskRequest, AccountView,
     AdjustIsolatedMargin, Amend, AmendOrder, Cancel, CancelAll, CancelOrder, ClockTick, Deleveraged,
@@ -52,12 +52,12 @@ from cluster.protocol import (
 from cluster.rules import stress as sg
 from cluster.rules.bands import band_limits, protection_price
 from cluster.scopes import missing_scope
-from cluster.units import PPM, ceil_div
+from cluster.rules.units import PPM, ceil_div
 from nodes.risk import adl
 from nodes.risk.accounts import AccountState, OpenOrder, Position, pending_units
 from nodes.risk.marks import FundingClock, MarkAges
-from cluster.funding import funding_payment
-from cluster.prices import (
+from cluster.rules.funding import funding_payment
+from cluster.rules.prices import (
     bankruptcy_price, forced_fee, liquidation_price, round_price, trigger_margin,
 )
 
