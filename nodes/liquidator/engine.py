@@ -28,6 +28,7 @@ import msgspec
 from cluster.audit import Explanation, counterparties_text
 from cluster.book_mirror import BookMirror
 from cluster.config import SymbolSpec
+from cluster.core import TimedCore
 from cluster.rules.ladder import tier_for
 from cluster.rules.prices import bankruptcy_price, round_price
 from cluster.protocol import (
@@ -70,7 +71,7 @@ class Liquidation:
         self.last_qty = 0
 
 
-class LiquidationEngine:
+class LiquidationEngine(TimedCore):
     def __init__(self, specs: dict[str, SymbolSpec], conf: LiquidatorConf, id_base: int = 0,
                  stress_params: sg.StressParams | None = None) -> None:
         self.specs = dict(specs)

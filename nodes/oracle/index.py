@@ -26,6 +26,7 @@ import msgspec
 
 from cluster.book_mirror import BookMirror
 from cluster.config import NodeConf, SymbolSpec
+from cluster.core import SnapshotCore
 from cluster.rules.funding import PremiumAverage, funding_rate, impact_price, premium, to_e9
 from cluster.protocol import (
     BookDelta, BookLevels, FundingRate, IndexMark, OracleMode, OracleSource, Regime, SpotTick, Trade,
@@ -87,7 +88,7 @@ class SymbolState:
         self.sources: dict[str, str] = {}  # venue -> healthy | stale | outlier (as last published)
 
 
-class Oracle:
+class Oracle(SnapshotCore):
     def __init__(self, specs: dict[str, SymbolSpec], conf: OracleConf | None = None,
                  restarted: bool = False) -> None:
         self.specs = dict(specs)
