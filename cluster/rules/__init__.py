@@ -5,7 +5,7 @@ standard library, msgspec and each other (tests/unit/test_import_rules.py enforc
 - `ladder.py`: the tiered maintenance ladder; `prices.py`: liquidation and bankruptcy prices, the
   forced fee and the trigger margin; `funding.py`: the funding rate and payments;
 - `bands.py`: the price band and the market-order protection price; `stress.py`: the portfolio
-  stress grid.
+  stress grid; `adl.py`: the auto-deleveraging score, queue and quantiles.
 
 A rule lives here once, never copied.
 """

@@ -12,10 +12,10 @@ from __future__ import annotations
 from cluster.protocol import (
     Deleveraged, LiquidationResult, LiquidationStep, MassCancel, NewOrder, Report, ShiftPosition,
 )
+from cluster.rules import adl
 from cluster.rules.bands import band_limits
 from cluster.rules.prices import forced_fee
 from cluster.rules.units import PPM
-from nodes.risk import adl
 from nodes.risk.accounts import AccountState
 from nodes.risk.state import INSURANCE, LiqExec
 

@@ -8,9 +8,9 @@ from decimal import Decimal
 from cluster.protocol import (
     STOP_TYPES, AccountRisk, AccountView, GetOrders, OrdersView, OrderView, PositionView,
 )
+from cluster.rules import adl
 from cluster.rules.ladder import maintenance_margin, tier_for
 from cluster.rules.units import PPM
-from nodes.risk import adl
 from nodes.risk.accounts import AccountState
 from nodes.risk.state import INSURANCE
 
