@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup cluster test test-fast test-deep test-timing mutate bench bench-core bench-netsim bench-rest probe load cascade-report clean chaos
+.PHONY: setup cluster test test-fast test-deep test-timing mutate bench bench-core bench-netsim bench-rest probe load cascade-report cascade-live clean chaos
 .PHONY: surveillance-eval surveillance-cost fuzz failover-soak
 
 setup: $(STAMP)
@@ -100,6 +100,12 @@ cascade-report: $(STAMP) $(VENV)/.report
 	$(VENV)/bin/perpx cascade sweep --snapshot var/cascade/thin-band.json \
 		--shocks=-0.005,-0.01,-0.02,-0.04 --regimes calm --latencies 0,1,3 --depth-scales 1,2 \
 		--recovery 0.1 --permanent 0.3 --out-dir var/cascade
+
+# #24's end-to-end check: a cluster after LOAD_SECONDS (30) of locust load plus levered accounts,
+# snapshotted and cascaded at -8 % (--close venue) against the same shock applied live through
+# the feeds: perf/results/cascade-live.{json,md}; exit 1 on a difference no named cause explains.
+cascade-live: $(STAMP) $(VENV)/.load
+	$(PY) -m perf.cascade_live
 
 $(VENV)/.report: pyproject.toml $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,report]'

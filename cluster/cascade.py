@@ -934,18 +934,44 @@ def sweep(snap: Snapshot, sp: SweepParams, stress: StressParams) -> dict:
             "r_map": r_map(snap)}
 
 
+def trigger_price(snap: Snapshot, specs: dict[str, SymbolSpec], acct: AccountSnap,
+                  symbol: str) -> Fraction | None:
+    """The mark of `symbol` (exact ticks) at which the venue's trigger (equity <= MM + forced fee)
+    is reached for this account's position in it, the account's other cross positions held at
+    the snapshot's marks; None when no positive price reaches it (or there is no position)."""
+    from cluster.rules.prices import liquidation_price
+
+    pos = acct.positions.get(symbol)
+    if not pos or not pos[0]:
+        return None
+    qty, cost = pos
+    if symbol in acct.isolated:
+        wallet, other_mm, other_upnl = acct.isolated[symbol] + cost, 0, 0
+    else:
+        others = [(s, p) for s, p in acct.positions.items()
+                  if s != symbol and s not in acct.isolated and p[0]]
+        wallet = acct.balance + sum(p[1] for s, p in acct.positions.items()
+                                    if s not in acct.isolated)
+        values = {s: p[0] * snap.symbols[s].mark * snap.symbols[s].mult for s, p in others}
+        other_mm = sum(maintenance_margin(specs[s].tiers, v) for s, v in values.items())
+        other_upnl = sum(values[s] - p[1] for s, p in others)
+    spec = specs[symbol]
+    lp, _ = liquidation_price(side=1 if qty > 0 else -1, qty=abs(qty), cost=cost, wallet=wallet,
+                              tiers=spec.tiers, mult=snap.symbols[symbol].mult,
+                              fee_ppm=spec.forced_fee_ppm, other_mm=other_mm,
+                              other_upnl=other_upnl)
+    return lp
+
+
 def r_map(snap: Snapshot, bucket_bps: int = 10, buckets: int = 100) -> dict:
     """The cheap reproduction-number map, per symbol and price bucket (no simulation):
     R(p) = g(p) * lambda(p) = notional whose liquidation threshold lies in the bucket / book
     notional resting in the same bucket (the bucket width cancels). Downside buckets pair long
     thresholds with bids, upside ones short thresholds with asks. R >= 1: a cascade that reaches
     the bucket sustains itself there; an empty bucket with thresholds in it is "inf"."""
-    from cluster.rules.prices import liquidation_price
-
     specs = {s: spec_of(s, sym) for s, sym in snap.symbols.items()}
     out = {}
     for symbol, sym in sorted(snap.symbols.items()):
-        spec = specs[symbol]
         liq = [0] * (2 * buckets)  # index: buckets-1 .. 0 below the mark, buckets .. above
         depth = [0] * (2 * buckets)
 
@@ -961,21 +987,8 @@ def r_map(snap: Snapshot, bucket_bps: int = 10, buckets: int = 100) -> dict:
             pos = acct.positions.get(symbol)
             if not pos or not pos[0]:
                 continue
-            qty, cost = pos
-            if symbol in acct.isolated:
-                wallet, other_mm, other_upnl = acct.isolated[symbol] + cost, 0, 0
-            else:
-                others = [(s, p) for s, p in acct.positions.items()
-                          if s != symbol and s not in acct.isolated and p[0]]
-                wallet = acct.balance + sum(p[1] for s, p in acct.positions.items()
-                                            if s not in acct.isolated)
-                values = {s: p[0] * snap.symbols[s].mark * snap.symbols[s].mult for s, p in others}
-                other_mm = sum(maintenance_margin(specs[s].tiers, v) for s, v in values.items())
-                other_upnl = sum(values[s] - p[1] for s, p in others)
-            lp, _ = liquidation_price(side=1 if qty > 0 else -1, qty=abs(qty), cost=cost,
-                                      wallet=wallet, tiers=spec.tiers, mult=sym.mult,
-                                      fee_ppm=spec.forced_fee_ppm, other_mm=other_mm,
-                                      other_upnl=other_upnl)
+            qty = pos[0]
+            lp = trigger_price(snap, specs, acct, symbol)
             if lp is None:
                 continue
             price = round_price(lp, 1 if qty > 0 else -1)

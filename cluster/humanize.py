@@ -29,7 +29,10 @@ FIELD_UNITS: dict[str, str] = {
                      "equity", "position_margin", "order_margin", "fee", "amount", "balance",
                      "initial_margin", "isolated_margin", "isolated_cash", "isolated_equity", "removable",
                      "pending_close_cost",
-                     "maintenance_margin", "forced_fee", "fund_delta", "insurance_fund"), ATOMS),
+                     "maintenance_margin", "forced_fee", "fund_delta", "insurance_fund",
+                     # portfolio margin (#24): the grid's requirement and what it replaced
+                     "stress_requirement", "liquidity_addon", "from_initial_margin",
+                     "position_margin_now"), ATOMS),
 }
 # Names whose unit depends on the rule that used them (elsewhere they are plain numbers).
 REASON_UNITS: dict[str, dict[str, str]] = {

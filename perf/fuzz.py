@@ -38,7 +38,7 @@ from cluster import curve
 from cluster import protocol
 from cluster.client import Client
 from cluster.protocol import (
-    BUY, SELL, ClockTick, Codec, Error, FeedControl, GetAccount, IndexMark, NodeInbound,
+    BUY, SELL, ClockTick, Codec, Error, FeedControl, GetAccount, IndexMark, LinkSeq, NodeInbound,
     PlaceOrder, Signed,
 )
 from cluster.runstate import read_status
@@ -200,6 +200,7 @@ async def fuzz_gateway(endpoint: str, api_key: str, secret: bytes, frames: int,
     sent: Counter = Counter()
     async with Client(endpoint, api_key=api_key, secret=secret, timeout=10) as client:
         await client.account_view()
+        started_ns = time.time_ns()  # (the window the cores are watched in: between the probes)
         tally = Tally(client)
         price = 1
         for start in range(0, frames, CHUNK):
@@ -220,10 +221,11 @@ async def fuzz_gateway(endpoint: str, api_key: str, secret: bytes, frames: int,
             if tally.refused - before < n:
                 return {"sent": dict(sent), "answers": tally.answers, "refused": tally.refused,
                         "reasons": dict(tally.reasons), "unanswered_chunk_at": start}
+        ended_ns = time.time_ns()
         await client.account_view()  # the session still serves
     return {"sent": dict(sent), "answers": tally.answers, "refused": tally.refused,
             "reasons": dict(tally.reasons),
-            "not_refusals": tally.not_refusals}
+            "not_refusals": tally.not_refusals, "window_ns": (started_ns, ended_ns)}
 
 
 def fuzz_too_big(endpoint: str, count: int) -> int:
@@ -334,6 +336,53 @@ async def wait_counted(run_dir: Path, before: dict, internal: dict, timeout: flo
         await asyncio.sleep(0.2)
 
 
+# What may reach a core while the fuzz runs: the venue's own timer, marks and funding, and what
+# the cores and the liquidator say to each other. Nothing from a client: every client frame is
+# refused at the gateway, so nothing comes on a gateway's link, and nothing unsequenced but these.
+OWN_INPUTS = {"ClockTick", "IndexMark", "Regime", "FundingRate"}
+
+
+def core_inputs_during(run_dir: Path, topo, windows: list[tuple[int, int]]) -> dict[str, dict]:
+    """Per journaled instance: the inputs it journaled in the windows (the journal's own
+    timestamps), by source, and those no legitimate source explains ("foreign"). A core's state
+    is a function of its journal (audit verify replays it to the live state hash), so a fuzz
+    that put no input in it changed none of its state."""
+    from cluster.config import JOURNALED_NODES
+    from cluster.journal import read_frames
+    decode = msgspec.msgpack.Decoder(protocol.NodeInbound).decode
+    out = {}
+    for node in JOURNALED_NODES:
+        for instance in topo.instances(node) if hasattr(topo, "instances") else (node,):
+            directory = Path(run_dir) / "journal" / instance
+            if not directory.exists():
+                continue
+            by_source: Counter[str] = Counter()
+            foreign: list[str] = []
+            run_link, run_left = "", 0
+            for frame in read_frames(directory):
+                try:
+                    msg = decode(frame.payload)
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    msg = None  # (a journal holds only what its decoder took: never expected)
+                if type(msg) is LinkSeq:
+                    run_link, run_left = msg.link, msg.count
+                    continue
+                name = type(msg).__name__ if msg is not None else "undecodable"
+                if type(msg) is protocol.Routed:  # a client's request: which, and whose
+                    name = f"Routed {type(msg.body).__name__} ({msg.account})"
+                source = run_link if run_left else "unsequenced"
+                run_left = max(0, run_left - 1)
+                if not any(start <= frame.ts_ns <= end for start, end in windows):
+                    continue
+                by_source[f"{source}: {name}"] += 1
+                if source.startswith("gateway->") or (source == "unsequenced"
+                                                      and name not in OWN_INPUTS):
+                    foreign.append(f"seq {frame.seq} {source}: {name}")
+            out[instance] = {"inputs": sum(by_source.values()), "by_source": dict(by_source),
+                             "foreign": foreign[:20], "foreign_count": len(foreign)}
+    return out
+
+
 async def run(topo, run_dir: Path, frames: int, seed: int, too_big: int = 3) -> dict:
     """Fuzz a running venue; the report, with `ok` true when every check holds."""
     rng = random.Random(seed)
@@ -361,11 +410,16 @@ async def run(topo, run_dir: Path, frames: int, seed: int, too_big: int = 3) -> 
         client_frames = frames * 6 // 10
         gateway = await fuzz_gateway(topo.nodes["gateway"].client, api_key, bytes.fromhex(secret),
                                      client_frames, rng)
+        internal_started_ns = time.time_ns()
         big = fuzz_too_big(topo.nodes["gateway"].client, too_big)
         internal = fuzz_internal(topo, frames - client_frames, rng)
         counted = await wait_counted(run_dir, nodes_before, internal, timeout=15)
+        fuzz_ended_ns = time.time_ns()
         await asyncio.sleep(0.5)
         nodes_after = node_stats(run_dir)
+        # the hostile session's frames (between its two probes), then the internal frames
+        core_inputs = core_inputs_during(run_dir, topo, [
+            gateway.pop("window_ns", (0, 0)), (internal_started_ns, fuzz_ended_ns)])
         state_after = await venue_state(clients, symbols)
     finally:
         for client in clients.values():
@@ -384,11 +438,14 @@ async def run(topo, run_dir: Path, frames: int, seed: int, too_big: int = 3) -> 
         "every_refused_internal_frame_counted": all(
             counted[n] >= internal[n]["must_refuse"] for n in internal),
         "state_unchanged": state_before == state_after,
+        "no_core_input_from_the_fuzz": bool(core_inputs) and not any(
+            c["foreign_count"] for c in core_inputs.values()),
     }
     report = {
         "seed": seed, "frames": frames, "seconds": round(time.monotonic() - started, 1),
         "gateway": {**gateway, "too_big_connections": big}, "internal": {
             n: {**internal[n], "counted_bad_frames": counted[n]} for n in internal},
+        "core_inputs_during_the_fuzz": core_inputs,
         "checks": checks, "ok": all(checks.values()),
     }
     if not checks["state_unchanged"]:
@@ -416,6 +473,12 @@ def markdown(report: dict) -> str:
         f"{k} {v:,}" for k, v in sorted(g["reasons"].items(), key=lambda kv: -kv[1])), "",
         "| check | holds |", "|---|---|"]
     lines += [f"| {k} | {'yes' if v else '**NO**'} |" for k, v in report["checks"].items()]
+    lines += ["", "What the journaled cores took in while the fuzz ran (their journals; a core's "
+              "state is a function of its journal):", "",
+              "| core | inputs | by source | foreign |", "|---|---:|---|---:|"]
+    lines += [f"| {n} | {c['inputs']:,} | " + ", ".join(
+        f"{k} {v:,}" for k, v in sorted(c["by_source"].items())) + f" | {c['foreign_count']} |"
+        for n, c in sorted(report["core_inputs_during_the_fuzz"].items())]
     return "\n".join(lines) + "\n"
 
 

@@ -71,9 +71,10 @@ def main() -> int:
         after = scrape(metrics_url)
         if before is not None and after is not None:
             moved = metrics_moved(before[1], after[1])
+            table = metrics_markdown(metrics_url, moved, merge_latency(RESULTS))
             (RESULTS / "load_metrics.prom").write_text(after[0])
-            (RESULTS / "load_metrics.md").write_text(metrics_markdown(metrics_url, moved))
-            print(metrics_markdown(metrics_url, moved), end="")
+            (RESULTS / "load_metrics.md").write_text(table)
+            print(table, end="")
         elif metrics_url:
             print(f"make load: {metrics_url} did not answer; no metrics table", flush=True)
     finally:
@@ -138,9 +139,20 @@ def metrics_moved(before: dict, after: dict) -> list[tuple[str, str, float]]:
     return sorted(moved, key=lambda m: (m[0], -m[2]))
 
 
-def metrics_markdown(url: str, moved: list[tuple[str, str, float]]) -> str:
-    lines = [f"What the venue's own metrics ({url}) counted during the load (increase):", "",
-             "| metric | labels | increase |", "|---|---|---:|"]
+def metrics_markdown(url: str, moved: list[tuple[str, str, float]],
+                     sent: dict | None = None) -> str:
+    """The table, and whether the venue counted what locust says it sent: every request after
+    logon goes through the gateway to a core, which answers it once (the gateway's latency count;
+    a logon is the gateway's own). Other clients of the venue during the load count too."""
+    lines = [f"What the venue's own metrics ({url}) counted during the load (increase):", ""]
+    if sent is not None:
+        by_locust = sum(row["count"] for name, row in sent["requests"].items() if name != "logon")
+        by_venue = sum(grown for name, _, grown in moved
+                       if name == "perpx_gateway_request_seconds_count")
+        verdict = "agree" if by_locust == by_venue else "DIFFER (other clients, or a request lost)"
+        lines += [f"Requests after logon: locust counted {by_locust:,}, the gateway answered "
+                  f"{by_venue:,.0f}: {verdict}.", ""]
+    lines += ["| metric | labels | increase |", "|---|---|---:|"]
     lines += [f"| {name} | {labels} | {grown:,.0f} |" for name, labels, grown in moved]
     return "\n".join(lines) + "\n\n"
 

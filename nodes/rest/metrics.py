@@ -215,6 +215,9 @@ class ClusterCollector:
     def _nodes(self):
         up = GaugeMetricFamily("perpx_node_up", "1 when the node is running and heartbeating",
                                labels=["node"])
+        serving = GaugeMetricFamily("perpx_node_serving", "1 for the instance that serves: a "
+                                    "standby pair's primary, or a node without a standby",
+                                    labels=["node"])
         restarts = CounterMetricFamily("perpx_node_restarts", "restarts by the supervisor in its "
                                        "window", labels=["node"])
         beat = GaugeMetricFamily("perpx_node_heartbeat_age_seconds", "since the node's last "
@@ -240,6 +243,10 @@ class ClusterCollector:
             status = {"nodes": {}}
         for name, node in sorted(status.get("nodes", {}).items()):
             up.add_metric([name], 1.0 if node.get("state") == "running" else 0.0)
+            # the instance whose figures are the venue's: a pair's primary, or a lone node (a
+            # dashboard keeps a standby's copy of the fund out with `and on(node) ... == 1`)
+            serving.add_metric([name], 1.0 if node.get("state") == "running" and node.get(
+                "role", "primary") == "primary" else 0.0)
             restarts.add_metric([name], node.get("restarts", 0))
             if node.get("heartbeat_age_ms") is not None:
                 beat.add_metric([name], node["heartbeat_age_ms"] / 1000)
@@ -270,6 +277,7 @@ class ClusterCollector:
                         f"the node's '{stat}' heartbeat counter", labels=["node"])
                 family.add_metric([name], value)
         yield up
+        yield serving
         yield restarts
         yield beat
         yield epoch

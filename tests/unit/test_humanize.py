@@ -36,6 +36,13 @@ def test_units_follow_the_name_and_the_rule():
     # the symbol named in the detail decides the tick (an unknown one leaves ticks alone)
     assert UNITS.numbers("x", {"symbol": "NOPE", "price": 7}) == {"symbol": "NOPE", "price": 7}
     assert UNITS.numbers("x", {"symbol": SYMBOL, "price": 7})["price"] == "0.7"
+    # portfolio margin's figures are collateral, not raw atoms (#24)
+    assert UNITS.numbers("margin_mode_change_insufficient_margin", {
+        "stress_requirement": 1_500_000, "position_margin_now": 250_000, "binding": "crash"},
+        SYMBOL) == {"stress_requirement": "1.5", "position_margin_now": "0.25", "binding": "crash"}
+    assert UNITS.numbers("requirement_changed", {"from_initial_margin": 2_000_000,
+                                                 "liquidity_addon": 1}, SYMBOL) == \
+        {"from_initial_margin": "2", "liquidity_addon": "0.000001"}
 
 
 def test_describe_reads_as_a_sentence_and_keeps_free_text_as_it_is():

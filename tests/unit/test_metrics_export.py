@@ -94,6 +94,10 @@ def test_labelled_stats_become_families(tmp_path):
     assert out[m("perpx_node_epoch", node="gateway")] == 0
     assert out[m("perpx_node_role", node="matching", role="primary")] == 1
     assert out[m("perpx_node_role", node="matching.b", role="standby")] == 1
+    # the instance whose figures are the venue's: the pair's primary, and any lone node
+    assert out[m("perpx_node_serving", node="matching")] == 1
+    assert out[m("perpx_node_serving", node="matching.b")] == 0
+    assert out[m("perpx_node_serving", node="gateway")] == 1
     assert out[m("perpx_node_standby_lag_inputs", node="matching")] == 4
     assert out[m("perpx_node_standby_lag_seconds", node="matching")] == 0.25
     assert out[m("perpx_link_messages_out_total", node="matching", link="matching->risk")] == 7
