@@ -10,8 +10,25 @@ those attributes in `DERIVED` and rebuilds them in `derive()`, which restore() c
 
 from __future__ import annotations
 
+import io
 import pickle
 from typing import Protocol, runtime_checkable
+
+# Modules that moved (#18's structural step): a snapshot written before names its objects' classes
+# by the old paths, and must still restore (a run upgraded in place recovers from it).
+MOVED_MODULES = {"cluster.ladder": "cluster.rules.ladder", "cluster.prices": "cluster.rules.prices",
+                 "cluster.funding": "cluster.rules.funding", "cluster.units": "cluster.rules.units",
+                 "nodes.risk.adl": "cluster.rules.adl"}
+
+
+class _Unpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        return super().find_class(MOVED_MODULES.get(module, module), name)
+
+
+def load_state(data: bytes):
+    """A snapshot's bytes back into objects, old module paths followed to where they live now."""
+    return _Unpickler(io.BytesIO(data)).load()
 
 
 class Snapshottable:
@@ -25,7 +42,7 @@ class Snapshottable:
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
     def restore(self, data: bytes) -> None:
-        state = pickle.loads(data)
+        state = load_state(data)
         self.__dict__.clear()
         self.__dict__.update(state)
         self.derive()
