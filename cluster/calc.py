@@ -10,10 +10,10 @@ from decimal import Decimal
 from fractions import Fraction
 
 from cluster.config import SymbolSpec, Topology
-from cluster.ladder import maintenance_margin, tier_for
-from cluster.units import PPM, UnitError, from_units, parse_decimal, rate_to_ppm, to_units
-from cluster.funding import funding_payment, funding_rate
-from cluster.prices import bankruptcy_price, liquidation_price, round_price
+from cluster.rules.ladder import maintenance_margin, tier_for
+from cluster.rules.units import PPM, UnitError, from_units, parse_decimal, rate_to_ppm, to_units
+from cluster.rules.funding import funding_payment, funding_rate
+from cluster.rules.prices import bankruptcy_price, liquidation_price, round_price
 
 EXACT_PLACES = 10
 

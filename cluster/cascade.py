@@ -11,9 +11,9 @@ Rounds (one round = one liquidation-engine cycle):
      wallet or isolated position), newly breached accounts are scheduled `latency_rounds` later;
   3. due liquidations are re-checked (one restored by a bounce is let go, as the liquidator does),
      then closed: each position sold into the residual book, limited at its bankruptcy price
-     (cluster/prices.py); what the book cannot take goes to the insurance fund at the bankruptcy
+     (cluster/rules/prices.py); what the book cannot take goes to the insurance fund at the bankruptcy
      price unless that takes the fund below its floor, then to auto-deleveraging in the venue's
-     queue order (nodes/risk/adl.py); a cross account left below zero is made whole by the fund;
+     queue order (cluster/rules/adl.py); a cross account left below zero is made whole by the fund;
   4. impact: a walk moves the mark by the depth it consumed (block-shaped book: a level's share
      consumed x its price gap); `permanent_ppm` of each walk's move shifts the reference for good,
      the rest is transient: consumed depth refills by `recovery_ppm` per round (Obizhaeva-Wang);
@@ -42,13 +42,13 @@ from typing import Literal
 import msgspec
 
 from cluster.config import SymbolSpec
-from cluster.ladder import build_ladder, maintenance_margin
-from cluster.prices import bankruptcy_price, forced_fee, round_price
+from cluster.rules import adl
+from cluster.rules.ladder import build_ladder, maintenance_margin
+from cluster.rules.prices import bankruptcy_price, forced_fee, round_price
 from cluster.protocol import AccountRisk
 from cluster.rules.stress import BPS, StressParams
-from cluster.units import PPM, ceil_div
+from cluster.rules.units import PPM, ceil_div
 from nodes.liquidator.monitor import MaintenanceMonitor
-from nodes.risk import adl
 
 INSURANCE = "insurance"
 MARKET = "market"  # the outside liquidity: the makers whose resting orders the walks hit
@@ -544,7 +544,7 @@ class Cascade:
         return done
 
     def bankruptcy(self, acct: Acct, symbol: str) -> int:
-        """The ledger's bankruptcy price of one position (cluster/prices.py): a cross position's
+        """The ledger's bankruptcy price of one position (cluster/rules/prices.py): a cross position's
         wallet counts the other cross positions at their unrealized PnL."""
         qty, cost = acct.positions[symbol]
         side = 1 if qty > 0 else -1
@@ -617,7 +617,7 @@ class Cascade:
     def adl(self, liq: Liq, acct: Acct, symbol: str, lots: int, price: int
             ) -> list[tuple[str, int, int]]:
         """Profitable opposite positions closed against the bankrupt one at `price`, in the ADL
-        queue's order (nodes/risk/adl.py), as the ledger's ADL step does. Records the volume,
+        queue's order (cluster/rules/adl.py), as the ledger's ADL step does. Records the volume,
         the profit closed out below the mark (haircut) and what the fund could not have taken
         (shortfall): the overshoot is haircut beyond shortfall."""
         book = self.books[symbol]
@@ -939,7 +939,7 @@ def trigger_price(snap: Snapshot, specs: dict[str, SymbolSpec], acct: AccountSna
     """The mark of `symbol` (exact ticks) at which the venue's trigger (equity <= MM + forced fee)
     is reached for this account's position in it, the account's other cross positions held at
     the snapshot's marks; None when no positive price reaches it (or there is no position)."""
-    from cluster.prices import liquidation_price
+    from cluster.rules.prices import liquidation_price
 
     pos = acct.positions.get(symbol)
     if not pos or not pos[0]:

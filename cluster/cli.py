@@ -38,7 +38,7 @@ from cluster import render
 from cluster.humanize import Units, describe
 from cluster.protocol import to_jsonable
 from cluster.runstate import read_status, status_path
-from cluster.units import PLAIN_DECIMAL, UnitError, from_units, rate_to_ppm
+from cluster.rules.units import PLAIN_DECIMAL, UnitError, from_units, rate_to_ppm
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
 

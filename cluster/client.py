@@ -44,7 +44,7 @@ from cluster.protocol import (
 from cluster.backoff import Backoff
 from cluster.signing import signer
 from cluster.sockets import wake_reader
-from cluster.units import UnitError, from_units, to_units
+from cluster.rules.units import UnitError, from_units, to_units
 
 
 class RequestFailed(Exception):

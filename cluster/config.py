@@ -18,8 +18,8 @@ from typing import Annotated, Literal
 import msgspec
 
 from cluster.journal import parse_policy
-from cluster.ladder import LadderError, Tier, build_ladder
-from cluster.units import PPM as PPM_INT, UnitError, parse_decimal, rate_to_ppm, to_units
+from cluster.rules.ladder import LadderError, Tier, build_ladder
+from cluster.rules.units import PPM as PPM_INT, UnitError, parse_decimal, rate_to_ppm, to_units
 
 DEFAULT_CONFIG = Path(__file__).with_name("topology.toml")
 E9 = Decimal("0.000000001")

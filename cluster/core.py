@@ -1,4 +1,5 @@
-"""What every journaled core offers beside `handle()` and `state_hash()`: its whole state as bytes,
+"""The shape of a node's core, and what every journaled core offers beside `handle()` and
+`state_hash()`: its whole state as bytes,
 and back. A snapshot is a shortcut for replaying the journal up to it (cluster/runner.py), so the
 bytes are the core's own objects as they are (pickle): restoring them is exact, with the same dict
 orders, heaps and queues, which a re-derived state would not promise. The bytes only ever travel
@@ -9,7 +10,25 @@ those attributes in `DERIVED` and rebuilds them in `derive()`, which restore() c
 
 from __future__ import annotations
 
+import io
 import pickle
+from typing import Protocol, runtime_checkable
+
+# Modules that moved (#18's structural step): a snapshot written before names its objects' classes
+# by the old paths, and must still restore (a run upgraded in place recovers from it).
+MOVED_MODULES = {"cluster.ladder": "cluster.rules.ladder", "cluster.prices": "cluster.rules.prices",
+                 "cluster.funding": "cluster.rules.funding", "cluster.units": "cluster.rules.units",
+                 "nodes.risk.adl": "cluster.rules.adl"}
+
+
+class _Unpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        return super().find_class(MOVED_MODULES.get(module, module), name)
+
+
+def load_state(data: bytes):
+    """A snapshot's bytes back into objects, old module paths followed to where they live now."""
+    return _Unpickler(io.BytesIO(data)).load()
 
 
 class Snapshottable:
@@ -23,7 +42,65 @@ class Snapshottable:
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
     def restore(self, data: bytes) -> None:
-        state = pickle.loads(data)
+        state = load_state(data)
         self.__dict__.clear()
         self.__dict__.update(state)
         self.derive()
+
+
+
+# ---------------------------------------------------------------------- the shape of a core
+#
+# Every node's core is pure (no IO, no clock, no randomness: its time comes in with its inputs) and
+# sits under a thin shell (nodes/<node>/service.py). What they share is declared below, and each
+# core names the protocols it meets in its class line (tests/unit/test_core_shape.py checks them):
+#
+#   core                                 inputs                          protocols
+#   risk        nodes/risk/ledger.py     handle(msg, now_ns) -> effects   JournaledCore
+#   matching    nodes/matching/engine.py handle(cmd) -> events           JournaledCore
+#   oracle      nodes/oracle/index.py    on_spot, on_market_data;        SnapshotCore
+#                                        publish(now_ns) -> messages
+#   liquidator  nodes/liquidator/engine.py on_account/on_mark/on_book;   TimedCore
+#                                        tick(now_ns), on_result -> effects
+#   surveillance nodes/surveillance/core.py handle(msg, now_ns);         HashedCore, TimedCore
+#                                        tick(now_ns) -> alerts
+#
+# An effect is (destination node, message); "audit" is the audit journal (Explanation records,
+# always made by the core). Risk and matching are journaled (cluster/runner.py replays their
+# inputs, so `handle` is all that may change them); the others are rebuilt from their feeds.
+
+
+Effects = list[tuple[str, object]]
+
+
+@runtime_checkable
+class HashedCore(Protocol):
+    """Its state as a digest: equal for equal input histories (replay and standby checks)."""
+
+    def state_hash(self) -> str: ...
+
+
+@runtime_checkable
+class SnapshotCore(Protocol):
+    """Its whole state as bytes, and back (Snapshottable does it for a core of plain objects)."""
+
+    def snapshot(self) -> bytes: ...
+
+    def restore(self, data: bytes) -> None: ...
+
+
+@runtime_checkable
+class TimedCore(Protocol):
+    """A core that acts on time passing as well as on inputs: the shell calls tick(now_ns)."""
+
+    def tick(self, now_ns: int) -> list: ...
+
+
+@runtime_checkable
+class JournaledCore(HashedCore, SnapshotCore, Protocol):
+    """A core whose every state change comes through handle() (cluster/runner.py journals each
+    input before its effects leave): replaying the journal on a snapshot gives the same state and
+    the same state_hash(). Risk's handle takes the input's time and returns effects; matching's
+    is clockless and returns engine events, which its shell routes."""
+
+    def handle(self, msg, *args) -> list: ...

@@ -19,7 +19,7 @@ from cluster.client import TASK_STOP_S, Client, RequestFailed, stop_tasks
 from cluster.config import Topology
 from cluster.humanize import Units, describe
 from cluster.protocol import BUY, SELL, IndexMark, MaintenanceAlert, OrderRejected, Trade
-from cluster.units import from_units
+from cluster.rules.units import from_units
 
 MAKERS = ("mm1", "mm2")
 TAKERS = ("taker1", "taker2")

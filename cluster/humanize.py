@@ -14,7 +14,7 @@ from decimal import Decimal
 from fractions import Fraction
 
 from cluster.audit import counterparties_of
-from cluster.units import from_units
+from cluster.rules.units import from_units
 
 TICKS, LOTS, ATOMS = "ticks", "lots", "atoms"
 

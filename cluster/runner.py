@@ -37,6 +37,7 @@ from pathlib import Path
 import msgspec
 
 from cluster.config import JournalConf
+from cluster.core import load_state
 from cluster.journal import Journal
 from cluster.protocol import JournalInbound, LinkSeq
 
@@ -60,7 +61,7 @@ def snapshot_state(core, shell) -> bytes:
 
 
 def restore_state(core, shell, data: bytes) -> None:
-    state = pickle.loads(data)
+    state = load_state(data)
     core.restore(state["core"])
     shell.links_in = state["links_in"]
     shell.set_next_numbers(state["out"])

@@ -22,7 +22,7 @@ import msgspec
 
 from cluster import cascade as cz
 from cluster.rules import stress as sg
-from cluster.units import UnitError, from_units, to_units
+from cluster.rules.units import UnitError, from_units, to_units
 
 BPS_UNIT = Decimal("0.0001")
 PPM_UNIT = Decimal("0.000001")

@@ -12,12 +12,12 @@ names the file, the byte offset and the input sequence number.
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import msgspec
 
 from cluster import config
+from cluster.core import load_state
 from cluster.journal import (
     SEG_PREFIX, SEG_SUFFIX, SNAP_PREFIX, SNAP_SUFFIX, JournalCorrupt, read_frames, read_snapshot,
     torn_tail,
@@ -67,7 +67,7 @@ def _snapshots(directory: Path) -> list[tuple[int, Path]]:
 def _restored(node: str, topo, path: Path):
     frame = read_snapshot(path)
     core, process = _replayer(node, topo)
-    core.restore(pickle.loads(frame.payload)["core"])
+    core.restore(load_state(frame.payload)["core"])
     return core, process
 
 

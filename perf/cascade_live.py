@@ -455,7 +455,7 @@ class Rule:
         """Per symbol the key holds: the mark (whole ticks, rounded against the account) at which
         it is liquidated, the other symbols held at the snapshot's marks."""
         from cluster import cascade as cz
-        from cluster.prices import round_price
+        from cluster.rules.prices import round_price
 
         account, _, only = key.partition(":")
         acct = self.snap.accounts.get(account)

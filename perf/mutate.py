@@ -41,8 +41,9 @@ PACKAGES = {  # name in the report -> source paths mutated
     "nodes/risk": ["nodes/risk"],
     "nodes/matching": ["nodes/matching"],
     "nodes/liquidator": ["nodes/liquidator"],
-    "cluster money helpers": ["cluster/ladder.py", "cluster/prices.py", "cluster/units.py",
-                              "cluster/funding.py"],
+    "cluster money helpers": ["cluster/rules/ladder.py", "cluster/rules/prices.py",
+                              "cluster/rules/units.py", "cluster/rules/funding.py",
+                              "cluster/rules/adl.py"],  # adl.py was mutated under nodes/risk
 }
 # Service shells are IO (sockets, event loops): the fast suite does not drive them.
 SKIP = ["nodes/*/service.py", "nodes/liquidator/monitor.py"]

@@ -1,4 +1,11 @@
-"""The venue's rules shared by several nodes and tools, pure (stdlib + msgspec only).
+"""The venue's money and price rules, shared by several nodes and tools, pure: they import only the
+standard library, msgspec and each other (tests/unit/test_import_rules.py enforces it).
 
-A rule lives here (or in cluster/ladder.py, prices.py, funding.py, units.py) once, never copied.
+- `units.py`: exact decimal <-> integer units, PPM, ceiling division;
+- `ladder.py`: the tiered maintenance ladder; `prices.py`: liquidation and bankruptcy prices, the
+  forced fee and the trigger margin; `funding.py`: the funding rate and payments;
+- `bands.py`: the price band and the market-order protection price; `stress.py`: the portfolio
+  stress grid; `adl.py`: the auto-deleveraging score, queue and quantiles.
+
+A rule lives here once, never copied.
 """

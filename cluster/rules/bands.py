@@ -10,7 +10,7 @@ enforces them) and risk (which reserves and liquidates against them).
 
 from __future__ import annotations
 
-from cluster.units import PPM
+from cluster.rules.units import PPM
 
 
 def band_limits(mark: int, band_ppm: int) -> tuple[int, int]:

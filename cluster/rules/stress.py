@@ -34,7 +34,7 @@ from typing import Literal
 
 import msgspec
 
-from cluster.units import ceil_div
+from cluster.rules.units import ceil_div
 
 BPS = 10_000
 E8 = BPS * BPS

@@ -9,7 +9,7 @@ from collections import deque
 
 from cluster.protocol import SpotTick
 
-from cluster.units import PPM
+from cluster.rules.units import PPM
 JUMP_PPM = 2_000  # chance per step of a jump
 JUMP_SIZE_PPM = (5_000, 30_000)  # jump size range, either direction
 VENUE_NOISE_PPM = 150

@@ -28,8 +28,9 @@ import msgspec
 from cluster.audit import Explanation, counterparties_text
 from cluster.book_mirror import BookMirror
 from cluster.config import SymbolSpec
-from cluster.ladder import tier_for
-from cluster.prices import bankruptcy_price, round_price
+from cluster.core import TimedCore
+from cluster.rules.ladder import tier_for
+from cluster.rules.prices import bankruptcy_price, round_price
 from cluster.protocol import (
     AccountRisk, BookDelta, BookLevels, IndexMark, LiquidationResult, LiquidationStep,
     MaintenanceAlert,
@@ -37,7 +38,7 @@ from cluster.protocol import (
 from cluster.rules import stress as sg
 from nodes.liquidator.monitor import MaintenanceMonitor
 
-from cluster.units import PPM
+from cluster.rules.units import PPM
 MS = 1_000_000
 INSURANCE = "insurance"
 # The oracle modes the liquidator holds off in (with pause_when_degraded): it liquidates on a mark
@@ -70,7 +71,7 @@ class Liquidation:
         self.last_qty = 0
 
 
-class LiquidationEngine:
+class LiquidationEngine(TimedCore):
     def __init__(self, specs: dict[str, SymbolSpec], conf: LiquidatorConf, id_base: int = 0,
                  stress_params: sg.StressParams | None = None) -> None:
         self.specs = dict(specs)

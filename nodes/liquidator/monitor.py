@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from cluster.config import SymbolSpec
 from cluster.protocol import AccountRisk, MaintenanceAlert
-from cluster.ladder import maintenance_margin
-from cluster.prices import forced_fee
+from cluster.rules.ladder import maintenance_margin
+from cluster.rules.prices import forced_fee
 from cluster.rules import stress as sg
 
 

@@ -10,7 +10,7 @@ from cluster.protocol import (
 )
 from cluster.stats import count
 from cluster.transport import NodeShell
-from cluster.units import rate_to_ppm
+from cluster.rules.units import rate_to_ppm
 from nodes.liquidator.engine import LiquidationEngine, LiquidatorConf
 
 

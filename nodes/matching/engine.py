@@ -31,7 +31,7 @@ import hashlib
 
 import msgspec
 
-from cluster.core import Snapshottable
+from cluster.core import JournaledCore, Snapshottable
 from cluster.config import SymbolSpec
 from cluster.rules.bands import band_limits, protection_price
 from cluster.protocol import (
@@ -53,7 +53,7 @@ def _closing_room(position: int, side: int) -> int:
     return abs(position) if position and (position > 0) != (side > 0) else 0
 
 
-class MatchingEngine(Snapshottable):
+class MatchingEngine(Snapshottable, JournaledCore):
     def __init__(self, symbols: dict[str, SymbolSpec], coid_memory: int = COID_MEMORY) -> None:
         self.specs = dict(symbols)
         self.books: dict[str, Book] = {name: Book(name) for name in sorted(symbols)}

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import msgspec
 
-from cluster.units import PPM
+from cluster.rules.units import PPM
 MODES = ("normal", "carry", "book", "degraded")
 
 

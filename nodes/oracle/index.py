@@ -26,11 +26,12 @@ import msgspec
 
 from cluster.book_mirror import BookMirror
 from cluster.config import NodeConf, SymbolSpec
-from cluster.funding import PremiumAverage, funding_rate, impact_price, premium, to_e9
+from cluster.core import SnapshotCore
+from cluster.rules.funding import PremiumAverage, funding_rate, impact_price, premium, to_e9
 from cluster.protocol import (
     BookDelta, BookLevels, FundingRate, IndexMark, OracleMode, OracleSource, Regime, SpotTick, Trade,
 )
-from cluster.units import PPM, rate_to_ppm
+from cluster.rules.units import PPM, rate_to_ppm
 from nodes.oracle.basis import BasisAverage
 from nodes.oracle.fallback import Fallback, FallbackConf
 from nodes.oracle.sources import classify, median, weighted_median
@@ -87,7 +88,7 @@ class SymbolState:
         self.sources: dict[str, str] = {}  # venue -> healthy | stale | outlier (as last published)
 
 
-class Oracle:
+class Oracle(SnapshotCore):
     def __init__(self, specs: dict[str, SymbolSpec], conf: OracleConf | None = None,
                  restarted: bool = False) -> None:
         self.specs = dict(specs)

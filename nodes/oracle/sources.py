@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import msgspec
 
-from cluster.units import PPM, ceil_div
+from cluster.rules.units import PPM, ceil_div
 
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import deque
 from math import isqrt
 
-from cluster.units import PPM
+from cluster.rules.units import PPM
 HYSTERESIS_PPM = 800_000
 
 

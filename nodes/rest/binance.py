@@ -14,7 +14,7 @@ from decimal import Decimal
 
 from cluster.config import SymbolSpec
 from cluster.protocol import BUY, SELL, CancelAll, CancelOrder, PlaceOrder
-from cluster.units import UnitError, from_units, parse_decimal, to_units
+from cluster.rules.units import UnitError, from_units, parse_decimal, to_units
 
 INSUFFICIENT = "Account has insufficient balance for requested action."
 
@@ -158,7 +158,7 @@ class Market:
         }
 
     def brackets(self) -> dict:
-        """The maintenance ladder (cluster/ladder.py tiers) as Binance's leverage brackets."""
+        """The maintenance ladder (cluster/rules/ladder.py tiers) as Binance's leverage brackets."""
         return {"symbol": self.id, "brackets": [
             {"bracket": t.number, "initialLeverage": t.max_leverage,
              "notionalCap": int(Decimal(t.cap) * self.atom), "notionalFloor": int(Decimal(t.floor) * self.atom),

@@ -1,4 +1,5 @@
-"""The risk node's account records (plain data; the rules live in ledger.py)."""
+"""The risk node's account records (plain data; the rules live in the modules listed in
+nodes/risk/ledger.py)."""
 
 from __future__ import annotations
 

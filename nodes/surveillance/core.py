@@ -16,6 +16,7 @@ import hashlib
 import msgspec
 
 from cluster.config import SymbolSpec
+from cluster.core import HashedCore, TimedCore
 from nodes.surveillance.crowding import Crowding
 from nodes.surveillance.features import Features
 from nodes.surveillance.ranking import ALERT_MILLI, DriftBank, explain, rank
@@ -42,7 +43,7 @@ SUGGEST = {
 }
 
 
-class SurveillanceCore:
+class SurveillanceCore(HashedCore, TimedCore):
     def __init__(self, symbols: dict[str, SymbolSpec]) -> None:
         self.features = Features(symbols)
         self.drift = DriftBank()

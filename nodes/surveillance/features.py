@@ -54,7 +54,7 @@ from collections import deque
 
 from cluster.book_mirror import BookMirror
 from cluster.config import SymbolSpec
-from cluster.prices import liquidation_price
+from cluster.rules.prices import liquidation_price
 from cluster.protocol import (
     AccountRisk, BookDelta, BookLevels, EngineBatch, FundingRate, IndexMark, Notice, OrderAccepted,
     OrderAmended, OrderCancelled, OrdersCancelled, Regime, Trade,

@@ -6,7 +6,7 @@ import pytest
 
 from cluster.client import Client
 from cluster.protocol import BUY, SELL, Fill, OrderAccepted
-from cluster.units import ceil_div
+from cluster.rules.units import ceil_div
 from tests.e2e.helpers import next_report, wait_mark
 
 pytestmark = pytest.mark.e2e

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from cluster.ladder import maintenance_margin
+from cluster.rules.ladder import maintenance_margin
 from cluster.protocol import (
     AccountRisk, BookDelta, CancelAll, FundingRate, IndexMark, LiquidationResult, LiquidationStep,
     MarkPrice, NewOrder, OrderCancelled, OrderRejected, PlaceOrder, Routed, Trade,

@@ -8,7 +8,7 @@ from fractions import Fraction
 
 import pytest
 
-from nodes.risk.adl import score
+from cluster.rules.adl import score
 
 USD = 1_000_000
 

@@ -195,7 +195,7 @@ def test_every_command_has_a_description_an_example_and_described_flags():
 def test_every_exact_conversion_reads_ascii_digits_only(capsys, text):
     """units.to_units is where every typed number becomes units (the SDK's ticks/lots/atoms, calc,
     stress and cascade flags): before, Python's Decimal read these as 30000."""
-    from cluster.units import UnitError, to_units
+    from cluster.rules.units import UnitError, to_units
 
     with pytest.raises(UnitError) as refused:
         to_units(text, Decimal("0.1"), "price", "off_grid")

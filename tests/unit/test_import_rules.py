@@ -52,7 +52,7 @@ def test_ppm_is_defined_once():
             if isinstance(node, ast.Assign) and any(
                     isinstance(t, ast.Name) and t.id in ("PPM", "PPM_INT") for t in node.targets):
                 definitions.append(str(path.relative_to(ROOT)))
-    assert definitions == ["cluster/units.py"]
+    assert definitions == ["cluster/rules/units.py"]
 
 
 def test_a_planted_violation_is_found(tmp_path):
@@ -78,3 +78,29 @@ def test_the_band_and_the_protection_price_are_computed_in_one_place():
     found = [str(p.relative_to(ROOT)) for p in sources("cluster", "nodes")
              if pattern.search(p.read_text())]
     assert found == ["cluster/rules/bands.py"], found
+
+
+def test_the_rules_import_only_the_standard_library_msgspec_and_each_other():
+    """cluster/rules/ is the venue's pure rule book: no node, no shell, no config loader."""
+    import sys
+
+    def allowed(module: str) -> bool:
+        top = module.split(".")[0]
+        if top == "cluster":
+            return module == "cluster.rules" or module.startswith("cluster.rules.")
+        return top in sys.stdlib_module_names or top in ("__future__", "msgspec")
+
+    offenders = {str(p.relative_to(ROOT)): sorted(m for m in imported(p) if not allowed(m))
+                 for p in sources("cluster/rules")}
+    offenders = {k: v for k, v in offenders.items() if v}
+    assert not offenders, offenders
+    assert {"cluster/rules/ladder.py", "cluster/rules/units.py"} <= {
+        str(p.relative_to(ROOT)) for p in sources("cluster/rules")}
+
+
+def test_no_rule_module_is_left_outside_the_rules_package():
+    """The rules moved into cluster/rules/ (#18): no copy or shim of them stays in cluster/."""
+    left = [name for name in ("ladder", "prices", "funding", "units", "bands", "stress")
+            if (ROOT / "cluster" / f"{name}.py").exists()]
+    left += [str(p.relative_to(ROOT)) for p in sources("nodes") if p.name == "adl.py"]
+    assert not left

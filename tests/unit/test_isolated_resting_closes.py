@@ -12,7 +12,7 @@ from __future__ import annotations
 from cluster.protocol import (
     Ack, AdjustIsolatedMargin, Error, OrderAccepted, PlaceOrder, SetLeverage, SetMarginMode,
 )
-from cluster.units import ceil_div
+from cluster.rules.units import ceil_div
 from tests.unit.test_risk_examples import BTC, P0, SPEC, USD, body, cross, fresh
 
 CLOSE = 290_000  # 29,000.0: 3.3% below the mark of 30,000

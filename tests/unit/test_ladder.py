@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cluster import config
-from cluster.ladder import LadderError, build_ladder, maintenance_margin, tier_for
+from cluster.rules.ladder import LadderError, build_ladder, maintenance_margin, tier_for
 
 USD = 1_000_000  # atoms
 BTC = config.load().symbols["BTC-PERP"].tiers

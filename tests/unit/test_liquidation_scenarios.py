@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from cluster import config
 from cluster.protocol import Deleveraged, Report
-from cluster.units import ceil_div
+from cluster.rules.units import ceil_div
 from tests.unit.liquidation_world import USD, World
 
 BTC = "BTC-PERP"
@@ -440,7 +440,7 @@ def test_an_isolated_liquidation_price_on_a_whole_tick_is_shown_exactly():
     that the exact price is a whole tick (from the trigger's definition: wallet + qty x mult x
     (P - entry) = MM(P) + forced fee(P), tier 1), the view shows that tick; one atom more of
     'other' margin would move it a tick up."""
-    from cluster.units import PPM
+    from cluster.rules.units import PPM
 
     spec = config.load().symbols[BTC]
     t1 = spec.tiers[0]

@@ -30,8 +30,8 @@ from __future__ import annotations
 from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
-from cluster.ladder import maintenance_margin
-from cluster.prices import trigger_margin
+from cluster.rules.ladder import maintenance_margin
+from cluster.rules.prices import trigger_margin
 from cluster.protocol import (
     Ack, AdjustIsolatedMargin, AmendOrder, CancelAll, CancelOrder, Fill, FundingRate, OrderAccepted,
     OrderCancelled, OrderRejected, PlaceOrder, SetLeverage, SetMarginMode, Withdraw,

@@ -5,12 +5,12 @@ passes now. Expectations are plain arithmetic from the rules, not the engine's h
 from __future__ import annotations
 
 from cluster import calc
-from cluster.ladder import maintenance_margin
+from cluster.rules.ladder import maintenance_margin
 from cluster.protocol import (
     Ack, AmendOrder, Error, GetAccount, IndexMark, LiquidationStep, OrderAccepted, OrderAmended,
     OrderCancelled, OrderRejected, PlaceOrder, Reply, Routed, SetLeverage, SetMarginMode, Withdraw,
 )
-from cluster.units import ceil_div
+from cluster.rules.units import ceil_div
 from tests.unit.pipeline import TOPO, Pipeline
 
 USD = 1_000_000

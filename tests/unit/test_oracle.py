@@ -7,7 +7,7 @@ from fractions import Fraction
 import msgspec
 
 from cluster import config
-from cluster.funding import PremiumAverage, impact_price, premium
+from cluster.rules.funding import PremiumAverage, impact_price, premium
 from cluster.protocol import BookDelta, FundingRate, IndexMark, OracleMode, Regime, SpotTick
 from nodes.oracle.fallback import FallbackConf
 from nodes.oracle.index import Oracle, OracleConf

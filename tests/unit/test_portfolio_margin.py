@@ -12,14 +12,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cluster.ladder import maintenance_margin
-from cluster.prices import forced_fee
+from cluster.rules.ladder import maintenance_margin
+from cluster.rules.prices import forced_fee
 from cluster.protocol import (
     Ack, AccountRisk, Error, GetAccount, IndexMark, PlaceOrder, Regime, Reply, Routed,
     SetAccountMarginMode, SetLeverage, SetMarginMode, Withdraw,
 )
 from cluster.rules import stress as sg
-from cluster.units import ceil_div
+from cluster.rules.units import ceil_div
 from nodes.liquidator.monitor import MaintenanceMonitor
 from nodes.risk.ledger import RiskEngine
 from tests.unit.pipeline import TOPO, Pipeline

@@ -8,9 +8,9 @@ from fractions import Fraction
 import pytest
 
 from cluster import config
-from cluster.ladder import Tier
-from cluster.funding import funding_payment, funding_rate
-from cluster.prices import bankruptcy_price, liquidation_price, round_price
+from cluster.rules.ladder import Tier
+from cluster.rules.funding import funding_payment, funding_rate
+from cluster.rules.prices import bankruptcy_price, liquidation_price, round_price
 
 USD = 1_000_000
 TOPO = config.load()

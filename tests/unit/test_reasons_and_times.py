@@ -7,12 +7,12 @@ from __future__ import annotations
 import pytest
 
 from cluster import config
-from cluster.ladder import LadderError, build_ladder
+from cluster.rules.ladder import LadderError, build_ladder
 from cluster.protocol import (
     Cancel, IndexMark, MarkPrice, NewOrder, OrderAccepted, OrderCancelled, OrderRejected,
     PlaceOrder, SetLeverage,
 )
-from cluster.units import UnitError, parse_decimal, rate_to_ppm
+from cluster.rules.units import UnitError, parse_decimal, rate_to_ppm
 from nodes.matching.engine import MatchingEngine
 from tests.unit.test_money_defects import BTC, P0, first, fresh
 

@@ -7,8 +7,8 @@ from cluster.protocol import (
     OrderAccepted, OrderAmended, OrderRejected, OrdersView, PlaceOrder, Regime, Reply, SetLeverage,
     SetMarginMode, Withdraw,
 )
-from cluster.units import ceil_div
-from cluster.prices import liquidation_price, round_price
+from cluster.rules.units import ceil_div
+from cluster.rules.prices import liquidation_price, round_price
 from tests.unit.pipeline import TOPO, Pipeline
 
 USD = 1_000_000

@@ -261,7 +261,7 @@ def test_a_signed_request_with_a_number_beyond_64_bits_is_refused_out_of_range_b
 
     from cluster.client import Client
     from cluster.protocol import CancelOrder
-    from cluster.units import UnitError
+    from cluster.rules.units import UnitError
 
     async def run():
         client = Client("tcp://127.0.0.1:9", secret=SECRET)

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cluster.protocol import MAX_UNITS
-from cluster.units import UnitError, from_units, to_units
+from cluster.rules.units import UnitError, from_units, to_units
 
 UNIT_SIZES = st.sampled_from([Decimal(u) for u in ("0.1", "0.5", "0.001", "0.000001", "1", "25",
                                                    "0.0000000001")])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from cluster.units import PPM
+from cluster.rules.units import PPM
 
 
 def score(qty: int, cost: int, value: int, margin_balance: int) -> Fraction:

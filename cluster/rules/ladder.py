@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import msgspec
 
-from cluster.units import PPM
+from cluster.rules.units import PPM
 
 
 class Tier(msgspec.Struct, frozen=True, kw_only=True):

@@ -16,7 +16,7 @@ Cross: WB = cross wallet - the other positions' MM and forced fees (what the tri
 them, trigger_margin) + their unrealized PnL. Bankruptcy (equity = 0):
 P = (C - WB) / (s*Q*mult), where a cross WB counts the other positions at their unrealized PnL
 only (at zero equity there is no maintenance left to keep).
-Funding lives in cluster/funding.py (the oracle computes rates, risk settles payments).
+Funding lives in cluster/rules/funding.py (the oracle computes rates, risk settles payments).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
-from cluster.ladder import Tier, maintenance_margin
-from cluster.units import PPM, ceil_div
+from cluster.rules.ladder import Tier, maintenance_margin
+from cluster.rules.units import PPM, ceil_div
 
 
 def forced_fee(notional: int, fee_ppm: int) -> int:
