@@ -75,6 +75,12 @@ class RiskState:
         self.next_order_id = 1
         self.keys = KeyScopes()  # risk's own view of each API key's account and scopes (#20)
 
+    def derive(self) -> None:
+        """After a restore: a snapshot written before risk kept its own key table (#20) has none,
+        and restores as that node ran, with none told (its shell hands it the file's at start)."""
+        if "keys" not in self.__dict__:
+            self.keys = KeyScopes()
+
     def fund_equity(self) -> int:
         """The insurance fund's cash plus the positions it took over, at mark."""
         return self.equity(self.accounts[INSURANCE])

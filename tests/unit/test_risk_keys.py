@@ -173,3 +173,20 @@ def test_what_the_message_claims_never_decides(held, claimed, other_claim, body,
            and any(s in found[1] for s in REQUIRED_SCOPES[type(body)])
            and (getattr(body, "account", account) == account or "admin" in found[1]))
     assert (answer is None) == may, (answer, held, body, key, account)
+
+
+def test_a_snapshot_from_before_the_key_table_restores_with_none_told():
+    """A run upgraded in place: its risk snapshot has no `keys`; it restores, judges a Routed by
+    the message's scopes as it did, and takes the table its shell then hands it."""
+    import pickle
+
+    old = engine()
+    state = {k: v for k, v in vars(old).items() if k != "keys"}
+    risk = RiskEngine(TOPO.symbols, {})
+    risk.restore(pickle.dumps(state))
+    assert risk.keys.table is None
+    withdraw = Routed(ref=1, account="alice", body=Withdraw(account="alice", amount=1),
+                      scopes=("trade",))
+    assert refusal(risk.handle(withdraw, 5)).reason == "missing_scope"
+    risk.handle(key_table_input(topology_keys(TOPO), ENTRIES), 5)
+    assert refusal(risk.handle(withdraw, 5)).reason == "invalid_api_key"  # (it names no key)
