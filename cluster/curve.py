@@ -160,3 +160,14 @@ def tools_socket(ctx: zmq.Context, kind: int, topo, endpoint: str) -> zmq.Socket
         keyring.client(sock, TOOLS, endpoint)
     sock.connect(endpoint)
     return sock
+
+
+def push_as_tools(topo, node: str, messages: list) -> None:
+    """One frame of `messages` into `node`'s inbox with the tools' key (a test's or a drill's
+    feed shock); lingers up to 2 s so the frame leaves before the socket closes."""
+    import msgspec
+
+    sock = tools_socket(zmq.Context.instance(), zmq.PUSH, topo, topo.nodes[node].inbox)
+    sock.setsockopt(zmq.LINGER, 2000)
+    sock.send(msgspec.msgpack.encode(messages))
+    sock.close()

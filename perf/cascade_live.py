@@ -257,9 +257,6 @@ def _cancel(symbol: str, order_id: int):
 def send_shock(run: Run, ppm: dict[str, int], timeout: float = 5.0) -> None:
     """Every symbol's venues moved at once (one FeedControl frame, applied in one feeds tick),
     confirmed by the feeds log (as tests/e2e/helpers.py `shock`; sent again once if unheard)."""
-    import msgspec
-    import zmq
-
     from cluster import curve
     from cluster.protocol import FeedControl
 
@@ -270,14 +267,9 @@ def send_shock(run: Run, ppm: dict[str, int], timeout: float = 5.0) -> None:
         return text.count('"feed_shock"')
 
     before = applied()
-    frame = msgspec.msgpack.encode([FeedControl(action="shock", symbol=s, ppm=p)
-                                    for s, p in sorted(ppm.items()) if p])
+    shocks = [FeedControl(action="shock", symbol=s, ppm=p) for s, p in sorted(ppm.items()) if p]
     for _ in range(2):
-        sock = curve.tools_socket(zmq.Context.instance(), zmq.PUSH, run.topo,
-                                  run.topo.nodes["feeds"].inbox)
-        sock.setsockopt(zmq.LINGER, 2000)
-        sock.send(frame)
-        sock.close()
+        curve.push_as_tools(run.topo, "feeds", shocks)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if applied() >= before + len(ppm):

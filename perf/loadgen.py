@@ -24,7 +24,9 @@ import msgspec
 import zmq
 from hdrh.histogram import HdrHistogram
 
-from cluster.protocol import Codec, Error, Logon, LogonAck, OrderRejected, PlaceOrder, Report
+from cluster.protocol import (
+    Codec, Error, Logon, LogonAck, Notice, OrderRejected, PlaceOrder, Report,
+)
 from cluster.transport import NOBLOCK, _recv, _send
 
 MAX_LATENCY_NS = 60_000_000_000
@@ -43,7 +45,8 @@ class Step:
     mix: str = "ioc"  # "ioc": the IOC that never fills; "mixed": quotes, cancels, fills (below)
 
 
-ANSWERS = Codec(LogonAck | Error | Report)
+# (a Notice: the venue telling every session of a change, e.g. limits a regime tightened)
+ANSWERS = Codec(LogonAck | Error | Report | Notice)
 ENCODER = msgspec.msgpack.Encoder()
 
 
@@ -165,6 +168,8 @@ def _worker(endpoint: str, keys: list[str], rate: float, seconds: float, session
                     got = monotonic_ns()
                     for msg in decode(frame):
                         t = type(msg)
+                        if t is Notice:
+                            continue
                         sent_at = pop(msg.ref if t is Report else msg.req_id, None)
                         if sent_at is None:
                             continue

@@ -68,20 +68,13 @@ def shock(cluster, symbol: str, ppm: int, timeout: float = 5.0) -> None:
     frame lost before its connection was up would otherwise show as a venue that ignored a
     crash; it is sent again once (never twice applied: the second send happens only when the
     first was not logged in `timeout`)."""
-    import msgspec
-    import zmq
-
     from cluster import curve
     from cluster.protocol import FeedControl
 
     before = len(log_events(cluster, "feeds", "feed_shock"))
-    frame = msgspec.msgpack.encode([FeedControl(action="shock", symbol=symbol, ppm=ppm)])
     for _ in range(2):
-        sock = curve.tools_socket(zmq.Context.instance(), zmq.PUSH, cluster.topo,
-                                  cluster.topo.nodes["feeds"].inbox)
-        sock.setsockopt(zmq.LINGER, 2000)
-        sock.send(frame)
-        sock.close()
+        curve.push_as_tools(cluster.topo, "feeds", [
+            FeedControl(action="shock", symbol=symbol, ppm=ppm)])
         if poll(lambda: len(log_events(cluster, "feeds", "feed_shock")) > before, timeout, 0.02):
             return
     raise AssertionError(f"the feeds process never logged the {ppm} ppm shock of {symbol}")
