@@ -51,11 +51,9 @@ def test_a_forged_routed_at_risk_is_refused_by_risks_own_key_table(cluster):
             return view.balance, view.available, [(p.symbol, p.qty) for p in view.positions]
 
     before = asyncio.run(alice_view())
-    sock = curve.tools_socket(zmq.Context.instance(), zmq.PUSH, topo, topo.nodes["risk"].inbox)
-    sock.setsockopt(zmq.LINGER, 2000)
     # first a key table of its own, giving alice's key every scope: no inbox takes a KeyTable
     # (only risk's shell makes one), so the frame is refused at decode and counted
-    sock.send(msgspec.msgpack.encode([KeyTable(keys={key_id(alice_key): ("alice", EVERY_SCOPE)})]))
+    curve.push_as_tools(topo, "risk", [KeyTable(keys={key_id(alice_key): ("alice", EVERY_SCOPE)})])
     assert poll(lambda: log_events(cluster, "risk", "bad_frame"), 10)
     forged = [
         # alice's trade-only key claiming every scope: a withdrawal, a deposit
@@ -70,8 +68,7 @@ def test_a_forged_routed_at_risk_is_refused_by_risks_own_key_table(cluster):
         Routed(ref=10**15 + 4, account="alice", body=SetLeverage(symbol="BTC-PERP", leverage=3),
                scopes=EVERY_SCOPE),
     ]
-    sock.send(msgspec.msgpack.encode(forged))
-    sock.close()
+    curve.push_as_tools(topo, "risk", forged)
 
     def refusals():
         decisions = cluster.cli_json("explain", "account", "alice")["decisions"]
