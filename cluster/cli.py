@@ -201,6 +201,9 @@ def with_standbys(topo: config.Topology) -> config.Topology:
             if port not in taken:
                 taken.add(port)
                 ports.append(port)
+    if len(ports) < len(wanted):
+        raise CliError("bad_config", f"--standby: found {len(ports)} free loopback ports of the "
+                       f"{len(wanted)} the standbys need")
     for (node, key, host), port in zip(wanted, ports):
         node[key] = f"tcp://{host}:{port}"
     run = Path(topo.run_dir)

@@ -21,8 +21,13 @@ MOVED_MODULES = {"cluster.ladder": "cluster.rules.ladder", "cluster.prices": "cl
                  "nodes.risk.adl": "cluster.rules.adl"}
 
 
+# ... and classes that moved to another module of the same package (the risk core's split)
+MOVED_CLASSES = {("nodes.risk.ledger", "LiqExec"): ("nodes.risk.state", "LiqExec")}
+
+
 class _Unpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
+        module, name = MOVED_CLASSES.get((module, name), (module, name))
         return super().find_class(MOVED_MODULES.get(module, module), name)
 
 

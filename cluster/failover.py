@@ -517,7 +517,16 @@ class Replication:
         the primary, which holds its answers until then, need not also wait for our apply."""
         pending, self.unapplied = self.unapplied, []
         for seq, items in pending:
-            self.runner.apply_replicated(seq, items)
+            try:
+                self.runner.apply_replicated(seq, items)
+            except Exception:
+                # Acknowledged and on our disk, but not in our state: this process must not go
+                # on (nor be promoted) with a state behind its journal. Its restart replays them.
+                self.log.exception("standby_apply_failed", first_seq=seq, inputs=len(items))
+                self.synced = False
+                self.shell.exit_code = 70
+                self.shell.stop()
+                return
 
     def _journal(self, batch: ReplBatch) -> None:
         journal = self.journal

@@ -126,6 +126,14 @@ class CoreRunner:
             self._run(messages, self.shell.now_ns())
 
     def _run(self, inputs: list, now: int) -> None:
+        if self.repl is not None and getattr(self.shell, "role", "primary") != "primary":
+            # A standby's inputs are its primary's, streamed under the primary's numbers. One of
+            # its own (a stray inbox frame, a timer, its shell reading the key file) would take a
+            # number the primary's stream needs: the stream's input at it would be skipped as
+            # held, acknowledged all the same, and missing after a promotion.
+            self.shell.stats["standby_dropped"] = self.shell.stats.get(
+                "standby_dropped", 0) + len(inputs)
+            return
         journal = self.journal
         audit = self.shell.audit
         process = self.process
@@ -193,16 +201,18 @@ class CoreRunner:
         decode = self._decode
         links_in = shell.links_in
         audit = shell.audit
-        for ts_ns, payload in items:
-            msg = decode(payload)
-            audit.input_seq = seq
-            seq += 1
-            if type(msg) is LinkSeq:
-                links_in.applied(msg)
-            else:
-                self.process(msg, ts_ns)
-        audit.input_seq = 0
-        shell.replay_done(mark)
+        try:
+            for ts_ns, payload in items:
+                msg = decode(payload)
+                audit.input_seq = seq
+                seq += 1
+                if type(msg) is LinkSeq:
+                    links_in.applied(msg)
+                else:
+                    self.process(msg, ts_ns)
+        finally:  # (what a replay would send never leaves, even when it fails half-way)
+            audit.input_seq = 0
+            shell.replay_done(mark)
         self._since_snapshot += len(items)
 
     def restore_replicated(self, seq: int, ts_ns: int, state: bytes) -> None:

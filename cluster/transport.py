@@ -860,6 +860,9 @@ class NodeShell:
                                          count=len(batch))
                 if not batch:
                     continue
+                if header is None and self.role != "primary":  # (as for numbered input, above)
+                    stats["standby_dropped"] = stats.get("standby_dropped", 0) + 1
+                    continue
                 if runs:
                     out.append((header, batch))
                 else:

@@ -415,12 +415,11 @@ async def run(topo, run_dir: Path, frames: int, seed: int, too_big: int = 3) -> 
         big = fuzz_too_big(topo.nodes["gateway"].client, too_big)
         internal = fuzz_internal(topo, frames - client_frames, rng)
         counted = await wait_counted(run_dir, nodes_before, internal, timeout=15)
-        fuzz_ended_ns = time.time_ns()
         await asyncio.sleep(0.5)
         nodes_after = node_stats(run_dir)
         # the hostile session's frames (between its two probes), then the internal frames
-        core_inputs = core_inputs_during(run_dir, topo, [
-            gateway.pop("window_ns", (0, 0)), (internal_started_ns, fuzz_ended_ns)])
+        core_inputs = core_inputs_during(run_dir, topo, [  # (to now: a late one counts too)
+            gateway.pop("window_ns", (0, 0)), (internal_started_ns, time.time_ns())])
         state_after = await venue_state(clients, symbols)
     finally:
         for client in clients.values():

@@ -36,9 +36,24 @@ class KeyScopes:
     def set(self, msg: KeyTable) -> None:
         self.table = {k: (account, tuple(scopes)) for k, (account, scopes) in msg.keys.items()}
         self.revoked = dict(msg.revoked)
+        self._derive()
+
+    def _derive(self) -> None:
         self.allowed = {k: frozenset(t for t, needed in REQUIRED_SCOPES.items()
                                      if any(scope in scopes for scope in needed))
-                        for k, (_, scopes) in self.table.items()}
+                        for k, (_, scopes) in (self.table or {}).items()}
+
+    # A snapshot keeps the table, not what it allowed: restored under a newer scope table (an
+    # upgrade that tightened one), the allowed types are worked out again by the rule now in force.
+    def __getstate__(self) -> dict:
+        return {"table": self.table, "revoked": self.revoked}
+
+    def __setstate__(self, state) -> None:
+        if isinstance(state, tuple):  # (written before: pickle's default for __slots__)
+            state = {**(state[0] or {}), **(state[1] or {})}
+        self.table = state.get("table")
+        self.revoked = state.get("revoked", {})
+        self._derive()
 
     def holds(self, msg: KeyTable) -> bool:
         """Whether `msg` is the table in force already (then the shell need not journal it)."""

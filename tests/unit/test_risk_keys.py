@@ -190,3 +190,21 @@ def test_a_snapshot_from_before_the_key_table_restores_with_none_told():
     assert refusal(risk.handle(withdraw, 5)).reason == "missing_scope"
     risk.handle(key_table_input(topology_keys(TOPO), ENTRIES), 5)
     assert refusal(risk.handle(withdraw, 5)).reason == "invalid_api_key"  # (it names no key)
+
+
+def test_a_restored_key_table_works_out_what_it_allows_by_the_scope_rule_in_force(monkeypatch):
+    # A snapshot keeps the table, not what it allowed: an upgrade that tightens a scope must not
+    # go on allowing by the old rule (nothing journals a new table until the key file changes).
+    import pickle
+
+    from cluster import scopes
+    from cluster.protocol import KeyTable, PlaceOrder
+    from nodes.risk import keys as risk_keys
+    table = risk_keys.KeyScopes()
+    table.set(KeyTable(keys={"k1": ("alice", ("trade",))}, revoked={}))
+    assert PlaceOrder in table.allowed["k1"]
+    data = pickle.dumps(table)
+    tightened = {**scopes.REQUIRED_SCOPES, PlaceOrder: ("admin",)}
+    monkeypatch.setattr(risk_keys, "REQUIRED_SCOPES", tightened)
+    restored = pickle.loads(data)
+    assert restored.table == table.table and PlaceOrder not in restored.allowed["k1"]

@@ -24,3 +24,11 @@ def test_a_snapshot_naming_the_old_module_paths_restores():
         pickle.loads(data)  # what the plain unpickler did: the run could not recover
     assert load_state(data) == {"tiers": [TIER]}
     assert MOVED_MODULES["nodes.risk.adl"] == "cluster.rules.adl"
+
+
+def test_a_moved_class_restores_from_its_old_module_path():
+    from nodes.risk.state import LiqExec
+    assert MOVED_MODULES.get("nodes.risk.ledger") is None  # (the module stays; the class moved)
+    data = pickle.dumps(LiqExec, protocol=2).replace(b"nodes.risk.state\n", b"nodes.risk.ledger\n")
+    assert b"nodes.risk.ledger\nLiqExec" in data
+    assert load_state(data) is LiqExec
