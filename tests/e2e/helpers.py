@@ -45,6 +45,15 @@ def poll(check, timeout: float, step: float = 0.1):
         time.sleep(step)
 
 
+def final_hash(run_dir, node: str) -> str:
+    """The state hash `node` logged when it stopped (`<node>_final_state`)."""
+    for line in (run_dir / "log" / f"{node}.log").read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("event") == f"{node}_final_state":
+            return rec["state_hash"]
+    raise AssertionError(f"no {node}_final_state in {node}.log")
+
+
 def log_events(cluster, node: str, *events: str) -> list[dict]:
     """`node`'s structured log records whose event is one of `events`."""
     path = cluster.run_dir / "log" / f"{node}.log"

@@ -7,7 +7,6 @@ journal, key table included, replays to the live state."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 
 import msgspec
@@ -19,19 +18,11 @@ from cluster.client import Client
 from cluster.protocol import Deposit, KeyTable, Routed, SetLeverage, Withdraw
 from cluster.signing import KEY_FILE_CHECK_MS, key_id
 from cluster.verify import verify_node
-from tests.e2e.helpers import log_events, poll
+from tests.e2e.helpers import final_hash, log_events, poll
 
 pytestmark = pytest.mark.e2e
 
 EVERY_SCOPE = ("read", "trade", "transfer", "admin")
-
-
-def final_hash(run_dir, node: str) -> str:
-    for line in (run_dir / "log" / f"{node}.log").read_text().splitlines():
-        rec = json.loads(line)
-        if rec.get("event") == f"{node}_final_state":
-            return rec["state_hash"]
-    raise AssertionError(f"no {node}_final_state in {node}.log")
 
 
 def test_a_forged_routed_at_risk_is_refused_by_risks_own_key_table(cluster):

@@ -17,18 +17,10 @@ from cluster.client import Client
 from cluster.journal import read_frames
 from cluster.protocol import BUY, SELL, JournalInbound, LinkSeq
 from cluster.verify import verify_node
-from tests.e2e.helpers import log_events, poll, wait_mark
+from tests.e2e.helpers import final_hash, log_events, poll, wait_mark
 
 pytestmark = pytest.mark.e2e
 S = "BTC-PERP"
-
-
-def final_hash(run_dir, node: str) -> str:
-    for line in (run_dir / "log" / f"{node}.log").read_text().splitlines():
-        rec = json.loads(line)
-        if rec.get("event") == f"{node}_final_state":
-            return rec["state_hash"]
-    raise AssertionError(f"no {node}_final_state in {node}.log")
 
 
 async def trade(cluster) -> None:
