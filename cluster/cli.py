@@ -457,13 +457,15 @@ async def with_client(args, fn, *, logon: bool | str = True):
     gw = topo.nodes["gateway"]
     key = (public_key_for(topo, args) if logon == "public"
            else api_key_for(topo, args) if logon else None)
-    secret = secret_for(topo.run_dir, key) if key else None
+    secret = None
     if key and os.environ.get("PERPX_API_SECRET"):  # a key's secret where there is no key file
         try:
             secret = bytes.fromhex(os.environ["PERPX_API_SECRET"])
         except ValueError:
             raise CliError("bad_secret", "PERPX_API_SECRET: the key's secret in hex, as "
                            "`perpx keys create` showed it") from None
+    elif key:
+        secret = secret_for(topo.run_dir, key)
     client = Client(gw.client, api_key=None, market_data=gw.pub, timeout=args.timeout,
                     secret=secret)
     answered = False  # whether the venue answered anything: then it is up, and a request is late

@@ -848,9 +848,11 @@ class NodeShell:
                         for msg in batch[1:]:
                             self._on_control(msg)
                         continue
-                    if self.role != "primary":  # a standby takes no input but its primary's
+                if self.role != "primary":  # a standby takes no input but its primary's
+                    if batch:  # (numbered or not: one of its own would take a number it needs)
                         stats["standby_dropped"] = stats.get("standby_dropped", 0) + 1
-                        continue
+                    continue
+                if header is not None:
                     batch = links_in.accept(header, batch[1:], now, asks)
                     if batch:
                         self._count_link("link_messages_in", header.link, len(batch))
@@ -859,9 +861,6 @@ class NodeShell:
                                          first=header.first + header.count - len(batch),
                                          count=len(batch))
                 if not batch:
-                    continue
-                if header is None and self.role != "primary":  # (as for numbered input, above)
-                    stats["standby_dropped"] = stats.get("standby_dropped", 0) + 1
                     continue
                 if runs:
                     out.append((header, batch))

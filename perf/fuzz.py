@@ -353,7 +353,7 @@ def core_inputs_during(run_dir: Path, topo, windows: list[tuple[int, int]]) -> d
     decode = msgspec.msgpack.Decoder(protocol.JournalInbound).decode
     out = {}
     for node in JOURNALED_NODES:
-        for instance in topo.instances(node) if hasattr(topo, "instances") else (node,):
+        for instance in topo.instances(node):
             directory = Path(run_dir) / "journal" / instance
             if not directory.exists():
                 continue

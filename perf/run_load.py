@@ -68,10 +68,11 @@ def main() -> int:
     before = scrape(metrics_url)
     try:
         code = subprocess.run(cmd, cwd=ROOT, env=env, timeout=seconds + 120).returncode
+        report = merge_latency(RESULTS)  # (locust's processes have written their histograms)
         after = scrape(metrics_url)
         if before is not None and after is not None:
             moved = metrics_moved(before[1], after[1])
-            table = metrics_markdown(metrics_url, moved, merge_latency(RESULTS))
+            table = metrics_markdown(metrics_url, moved, report)
             (RESULTS / "load_metrics.prom").write_text(after[0])
             (RESULTS / "load_metrics.md").write_text(table)
             print(table, end="")
@@ -81,7 +82,6 @@ def main() -> int:
         if started:
             perpx("cluster", "down", "--run-dir", str(run_dir))
             print("make load: stopped the cluster it started", flush=True)
-    report = merge_latency(RESULTS)
     if report is not None:
         (RESULTS / "load_latency.json").write_text(json.dumps(report, indent=1))
         table = latency_markdown(report)

@@ -202,7 +202,7 @@ def build(shell: NodeShell, topo: Topology):
 
     key_file_watch = KeyFileWatch(topo.run_dir)
     account_names = frozenset(topo.accounts)
-    topology_key_accounts = {k: account for k, (account, _) in topology_keys(topo).items()}
+    topology_key_accounts = {k: account for k, (account, _) in gateway.topology_keys.items()}
 
     def manage(identity: bytes, msg, by: str, usage: dict) -> None:
         """`perpx keys` over the wire (nodes/gateway/key_admin.py); served by at once."""
