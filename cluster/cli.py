@@ -855,15 +855,30 @@ def cmd_account_margin(args) -> int:
         args.symbol, _atoms_arg(t, args.amount)))
 
 
-def cmd_account_transfer(args) -> int:
-    """Deposits and withdrawals log on with an admin-scoped key (--api-key or --admin NAME)."""
-    topo = load_topology(args)
+def _admin_key(args, topo: config.Topology) -> None:
+    """An admin's request logs on with --api-key, else the key of --admin NAME (default: the
+    topology's first admin-scoped account)."""
     if not args.api_key:
         admins = [a for a in topo.accounts.values() if "admin" in a.scopes]
         name = args.admin or (admins[0].name if admins else None)
         if name is None or name not in topo.accounts:
             raise CliError("no_admin", "give --api-key of an admin-scoped key or --admin NAME")
         args.api_key = topo.accounts[name].api_key
+
+
+def cmd_account_portfolio(args) -> int:
+    """An admin allows an account the portfolio margin mode, or withdraws it (#24)."""
+    from cluster.protocol import SetPortfolioAccess
+
+    _admin_key(args, load_topology(args))
+    return _account_change(args, lambda c, t: c.request(SetPortfolioAccess(
+        account=args.name, enabled=args.action == "enable")))
+
+
+def cmd_account_transfer(args) -> int:
+    """Deposits and withdrawals log on with an admin-scoped key (--api-key or --admin NAME)."""
+    topo = load_topology(args)
+    _admin_key(args, topo)
     amount = _atoms_arg(topo, args.amount)
 
     def action(c, t):
@@ -1365,6 +1380,15 @@ def parser() -> argparse.ArgumentParser:
     account_mode.add_argument("--api-key", metavar="KEY", help="log on with this key; it must be "
                               "NAME's")
     account_mode.set_defaults(fn=cmd_account_margin_mode)
+    access = command(account, "portfolio", "allow an account the portfolio margin mode, or "
+                     "withdraw it (needs an admin-scoped key; withdrawn in portfolio mode, the "
+                     "account goes back to cross)", "perpx account portfolio enable alice")
+    access.add_argument("action", choices=["enable", "disable"])
+    access.add_argument("name", help="the account (`perpx accounts`)")
+    access.add_argument("--admin", metavar="NAME", help="an admin-scoped account of the topology "
+                        "(default: the first one)")
+    access.add_argument("--api-key", metavar="KEY", help="an admin-scoped API key")
+    access.set_defaults(fn=cmd_account_portfolio)
     margin = command(account, "margin", "move collateral into (+) or out of (-) an isolated "
                      "position", "perpx account margin alice --symbol ETH-PERP --amount 250")
     margin.add_argument("name", help="the account (`perpx accounts`)")

@@ -216,19 +216,31 @@ class SetAccountMarginMode(Msg, tag=True, kw_only=True):
     mode: Literal["cross", "portfolio"]
 
 
+class SetPortfolioAccess(Msg, tag=True, kw_only=True):
+    """Admin scope (#24): allow an account the `portfolio` margin mode (`enabled`), or withdraw
+    it. Only an allowed account's own trade key may then select the mode (SetAccountMarginMode;
+    refused `portfolio_not_enabled` before). Withdrawn while the account is in portfolio mode, it
+    goes back to cross margin at once, unless that leaves it short of its initial requirement on
+    the ladders (refused, with the numbers; nothing changes)."""
+
+    req_id: Id = 0
+    account: Name
+    enabled: bool
+
+
 AccountRequest = Union[SetLeverage, SetMarginMode, AdjustIsolatedMargin, Deposit, Withdraw,
-                       SetAccountMarginMode]
-ADMIN_REQUESTS = (Deposit, Withdraw)
+                       SetAccountMarginMode, SetPortfolioAccess]
+ADMIN_REQUESTS = (Deposit, Withdraw, SetPortfolioAccess)
 
 ClientRequest = Union[
     Logon, Logout, PlaceOrder, AmendOrder, CancelOrder, CancelAll, Ping, GetBook, GetAccount, SetLeverage,
     SetMarginMode, AdjustIsolatedMargin, Deposit, Withdraw, GetOrders, GetLimits, Signed,
-    SetAccountMarginMode, ManageKey,
+    SetAccountMarginMode, ManageKey, SetPortfolioAccess,
 ]
 SignableRequest = Union[  # what a Signed body may hold (not another Signed)
     Logon, Logout, PlaceOrder, AmendOrder, CancelOrder, CancelAll, Ping, GetBook, GetAccount,
     SetLeverage, SetMarginMode, AdjustIsolatedMargin, Deposit, Withdraw, GetOrders, GetLimits,
-    SetAccountMarginMode, ManageKey,
+    SetAccountMarginMode, ManageKey, SetPortfolioAccess,
 ]
 
 
@@ -334,6 +346,7 @@ class AccountView(Msg, tag=True, kw_only=True):
     # requirements, without the liquidity add-on: risk sees no book), and what decided them
     margin_mode: str = "cross"
     portfolio: Detail = field(default_factory=dict)
+    portfolio_enabled: bool = False  # an admin allowed the portfolio mode (SetPortfolioAccess)
 
 
 class OrderView(Msg, tag=True, kw_only=True):
@@ -639,6 +652,7 @@ class Routed(Msg, tag=True, kw_only=True):
     body: Union[
         PlaceOrder, AmendOrder, CancelOrder, CancelAll, Ping, GetBook, GetAccount, SetLeverage,
         SetMarginMode, AdjustIsolatedMargin, Deposit, Withdraw, GetOrders, SetAccountMarginMode,
+        SetPortfolioAccess,
     ]
     # the API key's scopes as the gateway saw them. Risk does not trust them once it holds its own
     # key table (KeyTable): then `key_id` decides. None: not told (a test's core, with no table)

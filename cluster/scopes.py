@@ -8,7 +8,7 @@ from __future__ import annotations
 from cluster.protocol import (
     AdjustIsolatedMargin, AmendOrder, CancelAll, CancelOrder, Deposit, GetAccount, GetBook,
     GetLimits, GetOrders, ManageKey, Ping, PlaceOrder, SetAccountMarginMode, SetLeverage,
-    SetMarginMode, Withdraw,
+    SetMarginMode, SetPortfolioAccess, Withdraw,
 )
 
 # "forward": the REST facade's own key (#25): a session logged on with it may log users on for the
@@ -25,7 +25,7 @@ REQUIRED_SCOPES: dict[type, tuple[str, ...]] = {
     GetOrders: ("trade", "read", "admin"), SetAccountMarginMode: ("trade",),
     Deposit: ("admin",), Withdraw: ("transfer", "admin"),
     GetBook: ANY_SCOPE, Ping: ANY_SCOPE,  # (Ping: the full path; the gateway-local one is free)
-    GetLimits: ANY_SCOPE, ManageKey: ("admin",),
+    GetLimits: ANY_SCOPE, ManageKey: ("admin",), SetPortfolioAccess: ("admin",),
 }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from cluster.protocol import (
     MAX_UNITS, AdjustIsolatedMargin, Deposit, SetLeverage, SetMarginMode, SetAccountMarginMode,
+    SetPortfolioAccess,
 )
 from cluster.rules.ladder import tier_for
 from nodes.risk.accounts import AccountState
@@ -63,11 +64,17 @@ class AccountOps:
 
     def _set_account_mode(self, acct: AccountState, ref: int, body: SetAccountMarginMode,
                           now_ns: int, out: list) -> None:
-        """Cross <-> portfolio for the account as a whole. Portfolio needs every symbol in cross
-        margin: the grid prices one wallet, and an isolated position is its own wallet with its
-        own trigger, which the grid's offsets must not reach into. The switch is refused when
+        """Cross <-> portfolio for the account as a whole. Portfolio needs an admin's permission
+        (SetPortfolioAccess: the venue decides who is priced as a portfolio) and every symbol in
+        cross margin: the grid prices one wallet, and an isolated position is its own wallet with
+        its own trigger, which the grid's offsets must not reach into. The switch is refused when
         it would leave the cross wallet short of its initial requirement (available < 0)."""
         before = "portfolio" if acct.portfolio else "cross"
+        if body.mode == "portfolio" and not acct.portfolio_enabled:
+            return self._refuse(out, ref, acct.name, "portfolio_not_enabled", {
+                "account": acct.name, "margin_mode": before,
+                "enabled_by": "an admin-scoped key: perpx account portfolio enable "
+                              f"{acct.name} (SetPortfolioAccess)"}, now_ns)
         if body.mode == "portfolio":
             isolated = sorted(s for s in self.specs if acct.mode(s) == "isolated") or sorted(
                 s for s, p in acct.positions.items() if p.isolated)
@@ -75,24 +82,63 @@ class AccountOps:
                 return self._refuse(out, ref, acct.name, "portfolio_with_isolated_symbols", {
                     "symbols": ",".join(isolated), "count": len(isolated),
                     "margin_mode": before}, now_ns)
-        acct.portfolio = body.mode == "portfolio"
-        available = self.available(acct)
-        if before != body.mode and available < 0:
-            numbers = {"from": before, "to": body.mode, "available": available,
-                       "required": -available, "equity": self.cross_equity(acct),
-                       "order_margin": acct.order_margin,
-                       "position_margin": self.position_margin(acct)}
-            if acct.portfolio:
-                numbers.update(self._portfolio_numbers(acct))
-            acct.portfolio = before == "portfolio"
-            numbers["position_margin_now"] = self.position_margin(acct)
+        problem = self._switch_account_mode(acct, body.mode)
+        if problem is not None:
             return self._refuse(out, ref, acct.name, "margin_mode_change_insufficient_margin",
-                                numbers, now_ns)
-        detail = {"from": before, "to": body.mode, "available": available,
+                                problem, now_ns)
+        self._ack(out, ref, acct.name, "account_margin_mode_changed",
+                  self._account_mode_detail(acct, before, body.mode), now_ns)
+
+    def _switch_account_mode(self, acct: AccountState, mode: str) -> dict | None:
+        """Put the account in `mode`; when that changes the mode and leaves available < 0, put it
+        back and return the numbers of the refusal."""
+        before = "portfolio" if acct.portfolio else "cross"
+        acct.portfolio = mode == "portfolio"
+        available = self.available(acct)
+        if before == mode or available >= 0:
+            return None
+        numbers = {"from": before, "to": mode, "available": available,
+                   "required": -available, "equity": self.cross_equity(acct),
+                   "order_margin": acct.order_margin,
+                   "position_margin": self.position_margin(acct)}
+        if acct.portfolio:
+            numbers.update(self._portfolio_numbers(acct))
+        acct.portfolio = before == "portfolio"
+        numbers["position_margin_now"] = self.position_margin(acct)
+        return numbers
+
+    def _account_mode_detail(self, acct: AccountState, before: str, mode: str) -> dict:
+        detail = {"from": before, "to": mode, "available": self.available(acct),
                   "maintenance_margin": self.maintenance_margin(acct)}
         if acct.portfolio and acct.positions:
             detail.update(self._portfolio_numbers(acct))
-        self._ack(out, ref, acct.name, "account_margin_mode_changed", detail, now_ns)
+        return detail
+
+    def _set_portfolio_access(self, admin: AccountState, ref: int, body: SetPortfolioAccess,
+                              now_ns: int, out: list) -> None:
+        """An admin allows an account the portfolio mode, or withdraws it (risk's key table has
+        checked the admin scope). Withdrawn while the account is in portfolio mode: it goes back
+        to cross margin now, not at its next switch (a withdrawal that left it priced by the grid
+        would not withdraw anything), unless cross margin leaves it short of its initial
+        requirement (only possible when the grid is not floored at the ladder, or the account is
+        under water already): then it is refused with the numbers and nothing changes, since
+        switching would put it closer to liquidation by an admin's hand; it must reduce first."""
+        target = self.accounts.get(body.account)
+        if target is None:
+            return self._refuse(out, ref, admin.name, "unknown_account",
+                                {"account": body.account}, now_ns)
+        before = "portfolio" if target.portfolio else "cross"
+        detail = {"account": target.name, "enabled": int(body.enabled),
+                  "was_enabled": int(target.portfolio_enabled), "by": admin.name}
+        if not body.enabled and target.portfolio:
+            problem = self._switch_account_mode(target, "cross")
+            if problem is not None:
+                return self._refuse(out, ref, target.name, "portfolio_disable_insufficient_margin",
+                                    {**detail, **problem}, now_ns)
+            detail.update(self._account_mode_detail(target, before, "cross"))
+        target.portfolio_enabled = body.enabled
+        detail["margin_mode"] = "portfolio" if target.portfolio else "cross"
+        self._ack(out, ref, target.name, "portfolio_access_changed", detail, now_ns)
 
     def _adjust_isolated(self, acct: AccountState, ref: int, body: AdjustIsolatedMargin,
                          now_ns: int, out: list) -> None:

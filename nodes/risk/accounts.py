@@ -81,7 +81,7 @@ class AccountState:
 
     __slots__ = ("name", "balance", "fees_paid", "positions", "orders", "order_margin",
                  "leverage", "modes", "funding_history", "fills", "_by_symbol", "_pending",
-                 "_by_coid", "sides", "portfolio")
+                 "_by_coid", "sides", "portfolio", "portfolio_enabled")
 
     def __init__(self, name: str, balance: int) -> None:
         self.name = name
@@ -107,6 +107,9 @@ class AccountState:
         # The account's margin mode as a whole: False "cross" (each symbol's ladder, summed),
         # True "portfolio" (cluster/rules/stress.py portfolio_margin; no isolated symbol then)
         self.portfolio = False
+        # An admin allowed the portfolio mode (SetPortfolioAccess): only then may the account's
+        # own key select it
+        self.portfolio_enabled = False
 
     def mode(self, symbol: str) -> str:
         return self.modes.get(symbol, "cross")

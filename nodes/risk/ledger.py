@@ -49,7 +49,7 @@ from cluster.protocol import (
     AccountRiskRequest, AdjustIsolatedMargin, AmendOrder, Cancel, CancelAll, CancelOrder,
     ClockTick, Deposit, Error, FundingRate, GetAccount, GetOrders, IndexMark, KeyTable,
     LiquidationStep, MassCancel, PlaceOrder, Regime, Reply, Routed, SetAccountMarginMode,
-    SetLeverage, SetMarginMode, Trade, Withdraw,
+    SetLeverage, SetMarginMode, SetPortfolioAccess, Trade, Withdraw,
 )
 from nodes.risk.account_ops import AccountOps
 from nodes.risk.admission import Admission
@@ -136,6 +136,8 @@ class RiskEngine(RiskState, Margin, Reservations, Replies, Admission, AccountOps
             self._set_account_mode(acct, msg.ref, body, now_ns, out)
         elif t is Deposit or t is Withdraw:
             self._transfer(acct, msg.ref, body, now_ns, out)
+        elif t is SetPortfolioAccess:
+            self._set_portfolio_access(acct, msg.ref, body, now_ns, out)
         else:
             out.append(("gateway", Reply(ref=msg.ref, body=Error(
                 req_id=0, reason="unsupported_request", detail={"type": t.__name__}))))

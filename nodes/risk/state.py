@@ -80,6 +80,12 @@ class RiskState:
         and restores as that node ran, with none told (its shell hands it the file's at start)."""
         if "keys" not in self.__dict__:
             self.keys = KeyScopes()
+        # ... and one written before the portfolio mode needed an admin's permission (#24): an
+        # account already in that mode had chosen it under the old rule and keeps it (an admin
+        # may withdraw it); the others have none
+        for acct in self.accounts.values():
+            if not hasattr(acct, "portfolio_enabled"):
+                acct.portfolio_enabled = acct.portfolio
 
     def fund_equity(self) -> int:
         """The insurance fund's cash plus the positions it took over, at mark."""
@@ -108,7 +114,7 @@ class RiskState:
             accounts[name] = {
                 "balance": a.balance, "fees_paid": a.fees_paid, "order_margin": a.order_margin,
                 "leverage": sorted(a.leverage.items()), "modes": sorted(a.modes.items()),
-                "portfolio": a.portfolio,
+                "portfolio": a.portfolio, "portfolio_enabled": a.portfolio_enabled,
                 "positions": sorted((s, p.qty, p.cost, p.mode, p.iso_cash, p.funding)
                                     for s, p in a.positions.items()),
                 "orders": sorted((o.order_id, o.symbol, o.side, o.type, o.price, o.qty, o.remaining,

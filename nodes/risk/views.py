@@ -84,4 +84,5 @@ class Views:
             funding=list(acct.funding_history)[:20], fills=list(acct.fills)[:fills],
             margin_mode="portfolio" if acct.portfolio else "cross",
             portfolio=self._portfolio_numbers(acct) if acct.portfolio and acct.positions else {},
+            portfolio_enabled=acct.portfolio_enabled,
         )

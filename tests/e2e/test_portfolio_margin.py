@@ -1,6 +1,7 @@
 """The `portfolio` margin mode on a real cluster (#24): two accounts hold the same hedge (long 20
-BTC, short 225 ETH); alice switches to portfolio with `perpx account margin-mode`, bob stays in
-cross. A BTC crash that ETH does not follow (the move the hedge does not cover) liquidates alice,
+BTC, short 225 ETH); an admin allows alice the portfolio mode (`perpx account portfolio enable`:
+her own key may neither select it before nor allow it herself), alice switches to it with `perpx
+account margin-mode`, bob stays in cross. A BTC crash that ETH does not follow (the move the hedge does not cover) liquidates alice,
 on the stress grid's requirement that `perpx stress` prints for the same notionals, and not bob,
 whose summed ladder is far below his equity."""
 
@@ -72,6 +73,16 @@ def triggers(cluster, account: str) -> list[dict]:
 
 def test_a_portfolio_account_is_liquidated_by_a_decorrelated_crash_its_cross_twin_is_not(cluster):
     asyncio.run(open_hedges(cluster))
+    refused = cluster.cli_json("account", "margin-mode", "alice", "portfolio", ok=False)
+    assert refused["error"] == "portfolio_not_enabled", refused
+    assert "perpx account portfolio enable alice" in refused["detail"]["enabled_by"]
+    own = cluster.cli_json("account", "portfolio", "enable", "alice", "--api-key",
+                           cluster.api_key("alice"), ok=False)  # a trade key: not an admin's
+    assert (own["error"], own["detail"]["required"]) == ("missing_scope", "admin"), own
+    allowed = cluster.cli_json("account", "portfolio", "enable", "alice")  # the topology's admin
+    assert (allowed["action"], allowed["detail"]["by"], allowed["detail"]["enabled"]) == (
+        "portfolio_access_changed", "admin", 1)
+    assert cluster.cli_json("account", "show", "alice")["portfolio_enabled"] is True
     switched = cluster.cli_json("account", "margin-mode", "alice", "portfolio")
     d = switched["detail"]
     assert (switched["action"], d["from"], d["to"]) == ("account_margin_mode_changed", "cross",

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from cluster.protocol import (
     AdjustIsolatedMargin, AmendOrder, CancelAll, FundingRate, LiquidationStep, PlaceOrder, Regime,
-    SetAccountMarginMode, SetLeverage, SetMarginMode, Trade,
+    SetAccountMarginMode, SetLeverage, SetMarginMode, SetPortfolioAccess, Trade,
 )
 from nodes.risk.ledger import RiskEngine
 from tests.unit.money_model import MoneyModel
@@ -99,6 +99,7 @@ class Run:
         self.liquidations = 0
         self.trades = 0
         for name in PORTFOLIO:
+            self._ok(name, SetPortfolioAccess(account=name, enabled=True))
             self._ok(name, SetAccountMarginMode(mode="portfolio"))
         for s in SYMBOLS:
             self.pipe.mark(s, self.marks[s])

@@ -16,7 +16,7 @@ from cluster.rules.ladder import maintenance_margin
 from cluster.rules.prices import forced_fee
 from cluster.protocol import (
     Ack, AccountRisk, Error, GetAccount, IndexMark, PlaceOrder, Regime, Reply, Routed,
-    SetAccountMarginMode, SetLeverage, SetMarginMode, Withdraw,
+    SetAccountMarginMode, SetLeverage, SetMarginMode, SetPortfolioAccess, Withdraw,
 )
 from cluster.rules import stress as sg
 from cluster.rules.units import ceil_div
@@ -91,6 +91,14 @@ def test_an_initial_factor_below_one_is_refused():
 # ------------------------------------------------------------------ risk
 
 
+def allow(pipe: Pipeline, *names: str, admin: str = "mm") -> None:
+    """An admin allows the portfolio mode (a Pipeline's Routed carries no key table: risk's
+    admin-scope check is tested with one below)."""
+    for name in names:
+        ack = body(pipe.request(admin, SetPortfolioAccess(account=name, enabled=True)), Ack)
+        assert ack.action == "portfolio_access_changed" and ack.detail["enabled"] == 1
+
+
 def hedged(deposit_usd: int, name: str = "alice") -> Pipeline:
     """`name` long 20 BTC and short 225 ETH at the marks, taker on both (fees 300 + 270)."""
     pipe = Pipeline({name: deposit_usd * USD, "mm": 10_000_000 * USD, "carol": 100_000 * USD})
@@ -113,6 +121,7 @@ def test_switch_to_portfolio_applies_the_grid_to_the_account():
     cross = body(pipe.request("alice", GetAccount()), type(pipe.risk.account_view("alice")))
     assert (cross.margin_mode, cross.maintenance_margin, cross.position_margin) == (
         "cross", LADDER_MM, LADDER_IM)
+    allow(pipe, "alice")
     ack = body(pipe.request("alice", SetAccountMarginMode(mode="portfolio")), Ack)
     assert ack.action == "account_margin_mode_changed"
     d = ack.detail
@@ -139,6 +148,7 @@ def test_switch_to_portfolio_applies_the_grid_to_the_account():
 
 def test_switch_refused_while_it_would_leave_the_account_under_its_initial_requirement():
     pipe = hedged(80_000)  # equity 79,430 < 86,559.23 (portfolio IM); > 52,500 (ladder IM)
+    allow(pipe, "alice")
     before = pipe.risk.state_hash()
     err = body(pipe.request("alice", SetAccountMarginMode(mode="portfolio")), Error)
     assert err.reason == "margin_mode_change_insufficient_margin"
@@ -155,7 +165,8 @@ def test_switch_refused_while_it_would_leave_the_account_under_its_initial_requi
 
 
 def test_isolated_margin_and_portfolio_mode_exclude_each_other():
-    pipe = Pipeline({"bob": 100_000 * USD})
+    pipe = Pipeline({"bob": 100_000 * USD, "mm": 0})
+    allow(pipe, "bob")
     assert type(body(pipe.request("bob", SetMarginMode(symbol=ETH, mode="isolated")), Ack)) is Ack
     err = body(pipe.request("bob", SetAccountMarginMode(mode="portfolio")), Error)
     assert (err.reason, err.detail["symbols"], err.detail["count"]) == (
@@ -170,6 +181,7 @@ def test_isolated_margin_and_portfolio_mode_exclude_each_other():
 
 def _history(risk: RiskEngine) -> None:
     risk.handle(IndexMark(symbol=BTC, index=P_BTC, mark=P_BTC, last=0, seq=1, ts_ns=1), 0)
+    risk.handle(Routed(ref=1, account="a", body=SetPortfolioAccess(account="a", enabled=True)), 0)
     risk.handle(Routed(ref=1, account="a", body=SetAccountMarginMode(mode="portfolio")), 0)
     risk.handle(Routed(ref=2, account="a", body=PlaceOrder(symbol=BTC, side=1, qty=10,
                                                            price=P_BTC)), 0)
@@ -197,6 +209,7 @@ def test_a_regime_shift_is_explained_only_where_it_moves_the_requirement():
     pipe.request("carol", SetLeverage(symbol=BTC, leverage=2))
     pipe.request("mm", PlaceOrder(symbol=BTC, side=-1, qty=1_000, price=P_BTC))
     pipe.request("carol", PlaceOrder(symbol=BTC, side=1, qty=1_000, price=P_BTC))
+    allow(pipe, "alice", "carol")
     for name in ("alice", "carol"):
         assert type(body(pipe.request(name, SetAccountMarginMode(mode="portfolio")), Ack)) is Ack
     carol = pipe.risk.accounts["carol"]
@@ -287,8 +300,10 @@ def test_a_decorrelated_fall_liquidates_the_portfolio_twin_exactly_at_its_requir
         w.place(name, 1, LONG_BTC, P_BTC, BTC)
         w.place("mm", 1, -SHORT_ETH, P_ETH, ETH)
         w.place(name, -1, -SHORT_ETH, P_ETH, ETH)
-    w.ref += 1
-    w._to_risk(Routed(ref=w.ref, account="alice", body=SetAccountMarginMode(mode="portfolio")))
+    for request in (SetPortfolioAccess(account="alice", enabled=True),
+                    SetAccountMarginMode(mode="portfolio")):
+        w.ref += 1
+        w._to_risk(Routed(ref=w.ref, account="alice", body=request))
     assert w.risk.accounts["alice"].portfolio and not w.risk.accounts["bob"].portfolio
     w.place("mm", 1, 2 * LONG_BTC, P_BTC - 100, BTC)  # the books both would close into
     w.place("mm", -1, -2 * SHORT_ETH, P_ETH + 100, ETH)

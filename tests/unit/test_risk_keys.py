@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from cluster.config import load
 from cluster.protocol import (
     Deposit, Error, GetAccount, KeyTable, Logon, NewOrder, PlaceOrder, Reply, Routed, SetLeverage,
-    Withdraw,
+    SetPortfolioAccess, Withdraw,
 )
 from cluster.scopes import REQUIRED_SCOPES, SCOPES
 from cluster.signing import KeyEntry, key_id, topology_keys
@@ -150,7 +150,8 @@ SCOPE_SETS = st.lists(st.sampled_from(SCOPES), unique=True, max_size=4).map(tupl
 BODIES = st.sampled_from([
     PlaceOrder(symbol=SYMBOL, side=1, qty=1, price=PRICE), GetAccount(),
     SetLeverage(symbol=SYMBOL, leverage=2), Withdraw(account="alice", amount=1),
-    Withdraw(account="bob", amount=1), Deposit(account="bob", amount=1)])
+    Withdraw(account="bob", amount=1), Deposit(account="bob", amount=1),
+    SetPortfolioAccess(account="bob", enabled=True)])
 
 
 @settings(max_examples=200, deadline=None)
