@@ -11,9 +11,11 @@ Rounds (one round = one liquidation-engine cycle):
      wallet or isolated position), newly breached accounts are scheduled `latency_rounds` later;
   3. due liquidations are re-checked (one restored by a bounce is let go, as the liquidator does),
      then closed: each position sold into the residual book, limited at its bankruptcy price
-     (cluster/rules/prices.py); what the book cannot take goes to the insurance fund at the bankruptcy
-     price unless that takes the fund below its floor, then to auto-deleveraging in the venue's
-     queue order (cluster/rules/adl.py); a cross account left below zero is made whole by the fund;
+     (cluster/rules/prices.py); what the book cannot take goes to the snapshot's backstop accounts
+     at the bankruptcy price, as much as each one's margin carries (the venue's auction,
+     cluster/rules/backstop.py), the rest to the insurance fund unless that takes the fund below
+     its floor, then to auto-deleveraging in the venue's queue order (cluster/rules/adl.py); a
+     cross account left below zero is made whole by the fund;
   4. impact: a walk moves the mark by the depth it consumed (block-shaped book: a level's share
      consumed x its price gap); `permanent_ppm` of each walk's move shifts the reference for good,
      the rest is transient: consumed depth refills by `recovery_ppm` per round (Obizhaeva-Wang);
@@ -26,7 +28,7 @@ Rounds (one round = one liquidation-engine cycle):
 Close policy: "full" closes the whole position in one walk (the closed-form oracle of section 3.4
 assumes it); "venue" lets the liquidator's own engine (nodes/liquidator/engine.py) decide every
 step, the simulator playing risk and the book (cluster/cascade_venue.py): cancel, reduction chunks
-sized to restore maintenance, the backstop (no backstop accounts in a snapshot), fund or ADL.
+sized to restore maintenance, the backstop accounts, fund or ADL.
 Book levels are held as distances from the reference, so the book moves with the exogenous shock
 (makers re-quote around the index) but not with its own consumption.
 """
@@ -43,6 +45,7 @@ import msgspec
 
 from cluster.config import SymbolSpec
 from cluster.rules import adl
+from cluster.rules import backstop, ladder
 from cluster.rules.ladder import build_ladder, maintenance_margin
 from cluster.rules.prices import bankruptcy_price, forced_fee, round_price
 from cluster.protocol import AccountRisk
@@ -71,6 +74,7 @@ class SymbolSnap(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     tiers: list[tuple[int, int, int]]  # (floor atoms, max leverage, mmr ppm)
     ladder_cap: int
     forced_fee_ppm: int = 0
+    default_leverage: int = 1  # an account's leverage where it set none (a backstop's IM)
     bids: list[tuple[int, int]] = msgspec.field(default_factory=list)  # (ticks, lots), best first
     asks: list[tuple[int, int]] = msgspec.field(default_factory=list)
 
@@ -79,6 +83,7 @@ class AccountSnap(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     balance: int  # cross wallet cash, atoms
     positions: dict[str, tuple[int, int]] = msgspec.field(default_factory=dict)  # (lots, cost)
     isolated: dict[str, int] = msgspec.field(default_factory=dict)  # symbol -> isolated cash
+    leverage: dict[str, int] = msgspec.field(default_factory=dict)  # symbol -> its setting
 
 
 class Snapshot(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -88,6 +93,7 @@ class Snapshot(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     accounts: dict[str, AccountSnap]
     insurance_fund: int
     insurance_floor: int = 0
+    backstops: list[str] = msgspec.field(default_factory=list)  # accounts of the auction
 
 
 class CascadeParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -129,6 +135,8 @@ def check_snapshot(snap: Snapshot) -> None:
                 raise CascadeError("bad_snapshot", f"{name} {side}: levels must be best first")
         if sym.bids and sym.bids[0][0] > sym.mark or sym.asks and sym.asks[0][0] < sym.mark:
             raise CascadeError("bad_snapshot", f"{name}: the book crosses the mark {sym.mark}")
+        if sym.default_leverage < 1:
+            raise CascadeError("bad_snapshot", f"{name}: default_leverage must be >= 1")
         try:
             build_ladder([(f, lev, mmr, None) for f, lev, mmr in sym.tiers], sym.ladder_cap)
         except ValueError as exc:
@@ -139,6 +147,13 @@ def check_snapshot(snap: Snapshot) -> None:
         for symbol in [*acct.positions, *acct.isolated]:
             if symbol not in snap.symbols:
                 raise CascadeError("bad_snapshot", f"{name}: unknown symbol {symbol!r}")
+        for symbol, lev in acct.leverage.items():
+            if symbol not in snap.symbols or lev < 1:
+                raise CascadeError("bad_snapshot", f"{name}: leverage {symbol!r}: {lev}")
+    for name in snap.backstops:
+        if name not in snap.accounts:
+            raise CascadeError("bad_snapshot", f"backstop {name!r} is not an account of the "
+                               "snapshot")
 
 
 def check_params(params: CascadeParams, snap: Snapshot, stress: StressParams) -> None:
@@ -168,7 +183,7 @@ def spec_of(name: str, sym: SymbolSnap) -> SymbolSpec:
         name=name, tick_size=Decimal(1), lot_size=Decimal(1), atoms_per_tick_lot=sym.mult,
         min_qty=1, max_qty=2**62, max_notional=2**62, band_ppm=PPM, protection_ppm=PPM,
         maker_fee_ppm=0, taker_fee_ppm=0, forced_fee_ppm=sym.forced_fee_ppm,
-        default_leverage=1, max_leverage=tiers[0].max_leverage, tiers=tiers,
+        default_leverage=sym.default_leverage, max_leverage=tiers[0].max_leverage, tiers=tiers,
         initial_price=sym.mark, volatility_ppm=0, funding_interval_s=1, funding_cap_e9=0,
         interest_e9=0, im_buffer_ppm={"normal": PPM}, impact_notional=0, vol_window_s=1,
         vol_threshold_ppm=0)
@@ -318,7 +333,7 @@ class Book:
 class Liq:
     __slots__ = ("id", "key", "account", "triggered", "executed", "parent", "parent_weight",
                  "status", "qty", "book_notional", "insurance_qty", "adl_qty", "bad_debt",
-                 "inflicted", "fee", "deficit_covered")
+                 "inflicted", "fee", "deficit_covered", "backstop_qty")
 
     def __init__(self, liq_id: int, key: str, triggered: int) -> None:
         self.id = liq_id
@@ -332,6 +347,7 @@ class Liq:
         self.qty: dict[str, int] = {}
         self.book_notional = 0
         self.insurance_qty = 0
+        self.backstop_qty = 0
         self.adl_qty = 0
         self.bad_debt = 0
         self.inflicted = Fraction(0)
@@ -352,6 +368,10 @@ class Cascade:
         self.accounts = {n: Acct(n, a.balance, a.positions, a.isolated)
                          for n, a in sorted(snap.accounts.items())}
         self.insurance = Acct(INSURANCE, snap.insurance_fund)
+        self.backstops = sorted(set(snap.backstops))
+        self.leverage = {n: dict(a.leverage) for n, a in snap.accounts.items()}
+        self.backstop_takeovers: list[dict] = []  # (round, liquidation, backstop, symbol, lots)
+        self.round = 0
         self.market = Acct(MARKET, 0)
         self.floor = snap.insurance_floor
         self.fund_start = snap.insurance_fund
@@ -439,6 +459,51 @@ class Cascade:
     def fund_equity(self) -> int:
         return self.equity(self.insurance)
 
+    def available(self, acct: Acct) -> int:
+        """What a cross wallet can still commit, as risk works it out: equity less the IM of its
+        cross positions (the ladder's leverage rule, the normal regime's buffer: a snapshot
+        carries no regime), no resting orders in a snapshot."""
+        im = 0
+        for s, (qty, _) in acct.positions.items():
+            if s not in acct.isolated:
+                spec = self.books[s].spec
+                value = self.value(acct, s)
+                setting = self.leverage[acct.name].get(s) or spec.default_leverage
+                im += ladder.initial_margin(value, ladder.leverage_for(spec.tiers, setting, value),
+                                            PPM)
+        return self.equity(acct) - im
+
+    def backstop_takers(self, liq: Liq, acct: Acct, symbol: str, lots: int, price: int
+                        ) -> list[tuple[str, int, int]]:
+        """The venue's backstop auction (cluster/rules/backstop.py) over the snapshot's backstop
+        accounts, valued at the simulated mark: each takes what its margin carries at `price`."""
+        book = self.books[symbol]
+        side = 1 if acct.positions[symbol][0] > 0 else -1
+        notional = lots * price * book.mult
+        bidders = []
+        for name in self.backstops:
+            bs = self.accounts[name]
+            if name == acct.name:
+                continue
+            setting = self.leverage[name].get(symbol) or book.spec.default_leverage
+            bidders.append(backstop.Bidder(
+                name=name, available=self.available(bs),
+                leverage=ladder.leverage_for(book.spec.tiers, setting, notional),
+                cross=symbol not in bs.isolated))
+        taken = []
+        for name, take in backstop.auction(bidders, lots, price, book.mark(), side, book.mult,
+                                           PPM):
+            self.transfer(acct, self.accounts[name], symbol, take, price)
+            liq.backstop_qty += take
+            liq.qty[symbol] = liq.qty.get(symbol, 0) + side * take  # (signed: what was held)
+            self.backstop_takeovers.append({"round": self.round, "liquidation": liq.id,
+                                            "backstop": name, "symbol": symbol, "qty": take,
+                                            "price": price})
+            if self.venue is None:
+                self.monitor.on_account(self.accounts[name].risk())
+            taken.append((name, take, price))
+        return taken
+
     def cover_deficit(self, acct: Acct, liq: Liq) -> None:
         """As the ledger: a cross account with no cross position left and a negative wallet is
         made whole by the fund; an isolated position closed below zero likewise."""
@@ -456,6 +521,7 @@ class Cascade:
         t = 0
         for t in range(p.max_rounds):
             now = t * ROUND_NS
+            self.round = t
             if t < p.shock_rounds:
                 for s, b in self.books.items():
                     b.shift(self.exo_total[s] / p.shock_rounds)
@@ -562,14 +628,18 @@ class Cascade:
 
     def close(self, liq: Liq, acct: Acct, symbol: str) -> None:
         """The `full` policy: the whole position walked into the book at once, limited at its
-        bankruptcy price; the rest to the fund unless that takes it below its floor, then ADL
-        (the engine's rule, nodes/liquidator/engine.py's backstop phase)."""
+        bankruptcy price; the rest to the backstop accounts, then the fund unless that takes it
+        below its floor, then ADL (the engine's rule, nodes/liquidator/engine.py's backstop
+        phase)."""
         book = self.books[symbol]
         qty = acct.positions[symbol][0]
         side = -1 if qty > 0 else 1  # the closing side
         bp = self.bankruptcy(acct, symbol)
         self.reduce(liq, acct, symbol, abs(qty), bp)
         left = abs(acct.positions.get(symbol, [0, 0])[0])
+        if left:
+            self.backstop_takers(liq, acct, symbol, left, bp)
+            left = abs(acct.positions.get(symbol, [0, 0])[0])
         if not left:
             return
         loss = max(0, (bp - book.mark()) * -side) * left * book.mult
@@ -753,17 +823,23 @@ class Cascade:
                 "insurance_fund_equity_end": self.fund_equity(),
                 "fund_drawdown": self.fund_start - self.fund_min,
                 "bad_debt_exceeds_fund": self.bad_debt > self.fund_start,
+                "backstop_qty": sum(b["qty"] for b in self.backstop_takeovers),
+                "backstop_notional": sum(b["qty"] * b["price"] * self.books[b["symbol"]].mult
+                                         for b in self.backstop_takeovers),
                 "adl_volume": self.adl_volume, "adl_haircut": self.adl_haircut,
                 "adl_overshoot": max(0, self.adl_haircut - self.adl_shortfall),
                 "unresolved": self.unresolved,
                 "money": {"before": self.cash0, "after": self.cash()},
             },
             "branching": branching,
+            # every takeover by a backstop account, in the order it happened (round by round)
+            "backstop": self.backstop_takeovers,
             "liquidations": [{
                 "id": liq.id, "key": liq.key, "status": liq.status, "round_triggered": liq.triggered,
                 "round_executed": liq.executed, "parent": liq.parent,
                 "parent_weight": liq.parent_weight, "qty": liq.qty,
-                "book_notional": liq.book_notional, "insurance_qty": liq.insurance_qty,
+                "book_notional": liq.book_notional, "backstop_qty": liq.backstop_qty,
+                "insurance_qty": liq.insurance_qty,
                 "adl_qty": liq.adl_qty, "bad_debt": liq.bad_debt, "forced_fee": liq.fee,
                 "deficit_covered": liq.deficit_covered,
                 "inflicted": floor(liq.inflicted)} for liq in self.liqs],

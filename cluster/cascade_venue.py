@@ -3,7 +3,8 @@
 nodes/liquidator/engine.py's LiquidationEngine (pure) is fed the simulated marks, books and
 account states and makes every decision it makes in the cluster: the trigger, the cancel step,
 incremental reduction chunks (what restores maintenance or steps down one tier, at most a share of
-the position and of the depth within the bankruptcy price), the backstop, the insurance fund
+the position and of the depth within the bankruptcy price), the backstop accounts (the ledger's
+auction, cluster/rules/backstop.py), the insurance fund
 against its floor, ADL. The simulator plays the risk node and the book: it carries out each
 LiquidationStep against the simulated book and accounts and answers with a LiquidationResult,
 as the ledger does. Latency delays a liquidation's first step; its later steps follow in the same
@@ -119,8 +120,9 @@ class VenueCloser:
         notional = fee = 0
         if step.kind == "reduce":
             done, notional, fee = sim.reduce(liq, acct, step.symbol, qty, step.price)
-        elif step.kind == "backstop":  # a snapshot has no backstop accounts: nobody bids
-            done = 0
+        elif step.kind == "backstop":  # the venue's auction over the snapshot's backstops
+            counterparties = sim.backstop_takers(liq, acct, step.symbol, qty, step.price)
+            done = sum(lots for _, lots, _ in counterparties)
         elif step.kind == "insurance":
             sim.takeover(liq, acct, step.symbol, qty, step.price)
             done = qty

@@ -347,6 +347,7 @@ class AccountView(Msg, tag=True, kw_only=True):
     margin_mode: str = "cross"
     portfolio: Detail = field(default_factory=dict)
     portfolio_enabled: bool = False  # an admin allowed the portfolio mode (SetPortfolioAccess)
+    leverage_settings: dict[str, int] = field(default_factory=dict)  # symbol -> set leverage
 
 
 class OrderView(Msg, tag=True, kw_only=True):

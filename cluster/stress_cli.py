@@ -169,27 +169,41 @@ def render_stress(d: dict) -> str:
 # ------------------------------------------------------------------ snapshots
 
 
-async def cluster_snapshot(topo, client_factory, depth: int) -> cz.Snapshot:
+async def cluster_snapshot(topo, client_factory, depth: int,
+                           insurance_fund: tuple[int, str] | None = None) -> cz.Snapshot:
     """Every configured account's view (each logged on with its key), every book and mark, the
-    ladders; the fund's starting cash and floor from the topology (the SDK has no fund view)."""
+    ladders; the fund's cash as risk reports it (`insurance_fund`: atoms and where they come
+    from; the topology's starting cash when there is no live figure), its floor and the backstop
+    accounts from the topology."""
     from cluster.protocol import Logon
 
-    accounts = {}
-    marks: dict[str, int] = {}
+    views = {}
     books = {}
-    first = True
     for name, account in sorted(topo.accounts.items()):
         client = client_factory()
         try:
             await client.connect()
             client.take_logon(await client.request(Logon(api_key=account.api_key)))
-            if first:
+            if not books:
                 for symbol in sorted(topo.symbols):
-                    books[symbol] = await client.book(symbol, depth=depth)
-                first = False
-            view = await client.account_view()
+                    book = await client.book(symbol, depth=depth)
+                    books[symbol] = (list(book.bids), list(book.asks))
+            views[name] = await client.account_view()
         finally:
             await client.close()
+    if insurance_fund is None:
+        insurance_fund = (topo.atoms(topo.nodes["risk"].insurance_fund, "insurance_fund"),
+                          "the topology's starting cash (no live figure from risk)")
+    return snapshot_of(topo, views, books, *insurance_fund)
+
+
+def snapshot_of(topo, views: dict, books: dict, fund: int, fund_source: str) -> cz.Snapshot:
+    """A cascade snapshot from risk's account views (AccountView by account name), the books
+    ((bids, asks) by symbol, best first) and the fund's cash: what `perpx cascade snapshot` writes,
+    and what a test builds from a ledger of its own."""
+    accounts = {}
+    marks: dict[str, int] = {}
+    for name, view in sorted(views.items()):
         positions, isolated = {}, {}
         for pos in view.positions:
             if not pos.qty:
@@ -200,22 +214,39 @@ async def cluster_snapshot(topo, client_factory, depth: int) -> cz.Snapshot:
             if pos.mode == "isolated":
                 isolated[pos.symbol] = pos.isolated_margin - pos.cost
         accounts[name] = cz.AccountSnap(balance=view.balance, positions=positions,
-                                        isolated=isolated)
+                                        isolated=isolated, leverage=dict(view.leverage_settings))
     symbols = {}
     for symbol, spec in sorted(topo.symbols.items()):
-        book = books[symbol]
-        bids, asks = list(book.bids), list(book.asks)
+        bids, asks = books[symbol]
         mark = marks.get(symbol) or (
             (bids[0][0] + asks[0][0]) // 2 if bids and asks else spec.initial_price)
         symbols[symbol] = cz.SymbolSnap(
             mult=spec.atoms_per_tick_lot, mark=mark,
             tiers=[(t.floor, t.max_leverage, t.mmr_ppm) for t in spec.tiers],
             ladder_cap=spec.tiers[-1].cap, forced_fee_ppm=spec.forced_fee_ppm,
+            default_leverage=spec.default_leverage,
             bids=[(p, q) for p, q in bids if p <= mark], asks=[(p, q) for p, q in asks if p >= mark])
-    risk, liq = topo.nodes["risk"], topo.nodes["liquidator"]
-    return cz.Snapshot(source=f"cluster {topo.name}", symbols=symbols, accounts=accounts,
-                       insurance_fund=topo.atoms(risk.insurance_fund, "insurance_fund"),
-                       insurance_floor=topo.atoms(liq.insurance_floor, "insurance_floor"))
+    liq = topo.nodes["liquidator"]
+    return cz.Snapshot(source=f"cluster {topo.name}; insurance fund: {fund_source}",
+                       symbols=symbols, accounts=accounts, insurance_fund=fund,
+                       insurance_floor=topo.atoms(liq.insurance_floor, "insurance_floor"),
+                       backstops=[b for b in liq.backstop_accounts if b in accounts])
+
+
+def live_insurance_fund(run) -> tuple[int, str] | None:
+    """The fund's cash as the serving risk instance last reported it (its `insurance_fund_atoms`
+    in the supervisor's status, the figure `perpx_insurance_fund` exports); None when no running
+    risk reports one."""
+    from cluster.runstate import read_status
+
+    nodes = (read_status(run) or {}).get("nodes", {})
+    for name in ("risk", "risk.b"):
+        node = nodes.get(name) or {}
+        atoms = (node.get("stats") or {}).get("insurance_fund_atoms")
+        if node.get("state") == "running" and node.get("role", "primary") == "primary" \
+                and isinstance(atoms, int):
+            return atoms, f"live, risk ({name}) at the snapshot"
+    return None
 
 
 def load_snapshot(args) -> cz.Snapshot:
@@ -235,9 +266,12 @@ def load_snapshot(args) -> cz.Snapshot:
     topo = cli.load_topology(args)
     gw = topo.nodes["gateway"]
 
+    fund = live_insurance_fund(cli.run_dir_of(args))
+
     async def take():
         return await cluster_snapshot(
-            topo, lambda: Client(gw.client, api_key=None, timeout=args.timeout), args.book_depth)
+            topo, lambda: Client(gw.client, api_key=None, timeout=args.timeout), args.book_depth,
+            fund)
 
     try:
         return asyncio.run(take())
@@ -269,7 +303,8 @@ def cmd_snapshot(args) -> int:
     raw = json.dumps(msgspec.to_builtins(snap), sort_keys=True, indent=1)
     Path(args.out).write_text(raw + "\n")
     cli.emit({"snapshot": args.out, "accounts": len(snap.accounts), "symbols": sorted(snap.symbols),
-              "sha256": cz.snapshot_digest(snap)}, args.json)
+              "insurance_fund": snap.insurance_fund, "backstops": snap.backstops,
+              "source": snap.source, "sha256": cz.snapshot_digest(snap)}, args.json)
     return cli.EXIT_OK
 
 
@@ -316,6 +351,15 @@ def render_cascade(r: dict) -> str:
     lines.append(f"  bad debt {s['bad_debt']}, fund {s['insurance_fund_start']} -> "
                  f"{s['insurance_fund_end']} (drawdown {s['fund_drawdown']}), ADL {s['adl_volume']}"
                  f" (overshoot {s['adl_overshoot']})")
+    by_round: dict[int, list[int]] = {}
+    for b in r.get("backstop", []):
+        by_round.setdefault(b["round"], [0, 0])
+        by_round[b["round"]][0] += 1
+        by_round[b["round"]][1] += b["qty"]
+    if by_round:
+        lines.append(f"  backstop takeovers ({s['backstop_qty']} lots, {s['backstop_notional']} "
+                     "atoms) per round: " + " ".join(
+                         f"{t}:{n}x{lots}" for t, (n, lots) in sorted(by_round.items())[:12]))
     ratios = " ".join(f"{b['round']}:{b['ratio']}" for b in r["branching"][:12])
     lines.append(f"  branching per round: {ratios}{' ...' if len(r['branching']) > 12 else ''}")
     top = list(r["contributions"]["by_account"].items())[:5]

@@ -401,8 +401,11 @@ def sim_liquidations(sim: dict) -> dict[str, dict]:
     for liq in sim["liquidations"]:
         lots = sum(abs(q) for q in liq["qty"].values())
         entry = out.setdefault(liq["key"], {"status": liq["status"], "round": liq["round_triggered"],
-                                            "path": {"book": 0, "insurance": 0, "adl": 0}})
-        entry["path"]["book"] += lots - liq["insurance_qty"] - liq["adl_qty"]
+                                            "path": {"book": 0, "backstop": 0, "insurance": 0,
+                                                     "adl": 0}})
+        backstop = liq.get("backstop_qty", 0)  # (a result from before backstops were simulated)
+        entry["path"]["book"] += lots - backstop - liq["insurance_qty"] - liq["adl_qty"]
+        entry["path"]["backstop"] += backstop
         entry["path"]["insurance"] += liq["insurance_qty"]
         entry["path"]["adl"] += liq["adl_qty"]
         entry["status"] = liq["status"]
@@ -564,15 +567,15 @@ def path_note(sim: dict, lives: list[dict]) -> str:
     for liq in lives:
         for k, v in liq["path"].items():
             live[k] += v
-    if sim["path"]["book"] == live["book"] and sim["path"]["insurance"] == live["insurance"] \
-            and sim["path"]["adl"] == live["adl"] and not live["backstop"]:
+    simulated = {"backstop": 0, **sim["path"]}
+    if all(simulated[k] == live[k] for k in live):
         return "same path"
-    parts = [f"lots: simulated book {sim['path']['book']} / fund {sim['path']['insurance']} / "
-             f"ADL {sim['path']['adl']}; live book {live['book']} / backstop "
-             f"{live['backstop']} / fund {live['insurance']} / ADL {live['adl']}"]
-    if live["backstop"] and sim["path"]["insurance"]:
-        parts.append("a snapshot has no backstop accounts: what the live backstop took at the "
-                     "bankruptcy price, the simulated fund took")
+    parts = [f"lots: simulated book {simulated['book']} / backstop {simulated['backstop']} / "
+             f"fund {simulated['insurance']} / ADL {simulated['adl']}; live book {live['book']} / "
+             f"backstop {live['backstop']} / fund {live['insurance']} / ADL {live['adl']}"]
+    if simulated["backstop"] != live["backstop"]:
+        parts.append("the backstop took another share: its margin carried a different amount "
+                     "(its equity and the mark when the step ran differ between the two)")
     if sim["path"]["book"] != live["book"]:
         parts.append("the book walked differently: the live index moved after the book was "
                      "placed, so its levels stood at other distances from the live mark and "
@@ -653,8 +656,9 @@ def render(report: dict) -> str:
     for r in c["rows"]:
         trig = ", ".join(f"{s} {t['ticks']} ({t['from_snapshot_mark']})"
                          for s, t in r["trigger_marks"].items()) or "-"
-        sim = (f"{r['sim']['status']}, book {r['sim']['path']['book']} / fund "
-               f"{r['sim']['path']['insurance']} / ADL {r['sim']['path']['adl']}") \
+        sim = (f"{r['sim']['status']}, book {r['sim']['path']['book']} / backstop "
+               f"{r['sim']['path'].get('backstop', 0)} / fund {r['sim']['path']['insurance']} / "
+               f"ADL {r['sim']['path']['adl']}") \
             if r["simulated"] else "-"
         live = "; ".join(
             f"{liq['status']} at mark {liq['mark']}, book {liq['path']['book']} / backstop "

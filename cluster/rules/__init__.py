@@ -2,7 +2,8 @@
 standard library, msgspec and each other (tests/unit/test_import_rules.py enforces it).
 
 - `units.py`: exact decimal <-> integer units, PPM, ceiling division;
-- `ladder.py`: the tiered maintenance ladder; `prices.py`: liquidation and bankruptcy prices, the
+- `ladder.py`: the tiered maintenance ladder, the leverage a tier allows and initial margin;
+  `backstop.py`: the backstop auction (who takes a bankrupt position, how much); `prices.py`: liquidation and bankruptcy prices, the
   forced fee and the trigger margin; `funding.py`: the funding rate and payments;
 - `bands.py`: the price band and the market-order protection price; `stress.py`: the portfolio
   stress grid; `adl.py`: the auto-deleveraging score, queue and quantiles.

@@ -12,7 +12,7 @@ from __future__ import annotations
 from cluster.protocol import (
     Deleveraged, LiquidationResult, LiquidationStep, MassCancel, NewOrder, Report, ShiftPosition,
 )
-from cluster.rules import adl
+from cluster.rules import adl, backstop
 from cluster.rules.bands import band_limits
 from cluster.rules.prices import forced_fee
 from cluster.rules.units import PPM
@@ -128,35 +128,19 @@ class Liquidation:
 
     def _backstop_takers(self, symbol: str, qty: int, price: int,
                          side: int) -> list[tuple[str, int]]:
-        """The backstop auction: every backstop bids the bankruptcy price for what its margin
-        carries; the best price wins, then the largest available margin, then the name.
-
-        What a margin carries: the initial margin of each lot, plus, when the bankruptcy price is
-        worse than the mark for the side taken (a long taken above the mark), the loss each lot
-        makes at once. On initial margin alone a backstop taking over in a gap could be left
-        bankrupt itself."""
+        """The backstop auction (cluster/rules/backstop.py), each backstop valued as risk values
+        it: its available margin, its leverage on the notional taken, its mode in the symbol."""
         spec = self.specs[symbol]
         mult = spec.atoms_per_tick_lot
-        mark = self._price(symbol) or price
-        loss_per_lot = max(0, side * (price - mark)) * mult
-        bids = []
+        bidders = []
         for name in self.backstops:
             acct = self.accounts[name]
-            available = self.available(acct)
-            lev = self.effective_leverage(acct, symbol, qty * price * mult)
-            buffer = spec.im_buffer_ppm[self.regimes[symbol]]
-            # per lot, x lev x PPM: price x mult x buffer (IM) + the loss at mark
-            per_lot = buffer * price * mult + loss_per_lot * lev * PPM
-            lots = available * lev * PPM // per_lot if price else 0
-            if lots > 0 and acct.mode(symbol) == "cross":
-                bids.append((-available, name, lots))
-        takers, left = [], qty
-        for _, name, lots in sorted(bids):
-            take = min(left, lots)
-            if take:
-                takers.append((name, take))
-                left -= take
-        return takers
+            bidders.append(backstop.Bidder(
+                name=name, available=self.available(acct),
+                leverage=self.effective_leverage(acct, symbol, qty * price * mult),
+                cross=acct.mode(symbol) == "cross"))
+        return backstop.auction(bidders, qty, price, self._price(symbol) or price, side, mult,
+                                spec.im_buffer_ppm[self.regimes[symbol]])
 
     def _adl_takers(self, msg: LiquidationStep, qty: int, out: list) -> list[tuple[str, int]]:
         bankrupt = self.accounts[msg.account].positions[msg.symbol]

@@ -5,9 +5,9 @@ wallet has available, and the liquidation and bankruptcy prices of a position.""
 from __future__ import annotations
 
 from cluster.rules import stress as sg
-from cluster.rules.ladder import maintenance_margin, tier_for
+from cluster.rules import ladder
+from cluster.rules.ladder import maintenance_margin
 from cluster.rules.prices import bankruptcy_price, liquidation_price, round_price, trigger_margin
-from cluster.rules.units import PPM, ceil_div
 from nodes.risk.accounts import AccountState, Position
 
 
@@ -29,9 +29,7 @@ class Margin:
 
     def effective_leverage(self, acct: AccountState, symbol: str, notional: int) -> int:
         """The account's leverage setting, capped by the ladder tier the notional falls into."""
-        setting = self._leverage(acct, symbol)
-        cap = tier_for(self.specs[symbol].tiers, notional).max_leverage
-        return setting if setting < cap else cap
+        return ladder.leverage_for(self.specs[symbol].tiers, self._leverage(acct, symbol), notional)
 
     def initial_margin(self, acct: AccountState, symbol: str, notional: int,
                        tier_notional: int | None = None) -> int:
@@ -39,7 +37,7 @@ class Margin:
         lev = self.effective_leverage(acct, symbol,
                                       notional if tier_notional is None else tier_notional)
         buffer = self.specs[symbol].im_buffer_ppm[self.regimes[symbol]]
-        return ceil_div(abs(notional) * buffer, lev * PPM)
+        return ladder.initial_margin(notional, lev, buffer)
 
     def cross_equity(self, acct: AccountState) -> int:
         return acct.balance + sum(self._position_value(s, p) for s, p in acct.positions.items()

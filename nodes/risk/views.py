@@ -85,4 +85,5 @@ class Views:
             margin_mode="portfolio" if acct.portfolio else "cross",
             portfolio=self._portfolio_numbers(acct) if acct.portfolio and acct.positions else {},
             portfolio_enabled=acct.portfolio_enabled,
+            leverage_settings=dict(sorted(acct.leverage.items())),
         )

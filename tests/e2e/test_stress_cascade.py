@@ -54,11 +54,16 @@ def test_stress_of_a_hedged_account_and_a_cascade_of_the_cluster(cluster, tmp_pa
     assert "decor50" in text and "<- binds" in text
 
     snap_path = tmp_path / "snap.json"
-    cluster.cli_json("cascade", "snapshot", "--out", str(snap_path))
+    written = cluster.cli_json("cascade", "snapshot", "--out", str(snap_path))
+    risk = cluster.status()["nodes"]["risk"]["stats"]  # (risk's figure, as metrics export it)
     snap = json.loads(snap_path.read_text())
     assert snap["accounts"]["alice"]["positions"] == {
         p["symbol"]: [p["qty"], p["cost"]] for p in view["positions"]}
-    assert snap["insurance_fund"] == 100_000 * 10**6  # the topology's starting cash
+    # the fund's cash as risk reports it, not the topology's starting cash; nothing moved it
+    # between the two reads here (no liquidation, no funding settlement in this test's window)
+    assert snap["insurance_fund"] == written["insurance_fund"] == risk["insurance_fund_atoms"]
+    assert "live, risk (risk)" in snap["source"]
+    assert snap["backstops"] == ["backstop"] and "backstop" in snap["accounts"]
     runs = [cluster.cli("cascade", "--snapshot", str(snap_path), "--shock", "-0.08",
                         "--regime", "crisis", "--json", check=True).stdout for _ in range(2)]
     assert runs[0] == runs[1]
