@@ -180,3 +180,20 @@ def test_cluster_snapshot_falls_back_to_the_starting_cash_and_says_so():
     assert "starting cash (no live figure" in snap.source
     snap = asyncio.run(cluster_snapshot(TOPO, FakeClient, 10, (77, "live, risk")))
     assert snap.insurance_fund == 77 and snap.backstops == ["backstop"]
+
+
+def test_the_readme_quotes_these_figures():
+    from pathlib import Path
+
+    text = " ".join((Path(__file__).parents[2] / "README.md").read_text().split())
+    quoted = []
+    for usd, lev in ((5_000, None), (5_000, 10), (400_000, None)):
+        sim = cz.simulate(snapshot(world(usd, lev)), cz.CascadeParams(
+            shock_symbol=BTC, shock_bps=-700, close="venue"), load_params())
+        quoted.append(sim["backstop"][0]["qty"])
+    price = sim["backstop"][0]["price"]
+    assert quoted[2] == 10_000
+    for figure in (f"{quoted[0]:,} lots at the bankruptcy price {price // 10:,}.{price % 10}",
+                   f"the other {10_000 - quoted[0]:,}", f"({quoted[1]:,} lots when the backstop's "
+                   "leverage is 10x"):
+        assert figure in text, figure
