@@ -125,7 +125,38 @@ class Admission:
             if exclude is not None:
                 detail["order_id"] = exclude.order_id
             return "insufficient_margin", detail
+        if acct.portfolio:
+            return self._portfolio_fill_problem(acct, order, extra, available, exclude)
         return None
+
+    def _portfolio_fill_problem(self, acct: AccountState, order: OpenOrder, extra: int,
+                                available: int, exclude: OpenOrder | None
+                                ) -> tuple[str, dict] | None:
+        """A portfolio account: what if the order fills whole at its worst price, marks
+        unchanged? Its reserve goes, its fee and loss at once are paid, and the grid prices the
+        new position: the initial requirement can rise by more than the per-symbol IM the order
+        holds (closing one leg of a hedge raises it). Refused when that would leave `available`
+        below zero, or further below it (an order that lowers the requirement is not held back
+        here). The account's other open orders count by what they hold, not by their fills."""
+        held = exclude.reserve if exclude is not None else 0  # an amend's order, released
+        change = order.side * (order.opening + order.closing)
+        if not change:
+            return None
+        fee_and_loss = extra + held - order.im  # the reserve less its IM: fees, loss, holds
+        price = order.worst or order.trigger_price
+        before = self.portfolio_initial_after(acct, order.symbol, 0, price)
+        after = self.portfolio_initial_after(acct, order.symbol, change, price)
+        cost, room = after - before + fee_and_loss, available + held
+        if cost <= 0 or cost <= room:
+            return None
+        detail = {"required": cost, "available": room, "margin_mode": "portfolio",
+                  "initial_margin_now": before, "initial_margin_after_fill": after,
+                  "fee_and_loss": fee_and_loss, "worst_price": order.worst,
+                  "position_change": change, "equity": self.cross_equity(acct),
+                  "order_margin": acct.order_margin}
+        if exclude is not None:
+            detail["order_id"] = exclude.order_id
+        return "insufficient_margin", detail
 
     def _amend(self, acct: AccountState, ref: int, body: AmendOrder, now_ns: int, out: list) -> None:
         # The order as matching will find it (by id, else by client id), so that an amend that

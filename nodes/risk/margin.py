@@ -83,6 +83,31 @@ class Margin:
                             for s, p in acct.positions.items())
         return sg.portfolio_margin(self.stress_params, legs, ladder_mm, ladder_im, explain)
 
+    def portfolio_initial_after(self, acct: AccountState, symbol: str, change: int,
+                                price: int = 0) -> int:
+        """A portfolio account's initial requirement were its `symbol` position `change` lots
+        larger (signed), at the marks (`price` where the symbol has none yet): the what-if of an
+        order's fill at admission. `change` 0 gives the requirement now, by the same sums."""
+        qty = {s: p.qty for s, p in acct.positions.items() if p.qty}
+        qty[symbol] = qty.get(symbol, 0) + change
+        legs, ladder_mm, ladder_im = [], 0, 0
+        for s, q in sorted(qty.items()):
+            if not q:
+                continue
+            spec = self.specs[s]
+            mult = spec.atoms_per_tick_lot
+            pos = acct.positions.get(s)
+            mark = self._price(s) or (max(1, abs(pos.cost) // (abs(pos.qty) * mult))
+                                      if pos is not None and pos.qty else max(1, price))
+            value = q * mark * mult
+            legs.append(sg.Leg(symbol=s, qty=q, mark=mark, mult=mult))
+            ladder_mm += maintenance_margin(spec.tiers, value)
+            ladder_im += self.initial_margin(acct, s, value)
+        if not legs:
+            return 0
+        return sg.portfolio_margin(self.stress_params, legs, ladder_mm, ladder_im,
+                                   explain=False).initial
+
     def available(self, acct: AccountState) -> int:
         """What the cross wallet can still commit: equity less cross IM and order reservations."""
         if not acct.positions:  # most order checks: nothing to value

@@ -7,15 +7,17 @@ in the state hash and snapshots, and a snapshot from before it existed still res
 from __future__ import annotations
 
 import msgspec
+from hypothesis import HealthCheck, assume, event, given, settings
+from hypothesis import strategies as st
 
 from cluster.protocol import (
-    Ack, Error, GetAccount, IndexMark, PlaceOrder, Reply, Routed, SetAccountMarginMode,
+    Ack, Error, GetAccount, IndexMark, OrderRejected, PlaceOrder, Reply, Routed, SetAccountMarginMode,
     SetPortfolioAccess,
 )
 from cluster.signing import key_id, topology_keys
 from nodes.risk.keys import key_table_input
 from nodes.risk.ledger import RiskEngine
-from tests.unit.test_portfolio_margin import BTC, P_BTC, USD, allow, body, hedged
+from tests.unit.test_portfolio_margin import BTC, ETH, P_BTC, P_ETH, USD, allow, body, hedged
 from tests.unit.test_risk_keys import ADMIN_KEY, ENTRIES, TOPO, TRADE_KEY, engine
 
 ALICE_KEY = TOPO.accounts["alice"].api_key
@@ -151,3 +153,70 @@ def test_the_shell_key_table_gives_the_topology_admin_the_scope():
     assert type(ack) is Ack
     ack = answer(risk.handle(routed("alice", ALICE_KEY, SetAccountMarginMode(mode="portfolio")), 5))
     assert type(ack) is Ack
+
+
+# ------------------------------------------------------------------ what an order's fill asks
+
+
+def _portfolio_account(deposit_usd: int):
+    pipe = hedged(deposit_usd)
+    allow(pipe, "alice")
+    switched = pipe.request("alice", SetAccountMarginMode(mode="portfolio"))
+    return pipe, any(type(r.body) is Ack for r in switched)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(87_500, 130_000), st.sampled_from([BTC, ETH]), st.sampled_from([1, -1]),
+       st.one_of(st.integers(1, 45_000), st.sampled_from([20_000, 22_500, 11_250, 10_000])),
+       st.integers(-150, 150))
+def test_an_admitted_order_s_fill_never_leaves_a_portfolio_account_short(
+        deposit_usd, symbol, side, lots, offset_bps):
+    """Admitted, an order of a portfolio account (no other open orders) that fills whole at its
+    worst price, marks unchanged, leaves `available` >= 0: the grid's requirement of the position
+    after the fill was asked for at admission, not the per-symbol IM the order holds. Refused,
+    it says by how much (the numbers add up) and changes nothing."""
+    pipe, switched = _portfolio_account(deposit_usd)
+    assume(switched)
+    acct = pipe.risk.accounts["alice"]
+    assert pipe.risk.available(acct) >= 0 and not acct.orders
+    mark = pipe.risk.marks[symbol]
+    price = mark + mark * offset_bps // 10_000
+    pipe.request("mm", PlaceOrder(symbol=symbol, side=-side, qty=lots, price=price))
+    before = (acct.balance, {s: p.qty for s, p in acct.positions.items()})
+    replies = pipe.request("alice", PlaceOrder(symbol=symbol, side=side, qty=lots, price=price))
+    refused = [r.event for r in replies if type(getattr(r, "event", None)) is OrderRejected]
+    if refused:
+        err = refused[0]
+        assert err.reason == "insufficient_margin", err
+        assert (acct.balance, {s: p.qty for s, p in acct.positions.items()}) == before
+        d = err.detail
+        if d.get("margin_mode") == "portfolio":
+            event("refused by the what-if")
+            assert d["required"] == d["initial_margin_after_fill"] - d["initial_margin_now"] + \
+                d["fee_and_loss"] > d["available"]
+        return
+    event("admitted")
+    assert not acct.orders, "the order filled whole against the maker"
+    assert pipe.risk.available(acct) >= 0, (pipe.risk.available(acct), symbol, side, lots, price)
+
+
+def test_closing_the_hedge_leg_is_refused_where_the_per_symbol_im_would_let_it_through():
+    """The hedged account with 90,000 USD in portfolio mode: buying back the 225 ETH short frees
+    its per-symbol IM (the old check passed it) but leaves long BTC alone, which the grid prices
+    at the crisis regime's full 12 % move, more than the equity covers after the fill."""
+    pipe, switched = _portfolio_account(90_000)
+    assert switched
+    acct = pipe.risk.accounts["alice"]
+    available = pipe.risk.available(acct)
+    pipe.request("mm", PlaceOrder(symbol=ETH, side=-1, qty=22_500, price=P_ETH))
+    before = pipe.risk.state_hash()
+    err = body(pipe.request("alice", PlaceOrder(symbol=ETH, side=1, qty=22_500, price=P_ETH)),
+               OrderRejected)
+    d = err.detail
+    assert (err.reason, d["margin_mode"], d["position_change"]) == (
+        "insufficient_margin", "portfolio", 22_500)
+    assert d["initial_margin_now"] == pipe.risk.position_margin(acct) > 0
+    assert d["initial_margin_after_fill"] == pipe.risk.portfolio_initial_after(acct, ETH, 22_500)
+    assert d["initial_margin_after_fill"] > d["initial_margin_now"]  # the hedge's offset gone
+    assert d["available"] == available and d["required"] > available
+    assert pipe.risk.state_hash() == before
