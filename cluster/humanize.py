@@ -32,7 +32,8 @@ FIELD_UNITS: dict[str, str] = {
                      "maintenance_margin", "forced_fee", "fund_delta", "insurance_fund",
                      # portfolio margin (#24): the grid's requirement and what it replaced
                      "stress_requirement", "liquidity_addon", "from_initial_margin",
-                     "position_margin_now"), ATOMS),
+                     "position_margin_now", "initial_margin_now", "initial_margin_after_fill",
+                     "fee_and_loss"), ATOMS),
 }
 # Names whose unit depends on the rule that used them (elsewhere they are plain numbers).
 REASON_UNITS: dict[str, dict[str, str]] = {
@@ -42,6 +43,7 @@ REASON_UNITS: dict[str, dict[str, str]] = {
     "withdrawal_exceeds_available": {"requested": ATOMS},
     "insufficient_available": {"requested": ATOMS},
     "isolated_margin_below_requirement": {"requested": ATOMS},
+    "insufficient_margin": {"position_change": LOTS},
     "liquidation.plan": dict.fromkeys(("needed", "cap_position", "depth_within_bankruptcy",
                                        "cap_depth", "chunk"), LOTS),
 }
