@@ -482,9 +482,7 @@ class Cascade:
         notional = lots * price * book.mult
         bidders = []
         for name in self.backstops:
-            bs = self.accounts[name]
-            if name == acct.name:
-                continue
+            bs = self.accounts[name]  # (the ledger's list, the liquidated one too, as it does)
             setting = self.leverage[name].get(symbol) or book.spec.default_leverage
             bidders.append(backstop.Bidder(
                 name=name, available=self.available(bs),
