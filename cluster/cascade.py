@@ -84,6 +84,7 @@ class AccountSnap(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     positions: dict[str, tuple[int, int]] = msgspec.field(default_factory=dict)  # (lots, cost)
     isolated: dict[str, int] = msgspec.field(default_factory=dict)  # symbol -> isolated cash
     leverage: dict[str, int] = msgspec.field(default_factory=dict)  # symbol -> its setting
+    portfolio: bool = False  # the `portfolio` margin mode: the stress grid's maintenance
 
 
 class Snapshot(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -193,11 +194,13 @@ def spec_of(name: str, sym: SymbolSnap) -> SymbolSpec:
 
 
 class Acct:
-    __slots__ = ("name", "balance", "positions", "isolated")
+    __slots__ = ("name", "balance", "positions", "isolated", "portfolio")
 
-    def __init__(self, name: str, balance: int, positions=None, isolated=None) -> None:
+    def __init__(self, name: str, balance: int, positions=None, isolated=None,
+                 portfolio: bool = False) -> None:
         self.name = name
         self.balance = balance
+        self.portfolio = portfolio
         self.positions: dict[str, list[int]] = {s: [q, c] for s, (q, c) in (positions or {}).items() if q}
         self.isolated: dict[str, int] = dict(isolated or {})
 
@@ -205,7 +208,7 @@ class Acct:
         return AccountRisk(account=self.name, balance=self.balance,
                            positions={s: (q, c) for s, (q, c) in sorted(self.positions.items())},
                            isolated={s: c for s, c in sorted(self.isolated.items())
-                                     if s in self.positions})
+                                     if s in self.positions}, portfolio=self.portfolio)
 
 
 class Side:
@@ -311,6 +314,10 @@ class Book:
             out.append(rows)
         return out[0], out[1]
 
+    @property
+    def mirror(self) -> "BookView":
+        return BookView(self)
+
     def keep_permanent(self, side: int, move: Fraction, permanent_ppm: int) -> None:
         """Move `permanent_ppm` of a walk's mark move into the reference, taking it out of the
         consumed depth (the transient part), so the mark itself does not change here."""
@@ -328,6 +335,24 @@ class Book:
             self.bids.scale_consumed(factor)
             self.asks.scale_consumed(factor)
             self._mark = None
+
+
+class BookView:
+    """The residual book as the liquidator's mirror shows it ({price: lots} per side), read when
+    the monitor prices a portfolio account's liquidity add-on."""
+
+    __slots__ = ("book",)
+
+    def __init__(self, book: Book) -> None:
+        self.book = book
+
+    @property
+    def bids(self) -> dict[int, int]:
+        return dict(self.book.levels()[0])
+
+    @property
+    def asks(self) -> dict[int, int]:
+        return dict(self.book.levels()[1])
 
 
 class Liq:
@@ -364,8 +389,10 @@ class Cascade:
         check_params(params, snap, stress)
         self.params = params
         self.books = {s: Book(s, snap.symbols[s], params.depth_scale_ppm) for s in sorted(snap.symbols)}
-        self.monitor = MaintenanceMonitor({s: b.spec for s, b in self.books.items()})
-        self.accounts = {n: Acct(n, a.balance, a.positions, a.isolated)
+        self.stress = stress
+        self.monitor = MaintenanceMonitor({s: b.spec for s, b in self.books.items()}, stress,
+                                          books={s: b.mirror for s, b in self.books.items()})
+        self.accounts = {n: Acct(n, a.balance, a.positions, a.isolated, a.portfolio)
                          for n, a in sorted(snap.accounts.items())}
         self.insurance = Acct(INSURANCE, snap.insurance_fund)
         self.backstops = sorted(set(snap.backstops))
@@ -526,6 +553,7 @@ class Cascade:
             marks = {s: b.mark() for s, b in self.books.items()}
             for s, m in marks.items():
                 self.monitor.on_mark(s, m)
+                self.monitor.on_book(s)  # (a portfolio account's add-on walks the residual book)
                 move = Fraction(self.books[s].mark0 - m)
                 peak[s] = max(peak[s], move if self.exo_total[s] <= 0 else -move)
             new = self.trigger(t, now)

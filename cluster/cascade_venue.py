@@ -22,7 +22,8 @@ MAX_STEPS = 100_000  # per round: a bound on the step/result exchange, never rea
 class VenueCloser:
     def __init__(self, sim, conf: LiquidatorConf) -> None:
         self.sim = sim
-        self.engine = LiquidationEngine({s: b.spec for s, b in sim.books.items()}, conf)
+        self.engine = LiquidationEngine({s: b.spec for s, b in sim.books.items()}, conf,
+                                        stress_params=sim.stress)
         self.liqs: dict[int, object] = {}  # engine liquidation id -> the simulator's Liq
         self.seq = 0
         self.explanations = 0
@@ -33,7 +34,8 @@ class VenueCloser:
         risk = acct.risk()
         self.engine.on_account(type(risk)(
             account=risk.account, balance=risk.balance, positions=risk.positions,
-            isolated=risk.isolated, insurance_fund=self.sim.fund_equity()))
+            isolated=risk.isolated, insurance_fund=self.sim.fund_equity(),
+            portfolio=risk.portfolio))
 
     def sync_marks(self, now_ns: int) -> None:
         self.seq += 1

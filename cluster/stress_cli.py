@@ -214,7 +214,8 @@ def snapshot_of(topo, views: dict, books: dict, fund: int, fund_source: str) -> 
             if pos.mode == "isolated":
                 isolated[pos.symbol] = pos.isolated_margin - pos.cost
         accounts[name] = cz.AccountSnap(balance=view.balance, positions=positions,
-                                        isolated=isolated, leverage=dict(view.leverage_settings))
+                                        isolated=isolated, leverage=dict(view.leverage_settings),
+                                        portfolio=view.margin_mode == "portfolio")
     symbols = {}
     for symbol, spec in sorted(topo.symbols.items()):
         bids, asks = books[symbol]

@@ -5,6 +5,7 @@ the same path (backstop, then the fund), to the lot and the atom."""
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from cluster import cascade as cz
@@ -101,22 +102,18 @@ def test_the_full_close_policy_hands_the_book_s_remainder_to_the_backstop_first(
     venue = cz.simulate(snap, cz.CascadeParams(shock_symbol=BTC, shock_bps=-700, close="venue"),
                         load_params())
     assert full["backstop"] == venue["backstop"] and full["backstop"]
-    without = msgspec_replace(snap, backstops=[])
+    without = msgspec.structs.replace(snap, backstops=[])
     none = cz.simulate(without, cz.CascadeParams(shock_symbol=BTC, shock_bps=-700), load_params())
     assert none["backstop"] == [] and none["liquidations"][0]["insurance_qty"] == 10_000
-
-
-def msgspec_replace(snap: cz.Snapshot, **changes) -> cz.Snapshot:
-    import msgspec
-
-    return msgspec.structs.replace(snap, **changes)
 
 
 # ------------------------------------------------------------------ the fund: risk's live figure
 
 
 def status(tmp_path, nodes: dict) -> None:
-    (tmp_path / "status.json").write_text(__import__("json").dumps({"nodes": nodes}))
+    import json
+
+    (tmp_path / "status.json").write_text(json.dumps({"nodes": nodes}))
 
 
 def test_the_snapshot_takes_the_fund_risk_reports_not_the_starting_cash(tmp_path):
@@ -197,3 +194,52 @@ def test_the_readme_quotes_these_figures():
                    f"the other {10_000 - quoted[0]:,}", f"({quoted[1]:,} lots when the backstop's "
                    "leverage is 10x"):
         assert figure in text, figure
+
+
+# ------------------------------------------------------------------ portfolio accounts
+
+
+def hedged_pair() -> cz.Snapshot:
+    """alice and bob each long 20 BTC and short 225 ETH with 100,000 USD (the README's hedge);
+    alice in the portfolio mode, bob in cross; a book on both sides of each symbol."""
+    from cluster.protocol import Routed, SetAccountMarginMode, SetPortfolioAccess
+
+    w = World({"alice": 100_000 * USD, "bob": 100_000 * USD, "mm": 10_000_000 * USD,
+               "backstop": 0}, insurance=FUND, floor=FLOOR, backstops=["backstop"])
+    eth = "ETH-PERP"
+    w.mark(MARK)
+    w.mark(200_000, eth)
+    for name in ("alice", "bob"):
+        w.place("mm", -1, 20_000, MARK)
+        w.place(name, 1, 20_000, MARK)
+        w.place("mm", 1, 22_500, 200_000, eth)
+        w.place(name, -1, 22_500, 200_000, eth)
+    for request in (SetPortfolioAccess(account="alice", enabled=True),
+                    SetAccountMarginMode(mode="portfolio")):
+        w.ref += 1
+        w._to_risk(Routed(ref=w.ref, account="alice", body=request))
+    assert w.risk.accounts["alice"].portfolio and not w.risk.accounts["bob"].portfolio
+    views = {n: w.risk.account_view(n) for n in w.risk.accounts if n != "insurance"}
+    books = {s: ([], []) for s in TOPO.symbols}
+    books[BTC] = ([(MARK - 100 * i, 5_000) for i in range(1, 40)],
+                  [(MARK + 100 * i, 5_000) for i in range(1, 40)])
+    books[eth] = ([(200_000 - 100 * i, 20_000) for i in range(1, 40)],
+                  [(200_000 + 100 * i, 20_000) for i in range(1, 40)])
+    return snapshot_of(TOPO, views, books, w.risk.insurance_fund, "the test's ledger")
+
+
+@pytest.mark.parametrize("close", ["full", "venue"])
+def test_a_portfolio_account_is_triggered_on_the_grid_as_the_liquidator_does(close):
+    """BTC -8 %, ETH -3.4 % (half its calm beta: decor50): alice's equity, 66,730 USD, is under
+    the grid's maintenance (65,339 with the add-on) + the forced fee (2,408); bob, the same hedge
+    in cross, is far above his summed ladder (8,202). Before, the simulator held every account to
+    the ladder and liquidated neither."""
+    snap = hedged_pair()
+    assert snap.accounts["alice"].portfolio and not snap.accounts["bob"].portfolio
+    params = cz.CascadeParams(shock_symbol=BTC, shock_bps=-800, regime="decor50", close=close)
+    result = cz.simulate(snap, params, load_params())
+    assert {liq["key"] for liq in result["liquidations"]} == {"alice"}, result["liquidations"]
+    assert result["summary"]["money"]["before"] == result["summary"]["money"]["after"]
+    as_cross = msgspec.structs.replace(snap, accounts={
+        **snap.accounts, "alice": msgspec.structs.replace(snap.accounts["alice"], portfolio=False)})
+    assert cz.simulate(as_cross, params, load_params())["liquidations"] == []
