@@ -49,7 +49,7 @@ from cluster.rules import backstop, ladder
 from cluster.rules.ladder import build_ladder, maintenance_margin
 from cluster.rules.prices import bankruptcy_price, forced_fee, round_price
 from cluster.protocol import AccountRisk
-from cluster.rules.stress import BPS, StressParams
+from cluster.rules.stress import BPS, Leg, StressParams, portfolio_margin
 from cluster.rules.units import PPM, ceil_div
 from nodes.liquidator.monitor import MaintenanceMonitor
 
@@ -489,15 +489,23 @@ class Cascade:
     def available(self, acct: Acct) -> int:
         """What a cross wallet can still commit, as risk works it out: equity less the IM of its
         cross positions (the ladder's leverage rule, the normal regime's buffer: a snapshot
-        carries no regime), no resting orders in a snapshot."""
-        im = 0
-        for s, (qty, _) in acct.positions.items():
+        carries no regime; a portfolio account's, the grid's initial requirement when higher,
+        without the add-on, as risk), no resting orders in a snapshot."""
+        im = mm = 0
+        legs = []
+        for s, (qty, _) in sorted(acct.positions.items()):
             if s not in acct.isolated:
                 spec = self.books[s].spec
                 value = self.value(acct, s)
                 setting = self.leverage[acct.name].get(s) or spec.default_leverage
                 im += ladder.initial_margin(value, ladder.leverage_for(spec.tiers, setting, value),
                                             PPM)
+                if acct.portfolio:
+                    mm += maintenance_margin(spec.tiers, value)
+                    legs.append(Leg(symbol=s, qty=qty, mark=self.books[s].mark(),
+                                    mult=self.books[s].mult))
+        if legs:
+            im = portfolio_margin(self.stress, legs, mm, im, explain=False).initial
         return self.equity(acct) - im
 
     def backstop_takers(self, liq: Liq, acct: Acct, symbol: str, lots: int, price: int

@@ -199,7 +199,7 @@ def test_the_readme_quotes_these_figures():
 # ------------------------------------------------------------------ portfolio accounts
 
 
-def hedged_pair() -> cz.Snapshot:
+def hedged_pair() -> tuple[cz.Snapshot, World]:
     """alice and bob each long 20 BTC and short 225 ETH with 100,000 USD (the README's hedge);
     alice in the portfolio mode, bob in cross; a book on both sides of each symbol."""
     from cluster.protocol import Routed, SetAccountMarginMode, SetPortfolioAccess
@@ -219,13 +219,21 @@ def hedged_pair() -> cz.Snapshot:
         w.ref += 1
         w._to_risk(Routed(ref=w.ref, account="alice", body=request))
     assert w.risk.accounts["alice"].portfolio and not w.risk.accounts["bob"].portfolio
-    views = {n: w.risk.account_view(n) for n in w.risk.accounts if n != "insurance"}
+    return snapshot_of(TOPO, views_of(w), hedged_books(), w.risk.insurance_fund, "the ledger"), w
+
+
+def views_of(w: World) -> dict:
+    return {n: w.risk.account_view(n) for n in w.risk.accounts if n != "insurance"}
+
+
+def hedged_books() -> dict:
+    eth = "ETH-PERP"
     books = {s: ([], []) for s in TOPO.symbols}
     books[BTC] = ([(MARK - 100 * i, 5_000) for i in range(1, 40)],
                   [(MARK + 100 * i, 5_000) for i in range(1, 40)])
     books[eth] = ([(200_000 - 100 * i, 20_000) for i in range(1, 40)],
                   [(200_000 + 100 * i, 20_000) for i in range(1, 40)])
-    return snapshot_of(TOPO, views, books, w.risk.insurance_fund, "the test's ledger")
+    return books
 
 
 @pytest.mark.parametrize("close", ["full", "venue"])
@@ -234,7 +242,7 @@ def test_a_portfolio_account_is_triggered_on_the_grid_as_the_liquidator_does(clo
     the grid's maintenance (65,339 with the add-on) + the forced fee (2,408); bob, the same hedge
     in cross, is far above his summed ladder (8,202). Before, the simulator held every account to
     the ladder and liquidated neither."""
-    snap = hedged_pair()
+    snap, _ = hedged_pair()
     assert snap.accounts["alice"].portfolio and not snap.accounts["bob"].portfolio
     params = cz.CascadeParams(shock_symbol=BTC, shock_bps=-800, regime="decor50", close=close)
     result = cz.simulate(snap, params, load_params())
@@ -243,3 +251,17 @@ def test_a_portfolio_account_is_triggered_on_the_grid_as_the_liquidator_does(clo
     as_cross = msgspec.structs.replace(snap, accounts={
         **snap.accounts, "alice": msgspec.structs.replace(snap.accounts["alice"], portfolio=False)})
     assert cz.simulate(as_cross, params, load_params())["liquidations"] == []
+
+
+def test_the_simulator_values_every_account_s_available_margin_as_risk_does():
+    """What a backstop's bid rests on: the simulator's `available` of each account of a snapshot
+    (a portfolio hedge, its cross twin, the maker with a leverage setting, the backstop) equals
+    risk's own, at the snapshot's marks."""
+    snap, w = hedged_pair()
+    w.risk.accounts["mm"].leverage[BTC] = 7  # (no open orders to re-price)
+    snap = snapshot_of(TOPO, views_of(w), hedged_books(), w.risk.insurance_fund, "the ledger")
+    assert snap.accounts["mm"].leverage == {BTC: 7}
+    sim = cz.Cascade(snap, cz.CascadeParams(shock_symbol=BTC, shock_bps=-1), load_params())
+    for name, view in sorted(views_of(w).items()):
+        assert sim.available(sim.accounts[name]) == view.available, name
+    assert views_of(w)["alice"].available < views_of(w)["bob"].available  # (the grid's IM)
