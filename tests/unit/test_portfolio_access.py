@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from cluster.protocol import (
-    Ack, Error, GetAccount, IndexMark, OrderRejected, PlaceOrder, Reply, Routed, SetAccountMarginMode,
+    Ack, AmendOrder, Error, GetAccount, IndexMark, OrderRejected, PlaceOrder, Reply, Routed, SetAccountMarginMode,
     SetPortfolioAccess,
 )
 from cluster.signing import key_id, topology_keys
@@ -220,3 +220,22 @@ def test_closing_the_hedge_leg_is_refused_where_the_per_symbol_im_would_let_it_t
     assert d["initial_margin_after_fill"] > d["initial_margin_now"]  # the hedge's offset gone
     assert d["available"] == available and d["required"] > available
     assert pipe.risk.state_hash() == before
+
+
+def test_an_amend_that_grows_into_the_hedge_leg_s_close_is_refused_the_same_way():
+    pipe, switched = _portfolio_account(90_000)
+    assert switched
+    acct = pipe.risk.accounts["alice"]
+    pipe.request("alice", PlaceOrder(symbol=ETH, side=1, qty=100, price=P_ETH - 1_000))
+    (order,) = acct.orders.values()
+    before = pipe.risk.state_hash()
+    err = body(pipe.request("alice", AmendOrder(symbol=ETH, order_id=order.order_id,
+                                                qty=22_500)), OrderRejected)
+    d = err.detail
+    assert (err.reason, d["margin_mode"], d["order_id"], d["position_change"]) == (
+        "insufficient_margin", "portfolio", order.order_id, 22_500)
+    assert d["available"] == pipe.risk.available(acct) + order.reserve  # its own reserve freed
+    assert pipe.risk.state_hash() == before
+    # a small amend that keeps the hedge is let through
+    replies = pipe.request("alice", AmendOrder(symbol=ETH, order_id=order.order_id, qty=200))
+    assert not [r for r in replies if type(getattr(r, "event", None)) is OrderRejected]
