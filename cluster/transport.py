@@ -353,13 +353,16 @@ class NodeShell:
 
     def bind_router(self, name: str, endpoint: str, on_frames: Callable[[list], None],
                     on_gone: Callable[[bytes], None] | None = None,
-                    max_message: int = -1, track_peers: bool = False) -> None:
+                    max_message: int = -1, track_peers: bool = False,
+                    curve_clients: bool = False) -> None:
         """A ROUTER for client sessions; `on_frames` gets [identity, payload] lists, `on_gone` the
         identity of a peer that has disconnected (learnt when a reply to it cannot be routed,
         and, with `track_peers`, when its connection closes). A peer that sends a message over
         `max_message` bytes is disconnected by libzmq. With `track_peers` (one ROUTER per node),
         `router_peers` gives each identity's address."""
         sock = self._socket(zmq.ROUTER)
+        if curve_clients and self.keyring is not None:  # CurveZMQ, any client's key
+            self.keyring.server(sock, self.name, clients=True)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unroutable replies raise instead of vanishing
         sock.setsockopt(zmq.MAXMSGSIZE, max_message)
         handler = self._shaped_inbound(f"client->{self.name}", on_frames)

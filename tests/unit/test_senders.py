@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import typing
 
+import zmq
+
 from cluster import config, curve, senders
 from cluster.protocol import (
     Deposit, FeedControl, LinkSeq, NodeInbound, NewOrder, OrderAccepted, Pong, PrimaryIs, Reply,
@@ -112,3 +114,28 @@ def test_the_inbox_refuses_a_forged_frame_whole_counted_and_explained_once(tmp_p
         assert shell.stats["frames_refused"] == 3
     finally:
         shell.ctx.destroy(linger=0)
+
+
+def test_the_zap_answer_names_the_keys_role_and_lets_any_client_key_into_the_client_domain(
+        tmp_path):
+    from zmq.utils import z85
+
+    topo = config.load(run_dir=str(tmp_path))
+    curve.create_for(topo)
+    ring = curve.load(topo)
+    zap = curve.ZapHandler(zmq.Context.instance(), ring, RecordingLog())
+    try:
+        def ask(domain: bytes, key: bytes) -> list[bytes]:
+            return zap.answer([b"1.0", b"7", domain, b"127.0.0.1", b"", b"CURVE", key])
+
+        gateway = z85.decode(ring.keys["gateway"]["public"].encode())
+        assert ask(b"", gateway)[2:5] == [b"200", b"OK", b"gateway"]
+        tools = z85.decode(ring.keys[curve.TOOLS]["public"].encode())
+        assert ask(b"", tools)[4] == b"tools"
+        stranger = z85.decode(zmq.curve_keypair()[0])
+        assert ask(b"", stranger)[2] == b"400"  # an internal socket: the cluster's keys only
+        assert ask(curve.CLIENTS_DOMAIN, stranger)[2:5] == [b"200", b"OK", b"client"]
+        assert zap.answer([b"1.0", b"8", curve.CLIENTS_DOMAIN, b"a", b"", b"PLAIN", b"u", b"p"]
+                          )[2] == b"400"
+    finally:
+        zap.close()
