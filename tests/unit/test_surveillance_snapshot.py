@@ -65,13 +65,13 @@ def test_every_feature_state_is_in_the_snapshot():
     specs = evaluation.Venue().specs
     assert set(vars(Features(specs))) == {
         "specs", "keys", "open", "own", "books", "cancel_times", "touch_times", "last_fill",
-        "leverage", "raised_at", "episodes", "marks", "last_price", "liq", "positions", "market",
-        "events", "engine_batches", "last_event_ns"}
+        "leverage", "raised_at", "raise_milli", "episodes", "marks", "last_price", "liq", "positions",
+        "net", "opened", "market", "events", "engine_batches", "last_event_ns"}
     assert set(Snapshot.__struct_fields__) - {"version", "run", "symbols"} == {
         "keys", "open", "cancel_times", "touch_times", "last_fill", "leverage", "raised_at",
         "episodes", "marks", "last_price", "liq", "positions", "market", "books", "events",
         "engine_batches", "last_event_ns", "drift", "crowding", "crowded", "drifting", "alerted",
-        "alerts"}
+        "alerts", "raise_milli", "net", "opened"}
 
 
 def test_restored_core_is_the_one_it_was_taken_from_and_goes_on_alike(stream):
