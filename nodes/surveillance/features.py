@@ -48,8 +48,9 @@ Derived (from the above, at read time):
   passive_ppm      maker_qty / fill_qty (ppm; 0 without fills): not ranked, it picks the peer group
   liq_cluster      other accounts whose liquidation price (this symbol) is within 10 bps of its own
   liq_cohort_lots  the lots of those accounts' positions that were opened within COHORT_NS of this
-                   account's own (their opening fills' times): a group entering together and sizing
-                   its margin to one liquidation price, forced sells that would hit the book at once
+                   account's own (their opening fills' times), when they are at least COHORT_MIN: a
+                   group entering together and sizing its margin to one liquidation price, forced
+                   sells that would hit the book at once
 """
 
 from __future__ import annotations
@@ -77,6 +78,10 @@ REVERSAL_NS = 10_000 * MS
 LIQ_BUCKET_BPS = 10
 # Positions opened this close in time are one entry (liq_cohort_lots): a group acting together
 COHORT_NS = 1_000 * MS
+# A cohort is a group: at least this many other accounts. Two accounts opening in the same second
+# near one liquidation price is a coincidence a busy book makes (on the evaluation's tuning seeds,
+# every normal account that alerted on a cohort had one other member, 75-138 lots)
+COHORT_MIN = 2
 # An order-to-trade ratio needs this many messages (orders, amends, cancels) in the window before it
 # counts: 2-4 unfilled retail orders, or a market maker's first quotes before anyone has traded
 # with it, are no ratio (by the zero-trade rule they would read as the lots ordered, 40-100, the
@@ -596,8 +601,8 @@ class Features:
     def liq_clusters(self) -> dict[tuple[str, str], tuple[int, int]]:
         """Per account x symbol: (how many other accounts' liquidation prices are within
         LIQ_BUCKET_BPS of its own (of the mark), the lots of those whose positions were opened
-        within COHORT_NS of its own): a window around each, not fixed buckets, so a cluster is
-        never split by a bucket edge."""
+        within COHORT_NS of its own when they are COHORT_MIN or more): a window around each, not
+        fixed buckets, so a cluster is never split by a bucket edge."""
         by_symbol: dict[str, list[tuple[int, str]]] = {}
         for (account, symbol), price in self.liq.items():
             by_symbol.setdefault(symbol, []).append((price, account))
@@ -610,13 +615,14 @@ class Features:
             for price, account in entries:
                 low, high = bisect_left(prices, price - width), bisect_right(prices, price + width)
                 opened = self.opened.get((account, symbol))
-                cohort = 0
+                members = cohort = 0
                 if opened is not None:
                     for _, other in entries[low:high]:
                         at = self.opened.get((other, symbol))
                         if other != account and at is not None and abs(at - opened) <= COHORT_NS:
+                            members += 1
                             cohort += abs(self.positions.get((other, symbol), 0))
-                out[(account, symbol)] = (high - low - 1, cohort)
+                out[(account, symbol)] = (high - low - 1, cohort if members >= COHORT_MIN else 0)
         return out
 
     def market_sample(self, symbol: str) -> dict[str, int]:

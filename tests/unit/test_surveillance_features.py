@@ -12,7 +12,7 @@ from cluster.protocol import (
     EngineBatch, Notice, OrderAccepted, OrderAmended, OrderCancelled, OrdersCancelled, Trade,
 )
 from nodes.surveillance.features import (
-    BUCKET_NS, COHORT_NS, LEVERAGE_LEAD_NS, LIQ_BUCKET_BPS, OTR_MIN_MESSAGES, WINDOW_BUCKETS,
+    BUCKET_NS, COHORT_MIN, COHORT_NS, LEVERAGE_LEAD_NS, LIQ_BUCKET_BPS, OTR_MIN_MESSAGES, WINDOW_BUCKETS,
 )
 from perf.surveillance_sim import MS, Venue
 
@@ -309,16 +309,18 @@ def cohorts(batches: list, liq: dict, positions: dict, mark: int) -> dict:
                 elif net[key] * before <= 0:
                     opened[key] = ts
     width = mark * LIQ_BUCKET_BPS // 10_000
-    return {key: sum(abs(positions.get(other, 0)) for other in liq
-                     if other != key and other[1] == key[1]
-                     and abs(liq[other] - liq[key]) <= width
-                     and key in opened and other in opened
-                     and abs(opened[other] - opened[key]) <= COHORT_NS)
-            for key in liq}
+    out = {}
+    for key in liq:
+        members = [other for other in liq if other != key and other[1] == key[1]
+                   and abs(liq[other] - liq[key]) <= width and key in opened and other in opened
+                   and abs(opened[other] - opened[key]) <= COHORT_NS]
+        out[key] = sum(abs(positions.get(m, 0)) for m in members) if len(members) >= COHORT_MIN \
+            else 0
+    return out
 
 
 ops = st.lists(st.tuples(
-    st.sampled_from(["a", "b", "c"]),
+    st.sampled_from(["a", "b", "c", "d"]),
     st.sampled_from(["bid", "ask", "buy", "sell", "cancel", "cancel", "mass", "leverage"]),
     st.integers(1, 5),  # lots (a leverage setting: 10 x that)
     st.integers(0, 20),  # ticks away from the mid
@@ -351,7 +353,7 @@ def test_incremental_features_equal_recomputation(script, read_after_buckets):
             live[account].clear()
         elif op == "leverage":
             v.set_leverage(account, 10 * qty, now)
-    for account in ("a", "b", "c"):  # risk's view of each position, with a margin per lot that
+    for account in ("a", "b", "c", "d"):  # risk's view of each position, with a margin per lot that
         qty = v.positions.get(account, (0, 0))[0]  # puts one side's liquidation prices together
         if qty:
             v.account_risk(account, 3_000_000 * abs(qty), now)
@@ -360,6 +362,48 @@ def test_incremental_features_equal_recomputation(script, read_after_buckets):
     incremental = {k: {n: f[n] for n in COUNTED} for k, f in values.items()}
     incremental = {k: f for k, f in incremental.items() if any(f.values())}
     assert incremental == recompute(v.batches, read_at)
+    liq = v.core.features.liq
+    risk_positions = {(a, S): qty for a, (qty, _) in v.positions.items()}
+    assert {k: values[k]["liq_cohort_lots"] for k in liq} == cohorts(
+        v.batches, liq, risk_positions, v.core.features.marks[S])
+
+
+GAPS = st.sampled_from([0, 300 * MS, 300 * MS, COHORT_NS, COHORT_NS + 1, 3 * COHORT_NS])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(GAPS, st.sampled_from([1, 1, -1]), st.integers(1, 5),
+                          st.sampled_from([3_000_000, 3_000_000, 3_200_000])),
+                min_size=4, max_size=8),
+       st.lists(st.tuples(st.integers(0, 5), st.sampled_from(["add", "close", "flip"]), GAPS),
+                max_size=6))
+def test_cohorts_equal_a_recomputation_over_every_pair(openings, later):
+    """Accounts open positions against one maker at one price (mostly long; margin per lot one of
+    two, liquidation prices about 70 bps apart), then some add to, close or flip theirs:
+    liq_cohort_lots against every pair compared from scratch."""
+    v = Venue()
+    v.place("mm", 1, 10_000, MID - 10, 0)
+    v.place("mm", -1, 10_000, MID + 10, 0)
+    now = 0
+    per_lot = {}
+    for i, (gap, side, qty, margin) in enumerate(openings):
+        now += gap
+        per_lot[f"p{i}"] = margin
+        v.place(f"p{i}", side, qty, 0, now)
+    for i, action, gap in later:
+        account = f"p{i % len(openings)}"
+        now += gap
+        qty = v.positions.get(account, (0, 0))[0]
+        if action == "add" or not qty:
+            v.place(account, 1 if qty >= 0 else -1, 2, 0, now)
+        else:
+            v.place(account, -1 if qty > 0 else 1, abs(qty) * (2 if action == "flip" else 1), 0,
+                    now)
+    for account, margin in per_lot.items():
+        qty = v.positions.get(account, (0, 0))[0]
+        if qty:
+            v.account_risk(account, margin * abs(qty), now)
+    values = v.core.features.values(now)
     liq = v.core.features.liq
     risk_positions = {(a, S): qty for a, (qty, _) in v.positions.items()}
     assert {k: values[k]["liq_cohort_lots"] for k in liq} == cohorts(

@@ -6,7 +6,7 @@ positions were opened together. Hand-computed values, then the ranking on a smal
 
 from __future__ import annotations
 
-from nodes.surveillance.features import COHORT_NS
+from nodes.surveillance.features import COHORT_MIN, COHORT_NS
 from nodes.surveillance.ranking import ALERT_MILLI
 from perf.surveillance_sim import MS, Venue
 
@@ -68,26 +68,44 @@ def test_a_retail_sized_order_after_a_doubling_does_not_alert():
     assert "r" not in alerts(v, t + 500 * MS)
 
 
+COHORT = ("c1", "c2", "c3", "c4", "late")
+
+
 def test_positions_opened_together_near_one_liquidation_price_are_a_cohort():
     v = Venue()
     takers(v, 2, 0)
-    for name, at in (("c1", 1 * S_NS), ("c2", 1 * S_NS + 300 * MS), ("c3", 1 * S_NS + COHORT_NS),
-                     ("late", 5 * S_NS)):
+    for name, at in (("c1", 1 * S_NS), ("c2", 1 * S_NS + 300 * MS), ("c4", 1 * S_NS + 500 * MS),
+                     ("c3", 1 * S_NS + COHORT_NS), ("late", 5 * S_NS)):
         v.place(name, 1, 10, 0, at)  # each long 10 lots at 300010
-    for name in ("c1", "c2", "c3", "late"):
+    for name in COHORT:
         v.account_risk(name, 30_000_000, 6 * S_NS)  # one margin: one liquidation price
     f = v.core.features.values(v.now)
-    assert [f[(n, S)]["liq_cluster"] for n in ("c1", "c2", "c3", "late")] == [3, 3, 3, 3]
-    # c2 opened 0.3 s after c1 and 0.7 s before c3; c1 and c3 are COHORT_NS apart (inclusive);
-    # 'late' opened 4 s after the last of them: near the same price, but no cohort
-    assert [f[(n, S)]["liq_cohort_lots"] for n in ("c1", "c2", "c3", "late")] == [20, 20, 20, 0]
-    # c2 closes and opens again 2 s later: a new position, out of the cohort
+    assert [f[(n, S)]["liq_cluster"] for n in COHORT] == [4, 4, 4, 4, 4]
+    # c1 .. c4 opened within 1 s of each other (c1 and c3 exactly COHORT_NS apart: inclusive);
+    # 'late' opened 3 s after the last of them: near the same price, but no cohort
+    assert [f[(n, S)]["liq_cohort_lots"] for n in COHORT] == [30, 30, 30, 30, 0]
+    # c2 closes and opens again 2 s later: a new position, out of the cohort of the other three
     v.place("c2", -1, 10, 0, 7 * S_NS)
     v.place("c2", 1, 10, 0, 9 * S_NS)
-    for name in ("c1", "c2", "c3"):
+    for name in COHORT:
         v.account_risk(name, 30_000_000, 9 * S_NS)
     f = v.core.features.values(v.now)
-    assert [f[(n, S)]["liq_cohort_lots"] for n in ("c1", "c2", "c3")] == [10, 0, 10]
+    assert [f[(n, S)]["liq_cohort_lots"] for n in COHORT] == [20, 0, 20, 20, 0]
+
+
+def test_two_accounts_opening_together_are_no_cohort():
+    """A pair near one price, opened in the same second: what busy books make by chance (on the
+    tuning seeds every normal account that alerted on a cohort had one other member)."""
+    v = Venue()
+    takers(v, 2, 0)
+    v.place("p1", 1, 40, 0, S_NS)
+    v.place("p2", 1, 40, 0, S_NS + 100 * MS)
+    for name in ("p1", "p2"):
+        v.account_risk(name, 120_000_000, 2 * S_NS)
+    f = v.core.features.values(v.now)
+    assert COHORT_MIN == 2
+    assert [(f[(n, S)]["liq_cluster"], f[(n, S)]["liq_cohort_lots"]) for n in ("p1", "p2")] == [
+        (1, 0), (1, 0)]
 
 
 def test_a_position_flipped_through_flat_is_opened_at_the_flip():
