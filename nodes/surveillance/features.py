@@ -276,7 +276,8 @@ class Features:
         self.liq: dict[tuple[str, str], int] = {}  # liquidation price, ticks
         self.positions: dict[tuple[str, str], int] = {}  # signed lots, from risk's AccountRisk
         # signed lots from the fills seen, and when that position was opened (from flat or by a
-        # flip): the fill's time, exact, where risk's AccountRisk may come later
+        # flip): the fill's time, exact, where risk's AccountRisk may come later (a position risk
+        # moves without a trade on the feed, ADL or a backstop, is not seen here)
         self.net: dict[tuple[str, str], int] = {}
         self.opened: dict[tuple[str, str], int] = {}
         self.market: dict[str, dict[str, int]] = {s: {} for s in sorted(symbols)}
