@@ -44,7 +44,8 @@ import msgspec
 from cluster.config import SymbolSpec
 from cluster.rules import adl
 from cluster.rules.ladder import build_ladder, maintenance_margin
-from cluster.rules.prices import bankruptcy_price, forced_fee, round_price
+from cluster.rules.margin import fee_due
+from cluster.rules.prices import bankruptcy_price, round_price
 from cluster.protocol import AccountRisk
 from cluster.rules.stress import BPS, StressParams
 from cluster.rules.units import PPM, ceil_div
@@ -660,7 +661,7 @@ class Cascade:
             return 0
         balance = (acct.isolated[symbol] + self.value(acct, symbol)) if symbol in acct.isolated \
             and symbol in acct.positions else self.equity(acct)
-        fee = min(forced_fee(notional, rate), max(0, balance))
+        fee = min(fee_due(notional, rate), max(0, balance))
         if fee:
             if symbol in acct.isolated and symbol in acct.positions:
                 acct.isolated[symbol] -= fee

@@ -30,6 +30,7 @@ from cluster.book_mirror import BookMirror
 from cluster.config import SymbolSpec
 from cluster.core import TimedCore
 from cluster.rules.ladder import tier_for
+from cluster.rules.margin import triggered
 from cluster.rules.prices import bankruptcy_price, round_price
 from cluster.protocol import (
     AccountRisk, BookDelta, BookLevels, IndexMark, LiquidationResult, LiquidationStep,
@@ -246,9 +247,10 @@ class LiquidationEngine(TimedCore):
             if portfolio:  # the grid's requirement of what would be left (not additive)
                 _, need, fee_after = self.monitor.assess(
                     liq.account, replace={liq.symbol: (signed, cost_left)})
-                return equity - close_fee - x * slip > need + fee_after
+                return not triggered(equity - close_fee - x * slip, need, fee_after)
             _, mm_left, fee_left = self.monitor._position(liq.symbol, signed, cost_left)
-            return equity - close_fee - x * slip > (mm - pos_mm + mm_left) + (fee - pos_fee + fee_left)
+            return not triggered(equity - close_fee - x * slip, mm - pos_mm + mm_left,
+                                 fee - pos_fee + fee_left)
 
         lo, hi = 1, q
         while lo < hi:  # the smallest x that is healthy (x = q always "is": nothing left to hold)
@@ -305,7 +307,7 @@ class LiquidationEngine(TimedCore):
             self._finish(liq, "closed", now_ns, out)
             return
         equity, mm, fee = self._assess(liq)
-        if liq.phase in ("cancel", "reduce") and equity > mm + fee:
+        if liq.phase in ("cancel", "reduce") and not triggered(equity, mm, fee):
             self._finish(liq, "restored", now_ns, out)
             return
         bp = self._bankruptcy(liq)
