@@ -5,6 +5,7 @@ audit journal."""
 from __future__ import annotations
 
 from cluster.config import Topology
+from cluster.core import IllegalTransition
 from cluster.protocol import (
     AccountRisk, AccountRiskRequest, BookDelta, BookLevels, IndexMark, LiquidationResult,
 )
@@ -59,6 +60,9 @@ def build(shell: NodeShell, topo: Topology):
                     engine.on_mark(msg)
                 elif t is BookDelta or t is BookLevels:
                     engine.on_book(msg)
+            except IllegalTransition as exc:  # the path's table refused it: nothing changed
+                shell.failed("illegal_transition", t.__name__, exc)
+                shell.audit.record(exc.explanation("liquidator", now))
             except Exception as exc:  # a bug on one message must not cost the rest of the batch
                 shell.failed("message_failed", t.__name__, exc)
 
