@@ -93,12 +93,12 @@ class Snapshottable:
 #   core                                 inputs                          protocols
 #   risk        nodes/risk/ledger.py     handle(msg, now_ns) -> effects   JournaledCore
 #   matching    nodes/matching/engine.py handle(cmd) -> events           JournaledCore
-#   oracle      nodes/oracle/index.py    on_spot, on_market_data;        SnapshotCore
-#                                        publish(now_ns) -> messages
-#   liquidator  nodes/liquidator/engine.py on_account/on_mark/on_book;   TimedCore
-#                                        tick(now_ns), on_result -> effects
+#   oracle      nodes/oracle/index.py    handle(msg, now_ns) -> effects  EffectCore, SnapshotCore
+#   liquidator  nodes/liquidator/engine.py handle(msg, now_ns) -> effects EffectCore, TimedCore
 #   surveillance nodes/surveillance/core.py handle(msg, now_ns);         HashedCore, TimedCore
 #                                        tick(now_ns) -> alerts
+#   (the oracle and the liquidator run under cluster/feed.py's CoreFeed; their clock is a
+#   ClockTick input, which calls publish(now_ns) / tick(now_ns))
 #
 # An effect is (destination node, message); "audit" is the audit journal (Explanation records,
 # always made by the core). Risk and matching are journaled (cluster/runner.py replays their
@@ -129,6 +129,15 @@ class TimedCore(Protocol):
     """A core that acts on time passing as well as on inputs: the shell calls tick(now_ns)."""
 
     def tick(self, now_ns: int) -> list: ...
+
+
+@runtime_checkable
+class EffectCore(Protocol):
+    """One entry for every input, its time given: handle(msg, now_ns) -> [(destination, msg)].
+    A timer is an input too (ClockTick). The shell's runner (cluster/feed.py, or
+    cluster/runner.py for a journaled core) feeds it and routes the effects."""
+
+    def handle(self, msg, now_ns: int) -> list: ...
 
 
 @runtime_checkable

@@ -46,12 +46,12 @@ import msgspec
 from cluster.audit import Explanation, counterparties_text
 from cluster.book_mirror import BookMirror
 from cluster.config import SymbolSpec
-from cluster.core import TimedCore, allowed
+from cluster.core import EffectCore, TimedCore, allowed
 from cluster.rules.ladder import tier_for
 from cluster.rules.margin import triggered
 from cluster.rules.prices import bankruptcy_price, round_price
 from cluster.protocol import (
-    AccountRisk, BookDelta, BookLevels, IndexMark, LiquidationResult, LiquidationStep,
+    AccountRisk, BookDelta, BookLevels, ClockTick, IndexMark, LiquidationResult, LiquidationStep,
     MaintenanceAlert,
 )
 from cluster.rules import stress as sg
@@ -114,7 +114,7 @@ class Liquidation:
         return self.phase if self.status == "active" else self.status
 
 
-class LiquidationEngine(TimedCore):
+class LiquidationEngine(TimedCore, EffectCore):
     def __init__(self, specs: dict[str, SymbolSpec], conf: LiquidatorConf, id_base: int = 0,
                  stress_params: sg.StressParams | None = None) -> None:
         self.specs = dict(specs)
@@ -136,6 +136,22 @@ class LiquidationEngine(TimedCore):
         self.next_id = id_base + 1
 
     # ------------------------------------------------------------------ inputs
+
+    def handle(self, msg, now_ns: int) -> list[tuple[str, object]]:
+        """Account states and step results from risk, marks, the books; the shell's check timer
+        (ClockTick) runs tick()."""
+        t = type(msg)
+        if t is AccountRisk:
+            self.on_account(msg)
+        elif t is LiquidationResult:
+            return self.on_result(msg, now_ns)
+        elif t is IndexMark:
+            self.on_mark(msg)
+        elif t is BookDelta or t is BookLevels:
+            self.on_book(msg)
+        elif t is ClockTick:
+            return self.tick(now_ns)
+        return []
 
     def on_account(self, state: AccountRisk) -> None:
         self.insurance_fund = state.insurance_fund
