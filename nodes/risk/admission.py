@@ -165,6 +165,8 @@ class Admission:
                 order.hold += extra
                 order.reserve += extra
                 acct.order_margin += extra
+                if ref:  # only matching's answer to this amend releases the hold
+                    self.pending[ref] = order.order_id
         out.append(("matching", Amend(ref=ref, account=acct.name, symbol=body.symbol,
                                       order_id=body.order_id, client_order_id=body.client_order_id,
                                       price=body.price, qty=body.qty,

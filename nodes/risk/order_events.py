@@ -5,6 +5,7 @@ state to state, each move a named function below (`ORDER_EVENTS` routes each eve
     pending      reserved, sent to matching, `pending[ref]` set       Admission._place
     open         `accepted`: resting, or a stop not yet triggered     _accepted
     amending     open, with an amend's extra margin held (`hold`)     Admission._amend
+                 until matching answers that amend (`pending[ref]`)
     gone         nothing: forgotten (reserve released), never held,   _forget
                  or another account's (a refusal names the id sent)
     liquidation  a liquidation step's IOC (`liq_orders`): not an      Liquidation._liquidation_step
@@ -16,7 +17,9 @@ state to state, each move a named function below (`ORDER_EVENTS` routes each eve
                        pending (duplicate)    gone         _accepted -> _drop_pending
                        liquidation            liquidation  _accepted (quiet: the IOC's ack)
     OrderRejected      pending                gone         _rejected -> _forget
-                       amending               open         _rejected -> _release_hold
+                       amending               open         _rejected -> _release_hold (the
+                                                           amend's own refusal; another
+                                                           refusal leaves the hold held)
                        open                   open         _rejected (quiet: a cancel or an
                                                            amend that held nothing, refused)
                        gone                   gone         _rejected (quiet: see below)
@@ -117,10 +120,10 @@ class OrderLifecycle:
         elif ev.duplicate:
             self._drop_pending(ev.ref)
         else:
-            self.pending.pop(ev.ref, None)
+            answered = self.pending.pop(ev.ref, None)
             if state == "pending":  # the new order itself was refused
                 self._forget(self.orders[ev.order_id])
-            elif state == "amending":  # an amend refused: release its hold
+            elif state == "amending" and answered == ev.order_id:  # its amend refused
                 self._release_hold(self.orders[ev.order_id])
         return True
 
@@ -157,6 +160,8 @@ class OrderLifecycle:
 
     def _amended(self, ev: OrderAmended, out: list) -> bool:
         if self._step(ev) != "gone":
+            if ev.ref:
+                self.pending.pop(ev.ref, None)
             order = self.orders[ev.order_id]
             order.price, order.qty, order.remaining = ev.price, ev.qty, ev.remaining
             if ev.trigger_price:  # a waiting stop moved: its worst fill price moved with it

@@ -246,3 +246,50 @@ def test_the_liquidator_shell_journals_an_illegal_result_and_goes_on(monkeypatch
     assert shell.stats["errors"] == 2
     assert [e.rule for e in shell.explained] == ["liquidation.illegal_transition"] * 2
     assert shell.explained[0].numbers == {"state": "closed", "event": "reduce result"}
+
+
+def test_only_the_amends_own_answer_releases_its_hold():
+    """The account's cancel naming its order with the wrong symbol, sent just before an amend
+    that grows it: matching refuses the cancel, then amends. Risk held the amend's margin from the
+    amend until its answer; before, the cancel's refusal released it, and until the amend's
+    answer arrived the account could spend 1,363,045,500 atoms it had committed (another order
+    in between was checked against it). Fails on the old code."""
+    from cluster.protocol import CancelOrder, MarkPrice
+    from nodes.matching.engine import MatchingEngine
+
+    risk = RiskEngine(TOPO.symbols, {"b": 20_000 * USD}, max_mark_age_ns=10**18)
+    matching = MatchingEngine(TOPO.symbols)
+
+    def through_matching(effects):
+        return [ev for dest, msg in effects if dest == "matching"
+                for ev in matching.handle(msg) if type(ev).__name__ != "BookDelta"]
+
+    risk.handle(IndexMark(symbol=SYMBOL, index=PRICE, mark=PRICE, last=PRICE, seq=1, ts_ns=1), 0)
+    matching.handle(MarkPrice(symbol=SYMBOL, mark=PRICE))
+    for ev in through_matching(risk.handle(Routed(ref=1, account="b", body=PlaceOrder(
+            symbol=SYMBOL, side=1, qty=100, price=PRICE - 100)), 0)):
+        risk.handle(ev, 0)
+    [order_id] = risk.orders
+    acct = risk.accounts["b"]
+    cancel = risk.handle(Routed(ref=2, account="b", body=CancelOrder(
+        symbol="ETH-PERP", order_id=order_id)), 0)
+    amend = risk.handle(Routed(ref=3, account="b", body=AmendOrder(
+        symbol=SYMBOL, order_id=order_id, qty=1_000)), 0)
+    committed = risk.available(acct)
+    refused, amended = through_matching(cancel) + through_matching(amend)
+    assert (type(refused), type(amended)) == (OrderRejected, OrderAmended)
+    risk.handle(refused, 0)
+    assert risk.available(acct) == committed  # the hold stands
+    risk.handle(amended, 0)
+    assert risk.available(acct) == committed and risk.orders[order_id].hold == 0
+    assert risk.pending == {}
+
+
+def test_an_amends_refusal_releases_its_hold():
+    risk, order_id, _ = engine_with("amending")
+    acct = risk.accounts["a"]
+    before = risk.available(acct)
+    risk.handle(OrderRejected(seq=3, ref=8, order_id=order_id, account="a", symbol=SYMBOL,
+                              reason="qty_out_of_range"), 0)
+    assert risk.orders[order_id].hold == 0 and risk.available(acct) > before
+    assert risk.pending == {}
