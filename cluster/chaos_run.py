@@ -41,7 +41,7 @@ import zmq.asyncio
 from cluster import curve
 from cluster import chaos, config
 from cluster.audit import read as read_audit
-from cluster.client import Client, RequestFailed
+from cluster.client import Client, RequestFailed, venue_client
 from cluster.protocol import (BUY, SELL, Codec, Fill, IndexMark, OrderAccepted, OrderCancelled,
                               OrderRejected, PlaceOrder, Regime, SetMarginMode, SpotTick)
 from cluster.runstate import read_status
@@ -470,11 +470,10 @@ async def _drain_reports(client: Client, handlers: list) -> None:
 async def open_position(topo, spec: dict, observer: Observer, symbol_default: str) -> dict:
     """A leveraged position for the experiment: the counterparty rests an order at the mark and
     the account takes it (`side` is the account's). Returns what was opened."""
-    gw = topo.nodes["gateway"]
     symbol = spec.get("symbol", symbol_default)
     side = BUY if spec.get("side", "buy") == "buy" else SELL
-    async with Client(gw.client, api_key=topo.accounts[spec["account"]].api_key) as acct, \
-            Client(gw.client, api_key=topo.accounts[spec.get("counterparty", "mm2")].api_key) \
+    async with venue_client(topo, api_key=topo.accounts[spec["account"]].api_key) as acct, \
+            venue_client(topo, api_key=topo.accounts[spec.get("counterparty", "mm2")].api_key) \
             as cp:
         mark = await observer.wait_mark(symbol)
         if spec.get("mode"):
@@ -719,18 +718,17 @@ async def _run(exp: dict, topo: config.Topology, echo, proxies: dict | None = No
     load = exp["load"]
     plan = exp["scenario"]
     observer = Observer(topo, honest_venues(topo, plan))
-    gw = topo.nodes["gateway"]
     ctx = zmq.asyncio.Context()
     tasks: list[asyncio.Task] = []
-    md = Client(gw.client, api_key=topo.accounts[PROBE_ACCOUNT].api_key, market_data=gw.pub,
-                ctx=ctx, timeout=load["timeout_s"])
+    md = venue_client(topo, api_key=topo.accounts[PROBE_ACCOUNT].api_key, market_data=True,
+                      ctx=ctx, timeout=load["timeout_s"])
     await md.connect()
     try:
         tasks.append(asyncio.create_task(observer.run(md)))
         tasks.append(asyncio.create_task(observer.run_feeds(ctx)))
         await observer.wait_mark(load["symbol"])
         if load["withdraw"]:  # a smaller wallet than the topology's demo deposit
-            async with Client(gw.client, api_key=topo.accounts["admin"].api_key) as admin:
+            async with venue_client(topo, api_key=topo.accounts["admin"].api_key) as admin:
                 for account, amount in load["withdraw"].items():
                     await admin.withdraw(account, admin.atoms(str(amount)))
                     echo(f"withdrew {amount} from {account}")
@@ -744,9 +742,10 @@ async def _run(exp: dict, topo: config.Topology, echo, proxies: dict | None = No
         maker_clients = []
         for name in load["makers"]:
             via = (proxies or {}).get(name)  # behind its own netsim link: both its connections
-            c = Client(via["client"] if via else gw.client, api_key=topo.accounts[name].api_key,
-                       market_data=via["pub"] if via else None, ctx=ctx,
-                       timeout=load["timeout_s"] * 3)
+            c = venue_client(topo, endpoint=via["client"] if via else None,
+                             api_key=topo.accounts[name].api_key, ctx=ctx,
+                             timeout=load["timeout_s"] * 3)
+            c.market_data_endpoint = via["pub"] if via else None
             await c.connect()
             maker_clients.append(c)
             makers[name] = Maker(c, observer, load, own_marks=bool(via))
@@ -758,8 +757,8 @@ async def _run(exp: dict, topo: config.Topology, echo, proxies: dict | None = No
         tasks.append(asyncio.create_task(_drain_reports(md, [probe.on_report])))
         exit_bot = None
         if load["exits"]:  # its own connection, as a bot's exits would have
-            xc = Client(gw.client, api_key=topo.accounts[load["exits"]["account"]].api_key,
-                        ctx=ctx, timeout=load["timeout_s"] * 3)
+            xc = venue_client(topo, api_key=topo.accounts[load["exits"]["account"]].api_key,
+                              ctx=ctx, timeout=load["timeout_s"] * 3)
             await xc.connect()
             maker_clients.append(xc)
             exit_bot = ExitBot(xc, observer, load["symbol"], load["exits"])

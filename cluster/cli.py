@@ -467,7 +467,7 @@ async def with_client(args, fn, *, logon: bool | str = True):
     elif key:
         secret = secret_for(topo.run_dir, key)
     client = Client(gw.client, api_key=None, market_data=gw.pub, timeout=args.timeout,
-                    secret=secret)
+                    secret=secret, server_key=curve.client_server_key(topo))
     answered = False  # whether the venue answered anything: then it is up, and a request is late
     try:
         await client.connect()

@@ -79,8 +79,13 @@ class Client:
                  market_data: str | None = None, timeout: float = 5.0,
                  ctx: zmq.asyncio.Context | None = None, keepalive: float = KEEPALIVE_S,
                  secret: bytes | None = None, ed25519_key: bytes | None = None,
-                 backoff: Backoff | None = None, forwarding: Forwarding | None = None) -> None:
+                 backoff: Backoff | None = None, forwarding: Forwarding | None = None,
+                 server_key: bytes | None = None) -> None:
         self.endpoint = endpoint
+        # the gateway's public CURVE key (z85) when its client endpoint requires CurveZMQ
+        # (`client_curve`; RUN/gateway.pub, or cluster.curve.client_server_key(topo)); the client
+        # brings a fresh keypair of its own: who it is, its signed requests say
+        self.server_key = server_key
         self.api_key = api_key
         self.timeout = bounded_timeout(timeout)
         self.market_data_endpoint = market_data
@@ -127,6 +132,10 @@ class Client:
     async def connect(self) -> None:
         self._sock = self.ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
+        if self.server_key is not None:
+            public, secret = zmq.curve_keypair()
+            self._sock.curve_publickey, self._sock.curve_secretkey = public, secret
+            self._sock.curve_serverkey = self.server_key
         self._sock.connect(self.endpoint)
         self._reader = asyncio.create_task(self._read())
         if self.api_key is not None:
@@ -479,3 +488,14 @@ def wire_units(units: int, what: str) -> int:
 
 
 __all__ = ["Client", "RequestFailed", "answer_within", "bounded_timeout", "encode_one", "stop_tasks"]
+
+
+def venue_client(topo, *, endpoint: str | None = None, market_data: bool = False,
+                 **kwargs) -> Client:
+    """A Client of `topo`'s gateway (or `endpoint`: a netsim proxy in front of it), with the
+    gateway's CURVE key when its client endpoint requires CurveZMQ (`client_curve`)."""
+    from cluster import curve
+
+    gw = topo.nodes["gateway"]
+    return Client(endpoint or gw.client, market_data=gw.pub if market_data else None,
+                  server_key=curve.client_server_key(topo), **kwargs)

@@ -140,6 +140,9 @@ class NodeConf(Conf, kw_only=True):
     logon_lockout_ms: int = 300_000
     rate_limits: LimitsPolicy = msgspec.field(default_factory=LimitsPolicy)
     recv_window_ms: int = 5000  # a signed request this far from the gateway's clock is refused
+    # CurveZMQ on the client ROUTER too: every client brings the gateway's public key
+    # (RUN/gateway.pub) and its traffic (logons, a key's secret made over the wire) is encrypted
+    client_curve: bool = False
     # oracle
     weights: dict[str, int] = msgspec.field(default_factory=dict)  # venue -> weight (default 1)
     stale_after_ms: int = 2000
@@ -444,6 +447,10 @@ def load(path: str | os.PathLike | None = None, run_dir: str | None = None) -> T
     if any(n.standby for n in conf.nodes.values()) and conf.failover.witness not in conf.nodes:
         raise ConfigError(f"{path}: failover.witness = {conf.failover.witness!r} is not a node of "
                           "this topology (the client-facing node a standby asks before promoting)")
+    gateway = conf.nodes.get("gateway")
+    if gateway is not None and gateway.client_curve and not conf.supervisor.curve:
+        raise ConfigError(f"{path}: nodes.gateway.client_curve = true needs supervisor.curve = "
+                          "true (the gateway's CURVE key is the run's keyring's)")
     rest = conf.nodes.get("rest")
     if rest is not None and not (HTTP_ENDPOINT.match(rest.http)
                                  and 0 < int(rest.http.rsplit(":", 1)[1]) < 65536):

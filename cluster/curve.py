@@ -24,6 +24,8 @@ import zmq
 from zmq.utils import z85
 
 CURVE_FILE = "curve.json"
+GATEWAY_PUBLIC = "gateway.pub"  # the gateway's public key, for clients (client_curve)
+CLIENTS_DOMAIN = b"clients"  # the ZAP domain of the gateway's client ROUTER: any client key
 TOOLS = "tools"  # the CLI's, the chaos runner's and the tests' own key
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 
@@ -47,9 +49,25 @@ def create_keyring(run_dir: str | os.PathLike, names: list[str]) -> None:
 
 
 def create_for(topo) -> None:
-    """The keyring of a run of `topo` (its nodes and the supervisor), when CURVE is on."""
+    """The keyring of a run of `topo` (its nodes and the supervisor), when CURVE is on; with
+    `client_curve`, the gateway's public key beside it for clients (0644: it is public)."""
     if topo.supervisor.curve:
         create_keyring(topo.run_dir, [*topo.nodes, "supervisor"])
+        key = client_server_key(topo)
+        if key is not None:
+            path = Path(topo.run_dir) / GATEWAY_PUBLIC
+            path.write_bytes(key + b"\n")
+            path.chmod(0o644)
+
+
+def client_server_key(topo) -> bytes | None:
+    """The gateway's public CURVE key (z85) when its client endpoint requires CurveZMQ, else
+    None: what a client passes as `Client(server_key=...)`."""
+    gateway = topo.nodes.get("gateway")
+    if gateway is None or not gateway.client_curve or not topo.supervisor.curve:
+        return None
+    data = json.loads(keyring_path(topo.run_dir).read_text())
+    return data["keys"]["gateway"]["public"].encode()
 
 
 class Keyring:
@@ -58,13 +76,19 @@ class Keyring:
     def __init__(self, keys: dict[str, dict], servers: dict[str, str]) -> None:
         self.keys = keys
         self.servers = servers  # endpoint -> the role whose key serves it
-        self.allowed = {z85.decode(k["public"].encode()) for k in keys.values()}
+        # public key -> the role holding it: the ZAP handler names it as the connection's User-Id,
+        # which every frame from that connection carries (what an inbox checks senders by)
+        self.role_of = {z85.decode(k["public"].encode()): name for name, k in keys.items()}
 
-    def server(self, sock: zmq.Socket, me: str) -> None:
-        """Before bind: serve CURVE with `me`'s key (clients checked by the ZAP handler)."""
+    def server(self, sock: zmq.Socket, me: str, clients: bool = False) -> None:
+        """Before bind: serve CURVE with `me`'s key (clients checked by the ZAP handler). With
+        `clients` (the gateway's client ROUTER), any client key is let in: clients are
+        authenticated by their signed requests, CURVE encrypts what they say."""
         sock.curve_secretkey = self.keys[me]["secret"].encode()
         sock.curve_publickey = self.keys[me]["public"].encode()
         sock.curve_server = True
+        if clients:
+            sock.zap_domain = CLIENTS_DOMAIN
 
     def client(self, sock: zmq.Socket, me: str, endpoint: str) -> bool:
         """Before connect: CURVE to `endpoint`'s server when it is internal; False when it is
@@ -128,9 +152,13 @@ class ZapHandler:
         if len(request) < 6:
             return [b"1.0", request[1] if len(request) > 1 else b"", b"500", b"bad request",
                     b"", b""]
-        version, request_id, _domain, address, _identity, mechanism, *credentials = request
-        ok = (version == b"1.0" and mechanism == b"CURVE" and len(credentials) == 1
-              and credentials[0] in self.keyring.allowed)
+        version, request_id, domain, address, _identity, mechanism, *credentials = request
+        curve = version == b"1.0" and mechanism == b"CURVE" and len(credentials) == 1
+        if domain == CLIENTS_DOMAIN:  # the client ROUTER: any key; its frames say "client"
+            role = "client" if curve else None
+        else:
+            role = self.keyring.role_of.get(credentials[0]) if curve else None
+        ok = role is not None
         if not ok:
             self.refused += 1
             self.stats["curve_refused"] = self.refused
@@ -139,7 +167,7 @@ class ZapHandler:
                 self.log.warning("curve_refused", address=address.decode(errors="replace"),
                                  mechanism=mechanism.decode(errors="replace"), count=self.refused)
             return [b"1.0", request_id, b"400", b"not one of the cluster's keys", b"", b""]
-        return [b"1.0", request_id, b"200", b"OK", b"", b""]
+        return [b"1.0", request_id, b"200", b"OK", role.encode(), b""]
 
     async def serve(self) -> None:
         """On an asyncio context's loop: answer requests until cancelled."""
@@ -151,23 +179,27 @@ class ZapHandler:
         self.sock.close(linger=0)
 
 
-def tools_socket(ctx: zmq.Context, kind: int, topo, endpoint: str) -> zmq.Socket:
+def tools_socket(ctx: zmq.Context, kind: int, topo, endpoint: str, role: str = TOOLS) -> zmq.Socket:
     """A socket for a tool (CLI, chaos runner, tests) connected to an internal endpoint with the
-    tools' key, when the run has CURVE on."""
+    tools' key, when the run has CURVE on. A test that plays a compromised node passes its `role`
+    (the inbox then reads its frames as that node's: cluster/senders.py)."""
     sock = ctx.socket(kind)
     keyring = load(topo)
     if keyring is not None:
-        keyring.client(sock, TOOLS, endpoint)
+        keyring.client(sock, role, endpoint)
     sock.connect(endpoint)
     return sock
 
 
-def push_as_tools(topo, node: str, messages: list) -> None:
-    """One frame of `messages` into `node`'s inbox with the tools' key (a test's or a drill's
-    feed shock); lingers up to 2 s so the frame leaves before the socket closes."""
+def push_to_inbox(topo, node: str, messages: list, role: str = TOOLS,
+                  endpoint: str | None = None) -> None:
+    """One frame of `messages` into `node`'s inbox (or `endpoint`, a standby's) with `role`'s key
+    (a test's or a drill's feed shock); lingers up to 2 s so the frame leaves before the socket
+    closes."""
     import msgspec
 
-    sock = tools_socket(zmq.Context.instance(), zmq.PUSH, topo, topo.nodes[node].inbox)
+    sock = tools_socket(zmq.Context.instance(), zmq.PUSH, topo, endpoint or topo.nodes[node].inbox,
+                        role)
     sock.setsockopt(zmq.LINGER, 2000)
     sock.send(msgspec.msgpack.encode(messages))
     sock.close()

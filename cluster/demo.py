@@ -15,7 +15,7 @@ import sys
 import time
 from functools import partial
 
-from cluster.client import TASK_STOP_S, Client, RequestFailed, stop_tasks
+from cluster.client import TASK_STOP_S, Client, RequestFailed, stop_tasks, venue_client
 from cluster.config import Topology
 from cluster.humanize import Units, describe
 from cluster.protocol import BUY, SELL, IndexMark, MaintenanceAlert, OrderRejected, Trade
@@ -50,11 +50,10 @@ class Demo:
         self.rejects: dict[str, int] = {}  # reason -> count
 
     async def connect(self) -> None:
-        gw = self.topo.nodes["gateway"]
         for name in MAKERS + TAKERS:
             acct = self.topo.accounts[name]
-            client = Client(gw.client, api_key=acct.api_key, market_data=gw.pub,
-                            timeout=REQUEST_TIMEOUT_S)
+            client = venue_client(self.topo, api_key=acct.api_key, market_data=True,
+                                  timeout=REQUEST_TIMEOUT_S)
             self.clients[name] = client  # before connecting: close() releases it either way
             await client.connect()
 

@@ -229,7 +229,7 @@ def load_snapshot(args) -> cz.Snapshot:
             raise cli.CliError("no_snapshot", f"{args.snapshot}: {exc.strerror}") from None
         except cz.CascadeError as exc:
             raise cli.CliError(exc.reason, str(exc)) from None
-    from cluster.client import Client
+    from cluster.client import venue_client
 
     cli.require_cluster(args)  # a stopped cluster is said at once, not after --timeout
     topo = cli.load_topology(args)
@@ -237,7 +237,7 @@ def load_snapshot(args) -> cz.Snapshot:
 
     async def take():
         return await cluster_snapshot(
-            topo, lambda: Client(gw.client, api_key=None, timeout=args.timeout), args.book_depth)
+            topo, lambda: venue_client(topo, timeout=args.timeout), args.book_depth)
 
     try:
         return asyncio.run(take())

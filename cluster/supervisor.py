@@ -157,6 +157,7 @@ class Supervisor:
         self._admin = None
         self._feeds = None
         self._zap: curve.ZapHandler | None = None
+        self.forged_beats = 0  # control messages refused: not from the node they name
         # venue -> action -> (the fault, when it ends on the monotonic clock, or None: until healed)
         self._feed_faults: dict[str, dict[str, tuple[FeedControl, float | None]]] = {}
         self._tasks: list[asyncio.Task] = []
@@ -279,11 +280,20 @@ class Supervisor:
 
     async def _control_loop(self) -> None:
         codec = Codec(ControlMsg)
+        authenticated = self._zap is not None
         while True:
-            frame = await self._control.recv()
+            frame = await self._control.recv(copy=False)
             try:
-                msg = codec.decode_one(frame)
+                msg = codec.decode_one(frame.bytes)
             except (msgspec.DecodeError, msgspec.ValidationError):
+                continue
+            # a node's heartbeat only from that node's key: the tools' could keep a hung node
+            # looking alive (its pid is in the run directory), or end one's adoption
+            if authenticated and frame.get("User-Id") != msg.node.partition(".")[0]:
+                self.forged_beats += 1
+                if self.forged_beats <= 10:
+                    self.log.warning("control_sender_refused", node=msg.node,
+                                     sender=frame.get("User-Id"), count=self.forged_beats)
                 continue
             node = self.nodes.get(msg.node)
             if node is None or node.proc is None or msg.pid != node.proc.pid:

@@ -24,7 +24,7 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
-from cluster import curve
+from cluster import curve, senders
 from cluster.audit import AuditJournal, Explanation
 from cluster.config import JOURNALED_NODES, Topology
 from cluster.logs import configure
@@ -57,6 +57,9 @@ _recv = zmq.backend.Socket.recv
 NOBLOCK = int(zmq.NOBLOCK)
 MORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
 SRCFD = int(zmq.SRCFD)
+USER_ID = "User-Id"
+# A reader kind (beside "multipart" True/False): single-part frames read with their sender's role
+SENDER = "sender"
 PEER_SWEEP_MS = 1000  # disconnects are also read before every batch; this catches idle periods
 
 
@@ -80,6 +83,18 @@ def recv_parts(sock: zmq.Socket, first_has_more: bool = False) -> list[bytes]:
         parts.append(frame.bytes)
         if not frame.more:
             return parts
+
+
+def recv_with_sender(sock: zmq.Socket) -> tuple[bytes, str]:
+    """One single-part frame and who sent it: the role its CURVE key belongs to, which the ZAP
+    handler gave the connection as its User-Id (cluster/curve.py), or "" on a plain socket."""
+    frame = _recv(sock, NOBLOCK, False)
+    return frame.bytes, frame.get(USER_ID) or ""
+
+
+def recv_unauthenticated(sock: zmq.Socket) -> tuple[bytes, str]:
+    """recv_with_sender on a plain socket (CURVE off): no role to read."""
+    return _recv(sock, NOBLOCK), ""
 
 
 def recv_router_parts(sock: zmq.Socket, peers: dict, by_fd: dict,
@@ -313,7 +328,7 @@ class NodeShell:
         sock = self._socket(zmq.PULL)
         self._serve_internal(sock)
         sock.bind(self.conf.inbox)
-        self._readers.append((sock, False, self._inbox_decoding(on_messages, runs)))
+        self._readers.append((sock, SENDER, self._inbox_decoding(on_messages, runs)))
 
     def subscribe(self, endpoint: str, topics: list[bytes], on_messages: Callable[[list], None],
                   raw: Callable[[list], None] | None = None, always: bool = False) -> None:
@@ -338,13 +353,16 @@ class NodeShell:
 
     def bind_router(self, name: str, endpoint: str, on_frames: Callable[[list], None],
                     on_gone: Callable[[bytes], None] | None = None,
-                    max_message: int = -1, track_peers: bool = False) -> None:
+                    max_message: int = -1, track_peers: bool = False,
+                    curve_clients: bool = False) -> None:
         """A ROUTER for client sessions; `on_frames` gets [identity, payload] lists, `on_gone` the
         identity of a peer that has disconnected (learnt when a reply to it cannot be routed,
         and, with `track_peers`, when its connection closes). A peer that sends a message over
         `max_message` bytes is disconnected by libzmq. With `track_peers` (one ROUTER per node),
         `router_peers` gives each identity's address."""
         sock = self._socket(zmq.ROUTER)
+        if curve_clients and self.keyring is not None:  # CurveZMQ, any client's key
+            self.keyring.server(sock, self.name, clients=True)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unroutable replies raise instead of vanishing
         sock.setsockopt(zmq.MAXMSGSIZE, max_message)
         handler = self._shaped_inbound(f"client->{self.name}", on_frames)
@@ -821,6 +839,9 @@ class NodeShell:
         stats = self.stats
         last_heard = self.last_heard
         fences = self._fences
+        # who may send what here (cluster/senders.py); None: CURVE off, connections carry no role
+        checked = senders.allowed(self.name, self.topo.nodes) if self.keyring is not None else None
+        refusal = senders.refusal
 
         def handle(frames: list) -> None:
             out: list = []
@@ -830,13 +851,18 @@ class NodeShell:
             # resync) replaces the receiver, and a stale one took every peer for new and asked
             # for everything again (trades applied twice after a restart from a snapshot).
             links_in = self.links_in
-            for payload in frames:
+            for payload, sender in frames:
                 try:
                     batch = decode(payload)
                 except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                     stats["bad_frames"] += 1
                     self.log.warning("bad_frame", error=str(exc), size=len(payload))
                     continue
+                if checked is not None:
+                    why = refusal(checked, sender, batch)
+                    if why is not None:
+                        self._refuse_frame(sender, why, batch)
+                        continue
                 header = None
                 if batch and type(batch[0]) is LinkSeq:
                     header = batch[0]
@@ -882,6 +908,24 @@ class NodeShell:
                 on_messages(out)
 
         return handle
+
+    def _refuse_frame(self, sender: str, why: str, batch: list) -> None:
+        """An inbox frame its sender's role may not send (cluster/senders.py): nothing of it is
+        read. Counted; explained once per sender, reason and message types (a flood adds none)."""
+        self.stats["frames_refused"] = self.stats.get("frames_refused", 0) + 1
+        header = batch[0] if batch and type(batch[0]) is LinkSeq else None
+        kinds = sorted({type(m).__name__ for m in batch if type(m) is not LinkSeq})
+        key = (sender, why, header.link if header else "", tuple(kinds))
+        if key in self._refusals_said or len(self._refusals_said) > 1000:
+            return
+        self._refusals_said.add(key)
+        self.log.warning("frame_refused", sender=sender or "unauthenticated", reason=why,
+                         link=header.link if header else "", messages=kinds)
+        self.audit.record(Explanation(
+            ts_ns=time.time_ns(), node=self.name, rule="inbox.sender_refused",
+            subject=sender or "unauthenticated", decision=why,
+            numbers={"messages": len(batch) - (header is not None),
+                     "link": header.link if header else "", "types": ",".join(kinds)}))
 
     # ------------------------------------------------------------------ failover (cluster/failover.py)
 
@@ -1042,6 +1086,9 @@ class NodeShell:
         if is_router and self._peer_monitor is not None:
             recv = partial(recv_router_parts, sync, self.router_peers, self._peer_fds,
                            self.sweep_closed_peers)
+        elif multipart is SENDER:  # a role only where CURVE authenticated the connection
+            recv = (partial(recv_with_sender, sync) if self.keyring is not None
+                    else partial(recv_unauthenticated, sync))
         elif multipart:
             recv = partial(recv_parts, sync, is_router)
         else:

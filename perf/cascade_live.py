@@ -269,7 +269,7 @@ def send_shock(run: Run, ppm: dict[str, int], timeout: float = 5.0) -> None:
     before = applied()
     shocks = [FeedControl(action="shock", symbol=s, ppm=p) for s, p in sorted(ppm.items()) if p]
     for _ in range(2):
-        curve.push_as_tools(run.topo, "feeds", shocks)
+        curve.push_to_inbox(run.topo, "feeds", shocks)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if applied() >= before + len(ppm):

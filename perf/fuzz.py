@@ -8,8 +8,9 @@ What must hold (the report's `checks`, all true or the run fails):
 - every frame sent to the gateway on a session was answered with a reason (frames past libzmq's
   size limit, sent on throwaway connections, end that connection and nothing else);
 - every frame sent to an internal inbox that its decoder refuses was counted by that node
-  (`bad_frames`); a frame that would decode to a real message is never sent (that is a forged
-  message, which only authentication stops: issue #20 item 5);
+  (`bad_frames`); a frame that decodes to real messages is a forgery, sent with the tools' CURVE
+  key, and must be refused whole by the inbox's sender table (`frames_refused`,
+  cluster/senders.py); with CURVE off nothing authenticates a sender, so none is sent;
 - the venue's state is what it was: every account's cash, fees, positions and open orders, and
   every book, equal before and after.
 
@@ -34,12 +35,12 @@ import msgspec
 import zmq
 import zmq.asyncio
 
-from cluster import curve
+from cluster import curve, senders
 from cluster import protocol
 from cluster.client import Client
 from cluster.protocol import (
-    BUY, SELL, ClockTick, Codec, Error, FeedControl, GetAccount, IndexMark, LinkSeq, NodeInbound,
-    PlaceOrder, Signed,
+    BUY, SELL, ClockTick, Codec, Deposit, Error, FeedControl, GetAccount, IndexMark, LinkSeq,
+    NodeInbound, PlaceOrder, Routed, Signed, Trade,
 )
 from cluster.runstate import read_status
 from cluster.signing import create_key, secret_for
@@ -50,7 +51,9 @@ CHUNK = 200  # frames sent before waiting for their answers
 ANSWER_WAIT_S = 10.0
 CLIENT_KINDS = ("random_bytes", "wrong_shape", "tagged_wrong_fields", "truncated", "bit_flipped",
                 "oversized")
-INTERNAL_KINDS = ("random_bytes", "wrong_shape", "tagged_wrong_fields", "truncated")
+# "forged": a real frame, whole, as another node would send it (with CURVE on, only the inbox's
+# sender check stands between it and the core)
+INTERNAL_KINDS = ("random_bytes", "wrong_shape", "tagged_wrong_fields", "truncated", "forged")
 
 
 def _tags(union) -> list[tuple[str, list[str]]]:
@@ -118,6 +121,8 @@ def _tagged(rng: random.Random, tags) -> dict:
 
 
 def _corrupt(rng: random.Random, kind: str, valid: bytes, tags) -> bytes:
+    if kind == "forged":
+        return valid
     if kind == "random_bytes":
         return rng.randbytes(rng.choice((0, 1, 2, 3, 8, 64, 700, 5000)))
     if kind == "wrong_shape":
@@ -243,12 +248,21 @@ def fuzz_too_big(endpoint: str, count: int) -> int:
 
 
 def internal_valid_frames() -> list[bytes]:
-    """Real internal frames, for truncation (never sent whole)."""
+    """Real internal frames: truncated, and sent whole as forgeries (a deposit as the gateway
+    would route it, on the gateway's own link too; a fill; a mark; a timer tick; a feed shock)."""
     enc = msgspec.msgpack.encode
+    deposit = Routed(ref=10**15, account="mm1", body=Deposit(account="mm1", amount=10**12),
+                     scopes=("admin",), key_id="0" * 64)
+    fill = Trade(seq=10**9, trade_id=10**9, symbol="BTC-PERP", price=30_000, qty=5, taker_side=1,
+                 taker_order_id=1, taker_account="mm1", taker_remaining=0, maker_order_id=2,
+                 maker_account="mm2", maker_remaining=0)
     return [enc([IndexMark(symbol="BTC-PERP", index=30_000, mark=30_001, last=30_000, seq=9,
                            ts_ns=time.time_ns(), sources=5, mode="normal")]),
             enc([ClockTick()]),
-            enc([FeedControl(action="shock", symbol="BTC-PERP", ppm=-500_000)])]
+            enc([FeedControl(action="shock", symbol="BTC-PERP", ppm=-500_000)]),
+            enc([deposit]),
+            enc([LinkSeq(link="gateway->risk", first=10**9, count=1), deposit]),
+            enc([LinkSeq(link="matching->risk", first=10**9, count=1), fill])]
 
 
 def fuzz_internal(topo, frames: int, rng: random.Random) -> dict[str, dict]:
@@ -279,8 +293,10 @@ def fuzz_internal(topo, frames: int, rng: random.Random) -> dict[str, dict]:
                          "no_listener": True}
     per_node = max(1, frames // max(1, len(listening)))
     for name, sock in listening.items():
+        # with CURVE on, the tools' key may send this inbox almost nothing (cluster/senders.py)
+        flows = senders.allowed(name.partition(".")[0], topo.nodes) if keyring else None
         sent: Counter = Counter()
-        refused = empty = skipped = 0
+        refused = empty = skipped = forged = 0
         while sum(sent.values()) < per_node:
             kind = rng.choice(INTERNAL_KINDS)
             frame = _corrupt(rng, kind, rng.choice(valid), NODE_TAGS)
@@ -288,10 +304,12 @@ def fuzz_internal(topo, frames: int, rng: random.Random) -> dict[str, dict]:
                 decoded = codec.decode(frame)
             except (msgspec.DecodeError, msgspec.ValidationError):
                 decoded = None
-            if decoded:  # a real message: a forgery, not garbage (authentication's job)
-                skipped += 1
-                continue
-            if decoded is None:
+            if decoded:  # a real message: a forgery, which only the sender's role refuses
+                if flows is None or senders.refusal(flows, curve.TOOLS, decoded) is None:
+                    skipped += 1  # (CURVE off, or a feed shock the tools may send: not sent)
+                    continue
+                forged += 1
+            elif decoded is None:
                 refused += 1
             else:
                 empty += 1  # an empty batch: decodes, carries nothing
@@ -299,7 +317,7 @@ def fuzz_internal(topo, frames: int, rng: random.Random) -> dict[str, dict]:
             sent[kind] += 1
         sock.close()
         out[name] = {"sent": dict(sent), "must_refuse": refused, "empty_batches": empty,
-                     "not_sent_valid": skipped}
+                     "forged": forged, "not_sent_valid": skipped}
     return out
 
 
@@ -323,17 +341,29 @@ async def _seed_state(clients: dict[str, Client], topo) -> None:
 
 
 async def wait_counted(run_dir: Path, before: dict, internal: dict, timeout: float) -> dict:
-    """Each node's bad_frames, once it has counted what it must refuse (heartbeats carry it)."""
+    """Per node, how many frames it refused at decode (`bad_frames`) and by sender
+    (`frames_refused`), once it has counted what it must (heartbeats carry both)."""
     deadline = time.monotonic() + timeout
+
+    def grew(now: dict, name: str, stat: str) -> int:
+        return (now.get(name, {}).get("stats", {}).get(stat, 0)
+                - before.get(name, {}).get("stats", {}).get(stat, 0))
+
     while True:
         now = node_stats(run_dir)
-        counted = {name: now.get(name, {}).get("stats", {}).get("bad_frames", 0)
-                   - before.get(name, {}).get("stats", {}).get("bad_frames", 0)
+        counted = {name: {"bad_frames": grew(now, name, "bad_frames"),
+                          "frames_refused": grew(now, name, "frames_refused")}
                    for name in internal}
-        if all(counted[n] >= internal[n]["must_refuse"] for n in internal) or \
+        if all(counted_all(counted[n], internal[n]) for n in internal) or \
                 time.monotonic() > deadline:
             return counted
         await asyncio.sleep(0.2)
+
+
+def counted_all(counted: dict, sent: dict) -> bool:
+    """A node counted every garbage frame it was sent, and refused every forged one."""
+    return (counted["bad_frames"] >= sent["must_refuse"]
+            and counted["frames_refused"] >= sent.get("forged", 0))
 
 
 # What may reach a core while the fuzz runs: the venue's own timer, marks and funding, and what
@@ -436,7 +466,9 @@ async def run(topo, run_dir: Path, frames: int, seed: int, too_big: int = 3) -> 
         and gateway["refused"] >= sent_client,
         "no_internal_error_answers": gateway["reasons"].get("internal_error", 0) == 0,
         "every_refused_internal_frame_counted": all(
-            counted[n] >= internal[n]["must_refuse"] for n in internal),
+            counted[n]["bad_frames"] >= internal[n]["must_refuse"] for n in internal),
+        "every_forged_internal_frame_refused_by_sender": all(
+            counted[n]["frames_refused"] >= internal[n].get("forged", 0) for n in internal),
         "state_unchanged": state_before == state_after,
         "no_core_input_from_the_fuzz": bool(core_inputs) and not any(
             c["foreign_count"] for c in core_inputs.values()),
@@ -444,7 +476,8 @@ async def run(topo, run_dir: Path, frames: int, seed: int, too_big: int = 3) -> 
     report = {
         "seed": seed, "frames": frames, "seconds": round(time.monotonic() - started, 1),
         "gateway": {**gateway, "too_big_connections": big}, "internal": {
-            n: {**internal[n], "counted_bad_frames": counted[n]} for n in internal},
+            n: {**internal[n], "counted_bad_frames": counted[n]["bad_frames"],
+                "counted_frames_refused": counted[n]["frames_refused"]} for n in internal},
         "core_inputs_during_the_fuzz": core_inputs,
         "checks": checks, "ok": all(checks.values()),
     }
@@ -459,16 +492,18 @@ def markdown(report: dict) -> str:
     g = report["gateway"]
     lines = [f"# perpx fuzz (seed {report['seed']}, {report['frames']:,} frames, "
              f"{report['seconds']} s)", "",
-             "| target | frames sent | must be refused (the rest: empty batches) | refused or counted |",
-             "|---|---|---|---|",
+             "| target | frames sent | must be refused (the rest: empty batches) | forged "
+             "(valid messages, tools' key) | refused or counted |",
+             "|---|---|---|---|---|",
              f"| gateway (signed session) | {sum(g['sent'].values()):,} | all | "
-             f"{g['refused']:,} refusals |"]
+             f"| {g['refused']:,} refusals |"]
     for name, n in sorted(report["internal"].items()):
         if n.get("no_listener"):
             lines.append(f"| {name} inbox | (not bound: nothing listens) | | |")
             continue
         lines.append(f"| {name} inbox | {sum(n['sent'].values()):,} | {n['must_refuse']:,} | "
-                     f"{n['counted_bad_frames']:,} bad_frames |")
+                     f"{n.get('forged', 0):,} | {n['counted_bad_frames']:,} bad_frames, "
+                     f"{n.get('counted_frames_refused', 0):,} refused by sender |")
     lines += ["", "Gateway answers by reason: " + ", ".join(
         f"{k} {v:,}" for k, v in sorted(g["reasons"].items(), key=lambda kv: -kv[1])), "",
         "| check | holds |", "|---|---|"]

@@ -240,7 +240,8 @@ def build(shell: NodeShell, topo: Topology):
     shell.every(KEY_FILE_CHECK_MS, reload_keys)
     shell.every(10_000, expire)
     shell.bind_router(ROUTER, shell.conf.client, on_client, on_gone=gone,
-                      max_message=MAX_CLIENT_MESSAGE, track_peers=True)
+                      max_message=MAX_CLIENT_MESSAGE, track_peers=True,
+                      curve_clients=shell.conf.client_curve)
     shell.bind_pub(shell.conf.pub)
     shell.bind_inbox(on_internal)
     shell.subscribe(topo.nodes["matching"].pub, [b""], None, raw=forward)

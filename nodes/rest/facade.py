@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl
 import zmq.asyncio
 
 from cluster.book_mirror import BookMirror
+from cluster import curve
 from cluster.client import Client, Forwarding, RequestFailed
 from cluster.config import Topology
 from cluster.protocol import (
@@ -112,6 +113,7 @@ class Facade:
         self.secrets = load_secrets(secrets_file, topo.run_dir)
         self.limiter = WeightLimiter(weight_per_minute)
         self.timeout = timeout
+        self.gateway_key = curve.client_server_key(topo)  # CurveZMQ to the gateway (client_curve)
         # (api key, client address) -> its gateway session; the address is "" without forwarding
         self.sessions: dict[tuple[str, str], Session] = {}
         self.keys: dict[str, KeyRecords] = {}
@@ -198,7 +200,8 @@ class Facade:
         if self.forwarder is not None:
             forwarding = Forwarding(*self.forwarder, address, self._forward_lock)
         client = Client(gw.client, api_key=api_key, timeout=self.timeout, ctx=self.ctx,
-                        secret=_gateway_secret(secret), forwarding=forwarding)
+                        secret=_gateway_secret(secret), forwarding=forwarding,
+                        server_key=self.gateway_key)
         try:
             await client.connect()
         except RequestFailed as exc:

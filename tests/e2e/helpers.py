@@ -82,7 +82,7 @@ def shock(cluster, symbol: str, ppm: int, timeout: float = 5.0) -> None:
 
     before = len(log_events(cluster, "feeds", "feed_shock"))
     for _ in range(2):
-        curve.push_as_tools(cluster.topo, "feeds", [
+        curve.push_to_inbox(cluster.topo, "feeds", [
             FeedControl(action="shock", symbol=symbol, ppm=ppm)])
         if poll(lambda: len(log_events(cluster, "feeds", "feed_shock")) > before, timeout, 0.02):
             return

@@ -44,6 +44,7 @@ def test_demo_trades_explains_its_rejects_and_stops_clean(cluster_handle):
     for node in ("gateway", "risk", "matching", "oracle", "liquidator", "feeds"):
         stats = final_state(cluster_handle.run_dir / "log" / f"{node}.log", "node_stopping")["stats"]
         assert stats["bad_frames"] == 0 and stats["errors"] == 0, (node, stats)
+        assert stats.get("frames_refused", 0) == 0, (node, stats)  # (cluster/senders.py)
 
 
 def final_state(log, event: str) -> dict:

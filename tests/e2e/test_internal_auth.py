@@ -15,9 +15,9 @@ import zmq
 from cluster import curve
 from cluster.client import Client
 from cluster.protocol import (
-    AdminRequest, FeedControl, IndexMark, Trade, encode_one,
+    AdminRequest, FeedControl, Heartbeat, IndexMark, Trade, encode_one,
 )
-from tests.e2e.helpers import log_events, shock
+from tests.e2e.helpers import log_events, poll, shock
 
 pytestmark = pytest.mark.e2e
 
@@ -102,3 +102,20 @@ def test_no_key_no_injection_and_the_tools_key_gets_through(cluster):
     tools_admin.send(encode_one(AdminRequest(cmd="netsim_show", args={})))
     assert tools_admin.poll(5000), "the supervisor did not answer the tools key"
     tools_admin.close()
+
+
+def test_a_heartbeat_counts_only_from_the_node_it_names(cluster):
+    """The supervisor's control socket takes every cluster key (the nodes' and the tools'); a
+    heartbeat in risk's name, with risk's pid, from the tools' key would keep a hung risk looking
+    alive. It is refused by its sender's role, and risk's own heartbeats still count."""
+    topo = cluster.topo
+    risk = cluster.status()["nodes"]["risk"]
+    sock = curve.tools_socket(zmq.Context.instance(), zmq.PUSH, topo, topo.supervisor.control)
+    sock.setsockopt(zmq.LINGER, 2000)
+    sock.send(encode_one(Heartbeat(node="risk", pid=risk["pid"], seq=10**9,
+                                   mono_ns=time.monotonic_ns(), stats={})))
+    sock.close()
+    refused = poll(lambda: log_events(cluster, "supervisor", "control_sender_refused"), 10)
+    assert refused and refused[0]["node"] == "risk" and refused[0]["sender"] == "tools", refused
+    assert len(refused) == 1, refused  # the nodes' own heartbeats are never refused
+    assert cluster.status()["nodes"]["risk"]["state"] == "running"

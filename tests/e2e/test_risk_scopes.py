@@ -1,21 +1,24 @@
-"""Risk re-checks every account operation by its own key table (#20), on the real cluster: a Routed
-forged on the gateway -> risk link (sent with the run's tools key, which CurveZMQ lets in) that
-claims scopes its key does not have, or names a revoked key, is refused at risk with the
-gateway's reason and numbers, and moves nothing; a forged key table is not even decoded; the
-journal, key table included, replays to the live state."""
+"""Risk takes account operations only from the gateway, and re-checks each against its own key
+table (#20), on the real cluster:
+- a Routed pushed into risk's inbox with any key but the gateway's (the run's tools key, which
+  CurveZMQ lets in; matching's) is refused whole at the inbox, even naming the admin's key or
+  borrowing the gateway's sequenced link (cluster/senders.py);
+- one that does come with the gateway's key (a compromised or buggy gateway) but claims scopes
+  its key does not have, or names a revoked key, is refused by risk's key table with the gateway's
+  reason and numbers;
+and neither moves anything; a forged key table is not even decoded; the journal, key table
+included, replays to the live state."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
-import msgspec
 import pytest
-import zmq
 
 from cluster import curve
 from cluster.client import Client
-from cluster.protocol import Deposit, KeyTable, Routed, SetLeverage, Withdraw
+from cluster.protocol import Deposit, KeyTable, LinkSeq, Routed, SetLeverage, Withdraw
 from cluster.signing import KEY_FILE_CHECK_MS, key_id
 from cluster.verify import verify_node
 from tests.e2e.helpers import final_hash, log_events, poll
@@ -25,7 +28,47 @@ pytestmark = pytest.mark.e2e
 EVERY_SCOPE = ("read", "trade", "transfer", "admin")
 
 
-def test_a_forged_routed_at_risk_is_refused_by_risks_own_key_table(cluster):
+async def account_view(cluster, account: str):
+    async with Client(cluster.endpoint(), api_key=cluster.api_key(account)) as client:
+        view = await client.account_view()
+        return view.balance, view.available, [(p.symbol, p.qty) for p in view.positions]
+
+
+def test_a_routed_from_any_key_but_the_gateways_is_refused_at_risks_inbox(cluster):
+    """The attack an outside review found: the tools' key naming the topology's admin key, with a
+    deposit into alice's account and a withdrawal from it, passed risk's key table (the key it
+    names is real and has the admin scope). Now no frame of it is read."""
+    topo = cluster.topo
+    admin = key_id(cluster.api_key("admin"))
+    before = asyncio.run(account_view(cluster, "alice"))
+    deposit = Routed(ref=10**15 + 11, account="alice", body=Deposit(account="alice", amount=10**12),
+                     scopes=EVERY_SCOPE, key_id=admin)
+    withdraw = Routed(ref=10**15 + 12, account="alice",
+                      body=Withdraw(account="alice", amount=10**6), scopes=EVERY_SCOPE, key_id=admin)
+    curve.push_to_inbox(topo, "risk", [deposit, withdraw])  # the tools' key
+    # the gateway's own sequenced link and numbers, borrowed: by the tools, then by matching
+    borrowed = [LinkSeq(link="gateway->risk", first=10**9, count=1), deposit]
+    curve.push_to_inbox(topo, "risk", borrowed)
+    curve.push_to_inbox(topo, "risk", borrowed, role="matching")
+
+    def refused():
+        return log_events(cluster, "risk", "frame_refused")
+
+    assert poll(lambda: len(refused()) >= 3, 15), refused()
+    reasons = sorted((r["sender"], r["reason"], r["link"]) for r in refused())
+    assert reasons == [("matching", "link_not_senders", "gateway->risk"),
+                       ("tools", "sender_not_allowed", ""),
+                       ("tools", "sender_not_allowed", "gateway->risk")], reasons
+    assert all(r["messages"] for r in refused())
+    assert asyncio.run(account_view(cluster, "alice")) == before  # nothing moved
+    def risk_stats():  # (heartbeats carry them)
+        return cluster.status()["nodes"]["risk"]["stats"]
+
+    assert poll(lambda: risk_stats().get("frames_refused", 0) >= 3, 10), risk_stats()
+    assert risk_stats()["errors"] == 0 and cluster.status()["nodes"]["risk"]["restarts"] == 0
+
+
+def test_a_forged_routed_from_the_gateways_key_is_refused_by_risks_own_key_table(cluster):
     topo = cluster.topo
     alice_key = cluster.api_key("alice")  # the topology's: trade only
     assert tuple(topo.accounts["alice"].scopes) == ("trade",)
@@ -36,15 +79,14 @@ def test_a_forged_routed_at_risk_is_refused_by_risks_own_key_table(cluster):
                             log_events(cluster, "risk", "key_table_applied")), 10), \
         log_events(cluster, "risk", "key_table_applied")
 
-    async def alice_view():
-        async with Client(cluster.endpoint(), api_key=alice_key) as alice:
-            view = await alice.account_view()
-            return view.balance, view.available, [(p.symbol, p.qty) for p in view.positions]
+    def alice_view():
+        return account_view(cluster, "alice")
 
     before = asyncio.run(alice_view())
     # first a key table of its own, giving alice's key every scope: no inbox takes a KeyTable
     # (only risk's shell makes one), so the frame is refused at decode and counted
-    curve.push_as_tools(topo, "risk", [KeyTable(keys={key_id(alice_key): ("alice", EVERY_SCOPE)})])
+    curve.push_to_inbox(topo, "risk", [KeyTable(keys={key_id(alice_key): ("alice", EVERY_SCOPE)})],
+                        role="gateway")
     assert poll(lambda: log_events(cluster, "risk", "bad_frame"), 10)
     forged = [
         # alice's trade-only key claiming every scope: a withdrawal, a deposit
@@ -59,7 +101,7 @@ def test_a_forged_routed_at_risk_is_refused_by_risks_own_key_table(cluster):
         Routed(ref=10**15 + 4, account="alice", body=SetLeverage(symbol="BTC-PERP", leverage=3),
                scopes=EVERY_SCOPE),
     ]
-    curve.push_as_tools(topo, "risk", forged)
+    curve.push_to_inbox(topo, "risk", forged, role="gateway")  # past the inbox's sender check
 
     def refusals():
         decisions = cluster.cli_json("explain", "account", "alice")["decisions"]
@@ -113,13 +155,10 @@ def test_a_promoted_standby_holds_its_primarys_key_table(tmp_path):
         assert log_events(handle, "risk.b", "failover_promoted")  # (its log is where we look)
         time.sleep(KEY_FILE_CHECK_MS / 1000 * 2)  # (its own look at the file, had it needed one)
         assert log_events(handle, "risk.b", "key_table_applied") == []
-        sock = curve.tools_socket(zmq.Context.instance(), zmq.PUSH, handle.topo,
-                                  handle.topo.nodes["risk"].standby_inbox)
-        sock.setsockopt(zmq.LINGER, 2000)
-        sock.send(msgspec.msgpack.encode([Routed(
+        curve.push_to_inbox(handle.topo, "risk", [Routed(
             ref=10**15 + 9, account="alice", body=Withdraw(account="alice", amount=10**6),
-            scopes=EVERY_SCOPE, key_id=key_id(made["api_key"]))]))
-        sock.close()
+            scopes=EVERY_SCOPE, key_id=key_id(made["api_key"]))], role="gateway",
+            endpoint=handle.topo.nodes["risk"].standby_inbox)
 
         def refused():
             decisions = handle.cli_json("explain", "account", "alice")["decisions"]

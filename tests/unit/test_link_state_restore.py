@@ -10,7 +10,7 @@ import pickle
 
 from cluster import config, curve
 from cluster.links import LinkReceiver
-from cluster.protocol import LinkSeq, NodeInbound, Ping
+from cluster.protocol import LinkSeq, NodeInbound, Pong, Reply
 from cluster.recording import RecordingLog
 from cluster.transport import NodeShell
 
@@ -24,9 +24,11 @@ def test_frames_after_a_restore_are_applied_from_the_restored_numbers(tmp_path):
     handle = shell._inbox_decoding(lambda runs: got.extend(runs), runs=True)
     codec = shell.codec
 
-    def frame(first: int, count: int) -> bytes:
+    def frame(first: int, count: int) -> tuple[bytes, str]:
+        """A frame on matching->risk, as read with its sender's role."""
+        replies = [Reply(ref=first + i, body=Pong(req_id=first + i)) for i in range(count)]
         return codec.encode([LinkSeq(link="matching->risk", first=first, count=count)]
-                            + [Ping(req_id=first + i) for i in range(count)])
+                            + replies), "matching"
 
     try:
         # What a snapshot restored: 500 messages of matching->risk already applied.
