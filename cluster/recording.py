@@ -88,7 +88,8 @@ class RecordingShell:
         self.sent.append(("client", message))
 
     def bind_router(self, name: str, endpoint: str, fn, on_gone=None,
-                    max_message: int = -1, track_peers: bool = False) -> None:
+                    max_message: int = -1, track_peers: bool = False,
+                    curve_clients: bool = False) -> None:
         self.router = fn
         self.on_gone = on_gone
 
