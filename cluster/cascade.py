@@ -44,7 +44,7 @@ import msgspec
 from cluster.config import SymbolSpec
 from cluster.rules import adl
 from cluster.rules.ladder import build_ladder, maintenance_margin
-from cluster.rules.margin import fee_due
+from cluster.rules.margin import fee_due, triggered
 from cluster.rules.prices import bankruptcy_price, round_price
 from cluster.protocol import AccountRisk
 from cluster.rules.stress import BPS, StressParams
@@ -528,7 +528,7 @@ class Cascade:
             else:
                 equity, mm, fee = self.monitor.assess(account)
                 symbols = [s for s in acct.positions if s not in acct.isolated]
-            if equity > mm + fee or not symbols:  # the re-check: a bounce restored it
+            if not triggered(equity, mm, fee) or not symbols:  # the re-check: a bounce restored it
                 liq.status = "restored"
                 self.monitor.below.pop(liq.key, None)
                 continue
