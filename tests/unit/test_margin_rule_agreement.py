@@ -119,3 +119,31 @@ def test_initial_margin_rounds_up(notional, leverage, buffer_ppm):
 
 def test_the_trigger_is_at_or_below_the_requirement():
     assert triggered(100, 90, 10) and triggered(99, 90, 10) and not triggered(101, 90, 10)
+
+
+@settings(max_examples=150, deadline=None)
+@given(account)
+def test_the_cascade_simulators_trigger_price_is_risks_liquidation_price(a):
+    """cluster/cascade.py's R-map places each position's liquidation where the venue's trigger
+    is: the price risk shows the trader (rounded the same way), for cross accounts with several
+    positions too (whose trigger counts the others' forced fees, not their maintenance alone:
+    the simulator's old count put a BTC+ETH account's threshold further from the mark)."""
+    from cluster import cascade as cz
+    from cluster.rules.prices import round_price
+
+    risk, _ = build({**a, "portfolio": False})
+    acct = risk.accounts["x"]
+    snap = cz.Snapshot(symbols={s: cz.SymbolSnap(
+        mult=spec.atoms_per_tick_lot, mark=risk.marks[s],
+        tiers=[(t.floor, t.max_leverage, t.mmr_ppm) for t in spec.tiers],
+        ladder_cap=spec.tiers[-1].cap, forced_fee_ppm=spec.forced_fee_ppm)
+        for s, spec in TOPO.symbols.items()},
+        accounts={"x": cz.AccountSnap(
+            balance=acct.balance, positions={s: (p.qty, p.cost) for s, p in acct.positions.items()},
+            isolated={s: p.iso_cash for s, p in acct.positions.items() if p.isolated})},
+        insurance_fund=0)
+    specs = {s: cz.spec_of(s, sym) for s, sym in snap.symbols.items()}
+    for s, pos in acct.positions.items():
+        lp = cz.trigger_price(snap, specs, snap.accounts["x"], s)
+        shown = round_price(lp, 1 if pos.qty > 0 else -1) if lp is not None else 0
+        assert shown == risk._prices_for(acct, s, pos)[0], (s, pos.qty, pos.isolated)
