@@ -44,10 +44,11 @@ from typing import Literal
 import msgspec
 
 from cluster.config import SymbolSpec
-from cluster.rules import adl
-from cluster.rules import backstop, ladder
+from cluster.rules import adl, backstop
+from cluster.rules import margin as rules_margin
 from cluster.rules.ladder import build_ladder, maintenance_margin
-from cluster.rules.prices import bankruptcy_price, forced_fee, round_price
+from cluster.rules.margin import fee_due, trigger_margin, triggered
+from cluster.rules.prices import bankruptcy_price, round_price
 from cluster.protocol import AccountRisk
 from cluster.rules.stress import BPS, Leg, StressParams, portfolio_margin
 from cluster.rules.units import PPM, ceil_div
@@ -498,8 +499,8 @@ class Cascade:
                 spec = self.books[s].spec
                 value = self.value(acct, s)
                 setting = self.leverage[acct.name].get(s) or spec.default_leverage
-                im += ladder.initial_margin(value, ladder.leverage_for(spec.tiers, setting, value),
-                                            PPM)
+                im += rules_margin.initial_margin(
+                    value, rules_margin.effective_leverage(setting, spec.tiers, value), PPM)
                 if acct.portfolio:
                     mm += maintenance_margin(spec.tiers, value)
                     legs.append(Leg(symbol=s, qty=qty, mark=self.books[s].mark(),
@@ -521,7 +522,7 @@ class Cascade:
             setting = self.leverage[name].get(symbol) or book.spec.default_leverage
             bidders.append(backstop.Bidder(
                 name=name, available=self.available(bs),
-                leverage=ladder.leverage_for(book.spec.tiers, setting, notional),
+                leverage=rules_margin.effective_leverage(setting, book.spec.tiers, notional),
                 cross=symbol not in bs.isolated))
         taken = []
         for name, take in backstop.auction(bidders, lots, price, book.mark(), side, book.mult,
@@ -627,7 +628,7 @@ class Cascade:
             else:
                 equity, mm, fee = self.monitor.assess(account)
                 symbols = [s for s in acct.positions if s not in acct.isolated]
-            if equity > mm + fee or not symbols:  # the re-check: a bounce restored it
+            if not triggered(equity, mm, fee) or not symbols:  # the re-check: a bounce restored it
                 liq.status = "restored"
                 self.monitor.below.pop(liq.key, None)
                 continue
@@ -764,7 +765,7 @@ class Cascade:
             return 0
         balance = (acct.isolated[symbol] + self.value(acct, symbol)) if symbol in acct.isolated \
             and symbol in acct.positions else self.equity(acct)
-        fee = min(forced_fee(notional, rate), max(0, balance))
+        fee = min(fee_due(notional, rate), max(0, balance))
         if fee:
             if symbol in acct.isolated and symbol in acct.positions:
                 acct.isolated[symbol] -= fee
@@ -1063,7 +1064,9 @@ def trigger_price(snap: Snapshot, specs: dict[str, SymbolSpec], acct: AccountSna
         wallet = acct.balance + sum(p[1] for s, p in acct.positions.items()
                                     if s not in acct.isolated)
         values = {s: p[0] * snap.symbols[s].mark * snap.symbols[s].mult for s, p in others}
-        other_mm = sum(maintenance_margin(specs[s].tiers, v) for s, v in values.items())
+        # what the trigger counts for the others: their MM and their forced fees
+        other_mm = sum(trigger_margin(specs[s].tiers, v, specs[s].forced_fee_ppm)
+                       for s, v in values.items())
         other_upnl = sum(values[s] - p[1] for s, p in others)
     spec = specs[symbol]
     lp, _ = liquidation_price(side=1 if qty > 0 else -1, qty=abs(qty), cost=cost, wallet=wallet,

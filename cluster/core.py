@@ -14,6 +14,8 @@ import io
 import pickle
 from typing import Protocol, runtime_checkable
 
+from cluster.audit import Explanation
+
 # Modules that moved (#18's structural step): a snapshot written before names its objects' classes
 # by the old paths, and must still restore (a run upgraded in place recovers from it).
 MOVED_MODULES = {"cluster.ladder": "cluster.rules.ladder", "cluster.prices": "cluster.rules.prices",
@@ -34,6 +36,34 @@ class _Unpickler(pickle.Unpickler):
 def load_state(data: bytes):
     """A snapshot's bytes back into objects, old module paths followed to where they live now."""
     return _Unpickler(io.BytesIO(data)).load()
+
+
+class IllegalTransition(Exception):
+    """An event that a lifecycle's transition table has no row for in its subject's state (the
+    style of h11's `_state.py`): raised by the core before it changed anything, so its state is as
+    it was. The shell counts and logs it and journals `explanation()`: a node never dies on a
+    message, and a bug upstream (or here) is seen rather than ignored."""
+
+    def __init__(self, state: str, event: str, *, machine: str, subject: str,
+                 numbers: dict | None = None) -> None:
+        super().__init__(f"{machine}: no transition for {event} in state {state!r} ({subject})")
+        self.state, self.event, self.machine, self.subject = state, event, machine, subject
+        self.numbers = numbers or {}
+
+    def explanation(self, node: str, ts_ns: int) -> Explanation:
+        return Explanation(ts_ns=ts_ns, node=node, rule=f"{self.machine}.illegal_transition",
+                           subject=self.subject, decision="ignored",
+                           numbers={"state": self.state, "event": self.event, **self.numbers})
+
+
+def allowed(table: dict[str, dict[str, str]], state: str, event: str, *, machine: str,
+            subject: str, numbers: dict | None = None) -> str:
+    """The state `event` moves a subject in `state` to, by `table` (state -> event -> next state);
+    IllegalTransition when the table has no such row."""
+    after = table.get(state, {}).get(event)
+    if after is None:
+        raise IllegalTransition(state, event, machine=machine, subject=subject, numbers=numbers)
+    return after
 
 
 class Snapshottable:
@@ -63,12 +93,12 @@ class Snapshottable:
 #   core                                 inputs                          protocols
 #   risk        nodes/risk/ledger.py     handle(msg, now_ns) -> effects   JournaledCore
 #   matching    nodes/matching/engine.py handle(cmd) -> events           JournaledCore
-#   oracle      nodes/oracle/index.py    on_spot, on_market_data;        SnapshotCore
-#                                        publish(now_ns) -> messages
-#   liquidator  nodes/liquidator/engine.py on_account/on_mark/on_book;   TimedCore
-#                                        tick(now_ns), on_result -> effects
+#   oracle      nodes/oracle/index.py    handle(msg, now_ns) -> effects  EffectCore, SnapshotCore
+#   liquidator  nodes/liquidator/engine.py handle(msg, now_ns) -> effects EffectCore, TimedCore
 #   surveillance nodes/surveillance/core.py handle(msg, now_ns);         HashedCore, TimedCore
 #                                        tick(now_ns) -> alerts
+#   (the oracle and the liquidator run under cluster/feed.py's CoreFeed; their clock is a
+#   ClockTick input, which calls publish(now_ns) / tick(now_ns))
 #
 # An effect is (destination node, message); "audit" is the audit journal (Explanation records,
 # always made by the core). Risk and matching are journaled (cluster/runner.py replays their
@@ -99,6 +129,15 @@ class TimedCore(Protocol):
     """A core that acts on time passing as well as on inputs: the shell calls tick(now_ns)."""
 
     def tick(self, now_ns: int) -> list: ...
+
+
+@runtime_checkable
+class EffectCore(Protocol):
+    """One entry for every input, its time given: handle(msg, now_ns) -> [(destination, msg)].
+    A timer is an input too (ClockTick). The shell's runner (cluster/feed.py, or
+    cluster/runner.py for a journaled core) feeds it and routes the effects."""
+
+    def handle(self, msg, now_ns: int) -> list: ...
 
 
 @runtime_checkable

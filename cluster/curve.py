@@ -4,8 +4,9 @@ cluster's keys cannot inject a mark, a fill, a heartbeat, a netsim table or a fe
 handshake is refused (ZAP, RFC 27) and nothing it sends is ever read.
 
 Keys: one CURVE keypair per process role (each node, the supervisor, and `tools` for the CLI and
-tests), made afresh at every `cluster up` in `<run>/curve.json` (mode 0600, like keys.json: the
-run directory's permissions are the trust boundary). A server socket (an inbox, an internal PUB,
+tests), made afresh at every `cluster up` under `<run>/curve/`: every public key in public.json,
+each secret in its own ROLE.secret (0600). A process loads its own role's secret only, so the
+tools' key (what an operator's CLI holds) is not every node's. A server socket (an inbox, an internal PUB,
 the supervisor's control, netsim and admin sockets) takes only clients whose public key is in that
 file. The client-facing sockets stay plain (the gateway's ROUTER and market data, the REST facade):
 clients are authenticated by their signed requests instead.
@@ -23,29 +24,39 @@ from pathlib import Path
 import zmq
 from zmq.utils import z85
 
-CURVE_FILE = "curve.json"
+CURVE_DIR = "curve"  # public.json (every role's public key) and ROLE.secret (0600) per role
 GATEWAY_PUBLIC = "gateway.pub"  # the gateway's public key, for clients (client_curve)
 CLIENTS_DOMAIN = b"clients"  # the ZAP domain of the gateway's client ROUTER: any client key
+ONLY = b"only:"  # a ZAP domain "only:ROLE,ROLE": a socket that lets in those roles' keys alone
 TOOLS = "tools"  # the CLI's, the chaos runner's and the tests' own key
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 
 
-def keyring_path(run_dir: str | os.PathLike) -> Path:
-    return Path(run_dir) / CURVE_FILE
+def keyring_dir(run_dir: str | os.PathLike) -> Path:
+    return Path(run_dir) / CURVE_DIR
+
+
+def _write(path: Path, data: bytes, mode: int) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
 
 
 def create_keyring(run_dir: str | os.PathLike, names: list[str]) -> None:
-    """A fresh keypair for each of `names` (and the tools), written 0600 atomically."""
-    keys = {}
+    """A fresh keypair for each of `names` (and the tools): every public key in one file, each
+    secret in its own 0600 file, so that a process (or an operator given the tools' key) holds
+    one role's secret and not the others'."""
+    folder = keyring_dir(run_dir)
+    folder.mkdir(mode=0o700, exist_ok=True)
+    publics = {}
     for name in [*names, TOOLS]:
         public, secret = zmq.curve_keypair()
-        keys[name] = {"public": public.decode(), "secret": secret.decode()}
-    path = keyring_path(run_dir)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump({"keys": keys}, fh)
-    os.replace(tmp, path)
+        publics[name] = public.decode()
+        _write(folder / f"{name}.secret", secret, 0o600)
+    _write(folder / "public.json", json.dumps(publics).encode(), 0o644)
 
 
 def create_for(topo) -> None:
@@ -53,52 +64,63 @@ def create_for(topo) -> None:
     `client_curve`, the gateway's public key beside it for clients (0644: it is public)."""
     if topo.supervisor.curve:
         create_keyring(topo.run_dir, [*topo.nodes, "supervisor"])
-        key = client_server_key(topo)
-        if key is not None:
-            path = Path(topo.run_dir) / GATEWAY_PUBLIC
-            path.write_bytes(key + b"\n")
-            path.chmod(0o644)
+        gateway = topo.nodes.get("gateway")
+        if gateway is not None and gateway.client_curve:
+            _write(Path(topo.run_dir) / GATEWAY_PUBLIC, publics(topo)["gateway"].encode() + b"\n",
+                   0o644)
+
+
+def publics(topo) -> dict[str, str]:
+    """Every role's public key (z85): public, so anyone may read them."""
+    return json.loads((keyring_dir(topo.run_dir) / "public.json").read_text())
 
 
 def client_server_key(topo) -> bytes | None:
     """The gateway's public CURVE key (z85) when its client endpoint requires CurveZMQ, else
-    None: what a client passes as `Client(server_key=...)`."""
+    None: what a client passes as `Client(server_key=...)` (read from RUN_DIR/gateway.pub)."""
     gateway = topo.nodes.get("gateway")
     if gateway is None or not gateway.client_curve or not topo.supervisor.curve:
         return None
-    data = json.loads(keyring_path(topo.run_dir).read_text())
-    return data["keys"]["gateway"]["public"].encode()
+    return (Path(topo.run_dir) / GATEWAY_PUBLIC).read_bytes().strip()
 
 
 class Keyring:
-    """The cluster's CURVE keys, and which endpoints are internal (whose server is which role)."""
+    """One role's CURVE keys (its secret, and every role's public key), and which endpoints are
+    internal (whose server is which role)."""
 
-    def __init__(self, keys: dict[str, dict], servers: dict[str, str]) -> None:
-        self.keys = keys
+    def __init__(self, me: str, secret: bytes, publics: dict[str, str],
+                 servers: dict[str, str]) -> None:
+        self.me = me
+        self.secret = secret
+        self.publics = publics
         self.servers = servers  # endpoint -> the role whose key serves it
         # public key -> the role holding it: the ZAP handler names it as the connection's User-Id,
         # which every frame from that connection carries (what an inbox checks senders by)
-        self.role_of = {z85.decode(k["public"].encode()): name for name, k in keys.items()}
+        self.role_of = {z85.decode(k.encode()): name for name, k in publics.items()}
 
-    def server(self, sock: zmq.Socket, me: str, clients: bool = False) -> None:
-        """Before bind: serve CURVE with `me`'s key (clients checked by the ZAP handler). With
-        `clients` (the gateway's client ROUTER), any client key is let in: clients are
-        authenticated by their signed requests, CURVE encrypts what they say."""
-        sock.curve_secretkey = self.keys[me]["secret"].encode()
-        sock.curve_publickey = self.keys[me]["public"].encode()
+    def server(self, sock: zmq.Socket, clients: bool = False,
+               only: tuple[str, ...] = ()) -> None:
+        """Before bind: serve CURVE with this role's key (clients checked by the ZAP handler).
+        With `clients` (the gateway's client ROUTER), any client key is let in: clients are
+        authenticated by their signed requests, CURVE encrypts what they say. With `only`, the
+        keys of those roles alone (a core's replication socket: its other instance)."""
+        sock.curve_secretkey = self.secret
+        sock.curve_publickey = self.publics[self.me].encode()
         sock.curve_server = True
         if clients:
             sock.zap_domain = CLIENTS_DOMAIN
+        elif only:
+            sock.zap_domain = ONLY + ",".join(only).encode()
 
-    def client(self, sock: zmq.Socket, me: str, endpoint: str) -> bool:
+    def client(self, sock: zmq.Socket, endpoint: str) -> bool:
         """Before connect: CURVE to `endpoint`'s server when it is internal; False when it is
         not (a client-facing endpoint, plain)."""
         role = self.servers.get(endpoint)
         if role is None:
             return False
-        sock.curve_secretkey = self.keys[me]["secret"].encode()
-        sock.curve_publickey = self.keys[me]["public"].encode()
-        sock.curve_serverkey = self.keys[role]["public"].encode()
+        sock.curve_secretkey = self.secret
+        sock.curve_publickey = self.publics[self.me].encode()
+        sock.curve_serverkey = self.publics[role].encode()
         return True
 
 
@@ -123,13 +145,13 @@ def internal_endpoints(topo) -> dict[str, str]:
     return out
 
 
-def load(topo) -> Keyring | None:
-    """The run's keyring, or None when the topology turns CURVE off. A missing or unreadable
-    file with CURVE on is an error: internal links never fall back to plain."""
+def load(topo, me: str) -> Keyring | None:
+    """Role `me`'s keyring for the run, or None when the topology turns CURVE off. A missing or
+    unreadable file with CURVE on is an error: internal links never fall back to plain."""
     if not topo.supervisor.curve:
         return None
-    data = json.loads(keyring_path(topo.run_dir).read_text())
-    return Keyring(data["keys"], internal_endpoints(topo))
+    secret = (keyring_dir(topo.run_dir) / f"{me}.secret").read_bytes()
+    return Keyring(me, secret, publics(topo), internal_endpoints(topo))
 
 
 class ZapHandler:
@@ -158,6 +180,9 @@ class ZapHandler:
             role = "client" if curve else None
         else:
             role = self.keyring.role_of.get(credentials[0]) if curve else None
+            if role is not None and domain.startswith(ONLY) and \
+                    role.encode() not in domain[len(ONLY):].split(b","):
+                role = None  # a cluster key, but not one this socket takes
         ok = role is not None
         if not ok:
             self.refused += 1
@@ -184,9 +209,9 @@ def tools_socket(ctx: zmq.Context, kind: int, topo, endpoint: str, role: str = T
     tools' key, when the run has CURVE on. A test that plays a compromised node passes its `role`
     (the inbox then reads its frames as that node's: cluster/senders.py)."""
     sock = ctx.socket(kind)
-    keyring = load(topo)
+    keyring = load(topo, role)
     if keyring is not None:
-        keyring.client(sock, role, endpoint)
+        keyring.client(sock, endpoint)
     sock.connect(endpoint)
     return sock
 

@@ -132,6 +132,7 @@ class Replication:
         self.primary_epoch = 0
         self.primary_seen = False
         self.proposed_at = 0.0
+        self.proposed_epoch = 0  # the epoch our last promotion query asked for
         self.last_input_ts = 0
         self.synced = False  # our primary said we are in sync (it waits for our acks)
         self.ack_due = False  # journaled inputs not yet acknowledged
@@ -158,7 +159,7 @@ class Replication:
         peer = self.topo.instance_endpoints(self.other).repl
         self._router = shell._socket(zmq.ROUTER)
         self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        shell._serve_internal(self._router)
+        shell._serve_internal(self._router, only=(self.node,))  # the other instance alone
         self._router.bind(me)
         self._dealer = shell._socket(zmq.DEALER)
         shell._connect(self._dealer, peer)
@@ -300,8 +301,9 @@ class Replication:
             STARTUP_GRACE_S, 5 * self.conf.promote_after_ms / 1000)
         if silent >= wait and now - self.proposed_at >= 0.2:
             self.proposed_at = now
+            self.proposed_epoch = max(self.epoch, self.primary_epoch) + 1
             self.shell.send_control(self.conf.witness, WitnessQuery(
-                node=self.node, instance=self.instance, epoch=max(self.epoch, self.primary_epoch) + 1,
+                node=self.node, instance=self.instance, epoch=self.proposed_epoch,
                 propose=True, next_seq=self.journal.next_seq))
 
     def _hello(self) -> None:
@@ -371,6 +373,10 @@ class Replication:
                 return
             self._attach(identity, msg)
         elif t is ReplAck and self.shell.role == "primary":
+            if identity != self.standby_id or msg.next_seq > self.journal.next_seq:
+                # not our standby's, or acknowledging inputs we never wrote: never counted
+                self.shell.stats["acks_refused"] = self.shell.stats.get("acks_refused", 0) + 1
+                return
             if msg.epoch > self.epoch:
                 self.fence(f"the standby acknowledged under epoch {msg.epoch}", msg.epoch)
                 return
@@ -439,8 +445,10 @@ class Replication:
         self.attached_at = time.monotonic()
 
     def on_witness(self, reply: WitnessReply) -> None:
-        """The witness's answer: to our promotion (standby) or about our epoch (primary)."""
-        if self.fenced:
+        """The witness's answer: to our promotion (standby) or about our epoch (primary). Only
+        an answer about this node counts, and a grant only for the epoch we asked for while we
+        may take over (in sync, or never having heard a primary)."""
+        if self.fenced or reply.node != self.node:
             return
         if self.shell.role == "primary":
             if not self.checking_since:
@@ -455,6 +463,9 @@ class Replication:
                 "promotions_refused", 0) + 1
             if reply.epoch > self.primary_epoch:
                 self.primary_epoch = reply.epoch
+            return
+        if reply.epoch != self.proposed_epoch or (self.primary_seen and not self.synced):
+            self.shell.stats["grants_unasked"] = self.shell.stats.get("grants_unasked", 0) + 1
             return
         self.promote(reply)
 

@@ -10,7 +10,8 @@ is refused whole unless
   - its sequence header, when it has one, names that role as the link's sender (a frame cannot
     borrow another node's link, its numbers or its epoch), and
   - every message in it is one that role sends to this node: `FLOWS` below, or one of the
-    failover's control messages (a core's announcements; any node's replies and resend asks).
+    failover's control messages (a core's announcements naming its own node, the witness's
+    answers, a node's ask to resend its own incoming link).
 
 The table is the venue's wiring, read from the services (who calls `send` with what); a test
 drives a real cluster and checks that no frame it sends is refused. A role missing from a
@@ -59,24 +60,33 @@ FLOWS: dict[str, dict[str, frozenset[type]]] = {
     },
 }
 
-# The failover's control frames (cluster/failover.py): a core announces itself, asks the witness
-# and says it detached; any node answers a witness query or asks a link's sender to resend.
+# The failover's control frames (cluster/failover.py). A core announces itself, asks the witness
+# and says it detached, each naming its own node; only the witness answers a witness query; any
+# node asks the sender of one of its own incoming links to resend.
 FROM_CORES = frozenset({PrimaryIs, WitnessQuery, StandbyDetached})
-FROM_NODES = frozenset({WitnessReply, ResendFrom})
+FROM_WITNESS = frozenset({WitnessReply})
+FROM_NODES = frozenset({ResendFrom})
 
 
-def allowed(receiver: str, nodes) -> dict[str, frozenset[type]]:
-    """What each role may send to `receiver` in a cluster of `nodes` (its topology's node names):
-    the flows, plus the control messages of the nodes it has."""
+def allowed(receiver: str, nodes, witness: str) -> dict[str, frozenset[type]]:
+    """What each role may send to `receiver` in a cluster of `nodes` (its topology's node names)
+    whose failover witness is `witness`: the flows, plus the control messages of the nodes it
+    has."""
     out = {role: set(types) for role, types in FLOWS.get(receiver, {}).items()}
     for node in nodes:
-        extra = FROM_NODES | (FROM_CORES if node in JOURNALED_NODES else frozenset())
+        extra = set(FROM_NODES)
+        if node in JOURNALED_NODES:
+            extra |= FROM_CORES
+        if node == witness:
+            extra |= FROM_WITNESS
         out.setdefault(node, set()).update(extra)
     return {role: frozenset(types) for role, types in out.items()}
 
 
-def refusal(allowed_here: dict[str, frozenset[type]], sender: str, batch: list) -> str | None:
-    """Why a decoded inbox frame from `sender` (its authenticated role) is refused, or None."""
+def refusal(allowed_here: dict[str, frozenset[type]], sender: str, batch: list,
+            receiver: str = "") -> str | None:
+    """Why a decoded inbox frame from `sender` (its authenticated role) to `receiver` is refused,
+    or None."""
     types = allowed_here.get(sender)
     if types is None:
         return "sender_not_allowed"
@@ -86,6 +96,21 @@ def refusal(allowed_here: dict[str, frozenset[type]], sender: str, batch: list) 
             return "link_not_senders"
         start = 1
     for i in range(start, len(batch)):
-        if type(batch[i]) not in types:
+        t = type(batch[i])
+        if t not in types:
             return "message_not_allowed"
+        if t in NAMING and not NAMING[t](batch[i], sender, receiver):
+            return "names_another_node"
     return None
+
+
+# A control message must speak for its sender: a core's announcement names its own node (an
+# instance "risk.b" speaks with its node's key), and a resend ask is for the asker's own link.
+NAMING = {
+    PrimaryIs: lambda m, sender, receiver: m.node == sender
+    and m.instance.partition(".")[0] == sender,
+    WitnessQuery: lambda m, sender, receiver: m.node == sender
+    and m.instance.partition(".")[0] == sender,
+    StandbyDetached: lambda m, sender, receiver: m.node == sender,
+    ResendFrom: lambda m, sender, receiver: m.link == f"{receiver}->{sender}",
+}

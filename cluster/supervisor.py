@@ -468,14 +468,14 @@ class Supervisor:
 
     async def start(self) -> None:
         self._prepare_dirs()
-        keyring = curve.load(self.topo)
+        keyring = curve.load(self.topo, "supervisor")
         if keyring is not None:  # before any server socket: no handshake goes unchecked
             self._zap = curve.ZapHandler(self._ctx, keyring, self.log)
             self._tasks.append(asyncio.create_task(self._zap.serve()))
 
-        def serve(sock) -> None:
+        def serve(sock, only: tuple[str, ...] = ()) -> None:
             if keyring is not None:
-                keyring.server(sock, "supervisor")
+                keyring.server(sock, only=only)
 
         self._control = self._ctx.socket(zmq.PULL)
         self._control.setsockopt(zmq.LINGER, 0)
@@ -491,13 +491,13 @@ class Supervisor:
         if self.topo.supervisor.admin:
             self._admin = self._ctx.socket(zmq.ROUTER)
             self._admin.setsockopt(zmq.LINGER, 0)
-            serve(self._admin)
+            serve(self._admin, only=(curve.TOOLS,))  # the operators' tools, not a node's key
             self._admin.bind(self.topo.supervisor.admin)
             self._feeds = self._ctx.socket(zmq.PUSH)
             self._feeds.setsockopt(zmq.LINGER, 0)
             self._feeds.setsockopt(zmq.SNDHWM, 100)
             if keyring is not None:
-                keyring.client(self._feeds, "supervisor", self.topo.nodes["feeds"].inbox)
+                keyring.client(self._feeds, self.topo.nodes["feeds"].inbox)
             self._feeds.connect(self.topo.nodes["feeds"].inbox)
             self._tasks.append(asyncio.create_task(self._admin_loop()))
         adopted = {}

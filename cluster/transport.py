@@ -258,7 +258,7 @@ class NodeShell:
         self.links_in = LinkReceiver(journaled=name in CORES)
         # CurveZMQ on the internal links (cluster/curve.py): the ZAP handler is bound before any
         # server socket, so no handshake is ever accepted unchecked.
-        self.keyring = curve.load(topo)
+        self.keyring = curve.load(topo, name)
         self._zap: curve.ZapHandler | None = None
         if self.keyring is not None:
             self._zap = curve.ZapHandler(self.ctx, self.keyring, self.log, self.stats)
@@ -278,6 +278,7 @@ class NodeShell:
         # messages per sequenced link, in and out (labelled stats: cluster/stats.py), keys made once
         self._link_keys: dict[tuple[str, str], str] = {}
         self._refusals_said: set[tuple[str, int]] = set()
+        self._refused_by: dict[tuple[str, str], int] = {}  # (sender, reason) -> frames refused
         self.last_heard: dict[str, int] = {}  # sequenced link -> monotonic ns of its last frame
         self._deferred: list[tuple[zmq.Socket, str]] = []  # a standby's subscriptions
         self._controls: dict[str, zmq.Socket] = {}  # endpoint -> its control PUSH (sync shadow)
@@ -299,15 +300,16 @@ class NodeShell:
 
     # ------------------------------------------------------------------ sockets
 
-    def _serve_internal(self, sock: zmq.Socket) -> None:
-        """An internal server socket: CURVE with this node's key, when the run has it on."""
+    def _serve_internal(self, sock: zmq.Socket, only: tuple[str, ...] = ()) -> None:
+        """An internal server socket: CURVE with this node's key, when the run has it on (with
+        `only`: those roles' keys alone may connect)."""
         if self.keyring is not None:
-            self.keyring.server(sock, self.name)
+            self.keyring.server(sock, only=only)
 
     def _connect(self, sock: zmq.Socket, endpoint: str) -> None:
         """Connect; to an internal endpoint with CURVE (this node's key, the server's)."""
         if self.keyring is not None:
-            self.keyring.client(sock, self.name, endpoint)
+            self.keyring.client(sock, endpoint)
         sock.connect(endpoint)
 
     def _socket(self, kind: int) -> zmq.asyncio.Socket:
@@ -362,7 +364,7 @@ class NodeShell:
         `router_peers` gives each identity's address."""
         sock = self._socket(zmq.ROUTER)
         if curve_clients and self.keyring is not None:  # CurveZMQ, any client's key
-            self.keyring.server(sock, self.name, clients=True)
+            self.keyring.server(sock, clients=True)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unroutable replies raise instead of vanishing
         sock.setsockopt(zmq.MAXMSGSIZE, max_message)
         handler = self._shaped_inbound(f"client->{self.name}", on_frames)
@@ -840,8 +842,10 @@ class NodeShell:
         last_heard = self.last_heard
         fences = self._fences
         # who may send what here (cluster/senders.py); None: CURVE off, connections carry no role
-        checked = senders.allowed(self.name, self.topo.nodes) if self.keyring is not None else None
+        checked = (senders.allowed(self.name, self.topo.nodes, self.topo.failover.witness)
+                   if self.keyring is not None else None)
         refusal = senders.refusal
+        name = self.name
 
         def handle(frames: list) -> None:
             out: list = []
@@ -852,6 +856,9 @@ class NodeShell:
             # for everything again (trades applied twice after a restart from a snapshot).
             links_in = self.links_in
             for payload, sender in frames:
+                if checked is not None and sender not in checked:  # (not even decoded)
+                    self._refuse_frame(sender, "sender_not_allowed", [])
+                    continue
                 try:
                     batch = decode(payload)
                 except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -859,7 +866,7 @@ class NodeShell:
                     self.log.warning("bad_frame", error=str(exc), size=len(payload))
                     continue
                 if checked is not None:
-                    why = refusal(checked, sender, batch)
+                    why = refusal(checked, sender, batch, name)
                     if why is not None:
                         self._refuse_frame(sender, why, batch)
                         continue
@@ -911,21 +918,23 @@ class NodeShell:
 
     def _refuse_frame(self, sender: str, why: str, batch: list) -> None:
         """An inbox frame its sender's role may not send (cluster/senders.py): nothing of it is
-        read. Counted; explained once per sender, reason and message types (a flood adds none)."""
+        read. Counted; explained for the first 10 of each sender and reason, then every 1,000th
+        (a flood of varied frames from one sender neither floods the log nor hides another's)."""
         self.stats["frames_refused"] = self.stats.get("frames_refused", 0) + 1
+        key = (sender, why)
+        seen = self._refused_by[key] = self._refused_by.get(key, 0) + 1
+        if seen > 10 and seen % 1000:
+            return
         header = batch[0] if batch and type(batch[0]) is LinkSeq else None
         kinds = sorted({type(m).__name__ for m in batch if type(m) is not LinkSeq})
-        key = (sender, why, header.link if header else "", tuple(kinds))
-        if key in self._refusals_said or len(self._refusals_said) > 1000:
-            return
-        self._refusals_said.add(key)
         self.log.warning("frame_refused", sender=sender or "unauthenticated", reason=why,
-                         link=header.link if header else "", messages=kinds)
+                         link=header.link if header else "", messages=kinds, count=seen)
         self.audit.record(Explanation(
             ts_ns=time.time_ns(), node=self.name, rule="inbox.sender_refused",
             subject=sender or "unauthenticated", decision=why,
             numbers={"messages": len(batch) - (header is not None),
-                     "link": header.link if header else "", "types": ",".join(kinds)}))
+                     "link": header.link if header else "", "types": ",".join(kinds),
+                     "refused_from_sender": seen}))
 
     # ------------------------------------------------------------------ failover (cluster/failover.py)
 

@@ -439,12 +439,14 @@ class Rule:
         return any(q for s, (q, _) in acct.positions.items() if s not in acct.isolated)
 
     def breached(self, key: str, marks: dict[str, int]) -> bool:
+        from cluster.rules.margin import triggered
+
         for s, m in marks.items():
             self.monitor.on_mark(s, m)
         account, _, symbol = key.partition(":")
         equity, mm, fee = (self.monitor.assess_isolated(account, symbol) if symbol
                            else self.monitor.assess(account))
-        return equity <= mm + fee
+        return triggered(equity, mm, fee)
 
     def trigger(self, key: str) -> dict[str, int]:
         """Per symbol the key holds: the mark (whole ticks, rounded against the account) at which

@@ -43,7 +43,7 @@ from cluster.protocol import (
     NodeInbound, PlaceOrder, Routed, Signed, Trade,
 )
 from cluster.runstate import read_status
-from cluster.signing import create_key, secret_for
+from cluster.signing import create_key, key_id, secret_for
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MAX_CLIENT_MESSAGE = 1024 * 1024  # the gateway's libzmq limit (nodes/gateway/service.py)
@@ -247,12 +247,15 @@ def fuzz_too_big(endpoint: str, count: int) -> int:
     return count
 
 
-def internal_valid_frames() -> list[bytes]:
+def internal_valid_frames(topo) -> list[bytes]:
     """Real internal frames: truncated, and sent whole as forgeries (a deposit as the gateway
-    would route it, on the gateway's own link too; a fill; a mark; a timer tick; a feed shock)."""
+    would route the admin's, with the admin's real key, so that only its sender refuses it, also
+    on the gateway's own link; a fill; a mark; a timer tick; a feed shock)."""
     enc = msgspec.msgpack.encode
-    deposit = Routed(ref=10**15, account="mm1", body=Deposit(account="mm1", amount=10**12),
-                     scopes=("admin",), key_id="0" * 64)
+    admin = next((a for a in topo.accounts.values() if "admin" in a.scopes), None)
+    deposit = Routed(ref=10**15, account=admin.name if admin else "mm1",
+                     body=Deposit(account="mm1", amount=10**12), scopes=("admin",),
+                     key_id=key_id(admin.api_key) if admin else "0" * 64)
     fill = Trade(seq=10**9, trade_id=10**9, symbol="BTC-PERP", price=30_000, qty=5, taker_side=1,
                  taker_order_id=1, taker_account="mm1", taker_remaining=0, maker_order_id=2,
                  maker_account="mm2", maker_remaining=0)
@@ -265,12 +268,29 @@ def internal_valid_frames() -> list[bytes]:
             enc([LinkSeq(link="matching->risk", first=10**9, count=1), fill])]
 
 
+def _push(ctx, keyring, endpoint: str) -> zmq.Socket:
+    sock = ctx.socket(zmq.PUSH)
+    sock.setsockopt(zmq.LINGER, 5000)
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.IMMEDIATE, 1)  # queue only on a connection: is anyone listening?
+    if keyring is not None:
+        keyring.client(sock, endpoint)
+    sock.connect(endpoint)
+    return sock
+
+
 def fuzz_internal(topo, frames: int, rng: random.Random) -> dict[str, dict]:
-    """Garbage to every node's inbox; returns per node what was sent and how much its decoder
-    must refuse (frames that would decode to real messages are not sent)."""
+    """Garbage and forgeries to every node's inbox; returns per node what was sent, how much
+    its decoder must refuse and how much its sender check must.
+
+    With CURVE on, each inbox gets two connections: one with the key of a role that does send
+    it messages (its decoder is tested: only frames that decode to nothing go there, never a
+    real message), and one with the tools' key, for the forgeries (real frames, whole), which
+    its sender check must refuse. With CURVE off there is one plain connection, and no forgery
+    is sent: nothing could tell it from the real thing."""
     codec = Codec(NodeInbound)
-    keyring = curve.load(topo)
-    valid = internal_valid_frames()
+    tools = curve.load(topo, curve.TOOLS)
+    valid = internal_valid_frames(topo)
     ctx = zmq.Context.instance()
     targets = {name: node.inbox for name, node in topo.nodes.items() if getattr(node, "inbox", "")}
     targets.update({f"{name}.b": node.standby_inbox for name, node in topo.nodes.items()
@@ -278,23 +298,19 @@ def fuzz_internal(topo, frames: int, rng: random.Random) -> dict[str, dict]:
     out: dict[str, dict] = {}
     listening = {}
     for name, endpoint in sorted(targets.items()):
-        sock = ctx.socket(zmq.PUSH)
-        sock.setsockopt(zmq.LINGER, 5000)
-        sock.setsockopt(zmq.SNDHWM, 0)
-        sock.setsockopt(zmq.IMMEDIATE, 1)  # queue only on a connection: is anyone listening?
-        if keyring is not None:  # past the handshake with the tools' key: the decoders are tested
-            keyring.client(sock, curve.TOOLS, endpoint)
-        sock.connect(endpoint)
-        if sock.poll(2000, zmq.POLLOUT):
-            listening[name] = sock
+        node = name.partition(".")[0]
+        flows = senders.allowed(node, topo.nodes, topo.failover.witness) if tools else None
+        peer = None if flows is None else sorted(r for r in flows if r != curve.TOOLS)[0]
+        garbage = _push(ctx, curve.load(topo, peer) if peer else None, endpoint)
+        if garbage.poll(2000, zmq.POLLOUT):
+            forger = _push(ctx, tools, endpoint) if tools else None
+            listening[name] = (node, flows, peer, garbage, forger)
         else:  # a node with no inbox (the oracle only subscribes)
-            sock.close(linger=0)
+            garbage.close(linger=0)
             out[name] = {"sent": {}, "must_refuse": 0, "empty_batches": 0, "not_sent_valid": 0,
                          "no_listener": True}
     per_node = max(1, frames // max(1, len(listening)))
-    for name, sock in listening.items():
-        # with CURVE on, the tools' key may send this inbox almost nothing (cluster/senders.py)
-        flows = senders.allowed(name.partition(".")[0], topo.nodes) if keyring else None
+    for name, (node, flows, peer, garbage, forger) in listening.items():
         sent: Counter = Counter()
         refused = empty = skipped = forged = 0
         while sum(sent.values()) < per_node:
@@ -305,19 +321,23 @@ def fuzz_internal(topo, frames: int, rng: random.Random) -> dict[str, dict]:
             except (msgspec.DecodeError, msgspec.ValidationError):
                 decoded = None
             if decoded:  # a real message: a forgery, which only the sender's role refuses
-                if flows is None or senders.refusal(flows, curve.TOOLS, decoded) is None:
+                if forger is None or senders.refusal(flows, curve.TOOLS, decoded, node) is None:
                     skipped += 1  # (CURVE off, or a feed shock the tools may send: not sent)
                     continue
                 forged += 1
-            elif decoded is None:
-                refused += 1
+                forger.send(frame)
             else:
-                empty += 1  # an empty batch: decodes, carries nothing
-            sock.send(frame)
+                if decoded is None:
+                    refused += 1
+                else:
+                    empty += 1  # an empty batch: decodes, carries nothing
+                garbage.send(frame)
             sent[kind] += 1
-        sock.close()
+        for sock in (garbage, forger):
+            if sock is not None:
+                sock.close()
         out[name] = {"sent": dict(sent), "must_refuse": refused, "empty_batches": empty,
-                     "forged": forged, "not_sent_valid": skipped}
+                     "forged": forged, "not_sent_valid": skipped, "garbage_from": peer or "plain"}
     return out
 
 
@@ -361,7 +381,8 @@ async def wait_counted(run_dir: Path, before: dict, internal: dict, timeout: flo
 
 
 def counted_all(counted: dict, sent: dict) -> bool:
-    """A node counted every garbage frame it was sent, and refused every forged one."""
+    """A node counted every garbage frame it was sent, and refused every forged one (where the
+    tools' role sends it nothing, every frame: `forged` counts them all)."""
     return (counted["bad_frames"] >= sent["must_refuse"]
             and counted["frames_refused"] >= sent.get("forged", 0))
 
@@ -492,8 +513,9 @@ def markdown(report: dict) -> str:
     g = report["gateway"]
     lines = [f"# perpx fuzz (seed {report['seed']}, {report['frames']:,} frames, "
              f"{report['seconds']} s)", "",
-             "| target | frames sent | must be refused (the rest: empty batches) | forged "
-             "(valid messages, tools' key) | refused or counted |",
+             "| target | frames sent | must be refused by the decoder (the rest: empty "
+             "batches) | must be refused by sender (forged, or any from a role that sends it "
+             "nothing) | refused or counted |",
              "|---|---|---|---|---|",
              f"| gateway (signed session) | {sum(g['sent'].values()):,} | all | "
              f"| {g['refused']:,} refusals |"]

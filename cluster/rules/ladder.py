@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import msgspec
 
-from cluster.rules.units import PPM, ceil_div
+from cluster.rules.units import PPM
 
 
 class Tier(msgspec.Struct, frozen=True, kw_only=True):
@@ -82,14 +82,3 @@ def maintenance_margin(tiers: tuple[Tier, ...], notional: int) -> int:
     tier = tier_for(tiers, notional)
     notional = abs(notional)
     return -((-notional * tier.mmr_ppm) // PPM) - tier.amount
-
-
-def leverage_for(tiers: tuple[Tier, ...], setting: int, notional: int) -> int:
-    """The leverage an account's setting gives on `notional`: capped by the tier it falls into."""
-    cap = tier_for(tiers, notional).max_leverage
-    return setting if setting < cap else cap
-
-
-def initial_margin(notional: int, leverage: int, buffer_ppm: int) -> int:
-    """IM = |notional| / leverage x the volatility regime's IM buffer, rounded up."""
-    return ceil_div(abs(notional) * buffer_ppm, leverage * PPM)

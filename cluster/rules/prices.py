@@ -13,7 +13,7 @@ effective wallet WB, tier (mmr, amount) and forced fee rate f:
 
 choosing the tier whose notional range holds Q*mult*P. Isolated: WB is the position's margin.
 Cross: WB = cross wallet - the other positions' MM and forced fees (what the trigger counts for
-them, trigger_margin) + their unrealized PnL. Bankruptcy (equity = 0):
+them, cluster/rules/margin.py's trigger_margin) + their unrealized PnL. Bankruptcy (equity = 0):
 P = (C - WB) / (s*Q*mult), where a cross WB counts the other positions at their unrealized PnL
 only (at zero equity there is no maintenance left to keep).
 Funding lives in cluster/rules/funding.py (the oracle computes rates, risk settles payments).
@@ -24,19 +24,8 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
-from cluster.rules.ladder import Tier, maintenance_margin
-from cluster.rules.units import PPM, ceil_div
-
-
-def forced_fee(notional: int, fee_ppm: int) -> int:
-    """The forced-execution fee on a notional (either sign), rounded up: against the account."""
-    return ceil_div(abs(notional) * fee_ppm, PPM)
-
-
-def trigger_margin(tiers: tuple[Tier, ...], value: int, fee_ppm: int) -> int:
-    """What the liquidation trigger requires of one position worth `value` atoms at mark: its
-    maintenance margin plus the forced-execution fee on its notional."""
-    return maintenance_margin(tiers, value) + forced_fee(value, fee_ppm)
+from cluster.rules.ladder import Tier
+from cluster.rules.units import PPM
 
 
 def liquidation_price(*, side: int, qty, cost, wallet, tiers: tuple[Tier, ...], mult: int,

@@ -17,6 +17,24 @@ Path, one liquidation per (account or isolated position), one symbol at a time:
    be: a bankrupt position never stays with its trader to be liquidated again and again.
 Every step is an explanation record (mark, equity, MM, tier, chunk, price, fee, fund delta,
 counterparties) under the subject "liq-<id>".
+
+The path as a table (LIQUIDATION_TABLE: state -> event -> state after). Each state but the three
+last awaits risk's result of one step ("<kind> result"), then a decision moves it on:
+
+    state        awaits result   decisions after it
+    trigger      -               cancel (the step sent when it starts)
+    cancel       cancel          restored, closed, reduce, backstop
+    reduce       reduce          restored, closed, reduce (again), backstop
+    backstop     backstop        closed, insurance (fund above its floor), adl
+    insurance    insurance       closed, incomplete (risk could not carry it out)
+    adl          adl             closed, last_resort (the fund, below its floor if need be)
+    last_resort  insurance       closed, incomplete
+    restored, closed, incomplete (finished: no result is awaited)
+
+A result for a liquidation this engine never started (one from before a restart: ids start from
+the clock) is a quiet no-op, an explicit row of the table ("unknown"). Any other event with no row
+(a result of another kind than the step awaited, one for a finished liquidation) raises
+IllegalTransition before anything changes; the shell counts, logs and journals it.
 """
 
 from __future__ import annotations
@@ -28,11 +46,12 @@ import msgspec
 from cluster.audit import Explanation, counterparties_text
 from cluster.book_mirror import BookMirror
 from cluster.config import SymbolSpec
-from cluster.core import TimedCore
+from cluster.core import EffectCore, TimedCore, allowed
 from cluster.rules.ladder import tier_for
+from cluster.rules.margin import triggered
 from cluster.rules.prices import bankruptcy_price, round_price
 from cluster.protocol import (
-    AccountRisk, BookDelta, BookLevels, IndexMark, LiquidationResult, LiquidationStep,
+    AccountRisk, BookDelta, BookLevels, ClockTick, IndexMark, LiquidationResult, LiquidationStep,
     MaintenanceAlert,
 )
 from cluster.rules import stress as sg
@@ -47,6 +66,25 @@ INSURANCE = "insurance"
 # on a frozen one (degraded). A hold is a `liquidation.paused` record with the mode; the
 # liquidation starts on the first fresh mark from a mode it trusts.
 HOLD_MODES = ("book", "degraded")
+STEP_KINDS = ("cancel", "reduce", "backstop", "insurance", "adl")
+FINISHED = ("restored", "closed", "incomplete")
+LIQUIDATION_TABLE: dict[str, dict[str, str]] = {
+    "trigger": {"cancel": "cancel"},
+    "cancel": {"cancel result": "cancel", "restored": "restored", "closed": "closed",
+               "reduce": "reduce", "backstop": "backstop"},
+    "reduce": {"reduce result": "reduce", "restored": "restored", "closed": "closed",
+               "reduce": "reduce", "backstop": "backstop"},
+    "backstop": {"backstop result": "backstop", "closed": "closed", "insurance": "insurance",
+                 "adl": "adl"},
+    "insurance": {"insurance result": "insurance", "closed": "closed",
+                  "incomplete": "incomplete"},
+    "adl": {"adl result": "adl", "closed": "closed", "last_resort": "last_resort"},
+    "last_resort": {"insurance result": "last_resort", "closed": "closed",
+                    "incomplete": "incomplete"},
+    "restored": {}, "closed": {}, "incomplete": {},
+    # a liquidation started before this engine's restart: its results change nothing here
+    "unknown": {f"{kind} result": "unknown" for kind in STEP_KINDS},
+}
 
 
 class LiquidatorConf(msgspec.Struct, frozen=True, kw_only=True):
@@ -70,8 +108,13 @@ class Liquidation:
         self.steps = 0
         self.last_qty = 0
 
+    @property
+    def state(self) -> str:
+        """Its state in LIQUIDATION_TABLE: the phase while active, else how it ended."""
+        return self.phase if self.status == "active" else self.status
 
-class LiquidationEngine(TimedCore):
+
+class LiquidationEngine(TimedCore, EffectCore):
     def __init__(self, specs: dict[str, SymbolSpec], conf: LiquidatorConf, id_base: int = 0,
                  stress_params: sg.StressParams | None = None) -> None:
         self.specs = dict(specs)
@@ -93,6 +136,22 @@ class LiquidationEngine(TimedCore):
         self.next_id = id_base + 1
 
     # ------------------------------------------------------------------ inputs
+
+    def handle(self, msg, now_ns: int) -> list[tuple[str, object]]:
+        """Account states and step results from risk, marks, the books; the shell's check timer
+        (ClockTick) runs tick()."""
+        t = type(msg)
+        if t is AccountRisk:
+            self.on_account(msg)
+        elif t is LiquidationResult:
+            return self.on_result(msg, now_ns)
+        elif t is IndexMark:
+            self.on_mark(msg)
+        elif t is BookDelta or t is BookLevels:
+            self.on_book(msg)
+        elif t is ClockTick:
+            return self.tick(now_ns)
+        return []
 
     def on_account(self, state: AccountRisk) -> None:
         self.insurance_fund = state.insurance_fund
@@ -196,7 +255,7 @@ class LiquidationEngine(TimedCore):
             for s, notional in pm.stress.notional.items():  # what the grid priced: legs at marks
                 numbers[f"notional.{s}"] = notional
         self._explain(out, now_ns, liq, "trigger", "liquidate", numbers)
-        liq.phase = "cancel"
+        self._move(liq, "cancel")
         out.append(("risk", LiquidationStep(liquidation_id=liq.id, kind="cancel", account=account,
                                             symbol=symbol)))
 
@@ -246,9 +305,10 @@ class LiquidationEngine(TimedCore):
             if portfolio:  # the grid's requirement of what would be left (not additive)
                 _, need, fee_after = self.monitor.assess(
                     liq.account, replace={liq.symbol: (signed, cost_left)})
-                return equity - close_fee - x * slip > need + fee_after
+                return not triggered(equity - close_fee - x * slip, need, fee_after)
             _, mm_left, fee_left = self.monitor._position(liq.symbol, signed, cost_left)
-            return equity - close_fee - x * slip > (mm - pos_mm + mm_left) + (fee - pos_fee + fee_left)
+            return not triggered(equity - close_fee - x * slip, mm - pos_mm + mm_left,
+                                 fee - pos_fee + fee_left)
 
         lo, hi = 1, q
         while lo < hi:  # the smallest x that is healthy (x = q always "is": nothing left to hold)
@@ -269,11 +329,24 @@ class LiquidationEngine(TimedCore):
         prices = [p for p in asks if p <= limit]
         return sum(asks[p] for p in prices), min(prices, default=limit)
 
+    def _move(self, liq: Liquidation, event: str) -> None:
+        """Move `liq` by LIQUIDATION_TABLE (IllegalTransition when it has no row)."""
+        after = allowed(LIQUIDATION_TABLE, liq.state, event, machine="liquidation",
+                        subject=f"liq-{liq.id}", numbers={"account": liq.key})
+        if after in FINISHED:
+            liq.status = after
+        else:
+            liq.phase = after
+
     def on_result(self, result: LiquidationResult, now_ns: int) -> list[tuple[str, object]]:
         out: list[tuple[str, object]] = []
         liq = self.by_id.get(result.liquidation_id)
-        if liq is None or liq.status != "active":
+        event = f"{result.kind} result"
+        if liq is None:
+            allowed(LIQUIDATION_TABLE, "unknown", event, machine="liquidation",
+                    subject=f"liq-{result.liquidation_id}", numbers={"account": result.account})
             return out
+        self._move(liq, event)
         self.committed.pop(liq.id, None)  # risk's answer: the balance it sent before it is current
         avg = str(Fraction(result.notional, result.qty * self.specs[liq.symbol].atoms_per_tick_lot)
                   .limit_denominator(10**6)) if result.qty else "0"
@@ -290,7 +363,7 @@ class LiquidationEngine(TimedCore):
         return out
 
     def _finish(self, liq: Liquidation, status: str, now_ns: int, out: list) -> list:
-        liq.status = status
+        self._move(liq, status)
         self.committed.pop(liq.id, None)
         self.active.pop(liq.key, None)
         if status != "incomplete":  # a later breach is a new liquidation
@@ -305,7 +378,7 @@ class LiquidationEngine(TimedCore):
             self._finish(liq, "closed", now_ns, out)
             return
         equity, mm, fee = self._assess(liq)
-        if liq.phase in ("cancel", "reduce") and equity > mm + fee:
+        if liq.phase in ("cancel", "reduce") and not triggered(equity, mm, fee):
             self._finish(liq, "restored", now_ns, out)
             return
         bp = self._bankruptcy(liq)
@@ -323,11 +396,11 @@ class LiquidationEngine(TimedCore):
                 "needed": needed, "cap_position": by_position, "depth_within_bankruptcy": depth,
                 "cap_depth": by_depth, "chunk": chunk})
             if chunk:
-                liq.phase = "reduce"
+                self._move(liq, "reduce")
                 out.append(("risk", LiquidationStep(kind="reduce", qty=chunk, **step)))
                 return
         if liq.phase in ("cancel", "reduce"):
-            liq.phase = "backstop"
+            self._move(liq, "backstop")
             out.append(("risk", LiquidationStep(kind="backstop", qty=abs(qty), **step)))
             return
         if liq.phase in ("backstop", "adl"):
@@ -344,7 +417,7 @@ class LiquidationEngine(TimedCore):
             if liq.phase == "backstop":
                 self._explain(out, now_ns, liq, "plan", "insurance" if above_floor else "adl",
                               numbers)
-                liq.phase = "insurance" if above_floor else "adl"
+                self._move(liq, "insurance" if above_floor else "adl")
             else:
                 # ADL found too few profitable positions to close against (maybe none): the fund
                 # is the last resort, below its floor if need be (the venue's capital stands
@@ -353,7 +426,7 @@ class LiquidationEngine(TimedCore):
                 self._explain(out, now_ns, liq, "plan",
                               "insurance" if above_floor else "insurance_below_floor",
                               {**numbers, "adl_taken": liq.last_qty})
-                liq.phase = "last_resort"
+                self._move(liq, "last_resort")
             if liq.phase != "adl":
                 self.committed[liq.id] = loss
             out.append(("risk", LiquidationStep(

@@ -1,9 +1,9 @@
 """Liquidator core (first step): watch every account with a position against the mark and report
 the ones at or below maintenance. Pure: marks, account states and `now_ns` come in as arguments.
 
-Trigger (the risk issue's rule): equity <= maintenance margin + forced-execution fee on the
-position's notional at mark, for the cross wallet as a whole and for each isolated position on its
-own margin (an alert's `account` is then "ACCOUNT:SYMBOL"). The liquidation path itself (cancel, incremental reduction, backstop,
+Trigger (cluster/rules/margin.py, the rule risk values accounts by): equity <= maintenance margin +
+forced-execution fee on the position's notional at mark, for the cross wallet as a whole and for
+each isolated position on its own margin (an alert's `account` is then "ACCOUNT:SYMBOL"). The liquidation path itself (cancel, incremental reduction, backstop,
 insurance fund, ADL) comes with the liquidation issue.
 
 An account in the `portfolio` margin mode (AccountRisk.portfolio) is held to the one requirement
@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from cluster.config import SymbolSpec
 from cluster.protocol import AccountRisk, MaintenanceAlert
-from cluster.rules.ladder import maintenance_margin
-from cluster.rules.prices import forced_fee
+from cluster.rules import margin as rules
 from cluster.rules import stress as sg
+from cluster.rules.ladder import maintenance_margin
 
 
 class MaintenanceMonitor:
@@ -68,14 +68,13 @@ class MaintenanceMonitor:
     def _position(self, symbol: str, qty: int, cost: int) -> tuple[int, int, int]:
         """(value at mark, maintenance margin, forced-execution fee) of one position."""
         spec = self.specs[symbol]
-        mark = self.marks.get(symbol)
-        value = qty * mark * spec.atoms_per_tick_lot if mark else cost
-        return value, maintenance_margin(spec.tiers, value), forced_fee(value, spec.forced_fee_ppm)
+        value = rules.position_value(qty, cost, self.marks.get(symbol, 0), spec.atoms_per_tick_lot)
+        return value, maintenance_margin(spec.tiers, value), rules.fee_due(value, spec.forced_fee_ppm)
 
     def _leg(self, symbol: str, qty: int, cost: int) -> sg.Leg:
         """A position as the stress grid takes it, with the mirrored book it would close into."""
         mult = self.specs[symbol].atoms_per_tick_lot
-        mark = self.marks.get(symbol) or max(1, abs(cost) // (abs(qty) * mult))
+        mark = rules.mark_or_entry(self.marks.get(symbol, 0), qty, cost, mult)
         book = self.books.get(symbol)
         bids = sorted(book.bids.items(), reverse=True) if book is not None else None
         asks = sorted(book.asks.items()) if book is not None else None
@@ -87,13 +86,13 @@ class MaintenanceMonitor:
         `replace` (symbol -> (qty, cost)): the requirement and fee as they would be with those
         positions instead (the part of a close the liquidator plans), the equity as it is."""
         state = self.accounts[account]
-        equity, mm, fee = state.balance, 0, 0
+        values, mm, fee = [], 0, 0
         legs = []
         for symbol, (qty, cost) in state.positions.items():
             if symbol in state.isolated:
                 continue
             value, p_mm, p_fee = self._position(symbol, qty, cost)
-            equity += value
+            values.append(value)
             if replace and symbol in replace:
                 qty, cost = replace[symbol]
                 _, p_mm, p_fee = self._position(symbol, qty, cost)
@@ -105,7 +104,7 @@ class MaintenanceMonitor:
             if replace is None:
                 self.portfolio[account] = (legs, mm)
             mm = sg.portfolio_margin(self.stress_params, legs, mm, 0, explain=False).maintenance
-        return equity, mm, fee
+        return rules.cross_equity(state.balance, values), mm, fee
 
     def explain_portfolio(self, account: str) -> sg.PortfolioMargin | None:
         """The last assessment of a portfolio account, with its explanation."""
@@ -116,7 +115,7 @@ class MaintenanceMonitor:
         state = self.accounts[account]
         qty, cost = state.positions[symbol]
         value, mm, fee = self._position(symbol, qty, cost)
-        return state.isolated[symbol] + value, mm, fee
+        return rules.isolated_equity(state.isolated[symbol], value), mm, fee
 
     def _subjects(self, account: str):
         """(key, symbols, (equity, mm, fee)) for the cross wallet and each isolated position."""
@@ -136,7 +135,7 @@ class MaintenanceMonitor:
             seen = set()
             for key, symbols, (equity, mm, fee) in self._subjects(account):
                 seen.add(key)
-                if equity <= mm + fee:
+                if rules.triggered(equity, mm, fee):
                     if key not in self.below:
                         alert = MaintenanceAlert(
                             account=key, equity=equity, maintenance_margin=mm, forced_fee=fee,

@@ -5,9 +5,8 @@ audit journal."""
 from __future__ import annotations
 
 from cluster.config import Topology
-from cluster.protocol import (
-    AccountRisk, AccountRiskRequest, BookDelta, BookLevels, IndexMark, LiquidationResult,
-)
+from cluster.feed import CoreFeed
+from cluster.protocol import AccountRiskRequest, ClockTick
 from cluster.stats import count
 from cluster.transport import NodeShell
 from cluster.rules.units import rate_to_ppm
@@ -27,43 +26,25 @@ def build(shell: NodeShell, topo: Topology):
     shell.peer("gateway")
     shell.send("risk", AccountRiskRequest())  # at a start or a restart: who to watch, from risk
 
-    def apply(effects) -> None:
-        for dest, msg in effects:
-            if dest == "audit":
-                shell.audit.record(msg)
-                # for /metrics, as the journal has them: steps carried out by kind, and
-                # liquidations started and ended by outcome
-                step = msg.rule.removeprefix("liquidation.")
-                if msg.decision == "done":
-                    count(shell.stats, "liquidation_steps", step)
-                elif step == "trigger":
-                    count(shell.stats, "liquidations", "started")
-                elif step == "end":
-                    count(shell.stats, "liquidations", msg.decision)
-                if msg.rule in ("liquidation.trigger", "liquidation.end", "liquidation.paused"):
-                    shell.log.warning(msg.rule, subject=msg.subject, decision=msg.decision,
-                                      **{k: v for k, v in msg.numbers.items() if k != "step"})
-            else:
-                shell.send(dest, msg)
+    def on_effect(dest: str, msg) -> None:
+        if dest != "audit":
+            return
+        # for /metrics, as the journal has them: steps carried out by kind, and liquidations
+        # started and ended by outcome
+        step = msg.rule.removeprefix("liquidation.")
+        if msg.decision == "done":
+            count(shell.stats, "liquidation_steps", step)
+        elif step == "trigger":
+            count(shell.stats, "liquidations", "started")
+        elif step == "end":
+            count(shell.stats, "liquidations", msg.decision)
+        if msg.rule in ("liquidation.trigger", "liquidation.end", "liquidation.paused"):
+            shell.log.warning(msg.rule, subject=msg.subject, decision=msg.decision,
+                              **{k: v for k, v in msg.numbers.items() if k != "step"})
 
-    def on_messages(messages: list) -> None:
-        now = shell.now_ns()
-        for msg in messages:
-            t = type(msg)
-            try:
-                if t is AccountRisk:
-                    engine.on_account(msg)
-                elif t is LiquidationResult:
-                    apply(engine.on_result(msg, now))
-                elif t is IndexMark:
-                    engine.on_mark(msg)
-                elif t is BookDelta or t is BookLevels:
-                    engine.on_book(msg)
-            except Exception as exc:  # a bug on one message must not cost the rest of the batch
-                shell.failed("message_failed", t.__name__, exc)
-
-    shell.bind_inbox(on_messages)
-    shell.subscribe(topo.nodes["oracle"].pub, [b"mark."], on_messages)
-    shell.subscribe(topo.nodes["matching"].pub, [b"md."], on_messages)
-    shell.every(conf.check_interval_ms, lambda: apply(engine.tick(shell.now_ns())))
+    feed = CoreFeed(shell, engine, "liquidator", on_effect=on_effect)
+    shell.bind_inbox(feed.on_messages)
+    shell.subscribe(topo.nodes["oracle"].pub, [b"mark."], feed.on_messages)
+    shell.subscribe(topo.nodes["matching"].pub, [b"md."], feed.on_messages)
+    shell.every(conf.check_interval_ms, lambda: feed.on_messages([ClockTick()]))
     return None

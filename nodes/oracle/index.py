@@ -26,13 +26,15 @@ import msgspec
 
 from cluster.book_mirror import BookMirror
 from cluster.config import NodeConf, SymbolSpec
-from cluster.core import SnapshotCore
+from cluster.core import EffectCore, SnapshotCore
 from cluster.rules.funding import PremiumAverage, funding_rate, impact_price, premium, to_e9
 from cluster.protocol import (
-    BookDelta, BookLevels, FundingRate, IndexMark, OracleMode, OracleSource, Regime, SpotTick, Trade,
+    BookDelta, BookLevels, ClockTick, FundingRate, IndexMark, OracleMode, OracleSource, Regime,
+    SpotTick, Trade,
 )
 from cluster.rules.units import PPM, rate_to_ppm
 from nodes.oracle.basis import BasisAverage
+from nodes.oracle.explain import explanation
 from nodes.oracle.fallback import Fallback, FallbackConf
 from nodes.oracle.sources import classify, median, weighted_median
 from nodes.oracle.volatility import RealizedVol
@@ -88,7 +90,7 @@ class SymbolState:
         self.sources: dict[str, str] = {}  # venue -> healthy | stale | outlier (as last published)
 
 
-class Oracle(SnapshotCore):
+class Oracle(SnapshotCore, EffectCore):
     def __init__(self, specs: dict[str, SymbolSpec], conf: OracleConf | None = None,
                  restarted: bool = False) -> None:
         self.specs = dict(specs)
@@ -121,6 +123,27 @@ class Oracle(SnapshotCore):
             st.basis.samples.clear()
             st.basis.samples.extend(samples)
             st.basis.total = sum(st.basis.samples)
+
+    def handle(self, msg, now_ns: int) -> list[tuple[str, object]]:
+        """Spot ticks and the venue's market data in; on the clock (ClockTick, the shell's
+        publish timer) what publish() has: each on the PUB ("pub"), a funding rate to risk as
+        well, and a change of mode, source or regime into the audit journal."""
+        t = type(msg)
+        if t is SpotTick:
+            self.on_spot(msg, now_ns)
+        elif t is Trade or t is BookDelta or t is BookLevels:
+            self.on_market_data(msg)
+        elif t is ClockTick:
+            out: list[tuple[str, object]] = []
+            for published in self.publish(now_ns):
+                out.append(("pub", published))
+                if type(published) is FundingRate:
+                    out.append(("risk", published))
+                record = explanation(published)
+                if record is not None:
+                    out.append(("audit", record))
+            return out
+        return []
 
     def on_spot(self, tick: SpotTick, now_ns: int) -> None:
         state = self.symbols.get(tick.symbol)

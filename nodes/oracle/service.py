@@ -7,9 +7,9 @@ import os
 
 import msgspec
 
-from cluster.audit import Explanation
 from cluster.config import Topology
-from cluster.protocol import FundingRate, IndexMark, OracleMode, OracleSource, Regime, SpotTick
+from cluster.feed import CoreFeed
+from cluster.protocol import ClockTick, FundingRate, IndexMark, OracleMode, OracleSource, Regime
 from cluster.transport import NodeShell
 from nodes.oracle.index import Oracle, OracleConf
 
@@ -48,44 +48,15 @@ def build(shell: NodeShell, topo: Topology):
         except OSError as exc:
             shell.log.warning("oracle_state_not_saved", path=saved, error=str(exc))
 
-    def on_spot(messages: list) -> None:
-        now = shell.now_ns()
-        for msg in messages:
-            if type(msg) is SpotTick:
-                oracle.on_spot(msg, now)
+    def on_effect(dest: str, msg) -> None:
+        t = type(msg)
+        if dest == "pub" and t is not IndexMark and not (t is Regime and not msg.changed):
+            shell.log.info(t.__name__, **msgspec.structs.asdict(msg))  # news, not a repeat
 
-    def on_md(messages: list) -> None:
-        for msg in messages:
-            oracle.on_market_data(msg)
-
-    def publish() -> None:
-        for msg in oracle.publish(shell.now_ns()):
-            t = type(msg)
-            shell.publish(PREFIXES[t] + msg.symbol.encode(), msg)
-            if t is FundingRate:
-                shell.send("risk", msg)
-            if t is IndexMark or (t is Regime and not msg.changed):  # a repeat: nothing new
-                continue
-            shell.log.info(t.__name__, **msgspec.structs.asdict(msg))
-            if t is OracleMode:
-                shell.audit.record(Explanation(
-                    ts_ns=msg.ts_ns, node="oracle", rule=f"oracle.{msg.reason}",
-                    subject=msg.symbol, decision=f"{msg.previous}->{msg.mode}", numbers=msg.numbers))
-            elif t is OracleSource:
-                shell.audit.record(Explanation(
-                    ts_ns=msg.ts_ns, node="oracle", rule=f"oracle.source_{msg.status}",
-                    subject=msg.symbol, decision=f"{msg.venue}: {msg.previous}->{msg.status}",
-                    numbers={"venue": msg.venue, "age_ms": msg.age_ms,
-                             "deviation_ppm": msg.deviation_ppm}))
-            elif t is Regime:
-                shell.audit.record(Explanation(
-                    ts_ns=msg.ts_ns, node="oracle", rule="oracle.regime", subject=msg.symbol,
-                    decision=msg.regime, numbers={"realized_vol_ppm": msg.realized_vol_ppm,
-                                                  "threshold_ppm": msg.threshold_ppm,
-                                                  "window_s": msg.window_s}))
-
-    shell.subscribe(topo.nodes["feeds"].pub, [b"spot."], on_spot)
-    shell.subscribe(topo.nodes["matching"].pub, [b"md."], on_md)
-    shell.every(PUBLISH_MS, publish)
+    feed = CoreFeed(shell, oracle, "oracle", on_effect=on_effect,
+                    topic=lambda msg: PREFIXES[type(msg)] + msg.symbol.encode())
+    shell.subscribe(topo.nodes["feeds"].pub, [b"spot."], feed.on_messages)
+    shell.subscribe(topo.nodes["matching"].pub, [b"md."], feed.on_messages)
+    shell.every(PUBLISH_MS, lambda: feed.on_messages([ClockTick()]))
     shell.every(SNAPSHOT_MS, save)
     return None

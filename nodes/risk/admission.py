@@ -8,8 +8,7 @@ import msgspec
 
 from cluster.protocol import MARKET_TYPES, Amend, AmendOrder, PlaceOrder
 from cluster.rules.ladder import tier_for
-from cluster.rules.prices import trigger_margin
-from cluster.rules.units import PPM
+from cluster.rules.margin import fee_due, trigger_margin
 from nodes.risk.accounts import AccountState, OpenOrder, pending_units
 from nodes.risk.reservations import BLANK_ORDER
 
@@ -87,7 +86,7 @@ class Admission:
             mark = self._price(symbol)
             gap = order.side * (order.worst - mark) if mark else 0
             fee_ppm = spec.taker_fee_ppm if spec.taker_fee_ppm > 0 else 0
-            own = -(-(order.worst * closing * spec.atoms_per_tick_lot * fee_ppm) // PPM) + (
+            own = fee_due(order.worst * closing * spec.atoms_per_tick_lot, fee_ppm) + (
                 gap * closing * spec.atoms_per_tick_lot if gap > 0 else 0)
             spent = own
             for o in acct.orders_in(symbol):
@@ -197,6 +196,8 @@ class Admission:
                 order.hold += extra
                 order.reserve += extra
                 acct.order_margin += extra
+                if ref:  # only matching's answer to this amend releases the hold
+                    self.pending[ref] = order.order_id
         out.append(("matching", Amend(ref=ref, account=acct.name, symbol=body.symbol,
                                       order_id=body.order_id, client_order_id=body.client_order_id,
                                       price=body.price, qty=body.qty,

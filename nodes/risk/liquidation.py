@@ -14,7 +14,7 @@ from cluster.protocol import (
 )
 from cluster.rules import adl, backstop
 from cluster.rules.bands import band_limits
-from cluster.rules.prices import forced_fee
+from cluster.rules.margin import fee_due
 from cluster.rules.units import PPM
 from nodes.risk.accounts import AccountState
 from nodes.risk.state import INSURANCE, LiqExec
@@ -27,7 +27,7 @@ class Liquidation:
         """Charge the forced-execution fee of a liquidation fill to the insurance fund, never more
         than the margin balance left (a fee must not make the account bankrupt)."""
         spec = self.specs[symbol]
-        fee = min(forced_fee(notional, spec.forced_fee_ppm),
+        fee = min(fee_due(notional, spec.forced_fee_ppm),
                   max(0, self._margin_balance(acct, symbol)))
         if fee:
             pos = acct.positions.get(symbol)

@@ -5,9 +5,10 @@ wallet has available, and the liquidation and bankruptcy prices of a position.""
 from __future__ import annotations
 
 from cluster.rules import stress as sg
-from cluster.rules import ladder
+from cluster.rules import margin as rules
 from cluster.rules.ladder import maintenance_margin
-from cluster.rules.prices import bankruptcy_price, liquidation_price, round_price, trigger_margin
+from cluster.rules.margin import trigger_margin
+from cluster.rules.prices import bankruptcy_price, liquidation_price, round_price
 from nodes.risk.accounts import AccountState, Position
 
 
@@ -22,14 +23,13 @@ class Margin:
 
     def _position_value(self, symbol: str, pos: Position) -> int:
         """Signed value at mark (at cost when no price is known yet)."""
-        price = self._price(symbol)
-        if not price:
-            return pos.cost
-        return pos.qty * price * self.specs[symbol].atoms_per_tick_lot
+        return rules.position_value(pos.qty, pos.cost, self._price(symbol),
+                                    self.specs[symbol].atoms_per_tick_lot)
 
     def effective_leverage(self, acct: AccountState, symbol: str, notional: int) -> int:
         """The account's leverage setting, capped by the ladder tier the notional falls into."""
-        return ladder.leverage_for(self.specs[symbol].tiers, self._leverage(acct, symbol), notional)
+        return rules.effective_leverage(self._leverage(acct, symbol), self.specs[symbol].tiers,
+                                        notional)
 
     def initial_margin(self, acct: AccountState, symbol: str, notional: int,
                        tier_notional: int | None = None) -> int:
@@ -37,14 +37,14 @@ class Margin:
         lev = self.effective_leverage(acct, symbol,
                                       notional if tier_notional is None else tier_notional)
         buffer = self.specs[symbol].im_buffer_ppm[self.regimes[symbol]]
-        return ladder.initial_margin(notional, lev, buffer)
+        return rules.initial_margin(notional, lev, buffer)
 
     def cross_equity(self, acct: AccountState) -> int:
-        return acct.balance + sum(self._position_value(s, p) for s, p in acct.positions.items()
-                                  if not p.isolated)
+        return rules.cross_equity(acct.balance, (self._position_value(s, p)
+                                                 for s, p in acct.positions.items() if not p.isolated))
 
     def isolated_equity(self, symbol: str, pos: Position) -> int:
-        return pos.iso_cash + self._position_value(symbol, pos)
+        return rules.isolated_equity(pos.iso_cash, self._position_value(symbol, pos))
 
     def equity(self, acct: AccountState) -> int:
         return self.cross_equity(acct) + sum(self.isolated_equity(s, p)
@@ -73,7 +73,7 @@ class Margin:
         for s, p in sorted(acct.positions.items()):
             if p.qty:
                 mult = self.specs[s].atoms_per_tick_lot
-                mark = self._price(s) or max(1, abs(p.cost) // (abs(p.qty) * mult))
+                mark = rules.mark_or_entry(self._price(s), p.qty, p.cost, mult)
                 legs.append(sg.Leg(symbol=s, qty=p.qty, mark=mark, mult=mult))
         if ladder_mm is None:
             ladder_mm = sum(maintenance_margin(self.specs[s].tiers, self._position_value(s, p))
@@ -97,8 +97,8 @@ class Margin:
             spec = self.specs[s]
             mult = spec.atoms_per_tick_lot
             pos = acct.positions.get(s)
-            mark = self._price(s) or (max(1, abs(pos.cost) // (abs(pos.qty) * mult))
-                                      if pos is not None and pos.qty else max(1, price))
+            mark = rules.mark_or_entry(self._price(s), pos.qty, pos.cost, mult) \
+                if pos is not None and pos.qty else self._price(s) or max(1, price)
             value = q * mark * mult
             legs.append(sg.Leg(symbol=s, qty=q, mark=mark, mult=mult))
             ladder_mm += maintenance_margin(spec.tiers, value)

@@ -20,8 +20,7 @@ import msgspec
 from cluster.config import SymbolSpec
 from cluster.protocol import MARKET_TYPES, Cancel, NewOrder
 from cluster.rules.bands import protection_price
-from cluster.rules.ladder import tier_for
-from cluster.rules.units import PPM
+from cluster.rules.margin import fee_due, initial_margin
 from nodes.risk.accounts import AccountState, OpenOrder
 
 
@@ -41,19 +40,13 @@ class Reservations:
         ref = ref or trigger or self._price(symbol)
         return protection_price(ref, side, slippage_ppm or self.specs[symbol].protection_ppm)
 
-    def _side_leverage(self, acct: AccountState, spec: SymbolSpec, symbol: str,
-                       tier_notional: int) -> int:
-        lev = acct.leverage.get(symbol) or spec.default_leverage
-        cap = tier_for(spec.tiers, tier_notional).max_leverage
-        return cap if cap < lev else lev
-
     def _costs(self, order: OpenOrder, spec: SymbolSpec, mark: int, isolated: bool) -> int:
         """Fill in the order's fee and loss terms from its im/opening/closing; its reserve."""
         mult = spec.atoms_per_tick_lot
         worst = order.worst
         fee_ppm = spec.taker_fee_ppm if spec.taker_fee_ppm > 0 else 0
-        fee_open = -(-(worst * order.opening * mult * fee_ppm) // PPM)
-        fee_close = -(-(worst * order.closing * mult * fee_ppm) // PPM)
+        fee_open = fee_due(worst * order.opening * mult, fee_ppm)
+        fee_close = fee_due(worst * order.closing * mult, fee_ppm)
         gap = order.side * (worst - mark) if mark else 0
         per_lot = gap * mult if gap > 0 else 0
         order.fee_close = fee_close
@@ -88,8 +81,8 @@ class Reservations:
         order.opening = 0 if order.reduce_only else remaining - closing
         total_open = open_others + order.worst * order.opening * mult
         tier_notional = value + total_open
-        lev = self._side_leverage(acct, spec, symbol, tier_notional)
-        im = -(-(total_open * spec.im_buffer_ppm[self.regimes[symbol]]) // (lev * PPM)) - im_others
+        lev = self.effective_leverage(acct, symbol, tier_notional)
+        im = initial_margin(total_open, lev, spec.im_buffer_ppm[self.regimes[symbol]]) - im_others
         order.im = im if im > 0 else 0
         mark = self.marks.get(symbol) or self.last.get(symbol, 0)
         return self._costs(order, spec, mark, pos is not None and pos.isolated), tier_notional
@@ -134,11 +127,11 @@ class Reservations:
                 o.opening = 0 if o.reduce_only else o.remaining - o.closing
                 total_qty += o.remaining
                 total_open += o.worst * o.opening * mult
-            lev = self._side_leverage(acct, spec, symbol, value + total_open)
+            lev = self.effective_leverage(acct, symbol, value + total_open)
             prefix = im_before = 0
             for o in mine:  # each order's share: the growth of the side's IM it causes
                 prefix += o.worst * o.opening * mult
-                im = -(-(prefix * buffer) // (lev * PPM))
+                im = initial_margin(prefix, lev, buffer)
                 o.im = im - im_before
                 im_before = im
                 new = self._costs(o, spec, mark, isolated)

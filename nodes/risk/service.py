@@ -5,6 +5,7 @@ liquidator, explanations to the audit journal."""
 from __future__ import annotations
 
 from cluster.config import Topology
+from cluster.core import IllegalTransition
 from cluster.protocol import AccountRisk, ClockTick, Error, Notice, Ping, Pong, Reply, Routed
 from cluster.runner import CoreRunner
 from cluster.signing import KEY_FILE_CHECK_MS, KeyFileWatch, load_keys, topology_keys
@@ -41,10 +42,14 @@ def build(shell: NodeShell, topo: Topology):
     if watched:
         shell.peer("surveillance")
 
-    def failed(msg, exc: Exception) -> None:
+    def failed(msg, exc: Exception, now: int) -> None:
         """The engine raised on a message (a bug): log and count it; a client request gets an
-        internal_error answer, so that it is not left waiting."""
-        shell.failed("message_failed", type(msg).__name__, exc)
+        internal_error answer, so that it is not left waiting. An event a lifecycle table has
+        no row for changed nothing, and is journaled with the state it met."""
+        illegal = isinstance(exc, IllegalTransition)
+        shell.failed("illegal_transition" if illegal else "message_failed", type(msg).__name__, exc)
+        if illegal:
+            audit.record(exc.explanation("risk", now))
         if type(msg) is Routed:
             send("gateway", Reply(ref=msg.ref, body=Error(
                 req_id=0, reason="internal_error", detail={"error": type(exc).__name__})))
@@ -70,7 +75,7 @@ def build(shell: NodeShell, topo: Topology):
         try:
             effects = engine.handle(msg, now)
         except Exception as exc:  # one bad message must not take its batch with it
-            failed(msg, exc)
+            failed(msg, exc, now)
             return
         for dest, effect in effects:
             if dest == "audit":

@@ -4,7 +4,7 @@ isolated position that shrinks or closes gives back what it no longer needs."""
 from __future__ import annotations
 
 from cluster.protocol import Fill, Report, Trade
-from cluster.rules.units import PPM, ceil_div
+from cluster.rules.margin import fee_due
 from nodes.risk.accounts import AccountState, Position
 
 
@@ -17,11 +17,8 @@ class Settlement:
         self.last[ev.symbol] = ev.price
         liq = self.liq_orders.get(ev.taker_order_id)
         fund_before = self.fund_equity() if liq is not None else 0  # one trade: marks stand still
-        taker_fee = 0 if liq is not None else ceil_div(notional * spec.taker_fee_ppm, PPM)
-        if spec.maker_fee_ppm >= 0:
-            maker_fee = ceil_div(notional * spec.maker_fee_ppm, PPM)
-        else:
-            maker_fee = -(notional * -spec.maker_fee_ppm // PPM)  # rebate, rounded down
+        taker_fee = 0 if liq is not None else fee_due(notional, spec.taker_fee_ppm)
+        maker_fee = fee_due(notional, spec.maker_fee_ppm)  # a rebate (< 0) rounds toward zero
         for account, order_id, side, remaining, fee, liquidity in (
             (ev.taker_account, ev.taker_order_id, ev.taker_side, ev.taker_remaining, taker_fee, "taker"),
             (ev.maker_account, ev.maker_order_id, -ev.taker_side, ev.maker_remaining, maker_fee, "maker"),

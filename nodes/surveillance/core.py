@@ -40,6 +40,8 @@ SUGGEST = {
     "sweep_lots": "a large aggressive order; review for momentum ignition (a trade back)",
     "ignition_ppm": "possible momentum ignition; review trades",
     "liq_cluster": "liquidation prices crowd one bucket; review with perpx cascade",
+    "liq_cohort_lots": "positions opened together crowd one liquidation price; review with perpx "
+                       "cascade",
 }
 
 

@@ -50,6 +50,7 @@ FAMILY = {
     "cxl_lt_10ms_ppm": "fleeting", "cxl_lt_100ms_ppm": "fleeting", "layer_milli": "layering",
     "levels": "layering", "lev_changes": "leverage", "lev_jump_milli": "leverage",
     "lev_then_order": "leverage", "sweep_lots": "ignition", "ignition_ppm": "ignition",
+    "liq_cluster": "liq", "liq_cohort_lots": "liq",
 }
 PASSIVE_PPM = 500_000  # at least half its traded lots passive: a maker
 PEER_MIN = 5  # the fewest keys a peer group's median and MAD are taken over (MAD: 2 outliers of 5)
@@ -59,10 +60,12 @@ FLOORS = {
     "otr_num_milli": 10_000, "otr_vol_milli": 10_000, "cxl_lt_1ms_ppm": 100_000,
     "cxl_lt_10ms_ppm": 100_000, "cxl_lt_100ms_ppm": 100_000, "burst_100ms": 5, "touch_1s": 10,
     "spoof_milli": 2_000, "layer_milli": 10_000, "levels": 2, "depth_share_ppm": 500_000,
-    "lev_changes": 2, "lev_jump_milli": 1_000, "lev_then_order": 20,
-    "sweep_lots": 20,  # lots, as lev_then_order's: twice the evaluation's median order
+    "lev_changes": 2, "lev_jump_milli": 1_000,
+    "lev_then_order": 40,  # lots x the raise: twice the median order after one doubling
+    "sweep_lots": 20,  # lots: twice the evaluation's median order
     "ignition_ppm": 20,
     "liq_cluster": 1,
+    "liq_cohort_lots": 20,  # lots, as sweep_lots'
 }
 
 

@@ -8,7 +8,8 @@
 What is kept: every key's buckets and session totals, the open orders (an account's resting shape
 and its cancels' lifetimes; the resting levels are rebuilt from them), the sliding windows of
 cancels and top-of-book changes, fills awaiting a cancel, leverage and raises, momentum episodes,
-marks, liquidation prices, positions, the market sample, the books' copies (a gap after the restart
+marks, liquidation prices, positions (risk's, and those of the fills seen with their opening
+times), the market sample, the books' copies (a gap after the restart
 unsyncs them until the next published snapshot), the drift and crowding histories and which keys
 were alerted (no second alert for the same score after a restart). The ranked queue is not kept:
 the next tick ranks again.
@@ -122,6 +123,11 @@ class Snapshot(msgspec.Struct):
     drifting: list[str]
     alerted: list[tuple[str, str, int]]
     alerts: int
+    # later additions, empty in an older snapshot (a raise then counts as x1, a position's opening
+    # time is unknown until it is next opened)
+    raise_milli: list[tuple[str, str, int]] = []
+    net: list[tuple[str, str, int]] = []
+    opened: list[tuple[str, str, int]] = []
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -161,7 +167,8 @@ def take(core: SurveillanceCore, run: str = "") -> Snapshot:
         crowding=[(s, [list(sample) for sample in h])
                   for s, h in sorted(core.crowding.history.items())],
         crowded=sorted(core.crowded), drifting=sorted(core.drifting),
-        alerted=_pairs(core.alerted), alerts=core.alerts)
+        alerted=_pairs(core.alerted), alerts=core.alerts, raise_milli=_pairs(f.raise_milli),
+        net=_pairs(f.net), opened=_pairs(f.opened))
 
 
 def dump(core: SurveillanceCore, run: str = "") -> bytes:
@@ -207,6 +214,9 @@ def load(raw: bytes, symbols: dict[str, SymbolSpec], now_ns: int,
     f.last_fill = {(a, s, side): (ts, lots) for a, s, side, ts, lots in snap.last_fill}
     f.leverage = {(a, s): v for a, s, v in snap.leverage}
     f.raised_at = {(a, s): v for a, s, v in snap.raised_at}
+    f.raise_milli = {(a, s): v for a, s, v in snap.raise_milli}
+    f.net = {(a, s): v for a, s, v in snap.net}
+    f.opened = {(a, s): v for a, s, v in snap.opened}
     for e in snap.episodes:
         ep = f.episodes[(e.account, e.symbol)] = Episode(e.direction, e.start_ns, e.start_mid)
         ep.best_mid, ep.own, ep.total, ep.closed_ns, ep.score = (

@@ -46,12 +46,16 @@ def poll(check, timeout: float, step: float = 0.1):
 
 
 def final_hash(run_dir, node: str) -> str:
-    """The state hash `node` logged when it stopped (`<node>_final_state`)."""
+    """The state hash `node` logged when it last stopped (`<node>_final_state`): a node the
+    supervisor restarted may have logged one before, and the journal replays its whole life."""
+    found = None
     for line in (run_dir / "log" / f"{node}.log").read_text().splitlines():
         rec = json.loads(line)
         if rec.get("event") == f"{node}_final_state":
-            return rec["state_hash"]
-    raise AssertionError(f"no {node}_final_state in {node}.log")
+            found = rec["state_hash"]
+    if found is None:
+        raise AssertionError(f"no {node}_final_state in {node}.log")
+    return found
 
 
 def log_events(cluster, node: str, *events: str) -> list[dict]:

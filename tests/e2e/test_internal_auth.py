@@ -40,10 +40,10 @@ def stats(cluster, node: str) -> dict:
 
 def test_no_key_no_injection_and_the_tools_key_gets_through(cluster):
     topo = cluster.topo
-    ring = curve.load(topo)
+    ring = curve.load(topo, curve.TOOLS)
     assert ring is not None, "CURVE is on by default"
-    feeds_key = ring.keys["feeds"]["public"].encode()
-    risk_key = ring.keys["risk"]["public"].encode()
+    feeds_key = ring.publics["feeds"].encode()
+    risk_key = ring.publics["risk"].encode()
     api_alice = cluster.api_key("alice")
 
     async def alice_view():

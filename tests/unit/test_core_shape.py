@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.core import HashedCore, JournaledCore, SnapshotCore, TimedCore
+from cluster.core import EffectCore, HashedCore, JournaledCore, SnapshotCore, TimedCore
 from cluster.protocol import IndexMark, NewOrder
 from nodes.liquidator.engine import LiquidationEngine, LiquidatorConf
 from nodes.matching.engine import MatchingEngine
@@ -20,8 +20,9 @@ PRICE = TOPO.symbols[SYMBOL].initial_price
 CORES = {  # core -> (a fresh instance, the protocols it declares)
     "risk": (lambda: RiskEngine(TOPO.symbols, {"a": 10**12}), {JournaledCore}),
     "matching": (lambda: MatchingEngine(TOPO.symbols), {JournaledCore}),
-    "oracle": (lambda: Oracle(TOPO.symbols), {SnapshotCore}),
-    "liquidator": (lambda: LiquidationEngine(TOPO.symbols, LiquidatorConf()), {TimedCore}),
+    "oracle": (lambda: Oracle(TOPO.symbols), {SnapshotCore, EffectCore}),
+    "liquidator": (lambda: LiquidationEngine(TOPO.symbols, LiquidatorConf()),
+                   {TimedCore, EffectCore}),
     "surveillance": (lambda: SurveillanceCore(TOPO.symbols), {HashedCore, TimedCore}),
 }
 

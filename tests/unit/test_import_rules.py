@@ -105,3 +105,14 @@ def test_no_rule_module_is_left_outside_the_rules_package():
             if (ROOT / "cluster" / f"{name}.py").exists()]
     left += [str(p.relative_to(ROOT)) for p in sources("nodes") if p.name == "adl.py"]
     assert not left
+
+
+def test_fees_and_initial_margin_round_up_in_one_place():
+    """cluster/rules/margin.py: a fee or a requirement in ppm rounds up against the account there
+    (risk's reservations, admission and settlement, the liquidator and the tools call it)."""
+    import re
+
+    pattern = re.compile(r"-\(-\(.*\) // \(?(\w+ \* )?PPM\)?|ceil_div\(.*, (\w+ \* )?PPM\)")
+    found = [str(p.relative_to(ROOT)) for p in sources("cluster", "nodes")
+             if pattern.search(p.read_text()) and "rules" not in p.parts]
+    assert found == [], found

@@ -31,7 +31,7 @@ from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
 from cluster.rules.ladder import maintenance_margin
-from cluster.rules.prices import trigger_margin
+from cluster.rules.margin import trigger_margin
 from cluster.protocol import (
     Ack, AdjustIsolatedMargin, AmendOrder, CancelAll, CancelOrder, Fill, FundingRate, OrderAccepted,
     OrderCancelled, OrderRejected, PlaceOrder, SetLeverage, SetMarginMode, Withdraw,

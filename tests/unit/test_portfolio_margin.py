@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cluster.rules.ladder import maintenance_margin
-from cluster.rules.prices import forced_fee
+from cluster.rules.margin import fee_due
 from cluster.protocol import (
     Ack, AccountRisk, Error, GetAccount, IndexMark, PlaceOrder, Regime, Reply, Routed,
     SetAccountMarginMode, SetLeverage, SetMarginMode, SetPortfolioAccess, Withdraw,
@@ -252,8 +252,8 @@ def monitor_with(balance: int, portfolio: bool = True):
 
 def test_the_trigger_is_the_portfolio_requirement_to_the_atom():
     value = LONG_BTC * P_BTC * 100 + SHORT_ETH * P_ETH * 100  # 150k net, at mark
-    assert FORCED_FEE == forced_fee(600_000 * USD, TOPO.symbols[BTC].forced_fee_ppm) + \
-        forced_fee(450_000 * USD, TOPO.symbols[ETH].forced_fee_ppm)
+    assert FORCED_FEE == fee_due(600_000 * USD, TOPO.symbols[BTC].forced_fee_ppm) + \
+        fee_due(450_000 * USD, TOPO.symbols[ETH].forced_fee_ppm)
     assert LADDER_MM == maintenance_margin(TOPO.symbols[BTC].tiers, 600_000 * USD) + \
         maintenance_margin(TOPO.symbols[ETH].tiers, -450_000 * USD)
     trigger = STRESS + ADDON + FORCED_FEE  # 72,222.382623 USD of equity
@@ -317,7 +317,7 @@ def test_a_decorrelated_fall_liquidates_the_portfolio_twin_exactly_at_its_requir
                        asks=sorted(book[s].asks.items())) for s, p in sorted(acct.positions.items())]
         ladder = sum(maintenance_margin(TOPO.symbols[s].tiers, w.risk._position_value(s, p))
                      for s, p in acct.positions.items())
-        fee = sum(forced_fee(w.risk._position_value(s, p), TOPO.symbols[s].forced_fee_ppm)
+        fee = sum(fee_due(w.risk._position_value(s, p), TOPO.symbols[s].forced_fee_ppm)
                   for s, p in acct.positions.items())
         pm = sg.portfolio_margin(PARAMS, legs, ladder, 0)
         equity = w.risk.equity(acct)
@@ -363,7 +363,7 @@ def test_a_decorrelated_fall_liquidates_the_portfolio_twin_exactly_at_its_requir
         values = (left * per_lot, SHORT_ETH * P_ETH * 100)
         ladder = maintenance_margin(spec.tiers, values[0]) + maintenance_margin(
             TOPO.symbols[ETH].tiers, values[1])
-        fee = forced_fee(values[0], spec.forced_fee_ppm) + forced_fee(
+        fee = fee_due(values[0], spec.forced_fee_ppm) + fee_due(
             values[1], TOPO.symbols[ETH].forced_fee_ppm)
         need = sg.portfolio_margin(PARAMS, legs, ladder, 0).maintenance + fee
         return expected["equity"] - x * per_lot * spec.forced_fee_ppm // 1_000_000 - x * slip > need

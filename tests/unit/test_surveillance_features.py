@@ -9,9 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cluster.protocol import (
-    EngineBatch, OrderAccepted, OrderAmended, OrderCancelled, OrdersCancelled, Trade,
+    EngineBatch, Notice, OrderAccepted, OrderAmended, OrderCancelled, OrdersCancelled, Trade,
 )
-from nodes.surveillance.features import BUCKET_NS, OTR_MIN_MESSAGES, WINDOW_BUCKETS
+from nodes.surveillance.features import (
+    BUCKET_NS, COHORT_MIN, COHORT_NS, LEVERAGE_LEAD_NS, LIQ_BUCKET_BPS, OTR_MIN_MESSAGES, WINDOW_BUCKETS,
+)
 from perf.surveillance_sim import MS, Venue
 
 S = "BTC-PERP"
@@ -157,7 +159,7 @@ def test_leverage_changes_jump_and_order_after_raise():
     f = feats(v, "l")
     assert f["lev_changes"] == 2
     assert f["lev_jump_milli"] == 5_000
-    assert f["lev_then_order"] == 50
+    assert f["lev_then_order"] == 50 * 5_000 // 1_000 == 250  # the order's lots x the raise
 
 
 def test_momentum_ignition_share_times_move_then_reversal():
@@ -211,7 +213,7 @@ def test_window_forgets_session_remembers():
 # ---------------------------------------------------------------- incremental == from scratch
 
 COUNTED = ("orders", "amends", "cancels", "order_qty", "fills", "fill_qty", "maker_qty", "cxl_1ms",
-           "cxl_10ms", "cxl_100ms", "burst_100ms", "sweep_lots")
+           "cxl_10ms", "cxl_100ms", "burst_100ms", "sweep_lots", "lev_then_order")
 
 
 def recompute(batches: list, now: int) -> dict:
@@ -220,6 +222,7 @@ def recompute(batches: list, now: int) -> dict:
     accepted_at: dict[int, int] = {}
     out: dict = defaultdict(lambda: dict.fromkeys(COUNTED, 0))
     cancels: dict = defaultdict(list)
+    raised: dict = {}  # key -> (time of its latest raise, new / old x1000)
 
     def counted(key, name, n, ts):
         if ts // BUCKET_NS >= first_bucket:
@@ -235,6 +238,9 @@ def recompute(batches: list, now: int) -> dict:
                     counted(key, name, 1, ts)
 
     for msg, ts in batches:
+        if type(msg) is Notice and msg.numbers["to"] > msg.numbers["from"]:
+            raised[(msg.subject, msg.numbers["symbol"])] = (
+                ts, msg.numbers["to"] * 1000 // msg.numbers["from"])
         if type(msg) is not EngineBatch:
             continue
         taken: dict = defaultdict(int)  # (account, symbol, aggressive order) -> lots it took
@@ -254,6 +260,11 @@ def recompute(batches: list, now: int) -> dict:
                 key = (ev.account, ev.symbol)
                 counted(key, "orders", 1, ts)
                 counted(key, "order_qty", ev.qty, ts)
+                at, jump = raised.get(key, (None, 0))
+                if at is not None and ts - at <= LEVERAGE_LEAD_NS and \
+                        ts // BUCKET_NS >= first_bucket:
+                    out[key]["lev_then_order"] = max(out[key]["lev_then_order"],
+                                                     ev.qty * jump // 1000)
                 if ev.price:
                     accepted_at[ev.order_id] = ts
             elif t is OrderCancelled and ev.reason == "user":
@@ -276,12 +287,45 @@ def recompute(batches: list, now: int) -> dict:
     return {k: v for k, v in out.items() if any(v.values())}
 
 
+def cohorts(batches: list, liq: dict, positions: dict, mark: int) -> dict:
+    """liq_cohort_lots from scratch: each position's opening time from the whole stream of
+    fills, then every pair of accounts compared (liquidation prices as risk's AccountRisk gave
+    them to the core)."""
+    net: dict = defaultdict(int)
+    opened: dict = {}
+    for msg, ts in batches:
+        if type(msg) is not EngineBatch:
+            continue
+        for ev in msg.events:
+            if type(ev) is not Trade:
+                continue
+            for account, side in ((ev.maker_account, -ev.taker_side),
+                                  (ev.taker_account, ev.taker_side)):
+                key = (account, ev.symbol)
+                before = net[key]
+                net[key] += side * ev.qty
+                if not net[key]:
+                    opened.pop(key, None)
+                elif net[key] * before <= 0:
+                    opened[key] = ts
+    width = mark * LIQ_BUCKET_BPS // 10_000
+    out = {}
+    for key in liq:
+        members = [other for other in liq if other != key and other[1] == key[1]
+                   and abs(liq[other] - liq[key]) <= width and key in opened and other in opened
+                   and abs(opened[other] - opened[key]) <= COHORT_NS]
+        out[key] = sum(abs(positions.get(m, 0)) for m in members) if len(members) >= COHORT_MIN \
+            else 0
+    return out
+
+
 ops = st.lists(st.tuples(
-    st.sampled_from(["a", "b", "c"]),
-    st.sampled_from(["bid", "ask", "buy", "sell", "cancel", "cancel", "mass"]),
-    st.integers(1, 5),  # lots
+    st.sampled_from(["a", "b", "c", "d"]),
+    st.sampled_from(["bid", "ask", "buy", "sell", "cancel", "cancel", "mass", "leverage"]),
+    st.integers(1, 5),  # lots (a leverage setting: 10 x that)
     st.integers(0, 20),  # ticks away from the mid
-    st.sampled_from([0, 200_000, 3 * MS, 40 * MS, 700 * MS, 9 * BUCKET_NS // 10, 35 * BUCKET_NS]),
+    st.sampled_from([0, 200_000, 3 * MS, 40 * MS, 700 * MS, COHORT_NS, COHORT_NS + 1,
+                     9 * BUCKET_NS // 10, 35 * BUCKET_NS]),
 ), min_size=1, max_size=60)
 
 
@@ -307,11 +351,63 @@ def test_incremental_features_equal_recomputation(script, read_after_buckets):
             from cluster.protocol import MassCancel
             v.command(MassCancel(account=account, symbol=S), now)
             live[account].clear()
+        elif op == "leverage":
+            v.set_leverage(account, 10 * qty, now)
+    for account in ("a", "b", "c", "d"):  # risk's view of each position, with a margin per lot that
+        qty = v.positions.get(account, (0, 0))[0]  # puts one side's liquidation prices together
+        if qty:
+            v.account_risk(account, 3_000_000 * abs(qty), now)
     read_at = (now // BUCKET_NS + read_after_buckets) * BUCKET_NS  # the window's edge at times
-    incremental = {k: {n: f[n] for n in COUNTED}
-                   for k, f in v.core.features.values(read_at).items()}
+    values = v.core.features.values(read_at)
+    incremental = {k: {n: f[n] for n in COUNTED} for k, f in values.items()}
     incremental = {k: f for k, f in incremental.items() if any(f.values())}
     assert incremental == recompute(v.batches, read_at)
+    liq = v.core.features.liq
+    risk_positions = {(a, S): qty for a, (qty, _) in v.positions.items()}
+    assert {k: values[k]["liq_cohort_lots"] for k in liq} == cohorts(
+        v.batches, liq, risk_positions, v.core.features.marks[S])
+
+
+GAPS = st.sampled_from([0, 300 * MS, 300 * MS, COHORT_NS, COHORT_NS + 1, 3 * COHORT_NS])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(GAPS, st.sampled_from([1, 1, -1]), st.integers(1, 5),
+                          st.sampled_from([3_000_000, 3_000_000, 3_200_000])),
+                min_size=4, max_size=8),
+       st.lists(st.tuples(st.integers(0, 5), st.sampled_from(["add", "close", "flip"]), GAPS),
+                max_size=6))
+def test_cohorts_equal_a_recomputation_over_every_pair(openings, later):
+    """Accounts open positions against one maker at one price (mostly long; margin per lot one of
+    two, liquidation prices about 70 bps apart), then some add to, close or flip theirs:
+    liq_cohort_lots against every pair compared from scratch."""
+    v = Venue()
+    v.place("mm", 1, 10_000, MID - 10, 0)
+    v.place("mm", -1, 10_000, MID + 10, 0)
+    now = 0
+    per_lot = {}
+    for i, (gap, side, qty, margin) in enumerate(openings):
+        now += gap
+        per_lot[f"p{i}"] = margin
+        v.place(f"p{i}", side, qty, 0, now)
+    for i, action, gap in later:
+        account = f"p{i % len(openings)}"
+        now += gap
+        qty = v.positions.get(account, (0, 0))[0]
+        if action == "add" or not qty:
+            v.place(account, 1 if qty >= 0 else -1, 2, 0, now)
+        else:
+            v.place(account, -1 if qty > 0 else 1, abs(qty) * (2 if action == "flip" else 1), 0,
+                    now)
+    for account, margin in per_lot.items():
+        qty = v.positions.get(account, (0, 0))[0]
+        if qty:
+            v.account_risk(account, margin * abs(qty), now)
+    values = v.core.features.values(now)
+    liq = v.core.features.liq
+    risk_positions = {(a, S): qty for a, (qty, _) in v.positions.items()}
+    assert {k: values[k]["liq_cohort_lots"] for k in liq} == cohorts(
+        v.batches, liq, risk_positions, v.core.features.marks[S])
 
 
 @settings(max_examples=50, deadline=None)

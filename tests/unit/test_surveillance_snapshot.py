@@ -65,13 +65,13 @@ def test_every_feature_state_is_in_the_snapshot():
     specs = evaluation.Venue().specs
     assert set(vars(Features(specs))) == {
         "specs", "keys", "open", "own", "books", "cancel_times", "touch_times", "last_fill",
-        "leverage", "raised_at", "episodes", "marks", "last_price", "liq", "positions", "market",
-        "events", "engine_batches", "last_event_ns"}
+        "leverage", "raised_at", "raise_milli", "episodes", "marks", "last_price", "liq", "positions",
+        "net", "opened", "market", "events", "engine_batches", "last_event_ns"}
     assert set(Snapshot.__struct_fields__) - {"version", "run", "symbols"} == {
         "keys", "open", "cancel_times", "touch_times", "last_fill", "leverage", "raised_at",
         "episodes", "marks", "last_price", "liq", "positions", "market", "books", "events",
         "engine_batches", "last_event_ns", "drift", "crowding", "crowded", "drifting", "alerted",
-        "alerts"}
+        "alerts", "raise_milli", "net", "opened"}
 
 
 def test_restored_core_is_the_one_it_was_taken_from_and_goes_on_alike(stream):
@@ -143,3 +143,20 @@ def test_a_snapshot_of_another_run_is_refused():
     with pytest.raises(SnapshotError) as bad:
         load(raw, specs, 0, run="12:200")
     assert bad.value.reason == "snapshot_other_run" and "11:100" in bad.value.detail
+
+
+def test_a_snapshot_taken_before_the_cohort_and_the_raise_ratio_still_loads(stream):
+    """raise_milli, net and opened came later: a snapshot without them loads, the rest intact (a
+    raise then counts x1, a position's opening time is known again from its next opening)."""
+    specs, batches = stream
+    before = SurveillanceCore(specs)
+    _, next_tick, _ = replay(before, batches, RANK_MS * MS, 20 * S_NS)
+    assert before.features.net and before.features.opened
+    older = msgspec.msgpack.decode(dump(before))
+    for name in ("raise_milli", "net", "opened"):
+        del older[name]
+    now = next_tick - RANK_MS * MS
+    after = load(msgspec.msgpack.encode(older), specs, now)
+    assert (after.features.raise_milli, after.features.net, after.features.opened) == ({}, {}, {})
+    assert after.features.keys.keys() == before.features.keys.keys()
+    assert after.state_hash() == before.state_hash()
