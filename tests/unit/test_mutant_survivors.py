@@ -104,3 +104,49 @@ def test_a_liquidation_order_cut_short_by_the_book_still_reports_its_step():
              r.reason) for r in results] == [
         (1, "reduce", 400, 11_916_000_000, 23_832_000, 23_832_000, 600, "ioc_remainder")]
     assert pipe.risk.liq_orders == {}
+
+
+def test_a_gap_deep_in_tier_5_first_closes_only_what_takes_the_position_down_one_tier():
+    """Kills liquidator _needed__mutmut_19 (the tier bound dropped). The whale, long 400 BTC at
+    30,000.0 at 10x with 1,500,000 USD (less the 6,000 taker fee), is at mark 26,700.0: 10.68M
+    notional, tier 5 (above 10M). Equity 1,494,000 - 1,320,000 = 174,000 is far under its MM, so
+    getting back above maintenance would take far more than going down one tier, which is the
+    lots above 10M at mark: 400,000 - floor(10,000,000 USD / 26.7 USD a lot) = 400,000 - 374,531
+    = 25,469. The first chunk closes exactly that, into the bid at 26,600.0."""
+    from tests.unit.liquidation_world import World
+    from tests.unit.test_liquidation_scenarios import open_long
+    w = World({"whale": 1_500_000 * USD, "mm": 100_000_000 * USD}, insurance=100_000 * USD)
+    w.mark(300_000)
+    open_long(w, "whale", 400_000, leverage=10)
+    w.mark(280_000)
+    w.place("mm", 1, 500_000, 266_000)  # inside the band at 28,000.0
+    w.mark(267_000)
+    plan = next(e.numbers for e in w.audit if e.rule == "liquidation.plan")
+    # bankruptcy: 30,000 - 1,494,000 / 400 = 26,265.0
+    assert (plan["bankruptcy_price"], plan["needed"], plan["chunk"]) == (262_650, 25_469, 25_469)
+    first = next(r for r in w.results if r.kind == "reduce")
+    assert (first.qty, first.notional, first.position_after) == (
+        25_469, 25_469 * 266_000 * 100, 374_531)
+
+
+def test_an_adl_in_flight_does_not_count_against_the_fund_for_another_takeover():
+    """Kills liquidator _advance__mutmut_286 (an ADL's loss recorded as committed fund money) and
+    __mutmut_220 (the `committed_to_other_takeovers` explanation key renamed). alice (20 BTC long
+    with 40,000 USD less a 300 fee) and bob (10 BTC, 20,000 less 150) both went bankrupt at
+    28,015.0; the mark gaps to 27,900.0 with no bids. The fund has 3,000 USD, floor 1,000.
+    alice's takeover would cost 115 x 20 = 2,300: 700 left < floor -> ADL, which the fund does not
+    pay. bob's costs 1,150 and nothing else is committed: 1,850 left -> the fund takes it."""
+    from tests.unit.test_liquidation_scenarios import crossed_at_20x
+    w = crossed_at_20x({"alice": 40_000 * USD, "bob": 20_000 * USD, "c": 800_000 * USD, "mm": 0},
+                       [("c", -1, 30_000), ("alice", 1, 20_000), ("bob", 1, 10_000)],
+                       insurance=3_000 * USD, floor=1_000 * USD)
+    w.mark(279_000)
+    plans = [(e.decision, e.numbers["takeover_loss_at_mark"],
+              e.numbers["committed_to_other_takeovers"], e.numbers["fund_after"])
+             for e in w.audit if e.rule == "liquidation.plan" and "fund_after" in e.numbers]
+    assert plans == [("adl", 2_300 * USD, 0, 700 * USD), ("insurance", 1_150 * USD, 0, 1_850 * USD)]
+    assert [(r.account, r.kind, r.qty) for r in w.results if r.qty] == [
+        ("alice", "adl", 20_000), ("bob", "insurance", 10_000)]
+    # the fund paid 10 BTC x 28,015.0 for bob's long, worth 27,900.0 each: 3,000 - 1,150 left
+    assert w.risk.insurance_fund == 3_000 * USD - 10_000 * 280_150 * 100
+    assert w._fund_equity() == 1_850 * USD
