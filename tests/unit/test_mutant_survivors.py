@@ -150,3 +150,31 @@ def test_an_adl_in_flight_does_not_count_against_the_fund_for_another_takeover()
     # the fund paid 10 BTC x 28,015.0 for bob's long, worth 27,900.0 each: 3,000 - 1,150 left
     assert w.risk.insurance_fund == 3_000 * USD - 10_000 * 280_150 * 100
     assert w._fund_equity() == 1_850 * USD
+
+
+def test_a_short_with_no_solvable_bankruptcy_price_is_still_bought_back_in_the_book():
+    """Kills liquidator _bankruptcy__mutmut_50 (a short with no bankruptcy price limited at 1 tick
+    instead of no limit). alice (cross, 2,000 USD) is short 1 BTC at 30,000.0 and long 20 ETH at
+    2,000.00, both at 50x; ETH gaps to 200.00: a 36,000 loss on ETH, more than her 2,000 (less
+    fees) plus everything the short could ever gain (30,000 at a price of 0). No price of BTC
+    brings her equity to zero, so the short's close has no bound: it buys what the book offers
+    (the ask at 30,000.0, inside the band). Limited at 1 tick it could never fill."""
+    from tests.unit.liquidation_world import World
+    eth = "ETH-PERP"
+    w = World({"alice": 2_000 * USD, "mm": 10_000_000 * USD}, insurance=100_000 * USD)
+    w.mark(P0)
+    w.mark(200_000, eth)
+    for symbol in (BTC, eth):
+        w.risk.accounts["alice"].leverage[symbol] = 50
+    w.place("mm", 1, 1000, P0)
+    w.place("alice", -1, 1000, P0)
+    w.place("mm", -1, 2000, 200_000, eth)
+    w.place("alice", 1, 2000, 200_000, eth)
+    assert (w.position("alice"), w.position("alice", eth)) == (-1000, 2000)
+    w.place("mm", -1, 1000, P0)  # the ask the short is closed into
+    w.mark(20_000, eth)
+    plan = next(e.numbers for e in w.audit if e.rule == "liquidation.plan")
+    assert plan["symbol"] == BTC and plan["bankruptcy_price"] > 315_000  # above the band's edge
+    first = next(r for r in w.results if r.kind == "reduce")
+    # the chunk: 25% of the position (cap_position), bought at the ask
+    assert (first.qty, first.notional, first.position_after) == (250, 250 * P0 * 100, -750)
