@@ -178,3 +178,48 @@ def test_a_short_with_no_solvable_bankruptcy_price_is_still_bought_back_in_the_b
     first = next(r for r in w.results if r.kind == "reduce")
     # the chunk: 25% of the position (cap_position), bought at the ask
     assert (first.qty, first.notional, first.position_after) == (250, 250 * P0 * 100, -750)
+
+
+# ------------------------------------------------------------------ matching
+
+def _matching(mark: int | None = 1000):
+    from cluster import config
+    from cluster.protocol import MarkPrice
+    from nodes.matching.engine import MatchingEngine
+    eng = MatchingEngine(config.load().symbols)
+    if mark:
+        eng.handle(MarkPrice(symbol=BTC, mark=mark))
+    return eng
+
+
+def test_a_market_order_with_no_mark_and_an_empty_book_is_cancelled_for_no_liquidity():
+    """Kills matching _take__mutmut_13 (the cancel written to nowhere: the order vanished with no
+    answer, or the engine raised). With no mark and no opposite order there is no price to
+    protect a market order with: it is cancelled at once, all of it, and the book stays empty."""
+    from cluster.protocol import NewOrder
+    eng = _matching(mark=None)
+    ev = eng.handle(NewOrder(order_id=1, account="t", symbol=BTC, side=1, qty=7, type="market"))
+    cancels = [e for e in ev if type(e) is OrderCancelled]
+    assert [(c.order_id, c.account, c.remaining, c.reason) for c in cancels] == [
+        (1, "t", 7, "no_liquidity")]
+    assert eng.depth(BTC, 5)[1:] == ([], [])
+    eng.validate_internal_state()
+
+
+def test_a_resting_reduce_only_order_pulled_mid_sweep_says_what_the_position_became():
+    """Kills matching _reduce_only_fits__mutmut_31 (the detail's `position` key renamed). a is
+    long 5 and rests a plain sell of 8 at 1,000 and a reduce-only sell of 5 at 1,001. A buy of 13
+    takes the 8 first: a is now short 3, so the reduce-only sell would open, not close: it is
+    cancelled, and its detail tells the reader the position that made it so (-3)."""
+    from cluster.protocol import NewOrder, SetPosition, Trade
+    eng = _matching()
+    eng.handle(SetPosition(account="a", symbol=BTC, qty=5))
+    eng.handle(NewOrder(order_id=1, account="a", symbol=BTC, side=-1, qty=8, price=1000))
+    eng.handle(NewOrder(order_id=2, account="a", symbol=BTC, side=-1, qty=5, price=1001,
+                        reduce_only=True))
+    ev = eng.handle(NewOrder(order_id=3, account="t", symbol=BTC, side=1, qty=13, price=1001))
+    assert [(e.price, e.qty, e.maker_order_id) for e in ev if type(e) is Trade] == [(1000, 8, 1)]
+    pulled = [e for e in ev if type(e) is OrderCancelled and e.order_id == 2]
+    assert [(c.remaining, c.reason, c.detail) for c in pulled] == [
+        (5, "reduce_only_position_changed", {"position": -3})]
+    eng.validate_internal_state()
