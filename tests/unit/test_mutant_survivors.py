@@ -223,3 +223,21 @@ def test_a_resting_reduce_only_order_pulled_mid_sweep_says_what_the_position_bec
     assert [(c.remaining, c.reason, c.detail) for c in pulled] == [
         (5, "reduce_only_position_changed", {"position": -3})]
     eng.validate_internal_state()
+
+
+# ------------------------------------------------------------------ cluster rules
+
+def test_an_interval_with_no_premium_sample_pays_the_interest_rate_alone():
+    """Kills funding PremiumAverage.value__mutmut_5 (an empty average worth 1, i.e. a premium of
+    100%: the rate capped at 0.75%). The oracle hears spot prices but never a book, so no impact
+    price and no premium sample: at the funding time the rate is P + clamp(I - P) with P = 0,
+    the interest rate 0.01% = 100,000 e9."""
+    from tests.unit.test_oracle import SEC as NS, feed, specs
+    from cluster.protocol import FundingRate
+    from nodes.oracle.index import Oracle
+    oracle = Oracle(specs(funding_interval_s=10))
+    feed(oracle, [300_000] * 5, 1_000 * NS + NS // 2)
+    oracle.publish(1_000 * NS + NS // 2)
+    feed(oracle, [300_000] * 5, 1_010 * NS)
+    funding = [m for m in oracle.publish(1_010 * NS) if type(m) is FundingRate]
+    assert [f.rate_e9 for f in funding] == [100_000]
