@@ -241,3 +241,20 @@ def test_an_interval_with_no_premium_sample_pays_the_interest_rate_alone():
     feed(oracle, [300_000] * 5, 1_010 * NS)
     funding = [m for m in oracle.publish(1_010 * NS) if type(m) is FundingRate]
     assert [f.rate_e9 for f in funding] == [100_000]
+
+
+def test_a_long_with_margin_equal_to_its_notional_has_no_liquidation_price():
+    """Kills prices liquidation_price__mutmut_26 (`price < 0`: a price of exactly 0 returned as a
+    liquidation price). A 1x long of 1 BTC bought at 30,000.0 with 30,000 USD of margin has equity
+    = its value at any mark P, which is above MM + forced fee for every P > 0: the trigger solves
+    to P = 0 exactly, so there is no liquidation price. One atom less margin: a positive one."""
+    from cluster import config
+    from cluster.rules.prices import liquidation_price
+    spec = config.load().symbols[BTC]
+    cost = 1000 * P0 * 100  # 30,000 USD
+    args = dict(side=1, qty=1000, cost=cost, tiers=spec.tiers, mult=100,
+                fee_ppm=spec.forced_fee_ppm)
+    price, tier = liquidation_price(wallet=cost, **args)
+    assert (price, tier.number) == (None, 1)
+    price, tier = liquidation_price(wallet=cost - 1, **args)
+    assert price is not None and 0 < price < 1 and tier.number == 1  # 1 atom short: P = tiny
