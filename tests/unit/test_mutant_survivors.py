@@ -258,3 +258,45 @@ def test_a_long_with_margin_equal_to_its_notional_has_no_liquidation_price():
     assert (price, tier.number) == (None, 1)
     price, tier = liquidation_price(wallet=cost - 1, **args)
     assert price is not None and 0 < price < 1 and tier.number == 1  # 1 atom short: P = tiny
+
+
+def test_a_bad_ladder_row_is_refused_naming_its_tier_and_the_numbers():
+    """Kills ladder build_ladder__mutmut_58 (no message) and __mutmut_70 (the wrong tier named).
+    What a config author reads: which tier, which rule, and for a stated amount the derived one:
+    tier 2 from 50,000 USD at 0.5% after 0.4% carries 50,000 x 0.1% = 50 USD = 50,000,000 atoms."""
+    import pytest
+    from cluster.rules.ladder import LadderError, build_ladder
+    with pytest.raises(LadderError, match=r"^tier 1: need leverage >= 1 and 0 < mmr < 1$"):
+        build_ladder([(0, 0, 4_000, None)], 10**15)
+    with pytest.raises(LadderError,
+                       match=r"^tier 2: stated maintenance amount 123 != derived 50000000$"):
+        build_ladder([(0, 125, 4_000, None), (50_000 * USD, 100, 5_000, 123)], 10**15)
+
+
+def test_a_non_finite_number_is_refused_with_a_message_naming_the_field():
+    """Kills units parse_decimal__mutmut_14 (the message dropped)."""
+    import pytest
+    from cluster.rules.units import UnitError, parse_decimal
+    for text in ("inf", "-Infinity", "NaN"):
+        with pytest.raises(UnitError, match=r"^price '[-A-Za-z]+' is not finite$") as err:
+            parse_decimal(text, "price")
+        assert err.value.reason == "not_a_number"
+
+
+def test_a_deposit_past_the_balance_limit_is_refused_and_explained_at_its_time():
+    """Kills account_ops _transfer__mutmut_29 (the refusal's explanation without a timestamp:
+    `perpx explain` orders and filters records by it)."""
+    from cluster.audit import Explanation
+    from cluster.protocol import Deposit, Routed
+    from nodes.risk.ledger import RiskEngine
+    from tests.unit.pipeline import TOPO
+    risk = RiskEngine(TOPO.symbols, {"admin": 0, "alice": 2**62 - 5})
+    out = risk.handle(Routed(ref=1, account="admin", body=Deposit(account="alice", amount=6)),
+                      1_234_567)
+    refused = [b for b in bodies([m for _, m in out]) if type(b) is Error]
+    detail = {"account": "alice", "amount": 6, "balance": 2**62 - 5, "limit": 2**62}
+    assert [(e.reason, e.detail) for e in refused] == [("balance_limit", detail)]
+    why = [m for _, m in out if type(m) is Explanation]
+    assert [(e.ts_ns, e.rule, e.decision, e.numbers) for e in why] == [
+        (1_234_567, "risk.balance_limit", "reject", detail)]
+    assert risk.accounts["alice"].balance == 2**62 - 5
