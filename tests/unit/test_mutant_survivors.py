@@ -300,3 +300,29 @@ def test_a_deposit_past_the_balance_limit_is_refused_and_explained_at_its_time()
     assert [(e.ts_ns, e.rule, e.decision, e.numbers) for e in why] == [
         (1_234_567, "risk.balance_limit", "reject", detail)]
     assert risk.accounts["alice"].balance == 2**62 - 5
+
+
+def test_a_takeover_of_a_short_with_no_bankruptcy_price_is_made_at_the_mark():
+    """Found with _bankruptcy__mutmut_50: with no solvable bankruptcy price a short's limit is
+    "no limit" (10**15 ticks), right for the book (risk clamps it to the band) but not as a
+    takeover price: the fund took alice's last lot at 10**15 ticks, a 100,000,000,000 USD
+    transfer (alice's wallet -1e17 atoms), and planned it as a loss at mark of 0. The fund (or a
+    backstop, or ADL counterparties) takes it at the mark, 30,000.0: 1 x 300,000 x 100 atoms."""
+    from tests.unit.liquidation_world import World
+    eth = "ETH-PERP"
+    w = World({"alice": 2_000 * USD, "mm": 10_000_000 * USD}, insurance=100_000 * USD)
+    w.mark(P0)
+    w.mark(200_000, eth)
+    for symbol in (BTC, eth):
+        w.risk.accounts["alice"].leverage[symbol] = 50
+    w.place("mm", 1, 1000, P0)
+    w.place("alice", -1, 1000, P0)
+    w.place("mm", -1, 2000, 200_000, eth)
+    w.place("alice", 1, 2000, 200_000, eth)
+    w.place("mm", -1, 1000, P0)
+    w.mark(20_000, eth)
+    takeovers = [r for r in w.results if r.kind in ("backstop", "insurance", "adl") and r.qty]
+    assert [(r.kind, r.qty, r.notional, r.counterparties) for r in takeovers] == [
+        ("insurance", 1, 1 * P0 * 100, [("insurance", 1, P0)])]
+    assert w.position("alice") == 0
+    assert w.risk.accounts["alice"].balance > -40_000 * USD  # ETH's loss, not 1e11 USD
