@@ -8,20 +8,13 @@ from __future__ import annotations
 
 import pickle
 
-from cluster import config, curve
 from cluster.links import LinkReceiver
-from cluster.protocol import LinkSeq, NodeInbound, Pong, Reply
-from cluster.recording import RecordingLog
-from cluster.transport import NodeShell
+from cluster.protocol import LinkSeq, Pong, Reply
+from tests.unit.shell_inbox import risk_inbox
 
 
 def test_frames_after_a_restore_are_applied_from_the_restored_numbers(tmp_path):
-    topo = config.load(run_dir=str(tmp_path))
-    curve.create_for(topo)
-    shell = NodeShell("risk", topo, log_dir=str(tmp_path))
-    shell.log = RecordingLog()
-    got: list = []
-    handle = shell._inbox_decoding(lambda runs: got.extend(runs), runs=True)
+    shell, handle, got = risk_inbox(tmp_path)
     codec = shell.codec
 
     def frame(first: int, count: int) -> tuple[bytes, str]:

@@ -14,7 +14,7 @@ from cluster.protocol import (
     ResendFrom, Routed, StandbyDetached, Trade, WitnessQuery, WitnessReply,
 )
 from cluster.recording import RecordingLog
-from cluster.transport import NodeShell
+from tests.unit.shell_inbox import risk_inbox
 
 NODES = ("gateway", "risk", "matching", "oracle", "liquidator", "feeds", "surveillance")
 DEPOSIT = Routed(ref=1, account="alice", body=Deposit(account="alice", amount=10**12),
@@ -109,12 +109,7 @@ def test_the_table_names_only_decodable_messages_and_real_roles():
 
 
 def test_the_inbox_refuses_a_forged_frame_whole_counted_and_explained_within_bounds(tmp_path):
-    topo = config.load(run_dir=str(tmp_path))
-    curve.create_for(topo)
-    shell = NodeShell("risk", topo, log_dir=str(tmp_path))
-    shell.log = RecordingLog()
-    got: list = []
-    handle = shell._inbox_decoding(lambda runs: got.extend(runs), runs=True)
+    shell, handle, got = risk_inbox(tmp_path)
     frame = shell.codec.encode([DEPOSIT])
     try:
         # the tools' role sends risk nothing: refused before its frame is even decoded, and a
