@@ -264,7 +264,10 @@ class LiquidationEngine(TimedCore, EffectCore):
             return self.monitor.assess_isolated(liq.account, liq.symbol)
         return self.monitor.assess(liq.account)
 
-    def _bankruptcy(self, liq: Liquidation) -> int:
+    def _bankruptcy(self, liq: Liquidation) -> int | None:
+        """The bankruptcy price in ticks, rounded against the position; None when no price of
+        this symbol brings the equity to zero (a short whose account is insolvent even at a
+        price of 0, a long whose account stays solvent at any price)."""
         state = self.monitor.accounts[liq.account]
         qty, cost = state.positions[liq.symbol]
         spec = self.specs[liq.symbol]
@@ -281,7 +284,7 @@ class LiquidationEngine(TimedCore, EffectCore):
         price = bankruptcy_price(side=side, qty=abs(qty), cost=cost, wallet=wallet + other,
                                  mult=spec.atoms_per_tick_lot)
         if price is None:
-            return 1 if side > 0 else 10**15
+            return None
         return max(1, round_price(price, side))
 
     def _needed(self, liq: Liquidation, qty: int, cost: int, fill_price: int) -> int:
@@ -381,9 +384,15 @@ class LiquidationEngine(TimedCore, EffectCore):
         if liq.phase in ("cancel", "reduce") and not triggered(equity, mm, fee):
             self._finish(liq, "restored", now_ns, out)
             return
-        bp = self._bankruptcy(liq)
+        solved = self._bankruptcy(liq)
         side = -1 if qty > 0 else 1
-        step = dict(liquidation_id=liq.id, account=liq.account, symbol=liq.symbol, price=bp)
+        # With no bankruptcy price the book order has no limit (risk keeps it in the band), but a
+        # takeover is made at the mark: "any price" is no price to transfer a position at (a
+        # short taken at 10**15 ticks moved 10**17 atoms per lot between trader and taker).
+        bp = solved if solved is not None else (1 if qty > 0 else 10**15)
+        takeover = dict(liquidation_id=liq.id, account=liq.account, symbol=liq.symbol,
+                        price=solved if solved is not None else self.mark_info[liq.symbol][0])
+        step = {**takeover, "price": bp}
         if liq.phase == "cancel" or (liq.phase == "reduce" and liq.last_qty):
             depth, best = self._depth_within(liq.symbol, side, bp)
             needed = self._needed(liq, qty, cost, best)
@@ -401,11 +410,11 @@ class LiquidationEngine(TimedCore, EffectCore):
                 return
         if liq.phase in ("cancel", "reduce"):
             self._move(liq, "backstop")
-            out.append(("risk", LiquidationStep(kind="backstop", qty=abs(qty), **step)))
+            out.append(("risk", LiquidationStep(kind="backstop", qty=abs(qty), **takeover)))
             return
         if liq.phase in ("backstop", "adl"):
             mark = self.mark_info[liq.symbol][0]
-            loss = max(0, (bp - mark) * (1 if qty > 0 else -1)) * abs(qty) * \
+            loss = max(0, (takeover["price"] - mark) * (1 if qty > 0 else -1)) * abs(qty) * \
                 self.specs[liq.symbol].atoms_per_tick_lot
             committed = sum(v for k, v in self.committed.items() if k != liq.id)
             after = self.insurance_fund - committed - loss
@@ -413,7 +422,8 @@ class LiquidationEngine(TimedCore, EffectCore):
             numbers = {"insurance_fund": self.insurance_fund, "takeover_loss_at_mark": loss,
                        "committed_to_other_takeovers": committed,
                        "fund_after": after, "floor": self.conf.insurance_floor,
-                       "bankruptcy_price": bp, "position": qty}
+                       "bankruptcy_price": bp, "takeover_price": takeover["price"],
+                       "position": qty}
             if liq.phase == "backstop":
                 self._explain(out, now_ns, liq, "plan", "insurance" if above_floor else "adl",
                               numbers)
@@ -430,7 +440,7 @@ class LiquidationEngine(TimedCore, EffectCore):
             if liq.phase != "adl":
                 self.committed[liq.id] = loss
             out.append(("risk", LiquidationStep(
-                kind="adl" if liq.phase == "adl" else "insurance", qty=abs(qty), **step)))
+                kind="adl" if liq.phase == "adl" else "insurance", qty=abs(qty), **takeover)))
             return
         # Risk could not carry out the fund's takeover (no price, no position): the position stays
         # with the trader and the alert stands, so this is not started again on every tick.
