@@ -6,6 +6,7 @@ from __future__ import annotations
 from cluster.protocol import (
     Ack, Cancel, Error, LiquidationResult, LiquidationStep, OrderAccepted, OrderCancelled,
     OrderRejected, PlaceOrder, Reply, SetAccountMarginMode, SetLeverage, SetMarginMode,
+    SetPortfolioAccess,
 )
 from tests.unit.pipeline import Pipeline
 
@@ -67,9 +68,13 @@ def test_a_mark_move_that_leaves_available_one_atom_short_cancels_the_order():
 
 
 def test_switching_to_portfolio_with_available_exactly_zero_is_allowed():
-    """Kills account_ops _set_account_mode__mutmut_49 (`available <= 0`): an account whose orders
-    hold its whole balance (available 0) still covers its requirement, so the switch is made."""
+    """Kills account_ops _set_account_mode__mutmut_49 (`available <= 0`; the check is now in
+    _switch_account_mode, `available >= 0` -> `> 0`): an account whose orders hold its whole
+    balance (available 0) still covers its requirement, so the switch is made."""
     pipe, _ = resting_buy(RESERVE_AT_P0)
+    # an admin allows the mode first (#24; a Pipeline's Routed carries no key table)
+    assert type(first(pipe.request("alice", SetPortfolioAccess(account="alice", enabled=True)),
+                      Ack, Error)) is Ack
     answer = first(pipe.request("alice", SetAccountMarginMode(mode="portfolio")), Ack, Error)
     assert (type(answer), answer.action) == (Ack, "account_margin_mode_changed"), answer
     assert answer.detail["available"] == 0 and pipe.risk.accounts["alice"].portfolio
