@@ -209,10 +209,7 @@ class Replication:
     async def _read(self, sock, routed: bool) -> None:
         """Drain what the socket holds, handle it, then (a standby) one fsync and one ack for all
         of it: a group commit, so a standby keeps up with a primary that streams many small
-        batches (one fsync per batch held the primary's every answer behind the standby's disk).
-        The drain's inputs are applied while the disk works (fsync on its thread): the standby's
-        time per drain is the longer of the two, not their sum, and the ack still leaves only
-        once they are on disk. No await between the journal and the ack: nothing runs between."""
+        batches (one fsync per batch held the primary's every answer behind the standby's disk)."""
         decode = self.codec.decode
         while True:
             frames = [await sock.recv_multipart()]
@@ -239,12 +236,10 @@ class Replication:
                                            message=type(message).__name__)
             if self.ack_due:
                 self.ack_due = False
-                upto = self.journal.next_seq
                 if self.journal.policy != "off":  # (a benchmark's journal is never fsynced)
-                    # everything journaled above on our disk, applied meanwhile, then said so
-                    self.runner.sync_while(self.apply_journaled)
+                    self.journal.sync()  # everything journaled above, on our disk, then said so
                 self._send_dealer(ReplAck(instance=self.instance, epoch=self.epoch,
-                                          next_seq=upto))
+                                          next_seq=self.journal.next_seq))
             self.apply_journaled()  # (with no await since the ack: nothing sees it unapplied)
             await self.shell.flush()
 
@@ -528,10 +523,9 @@ class Replication:
             self._hello()  # we are behind and nothing is streaming: ask
 
     def apply_journaled(self) -> None:
-        """Apply what the drain journaled, while the fsync covering it runs on its thread. The
-        acknowledgement says the inputs are on our disk (all a failover needs: a standby applies
-        its journal before it serves); it leaves once the disk has them, so an apply shorter than
-        the fsync costs the primary no wait at all."""
+        """Apply what the drain journaled. The acknowledgement goes first: it says the inputs are
+        on our disk (all a failover needs: a standby applies its journal before it serves), and
+        the primary, which holds its answers until then, need not also wait for our apply."""
         pending, self.unapplied = self.unapplied, []
         for seq, items in pending:
             try:

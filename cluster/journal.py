@@ -262,10 +262,6 @@ class Journal:
         """Inputs written that a deferred fsync has yet to cover."""
         return self.durable_seq < self.next_seq - 1
 
-    @property
-    def sync_in_flight(self) -> bool:
-        return self._inflight is not None
-
     def start_sync(self, executor: Executor) -> tuple[Future, int]:
         """fsync everything written so far on `executor`; the future finishes when the disk has
         it, and the returned sequence is what it covers (give it to `synced`). One at a time."""

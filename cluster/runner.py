@@ -182,21 +182,6 @@ class CoreRunner:
 
         asyncio.wrap_future(future, loop=loop).add_done_callback(finished)
 
-    def sync_while(self, work: Callable[[], None]) -> None:
-        """fsync what is written on the fsync thread while `work` runs on this one; returns when
-        both are done (a standby: its disk's time and its apply's overlap instead of adding up).
-        Without the thread, or with a deferred fsync of the node's own in flight, in turn."""
-        if self._fsyncs is None or self.journal.sync_in_flight:
-            work()
-            self.journal.sync()
-            return
-        future, upto = self.journal.start_sync(self._fsyncs)
-        try:
-            work()
-        finally:
-            future.result()  # (raises if the fsync failed: the page cache cannot be trusted)
-            self.journal.synced(upto)
-
     def sync_now(self) -> None:
         """Everything written on disk before returning (a stop: what is held may then leave)."""
         self.journal.sync()
