@@ -157,13 +157,9 @@ def test_an_adl_in_flight_does_not_count_against_the_fund_for_another_takeover()
     assert w._fund_equity() == 1_850 * USD
 
 
-def test_a_short_with_no_solvable_bankruptcy_price_is_still_bought_back_in_the_book():
-    """Kills liquidator _bankruptcy__mutmut_50 (a short with no bankruptcy price limited at 1 tick
-    instead of no limit). alice (cross, 2,000 USD) is short 1 BTC at 30,000.0 and long 20 ETH at
-    2,000.00, both at 50x; ETH gaps to 200.00: a 36,000 loss on ETH, more than her 2,000 (less
-    fees) plus everything the short could ever gain (30,000 at a price of 0). No price of BTC
-    brings her equity to zero, so the short's close has no bound: it buys what the book offers
-    (the ask at 30,000.0, inside the band). Limited at 1 tick it could never fill."""
+def short_btc_long_eth():
+    """alice (cross, 2,000 USD) short 1 BTC at 30,000.0 and long 20 ETH at 2,000.00, both at
+    50x, against mm: the world both no-bankruptcy-price tests gap ETH in."""
     from tests.unit.liquidation_world import World
     eth = "ETH-PERP"
     w = World({"alice": 2_000 * USD, "mm": 10_000_000 * USD}, insurance=100_000 * USD)
@@ -175,6 +171,18 @@ def test_a_short_with_no_solvable_bankruptcy_price_is_still_bought_back_in_the_b
     w.place("alice", -1, 1000, P0)
     w.place("mm", -1, 2000, 200_000, eth)
     w.place("alice", 1, 2000, 200_000, eth)
+    return w
+
+
+def test_a_short_with_no_solvable_bankruptcy_price_is_still_bought_back_in_the_book():
+    """Kills liquidator _bankruptcy__mutmut_50 (a short with no bankruptcy price limited at 1 tick
+    instead of no limit). alice (cross, 2,000 USD) is short 1 BTC at 30,000.0 and long 20 ETH at
+    2,000.00, both at 50x; ETH gaps to 200.00: a 36,000 loss on ETH, more than her 2,000 (less
+    fees) plus everything the short could ever gain (30,000 at a price of 0). No price of BTC
+    brings her equity to zero, so the short's close has no bound: it buys what the book offers
+    (the ask at 30,000.0, inside the band). Limited at 1 tick it could never fill."""
+    w = short_btc_long_eth()
+    eth = "ETH-PERP"
     assert (w.position("alice"), w.position("alice", eth)) == (-1000, 2000)
     w.place("mm", -1, 1000, P0)  # the ask the short is closed into
     w.mark(20_000, eth)
@@ -313,17 +321,8 @@ def test_a_takeover_of_a_short_with_no_bankruptcy_price_is_made_at_the_mark():
     takeover price: the fund took alice's last lot at 10**15 ticks, a 100,000,000,000 USD
     transfer (alice's wallet -1e17 atoms), and planned it as a loss at mark of 0. The fund (or a
     backstop, or ADL counterparties) takes it at the mark, 30,000.0: 1 x 300,000 x 100 atoms."""
-    from tests.unit.liquidation_world import World
+    w = short_btc_long_eth()
     eth = "ETH-PERP"
-    w = World({"alice": 2_000 * USD, "mm": 10_000_000 * USD}, insurance=100_000 * USD)
-    w.mark(P0)
-    w.mark(200_000, eth)
-    for symbol in (BTC, eth):
-        w.risk.accounts["alice"].leverage[symbol] = 50
-    w.place("mm", 1, 1000, P0)
-    w.place("alice", -1, 1000, P0)
-    w.place("mm", -1, 2000, 200_000, eth)
-    w.place("alice", 1, 2000, 200_000, eth)
     w.place("mm", -1, 1000, P0)
     w.mark(20_000, eth)
     takeovers = [r for r in w.results if r.kind in ("backstop", "insurance", "adl") and r.qty]
