@@ -7,9 +7,10 @@ Keys: one CURVE keypair per process role (each node, the supervisor, and `tools`
 tests), made afresh at every `cluster up` under `<run>/curve/`: every public key in public.json,
 each secret in its own ROLE.secret (0600). A process loads its own role's secret only, so the
 tools' key (what an operator's CLI holds) is not every node's. A server socket (an inbox, an internal PUB,
-the supervisor's control, netsim and admin sockets) takes only clients whose public key is in that
-file. The client-facing sockets stay plain (the gateway's ROUTER and market data, the REST facade):
-clients are authenticated by their signed requests instead.
+the supervisor's control, netsim and admin sockets) takes only clients whose public key is in
+public.json, and some fewer (`only`). The client-facing sockets are plain unless the gateway's
+`client_curve` is on (then its ROUTER serves CURVE to any client key); clients are authenticated
+by their signed requests either way.
 
 `[supervisor] curve = false` in the topology turns it off (a measurement of its price: make bench
 reports the ratio).
@@ -45,10 +46,10 @@ def _write(path: Path, data: bytes, mode: int) -> None:
     os.replace(tmp, path)
 
 
-def create_keyring(run_dir: str | os.PathLike, names: list[str]) -> None:
+def create_keyring(run_dir: str | os.PathLike, names: list[str]) -> dict[str, str]:
     """A fresh keypair for each of `names` (and the tools): every public key in one file, each
     secret in its own 0600 file, so that a process (or an operator given the tools' key) holds
-    one role's secret and not the others'."""
+    one role's secret and not the others'. Returns the public keys."""
     folder = keyring_dir(run_dir)
     folder.mkdir(mode=0o700, exist_ok=True)
     publics = {}
@@ -57,17 +58,17 @@ def create_keyring(run_dir: str | os.PathLike, names: list[str]) -> None:
         publics[name] = public.decode()
         _write(folder / f"{name}.secret", secret, 0o600)
     _write(folder / "public.json", json.dumps(publics).encode(), 0o644)
+    return publics
 
 
 def create_for(topo) -> None:
     """The keyring of a run of `topo` (its nodes and the supervisor), when CURVE is on; with
     `client_curve`, the gateway's public key beside it for clients (0644: it is public)."""
     if topo.supervisor.curve:
-        create_keyring(topo.run_dir, [*topo.nodes, "supervisor"])
+        made = create_keyring(topo.run_dir, [*topo.nodes, "supervisor"])
         gateway = topo.nodes.get("gateway")
         if gateway is not None and gateway.client_curve:
-            _write(Path(topo.run_dir) / GATEWAY_PUBLIC, publics(topo)["gateway"].encode() + b"\n",
-                   0o644)
+            _write(Path(topo.run_dir) / GATEWAY_PUBLIC, made["gateway"].encode() + b"\n", 0o644)
 
 
 def publics(topo) -> dict[str, str]:

@@ -220,7 +220,8 @@ class NodeShell:
         self.audit = AuditJournal(os.path.join(topo.run_dir, "audit", f"{self.instance}.jsonl"))
         self.codec = Codec(NodeInbound)
         self.stats: dict[str, int] = {"frames_in": 0, "msgs_in": 0, "bad_frames": 0, "errors": 0}
-        self._readers: list[tuple[zmq.asyncio.Socket, bool, Callable[[list], None]]] = []
+        # (socket, multipart: True / False / SENDER, handler)
+        self._readers: list[tuple[zmq.asyncio.Socket, bool | str, Callable[[list], None]]] = []
         self._outboxes: dict[str, Outbox] = {}
         self._pubs: dict[bytes, Outbox] = {}
         self._pub_sock: zmq.asyncio.Socket | None = None
@@ -926,15 +927,15 @@ class NodeShell:
         if seen > 10 and seen % 1000:
             return
         header = batch[0] if batch and type(batch[0]) is LinkSeq else None
+        link = header.link if header else ""
         kinds = sorted({type(m).__name__ for m in batch if type(m) is not LinkSeq})
-        self.log.warning("frame_refused", sender=sender or "unauthenticated", reason=why,
-                         link=header.link if header else "", messages=kinds, count=seen)
+        who = sender or "unauthenticated"
+        self.log.warning("frame_refused", sender=who, reason=why, link=link, messages=kinds,
+                         count=seen)
         self.audit.record(Explanation(
-            ts_ns=time.time_ns(), node=self.name, rule="inbox.sender_refused",
-            subject=sender or "unauthenticated", decision=why,
-            numbers={"messages": len(batch) - (header is not None),
-                     "link": header.link if header else "", "types": ",".join(kinds),
-                     "refused_from_sender": seen}))
+            ts_ns=time.time_ns(), node=self.name, rule="inbox.sender_refused", subject=who,
+            decision=why, numbers={"messages": len(batch) - (header is not None), "link": link,
+                                   "types": ",".join(kinds), "refused_from_sender": seen}))
 
     # ------------------------------------------------------------------ failover (cluster/failover.py)
 
